@@ -1,0 +1,1 @@
+"""Compiled kernels of rnnfast (Cython, nogil) and the thread control that goes with them."""

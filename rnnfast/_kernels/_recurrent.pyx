@@ -1,0 +1,589 @@
+# Whole-network forward and backward (BPTT) for stacked, optionally bidirectional LSTM / GRU / RNN.
+#
+# Layout. Sequences are packed time-major, sorted by length (longest first), like PyTorch's
+# PackedSequence: step t holds bs[t] rows at offsets off[t] .. off[t] + bs[t]; the rows active at step t
+# are a prefix of those of step t-1, so padded steps are never stored nor computed. N = sum(lengths).
+# The reverse direction runs on its own packed copy of the input in per-sequence reversed time
+# (row (s, b) holds time L_b - 1 - s); ``rev[n]`` maps that row to its forward-order row.
+#
+# Forward of one layer and direction (G gates of H units, F input features):
+#   XW   = X (N, F) . W_ih^T                       one GEMM over every step (BLAS threads)
+#   for t: G_t += h_{t-1} . W_hh^T  (rows of G_t)  one GEMM per step, all gates, beta = 1
+#          fused pass (_cells.pxd): bias, activations, state update, h_t written where it belongs.
+# Backward: for t descending, the fused backward pass makes dG_t in place of the saved gates, then
+# dh_{t-1} = dG_t . W_hh. After the loop, over all N rows: dW_ih += dG^T X, dW_hh += dG^T H_prev
+# (H_prev holds h0 for t = 0), db += sum dG, dX = dG . W_ih.
+#
+# Threads: the recurrence of different batch rows (and of the two directions) is independent, so it
+# runs as (direction, block of rows) tasks in an OpenMP prange, each task doing its own per-step GEMMs
+# with BLAS held to one thread in that thread (openblas_set_num_threads_local); the big GEMMs outside
+# the loop use BLAS's own threads, set to the call's thread count. Nothing here allocates per step nor
+# touches a Python object inside the loops.
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+from libc.stdlib cimport malloc, free
+
+cimport numpy as cnp
+import numpy as np
+
+from rnnfast._kernels._blas cimport gemm
+from rnnfast._kernels._cells cimport lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, rnn_fwd, rnn_bwd
+
+cnp.import_array()
+
+cdef extern from "rf_math.h" nogil:
+    unsigned int rf_ftz_enter()
+    void rf_ftz_leave(unsigned int old)
+
+ctypedef int (*set_local_fn)(int) noexcept nogil
+
+cdef set_local_fn _blas_set_local = NULL
+
+CELL_RNN = 0
+CELL_LSTM = 1
+CELL_GRU = 2
+
+# Fewest rows worth a task of their own: below this a thread costs more than it saves.
+cdef int MIN_ROWS_PER_TASK = 4
+
+
+def set_blas_local_threads_fn(size_t address):
+    """Register OpenBLAS's ``openblas_set_num_threads_local`` (address from ctypes; 0 clears)."""
+    global _blas_set_local
+    _blas_set_local = <set_local_fn>address
+
+
+def has_blas_thread_control():
+    return _blas_set_local != NULL
+
+
+cdef inline int blas_threads(int n) noexcept nogil:
+    """Set the calling thread's BLAS thread count; returns the previous one (0 when unknown)."""
+    if _blas_set_local != NULL:
+        return _blas_set_local(n)
+    return 0
+
+
+cdef inline void blas_threads_restore(int prev) noexcept nogil:
+    if _blas_set_local != NULL and prev > 0:
+        _blas_set_local(prev)
+
+
+cdef struct Net:
+    int cell        # CELL_*
+    int relu        # RNN only
+    int T, B, N, nin, H, G, D, L
+    int nthreads
+    const int* bs   # (T,) active rows per step
+    const int* off  # (T + 1,) row offset of each step
+    const int* rev  # (N,) reversed-order row -> forward-order row
+    const int* lens # (B,) sorted lengths
+
+
+cdef struct Dir:
+    # parameters
+    void* w_ih      # (GH, F)
+    void* w_hh      # (GH, H)
+    void* b         # (GH,) summed bias (GRU: b_ih + b_hh for r, z; b_in for n)
+    void* bhn       # (H,) GRU b_hn
+    # forward buffers
+    void* xin       # (N, F) input as this direction reads it
+    void* gates     # (N, GH)
+    void* c         # (N, H) LSTM
+    void* tc        # (N, H) LSTM tanh(c), training only
+    void* hn        # (N, H) GRU W_hn h + b_hn, training only
+    void* y         # (N, ldy) hidden states in this direction's order
+    int ldy
+    void* gh        # (B, GH) GRU per-step recurrent product
+    void* h0        # (B, H)
+    void* c0
+    void* hT
+    void* cT
+    int F
+    # backward buffers
+    void* dy        # (N, lddy) output gradient in this direction's order
+    int lddy
+    void* dh        # (B, H) workspace
+    void* dc        # (B, H) workspace
+    void* hprev     # (N, H) workspace
+    void* dxin      # (N, F)
+    void* dh0
+    void* dc0
+    void* dw_ih
+    void* dw_hh
+    void* db_ih
+    void* db_hh
+
+
+# ----------------------------------------------------------------------------------------------
+# row helpers
+
+cdef void gather_rows(const floating* src, int lds, floating* dst, int ldd, const int* idx, int n,
+                      int width) noexcept nogil:
+    """dst[i, :width] = src[idx[i], :width]."""
+    cdef int i
+    for i in range(n):
+        memcpy(dst + <Py_ssize_t>i * ldd, src + <Py_ssize_t>idx[i] * lds, width * sizeof(floating))
+
+
+cdef void scatter_rows(const floating* src, int lds, floating* dst, int ldd, const int* idx, int n,
+                       int width, bint add) noexcept nogil:
+    """dst[idx[i], :width] (+)= src[i, :width]."""
+    cdef int i, j
+    cdef floating* d
+    cdef const floating* s
+    for i in range(n):
+        d = dst + <Py_ssize_t>idx[i] * ldd
+        s = src + <Py_ssize_t>i * lds
+        if add:
+            for j in range(width):
+                d[j] += s[j]
+        else:
+            memcpy(d, s, width * sizeof(floating))
+
+
+cdef void colsum_add(const floating* A, int lda, int n, int width, floating* out) noexcept nogil:
+    """out[:width] += sum over the n rows of A[:, :width]."""
+    cdef int i, j
+    cdef const floating* a
+    for i in range(n):
+        a = A + <Py_ssize_t>i * lda
+        for j in range(width):
+            out[j] += a[j]
+
+
+cdef inline void task_rows(const Net* net, int nblk, int blk, int* r0, int* r1) noexcept nogil:
+    cdef int per = (net.B + nblk - 1) // nblk
+    r0[0] = blk * per
+    r1[0] = min(net.B, (blk + 1) * per)
+
+
+cdef int n_blocks(const Net* net) noexcept nogil:
+    """Row blocks per direction: enough to occupy the threads, none smaller than MIN_ROWS_PER_TASK."""
+    cdef int want = (net.nthreads + net.D - 1) // net.D
+    cdef int most = max(1, net.B // MIN_ROWS_PER_TASK)
+    return max(1, min(want, most))
+
+
+# ----------------------------------------------------------------------------------------------
+# recurrence of one direction over a block of rows
+
+cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noexcept nogil:
+    # ``typed`` only selects the specialisation (float or double)
+    cdef int H = net.H, GH = net.G * net.H
+    cdef int t, nb, b1, ldh
+    cdef floating* gates
+    cdef floating* y = <floating*>p.y
+    cdef floating* c = <floating*>p.c
+    cdef floating* tc = <floating*>p.tc
+    cdef floating* hn = <floating*>p.hn
+    cdef floating* gh = <floating*>p.gh
+    cdef const floating* hp
+    cdef const floating* cp
+    cdef Py_ssize_t row
+    for t in range(net.T):
+        b1 = min(r1, net.bs[t])
+        if b1 <= r0:
+            break
+        nb = b1 - r0
+        row = net.off[t] + r0
+        gates = <floating*>p.gates + row * GH
+        if t == 0:
+            hp = <floating*>p.h0 + <Py_ssize_t>r0 * H
+            ldh = H
+            cp = <floating*>p.c0 + <Py_ssize_t>r0 * H
+        else:
+            hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
+            ldh = p.ldy
+            cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
+        if net.cell == 1:
+            gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
+                 <floating>1, gates, GH)
+            lstm_fwd(nb, H, gates, <floating*>p.b, cp, c + row * H,
+                     tc + row * H if tc != NULL else NULL, y + row * p.ldy, p.ldy)
+        elif net.cell == 2:
+            gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
+                 <floating>0, gh + <Py_ssize_t>r0 * GH, GH)
+            gru_fwd(nb, H, gates, gh + <Py_ssize_t>r0 * GH, <floating*>p.b, <floating*>p.bhn, hp, ldh,
+                    hn + row * H if hn != NULL else NULL, y + row * p.ldy, p.ldy)
+        else:
+            gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
+                 <floating>1, gates, GH)
+            rnn_fwd(nb, H, net.relu, gates, <floating*>p.b, y + row * p.ldy, p.ldy)
+
+
+cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noexcept nogil:
+    cdef int H = net.H, GH = net.G * net.H
+    cdef int t, nb, b1, ldh
+    cdef floating* gates
+    cdef floating* y = <floating*>p.y
+    cdef floating* c = <floating*>p.c
+    cdef floating* hn = <floating*>p.hn
+    cdef floating* dh = <floating*>p.dh + <Py_ssize_t>r0 * H
+    cdef floating* dc = <floating*>p.dc + <Py_ssize_t>r0 * H
+    cdef floating* w_hh = <floating*>p.w_hh
+    cdef const floating* hp
+    cdef const floating* cp
+    cdef const floating* dy
+    cdef Py_ssize_t row
+    for t in range(net.T - 1, -1, -1):
+        b1 = min(r1, net.bs[t])
+        if b1 <= r0:
+            continue
+        nb = b1 - r0
+        row = net.off[t] + r0
+        gates = <floating*>p.gates + row * GH
+        dy = <floating*>p.dy + row * p.lddy
+        if t == 0:
+            hp = <floating*>p.h0 + <Py_ssize_t>r0 * H
+            ldh = H
+            cp = <floating*>p.c0 + <Py_ssize_t>r0 * H
+        else:
+            hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
+            ldh = p.ldy
+            cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
+        if net.cell == 1:
+            lstm_bwd(nb, H, gates, cp, <floating*>p.tc + row * H, dy, p.lddy, dh, dc)
+            gemm(False, False, nb, H, GH, <floating>1, gates, GH, w_hh, H, <floating>0, dh, H)
+        elif net.cell == 2:
+            gru_bwd(nb, H, gates, hn + row * H, hp, ldh, dy, p.lddy, dh)
+            gemm(False, False, nb, H, 2 * H, <floating>1, gates, GH, w_hh, H, <floating>1, dh, H)
+            gemm(False, False, nb, H, H, <floating>1, hn + row * H, H, w_hh + <Py_ssize_t>2 * H * H, H,
+                 <floating>1, dh, H)
+        else:
+            rnn_bwd(nb, H, net.relu, gates, dy, p.lddy, dh)
+            gemm(False, False, nb, H, GH, <floating>1, gates, GH, w_hh, H, <floating>0, dh, H)
+
+
+cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) noexcept nogil:
+    """Run the recurrence of every direction of one layer, split in (direction, row block) tasks."""
+    cdef int nblk = n_blocks(net)
+    cdef int ntask = net.D * nblk
+    cdef int task, d, r0, r1, prev
+    cdef unsigned int ftz
+    cdef int nth = min(net.nthreads, ntask)
+    if nth <= 1:
+        prev = blas_threads(1)
+        ftz = rf_ftz_enter()
+        for task in range(ntask):
+            d = task % net.D
+            task_rows(net, nblk, task // net.D, &r0, &r1)
+            if backward:
+                recur_bwd(net, &dirs[d], r0, r1, typed)
+            else:
+                recur_fwd(net, &dirs[d], r0, r1, typed)
+        rf_ftz_leave(ftz)
+        blas_threads_restore(prev)
+        return
+    for task in prange(ntask, num_threads=nth, schedule="static", chunksize=1):
+        d = task % net.D
+        task_rows(net, nblk, task // net.D, &r0, &r1)
+        prev = blas_threads(1)
+        ftz = rf_ftz_enter()
+        if backward:
+            recur_bwd(net, &dirs[d], r0, r1, typed)
+        else:
+            recur_fwd(net, &dirs[d], r0, r1, typed)
+        rf_ftz_leave(ftz)
+        blas_threads_restore(prev)
+
+
+# ----------------------------------------------------------------------------------------------
+# whole network
+
+cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
+                      floating** masks) noexcept nogil:
+    """Forward through all layers. xl[l] (N, F_l) is layer l's input (xl[l+1] may alias outl[l] when
+    there is no dropout); outl[l] (N, D*H); masks[l] (N, D*H) or NULL, applied between layers."""
+    cdef int l, d, F, GH = net.G * net.H, DH = net.D * net.H, b, pos
+    cdef Py_ssize_t i, n
+    cdef Dir* p
+    cdef int prev = blas_threads(net.nthreads)
+    for l in range(net.L):
+        F = net.nin if l == 0 else DH
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            if d == 1:
+                gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
+            gemm(False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F, <floating*>p.w_ih, F,
+                 <floating>0, <floating*>p.gates, GH)
+        run_tasks(net, &dirs[l * net.D], False, xl[0])
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            if d == 1:
+                scatter_rows(<floating*>p.y, p.ldy, outl[l] + net.H, DH, net.rev, net.N, net.H, False)
+            for b in range(net.B):
+                pos = net.off[net.lens[b] - 1] + b
+                memcpy(<floating*>p.hT + <Py_ssize_t>b * net.H, <floating*>p.y + <Py_ssize_t>pos * p.ldy,
+                       net.H * sizeof(floating))
+                if net.cell == 1:
+                    memcpy(<floating*>p.cT + <Py_ssize_t>b * net.H,
+                           <floating*>p.c + <Py_ssize_t>pos * net.H, net.H * sizeof(floating))
+        if l + 1 < net.L and masks[l] != NULL:
+            n = <Py_ssize_t>net.N * DH
+            for i in range(n):
+                xl[l + 1][i] = outl[l][i] * masks[l][i]
+    blas_threads_restore(prev)
+
+
+cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
+                       floating** dout, floating* dx0) noexcept nogil:
+    """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
+    the others are computed here (dropout applied); dx0 (N, I) receives the input gradient."""
+    cdef int l, d, t, F, H = net.H, G = net.G, GH = net.G * net.H, DH = net.D * net.H
+    cdef Py_ssize_t i, n, row
+    cdef Dir* p
+    cdef floating* dxl
+    cdef floating* hprev
+    cdef int prev = blas_threads(net.nthreads)
+    for l in range(net.L - 1, -1, -1):
+        F = net.nin if l == 0 else DH
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            if d == 1:
+                gather_rows(dout[l] + H, DH, <floating*>p.dy, H, net.rev, net.N, H)
+        run_tasks(net, &dirs[l * net.D], True, dx0)
+        dxl = dx0 if l == 0 else dout[l - 1]
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
+            if net.cell == 1:
+                memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
+            # H_prev: the state each row saw before its step (h0 at t = 0)
+            hprev = <floating*>p.hprev
+            memcpy(hprev, p.h0, <Py_ssize_t>net.bs[0] * H * sizeof(floating))
+            for t in range(1, net.T):
+                if net.bs[t] == 0:
+                    break
+                for i in range(net.bs[t]):
+                    memcpy(hprev + (<Py_ssize_t>net.off[t] + i) * H,
+                           <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i) * p.ldy, H * sizeof(floating))
+            gemm(True, False, GH, F, net.N, <floating>1, <floating*>p.gates, GH, <floating*>p.xin, F,
+                 <floating>1, <floating*>p.dw_ih, F)
+            colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih)
+            if net.cell == 2:
+                gemm(True, False, 2 * H, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
+                     <floating>1, <floating*>p.dw_hh, H)
+                gemm(True, False, H, H, net.N, <floating>1, <floating*>p.hn, H, hprev, H,
+                     <floating>1, <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
+                colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh)
+                colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H)
+            else:
+                gemm(True, False, GH, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
+                     <floating>1, <floating*>p.dw_hh, H)
+                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_hh)
+            if d == 0:
+                gemm(False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
+                     <floating*>p.w_ih, F, <floating>0, dxl, F)
+            else:
+                gemm(False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
+                     <floating*>p.w_ih, F, <floating>0, <floating*>p.dxin, F)
+                scatter_rows(<floating*>p.dxin, F, dxl, F, net.rev, net.N, F, True)
+        if l > 0 and masks[l - 1] != NULL:
+            n = <Py_ssize_t>net.N * DH
+            for i in range(n):
+                dxl[i] *= masks[l - 1][i]
+    blas_threads_restore(prev)
+
+
+# ----------------------------------------------------------------------------------------------
+# Python entry points: check the buffers the layer prepared, gather pointers, run without the GIL.
+
+cdef inline void* _ptr(object a, object dtype, Py_ssize_t size, str what) except NULL:
+    cdef cnp.ndarray arr
+    if a is None:
+        raise ValueError(f"internal: buffer {what} missing")
+    arr = <cnp.ndarray?>a
+    if arr.dtype != dtype or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or arr.size < size:
+        raise ValueError(f"internal: buffer {what} has dtype {arr.dtype}, size {arr.size}, "
+                         f"needs {dtype} C-contiguous of size >= {size}")
+    if size == 0:
+        return <void*>1  # never dereferenced
+    return cnp.PyArray_DATA(arr)
+
+
+cdef inline void* _optr(object a, object dtype, Py_ssize_t size, str what) except? NULL:
+    if a is None:
+        return NULL
+    return _ptr(a, dtype, size, what)
+
+
+cdef class Plan:
+    """Index arrays describing one batch's packed layout (see the module docstring)."""
+    cdef public object bs, off, rev, lens
+    cdef public int T, B, N
+
+    def __init__(self, bs, off, rev, lens, int T, int B, int N):
+        self.bs = np.ascontiguousarray(bs, dtype=np.intc)
+        self.off = np.ascontiguousarray(off, dtype=np.intc)
+        self.rev = np.ascontiguousarray(rev, dtype=np.intc)
+        self.lens = np.ascontiguousarray(lens, dtype=np.intc)
+        self.T, self.B, self.N = T, B, N
+        if (self.bs.shape[0] != T or self.off.shape[0] != T + 1 or self.lens.shape[0] != B
+                or self.rev.shape[0] != N):
+            raise ValueError("internal: inconsistent plan")
+
+
+cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int L,
+               int nthreads) except -1:
+    net.cell = cell
+    net.relu = relu
+    net.T, net.B, net.N = plan.T, plan.B, plan.N
+    net.nin, net.H, net.D, net.L = I, H, D, L
+    net.G = 4 if cell == 1 else (3 if cell == 2 else 1)
+    net.nthreads = max(1, nthreads)
+    net.bs = <const int*>cnp.PyArray_DATA(plan.bs)
+    net.off = <const int*>cnp.PyArray_DATA(plan.off)
+    net.rev = <const int*>cnp.PyArray_DATA(plan.rev)
+    net.lens = <const int*>cnp.PyArray_DATA(plan.lens)
+    return 0
+
+
+cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, object dt,
+                    bint training) except -1:
+    """params[k] = (w_ih, w_hh, b, bhn); bufs[k] = dict of buffers; states[k] = (h0, c0, hT, cT)."""
+    cdef int k, l, d, F
+    cdef int H = net.H, GH = net.G * net.H, N = net.N, B = net.B
+    cdef Dir* p
+    for k in range(net.L * net.D):
+        l = k // net.D
+        d = k % net.D
+        F = net.nin if l == 0 else net.D * H
+        p = &dirs[k]
+        memset(p, 0, sizeof(Dir))
+        p.F = F
+        w_ih, w_hh, b, bhn = params[k]
+        buf = bufs[k]
+        h0, c0, hT, cT = states[k]
+        p.w_ih = _ptr(w_ih, dt, GH * F, "w_ih")
+        p.w_hh = _ptr(w_hh, dt, GH * H, "w_hh")
+        p.b = _ptr(b, dt, GH, "b")
+        p.gates = _ptr(buf["gates"], dt, <Py_ssize_t>N * GH, "gates")
+        p.h0 = _ptr(h0, dt, B * H, "h0")
+        p.hT = _ptr(hT, dt, B * H, "hT")
+        if net.cell == 1:
+            p.c = _ptr(buf["c"], dt, <Py_ssize_t>N * H, "c")
+            p.c0 = _ptr(c0, dt, B * H, "c0")
+            p.cT = _ptr(cT, dt, B * H, "cT")
+            if training:
+                p.tc = _ptr(buf["tc"], dt, <Py_ssize_t>N * H, "tc")
+        if net.cell == 2:
+            p.bhn = _ptr(bhn, dt, H, "bhn")
+            p.gh = _ptr(buf["gh"], dt, B * GH, "gh")
+            if training:
+                p.hn = _ptr(buf["hn"], dt, <Py_ssize_t>N * H, "hn")
+        if d == 1:
+            p.xin = _ptr(buf["xin"], dt, <Py_ssize_t>N * F, "xin")
+            p.y = _ptr(buf["y"], dt, <Py_ssize_t>N * H, "y")
+            p.ldy = H
+    return 0
+
+
+def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
+            list states, list xl, list outl, list masks, bint training, int nthreads):
+    """Run the forward pass of the whole network (see the module docstring) without the GIL.
+
+    All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
+    checks their sizes and dtype before any unchecked code runs.
+    """
+    cdef Net net
+    _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
+    dt = xl[0].dtype
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"internal: dtype {dt}")
+    cdef int k, l, DH = D * H
+    cdef Dir* dirs = <Dir*>malloc(sizeof(Dir) * L * D)
+    cdef void** xp = <void**>malloc(sizeof(void*) * L)
+    cdef void** op = <void**>malloc(sizeof(void*) * L)
+    cdef void** mp = <void**>malloc(sizeof(void*) * L)
+    if dirs == NULL or xp == NULL or op == NULL or mp == NULL:
+        free(dirs); free(xp); free(op); free(mp)
+        raise MemoryError()
+    try:
+        _fill_dirs(&net, dirs, params, bufs, states, dt, training)
+        for l in range(L):
+            xp[l] = _ptr(xl[l], dt, <Py_ssize_t>net.N * (I if l == 0 else DH), "x")
+            op[l] = _ptr(outl[l], dt, <Py_ssize_t>net.N * DH, "out")
+            mp[l] = _optr(masks[l], dt, <Py_ssize_t>net.N * DH, "mask")
+            dirs[l * D].xin = xp[l]
+            dirs[l * D].y = op[l]
+            dirs[l * D].ldy = DH
+        if dt == np.float32:
+            with nogil:
+                net_forward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp)
+        else:
+            with nogil:
+                net_forward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp)
+    finally:
+        free(dirs); free(xp); free(op); free(mp)
+
+
+def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
+             list states, list xl, list outl, list masks, list dout, object dx0, list grads,
+             list dstates, int nthreads):
+    """Backward of the whole network without the GIL; gradients accumulate into ``grads``.
+
+    ``dout[l]`` (N, D*H) are the output-gradient buffers (the last one filled by the caller),
+    ``dstates[k] = (dh, dc, dh0, dc0)`` hold on entry dh_n / dc_n (in dh, dc) and receive dh0 / dc0;
+    ``grads[k] = (dw_ih, dw_hh, db_ih, db_hh)``.
+    """
+    cdef Net net
+    _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
+    dt = xl[0].dtype
+    cdef int k, l, d, DH = D * H, GH = net.G * H, B = net.B, N = net.N
+    cdef Dir* dirs = <Dir*>malloc(sizeof(Dir) * L * D)
+    cdef void** xp = <void**>malloc(sizeof(void*) * L)
+    cdef void** op = <void**>malloc(sizeof(void*) * L)
+    cdef void** mp = <void**>malloc(sizeof(void*) * L)
+    cdef void** dp = <void**>malloc(sizeof(void*) * L)
+    cdef void* dxp
+    cdef Dir* p
+    if dirs == NULL or xp == NULL or op == NULL or mp == NULL or dp == NULL:
+        free(dirs); free(xp); free(op); free(mp); free(dp)
+        raise MemoryError()
+    try:
+        _fill_dirs(&net, dirs, params, bufs, states, dt, True)
+        for l in range(L):
+            xp[l] = _ptr(xl[l], dt, <Py_ssize_t>N * (I if l == 0 else DH), "x")
+            op[l] = _ptr(outl[l], dt, <Py_ssize_t>N * DH, "out")
+            mp[l] = _optr(masks[l], dt, <Py_ssize_t>N * DH, "mask")
+            dp[l] = _ptr(dout[l], dt, <Py_ssize_t>N * DH, "dout")
+            dirs[l * D].xin = xp[l]
+            dirs[l * D].y = op[l]
+            dirs[l * D].ldy = DH
+            dirs[l * D].dy = dp[l]
+            dirs[l * D].lddy = DH
+        dxp = _ptr(dx0, dt, <Py_ssize_t>N * I, "dx")
+        for k in range(L * D):
+            l = k // D
+            d = k % D
+            p = &dirs[k]
+            buf = bufs[k]
+            dw_ih, dw_hh, db_ih, db_hh = grads[k]
+            dh, dc, dh0, dc0 = dstates[k]
+            p.dw_ih = _ptr(dw_ih, dt, GH * p.F, "dw_ih")
+            p.dw_hh = _ptr(dw_hh, dt, GH * H, "dw_hh")
+            p.db_ih = _ptr(db_ih, dt, GH, "db_ih")
+            p.db_hh = _ptr(db_hh, dt, GH, "db_hh")
+            p.dh = _ptr(dh, dt, B * H, "dh")
+            p.dh0 = _ptr(dh0, dt, B * H, "dh0")
+            if cell == 1:
+                p.dc = _ptr(dc, dt, B * H, "dc")
+                p.dc0 = _ptr(dc0, dt, B * H, "dc0")
+            p.hprev = _ptr(buf["hprev"], dt, <Py_ssize_t>N * H, "hprev")
+            if d == 1:
+                p.dy = _ptr(buf["dy"], dt, <Py_ssize_t>N * H, "dy")
+                p.lddy = H
+                p.dxin = _ptr(buf["dxin"], dt, <Py_ssize_t>N * p.F, "dxin")
+        if dt == np.float32:
+            with nogil:
+                net_backward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp, <float**>dp,
+                                    <float*>dxp)
+        else:
+            with nogil:
+                net_backward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp,
+                                     <double**>dp, <double*>dxp)
+    finally:
+        free(dirs); free(xp); free(op); free(mp); free(dp)

@@ -1,0 +1,591 @@
+"""Recurrent layers: LSTM, GRU and RNN with PyTorch's constructor, state-dict keys and numerics.
+
+Each call validates its input once, packs the batch (time-major, longest sequence first, padded steps
+dropped), and hands the whole network to one ``nogil`` kernel call (``rnnfast._kernels._recurrent``).
+"""
+import numbers
+
+import numpy as np
+
+from rnnfast._kernels import _recurrent as _k
+from rnnfast._threads import resolve_threads
+
+__all__ = ["LSTM", "GRU", "RNN"]
+
+_CELLS = {"lstm": (_k.CELL_LSTM, 4), "gru": (_k.CELL_GRU, 3), "rnn": (_k.CELL_RNN, 1)}
+
+
+class BackwardStateError(RuntimeError, ValueError):
+    """``backward`` called without a training-mode forward pass to differentiate."""
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _as_float(a, dtype, name):
+    """``a`` as a numeric array of ``dtype`` (converted once); refuses non-numeric input."""
+    if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a numeric array: {e}") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(dtype, copy=False)
+
+
+class _Plan:
+    """Packed layout of one batch: sort by length (stable), steps time-major, padded steps dropped."""
+
+    def __init__(self, lengths, B, T):
+        if lengths is None:
+            self.full = True
+            self.order = np.arange(B)
+            self.lens = np.full(B, T, dtype=np.intc)
+            bs = np.full(T, B, dtype=np.intc)
+        else:
+            self.full = bool(np.all(lengths == T))
+            self.order = np.argsort(-lengths, kind="stable")
+            self.lens = lengths[self.order].astype(np.intc)
+            bs = (self.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
+        off = np.zeros(T + 1, dtype=np.intc)
+        np.cumsum(bs, out=off[1:])
+        N = int(off[-1])
+        self.B, self.T, self.N = B, T, N
+        if self.full:
+            self.t_idx = None
+            self.b_idx = None
+            rev_t = (T - 1 - np.arange(T))[:, None] * B + np.arange(B)[None, :]
+            rev = rev_t.reshape(-1)
+        else:
+            t_idx = np.repeat(np.arange(T), bs)
+            b_sorted = np.arange(N) - np.repeat(off[:-1], bs)
+            self.t_idx = t_idx
+            self.b_idx = self.order[b_sorted]
+            rev = off[self.lens[b_sorted] - 1 - t_idx] + b_sorted
+        self.kplan = _k.Plan(bs, off, rev, self.lens, T, B, N)
+        self.inv = np.empty(B, dtype=np.intp)
+        self.inv[self.order] = np.arange(B)
+
+    def pack(self, x_bt, dtype):
+        """(B, T, F) batch-first -> (N, F) packed, C-contiguous, in ``dtype``."""
+        if self.full:
+            return np.ascontiguousarray(x_bt.swapaxes(0, 1), dtype=dtype).reshape(self.N, -1)
+        return np.ascontiguousarray(x_bt[self.b_idx, self.t_idx], dtype=dtype)
+
+    def unpack(self, packed, F):
+        """(N, F) packed -> (B, T, F) batch-first, zeros at padded steps."""
+        if self.full:
+            return np.ascontiguousarray(packed.reshape(self.T, self.B, F).swapaxes(0, 1))
+        out = np.zeros((self.B, self.T, F), dtype=packed.dtype)
+        out[self.b_idx, self.t_idx] = packed
+        return out
+
+    def sort_states(self, s):
+        """(LD, B, H) in the caller's batch order -> list of (B, H) contiguous, sorted order."""
+        return [np.ascontiguousarray(s[k][self.order]) for k in range(s.shape[0])]
+
+    def unsort_states(self, states):
+        return np.stack([st[self.inv] for st in states])
+
+
+class _RNNBase:
+    """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
+
+    _mode = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh"):
+        self.input_size = _check_int(input_size, "input_size", 1)
+        self.hidden_size = _check_int(hidden_size, "hidden_size", 1)
+        self.num_layers = _check_int(num_layers, "num_layers", 1)
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        self.dtype = dt
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._cell, self._G = _CELLS[self._mode]
+        self._D = 2 if self.bidirectional else 1
+        self._rng = np.random.default_rng(seed)
+        self.training = True
+        self._cache = None
+        self._params = {}
+        k = 1.0 / np.sqrt(self.hidden_size)
+        for name, shape in self._param_shapes():
+            self._params[name] = self._rng.uniform(-k, k, size=shape).astype(self.dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
+
+    # ------------------------------------------------------------------ parameters
+    def _param_shapes(self):
+        GH, H, D = self._G * self.hidden_size, self.hidden_size, self._D
+        for layer in range(self.num_layers):
+            F = self.input_size if layer == 0 else D * H
+            for d in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
+                yield "weight_ih" + sfx, (GH, F)
+                yield "weight_hh" + sfx, (GH, H)
+                if self.bias:
+                    yield "bias_ih" + sfx, (GH,)
+                    yield "bias_hh" + sfx, (GH,)
+
+    def state_dict(self):
+        """Copies of the parameters, keyed as PyTorch's ``state_dict()``.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+        """
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters, e.g. a PyTorch ``state_dict()`` (tensors or numpy arrays).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            Exactly the keys of :meth:`state_dict`, each of the same shape; values are converted to
+            this layer's dtype.
+
+        Raises
+        ------
+        ValueError
+            On missing or unexpected keys, or a wrong shape; nothing is changed then.
+        TypeError
+            If a value is not numeric.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        expected = dict(self._param_shapes())
+        missing = sorted(set(expected) - set(state_dict.keys()))
+        unexpected = sorted(set(state_dict.keys()) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not match: missing keys {missing}, unexpected keys {unexpected}")
+        new = {}
+        for name, shape in expected.items():
+            arr = _as_float(state_dict[name], self.dtype, name)
+            if arr.shape != shape:
+                raise ValueError(f"state_dict[{name!r}] has shape {arr.shape}, expected {shape}")
+            new[name] = np.array(arr, dtype=self.dtype, order="C", copy=True)
+        self._params = new
+        self._cache = None
+
+    def named_parameters(self):
+        """(name, array) pairs of the live parameter arrays, PyTorch's order."""
+        return list(self._params.items())
+
+    def zero_grad(self):
+        """Set every accumulated gradient to zero."""
+        for g in self.grads.values():
+            g[...] = 0
+
+    def train(self, mode=True):
+        """Training mode (dropout on, forward keeps what backward needs). Returns self."""
+        self.training = bool(mode)
+        if not self.training:
+            self._cache = None
+        return self
+
+    def eval(self):
+        """Inference mode: no dropout, no backward cache, safe to call from many threads. Returns self."""
+        return self.train(False)
+
+    # ------------------------------------------------------------------ validation
+    def _check_x(self, x):
+        x = _as_float(x, self.dtype, "x")
+        if x.ndim == 2:
+            unbatched = True
+            x = x[:, None, :] if not self.batch_first else x[None, :, :]
+        elif x.ndim == 3:
+            unbatched = False
+        else:
+            raise ValueError(f"x must be 3-D (batch, time, features) or 2-D unbatched, got shape {x.shape}")
+        if not self.batch_first:
+            x = x.swapaxes(0, 1)
+        B, T, F = x.shape
+        if F != self.input_size:
+            raise ValueError(f"x has {F} features, expected input_size={self.input_size}")
+        if B == 0 or T == 0:
+            raise ValueError(f"x must have at least one sequence and one time step, got shape {x.shape}")
+        return x, unbatched
+
+    def _check_lengths(self, lengths, B, T):
+        if lengths is None:
+            return None
+        if hasattr(lengths, "detach"):
+            lengths = lengths.detach().cpu().numpy()
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        if arr.ndim != 1 or arr.shape[0] != B:
+            raise ValueError(f"lengths must have shape ({B},), got {arr.shape}")
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise TypeError("lengths must be whole numbers")
+        arr = arr.astype(np.int64)
+        if arr.min() < 1 or arr.max() > T:
+            raise ValueError(f"lengths must be in [1, {T}] (the time steps of x), got min {arr.min()}, max {arr.max()}")
+        return arr
+
+    def _check_state(self, s, name, B, unbatched):
+        LD, H = self.num_layers * self._D, self.hidden_size
+        s = _as_float(s, self.dtype, name)
+        if unbatched:
+            if s.shape != (LD, H):
+                raise ValueError(f"{name} must have shape ({LD}, {H}) for unbatched input, got {s.shape}")
+            return s[:, None, :]
+        if s.shape != (LD, B, H):
+            raise ValueError(f"{name} must have shape (num_layers * num_directions, batch, hidden) = "
+                             f"({LD}, {B}, {H}), got {s.shape}")
+        return s
+
+    def _split_hx(self, hx, B, unbatched, what="hx"):
+        """hx -> (h, c) arrays of shape (LD, B, H) or None."""
+        if self._mode == "lstm":
+            if hx is None:
+                return None, None
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{what} for LSTM must be a tuple (h, c)")
+            h, c = hx
+            h = None if h is None else self._check_state(h, what + "[0] (h)", B, unbatched)
+            c = None if c is None else self._check_state(c, what + "[1] (c)", B, unbatched)
+            return h, c
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"{what} for {self._mode.upper()} must be an array, not a tuple")
+        return (None if hx is None else self._check_state(hx, what, B, unbatched)), None
+
+    # ------------------------------------------------------------------ forward / backward
+    def _bias_vectors(self, sfx):
+        H, GH = self.hidden_size, self._G * self.hidden_size
+        if not self.bias:
+            return np.zeros(GH, self.dtype), np.zeros(H, self.dtype)
+        b_ih, b_hh = self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]
+        if self._mode == "gru":
+            b = b_ih.copy()
+            b[:2 * H] += b_hh[:2 * H]
+            return b, np.ascontiguousarray(b_hh[2 * H:])
+        return b_ih + b_hh, np.zeros(H, self.dtype)
+
+    def _run(self, x, h0, c0, lengths, training, n_threads):
+        """Pack, run the kernel, return (packed out (N, DH), hT list, cT list, cache)."""
+        B, T, _ = x.shape
+        H, D, L, G = self.hidden_size, self._D, self.num_layers, self._G
+        dt = self.dtype
+        LD = L * D
+        plan = _Plan(lengths, B, T)
+        N, DH = plan.N, D * H
+        z = np.zeros((B, H), dt)
+        h0s = plan.sort_states(h0) if h0 is not None else [z] * LD
+        c0s = plan.sort_states(c0) if c0 is not None else [z] * LD
+        hT = [np.empty((B, H), dt) for _ in range(LD)]
+        cT = [np.empty((B, H), dt) for _ in range(LD)] if self._mode == "lstm" else [None] * LD
+        params, bufs, states = [], [], []
+        for layer in range(L):
+            F = self.input_size if layer == 0 else DH
+            for d in range(D):
+                k = layer * D + d
+                sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
+                b, bhn = self._bias_vectors(sfx)
+                params.append((self._params["weight_ih" + sfx], self._params["weight_hh" + sfx], b, bhn))
+                buf = {"gates": np.empty((N, G * H), dt)}
+                if self._mode == "lstm":
+                    buf["c"] = np.empty((N, H), dt)
+                    if training:
+                        buf["tc"] = np.empty((N, H), dt)
+                if self._mode == "gru":
+                    buf["gh"] = np.empty((B, G * H), dt)
+                    if training:
+                        buf["hn"] = np.empty((N, H), dt)
+                if d == 1:
+                    buf["xin"] = np.empty((N, F), dt)
+                    buf["y"] = np.empty((N, H), dt)
+                bufs.append(buf)
+                states.append((h0s[k], c0s[k], hT[k], cT[k]))
+        xl = [plan.pack(x, dt)]
+        outl, masks = [], []
+        use_dropout = training and self.dropout > 0.0
+        for layer in range(L):
+            outl.append(np.empty((N, DH), dt))
+            if layer + 1 < L:
+                if use_dropout:
+                    keep = 1.0 - self.dropout
+                    m = (self._rng.random((N, DH)) < keep).astype(dt)
+                    m *= dt.type(1.0 / keep)
+                    masks.append(m)
+                    xl.append(np.empty((N, DH), dt))
+                else:
+                    masks.append(None)
+                    xl.append(outl[layer])
+            else:
+                masks.append(None)
+        _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
+                   params, bufs, states, xl, outl, masks, training, n_threads)
+        cache = None
+        if training:
+            cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks)
+        return outl[-1], hT, cT, plan, cache
+
+    def forward(self, x, hx=None, lengths=None, n_threads=None):
+        """Run the layer over whole sequences.
+
+        Parameters
+        ----------
+        x : array-like, shape (B, T, input_size), or (T, B, input_size) if ``batch_first=False``
+            Input; 2-D means one unbatched sequence. Converted once to the layer's dtype.
+        hx : array (num_layers * D, B, H), or for LSTM a tuple (h0, c0) of such arrays, optional
+            Initial states; zeros when omitted.
+        lengths : array-like of int, shape (B,), optional
+            Valid steps of each (right-padded) sequence, in [1, T], any order. Outputs are zero past
+            each length, final states are taken at each sequence's last step and the reverse direction
+            starts there; padded steps are not computed.
+        n_threads : int, optional
+            Threads for this call (default :func:`rnnfast.get_num_threads`).
+
+        Returns
+        -------
+        out : ndarray, shape (B, T, D * H) (time-major if ``batch_first=False``)
+        h_n : ndarray (num_layers * D, B, H) for GRU and RNN; LSTM returns ``(h_n, c_n)``.
+        """
+        nth = resolve_threads(n_threads)
+        xb, unbatched = self._check_x(x)
+        B, T, _ = xb.shape
+        lengths = self._check_lengths(lengths, B, T)
+        h0, c0 = self._split_hx(hx, B, unbatched)
+        training = self.training
+        out_p, hT, cT, plan, cache = self._run(xb, h0, c0, lengths, training, nth)
+        self._cache = None
+        if training:
+            cache["unbatched"] = unbatched
+            self._cache = cache
+        return self._finish(plan, out_p, hT, cT, unbatched)
+
+    __call__ = forward
+
+    def _finish(self, plan, out_p, hT, cT, unbatched):
+        DH = self._D * self.hidden_size
+        out = plan.unpack(out_p, DH)
+        if not self.batch_first:
+            out = np.ascontiguousarray(out.swapaxes(0, 1))
+        h_n = plan.unsort_states(hT)
+        c_n = plan.unsort_states(cT) if self._mode == "lstm" else None
+        if unbatched:
+            out = out[0] if self.batch_first else out[:, 0]
+            h_n = h_n[:, 0]
+            c_n = c_n[:, 0] if c_n is not None else None
+        if self._mode == "lstm":
+            return out, (h_n, c_n)
+        return out, h_n
+
+    def backward(self, dout, dstate=None, n_threads=None):
+        """Backpropagate through the last training-mode forward call; gradients accumulate in ``grads``.
+
+        Parameters
+        ----------
+        dout : array-like, the shape of that call's output
+            Gradient of the loss wrt the output (values at padded steps are ignored).
+        dstate : array (num_layers * D, B, H), or for LSTM a tuple (dh_n, dc_n), optional
+            Gradient wrt the final states; either part may be None (zero).
+        n_threads : int, optional
+            Threads for this call.
+
+        Returns
+        -------
+        dx : ndarray, the shape of the input
+        dh0 : ndarray for GRU and RNN; LSTM returns ``(dh0, dc0)``.
+        """
+        nth = resolve_threads(n_threads)
+        cache = self._cache
+        if cache is None:
+            if not self.training:
+                raise BackwardStateError("backward() needs a forward pass in training mode; this layer is in "
+                                         "eval mode, which keeps no backward cache (call .train())")
+            raise BackwardStateError("backward() called without a preceding training-mode forward() "
+                                     "(or twice for one forward)")
+        plan = cache["plan"]
+        unbatched = cache["unbatched"]
+        B, T, N = plan.B, plan.T, plan.N
+        H, D, L, G = self.hidden_size, self._D, self.num_layers, self._G
+        DH, LD, dt = D * H, L * D, self.dtype
+        dout = _as_float(dout, dt, "dout")
+        if unbatched:
+            exp = (T, DH)
+            if dout.shape != exp:
+                raise ValueError(f"dout must have the output's shape {exp}, got {dout.shape}")
+            dout = dout[None] if self.batch_first else dout[:, None]
+        else:
+            exp = (B, T, DH) if self.batch_first else (T, B, DH)
+            if dout.shape != exp:
+                raise ValueError(f"dout must have the output's shape {exp}, got {dout.shape}")
+        if not self.batch_first:
+            dout = dout.swapaxes(0, 1)
+        dh_n, dc_n = self._split_hx(dstate, B, unbatched, what="dstate")
+        self._cache = None  # the kernel overwrites the saved gates with their gradients
+        dls = [np.empty((N, DH), dt) for _ in range(L - 1)] + [plan.pack(dout, dt)]
+        dx0 = np.empty((N, self.input_size), dt)
+        dhs = plan.sort_states(dh_n) if dh_n is not None else [np.zeros((B, H), dt) for _ in range(LD)]
+        if self._mode == "lstm":
+            dcs = plan.sort_states(dc_n) if dc_n is not None else [np.zeros((B, H), dt) for _ in range(LD)]
+        else:
+            dcs = [None] * LD
+        grads, dstates = [], []
+        dummy = np.zeros(G * H, dt)
+        for layer in range(L):
+            F = self.input_size if layer == 0 else DH
+            for d in range(D):
+                k = layer * D + d
+                sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
+                g = self.grads
+                grads.append((g["weight_ih" + sfx], g["weight_hh" + sfx],
+                              g["bias_ih" + sfx] if self.bias else dummy.copy(),
+                              g["bias_hh" + sfx] if self.bias else dummy.copy()))
+                dstates.append((dhs[k], dcs[k], np.empty((B, H), dt),
+                                np.empty((B, H), dt) if self._mode == "lstm" else None))
+                buf = cache["bufs"][k]
+                buf["hprev"] = np.empty((N, H), dt)
+                if d == 1:
+                    buf["dy"] = np.empty((N, H), dt)
+                    buf["dxin"] = np.empty((N, F), dt)
+        _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
+                    cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
+                    cache["masks"], dls, dx0, grads, dstates, nth)
+        dx = plan.unpack(dx0, self.input_size)
+        if not self.batch_first:
+            dx = np.ascontiguousarray(dx.swapaxes(0, 1))
+        dh0 = plan.unsort_states([s[2] for s in dstates])
+        dc0 = plan.unsort_states([s[3] for s in dstates]) if self._mode == "lstm" else None
+        if unbatched:
+            dx = dx[0] if self.batch_first else dx[:, 0]
+            dh0 = dh0[:, 0]
+            dc0 = dc0[:, 0] if dc0 is not None else None
+        if self._mode == "lstm":
+            return dx, (dh0, dc0)
+        return dx, dh0
+
+    def step(self, x_t, state=None, n_threads=None):
+        """Advance one time step (streaming inference); numerics match the whole-sequence call.
+
+        Parameters
+        ----------
+        x_t : array-like, shape (B, input_size), or (input_size,) for one sequence
+        state : as ``hx`` of :meth:`forward`, optional (zeros)
+        n_threads : int, optional
+
+        Returns
+        -------
+        y_t : ndarray (B, H) (or (H,))
+        state : the new state, to pass to the next call (h for GRU/RNN, (h, c) for LSTM)
+        """
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional layer: the reverse direction reads the future")
+        nth = resolve_threads(n_threads)
+        xt = _as_float(x_t, self.dtype, "x_t")
+        if xt.ndim == 1:
+            unbatched = True
+            xt = xt[None]
+        elif xt.ndim == 2:
+            unbatched = False
+        else:
+            raise ValueError(f"x_t must be 2-D (batch, features) or 1-D, got shape {xt.shape}")
+        if xt.shape[1] != self.input_size:
+            raise ValueError(f"x_t has {xt.shape[1]} features, expected input_size={self.input_size}")
+        if xt.shape[0] == 0:
+            raise ValueError("x_t must hold at least one row")
+        B = xt.shape[0]
+        h0, c0 = self._split_hx(state, B, unbatched, what="state")
+        out_p, hT, cT, plan, _ = self._run(xt[:, None, :], h0, c0, None, False, nth)
+        y = out_p.reshape(B, self.hidden_size)
+        h = np.stack(hT)
+        if unbatched:
+            y, h = y[0], h[:, 0]
+        if self._mode == "lstm":
+            c = np.stack(cT)
+            return y, (h, c[:, 0] if unbatched else c)
+        return y, h
+
+    def __repr__(self):
+        extra = ", nonlinearity='relu'" if self._mode == "rnn" and self.nonlinearity == "relu" else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
+                f"bidirectional={self.bidirectional}, dtype={self.dtype.name}{extra})")
+
+
+class LSTM(_RNNBase):
+    """Long short-term memory layer, PyTorch's ``torch.nn.LSTM`` (gates i, f, g, o).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_layers : int, default 1
+    bias : bool, default True
+    batch_first : bool, default True
+        Input and output are (B, T, F); False means (T, B, F).
+    dropout : float in [0, 1), default 0
+        Dropout on the outputs of every layer but the last, in training mode.
+    bidirectional : bool, default False
+    dtype : numpy dtype, float32 (default) or float64
+    seed : int or numpy Generator, optional
+        Seeds the initial weights (PyTorch's uniform(-1/sqrt(H), 1/sqrt(H))) and the dropout masks.
+
+    Examples
+    --------
+    >>> lstm = LSTM(8, 16, num_layers=2)
+    >>> out, (h_n, c_n) = lstm(np.zeros((4, 10, 8), np.float32))
+    >>> out.shape, h_n.shape
+    ((4, 10, 16), (2, 4, 16))
+    """
+
+    _mode = "lstm"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, seed)
+
+
+class GRU(_RNNBase):
+    """Gated recurrent unit layer, PyTorch's ``torch.nn.GRU`` (gates r, z, n; reset after the product).
+
+    Parameters are those of :class:`LSTM`; ``forward`` takes and returns a single state array.
+    """
+
+    _mode = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, seed)
+
+
+class RNN(_RNNBase):
+    """Simple (Elman) recurrent layer, PyTorch's ``torch.nn.RNN``: h' = act(W_ih x + b_ih + W_hh h + b_hh).
+
+    Parameters are those of :class:`LSTM`, plus ``nonlinearity``: "tanh" (default) or "relu".
+    """
+
+    _mode = "rnn"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=True, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, seed, nonlinearity)
