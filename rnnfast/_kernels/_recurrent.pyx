@@ -154,10 +154,9 @@ cdef void colsum_add(const floating* A, int lda, int n, int width, floating* out
             out[j] += a[j]
 
 
-cdef inline void task_rows(const Net* net, int nblk, int blk, int* r0, int* r1) noexcept nogil:
-    cdef int per = (net.B + nblk - 1) // nblk
-    r0[0] = blk * per
-    r1[0] = min(net.B, (blk + 1) * per)
+cdef inline int block_start(int B, int nblk, int blk) noexcept nogil:
+    """First row of block ``blk`` when B rows are cut in ``nblk`` near-equal blocks."""
+    return min(B, blk * ((B + nblk - 1) // nblk))
 
 
 cdef int n_blocks(const Net* net) noexcept nogil:
@@ -269,7 +268,8 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
         ftz = rf_ftz_enter()
         for task in range(ntask):
             d = task % net.D
-            task_rows(net, nblk, task // net.D, &r0, &r1)
+            r0 = block_start(net.B, nblk, task // net.D)
+            r1 = block_start(net.B, nblk, task // net.D + 1)
             if backward:
                 recur_bwd(net, &dirs[d], r0, r1, typed)
             else:
@@ -279,7 +279,9 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
         return
     for task in prange(ntask, num_threads=nth, schedule="static", chunksize=1):
         d = task % net.D
-        task_rows(net, nblk, task // net.D, &r0, &r1)
+        # assigned here, so private to each OpenMP thread (never pass their address out)
+        r0 = block_start(net.B, nblk, task // net.D)
+        r1 = block_start(net.B, nblk, task // net.D + 1)
         prev = blas_threads(1)
         ftz = rf_ftz_enter()
         if backward:

@@ -1,0 +1,428 @@
+"""rnnfast.nn.LSTM / GRU / RNN against the plain-numpy reference, finite differences and the API contract."""
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, HealthCheck
+from hypothesis import strategies as st
+
+import rnnfast as rf
+from tests import reference as ref
+
+CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def make(cell, I, H, **kw):
+    if cell == "lstm":
+        return rf.nn.LSTM(I, H, **kw)
+    if cell == "gru":
+        return rf.nn.GRU(I, H, **kw)
+    return rf.nn.RNN(I, H, nonlinearity=cell.split("_")[1], **kw)
+
+
+def base(cell):
+    return cell.split("_")[0]
+
+
+def act(cell):
+    return cell.split("_")[1] if cell.startswith("rnn") else "tanh"
+
+
+def run(m, x, h0, c0, lengths, **kw):
+    """forward -> (out, h_n, c_n or None)."""
+    hx = None if h0 is None else ((h0, c0) if m._mode == "lstm" else h0)
+    out, st_ = m(x, hx, lengths=lengths, **kw)
+    if m._mode == "lstm":
+        return out, st_[0], st_[1]
+    return out, st_, None
+
+
+def back(m, dout, dh, dc, **kw):
+    ds = (dh, dc) if m._mode == "lstm" else dh
+    dx, dst = m.backward(dout, ds, **kw)
+    if m._mode == "lstm":
+        return dx, dst[0], dst[1]
+    return dx, dst, None
+
+
+def problem(cell, B, T, I, H, L, bidir, dtype, seed, ragged=True):
+    rng = np.random.default_rng(seed)
+    D = 2 if bidir else 1
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if base(cell) == "lstm" else None
+    lengths = None
+    if ragged:
+        lengths = rng.integers(1, T + 1, size=B)
+        lengths[0] = 1 if B > 1 else T
+        if B > 2:
+            lengths[-1] = T
+    dout = rng.standard_normal((B, T, D * H)).astype(dtype)
+    dh = rng.standard_normal((L * D, B, H)).astype(dtype)
+    dc = rng.standard_normal((L * D, B, H)).astype(dtype) if base(cell) == "lstm" else None
+    return x, h0, c0, lengths, dout, dh, dc
+
+
+def unpack_masks(m):
+    """The dropout masks of the last training forward, as the reference takes them ((B, T, D*H) each)."""
+    plan = m._cache["plan"]
+    DH = m._D * m.hidden_size
+    return [plan.unpack(mk, DH) for mk in m._cache["masks"][:-1]]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("L,bidir", [(1, False), (1, True), (2, False), (3, True)])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_matches_reference(cell, dtype, L, bidir, ragged):
+    B, T, I, H = 5, 6, 4, 3
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, bidir, dtype, 7, ragged)
+    m = make(cell, I, H, num_layers=L, bidirectional=bidir, dtype=dtype, seed=3)
+    out, hn, cn = run(m, x, h0, c0, lengths)
+    assert out.dtype == dtype and hn.dtype == dtype
+    ro, rh, rc = ref.forward(base(cell), x, m.state_dict(), L, bidir, h0, c0, lengths, nonlinearity=act(cell))
+    tol = TOL[dtype]
+    np.testing.assert_allclose(out, ro, **tol)
+    np.testing.assert_allclose(hn, rh, **tol)
+    if cn is not None:
+        np.testing.assert_allclose(cn, rc, **tol)
+    if lengths is not None:
+        for b, n in enumerate(lengths):
+            assert np.all(out[b, n:] == 0)
+    dx, dh0, dc0 = back(m, dout, dh, dc)
+    rdx, rdh0, rdc0, rg = ref.backward(base(cell), x, m.state_dict(), dout, dh, dc, L, bidir, h0, c0, lengths,
+                                       nonlinearity=act(cell))
+    np.testing.assert_allclose(dx, rdx, **tol)
+    np.testing.assert_allclose(dh0, rdh0, **tol)
+    if dc0 is not None:
+        np.testing.assert_allclose(dc0, rdc0, **tol)
+    assert set(m.grads) == set(rg)
+    for k in rg:
+        np.testing.assert_allclose(m.grads[k], rg[k], err_msg=k, **tol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_dropout_matches_reference_with_same_masks(cell, bias):
+    B, T, I, H, L = 4, 5, 3, 4, 3
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, True, np.float64, 11)
+    m = make(cell, I, H, num_layers=L, bidirectional=True, dropout=0.4, bias=bias, dtype=np.float64, seed=5)
+    out, hn, cn = run(m, x, h0, c0, lengths)
+    masks = unpack_masks(m)
+    for mk in masks:
+        assert set(np.unique(mk)) <= {0.0, 1 / 0.6}
+    ro, rh, rc = ref.forward(base(cell), x, m.state_dict(), L, True, h0, c0, lengths, masks=masks,
+                             nonlinearity=act(cell))
+    np.testing.assert_allclose(out, ro, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hn, rh, rtol=1e-10, atol=1e-12)
+    dx, dh0, dc0 = back(m, dout, dh, dc)
+    rdx, rdh0, rdc0, rg = ref.backward(base(cell), x, m.state_dict(), dout, dh, dc, L, True, h0, c0, lengths,
+                                       masks=masks, nonlinearity=act(cell))
+    np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dh0, rdh0, rtol=1e-10, atol=1e-12)
+    for k in rg:
+        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    # eval mode: no dropout at all
+    m.eval()
+    out_eval, _, _ = run(m, x, h0, c0, lengths)
+    ro2, _, _ = ref.forward(base(cell), x, m.state_dict(), L, True, h0, c0, lengths, nonlinearity=act(cell))
+    np.testing.assert_allclose(out_eval, ro2, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# finite differences (float64): every input, initial state and parameter; t = 0 and padded rows
+
+
+def _objective(m, x, h0, c0, lengths, dout, dh, dc, seed):
+    m._rng = np.random.default_rng(seed)  # same dropout masks every evaluation
+    out, hn, cn = run(m, x, h0, c0, lengths)
+    m._cache = None
+    v = np.sum(out * dout) + np.sum(hn * dh)
+    if cn is not None:
+        v += np.sum(cn * dc)
+    return v
+
+
+def _fd(f, arr, eps=1e-6):
+    g = np.zeros_like(arr)
+    it = np.nditer(arr, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = arr[i]
+        arr[i] = old + eps
+        fp = f()
+        arr[i] = old - eps
+        fm = f()
+        arr[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("L,bidir,dropout", [(1, False, 0.0), (2, True, 0.0), (2, True, 0.3)])
+def test_finite_differences(cell, L, bidir, dropout):
+    B, T, I, H = 4, 4, 3, 3
+    x, h0, c0, _, dout, dh, dc = problem(cell, B, T, I, H, L, bidir, np.float64, 21)
+    lengths = np.array([T, 1, 3, 2])  # includes 1 and T; rows 1-3 are padded
+    if cell == "rnn_relu":  # keep away from the kink of relu
+        x *= 0.5
+    m = make(cell, I, H, num_layers=L, bidirectional=bidir, dropout=dropout, dtype=np.float64, seed=2)
+    m._rng = np.random.default_rng(99)
+    run(m, x, h0, c0, lengths)
+    dx, dh0, dc0 = back(m, dout, dh, dc)
+
+    def f():
+        return _objective(m, x, h0, c0, lengths, dout, dh, dc, 99)
+
+    checks = [("x", x, dx), ("h0", h0, dh0)]
+    if c0 is not None:
+        checks.append(("c0", c0, dc0))
+    for name, p in m._params.items():
+        checks.append((name, p, m.grads[name]))
+    for name, arr, analytic in checks:
+        numeric = _fd(f, arr)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name)
+    # gradient wrt padded positions of x is exactly zero; dout there is ignored
+    for b, n in enumerate(lengths):
+        assert np.all(dx[b, n:] == 0)
+
+
+def test_padded_dout_is_ignored():
+    x, h0, c0, lengths, dout, dh, dc = problem("lstm", 4, 5, 3, 2, 2, True, np.float64, 4)
+    m = rf.nn.LSTM(3, 2, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    run(m, x, h0, c0, lengths)
+    g1 = back(m, dout, dh, dc)
+    grads1 = {k: v.copy() for k, v in m.grads.items()}
+    m.zero_grad()
+    dout2 = dout.copy()
+    for b, n in enumerate(lengths):
+        dout2[b, n:] = 1e6
+    run(m, x, h0, c0, lengths)
+    g2 = back(m, dout2, dh, dc)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+    for k in grads1:
+        np.testing.assert_array_equal(grads1[k], m.grads[k])
+
+
+# ---------------------------------------------------------------------------------------------------
+# hypothesis: shapes and lengths
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell=st.sampled_from(CELLS), B=st.integers(1, 6), T=st.integers(1, 7), I=st.integers(1, 5),
+       H=st.integers(1, 6), L=st.integers(1, 3), bidir=st.booleans(), data=st.data(),
+       n_threads=st.integers(1, 3))
+def test_hypothesis_shapes(cell, B, T, I, H, L, bidir, data, n_threads):
+    lengths = np.array(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
+    x, h0, c0, _, dout, dh, dc = problem(cell, B, T, I, H, L, bidir, np.float64, B * 100 + T)
+    m = make(cell, I, H, num_layers=L, bidirectional=bidir, dtype=np.float64, seed=1)
+    out, hn, cn = run(m, x, h0, c0, lengths, n_threads=n_threads)
+    ro, rh, rc = ref.forward(base(cell), x, m.state_dict(), L, bidir, h0, c0, lengths, nonlinearity=act(cell))
+    np.testing.assert_allclose(out, ro, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hn, rh, rtol=1e-10, atol=1e-12)
+    dx, dh0, dc0 = back(m, dout, dh, dc, n_threads=n_threads)
+    rdx, rdh0, rdc0, rg = ref.backward(base(cell), x, m.state_dict(), dout, dh, dc, L, bidir, h0, c0, lengths,
+                                       nonlinearity=act(cell))
+    np.testing.assert_allclose(dx, rdx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dh0, rdh0, rtol=1e-10, atol=1e-12)
+    for k in rg:
+        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+# ---------------------------------------------------------------------------------------------------
+# layout options, step, threads
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_first_false_and_unbatched(cell):
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, 3, 5, 4, 3, 2, True, np.float64, 8)
+    a = make(cell, 4, 3, num_layers=2, bidirectional=True, dtype=np.float64, seed=4)
+    b = make(cell, 4, 3, num_layers=2, bidirectional=True, dtype=np.float64, seed=4, batch_first=False)
+    oa, ha, ca = run(a, x, h0, c0, lengths)
+    ob, hb, cb = run(b, x.transpose(1, 0, 2), h0, c0, lengths)
+    np.testing.assert_array_equal(oa, ob.transpose(1, 0, 2))
+    np.testing.assert_array_equal(ha, hb)
+    dxa = back(a, dout, dh, dc)[0]
+    dxb = back(b, dout.transpose(1, 0, 2), dh, dc)[0]
+    np.testing.assert_array_equal(dxa, dxb.transpose(1, 0, 2))
+    # unbatched (T, I) equals a batch of one
+    a.eval()
+    o1, h1, _ = run(a, x[0], h0[:, 0], None if c0 is None else c0[:, 0], None)
+    o2, h2, _ = run(a, x[:1], h0[:, :1], None if c0 is None else c0[:, :1], None)
+    np.testing.assert_allclose(o1, o2[0], rtol=1e-14)
+    np.testing.assert_allclose(h1, h2[:, 0], rtol=1e-14)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_matches_sequence(cell, dtype):
+    B, T, I, H, L = 3, 6, 4, 5, 2
+    x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, False, dtype, 3)
+    m = make(cell, I, H, num_layers=L, dtype=dtype, seed=6).eval()
+    out, hn, cn = run(m, x, h0, c0, None)
+    state = (h0, c0) if base(cell) == "lstm" else h0
+    for t in range(T):
+        y, state = m.step(x[:, t], state)
+        np.testing.assert_array_equal(y, out[:, t])
+    if base(cell) == "lstm":
+        np.testing.assert_array_equal(state[0], hn)
+        np.testing.assert_array_equal(state[1], cn)
+    else:
+        np.testing.assert_array_equal(state, hn)
+    y1, _ = m.step(x[0, 0])  # unbatched, zero state
+    y2, _ = m.step(x[:1, 0])
+    np.testing.assert_array_equal(y1, y2[0])
+
+
+def test_step_refuses_bidirectional():
+    with pytest.raises(ValueError, match="unidirectional"):
+        rf.nn.GRU(2, 3, bidirectional=True).step(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_thread_counts_agree(cell):
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, 33, 7, 5, 6, 2, True, np.float64, 12)
+    outs = []
+    for nt in (1, 2, 3, 8):
+        m = make(cell, 5, 6, num_layers=2, bidirectional=True, dtype=np.float64, seed=4)
+        o = run(m, x, h0, c0, lengths, n_threads=nt)
+        g = back(m, dout, dh, dc, n_threads=nt)
+        outs.append((o, g, {k: v.copy() for k, v in m.grads.items()}))
+    for o, g, gr in outs[1:]:
+        for a, b in zip(o + g, outs[0][0] + outs[0][1]):
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        for k in gr:
+            np.testing.assert_allclose(gr[k], outs[0][2][k], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_many_threads_share_one_eval_layer(cell):
+    m = make(cell, 8, 16, num_layers=2, bidirectional=True, seed=0).eval()
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((int(rng.integers(1, 9)), int(rng.integers(1, 12)), 8)).astype(np.float32)
+              for _ in range(24)]
+    lens = [rng.integers(1, x.shape[1] + 1, size=x.shape[0]) for x in inputs]
+    expected = [run(m, x, None, None, ln, n_threads=1) for x, ln in zip(inputs, lens)]
+    results = [None] * len(inputs)
+    errors = []
+
+    def worker(idx):
+        try:
+            for _ in range(5):
+                for i in range(idx, len(inputs), 6):
+                    results[i] = run(m, inputs[i], None, None, lens[i], n_threads=2)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, exp in zip(results, expected):
+        for a, b in zip(got, exp):
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert m._cache is None  # eval mode keeps nothing
+
+
+# ---------------------------------------------------------------------------------------------------
+# parameters, grads, modes
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_dict_keys_and_round_trip(cell):
+    m = make(cell, 3, 4, num_layers=2, bidirectional=True, seed=1)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[base(cell)]
+    sd = m.state_dict()
+    assert list(sd) == [f"{w}_l{k}{s}" for k in range(2) for s in ("", "_reverse")
+                        for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert sd["weight_ih_l0"].shape == (G * 4, 3)
+    assert sd["weight_ih_l1_reverse"].shape == (G * 4, 8)
+    assert sd["weight_hh_l1"].shape == (G * 4, 4)
+    assert all(v.dtype == np.float32 for v in sd.values())
+    k = 1 / np.sqrt(4)
+    assert all(np.abs(v).max() <= k for v in sd.values())
+    m2 = make(cell, 3, 4, num_layers=2, bidirectional=True, seed=2).eval()
+    m2.load_state_dict({n: v.astype(np.float64) for n, v in sd.items()})
+    x = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m.eval()(x)[0], m2(x)[0])
+    sd["weight_ih_l0"][...] = 0  # a copy: the layer is unchanged
+    assert np.any(m.state_dict()["weight_ih_l0"] != 0)
+    nb = make(cell, 3, 4, bias=False)
+    assert set(nb.state_dict()) == {"weight_ih_l0", "weight_hh_l0"}
+
+
+def test_same_seed_same_weights():
+    a, b = rf.nn.LSTM(3, 4, seed=7), rf.nn.LSTM(3, 4, seed=7)
+    for k in a.state_dict():
+        np.testing.assert_array_equal(a.state_dict()[k], b.state_dict()[k])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_grads_accumulate_and_zero(cell):
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, 3, 4, 2, 3, 1, False, np.float64, 0)
+    m = make(cell, 2, 3, dtype=np.float64, seed=0)
+    for _ in range(2):
+        run(m, x, h0, c0, lengths)
+        back(m, dout, dh, dc)
+    two = {k: v.copy() for k, v in m.grads.items()}
+    m.zero_grad()
+    assert all(np.all(v == 0) for v in m.grads.values())
+    run(m, x, h0, c0, lengths)
+    back(m, dout, dh, dc)
+    for k in two:
+        np.testing.assert_allclose(two[k], 2 * m.grads[k], rtol=1e-13)
+
+
+def test_backward_without_forward_or_in_eval_or_twice():
+    m = rf.nn.LSTM(2, 3)
+    with pytest.raises(ValueError, match="without a preceding"):
+        m.backward(np.zeros((1, 1, 3)))
+    x = np.zeros((1, 2, 2), np.float32)
+    m.eval()(x)
+    with pytest.raises(ValueError, match="eval mode"):
+        m.backward(np.zeros((1, 2, 3)))
+    m.train()
+    m(x)
+    m.backward(np.zeros((1, 2, 3)))
+    with pytest.raises(RuntimeError, match="twice"):
+        m.backward(np.zeros((1, 2, 3)))
+
+
+def test_optional_state_gradients_and_states():
+    m = rf.nn.LSTM(2, 3, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 4, 2))
+    out, (h, c) = m(x)
+    dx, (dh0, dc0) = m.backward(np.ones_like(out))
+    m.zero_grad()
+    out2, _ = m(x, (np.zeros((1, 2, 3)), np.zeros((1, 2, 3))))
+    np.testing.assert_array_equal(out, out2)
+    dx2, _ = m.backward(np.ones_like(out), (None, np.zeros((1, 2, 3))))
+    np.testing.assert_array_equal(dx, dx2)
+
+
+def test_nonfinite_activations_never_nan():
+    m = rf.nn.LSTM(2, 3, seed=0).eval()
+    x = np.array([[[1e30, -1e30], [-1e30, 1e30], [88.7, -89.0]]], np.float32)
+    out, (h, c) = m(x)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(h))
+    g = rf.nn.GRU(2, 3, seed=0).eval()
+    assert np.all(np.isfinite(g(x)[0]))
+
+
+def test_input_conversion_once():
+    m = rf.nn.GRU(3, 2, dtype=np.float64, seed=0).eval()
+    x = np.random.default_rng(1).standard_normal((4, 5, 6))[:, :, ::2]  # non-contiguous
+    a = m(x)[0]
+    b = m(np.ascontiguousarray(x))[0]
+    np.testing.assert_array_equal(a, b)
+    c = m(x.astype(np.float32))[0]
+    assert c.dtype == np.float64
+    d = m(np.arange(30).reshape(2, 5, 3))[0]  # integers are converted
+    assert d.dtype == np.float64
+    assert m(x.tolist())[0].shape == (4, 5, 2)
