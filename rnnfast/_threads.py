@@ -61,7 +61,7 @@ def set_num_threads(n):
     """
     global _num_threads
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        if isinstance(n, bool) or not hasattr(n, "__index__"):
             raise TypeError(f"n must be a positive int or None, got {type(n).__name__}")
         n = int(n)
         if n < 1:

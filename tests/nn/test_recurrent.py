@@ -7,7 +7,7 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 import rnnfast as rf
-from tests import reference as ref
+import reference as ref
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}

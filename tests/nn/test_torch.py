@@ -207,6 +207,28 @@ def test_forward_backward_matches_torch(ragged, mode, num_layers, bidirectional,
             assert np.all(rres["dx"][b, n:] == 0)
 
 
+EDGE_LENGTHS = {
+    "all_T": [T] * B,  # lengths given but nothing is padded
+    "max_below_T": [3, 5, 1, 5, 4, 2],  # every row padded
+    "all_one": [1] * B,
+    "ties": [4, 4, 2, 2, 4, 2],
+    "torch_tensor": torch.tensor([3, 7, 1, 5, 7, 2]),
+    "single_row": [3],
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_LENGTHS))
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_relu"])
+def test_edge_lengths_match_torch(mode, case):
+    dtype = np.float64
+    lengths = EDGE_LENGTHS[case]
+    tmod, rmod = make_pair(mode, 2, True, True, dtype, seed=3)
+    data = make_data(mode, 2, True, dtype, seed=5, batch=len(lengths))
+    tres = run_torch(tmod, mode, *data, lengths=np.asarray(lengths))
+    rres = run_rf(rmod, mode, *data, lengths=lengths)
+    assert_match(rres, tres, dtype)
+
+
 def test_state_dict_keys_and_shapes_match_torch():
     for mode in MODES:
         for bias in (True, False):
@@ -322,13 +344,18 @@ def test_gradients_accumulate_like_torch():
 
 # --------------------------------------------------------------------------- step
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("zero_state", [False, True], ids=["h0", "nostate"])
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
-def test_step_matches_torch_sequence(mode, dtype):
+def test_step_matches_torch_sequence(mode, dtype, zero_state):
     tmod, rmod = make_pair(mode, 2, False, True, dtype, seed=12)
     rmod.eval()
     x, h0, c0, *_ = make_data(mode, 2, False, dtype, seed=12)
-    tres = run_torch(tmod, mode, x, h0, c0, None, None, None, backward=False)
     state = (h0, c0) if mode == "lstm" else h0
+    if zero_state:
+        h0 = np.zeros_like(h0)
+        c0 = None if c0 is None else np.zeros_like(c0)
+        state = None
+    tres = run_torch(tmod, mode, x, h0, c0, None, None, None, backward=False)
     for t in range(T):
         y, state = rmod.step(x[:, t], state, n_threads=1)
         assert y.shape == (B, H)
