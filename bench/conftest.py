@@ -50,6 +50,7 @@ def record(request):
     return _record
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = config.stash.get(_RESULTS, {})
     if not results:
