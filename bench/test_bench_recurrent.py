@@ -34,8 +34,8 @@ SHAPES = {
 # whole suite (32 cases) takes a few minutes on 2 cores; the large training cases are ~1 s a call.
 ROUNDS = {
     "small": dict(warmup_rounds=3, rounds=30),
-    "medium": dict(warmup_rounds=1, rounds=8),
-    "large": dict(warmup_rounds=1, rounds=3),
+    "medium": dict(warmup_rounds=1, rounds=10),
+    "large": dict(warmup_rounds=1, rounds=5),
     "latency": dict(warmup_rounds=3, rounds=30),
 }
 

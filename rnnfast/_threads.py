@@ -1,9 +1,11 @@
 """Thread count of rnnfast's kernels: ``set_num_threads`` / ``get_num_threads``.
 
 The default is the number of cores this process may use: its CPU affinity, further capped by a cgroup
-CPU quota (containers), never the host's count. The kernels use these threads two ways, chosen inside
-the kernel: OpenMP tasks over batch-row blocks and directions for the recurrence (each holding BLAS to
-one thread through OpenBLAS's thread-local setting), and BLAS's own threads for the large GEMMs.
+CPU quota (containers), never the host's count. All of rnnfast's parallelism is OpenMP in the kernels
+(tasks over batch-row blocks and directions for the recurrence, row blocks for the large GEMMs); BLAS
+runs single-threaded inside them. scipy's OpenBLAS has only a process-wide thread count, so while an
+rnnfast call runs it is held at 1 and restored when the last concurrent call ends (numpy's own BLAS is
+a separate library and is never touched).
 """
 import ctypes
 import glob
@@ -94,25 +96,26 @@ def resolve_threads(n_threads):
     return n
 
 
-def _find_blas_local_threads():
-    """Address of ``openblas_set_num_threads_local`` in the OpenBLAS that scipy's cython_blas uses."""
+def _find_blas_thread_fns():
+    """Addresses of the process-wide thread setter and getter of the OpenBLAS that scipy's
+    cython_blas uses (scipy's wheels bundle one, with or without a ``scipy_`` symbol prefix)."""
     import scipy
     import scipy.linalg.cython_blas  # noqa: F401  (makes sure the library is loaded)
 
     libdir = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
-    candidates = sorted(glob.glob(os.path.join(libdir, "*openblas*.so*")))
-    for path in candidates:
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                return ctypes.cast(fn, ctypes.c_void_p).value
+        for prefix in ("scipy_", ""):
+            setter = getattr(lib, prefix + "openblas_set_num_threads", None)
+            getter = getattr(lib, prefix + "openblas_get_num_threads", None)
+            if setter is not None and getter is not None:
+                return (ctypes.cast(setter, ctypes.c_void_p).value, ctypes.cast(getter, ctypes.c_void_p).value)
     return None
 
 
-_addr = _find_blas_local_threads()
-if _addr:
-    _recurrent.set_blas_local_threads_fn(_addr)
+_fns = _find_blas_thread_fns()
+if _fns:
+    _recurrent.set_blas_thread_fns(*_fns)

@@ -37,10 +37,15 @@ def test_cgroup_quota_caps(monkeypatch):
     assert _threads.available_cpus() == 1
 
 
-def test_blas_thread_control_found():
-    # scipy's wheels ship OpenBLAS; with it the recurrence holds BLAS to one thread per task
-    import scipy.linalg  # noqa: F401
+def test_blas_held_to_one_thread_only_during_calls():
+    # scipy's wheels ship OpenBLAS: rnnfast holds it to one thread while a call runs, then restores it
     assert _recurrent.has_blas_thread_control()
+    before = _recurrent.blas_threads_now()
+    m = rf.nn.GRU(4, 8, seed=0)
+    x = np.ones((8, 3, 4), np.float32)
+    out, _ = m(x)
+    m.backward(np.ones_like(out))
+    assert _recurrent.blas_threads_now() == before
 
 
 def test_results_do_not_depend_on_default_thread_count():

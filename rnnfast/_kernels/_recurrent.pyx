@@ -14,11 +14,13 @@
 # dh_{t-1} = dG_t . W_hh. After the loop, over all N rows: dW_ih += dG^T X, dW_hh += dG^T H_prev
 # (H_prev holds h0 for t = 0), db += sum dG, dX = dG . W_ih.
 #
-# Threads: the recurrence of different batch rows (and of the two directions) is independent, so it
-# runs as (direction, block of rows) tasks in an OpenMP prange, each task doing its own per-step GEMMs
-# with BLAS held to one thread in that thread (openblas_set_num_threads_local); the big GEMMs outside
-# the loop use BLAS's own threads, set to the call's thread count. Nothing here allocates per step nor
-# touches a Python object inside the loops.
+# Threads: every parallel loop is ours (OpenMP), and BLAS runs single-threaded inside it. The
+# recurrence of different batch rows (and of the two directions) is independent, so it runs as
+# (direction, block of rows) tasks in one prange per layer, each task doing its own per-step GEMMs with
+# no synchronisation between steps; the big GEMMs outside the loop are cut in row blocks, one per thread.
+# scipy's OpenBLAS only has a process-wide thread count (its "local" setter is global too), so while any
+# rnnfast call runs it is held at 1 (``_blas_hold`` / ``_blas_release``, counted under the GIL) and
+# restored after the last one. Nothing here allocates per step nor touches a Python object in the loops.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
@@ -37,9 +39,13 @@ cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
     void rf_ftz_leave(unsigned int old)
 
-ctypedef int (*set_local_fn)(int) noexcept nogil
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
 
-cdef set_local_fn _blas_set_local = NULL
+cdef set_threads_fn _blas_set = NULL
+cdef get_threads_fn _blas_get = NULL
+cdef int _blas_holders = 0    # rnnfast calls running now (changed only with the GIL held)
+cdef int _blas_saved = 0      # BLAS thread count to restore when the last one ends
 
 CELL_RNN = 0
 CELL_LSTM = 1
@@ -47,28 +53,46 @@ CELL_GRU = 2
 
 # Fewest rows worth a task of their own: below this a thread costs more than it saves.
 cdef int MIN_ROWS_PER_TASK = 4
+# Fewest multiply-adds of a GEMM worth splitting across threads.
+cdef double MIN_PARALLEL_FLOPS = 2.0e6
 
 
-def set_blas_local_threads_fn(size_t address):
-    """Register OpenBLAS's ``openblas_set_num_threads_local`` (address from ctypes; 0 clears)."""
-    global _blas_set_local
-    _blas_set_local = <set_local_fn>address
+def set_blas_thread_fns(size_t set_address, size_t get_address):
+    """Register OpenBLAS's process-wide ``openblas_set_num_threads`` / ``openblas_get_num_threads``
+    (addresses from ctypes; 0 clears)."""
+    global _blas_set, _blas_get
+    _blas_set = <set_threads_fn>set_address
+    _blas_get = <get_threads_fn>get_address
 
 
 def has_blas_thread_control():
-    return _blas_set_local != NULL
+    return _blas_set != NULL and _blas_get != NULL
 
 
-cdef inline int blas_threads(int n) noexcept nogil:
-    """Set the calling thread's BLAS thread count; returns the previous one (0 when unknown)."""
-    if _blas_set_local != NULL:
-        return _blas_set_local(n)
-    return 0
+def blas_threads_now():
+    """The BLAS library's thread count now (-1 when unknown)."""
+    return _blas_get() if _blas_get != NULL else -1
 
 
-cdef inline void blas_threads_restore(int prev) noexcept nogil:
-    if _blas_set_local != NULL and prev > 0:
-        _blas_set_local(prev)
+cdef inline void _blas_hold():
+    """Hold BLAS to one thread while an rnnfast call runs (called with the GIL)."""
+    global _blas_holders, _blas_saved
+    if _blas_set == NULL or _blas_get == NULL:
+        return
+    if _blas_holders == 0:
+        _blas_saved = _blas_get()
+        if _blas_saved != 1:
+            _blas_set(1)
+    _blas_holders += 1
+
+
+cdef inline void _blas_release():
+    global _blas_holders
+    if _blas_set == NULL or _blas_get == NULL:
+        return
+    _blas_holders -= 1
+    if _blas_holders == 0 and _blas_saved > 1:
+        _blas_set(_blas_saved)
 
 
 cdef struct Net:
@@ -256,15 +280,35 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             gemm(False, False, nb, H, GH, <floating>1, gates, GH, w_hh, H, <floating>0, dh, H)
 
 
+cdef void par_gemm(int nthreads, bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
+                   const floating* A, int lda, const floating* B, int ldb, floating beta, floating* C,
+                   int ldc) noexcept nogil:
+    """``gemm`` with the M rows of C cut in one block per thread (BLAS itself single-threaded).
+
+    Row block [m0, m1) of op(A) starts at row m0 of A, or at column m0 when A is transposed."""
+    cdef int nblk = min(nthreads, M // 16)
+    cdef int per, blk, m0, m1
+    if nblk <= 1 or 2.0 * M * N * K < MIN_PARALLEL_FLOPS:
+        gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    per = ((M + nblk - 1) // nblk + 15) // 16 * 16
+    for blk in prange(nblk, num_threads=nblk, schedule="static", chunksize=1):
+        m0 = min(M, blk * per)
+        m1 = min(M, m0 + per)
+        if m1 > m0:
+            gemm(trans_a, trans_b, m1 - m0, N, K, alpha,
+                 A + (<Py_ssize_t>m0 if trans_a else <Py_ssize_t>m0 * lda), lda, B, ldb, beta,
+                 C + <Py_ssize_t>m0 * ldc, ldc)
+
+
 cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) noexcept nogil:
     """Run the recurrence of every direction of one layer, split in (direction, row block) tasks."""
     cdef int nblk = n_blocks(net)
     cdef int ntask = net.D * nblk
-    cdef int task, d, r0, r1, prev
+    cdef int task, d, r0, r1
     cdef unsigned int ftz
     cdef int nth = min(net.nthreads, ntask)
     if nth <= 1:
-        prev = blas_threads(1)
         ftz = rf_ftz_enter()
         for task in range(ntask):
             d = task % net.D
@@ -275,21 +319,18 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
             else:
                 recur_fwd(net, &dirs[d], r0, r1, typed)
         rf_ftz_leave(ftz)
-        blas_threads_restore(prev)
         return
     for task in prange(ntask, num_threads=nth, schedule="static", chunksize=1):
         d = task % net.D
         # assigned here, so private to each OpenMP thread (never pass their address out)
         r0 = block_start(net.B, nblk, task // net.D)
         r1 = block_start(net.B, nblk, task // net.D + 1)
-        prev = blas_threads(1)
         ftz = rf_ftz_enter()
         if backward:
             recur_bwd(net, &dirs[d], r0, r1, typed)
         else:
             recur_fwd(net, &dirs[d], r0, r1, typed)
         rf_ftz_leave(ftz)
-        blas_threads_restore(prev)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,15 +343,15 @@ cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
     cdef int l, d, F, GH = net.G * net.H, DH = net.D * net.H, b, pos
     cdef Py_ssize_t i, n
     cdef Dir* p
-    cdef int prev = blas_threads(net.nthreads)
+    cdef int nth = net.nthreads
     for l in range(net.L):
         F = net.nin if l == 0 else DH
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             if d == 1:
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
-            gemm(False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F, <floating*>p.w_ih, F,
-                 <floating>0, <floating*>p.gates, GH)
+            par_gemm(nth, False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F,
+                     <floating*>p.w_ih, F, <floating>0, <floating*>p.gates, GH)
         run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
             p = &dirs[l * net.D + d]
@@ -327,7 +368,6 @@ cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
             n = <Py_ssize_t>net.N * DH
             for i in range(n):
                 xl[l + 1][i] = outl[l][i] * masks[l][i]
-    blas_threads_restore(prev)
 
 
 cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
@@ -339,7 +379,7 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
     cdef Dir* p
     cdef floating* dxl
     cdef floating* hprev
-    cdef int prev = blas_threads(net.nthreads)
+    cdef int nth = net.nthreads
     for l in range(net.L - 1, -1, -1):
         F = net.nin if l == 0 else DH
         for d in range(net.D):
@@ -362,32 +402,31 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                 for i in range(net.bs[t]):
                     memcpy(hprev + (<Py_ssize_t>net.off[t] + i) * H,
                            <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i) * p.ldy, H * sizeof(floating))
-            gemm(True, False, GH, F, net.N, <floating>1, <floating*>p.gates, GH, <floating*>p.xin, F,
-                 <floating>1, <floating*>p.dw_ih, F)
+            par_gemm(nth, True, False, GH, F, net.N, <floating>1, <floating*>p.gates, GH,
+                     <floating*>p.xin, F, <floating>1, <floating*>p.dw_ih, F)
             colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih)
             if net.cell == 2:
-                gemm(True, False, 2 * H, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
-                     <floating>1, <floating*>p.dw_hh, H)
-                gemm(True, False, H, H, net.N, <floating>1, <floating*>p.hn, H, hprev, H,
-                     <floating>1, <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
+                par_gemm(nth, True, False, 2 * H, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
+                         <floating>1, <floating*>p.dw_hh, H)
+                par_gemm(nth, True, False, H, H, net.N, <floating>1, <floating*>p.hn, H, hprev, H,
+                         <floating>1, <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
                 colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh)
                 colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H)
             else:
-                gemm(True, False, GH, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
-                     <floating>1, <floating*>p.dw_hh, H)
+                par_gemm(nth, True, False, GH, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
+                         <floating>1, <floating*>p.dw_hh, H)
                 colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_hh)
             if d == 0:
-                gemm(False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
-                     <floating*>p.w_ih, F, <floating>0, dxl, F)
+                par_gemm(nth, False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
+                         <floating*>p.w_ih, F, <floating>0, dxl, F)
             else:
-                gemm(False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
-                     <floating*>p.w_ih, F, <floating>0, <floating*>p.dxin, F)
+                par_gemm(nth, False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
+                         <floating*>p.w_ih, F, <floating>0, <floating*>p.dxin, F)
                 scatter_rows(<floating*>p.dxin, F, dxl, F, net.rev, net.N, F, True)
         if l > 0 and masks[l - 1] != NULL:
             n = <Py_ssize_t>net.N * DH
             for i in range(n):
                 dxl[i] *= masks[l - 1][i]
-    blas_threads_restore(prev)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -512,12 +551,16 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
             dirs[l * D].xin = xp[l]
             dirs[l * D].y = op[l]
             dirs[l * D].ldy = DH
-        if dt == np.float32:
-            with nogil:
-                net_forward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp)
-        else:
-            with nogil:
-                net_forward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp)
+        _blas_hold()
+        try:
+            if dt == np.float32:
+                with nogil:
+                        net_forward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp)
+            else:
+                with nogil:
+                    net_forward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp)
+        finally:
+            _blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp)
 
@@ -579,13 +622,17 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
                 p.dy = _ptr(buf["dy"], dt, <Py_ssize_t>N * H, "dy")
                 p.lddy = H
                 p.dxin = _ptr(buf["dxin"], dt, <Py_ssize_t>N * p.F, "dxin")
-        if dt == np.float32:
-            with nogil:
-                net_backward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp, <float**>dp,
-                                    <float*>dxp)
-        else:
-            with nogil:
-                net_backward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp,
-                                     <double**>dp, <double*>dxp)
+        _blas_hold()
+        try:
+            if dt == np.float32:
+                with nogil:
+                    net_backward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp,
+                                        <float**>dp, <float*>dxp)
+            else:
+                with nogil:
+                    net_backward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp,
+                                         <double**>dp, <double*>dxp)
+        finally:
+            _blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp); free(dp)
