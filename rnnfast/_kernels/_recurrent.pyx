@@ -636,3 +636,29 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             _blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp); free(dp)
+
+
+# ----------------------------------------------------------------------------------------------
+# activations, exposed for tests that measure their error
+
+cdef extern from "rf_math.h" nogil:
+    float rf_fast_sigmoidf(float x)
+    float rf_fast_tanhf(float x)
+    float rf_fast_expf(float x)
+
+
+def fast_activation(str kind, float[::1] x):
+    """Apply the float32 kernels' fast ``kind`` ("exp", "sigmoid" or "tanh") to ``x``; returns a copy."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    cdef float[::1] o = out
+    cdef int k = {"exp": 0, "sigmoid": 1, "tanh": 2}[kind]
+    with nogil:
+        for i in range(n):
+            if k == 0:
+                o[i] = rf_fast_expf(x[i])
+            elif k == 1:
+                o[i] = rf_fast_sigmoidf(x[i])
+            else:
+                o[i] = rf_fast_tanhf(x[i])
+    return out
