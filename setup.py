@@ -62,7 +62,8 @@ def _openmp_flags():
 
 
 omp_compile, omp_link = _openmp_flags()
-extra_compile = ["-O3", "-fno-math-errno", "-fno-trapping-math"] + omp_compile
+# -g0: no debug info (Python's flags add -g), which keeps the wheel small
+extra_compile = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math"] + omp_compile
 if DEBUG:
     extra_compile = ["-O0", "-g"] + omp_compile
 
