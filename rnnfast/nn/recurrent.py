@@ -68,21 +68,27 @@ class _Plan:
             b_sorted = np.arange(N) - np.repeat(off[:-1], bs)
             self.t_idx = t_idx
             self.b_idx = self.order[b_sorted]
+            self.flat_idx = self.b_idx * T + t_idx
             rev = off[self.lens[b_sorted] - 1 - t_idx] + b_sorted
         self.kplan = _k.Plan(bs, off, rev, self.lens, T, B, N)
         self.inv = np.empty(B, dtype=np.intp)
         self.inv[self.order] = np.arange(B)
 
-    def pack(self, x_bt, dtype):
-        """(B, T, F) batch-first -> (N, F) packed, C-contiguous, in ``dtype``."""
+    def pack(self, x_bt, out):
+        """(B, T, F) batch-first -> ``out`` (N, F) packed (one copy, converting the dtype)."""
         if self.full:
-            return np.ascontiguousarray(x_bt.swapaxes(0, 1), dtype=dtype).reshape(self.N, -1)
-        return np.ascontiguousarray(x_bt[self.b_idx, self.t_idx], dtype=dtype)
+            out.reshape(self.T, self.B, -1)[...] = x_bt.swapaxes(0, 1)
+        elif x_bt.flags.c_contiguous and x_bt.dtype == out.dtype:
+            np.take(x_bt.reshape(self.B * self.T, -1), self.flat_idx, axis=0, out=out, mode="clip")
+        else:
+            out[...] = x_bt[self.b_idx, self.t_idx]
+        return out
 
     def unpack(self, packed, F):
-        """(N, F) packed -> (B, T, F) batch-first, zeros at padded steps."""
+        """(N, F) packed -> a new (B, T, F) batch-first array, zeros at padded steps."""
         if self.full:
-            return np.ascontiguousarray(packed.reshape(self.T, self.B, F).swapaxes(0, 1))
+            # always a copy: ``packed`` lives in a reused workspace
+            return packed.reshape(self.T, self.B, F).swapaxes(0, 1).copy()
         out = np.zeros((self.B, self.T, F), dtype=packed.dtype)
         out[self.b_idx, self.t_idx] = packed
         return out
@@ -93,6 +99,31 @@ class _Plan:
 
     def unsort_states(self, states):
         return np.stack([st[self.inv] for st in states])
+
+
+class _Workspace:
+    """Reusable buffers for one call: flat arrays by name, grown when too small and reused otherwise, so
+    steady-state calls neither allocate nor page-fault fresh memory. A layer keeps a few in a pool
+    (``list.pop``/``append`` are atomic, so concurrent eval calls each get their own)."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self):
+        self.arrays = {}
+
+    def get(self, name, shape, dtype):
+        size = 1
+        for n in shape:
+            size *= n
+        a = self.arrays.get(name)
+        if a is None or a.size < size or a.dtype != dtype:
+            a = np.empty(size, dtype)
+            self.arrays[name] = a
+        return a[:size].reshape(shape)
+
+
+_POOL_SIZE = 4      # workspaces a layer keeps between calls
+_PLAN_CACHE = 16    # batch layouts a layer remembers
 
 
 class _RNNBase:
@@ -131,6 +162,8 @@ class _RNNBase:
         self._rng = np.random.default_rng(seed)
         self.training = True
         self._cache = None
+        self._pool = []
+        self._plans = {}
         self._params = {}
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
@@ -287,13 +320,39 @@ class _RNNBase:
             return b, np.ascontiguousarray(b_hh[2 * H:])
         return b_ih + b_hh, np.zeros(H, self.dtype)
 
-    def _run(self, x, h0, c0, lengths, training, n_threads):
-        """Pack, run the kernel, return (packed out (N, DH), hT list, cT list, cache)."""
+    def _plan(self, lengths, B, T):
+        key = (B, T, None if lengths is None else lengths.tobytes())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _Plan(lengths, B, T)
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _acquire(self):
+        try:
+            return self._pool.pop()
+        except IndexError:
+            return _Workspace()
+
+    def _release(self, ws):
+        if len(self._pool) < _POOL_SIZE:
+            self._pool.append(ws)
+
+    def release_memory(self):
+        """Drop the buffers kept for reuse between calls (and any backward cache)."""
+        self._pool = []
+        self._plans = {}
+        self._cache = None
+
+    def _run(self, x, h0, c0, lengths, training, n_threads, ws):
+        """Pack, run the kernel; returns (packed out (N, DH) in ``ws``, hT list, cT list, plan, cache)."""
         B, T, _ = x.shape
         H, D, L, G = self.hidden_size, self._D, self.num_layers, self._G
         dt = self.dtype
         LD = L * D
-        plan = _Plan(lengths, B, T)
+        plan = self._plan(lengths, B, T)
         N, DH = plan.N, D * H
         z = np.zeros((B, H), dt)
         h0s = plan.sort_states(h0) if h0 is not None else [z] * LD
@@ -308,32 +367,32 @@ class _RNNBase:
                 sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
                 b, bhn = self._bias_vectors(sfx)
                 params.append((self._params["weight_ih" + sfx], self._params["weight_hh" + sfx], b, bhn))
-                buf = {"gates": np.empty((N, G * H), dt)}
+                buf = {"gates": ws.get(f"gates{k}", (N, G * H), dt)}
                 if self._mode == "lstm":
-                    buf["c"] = np.empty((N, H), dt)
+                    buf["c"] = ws.get(f"c{k}", (N, H), dt)
                     if training:
-                        buf["tc"] = np.empty((N, H), dt)
+                        buf["tc"] = ws.get(f"tc{k}", (N, H), dt)
                 if self._mode == "gru":
-                    buf["gh"] = np.empty((B, G * H), dt)
+                    buf["gh"] = ws.get(f"gh{k}", (B, G * H), dt)
                     if training:
-                        buf["hn"] = np.empty((N, H), dt)
+                        buf["hn"] = ws.get(f"hn{k}", (N, H), dt)
                 if d == 1:
-                    buf["xin"] = np.empty((N, F), dt)
-                    buf["y"] = np.empty((N, H), dt)
+                    buf["xin"] = ws.get(f"xin{k}", (N, F), dt)
+                    buf["y"] = ws.get(f"y{k}", (N, H), dt)
                 bufs.append(buf)
                 states.append((h0s[k], c0s[k], hT[k], cT[k]))
-        xl = [plan.pack(x, dt)]
+        xl = [plan.pack(x, ws.get("x", (N, self.input_size), dt))]
         outl, masks = [], []
         use_dropout = training and self.dropout > 0.0
         for layer in range(L):
-            outl.append(np.empty((N, DH), dt))
+            outl.append(ws.get(f"out{layer}", (N, DH), dt))
             if layer + 1 < L:
                 if use_dropout:
                     keep = 1.0 - self.dropout
                     m = (self._rng.random((N, DH)) < keep).astype(dt)
                     m *= dt.type(1.0 / keep)
                     masks.append(m)
-                    xl.append(np.empty((N, DH), dt))
+                    xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
                 else:
                     masks.append(None)
                     xl.append(outl[layer])
@@ -343,7 +402,8 @@ class _RNNBase:
                    params, bufs, states, xl, outl, masks, training, n_threads)
         cache = None
         if training:
-            cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks)
+            cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
+                         ws=ws)
         return outl[-1], hT, cT, plan, cache
 
     def forward(self, x, hx=None, lengths=None, n_threads=None):
@@ -373,12 +433,20 @@ class _RNNBase:
         lengths = self._check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
         training = self.training
-        out_p, hT, cT, plan, cache = self._run(xb, h0, c0, lengths, training, nth)
-        self._cache = None
+        ws = self._acquire()
+        try:
+            out_p, hT, cT, plan, cache = self._run(xb, h0, c0, lengths, training, nth, ws)
+            result = self._finish(plan, out_p, hT, cT, unbatched)
+        except BaseException:
+            self._release(ws)
+            raise
         if training:
+            # the workspace now backs the cache; backward() returns it to the pool
             cache["unbatched"] = unbatched
             self._cache = cache
-        return self._finish(plan, out_p, hT, cT, unbatched)
+        else:
+            self._release(ws)
+        return result
 
     __call__ = forward
 
@@ -441,8 +509,10 @@ class _RNNBase:
             dout = dout.swapaxes(0, 1)
         dh_n, dc_n = self._split_hx(dstate, B, unbatched, what="dstate")
         self._cache = None  # the kernel overwrites the saved gates with their gradients
-        dls = [np.empty((N, DH), dt) for _ in range(L - 1)] + [plan.pack(dout, dt)]
-        dx0 = np.empty((N, self.input_size), dt)
+        ws = cache["ws"]
+        dls = [ws.get(f"dout{layer}", (N, DH), dt) for layer in range(L - 1)]
+        dls.append(plan.pack(dout, ws.get(f"dout{L - 1}", (N, DH), dt)))
+        dx0 = ws.get("dx", (N, self.input_size), dt)
         dhs = plan.sort_states(dh_n) if dh_n is not None else [np.zeros((B, H), dt) for _ in range(LD)]
         if self._mode == "lstm":
             dcs = plan.sort_states(dc_n) if dc_n is not None else [np.zeros((B, H), dt) for _ in range(LD)]
@@ -462,14 +532,15 @@ class _RNNBase:
                 dstates.append((dhs[k], dcs[k], np.empty((B, H), dt),
                                 np.empty((B, H), dt) if self._mode == "lstm" else None))
                 buf = cache["bufs"][k]
-                buf["hprev"] = np.empty((N, H), dt)
+                buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
                 if d == 1:
-                    buf["dy"] = np.empty((N, H), dt)
-                    buf["dxin"] = np.empty((N, F), dt)
+                    buf["dy"] = ws.get(f"dy{k}", (N, H), dt)
+                    buf["dxin"] = ws.get(f"dxin{k}", (N, F), dt)
         _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
                     cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
                     cache["masks"], dls, dx0, grads, dstates, nth)
         dx = plan.unpack(dx0, self.input_size)
+        self._release(ws)
         if not self.batch_first:
             dx = np.ascontiguousarray(dx.swapaxes(0, 1))
         dh0 = plan.unsort_states([s[2] for s in dstates])
@@ -513,8 +584,12 @@ class _RNNBase:
             raise ValueError("x_t must hold at least one row")
         B = xt.shape[0]
         h0, c0 = self._split_hx(state, B, unbatched, what="state")
-        out_p, hT, cT, plan, _ = self._run(xt[:, None, :], h0, c0, None, False, nth)
-        y = out_p.reshape(B, self.hidden_size)
+        ws = self._acquire()
+        try:
+            out_p, hT, cT, plan, _ = self._run(xt[:, None, :], h0, c0, None, False, nth, ws)
+            y = out_p.reshape(B, self.hidden_size).copy()
+        finally:
+            self._release(ws)
         h = np.stack(hT)
         if unbatched:
             y, h = y[0], h[:, 0]

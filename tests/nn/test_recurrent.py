@@ -426,3 +426,26 @@ def test_input_conversion_once():
     d = m(np.arange(30).reshape(2, 5, 3))[0]  # integers are converted
     assert d.dtype == np.float64
     assert m(x.tolist())[0].shape == (4, 5, 2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (5, 1), (4, 3)])
+def test_results_never_alias_reused_buffers(cell, shape):
+    """Buffers are reused between calls; what a call returned must not change afterwards."""
+    B, T = shape
+    rng = np.random.default_rng(0)
+    m = make(cell, 3, 4, num_layers=2, bidirectional=B > 1, seed=0)
+    x1, x2 = rng.standard_normal((2, B, T, 3)).astype(np.float32)
+    out1, st1 = m(x1)
+    dx1 = m.backward(np.ones_like(out1))[0]
+    keep = (out1.copy(), dx1.copy())
+    out2, _ = m(x2)
+    m.backward(-np.ones_like(out2))
+    np.testing.assert_array_equal(out1, keep[0])
+    np.testing.assert_array_equal(dx1, keep[1])
+    if not m.bidirectional:
+        m.eval()
+        y1, _ = m.step(x1[:, 0])
+        y1c = y1.copy()
+        m.step(x2[:, 0])
+        np.testing.assert_array_equal(y1, y1c)
