@@ -39,6 +39,21 @@ cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
     void rf_ftz_leave(unsigned int old)
 
+cdef extern from "rf_gemm.h" nogil:
+    ctypedef void (*rf_gemm_fn)(int M, int N, int K, const float* A, int lda, const float* packed,
+                                float beta, float* C, int ldc)
+    rf_gemm_fn rf_gemm_select()
+    void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
+    size_t rf_packed_size(int K, int N)
+
+# C (M, N) := A (M, K) . packed B + beta C for the per-step products (csrc/rf_gemm.h), chosen for this CPU
+cdef rf_gemm_fn gemm_packed = rf_gemm_select()
+
+
+def packed_size(int K, int N):
+    """Floats of a (K, N) right operand packed for ``gemm_packed``."""
+    return rf_packed_size(K, N)
+
 ctypedef void (*set_threads_fn)(int) noexcept nogil
 ctypedef int (*get_threads_fn)() noexcept nogil
 
@@ -121,6 +136,8 @@ cdef struct Dir:
     void* y         # (N, ldy) hidden states in this direction's order
     int ldy
     void* gh        # (B, GH) GRU per-step recurrent product
+    void* wpf       # float32: W_hh^T packed for gemm_packed (forward), or NULL to use BLAS
+    void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* h0        # (B, H)
     void* c0
     void* hT
@@ -221,19 +238,22 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
-        if net.cell == 1:
-            gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
-                 <floating>1, gates, GH)
-            lstm_fwd(nb, H, gates, <floating*>p.b, cp, c + row * H,
-                     tc + row * H if tc != NULL else NULL, y + row * p.ldy, p.ldy)
+        if floating is float and p.wpf != NULL:
+            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0 if net.cell == 2 else 1,
+                        gh + <Py_ssize_t>r0 * GH if net.cell == 2 else gates, GH)
         elif net.cell == 2:
             gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
                  <floating>0, gh + <Py_ssize_t>r0 * GH, GH)
-            gru_fwd(nb, H, gates, gh + <Py_ssize_t>r0 * GH, <floating*>p.b, <floating*>p.bhn, hp, ldh,
-                    hn + row * H if hn != NULL else NULL, y + row * p.ldy, p.ldy)
         else:
             gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
                  <floating>1, gates, GH)
+        if net.cell == 1:
+            lstm_fwd(nb, H, gates, <floating*>p.b, cp, c + row * H,
+                     tc + row * H if tc != NULL else NULL, y + row * p.ldy, p.ldy)
+        elif net.cell == 2:
+            gru_fwd(nb, H, gates, gh + <Py_ssize_t>r0 * GH, <floating*>p.b, <floating*>p.bhn, hp, ldh,
+                    hn + row * H if hn != NULL else NULL, y + row * p.ldy, p.ldy)
+        else:
             rnn_fwd(nb, H, net.relu, gates, <floating*>p.b, y + row * p.ldy, p.ldy)
 
 
@@ -269,14 +289,22 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
         if net.cell == 1:
             lstm_bwd(nb, H, gates, cp, <floating*>p.tc + row * H, dy, p.lddy, dh, dc)
-            gemm(False, False, nb, H, GH, <floating>1, gates, GH, w_hh, H, <floating>0, dh, H)
         elif net.cell == 2:
             gru_bwd(nb, H, gates, hn + row * H, hp, ldh, dy, p.lddy, dh)
+        else:
+            rnn_bwd(nb, H, net.relu, gates, dy, p.lddy, dh)
+        # dh_{t-1} = dG_t . W_hh (GRU: + dh z, already in dh, with the n part's own gradient)
+        if floating is float and p.wpb != NULL:
+            if net.cell == 2:
+                gemm_packed(nb, H, 2 * H, gates, GH, <float*>p.wpb, 1, dh, H)
+                gemm_packed(nb, H, H, hn + row * H, H, <float*>p.wpb + rf_packed_size(2 * H, H), 1, dh, H)
+            else:
+                gemm_packed(nb, H, GH, gates, GH, <float*>p.wpb, 0, dh, H)
+        elif net.cell == 2:
             gemm(False, False, nb, H, 2 * H, <floating>1, gates, GH, w_hh, H, <floating>1, dh, H)
             gemm(False, False, nb, H, H, <floating>1, hn + row * H, H, w_hh + <Py_ssize_t>2 * H * H, H,
                  <floating>1, dh, H)
         else:
-            rnn_bwd(nb, H, net.relu, gates, dy, p.lddy, dh)
             gemm(False, False, nb, H, GH, <floating>1, gates, GH, w_hh, H, <floating>0, dh, H)
 
 
@@ -352,6 +380,10 @@ cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
             par_gemm(nth, False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F,
                      <floating*>p.w_ih, F, <floating>0, <floating*>p.gates, GH)
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            if p.wpf != NULL:
+                rf_pack_b(net.H, GH, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
         run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
             p = &dirs[l * net.D + d]
@@ -386,6 +418,15 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
             p = &dirs[l * net.D + d]
             if d == 1:
                 gather_rows(dout[l] + H, DH, <floating*>p.dy, H, net.rev, net.N, H)
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            if p.wpb != NULL:
+                if net.cell == 2:
+                    rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+                    rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
+                              <float*>p.wpb + rf_packed_size(2 * H, H))
+                else:
+                    rf_pack_b(GH, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
         run_tasks(net, &dirs[l * net.D], True, dx0)
         dxl = dx0 if l == 0 else dout[l - 1]
         for d in range(net.D):
@@ -515,6 +556,12 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
             p.gh = _ptr(buf["gh"], dt, B * GH, "gh")
             if training:
                 p.hn = _ptr(buf["hn"], dt, <Py_ssize_t>N * H, "hn")
+        if dt == np.float32 and buf.get("wpf") is not None:
+            p.wpf = _ptr(buf["wpf"], dt, rf_packed_size(H, GH), "wpf")
+        if dt == np.float32 and buf.get("wpb") is not None:
+            p.wpb = _ptr(buf["wpb"], dt,
+                         rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == 2
+                         else rf_packed_size(GH, H), "wpb")
         if d == 1:
             p.xin = _ptr(buf["xin"], dt, <Py_ssize_t>N * F, "xin")
             p.y = _ptr(buf["y"], dt, <Py_ssize_t>N * H, "y")

@@ -123,6 +123,10 @@ class _Workspace:
 
 
 _POOL_SIZE = 4      # workspaces a layer keeps between calls
+# float32 per-step products use the pre-packed-weights kernel (csrc/rf_gemm.h) from these sizes on:
+# below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
+_PACKED_MIN_B = 4
+_PACKED_MIN_T = 4
 _PLAN_CACHE = 16    # batch layouts a layer remembers
 
 
@@ -360,6 +364,7 @@ class _RNNBase:
         hT = [np.empty((B, H), dt) for _ in range(LD)]
         cT = [np.empty((B, H), dt) for _ in range(LD)] if self._mode == "lstm" else [None] * LD
         params, bufs, states = [], [], []
+        packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
         for layer in range(L):
             F = self.input_size if layer == 0 else DH
             for d in range(D):
@@ -379,6 +384,8 @@ class _RNNBase:
                 if d == 1:
                     buf["xin"] = ws.get(f"xin{k}", (N, F), dt)
                     buf["y"] = ws.get(f"y{k}", (N, H), dt)
+                if packed:
+                    buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
                 bufs.append(buf)
                 states.append((h0s[k], c0s[k], hT[k], cT[k]))
         xl = [plan.pack(x, ws.get("x", (N, self.input_size), dt))]
@@ -533,6 +540,10 @@ class _RNNBase:
                                 np.empty((B, H), dt) if self._mode == "lstm" else None))
                 buf = cache["bufs"][k]
                 buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
+                if "wpf" in buf:
+                    size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"
+                            else _k.packed_size(G * H, H))
+                    buf["wpb"] = ws.get(f"wpb{k}", (size,), dt)
                 if d == 1:
                     buf["dy"] = ws.get(f"dy{k}", (N, H), dt)
                     buf["dxin"] = ws.get(f"dxin{k}", (N, F), dt)

@@ -1,0 +1,143 @@
+/* Small-M GEMM with a pre-packed right operand, for the recurrent product of every time step.
+ *
+ *   C (M, N) := A (M, K) . B (K, N) + beta C,      row-major, M small (the batch rows of one task),
+ *
+ * where B is the same for all T steps of a call (W_hh^T forward, W_hh backward). BLAS packs B again at
+ * every call, which for the per-step shapes (M <= 64, B up to 4 MB) costs as much as the product
+ * itself; here B is packed once per call into panels of RF_NR columns, [panel][k][RF_NR], zero-padded,
+ * and each step streams the panels from cache. The micro-kernel keeps an RF_MR x RF_NR block of C in
+ * vector registers (8 x 32 floats: 16 AVX-512 registers), broadcasting one element of A per row and k.
+ * Written with GCC vector extensions, compiled three ways (AVX-512, AVX2+FMA, baseline) and chosen at
+ * run time with __builtin_cpu_supports; other compilers get the baseline loop.
+ * float only: the float64 kernels keep BLAS.
+ */
+#ifndef RF_GEMM_H
+#define RF_GEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+#define RF_NR 32
+
+/* Floats needed for B (K, N) packed. */
+static inline size_t rf_packed_size(int K, int N) {
+    return (size_t)((N + RF_NR - 1) / RF_NR) * (size_t)K * RF_NR;
+}
+
+/* Pack B into panels. B is (K, N) row-major with stride ldb if !trans, else given as its transpose
+ * Bt (N, K) row-major with stride ldb (B[k][n] = Bt[n][k]). */
+static void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed) {
+    int np = (N + RF_NR - 1) / RF_NR;
+    for (int p = 0; p < np; p++) {
+        float* dst = packed + (size_t)p * K * RF_NR;
+        int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;
+        for (int k = 0; k < K; k++) {
+            float* d = dst + (size_t)k * RF_NR;
+            for (int j = 0; j < nw; j++)
+                d[j] = trans ? B[(size_t)(n0 + j) * ldb + k] : B[(size_t)k * ldb + n0 + j];
+            for (int j = nw; j < RF_NR; j++) d[j] = 0.0f;
+        }
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define RF_GEMM_VECTORS 1
+typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
+
+/* One macro body, instantiated per target so each gets its own register allocation. */
+#define RF_GEMM_BODY                                                                                  \
+    int np = (N + RF_NR - 1) / RF_NR;                                                                 \
+    for (int p = 0; p < np; p++) {                                                                    \
+        const float* bp = packed + (size_t)p * K * RF_NR;                                             \
+        int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;                                     \
+        for (int m0 = 0; m0 < M; m0 += 8) {                                                           \
+            int mr = M - m0 < 8 ? M - m0 : 8;                                                         \
+            rf_v16 c0[8], c1[8];                                                                      \
+            for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }                 \
+            const float* a = A + (size_t)m0 * lda;                                                    \
+            if (mr == 8) {                                                                            \
+                for (int k = 0; k < K; k++) {                                                         \
+                    rf_v16 b0, b1;                                                                    \
+                    memcpy(&b0, bp + (size_t)k * RF_NR, 64);                                          \
+                    memcpy(&b1, bp + (size_t)k * RF_NR + 16, 64);                                     \
+                    for (int r = 0; r < 8; r++) {                                                     \
+                        float av = a[(size_t)r * lda + k];                                            \
+                        c0[r] += av * b0;                                                             \
+                        c1[r] += av * b1;                                                             \
+                    }                                                                                 \
+                }                                                                                     \
+            } else {                                                                                  \
+                for (int k = 0; k < K; k++) {                                                         \
+                    rf_v16 b0, b1;                                                                    \
+                    memcpy(&b0, bp + (size_t)k * RF_NR, 64);                                          \
+                    memcpy(&b1, bp + (size_t)k * RF_NR + 16, 64);                                     \
+                    for (int r = 0; r < mr; r++) {                                                    \
+                        float av = a[(size_t)r * lda + k];                                            \
+                        c0[r] += av * b0;                                                             \
+                        c1[r] += av * b1;                                                             \
+                    }                                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+            for (int r = 0; r < mr; r++) {                                                            \
+                float* c = C + (size_t)(m0 + r) * ldc + n0;                                           \
+                float tmp[RF_NR];                                                                     \
+                memcpy(tmp, &c0[r], 64);                                                              \
+                memcpy(tmp + 16, &c1[r], 64);                                                         \
+                if (beta == 0.0f) {                                                                   \
+                    for (int j = 0; j < nw; j++) c[j] = tmp[j];                                       \
+                } else {                                                                              \
+                    for (int j = 0; j < nw; j++) c[j] = beta * c[j] + tmp[j];                         \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_packed_avx512(
+    int M, int N, int K, const float* A, int lda, const float* packed, float beta, float* C, int ldc) {
+    RF_GEMM_BODY
+}
+
+__attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(
+    int M, int N, int K, const float* A, int lda, const float* packed, float beta, float* C, int ldc) {
+    RF_GEMM_BODY
+}
+
+static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, const float* packed,
+                                float beta, float* C, int ldc) {
+    RF_GEMM_BODY
+}
+
+typedef void (*rf_gemm_fn)(int, int, int, const float*, int, const float*, float, float*, int);
+
+static rf_gemm_fn rf_gemm_select(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("fma"))
+        return rf_gemm_packed_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return rf_gemm_packed_avx2;
+    return rf_gemm_packed_base;
+}
+
+#else
+#define RF_GEMM_VECTORS 0
+typedef void (*rf_gemm_fn)(int, int, int, const float*, int, const float*, float, float*, int);
+
+static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, const float* packed,
+                                float beta, float* C, int ldc) {
+    int np = (N + RF_NR - 1) / RF_NR;
+    for (int m = 0; m < M; m++)
+        for (int p = 0; p < np; p++) {
+            int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;
+            float acc[RF_NR] = {0};
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < RF_NR; j++) acc[j] += A[(size_t)m * lda + k] * packed[((size_t)p * K + k) * RF_NR + j];
+            for (int j = 0; j < nw; j++)
+                C[(size_t)m * ldc + n0 + j] = (beta == 0.0f ? 0.0f : beta * C[(size_t)m * ldc + n0 + j]) + acc[j];
+        }
+}
+
+static rf_gemm_fn rf_gemm_select(void) { return rf_gemm_packed_base; }
+#endif
+
+#endif
