@@ -449,3 +449,26 @@ def test_results_never_alias_reused_buffers(cell, shape):
         y1c = y1.copy()
         m.step(x2[:, 0])
         np.testing.assert_array_equal(y1, y1c)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B,H", [(13, 40), (4, 33), (9, 8)])
+def test_float32_packed_kernel_edges(cell, B, H):
+    """float32 with B >= 4 and T >= 4 runs the pre-packed per-step kernel: ragged panels (H not a
+    multiple of its 32 columns) and row blocks (B not a multiple of 8)."""
+    T, I, L = 5, 7, 2
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, True, np.float32, 31)
+    m = make(cell, I, H, num_layers=L, bidirectional=True, dtype=np.float32, seed=8)
+    out, hn, cn = run(m, x, h0, c0, lengths, n_threads=2)
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, True, f64[1], f64[2], lengths, nonlinearity=act(cell))
+    np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+    dx, dh0, _ = back(m, dout, dh, dc, n_threads=2)
+    rdx, rdh0, _, rg = ref.backward(base(cell), f64[0], sd, f64[3], f64[4], f64[5], L, True, f64[1], f64[2],
+                                    lengths, nonlinearity=act(cell))
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
+    for k in rg:
+        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
