@@ -41,8 +41,15 @@ def _cgroup_quota():
     return None
 
 
-def available_cpus():
-    """Number of CPUs this process may run on (affinity and cgroup quota)."""
+_available = None
+
+
+def available_cpus(refresh=False):
+    """Number of CPUs this process may run on (affinity and cgroup quota); read once, then cached
+    (``refresh=True`` or ``set_num_threads(None)`` reads it again)."""
+    global _available
+    if _available is not None and not refresh:
+        return _available
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -50,7 +57,8 @@ def available_cpus():
     q = _cgroup_quota()
     if q is not None:
         n = min(n, q)
-    return max(1, n)
+    _available = max(1, n)
+    return _available
 
 
 def set_num_threads(n):
@@ -70,6 +78,8 @@ def set_num_threads(n):
             raise ValueError(f"n must be >= 1, got {n}")
     with _lock:
         _num_threads = n
+    if n is None:
+        available_cpus(refresh=True)
 
 
 def get_num_threads():

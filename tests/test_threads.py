@@ -34,7 +34,9 @@ def test_set_refuses_bad_values(bad, err):
 
 def test_cgroup_quota_caps(monkeypatch):
     monkeypatch.setattr(_threads, "_cgroup_quota", lambda: 1)
-    assert _threads.available_cpus() == 1
+    assert _threads.available_cpus(refresh=True) == 1
+    monkeypatch.undo()
+    _threads.available_cpus(refresh=True)
 
 
 def test_blas_held_to_one_thread_only_during_calls():

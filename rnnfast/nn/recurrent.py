@@ -93,12 +93,16 @@ class _Plan:
         out[self.b_idx, self.t_idx] = packed
         return out
 
-    def sort_states(self, s):
-        """(LD, B, H) in the caller's batch order -> list of (B, H) contiguous, sorted order."""
-        return [np.ascontiguousarray(s[k][self.order]) for k in range(s.shape[0])]
+    def sort_states(self, s, dtype):
+        """(LD, B, H) in the caller's batch order -> list of (B, H) contiguous, sorted order (views of
+        ``s`` when it already is; the kernels only read them)."""
+        if self.full:
+            return list(np.ascontiguousarray(s, dtype=dtype))
+        return list(np.ascontiguousarray(s[:, self.order], dtype=dtype))
 
     def unsort_states(self, states):
-        return np.stack([st[self.inv] for st in states])
+        """(LD, B, H) in sorted order (a fresh array) -> the caller's order."""
+        return states if self.full else states[:, self.inv]
 
 
 class _Workspace:
@@ -359,10 +363,12 @@ class _RNNBase:
         plan = self._plan(lengths, B, T)
         N, DH = plan.N, D * H
         z = np.zeros((B, H), dt)
-        h0s = plan.sort_states(h0) if h0 is not None else [z] * LD
-        c0s = plan.sort_states(c0) if c0 is not None else [z] * LD
-        hT = [np.empty((B, H), dt) for _ in range(LD)]
-        cT = [np.empty((B, H), dt) for _ in range(LD)] if self._mode == "lstm" else [None] * LD
+        h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
+        c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
+        hT_all = np.empty((LD, B, H), dt)
+        cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
+        hT = list(hT_all)
+        cT = list(cT_all) if cT_all is not None else [None] * LD
         params, bufs, states = [], [], []
         packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
         for layer in range(L):
@@ -411,7 +417,7 @@ class _RNNBase:
         if training:
             cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
                          ws=ws)
-        return outl[-1], hT, cT, plan, cache
+        return outl[-1], hT_all, cT_all, plan, cache
 
     def forward(self, x, hx=None, lengths=None, n_threads=None):
         """Run the layer over whole sequences.
@@ -520,13 +526,17 @@ class _RNNBase:
         dls = [ws.get(f"dout{layer}", (N, DH), dt) for layer in range(L - 1)]
         dls.append(plan.pack(dout, ws.get(f"dout{L - 1}", (N, DH), dt)))
         dx0 = ws.get("dx", (N, self.input_size), dt)
-        dhs = plan.sort_states(dh_n) if dh_n is not None else [np.zeros((B, H), dt) for _ in range(LD)]
+        # dh / dc are the kernels' running gradients (written): always fresh copies
+        dhs = [a.copy() for a in plan.sort_states(dh_n, dt)] if dh_n is not None else list(np.zeros((LD, B, H), dt))
         if self._mode == "lstm":
-            dcs = plan.sort_states(dc_n) if dc_n is not None else [np.zeros((B, H), dt) for _ in range(LD)]
+            dcs = ([a.copy() for a in plan.sort_states(dc_n, dt)] if dc_n is not None
+                   else list(np.zeros((LD, B, H), dt)))
         else:
             dcs = [None] * LD
         grads, dstates = [], []
         dummy = np.zeros(G * H, dt)
+        dh0_all = np.empty((LD, B, H), dt)
+        dc0_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
         for layer in range(L):
             F = self.input_size if layer == 0 else DH
             for d in range(D):
@@ -536,8 +546,7 @@ class _RNNBase:
                 grads.append((g["weight_ih" + sfx], g["weight_hh" + sfx],
                               g["bias_ih" + sfx] if self.bias else dummy.copy(),
                               g["bias_hh" + sfx] if self.bias else dummy.copy()))
-                dstates.append((dhs[k], dcs[k], np.empty((B, H), dt),
-                                np.empty((B, H), dt) if self._mode == "lstm" else None))
+                dstates.append((dhs[k], dcs[k], dh0_all[k], dc0_all[k] if dc0_all is not None else None))
                 buf = cache["bufs"][k]
                 buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
                 if "wpf" in buf:
@@ -554,8 +563,8 @@ class _RNNBase:
         self._release(ws)
         if not self.batch_first:
             dx = np.ascontiguousarray(dx.swapaxes(0, 1))
-        dh0 = plan.unsort_states([s[2] for s in dstates])
-        dc0 = plan.unsort_states([s[3] for s in dstates]) if self._mode == "lstm" else None
+        dh0 = plan.unsort_states(dh0_all)
+        dc0 = plan.unsort_states(dc0_all) if self._mode == "lstm" else None
         if unbatched:
             dx = dx[0] if self.batch_first else dx[:, 0]
             dh0 = dh0[:, 0]
@@ -601,12 +610,11 @@ class _RNNBase:
             y = out_p.reshape(B, self.hidden_size).copy()
         finally:
             self._release(ws)
-        h = np.stack(hT)
+        h = hT
         if unbatched:
             y, h = y[0], h[:, 0]
         if self._mode == "lstm":
-            c = np.stack(cT)
-            return y, (h, c[:, 0] if unbatched else c)
+            return y, (h, cT[:, 0] if unbatched else cT)
         return y, h
 
     def __repr__(self):
