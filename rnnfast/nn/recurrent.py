@@ -152,8 +152,8 @@ class _RNNBase:
         self.bidirectional = bool(bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
             raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0.0 <= float(dropout) <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
         self.dropout = float(dropout)
         try:
             dt = np.dtype(dtype)
@@ -228,8 +228,10 @@ class _RNNBase:
             arr = _as_float(state_dict[name], self.dtype, name)
             if arr.shape != shape:
                 raise ValueError(f"state_dict[{name!r}] has shape {arr.shape}, expected {shape}")
-            new[name] = np.array(arr, dtype=self.dtype, order="C", copy=True)
-        self._params = new
+            new[name] = arr
+        # copy into the live arrays: optimizers and views from named_parameters() stay attached
+        for name, arr in new.items():
+            self._params[name][...] = arr
         self._cache = None
 
     def named_parameters(self):
@@ -403,7 +405,8 @@ class _RNNBase:
                 if use_dropout:
                     keep = 1.0 - self.dropout
                     m = (self._rng.random((N, DH)) < keep).astype(dt)
-                    m *= dt.type(1.0 / keep)
+                    if keep > 0:  # p = 1 drops everything, as PyTorch does
+                        m *= dt.type(1.0 / keep)
                     masks.append(m)
                     xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
                 else:
@@ -634,7 +637,7 @@ class LSTM(_RNNBase):
     bias : bool, default True
     batch_first : bool, default True
         Input and output are (B, T, F); False means (T, B, F).
-    dropout : float in [0, 1), default 0
+    dropout : float in [0, 1], default 0
         Dropout on the outputs of every layer but the last, in training mode.
     bidirectional : bool, default False
     dtype : numpy dtype, float32 (default) or float64

@@ -124,7 +124,7 @@ def test_state_dict_missing_unexpected_or_wrong_shape(layer):
     (dict(input_size=2, hidden_size=-1), ValueError),
     (dict(input_size=2.5, hidden_size=3), TypeError),
     (dict(input_size=2, hidden_size=3, num_layers=0), ValueError),
-    (dict(input_size=2, hidden_size=3, dropout=1.0), ValueError),
+    (dict(input_size=2, hidden_size=3, dropout=1.5), ValueError),
     (dict(input_size=2, hidden_size=3, dropout="x"), TypeError),
     (dict(input_size=2, hidden_size=3, dtype=np.int32), TypeError),
     (dict(input_size=2, hidden_size=3, dtype="nonsense"), TypeError),

@@ -472,3 +472,22 @@ def test_float32_packed_kernel_edges(cell, B, H):
     np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
     for k in rg:
         np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
+
+
+def test_load_state_dict_copies_into_live_arrays():
+    m = rf.nn.GRU(3, 4, seed=0)
+    live = dict(m.named_parameters())
+    sd = rf.nn.GRU(3, 4, seed=1).state_dict()
+    m.load_state_dict(sd)
+    for k, v in m.named_parameters():
+        assert v is live[k]
+        np.testing.assert_array_equal(v, sd[k])
+
+
+def test_dropout_one_drops_everything_between_layers():
+    m = rf.nn.LSTM(3, 4, num_layers=2, dropout=1.0, seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    out, _ = m(x)
+    ref_m = rf.nn.LSTM(4, 4, seed=0, dtype=np.float64).eval()
+    ref_m.load_state_dict({k.replace("_l1", "_l0"): v for k, v in m.state_dict().items() if "_l1" in k})
+    np.testing.assert_allclose(out, ref_m(np.zeros((2, 5, 4)))[0], rtol=1e-12)

@@ -1,0 +1,541 @@
+"""Feed-forward layers to compose with the recurrent ones: Embedding, Linear, Dropout, sequence
+reductions (LastStep, MeanPool, MaxPool) and Attention (Luong dot / general, Bahdanau additive).
+
+All are batch-first: sequences are (B, T, F), right-padded, with ``lengths`` (B,) giving the valid steps.
+Each layer has ``forward`` and ``backward``; parameters and accumulated gradients follow
+:class:`rnnfast.nn.Module` (PyTorch key names where PyTorch has the layer).
+"""
+import numbers
+
+import numpy as np
+
+from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_int,
+                               check_lengths, make_rng, time_mask, to_numpy)
+
+__all__ = ["Embedding", "Linear", "Dropout", "LastStep", "MeanPool", "MaxPool", "Attention"]
+
+
+def _check_grad(dout, shape, dtype, name="dout"):
+    """The upstream gradient as ``dtype``, with the forward output's shape."""
+    dout = as_float(dout, dtype, name)
+    if dout.shape != tuple(shape):
+        raise ValueError(f"{name} must have the output's shape {tuple(shape)}, got {dout.shape}")
+    return dout
+
+
+def _check_seq(x, name="x"):
+    """A (B, T, F) float array with B, T >= 1 (float32/float64 kept, integers -> float64)."""
+    x = as_float_keep(x, name)
+    if x.ndim != 3:
+        raise ValueError(f"{name} must be 3-D (batch, time, features), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sequence and one time step, got shape {x.shape}")
+    return x
+
+
+# ---------------------------------------------------------------------------------------- Embedding
+class Embedding(Module):
+    """Lookup table from integer ids to vectors, PyTorch's ``torch.nn.Embedding``.
+
+    Parameters
+    ----------
+    num_embeddings : int
+        Size of the vocabulary; ids are in [0, num_embeddings).
+    embedding_dim : int
+    padding_idx : int, optional
+        Id of the padding token (negative counts from the end, as in PyTorch). Its row starts at zero
+        and receives no gradient, so it stays zero under any optimizer without weight decay.
+    dtype : float32 (default) or float64
+    seed : int or numpy Generator, optional
+        Seeds the initial weights, N(0, 1) as PyTorch's.
+
+    Notes
+    -----
+    ``forward(ids)`` takes an integer array of any shape, typically (B, T), and returns
+    ``ids.shape + (embedding_dim,)``. ``backward(dout)`` accumulates into ``grads["weight"]`` and returns
+    None: there is no gradient wrt integer ids.
+
+    Examples
+    --------
+    >>> emb = Embedding(10, 4, padding_idx=0, seed=0)
+    >>> emb(np.array([[1, 2, 0]])).shape
+    (1, 3, 4)
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32, seed=None):
+        super().__init__()
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings", 1)
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim", 1)
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
+                raise TypeError(f"padding_idx must be an int or None, got {type(padding_idx).__name__}")
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"padding_idx must be in [-{self.num_embeddings}, {self.num_embeddings}), "
+                                 f"got {padding_idx}")
+            padding_idx = int(padding_idx) % self.num_embeddings
+        self.padding_idx = padding_idx
+        self.dtype = check_float_dtype(dtype)
+        w = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        if padding_idx is not None:
+            w[padding_idx] = 0
+        self._add_param("weight", w)
+
+    def _check_ids(self, x):
+        try:
+            ids = np.asarray(to_numpy(x))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"ids must be an integer array: {e}") from None
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"ids must be integers (token indices), got dtype {ids.dtype}")
+        if ids.size:
+            lo, hi = ids.min(), ids.max()
+            if lo < 0 or hi >= self.num_embeddings:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"ids must be in [0, {self.num_embeddings}) (num_embeddings), got {bad}")
+        return ids.astype(np.intp, copy=False)
+
+    def forward(self, x):
+        """Look up ``x`` (integer array) -> ``x.shape + (embedding_dim,)``."""
+        ids = self._check_ids(x)
+        out = self._params["weight"][ids]
+        self._keep(ids)
+        return out
+
+    def backward(self, dout):
+        """Accumulate ``grads["weight"]`` (padding row excluded). Returns None (ids have no gradient)."""
+        ids = self._take_cache()
+        dout = _check_grad(dout, ids.shape + (self.embedding_dim,), self.dtype)
+        flat_ids = ids.reshape(-1)
+        flat = dout.reshape(-1, self.embedding_dim)
+        if self.padding_idx is not None:
+            keep = flat_ids != self.padding_idx
+            flat_ids, flat = flat_ids[keep], flat[keep]
+        # np.add.at, not fancy-index +=, because repeated ids must each add their share.
+        np.add.at(self.grads["weight"], flat_ids, flat)
+        return None
+
+    def extra_repr(self):
+        pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}, dtype={self.dtype.name}"
+
+
+# ---------------------------------------------------------------------------------------- Linear
+class Linear(Module):
+    """Affine map ``y = x W^T + b`` on the last axis, PyTorch's ``torch.nn.Linear``.
+
+    Applied to (..., in_features) input it acts on every leading position independently, e.g. per time
+    step of a (B, T, F) sequence.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool, default True
+    dtype : float32 (default) or float64
+    seed : int or numpy Generator, optional
+        Seeds PyTorch's default initialisation: weight and bias uniform(-1/sqrt(in), 1/sqrt(in)).
+
+    Notes
+    -----
+    Parameters ``weight`` (out_features, in_features) and ``bias`` (out_features,), as in PyTorch.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+        super().__init__()
+        self.in_features = check_int(in_features, "in_features", 1)
+        self.out_features = check_int(out_features, "out_features", 1)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        self.bias = bool(bias)
+        self.dtype = check_float_dtype(dtype)
+        rng = make_rng(seed)
+        k = 1.0 / np.sqrt(self.in_features)
+        self._add_param("weight", rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))
+        if self.bias:
+            self._add_param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
+
+    def forward(self, x):
+        """(..., in_features) -> (..., out_features)."""
+        x = as_float(x, self.dtype, "x")
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have in_features={self.in_features} on its last axis, got shape {x.shape}")
+        out = x @ self._params["weight"].T
+        if self.bias:
+            out += self._params["bias"]
+        self._keep(x)
+        return out
+
+    def backward(self, dout):
+        """Accumulate ``grads``; returns the gradient wrt the input, shape (..., in_features)."""
+        x = self._take_cache()
+        dout = _check_grad(dout, x.shape[:-1] + (self.out_features,), self.dtype)
+        d2 = dout.reshape(-1, self.out_features)
+        self.grads["weight"] += d2.T @ x.reshape(-1, self.in_features)
+        if self.bias:
+            self.grads["bias"] += d2.sum(axis=0)
+        return dout @ self._params["weight"]
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias}, dtype={self.dtype.name}"
+
+
+# ---------------------------------------------------------------------------------------- Dropout
+class Dropout(Module):
+    """Inverted dropout: in training mode zero each element with probability ``p`` and scale the rest
+    by 1 / (1 - p); identity in eval mode (PyTorch's ``torch.nn.Dropout``).
+
+    Parameters
+    ----------
+    p : float in [0, 1], default 0.5
+    seed : int or numpy Generator, optional
+        Seeds the masks.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p must be a number in [0, 1], got {type(p).__name__}")
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = float(p)
+        self._rng = make_rng(seed)
+
+    def forward(self, x):
+        """Apply dropout (training) or return ``x`` unchanged (eval); float dtypes are kept."""
+        x = as_float_keep(x, "x")
+        if not self.training or self.p == 0.0:
+            self._keep((x.shape, None))
+            return x
+        keep = 1.0 - self.p
+        scale = 0.0 if keep == 0.0 else 1.0 / keep
+        mask = (self._rng.random(x.shape) < keep).astype(x.dtype)
+        mask *= x.dtype.type(scale)
+        self._keep((x.shape, mask))
+        return x * mask
+
+    def backward(self, dout):
+        """Gradient wrt the input: ``dout`` times the same mask."""
+        shape, mask = self._take_cache()
+        dout = as_float_keep(dout, "dout")
+        if dout.shape != shape:
+            raise ValueError(f"dout must have the output's shape {shape}, got {dout.shape}")
+        return dout if mask is None else dout * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+# ---------------------------------------------------------------------------------------- reductions
+class LastStep(Module):
+    """Select each sequence's output at its last valid step: (B, T, F) -> (B, F).
+
+    Parameters
+    ----------
+    bidirectional : bool, default False
+        For the output of a bidirectional recurrent layer (features = [forward H | reverse H]). The
+        reverse direction's output at the last valid step has seen only that one step; its summary of
+        the whole sequence is its output at step 0. With ``bidirectional=True`` the first half of the
+        features is taken at the last valid step and the second half at step 0, which equals the last
+        layer's final states ``concatenate([h_n[-2], h_n[-1]], axis=-1)``. Alternatively use those
+        final states directly (the recurrent layer returns them), which needs no selection layer.
+
+    Notes
+    -----
+    ``forward(x, lengths=None)``: without ``lengths`` every sequence ends at step T - 1.
+    """
+
+    def __init__(self, bidirectional=False):
+        super().__init__()
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
+        self.bidirectional = bool(bidirectional)
+
+    def forward(self, x, lengths=None):
+        """(B, T, F) -> (B, F) at step ``lengths - 1`` (the reverse half at step 0 if bidirectional)."""
+        x = _check_seq(x)
+        B, T, F = x.shape
+        lengths = check_lengths(lengths, B, T)
+        last = np.full(B, T - 1) if lengths is None else lengths - 1
+        if self.bidirectional and F % 2:
+            raise ValueError(f"bidirectional=True needs an even number of features, got {F}")
+        rows = np.arange(B)
+        out = x[rows, last]
+        if self.bidirectional:
+            out[:, F // 2:] = x[:, 0, F // 2:]
+        self._keep((x.shape, x.dtype, last))
+        return out
+
+    def backward(self, dout):
+        """(B, F) -> (B, T, F), zero except at the selected steps."""
+        (B, T, F), dtype, last = self._take_cache()
+        dout = _check_grad(dout, (B, F), dtype)
+        dx = np.zeros((B, T, F), dtype)
+        rows = np.arange(B)
+        if self.bidirectional:
+            h = F // 2
+            dx[rows, last, :h] = dout[:, :h]
+            dx[:, 0, h:] += dout[:, h:]
+        else:
+            dx[rows, last] = dout
+        return dx
+
+    def extra_repr(self):
+        return "bidirectional=True" if self.bidirectional else ""
+
+
+class MeanPool(Module):
+    """Mean over the valid time steps: (B, T, F) -> (B, F); ``forward(x, lengths=None)``."""
+
+    def forward(self, x, lengths=None):
+        """Average of ``x[b, :lengths[b]]`` for each sequence b."""
+        x = _check_seq(x)
+        B, T, F = x.shape
+        lengths = check_lengths(lengths, B, T)
+        if lengths is None:
+            n = np.full(B, T)
+            out = x.mean(axis=1)
+        else:
+            n = lengths
+            mask = time_mask(lengths, B, T)
+            out = np.einsum("btf,bt->bf", x, mask.astype(x.dtype)) / n[:, None].astype(x.dtype)
+        self._keep((x.shape, x.dtype, lengths, n))
+        return out
+
+    def backward(self, dout):
+        """(B, F) -> (B, T, F): ``dout / length`` at valid steps, zero at padded ones."""
+        (B, T, F), dtype, lengths, n = self._take_cache()
+        dout = _check_grad(dout, (B, F), dtype)
+        scaled = dout / n[:, None].astype(dtype)
+        dx = np.broadcast_to(scaled[:, None, :], (B, T, F)).copy()
+        if lengths is not None:
+            dx[~time_mask(lengths, B, T)] = 0
+        return dx
+
+
+class MaxPool(Module):
+    """Maximum over the valid time steps: (B, T, F) -> (B, F); ``forward(x, lengths=None)``.
+
+    The gradient goes to the (first) step holding the maximum, per feature.
+    """
+
+    def forward(self, x, lengths=None):
+        """Max of ``x[b, :lengths[b]]`` for each sequence b and feature."""
+        x = _check_seq(x)
+        B, T, F = x.shape
+        lengths = check_lengths(lengths, B, T)
+        xm = x
+        if lengths is not None:
+            xm = np.where(time_mask(lengths, B, T)[:, :, None], x, -np.inf)
+        arg = xm.argmax(axis=1)  # (B, F)
+        out = np.take_along_axis(x, arg[:, None, :], axis=1)[:, 0, :]
+        self._keep((x.shape, x.dtype, arg))
+        return out
+
+    def backward(self, dout):
+        """(B, F) -> (B, T, F), ``dout`` at each maximum's step, zero elsewhere."""
+        (B, T, F), dtype, arg = self._take_cache()
+        dout = _check_grad(dout, (B, F), dtype)
+        dx = np.zeros((B, T, F), dtype)
+        np.put_along_axis(dx, arg[:, None, :], dout[:, None, :], axis=1)
+        return dx
+
+
+# ---------------------------------------------------------------------------------------- Attention
+class Attention(Module):
+    """Attention of queries over a (padded) sequence of keys: Luong dot / general, Bahdanau additive.
+
+    Scores, for a query q and a key k:
+
+    - ``"dot"``: ``q . k`` (needs ``query_size == key_size``)
+    - ``"general"``: ``q . (W k)``, ``W`` = ``weight`` of shape (query_size, key_size)
+    - ``"additive"``: ``v . tanh(W_q q + W_k k)``, ``W_q`` = ``query_weight`` (hidden_size, query_size),
+      ``W_k`` = ``key_weight`` (hidden_size, key_size), ``v`` (hidden_size,)
+
+    then ``weights = softmax(scores)`` over the valid keys and ``context = weights @ values``.
+
+    Parameters
+    ----------
+    query_size, key_size : int
+    kind : {"dot", "general", "additive"}, default "dot"
+    hidden_size : int, optional
+        Width of the additive score's hidden layer (default ``key_size``); only for "additive".
+    dtype : float32 (default) or float64
+    seed : int or numpy Generator, optional
+        Seeds the weights, uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's Linear.
+
+    Examples
+    --------
+    >>> att = Attention(8, 8, kind="general", seed=0)
+    >>> ctx, w = att(np.ones((2, 8)), np.ones((2, 5, 8)), key_lengths=[5, 3])
+    >>> ctx.shape, w.shape
+    ((2, 8), (2, 5))
+    """
+
+    KINDS = ("dot", "general", "additive")
+
+    def __init__(self, query_size, key_size, kind="dot", hidden_size=None, dtype=np.float32, seed=None):
+        super().__init__()
+        self.query_size = check_int(query_size, "query_size", 1)
+        self.key_size = check_int(key_size, "key_size", 1)
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        if kind == "dot" and self.query_size != self.key_size:
+            raise ValueError(f"kind='dot' needs query_size == key_size, got {self.query_size} and {self.key_size}"
+                             " (use kind='general' or 'additive')")
+        if hidden_size is not None and kind != "additive":
+            raise ValueError("hidden_size applies only to kind='additive'")
+        self.hidden_size = check_int(hidden_size, "hidden_size", 1) if hidden_size is not None else self.key_size
+        self.dtype = check_float_dtype(dtype)
+        rng = make_rng(seed)
+        Q, K, A, dt = self.query_size, self.key_size, self.hidden_size, self.dtype
+
+        def uniform(shape, fan_in):
+            k = 1.0 / np.sqrt(fan_in)
+            return rng.uniform(-k, k, shape).astype(dt)
+
+        if kind == "general":
+            self._add_param("weight", uniform((Q, K), K))
+        elif kind == "additive":
+            self._add_param("query_weight", uniform((A, Q), Q))
+            self._add_param("key_weight", uniform((A, K), K))
+            self._add_param("v", uniform((A,), A))
+
+    # ------------------------------------------------------------------ forward
+    def _check_inputs(self, query, keys, values, key_lengths):
+        dt = self.dtype
+        q = as_float(query, dt, "query")
+        if q.ndim == 2:
+            single = True
+            q = q[:, None, :]
+        elif q.ndim == 3:
+            single = False
+        else:
+            raise ValueError(f"query must be (B, Tq, query_size) or (B, query_size), got shape {q.shape}")
+        if q.shape[-1] != self.query_size:
+            raise ValueError(f"query has {q.shape[-1]} features, expected query_size={self.query_size}")
+        k = as_float(keys, dt, "keys")
+        if k.ndim != 3:
+            raise ValueError(f"keys must be 3-D (B, Tk, key_size), got shape {k.shape}")
+        if k.shape[-1] != self.key_size:
+            raise ValueError(f"keys have {k.shape[-1]} features, expected key_size={self.key_size}")
+        B, Tk = k.shape[0], k.shape[1]
+        if q.shape[0] != B:
+            raise ValueError(f"query and keys must have the same batch size, got {q.shape[0]} and {B}")
+        if B == 0 or Tk == 0 or q.shape[1] == 0:
+            raise ValueError("query and keys must hold at least one sequence and one step")
+        v = None
+        if values is not None:
+            v = as_float(values, dt, "values")
+            if v.ndim != 3 or v.shape[:2] != (B, Tk):
+                raise ValueError(f"values must be 3-D with the keys' batch and steps ({B}, {Tk}, ·), got {v.shape}")
+        lengths = check_lengths(key_lengths, B, Tk, "key_lengths")
+        return q, k, v, lengths, single
+
+    def forward(self, query, keys, values=None, key_lengths=None):
+        """Attend from ``query`` over ``keys``.
+
+        Parameters
+        ----------
+        query : array (B, Tq, query_size) or (B, query_size)
+        keys : array (B, Tk, key_size)
+        values : array (B, Tk, V), optional
+            What the weights average; the keys themselves when omitted.
+        key_lengths : array-like of int (B,), optional
+            Valid keys of each (right-padded) sequence; padded keys get weight exactly 0.
+
+        Returns
+        -------
+        context : ndarray (B, Tq, V), or (B, V) for a 2-D query
+        weights : ndarray (B, Tq, Tk), or (B, Tk) for a 2-D query
+        """
+        q, k, v, lengths, single = self._check_inputs(query, keys, values, key_lengths)
+        vals = k if v is None else v
+        B, Tk = k.shape[:2]
+        cache = {"q": q, "k": k, "v": v, "single": single}
+        p = self._params
+        if self.kind == "dot":
+            scores = q @ k.transpose(0, 2, 1)
+        elif self.kind == "general":
+            kw = k @ p["weight"].T  # (B, Tk, Q): W k for every key
+            scores = q @ kw.transpose(0, 2, 1)
+            cache["kw"] = kw
+        else:
+            hid = np.tanh((q @ p["query_weight"].T)[:, :, None, :] + (k @ p["key_weight"].T)[:, None, :, :])
+            scores = hid @ p["v"]  # (B, Tq, Tk)
+            cache["hid"] = hid
+        if lengths is not None:
+            valid = time_mask(lengths, B, Tk)[:, None, :]
+            scores = np.where(valid, scores, -np.inf)  # every row keeps >= 1 valid key, so no NaN
+        scores -= scores.max(axis=-1, keepdims=True)
+        w = np.exp(scores)
+        w /= w.sum(axis=-1, keepdims=True)
+        ctx = w @ vals
+        cache["w"] = w
+        self._keep(cache)
+        if single:
+            return ctx[:, 0], w[:, 0]
+        return ctx, w
+
+    def backward(self, dcontext, dweights=None):
+        """Gradients wrt the inputs; parameter gradients accumulate in ``grads``.
+
+        Parameters
+        ----------
+        dcontext : array, the shape of ``context``
+        dweights : array, the shape of ``weights``, optional
+            Gradient wrt the returned attention weights (e.g. from a penalty on them).
+
+        Returns
+        -------
+        dquery : ndarray, the shape of ``query``
+        dkeys : ndarray (B, Tk, key_size); includes the values' part when ``values`` was omitted
+        dvalues : ndarray (B, Tk, V), or None when ``values`` was omitted
+        """
+        c = self._take_cache()
+        q, k, v, w, single = c["q"], c["k"], c["v"], c["w"], c["single"]
+        vals = k if v is None else v
+        B, Tq, Tk = w.shape
+        ctx_shape = (B, vals.shape[-1]) if single else (B, Tq, vals.shape[-1])
+        dctx = _check_grad(dcontext, ctx_shape, self.dtype, "dcontext")
+        if single:
+            dctx = dctx[:, None, :]
+        dw = dctx @ vals.transpose(0, 2, 1)  # (B, Tq, Tk)
+        if dweights is not None:
+            dwx = _check_grad(dweights, (B, Tk) if single else (B, Tq, Tk), self.dtype, "dweights")
+            dw = dw + (dwx[:, None, :] if single else dwx)
+        dvals = w.transpose(0, 2, 1) @ dctx  # (B, Tk, V)
+        # Softmax backward; masked keys have w == 0, so their score gradient is 0.
+        ds = w * (dw - (dw * w).sum(axis=-1, keepdims=True))
+        p, g = self._params, self.grads
+        if self.kind == "dot":
+            dq = ds @ k
+            dk = ds.transpose(0, 2, 1) @ q
+        elif self.kind == "general":
+            kw = c["kw"]
+            dq = ds @ kw
+            dkw = ds.transpose(0, 2, 1) @ q  # (B, Tk, Q)
+            g["weight"] += dkw.reshape(-1, self.query_size).T @ k.reshape(-1, self.key_size)
+            dk = dkw @ p["weight"]
+        else:
+            hid = c["hid"]
+            g["v"] += np.einsum("bqka,bqk->a", hid, ds)
+            dz = ds[..., None] * p["v"] * (1.0 - hid * hid)  # (B, Tq, Tk, A)
+            dpq = dz.sum(axis=2)  # (B, Tq, A)
+            dpk = dz.sum(axis=1)  # (B, Tk, A)
+            A = self.hidden_size
+            g["query_weight"] += dpq.reshape(-1, A).T @ q.reshape(-1, self.query_size)
+            g["key_weight"] += dpk.reshape(-1, A).T @ k.reshape(-1, self.key_size)
+            dq = dpq @ p["query_weight"]
+            dk = dpk @ p["key_weight"]
+        if v is None:
+            dk = dk + dvals
+            dv = None
+        else:
+            dv = dvals
+        if single:
+            dq = dq[:, 0]
+        return dq, dk, dv
+
+    def extra_repr(self):
+        hid = f", hidden_size={self.hidden_size}" if self.kind == "additive" else ""
+        return f"{self.query_size}, {self.key_size}, kind={self.kind!r}{hid}, dtype={self.dtype.name}"

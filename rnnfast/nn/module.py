@@ -1,0 +1,263 @@
+"""The layer protocol shared by every ``rnnfast.nn`` layer, and the small helpers the layers validate with.
+
+A layer owns its parameters (``_params``, name -> array) and their gradients (``grads``, same keys and
+shapes, accumulated by ``backward``). ``forward`` in training mode keeps what ``backward`` needs; in eval
+mode it keeps nothing, so inference is stateless. The recurrent layers (:mod:`rnnfast.nn.recurrent`)
+follow the same protocol without inheriting from :class:`Module`; :class:`rnnfast.nn.Sequential` relies
+only on the protocol (duck typing).
+"""
+import numbers
+
+import numpy as np
+
+# One exception class for every layer, so ``except rnnfast.nn.BackwardStateError`` catches them all. The
+# recurrent layers predate this module and define it (RuntimeError and ValueError); if it moves here,
+# recurrent.py should import it from this module instead.
+from rnnfast.nn.recurrent import BackwardStateError
+
+__all__ = ["Module", "BackwardStateError"]
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def check_int(value, name, minimum):
+    """``value`` as an int >= ``minimum``; bools and non-integers are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float_dtype(dtype):
+    """``dtype`` as ``np.dtype('float32')`` or ``np.dtype('float64')``, else TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def to_numpy(a):
+    """A torch tensor becomes a numpy array; anything else is returned as is."""
+    if hasattr(a, "detach") and hasattr(a, "numpy"):
+        return a.detach().cpu().numpy()
+    return a
+
+
+def as_real_array(a, name):
+    """``a`` as a numpy array of real numbers (int, uint or float), without converting its dtype."""
+    try:
+        arr = np.asarray(to_numpy(a))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a numeric array: {e}") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def as_float(a, dtype, name):
+    """``a`` as a real array of ``dtype``, converted once (no copy if it already is one)."""
+    return as_real_array(a, name).astype(dtype, copy=False)
+
+
+def as_float_keep(a, name):
+    """``a`` as float32 or float64: float arrays keep their precision, integers become float64."""
+    arr = as_real_array(a, name)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def check_lengths(lengths, B, T, name="lengths"):
+    """Validate per-sequence lengths: shape (B,), whole numbers in [1, T]. Returns int64 array or None."""
+    if lengths is None:
+        return None
+    arr = np.asarray(to_numpy(lengths))
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != B:
+        raise ValueError(f"{name} must have shape ({B},), got {arr.shape}")
+    if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise TypeError(f"{name} must be whole numbers")
+    arr = arr.astype(np.int64)
+    if B and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {arr.min()}, max {arr.max()}")
+    return arr
+
+
+def time_mask(lengths, B, T):
+    """(B, T) bool mask, True at valid steps (all True when ``lengths`` is None)."""
+    if lengths is None:
+        return np.ones((B, T), dtype=bool)
+    return np.arange(T)[None, :] < lengths[:, None]
+
+
+def make_rng(seed):
+    """A numpy Generator from an int, None or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+def validate_state_dict(state_dict, expected, what="state_dict"):
+    """Check a state dict against ``expected`` (name -> array) and convert its values.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to array-like
+    expected : dict of str to numpy.ndarray
+        The current parameters; keys, shapes and dtypes to match.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The new values, converted to the expected dtypes (not yet copied anywhere).
+
+    Raises
+    ------
+    ValueError
+        Missing or unexpected keys, or a shape mismatch.
+    TypeError
+        ``state_dict`` is not a mapping, or a value is not an array of real numbers.
+    """
+    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+        raise TypeError(f"{what} must be a mapping, got {type(state_dict).__name__}")
+    keys = set(state_dict.keys())
+    missing = sorted(set(expected) - keys)
+    unexpected = sorted(keys - set(expected), key=str)
+    if missing or unexpected:
+        raise ValueError(f"{what} does not match: missing keys {missing}, unexpected keys {unexpected}")
+    new = {}
+    for name, cur in expected.items():
+        arr = as_real_array(state_dict[name], f"{what}[{name!r}]")
+        if arr.shape != cur.shape:
+            raise ValueError(f"{what}[{name!r}] has shape {arr.shape}, expected {cur.shape}")
+        new[name] = arr.astype(cur.dtype, copy=False)
+    return new
+
+
+# ---------------------------------------------------------------------------------------- Module
+class Module:
+    """Base class of the layers: parameters, accumulated gradients, training flag, state dicts.
+
+    Subclasses register their parameters with :meth:`_add_param` and implement ``forward`` (keeping what
+    ``backward`` needs via ``self._cache`` only when ``self.training``) and ``backward``, which adds to
+    ``grads`` and returns the gradient wrt the input.
+
+    Attributes
+    ----------
+    training : bool
+        True (the default) in training mode; see :meth:`train` and :meth:`eval`.
+    grads : dict of str to numpy.ndarray
+        Gradients with the keys and shapes of :meth:`state_dict`; ``backward`` adds to them.
+    """
+
+    def __init__(self):
+        self._params = {}
+        self.grads = {}
+        self.training = True
+        self._cache = None
+
+    def _add_param(self, name, value):
+        """Register a parameter (C-contiguous array) and its zero gradient."""
+        arr = np.ascontiguousarray(value)
+        self._params[name] = arr
+        self.grads[name] = np.zeros_like(arr)
+        return arr
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _keep(self, cache):
+        """Keep ``cache`` for backward in training mode; eval mode keeps nothing."""
+        self._cache = cache if self.training else None
+
+    def _take_cache(self):
+        """The cache of the last training-mode forward, consumed (one backward per forward)."""
+        cache = self._cache
+        if cache is None:
+            if not self.training:
+                raise BackwardStateError(f"{type(self).__name__}.backward() needs a forward pass in training "
+                                         "mode; this layer is in eval mode, which keeps no backward cache "
+                                         "(call .train())")
+            raise BackwardStateError(f"{type(self).__name__}.backward() called without a preceding "
+                                     "training-mode forward() (or twice for one forward)")
+        self._cache = None
+        return cache
+
+    # ------------------------------------------------------------------ parameters
+    def state_dict(self):
+        """Copies of the parameters.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+        """
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters (numpy arrays or torch tensors), copying them into the live arrays.
+
+        The arrays keep their identity, so an optimizer holding them stays connected.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            Exactly the keys of :meth:`state_dict`, each of the same shape; values of any real dtype
+            are converted to the parameter's dtype.
+
+        Raises
+        ------
+        ValueError
+            Missing or unexpected keys, or a wrong shape.
+        TypeError
+            ``state_dict`` is not a mapping or a value is not real-numeric.
+            Nothing is changed when an error is raised.
+        """
+        new = validate_state_dict(state_dict, self._params)
+        for name, arr in new.items():
+            self._params[name][...] = arr
+        self._cache = None
+
+    def named_parameters(self):
+        """(name, array) pairs of the live parameter arrays (updating them in place updates the layer).
+
+        Returns
+        -------
+        list of (str, numpy.ndarray)
+        """
+        return list(self._params.items())
+
+    def zero_grad(self):
+        """Set every accumulated gradient to zero (in place)."""
+        for g in self.grads.values():
+            g[...] = 0
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or eval mode. Returns self."""
+        self.training = bool(mode)
+        if not self.training:
+            self._cache = None
+        return self
+
+    def eval(self):
+        """Inference mode: no dropout, no backward cache. Returns self."""
+        return self.train(False)
+
+    def extra_repr(self):
+        """The arguments shown by ``repr`` (override in subclasses)."""
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,98 @@
+"""rnnfast.nn.Module: the parameter / gradient / mode protocol every layer shares."""
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast.nn import BackwardStateError, Linear
+
+
+def test_state_dict_returns_copies_and_named_parameters_live_arrays():
+    lin = Linear(3, 2, seed=0)
+    sd = lin.state_dict()
+    assert set(sd) == {"weight", "bias"}
+    sd["weight"][...] = 7
+    assert not np.any(lin.state_dict()["weight"] == 7)
+    params = dict(lin.named_parameters())
+    params["weight"][...] = 1.5
+    assert np.all(lin.state_dict()["weight"] == 1.5)
+
+
+def test_load_state_dict_copies_in_place_and_converts():
+    lin = Linear(3, 2, seed=0)
+    w_before = dict(lin.named_parameters())["weight"]
+    new = {"weight": np.arange(6.0).reshape(2, 3), "bias": np.array([1, 2])}  # float64 and int
+    lin.load_state_dict(new)
+    w = dict(lin.named_parameters())["weight"]
+    assert w is w_before  # identity kept: optimizers holding the array stay connected
+    assert w.dtype == np.float32
+    np.testing.assert_array_equal(w, new["weight"])
+    np.testing.assert_array_equal(lin.state_dict()["bias"], [1, 2])
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    ({"weight": np.zeros((2, 3))}, ValueError, r"missing keys \['bias'\]"),
+    ({"weight": np.zeros((2, 3)), "bias": np.zeros(2), "extra": np.zeros(1)}, ValueError, "unexpected keys"),
+    ({"weight": np.zeros((3, 2)), "bias": np.zeros(2)}, ValueError, r"shape \(3, 2\), expected \(2, 3\)"),
+    ({"weight": np.zeros((2, 3)), "bias": np.array(["a", "b"])}, TypeError, "real numbers"),
+    ({"weight": np.zeros((2, 3)), "bias": np.zeros(2, complex)}, TypeError, "real numbers"),
+    ([("weight", 1)], TypeError, "mapping"),
+])
+def test_load_state_dict_refuses_and_changes_nothing(bad, exc, match):
+    lin = Linear(3, 2, seed=0)
+    before = lin.state_dict()
+    with pytest.raises(exc, match=match):
+        lin.load_state_dict(bad)
+    for k, v in lin.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_torch_tensors():
+    torch = pytest.importorskip("torch")
+    tl = torch.nn.Linear(3, 2)
+    lin = Linear(3, 2, dtype=np.float64)
+    lin.load_state_dict(tl.state_dict())
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_allclose(lin(x), tl(torch.from_numpy(x).float()).detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_zero_grad_train_eval_and_backward_errors():
+    lin = Linear(3, 2)
+    assert lin.training
+    assert lin.eval() is lin and not lin.training
+    lin(np.ones((1, 3)))
+    with pytest.raises(BackwardStateError, match="eval mode"):
+        lin.backward(np.ones((1, 2)))
+    assert lin.train() is lin and lin.training
+    with pytest.raises(BackwardStateError, match="without a preceding"):
+        lin.backward(np.ones((1, 2)))
+    lin(np.ones((1, 3)))
+    lin.backward(np.ones((1, 2)))
+    with pytest.raises(BackwardStateError, match="twice"):
+        lin.backward(np.ones((1, 2)))
+    assert np.any(lin.grads["weight"] != 0)
+    g = lin.grads["weight"]
+    lin.zero_grad()
+    assert lin.grads["weight"] is g and not np.any(g)
+    assert isinstance(BackwardStateError("x"), RuntimeError)
+
+
+def test_subclass_protocol():
+    class Scale(rf.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._add_param("s", np.array([2.0]))
+
+        def forward(self, x):
+            self._keep(x)
+            return x * self._params["s"]
+
+        def backward(self, d):
+            x = self._take_cache()
+            self.grads["s"] += (d * x).sum()
+            return d * self._params["s"]
+
+    m = Scale()
+    assert m(np.array([1.0, 3.0])).tolist() == [2.0, 6.0]
+    assert m.backward(np.ones(2)).tolist() == [2.0, 2.0]
+    assert m.grads["s"].tolist() == [4.0]
+    assert repr(m) == "Scale()"
