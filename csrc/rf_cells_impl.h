@@ -1,6 +1,7 @@
 /* The fused elementwise passes of the three cells, one time step over nb batch rows; instantiated by
  * rf_cells.h for float (fast activations) and double (exact ones). Included only from there.
  *
+ * Each pass updates units [0, n) of H (n < H: a thread's share of the units, pointers offset to it).
  * Shapes (row-major): G (nb, G*H) holds on entry the pre-activations x W_ih^T + h W_hh^T without bias
  * (GRU: x W_ih^T only; its recurrent part gh = h W_hh^T comes apart), and on exit the post-activation
  * gates, which backward reads instead of evaluating exp or tanh again. Backward overwrites the same
@@ -19,7 +20,7 @@
  * affine to GCC and these loops would not vectorise (measured 7x slower). */
 #define RF_RESTRICT __restrict__
 
-RF_CLONES static void RF_NAME(lstm_fwd)(int nb, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT b,
+RF_CLONES static void RF_NAME(lstm_fwd)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT b,
                                          const RF_T* RF_RESTRICT cp, RF_T* RF_RESTRICT c,
                                          RF_T* RF_RESTRICT tc, RF_T* RF_RESTRICT y, int ldy) {
     for (ptrdiff_t r = 0; r < nb; r++) {
@@ -28,7 +29,7 @@ RF_CLONES static void RF_NAME(lstm_fwd)(int nb, int H, RF_T* RF_RESTRICT G, cons
         RF_T* RF_RESTRICT cr = c + (ptrdiff_t)r * H;
         RF_T* RF_RESTRICT yr = y + (ptrdiff_t)r * ldy;
         RF_T* RF_RESTRICT tcr = tc ? tc + (ptrdiff_t)r * H : NULL;
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             RF_T gi = RF_SIGM(g[j] + b[j]);
             RF_T gf = RF_SIGM(g[H + j] + b[H + j]);
             RF_T gg = RF_TANH(g[2 * H + j] + b[2 * H + j]);
@@ -46,7 +47,7 @@ RF_CLONES static void RF_NAME(lstm_fwd)(int nb, int H, RF_T* RF_RESTRICT G, cons
     }
 }
 
-RF_CLONES static void RF_NAME(lstm_bwd)(int nb, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT cp,
+RF_CLONES static void RF_NAME(lstm_bwd)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT cp,
                                          const RF_T* RF_RESTRICT tc, const RF_T* RF_RESTRICT dy, int lddy,
                                          RF_T* RF_RESTRICT dh, RF_T* RF_RESTRICT dc) {
     for (ptrdiff_t r = 0; r < nb; r++) {
@@ -56,7 +57,7 @@ RF_CLONES static void RF_NAME(lstm_bwd)(int nb, int H, RF_T* RF_RESTRICT G, cons
         const RF_T* RF_RESTRICT dyr = dy + (ptrdiff_t)r * lddy;
         const RF_T* RF_RESTRICT dhr = dh + (ptrdiff_t)r * H;
         RF_T* RF_RESTRICT dcr = dc + (ptrdiff_t)r * H;
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             RF_T gi = g[j], gf = g[H + j], gg = g[2 * H + j], go = g[3 * H + j], th = tcr[j];
             RF_T dhh = dyr[j] + dhr[j];
             RF_T dct = dcr[j] + dhh * go * (1 - th * th);
@@ -69,7 +70,7 @@ RF_CLONES static void RF_NAME(lstm_bwd)(int nb, int H, RF_T* RF_RESTRICT G, cons
     }
 }
 
-RF_CLONES static void RF_NAME(gru_fwd)(int nb, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT gh,
+RF_CLONES static void RF_NAME(gru_fwd)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT gh,
                                         const RF_T* RF_RESTRICT b, const RF_T* RF_RESTRICT bhn,
                                         const RF_T* RF_RESTRICT hp, int ldh, RF_T* RF_RESTRICT hn,
                                         RF_T* RF_RESTRICT y, int ldy) {
@@ -79,7 +80,7 @@ RF_CLONES static void RF_NAME(gru_fwd)(int nb, int H, RF_T* RF_RESTRICT G, const
         const RF_T* RF_RESTRICT hpr = hp + (ptrdiff_t)r * ldh;
         RF_T* RF_RESTRICT yr = y + (ptrdiff_t)r * ldy;
         RF_T* RF_RESTRICT hnr = hn ? hn + (ptrdiff_t)r * H : NULL;
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             RF_T gr = RF_SIGM(g[j] + b[j] + q[j]);
             RF_T gz = RF_SIGM(g[H + j] + b[H + j] + q[H + j]);
             RF_T hh = q[2 * H + j] + bhn[j];
@@ -93,7 +94,7 @@ RF_CLONES static void RF_NAME(gru_fwd)(int nb, int H, RF_T* RF_RESTRICT G, const
     }
 }
 
-RF_CLONES static void RF_NAME(gru_bwd)(int nb, int H, RF_T* RF_RESTRICT G, RF_T* RF_RESTRICT hn,
+RF_CLONES static void RF_NAME(gru_bwd)(int nb, int n, int H, RF_T* RF_RESTRICT G, RF_T* RF_RESTRICT hn,
                                         const RF_T* RF_RESTRICT hp, int ldh, const RF_T* RF_RESTRICT dy,
                                         int lddy, RF_T* RF_RESTRICT dh) {
     for (ptrdiff_t r = 0; r < nb; r++) {
@@ -102,7 +103,7 @@ RF_CLONES static void RF_NAME(gru_bwd)(int nb, int H, RF_T* RF_RESTRICT G, RF_T*
         const RF_T* RF_RESTRICT hpr = hp + (ptrdiff_t)r * ldh;
         const RF_T* RF_RESTRICT dyr = dy + (ptrdiff_t)r * lddy;
         RF_T* RF_RESTRICT dhr = dh + (ptrdiff_t)r * H;
-        for (ptrdiff_t j = 0; j < H; j++) {
+        for (ptrdiff_t j = 0; j < n; j++) {
             RF_T gr = g[j], gz = g[H + j], gn = g[2 * H + j];
             RF_T dhh = dyr[j] + dhr[j];
             RF_T dan = dhh * (1 - gz) * (1 - gn * gn);
@@ -115,20 +116,20 @@ RF_CLONES static void RF_NAME(gru_bwd)(int nb, int H, RF_T* RF_RESTRICT G, RF_T*
     }
 }
 
-RF_CLONES static void RF_NAME(rnn_fwd)(int nb, int H, int relu, RF_T* RF_RESTRICT G,
+RF_CLONES static void RF_NAME(rnn_fwd)(int nb, int n, int H, int relu, RF_T* RF_RESTRICT G,
                                         const RF_T* RF_RESTRICT b, RF_T* RF_RESTRICT y, int ldy) {
     for (ptrdiff_t r = 0; r < nb; r++) {
         RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * H;
         RF_T* RF_RESTRICT yr = y + (ptrdiff_t)r * ldy;
         if (relu) {
-            for (ptrdiff_t j = 0; j < H; j++) {
+            for (ptrdiff_t j = 0; j < n; j++) {
                 RF_T a = g[j] + b[j];
                 a = a > 0 ? a : 0;
                 g[j] = a;
                 yr[j] = a;
             }
         } else {
-            for (ptrdiff_t j = 0; j < H; j++) {
+            for (ptrdiff_t j = 0; j < n; j++) {
                 RF_T a = RF_TANH(g[j] + b[j]);
                 g[j] = a;
                 yr[j] = a;
@@ -137,16 +138,16 @@ RF_CLONES static void RF_NAME(rnn_fwd)(int nb, int H, int relu, RF_T* RF_RESTRIC
     }
 }
 
-RF_CLONES static void RF_NAME(rnn_bwd)(int nb, int H, int relu, RF_T* RF_RESTRICT G,
+RF_CLONES static void RF_NAME(rnn_bwd)(int nb, int n, int H, int relu, RF_T* RF_RESTRICT G,
                                         const RF_T* RF_RESTRICT dy, int lddy, const RF_T* RF_RESTRICT dh) {
     for (ptrdiff_t r = 0; r < nb; r++) {
         RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * H;
         const RF_T* RF_RESTRICT dyr = dy + (ptrdiff_t)r * lddy;
         const RF_T* RF_RESTRICT dhr = dh + (ptrdiff_t)r * H;
         if (relu) {
-            for (ptrdiff_t j = 0; j < H; j++) g[j] = g[j] > 0 ? dyr[j] + dhr[j] : 0;
+            for (ptrdiff_t j = 0; j < n; j++) g[j] = g[j] > 0 ? dyr[j] + dhr[j] : 0;
         } else {
-            for (ptrdiff_t j = 0; j < H; j++) g[j] = (dyr[j] + dhr[j]) * (1 - g[j] * g[j]);
+            for (ptrdiff_t j = 0; j < n; j++) g[j] = (dyr[j] + dhr[j]) * (1 - g[j] * g[j]);
         }
     }
 }

@@ -107,7 +107,69 @@ static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, co
     RF_GEMM_BODY
 }
 
+/* M = 1: y (N) := x (K) . packed B. Four panels at a time, so eight independent accumulators hide the
+ * FMA latency and the loop runs at the bandwidth the packed panels stream from cache. */
+#define RF_GEMV_BODY                                                                                  \
+    int np = (N + RF_NR - 1) / RF_NR, p = 0;                                                          \
+    size_t ps = (size_t)K * RF_NR;                                                                    \
+    for (; p < np; p += 4) {                                                                          \
+        int q = np - p < 4 ? np - p : 4;                                                              \
+        const float* b = packed + (size_t)p * ps;                                                     \
+        rf_v16 acc[8];                                                                                \
+        for (int i = 0; i < 8; i++) acc[i] = (rf_v16){0};                                             \
+        if (q == 4) {                                                                                 \
+            for (int k = 0; k < K; k++) {                                                             \
+                float xv = x[k];                                                                      \
+                for (int i = 0; i < 8; i++) {                                                         \
+                    rf_v16 t;                                                                         \
+                    memcpy(&t, b + (size_t)(i >> 1) * ps + (size_t)k * RF_NR + (i & 1) * 16, 64);     \
+                    acc[i] += xv * t;                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+        } else {                                                                                      \
+            for (int k = 0; k < K; k++) {                                                             \
+                float xv = x[k];                                                                      \
+                for (int i = 0; i < 2 * q; i++) {                                                     \
+                    rf_v16 t;                                                                         \
+                    memcpy(&t, b + (size_t)(i >> 1) * ps + (size_t)k * RF_NR + (i & 1) * 16, 64);     \
+                    acc[i] += xv * t;                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+        for (int i = 0; i < 2 * q; i++) {                                                             \
+            int n0 = p * RF_NR + i * 16, nw = N - n0 < 16 ? N - n0 : 16;                              \
+            float tmp[16];                                                                            \
+            memcpy(tmp, &acc[i], 64);                                                                 \
+            for (int j = 0; j < nw; j++) y[n0 + j] = tmp[j];                                          \
+        }                                                                                             \
+    }
+
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_packed_avx512(
+    int N, int K, const float* x, const float* packed, float* y) {
+    RF_GEMV_BODY
+}
+
+__attribute__((target("avx2,fma"))) static void rf_gemv_packed_avx2(
+    int N, int K, const float* x, const float* packed, float* y) {
+    RF_GEMV_BODY
+}
+
+static void rf_gemv_packed_base(int N, int K, const float* x, const float* packed, float* y) {
+    RF_GEMV_BODY
+}
+
 typedef void (*rf_gemm_fn)(int, int, int, const float*, int, const float*, float, float*, int);
+typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
+
+static rf_gemv_fn rf_gemv_select(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("fma"))
+        return rf_gemv_packed_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return rf_gemv_packed_avx2;
+    return rf_gemv_packed_base;
+}
 
 static rf_gemm_fn rf_gemm_select(void) {
     __builtin_cpu_init();
@@ -122,6 +184,7 @@ static rf_gemm_fn rf_gemm_select(void) {
 #else
 #define RF_GEMM_VECTORS 0
 typedef void (*rf_gemm_fn)(int, int, int, const float*, int, const float*, float, float*, int);
+typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
 
 static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, const float* packed,
                                 float beta, float* C, int ldc) {
@@ -138,6 +201,12 @@ static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, co
 }
 
 static rf_gemm_fn rf_gemm_select(void) { return rf_gemm_packed_base; }
+
+static void rf_gemv_packed_base(int N, int K, const float* x, const float* packed, float* y) {
+    rf_gemm_packed_base(1, N, K, x, K, packed, 0.0f, y, N);
+}
+
+static rf_gemv_fn rf_gemv_select(void) { return rf_gemv_packed_base; }
 #endif
 
 #endif

@@ -42,12 +42,26 @@ cdef extern from "rf_math.h" nogil:
 cdef extern from "rf_gemm.h" nogil:
     ctypedef void (*rf_gemm_fn)(int M, int N, int K, const float* A, int lda, const float* packed,
                                 float beta, float* C, int ldc)
+    ctypedef void (*rf_gemv_fn)(int N, int K, const float* x, const float* packed, float* y)
     rf_gemm_fn rf_gemm_select()
+    rf_gemv_fn rf_gemv_select()
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
     size_t rf_packed_size(int K, int N)
 
+cdef extern from "rf_latency.h" nogil:
+    size_t rf_latency_work_size(int G, int H, int nth)
+    int rf_latency_forward(int cell, int relu, int T, int H, int nth, rf_gemv_fn gemv, const float* w_hh,
+                           const float* b, const float* bhn, const float* h0, const float* c0, float* gates,
+                           float* gh_full, float* y, int ldy, float* c, float* tc, float* hn, float* work)
+
 # C (M, N) := A (M, K) . packed B + beta C for the per-step products (csrc/rf_gemm.h), chosen for this CPU
 cdef rf_gemm_fn gemm_packed = rf_gemm_select()
+cdef rf_gemv_fn gemv_packed = rf_gemv_select()
+
+
+def latency_work_size(int G, int H, int nth):
+    """Floats of work space the batch-1 kernel (csrc/rf_latency.h) needs with ``nth`` threads."""
+    return rf_latency_work_size(G, H, nth)
 
 
 def packed_size(int K, int N):
@@ -138,6 +152,7 @@ cdef struct Dir:
     void* gh        # (B, GH) GRU per-step recurrent product
     void* wpf       # float32: W_hh^T packed for gemm_packed (forward), or NULL to use BLAS
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
+    void* lat       # float32, batch 1: work space of the latency kernel (rf_latency.h), or NULL
     void* h0        # (B, H)
     void* c0
     void* hT
@@ -384,7 +399,15 @@ cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
             p = &dirs[l * net.D + d]
             if p.wpf != NULL:
                 rf_pack_b(net.H, GH, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
-        run_tasks(net, &dirs[l * net.D], False, xl[0])
+        p = &dirs[l * net.D]
+        if floating is float and net.D == 1 and p.lat != NULL:
+            # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
+            rf_latency_forward(net.cell, net.relu, net.T, net.H, net.nthreads, gemv_packed,
+                               <float*>p.w_hh, <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
+                               <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
+                               <float*>p.tc, <float*>p.hn, <float*>p.lat)
+        else:
+            run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             if d == 1:
@@ -558,6 +581,8 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
                 p.hn = _ptr(buf["hn"], dt, <Py_ssize_t>N * H, "hn")
         if dt == np.float32 and buf.get("wpf") is not None:
             p.wpf = _ptr(buf["wpf"], dt, rf_packed_size(H, GH), "wpf")
+        if dt == np.float32 and buf.get("lat") is not None:
+            p.lat = _ptr(buf["lat"], dt, rf_latency_work_size(net.G, H, net.nthreads), "lat")
         if dt == np.float32 and buf.get("wpb") is not None:
             p.wpb = _ptr(buf["wpb"], dt,
                          rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == 2

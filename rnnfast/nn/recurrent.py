@@ -373,6 +373,8 @@ class _RNNBase:
         cT = list(cT_all) if cT_all is not None else [None] * LD
         params, bufs, states = [], [], []
         packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
+        # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units
+        latency = dt == np.float32 and B == 1 and D == 1 and T >= _PACKED_MIN_T
         for layer in range(L):
             F = self.input_size if layer == 0 else DH
             for d in range(D):
@@ -394,6 +396,8 @@ class _RNNBase:
                     buf["y"] = ws.get(f"y{k}", (N, H), dt)
                 if packed:
                     buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
+                elif latency:
+                    buf["lat"] = ws.get(f"lat{k}", (_k.latency_work_size(G, H, n_threads),), dt)
                 bufs.append(buf)
                 states.append((h0s[k], c0s[k], hT[k], cT[k]))
         xl = [plan.pack(x, ws.get("x", (N, self.input_size), dt))]

@@ -508,3 +508,31 @@ def test_dropout_one_drops_everything_between_layers():
     ref_m = rf.nn.LSTM(4, 4, seed=0, dtype=np.float64).eval()
     ref_m.load_state_dict({k.replace("_l1", "_l0"): v for k, v in m.state_dict().items() if "_l1" in k})
     np.testing.assert_allclose(out, ref_m(np.zeros((2, 5, 4)))[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("H", [1, 5, 33])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_float32_batch1_latency_kernel(cell, H, n_threads):
+    """float32, one sequence, one direction, T >= 4 runs the batch-1 kernel (threads share out the
+    hidden units); training and inference, against the float64 reference."""
+    T, I, L = 6, 4, 2
+    x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 5)
+    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=9)
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], None, nonlinearity=act(cell))
+    for training in (False, True):
+        m.train(training)
+        out, hn, cn = run(m, x, h0, c0, None, n_threads=n_threads)
+        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+        if cn is not None:
+            np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
+    dx, dh0, _ = back(m, dout, dh, dc, n_threads=n_threads)
+    rdx, rdh0, _, rg = ref.backward(base(cell), f64[0], sd, f64[3], f64[4], f64[5], L, False, f64[1], f64[2],
+                                    None, nonlinearity=act(cell))
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
+    for k in rg:
+        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
