@@ -2,20 +2,19 @@
 
 A layer owns its parameters (``_params``, name -> array) and their gradients (``grads``, same keys and
 shapes, accumulated by ``backward``). ``forward`` in training mode keeps what ``backward`` needs; in eval
-mode it keeps nothing, so inference is stateless. The recurrent layers (:mod:`rnnfast.nn.recurrent`)
-follow the same protocol without inheriting from :class:`Module`; :class:`rnnfast.nn.Sequential` relies
-only on the protocol (duck typing).
+mode it keeps nothing, so inference is stateless. :class:`rnnfast.nn.Sequential` relies only on the
+protocol (duck typing), so any object following it composes.
 """
 import numbers
 
 import numpy as np
 
-# One exception class for every layer, so ``except rnnfast.nn.BackwardStateError`` catches them all. The
-# recurrent layers predate this module and define it (RuntimeError and ValueError); if it moves here,
-# recurrent.py should import it from this module instead.
-from rnnfast.nn.recurrent import BackwardStateError
-
 __all__ = ["Module", "BackwardStateError"]
+
+
+class BackwardStateError(RuntimeError, ValueError):
+    """``backward`` called without a training-mode forward pass to differentiate (one class for every
+    layer, so ``except rnnfast.nn.BackwardStateError`` catches them all)."""
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -9,35 +9,12 @@ import numpy as np
 
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._threads import resolve_threads
+from rnnfast.nn.module import (BackwardStateError, Module, as_float, check_float_dtype, check_int,
+                               check_lengths, make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
 _CELLS = {"lstm": (_k.CELL_LSTM, 4), "gru": (_k.CELL_GRU, 3), "rnn": (_k.CELL_RNN, 1)}
-
-
-class BackwardStateError(RuntimeError, ValueError):
-    """``backward`` called without a training-mode forward pass to differentiate."""
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _as_float(a, dtype, name):
-    """``a`` as a numeric array of ``dtype`` (converted once); refuses non-numeric input."""
-    if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
-        a = a.detach().cpu().numpy()
-    try:
-        arr = np.asarray(a)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be a numeric array: {e}") from None
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
 
 
 class _Plan:
@@ -134,16 +111,17 @@ _PACKED_MIN_T = 4
 _PLAN_CACHE = 16    # batch layouts a layer remembers
 
 
-class _RNNBase:
+class _RNNBase(Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh"):
-        self.input_size = _check_int(input_size, "input_size", 1)
-        self.hidden_size = _check_int(hidden_size, "hidden_size", 1)
-        self.num_layers = _check_int(num_layers, "num_layers", 1)
+        super().__init__()
+        self.input_size = check_int(input_size, "input_size", 1)
+        self.hidden_size = check_int(hidden_size, "hidden_size", 1)
+        self.num_layers = check_int(num_layers, "num_layers", 1)
         for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -155,28 +133,18 @@ class _RNNBase:
         if not 0.0 <= float(dropout) <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {dropout}")
         self.dropout = float(dropout)
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-        if dt not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        self.dtype = dt
+        self.dtype = check_float_dtype(dtype)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._cell, self._G = _CELLS[self._mode]
         self._D = 2 if self.bidirectional else 1
-        self._rng = np.random.default_rng(seed)
-        self.training = True
-        self._cache = None
+        self._rng = make_rng(seed)
         self._pool = []
         self._plans = {}
-        self._params = {}
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
-            self._params[name] = self._rng.uniform(-k, k, size=shape).astype(self.dtype)
-        self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
+            self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
 
     # ------------------------------------------------------------------ parameters
     def _param_shapes(self):
@@ -191,72 +159,9 @@ class _RNNBase:
                     yield "bias_ih" + sfx, (GH,)
                     yield "bias_hh" + sfx, (GH,)
 
-    def state_dict(self):
-        """Copies of the parameters, keyed as PyTorch's ``state_dict()``.
-
-        Returns
-        -------
-        dict of str to numpy.ndarray
-        """
-        return {name: p.copy() for name, p in self._params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Load parameters, e.g. a PyTorch ``state_dict()`` (tensors or numpy arrays).
-
-        Parameters
-        ----------
-        state_dict : mapping of str to array-like
-            Exactly the keys of :meth:`state_dict`, each of the same shape; values are converted to
-            this layer's dtype.
-
-        Raises
-        ------
-        ValueError
-            On missing or unexpected keys, or a wrong shape; nothing is changed then.
-        TypeError
-            If a value is not numeric.
-        """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        expected = dict(self._param_shapes())
-        missing = sorted(set(expected) - set(state_dict.keys()))
-        unexpected = sorted(set(state_dict.keys()) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"state_dict does not match: missing keys {missing}, unexpected keys {unexpected}")
-        new = {}
-        for name, shape in expected.items():
-            arr = _as_float(state_dict[name], self.dtype, name)
-            if arr.shape != shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {arr.shape}, expected {shape}")
-            new[name] = arr
-        # copy into the live arrays: optimizers and views from named_parameters() stay attached
-        for name, arr in new.items():
-            self._params[name][...] = arr
-        self._cache = None
-
-    def named_parameters(self):
-        """(name, array) pairs of the live parameter arrays, PyTorch's order."""
-        return list(self._params.items())
-
-    def zero_grad(self):
-        """Set every accumulated gradient to zero."""
-        for g in self.grads.values():
-            g[...] = 0
-
-    def train(self, mode=True):
-        """Training mode (dropout on, forward keeps what backward needs). Returns self."""
-        self.training = bool(mode)
-        if not self.training:
-            self._cache = None
-        return self
-
-    def eval(self):
-        """Inference mode: no dropout, no backward cache, safe to call from many threads. Returns self."""
-        return self.train(False)
-
     # ------------------------------------------------------------------ validation
     def _check_x(self, x):
-        x = _as_float(x, self.dtype, "x")
+        x = as_float(x, self.dtype, "x")
         if x.ndim == 2:
             unbatched = True
             x = x[:, None, :] if not self.batch_first else x[None, :, :]
@@ -273,27 +178,9 @@ class _RNNBase:
             raise ValueError(f"x must have at least one sequence and one time step, got shape {x.shape}")
         return x, unbatched
 
-    def _check_lengths(self, lengths, B, T):
-        if lengths is None:
-            return None
-        if hasattr(lengths, "detach"):
-            lengths = lengths.detach().cpu().numpy()
-        arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
-            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
-        if arr.ndim != 1 or arr.shape[0] != B:
-            raise ValueError(f"lengths must have shape ({B},), got {arr.shape}")
-        if arr.dtype.kind == "f":
-            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise TypeError("lengths must be whole numbers")
-        arr = arr.astype(np.int64)
-        if arr.min() < 1 or arr.max() > T:
-            raise ValueError(f"lengths must be in [1, {T}] (the time steps of x), got min {arr.min()}, max {arr.max()}")
-        return arr
-
     def _check_state(self, s, name, B, unbatched):
         LD, H = self.num_layers * self._D, self.hidden_size
-        s = _as_float(s, self.dtype, name)
+        s = as_float(s, self.dtype, name)
         if unbatched:
             if s.shape != (LD, H):
                 raise ValueError(f"{name} must have shape ({LD}, {H}) for unbatched input, got {s.shape}")
@@ -450,7 +337,7 @@ class _RNNBase:
         nth = resolve_threads(n_threads)
         xb, unbatched = self._check_x(x)
         B, T, _ = xb.shape
-        lengths = self._check_lengths(lengths, B, T)
+        lengths = check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
         training = self.training
         ws = self._acquire()
@@ -515,7 +402,7 @@ class _RNNBase:
         B, T, N = plan.B, plan.T, plan.N
         H, D, L, G = self.hidden_size, self._D, self.num_layers, self._G
         DH, LD, dt = D * H, L * D, self.dtype
-        dout = _as_float(dout, dt, "dout")
+        dout = as_float(dout, dt, "dout")
         if unbatched:
             exp = (T, DH)
             if dout.shape != exp:
@@ -597,7 +484,7 @@ class _RNNBase:
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer: the reverse direction reads the future")
         nth = resolve_threads(n_threads)
-        xt = _as_float(x_t, self.dtype, "x_t")
+        xt = as_float(x_t, self.dtype, "x_t")
         if xt.ndim == 1:
             unbatched = True
             xt = xt[None]

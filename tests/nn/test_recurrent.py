@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import rnnfast as rf
 import reference as ref
+from gradcheck import numeric_grad
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -144,21 +145,6 @@ def _objective(m, x, h0, c0, lengths, dout, dh, dc, seed):
     return v
 
 
-def _fd(f, arr, eps=1e-6):
-    g = np.zeros_like(arr)
-    it = np.nditer(arr, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = arr[i]
-        arr[i] = old + eps
-        fp = f()
-        arr[i] = old - eps
-        fm = f()
-        arr[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("L,bidir,dropout", [(1, False, 0.0), (2, True, 0.0), (2, True, 0.3)])
 def test_finite_differences(cell, L, bidir, dropout):
@@ -181,7 +167,7 @@ def test_finite_differences(cell, L, bidir, dropout):
     for name, p in m._params.items():
         checks.append((name, p, m.grads[name]))
     for name, arr, analytic in checks:
-        numeric = _fd(f, arr)
+        numeric = numeric_grad(f, arr)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name)
     # gradient wrt padded positions of x is exactly zero; dout there is ignored
     for b, n in enumerate(lengths):
