@@ -57,12 +57,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("rnnfast vs torch (median)")
-    tr.write_line(f"{'group':<22}{'rnnfast ms':>12}{'GFLOP/s':>9}{'torch ms':>12}{'GFLOP/s':>9}"
-                  f"{'torch/rnnfast':>15}")
+    tr.write_line(f"{'group':<22}{'rnnfast ms':>12}{'GFLOP/s':>9}{'peer':>15}{'peer ms':>12}{'GFLOP/s':>9}"
+                  f"{'peer/rnnfast':>14}")
     for group, r in results.items():
-        a, b = r.get("rnnfast"), r.get("torch")
-        cells = [f"{group:<22}"]
-        for v in (a, b):
-            cells.append(f"{v[0] * 1e3:>12.3f}{v[1]:>9.1f}" if v else f"{'-':>12}{'-':>9}")
-        cells.append(f"{b[0] / a[0]:>15.2f}" if a and b else f"{'-':>15}")
-        tr.write_line("".join(cells))
+        a = r.get("rnnfast")
+        peers = [(k, v) for k, v in r.items() if k != "rnnfast"] or [("torch", None)]
+        for impl, b in peers:
+            cells = [f"{group:<22}"]
+            cells.append(f"{a[0] * 1e3:>12.3f}{a[1]:>9.1f}" if a else f"{'-':>12}{'-':>9}")
+            cells.append(f"{impl:>15}")
+            cells.append(f"{b[0] * 1e3:>12.3f}{b[1]:>9.1f}" if b else f"{'-':>12}{'-':>9}")
+            cells.append(f"{b[0] / a[0]:>14.2f}" if a and b else f"{'-':>14}")
+            tr.write_line("".join(cells))

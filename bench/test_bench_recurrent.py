@@ -13,6 +13,17 @@ sit side by side in the report; the two cases of a group run back to back.
 FLOPs per time step and sequence: 2*G*H*(I+H) forward (G = 4 LSTM, 3 GRU); training = 3x forward.
 ``extra_info`` holds the FLOP count and GFLOP/s at the median and at the minimum.
 
+More groups, the shapes of ``bench/compare.py``:
+
+- ``lstm2bi-medium-{infer,train}``: LSTM, 2 layers, bidirectional, medium shape.
+- ``{lstm,gru}-step``: streaming latency of one ``step`` call (B=1, I=128, H=256), the state carried from
+  call to call; torch runs ``nn.LSTMCell`` / ``nn.GRUCell`` with the same weights. Times are per call.
+- ``{lstm,gru}-varlen-{infer,train}``: medium shape, lengths uniform in [T/4, T] (total a multiple of T).
+  ``rnnfast``: ``forward(x, lengths=...)``; ``rnnfast-dense``: the same tokens packed densely into
+  sum(lengths)/T full-length sequences; ``torch-packed``: ``pack_padded_sequence`` -> module ->
+  ``pad_packed_sequence``.
+  FLOPs count the valid steps only (the same for all three).
+
 Run as ``pytest bench/ --benchmark-only`` (see bench/README.md); the repo's ``testpaths = ["tests"]``
 keeps a plain ``pytest`` from collecting this folder.
 """
@@ -31,7 +42,7 @@ SHAPES = {
 }
 
 # Rounds per shape (benchmark.pedantic: warm-up rounds, then timed rounds of one call each). Sized so the
-# whole suite (32 cases) takes a few minutes on 2 cores; the large training cases are ~1 s a call.
+# 32 cases of test_recurrent take a few minutes on 2 cores; the large training cases are ~1 s a call.
 ROUNDS = {
     "small": dict(warmup_rounds=3, rounds=30),
     "medium": dict(warmup_rounds=1, rounds=10),
@@ -133,3 +144,202 @@ def _reference_state_dict(cell, I, H):
         "bias_ih_l0": rng.uniform(-k, k, (G * H,)).astype(np.float32),
         "bias_hh_l0": rng.uniform(-k, k, (G * H,)).astype(np.float32),
     }
+
+
+# ---------------------------------------------------------------- LSTM 2 layers bidirectional, medium
+
+BIDI_ROUNDS = dict(warmup_rounds=1, rounds=5)
+
+
+def _bidi_state_dict(I, H, L=2, G=4):
+    rng = np.random.default_rng(42)
+    k = 1.0 / np.sqrt(H)
+    sd = {}
+    for layer in range(L):
+        F = I if layer == 0 else 2 * H
+        for sfx in (f"_l{layer}", f"_l{layer}_reverse"):
+            sd["weight_ih" + sfx] = rng.uniform(-k, k, (G * H, F)).astype(np.float32)
+            sd["weight_hh" + sfx] = rng.uniform(-k, k, (G * H, H)).astype(np.float32)
+            sd["bias_ih" + sfx] = rng.uniform(-k, k, (G * H,)).astype(np.float32)
+            sd["bias_hh" + sfx] = rng.uniform(-k, k, (G * H,)).astype(np.float32)
+    return sd
+
+
+def _train_or_infer_fns(x, mode, make_rnnfast, make_torch, impl, lengths=None):
+    """(rnnfast | torch) callable for one forward (infer) or forward + backward of sum(outputs) (train)."""
+    if impl.startswith("rnnfast"):
+        layer = make_rnnfast()
+        if mode == "infer":
+            layer.eval()
+            return lambda: layer.forward(x, lengths=lengths)
+        layer.train()
+        out, _ = layer.forward(x, lengths=lengths)
+        dout = np.ones_like(out)
+
+        def step():
+            layer.forward(x, lengths=lengths)
+            return layer.backward(dout)
+
+        return step
+    torch = pytest.importorskip("torch")
+    mod = make_torch(torch)
+    xt = torch.from_numpy(x.copy())
+    if lengths is not None:
+        lt = torch.from_numpy(np.asarray(lengths))
+        rnn = torch.nn.utils.rnn
+        T = x.shape[1]
+
+        def fwd(inp):
+            y, _ = mod(rnn.pack_padded_sequence(inp, lt, batch_first=True, enforce_sorted=False))
+            return rnn.pad_packed_sequence(y, batch_first=True, total_length=T)[0]
+    else:
+        def fwd(inp):
+            return mod(inp)[0]
+    if mode == "infer":
+        mod.eval()
+
+        def step():
+            with torch.inference_mode():
+                return fwd(xt)
+
+        return step
+    mod.train()
+    xt.requires_grad_(True)
+
+    def step():
+        mod.zero_grad(set_to_none=True)
+        xt.grad = None
+        fwd(xt).sum().backward()
+        return xt.grad
+
+    return step
+
+
+def _finish(benchmark, record, impl, f):
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:  # None under --benchmark-disable
+        median = stats.stats.median
+        benchmark.extra_info["gflops_median"] = round(f / median / 1e9, 2)
+        benchmark.extra_info["gflops_best"] = round(f / stats.stats.min / 1e9, 2)
+        record(benchmark.group, impl, median, f / median / 1e9)
+
+
+BIDI_CASES = [(m, i) for m in MODES for i in IMPLS]
+
+
+@pytest.mark.parametrize("mode,impl", BIDI_CASES, ids=[f"lstm2bi-medium-{m}-{i}" for m, i in BIDI_CASES])
+def test_lstm2bi(benchmark, torch_threads, record, mode, impl):
+    B, T, I, H = SHAPES["medium"]
+    x = np.random.default_rng(1234).standard_normal((B, T, I)).astype(np.float32)
+    sd = _bidi_state_dict(I, H)
+
+    def make_rnnfast():
+        layer = LSTM(I, H, num_layers=2, bidirectional=True, dtype=np.float32, seed=0)
+        layer.load_state_dict(sd)
+        return layer
+
+    def make_torch(torch):
+        mod = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float32)
+        mod.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        return mod
+
+    fn = _train_or_infer_fns(x, mode, make_rnnfast, make_torch, impl)
+    f = sum(2 * 2.0 * 4 * H * (F + H) * B * T for F in (I, 2 * H)) * (3 if mode == "train" else 1)
+    benchmark.group = f"lstm2bi-medium-{mode}"
+    benchmark.extra_info.update(impl=impl, cell="lstm", shape="medium", mode=mode, B=B, T=T, I=I, H=H,
+                                num_layers=2, bidirectional=True, threads=torch_threads, flop=f)
+    benchmark.pedantic(fn, iterations=1, **BIDI_ROUNDS)
+    _finish(benchmark, record, impl, f)
+
+
+# ---------------------------------------------------------------- streaming step latency, B=1
+
+STEP_SHAPE = (1, 128, 256)  # B, I, H
+STEP_ROUNDS = dict(warmup_rounds=2, rounds=30, iterations=100)  # times per call: round time / 100
+
+
+STEP_CASES = [(c, i) for c in CELLS for i in IMPLS]
+
+
+@pytest.mark.parametrize("cell,impl", STEP_CASES, ids=[f"{c}-step-{i}" for c, i in STEP_CASES])
+def test_step(benchmark, torch_threads, record, cell, impl):
+    B, I, H = STEP_SHAPE
+    sd = _reference_state_dict(cell, I, H)
+    x_t = np.random.default_rng(1234).standard_normal((B, I)).astype(np.float32)
+    if impl == "torch":
+        torch = pytest.importorskip("torch")
+        mod = (torch.nn.LSTMCell if cell == "lstm" else torch.nn.GRUCell)(I, H)
+        mod.load_state_dict({k[:-3]: torch.from_numpy(v) for k, v in sd.items()})  # drop "_l0"
+        mod.eval()
+        xt = torch.from_numpy(x_t)
+        z = torch.zeros(B, H)
+        st = [(z, z) if cell == "lstm" else z]
+
+        def fn():
+            with torch.inference_mode():
+                st[0] = mod(xt, st[0])
+    else:
+        layer = CELLS[cell][0](I, H, dtype=np.float32, seed=0)
+        layer.load_state_dict(sd)
+        layer.eval()
+        st = [None]
+
+        def fn():
+            _, st[0] = layer.step(x_t, st[0])
+
+    f = 2.0 * CELLS[cell][1] * H * (I + H) * B
+    benchmark.group = f"{cell}-step"
+    benchmark.extra_info.update(impl=impl, cell=cell, shape="step", mode="infer", B=B, T=1, I=I, H=H,
+                                threads=torch_threads, flop=f)
+    benchmark.pedantic(fn, **STEP_ROUNDS)
+    _finish(benchmark, record, impl, f)
+
+
+# ---------------------------------------------------------------- variable lengths vs the same tokens, dense
+
+VARLEN_ROUNDS = dict(warmup_rounds=1, rounds=10)
+VARLEN_IMPLS = ("rnnfast", "rnnfast-dense", "torch-packed")
+
+
+def varlen_batch(B, T, I, seed=1234):
+    """x (B, T, I), lengths uniform in [T/4, T] with a total that is a multiple of T, and the same tokens
+    packed densely into (sum(lengths) / T, T, I)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = rng.integers(T // 4, T, endpoint=True, size=B)
+    while lengths.sum() % T:
+        lengths[np.argmax(lengths)] -= 1
+    dense = np.concatenate([x[b, :lengths[b]] for b in range(B)]).reshape(-1, T, I)
+    return x, lengths.astype(np.int64), np.ascontiguousarray(dense)
+
+
+VARLEN_CASES = [(c, m, i) for c in CELLS for m in MODES for i in VARLEN_IMPLS]
+
+
+@pytest.mark.parametrize("cell,mode,impl", VARLEN_CASES, ids=["{}-varlen-{}-{}".format(*c) for c in VARLEN_CASES])
+def test_varlen(benchmark, torch_threads, record, cell, mode, impl):
+    B, T, I, H = SHAPES["medium"]
+    x, lengths, dense = varlen_batch(B, T, I)
+    sd = _reference_state_dict(cell, I, H)
+
+    def make_rnnfast():
+        layer = CELLS[cell][0](I, H, dtype=np.float32, seed=0)
+        layer.load_state_dict(sd)
+        return layer
+
+    def make_torch(torch):
+        mod = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(I, H, batch_first=True, dtype=torch.float32)
+        mod.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        return mod
+
+    if impl == "rnnfast-dense":
+        fn = _train_or_infer_fns(dense, mode, make_rnnfast, make_torch, "rnnfast")
+    else:
+        fn = _train_or_infer_fns(x, mode, make_rnnfast, make_torch, impl, lengths=lengths)
+    tokens = int(lengths.sum())
+    f = 2.0 * CELLS[cell][1] * H * (I + H) * tokens * (3 if mode == "train" else 1)
+    benchmark.group = f"{cell}-varlen-{mode}"
+    benchmark.extra_info.update(impl=impl, cell=cell, shape="medium", mode=mode, B=B, T=T, I=I, H=H,
+                                tokens=tokens, dense_batch=tokens // T, threads=torch_threads, flop=f)
+    benchmark.pedantic(fn, iterations=1, **VARLEN_ROUNDS)
+    _finish(benchmark, record, impl, f)
