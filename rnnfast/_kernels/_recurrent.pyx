@@ -129,6 +129,7 @@ cdef struct Net:
     int relu        # RNN only
     int T, B, N, nin, H, G, D, L
     int nthreads
+    int yields      # out: barrier waits of the batch-1 kernel that had to yield (a busy machine)
     const int* bs   # (T,) active rows per step
     const int* off  # (T + 1,) row offset of each step
     const int* rev  # (N,) reversed-order row -> forward-order row
@@ -379,7 +380,7 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
 # ----------------------------------------------------------------------------------------------
 # whole network
 
-cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
+cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                       floating** masks) noexcept nogil:
     """Forward through all layers. xl[l] (N, F_l) is layer l's input (xl[l+1] may alias outl[l] when
     there is no dropout); outl[l] (N, D*H); masks[l] (N, D*H) or NULL, applied between layers."""
@@ -402,7 +403,7 @@ cdef void net_forward(const Net* net, Dir* dirs, floating** xl, floating** outl,
         p = &dirs[l * net.D]
         if floating is float and net.D == 1 and p.lat != NULL:
             # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            rf_latency_forward(net.cell, net.relu, net.T, net.H, net.nthreads, gemv_packed,
+            net.yields += rf_latency_forward(net.cell, net.relu, net.T, net.H, net.nthreads, gemv_packed,
                                <float*>p.w_hh, <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
                                <float*>p.tc, <float*>p.hn, <float*>p.lat)
@@ -539,6 +540,7 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
     net.nin, net.H, net.D, net.L = I, H, D, L
     net.G = 4 if cell == 1 else (3 if cell == 2 else 1)
     net.nthreads = max(1, nthreads)
+    net.yields = 0
     net.bs = <const int*>cnp.PyArray_DATA(plan.bs)
     net.off = <const int*>cnp.PyArray_DATA(plan.off)
     net.rev = <const int*>cnp.PyArray_DATA(plan.rev)
@@ -599,7 +601,8 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     """Run the forward pass of the whole network (see the module docstring) without the GIL.
 
     All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
-    checks their sizes and dtype before any unchecked code runs.
+    checks their sizes and dtype before any unchecked code runs. Returns the number of steps at which
+    the batch-1 kernel's threads found the machine busy (0 elsewhere).
     """
     cdef Net net
     _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
@@ -635,6 +638,7 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
             _blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp)
+    return net.yields
 
 
 def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,

@@ -4,6 +4,7 @@ Each call validates its input once, packs the batch (time-major, longest sequenc
 dropped), and hands the whole network to one ``nogil`` kernel call (``rnnfast._kernels._recurrent``).
 """
 import numbers
+import time
 
 import numpy as np
 
@@ -107,6 +108,8 @@ _POOL_SIZE = 4      # workspaces a layer keeps between calls
 # float32 per-step products use the pre-packed-weights kernel (csrc/rf_gemm.h) from these sizes on:
 # below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
 _PACKED_MIN_B = 4
+# how long the batch-1 kernel stays on one thread after finding the cores busy
+_LATENCY_BACKOFF_S = 2.0
 _PACKED_MIN_T = 4
 _PLAN_CACHE = 16    # batch layouts a layer remembers
 
@@ -142,6 +145,7 @@ class _RNNBase(Module):
         self._rng = make_rng(seed)
         self._pool = []
         self._plans = {}
+        self._latency_serial_until = 0.0
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -260,8 +264,12 @@ class _RNNBase(Module):
         cT = list(cT_all) if cT_all is not None else [None] * LD
         params, bufs, states = [], [], []
         packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
-        # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units
+        # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units; it
+        # meets at a barrier every step, so after a call that found the cores busy the next calls
+        # run it on one thread for a while
         latency = dt == np.float32 and B == 1 and D == 1 and T >= _PACKED_MIN_T
+        if latency and n_threads > 1 and time.monotonic() < self._latency_serial_until:
+            n_threads = 1
         for layer in range(L):
             F = self.input_size if layer == 0 else DH
             for d in range(D):
@@ -305,8 +313,10 @@ class _RNNBase(Module):
                     xl.append(outl[layer])
             else:
                 masks.append(None)
-        _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
-                   params, bufs, states, xl, outl, masks, training, n_threads)
+        yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
+                            L, params, bufs, states, xl, outl, masks, training, n_threads)
+        if latency and yields * 8 > T * L:
+            self._latency_serial_until = time.monotonic() + _LATENCY_BACKOFF_S
         cache = None
         if training:
             cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
@@ -442,6 +452,7 @@ class _RNNBase(Module):
                               g["bias_hh" + sfx] if self.bias else dummy.copy()))
                 dstates.append((dhs[k], dcs[k], dh0_all[k], dc0_all[k] if dc0_all is not None else None))
                 buf = cache["bufs"][k]
+                buf.pop("lat", None)  # forward-only work space, sized for the forward's threads
                 buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
                 if "wpf" in buf:
                     size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"

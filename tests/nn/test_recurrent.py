@@ -522,3 +522,17 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads):
     np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
     for k in rg:
         np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
+
+
+def test_batch1_kernel_backs_off_to_one_thread_when_busy():
+    """After a call that found the cores busy, the batch-1 kernel runs on one thread for a while: the
+    same answer as a one-thread call, to the bit."""
+    import time
+
+    m = rf.nn.LSTM(4, 37, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((1, 9, 4)).astype(np.float32)
+    one = m(x, n_threads=1)[0]
+    m._latency_serial_until = time.monotonic() + 60
+    np.testing.assert_array_equal(m(x, n_threads=2)[0], one)
+    m._latency_serial_until = 0.0
+    np.testing.assert_allclose(m(x, n_threads=2)[0], one, rtol=1e-6, atol=1e-7)
