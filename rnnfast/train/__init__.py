@@ -1,4 +1,5 @@
-"""Training utilities: losses, optimizers, gradient clipping, learning-rate schedules, initialisers, metrics.
+"""Training utilities: losses, optimizers, gradient clipping, learning-rate schedules, initialisers, metrics,
+batching of variable-length data, callbacks and the fit loop (:func:`fit`).
 
 They are plain building blocks on numpy arrays and the ``rnnfast.nn`` layer protocol (``named_parameters``,
 ``grads``, ``backward``), e.g. one step::
@@ -9,8 +10,17 @@ They are plain building blocks on numpy arrays and the ``rnnfast.nn`` layer prot
     model.backward(dlogits)
     clip_grad_norm(model.grads, 1.0)
     opt.step()
+
+or the whole loop: ``history = fit(model, CrossEntropy(), Adam(model), X, y, epochs=10)``. The callbacks are
+in :mod:`rnnfast.train.callbacks` (Keras's names; ``callbacks.ReduceLROnPlateau`` is the callback form of
+the schedule :class:`ReduceLROnPlateau`).
 """
+from rnnfast.train import callbacks
+from rnnfast.train.callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
+                                     ProgressBar, TerminateOnNaN, TimeLimit)
 from rnnfast.train.clip import clip_grad_norm, clip_grad_value
+from rnnfast.train.data import SequenceDataset, batch_indices, bucket_batches, pad_sequences
+from rnnfast.train.fit import METRICS, History, Stateful, Trainer, evaluate, fit, predict
 from rnnfast.train.init import glorot_uniform, init_recurrent, orthogonal, pytorch_default, zeros
 from rnnfast.train.losses import (MAE, MSE, BinaryCrossEntropyWithLogits, CrossEntropy, Huber, Loss,
                                   lengths_to_mask)
@@ -25,4 +35,8 @@ __all__ = [
     "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau",
     "glorot_uniform", "orthogonal", "zeros", "pytorch_default", "init_recurrent",
     "accuracy", "f1", "mae", "rmse", "perplexity",
+    "pad_sequences", "batch_indices", "bucket_batches", "SequenceDataset",
+    "fit", "evaluate", "predict", "Stateful", "History", "Trainer", "METRICS",
+    "callbacks", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
+    "TerminateOnNaN", "ProgressBar", "TimeLimit",
 ]

