@@ -158,7 +158,8 @@ class Linear(Module):
         x = as_float(x, self.dtype, "x")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have in_features={self.in_features} on its last axis, got shape {x.shape}")
-        out = x @ self._params["weight"].T
+        # one 2-D product: numpy runs a stacked (B, T, F) @ W as B separate products
+        out = (x.reshape(-1, self.in_features) @ self._params["weight"].T).reshape(x.shape[:-1] + (self.out_features,))
         if self.bias:
             out += self._params["bias"]
         self._keep(x)
@@ -172,7 +173,7 @@ class Linear(Module):
         self.grads["weight"] += d2.T @ x.reshape(-1, self.in_features)
         if self.bias:
             self.grads["bias"] += d2.sum(axis=0)
-        return dout @ self._params["weight"]
+        return (d2 @ self._params["weight"]).reshape(x.shape)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias}, dtype={self.dtype.name}"

@@ -67,9 +67,12 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     if math.isinf(norm_type):
         total = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
     else:
-        # Per-array norms first (no concatenated copy), in float64 so float32 sums do not lose digits.
-        norms = np.array([np.sum(np.abs(a.astype(np.float64, copy=False)) ** norm_type) for a in arrays])
-        total = float(np.sum(norms) ** (1.0 / norm_type))
+        # Per-array norms first (no concatenated copy), summed in float64 so float32 sums keep their digits.
+        if norm_type == 2.0:  # the common case: a dot product, no temporaries
+            norms = [float(np.dot(r, r)) for r in (a.reshape(-1) for a in arrays)]
+        else:
+            norms = [float(np.sum(np.abs(a.astype(np.float64, copy=False)) ** norm_type)) for a in arrays]
+        total = float(math.fsum(norms) ** (1.0 / norm_type))
     if not math.isfinite(total) and error_if_nonfinite:
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({total}), "
                            "so they cannot be clipped")

@@ -11,8 +11,8 @@ passed directly::
 Learning-rate schedules change :attr:`Optimizer.lr` between steps. :meth:`Optimizer.state_dict` holds
 only strings, numbers, tuples of numbers and numpy arrays, so it can be saved without pickle.
 
-Note: the recurrent layers' ``load_state_dict`` replaces their parameter arrays (the other layers copy into
-them), so build the optimizer after loading weights into a model, or build a new one.
+Every layer's ``load_state_dict`` copies into its live parameter arrays, so an optimizer built before a
+load stays attached to the model.
 """
 import math
 import numbers
