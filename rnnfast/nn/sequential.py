@@ -1,7 +1,6 @@
 """Sequential composition of layers, PyTorch's ``torch.nn.Sequential`` for forward/backward layers."""
 import inspect
 
-
 from rnnfast.nn.module import BackwardStateError, Module, validate_state_dict
 
 __all__ = ["Sequential"]
