@@ -342,6 +342,8 @@ class _RNNBase(Module):
         Returns
         -------
         out : ndarray, shape (B, T, D * H) (time-major if ``batch_first=False``)
+            NaN or inf in the input or the weights propagate to what they touch, as in PyTorch (the
+            activations themselves never produce one); the estimators refuse them at ``fit``.
         h_n : ndarray (num_layers * D, B, H) for GRU and RNN; LSTM returns ``(h_n, c_n)``.
         """
         nth = resolve_threads(n_threads)
