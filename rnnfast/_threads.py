@@ -12,11 +12,28 @@ import glob
 import math
 import os
 import threading
+import warnings
 
 from rnnfast._kernels import _recurrent
 
 _lock = threading.Lock()
 _num_threads = None
+# GNU OpenMP's thread pool does not survive fork(): a child's first parallel region waits forever for
+# the parent's threads. So once a call has run with threads, a forked child (gunicorn --preload,
+# multiprocessing's "fork") runs rnnfast single-threaded, which is safe, and says so once.
+_threads_started = False
+_forked_after_threads = False
+_warned_fork = False
+
+
+def _after_fork_in_child():
+    global _forked_after_threads
+    if _threads_started:
+        _forked_after_threads = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cgroup_quota():
@@ -95,14 +112,27 @@ def get_num_threads():
 
 
 def resolve_threads(n_threads):
-    """The thread count for one call: ``n_threads`` if given (validated), else the default."""
+    """The thread count for one call: ``n_threads`` if given (validated), else the default; 1 in a
+    process forked after rnnfast had started threads (see above)."""
+    global _threads_started, _warned_fork
     if n_threads is None:
-        return get_num_threads()
-    if isinstance(n_threads, bool) or not hasattr(n_threads, "__index__"):
-        raise TypeError(f"n_threads must be a positive int or None, got {type(n_threads).__name__}")
-    n = int(n_threads)
-    if n < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n}")
+        n = get_num_threads()
+    else:
+        if isinstance(n_threads, bool) or not hasattr(n_threads, "__index__"):
+            raise TypeError(f"n_threads must be a positive int or None, got {type(n_threads).__name__}")
+        n = int(n_threads)
+        if n < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n}")
+    if n > 1:
+        if _forked_after_threads:
+            if not _warned_fork:
+                _warned_fork = True
+                warnings.warn("rnnfast: this process was forked after rnnfast had used OpenMP threads, which "
+                              "GNU OpenMP cannot start again in a child; rnnfast runs single-threaded here. "
+                              "Use rnnfast first in the children (or the 'spawn'/'forkserver' start methods) "
+                              "to keep its threads.", RuntimeWarning, stacklevel=3)
+            return 1
+        _threads_started = True
     return n
 
 

@@ -61,3 +61,29 @@ def test_results_do_not_depend_on_default_thread_count():
     finally:
         rf.set_num_threads(None)
     np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_after_threads_runs_single_threaded():
+    """GNU OpenMP cannot start threads again in a forked child (its first parallel region would wait
+    forever): rnnfast runs such a child single-threaded, with the same answers (gunicorn --preload)."""
+    import signal
+    import warnings as w
+
+    m = rf.nn.LSTM(16, 32, seed=0).eval()
+    x = np.ones((8, 10, 16), np.float32)
+    a = m(x, n_threads=2)[0]
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 4
+        try:
+            signal.alarm(20)
+            with w.catch_warnings(record=True) as caught:
+                w.simplefilter("always")
+                b = m(x, n_threads=2)[0]
+            ok = np.allclose(a, b, rtol=1e-6, atol=1e-7) and any("forked" in str(c.message) for c in caught)
+            code = 0 if ok else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
