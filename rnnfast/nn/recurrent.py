@@ -88,10 +88,11 @@ class _Workspace:
     steady-state calls neither allocate nor page-fault fresh memory. A layer keeps a few in a pool
     (``list.pop``/``append`` are atomic, so concurrent eval calls each get their own)."""
 
-    __slots__ = ("arrays",)
+    __slots__ = ("arrays", "prepared")
 
     def __init__(self):
         self.arrays = {}
+        self.prepared = None  # the last eval call's kernel arguments (see _RNNBase._prepare)
 
     def get(self, name, shape, dtype):
         size = 1
@@ -210,17 +211,6 @@ class _RNNBase(Module):
         return (None if hx is None else self._check_state(hx, what, B, unbatched)), None
 
     # ------------------------------------------------------------------ forward / backward
-    def _bias_vectors(self, sfx):
-        H, GH = self.hidden_size, self._G * self.hidden_size
-        if not self.bias:
-            return np.zeros(GH, self.dtype), np.zeros(H, self.dtype)
-        b_ih, b_hh = self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]
-        if self._mode == "gru":
-            b = b_ih.copy()
-            b[:2 * H] += b_hh[:2 * H]
-            return b, np.ascontiguousarray(b_hh[2 * H:])
-        return b_ih + b_hh, np.zeros(H, self.dtype)
-
     def _plan(self, lengths, B, T):
         key = (B, T, None if lengths is None else lengths.tobytes())
         plan = self._plans.get(key)
@@ -247,35 +237,43 @@ class _RNNBase(Module):
         self._plans = {}
         self._cache = None
 
-    def _run(self, x, h0, c0, lengths, training, n_threads, ws):
-        """Pack, run the kernel; returns (packed out (N, DH) in ``ws``, hT list, cT list, plan, cache)."""
-        B, T, _ = x.shape
-        H, D, L, G = self.hidden_size, self._D, self.num_layers, self._G
-        dt = self.dtype
-        LD = L * D
-        plan = self._plan(lengths, B, T)
-        N, DH = plan.N, D * H
-        z = np.zeros((B, H), dt)
-        h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
-        c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
-        hT_all = np.empty((LD, B, H), dt)
-        cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
-        hT = list(hT_all)
-        cT = list(cT_all) if cT_all is not None else [None] * LD
-        params, bufs, states = [], [], []
-        packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
-        # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units; it
-        # meets at a barrier every step, so after a call that found the cores busy the next calls
-        # run it on one thread for a while
-        latency = dt == np.float32 and B == 1 and D == 1 and T >= _PACKED_MIN_T
-        if latency and n_threads > 1 and time.monotonic() < self._latency_serial_until:
-            n_threads = 1
+    def _biases_into(self, sfx, b, bhn):
+        """Write the kernel's bias vectors for one layer and direction into ``b`` (G*H) and ``bhn`` (H):
+        b_ih + b_hh (GRU: summed for r and z, b_in alone for n, b_hn apart)."""
+        if not self.bias:
+            return
+        H = self.hidden_size
+        b_ih, b_hh = self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]
+        if self._mode == "gru":
+            np.add(b_ih[:2 * H], b_hh[:2 * H], out=b[:2 * H])
+            b[2 * H:] = b_ih[2 * H:]
+            bhn[...] = b_hh[2 * H:]
+        else:
+            np.add(b_ih, b_hh, out=b)
+
+    def _prepare(self, ws, plan, training, n_threads, packed, latency):
+        """The kernel's arguments that do not change from call to call at this layout: parameters and
+        bias vectors, per-direction buffers, layer inputs and outputs, all in ``ws``. Kept in ``ws`` for
+        the next eval call of the same layout (what a streaming ``step`` repeats), rebuilt otherwise."""
+        key = (plan.kplan, training, n_threads, packed, latency)
+        prep = ws.prepared
+        if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
+            return prep[2]
+        B, N = plan.B, plan.N
+        H, D, L, G, dt = self.hidden_size, self._D, self.num_layers, self._G, self.dtype
+        DH = D * H
+        params, bufs, biases = [], [], []
         for layer in range(L):
             F = self.input_size if layer == 0 else DH
             for d in range(D):
                 k = layer * D + d
                 sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                b, bhn = self._bias_vectors(sfx)
+                b = ws.get(f"b{k}", (G * H,), dt)
+                bhn = ws.get(f"bhn{k}", (H,), dt)
+                if not self.bias:
+                    b[...] = 0
+                    bhn[...] = 0
+                biases.append((sfx, b, bhn))
                 params.append((self._params["weight_ih" + sfx], self._params["weight_hh" + sfx], b, bhn))
                 buf = {"gates": ws.get(f"gates{k}", (N, G * H), dt)}
                 if self._mode == "lstm":
@@ -294,25 +292,49 @@ class _RNNBase(Module):
                 elif latency:
                     buf["lat"] = ws.get(f"lat{k}", (_k.latency_work_size(G, H, n_threads),), dt)
                 bufs.append(buf)
-                states.append((h0s[k], c0s[k], hT[k], cT[k]))
-        xl = [plan.pack(x, ws.get("x", (N, self.input_size), dt))]
-        outl, masks = [], []
+        x_buf = ws.get("x", (N, self.input_size), dt)
+        outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
+        prep = (params, bufs, biases, x_buf, outl)
+        ws.prepared = None if training else (plan.kplan, key[1:], prep)
+        return prep
+
+    def _run(self, x, h0, c0, lengths, training, n_threads, ws):
+        """Pack, run the kernel; returns (packed out (N, DH) in ``ws``, hT, cT, plan, cache)."""
+        B, T, _ = x.shape
+        H, D, L = self.hidden_size, self._D, self.num_layers
+        dt = self.dtype
+        LD = L * D
+        plan = self._plan(lengths, B, T)
+        N, DH = plan.N, D * H
+        packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
+        # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units; it
+        # meets at a barrier every step, so after a call that found the cores busy the next calls
+        # run it on one thread for a while
+        latency = dt == np.float32 and B == 1 and D == 1 and T >= _PACKED_MIN_T
+        if latency and n_threads > 1 and time.monotonic() < self._latency_serial_until:
+            n_threads = 1
+        params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, packed, latency)
+        for sfx, b, bhn in biases:  # the parameters may have changed in place since the last call
+            self._biases_into(sfx, b, bhn)
+        z = np.zeros((B, H), dt)
+        h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
+        c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
+        hT_all = np.empty((LD, B, H), dt)
+        cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
+        states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
+        xl = [plan.pack(x, x_buf)]
+        masks = [None] * L
         use_dropout = training and self.dropout > 0.0
-        for layer in range(L):
-            outl.append(ws.get(f"out{layer}", (N, DH), dt))
-            if layer + 1 < L:
-                if use_dropout:
-                    keep = 1.0 - self.dropout
-                    m = (self._rng.random((N, DH)) < keep).astype(dt)
-                    if keep > 0:  # p = 1 drops everything, as PyTorch does
-                        m *= dt.type(1.0 / keep)
-                    masks.append(m)
-                    xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
-                else:
-                    masks.append(None)
-                    xl.append(outl[layer])
+        for layer in range(L - 1):
+            if use_dropout:
+                keep = 1.0 - self.dropout
+                m = (self._rng.random((N, DH)) < keep).astype(dt)
+                if keep > 0:  # p = 1 drops everything, as PyTorch does
+                    m *= dt.type(1.0 / keep)
+                masks[layer] = m
+                xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
             else:
-                masks.append(None)
+                xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
                             L, params, bufs, states, xl, outl, masks, training, n_threads)
         if latency and yields * 8 > T * L:
