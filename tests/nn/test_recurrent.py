@@ -454,6 +454,19 @@ def test_results_never_alias_reused_buffers(cell, shape):
         np.testing.assert_array_equal(y1, y1c)
 
 
+def _assert_f32_backward(m, cell, f64, sd, L, bidir, lengths, n_threads):
+    """float32 backward of ``m`` (after its forward) against the float64 reference; ``f64`` holds
+    (x, h0, c0, dout, dh_n, dc_n) in float64."""
+    dout, dh, dc = (None if a is None else a.astype(np.float32) for a in f64[3:])
+    dx, dh0, _ = back(m, dout, dh, dc, n_threads=n_threads)
+    rdx, rdh0, _, rg = ref.backward(base(cell), f64[0], sd, f64[3], f64[4], f64[5], L, bidir, f64[1], f64[2],
+                                    lengths, nonlinearity=act(cell))
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
+    for k in rg:
+        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B,H", [(13, 40), (4, 33), (9, 8)])
 def test_float32_packed_kernel_edges(cell, B, H):
@@ -468,13 +481,7 @@ def test_float32_packed_kernel_edges(cell, B, H):
     ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, True, f64[1], f64[2], lengths, nonlinearity=act(cell))
     np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
-    dx, dh0, _ = back(m, dout, dh, dc, n_threads=2)
-    rdx, rdh0, _, rg = ref.backward(base(cell), f64[0], sd, f64[3], f64[4], f64[5], L, True, f64[1], f64[2],
-                                    lengths, nonlinearity=act(cell))
-    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=2e-5)
-    np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
-    for k in rg:
-        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
+    _assert_f32_backward(m, cell, f64, sd, L, True, lengths, 2)
 
 
 def test_load_state_dict_copies_into_live_arrays():
@@ -515,13 +522,7 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads):
         np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
         if cn is not None:
             np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
-    dx, dh0, _ = back(m, dout, dh, dc, n_threads=n_threads)
-    rdx, rdh0, _, rg = ref.backward(base(cell), f64[0], sd, f64[3], f64[4], f64[5], L, False, f64[1], f64[2],
-                                    None, nonlinearity=act(cell))
-    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=2e-5)
-    np.testing.assert_allclose(dh0, rdh0, rtol=1e-4, atol=2e-5)
-    for k in rg:
-        np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
+    _assert_f32_backward(m, cell, f64, sd, L, False, None, n_threads)
 
 
 def test_batch1_kernel_backs_off_to_one_thread_when_busy():
