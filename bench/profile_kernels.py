@@ -1,6 +1,6 @@
 """Where the time goes: profile one rnnfast case with ``perf`` and sum the samples by kind of work.
 
-Usage: ``python bench/profile.py lstm medium train [--threads 1]`` (needs Linux ``perf``; the samples
+Usage: ``python bench/profile_kernels.py lstm medium train [--threads 1]`` (needs Linux ``perf``; the samples
 are taken only once the imports and a warm-up call are done). Kinds: GEMM (OpenBLAS and rnnfast's
 packed per-step kernels, packing included), the fused cell pass, copies and sums (packing of the
 batch, gathers, bias sums, H_prev), Python/numpy overhead, thread waiting, the OS kernel.
