@@ -738,3 +738,48 @@ def fast_activation(str kind, float[::1] x):
             else:
                 o[i] = rf_fast_tanhf(x[i])
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# a plain product for the other layers (Linear), on rnnfast's threads rather than numpy's BLAS pool
+
+def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint trans_a=False, bint trans_b=False,
+           double beta=0.0, int nthreads=1):
+    """out := op(a) op(b) + beta * out for 2-D C-contiguous arrays of one float dtype, run like the
+    recurrent kernels' big GEMMs: row blocks on OpenMP threads, BLAS held to one thread. numpy's own
+    BLAS has a spinning thread pool of its own, which stalls (2 ms became 500 ms here) when another
+    process competes for the cores."""
+    dt = a.dtype
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"internal: matmul dtype {dt}")
+    for arr, what in ((a, "a"), (b, "b"), (out, "out")):
+        if arr.ndim != 2 or arr.dtype != dt or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+            raise ValueError(f"internal: matmul operand {what} must be 2-D C-contiguous {dt}")
+    cdef int M = a.shape[1] if trans_a else a.shape[0]
+    cdef int K = a.shape[0] if trans_a else a.shape[1]
+    cdef int Kb = b.shape[1] if trans_b else b.shape[0]
+    cdef int N = b.shape[0] if trans_b else b.shape[1]
+    if Kb != K or out.shape[0] != M or out.shape[1] != N:
+        raise ValueError("internal: matmul shapes do not match")
+    cdef int lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
+    cdef void* pa = cnp.PyArray_DATA(a)
+    cdef void* pb = cnp.PyArray_DATA(b)
+    cdef void* pc = cnp.PyArray_DATA(out)
+    if M == 0 or N == 0:
+        return out
+    if K == 0:
+        out *= beta
+        return out
+    _blas_hold()
+    try:
+        if dt == np.float32:
+            with nogil:
+                par_gemm[float](max(1, nthreads), trans_a, trans_b, M, N, K, <float>1, <float*>pa, lda,
+                                <float*>pb, ldb, <float>beta, <float*>pc, ldc)
+        else:
+            with nogil:
+                par_gemm[double](max(1, nthreads), trans_a, trans_b, M, N, K, 1.0, <double*>pa, lda,
+                                 <double*>pb, ldb, beta, <double*>pc, ldc)
+    finally:
+        _blas_release()
+    return out

@@ -9,6 +9,9 @@ import numbers
 
 import numpy as np
 
+from rnnfast._kernels import _recurrent as _k
+from rnnfast._threads import resolve_threads
+
 from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_int,
                                check_lengths, make_rng, time_mask, to_numpy)
 
@@ -153,27 +156,34 @@ class Linear(Module):
         if self.bias:
             self._add_param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
 
-    def forward(self, x):
+    def forward(self, x, n_threads=None):
         """(..., in_features) -> (..., out_features)."""
         x = as_float(x, self.dtype, "x")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have in_features={self.in_features} on its last axis, got shape {x.shape}")
-        # one 2-D product: numpy runs a stacked (B, T, F) @ W as B separate products
-        out = (x.reshape(-1, self.in_features) @ self._params["weight"].T).reshape(x.shape[:-1] + (self.out_features,))
+        nth = resolve_threads(n_threads)
+        # one 2-D product on rnnfast's threads (numpy would run a stacked (B, T, F) @ W as B products,
+        # on a BLAS thread pool that stalls when another process competes for the cores)
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
+        out = np.empty((x2.shape[0], self.out_features), self.dtype)
+        _k.matmul(x2, self._params["weight"], out, trans_b=True, nthreads=nth)
         if self.bias:
             out += self._params["bias"]
-        self._keep(x)
-        return out
+        self._keep((x2, x.shape))
+        return out.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, dout):
+    def backward(self, dout, n_threads=None):
         """Accumulate ``grads``; returns the gradient wrt the input, shape (..., in_features)."""
-        x = self._take_cache()
-        dout = _check_grad(dout, x.shape[:-1] + (self.out_features,), self.dtype)
-        d2 = dout.reshape(-1, self.out_features)
-        self.grads["weight"] += d2.T @ x.reshape(-1, self.in_features)
+        x2, xshape = self._take_cache()
+        nth = resolve_threads(n_threads)
+        d = _check_grad(dout, xshape[:-1] + (self.out_features,), self.dtype)
+        d2 = np.ascontiguousarray(d.reshape(-1, self.out_features))
+        _k.matmul(d2, x2, self.grads["weight"], trans_a=True, beta=1.0, nthreads=nth)
         if self.bias:
             self.grads["bias"] += d2.sum(axis=0)
-        return (d2 @ self._params["weight"]).reshape(x.shape)
+        dx = np.empty_like(x2)
+        _k.matmul(d2, self._params["weight"], dx, nthreads=nth)
+        return dx.reshape(xshape)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias}, dtype={self.dtype.name}"
