@@ -374,6 +374,11 @@ class _RNNBase(Module):
         lengths = check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
         training = self.training
+        if training and self._cache is not None:
+            # a training forward with no backward since the last one: that cache is dropped, and
+            # its buffers serve again rather than being left to the garbage collector
+            old, self._cache = self._cache, None
+            self._release(old["ws"])
         ws = self._acquire()
         try:
             out_p, hT, cT, plan, cache = self._run(xb, h0, c0, lengths, training, nth, ws)
