@@ -386,6 +386,15 @@ class Adagrad(Optimizer):
         p -= clr * g / std
 
 
+_FLUSH_EVERY = 64
+
+
+def _flush_subnormal(a):
+    """Set the subnormal (and smaller) entries of ``a`` to zero, in place: their effect on a step is
+    below the dtype's resolution, their cost is not."""
+    a[np.abs(a) < np.finfo(a.dtype).tiny] = 0
+
+
 class Adam(Optimizer):
     """Adam, ``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradient).
 
@@ -435,6 +444,11 @@ class Adam(Optimizer):
         v *= beta2
         v += (1.0 - beta2) * g * g
         t = self.steps
+        if t % _FLUSH_EVERY == 0:
+            # moments of parameters whose gradient stays zero (embedding rows never seen) decay into
+            # subnormal numbers, on which every following step runs several times slower
+            _flush_subnormal(m)
+            _flush_subnormal(v)
         step_size = self.lr / (1 - beta1 ** t)
         bc2_sqrt = (1 - beta2 ** t) ** 0.5
         if self.amsgrad:

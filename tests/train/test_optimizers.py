@@ -219,3 +219,20 @@ def test_training_a_small_model_reduces_the_loss():
         losses.append(loss)
     assert losses[-1] < 0.5 * losses[0]
     assert accuracy(y, model.eval()(ids, lengths=lengths).argmax(-1)) == 1.0
+
+
+def test_adam_flushes_subnormal_moments():
+    import rnnfast.train.optimizers as O
+
+    p = np.ones(4, np.float32)
+    g = np.zeros(4, np.float32)
+    opt = O.Adam([("w", p, g)], lr=1e-3)
+    g[:] = 1.0
+    opt.step()
+    g[:] = 0.0
+    steps = 14 * O._FLUSH_EVERY  # the first moment is 0.1 * 0.9**(steps - 1): subnormal in float32 here
+    assert 0 < 0.1 * 0.9 ** (steps - 1) < np.finfo(np.float32).tiny
+    for _ in range(steps - 1):
+        opt.step()
+    assert np.all(opt.state["w"]["exp_avg"] == 0)
+    assert np.all(opt.state["w"]["exp_avg_sq"] > 0)  # v is still normal: left as it is
