@@ -50,7 +50,7 @@ def _run(cell, shape, mode, threads):
 def _kind(dso, sym):
     if "gemm" in sym or "gemv" in sym or "copy_" in sym.lower() or sym.startswith("rf_pack"):
         return "GEMM"
-    if sym.startswith("rf_latency"):  # the batch-1 driver: its own time is packing and the barrier
+    if sym.startswith(("rf_latency", "rf_colsum", "rf_mul")):  # packing, barrier; bias sums; dropout
         return "copies and sums"
     if sym.startswith("rf_"):
         return "fused cell pass"

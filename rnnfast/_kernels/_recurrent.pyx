@@ -201,14 +201,28 @@ cdef void scatter_rows(const floating* src, int lds, floating* dst, int ldd, con
             memcpy(d, s, width * sizeof(floating))
 
 
-cdef void colsum_add(const floating* A, int lda, int n, int width, floating* out) noexcept nogil:
-    """out[:width] += sum over the n rows of A[:, :width]."""
-    cdef int i, j
-    cdef const floating* a
-    for i in range(n):
-        a = A + <Py_ssize_t>i * lda
-        for j in range(width):
-            out[j] += a[j]
+cdef extern from "rf_rows.h" nogil:
+    void rf_colsum_add_f(const float* A, ptrdiff_t lda, ptrdiff_t n, ptrdiff_t w, float* out1, float* out2)
+    void rf_colsum_add_d(const double* A, ptrdiff_t lda, ptrdiff_t n, ptrdiff_t w, double* out1, double* out2)
+    void rf_mul_f(const float* a, const float* m, float* out, ptrdiff_t n)
+    void rf_mul_d(const double* a, const double* m, double* out, ptrdiff_t n)
+
+
+cdef inline void colsum_add(const floating* A, int lda, int n, int width, floating* out1,
+                            floating* out2) noexcept nogil:
+    """out1[:width] (and out2, unless NULL) += sum over the n rows of A[:, :width]."""
+    if floating is float:
+        rf_colsum_add_f(A, lda, n, width, out1, out2)
+    else:
+        rf_colsum_add_d(A, lda, n, width, out1, out2)
+
+
+cdef inline void mul_into(const floating* a, const floating* m, floating* out, Py_ssize_t n) noexcept nogil:
+    """out[i] = a[i] * m[i] (out may be a)."""
+    if floating is float:
+        rf_mul_f(a, m, out, n)
+    else:
+        rf_mul_d(a, m, out, n)
 
 
 cdef inline int block_start(int B, int nblk, int blk) noexcept nogil:
@@ -422,8 +436,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                            <floating*>p.c + <Py_ssize_t>pos * net.H, net.H * sizeof(floating))
         if l + 1 < net.L and masks[l] != NULL:
             n = <Py_ssize_t>net.N * DH
-            for i in range(n):
-                xl[l + 1][i] = outl[l][i] * masks[l][i]
+            mul_into(outl[l], masks[l], xl[l + 1], n)
 
 
 cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
@@ -469,18 +482,18 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                            <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i) * p.ldy, H * sizeof(floating))
             par_gemm(nth, True, False, GH, F, net.N, <floating>1, <floating*>p.gates, GH,
                      <floating*>p.xin, F, <floating>1, <floating*>p.dw_ih, F)
-            colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih)
             if net.cell == 2:
+                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>NULL)
                 par_gemm(nth, True, False, 2 * H, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
                          <floating>1, <floating*>p.dw_hh, H)
                 par_gemm(nth, True, False, H, H, net.N, <floating>1, <floating*>p.hn, H, hprev, H,
                          <floating>1, <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
-                colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh)
-                colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H)
-            else:
+                colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh, <floating*>NULL)
+                colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H, <floating*>NULL)
+            else:  # LSTM and RNN: b_ih and b_hh get the same gradient, summed in one pass
+                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>p.db_hh)
                 par_gemm(nth, True, False, GH, H, net.N, <floating>1, <floating*>p.gates, GH, hprev, H,
                          <floating>1, <floating*>p.dw_hh, H)
-                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_hh)
             if d == 0:
                 par_gemm(nth, False, False, net.N, F, GH, <floating>1, <floating*>p.gates, GH,
                          <floating*>p.w_ih, F, <floating>0, dxl, F)
@@ -490,8 +503,7 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                 scatter_rows(<floating*>p.dxin, F, dxl, F, net.rev, net.N, F, True)
         if l > 0 and masks[l - 1] != NULL:
             n = <Py_ssize_t>net.N * DH
-            for i in range(n):
-                dxl[i] *= masks[l - 1][i]
+            mul_into(dxl, masks[l - 1], dxl, n)
 
 
 # ----------------------------------------------------------------------------------------------
