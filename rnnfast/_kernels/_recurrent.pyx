@@ -399,7 +399,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
     """Forward through all layers. xl[l] (N, F_l) is layer l's input (xl[l+1] may alias outl[l] when
     there is no dropout); outl[l] (N, D*H); masks[l] (N, D*H) or NULL, applied between layers."""
     cdef int l, d, F, GH = net.G * net.H, DH = net.D * net.H, b, pos
-    cdef Py_ssize_t i, n
+    cdef Py_ssize_t n
     cdef Dir* p
     cdef int nth = net.nthreads
     for l in range(net.L):
@@ -443,8 +443,8 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
     the others are computed here (dropout applied); dx0 (N, I) receives the input gradient."""
-    cdef int l, d, t, F, H = net.H, G = net.G, GH = net.G * net.H, DH = net.D * net.H
-    cdef Py_ssize_t i, n, row
+    cdef int l, d, t, F, H = net.H, GH = net.G * net.H, DH = net.D * net.H
+    cdef Py_ssize_t i, n
     cdef Dir* p
     cdef floating* dxl
     cdef floating* hprev
@@ -621,7 +621,7 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     dt = xl[0].dtype
     if dt != np.float32 and dt != np.float64:
         raise TypeError(f"internal: dtype {dt}")
-    cdef int k, l, DH = D * H
+    cdef int l, DH = D * H
     cdef Dir* dirs = <Dir*>malloc(sizeof(Dir) * L * D)
     cdef void** xp = <void**>malloc(sizeof(void*) * L)
     cdef void** op = <void**>malloc(sizeof(void*) * L)

@@ -537,3 +537,16 @@ def test_batch1_kernel_backs_off_to_one_thread_when_busy():
     np.testing.assert_array_equal(m(x, n_threads=2)[0], one)
     m._latency_serial_until = 0.0
     np.testing.assert_allclose(m(x, n_threads=2)[0], one, rtol=1e-6, atol=1e-7)
+
+
+def test_release_memory_drops_kept_buffers():
+    m = rf.nn.GRU(3, 4, seed=0)
+    x = np.ones((2, 5, 3), np.float32)
+    out, _ = m(x)
+    assert m._cache is not None
+    m.eval()
+    m(x)
+    assert m._pool and m._plans
+    m.release_memory()
+    assert m._pool == [] and m._plans == {} and m._cache is None
+    np.testing.assert_array_equal(m(x)[0], out)  # still works, same answer
