@@ -40,13 +40,48 @@ static void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* p
     }
 }
 
+/* Pack panels [p0, p1) of B (K1 + K2, N) given as two transposed blocks stacked along K:
+ * B[k][n] = Bt1[n][k] for k < K1, Bt2[n][k - K1] after (for the forward's [W_ih, W_hh]^T). Panels are
+ * independent, so threads can pack disjoint ranges. Rows of Bt are read contiguously, one panel column
+ * at a time; the panel being written (K x RF_NR floats) stays in L1. */
+static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
+                        int p0, int p1, float* packed) {
+    int K = K1 + K2;
+    for (int p = p0; p < p1; p++) {
+        float* dst = packed + (size_t)p * K * RF_NR;
+        int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;
+        if (nw < RF_NR) memset(dst, 0, (size_t)K * RF_NR * sizeof(float));
+        for (int j = 0; j < nw; j++) {
+            const float* s1 = Bt1 + (size_t)(n0 + j) * ldb1;
+            const float* s2 = Bt2 + (size_t)(n0 + j) * ldb2;
+            for (ptrdiff_t k = 0; k < K1; k++) dst[k * RF_NR + j] = s1[k];
+            for (ptrdiff_t k = 0; k < K2; k++) dst[(K1 + k) * RF_NR + j] = s2[k];
+        }
+    }
+}
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define RF_GEMM_VECTORS 1
 typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
 
-/* One macro body, instantiated per target so each gets its own register allocation. */
+/* One macro body, instantiated per target so each gets its own register allocation. A is given in two
+ * segments of columns, A1 (M, K1) and A2 (M, K2), against the K1 + K2 packed rows of B, so the forward
+ * can form [x_t, h_{t-1}] . [W_ih, W_hh]^T without copying the two halves together (K2 = 0: one A). */
+#define RF_GEMM_KLOOP(A_, LDA_, K_, KOFF_, NROWS_)                                                    \
+    for (int k = 0; k < (K_); k++) {                                                                  \
+        rf_v16 b0, b1;                                                                                \
+        memcpy(&b0, bp + (size_t)((KOFF_) + k) * RF_NR, 64);                                          \
+        memcpy(&b1, bp + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                                     \
+        for (int r = 0; r < (NROWS_); r++) {                                                          \
+            float av = (A_)[(size_t)r * (LDA_) + k];                                                  \
+            c0[r] += av * b0;                                                                         \
+            c1[r] += av * b1;                                                                         \
+        }                                                                                             \
+    }
+
 #define RF_GEMM_BODY                                                                                  \
     int np = (N + RF_NR - 1) / RF_NR;                                                                 \
+    int K = K1 + K2;                                                                                  \
     for (int p = 0; p < np; p++) {                                                                    \
         const float* bp = packed + (size_t)p * K * RF_NR;                                             \
         int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;                                     \
@@ -54,32 +89,30 @@ typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
             int mr = M - m0 < 8 ? M - m0 : 8;                                                         \
             rf_v16 c0[8], c1[8];                                                                      \
             for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }                 \
-            const float* a = A + (size_t)m0 * lda;                                                    \
+            const float* a1 = A1 + (size_t)m0 * lda1;                                                 \
+            const float* a2 = K2 > 0 ? A2 + (size_t)m0 * lda2 : A2;                                   \
             if (mr == 8) {                                                                            \
-                for (int k = 0; k < K; k++) {                                                         \
-                    rf_v16 b0, b1;                                                                    \
-                    memcpy(&b0, bp + (size_t)k * RF_NR, 64);                                          \
-                    memcpy(&b1, bp + (size_t)k * RF_NR + 16, 64);                                     \
-                    for (int r = 0; r < 8; r++) {                                                     \
-                        float av = a[(size_t)r * lda + k];                                            \
-                        c0[r] += av * b0;                                                             \
-                        c1[r] += av * b1;                                                             \
-                    }                                                                                 \
-                }                                                                                     \
+                RF_GEMM_KLOOP(a1, lda1, K1, 0, 8)                                                     \
+                RF_GEMM_KLOOP(a2, lda2, K2, K1, 8)                                                    \
             } else {                                                                                  \
-                for (int k = 0; k < K; k++) {                                                         \
-                    rf_v16 b0, b1;                                                                    \
-                    memcpy(&b0, bp + (size_t)k * RF_NR, 64);                                          \
-                    memcpy(&b1, bp + (size_t)k * RF_NR + 16, 64);                                     \
-                    for (int r = 0; r < mr; r++) {                                                    \
-                        float av = a[(size_t)r * lda + k];                                            \
-                        c0[r] += av * b0;                                                             \
-                        c1[r] += av * b1;                                                             \
-                    }                                                                                 \
-                }                                                                                     \
+                RF_GEMM_KLOOP(a1, lda1, K1, 0, mr)                                                    \
+                RF_GEMM_KLOOP(a2, lda2, K2, K1, mr)                                                   \
             }                                                                                         \
             for (int r = 0; r < mr; r++) {                                                            \
                 float* c = C + (size_t)(m0 + r) * ldc + n0;                                           \
+                if (nw == RF_NR) {                                                                    \
+                    rf_v16 o0 = c0[r], o1 = c1[r];                                                    \
+                    if (beta != 0.0f) {                                                               \
+                        rf_v16 t0, t1;                                                                \
+                        memcpy(&t0, c, 64);                                                           \
+                        memcpy(&t1, c + 16, 64);                                                      \
+                        o0 += beta * t0;                                                              \
+                        o1 += beta * t1;                                                              \
+                    }                                                                                 \
+                    memcpy(c, &o0, 64);                                                               \
+                    memcpy(c + 16, &o1, 64);                                                          \
+                    continue;                                                                         \
+                }                                                                                     \
                 float tmp[RF_NR];                                                                     \
                 memcpy(tmp, &c0[r], 64);                                                              \
                 memcpy(tmp + 16, &c1[r], 64);                                                         \
@@ -92,18 +125,18 @@ typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
         }                                                                                             \
     }
 
-__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_packed_avx512(
-    int M, int N, int K, const float* A, int lda, const float* packed, float beta, float* C, int ldc) {
+#define RF_GEMM_ARGS int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, \
+                     const float* packed, float beta, float* C, int ldc
+
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_packed_avx512(RF_GEMM_ARGS) {
     RF_GEMM_BODY
 }
 
-__attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(
-    int M, int N, int K, const float* A, int lda, const float* packed, float beta, float* C, int ldc) {
+__attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(RF_GEMM_ARGS) {
     RF_GEMM_BODY
 }
 
-static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, const float* packed,
-                                float beta, float* C, int ldc) {
+static void rf_gemm_packed_base(RF_GEMM_ARGS) {
     RF_GEMM_BODY
 }
 
@@ -158,7 +191,8 @@ static void rf_gemv_packed_base(int N, int K, const float* x, const float* packe
     RF_GEMV_BODY
 }
 
-typedef void (*rf_gemm_fn)(int, int, int, const float*, int, const float*, float, float*, int);
+typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
+                           float*, int);
 typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
 
 static rf_gemv_fn rf_gemv_select(void) {
@@ -183,18 +217,21 @@ static rf_gemm_fn rf_gemm_select(void) {
 
 #else
 #define RF_GEMM_VECTORS 0
-typedef void (*rf_gemm_fn)(int, int, int, const float*, int, const float*, float, float*, int);
+typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
+                           float*, int);
 typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
 
-static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, const float* packed,
-                                float beta, float* C, int ldc) {
-    int np = (N + RF_NR - 1) / RF_NR;
+static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
+                                int lda2, const float* packed, float beta, float* C, int ldc) {
+    int np = (N + RF_NR - 1) / RF_NR, K = K1 + K2;
     for (int m = 0; m < M; m++)
         for (int p = 0; p < np; p++) {
             int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;
             float acc[RF_NR] = {0};
-            for (int k = 0; k < K; k++)
-                for (int j = 0; j < RF_NR; j++) acc[j] += A[(size_t)m * lda + k] * packed[((size_t)p * K + k) * RF_NR + j];
+            for (int k = 0; k < K; k++) {
+                float av = k < K1 ? A1[(size_t)m * lda1 + k] : A2[(size_t)m * lda2 + k - K1];
+                for (int j = 0; j < RF_NR; j++) acc[j] += av * packed[((size_t)p * K + k) * RF_NR + j];
+            }
             for (int j = 0; j < nw; j++)
                 C[(size_t)m * ldc + n0 + j] = (beta == 0.0f ? 0.0f : beta * C[(size_t)m * ldc + n0 + j]) + acc[j];
         }
@@ -203,7 +240,7 @@ static void rf_gemm_packed_base(int M, int N, int K, const float* A, int lda, co
 static rf_gemm_fn rf_gemm_select(void) { return rf_gemm_packed_base; }
 
 static void rf_gemv_packed_base(int N, int K, const float* x, const float* packed, float* y) {
-    rf_gemm_packed_base(1, N, K, x, K, packed, 0.0f, y, N);
+    rf_gemm_packed_base(1, N, K, x, K, 0, x, 0, packed, 0.0f, y, N);
 }
 
 static rf_gemv_fn rf_gemv_select(void) { return rf_gemv_packed_base; }

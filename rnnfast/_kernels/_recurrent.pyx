@@ -40,12 +40,15 @@ cdef extern from "rf_math.h" nogil:
     void rf_ftz_leave(unsigned int old)
 
 cdef extern from "rf_gemm.h" nogil:
-    ctypedef void (*rf_gemm_fn)(int M, int N, int K, const float* A, int lda, const float* packed,
-                                float beta, float* C, int ldc)
+    enum: RF_NR
+    ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
+                                int lda2, const float* packed, float beta, float* C, int ldc)
     ctypedef void (*rf_gemv_fn)(int N, int K, const float* x, const float* packed, float* y)
     rf_gemm_fn rf_gemm_select()
     rf_gemv_fn rf_gemv_select()
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
+    void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
+                     int p0, int p1, float* packed)
     size_t rf_packed_size(int K, int N)
 
 cdef extern from "rf_latency.h" nogil:
@@ -54,9 +57,16 @@ cdef extern from "rf_latency.h" nogil:
                            const float* b, const float* bhn, const float* h0, const float* c0, float* gates,
                            float* gh_full, float* y, int ldy, float* c, float* tc, float* hn, float* work)
 
-# C (M, N) := A (M, K) . packed B + beta C for the per-step products (csrc/rf_gemm.h), chosen for this CPU
-cdef rf_gemm_fn gemm_packed = rf_gemm_select()
+# C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed B + beta C for the per-step products (csrc/rf_gemm.h),
+# chosen for this CPU
+cdef rf_gemm_fn gemm_packed2 = rf_gemm_select()
 cdef rf_gemv_fn gemv_packed = rf_gemv_select()
+
+
+cdef inline void gemm_packed(int M, int N, int K, const float* A, int lda, const float* packed, float beta,
+                             float* C, int ldc) noexcept nogil:
+    """C (M, N) := A (M, K) . packed B + beta C."""
+    gemm_packed2(M, N, K, A, lda, 0, A, 0, packed, beta, C, ldc)
 
 
 def latency_work_size(int G, int H, int nth):
@@ -152,6 +162,9 @@ cdef struct Dir:
     int ldy
     void* gh        # (B, GH) GRU per-step recurrent product
     void* wpf       # float32: W_hh^T packed for gemm_packed (forward), or NULL to use BLAS
+    void* wpx       # float32 LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates from
+                    # [x_t, h_{t-1}] in one product and no (N, GH) input projection is stored; or NULL
+    int gscratch    # gates is a (B, GH) per-step scratch (inference with wpx), not (N, GH)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* lat       # float32, batch 1: work space of the latency kernel (rf_latency.h), or NULL
     void* h0        # (B, H)
@@ -259,7 +272,7 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             break
         nb = b1 - r0
         row = net.off[t] + r0
-        gates = <floating*>p.gates + row * GH
+        gates = <floating*>p.gates + (<Py_ssize_t>r0 if p.gscratch else row) * GH
         if t == 0:
             hp = <floating*>p.h0 + <Py_ssize_t>r0 * H
             ldh = H
@@ -268,7 +281,9 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
-        if floating is float and p.wpf != NULL:
+        if floating is float and p.wpx != NULL:
+            gemm_packed2(nb, GH, p.F, <float*>p.xin + row * p.F, p.F, H, hp, ldh, <float*>p.wpx, 0, gates, GH)
+        elif floating is float and p.wpf != NULL:
             gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0 if net.cell == 2 else 1,
                         gh + <Py_ssize_t>r0 * GH if net.cell == 2 else gates, GH)
         elif net.cell == 2:
@@ -391,6 +406,21 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
         rf_ftz_leave(ftz)
 
 
+cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH) noexcept nogil:
+    """Pack [W_ih, W_hh]^T ((F + H), GH) for the fused per-step product, panels shared out among threads."""
+    cdef int np_ = (GH + RF_NR - 1) // RF_NR
+    cdef int nth = min(nthreads, max(1, np_ // 8))
+    cdef int k, q0, q1
+    cdef int per = (np_ + nth - 1) // nth
+    if nth <= 1:
+        rf_pack_bt2(F, <float*>p.w_ih, F, H, <float*>p.w_hh, H, GH, 0, np_, <float*>p.wpx)
+        return
+    for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        q0 = min(np_, k * per)
+        q1 = min(np_, q0 + per)
+        rf_pack_bt2(F, <float*>p.w_ih, F, H, <float*>p.w_hh, H, GH, q0, q1, <float*>p.wpx)
+
+
 # ----------------------------------------------------------------------------------------------
 # whole network
 
@@ -408,8 +438,11 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             p = &dirs[l * net.D + d]
             if d == 1:
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
-            par_gemm(nth, False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F,
-                     <floating*>p.w_ih, F, <floating>0, <floating*>p.gates, GH)
+            if p.wpx != NULL:  # the input projection happens step by step (recur_fwd)
+                pack_fused(nth, p, F, net.H, GH)
+            else:
+                par_gemm(nth, False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F,
+                         <floating*>p.w_ih, F, <floating>0, <floating*>p.gates, GH)
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             if p.wpf != NULL:
@@ -579,7 +612,10 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.w_ih = _ptr(w_ih, dt, GH * F, "w_ih")
         p.w_hh = _ptr(w_hh, dt, GH * H, "w_hh")
         p.b = _ptr(b, dt, GH, "b")
-        p.gates = _ptr(buf["gates"], dt, <Py_ssize_t>N * GH, "gates")
+        if dt == np.float32 and buf.get("wpx") is not None:
+            p.wpx = _ptr(buf["wpx"], dt, rf_packed_size(F + H, GH), "wpx")
+            p.gscratch = not training
+        p.gates = _ptr(buf["gates"], dt, <Py_ssize_t>(B if p.gscratch else N) * GH, "gates")
         p.h0 = _ptr(h0, dt, B * H, "h0")
         p.hT = _ptr(hT, dt, B * H, "hT")
         if net.cell == 1:
