@@ -63,6 +63,7 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
 #if defined(__GNUC__) && defined(__x86_64__)
 #define RF_GEMM_VECTORS 1
 typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
+typedef int rf_v16i __attribute__((vector_size(64)));
 
 /* One macro body, instantiated per target so each gets its own register allocation. A is given in two
  * segments of columns, A1 (M, K1) and A2 (M, K2), against the K1 + K2 packed rows of B, so the forward
@@ -191,6 +192,91 @@ static void rf_gemv_packed_base(int N, int K, const float* x, const float* packe
     RF_GEMV_BODY
 }
 
+/* Batch 1 without packing: y (N) := A1 (N, K1) . x1 + A2 (N, K2) . x2 + beta y, A1 and A2 read in place
+ * (row-major, strides lda1 / lda2), e.g. y = W_ih x_t + W_hh h_{t-1}. Sixteen rows at a time, one
+ * accumulator each, so each row streams contiguously; a 4-stage transpose-add then leaves row L in lane L
+ * (accumulator i holds row bitrev4(i) for that). As fast as the packed GEMV (both stream the weights at
+ * the cache's bandwidth: 134 GB/s here on one core for 512 KB), and nothing is packed per call. */
+#define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
+    for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
+    for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
+        rf_v16 xv;                                                                                    \
+        memcpy(&xv, (X_) + k, 64);                                                                    \
+        for (int i = 0; i < 16; i++) {                                                                \
+            rf_v16 t;                                                                                 \
+            memcpy(&t, w[i] + k, 64);                                                                 \
+            acc[i] += t * xv;                                                                         \
+        }                                                                                             \
+    }                                                                                                 \
+    for (int L = 0; L < 16; L++)                                                                      \
+        for (int kk = k; kk < (K_); kk++)                                                             \
+            tail[L] += (A_)[(size_t)(n0 + L < N ? n0 + L : N - 1) * (LDA_) + kk] * (X_)[kk];
+
+#define RF_GEMV_ROWS_BODY                                                                             \
+    static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
+    const rf_v16i m1a = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};                     \
+    const rf_v16i m1b = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};               \
+    const rf_v16i m2a = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};                   \
+    const rf_v16i m2b = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};                 \
+    const rf_v16i m3a = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};                   \
+    const rf_v16i m3b = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};                 \
+    const rf_v16i m4a = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};                  \
+    const rf_v16i m4b = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};                  \
+    for (int n0 = 0; n0 < N; n0 += 16) {                                                              \
+        rf_v16 acc[16], s1[8], s2[4], s3[2], s4;                                                      \
+        const float* w[16];                                                                           \
+        float tail[16] = {0};                                                                         \
+        int k;                                                                                        \
+        for (int i = 0; i < 16; i++) acc[i] = (rf_v16){0};                                            \
+        RF_GEMV_ROWS_SEG(A1, lda1, K1, x1)                                                            \
+        if (K2 > 0) {                                                                                 \
+            RF_GEMV_ROWS_SEG(A2, lda2, K2, x2)                                                        \
+        }                                                                                             \
+        for (int i = 0; i < 8; i++)                                                                   \
+            s1[i] = __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1a)                                \
+                    + __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1b);                             \
+        for (int i = 0; i < 4; i++)                                                                   \
+            s2[i] = __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2a)                                  \
+                    + __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2b);                               \
+        for (int i = 0; i < 2; i++)                                                                   \
+            s3[i] = __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3a)                                  \
+                    + __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3b);                               \
+        s4 = __builtin_shuffle(s3[0], s3[1], m4a) + __builtin_shuffle(s3[0], s3[1], m4b);             \
+        float out[16];                                                                                \
+        memcpy(out, &s4, 64);                                                                         \
+        int nv = N - n0 < 16 ? N - n0 : 16;                                                           \
+        for (int L = 0; L < nv; L++)                                                                  \
+            y[n0 + L] = (beta == 0.0f ? 0.0f : beta * y[n0 + L]) + (out[L] + tail[L]);               \
+    }
+
+#define RF_GEMV_ROWS_ARGS int N, int K1, const float* A1, int lda1, const float* x1, int K2, \
+                          const float* A2, int lda2, const float* x2, float beta, float* y
+
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_rows_avx512(RF_GEMV_ROWS_ARGS) {
+    RF_GEMV_ROWS_BODY
+}
+
+__attribute__((target("avx2,fma"))) static void rf_gemv_rows_avx2(RF_GEMV_ROWS_ARGS) {
+    RF_GEMV_ROWS_BODY
+}
+
+static void rf_gemv_rows_base(RF_GEMV_ROWS_ARGS) {
+    RF_GEMV_ROWS_BODY
+}
+
+typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
+                                const float*, float, float*);
+
+static rf_gemv_rows_fn rf_gemv_rows_select(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("fma"))
+        return rf_gemv_rows_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return rf_gemv_rows_avx2;
+    return rf_gemv_rows_base;
+}
+
 typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
                            float*, int);
 typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
@@ -244,6 +330,21 @@ static void rf_gemv_packed_base(int N, int K, const float* x, const float* packe
 }
 
 static rf_gemv_fn rf_gemv_select(void) { return rf_gemv_packed_base; }
+
+typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
+                                const float*, float, float*);
+
+static void rf_gemv_rows_base(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
+                              const float* A2, int lda2, const float* x2, float beta, float* y) {
+    for (int n = 0; n < N; n++) {
+        float s = 0.0f;
+        for (int k = 0; k < K1; k++) s += A1[(size_t)n * lda1 + k] * x1[k];
+        for (int k = 0; k < K2; k++) s += A2[(size_t)n * lda2 + k] * x2[k];
+        y[n] = (beta == 0.0f ? 0.0f : beta * y[n]) + s;
+    }
+}
+
+static rf_gemv_rows_fn rf_gemv_rows_select(void) { return rf_gemv_rows_base; }
 #endif
 
 #endif

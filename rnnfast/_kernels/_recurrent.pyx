@@ -44,34 +44,31 @@ cdef extern from "rf_gemm.h" nogil:
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
     ctypedef void (*rf_gemv_fn)(int N, int K, const float* x, const float* packed, float* y)
+    ctypedef void (*rf_gemv_rows_fn)(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
+                                     const float* A2, int lda2, const float* x2, float beta, float* y)
     rf_gemm_fn rf_gemm_select()
-    rf_gemv_fn rf_gemv_select()
+    rf_gemv_rows_fn rf_gemv_rows_select()
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
     void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
                      int p0, int p1, float* packed)
     size_t rf_packed_size(int K, int N)
 
 cdef extern from "rf_latency.h" nogil:
-    size_t rf_latency_work_size(int G, int H, int nth)
-    int rf_latency_forward(int cell, int relu, int T, int H, int nth, rf_gemv_fn gemv, const float* w_hh,
-                           const float* b, const float* bhn, const float* h0, const float* c0, float* gates,
-                           float* gh_full, float* y, int ldy, float* c, float* tc, float* hn, float* work)
+    int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, rf_gemv_rows_fn gemv,
+                           const float* x, int ldx, const float* w_ih, const float* w_hh, const float* b,
+                           const float* bhn, const float* h0, const float* c0, float* gates, float* gh_full,
+                           float* y, int ldy, float* c, float* tc, float* hn)
 
 # C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed B + beta C for the per-step products (csrc/rf_gemm.h),
 # chosen for this CPU
 cdef rf_gemm_fn gemm_packed2 = rf_gemm_select()
-cdef rf_gemv_fn gemv_packed = rf_gemv_select()
+cdef rf_gemv_rows_fn gemv_rows = rf_gemv_rows_select()
 
 
 cdef inline void gemm_packed(int M, int N, int K, const float* A, int lda, const float* packed, float beta,
                              float* C, int ldc) noexcept nogil:
     """C (M, N) := A (M, K) . packed B + beta C."""
     gemm_packed2(M, N, K, A, lda, 0, A, 0, packed, beta, C, ldc)
-
-
-def latency_work_size(int G, int H, int nth):
-    """Floats of work space the batch-1 kernel (csrc/rf_latency.h) needs with ``nth`` threads."""
-    return rf_latency_work_size(G, H, nth)
 
 
 def packed_size(int K, int N):
@@ -166,7 +163,8 @@ cdef struct Dir:
                     # [x_t, h_{t-1}] in one product and no (N, GH) input projection is stored; or NULL
     int gscratch    # gates is a (B, GH) per-step scratch (inference with wpx), not (N, GH)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
-    void* lat       # float32, batch 1: work space of the latency kernel (rf_latency.h), or NULL
+    int lat         # float32, batch 1: the latency kernel (rf_latency.h) runs this direction, taking
+                    # x W_ih^T from the big GEMM (1) or making it step by step (2); 0: not
     void* h0        # (B, H)
     void* c0
     void* hT
@@ -440,6 +438,8 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
             if p.wpx != NULL:  # the input projection happens step by step (recur_fwd)
                 pack_fused(nth, p, F, net.H, GH)
+            elif p.lat == 2:  # likewise, in the batch-1 kernel
+                pass
             else:
                 par_gemm(nth, False, True, net.N, GH, F, <floating>1, <floating*>p.xin, F,
                          <floating*>p.w_ih, F, <floating>0, <floating*>p.gates, GH)
@@ -448,12 +448,13 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             if p.wpf != NULL:
                 rf_pack_b(net.H, GH, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
         p = &dirs[l * net.D]
-        if floating is float and net.D == 1 and p.lat != NULL:
+        if floating is float and net.D == 1 and p.lat != 0:
             # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            net.yields += rf_latency_forward(net.cell, net.relu, net.T, net.H, net.nthreads, gemv_packed,
-                               <float*>p.w_hh, <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
+            net.yields += rf_latency_forward(net.cell, net.relu, net.T, p.F, net.H, net.nthreads, gemv_rows,
+                               <float*>p.xin if p.lat == 2 else NULL, p.F, <float*>p.w_ih, <float*>p.w_hh,
+                               <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
-                               <float*>p.tc, <float*>p.hn, <float*>p.lat)
+                               <float*>p.tc, <float*>p.hn)
         else:
             run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
@@ -631,8 +632,8 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
                 p.hn = _ptr(buf["hn"], dt, <Py_ssize_t>N * H, "hn")
         if dt == np.float32 and buf.get("wpf") is not None:
             p.wpf = _ptr(buf["wpf"], dt, rf_packed_size(H, GH), "wpf")
-        if dt == np.float32 and buf.get("lat") is not None:
-            p.lat = _ptr(buf["lat"], dt, rf_latency_work_size(net.G, H, net.nthreads), "lat")
+        if dt == np.float32 and net.B == 1:
+            p.lat = buf.get("lat", 0)
         if dt == np.float32 and buf.get("wpb") is not None:
             p.wpb = _ptr(buf["wpb"], dt,
                          rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == 2

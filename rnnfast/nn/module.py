@@ -12,6 +12,22 @@ import numpy as np
 __all__ = ["Module", "BackwardStateError"]
 
 
+ALIGN = 64  # bytes: one cache line and one AVX-512 vector
+
+
+def aligned_empty(shape, dtype):
+    """A C-contiguous array starting on a cache-line boundary. numpy's buffers start 16 bytes past
+    one, and the kernels' 64-byte vector loads then straddle two lines: the batch-1 kernel, which
+    reads the weights in place, and the packed kernels ran 1.2-2x slower on such buffers."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    extra = ALIGN // dtype.itemsize
+    raw = np.empty(size + extra, dtype)
+    start = (-raw.ctypes.data % ALIGN) // dtype.itemsize
+    return raw[start:start + size].reshape(shape)
+
+
 class BackwardStateError(RuntimeError, ValueError):
     """``backward`` called without a training-mode forward pass to differentiate (one class for every
     layer, so ``except rnnfast.nn.BackwardStateError`` catches them all)."""
@@ -162,10 +178,14 @@ class Module:
         self._cache = None
 
     def _add_param(self, name, value):
-        """Register a parameter (C-contiguous array) and its zero gradient."""
-        arr = np.ascontiguousarray(value)
+        """Register a parameter (C-contiguous, on a cache line) and its zero gradient."""
+        value = np.asarray(value)
+        arr = aligned_empty(value.shape, value.dtype)
+        arr[...] = value
         self._params[name] = arr
-        self.grads[name] = np.zeros_like(arr)
+        grad = aligned_empty(value.shape, value.dtype)
+        grad[...] = 0
+        self.grads[name] = grad
         return arr
 
     # ------------------------------------------------------------------ calling

@@ -10,7 +10,7 @@ import numpy as np
 
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._threads import resolve_threads
-from rnnfast.nn.module import (BackwardStateError, Module, as_float, check_float_dtype, check_int,
+from rnnfast.nn.module import (BackwardStateError, Module, aligned_empty, as_float, check_float_dtype, check_int,
                                check_lengths, make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
@@ -83,20 +83,6 @@ class _Plan:
         return states if self.full else states[:, self.inv]
 
 
-_ALIGN = 64  # bytes: one cache line and one AVX-512 vector
-
-
-def _aligned_empty(size, dtype):
-    """A 1-D array of ``size`` elements starting on a cache-line boundary. numpy's buffers start 16 bytes
-    past one, and the kernels' 64-byte vector loads then straddle two lines: the batch-1 kernel ran
-    1.5x slower on such a buffer (csrc/rf_latency.h, one thread, H=256)."""
-    dtype = np.dtype(dtype)
-    extra = _ALIGN // dtype.itemsize
-    raw = np.empty(size + extra, dtype)
-    start = (-raw.ctypes.data % _ALIGN) // dtype.itemsize
-    return raw[start:start + size]
-
-
 class _Workspace:
     """Reusable buffers for one call: flat arrays by name, grown when too small and reused otherwise, so
     steady-state calls neither allocate nor page-fault fresh memory. A layer keeps a few in a pool
@@ -114,7 +100,7 @@ class _Workspace:
             size *= n
         a = self.arrays.get(name)
         if a is None or a.size < size or a.dtype != dtype:
-            a = _aligned_empty(size, dtype)
+            a = aligned_empty(size, dtype)
             self.arrays[name] = a
         return a[:size].reshape(shape)
 
@@ -123,9 +109,18 @@ _POOL_SIZE = 4      # workspaces a layer keeps between calls
 # float32 per-step products use the pre-packed-weights kernel (csrc/rf_gemm.h) from these sizes on:
 # below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
 _PACKED_MIN_B = 4
-# how long the batch-1 kernel stays on one thread after finding the cores busy
+# how long the batch-1 kernel stays on one thread after finding the cores busy, and over how many
+# steps at least it judges that (a streaming step is one: its partner thread, asleep between calls,
+# can be late to the first barrier on a quiet machine too, so one call proves nothing)
 _LATENCY_BACKOFF_S = 2.0
+_LATENCY_JUDGE_STEPS = 64
 _PACKED_MIN_T = 4
+# The batch-1 kernel makes x_t W_ih^T itself, step by step, on two or more threads, and on one thread
+# up to this many steps; longer one-thread calls take it from one GEMM over all steps first. Each
+# step streams the weights from cache, at about 100 GB/s per core here: [W_ih, W_hh] is 1.5x the bytes
+# of W_hh alone at I = H/2, which one thread felt (T=100, H=256: 1.63 ms fused against 1.41), two
+# threads less than the GEMM (0.89 against 1.01 ms; T=16: 0.14 against 0.24 ms).
+_LATENCY_FUSED_MAX_T = 32
 # largest packed [W_ih, W_hh]^T (bytes) for the fused per-step input projection
 _FUSED_MAX_BYTES = 1 << 40
 _PLAN_CACHE = 16    # batch layouts a layer remembers
@@ -163,6 +158,7 @@ class _RNNBase(Module):
         self._pool = []
         self._plans = {}
         self._latency_serial_until = 0.0
+        self._latency_seen = [0, 0]  # (steps, steps at which a thread had to yield) since last judged
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -314,7 +310,7 @@ class _RNNBase(Module):
                 elif packed:
                     buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
                 elif latency:
-                    buf["lat"] = ws.get(f"lat{k}", (_k.latency_work_size(G, H, n_threads),), dt)
+                    buf["lat"] = 2 if plan.T <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
                 bufs.append(buf)
         x_buf = ws.get("x", (N, self.input_size), dt)
         outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
@@ -334,7 +330,7 @@ class _RNNBase(Module):
         # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units; it
         # meets at a barrier every step, so after a call that found the cores busy the next calls
         # run it on one thread for a while
-        latency = dt == np.float32 and B == 1 and D == 1 and T >= _PACKED_MIN_T
+        latency = dt == np.float32 and B == 1 and D == 1
         if latency and n_threads > 1 and time.monotonic() < self._latency_serial_until:
             n_threads = 1
         params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, packed, latency)
@@ -361,8 +357,14 @@ class _RNNBase(Module):
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
                             L, params, bufs, states, xl, outl, masks, training, n_threads)
-        if latency and yields * 8 > T * L:
-            self._latency_serial_until = time.monotonic() + _LATENCY_BACKOFF_S
+        if latency and n_threads > 1:
+            seen = self._latency_seen
+            seen[0] += T * L
+            seen[1] += yields
+            if seen[0] >= _LATENCY_JUDGE_STEPS:
+                if seen[1] * 8 > seen[0]:
+                    self._latency_serial_until = time.monotonic() + _LATENCY_BACKOFF_S
+                seen[0] = seen[1] = 0
         cache = None
         if training:
             cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
@@ -505,7 +507,6 @@ class _RNNBase(Module):
                               g["bias_hh" + sfx] if self.bias else dummy.copy()))
                 dstates.append((dhs[k], dcs[k], dh0_all[k], dc0_all[k] if dc0_all is not None else None))
                 buf = cache["bufs"][k]
-                buf.pop("lat", None)  # forward-only work space, sized for the forward's threads
                 buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
                 if "wpf" in buf or "wpx" in buf:
                     size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"

@@ -517,10 +517,13 @@ def test_dropout_one_drops_everything_between_layers():
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("H", [1, 5, 33])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-def test_float32_batch1_latency_kernel(cell, H, n_threads):
-    """float32, one sequence, one direction, T >= 4 runs the batch-1 kernel (threads share out the
-    hidden units); training and inference, against the float64 reference."""
-    T, I, L = 6, 4, 2
+@pytest.mark.parametrize("T", [1, 6, 40])
+def test_float32_batch1_latency_kernel(cell, H, n_threads, T):
+    """float32, one sequence, one direction runs the batch-1 kernel (threads share out the hidden units,
+    reading the weights in place 16 rows at a time); training and inference, against the float64
+    reference. I = 19 and H = 33 leave remainders of the 16-wide loops; T = 40 on one thread takes
+    x W_ih^T from one GEMM first, the other cases make it step by step."""
+    I, L = 19, 2
     x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 5)
     m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=9)
     sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
@@ -550,6 +553,31 @@ def test_batch1_kernel_backs_off_to_one_thread_when_busy():
     np.testing.assert_allclose(m(x, n_threads=2)[0], one, rtol=1e-6, atol=1e-7)
 
 
+def test_batch1_backoff_judges_many_steps_not_one_call(monkeypatch):
+    """A streaming step's partner thread may be late to its first barrier on a quiet machine too: one
+    call that yielded must not send the layer to one thread; a run of calls that keep yielding must."""
+    import rnnfast.nn.recurrent as R
+
+    real = R._k
+
+    class Busy:  # the real kernels, reporting that every step had to yield
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def forward(self, *args):
+            real.forward(*args)
+            return args[2].T * args[6]
+
+    m = rf.nn.LSTM(4, 8, seed=0).eval()
+    x = np.ones((1, 4), np.float32)
+    monkeypatch.setattr(R, "_k", Busy())
+    m.step(x, n_threads=2)
+    assert m._latency_serial_until == 0.0
+    for _ in range(R._LATENCY_JUDGE_STEPS):
+        m.step(x, n_threads=2)
+    assert m._latency_serial_until > 0.0
+
+
 def test_release_memory_drops_kept_buffers():
     m = rf.nn.GRU(3, 4, seed=0)
     x = np.ones((2, 5, 3), np.float32)
@@ -566,7 +594,7 @@ def test_release_memory_drops_kept_buffers():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_workspace_buffers_start_on_a_cache_line(dtype):
     """The kernels' 64-byte vector loads must not straddle two cache lines (1.5x slower measured)."""
-    from rnnfast.nn.recurrent import _Workspace
+    from rnnfast.nn.recurrent import _Workspace  # noqa: PLC0415
     ws = _Workspace()
     for n, size in enumerate((1, 7, 1000, 100_003)):
         a = ws.get(f"a{n}", (size,), dtype)
