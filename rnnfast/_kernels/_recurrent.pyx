@@ -690,6 +690,149 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     return net.yields
 
 
+cdef class Stepper:
+    """The kernel arguments of one unidirectional layer's streaming ``step`` at one batch size, checked
+    and filled once, then reused: a call only points them at its input and states, sums the biases
+    (the parameters may change in place between calls) and runs ``net_forward`` over one step. This
+    takes the per-call work of a small ``step`` from about 11 us to a few (rnnfast.nn's step)."""
+    cdef Net net
+    cdef Dir* dirs
+    cdef void** xp
+    cdef void** op
+    cdef void** mp
+    cdef int L, H, G, F, B
+    cdef bint f32
+    cdef object dt
+    cdef object keep        # every array the pointers point into
+    cdef list bias_src      # per layer: (b_ih, b_hh) or None
+    cdef list bias_dst      # per layer: (b, bhn)
+    cdef void* zeros
+    cdef public object key
+
+    def __cinit__(self):
+        self.dirs = NULL
+        self.xp = self.op = self.mp = NULL
+
+    def __dealloc__(self):
+        free(self.dirs); free(self.xp); free(self.op); free(self.mp)
+
+    def __init__(self, key, int cell, int relu, Plan plan, int I, int H, int L, list params, list bufs,
+                 list outl, list bias_src, list bias_dst, int nthreads):
+        cdef int l
+        if plan.T != 1:
+            raise ValueError("internal: a Stepper runs one step")
+        self.key = key
+        _fill(&self.net, plan, cell, relu, I, H, 1, L, nthreads)
+        self.L, self.H, self.G, self.F, self.B = L, H, self.net.G, I, plan.B
+        self.dt = outl[0].dtype
+        self.f32 = self.dt == np.float32
+        self.dirs = <Dir*>malloc(sizeof(Dir) * L)
+        self.xp = <void**>malloc(sizeof(void*) * L)
+        self.op = <void**>malloc(sizeof(void*) * L)
+        self.mp = <void**>malloc(sizeof(void*) * L)
+        if self.dirs == NULL or self.xp == NULL or self.op == NULL or self.mp == NULL:
+            raise MemoryError()
+        zeros = np.zeros((plan.B, H), self.dt)
+        self.zeros = cnp.PyArray_DATA(zeros)
+        states = [(zeros, zeros, zeros, zeros)] * L  # placeholders: each call points at its own
+        _fill_dirs(&self.net, self.dirs, params, bufs, states, self.dt, False)
+        for l in range(L):
+            self.op[l] = _ptr(outl[l], self.dt, <Py_ssize_t>plan.B * H, "out")
+            self.xp[l] = self.op[l - 1] if l > 0 else NULL
+            self.mp[l] = NULL
+            self.dirs[l].xin = self.xp[l]
+            self.dirs[l].y = self.op[l]
+            self.dirs[l].ldy = H
+        if len(bias_src) != L or len(bias_dst) != L:
+            raise ValueError("internal: one bias pair per layer")
+        for l in range(L):
+            b, bhn = bias_dst[l]
+            _ptr(b, self.dt, self.G * H, "b")
+            _ptr(bhn, self.dt, H, "bhn")
+            if bias_src[l] is not None:
+                _ptr(bias_src[l][0], self.dt, self.G * H, "b_ih")
+                _ptr(bias_src[l][1], self.dt, self.G * H, "b_hh")
+        self.bias_src, self.bias_dst = bias_src, bias_dst
+        self.keep = (plan, params, bufs, outl, zeros)
+
+    cdef void* _state(self, object a, Py_ssize_t size, str what) except NULL:
+        cdef cnp.ndarray arr = <cnp.ndarray?>a
+        if (cnp.PyArray_TYPE(arr) != (cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_SIZE(arr) != size):
+            raise ValueError(f"internal: step {what} must be C-contiguous {self.dt} of size {size}")
+        return cnp.PyArray_DATA(arr)
+
+    def run(self, x, h0, c0, hT, cT):
+        """One step: x (B, I); h0, c0 (L, B, H) or None (zeros); hT, cT (L, B, H) receive the new states
+        (cT None for GRU / RNN). Returns the batch-1 kernel's yield count (see ``forward``)."""
+        cdef int l, j, GH = self.G * self.H, H = self.H
+        cdef Py_ssize_t BH = <Py_ssize_t>self.B * self.H
+        cdef char* h0p = NULL
+        cdef char* c0p = NULL
+        cdef char* hTp
+        cdef char* cTp = NULL
+        cdef size_t isz = 4 if self.f32 else 8
+        cdef bint lstm = self.net.cell == 1
+        cdef bint gru = self.net.cell == 2
+        cdef float* bf
+        cdef float* bif
+        cdef float* bhf
+        cdef double* bd
+        cdef double* bid
+        cdef double* bhd
+        self.xp[0] = self._state(x, <Py_ssize_t>self.B * self.F, "x")
+        self.dirs[0].xin = self.xp[0]
+        hTp = <char*>self._state(hT, self.L * BH, "hT")
+        if h0 is not None:
+            h0p = <char*>self._state(h0, self.L * BH, "h0")
+        if lstm:
+            cTp = <char*>self._state(cT, self.L * BH, "cT")
+            if c0 is not None:
+                c0p = <char*>self._state(c0, self.L * BH, "c0")
+        for l in range(self.L):
+            self.dirs[l].h0 = h0p + l * BH * isz if h0p != NULL else self.zeros
+            self.dirs[l].hT = hTp + l * BH * isz
+            if lstm:
+                self.dirs[l].c0 = c0p + l * BH * isz if c0p != NULL else self.zeros
+                self.dirs[l].cT = cTp + l * BH * isz
+            src = self.bias_src[l]
+            if src is None:
+                continue
+            # the kernel's bias vectors (see rnnfast.nn): b_ih + b_hh; GRU: b_in alone for n, b_hn apart
+            if self.f32:
+                bf = <float*>self.dirs[l].b
+                bif = <float*>cnp.PyArray_DATA(src[0])
+                bhf = <float*>cnp.PyArray_DATA(src[1])
+                for j in range(2 * H if gru else GH):
+                    bf[j] = bif[j] + bhf[j]
+                if gru:
+                    memcpy(bf + 2 * H, bif + 2 * H, H * sizeof(float))
+                    memcpy(self.dirs[l].bhn, bhf + 2 * H, H * sizeof(float))
+            else:
+                bd = <double*>self.dirs[l].b
+                bid = <double*>cnp.PyArray_DATA(src[0])
+                bhd = <double*>cnp.PyArray_DATA(src[1])
+                for j in range(2 * H if gru else GH):
+                    bd[j] = bid[j] + bhd[j]
+                if gru:
+                    memcpy(bd + 2 * H, bid + 2 * H, H * sizeof(double))
+                    memcpy(self.dirs[l].bhn, bhd + 2 * H, H * sizeof(double))
+        self.net.yields = 0
+        _blas_hold()
+        try:
+            if self.f32:
+                with nogil:
+                    net_forward[float](&self.net, self.dirs, <float**>self.xp, <float**>self.op,
+                                       <float**>self.mp)
+            else:
+                with nogil:
+                    net_forward[double](&self.net, self.dirs, <double**>self.xp, <double**>self.op,
+                                        <double**>self.mp)
+        finally:
+            _blas_release()
+        return self.net.yields
+
+
 def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
              list states, list xl, list outl, list masks, list dout, object dx0, list grads,
              list dstates, int nthreads):

@@ -74,6 +74,8 @@ def as_real_array(a, name):
 
 def as_float(a, dtype, name):
     """``a`` as a real array of ``dtype``, converted once (no copy if it already is one)."""
+    if type(a) is np.ndarray and a.dtype == dtype:  # the common case, first (a streaming step's cost)
+        return a
     return as_real_array(a, name).astype(dtype, copy=False)
 
 

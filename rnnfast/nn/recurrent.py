@@ -88,11 +88,12 @@ class _Workspace:
     steady-state calls neither allocate nor page-fault fresh memory. A layer keeps a few in a pool
     (``list.pop``/``append`` are atomic, so concurrent eval calls each get their own)."""
 
-    __slots__ = ("arrays", "prepared")
+    __slots__ = ("arrays", "prepared", "stepper")
 
     def __init__(self):
         self.arrays = {}
         self.prepared = None  # the last eval call's kernel arguments (see _RNNBase._prepare)
+        self.stepper = None   # the last step call's (see _RNNBase.step)
 
     def get(self, name, shape, dtype):
         size = 1
@@ -114,6 +115,9 @@ _PACKED_MIN_B = 4
 # can be late to the first barrier on a quiet machine too, so one call proves nothing)
 _LATENCY_BACKOFF_S = 2.0
 _LATENCY_JUDGE_STEPS = 64
+# Weights (one layer's [W_ih, W_hh], bytes) below which the batch-1 kernel runs on one thread: a step
+# call at I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
+_LATENCY_MIN_SPLIT_BYTES = 256 * 1024
 _PACKED_MIN_T = 4
 # The batch-1 kernel makes x_t W_ih^T itself, step by step, on two or more threads, and on one thread
 # up to this many steps; longer one-thread calls take it from one GEMM over all steps first. Each
@@ -318,6 +322,42 @@ class _RNNBase(Module):
         ws.prepared = None if training else (plan.kplan, key[1:], prep)
         return prep
 
+    def _latency_threads(self, n_threads):
+        """Threads for a batch-1 kernel call: one for small weights (a step's barrier costs more than
+        half the product) and for a while after the cores were found busy."""
+        H = self.hidden_size
+        if self._G * H * (max(self.input_size, H) + H) * self.dtype.itemsize < _LATENCY_MIN_SPLIT_BYTES:
+            return 1
+        if n_threads > 1 and time.monotonic() < self._latency_serial_until:
+            return 1
+        return n_threads
+
+    def _latency_note(self, n_threads, steps, yields):
+        """Count the steps at which the batch-1 kernel's threads had to yield; when over an eighth of
+        the last _LATENCY_JUDGE_STEPS or more did, the cores are busy: back off to one thread."""
+        if n_threads <= 1:
+            return
+        seen = self._latency_seen
+        seen[0] += steps
+        seen[1] += yields
+        if seen[0] >= _LATENCY_JUDGE_STEPS:
+            if seen[1] * 8 > seen[0]:
+                self._latency_serial_until = time.monotonic() + _LATENCY_BACKOFF_S
+            seen[0] = seen[1] = 0
+
+    def _stepper(self, ws, B, n_threads):
+        """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
+        plan = self._plan(None, B, 1)
+        latency = self.dtype == np.float32 and B == 1
+        params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, False, latency)
+        src = [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
+               for sfx, _, _ in biases]
+        st = _k.Stepper((B, n_threads), self._cell, int(self.nonlinearity == "relu"), plan.kplan,
+                        self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
+                        [(b, bhn) for _, b, bhn in biases], n_threads)
+        ws.stepper = st
+        return st
+
     def _run(self, x, h0, c0, lengths, training, n_threads, ws):
         """Pack, run the kernel; returns (packed out (N, DH) in ``ws``, hT, cT, plan, cache)."""
         B, T, _ = x.shape
@@ -331,8 +371,8 @@ class _RNNBase(Module):
         # meets at a barrier every step, so after a call that found the cores busy the next calls
         # run it on one thread for a while
         latency = dt == np.float32 and B == 1 and D == 1
-        if latency and n_threads > 1 and time.monotonic() < self._latency_serial_until:
-            n_threads = 1
+        if latency:
+            n_threads = self._latency_threads(n_threads)
         params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, packed, latency)
         for sfx, b, bhn in biases:  # the parameters may have changed in place since the last call
             self._biases_into(sfx, b, bhn)
@@ -357,14 +397,8 @@ class _RNNBase(Module):
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
                             L, params, bufs, states, xl, outl, masks, training, n_threads)
-        if latency and n_threads > 1:
-            seen = self._latency_seen
-            seen[0] += T * L
-            seen[1] += yields
-            if seen[0] >= _LATENCY_JUDGE_STEPS:
-                if seen[1] * 8 > seen[0]:
-                    self._latency_serial_until = time.monotonic() + _LATENCY_BACKOFF_S
-                seen[0] = seen[1] = 0
+        if latency:
+            self._latency_note(n_threads, T * L, yields)
         cache = None
         if training:
             cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
@@ -563,12 +597,24 @@ class _RNNBase(Module):
             raise ValueError("x_t must hold at least one row")
         B = xt.shape[0]
         h0, c0 = self._split_hx(state, B, unbatched, what="state")
+        L, H, dt = self.num_layers, self.hidden_size, self.dtype
+        latency = dt == np.float32 and B == 1
+        if latency:
+            nth = self._latency_threads(nth)
+        hT = np.empty((L, B, H), dt)
+        cT = np.empty((L, B, H), dt) if self._mode == "lstm" else None
         ws = self._acquire()
         try:
-            out_p, hT, cT, plan, _ = self._run(xt[:, None, :], h0, c0, None, False, nth, ws)
-            y = out_p.reshape(B, self.hidden_size).copy()
+            st = ws.stepper
+            if st is None or st.key != (B, nth):
+                st = self._stepper(ws, B, nth)
+            yields = st.run(np.ascontiguousarray(xt), None if h0 is None else np.ascontiguousarray(h0),
+                            None if c0 is None else np.ascontiguousarray(c0), hT, cT)
         finally:
             self._release(ws)
+        if latency:
+            self._latency_note(nth, L, yields)
+        y = hT[L - 1].copy()  # the output of one step is the last layer's new h (a copy: no aliasing)
         h = hT
         if unbatched:
             y, h = y[0], h[:, 0]

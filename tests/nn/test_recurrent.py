@@ -279,6 +279,36 @@ def test_step_matches_sequence(cell, dtype, B, H):
     eq(y3, out2[:, 0])
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_fast_path_threads_batches_and_foreign_states(cell, monkeypatch):
+    """``step`` reuses its kernel arguments between calls: across thread counts, batch sizes, states
+    that are strided views or of another dtype, and biases changed in place, it equals the sequence."""
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    T, I, H, L = 5, 6, 20, 2
+    m = make(cell, I, H, num_layers=L, seed=4).eval()
+    for B in (1, 3, 1, 5):
+        x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, False, np.float32, B)
+        for n_threads in (1, 2):
+            out, hn, cn = run(m, x, h0, c0, None, n_threads=n_threads)
+            # a float64 state, and one that is a strided view
+            h_wide = np.zeros((L, B, 2 * H), np.float32)
+            h_wide[:, :, ::2] = h0
+            state = (h0.astype(np.float64), c0[:, :, :]) if base(cell) == "lstm" else h_wide[:, :, ::2]
+            for t in range(T):
+                y, state = m.step(x[:, t], state, n_threads=n_threads)
+                np.testing.assert_allclose(y, out[:, t], rtol=1e-5, atol=1e-6)
+            h_last = state[0] if base(cell) == "lstm" else state
+            np.testing.assert_allclose(h_last, hn, rtol=1e-5, atol=1e-6)
+    if m.bias:
+        for name, p in m.named_parameters():
+            if name.startswith("bias"):
+                p += 0.25
+        x, h0, c0, _, _, _, _ = problem(cell, 1, 1, I, H, L, False, np.float32, 9)
+        out, _, _ = run(m, x, h0, c0, None)
+        y, _ = m.step(x[:, 0], (h0, c0) if base(cell) == "lstm" else h0)
+        np.testing.assert_allclose(y, out[:, 0], rtol=1e-5, atol=1e-6)
+
+
 def test_step_refuses_bidirectional():
     with pytest.raises(ValueError, match="unidirectional"):
         rf.nn.GRU(2, 3, bidirectional=True).step(np.zeros((1, 2)))
@@ -518,11 +548,12 @@ def test_dropout_one_drops_everything_between_layers():
 @pytest.mark.parametrize("H", [1, 5, 33])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("T", [1, 6, 40])
-def test_float32_batch1_latency_kernel(cell, H, n_threads, T):
+def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     """float32, one sequence, one direction runs the batch-1 kernel (threads share out the hidden units,
     reading the weights in place 16 rows at a time); training and inference, against the float64
     reference. I = 19 and H = 33 leave remainders of the 16-wide loops; T = 40 on one thread takes
     x W_ih^T from one GEMM first, the other cases make it step by step."""
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)  # split even tiny weights
     I, L = 19, 2
     x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 5)
     m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=9)
@@ -539,10 +570,12 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T):
     _assert_f32_backward(m, cell, f64, sd, L, False, None, n_threads)
 
 
-def test_batch1_kernel_backs_off_to_one_thread_when_busy():
+def test_batch1_kernel_backs_off_to_one_thread_when_busy(monkeypatch):
     """After a call that found the cores busy, the batch-1 kernel runs on one thread for a while: the
     same answer as a one-thread call, to the bit."""
     import time
+
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
 
     m = rf.nn.LSTM(4, 37, seed=0).eval()
     x = np.random.default_rng(0).standard_normal((1, 9, 4)).astype(np.float32)
@@ -553,14 +586,22 @@ def test_batch1_kernel_backs_off_to_one_thread_when_busy():
     np.testing.assert_allclose(m(x, n_threads=2)[0], one, rtol=1e-6, atol=1e-7)
 
 
-def test_batch1_backoff_judges_many_steps_not_one_call(monkeypatch):
+@pytest.mark.parametrize("how", ["step", "sequence"])
+def test_batch1_backoff_judges_many_steps_not_one_call(monkeypatch, how):
     """A streaming step's partner thread may be late to its first barrier on a quiet machine too: one
     call that yielded must not send the layer to one thread; a run of calls that keep yielding must."""
     import rnnfast.nn.recurrent as R
 
     real = R._k
 
+    class BusyStepper(real.Stepper):
+        def run(self, *args):
+            super().run(*args)
+            return 1
+
     class Busy:  # the real kernels, reporting that every step had to yield
+        Stepper = BusyStepper
+
         def __getattr__(self, name):
             return getattr(real, name)
 
@@ -571,10 +612,18 @@ def test_batch1_backoff_judges_many_steps_not_one_call(monkeypatch):
     m = rf.nn.LSTM(4, 8, seed=0).eval()
     x = np.ones((1, 4), np.float32)
     monkeypatch.setattr(R, "_k", Busy())
-    m.step(x, n_threads=2)
+    monkeypatch.setattr(R, "_LATENCY_MIN_SPLIT_BYTES", 0)
+
+    def call():
+        if how == "step":
+            m.step(x, n_threads=2)
+        else:
+            m(x[None], n_threads=2)
+
+    call()
     assert m._latency_serial_until == 0.0
     for _ in range(R._LATENCY_JUDGE_STEPS):
-        m.step(x, n_threads=2)
+        call()
     assert m._latency_serial_until > 0.0
 
 
