@@ -22,7 +22,8 @@ and stderr (library logs) go to a log file. For every case the driver:
 3. warms each framework up, sizes its rounds (``iters`` calls per round, at least ``--min-round`` seconds),
    then runs the rounds interleaved: round 1 of every framework, round 2 of every framework, ... (the order
    rotates from round to round; only one worker runs at a time, and after each round the driver pauses for
-   the worker's spin-waiting pool threads to go to sleep: ``HANDOVER_GAP``, or ``--gap``). The garbage
+   the worker's spin-waiting pool threads to go to sleep: ``HANDOVER_GAP``, or ``--gap``, and then until
+   the other workers and the driver itself use under a tenth of a core, up to 1 s: ``wait_quiet``). The garbage
    collector is off while a round runs (as in timeit). The figure is the median over rounds of the time
    per call; 11 rounds, or with ``--quick`` 5 (3 for cases with a call over 0.25 s).
 
@@ -729,6 +730,47 @@ def worker_main(name, threads):
 # ----------------------------------------------------------------------------------------------- driver
 
 
+def _cpu_ns(pids):
+    """CPU time (ns) used so far by every thread of ``pids`` and of this process but the calling thread
+    (Linux /proc/<pid>/task/<tid>/schedstat); None where that is not available."""
+    me = threading.get_native_id()
+    total = 0
+    for pid in list(pids) + [os.getpid()]:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            if pid == os.getpid():
+                return None
+            continue
+        for tid in tids:
+            if pid == os.getpid() and int(tid) == me:
+                continue
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def wait_quiet(other_pids, window=0.002, busy=0.1, limit=1.0):
+    """Before a round: wait (up to ``limit`` s) until the other workers and the driver use under
+    ``busy`` of one core over ``window`` s. A framework's pool threads spin for a while after its
+    calls (ONNX Runtime's and PyTorch's for milliseconds, numpy's OpenBLAS after the SGEMM probe for
+    longer), and a round that starts beside them measures that contention, not the framework; the
+    fixed handover gap alone left some rounds starting beside spinning threads."""
+    t_end = time.perf_counter() + limit
+    last = _cpu_ns(other_pids)
+    if last is None:
+        return
+    while time.perf_counter() < t_end:
+        time.sleep(window)
+        now = _cpu_ns(other_pids)
+        if now - last < busy * window * 1e9:
+            return
+        last = now
+
+
 class WorkerProc:
     """A worker subprocess and a reader thread that queues its answers."""
 
@@ -988,6 +1030,7 @@ def run_case(case, workers, tmp, args, log):
                 continue
             if prev is not None:
                 time.sleep(args.gap if args.gap is not None else HANDOVER_GAP.get(prev, 0.01))
+            wait_quiet([x.proc.pid for _, x, _ in live if x is not w])
             prev = w.name
             try:
                 ans = w.call(cmd="round", iters=r["iters"])

@@ -30,7 +30,7 @@
  * busy one. The limit is time, not a count of pauses (a pause took 10 ns here, 140 on other chips):
  * waking the partner thread from its sleep between calls took 20-50 us at times here, and such a wait
  * must not read as a busy machine. */
-#define RF_SPIN_NS 200000L
+#define RF_SPIN_NS 200000L  /* the default of rf_latency_forward's spin_ns */
 
 typedef struct {
     int count;
@@ -50,7 +50,7 @@ static inline long rf_now_ns(void) {
 }
 
 /* Returns 1 when it had to yield the core (the partner was not running: the machine is busy). */
-static int rf_barrier_wait(rf_barrier* b, int n) {
+static int rf_barrier_wait(rf_barrier* b, int n, long spin_ns) {
     int yielded = 0;
     if (n <= 1) return 0;
     int gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
@@ -60,6 +60,7 @@ static int rf_barrier_wait(rf_barrier* b, int n) {
         return 0;
     }
     long t0 = 0;
+    yielded = spin_ns <= 0;  /* (tests: every wait counts) */
     for (int spins = 0; __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen; spins++) {
         if (yielded) {
             sched_yield();
@@ -70,19 +71,22 @@ static int rf_barrier_wait(rf_barrier* b, int n) {
             long t = rf_now_ns();
             if (t0 == 0)
                 t0 = t;
-            else if (t - t0 > RF_SPIN_NS)
+            else if (t - t0 > spin_ns)
                 yielded = 1;
         }
     }
     return yielded;
 }
 
-/* Returns the number of steps at which a thread had to yield at the barrier: many mean another
- * process holds a core, and the caller had better run the next calls on one thread.
+/* Returns the number of steps at which a thread waited over RF_SPIN_NS at the barrier: another
+ * process holds a core, and the caller had better run its next calls on one thread for a while.
+ * Within the call too: after such a wait the other threads leave and thread 0 runs the remaining steps
+ * alone (a partner that is not running would otherwise cost a scheduler time slice at every step).
+ * Every thread sees that switch at the same step (see the barrier's comments below).
  * x (T, ldx) given: each step also makes x_t W_ih^T, from W_ih in place (the whole step is then one
  * pass over [W_ih, W_hh], which is what a short call or a streaming step needs); x NULL: gates hold
  * x W_ih^T on entry, made by the caller's big GEMM. */
-static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, rf_gemv_rows_fn gemv,
+static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
                               const float* x, int ldx, const float* w_ih, const float* w_hh,
                               const float* b, const float* bhn, const float* h0, const float* c0,
                               float* gates, float* gh_full, float* y, int ldy, float* c, float* tc,
@@ -90,9 +94,10 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
     int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
     int GH = G * H;
     rf_barrier bar = {0, 0};
+    int solo_at = 0;  /* > 0: thread 0 runs alone after the barrier of this step */
     int yields = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nth) shared(bar) reduction(+ : yields)
+#pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
 #ifdef _OPENMP
@@ -106,12 +111,13 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
         int share = (H + nk - 1) / nk;
         int j0 = k * share < H ? k * share : H;
         int j1 = j0 + share < H ? j0 + share : H;
-        int n = j1 - j0;
+        int alone = nk == 1;
         unsigned int ftz = rf_ftz_enter();
         for (int t = 0; t < T; t++) {
             const float* hp = t == 0 ? h0 : y + (size_t)(t - 1) * ldy;
             const float* xt = x ? x + (size_t)t * ldx : NULL;
             float* gt = gates + (size_t)t * GH;
+            int n = j1 - j0;
             if (n > 0) {
                 for (int g = 0; g < G; g++) {
                     const float* wh = w_hh + (size_t)(g * H + j0) * H;
@@ -136,7 +142,24 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 else
                     rf_rnn_fwd_f(1, n, H, relu, gt + j0, b + j0, y + (size_t)t * ldy + j0, ldy);
             }
-            yields += rf_barrier_wait(&bar, nk);
+            if (alone) continue;
+            int waited = rf_barrier_wait(&bar, nk, spin_ns);
+            /* A request made after barrier t names step t + 1: a thread reading it right after barrier t
+               may or may not see it yet, so it counts only from barrier t + 1 on, which every thread
+               passes after the request was made. */
+            int at = __atomic_load_n(&solo_at, __ATOMIC_ACQUIRE);
+            if (at > 0 && t >= at) {
+                if (k != 0) break;
+                alone = 1;
+                j0 = 0;
+                j1 = H;
+                continue;
+            }
+            if (waited) {
+                int none = 0;
+                yields++;
+                __atomic_compare_exchange_n(&solo_at, &none, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            }
         }
         rf_ftz_leave(ftz);
     }

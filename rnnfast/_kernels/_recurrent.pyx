@@ -54,7 +54,8 @@ cdef extern from "rf_gemm.h" nogil:
     size_t rf_packed_size(int K, int N)
 
 cdef extern from "rf_latency.h" nogil:
-    int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, rf_gemv_rows_fn gemv,
+    long RF_SPIN_NS
+    int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
                            const float* x, int ldx, const float* w_ih, const float* w_hh, const float* b,
                            const float* bhn, const float* h0, const float* c0, float* gates, float* gh_full,
                            float* y, int ldy, float* c, float* tc, float* hn)
@@ -63,6 +64,17 @@ cdef extern from "rf_latency.h" nogil:
 # chosen for this CPU
 cdef rf_gemm_fn gemm_packed2 = rf_gemm_select()
 cdef rf_gemv_rows_fn gemv_rows = rf_gemv_rows_select()
+# how long (ns) a batch-1 kernel thread spins at a step's barrier before it counts the cores as busy
+cdef long latency_spin_ns = RF_SPIN_NS
+
+
+def set_latency_spin_ns(long ns):
+    """Set how long a batch-1 kernel thread waits at a barrier before it finds the cores busy and the
+    call goes on with one thread (csrc/rf_latency.h); returns the previous value. For tests."""
+    global latency_spin_ns
+    old = latency_spin_ns
+    latency_spin_ns = max(0, ns)
+    return old
 
 
 cdef inline void gemm_packed(int M, int N, int K, const float* A, int lda, const float* packed, float beta,
@@ -450,7 +462,8 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
         p = &dirs[l * net.D]
         if floating is float and net.D == 1 and p.lat != 0:
             # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            net.yields += rf_latency_forward(net.cell, net.relu, net.T, p.F, net.H, net.nthreads, gemv_rows,
+            net.yields += rf_latency_forward(net.cell, net.relu, net.T, p.F, net.H, net.nthreads, latency_spin_ns,
+                               gemv_rows,
                                <float*>p.xin if p.lat == 2 else NULL, p.F, <float*>p.w_ih, <float*>p.w_hh,
                                <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,

@@ -110,11 +110,14 @@ _POOL_SIZE = 4      # workspaces a layer keeps between calls
 # float32 per-step products use the pre-packed-weights kernel (csrc/rf_gemm.h) from these sizes on:
 # below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
 _PACKED_MIN_B = 4
-# how long the batch-1 kernel stays on one thread after finding the cores busy, and over how many
-# steps at least it judges that (a streaming step is one: its partner thread, asleep between calls,
-# can be late to the first barrier on a quiet machine too, so one call proves nothing)
-_LATENCY_BACKOFF_S = 2.0
-_LATENCY_JUDGE_STEPS = 64
+# How long the batch-1 kernel stays on one thread after finding the cores busy (a thread waited over
+# 200 us at a step's barrier; the call itself then finished on one thread): from the shortest, doubled
+# while the first call after each back-off finds the trouble again, up to the longest. Short, because such a wait is
+# often brief (another program's threads spinning down: a fixed 2 s had rnnfast's batch-1 LSTM at
+# 1.46 ms instead of 0.89 in bench/compare.py, beside an idle ONNX Runtime); growing, because a process
+# that keeps a core busy would otherwise cost one slow step every time.
+_LATENCY_BACKOFF_MIN_S = 0.005
+_LATENCY_BACKOFF_MAX_S = 2.0
 # Weights (one layer's [W_ih, W_hh], bytes) below which the batch-1 kernel runs on one thread: a step
 # call at I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
 _LATENCY_MIN_SPLIT_BYTES = 256 * 1024
@@ -162,7 +165,8 @@ class _RNNBase(Module):
         self._pool = []
         self._plans = {}
         self._latency_serial_until = 0.0
-        self._latency_seen = [0, 0]  # (steps, steps at which a thread had to yield) since last judged
+        self._latency_backoff = _LATENCY_BACKOFF_MIN_S
+        self._latency_probe = False  # the next call on several threads follows a back-off
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -332,18 +336,21 @@ class _RNNBase(Module):
             return 1
         return n_threads
 
-    def _latency_note(self, n_threads, steps, yields):
-        """Count the steps at which the batch-1 kernel's threads had to yield; when over an eighth of
-        the last _LATENCY_JUDGE_STEPS or more did, the cores are busy: back off to one thread."""
+    def _latency_note(self, n_threads, yields):
+        """After a batch-1 kernel call on several threads: back off to one thread if it found the cores
+        busy (see _LATENCY_BACKOFF_MIN_S)."""
         if n_threads <= 1:
             return
-        seen = self._latency_seen
-        seen[0] += steps
-        seen[1] += yields
-        if seen[0] >= _LATENCY_JUDGE_STEPS:
-            if seen[1] * 8 > seen[0]:
-                self._latency_serial_until = time.monotonic() + _LATENCY_BACKOFF_S
-            seen[0] = seen[1] = 0
+        probe, self._latency_probe = self._latency_probe, False
+        if not yields:
+            self._latency_backoff = _LATENCY_BACKOFF_MIN_S
+            return
+        if probe:  # the first call after a back-off found the cores busy again
+            self._latency_backoff = min(2.0 * self._latency_backoff, _LATENCY_BACKOFF_MAX_S)
+        else:  # a wait now and then (a core taken away briefly) costs only the shortest back-off
+            self._latency_backoff = _LATENCY_BACKOFF_MIN_S
+        self._latency_serial_until = time.monotonic() + self._latency_backoff
+        self._latency_probe = True
 
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
@@ -398,7 +405,7 @@ class _RNNBase(Module):
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
                             L, params, bufs, states, xl, outl, masks, training, n_threads)
         if latency:
-            self._latency_note(n_threads, T * L, yields)
+            self._latency_note(n_threads, yields)
         cache = None
         if training:
             cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
@@ -613,7 +620,7 @@ class _RNNBase(Module):
         finally:
             self._release(ws)
         if latency:
-            self._latency_note(nth, L, yields)
+            self._latency_note(nth, yields)
         y = hT[L - 1].copy()  # the output of one step is the last layer's new h (a copy: no aliasing)
         h = hT
         if unbatched:

@@ -570,6 +570,36 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     _assert_f32_backward(m, cell, f64, sd, L, False, None, n_threads)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T", [3, 40])
+def test_batch1_kernel_goes_on_alone_after_a_long_wait(cell, T, monkeypatch):
+    """When a thread of the batch-1 kernel waits too long at a step's barrier, thread 0 runs the rest
+    of the call alone. Forced here (every wait counts as too long): the results stay those of the
+    reference, for training (saved gates) and inference."""
+    from rnnfast._kernels import _recurrent as kern
+
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    I, H, L = 5, 24, 2
+    x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 12)
+    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=2)
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], None, nonlinearity=act(cell))
+    old = kern.set_latency_spin_ns(0)
+    try:
+        for training in (False, True):
+            m.train(training)
+            m._latency_serial_until = 0.0
+            out, hn, cn = run(m, x, h0, c0, None, n_threads=2)
+            np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+            np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+            assert m._latency_serial_until > 0.0  # and the layer backed off
+        m._latency_serial_until = 0.0
+        _assert_f32_backward(m, cell, f64, sd, L, False, None, 2)
+    finally:
+        kern.set_latency_spin_ns(old)
+
+
 def test_batch1_kernel_backs_off_to_one_thread_when_busy(monkeypatch):
     """After a call that found the cores busy, the batch-1 kernel runs on one thread for a while: the
     same answer as a one-thread call, to the bit."""
@@ -587,32 +617,36 @@ def test_batch1_kernel_backs_off_to_one_thread_when_busy(monkeypatch):
 
 
 @pytest.mark.parametrize("how", ["step", "sequence"])
-def test_batch1_backoff_judges_many_steps_not_one_call(monkeypatch, how):
-    """A streaming step's partner thread may be late to its first barrier on a quiet machine too: one
-    call that yielded must not send the layer to one thread; a run of calls that keep yielding must."""
+def test_batch1_backoff_is_short_then_grows(monkeypatch, how):
+    """A call whose threads found the cores busy sends the layer to one thread briefly; the same trouble
+    at the first call after that doubles the time, up to a limit; a clean call on several threads
+    resets it."""
     import rnnfast.nn.recurrent as R
 
     real = R._k
+    busy = [True]
 
     class BusyStepper(real.Stepper):
         def run(self, *args):
-            super().run(*args)
-            return 1
+            n = super().run(*args)
+            return 1 if busy[0] else n
 
-    class Busy:  # the real kernels, reporting that every step had to yield
+    class Busy:  # the real kernels, reporting (while busy[0]) that a thread had to wait
         Stepper = BusyStepper
 
         def __getattr__(self, name):
             return getattr(real, name)
 
         def forward(self, *args):
-            real.forward(*args)
-            return args[2].T * args[6]
+            n = real.forward(*args)
+            return 1 if busy[0] else n
 
     m = rf.nn.LSTM(4, 8, seed=0).eval()
     x = np.ones((1, 4), np.float32)
     monkeypatch.setattr(R, "_k", Busy())
     monkeypatch.setattr(R, "_LATENCY_MIN_SPLIT_BYTES", 0)
+    clock = [1000.0]
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
 
     def call():
         if how == "step":
@@ -621,10 +655,25 @@ def test_batch1_backoff_judges_many_steps_not_one_call(monkeypatch, how):
             m(x[None], n_threads=2)
 
     call()
-    assert m._latency_serial_until == 0.0
-    for _ in range(R._LATENCY_JUDGE_STEPS):
+    assert m._latency_serial_until == pytest.approx(1000.0 + R._LATENCY_BACKOFF_MIN_S)
+    assert m._latency_threads(2) == 1
+    waits = []
+    for _ in range(12):  # each back-off over, the trouble is there again at once
+        clock[0] = m._latency_serial_until + 1e-3
+        assert m._latency_threads(2) == 2
         call()
-    assert m._latency_serial_until > 0.0
+        waits.append(m._latency_backoff)
+    assert waits[0] == pytest.approx(2 * R._LATENCY_BACKOFF_MIN_S)
+    assert waits[-1] == R._LATENCY_BACKOFF_MAX_S
+    busy[0] = False
+    clock[0] = m._latency_serial_until + 1e-3
+    call()
+    assert m._latency_backoff == R._LATENCY_BACKOFF_MIN_S
+    # a wait now and then, after clean calls, costs only the shortest back-off
+    call()
+    busy[0] = True
+    call()
+    assert m._latency_backoff == R._LATENCY_BACKOFF_MIN_S
 
 
 def test_release_memory_drops_kept_buffers():
