@@ -71,8 +71,8 @@ typedef int rf_v16i __attribute__((vector_size(64)));
 #define RF_GEMM_KLOOP(A_, LDA_, K_, KOFF_, NROWS_)                                                    \
     for (int k = 0; k < (K_); k++) {                                                                  \
         rf_v16 b0, b1;                                                                                \
-        memcpy(&b0, bp + (size_t)((KOFF_) + k) * RF_NR, 64);                                          \
-        memcpy(&b1, bp + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                                     \
+        memcpy(&b0, bq + (size_t)((KOFF_) + k) * RF_NR, 64);                                          \
+        memcpy(&b1, bq + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                                     \
         for (int r = 0; r < (NROWS_); r++) {                                                          \
             float av = (A_)[(size_t)r * (LDA_) + k];                                                  \
             c0[r] += av * b0;                                                                         \
@@ -80,49 +80,66 @@ typedef int rf_v16i __attribute__((vector_size(64)));
         }                                                                                             \
     }
 
+/* The K loop runs in chunks of rf_gemm_kc rows of B (one chunk of a panel, rf_gemm_kc x RF_NR floats,
+ * stays in L1 while every row block of A passes over it; the partial sums go through C between
+ * chunks). Without it a panel of a large layer (K = 1024: 128 KB) came from L2 for every row block. */
+static int rf_gemm_kc = 256;
+
 #define RF_GEMM_BODY                                                                                  \
     int np = (N + RF_NR - 1) / RF_NR;                                                                 \
     int K = K1 + K2;                                                                                  \
+    int kc = rf_gemm_kc > 0 ? rf_gemm_kc : K;                                                         \
     for (int p = 0; p < np; p++) {                                                                    \
         const float* bp = packed + (size_t)p * K * RF_NR;                                             \
         int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;                                     \
-        for (int m0 = 0; m0 < M; m0 += 8) {                                                           \
-            int mr = M - m0 < 8 ? M - m0 : 8;                                                         \
-            rf_v16 c0[8], c1[8];                                                                      \
-            for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }                 \
-            const float* a1 = A1 + (size_t)m0 * lda1;                                                 \
-            const float* a2 = K2 > 0 ? A2 + (size_t)m0 * lda2 : A2;                                   \
-            if (mr == 8) {                                                                            \
-                RF_GEMM_KLOOP(a1, lda1, K1, 0, 8)                                                     \
-                RF_GEMM_KLOOP(a2, lda2, K2, K1, 8)                                                    \
-            } else {                                                                                  \
-                RF_GEMM_KLOOP(a1, lda1, K1, 0, mr)                                                    \
-                RF_GEMM_KLOOP(a2, lda2, K2, K1, mr)                                                   \
-            }                                                                                         \
-            for (int r = 0; r < mr; r++) {                                                            \
-                float* c = C + (size_t)(m0 + r) * ldc + n0;                                           \
-                if (nw == RF_NR) {                                                                    \
-                    rf_v16 o0 = c0[r], o1 = c1[r];                                                    \
-                    if (beta != 0.0f) {                                                               \
-                        rf_v16 t0, t1;                                                                \
-                        memcpy(&t0, c, 64);                                                           \
-                        memcpy(&t1, c + 16, 64);                                                      \
-                        o0 += beta * t0;                                                              \
-                        o1 += beta * t1;                                                              \
-                    }                                                                                 \
-                    memcpy(c, &o0, 64);                                                               \
-                    memcpy(c + 16, &o1, 64);                                                          \
-                    continue;                                                                         \
-                }                                                                                     \
-                float tmp[RF_NR];                                                                     \
-                memcpy(tmp, &c0[r], 64);                                                              \
-                memcpy(tmp + 16, &c1[r], 64);                                                         \
-                if (beta == 0.0f) {                                                                   \
-                    for (int j = 0; j < nw; j++) c[j] = tmp[j];                                       \
+        for (int k0 = 0; k0 < K || k0 == 0; k0 += kc) {                                               \
+            int k1 = k0 + kc < K ? k0 + kc : K;                                                       \
+            int first = k0 == 0;                                                                      \
+            /* this chunk's part of each segment: A1 columns [s1a, s1b), A2 columns [s2a, s2b) */     \
+            int s1a = k0 < K1 ? k0 : K1, s1b = k1 < K1 ? k1 : K1;                                     \
+            int s2a = k0 > K1 ? k0 - K1 : 0, s2b = k1 > K1 ? k1 - K1 : 0;                             \
+            for (int m0 = 0; m0 < M; m0 += 8) {                                                       \
+                int mr = M - m0 < 8 ? M - m0 : 8;                                                     \
+                rf_v16 c0[8], c1[8];                                                                  \
+                for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }             \
+                const float* a1 = A1 + (size_t)m0 * lda1 + s1a;                                       \
+                const float* a2 = K2 > 0 ? A2 + (size_t)m0 * lda2 + s2a : A2;                         \
+                const float* bq = bp + (size_t)k0 * RF_NR;                                            \
+                if (mr == 8) {                                                                        \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 8)                                          \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 8)                                  \
                 } else {                                                                              \
-                    for (int j = 0; j < nw; j++) c[j] = beta * c[j] + tmp[j];                         \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, mr)                                         \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, mr)                                 \
+                }                                                                                     \
+                /* first chunk: C := beta C + sum; later ones: C += sum */                            \
+                float bt = first ? beta : 1.0f;                                                       \
+                for (int r = 0; r < mr; r++) {                                                        \
+                    float* c = C + (size_t)(m0 + r) * ldc + n0;                                       \
+                    if (nw == RF_NR) {                                                                \
+                        rf_v16 o0 = c0[r], o1 = c1[r];                                                \
+                        if (bt != 0.0f) {                                                             \
+                            rf_v16 t0, t1;                                                            \
+                            memcpy(&t0, c, 64);                                                       \
+                            memcpy(&t1, c + 16, 64);                                                  \
+                            o0 += bt * t0;                                                            \
+                            o1 += bt * t1;                                                            \
+                        }                                                                             \
+                        memcpy(c, &o0, 64);                                                           \
+                        memcpy(c + 16, &o1, 64);                                                      \
+                        continue;                                                                     \
+                    }                                                                                 \
+                    float tmp[RF_NR];                                                                 \
+                    memcpy(tmp, &c0[r], 64);                                                          \
+                    memcpy(tmp + 16, &c1[r], 64);                                                     \
+                    if (bt == 0.0f) {                                                                 \
+                        for (int j = 0; j < nw; j++) c[j] = tmp[j];                                   \
+                    } else {                                                                          \
+                        for (int j = 0; j < nw; j++) c[j] = bt * c[j] + tmp[j];                       \
+                    }                                                                                 \
                 }                                                                                     \
             }                                                                                         \
+            if (K == 0) break;                                                                        \
         }                                                                                             \
     }
 

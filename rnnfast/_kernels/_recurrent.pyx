@@ -41,6 +41,7 @@ cdef extern from "rf_math.h" nogil:
 
 cdef extern from "rf_gemm.h" nogil:
     enum: RF_NR
+    int rf_gemm_kc
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
     ctypedef void (*rf_gemv_fn)(int N, int K, const float* x, const float* packed, float* y)
@@ -66,6 +67,15 @@ cdef rf_gemm_fn gemm_packed2 = rf_gemm_select()
 cdef rf_gemv_rows_fn gemv_rows = rf_gemv_rows_select()
 # how long (ns) a batch-1 kernel thread spins at a step's barrier before it counts the cores as busy
 cdef long latency_spin_ns = RF_SPIN_NS
+
+
+def set_gemm_kc(int kc):
+    """Set the K chunk of the packed per-step kernel (csrc/rf_gemm.h; <= 0: none); returns the previous
+    value. For tests and measurements."""
+    global rf_gemm_kc
+    old = rf_gemm_kc
+    rf_gemm_kc = kc
+    return old
 
 
 def set_latency_spin_ns(long ns):

@@ -515,6 +515,14 @@ def test_float32_packed_kernel_edges(cell, B, H):
     # eval mode: LSTM and RNN form each step's gates from [x_t, h_{t-1}] in one packed product, with
     # an input width (7, then 2H) that is no multiple of anything
     m.eval()
+    from rnnfast._kernels import _recurrent as kern
+
+    old = kern.set_gemm_kc(5)  # K in chunks of 5: chunks straddle the [x_t, h_{t-1}] boundary
+    try:
+        out5 = run(m, x, h0, c0, lengths)[0]
+    finally:
+        kern.set_gemm_kc(old)
+    np.testing.assert_allclose(out5, ro, rtol=1e-5, atol=2e-6)
     for n_threads in (1, 2, 3):
         out, hn, cn = run(m, x, h0, c0, lengths, n_threads=n_threads)
         np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
