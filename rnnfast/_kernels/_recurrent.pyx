@@ -179,6 +179,10 @@ cdef struct Dir:
     void* hn        # (N, H) GRU W_hn h + b_hn, training only
     void* y         # (N, ldy) hidden states in this direction's order
     int ldy
+    Py_ssize_t yts  # != 0: y is strided instead, step t row r at y + t * yts + r * ldy (the caller's
+                    # batch-first output, written in place: eval, all lengths equal, one direction)
+    Py_ssize_t xts  # != 0: likewise xin, at xin + t * xts + r * ldx (the fused kernel reads the
+    int ldx         # caller's batch-first input in place); 0: packed, ldx = F
     void* gh        # (B, GH) GRU per-step recurrent product
     void* wpf       # float32: W_hh^T packed for gemm_packed (forward), or NULL to use BLAS
     void* wpx       # float32 LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates from
@@ -279,6 +283,7 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
     cdef int t, nb, b1, ldh
     cdef floating* gates
     cdef floating* y = <floating*>p.y
+    cdef floating* yt
     cdef floating* c = <floating*>p.c
     cdef floating* tc = <floating*>p.tc
     cdef floating* hn = <floating*>p.hn
@@ -293,16 +298,20 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
         nb = b1 - r0
         row = net.off[t] + r0
         gates = <floating*>p.gates + (<Py_ssize_t>r0 if p.gscratch else row) * GH
+        yt = y + (t * p.yts + <Py_ssize_t>r0 * p.ldy if p.yts != 0 else row * p.ldy)
         if t == 0:
             hp = <floating*>p.h0 + <Py_ssize_t>r0 * H
             ldh = H
             cp = <floating*>p.c0 + <Py_ssize_t>r0 * H
         else:
-            hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
+            hp = y + ((t - 1) * p.yts + <Py_ssize_t>r0 * p.ldy if p.yts != 0
+                      else (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy)
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
         if floating is float and p.wpx != NULL:
-            gemm_packed2(nb, GH, p.F, <float*>p.xin + row * p.F, p.F, H, hp, ldh, <float*>p.wpx, 0, gates, GH)
+            gemm_packed2(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
+                                                       else row * p.ldx), p.ldx,
+                         H, hp, ldh, <float*>p.wpx, 0, gates, GH)
         elif floating is float and p.wpf != NULL:
             gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0 if net.cell == 2 else 1,
                         gh + <Py_ssize_t>r0 * GH if net.cell == 2 else gates, GH)
@@ -314,12 +323,12 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
                  <floating>1, gates, GH)
         if net.cell == 1:
             lstm_fwd(nb, H, gates, <floating*>p.b, cp, c + row * H,
-                     tc + row * H if tc != NULL else NULL, y + row * p.ldy, p.ldy)
+                     tc + row * H if tc != NULL else NULL, yt, p.ldy)
         elif net.cell == 2:
             gru_fwd(nb, H, gates, gh + <Py_ssize_t>r0 * GH, <floating*>p.b, <floating*>p.bhn, hp, ldh,
-                    hn + row * H if hn != NULL else NULL, y + row * p.ldy, p.ldy)
+                    hn + row * H if hn != NULL else NULL, yt, p.ldy)
         else:
-            rnn_fwd(nb, H, net.relu, gates, <floating*>p.b, y + row * p.ldy, p.ldy)
+            rnn_fwd(nb, H, net.relu, gates, <floating*>p.b, yt, p.ldy)
 
 
 cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noexcept nogil:
@@ -486,7 +495,9 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                 scatter_rows(<floating*>p.y, p.ldy, outl[l] + net.H, DH, net.rev, net.N, net.H, False)
             for b in range(net.B):
                 pos = net.off[net.lens[b] - 1] + b
-                memcpy(<floating*>p.hT + <Py_ssize_t>b * net.H, <floating*>p.y + <Py_ssize_t>pos * p.ldy,
+                memcpy(<floating*>p.hT + <Py_ssize_t>b * net.H,
+                       <floating*>p.y + ((net.lens[b] - 1) * p.yts + <Py_ssize_t>b * p.ldy if p.yts != 0
+                                         else <Py_ssize_t>pos * p.ldy),
                        net.H * sizeof(floating))
                 if net.cell == 1:
                     memcpy(<floating*>p.cT + <Py_ssize_t>b * net.H,
@@ -630,6 +641,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p = &dirs[k]
         memset(p, 0, sizeof(Dir))
         p.F = F
+        p.ldx = F
         w_ih, w_hh, b, bhn = params[k]
         buf = bufs[k]
         h0, c0, hT, cT = states[k]
@@ -669,12 +681,16 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
 
 
 def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
-            list states, list xl, list outl, list masks, bint training, int nthreads):
+            list states, list xl, list outl, list masks, bint training, int nthreads,
+            bint x_batch_first=False, bint out_batch_first=False):
     """Run the forward pass of the whole network (see the module docstring) without the GIL.
 
     All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
-    checks their sizes and dtype before any unchecked code runs. Returns the number of steps at which
-    the batch-1 kernel's threads found the machine busy (0 elsewhere).
+    checks their sizes and dtype before any unchecked code runs. ``x_batch_first``: ``xl[0]`` is the
+    caller's (B, T, I) input, read in place (the fused LSTM / RNN kernel, all lengths T);
+    ``out_batch_first``: ``outl[-1]`` is the caller's (B, T, H) output, written in place (inference,
+    one direction, all lengths T). Returns the number of steps at which the batch-1 kernel's threads
+    found the machine busy (0 elsewhere).
     """
     cdef Net net
     _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
@@ -698,6 +714,20 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
             dirs[l * D].xin = xp[l]
             dirs[l * D].y = op[l]
             dirs[l * D].ldy = DH
+        if x_batch_first or out_batch_first:
+            if D != 1 or training or net.N != net.B * net.T:
+                raise ValueError("internal: batch-first input / output in place needs eval, one "
+                                 "direction and equal lengths")
+        if out_batch_first and dirs[(L - 1) * D].lat != 0:
+            raise ValueError("internal: the batch-1 kernel writes packed output")
+        if x_batch_first:
+            if dirs[0].wpx == NULL:
+                raise ValueError("internal: batch-first input needs the fused kernel")
+            dirs[0].xts = I
+            dirs[0].ldx = net.T * I
+        if out_batch_first:
+            dirs[(L - 1) * D].yts = DH
+            dirs[(L - 1) * D].ldy = net.T * DH
         _blas_hold()
         try:
             if dt == np.float32:

@@ -366,7 +366,8 @@ class _RNNBase(Module):
         return st
 
     def _run(self, x, h0, c0, lengths, training, n_threads, ws):
-        """Pack, run the kernel; returns (packed out (N, DH) in ``ws``, hT, cT, plan, cache)."""
+        """Pack, run the kernel; returns (out, hT, cT, plan, cache, final): out is packed (N, DH) in ``ws``,
+        or with ``final`` the caller's output array itself."""
         B, T, _ = x.shape
         H, D, L = self.hidden_size, self._D, self.num_layers
         dt = self.dtype
@@ -389,7 +390,24 @@ class _RNNBase(Module):
         hT_all = np.empty((LD, B, H), dt)
         cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
         states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
-        xl = [plan.pack(x, x_buf)]
+        # Inference over equal lengths, one direction: the kernel writes the caller's output array in place
+        # and, where the layout allows, reads the input in place (no packing copies: 3-5% of a call).
+        direct = not training and plan.full and D == 1
+        x_bf = out_bf = False
+        if direct:
+            out = np.empty((B, T, DH) if self.batch_first else (T, B, DH), dt)
+            outl = outl[:-1] + [out]
+            out_bf = self.batch_first and B > 1  # else the caller's layout is the packed one
+            x_tm = x.swapaxes(0, 1)  # (T, B, F): the packed layout
+            if x_tm.flags.c_contiguous and x_tm.dtype == dt:
+                xl = [x_tm]
+            elif "wpx" in bufs[0] and x.flags.c_contiguous and x.dtype == dt:
+                xl = [x]
+                x_bf = True
+            else:
+                xl = [plan.pack(x, x_buf)]
+        else:
+            xl = [plan.pack(x, x_buf)]
         masks = [None] * L
         use_dropout = training and self.dropout > 0.0
         for layer in range(L - 1):
@@ -403,14 +421,14 @@ class _RNNBase(Module):
             else:
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
-                            L, params, bufs, states, xl, outl, masks, training, n_threads)
+                            L, params, bufs, states, xl, outl, masks, training, n_threads, x_bf, out_bf)
         if latency:
             self._latency_note(n_threads, yields)
         cache = None
         if training:
             cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
                          ws=ws)
-        return outl[-1], hT_all, cT_all, plan, cache
+        return outl[-1], hT_all, cT_all, plan, cache, direct
 
     def forward(self, x, hx=None, lengths=None, n_threads=None):
         """Run the layer over whole sequences.
@@ -448,8 +466,8 @@ class _RNNBase(Module):
             self._release(old["ws"])
         ws = self._acquire()
         try:
-            out_p, hT, cT, plan, cache = self._run(xb, h0, c0, lengths, training, nth, ws)
-            result = self._finish(plan, out_p, hT, cT, unbatched)
+            out_p, hT, cT, plan, cache, final = self._run(xb, h0, c0, lengths, training, nth, ws)
+            result = self._finish(plan, out_p, hT, cT, unbatched, final)
         except BaseException:
             self._release(ws)
             raise
@@ -463,11 +481,15 @@ class _RNNBase(Module):
 
     __call__ = forward
 
-    def _finish(self, plan, out_p, hT, cT, unbatched):
-        DH = self._D * self.hidden_size
-        out = plan.unpack(out_p, DH)
-        if not self.batch_first:
-            out = np.ascontiguousarray(out.swapaxes(0, 1))
+    def _finish(self, plan, out_p, hT, cT, unbatched, final=False):
+        """The caller's results from the kernel's: ``out_p`` packed (N, DH), or with ``final`` already the
+        caller's output array."""
+        if final:
+            out = out_p
+        else:
+            out = plan.unpack(out_p, self._D * self.hidden_size)
+            if not self.batch_first:
+                out = np.ascontiguousarray(out.swapaxes(0, 1))
         h_n = plan.unsort_states(hT)
         c_n = plan.unsort_states(cT) if self._mode == "lstm" else None
         if unbatched:

@@ -533,6 +533,42 @@ def test_float32_packed_kernel_edges(cell, B, H):
             assert np.all(out[b, n:] == 0)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("B", [1, 6])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "float64"])
+def test_eval_reads_input_and_writes_output_in_place(cell, batch_first, B, layout):
+    """Inference over equal lengths in one direction writes the caller's output array in place and
+    reads the input in place where its layout allows (batch-first input: the fused LSTM / RNN kernel;
+    time-major: any), else packs it. Every layout gives the reference's answer, in fresh arrays."""
+    T, I, H, L = 7, 5, 36, 2
+    x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, False, np.float64, 21)
+    m = make(cell, I, H, num_layers=L, batch_first=batch_first, seed=3).eval()
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    ro, rh, rc = ref.forward(base(cell), x, sd, L, False, h0, c0, None, nonlinearity=act(cell))
+    xin = x if batch_first else np.ascontiguousarray(x.swapaxes(0, 1))
+    if layout == "contiguous":
+        xin = xin.astype(np.float32)
+    elif layout == "strided":
+        wide = np.zeros(xin.shape[:2] + (2 * I,), np.float32)
+        wide[..., ::2] = xin
+        xin = wide[..., ::2]
+    hx = (h0.astype(np.float32), c0.astype(np.float32)) if base(cell) == "lstm" else h0.astype(np.float32)
+    first = None
+    for _ in range(2):
+        out, state = m(xin, hx)
+        if not batch_first:
+            out = out.swapaxes(0, 1)
+        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+        hn = state[0] if base(cell) == "lstm" else state
+        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+        if first is None:
+            first = out
+        else:
+            assert not np.shares_memory(first, out)
+            np.testing.assert_array_equal(first, out)
+
+
 def test_load_state_dict_copies_into_live_arrays():
     m = rf.nn.GRU(3, 4, seed=0)
     live = dict(m.named_parameters())
