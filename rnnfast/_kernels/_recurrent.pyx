@@ -465,7 +465,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
         F = net.nin if l == 0 else DH
         for d in range(net.D):
             p = &dirs[l * net.D + d]
-            if d == 1:
+            if d == 1 and p.xts == 0:
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
             if p.wpx != NULL:  # the input projection happens step by step (recur_fwd)
                 pack_fused(nth, p, F, net.H, GH)
@@ -491,7 +491,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
             p = &dirs[l * net.D + d]
-            if d == 1:
+            if d == 1 and p.yts == 0:
                 scatter_rows(<floating*>p.y, p.ldy, outl[l] + net.H, DH, net.rev, net.N, net.H, False)
             for b in range(net.B):
                 pos = net.off[net.lens[b] - 1] + b
@@ -680,17 +680,48 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
     return 0
 
 
+cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int width, int dir_off,
+                  bint is_input, object dt) except -1:
+    """Point layer l's input (is_input) or output at the caller's array (already set as its base, as in
+    packed mode): step t of row r at t * ts + r * rs (+ dir_off for the reverse direction's output half),
+    the reverse direction walking the steps backwards from T - 1 (all lengths are T)."""
+    cdef int d
+    cdef Dir* p
+    cdef char* base
+    cdef Py_ssize_t isz = 4 if dt == np.float32 else 8
+    cdef Py_ssize_t need = (net.T - 1) * abs(ts) + (net.B - 1) * abs(rs) + width
+    if ts == 0 or rs == 0 or need > <Py_ssize_t>net.N * width:
+        raise ValueError("internal: bad in-place strides")
+    for d in range(net.D):
+        p = &dirs[l * net.D + d]
+        if is_input:
+            if p.wpx == NULL:
+                raise ValueError("internal: input in place needs the fused kernel")
+            base = <char*>dirs[l * net.D].xin
+            p.xin = base + ((net.T - 1) * ts * isz if d == 1 else 0)
+            p.xts = -ts if d == 1 else ts
+            p.ldx = <int>rs
+        else:
+            if p.lat != 0:
+                raise ValueError("internal: the batch-1 kernel writes packed output")
+            base = <char*>dirs[l * net.D].y
+            p.y = base + (((net.T - 1) * ts + dir_off) * isz if d == 1 else 0)
+            p.yts = -ts if d == 1 else ts
+            p.ldy = <int>rs
+    return 0
+
+
 def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
             list states, list xl, list outl, list masks, bint training, int nthreads,
-            bint x_batch_first=False, bint out_batch_first=False):
+            Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0, Py_ssize_t out_rs=0):
     """Run the forward pass of the whole network (see the module docstring) without the GIL.
 
     All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
-    checks their sizes and dtype before any unchecked code runs. ``x_batch_first``: ``xl[0]`` is the
-    caller's (B, T, I) input, read in place (the fused LSTM / RNN kernel, all lengths T);
-    ``out_batch_first``: ``outl[-1]`` is the caller's (B, T, H) output, written in place (inference,
-    one direction, all lengths T). Returns the number of steps at which the batch-1 kernel's threads
-    found the machine busy (0 elsewhere).
+    checks their sizes and dtype before any unchecked code runs. With all lengths T, in inference, the
+    caller's arrays can be used in place: ``x_ts`` != 0: ``xl[0]`` is the caller's input, step t of row
+    r at element t * x_ts + r * x_rs (the fused LSTM / RNN kernel; the reverse direction reads it
+    backwards); ``out_ts`` != 0: ``outl[-1]`` is the caller's output, likewise. Returns the number of
+    steps at which the batch-1 kernel's threads found the machine busy (0 elsewhere).
     """
     cdef Net net
     _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
@@ -714,20 +745,13 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
             dirs[l * D].xin = xp[l]
             dirs[l * D].y = op[l]
             dirs[l * D].ldy = DH
-        if x_batch_first or out_batch_first:
-            if D != 1 or training or net.N != net.B * net.T:
-                raise ValueError("internal: batch-first input / output in place needs eval, one "
-                                 "direction and equal lengths")
-        if out_batch_first and dirs[(L - 1) * D].lat != 0:
-            raise ValueError("internal: the batch-1 kernel writes packed output")
-        if x_batch_first:
-            if dirs[0].wpx == NULL:
-                raise ValueError("internal: batch-first input needs the fused kernel")
-            dirs[0].xts = I
-            dirs[0].ldx = net.T * I
-        if out_batch_first:
-            dirs[(L - 1) * D].yts = DH
-            dirs[(L - 1) * D].ldy = net.T * DH
+        if x_ts != 0 or out_ts != 0:
+            if training or net.N != net.B * net.T:
+                raise ValueError("internal: input / output in place needs eval and equal lengths")
+            if x_ts != 0:
+                _inplace(&net, dirs, 0, x_ts, x_rs, I, 0, True, dt)
+            if out_ts != 0:
+                _inplace(&net, dirs, L - 1, out_ts, out_rs, DH, H, False, dt)
         _blas_hold()
         try:
             if dt == np.float32:

@@ -390,23 +390,30 @@ class _RNNBase(Module):
         hT_all = np.empty((LD, B, H), dt)
         cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
         states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
-        # Inference over equal lengths, one direction: the kernel writes the caller's output array in place
-        # and, where the layout allows, reads the input in place (no packing copies: 3-5% of a call).
-        direct = not training and plan.full and D == 1
-        x_bf = out_bf = False
+        # Inference over equal lengths: the kernel writes the caller's output array in place and, where the
+        # layout allows, reads the input in place (no packing copies: LSTM small 12%, medium 9% faster).
+        # Strides in elements, (step, row); 0: packed. The batch-1 kernel only takes the packed layout,
+        # which one direction at B = 1 is, whichever the caller's.
+        direct = not training and plan.full
+        io = [0, 0, 0, 0]
+        xl = None
         if direct:
             out = np.empty((B, T, DH) if self.batch_first else (T, B, DH), dt)
             outl = outl[:-1] + [out]
-            out_bf = self.batch_first and B > 1  # else the caller's layout is the packed one
-            x_tm = x.swapaxes(0, 1)  # (T, B, F): the packed layout
-            if x_tm.flags.c_contiguous and x_tm.dtype == dt:
-                xl = [x_tm]
-            elif "wpx" in bufs[0] and x.flags.c_contiguous and x.dtype == dt:
-                xl = [x]
-                x_bf = True
-            else:
-                xl = [plan.pack(x, x_buf)]
-        else:
+            packed_like = D == 1 and (B == 1 or not self.batch_first)
+            if not packed_like:
+                ob = out.swapaxes(0, 1) if not self.batch_first else out  # (B, T, DH) view
+                io[2], io[3] = ob.strides[1] // dt.itemsize, ob.strides[0] // dt.itemsize
+            fused = all("wpx" in bufs[d] for d in range(D))
+            x_tm = x.swapaxes(0, 1)  # (T, B, F)
+            if x.dtype == dt and x.strides[2] == dt.itemsize and (x.flags.c_contiguous or x_tm.flags.c_contiguous):
+                base = x if x.flags.c_contiguous else x_tm
+                if D == 1 and x_tm.flags.c_contiguous:  # the packed layout itself
+                    xl = [base]
+                elif fused:
+                    xl = [base]
+                    io[0], io[1] = x.strides[1] // dt.itemsize, x.strides[0] // dt.itemsize
+        if xl is None:
             xl = [plan.pack(x, x_buf)]
         masks = [None] * L
         use_dropout = training and self.dropout > 0.0
@@ -421,7 +428,7 @@ class _RNNBase(Module):
             else:
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
-                            L, params, bufs, states, xl, outl, masks, training, n_threads, x_bf, out_bf)
+                            L, params, bufs, states, xl, outl, masks, training, n_threads, *io)
         if latency:
             self._latency_note(n_threads, yields)
         cache = None

@@ -537,15 +537,17 @@ def test_float32_packed_kernel_edges(cell, B, H):
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("B", [1, 6])
 @pytest.mark.parametrize("layout", ["contiguous", "strided", "float64"])
-def test_eval_reads_input_and_writes_output_in_place(cell, batch_first, B, layout):
-    """Inference over equal lengths in one direction writes the caller's output array in place and
-    reads the input in place where its layout allows (batch-first input: the fused LSTM / RNN kernel;
-    time-major: any), else packs it. Every layout gives the reference's answer, in fresh arrays."""
+@pytest.mark.parametrize("bidir", [False, True])
+def test_eval_reads_input_and_writes_output_in_place(cell, batch_first, B, layout, bidir):
+    """Inference over equal lengths writes the caller's output array in place (the reverse direction
+    backwards into its half) and reads the input in place where its layout allows (the fused LSTM / RNN
+    kernel; one direction time-major: any), else packs it. Every layout gives the reference's answer,
+    in fresh arrays."""
     T, I, H, L = 7, 5, 36, 2
-    x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, False, np.float64, 21)
-    m = make(cell, I, H, num_layers=L, batch_first=batch_first, seed=3).eval()
+    x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, bidir, np.float64, 21)
+    m = make(cell, I, H, num_layers=L, batch_first=batch_first, bidirectional=bidir, seed=3).eval()
     sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
-    ro, rh, rc = ref.forward(base(cell), x, sd, L, False, h0, c0, None, nonlinearity=act(cell))
+    ro, rh, rc = ref.forward(base(cell), x, sd, L, bidir, h0, c0, None, nonlinearity=act(cell))
     xin = x if batch_first else np.ascontiguousarray(x.swapaxes(0, 1))
     if layout == "contiguous":
         xin = xin.astype(np.float32)
