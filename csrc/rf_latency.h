@@ -143,7 +143,10 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                     rf_rnn_fwd_f(1, n, H, relu, gt + j0, b + j0, y + (size_t)t * ldy + j0, ldy);
             }
             if (alone) continue;
-            int waited = rf_barrier_wait(&bar, nk, spin_ns);
+            /* the first barrier waits for a partner that may have been asleep: after 5-100 ms of an
+               idle process, its first two-thread call took 1.7-4.4 ms here instead of 0.8 (an idle
+               virtual CPU is slow to wake). Only a much longer wait there means a busy core. */
+            int waited = rf_barrier_wait(&bar, nk, t == 0 ? 50 * spin_ns : spin_ns);
             /* A request made after barrier t names step t + 1: a thread reading it right after barrier t
                may or may not see it yet, so it counts only from barrier t + 1 on, which every thread
                passes after the request was made. */

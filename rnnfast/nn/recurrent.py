@@ -116,8 +116,11 @@ _PACKED_MIN_B = 4
 # often brief (another program's threads spinning down: a fixed 2 s had rnnfast's batch-1 LSTM at
 # 1.46 ms instead of 0.89 in bench/compare.py, beside an idle ONNX Runtime); growing, because a process
 # that keeps a core busy would otherwise cost one slow step every time.
+# Under a competing busy process here, T=100, H=256: 1.39 ms a call with the longest at 0.25 s (1.44 at
+# 2 s; 2.4 ms with no growth, one slow step every 5 ms). Measured on this shared machine, the trouble
+# also came and went by itself for a few hundred ms at a time, so the longest back-off stays short.
 _LATENCY_BACKOFF_MIN_S = 0.005
-_LATENCY_BACKOFF_MAX_S = 2.0
+_LATENCY_BACKOFF_MAX_S = 0.25
 # Weights (one layer's [W_ih, W_hh], bytes) below which the batch-1 kernel runs on one thread: a step
 # call at I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
 _LATENCY_MIN_SPLIT_BYTES = 256 * 1024
