@@ -49,9 +49,10 @@ static inline long rf_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Returns 1 when it had to yield the core (the partner was not running: the machine is busy). */
-static int rf_barrier_wait(rf_barrier* b, int n, long spin_ns) {
-    int yielded = 0;
+/* Waits for the other threads; spins for spin_ns, then yields the core at each check. Returns 1 when
+ * the wait lasted over busy_ns (the partner was not running: the machine is busy). */
+static int rf_barrier_wait(rf_barrier* b, int n, long spin_ns, long busy_ns) {
+    int yielding = 0;
     if (n <= 1) return 0;
     int gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
@@ -59,23 +60,24 @@ static int rf_barrier_wait(rf_barrier* b, int n, long spin_ns) {
         __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
         return 0;
     }
-    long t0 = 0;
-    yielded = spin_ns <= 0;  /* (tests: every wait counts) */
+    long t0 = 0, t = 0;
+    if (spin_ns <= 0 || busy_ns <= 0) {  /* (tests: every wait counts) */
+        while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) sched_yield();
+        return 1;
+    }
     for (int spins = 0; __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen; spins++) {
-        if (yielded) {
+        if (yielding) {
             sched_yield();
-            continue;
+        } else {
+            rf_cpu_relax();
         }
-        rf_cpu_relax();
         if ((spins & 63) == 63) {
-            long t = rf_now_ns();
-            if (t0 == 0)
-                t0 = t;
-            else if (t - t0 > spin_ns)
-                yielded = 1;
+            t = rf_now_ns();
+            if (t0 == 0) t0 = t;
+            if (t - t0 > spin_ns) yielding = 1;
         }
     }
-    return yielded;
+    return t0 != 0 && t - t0 > busy_ns;
 }
 
 /* Returns the number of steps at which a thread waited over RF_SPIN_NS at the barrier: another
@@ -145,8 +147,9 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
             if (alone) continue;
             /* the first barrier waits for a partner that may have been asleep: after 5-100 ms of an
                idle process, its first two-thread call took 1.7-4.4 ms here instead of 0.8 (an idle
-               virtual CPU is slow to wake). Only a much longer wait there means a busy core. */
-            int waited = rf_barrier_wait(&bar, nk, t == 0 ? 50 * spin_ns : spin_ns);
+               virtual CPU is slow to wake). Only a much longer wait there means a busy core. Spinning
+               that long would be wrong, though: the partner may be queued on this very core. */
+            int waited = rf_barrier_wait(&bar, nk, spin_ns, t == 0 ? 50 * spin_ns : spin_ns);
             /* A request made after barrier t names step t + 1: a thread reading it right after barrier t
                may or may not see it yet, so it counts only from barrier t + 1 on, which every thread
                passes after the request was made. */
