@@ -20,6 +20,19 @@
     /* out[i] = a[i] * m[i], i < n (out may be a): dropout masks */                                  \
     RF_CLONES static void rf_mul_##SUF(const T* a, const T* m, T* out, ptrdiff_t n) {                 \
         for (ptrdiff_t i = 0; i < n; i++) out[i] = a[i] * m[i];                                       \
+    }                                                                                                 \
+    /* the (m, w1 + w2) block A, split by columns: out1 (m, w1) += A[:, :w1], out2 (m, w2) += the     \
+       rest (weight gradients made in one product, see net_backward) */                               \
+    RF_CLONES static void rf_split_add_##SUF(const T* __restrict__ A, ptrdiff_t m, ptrdiff_t w1,      \
+                                             ptrdiff_t w2, T* __restrict__ out1,                      \
+                                             T* __restrict__ out2) {                                  \
+        for (ptrdiff_t i = 0; i < m; i++) {                                                           \
+            const T* __restrict__ a = A + i * (w1 + w2);                                              \
+            T* __restrict__ o1 = out1 + i * w1;                                                       \
+            T* __restrict__ o2 = out2 + i * w2;                                                       \
+            for (ptrdiff_t j = 0; j < w1; j++) o1[j] += a[j];                                         \
+            for (ptrdiff_t j = 0; j < w2; j++) o2[j] += a[w1 + j];                                    \
+        }                                                                                             \
     }
 
 RF_DEFINE_ROWS(float, f)

@@ -580,7 +580,11 @@ class _RNNBase(Module):
                               g["bias_hh" + sfx] if self.bias else dummy.copy()))
                 dstates.append((dhs[k], dcs[k], dh0_all[k], dc0_all[k] if dc0_all is not None else None))
                 buf = cache["bufs"][k]
-                buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
+                if self._mode == "gru":
+                    buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
+                else:  # [X, H_prev], for [dW_ih, dW_hh] in one product (see net_backward)
+                    buf["hprev"] = ws.get(f"hprev{k}", (N, F + H), dt)
+                    buf["dwcat"] = ws.get(f"dwcat{k}", (G * H, F + H), dt)
                 if "wpf" in buf or "wpx" in buf:
                     size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"
                             else _k.packed_size(G * H, H))
