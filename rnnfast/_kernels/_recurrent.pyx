@@ -933,9 +933,10 @@ cdef class Stepper:
             raise ValueError(f"internal: step {what} must be C-contiguous {self.dt} of size {size}")
         return cnp.PyArray_DATA(arr)
 
-    def run(self, x, h0, c0, hT, cT):
+    def run(self, x, h0, c0, hT, cT, int nthreads=0):
         """One step: x (B, I); h0, c0 (L, B, H) or None (zeros); hT, cT (L, B, H) receive the new states
-        (cT None for GRU / RNN). Returns the batch-1 kernel's yield count (see ``forward``)."""
+        (cT None for GRU / RNN); ``nthreads`` > 0 overrides the threads it was made with. Returns the
+        batch-1 kernel's yield count (see ``forward``)."""
         cdef int l, j, GH = self.G * self.H, H = self.H
         cdef Py_ssize_t BH = <Py_ssize_t>self.B * self.H
         cdef char* h0p = NULL
@@ -988,6 +989,8 @@ cdef class Stepper:
                 if gru:
                     memcpy(bd + 2 * H, bid + 2 * H, H * sizeof(double))
                     memcpy(self.dirs[l].bhn, bhd + 2 * H, H * sizeof(double))
+        if nthreads > 0:
+            self.net.nthreads = nthreads
         self.net.yields = 0
         _blas_hold()
         try:

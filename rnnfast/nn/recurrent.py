@@ -120,6 +120,11 @@ _PACKED_MIN_B = 4
 # 2 s; 2.4 ms with no growth, one slow step every 5 ms). Measured on this shared machine, the trouble
 # also came and went by itself for a few hundred ms at a time, so the longest back-off stays short.
 _LATENCY_BACKOFF_MIN_S = 0.005
+# a batch-1 step that follows the last one within this many seconds may use several threads; of every
+# _STEP_PERIOD such steps, _STEP_EXPLORE run the way that has lately been slower (see _step_choose)
+_STEP_WARM_S = 0.001
+_STEP_PERIOD = 128
+_STEP_EXPLORE = 4
 _LATENCY_BACKOFF_MAX_S = 0.25
 # Weights (one layer's [W_ih, W_hh], bytes) below which the batch-1 kernel runs on one thread: a step
 # call at I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
@@ -170,6 +175,10 @@ class _RNNBase(Module):
         self._latency_serial_until = 0.0
         self._latency_backoff = _LATENCY_BACKOFF_MIN_S
         self._latency_probe = False  # the next call on several threads follows a back-off
+        self._step_last = 0.0  # when the last batch-1 step ended (see step)
+        self._step_n = 0  # warm batch-1 steps so far, and their mean times one way and the other
+        self._step_ewma = [None, None]
+        self._step_prev, self._step_run = None, 0  # the way of the last warm step, and for how long
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -355,6 +364,33 @@ class _RNNBase(Module):
         self._latency_serial_until = time.monotonic() + self._latency_backoff
         self._latency_probe = True
 
+    def _step_choose(self):
+        """Whether a warm batch-1 step runs on several threads: the way with the lower recent time per
+        step, except that the other way gets _STEP_EXPLORE of every _STEP_PERIOD steps (to notice a
+        change). On this shared machine the two-thread step took 14 us in some stretches and 40 in
+        others (a partner thread slow to respond), the one-thread step about 25."""
+        n = self._step_n
+        self._step_n = n + 1
+        t1, t2 = self._step_ewma
+        if t1 is None:
+            return n >= _STEP_EXPLORE  # a few steps each way first
+        if t2 is None:
+            return True
+        best = t2 <= t1
+        return (not best) if n % _STEP_PERIOD < _STEP_EXPLORE else best
+
+    def _step_time(self, split, took):
+        """Fold one warm step's time into the running mean of its way (see _step_choose), unless the
+        way changed within the last two steps: the first steps on several threads after some on one
+        pay for waking the partner, which says nothing of the steps after them."""
+        same = self._step_run + 1 if split == self._step_prev else 0
+        self._step_prev, self._step_run = split, same
+        if same < 2:
+            return
+        i = 1 if split else 0
+        old = self._step_ewma[i]
+        self._step_ewma[i] = took if old is None else old + 0.1 * (took - old)
+
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
         plan = self._plan(None, B, 1)
@@ -362,7 +398,7 @@ class _RNNBase(Module):
         params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, False, latency)
         src = [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
                for sfx, _, _ in biases]
-        st = _k.Stepper((B, n_threads), self._cell, int(self.nonlinearity == "relu"), plan.kplan,
+        st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
                         self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
                         [(b, bhn) for _, b, bhn in biases], n_threads)
         ws.stepper = st
@@ -642,21 +678,41 @@ class _RNNBase(Module):
         h0, c0 = self._split_hx(state, B, unbatched, what="state")
         L, H, dt = self.num_layers, self.hidden_size, self.dtype
         latency = dt == np.float32 and B == 1
+        split = warm = False
         if latency:
             nth = self._latency_threads(nth)
+            # A step's work (microseconds) is far below what waking a second thread can cost after the
+            # process sat idle (milliseconds here, on an idle virtual CPU), so the first step after a
+            # pause runs on one thread. Steps that follow each other closely run the way that has been
+            # faster lately (see _step_choose): whether a partner thread pays depends on the machine.
+            if nth > 1:
+                if time.monotonic() - self._step_last > _STEP_WARM_S:
+                    nth = 1
+                else:
+                    warm = True
+                    split = self._step_choose()
+                    if not split:
+                        nth = 1
         hT = np.empty((L, B, H), dt)
         cT = np.empty((L, B, H), dt) if self._mode == "lstm" else None
         ws = self._acquire()
         try:
             st = ws.stepper
-            if st is None or st.key != (B, nth):
+            if st is None or st.key != B:
                 st = self._stepper(ws, B, nth)
-            yields = st.run(np.ascontiguousarray(xt), None if h0 is None else np.ascontiguousarray(h0),
-                            None if c0 is None else np.ascontiguousarray(c0), hT, cT)
+            xt = np.ascontiguousarray(xt)
+            h0 = None if h0 is None else np.ascontiguousarray(h0)
+            c0 = None if c0 is None else np.ascontiguousarray(c0)
+            t0 = time.perf_counter()
+            yields = st.run(xt, h0, c0, hT, cT, nth)
+            took = time.perf_counter() - t0
         finally:
             self._release(ws)
         if latency:
             self._latency_note(nth, yields)
+            self._step_last = time.monotonic()
+            if warm:
+                self._step_time(split, took)
         y = hT[L - 1].copy()  # the output of one step is the last layer's new h (a copy: no aliasing)
         h = hT
         if unbatched:

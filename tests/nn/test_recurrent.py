@@ -309,6 +309,54 @@ def test_step_fast_path_threads_batches_and_foreign_states(cell, monkeypatch):
         np.testing.assert_allclose(y, out[:, 0], rtol=1e-5, atol=1e-6)
 
 
+def test_step_threads_pause_and_choice(monkeypatch):
+    """The first batch-1 step after a pause runs on one thread (waking the others can cost far more than
+    the step); steps that follow closely run the way that has lately been faster, the other way now and
+    then. Same results either way."""
+    import rnnfast.nn.recurrent as R
+
+    monkeypatch.setattr(R, "_LATENCY_MIN_SPLIT_BYTES", 0)
+    seen = []
+    real = R._k
+
+    class Spy(real.Stepper):
+        def run(self, *args):
+            seen.append(args[5])
+            return super().run(*args)
+
+    class Kernels:
+        Stepper = Spy
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(R, "_k", Kernels())
+    clock = [50.0]
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
+    m = rf.nn.GRU(3, 8, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    ys, s = [], None
+    for t in range(12):
+        y, s = m.step(x[t % 4], s, n_threads=2)
+        ys.append(y)
+        clock[0] += 1e-5
+    # a cold step, then a few warm steps each way to measure them
+    assert seen[0] == 1 and set(seen) == {1, 2}
+    ref_out, _ = m(np.tile(x, (3, 1))[None], n_threads=1)
+    np.testing.assert_allclose(np.stack(ys), ref_out[0], rtol=1e-6, atol=1e-7)
+    clock[0] += 1.0
+    m.step(x[0], s, n_threads=2)
+    assert seen[-1] == 1
+    monkeypatch.setattr(R._RNNBase, "_step_time", lambda self, split, took: None)
+    for times, many in (([25e-6, 14e-6], 2), ([25e-6, 40e-6], 1)):
+        m._step_ewma = list(times)
+        del seen[:]
+        for _ in range(R._STEP_PERIOD):
+            clock[0] += 1e-5
+            m.step(x[0], s, n_threads=2)
+        assert seen.count(many) == R._STEP_PERIOD - R._STEP_EXPLORE
+
+
 def test_step_refuses_bidirectional():
     with pytest.raises(ValueError, match="unidirectional"):
         rf.nn.GRU(2, 3, bidirectional=True).step(np.zeros((1, 2)))
@@ -691,9 +739,13 @@ def test_batch1_backoff_is_short_then_grows(monkeypatch, how):
             return 1 if busy[0] else n
 
     m = rf.nn.LSTM(4, 8, seed=0).eval()
+    m._step_ewma = [2e-5, 1e-5]
     x = np.ones((1, 4), np.float32)
     monkeypatch.setattr(R, "_k", Busy())
     monkeypatch.setattr(R, "_LATENCY_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(R, "_STEP_WARM_S", 1e9)  # every step counts as following the last closely
+    monkeypatch.setattr(R, "_STEP_EXPLORE", 0)  # and runs on two threads, as measured faster
+    monkeypatch.setattr(R._RNNBase, "_step_time", lambda self, split, took: None)
     clock = [1000.0]
     monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
 
