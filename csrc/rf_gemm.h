@@ -1,15 +1,19 @@
-/* Small-M GEMM with a pre-packed right operand, for the recurrent product of every time step.
+/* The per-step products, float32 (the float64 kernels keep BLAS).
  *
- *   C (M, N) := A (M, K) . B (K, N) + beta C,      row-major, M small (the batch rows of one task),
+ * 1. Small-M GEMM with a pre-packed right operand, for the recurrent product of every time step:
  *
- * where B is the same for all T steps of a call (W_hh^T forward, W_hh backward). BLAS packs B again at
- * every call, which for the per-step shapes (M <= 64, B up to 4 MB) costs as much as the product
- * itself; here B is packed once per call into panels of RF_NR columns, [panel][k][RF_NR], zero-padded,
- * and each step streams the panels from cache. The micro-kernel keeps an RF_MR x RF_NR block of C in
- * vector registers (8 x 32 floats: 16 AVX-512 registers), broadcasting one element of A per row and k.
+ *   C (M, N) := [A1 (M, K1), A2 (M, K2)] . B (K1 + K2, N) + beta C,   row-major, M small (a task's rows),
+ *
+ * where B is the same for all T steps of a call (W_hh^T, or [W_ih, W_hh]^T in inference, forward; W_hh
+ * backward). BLAS packs B again at every call, which for the per-step shapes (M <= 64, B up to 8 MB)
+ * costs as much as the product itself; here B is packed once per call into panels of RF_NR columns,
+ * [panel][k][RF_NR], zero-padded, and each step streams the panels from cache. The micro-kernel keeps an
+ * 8 x RF_NR block of C in vector registers (16 AVX-512 registers), broadcasting one element of A per row
+ * and k.
+ * 2. Batch-1 GEMV reading the weights in place (rf_gemv_rows), for the latency kernel and streaming steps.
+ *
  * Written with GCC vector extensions, compiled three ways (AVX-512, AVX2+FMA, baseline) and chosen at
- * run time with __builtin_cpu_supports; other compilers get the baseline loop.
- * float only: the float64 kernels keep BLAS.
+ * run time with __builtin_cpu_supports; other compilers get plain loops.
  */
 #ifndef RF_GEMM_H
 #define RF_GEMM_H
@@ -64,6 +68,24 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
 #define RF_GEMM_VECTORS 1
 typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
 typedef int rf_v16i __attribute__((vector_size(64)));
+
+/* Each kernel below is one macro body compiled three ways (AVX-512, AVX2 + FMA, baseline), so each gets
+ * its own register allocation, and NAME_select() picks one for this CPU at run time. */
+#define RF_INSTANTIATE(NAME, ARGS, BODY)                                                              \
+    __attribute__((target("avx512f,avx512vl,fma"))) static void NAME##_avx512(ARGS) { BODY }         \
+    __attribute__((target("avx2,fma"))) static void NAME##_avx2(ARGS) { BODY }                       \
+    static void NAME##_base(ARGS) { BODY }
+
+#define RF_SELECT(NAME, FN)                                                                           \
+    static FN NAME##_select(void) {                                                                   \
+        __builtin_cpu_init();                                                                         \
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")                   \
+            && __builtin_cpu_supports("fma"))                                                         \
+            return NAME##_avx512;                                                                     \
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))                          \
+            return NAME##_avx2;                                                                       \
+        return NAME##_base;                                                                           \
+    }
 
 /* One macro body, instantiated per target so each gets its own register allocation. A is given in two
  * segments of columns, A1 (M, K1) and A2 (M, K2), against the K1 + K2 packed rows of B, so the forward
@@ -146,74 +168,13 @@ static int rf_gemm_kc = 256;
 #define RF_GEMM_ARGS int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, \
                      const float* packed, float beta, float* C, int ldc
 
-__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_packed_avx512(RF_GEMM_ARGS) {
-    RF_GEMM_BODY
-}
-
-__attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(RF_GEMM_ARGS) {
-    RF_GEMM_BODY
-}
-
-static void rf_gemm_packed_base(RF_GEMM_ARGS) {
-    RF_GEMM_BODY
-}
-
-/* M = 1: y (N) := x (K) . packed B. Four panels at a time, so eight independent accumulators hide the
- * FMA latency and the loop runs at the bandwidth the packed panels stream from cache. */
-#define RF_GEMV_BODY                                                                                  \
-    int np = (N + RF_NR - 1) / RF_NR, p = 0;                                                          \
-    size_t ps = (size_t)K * RF_NR;                                                                    \
-    for (; p < np; p += 4) {                                                                          \
-        int q = np - p < 4 ? np - p : 4;                                                              \
-        const float* b = packed + (size_t)p * ps;                                                     \
-        rf_v16 acc[8];                                                                                \
-        for (int i = 0; i < 8; i++) acc[i] = (rf_v16){0};                                             \
-        if (q == 4) {                                                                                 \
-            for (int k = 0; k < K; k++) {                                                             \
-                float xv = x[k];                                                                      \
-                for (int i = 0; i < 8; i++) {                                                         \
-                    rf_v16 t;                                                                         \
-                    memcpy(&t, b + (size_t)(i >> 1) * ps + (size_t)k * RF_NR + (i & 1) * 16, 64);     \
-                    acc[i] += xv * t;                                                                 \
-                }                                                                                     \
-            }                                                                                         \
-        } else {                                                                                      \
-            for (int k = 0; k < K; k++) {                                                             \
-                float xv = x[k];                                                                      \
-                for (int i = 0; i < 2 * q; i++) {                                                     \
-                    rf_v16 t;                                                                         \
-                    memcpy(&t, b + (size_t)(i >> 1) * ps + (size_t)k * RF_NR + (i & 1) * 16, 64);     \
-                    acc[i] += xv * t;                                                                 \
-                }                                                                                     \
-            }                                                                                         \
-        }                                                                                             \
-        for (int i = 0; i < 2 * q; i++) {                                                             \
-            int n0 = p * RF_NR + i * 16, nw = N - n0 < 16 ? N - n0 : 16;                              \
-            float tmp[16];                                                                            \
-            memcpy(tmp, &acc[i], 64);                                                                 \
-            for (int j = 0; j < nw; j++) y[n0 + j] = tmp[j];                                          \
-        }                                                                                             \
-    }
-
-__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_packed_avx512(
-    int N, int K, const float* x, const float* packed, float* y) {
-    RF_GEMV_BODY
-}
-
-__attribute__((target("avx2,fma"))) static void rf_gemv_packed_avx2(
-    int N, int K, const float* x, const float* packed, float* y) {
-    RF_GEMV_BODY
-}
-
-static void rf_gemv_packed_base(int N, int K, const float* x, const float* packed, float* y) {
-    RF_GEMV_BODY
-}
+RF_INSTANTIATE(rf_gemm_packed, RF_GEMM_ARGS, RF_GEMM_BODY)
 
 /* Batch 1 without packing: y (N) := A1 (N, K1) . x1 + A2 (N, K2) . x2 + beta y, A1 and A2 read in place
  * (row-major, strides lda1 / lda2), e.g. y = W_ih x_t + W_hh h_{t-1}. Sixteen rows at a time, one
  * accumulator each, so each row streams contiguously; a 4-stage transpose-add then leaves row L in lane L
- * (accumulator i holds row bitrev4(i) for that). As fast as the packed GEMV (both stream the weights at
- * the cache's bandwidth: 134 GB/s here on one core for 512 KB), and nothing is packed per call. */
+ * (accumulator i holds row bitrev4(i) for that). It streams the weights at the cache's bandwidth (134 GB/s
+ * here on one core for 512 KB), as fast as a GEMV over panels packed for it, and nothing is packed. */
 #define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
     for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
     for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
@@ -269,60 +230,19 @@ static void rf_gemv_packed_base(int N, int K, const float* x, const float* packe
 #define RF_GEMV_ROWS_ARGS int N, int K1, const float* A1, int lda1, const float* x1, int K2, \
                           const float* A2, int lda2, const float* x2, float beta, float* y
 
-__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_rows_avx512(RF_GEMV_ROWS_ARGS) {
-    RF_GEMV_ROWS_BODY
-}
-
-__attribute__((target("avx2,fma"))) static void rf_gemv_rows_avx2(RF_GEMV_ROWS_ARGS) {
-    RF_GEMV_ROWS_BODY
-}
-
-static void rf_gemv_rows_base(RF_GEMV_ROWS_ARGS) {
-    RF_GEMV_ROWS_BODY
-}
-
+RF_INSTANTIATE(rf_gemv_rows, RF_GEMV_ROWS_ARGS, RF_GEMV_ROWS_BODY)
 typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
                                 const float*, float, float*);
-
-static rf_gemv_rows_fn rf_gemv_rows_select(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("fma"))
-        return rf_gemv_rows_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return rf_gemv_rows_avx2;
-    return rf_gemv_rows_base;
-}
+RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
 
 typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
                            float*, int);
-typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
-
-static rf_gemv_fn rf_gemv_select(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("fma"))
-        return rf_gemv_packed_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return rf_gemv_packed_avx2;
-    return rf_gemv_packed_base;
-}
-
-static rf_gemm_fn rf_gemm_select(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("fma"))
-        return rf_gemm_packed_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return rf_gemm_packed_avx2;
-    return rf_gemm_packed_base;
-}
+RF_SELECT(rf_gemm_packed, rf_gemm_fn)
 
 #else
 #define RF_GEMM_VECTORS 0
 typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
                            float*, int);
-typedef void (*rf_gemv_fn)(int, int, const float*, const float*, float*);
 
 static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc) {
@@ -340,13 +260,7 @@ static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1,
         }
 }
 
-static rf_gemm_fn rf_gemm_select(void) { return rf_gemm_packed_base; }
-
-static void rf_gemv_packed_base(int N, int K, const float* x, const float* packed, float* y) {
-    rf_gemm_packed_base(1, N, K, x, K, 0, x, 0, packed, 0.0f, y, N);
-}
-
-static rf_gemv_fn rf_gemv_select(void) { return rf_gemv_packed_base; }
+static rf_gemm_fn rf_gemm_packed_select(void) { return rf_gemm_packed_base; }
 
 typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
                                 const float*, float, float*);

@@ -44,10 +44,9 @@ cdef extern from "rf_gemm.h" nogil:
     int rf_gemm_kc
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
-    ctypedef void (*rf_gemv_fn)(int N, int K, const float* x, const float* packed, float* y)
     ctypedef void (*rf_gemv_rows_fn)(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
                                      const float* A2, int lda2, const float* x2, float beta, float* y)
-    rf_gemm_fn rf_gemm_select()
+    rf_gemm_fn rf_gemm_packed_select()
     rf_gemv_rows_fn rf_gemv_rows_select()
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
     void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
@@ -63,7 +62,7 @@ cdef extern from "rf_latency.h" nogil:
 
 # C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed B + beta C for the per-step products (csrc/rf_gemm.h),
 # chosen for this CPU
-cdef rf_gemm_fn gemm_packed2 = rf_gemm_select()
+cdef rf_gemm_fn gemm_packed2 = rf_gemm_packed_select()
 cdef rf_gemv_rows_fn gemv_rows = rf_gemv_rows_select()
 # how long (ns) a batch-1 kernel thread spins at a step's barrier before it counts the cores as busy
 cdef long latency_spin_ns = RF_SPIN_NS
@@ -861,6 +860,18 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     return net.yields
 
 
+cdef void bias_sums(floating* b, floating* bhn, const floating* b_ih, const floating* b_hh, int H, int GH,
+                    bint gru) noexcept nogil:
+    """The kernel's bias vectors from PyTorch's (as rnnfast.nn's _biases_into): b = b_ih + b_hh (GH); GRU:
+    that for r and z, b_in alone for n, and b_hn apart in bhn."""
+    cdef int j
+    for j in range(2 * H if gru else GH):
+        b[j] = b_ih[j] + b_hh[j]
+    if gru:
+        memcpy(b + 2 * H, b_ih + 2 * H, H * sizeof(floating))
+        memcpy(bhn, b_hh + 2 * H, H * sizeof(floating))
+
+
 cdef class Stepper:
     """The kernel arguments of one unidirectional layer's streaming ``step`` at one batch size, checked
     and filled once, then reused: a call only points them at its input and states, sums the biases
@@ -946,12 +957,6 @@ cdef class Stepper:
         cdef size_t isz = 4 if self.f32 else 8
         cdef bint lstm = self.net.cell == 1
         cdef bint gru = self.net.cell == 2
-        cdef float* bf
-        cdef float* bif
-        cdef float* bhf
-        cdef double* bd
-        cdef double* bid
-        cdef double* bhd
         self.xp[0] = self._state(x, <Py_ssize_t>self.B * self.F, "x")
         self.dirs[0].xin = self.xp[0]
         hTp = <char*>self._state(hT, self.L * BH, "hT")
@@ -970,25 +975,12 @@ cdef class Stepper:
             src = self.bias_src[l]
             if src is None:
                 continue
-            # the kernel's bias vectors (see rnnfast.nn): b_ih + b_hh; GRU: b_in alone for n, b_hn apart
             if self.f32:
-                bf = <float*>self.dirs[l].b
-                bif = <float*>cnp.PyArray_DATA(src[0])
-                bhf = <float*>cnp.PyArray_DATA(src[1])
-                for j in range(2 * H if gru else GH):
-                    bf[j] = bif[j] + bhf[j]
-                if gru:
-                    memcpy(bf + 2 * H, bif + 2 * H, H * sizeof(float))
-                    memcpy(self.dirs[l].bhn, bhf + 2 * H, H * sizeof(float))
+                bias_sums(<float*>self.dirs[l].b, <float*>self.dirs[l].bhn, <float*>cnp.PyArray_DATA(src[0]),
+                          <float*>cnp.PyArray_DATA(src[1]), H, GH, gru)
             else:
-                bd = <double*>self.dirs[l].b
-                bid = <double*>cnp.PyArray_DATA(src[0])
-                bhd = <double*>cnp.PyArray_DATA(src[1])
-                for j in range(2 * H if gru else GH):
-                    bd[j] = bid[j] + bhd[j]
-                if gru:
-                    memcpy(bd + 2 * H, bid + 2 * H, H * sizeof(double))
-                    memcpy(self.dirs[l].bhn, bhd + 2 * H, H * sizeof(double))
+                bias_sums(<double*>self.dirs[l].b, <double*>self.dirs[l].bhn, <double*>cnp.PyArray_DATA(src[0]),
+                          <double*>cnp.PyArray_DATA(src[1]), H, GH, gru)
         if nthreads > 0:
             self.net.nthreads = nthreads
         self.net.yields = 0
