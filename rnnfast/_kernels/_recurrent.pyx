@@ -10,14 +10,19 @@
 #   XW   = X (N, F) . W_ih^T                       one GEMM over every step (BLAS threads)
 #   for t: G_t += h_{t-1} . W_hh^T  (rows of G_t)  one GEMM per step, all gates, beta = 1
 #          fused pass (_cells.pxd): bias, activations, state update, h_t written where it belongs.
+# float32 LSTM / RNN inference on the packed kernel skips XW: each step makes
+# G_t = [x_t, h_{t-1}] . [W_ih, W_hh]^T in one product into a (B, GH) scratch, so no (N, GH) array goes
+# through memory; with equal lengths it reads the caller's input and writes the caller's output in
+# place (Dir.xts / yts). Batch 1 has its own kernel (csrc/rf_latency.h).
 # Backward: for t descending, the fused backward pass makes dG_t in place of the saved gates, then
 # dh_{t-1} = dG_t . W_hh. After the loop, over all N rows: dW_ih += dG^T X, dW_hh += dG^T H_prev
-# (H_prev holds h0 for t = 0), db += sum dG, dX = dG . W_ih.
+# (H_prev holds h0 for t = 0; LSTM / RNN make both in one product with [X, H_prev]), db += sum dG,
+# dX = dG . W_ih, all of a layer's products in one parallel region (par_gemms).
 #
 # Threads: every parallel loop is ours (OpenMP), and BLAS runs single-threaded inside it. The
 # recurrence of different batch rows (and of the two directions) is independent, so it runs as
 # (direction, block of rows) tasks in one prange per layer, each task doing its own per-step GEMMs with
-# no synchronisation between steps; the big GEMMs outside the loop are cut in row blocks, one per thread.
+# no synchronisation between steps; the big GEMMs outside the loop share out their work by rows.
 # scipy's OpenBLAS only has a process-wide thread count (its "local" setter is global too), so while any
 # rnnfast call runs it is held at 1 (``_blas_hold`` / ``_blas_release``, counted under the GIL) and
 # restored after the last one. Nothing here allocates per step nor touches a Python object in the loops.

@@ -107,38 +107,43 @@ class _Workspace:
 
 
 _POOL_SIZE = 4      # workspaces a layer keeps between calls
+_PLAN_CACHE = 16    # batch layouts a layer remembers
+
 # float32 per-step products use the pre-packed-weights kernel (csrc/rf_gemm.h) from these sizes on:
 # below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
 _PACKED_MIN_B = 4
-# How long the batch-1 kernel stays on one thread after finding the cores busy (a thread waited over
-# 200 us at a step's barrier; the call itself then finished on one thread): from the shortest, doubled
-# while the first call after each back-off finds the trouble again, up to the longest. Short, because such a wait is
+_PACKED_MIN_T = 4
+# Largest packed [W_ih, W_hh]^T (bytes) with which LSTM / RNN inference forms each step's gates from
+# [x_t, h_{t-1}] in one product: no limit, as even the large shape (8 MB) measured 1-3% faster so.
+_FUSED_MAX_BYTES = 1 << 40
+
+# Batch-1 kernel (csrc/rf_latency.h).
+# Weights (one layer's [W_ih, W_hh], bytes) below which it runs on one thread: a step call at
+# I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
+_LATENCY_MIN_SPLIT_BYTES = 256 * 1024
+# It makes x_t W_ih^T itself, step by step, on two or more threads, and on one thread up to this many
+# steps; longer one-thread calls take it from one GEMM over all steps first. Each step streams the
+# weights from cache, at about 100 GB/s per core here: [W_ih, W_hh] is 1.5x the bytes of W_hh alone at
+# I = H/2, which one thread felt (T=100, H=256: 1.63 ms fused against 1.41), two threads less than the
+# GEMM (0.89 against 1.01 ms; T=16: 0.14 against 0.24 ms).
+_LATENCY_FUSED_MAX_T = 32
+# How long it stays on one thread after finding the cores busy (a thread waited over 200 us at a step's
+# barrier; the call itself then finished on one thread): from the shortest, doubled while the first
+# call after each back-off finds the trouble again, up to the longest. Short, because such a wait is
 # often brief (another program's threads spinning down: a fixed 2 s had rnnfast's batch-1 LSTM at
-# 1.46 ms instead of 0.89 in bench/compare.py, beside an idle ONNX Runtime); growing, because a process
-# that keeps a core busy would otherwise cost one slow step every time.
-# Under a competing busy process here, T=100, H=256: 1.39 ms a call with the longest at 0.25 s (1.44 at
-# 2 s; 2.4 ms with no growth, one slow step every 5 ms). Measured on this shared machine, the trouble
-# also came and went by itself for a few hundred ms at a time, so the longest back-off stays short.
+# 1.46 ms instead of 0.89 in bench/compare.py); growing, because a process that keeps a core busy would
+# otherwise cost one slow step every time: beside one here, T=100, H=256, a call took 1.39 ms with the
+# longest at 0.25 s (1.44 at 2 s; 2.4 ms with no growth). The trouble also came and went by itself on
+# this shared machine, for a few hundred ms at a time, so the longest stays short.
 _LATENCY_BACKOFF_MIN_S = 0.005
-# a batch-1 step that follows the last one within this many seconds may use several threads; of every
-# _STEP_PERIOD such steps, _STEP_EXPLORE run the way that has lately been slower (see _step_choose)
+_LATENCY_BACKOFF_MAX_S = 0.25
+
+# Streaming steps at batch 1: a step that follows the last one within _STEP_WARM_S seconds may use
+# several threads; of every _STEP_PERIOD such steps, _STEP_EXPLORE run the way that has lately been
+# slower (see _RNNBase._step_choose).
 _STEP_WARM_S = 0.001
 _STEP_PERIOD = 128
 _STEP_EXPLORE = 4
-_LATENCY_BACKOFF_MAX_S = 0.25
-# Weights (one layer's [W_ih, W_hh], bytes) below which the batch-1 kernel runs on one thread: a step
-# call at I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
-_LATENCY_MIN_SPLIT_BYTES = 256 * 1024
-_PACKED_MIN_T = 4
-# The batch-1 kernel makes x_t W_ih^T itself, step by step, on two or more threads, and on one thread
-# up to this many steps; longer one-thread calls take it from one GEMM over all steps first. Each
-# step streams the weights from cache, at about 100 GB/s per core here: [W_ih, W_hh] is 1.5x the bytes
-# of W_hh alone at I = H/2, which one thread felt (T=100, H=256: 1.63 ms fused against 1.41), two
-# threads less than the GEMM (0.89 against 1.01 ms; T=16: 0.14 against 0.24 ms).
-_LATENCY_FUSED_MAX_T = 32
-# largest packed [W_ih, W_hh]^T (bytes) for the fused per-step input projection
-_FUSED_MAX_BYTES = 1 << 40
-_PLAN_CACHE = 16    # batch layouts a layer remembers
 
 
 class _RNNBase(Module):
