@@ -193,6 +193,8 @@ cdef struct Dir:
                     # [x_t, h_{t-1}] in one product and no (N, GH) input projection is stored; or NULL
     int gscratch    # gates is a (B, GH) per-step scratch (inference with wpx), not (N, GH)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
+    void* wpi       # float32: W_ih packed (backward: dx_t = dG_t W_ih step by step), or NULL
+    void* dx        # with wpi: (N, F) where dx_t goes (this direction's order)
     int lat         # float32, batch 1: the latency kernel (rf_latency.h) runs this direction, taking
                     # x W_ih^T from the big GEMM (1) or making it step by step (2); 0: not
     void* h0        # (B, H)
@@ -387,6 +389,9 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
                  <floating>1, dh, H)
         else:
             gemm(False, False, nb, H, GH, <floating>1, gates, GH, w_hh, H, <floating>0, dh, H)
+        # dx_t = dG_t . W_ih while dG_t is in cache (else one GEMM over all steps after the loop)
+        if floating is float and p.wpi != NULL:
+            gemm_packed(nb, p.F, GH, gates, GH, <float*>p.wpi, 0, <float*>p.dx + row * p.F, p.F)
 
 
 cdef void par_gemm(int nthreads, bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
@@ -609,8 +614,13 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                               <float*>p.wpb + rf_packed_size(2 * H, H))
                 else:
                     rf_pack_b(GH, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
-        run_tasks(net, &dirs[l * net.D], True, dx0)
         dxl = dx0 if l == 0 else dout[l - 1]
+        for d in range(net.D):
+            p = &dirs[l * net.D + d]
+            if p.wpi != NULL:
+                rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
+                p.dx = dxl if d == 0 else p.dxin
+        run_tasks(net, &dirs[l * net.D], True, dx0)
         ng = 0
         for d in range(net.D):
             p = &dirs[l * net.D + d]
@@ -653,9 +663,10 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                 if p.dwcat == NULL:
                     _spec(&specs[ng], True, False, GH, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
                     ng += 1
-            _spec(&specs[ng], False, False, net.N, F, GH, p.gates, GH, p.w_ih, F, 0.0,
-                  dxl if d == 0 else <floating*>p.dxin, F)
-            ng += 1
+            if p.wpi == NULL:
+                _spec(&specs[ng], False, False, net.N, F, GH, p.gates, GH, p.w_ih, F, 0.0,
+                      dxl if d == 0 else <floating*>p.dxin, F)
+                ng += 1
         par_gemms(nth, specs, ng, dx0)
         for d in range(net.D):
             p = &dirs[l * net.D + d]
@@ -767,6 +778,8 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
             p.wpf = _ptr(buf["wpf"], dt, rf_packed_size(H, GH), "wpf")
         if dt == np.float32 and net.B == 1:
             p.lat = buf.get("lat", 0)
+        if dt == np.float32 and buf.get("wpi") is not None:
+            p.wpi = _ptr(buf["wpi"], dt, rf_packed_size(GH, p.F), "wpi")
         if dt == np.float32 and buf.get("wpb") is not None:
             p.wpb = _ptr(buf["wpb"], dt,
                          rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == 2
