@@ -587,6 +587,39 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             mul_into(outl[l], masks[l], xl[l + 1], n)
 
 
+cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed) noexcept nogil:
+    """Thread k of nk, after the backward recurrence of one layer and direction: its rows of H_prev, the
+    state each row saw before its step (h0 at t = 0), with X beside it for LSTM / RNN ([X, H_prev]
+    (N, F + H): dG^T [X, H_prev] = [dW_ih, dW_hh] is then one product, for which OpenBLAS packs dG once,
+    where two products packed it twice: 8% of LSTM medium training), and for LSTM / RNN its columns
+    of the bias gradients (b_ih and b_hh get the same, summed in one pass)."""
+    cdef int H = net.H, GH = net.G * net.H, t, a, b, c0, c1
+    cdef Py_ssize_t i, ldhp = F + H if p.dwcat != NULL else H
+    cdef floating* hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
+    cdef const floating* src
+    cdef int n0 = <int>(<long long>net.N * k // nk), n1 = <int>(<long long>net.N * (k + 1) // nk)
+    if p.dwcat != NULL:
+        for i in range(n0, n1):
+            memcpy(<floating*>p.hprev + i * ldhp, <floating*>p.xin + i * F, F * sizeof(floating))
+    for t in range(net.T):
+        if net.bs[t] == 0:
+            break
+        a = max(n0, net.off[t])
+        b = min(n1, net.off[t] + net.bs[t])
+        for i in range(a, b):
+            if t == 0:
+                src = <floating*>p.h0 + (i - net.off[0]) * H
+            else:
+                src = <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i - net.off[t]) * p.ldy
+            memcpy(hprev + i * ldhp, src, H * sizeof(floating))
+    if net.cell != 2:
+        c0 = <int>(<long long>GH * k // nk)
+        c1 = <int>(<long long>GH * (k + 1) // nk)
+        if c1 > c0:
+            colsum_add(<floating*>p.gates + c0, GH, net.N, c1 - c0, <floating*>p.db_ih + c0,
+                       <floating*>p.db_hh + c0)
+
+
 cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
@@ -598,7 +631,7 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
     cdef floating* hprev
     cdef int nth = net.nthreads
     cdef GemmSpec specs[8]   # up to 4 products per direction
-    cdef int ng
+    cdef int ng, nk, task
     for l in range(net.L - 1, -1, -1):
         F = net.nin if l == 0 else DH
         for d in range(net.D):
@@ -621,28 +654,22 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                 rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
                 p.dx = dxl if d == 0 else p.dxin
         run_tasks(net, &dirs[l * net.D], True, dx0)
+        # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
+        nk = max(1, min(nth, net.N // 64))
+        if nk * net.D <= 1:
+            for d in range(net.D):
+                bwd_prep(net, &dirs[l * net.D + d], F, 0, 1, dx0)
+        else:
+            for task in prange(nk * net.D, num_threads=min(nth, nk * net.D), schedule="static", chunksize=1):
+                bwd_prep(net, &dirs[l * net.D + task % net.D], F, task // net.D, nk, dx0)
         ng = 0
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
             if net.cell == 1:
                 memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
-            # H_prev: the state each row saw before its step (h0 at t = 0). LSTM / RNN put X beside it,
-            # [X, H_prev] (N, F + H), so dG^T [X, H_prev] = [dW_ih, dW_hh] is one product: OpenBLAS then
-            # packs dG (N x GH) once for both (its packing was 16% of LSTM medium training)
             ldhp = F + H if p.dwcat != NULL else H
             hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
-            if p.dwcat != NULL:
-                for i in range(net.N):
-                    memcpy(<floating*>p.hprev + i * ldhp, <floating*>p.xin + i * F, F * sizeof(floating))
-            for i in range(net.bs[0]):
-                memcpy(hprev + i * ldhp, <floating*>p.h0 + i * H, H * sizeof(floating))
-            for t in range(1, net.T):
-                if net.bs[t] == 0:
-                    break
-                for i in range(net.bs[t]):
-                    memcpy(hprev + (<Py_ssize_t>net.off[t] + i) * ldhp,
-                           <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i) * p.ldy, H * sizeof(floating))
             # dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n part from hn), dX = dG W_ih
             if p.dwcat != NULL:
                 _spec(&specs[ng], True, False, GH, F + H, net.N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat,
@@ -658,8 +685,7 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                 ng += 2
                 colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh, <floating*>NULL)
                 colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H, <floating*>NULL)
-            else:  # LSTM and RNN: b_ih and b_hh get the same gradient, summed in one pass
-                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>p.db_hh)
+            else:  # LSTM and RNN (their bias sums are bwd_prep's)
                 if p.dwcat == NULL:
                     _spec(&specs[ng], True, False, GH, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
                     ng += 1
