@@ -184,7 +184,9 @@ class _RNNBase(Module):
         self._latency_serial_until = 0.0
         self._latency_backoff = _LATENCY_BACKOFF_MIN_S
         self._latency_probe = False  # the next call on several threads follows a back-off
-        self._step_last = 0.0  # when the last batch-1 step ended (see step)
+        self._step_last = 0.0  # when the last batch-1 step ended (see step; time.perf_counter)
+        self._step_out, self._step_out_B = None, 0  # the state the last batched step returned
+        self._small_weights = None  # see _latency_threads
         self._step_n = 0  # warm batch-1 steps so far, and their mean times one way and the other
         self._step_ewma = [None, None]
         self._step_prev, self._step_run = None, 0  # the way of the last warm step, and for how long
@@ -350,8 +352,12 @@ class _RNNBase(Module):
     def _latency_threads(self, n_threads):
         """Threads for a batch-1 kernel call: one for small weights (a step's barrier costs more than
         half the product) and for a while after the cores were found busy."""
-        H = self.hidden_size
-        if self._G * H * (max(self.input_size, H) + H) * self.dtype.itemsize < _LATENCY_MIN_SPLIT_BYTES:
+        small = self._small_weights
+        if small is None:
+            H = self.hidden_size
+            small = self._G * H * (max(self.input_size, H) + H) * self.dtype.itemsize < _LATENCY_MIN_SPLIT_BYTES
+            self._small_weights = small
+        if small:
             return 1
         if n_threads > 1 and time.monotonic() < self._latency_serial_until:
             return 1
@@ -686,7 +692,14 @@ class _RNNBase(Module):
         if xt.shape[0] == 0:
             raise ValueError("x_t must hold at least one row")
         B = xt.shape[0]
-        h0, c0 = self._split_hx(state, B, unbatched, what="state")
+        if state is not None and state is self._step_out and not unbatched and self._step_out_B == B:
+            # the state this layer returned from its last step, passed back unchanged (a streaming
+            # loop): its arrays are this layer's own, of the right dtype, shape and layout
+            h0, c0 = state if self._mode == "lstm" else (state, None)
+        else:
+            h0, c0 = self._split_hx(state, B, unbatched, what="state")
+            h0 = None if h0 is None else np.ascontiguousarray(h0)
+            c0 = None if c0 is None else np.ascontiguousarray(c0)
         L, H, dt = self.num_layers, self.hidden_size, self.dtype
         latency = dt == np.float32 and B == 1
         split = warm = False
@@ -696,8 +709,9 @@ class _RNNBase(Module):
             # process sat idle (milliseconds here, on an idle virtual CPU), so the first step after a
             # pause runs on one thread. Steps that follow each other closely run the way that has been
             # faster lately (see _step_choose): whether a partner thread pays depends on the machine.
+            now = time.perf_counter()
             if nth > 1:
-                if time.monotonic() - self._step_last > _STEP_WARM_S:
+                if now - self._step_last > _STEP_WARM_S:
                     nth = 1
                 else:
                     warm = True
@@ -711,26 +725,25 @@ class _RNNBase(Module):
             st = ws.stepper
             if st is None or st.key != B:
                 st = self._stepper(ws, B, nth)
-            xt = np.ascontiguousarray(xt)
-            h0 = None if h0 is None else np.ascontiguousarray(h0)
-            c0 = None if c0 is None else np.ascontiguousarray(c0)
             t0 = time.perf_counter()
-            yields = st.run(xt, h0, c0, hT, cT, nth)
-            took = time.perf_counter() - t0
+            yields = st.run(np.ascontiguousarray(xt), h0, c0, hT, cT, nth)
+            t1 = time.perf_counter()
         finally:
             self._release(ws)
         if latency:
-            self._latency_note(nth, yields)
-            self._step_last = time.monotonic()
+            if yields or self._latency_probe:
+                self._latency_note(nth, yields)
+            elif nth > 1:
+                self._latency_backoff = _LATENCY_BACKOFF_MIN_S
+            self._step_last = t1
             if warm:
-                self._step_time(split, took)
+                self._step_time(split, t1 - t0)
         y = hT[L - 1].copy()  # the output of one step is the last layer's new h (a copy: no aliasing)
-        h = hT
         if unbatched:
-            y, h = y[0], h[:, 0]
-        if self._mode == "lstm":
-            return y, (h, cT[:, 0] if unbatched else cT)
-        return y, h
+            return (y[0], (hT[:, 0], cT[:, 0])) if self._mode == "lstm" else (y[0], hT[:, 0])
+        out = (hT, cT) if self._mode == "lstm" else hT
+        self._step_out, self._step_out_B = out, B
+        return y, out
 
     def __repr__(self):
         extra = ", nonlinearity='relu'" if self._mode == "rnn" and self.nonlinearity == "relu" else ""

@@ -333,6 +333,7 @@ def test_step_threads_pause_and_choice(monkeypatch):
     monkeypatch.setattr(R, "_k", Kernels())
     clock = [50.0]
     monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(R.time, "perf_counter", lambda: clock[0])
     m = rf.nn.GRU(3, 8, seed=0).eval()
     x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
     ys, s = [], None
