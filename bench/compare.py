@@ -450,7 +450,7 @@ class OrtWorker:
     def build(self, case, sd, data, variant):
         if case["mode"] == "train":
             raise Skip("ONNX Runtime has no training here (inference only)")
-        onnx, h = self.onnx, self.onnx.helper
+        h = self.onnx.helper
         from onnx import TensorProto, numpy_helper
 
         self._sd = sd

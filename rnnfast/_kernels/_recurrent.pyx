@@ -624,8 +624,8 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
     the others are computed here (dropout applied); dx0 (N, I) receives the input gradient."""
-    cdef int l, d, t, F, H = net.H, GH = net.G * net.H, DH = net.D * net.H
-    cdef Py_ssize_t i, n, ldhp
+    cdef int l, d, F, H = net.H, GH = net.G * net.H, DH = net.D * net.H
+    cdef Py_ssize_t n
     cdef Dir* p
     cdef floating* dxl
     cdef floating* hprev
@@ -668,7 +668,6 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
             memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
             if net.cell == 1:
                 memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
-            ldhp = F + H if p.dwcat != NULL else H
             hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
             # dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n part from hn), dX = dG W_ih
             if p.dwcat != NULL:
@@ -983,7 +982,7 @@ cdef class Stepper:
 
     cdef void* _state(self, object a, Py_ssize_t size, str what) except NULL:
         cdef cnp.ndarray arr = <cnp.ndarray?>a
-        if (cnp.PyArray_TYPE(arr) != (cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64)
+        if (cnp.PyArray_TYPE(arr) != <int>(cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64)
                 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_SIZE(arr) != size):
             raise ValueError(f"internal: step {what} must be C-contiguous {self.dt} of size {size}")
         return cnp.PyArray_DATA(arr)

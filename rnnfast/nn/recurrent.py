@@ -113,13 +113,6 @@ _PLAN_CACHE = 16    # batch layouts a layer remembers
 # below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
 _PACKED_MIN_B = 4
 _PACKED_MIN_T = 4
-# Largest packed [W_ih, W_hh]^T (bytes) with which LSTM / RNN inference forms each step's gates from
-# [x_t, h_{t-1}] in one product: no limit, as even the large shape (8 MB) measured 1-3% faster so.
-_FUSED_MAX_BYTES = 1 << 40
-# On the packed kernel, backward makes dx_t = dG_t W_ih at each step while dG_t is in cache, rather than
-# one GEMM over all steps after the loop (OpenBLAS then packs dG again): LSTM small training 2.7%
-# faster, medium 4.2%, GRU medium 2.9%, large 0.8%.
-_BWD_DX_STEPWISE = True
 
 # Batch-1 kernel (csrc/rf_latency.h).
 # Weights (one layer's [W_ih, W_hh], bytes) below which it runs on one thread: a step call at
@@ -320,11 +313,11 @@ class _RNNBase(Module):
                 params.append((self._params["weight_ih" + sfx], self._params["weight_hh" + sfx], b, bhn))
                 # LSTM / RNN inference on the packed kernel forms each step's gates from [x_t, h_{t-1}]
                 # in one product, so no (N, GH) input projection goes through memory: 19% faster at
-                # the small shape, 6% at medium, 1% at large (2 threads). Training keeps the big GEMM
-                # (the same or 1% faster), its gates being stored for backward anyway.
-                fused = (packed and not training and self._mode != "gru"
-                         and 4 * _k.packed_size(F + H, G * H) <= _FUSED_MAX_BYTES)
-                buf = {"gates": ws.get(f"gates{k}", (B if fused and not training else N, G * H), dt)}
+                # the small shape, 6% at medium, 1-3% at large (2 threads; the large shape's packed
+                # weights are 8 MB). Training keeps the big GEMM (the same or 1% faster), its gates being
+                # stored for backward anyway.
+                fused = packed and not training and self._mode != "gru"
+                buf = {"gates": ws.get(f"gates{k}", (B if fused else N, G * H), dt)}
                 if self._mode == "lstm":
                     buf["c"] = ws.get(f"c{k}", (N, H), dt)
                     if training:
@@ -640,8 +633,10 @@ class _RNNBase(Module):
                     size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"
                             else _k.packed_size(G * H, H))
                     buf["wpb"] = ws.get(f"wpb{k}", (size,), dt)
-                    if _BWD_DX_STEPWISE:
-                        buf["wpi"] = ws.get(f"wpi{k}", (_k.packed_size(G * H, F),), dt)
+                    # dx_t = dG_t W_ih at each step while dG_t is in cache, rather than one GEMM over all
+                    # steps after the loop (OpenBLAS then packs dG again): LSTM small training 2.7%
+                    # faster, medium 4.2%, GRU medium 2.9%, large 0.8%
+                    buf["wpi"] = ws.get(f"wpi{k}", (_k.packed_size(G * H, F),), dt)
                 if d == 1:
                     buf["dy"] = ws.get(f"dy{k}", (N, H), dt)
                     buf["dxin"] = ws.get(f"dxin{k}", (N, F), dt)
@@ -731,10 +726,7 @@ class _RNNBase(Module):
         finally:
             self._release(ws)
         if latency:
-            if yields or self._latency_probe:
-                self._latency_note(nth, yields)
-            elif nth > 1:
-                self._latency_backoff = _LATENCY_BACKOFF_MIN_S
+            self._latency_note(nth, yields)
             self._step_last = t1
             if warm:
                 self._step_time(split, t1 - t0)

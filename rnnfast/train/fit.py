@@ -143,6 +143,35 @@ def _weights(shape, mask, sw):
     return w
 
 
+class _Tally:
+    """Running means of the loss and the metrics over batches, each batch weighted by its sequences (or,
+    per step, its valid steps) times the sample weights: fit's batch and epoch logs, and evaluate."""
+
+    def __init__(self, metric_fns):
+        self.fns = metric_fns
+        self.loss_sum = self.loss_w = 0.0
+        self.num = dict.fromkeys(metric_fns, 0.0)
+        self.den = dict.fromkeys(metric_fns, 0.0)
+
+    def add(self, value, out, target, mask, sw, shape):
+        """One batch: its mean loss ``value``, outputs and targets; ``shape`` (B,) or per step (B, T), with
+        ``mask`` (B, T) of the valid steps or None."""
+        w = _weights(shape, mask if len(shape) == 2 else None, sw)
+        w = float(w.sum()) if w is not None else float(np.prod(shape))
+        self.loss_sum += value * w
+        self.loss_w += w
+        for name, fn in self.fns.items():
+            num, den = fn(out, target, mask, sw)
+            self.num[name] += num
+            self.den[name] += den
+
+    def means(self):
+        res = {"loss": self.loss_sum / self.loss_w if self.loss_w else math.nan}
+        for name in self.fns:
+            res[name] = self.num[name] / self.den[name] if self.den[name] else math.nan
+        return res
+
+
 def _accuracy(out, target, mask, sw):
     """Class predictions (argmax of the last axis; sign of a single logit) against integer targets."""
     pred = out.argmax(axis=-1) if out.shape[-1] > 1 else (out[..., 0] > 0)
@@ -527,9 +556,7 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
                 for f in on_epoch_begin:
                     f(epoch, {})
                 model.train()
-                loss_sum = loss_w = 0.0
-                m_num = dict.fromkeys(metric_fns, 0.0)
-                m_den = dict.fromkeys(metric_fns, 0.0)
+                tally = _Tally(metric_fns)
                 step_i = 0
                 states = [None] * len(st_layers)
                 nan_stop = False
@@ -604,23 +631,9 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
                         if done:
                             hist.sequences += B
                         if learn:
-                            if per_step:
-                                w = float(mask.sum()) if mask is not None else float(nb * xc.shape[1])
-                                if swc is not None:
-                                    w = float((mask * swc[:, None]).sum()) if mask is not None else \
-                                        float(swc.sum()) * xc.shape[1]
-                            else:
-                                w = float(nb) if swc is None else float(np.sum(swc))
-                            loss_sum += value * w
-                            loss_w += w
-                            for name, fn in metric_fns.items():
-                                num, den = fn(out, yc, mask, swc)
-                                m_num[name] += num
-                                m_den[name] += den
+                            tally.add(value, out, yc, mask, swc, (nb, xc.shape[1]) if per_step else (nb,))
                         if on_batch_end:
-                            blogs = {"loss": loss_sum / loss_w if loss_w else math.nan}
-                            for name in metric_fns:
-                                blogs[name] = m_num[name] / m_den[name] if m_den[name] else math.nan
+                            blogs = tally.means()
                             blogs["size"] = B if done else 0
                             blogs["steps"] = n_steps
                             for f in on_batch_end:
@@ -636,9 +649,7 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
                         break
                 if nan_stop:
                     break  # an epoch that ended in a non-finite loss is not recorded
-                logs = {"loss": loss_sum / loss_w if loss_w else math.nan}
-                for name in metric_fns:
-                    logs[name] = m_num[name] / m_den[name] if m_den[name] else math.nan
+                logs = tally.means()
                 if val is not None:
                     carried_reset()
                     logs.update({f"val_{k}": v for k, v in evaluate(
@@ -740,9 +751,7 @@ def evaluate(model, loss, X, y=None, lengths=None, *, sample_weight=None, per_st
     fkw = _fkw if _fkw is not None else _call_kw(model, not data.full)[0]
     metric_fns = _metric_fns(metrics)
     model.eval()
-    loss_sum = loss_w = 0.0
-    m_num = dict.fromkeys(metric_fns, 0.0)
-    m_den = dict.fromkeys(metric_fns, 0.0)
+    tally = _Tally(metric_fns)
     for idx in _inference_batches(data, batch_size):
         x, l, yb, sw = data.batch(idx)
         out = _forward(model, fkw, x, l, n_threads)
@@ -750,15 +759,5 @@ def evaluate(model, loss, X, y=None, lengths=None, *, sample_weight=None, per_st
         if per_step and l is not None:
             mask = np.arange(x.shape[1])[None, :] < l[:, None]
         value, _ = loss(out, yb, mask=mask, sample_weight=sw)
-        w = _weights((x.shape[0], x.shape[1]) if per_step else (x.shape[0],), mask, sw)
-        w = float(w.sum()) if w is not None else float(x.shape[0] * (x.shape[1] if per_step else 1))
-        loss_sum += value * w
-        loss_w += w
-        for name, fn in metric_fns.items():
-            num, den = fn(out, yb, mask, sw)
-            m_num[name] += num
-            m_den[name] += den
-    res = {"loss": loss_sum / loss_w if loss_w else math.nan}
-    for name in metric_fns:
-        res[name] = m_num[name] / m_den[name] if m_den[name] else math.nan
-    return res
+        tally.add(value, out, yb, mask, sw, (x.shape[0], x.shape[1]) if per_step else (x.shape[0],))
+    return tally.means()

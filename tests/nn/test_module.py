@@ -96,3 +96,21 @@ def test_subclass_protocol():
     assert m.backward(np.ones(2)).tolist() == [2.0, 2.0]
     assert m.grads["s"].tolist() == [4.0]
     assert repr(m) == "Scale()"
+
+
+def test_parameters_and_gradients_start_on_a_cache_line():
+    """Layers' parameters (read in place by the batch-1 kernel) and gradients are 64-byte aligned, and
+    stay so after loading a state dict."""
+    import numpy as np
+
+    import rnnfast as rf
+    from rnnfast.nn.module import aligned_empty
+
+    for shape, dt in (((3, 5), np.float32), ((7,), np.float64), ((0, 4), np.float32)):
+        a = aligned_empty(shape, dt)
+        assert a.shape == shape and a.dtype == dt and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % 64 == 0
+    m = rf.nn.LSTM(5, 7, seed=0)
+    m.load_state_dict(rf.nn.LSTM(5, 7, seed=1).state_dict())
+    for name, p in m.named_parameters():
+        assert p.ctypes.data % 64 == 0 and m.grads[name].ctypes.data % 64 == 0, name
