@@ -271,9 +271,27 @@ cdef inline void mul_into(const floating* a, const floating* m, floating* out, P
         rf_mul_d(a, m, out, n)
 
 
-cdef inline int block_start(int B, int nblk, int blk) noexcept nogil:
-    """First row of block ``blk`` when B rows are cut in ``nblk`` near-equal blocks."""
-    return min(B, blk * ((B + nblk - 1) // nblk))
+cdef int block_start(const Net* net, int nblk, int blk) noexcept nogil:
+    """First row of block ``blk`` when the B rows are cut in ``nblk`` blocks of near-equal work. Rows are
+    sorted by length, longest first, so with variable lengths equal row counts are not equal work: the
+    first of two blocks held 65% of the steps of lengths uniform in [T/4, T], and such a batch took
+    1.18x the time of the same tokens packed densely on two threads (1.04x on one)."""
+    cdef int B = net.B, b
+    cdef long long total, acc, goal
+    if blk <= 0:
+        return 0
+    if blk >= nblk:
+        return B
+    if net.N == <long long>B * net.T:  # all lengths equal
+        return min(B, blk * ((B + nblk - 1) // nblk))
+    total = net.N
+    goal = (total * blk + nblk - 1) // nblk
+    acc = 0
+    for b in range(B):
+        if acc >= goal:
+            return b
+        acc += net.lens[b]
+    return B
 
 
 cdef int n_blocks(const Net* net) noexcept nogil:
@@ -489,8 +507,8 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
         ftz = rf_ftz_enter()
         for task in range(ntask):
             d = task % net.D
-            r0 = block_start(net.B, nblk, task // net.D)
-            r1 = block_start(net.B, nblk, task // net.D + 1)
+            r0 = block_start(net, nblk, task // net.D)
+            r1 = block_start(net, nblk, task // net.D + 1)
             if backward:
                 recur_bwd(net, &dirs[d], r0, r1, typed)
             else:
@@ -500,8 +518,8 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
     for task in prange(ntask, num_threads=nth, schedule="static", chunksize=1):
         d = task % net.D
         # assigned here, so private to each OpenMP thread (never pass their address out)
-        r0 = block_start(net.B, nblk, task // net.D)
-        r1 = block_start(net.B, nblk, task // net.D + 1)
+        r0 = block_start(net, nblk, task // net.D)
+        r1 = block_start(net, nblk, task // net.D + 1)
         ftz = rf_ftz_enter()
         if backward:
             recur_bwd(net, &dirs[d], r0, r1, typed)
