@@ -53,6 +53,12 @@ cdef extern from "rf_gemm.h" nogil:
                                      const float* A2, int lda2, const float* x2, float beta, float* y)
     rf_gemm_fn rf_gemm_packed_select()
     rf_gemv_rows_fn rf_gemv_rows_select()
+    ctypedef void (*rf_gemv_panels_fn)(int n, int K1, const float* x1, int K2, const float* x2, const float* P,
+                                       float beta, float* y)
+    rf_gemv_panels_fn rf_gemv_panels_select()
+    ctypedef void (*rf_pack_panels_fn)(int n, int K1, const float* A1, int lda1, int K2, const float* A2,
+                                       int lda2, float* P)
+    rf_pack_panels_fn rf_pack_panels_select()
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
     void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
                      int p0, int p1, float* packed)
@@ -61,6 +67,7 @@ cdef extern from "rf_gemm.h" nogil:
 cdef extern from "rf_latency.h" nogil:
     long RF_SPIN_NS
     int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
+                           rf_gemv_panels_fn gemvp, rf_pack_panels_fn packp, float* pack,
                            const float* x, int ldx, const float* w_ih, const float* w_hh, const float* b,
                            const float* bhn, const float* h0, const float* c0, float* gates, float* gh_full,
                            float* y, int ldy, float* c, float* tc, float* hn)
@@ -69,8 +76,21 @@ cdef extern from "rf_latency.h" nogil:
 # chosen for this CPU
 cdef rf_gemm_fn gemm_packed2 = rf_gemm_packed_select()
 cdef rf_gemv_rows_fn gemv_rows = rf_gemv_rows_select()
+cdef rf_gemv_panels_fn gemv_panels = rf_gemv_panels_select()
+cdef rf_pack_panels_fn pack_panels = rf_pack_panels_select()
 # how long (ns) a batch-1 kernel thread spins at a step's barrier before it counts the cores as busy
 cdef long latency_spin_ns = RF_SPIN_NS
+
+
+cdef inline Py_ssize_t _latency_pack_size(int cell, int F, int H, int nthreads) noexcept nogil:
+    cdef Py_ssize_t G = 4 if cell == 1 else (3 if cell == 2 else 1)
+    return G * (H + 16 * max(nthreads, 1)) * <Py_ssize_t>(F + H)
+
+
+def latency_pack_size(int cell, int F, int H, int nthreads):
+    """Floats the batch-1 kernel needs to pack a layer's weights into panels on ``nthreads`` threads
+    (each thread's share of the units rounded up to 16)."""
+    return _latency_pack_size(cell, F, H, nthreads)
 
 
 def set_gemm_kc(int kc):
@@ -197,6 +217,8 @@ cdef struct Dir:
     void* dx        # with wpi: (N, F) where dx_t goes (this direction's order)
     int lat         # float32, batch 1: the latency kernel (rf_latency.h) runs this direction, taking
                     # x W_ih^T from the big GEMM (1) or making it step by step (2); 0: not
+    void* latp      # with lat: room for the weights packed into panels for the call (long calls), or NULL
+    Py_ssize_t latn # its size (floats)
     void* h0        # (B, H)
     void* c0
     void* hT
@@ -580,7 +602,9 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
         if floating is float and net.D == 1 and p.lat != 0:
             # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
             net.yields += rf_latency_forward(net.cell, net.relu, net.T, p.F, net.H, net.nthreads, latency_spin_ns,
-                               gemv_rows,
+                               gemv_rows, gemv_panels, pack_panels,
+                               <float*>p.latp if p.latn >= _latency_pack_size(net.cell, p.F, net.H, net.nthreads)
+                               else NULL,
                                <float*>p.xin if p.lat == 2 else NULL, p.F, <float*>p.w_ih, <float*>p.w_hh,
                                <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
@@ -821,6 +845,10 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
             p.wpf = _ptr(buf["wpf"], dt, rf_packed_size(H, GH), "wpf")
         if dt == np.float32 and net.B == 1:
             p.lat = buf.get("lat", 0)
+            if p.lat != 0 and buf.get("latp") is not None:
+                # sized for the forward's thread count (the backward's may differ: it does not use it)
+                p.latp = _ptr(buf["latp"], dt, _latency_pack_size(net.cell, p.F, H, 1), "latp")
+                p.latn = buf["latp"].size
         if dt == np.float32 and buf.get("wpi") is not None:
             p.wpi = _ptr(buf["wpi"], dt, rf_packed_size(GH, p.F), "wpi")
         if dt == np.float32 and buf.get("wpb") is not None:

@@ -124,6 +124,11 @@ _LATENCY_MIN_SPLIT_BYTES = 256 * 1024
 # I = H/2, which one thread felt (T=100, H=256: 1.63 ms fused against 1.41), two threads less than the
 # GEMM (0.89 against 1.01 ms; T=16: 0.14 against 0.24 ms).
 _LATENCY_FUSED_MAX_T = 32
+# From this many steps on it first packs the weights it reads into panels (csrc/rf_gemm.h,
+# rf_gemv_panels), which the cache streams faster than rows read in place: T=100, H=256 on two threads,
+# 6.4 us a step against 7.6 (LSTM), 4.8 against 5.9 (GRU). Packing costs about what three steps gain,
+# so short calls and streaming steps read the rows in place (T=16: 7.4 against 7.3 us a step).
+_LATENCY_PANEL_MIN_T = 32
 # How long it stays on one thread after finding the cores busy (a thread waited over 200 us at a step's
 # barrier; the call itself then finished on one thread): from the shortest, doubled while the first
 # call after each back-off finds the trouble again, up to the longest. Short, because such a wait is
@@ -335,6 +340,9 @@ class _RNNBase(Module):
                     buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
                 elif latency:
                     buf["lat"] = 2 if plan.T <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
+                    if plan.T >= _LATENCY_PANEL_MIN_T:
+                        size = _k.latency_pack_size(self._cell, F, H, n_threads)
+                        buf["latp"] = ws.get(f"latp{k}", (size,), dt)
                 bufs.append(buf)
         x_buf = ws.get("x", (N, self.input_size), dt)
         outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]

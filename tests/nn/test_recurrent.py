@@ -648,9 +648,10 @@ def test_dropout_one_drops_everything_between_layers():
 @pytest.mark.parametrize("T", [1, 6, 40])
 def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     """float32, one sequence, one direction runs the batch-1 kernel (threads share out the hidden units,
-    reading the weights in place 16 rows at a time); training and inference, against the float64
-    reference. I = 19 and H = 33 leave remainders of the 16-wide loops; T = 40 on one thread takes
-    x W_ih^T from one GEMM first, the other cases make it step by step."""
+    reading the weights in place 16 rows at a time, or from panels packed per call from T = 32 on);
+    training and inference, against the float64 reference. I = 19 and H = 33 leave remainders of the
+    16-wide loops and a zero-padded last panel; T = 40 on one thread takes x W_ih^T from one GEMM
+    first, the other cases make it step by step."""
     monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)  # split even tiny weights
     I, L = 19, 2
     x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 5)
@@ -666,6 +667,24 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
         if cn is not None:
             np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
     _assert_f32_backward(m, cell, f64, sd, L, False, None, n_threads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_batch1_kernel_panels_match_rows_in_place(cell, n_threads, monkeypatch):
+    """The batch-1 kernel's packed panels (long calls) give what its in-place rows give (short calls),
+    at sizes whose shares span several 64-wide panels and end in a narrower one (H = 150 on two threads:
+    75 units a thread, panels of 64 and 16 columns; I = 70 ends a 16-row block of the transposition)."""
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    I, H, T = 70, 150, 33
+    m = make(cell, I, H, dtype=np.float32, seed=4).eval()
+    x = np.random.default_rng(1).standard_normal((1, T, I)).astype(np.float32)
+    panels = m(x, n_threads=n_threads)[0]
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_PANEL_MIN_T", T + 1)
+    m.release_memory()  # (the kept kernel arguments name the panel buffer)
+    rows = m(x, n_threads=n_threads)[0]
+    np.testing.assert_allclose(panels, rows, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(panels, rows)  # (the two paths sum in different orders)
 
 
 @pytest.mark.parametrize("cell", CELLS)
