@@ -47,6 +47,7 @@ cdef extern from "rf_math.h" nogil:
 cdef extern from "rf_gemm.h" nogil:
     enum: RF_NR
     int rf_gemm_kc
+    size_t rf_gemm_pf_bytes
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
     ctypedef void (*rf_gemv_rows_fn)(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
@@ -99,6 +100,15 @@ def set_gemm_kc(int kc):
     global rf_gemm_kc
     old = rf_gemm_kc
     rf_gemm_kc = kc
+    return old
+
+
+def set_gemm_pf_bytes(size_t nbytes):
+    """Set the size of packed weights (bytes) from which the packed per-step kernel prefetches them
+    (csrc/rf_gemm.h); returns the previous value. For tests and measurements."""
+    global rf_gemm_pf_bytes
+    old = rf_gemm_pf_bytes
+    rf_gemm_pf_bytes = nbytes
     return old
 
 

@@ -549,11 +549,22 @@ def _assert_f32_backward(m, cell, f64, sd, L, bidir, lengths, n_threads):
         np.testing.assert_allclose(m.grads[k], rg[k], rtol=1e-4, atol=5e-5, err_msg=k)
 
 
+@pytest.fixture(params=[False, True], ids=["no-prefetch", "prefetch"])
+def gemm_prefetch(request):
+    """Run with the packed kernel prefetching the next chunk of weights at every size (it does so only
+    for weights larger than L2), or not at all."""
+    from rnnfast._kernels import _recurrent as kern
+
+    old = kern.set_gemm_pf_bytes(0 if request.param else 1 << 62)
+    yield request.param
+    kern.set_gemm_pf_bytes(old)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B,H", [(13, 40), (4, 33), (9, 8)])
-def test_float32_packed_kernel_edges(cell, B, H):
+def test_float32_packed_kernel_edges(cell, B, H, gemm_prefetch):
     """float32 with B >= 4 and T >= 4 runs the pre-packed per-step kernel: ragged panels (H not a
-    multiple of its 32 columns) and row blocks (B not a multiple of 8)."""
+    multiple of its 32 columns) and row blocks (B not a multiple of 8), with and without prefetching."""
     T, I, L = 5, 7, 2
     x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, True, np.float32, 31)
     m = make(cell, I, H, num_layers=L, bidirectional=True, dtype=np.float32, seed=8)
