@@ -119,10 +119,10 @@ typedef int rf_v16i __attribute__((vector_size(64)));
 /* One macro body, instantiated per target so each gets its own register allocation. A is given in two
  * segments of columns, A1 (M, K1) and A2 (M, K2), against the K1 + K2 packed rows of B, so the forward
  * can form [x_t, h_{t-1}] . [W_ih, W_hh]^T without copying the two halves together (K2 = 0: one A). */
-#define RF_GEMM_KLOOP(A_, LDA_, K_, KOFF_, NROWS_)                                                    \
+#define RF_GEMM_KLOOP(A_, LDA_, K_, KOFF_, NROWS_, PF_)                                               \
     for (int k = 0; k < (K_); k++) {                                                                  \
         rf_v16 b0, b1;                                                                                \
-        if (pfn > 0) {                                                                                \
+        if ((PF_) && pfn > 0) {                                                                       \
             __builtin_prefetch(pfp, 0, 2);                                                            \
             pfp += 16;                                                                                \
             pfn--;                                                                                    \
@@ -134,29 +134,6 @@ typedef int rf_v16i __attribute__((vector_size(64)));
             c0[r] += av * b0;                                                                         \
             c1[r] += av * b1;                                                                         \
         }                                                                                             \
-    }
-
-/* The same for a full block of 8 rows, its sums in named variables: as an array GCC rotated them
- * through extra register moves at every k (6-8% slower). */
-#define RF_GEMM_ROW8(A_, LDA_, R_)                                                                    \
-    {                                                                                                 \
-        float av = (A_)[(size_t)(R_) * (LDA_) + k];                                                   \
-        u##R_ += av * b0;                                                                             \
-        v##R_ += av * b1;                                                                             \
-    }
-#define RF_GEMM_KLOOP8(A_, LDA_, K_, KOFF_)                                                           \
-    for (int k = 0; k < (K_); k++) {                                                                  \
-        rf_v16 b0, b1;                                                                                \
-        if (pfn > 0) {                                                                                \
-            __builtin_prefetch(pfp, 0, 2);                                                            \
-            pfp += 16;                                                                                \
-            pfn--;                                                                                    \
-        }                                                                                             \
-        memcpy(&b0, bq + (size_t)((KOFF_) + k) * RF_NR, 64);                                          \
-        memcpy(&b1, bq + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                                     \
-        RF_GEMM_ROW8(A_, LDA_, 0) RF_GEMM_ROW8(A_, LDA_, 1) RF_GEMM_ROW8(A_, LDA_, 2)                 \
-        RF_GEMM_ROW8(A_, LDA_, 3) RF_GEMM_ROW8(A_, LDA_, 4) RF_GEMM_ROW8(A_, LDA_, 5)                 \
-        RF_GEMM_ROW8(A_, LDA_, 6) RF_GEMM_ROW8(A_, LDA_, 7)                                           \
     }
 
 /* The K loop runs in chunks of rf_gemm_kc rows of B (one chunk of a panel, rf_gemm_kc x RF_NR floats,
@@ -194,24 +171,34 @@ static size_t rf_gemm_pf_bytes = (size_t)2 << 20;
                 int pfs = (m0 / 8) * (k1 - k0);                                                       \
                 int pfn = nl - pfs < k1 - k0 ? nl - pfs : k1 - k0;                                    \
                 const float* pfp = pfn > 0 ? nx + (size_t)pfs * 16 : NULL;                            \
+                if (first && beta != 0.0f) {                                                          \
+                    /* the next block's C, to be read after its sums: it may be far (training's     \
+                       input projection, made for every step long before) */                          \
+                    int m1 = m0 + 8 < M ? m0 + 8 : 0, n1 = m0 + 8 < M ? n0 : n0 + RF_NR;              \
+                    int r1 = M - m1 < 8 ? M - m1 : 8;                                                 \
+                    if (n1 < N)                                                                       \
+                        for (int r = 0; r < r1; r++) {                                                \
+                            const float* cn = C + (size_t)(m1 + r) * ldc + n1;                        \
+                            __builtin_prefetch(cn, 0, 3);                                             \
+                            __builtin_prefetch(cn + 16, 0, 3);                                        \
+                            __builtin_prefetch(cn + (N - n1 < RF_NR ? N - n1 : RF_NR) - 1, 0, 3);     \
+                        }                                                                             \
+                }                                                                                     \
                 rf_v16 c0[8], c1[8];                                                                  \
                 for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }             \
                 const float* a1 = A1 + (size_t)m0 * lda1 + s1a;                                       \
                 const float* a2 = K2 > 0 ? A2 + (size_t)m0 * lda2 + s2a : A2;                         \
                 const float* bq = bp + (size_t)k0 * RF_NR;                                            \
-                if (mr == 8) {                                                                        \
-                    rf_v16 u0 = c0[0], u1 = c0[1], u2 = c0[2], u3 = c0[3], u4 = c0[4], u5 = c0[5],        \
-                           u6 = c0[6], u7 = c0[7], v0 = c1[0], v1 = c1[1], v2 = c1[2], v3 = c1[3],        \
-                           v4 = c1[4], v5 = c1[5], v6 = c1[6], v7 = c1[7];                                \
-                    RF_GEMM_KLOOP8(a1, lda1, s1b - s1a, 0)                                            \
-                    RF_GEMM_KLOOP8(a2, lda2, s2b - s2a, s1b - s1a)                                    \
-                    c0[0] = u0; c0[1] = u1; c0[2] = u2; c0[3] = u3;                                   \
-                    c0[4] = u4; c0[5] = u5; c0[6] = u6; c0[7] = u7;                                   \
-                    c1[0] = v0; c1[1] = v1; c1[2] = v2; c1[3] = v3;                                   \
-                    c1[4] = v4; c1[5] = v5; c1[6] = v6; c1[7] = v7;                                   \
+                /* (the loop without prefetching is a copy of its own: the check alone cost 7%) */   \
+                if (mr == 8 && pfn > 0) {                                                             \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 8, 1)                                       \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 8, 1)                               \
+                } else if (mr == 8) {                                                                 \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 8, 0)                                       \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 8, 0)                               \
                 } else {                                                                              \
-                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, mr)                                         \
-                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, mr)                                 \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, mr, 1)                                      \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, mr, 1)                              \
                 }                                                                                     \
                 /* first chunk: C := beta C + sum; later ones: C += sum */                            \
                 float bt = first ? beta : 1.0f;                                                       \
