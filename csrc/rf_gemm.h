@@ -369,6 +369,64 @@ RF_INSTANTIATE(rf_gemv_panels, RF_GEMV_PANELS_ARGS, RF_GEMV_PANELS_BODY)
 typedef void (*rf_gemv_panels_fn)(int, int, const float*, int, const float*, const float*, float, float*);
 RF_SELECT(rf_gemv_panels, rf_gemv_panels_fn)
 
+/* Batch 1, transposed, in place: y (n) := v (K) . W (K, n) + beta y, W row-major with stride ldw (the
+ * backward's dh_{t-1} = dG_t W_hh on a thread's columns). Blocks of 64 columns, each read row after
+ * row (a constant stride the prefetchers follow); columns past the last multiple of 16 one at a time. */
+#define RF_GEMV_COLS_NV(NV_)                                                                          \
+    {                                                                                                 \
+        rf_v16 acc[2][NV_];                                                                           \
+        for (int u = 0; u < 2; u++)                                                                   \
+            for (int q = 0; q < NV_; q++) acc[u][q] = (rf_v16){0};                                    \
+        const float* w = W + j0;                                                                      \
+        int k = 0;                                                                                    \
+        for (; k + 2 <= K; k += 2) {                                                                  \
+            for (int u = 0; u < 2; u++) {                                                             \
+                float vk = v[k + u];                                                                  \
+                for (int q = 0; q < NV_; q++) {                                                       \
+                    rf_v16 t;                                                                         \
+                    memcpy(&t, w + 16 * q, 64);                                                       \
+                    acc[u][q] += t * vk;                                                              \
+                }                                                                                     \
+                w += ldw;                                                                             \
+            }                                                                                         \
+        }                                                                                             \
+        if (k < K) {                                                                                  \
+            float vk = v[k];                                                                          \
+            for (int q = 0; q < NV_; q++) {                                                           \
+                rf_v16 t;                                                                             \
+                memcpy(&t, w + 16 * q, 64);                                                           \
+                acc[0][q] += t * vk;                                                                  \
+            }                                                                                         \
+        }                                                                                             \
+        for (int q = 0; q < NV_; q++) acc[0][q] += acc[1][q];                                         \
+        memcpy(out, acc[0], 64 * NV_);                                                                \
+    }
+
+#define RF_GEMV_COLS_BODY                                                                             \
+    int nfull = n / 16 * 16;                                                                          \
+    for (int j0 = 0; j0 < nfull; j0 += 64) {                                                          \
+        int nv = (nfull - j0) / 16 < 4 ? (nfull - j0) / 16 : 4;                                       \
+        float out[64];                                                                                \
+        switch (nv) {                                                                                 \
+        case 4: RF_GEMV_COLS_NV(4) break;                                                             \
+        case 3: RF_GEMV_COLS_NV(3) break;                                                             \
+        case 2: RF_GEMV_COLS_NV(2) break;                                                             \
+        default: RF_GEMV_COLS_NV(1) break;                                                            \
+        }                                                                                             \
+        for (int j = 0; j < 16 * nv; j++) y[j0 + j] = (beta == 0.0f ? 0.0f : beta * y[j0 + j]) + out[j]; \
+    }                                                                                                 \
+    for (int j = nfull; j < n; j++) {                                                                 \
+        float s = 0.0f;                                                                               \
+        for (int k = 0; k < K; k++) s += v[k] * W[(size_t)k * ldw + j];                               \
+        y[j] = (beta == 0.0f ? 0.0f : beta * y[j]) + s;                                               \
+    }
+
+#define RF_GEMV_COLS_ARGS int K, int n, const float* W, int ldw, const float* v, float beta, float* y
+
+RF_INSTANTIATE(rf_gemv_cols, RF_GEMV_COLS_ARGS, RF_GEMV_COLS_BODY)
+typedef void (*rf_gemv_cols_fn)(int, int, const float*, int, const float*, float, float*);
+RF_SELECT(rf_gemv_cols, rf_gemv_cols_fn)
+
 /* rf_pack_panels_scalar by 16 x 16 blocks: sixteen rows' next sixteen floats are loaded, transposed in
  * four stages (stage s swaps the off-diagonal s x s blocks of every 2s x 2s block) and stored as sixteen
  * panel rows (260 us -> about 20 for 512 KB here). */
@@ -485,6 +543,18 @@ static void rf_gemv_panels_base(int n, int K1, const float* x1, int K2, const fl
 }
 
 static rf_gemv_panels_fn rf_gemv_panels_select(void) { return rf_gemv_panels_base; }
+
+typedef void (*rf_gemv_cols_fn)(int, int, const float*, int, const float*, float, float*);
+
+static void rf_gemv_cols_base(int K, int n, const float* W, int ldw, const float* v, float beta, float* y) {
+    for (int j = 0; j < n; j++) {
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += v[k] * W[(size_t)k * ldw + j];
+        y[j] = (beta == 0.0f ? 0.0f : beta * y[j]) + s;
+    }
+}
+
+static rf_gemv_cols_fn rf_gemv_cols_select(void) { return rf_gemv_cols_base; }
 
 typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*, int, float*);
 

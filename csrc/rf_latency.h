@@ -212,4 +212,88 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
     return yields;
 }
 
+/* Batch-1 backward through time (BPTT), float32, one layer and direction: the threads split the
+ * hidden units as in the forward. At each step, from t = T - 1 down, a thread runs the cell's backward
+ * pass on its units (they need only its own parts of dh and dc), meets the others at a barrier (dG_t is
+ * then whole), and makes its part of dh_{t-1} = dG_t W_hh from its columns of every row of W_hh, read
+ * in place (rf_gemv_cols); GRU adds the n part from hn and keeps the dh z the pass left in dh. The
+ * weight and input gradients are the caller's big GEMMs over all steps afterwards.
+ *
+ * gates, hn: as the forward left them (post-activation gates; W_hn h + b_hn), overwritten with dG and
+ * (GRU) dG_n r; y (T, ldy), c / tc (T, H): the forward's; dy (T, lddy); dh, dc (H): on entry the
+ * gradients wrt the final state, on exit those wrt h0 and c0. Returns the count of long waits, as
+ * rf_latency_forward, which it also follows in running the rest alone after one. */
+static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long spin_ns, rf_gemv_cols_fn gemvc,
+                               const float* w_hh, const float* h0, const float* c0, float* gates, float* hn,
+                               const float* y, int ldy, const float* c, const float* tc, const float* dy,
+                               int lddy, float* dh, float* dc) {
+    int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+    int GH = G * H;
+    rf_barrier bar = {0, 0};
+    int solo_at = 0;  /* > 0: thread 0 runs alone after the barrier of this step's index (T - 1 - t) */
+    int yields = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
+#endif
+    {
+#ifdef _OPENMP
+        int k = omp_get_thread_num();
+        int nk = omp_get_num_threads();
+#else
+        int k = 0, nk = 1;
+#endif
+        int share = (H + nk - 1) / nk;
+        int alone = nk == 1;
+        int solo = 0;
+        unsigned int ftz = rf_ftz_enter();
+        for (int t = T - 1; t >= 0; t--) {
+            int i = T - 1 - t;
+            const float* hp = t == 0 ? h0 : y + (size_t)(t - 1) * ldy;
+            const float* cp = t == 0 ? c0 : c + (size_t)(t - 1) * H;
+            float* gt = gates + (size_t)t * GH;
+            float* hnt = hn ? hn + (size_t)t * H : NULL;
+            const float* dyt = dy + (size_t)t * lddy;
+            for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                int u0 = r * share < H ? r * share : H;
+                int u1 = u0 + share < H ? u0 + share : H;
+                if (u1 <= u0) continue;
+                if (cell == 1)
+                    rf_lstm_bwd_f(1, u1 - u0, H, gt + u0, cp + u0, tc + (size_t)t * H + u0, dyt + u0, lddy,
+                                  dh + u0, dc + u0);
+                else if (cell == 2)
+                    rf_gru_bwd_f(1, u1 - u0, H, gt + u0, hnt + u0, hp + u0, H, dyt + u0, lddy, dh + u0);
+                else
+                    rf_rnn_bwd_f(1, u1 - u0, H, relu, gt + u0, dyt + u0, lddy, dh + u0);
+            }
+            if (!alone) {
+                int waited = rf_barrier_wait(&bar, nk, spin_ns, i == 0 ? 50 * spin_ns : spin_ns);
+                /* as in rf_latency_forward: a request made after barrier i counts from barrier i + 1 */
+                int at = __atomic_load_n(&solo_at, __ATOMIC_ACQUIRE);
+                if (at > 0 && i >= at) {
+                    if (k != 0) break;
+                    alone = 1;
+                    solo = 1;
+                } else if (waited) {
+                    int none = 0;
+                    yields++;
+                    __atomic_compare_exchange_n(&solo_at, &none, i + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+                }
+            }
+            for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                int u0 = r * share < H ? r * share : H;
+                int u1 = u0 + share < H ? u0 + share : H;
+                if (u1 <= u0) continue;
+                if (cell == 2) {
+                    gemvc(2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
+                    gemvc(H, u1 - u0, w_hh + (size_t)2 * H * H + u0, H, hnt, 1.0f, dh + u0);
+                } else {
+                    gemvc(GH, u1 - u0, w_hh + u0, H, gt, 0.0f, dh + u0);
+                }
+            }
+        }
+        rf_ftz_leave(ftz);
+    }
+    return yields;
+}
+
 #endif

@@ -60,6 +60,8 @@ cdef extern from "rf_gemm.h" nogil:
     ctypedef void (*rf_pack_panels_fn)(int n, int K1, const float* A1, int lda1, int K2, const float* A2,
                                        int lda2, float* P)
     rf_pack_panels_fn rf_pack_panels_select()
+    ctypedef void (*rf_gemv_cols_fn)(int K, int n, const float* W, int ldw, const float* v, float beta, float* y)
+    rf_gemv_cols_fn rf_gemv_cols_select()
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
     void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
                      int p0, int p1, float* packed)
@@ -72,6 +74,10 @@ cdef extern from "rf_latency.h" nogil:
                            const float* x, int ldx, const float* w_ih, const float* w_hh, const float* b,
                            const float* bhn, const float* h0, const float* c0, float* gates, float* gh_full,
                            float* y, int ldy, float* c, float* tc, float* hn)
+    int rf_latency_backward(int cell, int relu, int T, int H, int nth, long spin_ns, rf_gemv_cols_fn gemvc,
+                            const float* w_hh, const float* h0, const float* c0, float* gates, float* hn,
+                            const float* y, int ldy, const float* c, const float* tc, const float* dy,
+                            int lddy, float* dh, float* dc)
 
 # C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed B + beta C for the per-step products (csrc/rf_gemm.h),
 # chosen for this CPU
@@ -79,6 +85,7 @@ cdef rf_gemm_fn gemm_packed2 = rf_gemm_packed_select()
 cdef rf_gemv_rows_fn gemv_rows = rf_gemv_rows_select()
 cdef rf_gemv_panels_fn gemv_panels = rf_gemv_panels_select()
 cdef rf_pack_panels_fn pack_panels = rf_pack_panels_select()
+cdef rf_gemv_cols_fn gemv_cols = rf_gemv_cols_select()
 # how long (ns) a batch-1 kernel thread spins at a step's barrier before it counts the cores as busy
 cdef long latency_spin_ns = RF_SPIN_NS
 
@@ -672,7 +679,7 @@ cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed
                        <floating*>p.db_hh + c0)
 
 
-cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
+cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
     the others are computed here (dropout applied); dx0 (N, I) receives the input gradient."""
@@ -705,7 +712,15 @@ cdef void net_backward(const Net* net, Dir* dirs, floating** xl, floating** outl
             if p.wpi != NULL:
                 rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
                 p.dx = dxl if d == 0 else p.dxin
-        run_tasks(net, &dirs[l * net.D], True, dx0)
+        p = &dirs[l * net.D]
+        if floating is float and net.D == 1 and net.B == 1 and p.lat != 0:
+            # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
+            net.yields += rf_latency_backward(net.cell, net.relu, net.T, H, nth, latency_spin_ns, gemv_cols,
+                                              <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
+                                              <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
+                                              <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc)
+        else:
+            run_tasks(net, &dirs[l * net.D], True, dx0)
         # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
         nk = max(1, min(nth, net.N // 64))
         if nk * net.D <= 1:
@@ -1171,6 +1186,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             _blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp); free(dp)
+    return net.yields
 
 
 # ----------------------------------------------------------------------------------------------

@@ -648,9 +648,15 @@ class _RNNBase(Module):
                 if d == 1:
                     buf["dy"] = ws.get(f"dy{k}", (N, H), dt)
                     buf["dxin"] = ws.get(f"dxin{k}", (N, F), dt)
-        _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
-                    cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
-                    cache["masks"], dls, dx0, grads, dstates, nth)
+        # one sequence, one direction (as its forward): the batch-1 kernel, threads sharing out the units
+        latency = dt == np.float32 and B == 1 and D == 1
+        if latency:
+            nth = self._latency_threads(nth)
+        yields = _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
+                             cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
+                             cache["masks"], dls, dx0, grads, dstates, nth)
+        if latency:
+            self._latency_note(nth, yields)
         dx = plan.unpack(dx0, self.input_size)
         self._release(ws)
         if not self.batch_first:

@@ -659,8 +659,9 @@ def test_dropout_one_drops_everything_between_layers():
 @pytest.mark.parametrize("T", [1, 6, 40])
 def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     """float32, one sequence, one direction runs the batch-1 kernel (threads share out the hidden units,
-    reading the weights in place 16 rows at a time, or from panels packed per call from T = 32 on);
-    training and inference, against the float64 reference. I = 19 and H = 33 leave remainders of the
+    reading the weights in place 16 rows at a time, or from panels packed per call from T = 32 on;
+    backward likewise, each thread making its columns of dh_{t-1} = dG_t W_hh); training and inference,
+    against the float64 reference. I = 19 and H = 33 leave remainders of the
     16-wide loops and a zero-padded last panel; T = 40 on one thread takes x W_ih^T from one GEMM
     first, the other cases make it step by step."""
     monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)  # split even tiny weights
@@ -723,7 +724,8 @@ def test_batch1_kernel_goes_on_alone_after_a_long_wait(cell, T, monkeypatch):
             np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
             assert m._latency_serial_until > 0.0  # and the layer backed off
         m._latency_serial_until = 0.0
-        _assert_f32_backward(m, cell, f64, sd, L, False, None, 2)
+        _assert_f32_backward(m, cell, f64, sd, L, False, None, 2)  # (backward has the same kernel)
+        assert m._latency_serial_until > 0.0
     finally:
         kern.set_latency_spin_ns(old)
 
