@@ -226,8 +226,9 @@ cdef struct Dir:
     int ldx         # caller's batch-first input in place); 0: packed, ldx = F
     void* gh        # (B, GH) GRU per-step recurrent product
     void* wpf       # float32: W_hh^T packed for gemm_packed (forward), or NULL to use BLAS
-    void* wpx       # float32 LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates from
-                    # [x_t, h_{t-1}] in one product and no (N, GH) input projection is stored; or NULL
+    void* wpx       # float32 inference: LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates
+                    # from [x_t, h_{t-1}] in one product; GRU: W_ih^T, a product of its own beside W_hh's
+                    # (wpf); either way no (N, GH) input projection is stored; or NULL
     int gscratch    # gates is a (B, GH) per-step scratch (inference with wpx), not (N, GH)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* wpi       # float32: W_ih packed (backward: dx_t = dG_t W_ih step by step), or NULL
@@ -374,7 +375,12 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
                       else (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy)
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
-        if floating is float and p.wpx != NULL:
+        if floating is float and p.wpx != NULL and net.cell == 2:
+            # GRU: the input part into gates, the recurrent part apart (reset after the product)
+            gemm_packed(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
+                                                      else row * p.ldx), p.ldx, <float*>p.wpx, 0, gates, GH)
+            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
+        elif floating is float and p.wpx != NULL:
             gemm_packed2(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
                                                        else row * p.ldx), p.ldx,
                          H, hp, ldh, <float*>p.wpx, 0, gates, GH)
@@ -567,19 +573,20 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
         rf_ftz_leave(ftz)
 
 
-cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH) noexcept nogil:
-    """Pack [W_ih, W_hh]^T ((F + H), GH) for the fused per-step product, panels shared out among threads."""
+cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH, int K2) noexcept nogil:
+    """Pack [W_ih, W_hh]^T ((F + H), GH) for the fused per-step product (K2 = H), or W_ih^T alone (K2 = 0,
+    GRU), panels shared out among threads."""
     cdef int np_ = (GH + RF_NR - 1) // RF_NR
     cdef int nth = min(nthreads, max(1, np_ // 8))
     cdef int k, q0, q1
     cdef int per = (np_ + nth - 1) // nth
     if nth <= 1:
-        rf_pack_bt2(F, <float*>p.w_ih, F, H, <float*>p.w_hh, H, GH, 0, np_, <float*>p.wpx)
+        rf_pack_bt2(F, <float*>p.w_ih, F, K2, <float*>p.w_hh, H, GH, 0, np_, <float*>p.wpx)
         return
     for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
         q0 = min(np_, k * per)
         q1 = min(np_, q0 + per)
-        rf_pack_bt2(F, <float*>p.w_ih, F, H, <float*>p.w_hh, H, GH, q0, q1, <float*>p.wpx)
+        rf_pack_bt2(F, <float*>p.w_ih, F, K2, <float*>p.w_hh, H, GH, q0, q1, <float*>p.wpx)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -603,7 +610,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             if d == 1 and p.xts == 0:
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
             if p.wpx != NULL:  # the input projection happens step by step (recur_fwd)
-                pack_fused(nth, p, F, net.H, GH)
+                pack_fused(nth, p, F, net.H, GH, 0 if net.cell == 2 else net.H)
             elif p.lat == 2:  # likewise, in the batch-1 kernel
                 pass
             else:  # X W_ih^T over every step, both directions in one parallel region
@@ -850,7 +857,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.w_hh = _ptr(w_hh, dt, GH * H, "w_hh")
         p.b = _ptr(b, dt, GH, "b")
         if dt == np.float32 and buf.get("wpx") is not None:
-            p.wpx = _ptr(buf["wpx"], dt, rf_packed_size(F + H, GH), "wpx")
+            p.wpx = _ptr(buf["wpx"], dt, rf_packed_size(F if net.cell == 2 else F + H, GH), "wpx")
             p.gscratch = not training
         p.gates = _ptr(buf["gates"], dt, <Py_ssize_t>(B if p.gscratch else N) * GH, "gates")
         p.h0 = _ptr(h0, dt, B * H, "h0")

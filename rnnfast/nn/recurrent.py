@@ -319,9 +319,10 @@ class _RNNBase(Module):
                 # LSTM / RNN inference on the packed kernel forms each step's gates from [x_t, h_{t-1}]
                 # in one product, so no (N, GH) input projection goes through memory: 19% faster at
                 # the small shape, 6% at medium, 1-3% at large (2 threads; the large shape's packed
-                # weights are 8 MB). Training keeps the big GEMM (the same or 1% faster), its gates being
-                # stored for backward anyway.
-                fused = packed and not training and self._mode != "gru"
+                # weights are 8 MB). GRU makes x_t W_ih^T at each step too, in a product of its own
+                # (its n gate needs the two parts apart). Training keeps the big GEMM (the same or 1%
+                # faster), its gates being stored for backward anyway.
+                fused = packed and not training
                 buf = {"gates": ws.get(f"gates{k}", (B if fused else N, G * H), dt)}
                 if self._mode == "lstm":
                     buf["c"] = ws.get(f"c{k}", (N, H), dt)
@@ -335,10 +336,11 @@ class _RNNBase(Module):
                     buf["xin"] = ws.get(f"xin{k}", (N, F), dt)
                     buf["y"] = ws.get(f"y{k}", (N, H), dt)
                 if fused:
-                    buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(F + H, G * H),), dt)
-                elif packed:
+                    fk = F if self._mode == "gru" else F + H
+                    buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(fk, G * H),), dt)
+                if packed and (not fused or self._mode == "gru"):
                     buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
-                elif latency:
+                if latency:  # (B = 1: never packed)
                     buf["lat"] = 2 if plan.T <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
                     if plan.T >= _LATENCY_PANEL_MIN_T:
                         size = _k.latency_pack_size(self._cell, F, H, n_threads)

@@ -575,8 +575,9 @@ def test_float32_packed_kernel_edges(cell, B, H, gemm_prefetch):
     np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
     _assert_f32_backward(m, cell, f64, sd, L, True, lengths, 2)
-    # eval mode: LSTM and RNN form each step's gates from [x_t, h_{t-1}] in one packed product, with
-    # an input width (7, then 2H) that is no multiple of anything
+    # eval mode: LSTM and RNN form each step's gates from [x_t, h_{t-1}] in one packed product, GRU
+    # makes x_t W_ih^T at each step in a product of its own; an input width (7, then 2H) that is no
+    # multiple of anything
     m.eval()
     from rnnfast._kernels import _recurrent as kern
 
@@ -603,8 +604,8 @@ def test_float32_packed_kernel_edges(cell, B, H, gemm_prefetch):
 @pytest.mark.parametrize("bidir", [False, True])
 def test_eval_reads_input_and_writes_output_in_place(cell, batch_first, B, layout, bidir):
     """Inference over equal lengths writes the caller's output array in place (the reverse direction
-    backwards into its half) and reads the input in place where its layout allows (the fused LSTM / RNN
-    kernel; one direction time-major: any), else packs it. Every layout gives the reference's answer,
+    backwards into its half) and reads the input in place where its layout allows (the per-step input
+    product of B >= 4; one direction time-major: any), else packs it. Every layout gives the reference's answer,
     in fresh arrays."""
     T, I, H, L = 7, 5, 36, 2
     x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, bidir, np.float64, 21)
