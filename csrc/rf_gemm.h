@@ -310,12 +310,11 @@ RF_SELECT(rf_gemm_packed, rf_gemm_fn)
  * faster than sixteen row streams (a thread's share of an LSTM's W_hh at H = 256, 512 KB: 3.4 us against
  * 4.4 for rf_gemv_rows here); packing costs about one pass over the weights, so the latency kernel packs
  * once per call and only for calls long enough to repay it. */
-#define RF_GEMV_PANEL_NV(NV_, KU_)                                                                    \
-    {                                                                                                 \
+#define RF_GEMV_BLOCK(NV_, KU_, STRIDE_)                                                              \
+    { /* out[0, 16 NV_) := [x1; x2] . the rows from w on, STRIDE_ floats apart */                     \
         rf_v16 acc[KU_][NV_];                                                                         \
         for (int u = 0; u < KU_; u++)                                                                 \
             for (int v = 0; v < NV_; v++) acc[u][v] = (rf_v16){0};                                    \
-        const float* w = pp;                                                                          \
         for (int s = 0; s < 2; s++) {                                                                 \
             const float* xs = s == 0 ? x1 : x2;                                                       \
             int Ks = s == 0 ? K1 : K2;                                                                \
@@ -328,7 +327,7 @@ RF_SELECT(rf_gemm_packed, rf_gemm_fn)
                         memcpy(&t, w + 16 * v, 64);                                                   \
                         acc[u][v] += t * xv;                                                          \
                     }                                                                                 \
-                    w += 16 * NV_;                                                                    \
+                    w += (STRIDE_);                                                                   \
                 }                                                                                     \
             for (; k < Ks; k++) {                                                                     \
                 float xv = xs[k];                                                                     \
@@ -337,7 +336,7 @@ RF_SELECT(rf_gemm_packed, rf_gemm_fn)
                     memcpy(&t, w + 16 * v, 64);                                                       \
                     acc[0][v] += t * xv;                                                              \
                 }                                                                                     \
-                w += 16 * NV_;                                                                        \
+                w += (STRIDE_);                                                                       \
             }                                                                                         \
         }                                                                                             \
         for (int u = 1; u < KU_; u++)                                                                 \
@@ -351,11 +350,12 @@ RF_SELECT(rf_gemm_packed, rf_gemm_fn)
     for (int i0 = 0; i0 < n; i0 += 64) {                                                              \
         int nv = (n - i0 + 15) / 16 < 4 ? (n - i0 + 15) / 16 : 4;                                     \
         float out[64];                                                                                \
+        const float* w = pp;                                                                          \
         switch (nv) {                                                                                 \
-        case 4: RF_GEMV_PANEL_NV(4, 2) break;                                                         \
-        case 3: RF_GEMV_PANEL_NV(3, 2) break;                                                         \
-        case 2: RF_GEMV_PANEL_NV(2, 4) break;                                                         \
-        default: RF_GEMV_PANEL_NV(1, 4) break;                                                        \
+        case 4: RF_GEMV_BLOCK(4, 2, 64) break;                                                        \
+        case 3: RF_GEMV_BLOCK(3, 2, 48) break;                                                        \
+        case 2: RF_GEMV_BLOCK(2, 4, 32) break;                                                        \
+        default: RF_GEMV_BLOCK(1, 4, 16) break;                                                       \
         }                                                                                             \
         int nw = n - i0 < 64 ? n - i0 : 64;                                                           \
         for (int j = 0; j < nw; j++) y[i0 + j] = (beta == 0.0f ? 0.0f : beta * y[i0 + j]) + out[j];   \
@@ -372,46 +372,20 @@ RF_SELECT(rf_gemv_panels, rf_gemv_panels_fn)
 /* Batch 1, transposed, in place: y (n) := v (K) . W (K, n) + beta y, W row-major with stride ldw (the
  * backward's dh_{t-1} = dG_t W_hh on a thread's columns). Blocks of 64 columns, each read row after
  * row (a constant stride the prefetchers follow); columns past the last multiple of 16 one at a time. */
-#define RF_GEMV_COLS_NV(NV_)                                                                          \
-    {                                                                                                 \
-        rf_v16 acc[2][NV_];                                                                           \
-        for (int u = 0; u < 2; u++)                                                                   \
-            for (int q = 0; q < NV_; q++) acc[u][q] = (rf_v16){0};                                    \
-        const float* w = W + j0;                                                                      \
-        int k = 0;                                                                                    \
-        for (; k + 2 <= K; k += 2) {                                                                  \
-            for (int u = 0; u < 2; u++) {                                                             \
-                float vk = v[k + u];                                                                  \
-                for (int q = 0; q < NV_; q++) {                                                       \
-                    rf_v16 t;                                                                         \
-                    memcpy(&t, w + 16 * q, 64);                                                       \
-                    acc[u][q] += t * vk;                                                              \
-                }                                                                                     \
-                w += ldw;                                                                             \
-            }                                                                                         \
-        }                                                                                             \
-        if (k < K) {                                                                                  \
-            float vk = v[k];                                                                          \
-            for (int q = 0; q < NV_; q++) {                                                           \
-                rf_v16 t;                                                                             \
-                memcpy(&t, w + 16 * q, 64);                                                           \
-                acc[0][q] += t * vk;                                                                  \
-            }                                                                                         \
-        }                                                                                             \
-        for (int q = 0; q < NV_; q++) acc[0][q] += acc[1][q];                                         \
-        memcpy(out, acc[0], 64 * NV_);                                                                \
-    }
-
 #define RF_GEMV_COLS_BODY                                                                             \
     int nfull = n / 16 * 16;                                                                          \
+    const float* x1 = v;                                                                              \
+    const float* x2 = NULL;                                                                           \
+    int K1 = K, K2 = 0;                                                                               \
     for (int j0 = 0; j0 < nfull; j0 += 64) {                                                          \
         int nv = (nfull - j0) / 16 < 4 ? (nfull - j0) / 16 : 4;                                       \
         float out[64];                                                                                \
+        const float* w = W + j0;                                                                      \
         switch (nv) {                                                                                 \
-        case 4: RF_GEMV_COLS_NV(4) break;                                                             \
-        case 3: RF_GEMV_COLS_NV(3) break;                                                             \
-        case 2: RF_GEMV_COLS_NV(2) break;                                                             \
-        default: RF_GEMV_COLS_NV(1) break;                                                            \
+        case 4: RF_GEMV_BLOCK(4, 2, ldw) break;                                                       \
+        case 3: RF_GEMV_BLOCK(3, 2, ldw) break;                                                       \
+        case 2: RF_GEMV_BLOCK(2, 2, ldw) break;                                                       \
+        default: RF_GEMV_BLOCK(1, 2, ldw) break;                                                      \
         }                                                                                             \
         for (int j = 0; j < 16 * nv; j++) y[j0 + j] = (beta == 0.0f ? 0.0f : beta * y[j0 + j]) + out[j]; \
     }                                                                                                 \

@@ -24,6 +24,13 @@
 #include <omp.h>
 #endif
 
+/* This thread's number and the count of threads running the parallel region. */
+#ifdef _OPENMP
+#define RF_THREAD_IDS(K_, NK_) int K_ = omp_get_thread_num(), NK_ = omp_get_num_threads()
+#else
+#define RF_THREAD_IDS(K_, NK_) int K_ = 0, NK_ = 1
+#endif
+
 /* The per-step barrier. OpenMP's sleeps on a futex after a short spin (rnnfast keeps libgomp's spin
  * short so a competing process is not starved: see rnnfast/_kernels/__init__.py), which at a few
  * microseconds of work per step costs more than the step. This one spins with pause for up to
@@ -81,6 +88,34 @@ static int rf_barrier_wait(rf_barrier* b, int n, long spin_ns, long busy_ns) {
     return t0 != 0 && t - t0 > busy_ns;
 }
 
+/* The barrier that ends step i (i = 0, 1, ... in the order the steps run) of a batch-1 kernel, and the
+ * switch to one thread. Returns 1 when the calling thread must leave the loop (thread 0 then goes on
+ * alone: *alone and *solo set, it runs every thread's units from here on).
+ * The first barrier waits for a partner that may have been asleep: after 5-100 ms of an idle process,
+ * its first two-thread call took 1.7-4.4 ms here instead of 0.8 (an idle virtual CPU is slow to wake).
+ * Only a much longer wait there means a busy core. Spinning that long would be wrong, though: the
+ * partner may be queued on this very core.
+ * A request to go solo made after barrier i names barrier i + 1: a thread reading it right after
+ * barrier i may or may not see it yet, so it counts only from barrier i + 1 on, which every thread
+ * passes after the request was made. */
+static int rf_step_barrier(rf_barrier* bar, int nk, long spin_ns, int i, int* solo_at, int k, int* alone,
+                           int* solo, int* yields) {
+    int waited = rf_barrier_wait(bar, nk, spin_ns, i == 0 ? 50 * spin_ns : spin_ns);
+    int at = __atomic_load_n(solo_at, __ATOMIC_ACQUIRE);
+    if (at > 0 && i >= at) {
+        if (k != 0) return 1;
+        *alone = 1;
+        *solo = 1;
+        return 0;
+    }
+    if (waited) {
+        int none = 0;
+        (*yields)++;
+        __atomic_compare_exchange_n(solo_at, &none, i + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+    return 0;
+}
+
 /* Returns the number of steps at which a thread waited over RF_SPIN_NS at the barrier: another
  * process holds a core, and the caller had better run its next calls on one thread for a while.
  * Within the call too: after such a wait the other threads leave and thread 0 runs the remaining steps
@@ -106,12 +141,7 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
 #pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
-#ifdef _OPENMP
-        int k = omp_get_thread_num();
-        int nk = omp_get_num_threads();
-#else
-        int k = 0, nk = 1;
-#endif
+        RF_THREAD_IDS(k, nk);
         /* units are shared out among the threads actually running; a thread reads only the rows of
            W_ih and W_hh of its units' gates, so they stay in its own cache from step to step */
         int share = (H + nk - 1) / nk;
@@ -185,27 +215,8 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 else
                     rf_rnn_fwd_f(1, n, H, relu, gt + u0, b + u0, y + (size_t)t * ldy + u0, ldy);
             }
-            if (alone) continue;
-            /* the first barrier waits for a partner that may have been asleep: after 5-100 ms of an
-               idle process, its first two-thread call took 1.7-4.4 ms here instead of 0.8 (an idle
-               virtual CPU is slow to wake). Only a much longer wait there means a busy core. Spinning
-               that long would be wrong, though: the partner may be queued on this very core. */
-            int waited = rf_barrier_wait(&bar, nk, spin_ns, t == 0 ? 50 * spin_ns : spin_ns);
-            /* A request made after barrier t names step t + 1: a thread reading it right after barrier t
-               may or may not see it yet, so it counts only from barrier t + 1 on, which every thread
-               passes after the request was made. */
-            int at = __atomic_load_n(&solo_at, __ATOMIC_ACQUIRE);
-            if (at > 0 && t >= at) {
-                if (k != 0) break;
-                alone = 1;
-                solo = 1;
-                continue;
-            }
-            if (waited) {
-                int none = 0;
-                yields++;
-                __atomic_compare_exchange_n(&solo_at, &none, t + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-            }
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields))
+                break;
         }
         rf_ftz_leave(ftz);
     }
@@ -236,12 +247,7 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
 #pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
-#ifdef _OPENMP
-        int k = omp_get_thread_num();
-        int nk = omp_get_num_threads();
-#else
-        int k = 0, nk = 1;
-#endif
+        RF_THREAD_IDS(k, nk);
         int share = (H + nk - 1) / nk;
         int alone = nk == 1;
         int solo = 0;
@@ -265,20 +271,8 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
                 else
                     rf_rnn_bwd_f(1, u1 - u0, H, relu, gt + u0, dyt + u0, lddy, dh + u0);
             }
-            if (!alone) {
-                int waited = rf_barrier_wait(&bar, nk, spin_ns, i == 0 ? 50 * spin_ns : spin_ns);
-                /* as in rf_latency_forward: a request made after barrier i counts from barrier i + 1 */
-                int at = __atomic_load_n(&solo_at, __ATOMIC_ACQUIRE);
-                if (at > 0 && i >= at) {
-                    if (k != 0) break;
-                    alone = 1;
-                    solo = 1;
-                } else if (waited) {
-                    int none = 0;
-                    yields++;
-                    __atomic_compare_exchange_n(&solo_at, &none, i + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-                }
-            }
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, i, &solo_at, k, &alone, &solo, &yields))
+                break;
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
                 int u0 = r * share < H ? r * share : H;
                 int u1 = u0 + share < H ? u0 + share : H;
