@@ -171,19 +171,6 @@ static size_t rf_gemm_pf_bytes = (size_t)2 << 20;
                 int pfs = (m0 / 8) * (k1 - k0);                                                       \
                 int pfn = nl - pfs < k1 - k0 ? nl - pfs : k1 - k0;                                    \
                 const float* pfp = pfn > 0 ? nx + (size_t)pfs * 16 : NULL;                            \
-                if (first && beta != 0.0f) {                                                          \
-                    /* the next block's C, to be read after its sums: it may be far (training's     \
-                       input projection, made for every step long before) */                          \
-                    int m1 = m0 + 8 < M ? m0 + 8 : 0, n1 = m0 + 8 < M ? n0 : n0 + RF_NR;              \
-                    int r1 = M - m1 < 8 ? M - m1 : 8;                                                 \
-                    if (n1 < N)                                                                       \
-                        for (int r = 0; r < r1; r++) {                                                \
-                            const float* cn = C + (size_t)(m1 + r) * ldc + n1;                        \
-                            __builtin_prefetch(cn, 0, 3);                                             \
-                            __builtin_prefetch(cn + 16, 0, 3);                                        \
-                            __builtin_prefetch(cn + (N - n1 < RF_NR ? N - n1 : RF_NR) - 1, 0, 3);     \
-                        }                                                                             \
-                }                                                                                     \
                 rf_v16 c0[8], c1[8];                                                                  \
                 for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }             \
                 const float* a1 = A1 + (size_t)m0 * lda1 + s1a;                                       \

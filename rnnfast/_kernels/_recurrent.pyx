@@ -225,10 +225,10 @@ cdef struct Dir:
     Py_ssize_t xts  # != 0: likewise xin, at xin + t * xts + r * ldx (the fused kernel reads the
     int ldx         # caller's batch-first input in place); 0: packed, ldx = F
     void* gh        # (B, GH) GRU per-step recurrent product
-    void* wpf       # float32: W_hh^T packed for gemm_packed (forward), or NULL to use BLAS
-    void* wpx       # float32 inference: LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates
+    void* wpf       # float32 GRU with wpx: W_hh^T packed for gemm_packed (forward), or NULL
+    void* wpx       # float32, B >= 4: LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates
                     # from [x_t, h_{t-1}] in one product; GRU: W_ih^T, a product of its own beside W_hh's
-                    # (wpf); either way no (N, GH) input projection is stored; or NULL
+                    # (wpf); either way no input projection over all steps comes first; or NULL
     int gscratch    # gates is a (B, GH) per-step scratch (inference with wpx), not (N, GH)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* wpi       # float32: W_ih packed (backward: dx_t = dG_t W_ih step by step), or NULL
@@ -384,9 +384,6 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             gemm_packed2(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
                                                        else row * p.ldx), p.ldx,
                          H, hp, ldh, <float*>p.wpx, 0, gates, GH)
-        elif floating is float and p.wpf != NULL:
-            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0 if net.cell == 2 else 1,
-                        gh + <Py_ssize_t>r0 * GH if net.cell == 2 else gates, GH)
         elif net.cell == 2:
             gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
                  <floating>0, gh + <Py_ssize_t>r0 * GH, GH)
