@@ -811,6 +811,20 @@ def test_batch1_backoff_is_short_then_grows(monkeypatch, how):
     assert m._latency_backoff == R._LATENCY_BACKOFF_MIN_S
 
 
+def test_step_timing_shrugs_off_one_slow_step():
+    """A warm step's time joins its way's running mean capped at twice the mean, so one step that
+    waited long moves the mean by 10% at most, while lasting slowness still shows within a few steps."""
+    m = rf.nn.LSTM(4, 8, seed=0)
+    for _ in range(3):  # the first two steps after a change of way do not count
+        m._step_time(True, 1e-5)
+    assert m._step_ewma[1] == pytest.approx(1e-5)
+    m._step_time(True, 1e-3)  # one slow step
+    assert m._step_ewma[1] == pytest.approx(1.1e-5)
+    for _ in range(30):
+        m._step_time(True, 1e-3)  # slow for good: the mean grows 10% a step
+    assert m._step_ewma[1] > 1e-4
+
+
 def test_release_memory_drops_kept_buffers():
     m = rf.nn.GRU(3, 4, seed=0)
     x = np.ones((2, 5, 3), np.float32)
