@@ -622,7 +622,8 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
         p = &dirs[l * net.D]
         if floating is float and net.D == 1 and p.lat != 0:
             # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            net.yields += rf_latency_forward(net.cell, net.relu, net.T, p.F, net.H, net.nthreads, latency_spin_ns,
+            # (the one sequence's own length: its steps past it are padding, absent from the packed rows)
+            net.yields += rf_latency_forward(net.cell, net.relu, net.lens[0], p.F, net.H, net.nthreads, latency_spin_ns,
                                gemv_rows, gemv_panels, pack_panels,
                                <float*>p.latp if p.latn >= _latency_pack_size(net.cell, p.F, net.H, net.nthreads)
                                else NULL,
@@ -719,7 +720,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
         p = &dirs[l * net.D]
         if floating is float and net.D == 1 and net.B == 1 and p.lat != 0:
             # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            net.yields += rf_latency_backward(net.cell, net.relu, net.T, H, nth, latency_spin_ns, gemv_cols,
+            net.yields += rf_latency_backward(net.cell, net.relu, net.lens[0], H, nth, latency_spin_ns, gemv_cols,
                                               <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
                                               <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
                                               <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc)

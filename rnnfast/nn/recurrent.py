@@ -341,9 +341,9 @@ class _RNNBase(Module):
                     buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(fk, G * H),), dt)
                 if packed and (not fused or self._mode == "gru"):
                     buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
-                if latency:  # (B = 1: never packed)
-                    buf["lat"] = 2 if plan.T <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
-                    if plan.T >= _LATENCY_PANEL_MIN_T:
+                if latency:  # (B = 1: never packed; N is the sequence's length)
+                    buf["lat"] = 2 if N <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
+                    if N >= _LATENCY_PANEL_MIN_T:
                         size = _k.latency_pack_size(self._cell, F, H, n_threads)
                         buf["latp"] = ws.get(f"latp{k}", (size,), dt)
                 bufs.append(buf)

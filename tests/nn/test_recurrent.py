@@ -684,6 +684,32 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("T,length", [(40, 13), (40, 35), (6, 1)])
+def test_float32_batch1_kernel_stops_at_the_sequence_length(cell, n_threads, T, length, monkeypatch):
+    """One sequence shorter than the input's T: the batch-1 kernels run its own steps only (they once
+    ran all T, past the end of the packed rows, and crashed); padding stays zero, final states and
+    every gradient match the float64 reference."""
+    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    I, H, L = 19, 33, 2
+    x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 6)
+    lengths = np.array([length])
+    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=5)
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], lengths, nonlinearity=act(cell))
+    for training in (False, True):
+        m.train(training)
+        out, hn, cn = run(m, x, h0, c0, lengths, n_threads=n_threads)
+        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+        assert np.all(out[0, length:] == 0)
+        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+        if cn is not None:
+            np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
+    _assert_f32_backward(m, cell, f64, sd, L, False, lengths, n_threads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("n_threads", [1, 2])
 def test_batch1_kernel_panels_match_rows_in_place(cell, n_threads, monkeypatch):
     """The batch-1 kernel's packed panels (long calls) give what its in-place rows give (short calls),
     at sizes whose shares span several 64-wide panels and end in a narrower one (H = 150 on two threads:
