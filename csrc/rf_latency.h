@@ -150,24 +150,22 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
         /* with pack: thread k's rows, transposed into panels (rf_gemv_panels), at region k; per gate g
            W_hh's rows then (GRU) W_ih's, or (LSTM, RNN) [W_ih, W_hh]'s rows together */
         size_t region = (size_t)G * rf_panels_size(share, KX + H);
+        /* GRU's r and z sum their two parts, so they take them in one product like LSTM's gates; its
+           n gate keeps them apart, and the r, z parts of gh_full stay zero */
+        int GX = cell == 2 ? 2 : G;  /* gates made from [x_t, h_{t-1}] in one product */
+        if (cell == 2)
+            for (int g = 0; g < 2; g++) memset(gh_full + g * H + j0, 0, (size_t)(j1 - j0) * sizeof(float));
         if (pack && j1 > j0) {
             float* pk = pack + (size_t)k * region;
-            for (int g = 0; g < G; g++) {
-                const float* wh = w_hh + (size_t)(g * H + j0) * H;
-                const float* wx = w_ih + (size_t)(g * H + j0) * F;
-                if (cell == 2) {
-                    packp(j1 - j0, H, wh, H, 0, NULL, 0, pk);
-                    pk += rf_panels_size(j1 - j0, H);
-                } else {
-                    packp(j1 - j0, KX, wx, F, H, wh, H, pk);
-                    pk += rf_panels_size(j1 - j0, KX + H);
-                }
+            for (int g = 0; g < GX; g++) {
+                packp(j1 - j0, KX, w_ih + (size_t)(g * H + j0) * F, F, H, w_hh + (size_t)(g * H + j0) * H, H, pk);
+                pk += rf_panels_size(j1 - j0, KX + H);
             }
-            if (cell == 2 && KX)
-                for (int g = 0; g < G; g++) {
-                    packp(j1 - j0, F, w_ih + (size_t)(g * H + j0) * F, F, 0, NULL, 0, pk);
-                    pk += rf_panels_size(j1 - j0, F);
-                }
+            if (cell == 2) {
+                packp(j1 - j0, H, w_hh + (size_t)(2 * H + j0) * H, H, 0, NULL, 0, pk);
+                pk += rf_panels_size(j1 - j0, H);
+                if (KX) packp(j1 - j0, F, w_ih + (size_t)(2 * H + j0) * F, F, 0, NULL, 0, pk);
+            }
         }
         int alone = nk == 1;
         int solo = 0;  /* thread 0 alone after the others left: it runs every region */
@@ -185,24 +183,24 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 int n = u1 - u0;
                 if (n <= 0) continue;
                 const float* pk = pack ? pack + (size_t)r * region : NULL;
-                for (int g = 0; g < G; g++) {
-                    const float* wh = w_hh + (size_t)(g * H + u0) * H;
-                    const float* wx = w_ih + (size_t)(g * H + u0) * F;
+                for (int g = 0; g < GX; g++) {  /* gates from [x_t, h_{t-1}] (or h onto x W_ih^T) */
                     float* dst = gt + g * H + u0;
-                    if (pk && cell == 2) {
-                        gemvp(n, H, hp, 0, NULL, pk + (size_t)g * rf_panels_size(n, H), 0.0f, gh_full + g * H + u0);
-                        if (xt)
-                            gemvp(n, F, xt, 0, NULL, pk + (size_t)G * rf_panels_size(n, H) + (size_t)g * rf_panels_size(n, F),
-                                  0.0f, dst);
-                    } else if (pk) {
+                    if (pk)
                         gemvp(n, KX, xt, H, hp, pk + (size_t)g * rf_panels_size(n, KX + H), xt ? 0.0f : 1.0f, dst);
-                    } else if (cell == 2) {
-                        gemv(n, H, wh, H, hp, 0, NULL, 0, NULL, 0.0f, gh_full + g * H + u0);
-                        if (xt) gemv(n, F, wx, F, xt, 0, NULL, 0, NULL, 0.0f, dst);
-                    } else if (xt) {
-                        gemv(n, F, wx, F, xt, H, wh, H, hp, 0.0f, dst);
+                    else
+                        gemv(n, KX, w_ih + (size_t)(g * H + u0) * F, F, xt, H, w_hh + (size_t)(g * H + u0) * H, H,
+                             hp, xt ? 0.0f : 1.0f, dst);
+                }
+                if (cell == 2) {  /* n: W_hn h_{t-1} apart, and W_in x_t */
+                    float* ghn = gh_full + 2 * H + u0;
+                    if (pk) {
+                        const float* pn = pk + (size_t)2 * rf_panels_size(n, KX + H);
+                        gemvp(n, H, hp, 0, NULL, pn, 0.0f, ghn);
+                        if (xt) gemvp(n, F, xt, 0, NULL, pn + rf_panels_size(n, H), 0.0f, gt + 2 * H + u0);
                     } else {
-                        gemv(n, H, wh, H, hp, 0, NULL, 0, NULL, 1.0f, dst);
+                        gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, hp, 0, NULL, 0, NULL, 0.0f, ghn);
+                        if (xt)
+                            gemv(n, F, w_ih + (size_t)(2 * H + u0) * F, F, xt, 0, NULL, 0, NULL, 0.0f, gt + 2 * H + u0);
                     }
                 }
                 if (cell == 2)
