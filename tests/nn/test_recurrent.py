@@ -666,20 +666,7 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     16-wide loops and a zero-padded last panel; T = 40 on one thread takes x W_ih^T from one GEMM
     first, the other cases make it step by step."""
     monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)  # split even tiny weights
-    I, L = 19, 2
-    x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 5)
-    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=9)
-    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
-    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
-    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], None, nonlinearity=act(cell))
-    for training in (False, True):
-        m.train(training)
-        out, hn, cn = run(m, x, h0, c0, None, n_threads=n_threads)
-        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
-        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
-        if cn is not None:
-            np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
-    _assert_f32_backward(m, cell, f64, sd, L, False, None, n_threads)
+    _assert_batch1_f32(cell, 19, H, T, None, n_threads, 5, 9)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -690,10 +677,14 @@ def test_float32_batch1_kernel_stops_at_the_sequence_length(cell, n_threads, T, 
     ran all T, past the end of the packed rows, and crashed); padding stays zero, final states and
     every gradient match the float64 reference."""
     monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
-    I, H, L = 19, 33, 2
-    x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 6)
-    lengths = np.array([length])
-    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=5)
+    _assert_batch1_f32(cell, 19, 33, T, np.array([length]), n_threads, 6, 5)
+
+
+def _assert_batch1_f32(cell, I, H, T, lengths, n_threads, seed_x, seed_m):
+    """A 2-layer float32 layer at batch 1 (inference, training, backward) against the float64 reference."""
+    L = 2
+    x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, seed_x)
+    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=seed_m)
     sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
     f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
     ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], lengths, nonlinearity=act(cell))
@@ -701,7 +692,8 @@ def test_float32_batch1_kernel_stops_at_the_sequence_length(cell, n_threads, T, 
         m.train(training)
         out, hn, cn = run(m, x, h0, c0, lengths, n_threads=n_threads)
         np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
-        assert np.all(out[0, length:] == 0)
+        if lengths is not None:
+            assert np.all(out[0, lengths[0]:] == 0)
         np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
         if cn is not None:
             np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
