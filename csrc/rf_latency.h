@@ -120,7 +120,7 @@ static int rf_step_barrier(rf_barrier* bar, int nk, long spin_ns, int i, int* so
  * process holds a core, and the caller had better run its next calls on one thread for a while.
  * Within the call too: after such a wait the other threads leave and thread 0 runs the remaining steps
  * alone (a partner that is not running would otherwise cost a scheduler time slice at every step).
- * Every thread sees that switch at the same step (see the barrier's comments below).
+ * Every thread sees that switch at the same step (see rf_step_barrier).
  * x (T, ldx) given: each step also makes x_t W_ih^T (the whole step is then one pass over
  * [W_ih, W_hh], which is what a short call or a streaming step needs); x NULL: gates hold x W_ih^T on
  * entry, made by the caller's big GEMM. pack: NULL, or room for the panels of every thread

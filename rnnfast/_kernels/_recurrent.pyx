@@ -1125,7 +1125,8 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
 
     ``dout[l]`` (N, D*H) are the output-gradient buffers (the last one filled by the caller),
     ``dstates[k] = (dh, dc, dh0, dc0)`` hold on entry dh_n / dc_n (in dh, dc) and receive dh0 / dc0;
-    ``grads[k] = (dw_ih, dw_hh, db_ih, db_hh)``.
+    ``grads[k] = (dw_ih, dw_hh, db_ih, db_hh)``. Returns the batch-1 kernel's count of long waits
+    (as ``forward``).
     """
     cdef Net net
     _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
