@@ -67,6 +67,12 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
 /* Floats rf_pack_panels needs for n rows of K. */
 static inline size_t rf_panels_size(int n, int K) { return (size_t)((n + 15) / 16 * 16) * (size_t)K; }
 
+/* Columns of the panel that starts at row i0 of n: 64, the last one 16, 32 or 48. */
+static inline int rf_panel_width(int n, int i0) {
+    int w = (n - i0 + 15) / 16 * 16;
+    return w < 64 ? w : 64;
+}
+
 /* Pack rows [0, n) of [A1 (n, K1), A2 (n, K2)] (row-major, strides lda1 / lda2) transposed into panels
  * for rf_gemv_panels: panels of 64 columns (the last one 16, 32 or 48, zero-padded), each K1 + K2 rows
  * of its width, one after the other. rf_pack_panels (below) moves 16 x 16 blocks through registers;
@@ -75,7 +81,7 @@ static void rf_pack_panels_scalar(int n, int K1, const float* A1, int lda1, int 
                            float* P) {
     int K = K1 + K2;
     for (int i0 = 0; i0 < n; i0 += 64) {
-        int w = (n - i0 + 15) / 16 * 16 < 64 ? (n - i0 + 15) / 16 * 16 : 64;
+        int w = rf_panel_width(n, i0);
         for (int j0 = 0; j0 < w; j0 += 16) {
             for (int j = j0; j < j0 + 16; j++) {
                 int i = i0 + j;
@@ -93,10 +99,31 @@ static void rf_pack_panels_scalar(int n, int K1, const float* A1, int lda1, int 
     }
 }
 
+/* The kernels' types; NAME_select() returns the best one for this CPU. */
+typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
+                           float*, int);
+typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
+                                const float*, float, float*);
+typedef void (*rf_gemv_panels_fn)(int, int, const float*, int, const float*, const float*, float, float*);
+typedef void (*rf_gemv_cols_fn)(int, int, const float*, int, const float*, float, float*);
+typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*, int, float*);
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define RF_GEMM_VECTORS 1
 typedef float rf_v16 __attribute__((vector_size(64), aligned(4)));
 typedef int rf_v16i __attribute__((vector_size(64)));
+
+/* Shuffle masks of the 4-stage 16 x 16 transpose (pack) and transpose-add (GEMV): stage s pairs two
+ * vectors and swaps their off-diagonal s x s blocks (RF_LO_s keeps the first's lower, RF_HI_s the upper). */
+#define RF_LO8 {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}
+#define RF_HI8 {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}
+#define RF_LO4 {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}
+#define RF_HI4 {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}
+#define RF_LO2 {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}
+#define RF_HI2 {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}
+#define RF_LO1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
+#define RF_HI1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
+
 
 /* Each kernel below is one macro body compiled three ways (AVX-512, AVX2 + FMA, baseline), so each gets
  * its own register allocation, and NAME_select() picks one for this CPU at run time. */
@@ -226,8 +253,9 @@ RF_INSTANTIATE(rf_gemm_packed, RF_GEMM_ARGS, RF_GEMM_BODY)
 /* Batch 1 without packing: y (N) := A1 (N, K1) . x1 + A2 (N, K2) . x2 + beta y, A1 and A2 read in place
  * (row-major, strides lda1 / lda2), e.g. y = W_ih x_t + W_hh h_{t-1}. Sixteen rows at a time, one
  * accumulator each, so each row streams contiguously; a 4-stage transpose-add then leaves row L in lane L
- * (accumulator i holds row bitrev4(i) for that). It streams the weights at the cache's bandwidth (134 GB/s
- * here on one core for 512 KB), as fast as a GEMV over panels packed for it, and nothing is packed. */
+ * (accumulator i holds row bitrev4(i) for that). Nothing is packed, so a call costs nothing before its
+ * first product; sixteen row streams at once come from L2 at about 118 GB/s per core here (512 KB),
+ * against 154 for rf_gemv_panels reading packed panels front to back. */
 #define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
     for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
     for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
@@ -245,14 +273,14 @@ RF_INSTANTIATE(rf_gemm_packed, RF_GEMM_ARGS, RF_GEMM_BODY)
 
 #define RF_GEMV_ROWS_BODY                                                                             \
     static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
-    const rf_v16i m1a = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};                     \
-    const rf_v16i m1b = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};               \
-    const rf_v16i m2a = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};                   \
-    const rf_v16i m2b = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};                 \
-    const rf_v16i m3a = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};                   \
-    const rf_v16i m3b = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};                 \
-    const rf_v16i m4a = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};                  \
-    const rf_v16i m4b = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};                  \
+    const rf_v16i m1a = RF_LO8;                                                                       \
+    const rf_v16i m1b = RF_HI8;                                                                       \
+    const rf_v16i m2a = RF_LO4;                                                                       \
+    const rf_v16i m2b = RF_HI4;                                                                       \
+    const rf_v16i m3a = RF_LO2;                                                                       \
+    const rf_v16i m3b = RF_HI2;                                                                       \
+    const rf_v16i m4a = RF_LO1;                                                                       \
+    const rf_v16i m4b = RF_HI1;                                                                       \
     for (int n0 = 0; n0 < N; n0 += 16) {                                                              \
         rf_v16 acc[16], s1[8], s2[4], s3[2], s4;                                                      \
         const float* w[16];                                                                           \
@@ -284,12 +312,8 @@ RF_INSTANTIATE(rf_gemm_packed, RF_GEMM_ARGS, RF_GEMM_BODY)
                           const float* A2, int lda2, const float* x2, float beta, float* y
 
 RF_INSTANTIATE(rf_gemv_rows, RF_GEMV_ROWS_ARGS, RF_GEMV_ROWS_BODY)
-typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
-                                const float*, float, float*);
 RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
 
-typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
-                           float*, int);
 RF_SELECT(rf_gemm_packed, rf_gemm_fn)
 
 /* Batch 1 over panels: y (n) := P^T [x1; x2] + beta y, where P holds a (K1 + K2, n) matrix as
@@ -335,7 +359,7 @@ RF_SELECT(rf_gemm_packed, rf_gemm_fn)
     const float* pp = P;                                                                              \
     int K = K1 + K2;                                                                                  \
     for (int i0 = 0; i0 < n; i0 += 64) {                                                              \
-        int nv = (n - i0 + 15) / 16 < 4 ? (n - i0 + 15) / 16 : 4;                                     \
+        int nv = rf_panel_width(n, i0) / 16;                                                          \
         float out[64];                                                                                \
         const float* w = pp;                                                                          \
         switch (nv) {                                                                                 \
@@ -353,7 +377,6 @@ RF_SELECT(rf_gemm_packed, rf_gemm_fn)
                             float beta, float* y
 
 RF_INSTANTIATE(rf_gemv_panels, RF_GEMV_PANELS_ARGS, RF_GEMV_PANELS_BODY)
-typedef void (*rf_gemv_panels_fn)(int, int, const float*, int, const float*, const float*, float, float*);
 RF_SELECT(rf_gemv_panels, rf_gemv_panels_fn)
 
 /* Batch 1, transposed, in place: y (n) := v (K) . W (K, n) + beta y, W row-major with stride ldw (the
@@ -385,7 +408,6 @@ RF_SELECT(rf_gemv_panels, rf_gemv_panels_fn)
 #define RF_GEMV_COLS_ARGS int K, int n, const float* W, int ldw, const float* v, float beta, float* y
 
 RF_INSTANTIATE(rf_gemv_cols, RF_GEMV_COLS_ARGS, RF_GEMV_COLS_BODY)
-typedef void (*rf_gemv_cols_fn)(int, int, const float*, int, const float*, float, float*);
 RF_SELECT(rf_gemv_cols, rf_gemv_cols_fn)
 
 /* rf_pack_panels_scalar by 16 x 16 blocks: sixteen rows' next sixteen floats are loaded, transposed in
@@ -393,17 +415,17 @@ RF_SELECT(rf_gemv_cols, rf_gemv_cols_fn)
  * panel rows (260 us -> about 20 for 512 KB here). */
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_pack_panels_avx512(
         int n, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, float* P) {
-    static const rf_v16i lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    static const rf_v16i hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    static const rf_v16i lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
-    static const rf_v16i hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
-    static const rf_v16i lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    static const rf_v16i hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    static const rf_v16i lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
-    static const rf_v16i hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+    static const rf_v16i lo8 = RF_LO8;
+    static const rf_v16i hi8 = RF_HI8;
+    static const rf_v16i lo4 = RF_LO4;
+    static const rf_v16i hi4 = RF_HI4;
+    static const rf_v16i lo2 = RF_LO2;
+    static const rf_v16i hi2 = RF_HI2;
+    static const rf_v16i lo1 = RF_LO1;
+    static const rf_v16i hi1 = RF_HI1;
     int K = K1 + K2;
     for (int i0 = 0; i0 < n; i0 += 64) {
-        int w = (n - i0 + 15) / 16 * 16 < 64 ? (n - i0 + 15) / 16 * 16 : 64;
+        int w = rf_panel_width(n, i0);
         for (int j0 = 0; j0 < w; j0 += 16) {
             for (int seg = 0; seg < 2; seg++) {
                 const float* A = seg == 0 ? A1 : A2;
@@ -439,8 +461,6 @@ __attribute__((target("avx512f,avx512vl,fma"))) static void rf_pack_panels_avx51
     }
 }
 
-typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*, int, float*);
-
 static rf_pack_panels_fn rf_pack_panels_select(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
@@ -450,8 +470,6 @@ static rf_pack_panels_fn rf_pack_panels_select(void) {
 
 #else
 #define RF_GEMM_VECTORS 0
-typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float,
-                           float*, int);
 
 static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc) {
@@ -471,9 +489,6 @@ static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1,
 
 static rf_gemm_fn rf_gemm_packed_select(void) { return rf_gemm_packed_base; }
 
-typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
-                                const float*, float, float*);
-
 static void rf_gemv_rows_base(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
                               const float* A2, int lda2, const float* x2, float beta, float* y) {
     for (int n = 0; n < N; n++) {
@@ -486,13 +501,11 @@ static void rf_gemv_rows_base(int N, int K1, const float* A1, int lda1, const fl
 
 static rf_gemv_rows_fn rf_gemv_rows_select(void) { return rf_gemv_rows_base; }
 
-typedef void (*rf_gemv_panels_fn)(int, int, const float*, int, const float*, const float*, float, float*);
-
 static void rf_gemv_panels_base(int n, int K1, const float* x1, int K2, const float* x2, const float* P,
                                 float beta, float* y) {
     int K = K1 + K2;
     for (int i0 = 0; i0 < n; i0 += 64) {
-        int w = (n - i0 + 15) / 16 * 16 < 64 ? (n - i0 + 15) / 16 * 16 : 64;
+        int w = rf_panel_width(n, i0);
         int nw = n - i0 < 64 ? n - i0 : 64;
         for (int j = 0; j < nw; j++) {
             float s = 0.0f;
@@ -505,8 +518,6 @@ static void rf_gemv_panels_base(int n, int K1, const float* x1, int K2, const fl
 
 static rf_gemv_panels_fn rf_gemv_panels_select(void) { return rf_gemv_panels_base; }
 
-typedef void (*rf_gemv_cols_fn)(int, int, const float*, int, const float*, float, float*);
-
 static void rf_gemv_cols_base(int K, int n, const float* W, int ldw, const float* v, float beta, float* y) {
     for (int j = 0; j < n; j++) {
         float s = 0.0f;
@@ -516,8 +527,6 @@ static void rf_gemv_cols_base(int K, int n, const float* W, int ldw, const float
 }
 
 static rf_gemv_cols_fn rf_gemv_cols_select(void) { return rf_gemv_cols_base; }
-
-typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*, int, float*);
 
 static rf_pack_panels_fn rf_pack_panels_select(void) { return rf_pack_panels_scalar; }
 #endif

@@ -116,6 +116,12 @@ static int rf_step_barrier(rf_barrier* bar, int nk, long spin_ns, int i, int* so
     return 0;
 }
 
+/* The units [u0, u1) of thread r when H units are shared out `share` to a thread (empty past H). */
+static inline void rf_units(int r, int share, int H, int* u0, int* u1) {
+    *u0 = r * share < H ? r * share : H;
+    *u1 = *u0 + share < H ? *u0 + share : H;
+}
+
 /* Returns the number of steps at which a thread waited over RF_SPIN_NS at the barrier: another
  * process holds a core, and the caller had better run its next calls on one thread for a while.
  * Within the call too: after such a wait the other threads leave and thread 0 runs the remaining steps
@@ -145,8 +151,8 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
         /* units are shared out among the threads actually running; a thread reads only the rows of
            W_ih and W_hh of its units' gates, so they stay in its own cache from step to step */
         int share = (H + nk - 1) / nk;
-        int j0 = k * share < H ? k * share : H;
-        int j1 = j0 + share < H ? j0 + share : H;
+        int j0, j1;
+        rf_units(k, share, H, &j0, &j1);
         /* with pack: thread k's rows, transposed into panels (rf_gemv_panels), at region k; per gate g
            W_hh's rows then (GRU) W_ih's, or (LSTM, RNN) [W_ih, W_hh]'s rows together */
         size_t region = (size_t)G * rf_panels_size(share, KX + H);
@@ -178,8 +184,8 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
             const float* xt = x ? x + (size_t)t * ldx : NULL;
             float* gt = gates + (size_t)t * GH;
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
-                int u0 = r * share < H ? r * share : H;
-                int u1 = u0 + share < H ? u0 + share : H;
+                int u0, u1;
+                rf_units(r, share, H, &u0, &u1);
                 int n = u1 - u0;
                 if (n <= 0) continue;
                 const float* pk = pack ? pack + (size_t)r * region : NULL;
@@ -258,8 +264,8 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
             float* hnt = hn ? hn + (size_t)t * H : NULL;
             const float* dyt = dy + (size_t)t * lddy;
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
-                int u0 = r * share < H ? r * share : H;
-                int u1 = u0 + share < H ? u0 + share : H;
+                int u0, u1;
+                rf_units(r, share, H, &u0, &u1);
                 if (u1 <= u0) continue;
                 if (cell == 1)
                     rf_lstm_bwd_f(1, u1 - u0, H, gt + u0, cp + u0, tc + (size_t)t * H + u0, dyt + u0, lddy,
@@ -272,8 +278,8 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
             if (!alone && rf_step_barrier(&bar, nk, spin_ns, i, &solo_at, k, &alone, &solo, &yields))
                 break;
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
-                int u0 = r * share < H ? r * share : H;
-                int u1 = u0 + share < H ? u0 + share : H;
+                int u0, u1;
+                rf_units(r, share, H, &u0, &u1);
                 if (u1 <= u0) continue;
                 if (cell == 2) {
                     gemvc(2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);

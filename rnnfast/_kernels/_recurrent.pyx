@@ -606,11 +606,11 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             p = &dirs[l * net.D + d]
             if d == 1 and p.xts == 0:
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
-            if p.wpx != NULL:  # the input projection happens step by step (recur_fwd)
+            # the input projection happens step by step with wpx (recur_fwd) and in the batch-1 kernel
+            # with lat == 2; otherwise X W_ih^T over every step, both directions in one parallel region
+            if p.wpx != NULL:
                 pack_fused(nth, p, F, net.H, GH, 0 if net.cell == 2 else net.H)
-            elif p.lat == 2:  # likewise, in the batch-1 kernel
-                pass
-            else:  # X W_ih^T over every step, both directions in one parallel region
+            elif p.lat != 2:
                 _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
                 ng += 1
         if ng > 0:

@@ -323,8 +323,7 @@ class _RNNBase(Module):
                 # own (its n gate needs the two parts apart): inference 14% faster at small and medium,
                 # 9% at large. Training stores the gates for backward anyway, and gains less: 1-3% at
                 # small and medium, none at large. Inference keeps one step's gates only.
-                fused = packed
-                buf = {"gates": ws.get(f"gates{k}", (B if fused and not training else N, G * H), dt)}
+                buf = {"gates": ws.get(f"gates{k}", (B if packed and not training else N, G * H), dt)}
                 if self._mode == "lstm":
                     buf["c"] = ws.get(f"c{k}", (N, H), dt)
                     if training:
@@ -336,11 +335,11 @@ class _RNNBase(Module):
                 if d == 1:
                     buf["xin"] = ws.get(f"xin{k}", (N, F), dt)
                     buf["y"] = ws.get(f"y{k}", (N, H), dt)
-                if fused:
+                if packed:
                     fk = F if self._mode == "gru" else F + H
                     buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(fk, G * H),), dt)
-                if packed and (not fused or self._mode == "gru"):
-                    buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
+                    if self._mode == "gru":
+                        buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
                 if latency:  # (B = 1: never packed; N is the sequence's length)
                     buf["lat"] = 2 if N <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
                     if N >= _LATENCY_PANEL_MIN_T:
@@ -643,7 +642,7 @@ class _RNNBase(Module):
                 else:  # [X, H_prev], for [dW_ih, dW_hh] in one product (see net_backward)
                     buf["hprev"] = ws.get(f"hprev{k}", (N, F + H), dt)
                     buf["dwcat"] = ws.get(f"dwcat{k}", (G * H, F + H), dt)
-                if "wpf" in buf or "wpx" in buf:
+                if "wpx" in buf:  # the packed kernel (B >= 4) runs backward too
                     size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"
                             else _k.packed_size(G * H, H))
                     buf["wpb"] = ws.get(f"wpb{k}", (size,), dt)
