@@ -40,6 +40,12 @@ from rnnfast._kernels._cells cimport lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, rnn_f
 
 cnp.import_array()
 
+cpdef enum Cell:
+    # the cell kinds, as the kernels and csrc/ number them
+    CELL_RNN = 0
+    CELL_LSTM = 1
+    CELL_GRU = 2
+
 cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
     void rf_ftz_leave(unsigned int old)
@@ -67,6 +73,19 @@ cdef extern from "rf_gemm.h" nogil:
                      int p0, int p1, float* packed)
     size_t rf_packed_size(int K, int N)
 
+cdef extern from "rf_units.h" nogil:
+    size_t rf_units_fwd_pack_size(int G, int KX, int H, int nth)
+    size_t rf_units_bwd_pack_size(int G, int H, int nth)
+    int rf_units_forward(int cell, int relu, int T, const int* bs, const int* off, int F, int H, int nth,
+                         long spin_ns, rf_gemm_fn gemm, float* pack, const float* x, int ldx, Py_ssize_t xts,
+                         const float* w_ih, const float* w_hh, const float* b, const float* bhn,
+                         const float* h0, const float* c0, float* gates, int gscratch, float* gh, float* y,
+                         int ldy, Py_ssize_t yts, float* c, float* tc, float* hn)
+    int rf_units_backward(int cell, int relu, int T, const int* bs, const int* off, int H, int nth,
+                          long spin_ns, rf_gemm_fn gemm, float* pack, const float* w_hh, const float* h0,
+                          const float* c0, float* gates, float* hn, const float* y, int ldy, const float* c,
+                          const float* tc, const float* dy, int lddy, float* dh, float* dc)
+
 cdef extern from "rf_latency.h" nogil:
     long RF_SPIN_NS
     int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
@@ -91,7 +110,7 @@ cdef long latency_spin_ns = RF_SPIN_NS
 
 
 cdef inline Py_ssize_t _latency_pack_size(int cell, int F, int H, int nthreads) noexcept nogil:
-    cdef Py_ssize_t G = 4 if cell == 1 else (3 if cell == 2 else 1)
+    cdef Py_ssize_t G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
     return G * (H + 16 * max(nthreads, 1)) * <Py_ssize_t>(F + H)
 
 
@@ -99,6 +118,19 @@ def latency_pack_size(int cell, int F, int H, int nthreads):
     """Floats the batch-1 kernel needs to pack a layer's weights into panels on ``nthreads`` threads
     (each thread's share of the units rounded up to 16)."""
     return _latency_pack_size(cell, F, H, nthreads)
+
+
+def units_pack_size(int cell, int F, int H, int nthreads, bint step, bint backward):
+    """Floats the few-rows kernel (csrc/rf_units.h) needs for its per-thread packed weights: forward
+    (``step``: the step makes x_t W_ih^T itself) or backward, enough for any count of threads up to
+    ``nthreads`` (OpenMP may start fewer)."""
+    cdef int G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+    cdef size_t most = 0, size
+    cdef int n
+    for n in range(1, max(nthreads, 1) + 1):
+        size = rf_units_bwd_pack_size(G, H, n) if backward else rf_units_fwd_pack_size(G, F if step else 0, H, n)
+        most = max(most, size)
+    return most
 
 
 def set_gemm_kc(int kc):
@@ -146,9 +178,6 @@ cdef get_threads_fn _blas_get = NULL
 cdef int _blas_holders = 0    # rnnfast calls running now (changed only with the GIL held)
 cdef int _blas_saved = 0      # BLAS thread count to restore when the last one ends
 
-CELL_RNN = 0
-CELL_LSTM = 1
-CELL_GRU = 2
 
 # Fewest rows worth a task of their own: below this a thread costs more than it saves.
 cdef int MIN_ROWS_PER_TASK = 4
@@ -225,14 +254,24 @@ cdef struct Dir:
     Py_ssize_t xts  # != 0: likewise xin, at xin + t * xts + r * ldx (the fused kernel reads the
     int ldx         # caller's batch-first input in place); 0: packed, ldx = F
     void* gh        # (B, GH) GRU per-step recurrent product
-    void* wpf       # float32 GRU with wpx: W_hh^T packed for gemm_packed (forward), or NULL
-    void* wpx       # float32, B >= 4: LSTM / RNN: [W_ih, W_hh]^T packed, so each step makes its gates
-                    # from [x_t, h_{t-1}] in one product; GRU: W_ih^T, a product of its own beside W_hh's
-                    # (wpf); either way no input projection over all steps comes first; or NULL
-    int gscratch    # gates is a (B, GH) per-step scratch (inference with wpx), not (N, GH)
+    void* wpf       # float32 GRU on the packed kernel: W_hh^T (H, GH) packed for gemm_packed, or NULL
+    void* wpx       # float32 packed kernel (the planner's "packed"), LSTM / RNN: [W_ih, W_hh]^T
+                    # (F + H, GH) packed, so each step makes its gates from [x_t, h_{t-1}] in one
+                    # product (with hoist: W_hh^T (H, GH) alone); GRU: W_ih^T (F, GH), a product of its
+                    # own beside W_hh's (wpf; NULL with hoist); or NULL
+    int gscratch    # gates is a (B, GH) per-step scratch (inference making x_t W_ih^T step by step),
+                    # not (N, GH)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* wpi       # float32: W_ih packed (backward: dx_t = dG_t W_ih step by step), or NULL
     void* dx        # with wpi: (N, F) where dx_t goes (this direction's order)
+    int units       # float32, batch >= 2, one direction: the few-rows kernel (rf_units.h) runs this
+                    # direction, threads sharing out the units, taking x W_ih^T from the big GEMM (1) or
+                    # making it step by step (2); 0: not
+    void* unp       # with units: room for its per-thread packed weights, forward (units_pack_size)
+    void* unb       # with units, backward: likewise for W_hh's columns
+    int hoist       # float32 packed kernel: x W_ih^T is one GEMM over all steps first (gates (N, GH) hold
+                    # it) and the step's product reads W_hh only (wpx = W_hh^T packed, LSTM / RNN; GRU
+                    # uses wpf alone); 0: the step makes x_t W_ih^T itself, as wpx says
     int lat         # float32, batch 1: the latency kernel (rf_latency.h) runs this direction, taking
                     # x W_ih^T from the big GEMM (1) or making it step by step (2); 0: not
     void* latp      # with lat: room for the weights packed into panels for the call (long calls), or NULL
@@ -375,25 +414,30 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
                       else (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy)
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
-        if floating is float and p.wpx != NULL and net.cell == 2:
+        if floating is float and p.wpx != NULL and net.cell == CELL_GRU:
             # GRU: the input part into gates, the recurrent part apart (reset after the product)
             gemm_packed(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
                                                       else row * p.ldx), p.ldx, <float*>p.wpx, 0, gates, GH)
             gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
+        elif floating is float and p.wpf != NULL and net.cell == CELL_GRU:
+            # GRU, x W_ih^T made beforehand (hoist): the recurrent part alone
+            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
+        elif floating is float and p.wpx != NULL and p.hoist:
+            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpx, 1, gates, GH)
         elif floating is float and p.wpx != NULL:
             gemm_packed2(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
                                                        else row * p.ldx), p.ldx,
                          H, hp, ldh, <float*>p.wpx, 0, gates, GH)
-        elif net.cell == 2:
+        elif net.cell == CELL_GRU:
             gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
                  <floating>0, gh + <Py_ssize_t>r0 * GH, GH)
         else:
             gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
                  <floating>1, gates, GH)
-        if net.cell == 1:
+        if net.cell == CELL_LSTM:
             lstm_fwd(nb, H, gates, <floating*>p.b, cp, c + row * H,
                      tc + row * H if tc != NULL else NULL, yt, p.ldy)
-        elif net.cell == 2:
+        elif net.cell == CELL_GRU:
             gru_fwd(nb, H, gates, gh + <Py_ssize_t>r0 * GH, <floating*>p.b, <floating*>p.bhn, hp, ldh,
                     hn + row * H if hn != NULL else NULL, yt, p.ldy)
         else:
@@ -430,20 +474,20 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
-        if net.cell == 1:
+        if net.cell == CELL_LSTM:
             lstm_bwd(nb, H, gates, cp, <floating*>p.tc + row * H, dy, p.lddy, dh, dc)
-        elif net.cell == 2:
+        elif net.cell == CELL_GRU:
             gru_bwd(nb, H, gates, hn + row * H, hp, ldh, dy, p.lddy, dh)
         else:
             rnn_bwd(nb, H, net.relu, gates, dy, p.lddy, dh)
         # dh_{t-1} = dG_t . W_hh (GRU: + dh z, already in dh, with the n part's own gradient)
         if floating is float and p.wpb != NULL:
-            if net.cell == 2:
+            if net.cell == CELL_GRU:
                 gemm_packed(nb, H, 2 * H, gates, GH, <float*>p.wpb, 1, dh, H)
                 gemm_packed(nb, H, H, hn + row * H, H, <float*>p.wpb + rf_packed_size(2 * H, H), 1, dh, H)
             else:
                 gemm_packed(nb, H, GH, gates, GH, <float*>p.wpb, 0, dh, H)
-        elif net.cell == 2:
+        elif net.cell == CELL_GRU:
             gemm(False, False, nb, H, 2 * H, <floating>1, gates, GH, w_hh, H, <floating>1, dh, H)
             gemm(False, False, nb, H, H, <floating>1, hn + row * H, H, w_hh + <Py_ssize_t>2 * H * H, H,
                  <floating>1, dh, H)
@@ -571,19 +615,23 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
 
 
 cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH, int K2) noexcept nogil:
-    """Pack [W_ih, W_hh]^T ((F + H), GH) for the fused per-step product (K2 = H), or W_ih^T alone (K2 = 0,
-    GRU), panels shared out among threads."""
+    """Pack [W_ih, W_hh]^T ((F + H), GH) for the fused per-step product (K2 = H), W_ih^T alone (K2 = 0,
+    GRU), or with hoist W_hh^T alone (LSTM / RNN), panels shared out among threads."""
     cdef int np_ = (GH + RF_NR - 1) // RF_NR
     cdef int nth = min(nthreads, max(1, np_ // 8))
     cdef int k, q0, q1
     cdef int per = (np_ + nth - 1) // nth
+    cdef const float* w1 = <float*>p.w_hh if p.hoist else <float*>p.w_ih
+    cdef int K1 = H if p.hoist else F
+    if p.hoist:
+        K2 = 0
     if nth <= 1:
-        rf_pack_bt2(F, <float*>p.w_ih, F, K2, <float*>p.w_hh, H, GH, 0, np_, <float*>p.wpx)
+        rf_pack_bt2(K1, w1, K1, K2, <float*>p.w_hh, H, GH, 0, np_, <float*>p.wpx)
         return
     for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
         q0 = min(np_, k * per)
         q1 = min(np_, q0 + per)
-        rf_pack_bt2(F, <float*>p.w_ih, F, K2, <float*>p.w_hh, H, GH, q0, q1, <float*>p.wpx)
+        rf_pack_bt2(K1, w1, K1, K2, <float*>p.w_hh, H, GH, q0, q1, <float*>p.wpx)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,11 +654,12 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             p = &dirs[l * net.D + d]
             if d == 1 and p.xts == 0:
                 gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
-            # the input projection happens step by step with wpx (recur_fwd) and in the batch-1 kernel
-            # with lat == 2; otherwise X W_ih^T over every step, both directions in one parallel region
+            # the input projection happens step by step with wpx (recur_fwd, unless hoist), in the batch-1
+            # kernel with lat == 2 and in the few-rows kernel with units == 2; otherwise X W_ih^T over
+            # every step, both directions in one parallel region
             if p.wpx != NULL:
-                pack_fused(nth, p, F, net.H, GH, 0 if net.cell == 2 else net.H)
-            elif p.lat != 2:
+                pack_fused(nth, p, F, net.H, GH, 0 if net.cell == CELL_GRU else net.H)
+            if (p.wpx == NULL or p.hoist) and p.lat != 2 and p.units != 2:
                 _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
                 ng += 1
         if ng > 0:
@@ -631,6 +680,15 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                                <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
                                <float*>p.tc, <float*>p.hn)
+        elif floating is float and net.D == 1 and p.units != 0:
+            # a few rows: the threads share out the hidden units (see csrc/rf_units.h)
+            net.yields += rf_units_forward(net.cell, net.relu, net.T, net.bs, net.off, p.F, net.H, net.nthreads,
+                                           latency_spin_ns, gemm_packed2, <float*>p.unp,
+                                           <float*>p.xin if p.units == 2 else NULL, p.ldx, p.xts,
+                                           <float*>p.w_ih, <float*>p.w_hh, <float*>p.b, <float*>p.bhn,
+                                           <float*>p.h0, <float*>p.c0, <float*>p.gates, p.gscratch,
+                                           <float*>p.gh, <float*>p.y, p.ldy, p.yts, <float*>p.c, <float*>p.tc,
+                                           <float*>p.hn)
         else:
             run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
@@ -643,7 +701,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                        <floating*>p.y + ((net.lens[b] - 1) * p.yts + <Py_ssize_t>b * p.ldy if p.yts != 0
                                          else <Py_ssize_t>pos * p.ldy),
                        net.H * sizeof(floating))
-                if net.cell == 1:
+                if net.cell == CELL_LSTM:
                     memcpy(<floating*>p.cT + <Py_ssize_t>b * net.H,
                            <floating*>p.c + <Py_ssize_t>pos * net.H, net.H * sizeof(floating))
         if l + 1 < net.L and masks[l] != NULL:
@@ -705,7 +763,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             if p.wpb != NULL:
-                if net.cell == 2:
+                if net.cell == CELL_GRU:
                     rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
                     rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
                               <float*>p.wpb + rf_packed_size(2 * H, H))
@@ -724,6 +782,12 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
                                               <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
                                               <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
                                               <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc)
+        elif floating is float and net.D == 1 and p.units != 0:
+            net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, H, nth, latency_spin_ns,
+                                            gemm_packed2, <float*>p.unb, <float*>p.w_hh, <float*>p.h0,
+                                            <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y, p.ldy,
+                                            <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
+                                            <float*>p.dc)
         else:
             run_tasks(net, &dirs[l * net.D], True, dx0)
         # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
@@ -738,7 +802,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
-            if net.cell == 1:
+            if net.cell == CELL_LSTM:
                 memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
             hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
             # dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n part from hn), dX = dG W_ih
@@ -748,7 +812,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
             else:
                 _spec(&specs[ng], True, False, GH, F, net.N, p.gates, GH, p.xin, F, 1.0, p.dw_ih, F)
             ng += 1
-            if net.cell == 2:
+            if net.cell == CELL_GRU:
                 colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>NULL)
                 _spec(&specs[ng], True, False, 2 * H, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
                 _spec(&specs[ng + 1], True, False, H, H, net.N, p.hn, H, hprev, H, 1.0,
@@ -824,7 +888,7 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
     net.relu = relu
     net.T, net.B, net.N = plan.T, plan.B, plan.N
     net.nin, net.H, net.D, net.L = I, H, D, L
-    net.G = 4 if cell == 1 else (3 if cell == 2 else 1)
+    net.G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
     net.nthreads = max(1, nthreads)
     net.yields = 0
     net.bs = <const int*>cnp.PyArray_DATA(plan.bs)
@@ -835,7 +899,7 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
 
 
 cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, object dt,
-                    bint training) except -1:
+                    bint training, bint backward=False) except -1:
     """params[k] = (w_ih, w_hh, b, bhn); bufs[k] = dict of buffers; states[k] = (h0, c0, hT, cT)."""
     cdef int k, l, d, F
     cdef int H = net.H, GH = net.G * net.H, N = net.N, B = net.B
@@ -854,19 +918,30 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.w_ih = _ptr(w_ih, dt, GH * F, "w_ih")
         p.w_hh = _ptr(w_hh, dt, GH * H, "w_hh")
         p.b = _ptr(b, dt, GH, "b")
+        if dt == np.float32:
+            p.hoist = buf.get("hoist", False)
+            p.units = buf.get("units", 0) if net.D == 1 and net.B > 1 else 0
         if dt == np.float32 and buf.get("wpx") is not None:
-            p.wpx = _ptr(buf["wpx"], dt, rf_packed_size(F if net.cell == 2 else F + H, GH), "wpx")
-            p.gscratch = not training
+            p.wpx = _ptr(buf["wpx"], dt, rf_packed_size(H if p.hoist else (F if net.cell == CELL_GRU else F + H),
+                                                         GH), "wpx")
+            p.gscratch = not training and not p.hoist
+        if p.units != 0:
+            p.gscratch = not training and p.units == 2
+            if backward:
+                p.unb = _ptr(buf.get("unb"), dt, units_pack_size(net.cell, F, H, net.nthreads, False, True), "unb")
+            else:
+                p.unp = _ptr(buf.get("unp"), dt, units_pack_size(net.cell, F, H, net.nthreads, p.units == 2, False),
+                             "unp")
         p.gates = _ptr(buf["gates"], dt, <Py_ssize_t>(B if p.gscratch else N) * GH, "gates")
         p.h0 = _ptr(h0, dt, B * H, "h0")
         p.hT = _ptr(hT, dt, B * H, "hT")
-        if net.cell == 1:
+        if net.cell == CELL_LSTM:
             p.c = _ptr(buf["c"], dt, <Py_ssize_t>N * H, "c")
             p.c0 = _ptr(c0, dt, B * H, "c0")
             p.cT = _ptr(cT, dt, B * H, "cT")
             if training:
                 p.tc = _ptr(buf["tc"], dt, <Py_ssize_t>N * H, "tc")
-        if net.cell == 2:
+        if net.cell == CELL_GRU:
             p.bhn = _ptr(bhn, dt, H, "bhn")
             p.gh = _ptr(buf["gh"], dt, B * GH, "gh")
             if training:
@@ -883,7 +958,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
             p.wpi = _ptr(buf["wpi"], dt, rf_packed_size(GH, p.F), "wpi")
         if dt == np.float32 and buf.get("wpb") is not None:
             p.wpb = _ptr(buf["wpb"], dt,
-                         rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == 2
+                         rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == CELL_GRU
                          else rf_packed_size(GH, H), "wpb")
         if d == 1:
             p.xin = _ptr(buf["xin"], dt, <Py_ssize_t>N * F, "xin")
@@ -907,8 +982,8 @@ cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int 
     for d in range(net.D):
         p = &dirs[l * net.D + d]
         if is_input:
-            if p.wpx == NULL:
-                raise ValueError("internal: input in place needs the fused kernel")
+            if (p.wpx == NULL or p.hoist) and p.units != 2:
+                raise ValueError("internal: input in place needs a kernel making x_t W_ih^T step by step")
             base = <char*>dirs[l * net.D].xin
             p.xin = base + ((net.T - 1) * ts * isz if d == 1 else 0)
             p.xts = -ts if d == 1 else ts
@@ -1074,8 +1149,8 @@ cdef class Stepper:
         cdef char* hTp
         cdef char* cTp = NULL
         cdef size_t isz = 4 if self.f32 else 8
-        cdef bint lstm = self.net.cell == 1
-        cdef bint gru = self.net.cell == 2
+        cdef bint lstm = self.net.cell == CELL_LSTM
+        cdef bint gru = self.net.cell == CELL_GRU
         self.xp[0] = self._state(x, <Py_ssize_t>self.B * self.F, "x")
         self.dirs[0].xin = self.xp[0]
         hTp = <char*>self._state(hT, self.L * BH, "hT")
@@ -1143,7 +1218,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
         free(dirs); free(xp); free(op); free(mp); free(dp)
         raise MemoryError()
     try:
-        _fill_dirs(&net, dirs, params, bufs, states, dt, True)
+        _fill_dirs(&net, dirs, params, bufs, states, dt, True, True)
         for l in range(L):
             xp[l] = _ptr(xl[l], dt, <Py_ssize_t>N * (I if l == 0 else DH), "x")
             op[l] = _ptr(outl[l], dt, <Py_ssize_t>N * DH, "out")
@@ -1168,7 +1243,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             p.db_hh = _ptr(db_hh, dt, GH, "db_hh")
             p.dh = _ptr(dh, dt, B * H, "dh")
             p.dh0 = _ptr(dh0, dt, B * H, "dh0")
-            if cell == 1:
+            if cell == CELL_LSTM:
                 p.dc = _ptr(dc, dt, B * H, "dc")
                 p.dc0 = _ptr(dc0, dt, B * H, "dc0")
             if buf.get("dwcat") is not None:

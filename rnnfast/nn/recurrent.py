@@ -4,18 +4,19 @@ Each call validates its input once, packs the batch (time-major, longest sequenc
 dropped), and hands the whole network to one ``nogil`` kernel call (``rnnfast._kernels._recurrent``).
 """
 import numbers
-import time
 
 import numpy as np
 
+from rnnfast import _planner, _tune
 from rnnfast._kernels import _recurrent as _k
+from rnnfast._planner import TABLE, Call, Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast.nn.module import (BackwardStateError, Module, aligned_empty, as_float, check_float_dtype, check_int,
                                check_lengths, make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
-_CELLS = {"lstm": (_k.CELL_LSTM, 4), "gru": (_k.CELL_GRU, 3), "rnn": (_k.CELL_RNN, 1)}
+_CELLS = {"lstm": Cell.LSTM, "gru": Cell.GRU, "rnn": Cell.RNN}
 
 
 class _Plan:
@@ -109,43 +110,8 @@ class _Workspace:
 _POOL_SIZE = 4      # workspaces a layer keeps between calls
 _PLAN_CACHE = 16    # batch layouts a layer remembers
 
-# float32 per-step products use the pre-packed-weights kernel (csrc/rf_gemm.h) from these sizes on:
-# below them packing W_hh once per call does not pay (batch 1-3 is GEMV-bound either way).
-_PACKED_MIN_B = 4
-_PACKED_MIN_T = 4
-
-# Batch-1 kernel (csrc/rf_latency.h).
-# Weights (one layer's [W_ih, W_hh], bytes) below which it runs on one thread: a step call at
-# I = H = 64 took 5.3 us on one thread and 5.9 on two; at 96 both 6.9; at 128, 8.9 and 8.1.
-_LATENCY_MIN_SPLIT_BYTES = 256 * 1024
-# It makes x_t W_ih^T itself, step by step, on two or more threads, and on one thread up to this many
-# steps; longer one-thread calls take it from one GEMM over all steps first. Each step streams the
-# weights from cache, at about 100 GB/s per core here: [W_ih, W_hh] is 1.5x the bytes of W_hh alone at
-# I = H/2, which one thread felt (T=100, H=256: 1.63 ms fused against 1.41), two threads less than the
-# GEMM (0.89 against 1.01 ms; T=16: 0.14 against 0.24 ms).
-_LATENCY_FUSED_MAX_T = 32
-# From this many steps on it first packs the weights it reads into panels (csrc/rf_gemm.h,
-# rf_gemv_panels), which the cache streams faster than rows read in place: T=100, H=256 on two threads,
-# 6.4 us a step against 7.6 (LSTM), 4.8 against 5.9 (GRU). Packing costs about what three steps gain,
-# so short calls and streaming steps read the rows in place (T=16: 7.4 against 7.3 us a step).
-_LATENCY_PANEL_MIN_T = 32
-# How long it stays on one thread after finding the cores busy (a thread waited over 200 us at a step's
-# barrier; the call itself then finished on one thread): from the shortest, doubled while the first
-# call after each back-off finds the trouble again, up to the longest. Short, because such a wait is
-# often brief (another program's threads spinning down: a fixed 2 s had rnnfast's batch-1 LSTM at
-# 1.46 ms instead of 0.89 in bench/compare.py); growing, because a process that keeps a core busy would
-# otherwise cost one slow step every time: beside one here, T=100, H=256, a call took 1.39 ms with the
-# longest at 0.25 s (1.44 at 2 s; 2.4 ms with no growth). The trouble also came and went by itself on
-# this shared machine, for a few hundred ms at a time, so the longest stays short.
-_LATENCY_BACKOFF_MIN_S = 0.005
-_LATENCY_BACKOFF_MAX_S = 0.25
-
-# Streaming steps at batch 1: a step that follows the last one within _STEP_WARM_S seconds may use
-# several threads; of every _STEP_PERIOD such steps, _STEP_EXPLORE run the way that has lately been
-# slower (see _RNNBase._step_choose).
-_STEP_WARM_S = 0.001
-_STEP_PERIOD = 128
-_STEP_EXPLORE = 4
+# The kernel decisions (which kernel, which product layout, how many threads) and their thresholds are
+# rnnfast._planner's; the layer asks it once per call (plan_for shows the answer).
 
 
 class _RNNBase(Module):
@@ -174,20 +140,17 @@ class _RNNBase(Module):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        self._cell, self._G = _CELLS[self._mode]
+        self._cell = _CELLS[self._mode]
+        self._G = self._cell.gates
         self._D = 2 if self.bidirectional else 1
         self._rng = make_rng(seed)
         self._pool = []
         self._plans = {}
-        self._latency_serial_until = 0.0
-        self._latency_backoff = _LATENCY_BACKOFF_MIN_S
-        self._latency_probe = False  # the next call on several threads follows a back-off
-        self._step_last = 0.0  # when the last batch-1 step ended (see step; time.perf_counter)
+        self.thread_policy = ThreadPolicy()  # batch-1 back-off and streaming-step rules (injectable clock)
+        self._forced_plan = None  # a Plan every call runs with (rnnfast.tune times candidates this way)
+        self._tuned = None  # the tuning cache's plans, or None (see rnnfast.tune)
         self._step_out, self._step_out_B = None, 0  # the state the last batched step returned
-        self._small_weights = None  # see _latency_threads
-        self._step_n = 0  # warm batch-1 steps so far, and their mean times one way and the other
-        self._step_ewma = [None, None]
-        self._step_prev, self._step_run = None, 0  # the way of the last warm step, and for how long
+        self._step_caps = {}  # threads the planner gives a batch-1 step, by requested threads
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -276,6 +239,7 @@ class _RNNBase(Module):
         """Drop the buffers kept for reuse between calls (and any backward cache)."""
         self._pool = []
         self._plans = {}
+        self._step_caps = {}
         self._cache = None
 
     def _biases_into(self, sfx, b, bhn):
@@ -292,11 +256,15 @@ class _RNNBase(Module):
         else:
             np.add(b_ih, b_hh, out=b)
 
-    def _prepare(self, ws, plan, training, n_threads, packed, latency):
-        """The kernel's arguments that do not change from call to call at this layout: parameters and
-        bias vectors, per-direction buffers, layer inputs and outputs, all in ``ws``. Kept in ``ws`` for
-        the next eval call of the same layout (what a streaming ``step`` repeats), rebuilt otherwise."""
-        key = (plan.kplan, training, n_threads, packed, latency)
+    def _prepare(self, ws, plan, training, n_threads, kp):
+        """The kernel's arguments that do not change from call to call at this layout and kernel plan
+        ``kp``: parameters and bias vectors, per-direction buffers, layer inputs and outputs, all in
+        ``ws``. Kept in ``ws`` for the next eval call of the same layout (what a streaming ``step``
+        repeats), rebuilt otherwise."""
+        key = (plan.kplan, training, n_threads, kp)
+        packed, hoist = kp.kernel == "packed", kp.proj == "gemm"
+        # inference making x_t W_ih^T step by step keeps one step's gates only
+        scratch = not training and not hoist and kp.kernel in ("packed", "units")
         prep = ws.prepared
         if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
             return prep[2]
@@ -323,7 +291,7 @@ class _RNNBase(Module):
                 # own (its n gate needs the two parts apart): inference 14% faster at small and medium,
                 # 9% at large. Training stores the gates for backward anyway, and gains less: 1-3% at
                 # small and medium, none at large. Inference keeps one step's gates only.
-                buf = {"gates": ws.get(f"gates{k}", (B if packed and not training else N, G * H), dt)}
+                buf = {"gates": ws.get(f"gates{k}", (B if scratch else N, G * H), dt)}
                 if self._mode == "lstm":
                     buf["c"] = ws.get(f"c{k}", (N, H), dt)
                     if training:
@@ -336,15 +304,23 @@ class _RNNBase(Module):
                     buf["xin"] = ws.get(f"xin{k}", (N, F), dt)
                     buf["y"] = ws.get(f"y{k}", (N, H), dt)
                 if packed:
-                    fk = F if self._mode == "gru" else F + H
-                    buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(fk, G * H),), dt)
-                    if self._mode == "gru":
+                    buf["hoist"] = hoist
+                    if self._mode == "gru":  # W_ih^T (none with hoist) and W_hh^T apart
+                        if not hoist:
+                            buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(F, G * H),), dt)
                         buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
-                if latency:  # (B = 1: never packed; N is the sequence's length)
-                    buf["lat"] = 2 if N <= _LATENCY_FUSED_MAX_T or n_threads > 1 else 1
-                    if N >= _LATENCY_PANEL_MIN_T:
+                    else:  # [W_ih, W_hh]^T, or W_hh^T alone with hoist
+                        fk = H if hoist else F + H
+                        buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(fk, G * H),), dt)
+                elif kp.kernel == "latency":  # (B = 1; N is the sequence's length)
+                    buf["lat"] = 1 if hoist else 2
+                    if kp.panels:
                         size = _k.latency_pack_size(self._cell, F, H, n_threads)
                         buf["latp"] = ws.get(f"latp{k}", (size,), dt)
+                elif kp.kernel == "units":
+                    buf["units"] = 1 if hoist else 2
+                    size = _k.units_pack_size(self._cell, F, H, n_threads, not hoist, False)
+                    buf["unp"] = ws.get(f"unp{k}", (size,), dt)
                 bufs.append(buf)
         x_buf = ws.get("x", (N, self.input_size), dt)
         outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
@@ -352,71 +328,42 @@ class _RNNBase(Module):
         ws.prepared = None if training else (plan.kplan, key[1:], prep)
         return prep
 
-    def _latency_threads(self, n_threads):
-        """Threads for a batch-1 kernel call: one for small weights (a step's barrier costs more than
-        half the product) and for a while after the cores were found busy."""
-        small = self._small_weights
-        if small is None:
-            H = self.hidden_size
-            small = self._G * H * (max(self.input_size, H) + H) * self.dtype.itemsize < _LATENCY_MIN_SPLIT_BYTES
-            self._small_weights = small
-        if small:
-            return 1
-        if n_threads > 1 and time.monotonic() < self._latency_serial_until:
-            return 1
-        return n_threads
+    def _call(self, B, T, N, training):
+        """The planner's description of a call (rnnfast._planner.Call)."""
+        return Call(self._cell, self.dtype == np.float32, B, T, N, self.input_size, self.hidden_size, self._D,
+                    self.num_layers, training)
 
-    def _latency_note(self, n_threads, yields):
-        """After a batch-1 kernel call on several threads: back off to one thread if it found the cores
-        busy (see _LATENCY_BACKOFF_MIN_S)."""
-        if n_threads <= 1:
-            return
-        probe, self._latency_probe = self._latency_probe, False
-        if not yields:
-            self._latency_backoff = _LATENCY_BACKOFF_MIN_S
-            return
-        if probe:  # the first call after a back-off found the cores busy again
-            self._latency_backoff = min(2.0 * self._latency_backoff, _LATENCY_BACKOFF_MAX_S)
-        else:  # a wait now and then (a core taken away briefly) costs only the shortest back-off
-            self._latency_backoff = _LATENCY_BACKOFF_MIN_S
-        self._latency_serial_until = time.monotonic() + self._latency_backoff
-        self._latency_probe = True
+    def _kernel_plan(self, call, n_threads):
+        """The planner's choice for a call (a forced plan first: rnnfast.tune times candidates that way);
+        batch 1 on one thread while the thread policy backs off."""
+        if self._forced_plan is not None:
+            return self._forced_plan
+        if call.f32 and call.B == 1 and call.D == 1:
+            n_threads = self.thread_policy.threads(n_threads)
+        tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
+        return _planner.plan_call(call, n_threads, tuned)
 
-    def _step_choose(self):
-        """Whether a warm batch-1 step runs on several threads: the way with the lower recent time per
-        step, except that the other way gets _STEP_EXPLORE of every _STEP_PERIOD steps (to notice a
-        change). On this shared machine the two-thread step took 14 us in some stretches and 40 in
-        others (a partner thread slow to respond), the one-thread step about 25."""
-        n = self._step_n
-        self._step_n = n + 1
-        t1, t2 = self._step_ewma
-        if t1 is None:
-            return n >= _STEP_EXPLORE  # a few steps each way first
-        if t2 is None:
-            return True
-        best = t2 <= t1
-        return (not best) if n % _STEP_PERIOD < _STEP_EXPLORE else best
+    def plan_for(self, x, lengths=None, *, training: bool | None = None, n_threads: int | None = None) -> Plan:
+        """The kernel plan a call with this input would run (kernel, product layout, thread split);
+        nothing is computed. ``training`` defaults to the layer's mode.
 
-    def _step_time(self, split, took):
-        """Fold one warm step's time into the running mean of its way (see _step_choose), unless the
-        way changed within the last two steps: the first steps on several threads after some on one
-        pay for waking the partner, which says nothing of the steps after them. A time is taken as at
-        most twice the mean: one step that waited a millisecond for a descheduled partner otherwise
-        kept two-thread steps (12 us here, against 15 on one) out of use for thousands of steps, and
-        a lasting change still doubles the mean in seven."""
-        same = self._step_run + 1 if split == self._step_prev else 0
-        self._step_prev, self._step_run = split, same
-        if same < 2:
-            return
-        i = 1 if split else 0
-        old = self._step_ewma[i]
-        self._step_ewma[i] = took if old is None else old + 0.1 * (min(took, 2.0 * old) - old)
+        Examples
+        --------
+        >>> str(LSTM(8, 512).plan_for(np.zeros((2, 100, 8), np.float32), n_threads=2))
+        'units proj=step split=unitsx2'
+        """
+        xb, _ = self._check_x(x)
+        B, T, _ = xb.shape
+        lengths = check_lengths(lengths, B, T)
+        N = B * T if lengths is None else int(np.sum(lengths))
+        train = self.training if training is None else bool(training)
+        return self._kernel_plan(self._call(B, T, N, train), resolve_threads(n_threads))
 
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
         plan = self._plan(None, B, 1)
-        latency = self.dtype == np.float32 and B == 1
-        params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, False, latency)
+        kp = _planner.plan_call(self._call(B, 1, B, False), n_threads)
+        params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)
         src = [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
                for sfx, _, _ in biases]
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
@@ -434,14 +381,9 @@ class _RNNBase(Module):
         LD = L * D
         plan = self._plan(lengths, B, T)
         N, DH = plan.N, D * H
-        packed = dt == np.float32 and B >= _PACKED_MIN_B and T >= _PACKED_MIN_T
-        # one sequence, one direction: the batch-1 kernel, threads sharing out the hidden units; it
-        # meets at a barrier every step, so after a call that found the cores busy the next calls
-        # run it on one thread for a while
-        latency = dt == np.float32 and B == 1 and D == 1
-        if latency:
-            n_threads = self._latency_threads(n_threads)
-        params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, packed, latency)
+        kp = self._kernel_plan(self._call(B, T, N, training), n_threads)
+        n_threads = kp.threads
+        params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, kp)
         for sfx, b, bhn in biases:  # the parameters may have changed in place since the last call
             self._biases_into(sfx, b, bhn)
         z = np.zeros((B, H), dt)
@@ -464,7 +406,8 @@ class _RNNBase(Module):
             if not packed_like:
                 ob = out.swapaxes(0, 1) if not self.batch_first else out  # (B, T, DH) view
                 io[2], io[3] = ob.strides[1] // dt.itemsize, ob.strides[0] // dt.itemsize
-            fused = all("wpx" in bufs[d] for d in range(D))
+            # (kernels that make x_t W_ih^T step by step read the input where it is)
+            fused = kp.proj == "step" and kp.kernel in ("packed", "units")
             x_tm = x.swapaxes(0, 1)  # (T, B, F)
             if x.dtype == dt and x.strides[2] == dt.itemsize and (x.flags.c_contiguous or x_tm.flags.c_contiguous):
                 base = x if x.flags.c_contiguous else x_tm
@@ -489,12 +432,12 @@ class _RNNBase(Module):
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
                             L, params, bufs, states, xl, outl, masks, training, n_threads, *io)
-        if latency:
-            self._latency_note(n_threads, yields)
+        if kp.kernel in ("latency", "units"):
+            self.thread_policy.note(n_threads, yields)
         cache = None
         if training:
-            cache = dict(plan=plan, params=params, bufs=bufs, states=states, xl=xl, outl=outl, masks=masks,
-                         ws=ws)
+            cache = dict(plan=plan, kp=kp, params=params, bufs=bufs, states=states, xl=xl, outl=outl,
+                         masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
 
     def forward(self, x, hx=None, lengths=None, n_threads=None):
@@ -642,7 +585,10 @@ class _RNNBase(Module):
                 else:  # [X, H_prev], for [dW_ih, dW_hh] in one product (see net_backward)
                     buf["hprev"] = ws.get(f"hprev{k}", (N, F + H), dt)
                     buf["dwcat"] = ws.get(f"dwcat{k}", (G * H, F + H), dt)
-                if "wpx" in buf:  # the packed kernel (B >= 4) runs backward too
+                if "units" in buf:  # the few-rows kernel runs backward too, on W_hh's columns
+                    size = _k.units_pack_size(self._cell, F, H, nth, False, True)
+                    buf["unb"] = ws.get(f"unb{k}", (size,), dt)
+                if cache["kp"].kernel == "packed":  # the packed kernel runs backward too
                     size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"
                             else _k.packed_size(G * H, H))
                     buf["wpb"] = ws.get(f"wpb{k}", (size,), dt)
@@ -653,15 +599,16 @@ class _RNNBase(Module):
                 if d == 1:
                     buf["dy"] = ws.get(f"dy{k}", (N, H), dt)
                     buf["dxin"] = ws.get(f"dxin{k}", (N, F), dt)
-        # one sequence, one direction (as its forward): the batch-1 kernel, threads sharing out the units
-        latency = dt == np.float32 and B == 1 and D == 1
-        if latency:
-            nth = self._latency_threads(nth)
+        # the batch-1 and few-rows kernels (as their forward): threads sharing out the units
+        kp = cache["kp"]
+        shares_units = kp.kernel in ("latency", "units")
+        if shares_units:
+            nth = self.thread_policy.threads(min(nth, kp.threads))
         yields = _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
                              cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
                              cache["masks"], dls, dx0, grads, dstates, nth)
-        if latency:
-            self._latency_note(nth, yields)
+        if shares_units:
+            self.thread_policy.note(nth, yields)
         dx = plan.unpack(dx0, self.input_size)
         self._release(ws)
         if not self.batch_first:
@@ -717,21 +664,16 @@ class _RNNBase(Module):
         L, H, dt = self.num_layers, self.hidden_size, self.dtype
         latency = dt == np.float32 and B == 1
         split = warm = False
+        pol = self.thread_policy
         if latency:
-            nth = self._latency_threads(nth)
             # A step's work (microseconds) is far below what waking a second thread can cost after the
             # process sat idle (milliseconds here, on an idle virtual CPU), so the first step after a
             # pause runs on one thread. Steps that follow each other closely run the way that has been
-            # faster lately (see _step_choose): whether a partner thread pays depends on the machine.
-            now = time.perf_counter()
-            if nth > 1:
-                if now - self._step_last > _STEP_WARM_S:
-                    nth = 1
-                else:
-                    warm = True
-                    split = self._step_choose()
-                    if not split:
-                        nth = 1
+            # faster lately (ThreadPolicy): whether a partner thread pays depends on the machine.
+            cap = self._step_caps.get(nth)
+            if cap is None:  # the planner's threads for a batch-1 step (one for small weights)
+                cap = self._step_caps[nth] = _planner.plan_call(self._call(1, 1, 1, False), nth).threads
+            nth, split, warm = pol.step_threads(pol.threads(cap))
         hT = np.empty((L, B, H), dt)
         cT = np.empty((L, B, H), dt) if self._mode == "lstm" else None
         ws = self._acquire()
@@ -739,16 +681,16 @@ class _RNNBase(Module):
             st = ws.stepper
             if st is None or st.key != B:
                 st = self._stepper(ws, B, nth)
-            t0 = time.perf_counter()
+            t0 = pol.perf()
             yields = st.run(np.ascontiguousarray(xt), h0, c0, hT, cT, nth)
-            t1 = time.perf_counter()
+            t1 = pol.perf()
         finally:
             self._release(ws)
         if latency:
-            self._latency_note(nth, yields)
-            self._step_last = t1
+            pol.note(nth, yields)
+            pol.step_last = t1
             if warm:
-                self._step_time(split, t1 - t0)
+                pol.step_time(split, t1 - t0)
         y = hT[L - 1].copy()  # the output of one step is the last layer's new h (a copy: no aliasing)
         if unbatched:
             return (y[0], (hT[:, 0], cT[:, 0])) if self._mode == "lstm" else (y[0], hT[:, 0])

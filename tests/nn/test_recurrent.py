@@ -7,6 +7,7 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 import rnnfast as rf
+from rnnfast._planner import TABLE, Plan, ThreadPolicy
 import reference as ref
 from gradcheck import numeric_grad
 
@@ -249,10 +250,10 @@ def test_step_matches_sequence(cell, dtype, B, H):
     x, h0, c0, _, _, _, _ = problem(cell, B, T, I, H, L, False, dtype, 3)
     m = make(cell, I, H, num_layers=L, dtype=dtype, seed=6).eval()
     out, hn, cn = run(m, x, h0, c0, None)
-    # Same formulas and cell kernels; the products may round differently (BLAS's rounding can depend on
-    # the number of rows, and from 4 rows on a sequence runs the packed per-step kernel), so a step equals
-    # the sequence to rounding: exactly for these small batches, to a few ulp otherwise.
-    if B < 4:
+    # Same formulas and cell kernels; the products may round differently (a float32 sequence of 4 steps
+    # or more runs the packed or few-rows kernels, a step BLAS's GEMM), so a step equals the sequence to
+    # rounding: exactly when both run BLAS, to a few ulp otherwise.
+    if m.plan_for(x).kernel == "blas" and B < 4:  # (BLAS rounds by row block from 4 rows on)
         eq = np.testing.assert_array_equal
     else:
         tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
@@ -283,7 +284,7 @@ def test_step_matches_sequence(cell, dtype, B, H):
 def test_step_fast_path_threads_batches_and_foreign_states(cell, monkeypatch):
     """``step`` reuses its kernel arguments between calls: across thread counts, batch sizes, states
     that are strided views or of another dtype, and biases changed in place, it equals the sequence."""
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
     T, I, H, L = 5, 6, 20, 2
     m = make(cell, I, H, num_layers=L, seed=4).eval()
     for B in (1, 3, 1, 5):
@@ -312,29 +313,20 @@ def test_step_fast_path_threads_batches_and_foreign_states(cell, monkeypatch):
 def test_step_threads_pause_and_choice(monkeypatch):
     """The first batch-1 step after a pause runs on one thread (waking the others can cost far more than
     the step); steps that follow closely run the way that has lately been faster, the other way now and
-    then. Same results either way."""
-    import rnnfast.nn.recurrent as R
-
-    monkeypatch.setattr(R, "_LATENCY_MIN_SPLIT_BYTES", 0)
-    seen = []
-    real = R._k
-
-    class Spy(real.Stepper):
-        def run(self, *args):
-            seen.append(args[5])
-            return super().run(*args)
-
-    class Kernels:
-        Stepper = Spy
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-    monkeypatch.setattr(R, "_k", Kernels())
+    then. Same results either way. (A fake clock in the layer's ThreadPolicy; the thread counts it
+    chose are recorded by a subclass.)"""
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
     clock = [50.0]
-    monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(R.time, "perf_counter", lambda: clock[0])
+    seen = []
+
+    class Recording(ThreadPolicy):
+        def step_threads(self, threads):
+            out = super().step_threads(threads)
+            seen.append(out[0])
+            return out
+
     m = rf.nn.GRU(3, 8, seed=0).eval()
+    m.thread_policy = Recording(clock=lambda: clock[0], perf=lambda: clock[0])
     x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
     ys, s = [], None
     for t in range(12):
@@ -348,14 +340,15 @@ def test_step_threads_pause_and_choice(monkeypatch):
     clock[0] += 1.0
     m.step(x[0], s, n_threads=2)
     assert seen[-1] == 1
-    monkeypatch.setattr(R._RNNBase, "_step_time", lambda self, split, took: None)
+    monkeypatch.setattr(m.thread_policy, "step_time", lambda split, took: None)
+    period, explore = TABLE["step_period"], TABLE["step_explore"]
     for times, many in (([25e-6, 14e-6], 2), ([25e-6, 40e-6], 1)):
-        m._step_ewma = list(times)
+        m.thread_policy.step_ewma = list(times)
         del seen[:]
-        for _ in range(R._STEP_PERIOD):
+        for _ in range(period):
             clock[0] += 1e-5
             m.step(x[0], s, n_threads=2)
-        assert seen.count(many) == R._STEP_PERIOD - R._STEP_EXPLORE
+        assert seen.count(many) == period - explore
 
 
 def test_step_refuses_bidirectional():
@@ -665,7 +658,7 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     against the float64 reference. I = 19 and H = 33 leave remainders of the
     16-wide loops and a zero-padded last panel; T = 40 on one thread takes x W_ih^T from one GEMM
     first, the other cases make it step by step."""
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)  # split even tiny weights
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)  # split even tiny weights
     _assert_batch1_f32(cell, 19, H, T, None, n_threads, 5, 9)
 
 
@@ -676,7 +669,7 @@ def test_float32_batch1_kernel_stops_at_the_sequence_length(cell, n_threads, T, 
     """One sequence shorter than the input's T: the batch-1 kernels run its own steps only (they once
     ran all T, past the end of the packed rows, and crashed); padding stays zero, final states and
     every gradient match the float64 reference."""
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
     _assert_batch1_f32(cell, 19, 33, T, np.array([length]), n_threads, 6, 5)
 
 
@@ -706,12 +699,12 @@ def test_batch1_kernel_panels_match_rows_in_place(cell, n_threads, monkeypatch):
     """The batch-1 kernel's packed panels (long calls) give what its in-place rows give (short calls),
     at sizes whose shares span several 64-wide panels and end in a narrower one (H = 150 on two threads:
     75 units a thread, panels of 64 and 16 columns; I = 70 ends a 16-row block of the transposition)."""
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
     I, H, T = 70, 150, 33
     m = make(cell, I, H, dtype=np.float32, seed=4).eval()
     x = np.random.default_rng(1).standard_normal((1, T, I)).astype(np.float32)
     panels = m(x, n_threads=n_threads)[0]
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_PANEL_MIN_T", T + 1)
+    monkeypatch.setitem(TABLE, "latency_panel_min_t", T + 1)
     m.release_memory()  # (the kept kernel arguments name the panel buffer)
     rows = m(x, n_threads=n_threads)[0]
     np.testing.assert_allclose(panels, rows, rtol=1e-5, atol=1e-6)
@@ -726,7 +719,7 @@ def test_batch1_kernel_goes_on_alone_after_a_long_wait(cell, T, monkeypatch):
     reference, for training (saved gates) and inference."""
     from rnnfast._kernels import _recurrent as kern
 
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
     I, H, L = 5, 24, 2
     x, h0, c0, _, dout, dh, dc = problem(cell, 1, T, I, H, L, False, np.float32, 12)
     m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=2)
@@ -737,14 +730,14 @@ def test_batch1_kernel_goes_on_alone_after_a_long_wait(cell, T, monkeypatch):
     try:
         for training in (False, True):
             m.train(training)
-            m._latency_serial_until = 0.0
+            m.thread_policy.serial_until = 0.0
             out, hn, cn = run(m, x, h0, c0, None, n_threads=2)
             np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
             np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
-            assert m._latency_serial_until > 0.0  # and the layer backed off
-        m._latency_serial_until = 0.0
+            assert m.thread_policy.serial_until > 0.0  # and the layer backed off
+        m.thread_policy.serial_until = 0.0
         _assert_f32_backward(m, cell, f64, sd, L, False, None, 2)  # (backward has the same kernel)
-        assert m._latency_serial_until > 0.0
+        assert m.thread_policy.serial_until > 0.0
     finally:
         kern.set_latency_spin_ns(old)
 
@@ -754,93 +747,85 @@ def test_batch1_kernel_backs_off_to_one_thread_when_busy(monkeypatch):
     same answer as a one-thread call, to the bit."""
     import time
 
-    monkeypatch.setattr("rnnfast.nn.recurrent._LATENCY_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
 
     m = rf.nn.LSTM(4, 37, seed=0).eval()
     x = np.random.default_rng(0).standard_normal((1, 9, 4)).astype(np.float32)
     one = m(x, n_threads=1)[0]
-    m._latency_serial_until = time.monotonic() + 60
+    m.thread_policy.serial_until = time.monotonic() + 60
     np.testing.assert_array_equal(m(x, n_threads=2)[0], one)
-    m._latency_serial_until = 0.0
+    m.thread_policy.serial_until = 0.0
     np.testing.assert_allclose(m(x, n_threads=2)[0], one, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("how", ["step", "sequence"])
-def test_batch1_backoff_is_short_then_grows(monkeypatch, how):
+def test_batch1_backoff_is_short_then_grows():
     """A call whose threads found the cores busy sends the layer to one thread briefly; the same trouble
     at the first call after that doubles the time, up to a limit; a clean call on several threads
-    resets it."""
-    import rnnfast.nn.recurrent as R
-
-    real = R._k
-    busy = [True]
-
-    class BusyStepper(real.Stepper):
-        def run(self, *args):
-            n = super().run(*args)
-            return 1 if busy[0] else n
-
-    class Busy:  # the real kernels, reporting (while busy[0]) that a thread had to wait
-        Stepper = BusyStepper
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def forward(self, *args):
-            n = real.forward(*args)
-            return 1 if busy[0] else n
-
-    m = rf.nn.LSTM(4, 8, seed=0).eval()
-    m._step_ewma = [2e-5, 1e-5]
-    x = np.ones((1, 4), np.float32)
-    monkeypatch.setattr(R, "_k", Busy())
-    monkeypatch.setattr(R, "_LATENCY_MIN_SPLIT_BYTES", 0)
-    monkeypatch.setattr(R, "_STEP_WARM_S", 1e9)  # every step counts as following the last closely
-    monkeypatch.setattr(R, "_STEP_EXPLORE", 0)  # and runs on two threads, as measured faster
-    monkeypatch.setattr(R._RNNBase, "_step_time", lambda self, split, took: None)
+    resets it (ThreadPolicy with a fake clock)."""
     clock = [1000.0]
-    monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
-
-    def call():
-        if how == "step":
-            m.step(x, n_threads=2)
-        else:
-            m(x[None], n_threads=2)
-
-    call()
-    assert m._latency_serial_until == pytest.approx(1000.0 + R._LATENCY_BACKOFF_MIN_S)
-    assert m._latency_threads(2) == 1
+    pol = ThreadPolicy(clock=lambda: clock[0])
+    lo, hi = TABLE["backoff_min_s"], TABLE["backoff_max_s"]
+    pol.note(2, 1)
+    assert pol.serial_until == pytest.approx(1000.0 + lo)
+    assert pol.threads(2) == 1
     waits = []
     for _ in range(12):  # each back-off over, the trouble is there again at once
-        clock[0] = m._latency_serial_until + 1e-3
-        assert m._latency_threads(2) == 2
-        call()
-        waits.append(m._latency_backoff)
-    assert waits[0] == pytest.approx(2 * R._LATENCY_BACKOFF_MIN_S)
-    assert waits[-1] == R._LATENCY_BACKOFF_MAX_S
-    busy[0] = False
-    clock[0] = m._latency_serial_until + 1e-3
-    call()
-    assert m._latency_backoff == R._LATENCY_BACKOFF_MIN_S
+        clock[0] = pol.serial_until + 1e-3
+        assert pol.threads(2) == 2
+        pol.note(2, 1)
+        waits.append(pol.backoff)
+    assert waits[0] == pytest.approx(2 * lo)
+    assert waits[-1] == hi
+    clock[0] = pol.serial_until + 1e-3
+    pol.note(2, 0)
+    assert pol.backoff == lo
     # a wait now and then, after clean calls, costs only the shortest back-off
-    call()
-    busy[0] = True
-    call()
-    assert m._latency_backoff == R._LATENCY_BACKOFF_MIN_S
+    pol.note(2, 0)
+    pol.note(2, 1)
+    assert pol.backoff == lo
+    pol.note(1, 1)  # one thread has no barrier to wait at
+    assert pol.backoff == lo
+
+
+@pytest.mark.parametrize("how", ["step", "sequence"])
+def test_batch1_busy_call_backs_the_layer_off(how, monkeypatch):
+    """Through the layer: a call whose barriers found the cores busy (forced: every wait counts) sends
+    the next calls to one thread for a while; results stay those of one thread."""
+    from rnnfast._kernels import _recurrent as kern
+
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
+    monkeypatch.setitem(TABLE, "step_warm_s", 1e9)
+    m = rf.nn.LSTM(4, 8, seed=0).eval()
+    x = np.ones((1, 6, 4), np.float32)
+    one = m(x, n_threads=1)[0]
+    old = kern.set_latency_spin_ns(0)
+    try:
+        if how == "step":
+            m.thread_policy.step_last = m.thread_policy.perf()
+            m.thread_policy.step_ewma = [2e-5, 1e-5]
+            m.thread_policy.step_n = TABLE["step_explore"]
+            m.step(x[:, 0], n_threads=2)
+        else:
+            m(x, n_threads=2)
+    finally:
+        kern.set_latency_spin_ns(old)
+    assert m.thread_policy.serial_until > m.thread_policy.clock()
+    assert m.plan_for(x, n_threads=2).threads == 1
+    np.testing.assert_array_equal(m(x, n_threads=2)[0], one)
 
 
 def test_step_timing_shrugs_off_one_slow_step():
     """A warm step's time joins its way's running mean capped at twice the mean, so one step that
     waited long moves the mean by 10% at most, while lasting slowness still shows within a few steps."""
-    m = rf.nn.LSTM(4, 8, seed=0)
+    pol = ThreadPolicy()
     for _ in range(3):  # the first two steps after a change of way do not count
-        m._step_time(True, 1e-5)
-    assert m._step_ewma[1] == pytest.approx(1e-5)
-    m._step_time(True, 1e-3)  # one slow step
-    assert m._step_ewma[1] == pytest.approx(1.1e-5)
+        pol.step_time(True, 1e-5)
+    assert pol.step_ewma[1] == pytest.approx(1e-5)
+    pol.step_time(True, 1e-3)  # one slow step
+    assert pol.step_ewma[1] == pytest.approx(1.1e-5)
     for _ in range(30):
-        m._step_time(True, 1e-3)  # slow for good: the mean grows 10% a step
-    assert m._step_ewma[1] > 1e-4
+        pol.step_time(True, 1e-3)  # slow for good: the mean grows 10% a step
+    assert pol.step_ewma[1] > 1e-4
 
 
 def test_release_memory_drops_kept_buffers():
@@ -864,3 +849,94 @@ def test_workspace_buffers_start_on_a_cache_line(dtype):
     for n, size in enumerate((1, 7, 1000, 100_003)):
         a = ws.get(f"a{n}", (size,), dtype)
         assert a.ctypes.data % 64 == 0 and a.size == size and a.dtype == dtype
+
+
+# Every kernel plan the planner can choose, forced, against the float64 reference: the few-rows kernel
+# (threads sharing out the units for every row, csrc/rf_units.h) and the packed kernel with either product
+# layout (x_t W_ih^T in each step's product, or one GEMM over all steps first), on ragged batches (a row of
+# length 1 ends at t = 0, rows end between steps), stacked, in training (saved gates, backward) and
+# inference (per-step scratch, input and output in place at equal lengths).
+_PLANS = [Plan("units", "step", "units", 2), Plan("units", "gemm", "units", 2), Plan("units", "step", "units", 3),
+          Plan("units", "gemm", "none", 1), Plan("packed", "step", "rows", 2), Plan("packed", "gemm", "rows", 2),
+          Plan("packed", "gemm", "none", 1)]
+
+
+def _forced_f32_case(cell, plan, B, H, bidir, ragged, seed):
+    T, I, L = 7, 9, 2
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, bidir, np.float32, seed, ragged=ragged)
+    if ragged:
+        lengths[0] = 1  # a sequence that ends at t = 0
+    m = make(cell, I, H, num_layers=L, bidirectional=bidir, dtype=np.float32, seed=seed + 1)
+    m._forced_plan = plan
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, bidir, f64[1], f64[2], lengths, nonlinearity=act(cell))
+    return m, (x, h0, c0, lengths), f64, sd, (ro, rh, rc), L
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("plan", _PLANS, ids=str)
+@pytest.mark.parametrize("B,H", [(2, 40), (5, 33), (3, 70)])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_float32_forced_plans_match_reference(cell, plan, B, H, ragged):
+    """Forward (training and inference) and backward of each forced plan match the float64 reference;
+    H = 33 and 70 leave shares of units that end inside a 32-column panel."""
+    m, (x, h0, c0, lengths), f64, sd, (ro, rh, rc), L = _forced_f32_case(cell, plan, B, H, False, ragged, 40 + B)
+    assert m.plan_for(x) == plan
+    for training in (False, True):
+        m.train(training)
+        out, hn, cn = run(m, x, h0, c0, lengths)
+        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+        if cn is not None:
+            np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
+        if lengths is not None:
+            for b, n in enumerate(lengths):
+                assert np.all(out[b, n:] == 0)
+    _assert_f32_backward(m, cell, f64, sd, L, False, lengths, plan.threads)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("plan", [p for p in _PLANS if p.kernel == "packed"], ids=str)
+def test_float32_forced_packed_plans_bidirectional(cell, plan):
+    m, (x, h0, c0, lengths), f64, sd, (ro, rh, rc), L = _forced_f32_case(cell, plan, 3, 24, True, True, 7)
+    m.train()
+    out, hn, cn = run(m, x, h0, c0, lengths)
+    np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+    _assert_f32_backward(m, cell, f64, sd, L, True, lengths, plan.threads)
+    m.eval()
+    np.testing.assert_allclose(run(m, x, h0, c0, lengths)[0], ro, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_float32_units_kernel_reads_and_writes_in_place(cell, batch_first):
+    """Inference at equal lengths: the few-rows kernel reads the caller's input and writes its output
+    where they are (strided rows), for either layout; the same answer as from packed copies."""
+    B, T, I, H = 3, 6, 5, 40
+    x = np.random.default_rng(3).standard_normal((B, T, I)).astype(np.float32)
+    m = make(cell, I, H, batch_first=batch_first, seed=2).eval()
+    xin = x if batch_first else np.ascontiguousarray(x.swapaxes(0, 1))
+    m._forced_plan = Plan("packed", "gemm", "none", 1)
+    want = m(xin)[0]
+    m._forced_plan = Plan("units", "step", "units", 2)
+    np.testing.assert_allclose(m(xin)[0], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_units_kernel_goes_on_alone_after_a_long_wait(cell):
+    """As the batch-1 kernel: after a long wait at a barrier (forced: every wait counts), thread 0 runs the
+    rest of the call alone, forward and backward, with the reference's results."""
+    from rnnfast._kernels import _recurrent as kern
+
+    plan = Plan("units", "step", "units", 2)
+    m, (x, h0, c0, lengths), f64, sd, (ro, rh, rc), L = _forced_f32_case(cell, plan, 3, 40, False, True, 5)
+    old = kern.set_latency_spin_ns(0)
+    try:
+        m.train()
+        out, hn, _ = run(m, x, h0, c0, lengths)
+        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+        _assert_f32_backward(m, cell, f64, sd, L, False, lengths, 2)
+    finally:
+        kern.set_latency_spin_ns(old)

@@ -1,0 +1,403 @@
+"""The one place that decides how a recurrent layer's call runs.
+
+From the call's shape (a :class:`Call`), the thread count and the machine's cache sizes (read at run
+time, :func:`machine`), :func:`plan_call` picks a :class:`Plan`:
+
+``kernel``
+    ``"latency"``: one sequence; the threads share out the hidden units (csrc/rf_latency.h).
+    ``"units"``: a few rows, one direction; the threads share out the hidden units, each streaming its
+    share of the weights once a step for every row (csrc/rf_units.h).
+    ``"packed"``: tasks of (direction, block of rows), each with its own per-step product on weights
+    packed once per call (csrc/rf_gemm.h).
+    ``"blas"``: the same tasks with BLAS's GEMM per step (float64, or too few steps to pay for packing).
+``proj``
+    ``"step"``: x_t W_ih^T is part of each step's product (no (N, G*H) array through memory);
+    ``"gemm"``: one GEMM over all steps first, and a step reads W_hh alone.
+``split`` / ``threads``
+    How the threads share the work (``"units"``, ``"rows"``, ``"directions"``, ``"rows+directions"``,
+    ``"none"``) and how many run.
+
+The choice between candidates is a small roofline model: a step costs the larger of its multiply-adds
+at the core's rate and its weight bytes at the bandwidth of the cache level they fit in, plus the
+fixed costs of a step and of a barrier; every number is in :data:`TABLE`, each with the measurement
+behind it. The batch-1 back-off and the streaming-step choice, which depend on the machine's recent
+behaviour rather than the shape, are :class:`ThreadPolicy`, with an injectable clock.
+
+``rnnfast.tune`` (:mod:`rnnfast._tune`) can time the candidates (:func:`candidates`) on the user's
+machine and remember the fastest per shape; :func:`plan_call` then returns that plan.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Optional
+
+__all__ = ["Cell", "Call", "Plan", "Machine", "machine", "plan_call", "candidates", "ThreadPolicy", "TABLE"]
+
+
+class Cell(enum.IntEnum):
+    """The cell kinds, numbered as the kernels number them (``_recurrent.Cell``)."""
+
+    RNN = 0
+    LSTM = 1
+    GRU = 2
+
+    @property
+    def gates(self) -> int:
+        """G: gates per hidden unit."""
+        return (1, 4, 3)[self.value]
+
+
+# Every threshold and rate of the planner, with what it models (measured on the project's 2-vCPU
+# Xeon with AVX-512, 2 MB of L2 a core, unless said otherwise).
+TABLE = {
+    # --- batch 1 (csrc/rf_latency.h) ---
+    # [W_ih, W_hh] bytes below which it runs on one thread: a step's barrier costs more than half the
+    # product (a step call at I = H = 64: 5.3 us on one thread, 5.9 on two; at 128: 8.9 and 8.1)
+    "latency_min_split_bytes": 256 * 1024,
+    # on one thread, calls up to this many steps make x_t W_ih^T step by step; longer ones take it from
+    # one GEMM first ([W_ih, W_hh] is 1.5x the bytes of W_hh at I = H/2: T=100, H=256 1.63 ms fused
+    # against 1.41); on two threads always step by step (0.89 against 1.01 ms)
+    "latency_fused_max_t": 32,
+    # from this many steps on the weights are packed into panels first (6.4 us a step against 7.6 at
+    # T=100, H=256, two threads); packing costs what three steps gain
+    "latency_panel_min_t": 32,
+    # --- the back-off and streaming-step rules (ThreadPolicy) ---
+    # after a call that found the cores busy: one thread for this long, doubled while the trouble is
+    # there at the first call after each back-off, up to the longest (see ThreadPolicy.note)
+    "backoff_min_s": 0.005,
+    "backoff_max_s": 0.25,
+    # a streaming step within this long of the last may use several threads; of every step_period
+    # such steps, step_explore run the way that has lately been slower
+    "step_warm_s": 0.001,
+    "step_period": 128,
+    "step_explore": 4,
+    # --- batch >= 2 ---
+    # packing the weights once per call costs about two steps' reads of them: BLAS below this many steps
+    "packed_min_t": 4,
+    # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK)
+    "rows_per_task": 4,
+    # rates of the roofline: a core's multiply-add rate on the packed kernel (one thread, 64 x 2048 x
+    # 1024: 167 GFLOP/s; fewer than 8 rows use part of the 8 x 32 register block), bandwidths by where
+    # the weights fit (panels streamed from L2 at 154 GB/s, rows in place at 118; beyond L2 a core
+    # reads about 30 GB/s), the memory traffic of an (N, G*H) projection
+    "core_flops": 150e9,
+    "full_rows": 8,
+    "bw_l1": 300e9,
+    "bw_l2": 120e9,
+    "bw_l3": 30e9,
+    "bw_mem": 12e9,
+    # fixed costs: a step of a task (calls, pointers), a barrier among the threads (1-2 us here), the
+    # fused cell pass per row and unit (LSTM: 4 activations, about 1 ns)
+    "step_s": 0.3e-6,
+    "barrier_s": 1.5e-6,
+    "cell_s": 1.0e-9,
+    # the few-rows kernel: up to this many rows (more rows share out by rows well)
+    "units_max_rows": 32,
+    # a call with fewer multiply-adds than this runs on one thread (waking a second costs 5-20 us)
+    "min_parallel_flops": 2.0e6,
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Cache sizes in bytes (per core for L1 and L2, shared L3)."""
+
+    l1d: int
+    l2: int
+    l3: int
+
+
+def _sysfs_caches() -> dict:
+    """{level: bytes} of cpu0's data / unified caches from sysfs (Linux), or {}."""
+    out = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return out
+    for name in names:
+        if not name.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(base, name, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(base, name, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(base, name, "size")) as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:], 1)
+        try:
+            out[level] = int(text.rstrip("KMG")) * mult
+        except ValueError:
+            continue
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def machine() -> Machine:
+    """This machine's cache sizes, read once (sysfs; 32 KB / 1 MB / 8 MB where it cannot be read)."""
+    c = _sysfs_caches()
+    return Machine(l1d=c.get(1, 32 * 1024), l2=c.get(2, 1024 ** 2), l3=c.get(3, 8 * 1024 ** 2))
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the planner needs of a call: the cell, float32 or not, B rows (sequences), T steps, N
+    valid steps in all (sum of lengths), I inputs, H units, D directions, L layers, training or not."""
+
+    cell: Cell
+    f32: bool
+    B: int
+    T: int
+    N: int
+    I: int
+    H: int
+    D: int = 1
+    L: int = 1
+    training: bool = False
+
+    def key(self, threads: int) -> str:
+        """A stable text key for the tuning cache (lengths enter only through N / (B T))."""
+        fill = round(self.N / max(1, self.B * self.T), 2)
+        return (f"{self.cell.name.lower()} f32={int(self.f32)} B={self.B} T={self.T} fill={fill} I={self.I} "
+                f"H={self.H} D={self.D} L={self.L} train={int(self.training)} threads={threads}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a call runs (see the module docstring)."""
+
+    kernel: str
+    proj: str
+    split: str
+    threads: int
+    panels: bool = False  # batch 1: weights packed into panels first
+    tuned: bool = False   # taken from the tuning cache
+
+    def __str__(self) -> str:
+        extra = "+panels" if self.panels else ""
+        return f"{self.kernel}{extra} proj={self.proj} split={self.split}x{self.threads}" + (
+            " (tuned)" if self.tuned else "")
+
+
+# --------------------------------------------------------------------------------------------- costs
+
+def _bandwidth(nbytes: float, m: Machine) -> float:
+    """Bytes a second one core streams a block of ``nbytes`` it read last step: from L1, L2 or beyond."""
+    if nbytes <= m.l1d // 2:
+        return TABLE["bw_l1"]
+    if nbytes <= m.l2 * 3 // 4:
+        return TABLE["bw_l2"]
+    return TABLE["bw_l3"]
+
+
+def _step_cost(rows: int, cols: int, K: int, m: Machine) -> float:
+    """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W: the larger
+    of its multiply-adds (a part of the register block idle below full_rows) and its weight bytes."""
+    flops = 2.0 * rows * cols * K
+    rate = TABLE["core_flops"] * min(1.0, max(rows, 1) / TABLE["full_rows"])
+    return max(flops / rate, 4.0 * cols * K / _bandwidth(4.0 * cols * K, m)) + TABLE["step_s"]
+
+
+def _proj_cost(c: Call, F: int, threads: int) -> float:
+    """x W_ih^T over all N valid steps as one GEMM on ``threads`` threads, and its (N, G*H) result
+    written and read back through memory."""
+    GH = c.cell.gates * c.H
+    return 2.0 * c.N * F * GH / (TABLE["core_flops"] * threads) + 8.0 * c.N * GH / TABLE["bw_mem"]
+
+
+def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
+    """Modelled seconds of the forward of a call's first layer (the widest input: later layers have
+    F = D H) under one candidate; backward repeats the recurrence's shape and follows the same choice."""
+    G, H = c.cell.gates, c.H
+    F = c.I
+    K = H if proj == "gemm" else F + H
+    steps = c.N / max(1, c.B)  # mean valid steps of a row: the recurrence's length
+    extra = _proj_cost(c, F, threads) if proj == "gemm" else 0.0
+    pack = 8.0 * K * G * H / TABLE["bw_mem"]
+    if kernel == "units":
+        share = -(-H // threads)
+        step = _step_cost(c.B, G * share, K, m) + TABLE["barrier_s"] + TABLE["cell_s"] * c.B * share
+        return extra + pack / threads + steps * step
+    nblk, ntask = _row_tasks(c, threads)
+    rows = -(-c.B // nblk)
+    step = _step_cost(rows, G * H, K, m) + TABLE["cell_s"] * rows * H
+    rounds = -(-ntask // min(threads, ntask))
+    return extra + pack / min(threads, ntask) + rounds * steps * step
+
+
+def _row_tasks(c: Call, threads: int) -> tuple[int, int]:
+    """Row blocks per direction and tasks in all, as the kernel cuts them (n_blocks)."""
+    want = -(-threads // c.D)
+    most = max(1, c.B // TABLE["rows_per_task"])
+    nblk = max(1, min(want, most))
+    return nblk, nblk * c.D
+
+
+# ---------------------------------------------------------------------------------------------- plans
+
+def _split_name(c: Call, kernel: str, threads: int) -> str:
+    if threads <= 1:
+        return "none"
+    if kernel in ("latency", "units"):
+        return "units"
+    nblk, _ = _row_tasks(c, threads)
+    if c.D == 2:
+        return "rows+directions" if nblk > 1 else "directions"
+    return "rows"
+
+
+def _latency_plan(c: Call, threads: int) -> Plan:
+    """Batch 1, one direction: threads share out the units unless the weights are small (a barrier a step
+    costs more than half the product); see TABLE's latency_* entries."""
+    G, H = c.cell.gates, c.H
+    small = G * H * (max(c.I, H) + H) * 4 < TABLE["latency_min_split_bytes"]
+    threads = 1 if small else threads
+    steps = c.N
+    proj = "step" if steps <= TABLE["latency_fused_max_t"] or threads > 1 else "gemm"
+    panels = steps >= TABLE["latency_panel_min_t"]
+    return Plan("latency", proj, _split_name(c, "latency", threads), threads, panels)
+
+
+def candidates(c: Call, threads: int) -> Iterator[Plan]:
+    """Every plan the kernels can run for this call (float32: packed / units, each with either product
+    layout; float64 and short calls: BLAS only). The first is never worse than the rest by the model."""
+    threads = max(1, threads)
+    if not c.f32 or (c.T < TABLE["packed_min_t"] and not (c.B == 1 and c.D == 1)):
+        n = min(threads, _row_tasks(c, threads)[1])
+        yield Plan("blas", "gemm", _split_name(c, "blas", n), n)
+        return
+    if c.B == 1 and c.D == 1:
+        yield _latency_plan(c, threads)
+        return
+    m = machine()
+    out = []
+    for kernel in ("packed", "units"):
+        if kernel == "units" and (c.D != 1 or threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
+            continue
+        for proj in ("step", "gemm"):
+            n = threads if kernel == "units" else min(threads, _row_tasks(c, threads)[1])
+            out.append((_cost(c, kernel, proj, n, m), Plan(kernel, proj, _split_name(c, kernel, n), n)))
+    out.sort(key=lambda cp: cp[0])
+    yield from (p for _, p in out)
+
+
+def plan_call(c: Call, threads: int, tuned: Optional[dict] = None) -> Plan:
+    """The plan for a call on ``threads`` threads: the tuning cache's where it has one for this shape,
+    else the cheapest candidate by the model; a call too small to pay for a second thread runs on one."""
+    if tuned:
+        hit = tuned.get(c.key(threads))
+        if hit is not None:
+            return replace(Plan(**hit), tuned=True)
+    G = c.cell.gates
+    flops = 2.0 * c.N * G * c.H * (c.I + c.H) * c.L * c.D
+    if threads > 1 and flops < TABLE["min_parallel_flops"] and not (c.B == 1 and c.D == 1):
+        threads = 1
+    return next(candidates(c, threads))
+
+
+# --------------------------------------------------------------------------------------- thread policy
+
+class ThreadPolicy:
+    """The batch-1 kernels' thread rules that depend on what the machine did lately, per layer.
+
+    * Back-off: after a call on several threads whose threads found the cores busy (a long wait at a
+      step's barrier), the next calls run on one thread for ``backoff_min_s``; if the first call after
+      that finds them busy again the time doubles, up to ``backoff_max_s``; a clean call resets it.
+      Short, because such a wait is often brief (another program's threads spinning down); growing,
+      because a process that keeps a core busy would otherwise cost one slow step every time.
+    * Streaming steps: the first step after a pause (``step_warm_s``) runs on one thread (waking a
+      second can cost far more than the step); steps that follow closely run the way whose recent mean
+      time is lower, the other way ``step_explore`` of every ``step_period`` steps, to notice a change.
+
+    ``clock`` (back-off, seconds) and ``perf`` (step timing) are injectable for tests.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 perf: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.perf = perf
+        self.serial_until = 0.0
+        self.backoff = TABLE["backoff_min_s"]
+        self.probe = False         # the next call on several threads follows a back-off
+        self.step_last = 0.0       # when the last batch-1 step ended (perf)
+        self.step_n = 0            # warm steps so far
+        self.step_ewma = [None, None]  # mean step time on one thread, on several
+        self.step_prev, self.step_run = None, 0  # the way of the last warm step, and for how long
+
+    def threads(self, planned: int) -> int:
+        """Threads for a batch-1 call the planner gave ``planned``: one while backing off."""
+        if planned > 1 and self.clock() < self.serial_until:
+            return 1
+        return planned
+
+    def note(self, threads: int, yields: int) -> None:
+        """After a batch-1 call on ``threads`` threads whose barriers had ``yields`` long waits."""
+        if threads <= 1:
+            return
+        probe, self.probe = self.probe, False
+        if not yields:
+            self.backoff = TABLE["backoff_min_s"]
+            return
+        if probe:  # the first call after a back-off found the cores busy again
+            self.backoff = min(2.0 * self.backoff, TABLE["backoff_max_s"])
+        else:  # a wait now and then (a core taken away briefly) costs only the shortest back-off
+            self.backoff = TABLE["backoff_min_s"]
+        self.serial_until = self.clock() + self.backoff
+        self.probe = True
+
+    def step_threads(self, threads: int) -> tuple[int, bool, bool]:
+        """(threads, split, warm) for a streaming batch-1 step: one thread when cold; when warm, the
+        way chosen by :meth:`choose`."""
+        if threads <= 1:
+            return threads, False, False
+        if self.perf() - self.step_last > TABLE["step_warm_s"]:
+            return 1, False, False
+        split = self.choose()
+        return (threads if split else 1), split, True
+
+    def choose(self) -> bool:
+        """Whether a warm step runs on several threads (see the class docstring)."""
+        n = self.step_n
+        self.step_n = n + 1
+        t1, t2 = self.step_ewma
+        explore = TABLE["step_explore"]
+        if t1 is None:
+            return n >= explore  # a few steps each way first
+        if t2 is None:
+            return True
+        best = t2 <= t1
+        return (not best) if n % TABLE["step_period"] < explore else best
+
+    def step_time(self, split: bool, took: float) -> None:
+        """Fold one warm step's time into its way's running mean, unless the way changed within the last
+        two steps (the first steps on several threads after some on one pay for waking the partner). A
+        time counts as at most twice the mean: one step that waited for a descheduled partner otherwise
+        kept the faster way out of use for thousands of steps; a lasting change still doubles the mean
+        in seven."""
+        same = self.step_run + 1 if split == self.step_prev else 0
+        self.step_prev, self.step_run = split, same
+        if same < 2:
+            return
+        i = 1 if split else 0
+        old = self.step_ewma[i]
+        self.step_ewma[i] = took if old is None else old + 0.1 * (min(took, 2.0 * old) - old)
+
+
+def flops(c: Call) -> float:
+    """Multiply-adds x 2 of a call's forward (all layers and directions); backward is about twice that."""
+    G, H = c.cell.gates, c.H
+    total = 0.0
+    for layer in range(c.L):
+        F = c.I if layer == 0 else c.D * H
+        total += 2.0 * c.N * G * H * (F + H) * c.D
+    return total if not c.training else 3.0 * total
+
