@@ -1,0 +1,137 @@
+"""The kernel planner (rnnfast/_planner.py) and the optional tuning cache (rnnfast/_tune.py), without timing:
+the choices follow the cost model's rules, are visible through ``plan_for``, and a tuned plan is used."""
+import json
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast import _planner, _tune
+from rnnfast._planner import TABLE, Call, Cell, Machine, Plan
+
+
+def call(cell=Cell.LSTM, B=8, T=50, I=128, H=128, D=1, L=1, training=False, f32=True, N=None):
+    return Call(cell, f32, B, T, B * T if N is None else N, I, H, D, L, training)
+
+
+def test_machine_reads_cache_sizes():
+    m = _planner.machine()
+    assert isinstance(m, Machine)
+    assert 4096 <= m.l1d <= m.l2 <= max(m.l2, m.l3)
+
+
+def test_cells_are_an_enum_numbered_as_the_kernels():
+    from rnnfast._kernels import _recurrent as k
+
+    assert [int(Cell.RNN), int(Cell.LSTM), int(Cell.GRU)] == [k.Cell.CELL_RNN, k.Cell.CELL_LSTM, k.Cell.CELL_GRU]
+    assert [c.gates for c in Cell] == [1, 4, 3]
+
+
+def test_float64_and_short_calls_run_blas():
+    assert _planner.plan_call(call(f32=False), 2).kernel == "blas"
+    assert _planner.plan_call(call(T=TABLE["packed_min_t"] - 1), 2).kernel == "blas"
+
+
+def test_batch1_runs_the_latency_kernel_and_small_weights_one_thread():
+    p = _planner.plan_call(call(B=1, T=100, I=256, H=512), 2)
+    assert (p.kernel, p.threads, p.panels, p.proj) == ("latency", 2, True, "step")
+    small = _planner.plan_call(call(B=1, T=10, I=8, H=16), 2)
+    assert small.kernel == "latency" and small.threads == 1
+    # one thread, a long call: x W_ih^T from one GEMM first
+    assert _planner.plan_call(call(B=1, T=100, I=256, H=512), 1).proj == "gemm"
+
+
+def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
+    few = _planner.plan_call(call(B=2, T=100, I=256, H=512), 2)
+    assert few.kernel == "units" and few.split == "units" and few.threads == 2
+    many = _planner.plan_call(call(B=256, T=20, I=64, H=64), 2)
+    assert many.kernel == "packed" and many.split == "rows"
+    bi = _planner.plan_call(call(B=2, T=100, I=256, H=512, D=2), 2)
+    assert bi.kernel == "packed" and bi.split == "directions"
+
+
+def test_wide_input_hoists_the_input_product():
+    # W_ih (1024 x 512 floats) beyond L2: one GEMM over all steps, then W_hh alone each step
+    assert _planner.plan_call(call(B=8, T=50, I=1024, H=128), 2).proj == "gemm"
+
+
+def test_tiny_calls_stay_on_one_thread():
+    p = _planner.plan_call(call(B=16, T=8, I=1, H=8), 2)
+    assert p.threads == 1 and p.split == "none"
+
+
+def test_candidates_start_with_the_plan_and_cover_both_layouts():
+    c = call(B=3, T=40, I=200, H=200)
+    cands = list(_planner.candidates(c, 2))
+    assert cands[0] == _planner.plan_call(c, 2)
+    assert {(p.kernel, p.proj) for p in cands} == {("packed", "step"), ("packed", "gemm"), ("units", "step"),
+                                                  ("units", "gemm")}
+
+
+def test_the_table_drives_the_rules(monkeypatch):
+    c = call(B=1, T=10, I=8, H=16)
+    monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)
+    assert _planner.plan_call(c, 2).threads == 2
+    monkeypatch.setitem(TABLE, "units_max_rows", 1)
+    assert _planner.plan_call(call(B=2, T=100, I=256, H=512), 2).kernel == "packed"
+
+
+def test_plan_for_shows_the_layers_choice_and_follows_its_mode():
+    m = rf.nn.LSTM(256, 512, seed=0)
+    x = np.zeros((2, 100, 256), np.float32)
+    p = m.plan_for(x, n_threads=2)
+    assert isinstance(p, Plan) and "units" in str(p)
+    assert m.plan_for(x, n_threads=2, training=False) == m.eval().plan_for(x, n_threads=2)
+    assert rf.nn.LSTM(4, 4, dtype=np.float64).plan_for(np.zeros((3, 5, 4))).kernel == "blas"
+    with pytest.raises(ValueError):
+        m.plan_for(np.zeros((2, 100, 3), np.float32))
+
+
+def test_thread_policy_clock_is_injectable():
+    now = [10.0]
+    pol = _planner.ThreadPolicy(clock=lambda: now[0], perf=lambda: now[0])
+    pol.note(2, 3)
+    assert pol.threads(2) == 1
+    now[0] += 1.0
+    assert pol.threads(2) == 2
+    # a cold step runs on one thread, whatever was planned
+    assert pol.step_threads(2) == (1, False, False)
+
+
+def test_tune_picks_a_candidate_caches_it_and_the_layer_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNFAST_CACHE_DIR", str(tmp_path))
+    m = rf.nn.GRU(12, 40, seed=1).eval()
+    x = np.random.default_rng(0).standard_normal((3, 9, 12)).astype(np.float32)
+    before = m(x, n_threads=2)[0]
+    res = rf.tune(m, x, n_threads=2, repeats=1)
+    assert res["plan"] in list(_tune._candidates(m._call(3, 9, 27, False), 2))
+    assert set(res["times"]) >= {str(res["default"]), str(res["plan"])}
+    assert m.plan_for(x, n_threads=2).tuned
+    np.testing.assert_allclose(m(x, n_threads=2)[0], before, rtol=1e-5, atol=1e-6)
+    data = json.loads((tmp_path / "plans.json").read_text())
+    (mine,) = data.values()
+    assert m._call(3, 9, 27, False).key(2) in mine
+    # another layer of a process started with RNNFAST_TUNE=1 reads the file
+    monkeypatch.setenv("RNNFAST_TUNE", "1")
+    monkeypatch.setattr(_tune, "_loaded", None)
+    other = rf.nn.GRU(12, 40, seed=2).eval()
+    assert other.plan_for(x, n_threads=2).tuned
+    monkeypatch.setattr(_tune, "_loaded", None)
+
+
+def test_a_damaged_tuning_cache_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNFAST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNFAST_TUNE", "1")
+    monkeypatch.setattr(_tune, "_loaded", None)
+    (tmp_path / "plans.json").write_text('{"' + _tune._machine_key() + '": {"x": {"kernel": "evil"}}}')
+    m = rf.nn.LSTM(4, 8)
+    assert not m.plan_for(np.zeros((2, 5, 4), np.float32)).tuned
+    (tmp_path / "plans.json").write_text("not json")
+    monkeypatch.setattr(_tune, "_loaded", None)
+    assert not m.plan_for(np.zeros((2, 5, 4), np.float32)).tuned
+    monkeypatch.setattr(_tune, "_loaded", None)
+
+
+def test_tune_rejects_bad_repeats():
+    with pytest.raises(ValueError):
+        rf.tune(rf.nn.LSTM(2, 3), np.zeros((1, 4, 2), np.float32), repeats=0)
