@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
-__all__ = ["Cell", "Call", "Plan", "Machine", "machine", "plan_call", "candidates", "ThreadPolicy", "TABLE"]
+__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "plan_call", "candidates", "ThreadPolicy", "TABLE"]
 
 
 class Cell(enum.IntEnum):
@@ -171,6 +171,10 @@ class Call:
                 f"H={self.H} D={self.D} L={self.L} train={int(self.training)} threads={threads}")
 
 
+# the kernels' numbers for them (_recurrent.Kernel)
+KERNELS = {"blas": 0, "packed": 1, "units": 2, "latency": 3}
+
+
 @dataclass(frozen=True)
 class Plan:
     """How a call runs (see the module docstring)."""
@@ -181,6 +185,11 @@ class Plan:
     threads: int
     panels: bool = False  # batch 1: weights packed into panels first
     tuned: bool = False   # taken from the tuning cache
+
+    @property
+    def kernel_args(self) -> tuple[int, bool, bool]:
+        """(kernel number, hoist, panels) as the kernel entry points take them."""
+        return KERNELS[self.kernel], self.proj == "gemm", self.panels
 
     def __str__(self) -> str:
         extra = "+panels" if self.panels else ""

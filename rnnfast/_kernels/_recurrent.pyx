@@ -898,12 +898,105 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
     return 0
 
 
-cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, object dt,
-                    bint training, bint backward=False) except -1:
-    """params[k] = (w_ih, w_hh, b, bhn); bufs[k] = dict of buffers; states[k] = (h0, c0, hT, cT)."""
+cpdef enum Kernel:
+    # the planner's kernels (rnnfast._planner.KERNELS)
+    KERNEL_BLAS = 0      # row tasks, BLAS's GEMM per step
+    KERNEL_PACKED = 1    # row tasks, the packed per-step product (csrc/rf_gemm.h)
+    KERNEL_UNITS = 2     # a few rows, threads sharing out the units (csrc/rf_units.h)
+    KERNEL_LATENCY = 3   # batch 1, threads sharing out the units (csrc/rf_latency.h)
+
+
+cdef inline bint _scratch_gates(bint training, bint hoist, int kernel) noexcept:
+    """Whether gates is one step's (B, GH) scratch: inference whose steps make x_t W_ih^T themselves."""
+    return not training and not hoist and (kernel == KERNEL_PACKED or kernel == KERNEL_UNITS)
+
+
+# Buffers whose size depends on the thread count, made only for the pass that runs them.
+_FORWARD_PACKS = ("latp", "unp")
+
+
+def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint reverse, int kernel, bint hoist,
+                bint panels, int nthreads, bint backward=False):
+    """The one table of one layer-direction's buffers: ``{name: shape}`` (elements of the layer's dtype),
+    from which ``rnnfast.nn`` allocates and ``_fill_dirs`` checks before any unchecked code runs.
+
+    Forward (``backward`` False; G gates, GH = G H, F inputs, N packed rows, B rows of a step):
+    gates (N, GH) pre- then post-activation gates, or (B, GH) one step's scratch in inference when the
+    step makes x_t W_ih^T itself; c, tc (N, H) LSTM cell state and tanh(c) (training); gh (B, GH) GRU
+    recurrent product of a step; hn (N, H) GRU W_hn h + b_hn (training); xin (N, F), y (N, H) the
+    reverse direction's input and output in its own time order; packed weights: wpx / wpf (packed
+    kernel, see Dir), latp (batch-1 panels), unp (few-rows kernel's per-thread packs).
+    Backward (``backward`` True, the extra buffers): hprev (N, H), or (N, F + H) holding [X, H_prev] with
+    dwcat (GH, F + H) for LSTM / RNN; wpb, wpi (packed kernel: W_hh and W_ih packed); unb (few-rows
+    kernel); dy (N, H), dxin (N, F) (reverse direction).
+    """
+    cdef int G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+    cdef int GH = G * H
+    out = {}
+    if backward:
+        out["hprev"] = (N, H) if cell == CELL_GRU else (N, F + H)
+        if cell != CELL_GRU:
+            out["dwcat"] = (GH, F + H)
+        if kernel == KERNEL_UNITS:
+            out["unb"] = (units_pack_size(cell, F, H, nthreads, False, True),)
+        if kernel == KERNEL_PACKED:
+            out["wpb"] = (rf_packed_size(2 * H, H) + rf_packed_size(H, H) if cell == CELL_GRU
+                          else rf_packed_size(GH, H),)
+            out["wpi"] = (rf_packed_size(GH, F),)
+        if reverse:
+            out["dy"] = (N, H)
+            out["dxin"] = (N, F)
+        return out
+    out["gates"] = (B if _scratch_gates(training, hoist, kernel) else N, GH)
+    if cell == CELL_LSTM:
+        out["c"] = (N, H)
+        if training:
+            out["tc"] = (N, H)
+    if cell == CELL_GRU:
+        out["gh"] = (B, GH)
+        if training:
+            out["hn"] = (N, H)
+    if reverse:
+        out["xin"] = (N, F)
+        out["y"] = (N, H)
+    if kernel == KERNEL_PACKED:
+        if cell == CELL_GRU:  # W_ih^T (none with hoist) and W_hh^T apart
+            if not hoist:
+                out["wpx"] = (rf_packed_size(F, GH),)
+            out["wpf"] = (rf_packed_size(H, GH),)
+        else:  # [W_ih, W_hh]^T, or W_hh^T alone with hoist
+            out["wpx"] = (rf_packed_size(H if hoist else F + H, GH),)
+    elif kernel == KERNEL_LATENCY and panels:
+        out["latp"] = (_latency_pack_size(cell, F, H, nthreads),)
+    elif kernel == KERNEL_UNITS:
+        out["unp"] = (units_pack_size(cell, F, H, nthreads, not hoist, False),)
+    return out
+
+
+cdef void* _buf(dict buf, dict shapes, str name, object dt) except? NULL:
+    """The named buffer checked against its table shape (dir_buffers), or NULL when the table has none."""
+    cdef Py_ssize_t size = 1
+    shape = shapes.get(name)
+    if shape is None:
+        return NULL
+    for n in shape:
+        size *= n
+    return _ptr(buf.get(name), dt, size, name)
+
+
+cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, object dt, bint training,
+                    int kernel, bint hoist, bint panels, bint backward=False) except -1:
+    """params[k] = (w_ih, w_hh, b, bhn); bufs[k] = {name: array} as dir_buffers lays out; states[k] =
+    (h0, c0, hT, cT). ``kernel``, ``hoist``, ``panels``: the planner's plan. In backward the forward's
+    buffers are checked too, but for its thread-count-sized packs, which backward does not use."""
     cdef int k, l, d, F
     cdef int H = net.H, GH = net.G * net.H, N = net.N, B = net.B
+    cdef bint f32 = dt == np.float32
     cdef Dir* p
+    if not f32 and kernel != KERNEL_BLAS:
+        raise ValueError("internal: only float32 runs the packed, few-rows and batch-1 kernels")
+    if (kernel == KERNEL_LATENCY and (net.B != 1 or net.D != 1)) or (kernel == KERNEL_UNITS and net.D != 1):
+        raise ValueError("internal: the batch-1 and few-rows kernels run one direction (batch 1 for the former)")
     for k in range(net.L * net.D):
         l = k // net.D
         d = k % net.D
@@ -914,55 +1007,45 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.ldx = F
         w_ih, w_hh, b, bhn = params[k]
         buf = bufs[k]
+        shapes = dir_buffers(net.cell, F, H, B, N, training, d == 1, kernel, hoist, panels, net.nthreads)
+        if backward:
+            for name in _FORWARD_PACKS:
+                shapes.pop(name, None)
+            shapes.update(dir_buffers(net.cell, F, H, B, N, training, d == 1, kernel, hoist, panels,
+                                      net.nthreads, True))
         h0, c0, hT, cT = states[k]
         p.w_ih = _ptr(w_ih, dt, GH * F, "w_ih")
         p.w_hh = _ptr(w_hh, dt, GH * H, "w_hh")
         p.b = _ptr(b, dt, GH, "b")
-        if dt == np.float32:
-            p.hoist = buf.get("hoist", False)
-            p.units = buf.get("units", 0) if net.D == 1 and net.B > 1 else 0
-        if dt == np.float32 and buf.get("wpx") is not None:
-            p.wpx = _ptr(buf["wpx"], dt, rf_packed_size(H if p.hoist else (F if net.cell == CELL_GRU else F + H),
-                                                         GH), "wpx")
-            p.gscratch = not training and not p.hoist
-        if p.units != 0:
-            p.gscratch = not training and p.units == 2
-            if backward:
-                p.unb = _ptr(buf.get("unb"), dt, units_pack_size(net.cell, F, H, net.nthreads, False, True), "unb")
-            else:
-                p.unp = _ptr(buf.get("unp"), dt, units_pack_size(net.cell, F, H, net.nthreads, p.units == 2, False),
-                             "unp")
-        p.gates = _ptr(buf["gates"], dt, <Py_ssize_t>(B if p.gscratch else N) * GH, "gates")
         p.h0 = _ptr(h0, dt, B * H, "h0")
         p.hT = _ptr(hT, dt, B * H, "hT")
         if net.cell == CELL_LSTM:
-            p.c = _ptr(buf["c"], dt, <Py_ssize_t>N * H, "c")
             p.c0 = _ptr(c0, dt, B * H, "c0")
             p.cT = _ptr(cT, dt, B * H, "cT")
-            if training:
-                p.tc = _ptr(buf["tc"], dt, <Py_ssize_t>N * H, "tc")
         if net.cell == CELL_GRU:
             p.bhn = _ptr(bhn, dt, H, "bhn")
-            p.gh = _ptr(buf["gh"], dt, B * GH, "gh")
-            if training:
-                p.hn = _ptr(buf["hn"], dt, <Py_ssize_t>N * H, "hn")
-        if dt == np.float32 and buf.get("wpf") is not None:
-            p.wpf = _ptr(buf["wpf"], dt, rf_packed_size(H, GH), "wpf")
-        if dt == np.float32 and net.B == 1:
-            p.lat = buf.get("lat", 0)
-            if p.lat != 0 and buf.get("latp") is not None:
-                # sized for the forward's thread count (the backward's may differ: it does not use it)
-                p.latp = _ptr(buf["latp"], dt, _latency_pack_size(net.cell, p.F, H, 1), "latp")
-                p.latn = buf["latp"].size
-        if dt == np.float32 and buf.get("wpi") is not None:
-            p.wpi = _ptr(buf["wpi"], dt, rf_packed_size(GH, p.F), "wpi")
-        if dt == np.float32 and buf.get("wpb") is not None:
-            p.wpb = _ptr(buf["wpb"], dt,
-                         rf_packed_size(2 * H, H) + rf_packed_size(H, H) if net.cell == CELL_GRU
-                         else rf_packed_size(GH, H), "wpb")
+        p.hoist = hoist and kernel == KERNEL_PACKED
+        if kernel == KERNEL_LATENCY:
+            p.lat = 1 if hoist else 2
+        if kernel == KERNEL_UNITS:
+            p.units = 1 if hoist else 2
+        p.gates = _buf(buf, shapes, "gates", dt)
+        p.gscratch = _scratch_gates(training, hoist, kernel)
+        p.c = _buf(buf, shapes, "c", dt)
+        p.tc = _buf(buf, shapes, "tc", dt)
+        p.gh = _buf(buf, shapes, "gh", dt)
+        p.hn = _buf(buf, shapes, "hn", dt)
+        p.wpx = _buf(buf, shapes, "wpx", dt)
+        p.wpf = _buf(buf, shapes, "wpf", dt)
+        p.latp = _buf(buf, shapes, "latp", dt)
+        p.latn = buf["latp"].size if p.latp != NULL else 0
+        p.unp = _buf(buf, shapes, "unp", dt)
+        p.unb = _buf(buf, shapes, "unb", dt)
+        p.wpb = _buf(buf, shapes, "wpb", dt)
+        p.wpi = _buf(buf, shapes, "wpi", dt)
         if d == 1:
-            p.xin = _ptr(buf["xin"], dt, <Py_ssize_t>N * F, "xin")
-            p.y = _ptr(buf["y"], dt, <Py_ssize_t>N * H, "y")
+            p.xin = _buf(buf, shapes, "xin", dt)
+            p.y = _buf(buf, shapes, "y", dt)
             p.ldy = H
     return 0
 
@@ -999,8 +1082,8 @@ cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int 
 
 
 def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
-            list states, list xl, list outl, list masks, bint training, int nthreads,
-            Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0, Py_ssize_t out_rs=0):
+            list states, list xl, list outl, list masks, bint training, int nthreads, int kernel, bint hoist,
+            bint panels, Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0, Py_ssize_t out_rs=0):
     """Run the forward pass of the whole network (see the module docstring) without the GIL.
 
     All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
@@ -1024,7 +1107,7 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
         free(dirs); free(xp); free(op); free(mp)
         raise MemoryError()
     try:
-        _fill_dirs(&net, dirs, params, bufs, states, dt, training)
+        _fill_dirs(&net, dirs, params, bufs, states, dt, training, kernel, hoist, panels)
         for l in range(L):
             xp[l] = _ptr(xl[l], dt, <Py_ssize_t>net.N * (I if l == 0 else DH), "x")
             op[l] = _ptr(outl[l], dt, <Py_ssize_t>net.N * DH, "out")
@@ -1093,7 +1176,7 @@ cdef class Stepper:
         free(self.dirs); free(self.xp); free(self.op); free(self.mp)
 
     def __init__(self, key, int cell, int relu, Plan plan, int I, int H, int L, list params, list bufs,
-                 list outl, list bias_src, list bias_dst, int nthreads):
+                 list outl, list bias_src, list bias_dst, int nthreads, int kernel, bint hoist, bint panels):
         cdef int l
         if plan.T != 1:
             raise ValueError("internal: a Stepper runs one step")
@@ -1111,7 +1194,7 @@ cdef class Stepper:
         zeros = np.zeros((plan.B, H), self.dt)
         self.zeros = cnp.PyArray_DATA(zeros)
         states = [(zeros, zeros, zeros, zeros)] * L  # placeholders: each call points at its own
-        _fill_dirs(&self.net, self.dirs, params, bufs, states, self.dt, False)
+        _fill_dirs(&self.net, self.dirs, params, bufs, states, self.dt, False, kernel, hoist, panels)
         for l in range(L):
             self.op[l] = _ptr(outl[l], self.dt, <Py_ssize_t>plan.B * H, "out")
             self.xp[l] = self.op[l - 1] if l > 0 else NULL
@@ -1195,7 +1278,7 @@ cdef class Stepper:
 
 def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
              list states, list xl, list outl, list masks, list dout, object dx0, list grads,
-             list dstates, int nthreads):
+             list dstates, int nthreads, int kernel, bint hoist, bint panels):
     """Backward of the whole network without the GIL; gradients accumulate into ``grads``.
 
     ``dout[l]`` (N, D*H) are the output-gradient buffers (the last one filled by the caller),
@@ -1218,7 +1301,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
         free(dirs); free(xp); free(op); free(mp); free(dp)
         raise MemoryError()
     try:
-        _fill_dirs(&net, dirs, params, bufs, states, dt, True, True)
+        _fill_dirs(&net, dirs, params, bufs, states, dt, True, kernel, hoist, panels, True)
         for l in range(L):
             xp[l] = _ptr(xl[l], dt, <Py_ssize_t>N * (I if l == 0 else DH), "x")
             op[l] = _ptr(outl[l], dt, <Py_ssize_t>N * DH, "out")
@@ -1246,13 +1329,13 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             if cell == CELL_LSTM:
                 p.dc = _ptr(dc, dt, B * H, "dc")
                 p.dc0 = _ptr(dc0, dt, B * H, "dc0")
-            if buf.get("dwcat") is not None:
-                p.dwcat = _ptr(buf["dwcat"], dt, GH * (p.F + H), "dwcat")
-            p.hprev = _ptr(buf["hprev"], dt, <Py_ssize_t>N * (p.F + H if p.dwcat != NULL else H), "hprev")
+            shapes = dir_buffers(cell, p.F, H, B, N, True, d == 1, kernel, hoist, panels, nthreads, True)
+            p.dwcat = _buf(buf, shapes, "dwcat", dt)
+            p.hprev = _buf(buf, shapes, "hprev", dt)
             if d == 1:
-                p.dy = _ptr(buf["dy"], dt, <Py_ssize_t>N * H, "dy")
+                p.dy = _buf(buf, shapes, "dy", dt)
                 p.lddy = H
-                p.dxin = _ptr(buf["dxin"], dt, <Py_ssize_t>N * p.F, "dxin")
+                p.dxin = _buf(buf, shapes, "dxin", dt)
         _blas_hold()
         try:
             if dt == np.float32:

@@ -262,9 +262,6 @@ class _RNNBase(Module):
         ``ws``. Kept in ``ws`` for the next eval call of the same layout (what a streaming ``step``
         repeats), rebuilt otherwise."""
         key = (plan.kplan, training, n_threads, kp)
-        packed, hoist = kp.kernel == "packed", kp.proj == "gemm"
-        # inference making x_t W_ih^T step by step keeps one step's gates only
-        scratch = not training and not hoist and kp.kernel in ("packed", "units")
         prep = ws.prepared
         if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
             return prep[2]
@@ -284,43 +281,10 @@ class _RNNBase(Module):
                     bhn[...] = 0
                 biases.append((sfx, b, bhn))
                 params.append((self._params["weight_ih" + sfx], self._params["weight_hh" + sfx], b, bhn))
-                # On the packed kernel LSTM / RNN form each step's gates from [x_t, h_{t-1}] in one
-                # product, so no (N, GH) input projection goes through memory first: inference 19%
-                # faster at the small shape, 6% at medium, 1-3% at large (2 threads; the large shape's
-                # packed weights are 8 MB). GRU makes x_t W_ih^T at each step too, in a product of its
-                # own (its n gate needs the two parts apart): inference 14% faster at small and medium,
-                # 9% at large. Training stores the gates for backward anyway, and gains less: 1-3% at
-                # small and medium, none at large. Inference keeps one step's gates only.
-                buf = {"gates": ws.get(f"gates{k}", (B if scratch else N, G * H), dt)}
-                if self._mode == "lstm":
-                    buf["c"] = ws.get(f"c{k}", (N, H), dt)
-                    if training:
-                        buf["tc"] = ws.get(f"tc{k}", (N, H), dt)
-                if self._mode == "gru":
-                    buf["gh"] = ws.get(f"gh{k}", (B, G * H), dt)
-                    if training:
-                        buf["hn"] = ws.get(f"hn{k}", (N, H), dt)
-                if d == 1:
-                    buf["xin"] = ws.get(f"xin{k}", (N, F), dt)
-                    buf["y"] = ws.get(f"y{k}", (N, H), dt)
-                if packed:
-                    buf["hoist"] = hoist
-                    if self._mode == "gru":  # W_ih^T (none with hoist) and W_hh^T apart
-                        if not hoist:
-                            buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(F, G * H),), dt)
-                        buf["wpf"] = ws.get(f"wpf{k}", (_k.packed_size(H, G * H),), dt)
-                    else:  # [W_ih, W_hh]^T, or W_hh^T alone with hoist
-                        fk = H if hoist else F + H
-                        buf["wpx"] = ws.get(f"wpx{k}", (_k.packed_size(fk, G * H),), dt)
-                elif kp.kernel == "latency":  # (B = 1; N is the sequence's length)
-                    buf["lat"] = 1 if hoist else 2
-                    if kp.panels:
-                        size = _k.latency_pack_size(self._cell, F, H, n_threads)
-                        buf["latp"] = ws.get(f"latp{k}", (size,), dt)
-                elif kp.kernel == "units":
-                    buf["units"] = 1 if hoist else 2
-                    size = _k.units_pack_size(self._cell, F, H, n_threads, not hoist, False)
-                    buf["unp"] = ws.get(f"unp{k}", (size,), dt)
+                # (the buffers' one table is the kernels' dir_buffers; what the packed kernel's layouts
+                # gained is in rnnfast/_planner.py and bench/README.md)
+                shapes = _k.dir_buffers(self._cell, F, H, B, N, training, d == 1, *kp.kernel_args, n_threads)
+                buf = {name: ws.get(f"{name}{k}", shape, dt) for name, shape in shapes.items()}
                 bufs.append(buf)
         x_buf = ws.get("x", (N, self.input_size), dt)
         outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
@@ -368,7 +332,7 @@ class _RNNBase(Module):
                for sfx, _, _ in biases]
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
                         self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
-                        [(b, bhn) for _, b, bhn in biases], n_threads)
+                        [(b, bhn) for _, b, bhn in biases], n_threads, *kp.kernel_args)
         ws.stepper = st
         return st
 
@@ -431,7 +395,7 @@ class _RNNBase(Module):
             else:
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
-                            L, params, bufs, states, xl, outl, masks, training, n_threads, *io)
+                            L, params, bufs, states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
@@ -580,25 +544,11 @@ class _RNNBase(Module):
                               g["bias_hh" + sfx] if self.bias else dummy.copy()))
                 dstates.append((dhs[k], dcs[k], dh0_all[k], dc0_all[k] if dc0_all is not None else None))
                 buf = cache["bufs"][k]
-                if self._mode == "gru":
-                    buf["hprev"] = ws.get(f"hprev{k}", (N, H), dt)
-                else:  # [X, H_prev], for [dW_ih, dW_hh] in one product (see net_backward)
-                    buf["hprev"] = ws.get(f"hprev{k}", (N, F + H), dt)
-                    buf["dwcat"] = ws.get(f"dwcat{k}", (G * H, F + H), dt)
-                if "units" in buf:  # the few-rows kernel runs backward too, on W_hh's columns
-                    size = _k.units_pack_size(self._cell, F, H, nth, False, True)
-                    buf["unb"] = ws.get(f"unb{k}", (size,), dt)
-                if cache["kp"].kernel == "packed":  # the packed kernel runs backward too
-                    size = (_k.packed_size(2 * H, H) + _k.packed_size(H, H) if self._mode == "gru"
-                            else _k.packed_size(G * H, H))
-                    buf["wpb"] = ws.get(f"wpb{k}", (size,), dt)
-                    # dx_t = dG_t W_ih at each step while dG_t is in cache, rather than one GEMM over all
-                    # steps after the loop (OpenBLAS then packs dG again): LSTM small training 2.7%
-                    # faster, medium 4.2%, GRU medium 2.9%, large 0.8%
-                    buf["wpi"] = ws.get(f"wpi{k}", (_k.packed_size(G * H, F),), dt)
-                if d == 1:
-                    buf["dy"] = ws.get(f"dy{k}", (N, H), dt)
-                    buf["dxin"] = ws.get(f"dxin{k}", (N, F), dt)
+                # (on the packed kernel dx_t = dG_t W_ih at each step while dG_t is in cache, rather than
+                # one GEMM over all steps after the loop: LSTM small training 2.7% faster, medium 4.2%)
+                shapes = _k.dir_buffers(self._cell, F, H, B, N, True, d == 1, *cache["kp"].kernel_args, nth, True)
+                for name, shape in shapes.items():
+                    buf[name] = ws.get(f"{name}{k}", shape, dt)
         # the batch-1 and few-rows kernels (as their forward): threads sharing out the units
         kp = cache["kp"]
         shares_units = kp.kernel in ("latency", "units")
@@ -606,7 +556,7 @@ class _RNNBase(Module):
             nth = self.thread_policy.threads(min(nth, kp.threads))
         yields = _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
                              cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
-                             cache["masks"], dls, dx0, grads, dstates, nth)
+                             cache["masks"], dls, dx0, grads, dstates, nth, *kp.kernel_args)
         if shares_units:
             self.thread_policy.note(nth, yields)
         dx = plan.unpack(dx0, self.input_size)
