@@ -273,6 +273,15 @@ RF_INSTANTIATE(rf_gemm_packed, RF_GEMM_ARGS, RF_GEMM_BODY)
 
 #define RF_GEMV_ROWS_BODY                                                                             \
     static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
+    if (K1 + K2 < 16) { /* tiny layers: no 16-wide chunk to stream, plain dot products */            \
+        for (int n = 0; n < N; n++) {                                                                 \
+            float s = 0.0f;                                                                           \
+            for (int k = 0; k < K1; k++) s += A1[(size_t)n * lda1 + k] * x1[k];                       \
+            for (int k = 0; k < K2; k++) s += A2[(size_t)n * lda2 + k] * x2[k];                       \
+            y[n] = (beta == 0.0f ? 0.0f : beta * y[n]) + s;                                           \
+        }                                                                                             \
+        return;                                                                                       \
+    }                                                                                                 \
     const rf_v16i m1a = RF_LO8;                                                                       \
     const rf_v16i m1b = RF_HI8;                                                                       \
     const rf_v16i m2a = RF_LO4;                                                                       \

@@ -29,6 +29,7 @@ __all__ = ["tune", "tuned_plans", "cache_path"]
 
 _lock = threading.Lock()
 _loaded: Optional[dict] = None  # the cache file's plans for this machine, once read
+_enabled: Optional[bool] = None  # RNNFAST_TUNE=1, once read
 
 
 def cache_path() -> str:
@@ -61,9 +62,12 @@ def _valid(fields: object) -> bool:
 
 
 def tuned_plans() -> Optional[dict]:
-    """This machine's tuned plans when ``RNNFAST_TUNE=1`` (read once), else None."""
-    global _loaded
-    if os.environ.get("RNNFAST_TUNE", "0") != "1":
+    """This machine's tuned plans when ``RNNFAST_TUNE=1`` (the variable and the file are read once, at
+    the first call), else None."""
+    global _loaded, _enabled
+    if _enabled is None:
+        _enabled = os.environ.get("RNNFAST_TUNE", "0") == "1"
+    if not _enabled:
         return None
     with _lock:
         if _loaded is None:
@@ -169,6 +173,7 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     key = call.key(threads)
     if save:
         _store(key, best, cache_path())
+    layer._kplans = {}
     layer._tuned = dict(layer._tuned or {}, **{key: {k: v for k, v in dataclasses.asdict(best).items()
                                                      if k != "tuned"}})
     return {"plan": best, "default": default, "times": {str(p): medians[p] for p in cands}}

@@ -114,6 +114,7 @@ def test_tune_picks_a_candidate_caches_it_and_the_layer_uses_it(tmp_path, monkey
     # another layer of a process started with RNNFAST_TUNE=1 reads the file
     monkeypatch.setenv("RNNFAST_TUNE", "1")
     monkeypatch.setattr(_tune, "_loaded", None)
+    monkeypatch.setattr(_tune, "_enabled", None)
     other = rf.nn.GRU(12, 40, seed=2).eval()
     assert other.plan_for(x, n_threads=2).tuned
     monkeypatch.setattr(_tune, "_loaded", None)
@@ -123,6 +124,7 @@ def test_a_damaged_tuning_cache_is_ignored(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNFAST_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("RNNFAST_TUNE", "1")
     monkeypatch.setattr(_tune, "_loaded", None)
+    monkeypatch.setattr(_tune, "_enabled", None)
     (tmp_path / "plans.json").write_text('{"' + _tune._machine_key() + '": {"x": {"kernel": "evil"}}}')
     m = rf.nn.LSTM(4, 8)
     assert not m.plan_for(np.zeros((2, 5, 4), np.float32)).tuned

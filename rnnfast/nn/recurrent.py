@@ -151,6 +151,7 @@ class _RNNBase(Module):
         self._tuned = None  # the tuning cache's plans, or None (see rnnfast.tune)
         self._step_out, self._step_out_B = None, 0  # the state the last batched step returned
         self._step_caps = {}  # threads the planner gives a batch-1 step, by requested threads
+        self._kplans = {}  # the planner's answers, by call (see _kernel_plan)
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -240,6 +241,7 @@ class _RNNBase(Module):
         self._pool = []
         self._plans = {}
         self._step_caps = {}
+        self._kplans = {}
         self._cache = None
 
     def _biases_into(self, sfx, b, bhn):
@@ -297,15 +299,21 @@ class _RNNBase(Module):
         return Call(self._cell, self.dtype == np.float32, B, T, N, self.input_size, self.hidden_size, self._D,
                     self.num_layers, training)
 
-    def _kernel_plan(self, call, n_threads):
+    def _kernel_plan(self, B, T, N, training, n_threads):
         """The planner's choice for a call (a forced plan first: rnnfast.tune times candidates that way);
         batch 1 on one thread while the thread policy backs off."""
         if self._forced_plan is not None:
             return self._forced_plan
-        if call.f32 and call.B == 1 and call.D == 1:
+        if B == 1 and self._D == 1 and self.dtype == np.float32:
             n_threads = self.thread_policy.threads(n_threads)
         tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
-        return _planner.plan_call(call, n_threads, tuned)
+        key = (B, T, N, training, n_threads, tuned is not None)
+        kp = self._kplans.get(key)
+        if kp is None:  # (the planner's few microseconds matter to tiny calls: remember its answers)
+            if len(self._kplans) >= _PLAN_CACHE:
+                self._kplans.clear()
+            kp = self._kplans[key] = _planner.plan_call(self._call(B, T, N, training), n_threads, tuned)
+        return kp
 
     def plan_for(self, x, lengths=None, *, training: bool | None = None, n_threads: int | None = None) -> Plan:
         """The kernel plan a call with this input would run (kernel, product layout, thread split);
@@ -321,7 +329,7 @@ class _RNNBase(Module):
         lengths = check_lengths(lengths, B, T)
         N = B * T if lengths is None else int(np.sum(lengths))
         train = self.training if training is None else bool(training)
-        return self._kernel_plan(self._call(B, T, N, train), resolve_threads(n_threads))
+        return self._kernel_plan(B, T, N, train, resolve_threads(n_threads))
 
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
@@ -345,7 +353,7 @@ class _RNNBase(Module):
         LD = L * D
         plan = self._plan(lengths, B, T)
         N, DH = plan.N, D * H
-        kp = self._kernel_plan(self._call(B, T, N, training), n_threads)
+        kp = self._kernel_plan(B, T, N, training, n_threads)
         n_threads = kp.threads
         params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, kp)
         for sfx, b, bhn in biases:  # the parameters may have changed in place since the last call
