@@ -24,7 +24,8 @@ from rnnfast.train.fit import METRICS, History, Stateful, Trainer, evaluate, fit
 from rnnfast.train.init import glorot_uniform, init_recurrent, orthogonal, pytorch_default, zeros
 from rnnfast.train.losses import (MAE, MSE, BinaryCrossEntropyWithLogits, CrossEntropy, Huber, Loss,
                                   lengths_to_mask)
-from rnnfast.train.metrics import accuracy, f1, mae, perplexity, rmse
+from rnnfast.train import metrics
+from rnnfast.train.metrics import Metric, accuracy, f1, mae, mse, perplexity, r2, rmse
 from rnnfast.train.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, parameter_triples
 from rnnfast.train.schedules import CosineAnnealingLR, ExponentialLR, LRSchedule, ReduceLROnPlateau, StepLR
 
@@ -34,7 +35,7 @@ __all__ = [
     "clip_grad_norm", "clip_grad_value",
     "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau",
     "glorot_uniform", "orthogonal", "zeros", "pytorch_default", "init_recurrent",
-    "accuracy", "f1", "mae", "rmse", "perplexity",
+    "metrics", "Metric", "accuracy", "f1", "mae", "mse", "rmse", "r2", "perplexity",
     "pad_sequences", "batch_indices", "bucket_batches", "SequenceDataset",
     "fit", "evaluate", "predict", "Stateful", "History", "Trainer", "METRICS",
     "callbacks", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",

@@ -34,6 +34,7 @@ from rnnfast.nn.sequential import _accepts
 from rnnfast.train.callbacks import Callback, LearningRateScheduler, ProgressBar
 from rnnfast.train.clip import clip_grad_norm, clip_grad_value
 from rnnfast.train.data import SequenceDataset, batch_indices, bucket_batches
+from rnnfast.train.metrics import METRICS, resolve
 
 __all__ = ["fit", "evaluate", "predict", "Stateful", "History", "Trainer", "METRICS"]
 
@@ -147,11 +148,11 @@ class _Tally:
     """Running means of the loss and the metrics over batches, each batch weighted by its sequences (or,
     per step, its valid steps) times the sample weights: fit's batch and epoch logs, and evaluate."""
 
-    def __init__(self, metric_fns):
-        self.fns = metric_fns
+    def __init__(self, metrics):
+        self.metrics = metrics
+        for m in metrics.values():
+            m.reset()
         self.loss_sum = self.loss_w = 0.0
-        self.num = dict.fromkeys(metric_fns, 0.0)
-        self.den = dict.fromkeys(metric_fns, 0.0)
 
     def add(self, value, out, target, mask, sw, shape):
         """One batch: its mean loss ``value``, outputs and targets; ``shape`` (B,) or per step (B, T), with
@@ -160,63 +161,18 @@ class _Tally:
         w = float(w.sum()) if w is not None else float(np.prod(shape))
         self.loss_sum += value * w
         self.loss_w += w
-        for name, fn in self.fns.items():
-            num, den = fn(out, target, mask, sw)
-            self.num[name] += num
-            self.den[name] += den
+        for m in self.metrics.values():
+            m.update_masked(target, out, mask, sw)
 
     def means(self):
         res = {"loss": self.loss_sum / self.loss_w if self.loss_w else math.nan}
-        for name in self.fns:
-            res[name] = self.num[name] / self.den[name] if self.den[name] else math.nan
+        for name, m in self.metrics.items():
+            res[name] = m.result()
         return res
 
 
-def _accuracy(out, target, mask, sw):
-    """Class predictions (argmax of the last axis; sign of a single logit) against integer targets."""
-    pred = out.argmax(axis=-1) if out.shape[-1] > 1 else (out[..., 0] > 0)
-    hit = pred == target
-    w = _weights(hit.shape, mask, sw)
-    if w is None:
-        return float(hit.sum()), float(hit.size)
-    return float((hit * w).sum()), float(w.sum())
-
-
-def _elementwise(fn):
-    def metric(out, target, mask, sw):
-        err = fn(out - target)
-        err = err.reshape(err.shape[:2 if mask is not None else 1] + (-1,)).mean(axis=-1)
-        w = _weights(err.shape, mask, sw)
-        if w is None:
-            return float(err.sum()), float(err.size)
-        return float((err * w).sum()), float(w.sum())
-    return metric
-
-
-#: Built-in metrics by name: ``metric(output, target, mask, sample_weight) -> (numerator, denominator)``;
-#: the reported value is the sum of numerators over the sum of denominators.
-METRICS = {"accuracy": _accuracy, "mae": _elementwise(np.abs), "mse": _elementwise(np.square)}
-
-
 def _metric_fns(metrics):
-    if metrics is None:
-        return {}
-    if isinstance(metrics, dict):
-        items = list(metrics.items())
-    else:
-        if isinstance(metrics, str) or callable(metrics):
-            metrics = [metrics]
-        items = [(m, m) if isinstance(m, str) else (getattr(m, "__name__", "metric"), m) for m in metrics]
-    out = {}
-    for name, fn in items:
-        if isinstance(fn, str):
-            if fn not in METRICS:
-                raise ValueError(f"unknown metric {fn!r}; built-in metrics: {sorted(METRICS)}")
-            fn = METRICS[fn]
-        if not callable(fn):
-            raise TypeError(f"metric {name!r} must be a name or a callable")
-        out[str(name)] = fn
-    return out
+    return resolve(metrics, from_logits=True)
 
 
 # ---------------------------------------------------------------------------------------- history
