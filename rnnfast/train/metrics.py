@@ -18,7 +18,7 @@ import numpy as np
 from rnnfast.nn.module import as_real_array, to_numpy
 
 __all__ = ["Metric", "Mean", "Accuracy", "MeanAbsoluteError", "MeanSquaredError", "R2", "FunctionMetric",
-           "get", "resolve", "position_weights", "METRICS",
+           "get", "resolve", "position_weights", "broadcast_weights", "METRICS",
            "accuracy", "f1", "mae", "mse", "rmse", "r2", "perplexity"]
 
 ArrayLike = Union[np.ndarray, Iterable, float]
@@ -46,14 +46,27 @@ def position_weights(mask: Optional[np.ndarray], sample_weight: Optional[np.ndar
     return w
 
 
+def broadcast_weights(sample_weight: Optional[ArrayLike], shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """``sample_weight`` (weights of the leading axes of ``shape``) as float64, broadcast to ``shape``.
+
+    Returns
+    -------
+    numpy.ndarray (read-only view) or None
+        None when ``sample_weight`` is None.
+    """
+    if sample_weight is None:
+        return None
+    sw = np.asarray(sample_weight)
+    w = sw.astype(np.float64).reshape(sw.shape + (1,) * (len(shape) - sw.ndim))
+    return np.broadcast_to(w, shape)
+
+
 def _weighted_sums(values: np.ndarray, sample_weight) -> Tuple[float, float]:
     """``(sum(w * values), sum(w))``, with ``sample_weight`` broadcast over the trailing axes of ``values``;
     ``(sum(values), values.size)`` without weights."""
     if sample_weight is None:
         return float(values.sum()), float(values.size)
-    sw = np.asarray(sample_weight)
-    w = sw.astype(np.float64).reshape(sw.shape + (1,) * (values.ndim - sw.ndim))
-    w = np.broadcast_to(w, values.shape)
+    w = broadcast_weights(sample_weight, values.shape)
     return float((values * w).sum()), float(w.sum())
 
 
