@@ -14,11 +14,12 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
         batch_size=32, shuffle=True, bucket=True, validation_data=None, validation_split=0.0, clip_norm=None,
         clip_value=None, schedule=None, metrics=None, callbacks=None, tbptt=None, stateful=False, seed=None,
         initial_epoch=0, history=None, n_threads=None, verbose=0, estimator=None) -> History:
-    """Train ``model`` on sequences.
+    """Train ``model`` on sequences: ``Trainer(model, loss, optimizer, ...).fit(X, y, ...)`` (a
+    :class:`rnnfast.train.tbptt.TruncatedBPTTTrainer` when ``tbptt`` or ``stateful`` is given).
 
     Parameters
     ----------
-    model : model object (see the module docstring), e.g. :class:`rnnfast.nn.Sequential`
+    model : model object (the layer protocol, see :mod:`rnnfast.train.trainer`), e.g. a Sequential
     loss : callable ``loss(output, target, mask=, sample_weight=) -> (value, d_output)``
         E.g. :class:`rnnfast.train.CrossEntropy` or :class:`rnnfast.train.MSE`.
     optimizer : :class:`rnnfast.train.Optimizer` built on ``model``
@@ -32,18 +33,15 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
         Weight of each sequence in the loss.
     per_step : bool, default False
         Targets per time step (the loss masks padded steps) rather than per sequence.
-    epochs : int, default 1
-        Epochs to run (from ``initial_epoch``).
+    epochs : int, default 1 (epochs to run from ``initial_epoch``)
     batch_size : int, default 32
     shuffle : bool, default True
     bucket : bool, default True
         Group sequences of similar length into batches (:func:`rnnfast.train.bucket_batches`).
     validation_data : tuple (X, y[, sample_weight]) or SequenceDataset, optional
     validation_split : float in [0, 1), default 0
-        Validate on the LAST fraction of the sequences, in the order given (not a random subset: the split is
-        taken before any shuffling, so ordered data gives an ordered split, e.g. the latest sequences of a
-        time series); ignored when ``validation_data`` is given. (The estimators' ``validation_split`` draws a
-        random subset instead.)
+        Validate on the LAST fraction of the sequences in the order given, taken before any shuffling (not
+        a random subset, unlike the estimators'); ignored when ``validation_data`` is given.
     clip_norm, clip_value : float, optional
         Clip the gradients by global norm and/or by value before each step.
     schedule : schedule object, optional
@@ -62,13 +60,12 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
         Carry the state from batch to batch as well (reset at each epoch); needs ``shuffle=False`` and a
         number of sequences divisible by ``batch_size``.
     seed : int or numpy Generator, optional
-        An int makes every epoch's randomness derive from ``(seed, epoch)`` (see the module docstring).
+        An int makes every epoch's randomness derive from ``(seed, epoch)`` (see :mod:`rnnfast.train.trainer`).
     initial_epoch : int, default 0
         Number of the first epoch (to resume).
     history : History or dict, optional
         Continue this history (a dict is appended to in place).
-    n_threads : int, optional
-        Threads of the kernels.
+    n_threads : int, optional (threads of the kernels)
     verbose : {0, 1, 2}, default 0
         1: a progress bar per epoch; 2: one line per epoch.
     estimator : object, optional
@@ -78,11 +75,6 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
     -------
     History
 
-    Notes
-    -----
-    The same as ``Trainer(model, loss, optimizer, ...).fit(X, y, ...)``, with a
-    :class:`rnnfast.train.tbptt.TruncatedBPTTTrainer` when ``tbptt`` or ``stateful`` is given.
-
     Raises
     ------
     ValueError, TypeError
@@ -90,10 +82,9 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
     """
     kw = dict(metrics=metrics, callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value, schedule=schedule,
               n_threads=n_threads, verbose=verbose, estimator=estimator)
-    if tbptt is not None or stateful:
-        trainer = TruncatedBPTTTrainer(model, loss, optimizer, tbptt=tbptt, stateful=stateful, **kw)
-    else:
-        trainer = Trainer(model, loss, optimizer, **kw)
+    tb = tbptt is not None or stateful
+    trainer = (TruncatedBPTTTrainer(model, loss, optimizer, tbptt=tbptt, stateful=stateful, **kw) if tb
+               else Trainer(model, loss, optimizer, **kw))
     return trainer.fit(X, y, lengths, sample_weight=sample_weight, per_step=per_step, epochs=epochs,
                        batch_size=batch_size, shuffle=shuffle, bucket=bucket, validation_data=validation_data,
                        validation_split=validation_split, seed=seed, initial_epoch=initial_epoch, history=history)
