@@ -61,6 +61,24 @@ class Sequential(Module):
             return Sequential(*self.layers[i])
         return self.layers[i]
 
+    def find(self, kind, *, last=False):
+        """The first (or ``last``) layer that is a ``kind``, looking inside :class:`Stateful` wrappers.
+
+        Parameters
+        ----------
+        kind : type or tuple of types
+        last : bool, default False
+
+        Returns
+        -------
+        layer or None
+            The unwrapped layer (e.g. the LSTM inside ``Stateful(LSTM(...))``), or None when there is none.
+        """
+        from rnnfast.nn.stateful import unwrap
+        layers = [unwrap(layer) for layer in self.layers]
+        found = [layer for layer in layers if isinstance(layer, kind)]
+        return (found[-1] if last else found[0]) if found else None
+
     def __repr__(self):
         if not self.layers:
             return "Sequential()"
