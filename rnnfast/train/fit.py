@@ -91,17 +91,12 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
 
 
 def predict(model, X, lengths=None, *, per_step=False, batch_size=256, n_threads=None):
-    """Model outputs for every sequence, in inference mode, in batches of similar length.
+    """Model outputs for every sequence: :meth:`rnnfast.train.Trainer.predict` of ``model``.
 
     Parameters
     ----------
     model : model object
-    X : array (N, T, ...), list of sequences, or SequenceDataset
-    lengths : array of int (N,), optional
-    per_step : bool, default False
-        The model returns one output per step: outputs are assembled as (N, T, ...), zero past each
-        sequence's length.
-    batch_size : int, default 256
+    X, lengths, per_step, batch_size : as :meth:`rnnfast.train.Trainer.predict`
     n_threads : int, optional
 
     Returns
@@ -113,21 +108,18 @@ def predict(model, X, lengths=None, *, per_step=False, batch_size=256, n_threads
 
 def evaluate(model, loss, X, y=None, lengths=None, *, sample_weight=None, per_step=False, batch_size=256,
              metrics=None, n_threads=None):
-    """Loss and metrics of ``model`` on data, in inference mode.
+    """Loss and metrics of ``model`` on data: :meth:`rnnfast.train.Trainer.evaluate`.
 
     Parameters
     ----------
-    model, loss : as :func:`fit`
-    X, y, lengths, sample_weight, per_step : as :func:`fit` (or a SequenceDataset as ``X``)
-    batch_size : int, default 256
-    metrics : as :func:`fit`
+    model, loss, metrics : as :func:`fit`
+    X, y, lengths, sample_weight, per_step, batch_size : as :meth:`rnnfast.train.Trainer.evaluate`
     n_threads : int, optional
 
     Returns
     -------
     dict
-        ``{"loss": float, <metric>: float}``; the loss is the mean of the batch losses weighted by their
-        number of sequences (or valid steps), times the sample weights.
+        ``{"loss": float, <metric>: float}``.
     """
     return Trainer(model, loss, metrics=metrics, n_threads=n_threads).evaluate(
         X, y, lengths, sample_weight=sample_weight, per_step=per_step, batch_size=batch_size)

@@ -2,18 +2,11 @@
 import numpy as np
 import pytest
 
-import rnnfast as rf
-from rnnfast import _threads, nn
+from rnnfast import nn
 from rnnfast.train import (Adam, Callback, CallbackList, CrossEntropy, History, Trainer, evaluate, fit, metrics,
                            predict)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = _threads._num_threads
-    rf.set_num_threads(1)
-    yield
-    rf.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model():
