@@ -162,7 +162,7 @@ def validate_state_dict(state_dict, expected, what="state_dict"):
     return new
 
 
-def call_forward(layer, x, lengths=None, n_threads=None):
+def call_forward(layer, x, lengths=None, n_threads: "int | None" = None):
     """``layer.forward`` under the layer protocol: with the keywords when the layer declares
     ``keyword_protocol``, else ``forward(x)`` (TypeError when ``lengths`` would be lost)."""
     if getattr(layer, "keyword_protocol", False):
@@ -173,7 +173,7 @@ def call_forward(layer, x, lengths=None, n_threads=None):
     return layer.forward(x)
 
 
-def call_backward(layer, dout, n_threads=None):
+def call_backward(layer, dout, n_threads: "int | None" = None):
     """``layer.backward`` under the layer protocol (``n_threads`` only when declared)."""
     if getattr(layer, "keyword_protocol", False):
         return layer.backward(dout, n_threads=n_threads)
@@ -247,11 +247,11 @@ class Module:
 
     # ------------------------------------------------------------------ randomness
     @property
-    def uses_rng(self):
+    def uses_rng(self) -> bool:
         """Whether the layer draws random numbers in training (dropout): it keeps a stream in ``_rng``."""
         return "_rng" in self.__dict__
 
-    def reseed(self, seed):
+    def reseed(self, seed) -> "Module":
         """Restart the layer's random stream (its dropout masks) from ``seed``.
 
         A layer that draws no random numbers ignores it.

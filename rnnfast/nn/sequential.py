@@ -61,7 +61,7 @@ class Sequential(Module):
             return Sequential(*self.layers[i])
         return self.layers[i]
 
-    def find(self, kind, *, last=False):
+    def find(self, kind, *, last: bool = False):
         """The first (or ``last``) layer that is a ``kind``, looking inside :class:`Stateful` wrappers.
 
         Parameters

@@ -102,7 +102,7 @@ def _take_rows(state: Optional[State], rows: Optional[np.ndarray]) -> Optional[S
     return state[:, rows]
 
 
-def _put_rows(full: Optional[State], rows: Optional[np.ndarray], part: State, n_rows: int) -> State:
+def _put_rows(full, rows: Optional[np.ndarray], part, n_rows: int):
     """Write the state of a chunk's rows into the batch's state (``part`` is fresh: no copy needed)."""
     if rows is None:
         return part

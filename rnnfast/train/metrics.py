@@ -11,7 +11,7 @@ nothing. The mean metrics report ``sum(w * value) / sum(w)`` over everything see
 """
 import math
 import numbers
-from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Type, Union
 
 import numpy as np
 
@@ -67,6 +67,7 @@ def _weighted_sums(values: np.ndarray, sample_weight) -> Tuple[float, float]:
     if sample_weight is None:
         return float(values.sum()), float(values.size)
     w = broadcast_weights(sample_weight, values.shape)
+    assert w is not None
     return float((values * w).sum()), float(w.sum())
 
 
@@ -162,9 +163,7 @@ class _Elementwise(Mean):
     """Mean of ``fn(y_pred - y_true)``: each sample's (each weighted position's) mean over the remaining
     axes, then the weighted mean over samples (positions)."""
 
-    @staticmethod
-    def fn(diff: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    fn: Callable = staticmethod(np.abs)  # the per-element error (set by each subclass)
 
     def values(self, y_true, y_pred, sample_weight):
         err = self.fn(y_pred - y_true)
@@ -270,7 +269,7 @@ class FunctionMetric(Metric):
 
 
 #: Built-in metrics by name (the classes :func:`get` builds).
-METRICS: Dict[str, type] = {"accuracy": Accuracy, "mae": MeanAbsoluteError, "mse": MeanSquaredError, "r2": R2}
+METRICS: Dict[str, Type[Metric]] = {"accuracy": Accuracy, "mae": MeanAbsoluteError, "mse": MeanSquaredError, "r2": R2}
 
 
 def get(identifier: Union[str, Metric], *, from_logits: bool = False) -> Metric:
@@ -293,7 +292,7 @@ def get(identifier: Union[str, Metric], *, from_logits: bool = False) -> Metric:
     if identifier not in METRICS:
         raise ValueError(f"unknown metric {identifier!r}; built-in metrics: {sorted(METRICS)}")
     cls = METRICS[identifier]
-    return cls(from_logits=from_logits) if cls.compares_labels else cls()
+    return cls(from_logits=from_logits) if cls.compares_labels else cls()  # type: ignore[call-arg]
 
 
 def resolve(metrics, *, from_logits: bool = False) -> Dict[str, Metric]:

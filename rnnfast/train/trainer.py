@@ -143,8 +143,8 @@ class _Tally:
     def add(self, value: float, out, batch: Batch, mask: Optional[np.ndarray]) -> None:
         """One batch: its mean loss ``value``, its outputs, and the mask of its valid steps (or None)."""
         shape = batch.target_shape()
-        w = broadcast_weights(position_weights(mask, batch.sample_weight), shape)
-        w = float(w.sum()) if w is not None else float(np.prod(shape))
+        pw = broadcast_weights(position_weights(mask, batch.sample_weight), shape)
+        w = float(pw.sum()) if pw is not None else float(np.prod(shape))
         self.loss_sum += value * w
         self.loss_w += w
         for m in self.metrics.values():
@@ -435,7 +435,7 @@ class Trainer:
         """One step and its bookkeeping: ``(batch logs, whether the loss was finite)``."""
         value = self.train_step(batch)
         learned = value is not None
-        if learned and not math.isfinite(value):
+        if value is not None and not math.isfinite(value):
             self.stop(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; that step was not applied",
                       reason="nan")
             return {"loss": value, "size": 0, "steps": 0}, False
@@ -542,7 +542,7 @@ class Trainer:
             self.test_step(batch)
         return self._tally.means()
 
-    def predict(self, X, lengths=None, *, per_step: bool = False, batch_size: int = 256) -> np.ndarray:
+    def predict(self, X, lengths=None, *, per_step: bool = False, batch_size: int = 256) -> Optional[np.ndarray]:
         """Model outputs for every sequence, in inference mode, in batches of similar length.
 
         Parameters
@@ -557,6 +557,7 @@ class Trainer:
         Returns
         -------
         numpy.ndarray, (N, ...) or (N, T, ...)
+            (None for no sequences.)
         """
         data = X if isinstance(X, SequenceDataset) else SequenceDataset(X, lengths=lengths)
         result = None
