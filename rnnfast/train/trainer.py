@@ -312,6 +312,8 @@ class Trainer:
         -------
         History
         """
+        if self.optimizer is None:
+            raise TypeError("fit needs an optimizer (Trainer(model, loss, optimizer, ...))")
         epochs = _check_pos_int(epochs, "epochs", 0)
         batch_size = _check_pos_int(batch_size, "batch_size")
         initial_epoch = _check_pos_int(initial_epoch, "initial_epoch", 0)

@@ -116,8 +116,20 @@ def test_seeded_dropout_restarts_each_epoch_through_reseed(data):
     assert h.history["loss"] == full.history["loss"][1:]
 
 
+def test_validation_split_takes_the_last_fraction(data):
+    X, y, lengths = data
+    m = model()
+    t = Trainer(m, CrossEntropy(), Adam(m), metrics=["accuracy"])
+    h = t.fit(X, y, lengths, epochs=1, batch_size=8, seed=0, validation_split=0.25)
+    last = t.evaluate(X[30:], y[30:], lengths[30:])
+    assert h.history["val_loss"] == [last["loss"]] and h.history["val_accuracy"] == [last["accuracy"]]
+    assert h.sequences == 30
+
+
 def test_bad_trainer_arguments():
     m = model()
+    with pytest.raises(TypeError, match="optimizer"):
+        Trainer(m, CrossEntropy()).fit(np.zeros((2, 3, 3)), np.zeros(2, int))
     with pytest.raises(ValueError, match="clip_norm"):
         Trainer(m, CrossEntropy(), Adam(m), clip_norm=-1.0)
     with pytest.raises(ValueError, match="verbose"):
