@@ -21,6 +21,7 @@ Reproducibility: with an integer ``seed`` every random choice of epoch ``e`` (sh
 masks) derives from ``(seed, e)`` alone, so training resumed at epoch ``e`` (``initial_epoch``) from saved
 weights and optimizer state repeats an uninterrupted run step for step.
 """
+import copy
 import math
 import numbers
 import signal
@@ -135,8 +136,8 @@ class _Tally:
     per step, its valid steps) times the sample weights: fit's batch and epoch logs, and evaluate."""
 
     def __init__(self, metrics: Dict[str, Metric]) -> None:
-        self.metrics = metrics
-        for m in metrics.values():
+        self.metrics = {name: copy.deepcopy(m) for name, m in metrics.items()}  # each tally its own state
+        for m in self.metrics.values():
             m.reset()
         self.loss_sum = self.loss_w = 0.0
 
@@ -539,10 +540,13 @@ class Trainer:
             their number of sequences (or valid steps), times the sample weights.
         """
         data = X if isinstance(X, SequenceDataset) else SequenceDataset(X, y, lengths, sample_weight, per_step)
-        self._tally = _Tally(self.metrics)
-        for _, batch in self._inference_data(data, batch_size):
-            self.test_step(batch)
-        return self._tally.means()
+        running, self._tally = self._tally, _Tally(self.metrics)  # a fit's running figures stay as they are
+        try:
+            for _, batch in self._inference_data(data, batch_size):
+                self.test_step(batch)
+            return self._tally.means()
+        finally:
+            self._tally = running
 
     def predict(self, X, lengths=None, *, per_step: bool = False, batch_size: int = 256) -> Optional[np.ndarray]:
         """Model outputs for every sequence, in inference mode, in batches of similar length.

@@ -126,6 +126,26 @@ def test_validation_split_takes_the_last_fraction(data):
     assert h.sequences == 30
 
 
+def test_evaluate_inside_a_fit_leaves_its_running_figures(data):
+    X, y, lengths = data
+    seen = []
+
+    class Peek(Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.trainer.evaluate(X[:5], y[:5], lengths[:5])
+                self.trainer.model.train()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(logs["accuracy"])
+
+    m1, m2 = model(), model()
+    plain = Trainer(m1, CrossEntropy(), Adam(m1), metrics=["accuracy"]).fit(X, y, lengths, batch_size=8, seed=0)
+    Trainer(m2, CrossEntropy(), Adam(m2), metrics=["accuracy"], callbacks=[Peek()]).fit(
+        X, y, lengths, batch_size=8, seed=0)
+    assert seen == plain.history["accuracy"]
+
+
 def test_bad_trainer_arguments():
     m = model()
     with pytest.raises(TypeError, match="optimizer"):
