@@ -17,12 +17,13 @@ module            job
 from rnnfast.estimators.base import NotFittedError
 from rnnfast.estimators.persistence import load
 from rnnfast.estimators.recurrent import GRU, LSTM, RNN
-from rnnfast.estimators.targets import FloatLabelsWarning
+from rnnfast.estimators.targets import DataConversionWarning, FloatLabelsWarning
 from rnnfast.estimators.tasks import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor, RNNClassifier,
                                       RNNRegressor)
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
-           "RNNClassifier", "RNNRegressor", "load", "NotFittedError", "FloatLabelsWarning", "ESTIMATORS"]
+           "RNNClassifier", "RNNRegressor", "load", "NotFittedError", "FloatLabelsWarning", "DataConversionWarning",
+           "ESTIMATORS"]
 
 #: The estimator classes by name (what a saved file's kind refers to).
 ESTIMATORS = {cls.__name__: cls for cls in (LSTM, GRU, RNN, LSTMClassifier, LSTMRegressor, GRUClassifier,

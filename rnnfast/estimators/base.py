@@ -8,15 +8,33 @@ scikit-learn calls it.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any, Optional
 
 from rnnfast.estimators.params import jsonable
 
-__all__ = ["NotFittedError", "EstimatorBase"]
+__all__ = ["NotFittedError", "EstimatorBase", "with_sklearn_twin"]
 
 
 class NotFittedError(ValueError, AttributeError):
     """The estimator is used before ``fit`` (scikit-learn's exception of the same name and bases)."""
+
+
+_TWINS: dict = {}
+
+
+def with_sklearn_twin(ours: type, sklearn_name: str) -> type:
+    """``ours``, or, when scikit-learn is already imported, a subclass of both ``ours`` and
+    ``sklearn.exceptions.<sklearn_name>`` (so scikit-learn's ``except`` clauses and warning filters see
+    it as theirs). scikit-learn is never imported here."""
+    sk = sys.modules.get("sklearn.exceptions")
+    theirs = getattr(sk, sklearn_name, None)
+    if theirs is None:
+        return ours
+    if (ours, theirs) not in _TWINS:
+        _TWINS[ours, theirs] = type(ours.__name__, (ours, theirs), {"__module__": ours.__module__,
+                                                                    "__doc__": ours.__doc__})
+    return _TWINS[ours, theirs]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -105,5 +123,5 @@ class EstimatorBase:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+            raise with_sklearn_twin(NotFittedError, "NotFittedError")(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                                  "appropriate arguments before using this estimator.")

@@ -60,14 +60,18 @@ def is_ragged(obj: Any) -> bool:
     return False
 
 
-def _from_sequences(X):
-    """A list of sequences -> (padded array, lengths, kind)."""
+def _from_sequences(X, univariate_2d):
+    """A list of sequences -> (padded array, lengths, kind); 1-D float sequences are one feature per step
+    when ``univariate_2d``."""
     seqs = [np.asarray(to_numpy(s)) for s in X]
     ndims = {s.ndim for s in seqs}
     if len(ndims) != 1:
         raise ValueError("the sequences of X must all be 1-D token ids or all 2-D (T_i, F) features")
     nd = ndims.pop()
     kinds = {s.dtype.kind for s in seqs}
+    _refuse_complex(kinds)
+    if nd == 1 and univariate_2d and not kinds <= set("iu") and kinds <= set("iufb"):
+        seqs, nd = [s[:, None] for s in seqs], 2
     if nd == 1:
         if not kinds <= set("iu"):
             raise ValueError("1-D sequences must hold integer token ids; for one feature per step pass "
@@ -87,14 +91,24 @@ def _from_sequences(X):
     return Xp, lengths, kind
 
 
+def _refuse_complex(kinds):
+    if "c" in kinds:
+        raise ValueError("Complex data not supported: X must hold real numbers")
+
+
 def _from_array(X, univariate_2d):
     """An array -> (array, kind); 2-D floats are one feature per step when ``univariate_2d``."""
     if isinstance(X, (list, tuple)) and len(X) == 0:
         raise ValueError("X is empty (0 sequences)")
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError("sparse input is not supported: pass X as a dense array")
     try:
         Xp = np.asarray(to_numpy(X))
     except ValueError as e:
         raise ValueError(f"X must be an array or a list of sequences: {e}") from None
+    _refuse_complex({Xp.dtype.kind})
+    if Xp.dtype == object:
+        Xp = Xp.astype(np.float64)  # numbers held as objects; anything else raises TypeError / ValueError
     if Xp.dtype.kind not in "iufb":
         raise ValueError(f"X must be numeric (float features or integer token ids), got dtype {Xp.dtype}")
     if Xp.ndim == 2 and Xp.dtype.kind in "iu":
@@ -107,7 +121,8 @@ def _from_array(X, univariate_2d):
         raise ValueError(f"X has shape {Xp.shape} of {Xp.dtype}: pass (N, T, F) features (for one feature "
                          "per step, X[..., None]) or integer token ids (N, T)")
     else:
-        raise ValueError(f"X must be 3-D (N, T, F) features or 2-D (N, T) token ids, got shape {Xp.shape}")
+        hint = "; Reshape your data: X[None] is one sequence" if Xp.ndim < 2 else ""
+        raise ValueError(f"X must be 3-D (N, T, F) features or 2-D (N, T) token ids, got shape {Xp.shape}{hint}")
     if Xp.shape[0] == 0:
         raise ValueError("X is empty (0 sequences)")
     if Xp.shape[1] == 0:
@@ -164,7 +179,8 @@ def encode_inputs(X: Any, dtype: np.dtype, spec: Optional[InputSpec] = None, who
     who : str
         The estimator's name, for messages.
     univariate_2d : bool, default False
-        Read a 2-D float array (N, T) as one feature per step (else it is refused).
+        Read a 2-D float array (N, T) and a list of 1-D float sequences as one feature per step (else
+        they are refused).
 
     Returns
     -------
@@ -177,7 +193,7 @@ def encode_inputs(X: Any, dtype: np.dtype, spec: Optional[InputSpec] = None, who
     """
     from_list = is_ragged(X)
     if from_list:
-        Xp, lengths, kind = _from_sequences(X)
+        Xp, lengths, kind = _from_sequences(X, univariate_2d)
     else:
         (Xp, kind), lengths = _from_array(X, univariate_2d), None
     T = Xp.shape[1]

@@ -14,19 +14,25 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from rnnfast._validation import check_real
+from rnnfast.estimators.base import with_sklearn_twin
 from rnnfast.estimators.inputs import is_ragged
 from rnnfast.estimators.params import jsonable
 from rnnfast.nn.module import to_numpy
 from rnnfast.train.data import pad_sequences
 
-__all__ = ["TargetSpec", "EncodedTargets", "FloatLabelsWarning", "encode_targets", "check_sample_weight",
-           "class_weights", "predictions", "probabilities", "unpad", "score_outputs", "CLASSIFICATION", "REGRESSION"]
+__all__ = ["TargetSpec", "EncodedTargets", "FloatLabelsWarning", "DataConversionWarning", "encode_targets",
+           "check_sample_weight", "class_weights", "predictions", "probabilities", "unpad", "score_outputs", "CLASSIFICATION", "REGRESSION"]
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 
 
 class FloatLabelsWarning(UserWarning):
     """Float ``y`` whose values are all whole numbers (0.0 / 1.0 ...) was taken as regression."""
+
+
+class DataConversionWarning(UserWarning):
+    """Class labels came as a column (N, 1) and were read as (N,) (scikit-learn's warning of the same
+    name, and a subclass of it when scikit-learn is imported)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -59,10 +65,10 @@ class EncodedTargets:
 
 
 # ---------------------------------------------------------------------------------------- encoding
-def _as_array(y, n, t, lengths):
+def _as_array(y, n, t, lengths, who):
     """``y`` as an array (a list of per-step sequences is padded to ``t``) and whether it was a list."""
     if y is None:
-        raise ValueError("y is required")
+        raise ValueError(f"{who} requires y to be passed, but the target y is None")
     if is_ragged(y):
         try:
             ya, ylen = pad_sequences([np.asarray(to_numpy(s)) for s in y], max_length=t)
@@ -91,6 +97,11 @@ def _task(ya, valid_of, forced, spec, who):
     if ya.dtype.kind not in "biufUSO":
         raise ValueError(f"y must hold labels or numbers, got dtype {ya.dtype}")
     task = forced or (REGRESSION if ya.dtype.kind == "f" else CLASSIFICATION)
+    if forced == CLASSIFICATION and ya.dtype.kind == "f":
+        v = valid_of(ya)
+        if np.all(np.isfinite(v)) and not np.all(v == np.round(v)):
+            raise ValueError(f"Unknown label type: continuous. {who} is a classifier and y holds floats that are "
+                             "not whole numbers; use a regressor for continuous targets")
     if spec is not None and task != spec.task:
         raise ValueError(f"y holds {'floats' if task == REGRESSION else 'labels'} ({ya.dtype}), but "
                          f"{who} was fitted for {spec.task}; pass "
@@ -120,13 +131,15 @@ def _classes(valid, spec, classes):
     except TypeError as e:
         raise ValueError(f"the labels in y cannot be sorted (mixed types?): {e}") from None
     if cls.size < 2:
-        raise ValueError(f"y holds a single class ({jsonable(cls[0])!r}); classification needs at least 2 "
-                         "(float y means regression)")
+        raise ValueError(f"y holds a single class ({jsonable(cls[0])!r}): one class cannot be classified, "
+                         "classification needs at least 2 (float y means regression)")
     return cls
 
 
 def _encode_labels(ya, n, per_step, mask, spec, classes):
     if ya.ndim == 2 and not per_step and ya.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected: the labels are read as y[:, 0]",
+                      with_sklearn_twin(DataConversionWarning, "DataConversionWarning"), stacklevel=6)
         ya = ya[:, 0]
     if ya.ndim != (2 if per_step else 1):
         raise ValueError(f"class labels must have shape ({n},){' or (N, T)' if per_step else ''}, "
@@ -212,7 +225,7 @@ def encode_targets(y: Any, n: int, t: int, lengths: Optional[np.ndarray], *, ret
     -------
     EncodedTargets
     """
-    ya, ragged = _as_array(y, n, t, lengths)
+    ya, ragged = _as_array(y, n, t, lengths, who)
     if ya.size == 0:
         raise ValueError("y is empty")
     if spec is not None:
