@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 __all__ = ["UnsupportedDtypeError", "Constraint", "Integer", "Real", "Boolean", "Options", "FloatDtype", "AnyOf",
-           "Custom", "validate_params", "check_int", "check_real", "check_bool", "check_option", "check_float_dtype"]
+           "validate_params", "check_int", "check_real", "check_bool", "check_option", "check_float_dtype"]
 
 
 class UnsupportedDtypeError(TypeError, ValueError):
@@ -191,23 +191,6 @@ class AnyOf(Constraint):
             if c.accepts_type(value):
                 return c.convert(value, name)
         raise AssertionError("unreachable: accepts_type was checked")  # pragma: no cover
-
-
-class Custom(Constraint):
-    """A constraint given as a type test and a converter (the converter raises ValueError on a bad value)."""
-
-    def __init__(self, accepts: Callable[[Any], bool], convert: Callable[[Any, str], Any], description: str,
-                 *, allow_none: bool = False):
-        self._accepts, self._convert, self._description, self.allow_none = accepts, convert, description, allow_none
-
-    def describe(self) -> str:
-        return self._description + self._none()
-
-    def accepts_type(self, value: Any) -> bool:
-        return self._accepts(value)
-
-    def convert(self, value: Any, name: str) -> Any:
-        return self._convert(value, name)
 
 
 def validate_params(values: Mapping[str, Any], table: Mapping[str, Constraint]) -> dict:

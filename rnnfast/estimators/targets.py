@@ -21,7 +21,8 @@ from rnnfast.nn.module import to_numpy
 from rnnfast.train.data import pad_sequences
 
 __all__ = ["TargetSpec", "EncodedTargets", "FloatLabelsWarning", "DataConversionWarning", "encode_targets",
-           "check_sample_weight", "class_weights", "predictions", "probabilities", "unpad", "score_outputs", "CLASSIFICATION", "REGRESSION"]
+           "check_sample_weight", "class_weights", "predictions", "probabilities", "unpad", "score_outputs",
+           "CLASSIFICATION", "REGRESSION"]
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 
@@ -109,9 +110,9 @@ def _task(ya, valid_of, forced, spec, who):
     if forced is None and spec is None and task == REGRESSION:
         v = valid_of(ya)
         if v.size and np.all(np.isfinite(v)) and np.all(v == np.round(v)):
-            warnings.warn(f"y holds floats that are all whole numbers: {who} takes float y as regression. For "
-                          f"classification pass int or str labels (or use {who}Classifier); use {who}Regressor "
-                          "to say regression is meant", FloatLabelsWarning, stacklevel=5)
+            warnings.warn(f"y holds floats that are all whole numbers, which {who} takes as regression: for "
+                          "classification pass int or str labels or use a *Classifier (rnnfast.LSTMClassifier...); "
+                          "a *Regressor says regression is meant", FloatLabelsWarning, stacklevel=5)
     return task
 
 
