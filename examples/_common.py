@@ -207,3 +207,63 @@ def smooth(values, k=20):
     idx = np.arange(1, v.size + 1)
     lo = np.maximum(0, idx - k)
     return (c[idx] - c[lo]) / (idx - lo)
+
+
+class BudgetSteps:
+    """Mixin for an :class:`rnnfast.train.Trainer` whose ``train_step`` runs within a budget of seconds and/or
+    steps: before each step a cosine learning-rate decay over the budget spent so far (down to
+    ``min_lr_frac`` of the base rate), after it the step's time, loss and counters in ``self.log``, the
+    progress bar, a validation every ``eval_every`` steps (and at the end) through ``self.validate()``, and
+    a stop once the budget is spent. Use it first in the bases: ``class T(BudgetSteps, Trainer)``.
+
+    Subclasses implement ``validate() -> dict`` (recorded as ``val_<key>``) and may override
+    ``step_postfix(batch) -> dict`` (the bar's figures) and ``count_items(batch)`` (what ``self.items``
+    counts: sequences by default).
+    """
+
+    def set_budget(self, lr, seconds=None, total_steps=None, eval_every=None, min_lr_frac=0.05, bar=None):
+        """The budget and schedule (call once, before ``fit``)."""
+        self.base_lr, self.seconds, self.total_steps = lr, seconds, total_steps
+        self.eval_every, self.min_lr_frac, self.bar = eval_every, min_lr_frac, bar
+        self.train_time, self.steps, self.items = 0.0, 0, 0
+        self.log = {k: [] for k in ("step", "time", "loss", "val_step", "val_time")}
+
+    def budget_spent(self):
+        """The fraction of the budget used (the larger of time and steps), at most 1."""
+        frac = max(self.train_time / self.seconds if self.seconds else 0.0,
+                   self.steps / self.total_steps if self.total_steps else 0.0)
+        return min(frac, 1.0)
+
+    def train_step(self, batch):
+        lo = self.min_lr_frac
+        self.optimizer.lr = self.base_lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * self.budget_spent())))
+        t0 = time.perf_counter()
+        value = super().train_step(batch)
+        self.train_time += time.perf_counter() - t0
+        self.steps += 1
+        self.items += self.count_items(batch)
+        for key, v in (("step", self.steps), ("time", self.train_time), ("loss", value)):
+            self.log[key].append(v)
+        if self.bar is not None:
+            self.bar.update(1, **self.step_postfix(batch))
+        done = bool((self.seconds and self.train_time >= self.seconds)
+                    or (self.total_steps and self.steps >= self.total_steps))
+        if self.eval_every and (self.steps % self.eval_every == 0 or done):
+            self.log["val_step"].append(self.steps)
+            self.log["val_time"].append(self.train_time)
+            for k, v in self.validate().items():
+                self.log.setdefault(f"val_{k}", []).append(v)
+        if done:
+            self.stop("the budget is spent", reason="time_limit")
+        return value
+
+    def count_items(self, batch):
+        """What ``self.items`` counts of a step (default: sequences)."""
+        return batch.x.shape[0]
+
+    def step_postfix(self, batch):
+        """The progress bar's figures after a step."""
+        return {"loss": float(np.mean(self.log["loss"][-50:])), "lr": self.optimizer.lr}
+
+    def validate(self):  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -8,10 +8,11 @@ Caesar and The Tempest for test (about 4.16 M / 0.31 M / 0.31 M characters, 76 d
 Model: Embedding -> LSTM (2 layers of 256 by default) -> Linear over the characters.
 
 Training: the training text is cut into ``batch_size`` contiguous streams, and each stream into
-consecutive chunks of ``bptt`` characters. Chunk k of every stream forms batch k; the LSTM starts each
-chunk from the final states of the previous chunk of the same stream (carried over as plain arrays, so no
-gradient flows back into them: that is the truncation). Adam, gradient clipping by global norm, and a
-cosine decay of the learning rate over the budget.
+consecutive chunks of ``bptt`` characters. Chunk k of every stream forms step k; the LSTM starts each
+chunk from the final states of the previous chunk of the same stream (carried without gradient: that is
+the truncation). This is ``rnnfast.train.TruncatedBPTTTrainer`` with ``stateful=True``, its ``train_step``
+extended (``_common.BudgetSteps``) with a cosine decay of the learning rate over the budget and periodic
+validation. Adam, gradient clipping by global norm.
 
 Reported: validation (and test) loss in nats per character, with bits per character and perplexity, next
 to the unigram baseline (the entropy of the held-out text under the training character frequencies);
@@ -34,10 +35,10 @@ import numpy as np  # noqa: E402
 
 from rnnfast import nn  # noqa: E402
 from rnnfast.datasets import char_vocabulary, decode_chars, encode_chars, load_shakespeare  # noqa: E402
-from rnnfast.train import Adam, CrossEntropy, clip_grad_norm  # noqa: E402
+from rnnfast.train import Adam, CrossEntropy, TruncatedBPTTTrainer  # noqa: E402
 
-from _common import (Progress, add_common_args, data_or_exit, new_figure, print_report, save_figure,  # noqa: E402
-                     setup_threads, smooth)
+from _common import (BudgetSteps, Progress, add_common_args, data_or_exit, new_figure, print_report,  # noqa: E402
+                     save_figure, setup_threads, smooth)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -88,7 +89,8 @@ class CharLM:
         self.emb = nn.Embedding(vocab_size, embedding_dim, dtype=dtype, seed=gens[0])
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers=num_layers, dtype=dtype, seed=gens[1])
         self.lin = nn.Linear(hidden_size, vocab_size, dtype=dtype, seed=gens[2])
-        self.model = nn.Sequential(self.emb, self.lstm, self.lin)
+        # the Trainer's model: the LSTM wrapped so its state can be carried from chunk to chunk
+        self.model = nn.Sequential(self.emb, nn.Stateful(self.lstm), self.lin)
         self.vocab_size = vocab_size
 
     def forward(self, x, state=None):
@@ -159,6 +161,28 @@ def sample(lm, chars, index, prime="\n", length=500, temperature=0.8, top_k=10, 
 
 
 # ---------------------------------------------------------------------------------------- training
+class CharLMTrainer(BudgetSteps, TruncatedBPTTTrainer):
+    """The Trainer's stateful truncated BPTT over the streams (one batch of ``batch_size`` streams, chunks of
+    ``bptt`` characters), with the budget's cosine learning rate and periodic validation (:class:`BudgetSteps`)."""
+
+    def __init__(self, lm, val_ids, lr, clip, bptt):
+        super().__init__(lm.model, CrossEntropy(), Adam(lm.model, lr=lr), clip_norm=clip, tbptt=bptt, stateful=True)
+        self.lm, self.val_ids = lm, val_ids
+
+    def count_items(self, batch):
+        return batch.x.size  # characters
+
+    def step_postfix(self, batch):
+        return {"loss": float(np.mean(self.log["loss"][-20:])), "lr": self.optimizer.lr,
+                "chars_per_s": f"{self.items / self.train_time:,.0f}"}
+
+    def validate(self):
+        vl = evaluate(self.lm, self.val_ids)
+        self.bar.write(f"step {self.steps}: {self.train_time:.0f} s trained, {self.items:,} chars, train loss "
+                       f"{np.mean(self.log['loss'][-50:]):.3f}, val loss {vl:.3f} nats/char")
+        return {"loss": vl}
+
+
 def train(data, hidden_size=256, num_layers=2, embedding_dim=64, batch_size=64, bptt=100, lr=2e-3,
           clip=1.0, seconds=None, epochs=None, eval_every=150, val_chars=100_000, min_lr_frac=0.05,
           seed=0, progress=True, log=None):
@@ -171,67 +195,22 @@ def train(data, hidden_size=256, num_layers=2, embedding_dim=64, batch_size=64, 
     """
     if not seconds and not epochs:
         epochs = 1
-    V = len(data["chars"])
-    lm = CharLM(V, embedding_dim, hidden_size, num_layers, seed=seed)
-    opt = Adam(lm.model, lr=lr)
-    ce = CrossEntropy()
-    grads = list(lm.model.grads.values())
+    lm = CharLM(len(data["chars"]), embedding_dim, hidden_size, num_layers, seed=seed)
     x, y = make_streams(data["train"], batch_size)
     n_chunks = max(1, x.shape[1] // bptt)
-    total_steps = n_chunks * epochs if epochs else None
+    x, y = x[:, :n_chunks * bptt], y[:, :n_chunks * bptt]  # whole chunks only
     val_ids = data["valid"][:val_chars] if val_chars else data["valid"]
-    hist = {k: [] for k in ("step", "time", "chars", "loss", "val_step", "val_time", "val_loss")}
+    trainer = CharLMTrainer(lm, val_ids, lr, clip, bptt)
+    total_steps = n_chunks * epochs if epochs else None
     bar = Progress(total=total_steps, seconds=seconds, desc="char LM", unit="step", disable=not progress)
-    train_time = 0.0
-    step = 0
-    chars_seen = 0
-    state = None
-    epoch = 0
-    stop = False
-    lm.train()
-    while not stop:
-        state = None  # each epoch starts the streams from zero states
-        for k in range(n_chunks):
-            frac = 0.0
-            if seconds:
-                frac = max(frac, train_time / seconds)
-            if total_steps:
-                frac = max(frac, step / total_steps)
-            opt.lr = lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-            xs, ys = x[:, k * bptt:(k + 1) * bptt], y[:, k * bptt:(k + 1) * bptt]
-            t0 = time.perf_counter()
-            lm.model.zero_grad()
-            logits, state = lm.forward(xs, state)
-            value, dlogits = ce(logits, ys)
-            lm.backward(dlogits)
-            clip_grad_norm(grads, clip)
-            opt.step()
-            train_time += time.perf_counter() - t0
-            step += 1
-            chars_seen += xs.size
-            hist["step"].append(step)
-            hist["time"].append(train_time)
-            hist["chars"].append(chars_seen)
-            hist["loss"].append(value)
-            bar.update(1, loss=float(np.mean(hist["loss"][-20:])), lr=opt.lr,
-                       chars_per_s=f"{chars_seen / train_time:,.0f}")
-            if not math.isfinite(value):
-                raise FloatingPointError(f"the loss became {value} at step {step}")
-            done = (seconds and train_time >= seconds) or (total_steps and step >= total_steps)
-            if eval_every and (step % eval_every == 0 or done):
-                vl = evaluate(lm, val_ids)
-                hist["val_step"].append(step)
-                hist["val_time"].append(train_time)
-                hist["val_loss"].append(vl)
-                bar.write(f"step {step}: {train_time:.0f} s trained, {chars_seen:,} chars, train loss "
-                          f"{np.mean(hist['loss'][-50:]):.3f}, val loss {vl:.3f} nats/char")
-            if done:
-                stop = True
-                break
-        epoch += 1
+    trainer.set_budget(lr, seconds, total_steps, eval_every, min_lr_frac, bar)
+    h = trainer.fit(x, y, per_step=True, epochs=epochs or 10**9, batch_size=batch_size, shuffle=False,
+                    bucket=False, seed=seed)
     bar.close()
-    return {"lm": lm, "history": hist, "train_time": train_time, "chars": chars_seen, "steps": step,
-            "epochs": epoch}
+    hist = trainer.log
+    hist["chars"] = [s * x.shape[0] * min(bptt, x.shape[1]) for s in hist["step"]]
+    return {"lm": lm, "history": hist, "train_time": trainer.train_time, "chars": trainer.items,
+            "steps": trainer.steps, "epochs": len(h.epoch)}
 
 
 def plot(history, path, unigram=None):

@@ -41,10 +41,10 @@ import numpy as np  # noqa: E402
 
 from rnnfast import nn  # noqa: E402
 from rnnfast.datasets import cmudict_split, g2p_vocabularies  # noqa: E402
-from rnnfast.train import Adam, CrossEntropy, bucket_batches, clip_grad_norm, pad_sequences  # noqa: E402
+from rnnfast.train import Adam, CrossEntropy, Trainer, pad_sequences  # noqa: E402
 
-from _common import (Progress, add_common_args, data_or_exit, new_figure, print_report, save_figure,  # noqa: E402
-                     setup_threads, smooth)
+from _common import (BudgetSteps, Progress, add_common_args, data_or_exit, new_figure, print_report,  # noqa: E402
+                     save_figure, setup_threads, smooth)
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -294,6 +294,48 @@ def trivial_baseline(train_items, eval_items):
 
 
 # ---------------------------------------------------------------------------------------- training
+class TeacherForcedTrainer(Trainer):
+    """A Trainer over the words whose ``train_step`` is the G2P step: the teacher-forced loss and its
+    gradients by hand (:meth:`G2P.loss_and_grad`), then the Trainer's clipping and optimizer step.
+
+    The dataset's inputs are the spellings (batches bucketed by length, seeded per epoch) and its targets
+    the word indices; a step pads those words' teacher-forcing targets ``tgt`` itself.
+    """
+
+    def __init__(self, model, tgt, lr, clip):
+        super().__init__(model.params, None, Adam(model.params, lr=lr), clip_norm=clip)
+        self.g2p, self.tgt = model, tgt
+
+    def train_step(self, batch):
+        full, t_len = pad_sequences([self.tgt[i] for i in batch.y], dtype=np.int64)
+        self.model.zero_grad()
+        loss, _ = self.g2p.loss_and_grad(batch.x, batch.lengths, full[:, :-1], full[:, 1:], t_len - 1)
+        if not math.isfinite(loss) or not self.apply_gradients():
+            return math.nan
+        self.update_metrics(loss, None, batch)
+        return loss
+
+
+class G2PTrainer(BudgetSteps, TeacherForcedTrainer):
+    """:class:`TeacherForcedTrainer` within a budget: the cosine learning rate and the periodic validation
+    (greedy WER and PER on ``val_items``) of :class:`BudgetSteps`."""
+
+    def __init__(self, model, tgt, val_items, gv, pv, lr, clip):
+        super().__init__(model, tgt, lr, clip)
+        self.val_items, self.gv, self.pv = val_items, gv, pv
+
+    def step_postfix(self, batch):
+        return {"loss": float(np.mean(self.log["loss"][-50:])), "words_per_s": f"{self.items / self.train_time:,.0f}"}
+
+    def validate(self):
+        wer, per, _ = evaluate(self.g2p, self.val_items, self.gv, self.pv)
+        self.g2p.train()
+        self.bar.write(f"step {self.steps}: {self.train_time:.0f} s trained, {self.items / len(self.tgt):.2f} "
+                       f"epochs, loss {np.mean(self.log['loss'][-100:]):.3f}, validation WER {wer:.1%} PER "
+                       f"{per:.1%} (greedy, {len(self.val_items)} words)")
+        return {"wer": wer, "per": per}
+
+
 def train(data, embedding_dim=64, enc_hidden=128, dec_hidden=256, batch_size=64, lr=2e-3, clip=5.0,
           dropout=0.0, seconds=None, epochs=None, eval_every=None, eval_words=1000, min_lr_frac=0.05, seed=0,
           progress=True):
@@ -308,60 +350,22 @@ def train(data, embedding_dim=64, enc_hidden=128, dec_hidden=256, batch_size=64,
         epochs = 1
     gv, pv = data["graphemes"], data["phonemes"]
     model = G2P(len(gv), len(pv), embedding_dim, enc_hidden, dec_hidden, dropout=dropout, seed=seed)
-    opt = Adam(model.params, lr=lr)
-    grads = list(model.params.grads.values())
     src, tgt = encode_pairs(data["train"], gv, pv)
-    src_lengths = np.array([len(s) for s in src])
     val_items = data["valid"]
     if eval_words and eval_words < len(val_items):  # a random sample: the file is alphabetical
         keep = np.sort(np.random.default_rng(seed).permutation(len(val_items))[:eval_words])
         val_items = [val_items[i] for i in keep]
     n_batches = -(-len(src) // batch_size)
     total_steps = n_batches * epochs if epochs else None
-    eval_every = eval_every or n_batches
-    hist = {k: [] for k in ("step", "time", "loss", "val_step", "val_time", "val_wer", "val_per")}
+    trainer = G2PTrainer(model, tgt, val_items, gv, pv, lr, clip)
     bar = Progress(total=total_steps, seconds=seconds, desc="G2P", unit="step", disable=not progress)
-    rng = np.random.default_rng(seed)
-    step = words = 0
-    train_time = 0.0
+    trainer.set_budget(lr, seconds, total_steps, eval_every or n_batches, min_lr_frac, bar)
     model.train()
-    stop = False
-    while not stop:
-        for idx in bucket_batches(src_lengths, batch_size, rng, shuffle=True):
-            frac = max(train_time / seconds if seconds else 0.0, step / total_steps if total_steps else 0.0)
-            opt.lr = lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-            t0 = time.perf_counter()
-            s, s_len = pad_sequences([src[i] for i in idx], dtype=np.int64)
-            full, t_len = pad_sequences([tgt[i] for i in idx], dtype=np.int64)
-            model.params.zero_grad()
-            loss, _ = model.loss_and_grad(s, s_len, full[:, :-1], full[:, 1:], t_len - 1)
-            clip_grad_norm(grads, clip)
-            opt.step()
-            train_time += time.perf_counter() - t0
-            step += 1
-            words += len(idx)
-            hist["step"].append(step)
-            hist["time"].append(train_time)
-            hist["loss"].append(loss)
-            bar.update(1, loss=float(np.mean(hist["loss"][-50:])), words_per_s=f"{words / train_time:,.0f}")
-            done = (seconds and train_time >= seconds) or (total_steps and step >= total_steps)
-            if step % eval_every == 0 or done:
-                wer, per, _ = evaluate(model, val_items, gv, pv)
-                model.train()
-                hist["val_step"].append(step)
-                hist["val_time"].append(train_time)
-                hist["val_wer"].append(wer)
-                hist["val_per"].append(per)
-                bar.write(f"step {step}: {train_time:.0f} s trained, {words / len(src):.2f} epochs, loss "
-                          f"{np.mean(hist['loss'][-100:]):.3f}, validation WER {wer:.1%} PER {per:.1%} (greedy, "
-                          f"{len(val_items)} words)")
-            if done:
-                stop = True
-                break
+    trainer.fit(src, np.arange(len(src)), epochs=epochs or 10**9, batch_size=batch_size, seed=seed)
     bar.close()
     model.eval()
-    return {"model": model, "history": hist, "train_time": train_time, "steps": step, "words": words,
-            "epochs": words / len(src)}
+    return {"model": model, "history": trainer.log, "train_time": trainer.train_time, "steps": trainer.steps,
+            "words": trainer.items, "epochs": trainer.items / len(src)}
 
 
 def plot(history, path):

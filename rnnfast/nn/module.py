@@ -2,8 +2,13 @@
 
 A layer owns its parameters (``_params``, name -> array) and their gradients (``grads``, same keys and
 shapes, accumulated by ``backward``). ``forward`` in training mode keeps what ``backward`` needs; in eval
-mode it keeps nothing, so inference is stateless. :class:`rnnfast.nn.Sequential` relies only on the
-protocol (duck typing), so any object following it composes.
+mode it keeps nothing, so inference is stateless.
+
+The calling protocol is declared, not guessed: a layer with ``keyword_protocol = True`` (every
+:class:`Module`) is called ``forward(x, *, lengths=None, n_threads=None)`` and
+``backward(dout, *, n_threads=None)``, and accepts those keywords even when it has no use for them.
+:class:`rnnfast.nn.Sequential` and the training loop call any other object with ``forward`` and ``backward``
+as ``forward(x)`` and ``backward(dout)``.
 """
 import numbers
 
@@ -11,7 +16,7 @@ import numpy as np
 
 from rnnfast import _validation
 
-__all__ = ["Module", "BackwardStateError"]
+__all__ = ["Module", "BackwardStateError", "call_forward", "call_backward"]
 
 
 ALIGN = 64  # bytes: one cache line and one AVX-512 vector
@@ -150,6 +155,24 @@ def validate_state_dict(state_dict, expected, what="state_dict"):
     return new
 
 
+def call_forward(layer, x, lengths=None, n_threads=None):
+    """``layer.forward`` under the layer protocol: with the keywords when the layer declares
+    ``keyword_protocol``, else ``forward(x)`` (TypeError when ``lengths`` would be lost)."""
+    if getattr(layer, "keyword_protocol", False):
+        return layer.forward(x, lengths=lengths, n_threads=n_threads)
+    if lengths is not None:
+        raise TypeError(f"the data has variable lengths but {type(layer).__name__} does not follow the layer "
+                        "protocol forward(x, *, lengths=None, n_threads=None) (set keyword_protocol = True)")
+    return layer.forward(x)
+
+
+def call_backward(layer, dout, n_threads=None):
+    """``layer.backward`` under the layer protocol (``n_threads`` only when declared)."""
+    if getattr(layer, "keyword_protocol", False):
+        return layer.backward(dout, n_threads=n_threads)
+    return layer.backward(dout)
+
+
 # ---------------------------------------------------------------------------------------- Module
 class Module:
     """Base class of the layers: parameters, accumulated gradients, training flag, state dicts.
@@ -164,7 +187,12 @@ class Module:
         True (the default) in training mode; see :meth:`train` and :meth:`eval`.
     grads : dict of str to numpy.ndarray
         Gradients with the keys and shapes of :meth:`state_dict`; ``backward`` adds to them.
+    keyword_protocol : bool
+        Class attribute, True: ``forward`` takes ``lengths=`` and ``n_threads=``, ``backward`` takes
+        ``n_threads=`` (see the module docstring).
     """
+
+    keyword_protocol = True
 
     def __init__(self):
         self._params = {}
@@ -209,6 +237,33 @@ class Module:
                                      "training-mode forward() (or twice for one forward)")
         self._cache = None
         return cache
+
+    # ------------------------------------------------------------------ randomness
+    @property
+    def uses_rng(self):
+        """Whether the layer draws random numbers in training (dropout): it keeps a stream in ``_rng``."""
+        return "_rng" in self.__dict__
+
+    def reseed(self, seed):
+        """Restart the layer's random stream (its dropout masks) from ``seed``.
+
+        A layer that draws no random numbers ignores it.
+
+        Parameters
+        ----------
+        seed : int, numpy.random.SeedSequence, numpy.random.Generator or None
+
+        Returns
+        -------
+        self
+        """
+        if isinstance(seed, np.random.SeedSequence):
+            rng = np.random.default_rng(seed)
+        else:
+            rng = make_rng(seed)
+        if self.uses_rng:
+            self._rng = rng
+        return self
 
     # ------------------------------------------------------------------ parameters
     def state_dict(self):

@@ -1,18 +1,11 @@
 """Sequential composition of layers, PyTorch's ``torch.nn.Sequential`` for forward/backward layers."""
-import inspect
-
-from rnnfast.nn.module import BackwardStateError, Module, validate_state_dict
+from rnnfast.nn.module import BackwardStateError, Module, call_backward, validate_state_dict
 
 __all__ = ["Sequential"]
 
 
-def _accepts(method, name):
-    """Whether ``method`` takes a keyword argument ``name`` (explicitly or through ``**kwargs``)."""
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+def _keywords(layer):
+    return getattr(layer, "keyword_protocol", False)
 
 
 class Sequential(Module):
@@ -24,8 +17,9 @@ class Sequential(Module):
 
     - A layer whose ``forward`` returns a tuple (the recurrent layers return ``(out, state)``) passes only
       its first element on; its ``backward`` result's first element is passed back (no state gradient).
-    - ``lengths`` (and ``n_threads``) given to :meth:`forward` go to every layer whose ``forward`` accepts
-      them: the recurrent layers, :class:`LastStep`, :class:`MeanPool`, :class:`MaxPool`.
+    - ``lengths`` and ``n_threads`` given to :meth:`forward` go to every layer that follows the layer
+      protocol (``keyword_protocol``, every :class:`Module`: ``forward(x, *, lengths=None, n_threads=None)``);
+      any other object is called ``forward(x)`` and ``backward(dout)``.
     - Parameter names are prefixed with the layer's index: ``"0.weight"``, ``"1.weight_ih_l0"``.
 
     Parameters
@@ -53,8 +47,6 @@ class Sequential(Module):
                     raise TypeError(f"layer {i} ({type(layer).__name__}) has no {meth}() method")
         self.layers = list(layers)
         self.training = True
-        self._kw = [(_accepts(l.forward, "lengths"), _accepts(l.forward, "n_threads"),
-                     _accepts(l.backward, "n_threads")) for l in self.layers]
         self._tuple_out = None
 
     # ------------------------------------------------------------------ container
@@ -68,6 +60,24 @@ class Sequential(Module):
         if isinstance(i, slice):
             return Sequential(*self.layers[i])
         return self.layers[i]
+
+    def find(self, kind, *, last=False):
+        """The first (or ``last``) layer that is a ``kind``, looking inside :class:`Stateful` wrappers.
+
+        Parameters
+        ----------
+        kind : type or tuple of types
+        last : bool, default False
+
+        Returns
+        -------
+        layer or None
+            The unwrapped layer (e.g. the LSTM inside ``Stateful(LSTM(...))``), or None when there is none.
+        """
+        from rnnfast.nn.stateful import unwrap
+        layers = [unwrap(layer) for layer in self.layers]
+        found = [layer for layer in layers if isinstance(layer, kind)]
+        return (found[-1] if last else found[0]) if found else None
 
     def __repr__(self):
         if not self.layers:
@@ -93,13 +103,8 @@ class Sequential(Module):
         The last layer's output (its first element, if it returns a tuple).
         """
         tuple_out = []
-        for layer, (takes_len, takes_thr, _) in zip(self.layers, self._kw):
-            kw = {}
-            if lengths is not None and takes_len:
-                kw["lengths"] = lengths
-            if n_threads is not None and takes_thr:
-                kw["n_threads"] = n_threads
-            out = layer.forward(x, **kw)
+        for layer in self.layers:
+            out = layer.forward(x, lengths=lengths, n_threads=n_threads) if _keywords(layer) else layer.forward(x)
             is_tuple = isinstance(out, tuple)
             tuple_out.append(is_tuple)
             x = out[0] if is_tuple else out
@@ -128,8 +133,7 @@ class Sequential(Module):
             if d is None:
                 raise ValueError(f"layer {i + 1} ({type(self.layers[i + 1]).__name__}) returned no input "
                                  f"gradient, so layer {i} ({type(layer).__name__}) cannot be differentiated")
-            kw = {"n_threads": n_threads} if n_threads is not None and self._kw[i][2] else {}
-            res = layer.backward(d, **kw)
+            res = call_backward(layer, d, n_threads)
             d = res[0] if tuple_out[i] and isinstance(res, tuple) else res
         return d
 

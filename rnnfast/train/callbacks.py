@@ -1,17 +1,20 @@
 """Callbacks of the fit loop (:func:`rnnfast.train.fit`), Keras-style.
 
 A callback overrides any of ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
-``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``. Before training
-the loop calls ``set_trainer(trainer)``; through ``self.trainer`` a callback reaches the ``model``, the
+``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and
+``on_train_end(logs)``. Before training the loop calls ``set_trainer(trainer)`` with the
+:class:`rnnfast.train.Trainer` that runs it; through ``self.trainer`` a callback reaches the ``model``, the
 ``optimizer``, the ``estimator`` (when fitting through one, else None), the ``history`` and ``params``,
-and stops training by setting ``self.trainer.stop_training = True`` (checked after every batch).
+and stops training by calling ``self.trainer.stop()`` or setting ``self.trainer.stop_training = True``
+(checked after every batch).
 
 Logs: ``on_batch_end`` gets ``{"loss": running mean of the epoch, <metric>: running mean, "size":
 sequences in this step, "steps": valid time steps in this step}``; ``on_epoch_end`` gets the epoch's
 ``loss`` and metrics, ``val_loss`` and ``val_<metric>`` when validating, and ``lr``. Epochs are counted
 from 0 (file names formatted with ``{epoch}`` count from 1, as Keras).
 
-The loop only calls the hooks a callback overrides, so an unused hook costs nothing per batch.
+The loop calls the callbacks through a :class:`CallbackList` built once per fit, which only calls the hooks
+a callback overrides, so an unused hook costs nothing per batch.
 """
 import math
 import numbers
@@ -22,7 +25,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
            "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit"]
 
 _COUNTERS = ("size", "steps", "batch")  # bookkeeping entries of the batch logs, not metrics
@@ -33,8 +36,8 @@ class Callback:
 
     Attributes
     ----------
-    trainer : rnnfast.train.fit.Trainer
-        Set by the fit loop before ``on_train_begin``.
+    trainer : rnnfast.train.Trainer
+        The trainer running the fit; set before ``on_train_begin``.
     """
 
     trainer = None
@@ -60,8 +63,69 @@ class Callback:
     def on_epoch_end(self, epoch, logs=None):
         """After epoch ``epoch`` and its validation; ``logs`` holds the epoch's figures."""
 
+    def on_batch_begin(self, batch, logs=None):
+        """Before each optimizer step (with truncated BPTT, each chunk), e.g. for a per-step schedule."""
+
     def on_batch_end(self, batch, logs=None):
         """After each optimizer step (with truncated BPTT, after each chunk)."""
+
+
+_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin", "on_batch_end")
+
+
+class CallbackList:
+    """The callbacks of one fit, built once: each hook calls, in order, the callbacks that override it.
+
+    Parameters
+    ----------
+    callbacks : list of Callback
+    trainer : rnnfast.train.Trainer
+        Given to every callback's ``set_trainer``.
+
+    Raises
+    ------
+    TypeError
+        An element is not a :class:`Callback`.
+    """
+
+    def __init__(self, callbacks, trainer):
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be rnnfast.train.callbacks.Callback objects, got {type(cb).__name__}")
+        for cb in callbacks:
+            cb.set_trainer(trainer)
+        self.callbacks = callbacks
+        self._hooks = {hook: [getattr(cb, hook) for cb in callbacks
+                              if getattr(type(cb), hook) is not getattr(Callback, hook)] for hook in _HOOKS}
+
+    def _call(self, hook, *args):
+        for fn in self._hooks[hook]:
+            fn(*args)
+
+    def on_train_begin(self, logs):
+        """Before the first epoch."""
+        self._call("on_train_begin", logs)
+
+    def on_train_end(self, logs):
+        """After training, however it stopped."""
+        self._call("on_train_end", logs)
+
+    def on_epoch_begin(self, epoch, logs):
+        """Before epoch ``epoch``."""
+        self._call("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs):
+        """After epoch ``epoch`` and its validation."""
+        self._call("on_epoch_end", epoch, logs)
+
+    def on_batch_begin(self, batch, logs):
+        """Before step ``batch`` of the epoch."""
+        self._call("on_batch_begin", batch, logs)
+
+    def on_batch_end(self, batch, logs):
+        """After step ``batch`` of the epoch."""
+        self._call("on_batch_end", batch, logs)
 
 
 def _resolve_mode(mode, monitor):
@@ -278,7 +342,8 @@ class LearningRateScheduler(Callback):
         self.verbose = verbose
 
     def _is_plateau(self):
-        return hasattr(self.schedule, "num_bad_epochs")
+        # declared by the schedule (``monitors_metric``, True on ReduceLROnPlateau), not guessed
+        return bool(getattr(self.schedule, "monitors_metric", False))
 
     def _is_callable(self):
         return not hasattr(self.schedule, "step")

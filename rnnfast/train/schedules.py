@@ -48,6 +48,9 @@ class LRSchedule:
 
     _state = ("base_lr", "last_epoch")
 
+    #: Declared: stepped with a monitored value (``step(metric)``), as :class:`ReduceLROnPlateau`; False here.
+    monitors_metric = False
+
     def __init__(self, optimizer):
         self.optimizer = _check_optimizer(optimizer)
         self.base_lr = float(optimizer.lr)
@@ -192,6 +195,9 @@ class ReduceLROnPlateau:
     -----
     Call ``step(metric)`` once per epoch with the monitored value.
     """
+
+    #: Declared: ``step`` takes the monitored value (the fit loop's scheduler callback passes it).
+    monitors_metric = True
 
     _state = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps",
               "best", "num_bad_epochs", "cooldown_counter", "last_epoch")

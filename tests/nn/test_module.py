@@ -114,3 +114,37 @@ def test_parameters_and_gradients_start_on_a_cache_line():
     m.load_state_dict(rf.nn.LSTM(5, 7, seed=1).state_dict())
     for name, p in m.named_parameters():
         assert p.ctypes.data % 64 == 0 and m.grads[name].ctypes.data % 64 == 0, name
+
+
+def test_reseed_restarts_the_random_stream():
+    drop = rf.nn.Dropout(0.5, seed=0)
+    x = np.ones((4, 6))
+    a = drop.reseed(7)(x)
+    drop(x)
+    b = drop.reseed(np.random.SeedSequence(7))(x)
+    np.testing.assert_array_equal(a, b)
+    assert drop.uses_rng and not rf.nn.Linear(2, 2).uses_rng
+    lin = rf.nn.Linear(2, 2, seed=0)
+    assert lin.reseed(3) is lin and not lin.uses_rng  # nothing random: ignored
+    with pytest.raises(TypeError, match="seed"):
+        drop.reseed("7")
+
+
+def test_keyword_protocol_is_declared():
+    from rnnfast.nn.module import call_backward, call_forward
+    lin = rf.nn.Linear(3, 2, seed=0)
+    assert rf.nn.Module.keyword_protocol and lin.keyword_protocol
+    x = np.ones((2, 4, 3), np.float32)
+    np.testing.assert_array_equal(call_forward(lin, x, lengths=np.array([2, 4])), lin(x))
+    call_backward(lin, np.ones((2, 4, 2), np.float32), n_threads=1)
+
+    class Plain:  # not declared: called forward(x) / backward(d)
+        def forward(self, x):
+            return x
+
+        def backward(self, d):
+            return d
+
+    assert call_forward(Plain(), x) is x and call_backward(Plain(), x, n_threads=2) is x
+    with pytest.raises(TypeError, match="layer protocol"):
+        call_forward(Plain(), x, lengths=np.array([1, 2]))

@@ -141,3 +141,13 @@ def test_bad_layers():
     model(np.ones((1, 2)))
     with pytest.raises(ValueError, match="no input gradient"):
         model.backward(np.ones((1, 2)))
+
+
+def test_find_looks_inside_stateful_wrappers():
+    from rnnfast.nn import Stateful
+    lstm = LSTM(2, 3)
+    heads = Linear(3, 3), Linear(3, 2)
+    model = Sequential(Embedding(5, 2), Stateful(lstm), heads[0], Dropout(0.1), heads[1])
+    assert model.find(LSTM) is lstm and model.find((GRU, LSTM)) is lstm
+    assert model.find(Linear) is heads[0] and model.find(Linear, last=True) is heads[1]
+    assert model.find(GRU) is None
