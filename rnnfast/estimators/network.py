@@ -15,7 +15,7 @@ from rnnfast import nn
 from rnnfast.estimators.inputs import TOKENS, InputSpec
 from rnnfast.estimators.params import Params
 from rnnfast.estimators.targets import CLASSIFICATION, EncodedTargets, class_weights
-from rnnfast.train.fit import Stateful
+from rnnfast.nn.stateful import Stateful
 from rnnfast.train.losses import MAE, MSE, CrossEntropy, Huber
 from rnnfast.train.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 

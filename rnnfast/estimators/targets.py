@@ -19,6 +19,7 @@ from rnnfast.estimators.inputs import is_ragged
 from rnnfast.estimators.params import jsonable
 from rnnfast.nn.module import to_numpy
 from rnnfast.train.data import pad_sequences
+from rnnfast.train.metrics import R2, Accuracy
 
 __all__ = ["TargetSpec", "EncodedTargets", "FloatLabelsWarning", "DataConversionWarning", "encode_targets",
            "check_sample_weight", "class_weights", "predictions", "probabilities", "unpad", "score_outputs",
@@ -317,12 +318,12 @@ def unpad(arr: np.ndarray, lengths: np.ndarray, from_list: bool):
 
 # ---------------------------------------------------------------------------------------- scoring
 def _score_targets(y, n, t, lengths, per_step):
-    """``y`` for scoring, as an array, and the mask of the positions that count."""
+    """``y`` for scoring, as an array, and the (N, T) mask of the valid steps of per-step targets (else None)."""
     if not per_step:
         ya = np.asarray(to_numpy(y))
         if ya.shape[0] != n:
             raise ValueError(f"X has {n} sequences but y has {ya.shape[0]} targets")
-        return ya, np.ones(n, bool)
+        return ya, None
     if is_ragged(y):
         ya, _ = pad_sequences([np.asarray(to_numpy(s)) for s in y], max_length=t)
     else:
@@ -332,37 +333,33 @@ def _score_targets(y, n, t, lengths, per_step):
     return ya, np.arange(t)[None, :] < lengths[:, None]
 
 
-def accuracy(pred: np.ndarray, ya: np.ndarray, w: np.ndarray) -> float:
-    """Weighted fraction of ``pred == ya`` (``w`` zero at positions that do not count)."""
+def _accuracy(pred, ya, mask, sw):
     if ya.ndim == pred.ndim + 1 and ya.shape[-1] == 1:
         ya = ya[..., 0]
-    return float(((pred == ya) * w).sum() / w.sum())
+    metric = Accuracy()
+    metric.update_masked(ya, pred, mask, sw)
+    return metric.result()
 
 
-def r2(pred: np.ndarray, ya: np.ndarray, mask: np.ndarray, w: np.ndarray) -> float:
-    """Weighted coefficient of determination over the positions in ``mask``, averaged over outputs
-    (a constant target scores 1 when predicted exactly, else 0)."""
+def _r2(pred, ya, mask, sw):
+    """R^2 with every valid step a sample (per-step targets) and each of the k outputs scored apart."""
     yk = ya.astype(np.float64)
     if yk.ndim == pred.ndim - 1:
         yk = yk[..., None]
     if yk.shape != pred.shape:
         raise ValueError(f"y has shape {ya.shape}, predictions {pred.shape}")
-    wv = w[mask]
-    yv, pv = yk[mask], pred[mask]
-    mean = np.average(yv, axis=0, weights=wv)
-    ss_res = (wv[:, None] * (yv - pv) ** 2).sum(axis=0)
-    ss_tot = (wv[:, None] * (yv - mean) ** 2).sum(axis=0)
-    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.where(ss_res == 0, 1.0, 0.0))
-    return float(r2.mean())
+    if mask is not None:
+        yk, pred = yk[mask], pred[mask]
+        sw = None if sw is None else np.broadcast_to(sw[:, None], mask.shape)[mask]
+    return R2().update(yk, pred, sw).result()
 
 
 def score_outputs(out: np.ndarray, lengths: np.ndarray, y: Any, sample_weight: Any, spec: TargetSpec) -> float:
     """Accuracy (classification) or R^2 (regression, mean over outputs) of raw outputs ``out`` (N, T?, C)
-    against ``y``; per-step models score every valid step."""
+    against ``y``, with :mod:`rnnfast.train.metrics`; per-step models score every valid step."""
     n, t = out.shape[:2]
     sw = check_sample_weight(sample_weight, n)
     ya, mask = _score_targets(y, n, t, lengths, spec.per_step)
-    w = mask.astype(np.float64) if sw is None else mask * sw.reshape((-1,) + (1,) * (mask.ndim - 1))
     if spec.task == CLASSIFICATION:
-        return accuracy(spec.classes[out.argmax(axis=-1)], ya, w)
-    return r2(out.astype(np.float64) * spec.y_scale + spec.y_mean, ya, mask, w)
+        return _accuracy(spec.classes[out.argmax(axis=-1)], ya, mask, sw)
+    return _r2(out.astype(np.float64) * spec.y_scale + spec.y_mean, ya, mask, sw)

@@ -3,7 +3,9 @@
 ``data/reference.npz`` was written by this file (``python tests/estimators/test_reference.py --write``)
 from the single-module ``rnnfast/models.py``, with ``n_threads=1`` and fixed ``random_state``. Every case
 fits a small estimator and records its predictions, probabilities, score, history and weights; the test
-refits it and asserts exact equality, so a refactoring that changes a single bit of any of them fails.
+refits it and asserts exact equality, so a refactoring that changes a single bit of any of them fails;
+the one exception is ``score``, computed since the redesign by :mod:`rnnfast.train.metrics` (equal to
+1e-12 relative: R^2's sums run in another order).
 A saved model file from that time is also kept: the current code must load it and predict the same.
 
 Regenerate only when a change of results is intended (and say so in the commit).
@@ -191,7 +193,12 @@ def test_bit_identical_to_reference(name, reference):
     assert sorted(got) == sorted(want)
     for k in want:
         assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
-        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        if k.endswith("/score"):
+            # score goes through rnnfast.train.metrics now (R^2 as a streaming metric, whose sums run in
+            # another order than the estimator's own formula did): equal to rounding, not to the bit
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=0, err_msg=k)
+        else:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
 def test_old_model_file_loads_and_predicts_the_same(reference, tmp_path):
