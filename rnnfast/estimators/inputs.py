@@ -160,7 +160,7 @@ def _check_against(enc: EncodedInput, spec: InputSpec, who: str) -> None:
     if enc.kind == FEATURES and enc.n_features != spec.n_features_in:
         raise ValueError(f"X has {enc.n_features} features, but {who} is expecting "
                          f"{spec.n_features_in} features as input")
-    if enc.kind == TOKENS and enc.max_id >= spec.vocab_size:
+    if enc.kind == TOKENS and enc.max_id >= spec.vocab_size:  # type: ignore[operator]  # both set for tokens
         raise ValueError(f"X holds token id {enc.max_id}, outside the vocabulary of the fitted model "
                          f"(vocab_size_={spec.vocab_size}); set vocab_size when fitting")
 
@@ -216,7 +216,7 @@ def encode_inputs(X: Any, dtype: np.dtype, spec: Optional[InputSpec] = None, who
 
 def input_spec(enc: EncodedInput, vocab_size: Optional[int]) -> InputSpec:
     """The :class:`InputSpec` of fitting on ``enc``; ``vocab_size`` (the parameter) defaults to the largest id + 1."""
-    if enc.kind != TOKENS:
+    if enc.kind != TOKENS or enc.max_id is None:
         return InputSpec(FEATURES, enc.n_features)
     if vocab_size is not None and vocab_size <= enc.max_id:
         raise ValueError(f"X holds token id {enc.max_id} but vocab_size={vocab_size}")

@@ -57,7 +57,7 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
     """
     dt = p.dtype
     gens = [np.random.default_rng(s) for s in seed_sequence(seed, 0).spawn(4)]
-    layers = []
+    layers: list = []
     if inputs.kind == TOKENS:
         layers.append(nn.Embedding(inputs.vocab_size, p.embedding_dim, padding_idx=0, dtype=dt, seed=gens[0]))
         in_size = p.embedding_dim

@@ -25,8 +25,6 @@ ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling",
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
-_POSITIVE = dict(closed="neither", allow_none=True)
-
 PARAMETER_CONSTRAINTS = {
     "hidden_size": Integer(1),
     "num_layers": Integer(1),
@@ -44,8 +42,8 @@ PARAMETER_CONSTRAINTS = {
     "weight_decay": Real(0.0),
     "momentum": Real(0.0, 1.0, closed="left"),
     "loss": Options("auto", "cross_entropy", *REGRESSION_LOSS_NAMES),
-    "clip_norm": Real(0.0, **_POSITIVE),
-    "clip_value": Real(0.0, **_POSITIVE),
+    "clip_norm": Real(0.0, closed="neither", allow_none=True),
+    "clip_value": Real(0.0, closed="neither", allow_none=True),
     "validation_split": Real(0.0, 1.0, closed="left"),
     "shuffle": Boolean(),
     "bucket": Boolean(),

@@ -100,13 +100,16 @@ class _RecurrentEstimator(EstimatorBase):
         """A new network and optimizer for ``data`` (a fresh fit or the first ``partial_fit``)."""
         for name in _FITTED:
             self.__dict__.pop(name, None)
-        self.seed_ = p.random_state if p.random_state is not None else int(np.random.SeedSequence().entropy)
+        if p.random_state is not None:
+            self.seed_ = p.random_state
+        else:
+            self.seed_ = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]  # an int when drawn
         inputs, targets = input_spec(data.inputs, p.vocab_size), data.targets.spec
         self._set_specs(inputs, targets)
         self._arch_, self._opt_ = p.arch(), p.opt()
         self.model_ = build_model(self._layer_cls, p, inputs, targets.per_step, targets.n_outputs, self.seed_)
         self.optimizer_ = build_optimizer(self.model_, p)
-        self.history_ = {}
+        self.history_: dict = {}
         self.n_epochs_ = 0
 
     def _fitted_dtype(self) -> np.dtype:

@@ -51,6 +51,16 @@ class TargetSpec:
     y_mean: Optional[np.ndarray] = None
     y_scale: Optional[np.ndarray] = None
 
+    def labels(self, out: np.ndarray) -> np.ndarray:
+        """The classes of raw outputs (N, [T,] C) (classification)."""
+        assert self.classes is not None, "a classification spec has classes"
+        return self.classes[out.argmax(axis=-1)]
+
+    def values(self, out: np.ndarray) -> np.ndarray:
+        """Raw outputs (N, [T,] k) in the targets' units (regression)."""
+        assert self.y_scale is not None and self.y_mean is not None, "a regression spec has a scaling"
+        return out.astype(np.float64) * self.y_scale + self.y_mean
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EncodedTargets:
@@ -235,7 +245,7 @@ def encode_targets(y: Any, n: int, t: int, lengths: Optional[np.ndarray], *, ret
     elif return_sequences == "auto":
         per_step = ragged or (ya.ndim >= 2 and ya.shape[1] == t)
     else:
-        per_step = return_sequences
+        per_step = bool(return_sequences)
     if per_step and (ya.ndim < 2 or ya.shape[1] != t):
         raise ValueError(f"per-step targets need shape ({n}, {t}) (one per time step of X), got {ya.shape}")
     mask = np.arange(t)[None, :] < lengths[:, None] if per_step and lengths is not None else None
@@ -272,6 +282,7 @@ def class_weights(class_weight: Any, targets: EncodedTargets) -> Optional[np.nda
     if targets.spec.task != CLASSIFICATION:
         raise ValueError("class_weight is for classification; this is a regression task")
     classes = targets.spec.classes
+    assert classes is not None, "a classification spec has classes"
     C = classes.size
     if isinstance(class_weight, str):
         if class_weight != "balanced":
@@ -294,8 +305,8 @@ def class_weights(class_weight: Any, targets: EncodedTargets) -> Optional[np.nda
 def predictions(out: np.ndarray, spec: TargetSpec) -> np.ndarray:
     """Labels (classification) or values in the original units (regression) from raw outputs."""
     if spec.task == CLASSIFICATION:
-        return spec.classes[out.argmax(axis=-1)]
-    pred = out.astype(np.float64) * spec.y_scale + spec.y_mean
+        return spec.labels(out)
+    pred = spec.values(out)
     return pred[..., 0] if spec.y_1d else pred
 
 
@@ -361,5 +372,5 @@ def score_outputs(out: np.ndarray, lengths: np.ndarray, y: Any, sample_weight: A
     sw = check_sample_weight(sample_weight, n)
     ya, mask = _score_targets(y, n, t, lengths, spec.per_step)
     if spec.task == CLASSIFICATION:
-        return _accuracy(spec.classes[out.argmax(axis=-1)], ya, mask, sw)
-    return _r2(out.astype(np.float64) * spec.y_scale + spec.y_mean, ya, mask, sw)
+        return _accuracy(spec.labels(out), ya, mask, sw)
+    return _r2(spec.values(out), ya, mask, sw)

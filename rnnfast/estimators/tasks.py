@@ -10,6 +10,8 @@ shape), where :class:`rnnfast.LSTM` asks for ``X[..., None]``. Integer 2-D ``X``
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from rnnfast.estimators.recurrent import GRU, LSTM, RNN
 from rnnfast.estimators.targets import CLASSIFICATION, REGRESSION
 
@@ -19,16 +21,16 @@ __all__ = ["LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor", "
 class _Classifier:
     """Mixin: classification whatever ``y`` holds."""
 
-    _task = CLASSIFICATION
-    _estimator_type = "classifier"
+    _task: Optional[str] = CLASSIFICATION
+    _estimator_type: Optional[str] = "classifier"
     _two_d_input = True
 
 
 class _Regressor:
     """Mixin: regression whatever ``y`` holds; no ``predict_proba``."""
 
-    _task = REGRESSION
-    _estimator_type = "regressor"
+    _task: Optional[str] = REGRESSION
+    _estimator_type: Optional[str] = "regressor"
     _two_d_input = True
 
     @property
