@@ -104,6 +104,8 @@ class EstimatorBase:
         return hasattr(self, "model_")
 
     def __sklearn_tags__(self):
+        """scikit-learn's tags (only scikit-learn calls this, so importing it here adds no dependency):
+        the estimator type, y required (multi-output for regression), 3-D input and 2-D where taken."""
         from sklearn.utils import InputTags, Tags, TargetTags
         kind = self._estimator_type
         try:
@@ -123,5 +125,6 @@ class EstimatorBase:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise with_sklearn_twin(NotFittedError, "NotFittedError")(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                                 "appropriate arguments before using this estimator.")
+            error = with_sklearn_twin(NotFittedError, "NotFittedError")
+            raise error(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                        "arguments before using this estimator.")

@@ -115,7 +115,8 @@ class _RecurrentEstimator(EstimatorBase):
     def _fitted_dtype(self) -> np.dtype:
         return np.dtype(self._arch_["dtype"])
 
-    def _encode(self, X, y, sample_weight, p: _params.Params, fitted: bool, classes=None) -> Encoded:
+    def _encode(self, X: Any, y: Any, sample_weight: Any, p: _params.Params, fitted: bool,
+                classes: Any = None) -> Encoded:
         """Check and encode one ``(X, y, sample_weight)``; ``fitted``: against the fitted specs."""
         who = type(self).__name__
         specs = self._specs if fitted else (None, None)
@@ -126,8 +127,8 @@ class _RecurrentEstimator(EstimatorBase):
         return Encoded(xs, ys, check_sample_weight(sample_weight, xs.n))
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y, sample_weight=None, validation_data=None, class_weight=None,
-            callbacks: Optional[Sequence] = None):
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, validation_data: Optional[tuple] = None,
+            class_weight: Any = None, callbacks: Optional[Sequence] = None) -> "_RecurrentEstimator":
         """Train on sequences ``X`` and targets ``y``.
 
         Parameters
@@ -161,7 +162,7 @@ class _RecurrentEstimator(EstimatorBase):
         run_epochs(self, loss, train, val, p, p.epochs, callbacks, early=p.early_stopping)
         return self
 
-    def _validation_set(self, train: SequenceDataset, validation_data, p: _params.Params):
+    def _validation_set(self, train: SequenceDataset, validation_data: Optional[tuple], p: _params.Params):
         """(train, validation): ``validation_data`` encoded, or a random ``validation_split`` of ``train``."""
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)):
@@ -176,7 +177,7 @@ class _RecurrentEstimator(EstimatorBase):
             return split_validation(train, p.validation_split, self.seed_)
         return train, None
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> "_RecurrentEstimator":
         """One epoch over ``X``, ``y``, continuing from the current state (initialising it on the first call).
 
         The first call fixes what later calls must match: the classes (see ``classes``), the input kind
@@ -196,8 +197,9 @@ class _RecurrentEstimator(EstimatorBase):
         """
         p = self._validate_params()
         if hasattr(self, "model_"):
-            if classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
-                                                          getattr(self, "classes_", None)):
+            fitted_classes = getattr(self, "classes_", None)
+            if classes is not None and (fitted_classes is None or
+                                        not np.array_equal(np.unique(np.asarray(classes)), fitted_classes)):
                 raise ValueError("classes differs from the classes_ of the first call")
             data = self._encode(X, y, sample_weight, p, fitted=True)
             apply_param_changes(self, p)
@@ -208,7 +210,7 @@ class _RecurrentEstimator(EstimatorBase):
         return self
 
     # ------------------------------------------------------------------ prediction
-    def _outputs(self, X):
+    def _outputs(self, X: Any):
         """Raw model outputs (padded per step), the lengths, and whether X was a list."""
         self._check_fitted()
         xs = encode_inputs(X, self._fitted_dtype(), self._specs[0], type(self).__name__,
@@ -220,7 +222,7 @@ class _RecurrentEstimator(EstimatorBase):
                            n_threads=p.n_threads)
         return out, ds.lengths, xs.from_list
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: Any) -> Union[np.ndarray, list]:
         """Class probabilities, columns in the order of ``classes_``.
 
         Returns
@@ -236,7 +238,7 @@ class _RecurrentEstimator(EstimatorBase):
         z = probabilities(out, lengths, self.per_step_)
         return unpad(z, lengths, from_list) if self.per_step_ else z
 
-    def predict(self, X):
+    def predict(self, X: Any) -> Union[np.ndarray, list]:
         """Predicted labels (classification) or values (regression).
 
         Returns
@@ -248,7 +250,7 @@ class _RecurrentEstimator(EstimatorBase):
         pred = predictions(out, self._specs[1])
         return unpad(pred, lengths, from_list) if self.per_step_ else pred
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy (classification) or R^2 (regression, averaged over outputs); per-step models score
         every valid step.
 
