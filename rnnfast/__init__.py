@@ -4,8 +4,10 @@ __version__ = "0.1.0"
 from rnnfast import nn, train
 from rnnfast._threads import get_num_threads, set_num_threads
 from rnnfast._tune import tune
-from rnnfast.models import GRU, LSTM, RNN, load
+from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
+                                RNNClassifier, RNNRegressor, load)
 from rnnfast.nn import Sequential
 
-__all__ = ["LSTM", "GRU", "RNN", "load", "nn", "train", "Sequential", "get_num_threads", "set_num_threads", "tune",
-           "__version__"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
+           "RNNClassifier", "RNNRegressor", "load", "nn", "train", "Sequential", "get_num_threads",
+           "set_num_threads", "tune", "__version__"]

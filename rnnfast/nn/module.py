@@ -14,6 +14,8 @@ import numbers
 
 import numpy as np
 
+from rnnfast import _validation
+
 __all__ = ["Module", "BackwardStateError", "call_forward", "call_backward"]
 
 
@@ -40,23 +42,14 @@ class BackwardStateError(RuntimeError, ValueError):
 
 # ---------------------------------------------------------------------------------------- helpers
 def check_int(value, name, minimum):
-    """``value`` as an int >= ``minimum``; bools and non-integers are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    """``value`` as an int >= ``minimum``; bools and non-integers are refused (see :mod:`rnnfast._validation`)."""
+    return _validation.check_int(value, name, minimum)
 
 
 def check_float_dtype(dtype):
-    """``dtype`` as ``np.dtype('float32')`` or ``np.dtype('float64')``, else TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+    """``dtype`` as ``np.dtype('float32')`` or ``np.dtype('float64')``, else TypeError (see
+    :func:`rnnfast._validation.check_float_dtype`)."""
+    return _validation.check_float_dtype(dtype)
 
 
 def to_numpy(a):
