@@ -236,6 +236,22 @@ class _RNNBase(Module):
         if len(self._pool) < _POOL_SIZE:
             self._pool.append(ws)
 
+    # Pickling keeps parameters and settings, never the buffers kept for reuse (a copy loaded read-only,
+    # as joblib's memmap does, would otherwise be written by the next call) nor what the machine did lately.
+    _TRANSIENT = ("_pool", "_plans", "_kplans", "_step_caps", "_cache", "_step_out", "thread_policy")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._TRANSIENT:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pool, self._plans, self._kplans, self._step_caps = [], {}, {}, {}
+        self._cache, self._step_out, self._step_out_B = None, None, 0
+        self.thread_policy = ThreadPolicy()
+
     def release_memory(self):
         """Drop the buffers kept for reuse between calls (and any backward cache)."""
         self._pool = []

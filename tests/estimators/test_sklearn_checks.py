@@ -40,9 +40,6 @@ EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": "a weight of 2 and a repeated sequence give the same loss "
                                                      "but not the same minibatches, shuffling and number of "
                                                      "optimizer steps, so not the same model",
-    "check_estimators_pickle": "the readonly_memmap variant: rnnfast.nn's recurrent layers pickle their cached "
-                               "workspace (the summed biases); loaded read-only by joblib, the next forward "
-                               "writes into it (nn/recurrent.py, reported to the lead)",
     "check_regressors_train": "R^2 > 0.5 on make_regression's 10 features read as a 10-step sequence takes "
                               "about 50 epochs; this test affords 5",
 }

@@ -940,3 +940,18 @@ def test_units_kernel_goes_on_alone_after_a_long_wait(cell):
         _assert_f32_backward(m, cell, f64, sd, L, False, lengths, 2)
     finally:
         kern.set_latency_spin_ns(old)
+
+
+def test_pickled_layer_keeps_parameters_not_buffers_and_runs_read_only():
+    """A pickled layer carries its parameters and settings but none of its reused buffers, so a copy
+    whose arrays are read-only (joblib's memmap) still runs: the next call makes fresh buffers."""
+    import pickle
+
+    m = rf.nn.GRU(3, 5, seed=0).eval()
+    x = np.ones((2, 4, 3), np.float32)
+    want = m(x)[0]
+    assert m._pool and "_pool" not in m.__getstate__()
+    copy = pickle.loads(pickle.dumps(m))
+    for arr in copy._params.values():
+        arr.flags.writeable = False
+    np.testing.assert_array_equal(copy(x)[0], want)
