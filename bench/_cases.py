@@ -80,8 +80,10 @@ class Shape:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for k in ("B", "T", "I", "H", "layers"):
             v = getattr(self, k)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{k} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"{k} must be an int, got {type(v).__name__}")
+            if v < 1:
+                raise ValueError(f"{k} must be at least 1, got {v}")
 
     @property
     def D(self) -> int:
