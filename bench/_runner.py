@@ -32,6 +32,34 @@ STEP_CHECK_STEPS = 16
 PEERS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_peers.py")
 
 
+def add_timing_options(parser, rounds):
+    """The options of the rounds and the checks, shared by compare.py and grid.py (``rounds``: the default
+    number of rounds of a full run; ``--quick`` runs 5). :func:`timing_defaults` fills in what is left None."""
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"timed rounds per framework (default {rounds}, quick 5)")
+    parser.add_argument("--min-round", type=float, default=None,
+                        help="seconds a round lasts at least, by repeating the call (default 0.05, quick 0.02)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls after the check call and before "
+                        "the rounds; the fastest sizes the rounds (default 2, quick 1)")
+    parser.add_argument("--gap", type=float, default=None, help="pause in s between two rounds, for the previous "
+                        "worker's threads to stop spinning (default per framework: 30 ms after ONNX Runtime, 10 ms "
+                        "after PyTorch, 3 ms after the others)")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="max |peer - rnnfast| / max |rnnfast| (1e-4)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for a worker's answer")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the worker logs")
+
+
+def timing_defaults(args, rounds):
+    """Fill in the options of :func:`add_timing_options` left None; with ``args.quick`` fewer, shorter rounds."""
+    args.rounds_given = args.rounds is not None
+    if args.rounds is None:
+        args.rounds = 5 if args.quick else rounds
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.min_round is None:
+        args.min_round = 0.02 if args.quick else 0.05
+
+
 def make_data(case, path):
     """Weights (PyTorch keys and layout) and inputs of one case, from fixed seeds, saved to ``path``.
 

@@ -81,8 +81,10 @@ import numpy as np
 import _cases
 from _cases import SHAPES, STEP_SHAPE
 from _peers import FRAMEWORKS, worker_main
-from _runner import (SLOW_CALL, fmt_ms, impl, machine_info, run_case, seq_impls, sgemm_rate, slow_blas_warning,
-                     start_workers)
+from _runner import (SLOW_CALL, add_timing_options, fmt_ms, impl, machine_info, run_case, seq_impls, sgemm_rate,
+                     slow_blas_warning, start_workers, timing_defaults)
+
+ROUNDS = 11  # timed rounds per framework and case (--quick: 5)
 
 
 def build_cases(quick):
@@ -178,13 +180,7 @@ def driver(args):
     if "rnnfast" not in frameworks:
         frameworks.insert(0, "rnnfast")  # the reference for the checks and the ratios
     cases = select_cases(build_cases(args.quick), args.cases)
-    args.rounds_given = args.rounds is not None
-    if args.rounds is None:
-        args.rounds = 5 if args.quick else 11
-    if args.warmup is None:
-        args.warmup = 1 if args.quick else 2
-    if args.min_round is None:
-        args.min_round = 0.02 if args.quick else 0.05
+    timing_defaults(args, ROUNDS)
     env_warn = slow_blas_warning()
     if env_warn:
         log("WARNING: " + ", ".join(env_warn) + " set: numpy's OpenBLAS (the SGEMM rate, measured here) may run "
@@ -272,17 +268,7 @@ def main(argv=None):
                    help="comma-separated subset of %(default)s (rnnfast always runs: it is the reference)")
     p.add_argument("--cases", default=None, help="comma-separated case names or shell patterns, e.g. "
                    "'lstm-*-infer,gru-step' (default: all)")
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds per framework (default 11, quick 5)")
-    p.add_argument("--min-round", type=float, default=None,
-                   help="seconds a round lasts at least, by repeating the call (default 0.05, quick 0.02)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls after the check call and before "
-                   "the rounds; the fastest sizes the rounds (default 2, quick 1)")
-    p.add_argument("--gap", type=float, default=None, help="pause in s between two rounds, for the previous "
-                   "worker's threads to stop spinning (default per framework: 30 ms after ONNX Runtime, 10 ms "
-                   "after PyTorch, 3 ms after the others)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="max |peer - rnnfast| / max |rnnfast| (1e-4)")
-    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for a worker's answer")
-    p.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the worker logs")
+    add_timing_options(p, ROUNDS)
     p.add_argument("--verbose", action="store_true", help="also list the skipped framework/case pairs")
     p.add_argument("--list", action="store_true", help="list the cases (with --quick: those of a quick run)")
     p.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)

@@ -45,7 +45,8 @@ import time
 
 from _cases import CELLS, MODES, Shape
 from _peers import FRAMEWORKS
-from _runner import WorkerProc, fmt_ms, machine_info, run_case, seq_impls, slow_blas_warning, start_workers
+from _runner import (WorkerProc, add_timing_options, fmt_ms, machine_info, run_case, seq_impls, slow_blas_warning,
+                     start_workers, timing_defaults)
 
 PEERS = tuple(f for f in FRAMEWORKS if f != "rnnfast")
 BATCHES = (1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256, 512)
@@ -53,6 +54,7 @@ HIDDEN = (16, 24, 32, 48, 64, 96, 128, 200, 256, 384, 512, 600, 768, 1024)
 STEPS = (8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 300, 500, 1000)
 INPUT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4)  # I = ratio * H (or a single feature, see _draw_input)
 SEED = 20261205
+ROUNDS = 7  # timed rounds per framework and point (--quick: 5); compare.py takes 11 over far fewer cases
 N_RANDOM = 40
 CALL_BUDGET_S = 0.25  # a point's expected PyTorch call stays under this (see estimate_call_s)
 AXIS_TICKS = {"B": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), "H": (8, 16, 32, 64, 128, 256, 512, 1024)}
@@ -354,17 +356,6 @@ def _default_json_path() -> str:
     return os.path.join(RESULTS_DIR, f"grid-{stamp}.json")
 
 
-def _defaults(args) -> None:
-    """Fill in the options that depend on ``--quick`` (as compare.py's: fewer, shorter rounds)."""
-    args.rounds_given = args.rounds is not None
-    if args.rounds is None:
-        args.rounds = 5 if args.quick else 7
-    if args.warmup is None:
-        args.warmup = 1 if args.quick else 2
-    if args.min_round is None:
-        args.min_round = 0.02 if args.quick else 0.05
-
-
 def _peers_arg(text: str) -> list[str]:
     peers = [p.strip() for p in text.split(",") if p.strip()]
     bad = [p for p in peers if p not in PEERS]
@@ -388,7 +379,7 @@ def driver(args) -> None:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    _defaults(args)
+    timing_defaults(args, ROUNDS)
     peers = _peers_arg(args.peers)
     points = select_points(grid_points(), args.quick, args.only)
     if not points:
@@ -443,7 +434,6 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
     p.add_argument("--quick", action="store_true", help="the fixed quick subset, 5 rounds of >= 20 ms (about "
                    "5 minutes)")
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds per framework (default 7, quick 5)")
     p.add_argument("--only", default=None, help="regular expression: run the points whose 'name tag' it "
                    "matches (re.search), e.g. 'lstm-B2-' or 'issue|tiny'")
     p.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers (default %(default)s); "
@@ -454,14 +444,7 @@ def parse_args(argv=None):
                    "bench/results/grid-<UTC date and time>.json)")
     p.add_argument("--plot", default=None, help="PNG of the ratios (default: the JSON path with .png)")
     p.add_argument("--no-plot", action="store_true", help="write no plot")
-    p.add_argument("--min-round", type=float, default=None, help="seconds a round lasts at least "
-                   "(default 0.05, quick 0.02)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls before the rounds (default 2, quick 1)")
-    p.add_argument("--gap", type=float, default=None, help="pause in s between two rounds (default per framework,"
-                   " as compare.py)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="max |peer - rnnfast| / max |rnnfast| (1e-4)")
-    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for a worker's answer")
-    p.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the worker logs")
+    add_timing_options(p, ROUNDS)
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be at least 1")
@@ -478,7 +461,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.list:
-        _defaults(args)
+        timing_defaults(args, ROUNDS)
         list_points(select_points(grid_points(), args.quick, args.only), args)
     else:
         driver(args)
