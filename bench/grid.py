@@ -56,7 +56,7 @@ INPUT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4)  # I = ratio * H (or a sin
 SEED = 20261205
 ROUNDS = 7  # timed rounds per framework and point (--quick: 5); compare.py takes 11 over far fewer cases
 N_RANDOM = 40
-CALL_BUDGET_S = 0.25  # a point's expected PyTorch call stays under this (see estimate_call_s)
+CALL_BUDGET_S = 0.15  # a point's expected PyTorch call stays under this (see estimate_call_s)
 AXIS_TICKS = {"B": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), "H": (8, 16, 32, 64, 128, 256, 512, 1024)}
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

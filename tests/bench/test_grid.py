@@ -14,7 +14,7 @@ BENCH = os.path.dirname(os.path.abspath(grid.__file__))
 
 REQUIRED_BATCHES = {1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256, 512}
 # Changing the grid makes earlier runs incomparable: update this only on purpose (and say so in bench/README.md).
-POINTS_SHA256 = "8aad8293ebd417b85944ee93e80d20bdb670fdac296f633f4f5e1a2ffe44ad45"
+POINTS_SHA256 = "acac9b3c8bc83c97a63a6687a004281f6d425c23dfb9ccbfed0040a99a6f5da1"
 
 
 def _names(points):
@@ -66,7 +66,7 @@ def test_issue_cases_are_in():
 
 def test_drawn_points_keep_to_the_budget():
     for p in grid.grid_points():
-        if p.tag != "issue":
+        if p.tag in ("sweep", "random"):  # the issue's and the tiny shapes are fixed
             assert grid.estimate_call_s(p.shape) <= grid.CALL_BUDGET_S, p.name
 
 
