@@ -3,9 +3,9 @@
 
 Run from the repository root::
 
-    python bench/grid.py                         # every point (about 20 minutes on 2 cores)
-    python bench/grid.py --quick                 # a fixed subset, fewer rounds (about 5 minutes)
-    python bench/grid.py --list                  # the points, without running them
+    python bench/grid.py                         # every point (93), 2 threads, 7 rounds
+    python bench/grid.py --quick                 # a fixed subset (32 points), 5 shorter rounds
+    python bench/grid.py --list                  # the points and a rough estimate of a run's length
     python bench/grid.py --only 'lstm-B2-|issue' --rounds 3 --peers torch
 
 Method: that of ``compare.py``, whose code it shares (``_runner.py``, ``_peers.py``, ``_cases.py``): the same
