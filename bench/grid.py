@@ -240,7 +240,7 @@ def format_row(res: dict, peers) -> str:
     gf = f"{res['gflops']:.1f}" if res["gflops"] is not None else "-"
     return (f"{res['name']:<40} {res['tag']:<6} {rf:>10} "
             + " ".join(f"{_fmt_peer(res['peers'].get(p)):>14}" for p in peers)
-            + f" {ratio:>6} {gf:>8}  {res['plan']}")
+            + f" {ratio:>6} {gf:>8}  {' '.join(str(res['plan']).split())}")  # the plan on one line
 
 
 def format_summary(summary: dict) -> str:
