@@ -355,59 +355,91 @@ def run_case(case, workers, tmp, args, log):
     make_data(case, data_path)
     rec = {k: v for k, v in case.items() if k != "impls"}
     rec["impls"] = {}
-    ref = None
-    live = []
+    live = _set_up(case, workers, tmp, data_path, args, log, rec)
+    _warm_up(live, args)
+    n_rounds = args.rounds
+    if args.quick and not args.rounds_given and any(min(r["warmup_s"]) > SLOW_CALL for _, _, r in live):
+        n_rounds = 3
+    rec["rounds"] = n_rounds
+    _interleave(live, n_rounds, args)
+    _finish(live, rec, case["flop"])  # rnnfast-dense runs exactly the same number of tokens
+    return rec
+
+
+def _set_up(case, workers, tmp, data_path, args, log, rec):
+    """Build every implementation of ``case`` and check it against rnnfast; returns the (name, worker, record)
+    of those to time. ``rec["impls"]`` gets a record for each, saying why where it is not timed."""
+    ref, live = None, []
     for spec in case["impls"]:
         name, fw = spec["impl"], spec["fw"]
         r = rec["impls"][name] = {"framework": fw, "variant": spec["variant"]}
-        w = workers.get(fw)
-        if w is None:
-            r.update(status="skipped", reason="framework not selected or not available")
+        arrays = _setup_one(name, spec, workers.get(fw), case, data_path, tmp, r, log)
+        if arrays is None:
             continue
-        if w.dead:
-            r.update(status="error", reason=f"worker died earlier: {w.dead}")
-            continue
-        check_path = os.path.join(tmp, f"check-{name}.npz")
-        t_setup = time.perf_counter()
-        try:
-            ans = w.call(cmd="setup", case={k: v for k, v in case.items() if k != "impls"}, data=data_path,
-                         variant=spec["variant"], check_out=check_path)
-        except WorkerDied as e:
-            r.update(status="error", reason=str(e))
-            log(f"  {name}: worker died: {e}")
-            continue
-        r["setup_s"] = time.perf_counter() - t_setup  # build + the check call (the first call)
-        if not ans.get("ok"):
-            r.update(status="error", reason=ans.get("error"))
-            log(f"  {name}: error: {ans.get('error')}")
-            continue
-        if "skip" in ans:
-            r.update(status="skipped", reason=ans["skip"])
-            continue
-        if ans.get("info"):
-            r["info"] = ans["info"]
-        with np.load(check_path) as z:
-            arrays = {k: z[k] for k in z.files}
-        os.remove(check_path)
         if name == "rnnfast":
             ref = arrays
             r["check"] = "reference"
-        elif spec["variant"] == "dense":
-            r["check"] = "reference (rnnfast on other inputs)"
-        elif ref is None:
-            r.update(status="unchecked", reason="no rnnfast reference to compare with")
-            log(f"  {name}: not timed: no rnnfast reference")
+        elif not _agrees(name, spec, arrays, ref, r, args.rtol, log):
             continue
-        else:
-            errs = {k: rel_err(arrays.get(k, np.empty(0)), v) for k, v in ref.items()}
-            worst = max(errs.values()) if errs else math.inf
-            r["check"] = {"rel_err": errs, "max": worst, "rtol": args.rtol}
-            if not worst <= args.rtol:
-                r.update(status="disagrees", reason=f"max rel. error {worst:.2e} > {args.rtol:g} ({errs})")
-                log(f"  {name}: DISAGREES with rnnfast: {errs}")
-                continue
-        live.append((name, w, r))
-    # warm up and size the rounds
+        live.append((name, workers[fw], r))
+    return live
+
+
+def _setup_one(name, spec, w, case, data_path, tmp, r, log):
+    """Build one implementation in its worker and run its check call: its arrays, or None (``r`` says why)."""
+    if w is None:
+        r.update(status="skipped", reason="framework not selected or not available")
+        return None
+    if w.dead:
+        r.update(status="error", reason=f"worker died earlier: {w.dead}")
+        return None
+    check_path = os.path.join(tmp, f"check-{name}.npz")
+    t_setup = time.perf_counter()
+    try:
+        ans = w.call(cmd="setup", case={k: v for k, v in case.items() if k != "impls"}, data=data_path,
+                     variant=spec["variant"], check_out=check_path)
+    except WorkerDied as e:
+        r.update(status="error", reason=str(e))
+        log(f"  {name}: worker died: {e}")
+        return None
+    r["setup_s"] = time.perf_counter() - t_setup  # build + the check call (the first call)
+    if not ans.get("ok"):
+        r.update(status="error", reason=ans.get("error"))
+        log(f"  {name}: error: {ans.get('error')}")
+        return None
+    if "skip" in ans:
+        r.update(status="skipped", reason=ans["skip"])
+        return None
+    if ans.get("info"):
+        r["info"] = ans["info"]
+    with np.load(check_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    os.remove(check_path)
+    return arrays
+
+
+def _agrees(name, spec, arrays, ref, r, rtol, log):
+    """Whether a peer's check arrays agree with rnnfast's ``ref`` within ``rtol`` (recorded in ``r``)."""
+    if spec["variant"] == "dense":
+        r["check"] = "reference (rnnfast on other inputs)"
+        return True
+    if ref is None:
+        r.update(status="unchecked", reason="no rnnfast reference to compare with")
+        log(f"  {name}: not timed: no rnnfast reference")
+        return False
+    errs = {k: rel_err(arrays.get(k, np.empty(0)), v) for k, v in ref.items()}
+    worst = max(errs.values()) if errs else math.inf
+    r["check"] = {"rel_err": errs, "max": worst, "rtol": rtol}
+    if not worst <= rtol:
+        r.update(status="disagrees", reason=f"max rel. error {worst:.2e} > {rtol:g} ({errs})")
+        log(f"  {name}: DISAGREES with rnnfast: {errs}")
+        return False
+    return True
+
+
+def _warm_up(live, args):
+    """Warm every live implementation up and size its rounds (``iters`` calls of at least ``--min-round``);
+    one whose worker fails leaves ``live``."""
     for name, w, r in list(live):
         try:
             ans = w.call(cmd="warmup", n=max(1, args.warmup), batch_s=min(0.2, args.min_round / 2))
@@ -422,11 +454,11 @@ def run_case(case, workers, tmp, args, log):
         r["warmup_s"] = ans["times"]
         r["iters"] = max(1, math.ceil(args.min_round / max(t, 1e-7)))
         r["rounds_s"] = []
-    n_rounds = args.rounds
-    if args.quick and not args.rounds_given and any(min(r["warmup_s"]) > SLOW_CALL for _, _, r in live):
-        n_rounds = 3
-    rec["rounds"] = n_rounds
-    # interleaved rounds
+
+
+def _interleave(live, n_rounds, args):
+    """Round 1 of every implementation, round 2 of every one, ... (the order rotating), one at a time, each
+    after the previous worker's threads have gone quiet."""
     prev = None
     for k in range(n_rounds):
         order = live[k % len(live):] + live[:k % len(live)] if live else []
@@ -445,6 +477,11 @@ def run_case(case, workers, tmp, args, log):
                 r.update(status="error", reason=str(e))
                 continue
             r["rounds_s"].append(ans["t"])
+
+
+def _finish(live, rec, flop):
+    """Medians, spread and GFLOP/s of the timed implementations, their workers' memory released, and each
+    implementation's time over rnnfast's."""
     for name, w, r in live:
         if r.get("status") == "error":
             continue
@@ -453,7 +490,6 @@ def run_case(case, workers, tmp, args, log):
         r["median_s"] = float(np.median(rounds))
         r["min_s"] = float(np.min(rounds))
         r["iqr_s"] = float(np.subtract(*np.percentile(rounds, [75, 25])))
-        flop = case["flop"]  # rnnfast-dense runs exactly the same number of tokens
         r["flop"] = flop
         r["gflops"] = flop / r["median_s"] / 1e9
     for name, w, r in live:
@@ -465,4 +501,3 @@ def run_case(case, workers, tmp, args, log):
     for name, r in rec["impls"].items():
         if base and r.get("median_s"):
             r["ratio_vs_rnnfast"] = r["median_s"] / base
-    return rec
