@@ -193,21 +193,10 @@ def driver(args):
 
     tmp = tempfile.mkdtemp(prefix="rnnfast-compare-")
     workers, versions = start_workers(frameworks, threads, tmp, args.timeout, log)
-    sg_mid = []
     try:
         if "rnnfast" not in workers:
             sys.exit("rnnfast itself could not start; see " + tmp)
-        results = []
-        for case in cases:
-            t0 = time.perf_counter()
-            rec = run_case(case, workers, tmp, args, log)
-            rec["wall_s"] = time.perf_counter() - t0
-            results.append(rec)
-            time.sleep(0.03)  # spinning pool threads of the last round stop
-            sg_mid.append(sgemm_rate(threads, reps=1)["gflops"][0])  # the SGEMM rate through the run
-            summary = ", ".join(f"{n} {fmt_ms(r['median_s'])} ms" if r.get("status") == "ok" else f"{n} {r.get('status')}"
-                                for n, r in rec["impls"].items())
-            log(f"{case['name']} ({rec['wall_s']:.1f} s): {summary}")
+        results, sg_mid = run_cases(cases, workers, threads, tmp, args, log)
     finally:
         for w in workers.values():
             w.close()
@@ -220,6 +209,42 @@ def driver(args):
                else "threads NOT limited (threadpoolctl not installed)"))
     wall = time.perf_counter() - t_start
     table = markdown(results, sgemm, note)
+    report(args, results, table, threads, versions, machine, env_warn, wall)
+    if args.json:
+        out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "argv": sys.argv, "threads": threads, "rounds": args.rounds, "min_round_s": args.min_round,
+               "warmup": args.warmup, "gap_s": args.gap, "rtol": args.rtol, "quick": args.quick,
+               "wall_s": wall, "machine": machine, "env_warnings": env_warn, "versions": versions,
+               "sgemm": {"start": sg0, "between_cases_gflops": sg_mid, "end": sg1, "gflops_median": sgemm,
+                         "note": note},
+               "cases": results, "table_markdown": table}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, default=float)
+        log(f"wrote {args.json}")
+    if args.keep_logs:
+        log(f"worker logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_cases(cases, workers, threads, tmp, args, log):
+    """Every case in turn, the SGEMM rate measured after each. Returns (records, SGEMM GFLOP/s between cases)."""
+    results, sg_mid = [], []
+    for case in cases:
+        t0 = time.perf_counter()
+        rec = run_case(case, workers, tmp, args, log)
+        rec["wall_s"] = time.perf_counter() - t0
+        results.append(rec)
+        time.sleep(0.03)  # spinning pool threads of the last round stop
+        sg_mid.append(sgemm_rate(threads, reps=1)["gflops"][0])  # the SGEMM rate through the run
+        summary = ", ".join(f"{n} {fmt_ms(r['median_s'])} ms" if r.get("status") == "ok" else f"{n} {r.get('status')}"
+                            for n, r in rec["impls"].items())
+        log(f"{case['name']} ({rec['wall_s']:.1f} s): {summary}")
+    return results, sg_mid
+
+
+def report(args, results, table, threads, versions, machine, env_warn, wall):
+    """Print the run's header, the versions and the table (and with --verbose the skipped pairs)."""
     header = (f"rnnfast {versions.get('rnnfast', {}).get('rnnfast', '?')} ({machine.get('git', '?')}) vs peers; "
               f"{machine.get('lscpu Model name', '?')} ({machine.get('affinity_cpus', '?')} CPUs), {threads} threads, "
               f"float32, batch-first; "
@@ -239,21 +264,6 @@ def driver(args):
                if r.get("status") == "skipped" and r.get("reason") != "framework not selected or not available"]
     if skipped and args.verbose:
         print("\nSkipped: " + "; ".join(f"{c} {n}: {why}" for c, n, why in skipped))
-    if args.json:
-        out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "argv": sys.argv, "threads": threads, "rounds": args.rounds, "min_round_s": args.min_round,
-               "warmup": args.warmup, "gap_s": args.gap, "rtol": args.rtol, "quick": args.quick,
-               "wall_s": wall, "machine": machine, "env_warnings": env_warn, "versions": versions,
-               "sgemm": {"start": sg0, "between_cases_gflops": sg_mid, "end": sg1, "gflops_median": sgemm,
-                         "note": note},
-               "cases": results, "table_markdown": table}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=float)
-        log(f"wrote {args.json}")
-    if args.keep_logs:
-        log(f"worker logs kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):
