@@ -78,28 +78,33 @@ class RnnfastWorker:
     def versions(self):
         return {"rnnfast": self.rnnfast.__version__, "numpy": np.__version__}
 
+    def _build_step(self, layer, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        nth = self.nth
+        layer.eval()
+        x_t = data["x_t"]
+        st = [None]
+
+        def run():
+            y, st[0] = layer.step(x_t, st[0], n_threads=nth)
+            return y
+
+        def check():
+            s, ys = None, []
+            for x in data["x_steps"]:
+                y, s = layer.step(x, s, n_threads=nth)
+                ys.append(y)
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
     def build(self, case, sd, data, variant):
         nth = self.nth
         layer = self.cls[case["cell"]](case["I"], case["H"], num_layers=case["layers"],
                                        bidirectional=case["bidirectional"], dtype=np.float32, seed=0)
         layer.load_state_dict(sd)
         if case["kind"] == "step":
-            layer.eval()
-            x_t = data["x_t"]
-            st = [None]
-
-            def run():
-                y, st[0] = layer.step(x_t, st[0], n_threads=nth)
-                return y
-
-            def check():
-                s, ys = None, []
-                for x in data["x_steps"]:
-                    y, s = layer.step(x, s, n_threads=nth)
-                    ys.append(y)
-                return {"ys": np.stack(ys)}
-
-            return Bench(run, check)
+            return self._build_step(layer, data)
         x, lengths = data["x"], data.get("lengths")
         if variant == "dense":
             x, lengths = data["x_dense"], None
@@ -148,38 +153,44 @@ class TorchWorker:
         return {"torch": t.__version__, "mkldnn": bool(t.backends.mkldnn.is_available()),
                 "threads": t.get_num_threads(), "parallel_info": t.__config__.parallel_info().splitlines()[:6]}
 
+    def _build_step(self, case, sd, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        torch = self.torch
+        cell, I, H = case["cell"], case["I"], case["H"]
+        mod = (torch.nn.LSTMCell if cell == "lstm" else torch.nn.GRUCell)(I, H)
+        mod.load_state_dict({k[:-3]: torch.from_numpy(v) for k, v in sd.items()})  # drop "_l0"
+        mod.eval()
+        x_t = torch.from_numpy(data["x_t"])
+        z = torch.zeros(case["B"], H)
+        st = [(z, z) if cell == "lstm" else z]
+
+        def one(x, s):
+            if cell == "lstm":
+                h, c = mod(x, s)
+                return h, (h, c)
+            h = mod(x, s)
+            return h, h
+
+        def run():
+            with torch.inference_mode():
+                y, st[0] = one(x_t, st[0])
+            return y
+
+        def check():
+            s, ys = ((z, z) if cell == "lstm" else z), []
+            with torch.inference_mode():
+                for x in data["x_steps"]:
+                    y, s = one(torch.from_numpy(x), s)
+                    ys.append(y.numpy())
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
     def build(self, case, sd, data, variant):
         torch = self.torch
         cell, I, H = case["cell"], case["I"], case["H"]
         if case["kind"] == "step":
-            mod = (torch.nn.LSTMCell if cell == "lstm" else torch.nn.GRUCell)(I, H)
-            mod.load_state_dict({k[:-3]: torch.from_numpy(v) for k, v in sd.items()})  # drop "_l0"
-            mod.eval()
-            x_t = torch.from_numpy(data["x_t"])
-            z = torch.zeros(case["B"], H)
-            st = [(z, z) if cell == "lstm" else z]
-
-            def one(x, s):
-                if cell == "lstm":
-                    h, c = mod(x, s)
-                    return h, (h, c)
-                h = mod(x, s)
-                return h, h
-
-            def run():
-                with torch.inference_mode():
-                    y, st[0] = one(x_t, st[0])
-                return y
-
-            def check():
-                s, ys = ((z, z) if cell == "lstm" else z), []
-                with torch.inference_mode():
-                    for x in data["x_steps"]:
-                        y, s = one(torch.from_numpy(x), s)
-                        ys.append(y.numpy())
-                return {"ys": np.stack(ys)}
-
-            return Bench(run, check)
+            return self._build_step(case, sd, data)
         mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](  # RNN: tanh
             I, H, num_layers=case["layers"], bidirectional=case["bidirectional"], batch_first=True)
         mod.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
@@ -298,6 +309,48 @@ class OrtWorker:
         return self.ort.InferenceSession(model.SerializeToString(), sess_options=self.so,
                                          providers=["CPUExecutionProvider"])
 
+    def _build_step(self, case, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        h = self.onnx.helper
+        from onnx import TensorProto, numpy_helper
+
+        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
+        f32 = TensorProto.FLOAT
+        nodes, inits = [], []
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))
+        nodes.append(h.make_node("Unsqueeze", ["x", "axes0"], ["X"]))
+        inputs = [h.make_tensor_value_info("x", f32, [B, I]), h.make_tensor_value_info("h0", f32, [1, B, H])]
+        outputs = [h.make_tensor_value_info("h1", f32, [1, B, H])]
+        if cell == "lstm":
+            inputs.append(h.make_tensor_value_info("c0", f32, [1, B, H]))
+            outputs.append(h.make_tensor_value_info("c1", f32, [1, B, H]))
+            nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1", "c1"], ("", "h0", "c0")))
+        else:
+            nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1"], ("", "h0", "")))
+        sess = self._session(nodes, inits, inputs, outputs)
+        z = np.zeros((1, B, H), np.float32)
+        x_t = data["x_t"]
+        st = [[z, z] if cell == "lstm" else [z]]
+
+        def feed(x, s):
+            d = {"x": x, "h0": s[0]}
+            if cell == "lstm":
+                d["c0"] = s[1]
+            return d
+
+        def run():
+            st[0] = sess.run(None, feed(x_t, st[0]))
+            return st[0][0]
+
+        def check():
+            s, ys = ([z, z] if cell == "lstm" else [z]), []
+            for x in data["x_steps"]:
+                s = sess.run(None, feed(x, s))
+                ys.append(s[0][0])
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
     def build(self, case, sd, data, variant):
         if case["mode"] == "train":
             raise Skip("ONNX Runtime has no training here (inference only)")
@@ -309,39 +362,7 @@ class OrtWorker:
         f32 = TensorProto.FLOAT
         nodes, inits = [], []
         if case["kind"] == "step":
-            inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))
-            nodes.append(h.make_node("Unsqueeze", ["x", "axes0"], ["X"]))
-            inputs = [h.make_tensor_value_info("x", f32, [B, I]), h.make_tensor_value_info("h0", f32, [1, B, H])]
-            outputs = [h.make_tensor_value_info("h1", f32, [1, B, H])]
-            if cell == "lstm":
-                inputs.append(h.make_tensor_value_info("c0", f32, [1, B, H]))
-                outputs.append(h.make_tensor_value_info("c1", f32, [1, B, H]))
-                nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1", "c1"], ("", "h0", "c0")))
-            else:
-                nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1"], ("", "h0", "")))
-            sess = self._session(nodes, inits, inputs, outputs)
-            z = np.zeros((1, B, H), np.float32)
-            x_t = data["x_t"]
-            st = [[z, z] if cell == "lstm" else [z]]
-
-            def feed(x, s):
-                d = {"x": x, "h0": s[0]}
-                if cell == "lstm":
-                    d["c0"] = s[1]
-                return d
-
-            def run():
-                st[0] = sess.run(None, feed(x_t, st[0]))
-                return st[0][0]
-
-            def check():
-                s, ys = ([z, z] if cell == "lstm" else [z]), []
-                for x in data["x_steps"]:
-                    s = sess.run(None, feed(x, s))
-                    ys.append(s[0][0])
-                return {"ys": np.stack(ys)}
-
-            return Bench(run, check)
+            return self._build_step(case, data)
 
         T, L = case["T"], case["layers"]
         D = 2 if case["bidirectional"] else 1
@@ -411,38 +432,44 @@ class TfWorker:
         bias = np.stack([b_ih, b_hh]) if cell == "gru" else b_ih + b_hh  # GRU reset_after: (2, 3H)
         return [np.ascontiguousarray(kernel), np.ascontiguousarray(rec), bias]
 
+    def _build_step(self, case, sd, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        tf, keras = self.tf, self.keras
+        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
+        c = keras.layers.LSTMCell(H) if cell == "lstm" else keras.layers.GRUCell(H, reset_after=True)
+        c.build((B, I))
+        c.set_weights(self._keras_weights(cell, sd, "_l0"))
+
+        @tf.function(reduce_retracing=True)
+        def one(x, s):
+            y, s2 = c(x, s, training=False)
+            return y, (list(s2) if isinstance(s2, (list, tuple)) else [s2])
+
+        z = tf.zeros((B, H))
+        s0 = [z, z] if cell == "lstm" else [z]
+        x_t = tf.constant(data["x_t"])
+        st = [s0]
+
+        def run():
+            y, st[0] = one(x_t, st[0])
+            return y
+
+        def check():
+            s, ys = s0, []
+            for x in data["x_steps"]:
+                y, s = one(tf.constant(x), s)
+                ys.append(y.numpy())
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
     def build(self, case, sd, data, variant):
         tf, keras = self.tf, self.keras
         keras.backend.clear_session()
         cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
         G = GATES[cell]
         if case["kind"] == "step":
-            c = keras.layers.LSTMCell(H) if cell == "lstm" else keras.layers.GRUCell(H, reset_after=True)
-            c.build((B, I))
-            c.set_weights(self._keras_weights(cell, sd, "_l0"))
-
-            @tf.function(reduce_retracing=True)
-            def one(x, s):
-                y, s2 = c(x, s, training=False)
-                return y, (list(s2) if isinstance(s2, (list, tuple)) else [s2])
-
-            z = tf.zeros((B, H))
-            s0 = [z, z] if cell == "lstm" else [z]
-            x_t = tf.constant(data["x_t"])
-            st = [s0]
-
-            def run():
-                y, st[0] = one(x_t, st[0])
-                return y
-
-            def check():
-                s, ys = s0, []
-                for x in data["x_steps"]:
-                    y, s = one(tf.constant(x), s)
-                    ys.append(y.numpy())
-                return {"ys": np.stack(ys)}
-
-            return Bench(run, check)
+            return self._build_step(case, sd, data)
         if case["kind"] == "varlen":
             raise Skip("not measured (Keras masking is not the same computation)")
         T, L, bid = case["T"], case["layers"], case["bidirectional"]
@@ -514,6 +541,36 @@ class Skip(Exception):
     """This framework does not run this case (reported, not an error)."""
 
 
+def _warmup(bench, n, batch_s):
+    """``n`` timed calls, then calls back to back for ``batch_s`` s (at least one): the first calls of a fast
+    case can pay for waking threads, and a round sized from them alone came out far shorter than --min-round.
+    """
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        bench.run()
+        times.append(time.perf_counter() - t0)
+    k, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < batch_s or k == 0:
+        bench.run()
+        k += 1
+    batch = (time.perf_counter() - t0) / k
+    gc.collect()
+    return {"ok": True, "times": times, "batch": batch}
+
+
+def _round(run, n):
+    """Seconds per call over ``n`` calls; like timeit, the collector is off while they are timed."""
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run()
+        return (time.perf_counter() - t0) / n
+    finally:
+        gc.enable()
+
+
 def worker_main(name, threads):
     """Serve one framework: read JSON requests on stdin, answer one JSON line each on the original stdout."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -548,32 +605,9 @@ def worker_main(name, threads):
                 np.savez(req["check_out"], **arrays)
                 send({"ok": True, "info": bench.info})
             elif cmd == "warmup":
-                times = []
-                for _ in range(req["n"]):
-                    t0 = time.perf_counter()
-                    bench.run()
-                    times.append(time.perf_counter() - t0)
-                # then back to back for a while: the first calls of a fast case can pay for waking
-                # threads, and a round sized from them alone came out far shorter than --min-round
-                k, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < req.get("batch_s", 0.0) or k == 0:
-                    bench.run()
-                    k += 1
-                batch = (time.perf_counter() - t0) / k
-                gc.collect()
-                send({"ok": True, "times": times, "batch": batch})
-            elif cmd == "round":  # like timeit: the collector is off while the calls are timed
-                n = req["iters"]
-                run = bench.run
-                gc.disable()
-                try:
-                    t0 = time.perf_counter()
-                    for _ in range(n):
-                        run()
-                    t = (time.perf_counter() - t0) / n
-                finally:
-                    gc.enable()
-                send({"ok": True, "t": t})
+                send(_warmup(bench, req["n"], req.get("batch_s", 0.0)))
+            elif cmd == "round":
+                send({"ok": True, "t": _round(bench.run, req["iters"])})
             elif cmd == "release":
                 bench = None
                 gc.collect()
