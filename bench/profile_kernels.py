@@ -14,8 +14,9 @@ import sys
 import tempfile
 import time
 
-SHAPES = {"small": (32, 50, 64, 128), "medium": (64, 100, 128, 256), "large": (128, 100, 512, 512),
-          "latency": (1, 100, 128, 256)}
+import _cases
+from _cases import SHAPES
+
 DELAY_S = 1.5
 
 
@@ -38,8 +39,7 @@ def _run(cell, shape, mode, threads):
 
     f()
     time.sleep(DELAY_S)  # perf starts sampling after this
-    G = 4 if cell == "lstm" else 3
-    flops = 2 * G * H * (I + H) * B * T * (3 if mode == "train" else 1)
+    flops = _cases.flop(cell, I, H, tokens=B * T, mode=mode)
     reps = max(5, int(2.0 / (flops / 80e9)))
     t0 = time.perf_counter()
     for _ in range(reps):

@@ -27,19 +27,20 @@ More groups, the shapes of ``bench/compare.py``:
 Run as ``pytest bench/ --benchmark-only`` (see bench/README.md); the repo's ``testpaths = ["tests"]``
 keeps a plain ``pytest`` from collecting this folder.
 """
+import os
+import sys
+
 import numpy as np
 import pytest
 
-import rnnfast
 from rnnfast.nn import GRU, LSTM
 
-# name: (B, T, I, H)
-SHAPES = {
-    "small": (32, 50, 64, 128),
-    "medium": (64, 100, 128, 256),
-    "large": (128, 100, 512, 512),
-    "latency": (1, 100, 128, 256),
-}
+# pytest imports this file with --import-mode=importlib, which puts no folder on sys.path: find _cases.py here
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+import _cases  # noqa: E402
+from _cases import SHAPES, STEP_SHAPE  # noqa: E402; name: (B, T, I, H); B, I, H of the streaming case
 
 # Rounds per shape (benchmark.pedantic: warm-up rounds, then timed rounds of one call each). Sized so the
 # 32 cases of test_recurrent take a few minutes on 2 cores; the large training cases are ~1 s a call.
@@ -50,7 +51,7 @@ ROUNDS = {
     "latency": dict(warmup_rounds=3, rounds=30),
 }
 
-CELLS = {"lstm": (LSTM, 4), "gru": (GRU, 3)}
+CELLS = {"lstm": LSTM, "gru": GRU}
 MODES = ("infer", "train")
 IMPLS = ("rnnfast", "torch")
 
@@ -59,14 +60,12 @@ CASES = [(c, s, m, i) for c in CELLS for s in SHAPES for m in MODES for i in IMP
 
 def flops(cell, shape, mode):
     B, T, I, H = SHAPES[shape]
-    G = CELLS[cell][1]
-    f = 2.0 * G * H * (I + H) * B * T
-    return 3.0 * f if mode == "train" else f
+    return _cases.flop(cell, I, H, tokens=B * T, mode=mode)
 
 
 def _rnnfast_fn(cell, x, mode, state_dict):
     H = state_dict["weight_hh_l0"].shape[1]
-    layer = CELLS[cell][0](x.shape[2], H, dtype=np.float32, seed=0)
+    layer = CELLS[cell](x.shape[2], H, dtype=np.float32, seed=0)
     layer.load_state_dict(state_dict)
     if mode == "infer":
         layer.eval()
@@ -135,34 +134,12 @@ def test_recurrent(benchmark, torch_threads, record, cell, shape, mode, impl):
 
 def _reference_state_dict(cell, I, H):
     """Weights shared by both libraries: uniform(-1/sqrt(H), 1/sqrt(H)) from a fixed seed, torch's keys."""
-    G = CELLS[cell][1]
-    rng = np.random.default_rng(42)
-    k = 1.0 / np.sqrt(H)
-    return {
-        "weight_ih_l0": rng.uniform(-k, k, (G * H, I)).astype(np.float32),
-        "weight_hh_l0": rng.uniform(-k, k, (G * H, H)).astype(np.float32),
-        "bias_ih_l0": rng.uniform(-k, k, (G * H,)).astype(np.float32),
-        "bias_hh_l0": rng.uniform(-k, k, (G * H,)).astype(np.float32),
-    }
+    return _cases.state_dict(cell, I, H)
 
 
 # ---------------------------------------------------------------- LSTM 2 layers bidirectional, medium
 
 BIDI_ROUNDS = dict(warmup_rounds=1, rounds=5)
-
-
-def _bidi_state_dict(I, H, L=2, G=4):
-    rng = np.random.default_rng(42)
-    k = 1.0 / np.sqrt(H)
-    sd = {}
-    for layer in range(L):
-        F = I if layer == 0 else 2 * H
-        for sfx in (f"_l{layer}", f"_l{layer}_reverse"):
-            sd["weight_ih" + sfx] = rng.uniform(-k, k, (G * H, F)).astype(np.float32)
-            sd["weight_hh" + sfx] = rng.uniform(-k, k, (G * H, H)).astype(np.float32)
-            sd["bias_ih" + sfx] = rng.uniform(-k, k, (G * H,)).astype(np.float32)
-            sd["bias_hh" + sfx] = rng.uniform(-k, k, (G * H,)).astype(np.float32)
-    return sd
 
 
 def _train_or_infer_fns(x, mode, make_rnnfast, make_torch, impl, lengths=None):
@@ -231,7 +208,7 @@ BIDI_CASES = [(m, i) for m in MODES for i in IMPLS]
 def test_lstm2bi(benchmark, torch_threads, record, mode, impl):
     B, T, I, H = SHAPES["medium"]
     x = np.random.default_rng(1234).standard_normal((B, T, I)).astype(np.float32)
-    sd = _bidi_state_dict(I, H)
+    sd = _cases.state_dict("lstm", I, H, layers=2, bidirectional=True)
 
     def make_rnnfast():
         layer = LSTM(I, H, num_layers=2, bidirectional=True, dtype=np.float32, seed=0)
@@ -244,7 +221,7 @@ def test_lstm2bi(benchmark, torch_threads, record, mode, impl):
         return mod
 
     fn = _train_or_infer_fns(x, mode, make_rnnfast, make_torch, impl)
-    f = sum(2 * 2.0 * 4 * H * (F + H) * B * T for F in (I, 2 * H)) * (3 if mode == "train" else 1)
+    f = _cases.flop("lstm", I, H, layers=2, D=2, tokens=B * T, mode=mode)
     benchmark.group = f"lstm2bi-medium-{mode}"
     benchmark.extra_info.update(impl=impl, cell="lstm", shape="medium", mode=mode, B=B, T=T, I=I, H=H,
                                 num_layers=2, bidirectional=True, threads=torch_threads, flop=f)
@@ -254,7 +231,6 @@ def test_lstm2bi(benchmark, torch_threads, record, mode, impl):
 
 # ---------------------------------------------------------------- streaming step latency, B=1
 
-STEP_SHAPE = (1, 128, 256)  # B, I, H
 STEP_ROUNDS = dict(warmup_rounds=2, rounds=30, iterations=100)  # times per call: round time / 100
 
 
@@ -279,7 +255,7 @@ def test_step(benchmark, torch_threads, record, cell, impl):
             with torch.inference_mode():
                 st[0] = mod(xt, st[0])
     else:
-        layer = CELLS[cell][0](I, H, dtype=np.float32, seed=0)
+        layer = CELLS[cell](I, H, dtype=np.float32, seed=0)
         layer.load_state_dict(sd)
         layer.eval()
         st = [None]
@@ -287,7 +263,7 @@ def test_step(benchmark, torch_threads, record, cell, impl):
         def fn():
             _, st[0] = layer.step(x_t, st[0])
 
-    f = 2.0 * CELLS[cell][1] * H * (I + H) * B
+    f = _cases.flop(cell, I, H, tokens=B)
     benchmark.group = f"{cell}-step"
     benchmark.extra_info.update(impl=impl, cell=cell, shape="step", mode="infer", B=B, T=1, I=I, H=H,
                                 threads=torch_threads, flop=f)
@@ -323,7 +299,7 @@ def test_varlen(benchmark, torch_threads, record, cell, mode, impl):
     sd = _reference_state_dict(cell, I, H)
 
     def make_rnnfast():
-        layer = CELLS[cell][0](I, H, dtype=np.float32, seed=0)
+        layer = CELLS[cell](I, H, dtype=np.float32, seed=0)
         layer.load_state_dict(sd)
         return layer
 
@@ -337,7 +313,7 @@ def test_varlen(benchmark, torch_threads, record, cell, mode, impl):
     else:
         fn = _train_or_infer_fns(x, mode, make_rnnfast, make_torch, impl, lengths=lengths)
     tokens = int(lengths.sum())
-    f = 2.0 * CELLS[cell][1] * H * (I + H) * tokens * (3 if mode == "train" else 1)
+    f = _cases.flop(cell, I, H, tokens=tokens, mode=mode)
     benchmark.group = f"{cell}-varlen-{mode}"
     benchmark.extra_info.update(impl=impl, cell=cell, shape="medium", mode=mode, B=B, T=T, I=I, H=H,
                                 tokens=tokens, dense_batch=tokens // T, threads=torch_threads, flop=f)

@@ -1,0 +1,626 @@
+"""The framework side of the peer benchmarks: one worker process per framework, serving JSON requests.
+
+``compare.py`` and ``grid.py`` start ``python bench/_peers.py NAME THREADS`` once per framework (through
+``_runner.WorkerProc``). The worker builds each case from the weights and inputs of an ``.npz`` that the
+driver wrote (PyTorch's keys and layout, converted to its own gate order), answers the check call with its
+outputs (for training also the input gradient and the gradient of ``weight_hh_l0``), and times its calls
+when asked. Protocol: one JSON object a line on stdin, one answer a line on the original stdout; the
+libraries' own output goes to stderr (the driver's log file).
+
+Requests: ``setup`` (case, data, variant, check_out), ``warmup`` (n, batch_s), ``round`` (iters),
+``release``, ``quit``. The setup answer carries ``info`` (e.g. rnnfast's kernel plan) when the framework
+reports one.
+"""
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from _cases import GATES
+
+FRAMEWORKS = ("rnnfast", "torch", "onnxruntime", "tensorflow")
+
+
+def load_data(path):
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    sd = {k[2:]: v for k, v in data.items() if k.startswith("w:")}
+    return sd, data
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+
+class Bench:
+    """One built case in a worker: ``run()`` is the timed call, ``check()`` returns arrays to compare,
+    ``info`` is a JSON-able dict sent back with the setup answer (e.g. the kernel plan)."""
+
+    def __init__(self, run, check, info=None):
+        self.run = run
+        self.check = check
+        self.info = info or {}
+
+
+def _plan(layer, x, lengths, training, n_threads):
+    """``str(layer.plan_for(...))``, the kernel path rnnfast picks for this call; "-" where the layer has
+    no ``plan_for``."""
+    plan_for = getattr(layer, "plan_for", None)
+    if plan_for is None:
+        return "-"
+    try:
+        return str(plan_for(x, lengths=lengths, training=training, n_threads=n_threads))
+    except Exception as e:  # report it beside the timings rather than lose the point
+        return f"plan_for failed: {type(e).__name__}: {e}"
+
+
+def _lstm_gru_blocks(a, order, G):
+    """Reorder the G gate blocks along axis 0 of ``a`` (PyTorch layout)."""
+    blocks = np.split(a, G, axis=0)
+    return np.concatenate([blocks[i] for i in order], axis=0)
+
+
+class RnnfastWorker:
+    name = "rnnfast"
+
+    def __init__(self, threads):
+        import rnnfast
+        from rnnfast.nn import GRU, LSTM, RNN
+
+        self.rnnfast = rnnfast
+        self.cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # RNN: tanh
+        rnnfast.set_num_threads(threads)
+        self.nth = threads
+
+    def versions(self):
+        return {"rnnfast": self.rnnfast.__version__, "numpy": np.__version__}
+
+    def _build_step(self, layer, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        nth = self.nth
+        layer.eval()
+        x_t = data["x_t"]
+        st = [None]
+
+        def run():
+            y, st[0] = layer.step(x_t, st[0], n_threads=nth)
+            return y
+
+        def check():
+            s, ys = None, []
+            for x in data["x_steps"]:
+                y, s = layer.step(x, s, n_threads=nth)
+                ys.append(y)
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
+    def build(self, case, sd, data, variant):
+        nth = self.nth
+        layer = self.cls[case["cell"]](case["I"], case["H"], num_layers=case["layers"],
+                                       bidirectional=case["bidirectional"], dtype=np.float32, seed=0)
+        layer.load_state_dict(sd)
+        if case["kind"] == "step":
+            return self._build_step(layer, data)
+        x, lengths = data["x"], data.get("lengths")
+        if variant == "dense":
+            x, lengths = data["x_dense"], None
+        DH = case["H"] * (2 if case["bidirectional"] else 1)
+        training = case["mode"] == "train"
+        layer.train(training)
+        info = {"plan": _plan(layer, x, lengths, training, nth)}
+        if not training:
+            def run():
+                return layer.forward(x, lengths=lengths, n_threads=nth)
+
+            def check():
+                return {"out": run()[0]}
+
+            return Bench(run, check, info)
+        dout = np.ones((x.shape[0], x.shape[1], DH), np.float32)  # loss = sum of outputs
+
+        def run():
+            layer.forward(x, lengths=lengths, n_threads=nth)
+            return layer.backward(dout, n_threads=nth)
+
+        def check():
+            layer.zero_grad()
+            out, _ = layer.forward(x, lengths=lengths, n_threads=nth)
+            dx, _ = layer.backward(dout, n_threads=nth)
+            return {"out": out, "dx": dx, "dweight_hh_l0": layer.grads["weight_hh_l0"].copy()}
+
+        return Bench(run, check, info)
+
+
+class TorchWorker:
+    name = "torch"
+
+    def __init__(self, threads):
+        import torch
+
+        self.torch = torch
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+
+    def versions(self):
+        t = self.torch
+        return {"torch": t.__version__, "mkldnn": bool(t.backends.mkldnn.is_available()),
+                "threads": t.get_num_threads(), "parallel_info": t.__config__.parallel_info().splitlines()[:6]}
+
+    def _build_step(self, case, sd, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        torch = self.torch
+        cell, I, H = case["cell"], case["I"], case["H"]
+        mod = (torch.nn.LSTMCell if cell == "lstm" else torch.nn.GRUCell)(I, H)
+        mod.load_state_dict({k[:-3]: torch.from_numpy(v) for k, v in sd.items()})  # drop "_l0"
+        mod.eval()
+        x_t = torch.from_numpy(data["x_t"])
+        z = torch.zeros(case["B"], H)
+        st = [(z, z) if cell == "lstm" else z]
+
+        def one(x, s):
+            if cell == "lstm":
+                h, c = mod(x, s)
+                return h, (h, c)
+            h = mod(x, s)
+            return h, h
+
+        def run():
+            with torch.inference_mode():
+                y, st[0] = one(x_t, st[0])
+            return y
+
+        def check():
+            s, ys = ((z, z) if cell == "lstm" else z), []
+            with torch.inference_mode():
+                for x in data["x_steps"]:
+                    y, s = one(torch.from_numpy(x), s)
+                    ys.append(y.numpy())
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
+    def build(self, case, sd, data, variant):
+        torch = self.torch
+        cell, I, H = case["cell"], case["I"], case["H"]
+        if case["kind"] == "step":
+            return self._build_step(case, sd, data)
+        mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](  # RNN: tanh
+            I, H, num_layers=case["layers"], bidirectional=case["bidirectional"], batch_first=True)
+        mod.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        x = torch.from_numpy(data["x"].copy())
+        T = case["T"]
+        if variant == "packed":
+            lengths = torch.from_numpy(data["lengths"])
+            pack = torch.nn.utils.rnn.pack_padded_sequence
+            unpack = torch.nn.utils.rnn.pad_packed_sequence
+
+            def fwd(inp):
+                y, _ = mod(pack(inp, lengths, batch_first=True, enforce_sorted=False))
+                return unpack(y, batch_first=True, total_length=T)[0]
+        else:
+            def fwd(inp):
+                return mod(inp)[0]
+
+        if case["mode"] == "infer":
+            mod.eval()
+
+            def run():
+                with torch.inference_mode():
+                    return fwd(x)
+
+            def check():
+                return {"out": run().numpy()}
+
+            return Bench(run, check)
+        mod.train()
+        x.requires_grad_(True)  # rnnfast's backward computes dx too
+
+        def run():
+            mod.zero_grad(set_to_none=True)
+            x.grad = None
+            fwd(x).sum().backward()
+            return x.grad
+
+        def check():
+            mod.zero_grad(set_to_none=True)
+            x.grad = None
+            out = fwd(x)
+            out.sum().backward()
+            return {"out": out.detach().numpy(), "dx": x.grad.numpy(),
+                    "dweight_hh_l0": mod.weight_hh_l0.grad.numpy()}
+
+        return Bench(run, check)
+
+
+# PyTorch (i,f,g,o)/(r,z,n) -> ONNX (i,o,f,c)/(z,r,h); RNN has one block
+_ONNX_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}
+
+
+class OrtWorker:
+    name = "onnxruntime"
+    opset = 17
+
+    def __init__(self, threads):
+        import onnx
+        import onnxruntime as ort
+
+        self.onnx, self.ort = onnx, ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.so = so
+
+    def versions(self):
+        return {"onnxruntime": self.ort.__version__, "onnx": self.onnx.__version__, "opset": self.opset,
+                "providers": self.ort.get_available_providers()}
+
+    def _weights(self, case, sd, layer):
+        G, order = GATES[case["cell"]], _ONNX_ORDER[case["cell"]]
+        D = 2 if case["bidirectional"] else 1
+        W, R, Bb = [], [], []
+        for d in range(D):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            W.append(_lstm_gru_blocks(sd["weight_ih" + sfx], order, G))
+            R.append(_lstm_gru_blocks(sd["weight_hh" + sfx], order, G))
+            Bb.append(np.concatenate([_lstm_gru_blocks(sd["bias_ih" + sfx], order, G),
+                                      _lstm_gru_blocks(sd["bias_hh" + sfx], order, G)]))
+        return np.stack(W), np.stack(R), np.stack(Bb)
+
+    def _rnn_node(self, case, inits, layer, X, outputs, extra_inputs=("", "", "")):
+        """A LSTM/GRU/RNN node of one layer; ``extra_inputs``: (sequence_lens, initial_h, initial_c)."""
+        h = self.onnx.helper
+        from onnx import numpy_helper
+
+        W, R, Bb = self._weights(case, self._sd, layer)
+        names = [f"W{layer}", f"R{layer}", f"B{layer}"]
+        for n, a in zip(names, (W, R, Bb)):
+            inits.append(numpy_helper.from_array(a, n))
+        seq_lens, h0, c0 = extra_inputs
+        attrs = dict(hidden_size=case["H"], direction="bidirectional" if case["bidirectional"] else "forward")
+        if case["cell"] == "lstm":
+            ins = [X] + names + [seq_lens, h0, c0]
+            op = "LSTM"
+        elif case["cell"] == "gru":
+            ins = [X] + names + [seq_lens, h0]
+            op = "GRU"
+            attrs["linear_before_reset"] = 1
+        else:  # RNN, tanh (ONNX's default activation)
+            ins = [X] + names + [seq_lens, h0]
+            op = "RNN"
+        while ins and ins[-1] == "":
+            ins.pop()
+        return h.make_node(op, ins, outputs, name=f"{op}{layer}", **attrs)
+
+    def _session(self, nodes, inits, inputs, outputs):
+        h = self.onnx.helper
+        graph = h.make_graph(nodes, "rnn", inputs, outputs, initializer=inits)
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", self.opset)])
+        model.ir_version = 8
+        self.onnx.checker.check_model(model)
+        return self.ort.InferenceSession(model.SerializeToString(), sess_options=self.so,
+                                         providers=["CPUExecutionProvider"])
+
+    def _build_step(self, case, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        h = self.onnx.helper
+        from onnx import TensorProto, numpy_helper
+
+        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
+        f32 = TensorProto.FLOAT
+        nodes, inits = [], []
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))
+        nodes.append(h.make_node("Unsqueeze", ["x", "axes0"], ["X"]))
+        inputs = [h.make_tensor_value_info("x", f32, [B, I]), h.make_tensor_value_info("h0", f32, [1, B, H])]
+        outputs = [h.make_tensor_value_info("h1", f32, [1, B, H])]
+        if cell == "lstm":
+            inputs.append(h.make_tensor_value_info("c0", f32, [1, B, H]))
+            outputs.append(h.make_tensor_value_info("c1", f32, [1, B, H]))
+            nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1", "c1"], ("", "h0", "c0")))
+        else:
+            nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1"], ("", "h0", "")))
+        sess = self._session(nodes, inits, inputs, outputs)
+        z = np.zeros((1, B, H), np.float32)
+        x_t = data["x_t"]
+        st = [[z, z] if cell == "lstm" else [z]]
+
+        def feed(x, s):
+            d = {"x": x, "h0": s[0]}
+            if cell == "lstm":
+                d["c0"] = s[1]
+            return d
+
+        def run():
+            st[0] = sess.run(None, feed(x_t, st[0]))
+            return st[0][0]
+
+        def check():
+            s, ys = ([z, z] if cell == "lstm" else [z]), []
+            for x in data["x_steps"]:
+                s = sess.run(None, feed(x, s))
+                ys.append(s[0][0])
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
+    def build(self, case, sd, data, variant):
+        if case["mode"] == "train":
+            raise Skip("ONNX Runtime has no training here (inference only)")
+        h = self.onnx.helper
+        from onnx import TensorProto, numpy_helper
+
+        self._sd = sd
+        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
+        f32 = TensorProto.FLOAT
+        nodes, inits = [], []
+        if case["kind"] == "step":
+            return self._build_step(case, data)
+
+        T, L = case["T"], case["layers"]
+        D = 2 if case["bidirectional"] else 1
+        inputs = [h.make_tensor_value_info("x", f32, [B, T, I])]
+        seq_lens = ""
+        if case["kind"] == "varlen":
+            inputs.append(h.make_tensor_value_info("lens", TensorProto.INT32, [B]))
+            seq_lens = "lens"
+        inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape3"))
+        nodes.append(h.make_node("Transpose", ["x"], ["X0"], perm=[1, 0, 2]))  # (B,T,I) -> (T,B,I)
+        X = "X0"
+        for layer in range(L):
+            Y = f"Y{layer}"  # (T, D, B, H)
+            nodes.append(self._rnn_node(case, inits, layer, X, [Y], (seq_lens, "", "")))
+            if layer + 1 < L:  # (T, D, B, H) -> (T, B, D*H)
+                nodes.append(h.make_node("Transpose", [Y], [Y + "t"], perm=[0, 2, 1, 3]))
+                nodes.append(h.make_node("Reshape", [Y + "t", "shape3"], [f"X{layer + 1}"]))
+                X = f"X{layer + 1}"
+            else:  # (T, D, B, H) -> (B, T, D*H)
+                nodes.append(h.make_node("Transpose", [Y], [Y + "t"], perm=[2, 0, 1, 3]))
+                nodes.append(h.make_node("Reshape", [Y + "t", "shape3"], ["out"]))
+        outputs = [h.make_tensor_value_info("out", f32, [B, T, D * H])]
+        sess = self._session(nodes, inits, inputs, outputs)
+        feed = {"x": data["x"]}
+        if seq_lens:
+            feed["lens"] = data["lengths"].astype(np.int32)
+
+        def run():
+            return sess.run(None, feed)
+
+        def check():
+            return {"out": run()[0]}
+
+        return Bench(run, check)
+
+
+# PyTorch (i,f,g,o)/(r,z,n) -> Keras (i,f,c,o)/(z,r,h); RNN has one block
+_KERAS_ORDER = {"lstm": [0, 1, 2, 3], "gru": [1, 0, 2], "rnn": [0]}
+
+
+class TfWorker:
+    name = "tensorflow"
+
+    def __init__(self, threads):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        import keras
+
+        self.tf, self.keras = tf, keras
+
+    def versions(self):
+        return {"tensorflow": self.tf.__version__, "keras": self.keras.__version__,
+                "keras_backend": self.keras.backend.backend(),
+                "intra_op": self.tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op": self.tf.config.threading.get_inter_op_parallelism_threads()}
+
+    @staticmethod
+    def _keras_weights(cell, sd, sfx):
+        G, order = GATES[cell], _KERAS_ORDER[cell]
+        kernel = _lstm_gru_blocks(sd["weight_ih" + sfx], order, G).T
+        rec = _lstm_gru_blocks(sd["weight_hh" + sfx], order, G).T
+        b_ih = _lstm_gru_blocks(sd["bias_ih" + sfx], order, G)
+        b_hh = _lstm_gru_blocks(sd["bias_hh" + sfx], order, G)
+        bias = np.stack([b_ih, b_hh]) if cell == "gru" else b_ih + b_hh  # GRU reset_after: (2, 3H)
+        return [np.ascontiguousarray(kernel), np.ascontiguousarray(rec), bias]
+
+    def _build_step(self, case, sd, data):
+        """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        tf, keras = self.tf, self.keras
+        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
+        c = keras.layers.LSTMCell(H) if cell == "lstm" else keras.layers.GRUCell(H, reset_after=True)
+        c.build((B, I))
+        c.set_weights(self._keras_weights(cell, sd, "_l0"))
+
+        @tf.function(reduce_retracing=True)
+        def one(x, s):
+            y, s2 = c(x, s, training=False)
+            return y, (list(s2) if isinstance(s2, (list, tuple)) else [s2])
+
+        z = tf.zeros((B, H))
+        s0 = [z, z] if cell == "lstm" else [z]
+        x_t = tf.constant(data["x_t"])
+        st = [s0]
+
+        def run():
+            y, st[0] = one(x_t, st[0])
+            return y
+
+        def check():
+            s, ys = s0, []
+            for x in data["x_steps"]:
+                y, s = one(tf.constant(x), s)
+                ys.append(y.numpy())
+            return {"ys": np.stack(ys)}
+
+        return Bench(run, check)
+
+    def build(self, case, sd, data, variant):
+        tf, keras = self.tf, self.keras
+        keras.backend.clear_session()
+        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
+        G = GATES[cell]
+        if case["kind"] == "step":
+            return self._build_step(case, sd, data)
+        if case["kind"] == "varlen":
+            raise Skip("not measured (Keras masking is not the same computation)")
+        T, L, bid = case["T"], case["layers"], case["bidirectional"]
+        layers = []
+        for layer in range(L):
+            def mk(go_backwards=False):
+                if cell == "lstm":
+                    return keras.layers.LSTM(H, return_sequences=True, go_backwards=go_backwards)
+                if cell == "rnn":
+                    return keras.layers.SimpleRNN(H, return_sequences=True, go_backwards=go_backwards)
+                return keras.layers.GRU(H, return_sequences=True, reset_after=True, go_backwards=go_backwards)
+            lay = keras.layers.Bidirectional(mk(), backward_layer=mk(True), merge_mode="concat") if bid else mk()
+            layers.append(lay)
+        y = tf.zeros((B, T, I))
+        for lay in layers:
+            y = lay(y)
+        for layer, lay in enumerate(layers):
+            w = self._keras_weights(cell, sd, f"_l{layer}")
+            if bid:
+                w = w + self._keras_weights(cell, sd, f"_l{layer}_reverse")
+            lay.set_weights(w)
+        variables = [v for lay in layers for v in lay.trainable_variables]
+        rec0 = variables[1]
+        assert tuple(rec0.shape) == (H, G * H), rec0.shape
+        x = tf.constant(data["x"])
+
+        def model(inp, training):
+            for lay in layers:
+                inp = lay(inp, training=training)
+            return inp
+
+        if case["mode"] == "infer":
+            @tf.function
+            def infer(inp):
+                return model(inp, False)
+
+            def run():
+                return infer(x)
+
+            def check():
+                return {"out": run().numpy()}
+
+            return Bench(run, check)
+
+        @tf.function
+        def train(inp):
+            with tf.GradientTape() as tape:
+                tape.watch(inp)
+                out = model(inp, True)
+                loss = tf.reduce_sum(out)
+            return out, tape.gradient(loss, [inp] + variables)
+
+        def run():
+            return train(x)
+
+        def check():
+            out, grads = run()
+            inv = np.argsort(_KERAS_ORDER[cell])
+            dwhh = _lstm_gru_blocks(grads[2].numpy().T, inv, G)  # Keras (H, G*H) -> PyTorch (G*H, H)
+            return {"out": out.numpy(), "dx": grads[0].numpy(), "dweight_hh_l0": dwhh}
+
+        return Bench(run, check)
+
+
+WORKERS = {"rnnfast": RnnfastWorker, "torch": TorchWorker, "onnxruntime": OrtWorker, "tensorflow": TfWorker}
+
+
+class Skip(Exception):
+    """This framework does not run this case (reported, not an error)."""
+
+
+def _warmup(bench, n, batch_s):
+    """``n`` timed calls, then calls back to back for ``batch_s`` s (at least one): the first calls of a fast
+    case can pay for waking threads, and a round sized from them alone came out far shorter than --min-round.
+    """
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        bench.run()
+        times.append(time.perf_counter() - t0)
+    k, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < batch_s or k == 0:
+        bench.run()
+        k += 1
+    batch = (time.perf_counter() - t0) / k
+    gc.collect()
+    return {"ok": True, "times": times, "batch": batch}
+
+
+def _round(run, n):
+    """Seconds per call over ``n`` calls; like timeit, the collector is off while they are timed."""
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run()
+        return (time.perf_counter() - t0) / n
+    finally:
+        gc.enable()
+
+
+def worker_main(name, threads):
+    """Serve one framework: read JSON requests on stdin, answer one JSON line each on the original stdout."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the libraries print goes to the log, not into the protocol
+    sys.stdout = sys.stderr
+
+    def send(obj):
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    try:
+        w = WORKERS[name](threads)
+        send({"ok": True, "versions": w.versions(), "pid": os.getpid()})
+    except Exception as e:  # not installed, or broken
+        send({"ok": False, "error": f"{type(e).__name__}: {e}"})
+        return
+    bench = None
+    for line in sys.stdin:
+        req = json.loads(line)
+        cmd = req["cmd"]
+        try:
+            if cmd == "setup":
+                bench = None
+                gc.collect()
+                sd, data = load_data(req["data"])
+                try:
+                    bench = w.build(req["case"], sd, data, req.get("variant"))
+                except Skip as e:
+                    send({"ok": True, "skip": str(e)})
+                    continue
+                arrays = bench.check()
+                np.savez(req["check_out"], **arrays)
+                send({"ok": True, "info": bench.info})
+            elif cmd == "warmup":
+                send(_warmup(bench, req["n"], req.get("batch_s", 0.0)))
+            elif cmd == "round":
+                send({"ok": True, "t": _round(bench.run, req["iters"])})
+            elif cmd == "release":
+                bench = None
+                gc.collect()
+                send({"ok": True})
+            elif cmd == "quit":
+                send({"ok": True})
+                break
+            else:
+                send({"ok": False, "error": f"unknown command {cmd!r}"})
+        except Exception as e:
+            traceback.print_exc()
+            send({"ok": False, "error": f"{type(e).__name__}: {e}"})
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""The shape grid: rnnfast beside PyTorch, ONNX Runtime and TensorFlow on a fixed, seeded set of shapes.
+
+Run from the repository root::
+
+    python bench/grid.py                         # every point (93), 2 threads, 7 rounds
+    python bench/grid.py --quick                 # a fixed subset (32 points), 5 shorter rounds
+    python bench/grid.py --list                  # the points and a rough estimate of a run's length
+    python bench/grid.py --only 'lstm-B2-|issue' --rounds 3 --peers torch
+
+Method: that of ``compare.py``, whose code it shares (``_runner.py``, ``_peers.py``, ``_cases.py``): the same
+weights for every framework (PyTorch's layout, converted), outputs and gradients checked against rnnfast
+before anything is timed, one process per framework, the same thread count everywhere (``--threads``,
+default 2), rounds interleaved across the frameworks, the median time per call. The workers run without
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``.
+
+The points (``grid_points()``): the losing cases named in issue 10 (tag ``issue``), tiny models (H <= 16,
+one feature; ``tiny``), a sweep that gives every batch size every cell (``sweep``) and random draws
+(``random``), all from one seed. B runs over 1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256 and 512; H from 16 to
+1024 with non-powers of two; I from 1 to 4H; T from 8 to 1000; LSTM, GRU and RNN (tanh); 1 or 2 layers,
+uni- or bidirectional; ``infer`` (eval-mode forward) and ``train`` (forward + backward of the sum of the
+outputs, every gradient). T (and, if need be, the draw) is cut until a call is expected to take under
+``CALL_BUDGET_S`` in PyTorch, so that no point dominates the run.
+
+Per point it prints rnnfast's time, each peer's, the ratio (fastest peer ms / rnnfast ms: above 1 rnnfast
+is faster), rnnfast's GFLOP/s and the kernel plan rnnfast chose (``layer.plan_for(...)``; "-" where the
+layer has none); then the summary (worst ratio, geometric mean, share of points >= 1.0) for infer, train
+and all. It writes every record to JSON (``--json``) and, when matplotlib is installed, a plot of the
+ratios against B and against H, one panel per cell and mode (``--plot``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from _cases import CELLS, MODES, Shape
+from _peers import FRAMEWORKS
+from _runner import (WorkerProc, add_timing_options, fmt_ms, machine_info, run_case, seq_impls, slow_blas_warning,
+                     start_workers, timing_defaults)
+
+PEERS = tuple(f for f in FRAMEWORKS if f != "rnnfast")
+BATCHES = (1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256, 512)
+HIDDEN = (16, 24, 32, 48, 64, 96, 128, 200, 256, 384, 512, 600, 768, 1024)
+STEPS = (8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 300, 500, 1000)
+INPUT_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4)  # I = ratio * H (or a single feature, see _draw_input)
+SEED = 20261205
+ROUNDS = 7  # timed rounds per framework and point (--quick: 5); compare.py takes 11 over far fewer cases
+N_RANDOM = 40
+CALL_BUDGET_S = 0.15  # a point's expected PyTorch call stays under this (see estimate_call_s)
+AXIS_TICKS = {"B": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), "H": (8, 16, 32, 64, 128, 256, 512, 1024)}
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# The off-grid cases of issue 10 that lost to a peer, and tiny models (per-call overhead).
+ISSUE_SHAPES = (
+    Shape("lstm", 2, 100, 256, 512, mode="train"), Shape("lstm", 2, 100, 256, 512, mode="infer"),
+    Shape("lstm", 8, 50, 1024, 128, mode="infer"), Shape("gru", 4, 50, 256, 256, mode="infer"),
+    Shape("lstm", 8, 30, 512, 512, mode="infer"), Shape("lstm", 8, 30, 512, 512, mode="train"),
+    Shape("lstm", 256, 20, 64, 64, mode="infer"), Shape("gru", 1, 20, 512, 1024, mode="infer"),
+    Shape("lstm", 16, 50, 1024, 1024, mode="infer"),
+)
+TINY_SHAPES = (
+    Shape("lstm", 1, 100, 1, 8, mode="infer"), Shape("gru", 1, 1000, 1, 16, mode="infer"),
+    Shape("rnn", 1, 8, 1, 16, mode="infer"), Shape("rnn", 4, 50, 1, 16, mode="train"),
+    Shape("lstm", 32, 200, 1, 16, mode="train"), Shape("gru", 2, 20, 1, 8, mode="train"),
+    Shape("lstm", 16, 50, 1, 16, layers=2, bidirectional=True, mode="infer"),
+    Shape("lstm", 1, 1000, 1, 16, mode="train"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: a shape, the stratum it comes from, and whether ``--quick`` runs it."""
+
+    shape: Shape
+    tag: str
+    quick: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.shape.name
+
+
+# ----------------------------------------------------------------------------------------------- the points
+
+
+def estimate_call_s(s: Shape) -> float:
+    """A rough, deliberately pessimistic PyTorch time per call on 2 cores (seconds), used only to bound T.
+
+    Products run at ``min(100, 8 B)`` GFLOP/s (batch 1 is a GEMV, bound by reading the weights), plus a fixed
+    cost per time step, layer and direction: 20 us in inference, 150 us in training (measured with torch 2.13
+    at B = 1-4, H = 8-16: 17 and 174 us).
+    """
+    rate = min(100e9, 8e9 * s.B)
+    per_step = 150e-6 if s.mode == "train" else 20e-6
+    return s.flop / rate + per_step * s.T * s.layers * s.D
+
+
+def _pick(rng: random.Random, seq):
+    """An element of ``seq`` from ``rng.random()`` alone (whose stream Python guarantees across versions)."""
+    return seq[int(rng.random() * len(seq))]
+
+
+def _draw_input(rng: random.Random, H: int) -> int:
+    if rng.random() < 0.1:
+        return 1  # one feature
+    return max(1, round(H * _pick(rng, INPUT_RATIOS)))
+
+
+def _fit_steps(s: Shape) -> Shape | None:
+    """``s`` with T cut to the longest of :data:`STEPS` (at most its own) within the budget; None if none is."""
+    for T in sorted((t for t in STEPS if t <= s.T), reverse=True):
+        cand = dataclasses.replace(s, T=T)
+        if estimate_call_s(cand) <= CALL_BUDGET_S:
+            return cand
+    return None
+
+
+def _draw(rng: random.Random, seen: set, B=None, cell=None, mode=None) -> Shape:
+    """A random shape within the budget, not in ``seen``; B, cell and mode are drawn unless given."""
+    while True:
+        H = _pick(rng, HIDDEN)
+        s = Shape(cell or _pick(rng, CELLS), B or _pick(rng, BATCHES), _pick(rng, STEPS), _draw_input(rng, H), H,
+                  layers=2 if rng.random() < 0.3 else 1, bidirectional=rng.random() < 0.3,
+                  mode=mode or _pick(rng, MODES))
+        s = _fit_steps(s)
+        if s is not None and s not in seen:
+            seen.add(s)
+            return s
+
+
+def grid_points() -> list[Point]:
+    """The grid, always the same list: the issue's shapes, tiny models, a sweep over B x cell, random draws.
+
+    ``--quick`` runs the issue's shapes, every other tiny one and every fourth of the rest.
+    """
+    rng = random.Random(SEED)
+    points = [Point(s, "issue", quick=True) for s in ISSUE_SHAPES]
+    points += [Point(s, "tiny", quick=k % 2 == 0) for k, s in enumerate(TINY_SHAPES)]
+    seen = {p.shape for p in points}
+    k = 0
+    for i, B in enumerate(BATCHES):
+        for j, cell in enumerate(CELLS):
+            points.append(Point(_draw(rng, seen, B=B, cell=cell, mode=MODES[(i + j) % 2]), "sweep", k % 4 == 0))
+            k += 1
+    for _ in range(N_RANDOM):
+        points.append(Point(_draw(rng, seen), "random", k % 4 == 0))
+        k += 1
+    return points
+
+
+def select_points(points: list[Point], quick: bool = False, only: str | None = None) -> list[Point]:
+    """The points a run takes: the quick subset with ``quick``, those whose "name tag" matches ``only``."""
+    if quick:
+        points = [p for p in points if p.quick]
+    if only:
+        pat = re.compile(only)
+        points = [p for p in points if pat.search(f"{p.name} {p.tag}")]
+    return points
+
+
+def estimate_wall_s(points: list[Point], rounds: int, min_round: float, warmup: int, n_frameworks: int) -> float:
+    """A rough wall time of a run (every framework taken as slow as :func:`estimate_call_s`'s PyTorch)."""
+    total = 0.0
+    for p in points:
+        c = estimate_call_s(p.shape)
+        n_fw = n_frameworks - (1 if p.shape.mode == "train" and n_frameworks > 2 else 0)  # no ORT training
+        per_fw = 0.3 + (2 + warmup) * c + max(c, 0.025) + rounds * (max(c, min_round) + 0.02)
+        total += n_fw * per_fw
+    return total
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+def point_result(point: Point, rec: dict) -> dict:
+    """Times, ratio, GFLOP/s and plan of one point from :func:`_runner.run_case`'s record."""
+    impls = rec["impls"]
+    rf = impls.get("rnnfast", {})
+    peers = {n: r.get("median_s") if r.get("status") == "ok" else r.get("status")
+             for n, r in impls.items() if n != "rnnfast"}
+    timed = {n: t for n, t in peers.items() if isinstance(t, float)}
+    fastest = min(timed, key=timed.get) if timed else None
+    base = rf.get("median_s") if rf.get("status") == "ok" else None
+    return {"name": point.name, "tag": point.tag, "shape": dataclasses.asdict(point.shape), "flop": point.shape.flop,
+            "rnnfast_s": base, "rnnfast_status": rf.get("status"), "peers": peers, "fastest_peer": fastest,
+            "ratio": timed[fastest] / base if fastest and base else None,
+            "gflops": rf.get("gflops") if base else None, "plan": rf.get("info", {}).get("plan", "-"),
+            "wall_s": rec.get("wall_s"), "record": rec}
+
+
+def summarize(ratios) -> dict:
+    """Worst ratio, geometric mean and share of ratios >= 1.0 of the rated points (None ratios are left out).
+
+    Returns ``{"n", "unrated", "worst", "geomean", "share_ge_1"}``; the last three are None when no point
+    is rated.
+    """
+    ratios = list(ratios)
+    rated = [r for r in ratios if r is not None]
+    out = {"n": len(rated), "unrated": len(ratios) - len(rated), "worst": None, "geomean": None,
+           "share_ge_1": None}
+    if rated:
+        out["worst"] = min(rated)
+        out["geomean"] = math.exp(sum(math.log(r) for r in rated) / len(rated))
+        out["share_ge_1"] = sum(r >= 1.0 for r in rated) / len(rated)
+    return out
+
+
+def summary_by_mode(results: list[dict]) -> dict:
+    """:func:`summarize` for infer, train and all points."""
+    out = {m: summarize(r["ratio"] for r in results if r["shape"]["mode"] == m) for m in MODES}
+    out["all"] = summarize(r["ratio"] for r in results)
+    return out
+
+
+def _fmt_peer(t) -> str:
+    if isinstance(t, float):
+        return fmt_ms(t)
+    return {"skipped": "-", "disagrees": "DIFF", "error": "ERR", "unchecked": "-", None: "-"}.get(t, str(t))
+
+
+def format_header(peers) -> str:
+    return (f"{'point':<40} {'tag':<6} {'rnnfast ms':>10} " + " ".join(f"{p[:11] + ' ms':>14}" for p in peers)
+            + f" {'ratio':>6} {'GFLOP/s':>8}  plan")
+
+
+def format_row(res: dict, peers) -> str:
+    """One point's line: times, ratio (fastest peer / rnnfast), rnnfast's GFLOP/s, its plan."""
+    rf = fmt_ms(res["rnnfast_s"]) if res["rnnfast_s"] else _fmt_peer(res["rnnfast_status"])
+    ratio = f"{res['ratio']:.2f}" if res["ratio"] is not None else "-"
+    gf = f"{res['gflops']:.1f}" if res["gflops"] is not None else "-"
+    return (f"{res['name']:<40} {res['tag']:<6} {rf:>10} "
+            + " ".join(f"{_fmt_peer(res['peers'].get(p)):>14}" for p in peers)
+            + f" {ratio:>6} {gf:>8}  {' '.join(str(res['plan']).split())}")  # the plan on one line
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "ratio = fastest peer ms / rnnfast ms (above 1: rnnfast is faster)",
+             f"{'':<6} {'points':>6} {'worst':>7} {'geomean':>8} {'>= 1.0':>7}"]
+    for key in (*MODES, "all"):
+        s = summary[key]
+        if s["n"]:
+            lines.append(f"{key:<6} {s['n']:>6} {s['worst']:>7.2f} {s['geomean']:>8.2f} {100 * s['share_ge_1']:>6.0f}%"
+                         + (f"   ({s['unrated']} unrated)" if s["unrated"] else ""))
+        else:
+            lines.append(f"{key:<6} {0:>6} {'-':>7} {'-':>8} {'-':>7}" + (f"   ({s['unrated']} unrated)"
+                                                                          if s["unrated"] else ""))
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: str, title: str) -> bool:
+    """Ratio against B and against H, one panel per cell and mode, log axes, a line at 1.0, to PNG.
+
+    Returns False (and writes nothing) when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import ticker
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(len(CELLS), 2 * len(MODES), figsize=(16, 3.2 * len(CELLS)), squeeze=False)
+    for i, cell in enumerate(CELLS):
+        for j, mode in enumerate(MODES):
+            pts = [r for r in results if r["shape"]["cell"] == cell and r["shape"]["mode"] == mode and r["ratio"]]
+            for k, key in enumerate(("B", "H")):
+                ax = axes[i][2 * j + k]
+                for tag, marker in (("issue", "s"), ("tiny", "^"), ("sweep", "o"), ("random", "o")):
+                    sel = [r for r in pts if r["tag"] == tag]
+                    ax.scatter([r["shape"][key] for r in sel], [r["ratio"] for r in sel], marker=marker, s=18,
+                               label=tag, alpha=0.8)
+                ax.axhline(1.0, color="k", lw=0.8)
+                if not pts:
+                    ax.text(0.5, 0.5, "no points", transform=ax.transAxes, ha="center", color="0.5")
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ticks = AXIS_TICKS[key]
+                ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
+                ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+                ax.xaxis.set_minor_locator(ticker.NullLocator())
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+                ax.tick_params(axis="y", which="both", labelsize=7)
+                ax.set_xlabel(key)
+                ax.set_title(f"{cell} {mode}: ratio vs {key}", fontsize=9)
+                if k == 0:
+                    ax.set_ylabel("fastest peer / rnnfast")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+def _case(point: Point) -> dict:
+    """The point as a case of :func:`_runner.run_case`."""
+    s = point.shape
+    return dict(name=s.name, kind="seq", cell=s.cell, shape="grid", mode=s.mode, B=s.B, T=s.T, I=s.I, H=s.H,
+                layers=s.layers, bidirectional=s.bidirectional, flop=s.flop, impls=seq_impls(s.mode))
+
+
+def _revive(workers: dict, threads: int, tmp: str, timeout: float, log) -> None:
+    """Start again the workers that died on an earlier point (a crash there must not end the run)."""
+    for fw, w in list(workers.items()):
+        if w.dead:
+            w.close()
+            nw = WorkerProc(fw, threads, tmp, timeout)
+            try:
+                if nw.recv().get("ok"):
+                    workers[fw] = nw
+                    log(f"{fw}: worker restarted")
+                    continue
+            except RuntimeError:
+                pass
+            nw.close()
+            del workers[fw]
+            log(f"{fw}: could not restart its worker; skipped from here on")
+
+
+def run_points(points, workers, args, tmp, log, peers) -> list[dict]:
+    """Run every point, printing its line as it finishes; returns the per-point results."""
+    results = []
+    print(format_header(peers), flush=True)
+    for point in points:
+        _revive(workers, args.threads, tmp, args.timeout, log)
+        if "rnnfast" not in workers:
+            sys.exit("rnnfast's worker died and could not be restarted; see " + tmp)
+        t0 = time.perf_counter()
+        rec = run_case(_case(point), workers, tmp, args, log)
+        rec["wall_s"] = time.perf_counter() - t0
+        res = point_result(point, rec)
+        results.append(res)
+        print(format_row(res, peers), flush=True)
+        log(f"  {point.name}: {rec['wall_s']:.1f} s")
+    return results
+
+
+def _default_json_path() -> str:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M")
+    return os.path.join(RESULTS_DIR, f"grid-{stamp}.json")
+
+
+def _peers_arg(text: str) -> list[str]:
+    peers = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in peers if p not in PEERS]
+    if bad:
+        raise SystemExit(f"--peers: unknown {bad}; known: {', '.join(PEERS)}")
+    return peers
+
+
+def write_json(path, args, points, results, summary, versions, machine, env_warn, wall) -> None:
+    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
+           "threads": args.threads, "rounds": args.rounds, "min_round_s": args.min_round, "warmup": args.warmup,
+           "gap_s": args.gap, "rtol": args.rtol, "quick": args.quick, "only": args.only, "peers": args.peers,
+           "seed": SEED, "n_points": len(points), "wall_s": wall, "machine": machine, "env_warnings": env_warn,
+           "versions": versions, "summary": summary, "points": results}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=float)
+
+
+def driver(args) -> None:
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    timing_defaults(args, ROUNDS)
+    peers = _peers_arg(args.peers)
+    points = select_points(grid_points(), args.quick, args.only)
+    if not points:
+        sys.exit(f"--only {args.only!r}: no point matches (see --list)")
+    env_warn = slow_blas_warning()
+    if env_warn:
+        log("note: " + ", ".join(env_warn) + " set here; removed from the workers' environment")
+    machine = machine_info()
+    est = estimate_wall_s(points, args.rounds, args.min_round, args.warmup, 1 + len(peers))
+    log(f"machine: {machine.get('lscpu Model name', '?')}, {machine.get('affinity_cpus', '?')} CPUs; threads = "
+        f"{args.threads}; {len(points)} points, {args.rounds} rounds; rough estimate {est / 60:.0f} min")
+    t_start = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="rnnfast-grid-")
+    workers, versions = start_workers(["rnnfast", *peers], args.threads, tmp, args.timeout, log)
+    try:
+        if "rnnfast" not in workers:
+            sys.exit("rnnfast itself could not start; see " + tmp)
+        results = run_points(points, workers, args, tmp, log, peers)
+    finally:
+        for w in workers.values():
+            w.close()
+    wall = time.perf_counter() - t_start
+    summary = summary_by_mode(results)
+    print(format_summary(summary))
+    print(f"\n{len(points)} points, {args.threads} threads, median of {args.rounds} interleaved rounds; "
+          f"run took {wall:.0f} s ({wall / len(points):.1f} s a point)")
+    path = args.json or _default_json_path()
+    write_json(path, args, points, results, summary, versions, machine, env_warn, wall)
+    log(f"wrote {path}")
+    png = args.plot or os.path.splitext(path)[0] + ".png"
+    if not args.no_plot and plot(results, png, f"rnnfast vs fastest peer, {args.threads} threads ({machine.get('git', '?')})"):
+        log(f"wrote {png}")
+    if args.keep_logs:
+        log(f"worker logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def list_points(points: list[Point], args) -> None:
+    print(f"{'point':<40} {'tag':<6} {'quick':<5} {'GFLOP':>8} {'est. ms':>8}")
+    for p in points:
+        print(f"{p.name:<40} {p.tag:<6} {'yes' if p.quick else '':<5} {p.shape.flop / 1e9:>8.3f} "
+              f"{1e3 * estimate_call_s(p.shape):>8.1f}")
+    est = estimate_wall_s(points, args.rounds, args.min_round, args.warmup, 1 + len(_peers_arg(args.peers)))
+    print(f"{len(points)} points; rough estimate of a run: {est / 60:.1f} min (pessimistic PyTorch model, "
+          f"{args.rounds} rounds)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
+    p.add_argument("--quick", action="store_true", help="the fixed quick subset, 5 rounds of >= 20 ms (about "
+                   "5 minutes)")
+    p.add_argument("--only", default=None, help="regular expression: run the points whose 'name tag' it "
+                   "matches (re.search), e.g. 'lstm-B2-' or 'issue|tiny'")
+    p.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers (default %(default)s); "
+                   "one that is not installed is reported and skipped")
+    p.add_argument("--list", action="store_true", help="print the points (with --quick/--only: those selected) "
+                   "and exit")
+    p.add_argument("--json", default=None, help="where to write the results (default "
+                   "bench/results/grid-<UTC date and time>.json)")
+    p.add_argument("--plot", default=None, help="PNG of the ratios (default: the JSON path with .png)")
+    p.add_argument("--no-plot", action="store_true", help="write no plot")
+    add_timing_options(p, ROUNDS)
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
+    if args.rounds is not None and args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.only is not None:
+        try:
+            re.compile(args.only)
+        except re.error as e:
+            p.error(f"--only: not a regular expression: {e}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.list:
+        timing_defaults(args, ROUNDS)
+        list_points(select_points(grid_points(), args.quick, args.only), args)
+    else:
+        driver(args)
+
+
+if __name__ == "__main__":
+    main()
