@@ -1083,7 +1083,8 @@ cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int 
 
 def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
             list states, list xl, list outl, list masks, bint training, int nthreads, int kernel, bint hoist,
-            bint panels, Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0, Py_ssize_t out_rs=0):
+            bint panels, Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0, Py_ssize_t out_rs=0,
+            list bias_src=None):
     """Run the forward pass of the whole network (see the module docstring) without the GIL.
 
     All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
@@ -1091,7 +1092,9 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     caller's arrays can be used in place: ``x_ts`` != 0: ``xl[0]`` is the caller's input, step t of row
     r at element t * x_ts + r * x_rs (the fused LSTM / RNN kernel; the reverse direction reads it
     backwards); ``out_ts`` != 0: ``outl[-1]`` is the caller's output, likewise. Returns the number of
-    steps at which the batch-1 kernel's threads found the machine busy (0 elsewhere).
+    steps at which the batch-1 kernel's threads found the machine busy (0 elsewhere). ``bias_src[k]``:
+    PyTorch's (b_ih, b_hh) of layer-direction k, or None; the kernel's bias vectors (params[k][2:]) are
+    made from them first.
     """
     cdef Net net
     _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
@@ -1108,6 +1111,8 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
         raise MemoryError()
     try:
         _fill_dirs(&net, dirs, params, bufs, states, dt, training, kernel, hoist, panels)
+        if bias_src is not None:
+            _sum_biases(&net, dirs, bias_src, dt)
         for l in range(L):
             xp[l] = _ptr(xl[l], dt, <Py_ssize_t>net.N * (I if l == 0 else DH), "x")
             op[l] = _ptr(outl[l], dt, <Py_ssize_t>net.N * DH, "out")
@@ -1147,6 +1152,27 @@ cdef void bias_sums(floating* b, floating* bhn, const floating* b_ih, const floa
     if gru:
         memcpy(b + 2 * H, b_ih + 2 * H, H * sizeof(floating))
         memcpy(bhn, b_hh + 2 * H, H * sizeof(floating))
+
+
+cdef int _sum_biases(Net* net, Dir* dirs, list src, object dt) except -1:
+    """The kernel's bias vectors of every layer-direction from PyTorch's (see bias_sums); src[k] None: none."""
+    cdef int k, GH = net.G * net.H
+    cdef void* bi
+    cdef void* bh
+    if len(src) != net.L * net.D:
+        raise ValueError("internal: one bias pair per layer and direction")
+    for k in range(net.L * net.D):
+        if src[k] is None:
+            continue
+        bi = _ptr(src[k][0], dt, GH, "b_ih")
+        bh = _ptr(src[k][1], dt, GH, "b_hh")
+        if dt == np.float32:
+            bias_sums(<float*>dirs[k].b, <float*>dirs[k].bhn, <float*>bi, <float*>bh, net.H, GH,
+                      net.cell == CELL_GRU)
+        else:
+            bias_sums(<double*>dirs[k].b, <double*>dirs[k].bhn, <double*>bi, <double*>bh, net.H, GH,
+                      net.cell == CELL_GRU)
+    return 0
 
 
 cdef class Stepper:

@@ -260,19 +260,12 @@ class _RNNBase(Module):
         self._kplans = {}
         self._cache = None
 
-    def _biases_into(self, sfx, b, bhn):
-        """Write the kernel's bias vectors for one layer and direction into ``b`` (G*H) and ``bhn`` (H):
-        b_ih + b_hh (GRU: summed for r and z, b_in alone for n, b_hn apart)."""
-        if not self.bias:
-            return
-        H = self.hidden_size
-        b_ih, b_hh = self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]
-        if self._mode == "gru":
-            np.add(b_ih[:2 * H], b_hh[:2 * H], out=b[:2 * H])
-            b[2 * H:] = b_ih[2 * H:]
-            bhn[...] = b_hh[2 * H:]
-        else:
-            np.add(b_ih, b_hh, out=b)
+    def _bias_src(self, biases):
+        """Per layer and direction, PyTorch's (b_ih, b_hh) (None without bias), from which the kernel entry
+        makes its own bias vectors at every call (the parameters may change in place between calls):
+        b = b_ih + b_hh (GRU: summed for r and z, b_in alone for n, and b_hn apart)."""
+        return [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
+                for sfx, _, _ in biases]
 
     def _prepare(self, ws, plan, training, n_threads, kp):
         """The kernel's arguments that do not change from call to call at this layout and kernel plan
@@ -352,8 +345,7 @@ class _RNNBase(Module):
         plan = self._plan(None, B, 1)
         kp = _planner.plan_call(self._call(B, 1, B, False), n_threads)
         params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)
-        src = [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
-               for sfx, _, _ in biases]
+        src = self._bias_src(biases)
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
                         self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
                         [(b, bhn) for _, b, bhn in biases], n_threads, *kp.kernel_args)
@@ -372,8 +364,6 @@ class _RNNBase(Module):
         kp = self._kernel_plan(B, T, N, training, n_threads)
         n_threads = kp.threads
         params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, kp)
-        for sfx, b, bhn in biases:  # the parameters may have changed in place since the last call
-            self._biases_into(sfx, b, bhn)
         z = np.zeros((B, H), dt)
         h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
         c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
@@ -419,7 +409,8 @@ class _RNNBase(Module):
             else:
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
-                            L, params, bufs, states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io)
+                            L, params, bufs, states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io,
+                            bias_src=self._bias_src(biases))
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
