@@ -28,7 +28,7 @@ RAW=$(ls "$WORK"/dist/rnnfast-*.whl)
 
 # 3. repair: the platform tag auditwheel allows and libgomp copied in
 mkdir -p "$ROOT/wheelhouse"
-"$WORK/tools/bin/auditwheel" repair --wheel-dir "$WORK/repaired" "$RAW" > "$WORK/repair.log" 2>&1 \
+PATH="$WORK/tools/bin:$PATH" auditwheel repair --wheel-dir "$WORK/repaired" "$RAW" > "$WORK/repair.log" 2>&1 \
     || { cat "$WORK/repair.log"; exit 1; }
 WHEEL=$(ls "$WORK"/repaired/rnnfast-*.whl)
 NAME=$(basename "$WHEEL")
