@@ -5,14 +5,10 @@ a multi-threaded rnnfast LSTM call, a multi-threaded torch LSTM call on the same
 outputs compared, then rnnfast again after torch's threads have run. A hang (two runtimes fighting over
 the threads) fails through the subprocess timeout, a crash through the return code.
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-
-import rnnfast
+from _child import run_python
 
 pytest.importorskip("torch")
 
@@ -44,17 +40,9 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(first, second, cwd):
-    # the child imports the same rnnfast as this process (installed or on PYTHONPATH), from a neutral cwd
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-c", _SCRIPT, first, second], capture_output=True, text=True,
-                          timeout=180, env=env, cwd=cwd)
-
-
 @pytest.mark.parametrize("first, second", [("torch", "rnnfast"), ("rnnfast", "torch")],
                          ids=["torch-then-rnnfast", "rnnfast-then-torch"])
 def test_both_openmp_runtimes_work_in_one_process(first, second, tmp_path):
-    res = _run(first, second, tmp_path)
+    res = run_python(["-c", _SCRIPT, first, second], tmp_path, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith(f"ok {first} {second}"), res.stdout
