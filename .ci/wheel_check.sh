@@ -35,6 +35,12 @@ if [ -z "$SDIST" ]; then
     build --sdist .
     SDIST=$(ls "$WORK"/dist/rnnfast-*.tar.gz)
     cp "$SDIST" "$ROOT/wheelhouse/"
+    if git -C "$ROOT" rev-parse --git-dir > /dev/null 2>&1; then   # every tracked file the sdist should carry
+        tar tzf "$SDIST" | sed 's|^[^/]*/||' | sort > "$WORK/in_sdist"
+        git -C "$ROOT" ls-files tests bench examples csrc rnnfast LICENSE | sort > "$WORK/tracked"
+        missing=$(comm -23 "$WORK/tracked" "$WORK/in_sdist")
+        if [ -n "$missing" ]; then echo "wheel_check: not in the sdist:"; echo "$missing"; exit 1; fi
+    fi
 fi
 tar xzf "$SDIST" -C "$WORK/src" --strip-components=1
 build --wheel "$WORK/src"
