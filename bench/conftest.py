@@ -1,9 +1,33 @@
 """Fixtures and report extras of the rnnfast benchmark suite (only loaded by ``pytest bench/``)."""
+import importlib.machinery
 import os
+import sys
 
 import pytest
 
-import rnnfast
+_BENCH = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_BENCH)
+
+
+def _import_the_built_rnnfast():
+    """Benchmark the installed rnnfast, as ``tests/`` tests it, not the uncompiled source tree.
+
+    ``python -m pytest bench/`` puts the checkout root on ``sys.path``, where ``rnnfast/`` has no compiled
+    kernels unless they were built in place (``pip install -e .``): the root is dropped from ``sys.path`` in
+    that case. ``bench/`` itself goes on it, so that the suite's plain helper modules import (pytest runs
+    in ``--import-mode=importlib``, which adds nothing).
+    """
+    kernels = os.path.join(_ROOT, "rnnfast", "_kernels")
+    built = any(os.path.exists(os.path.join(kernels, "_recurrent" + suffix))
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    if not built:
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+    if _BENCH not in sys.path:
+        sys.path.insert(0, _BENCH)
+
+
+_import_the_built_rnnfast()
+import rnnfast  # noqa: E402  (after the path fix above)
 
 _RESULTS = pytest.StashKey()
 _SLOW_BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")

@@ -13,11 +13,12 @@ import math
 import os
 import threading
 import warnings
+from typing import SupportsIndex
 
 from rnnfast._kernels import _recurrent
 
 _lock = threading.Lock()
-_num_threads = None
+_num_threads: int | None = None
 # GNU OpenMP's thread pool does not survive fork(): a child's first parallel region waits forever for
 # the parent's threads. So once a call has run with threads, a forked child (gunicorn --preload,
 # multiprocessing's "fork") runs rnnfast single-threaded, which is safe, and says so once.
@@ -26,7 +27,7 @@ _forked_after_threads = False
 _warned_fork = False
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _forked_after_threads
     if _threads_started:
         _forked_after_threads = True
@@ -36,7 +37,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _cgroup_quota():
+def _cgroup_quota() -> int | None:
     """CPUs allowed by a cgroup v2 (cpu.max) or v1 (cfs quota) limit, or None."""
     try:
         with open("/sys/fs/cgroup/cpu.max") as f:
@@ -48,20 +49,20 @@ def _cgroup_quota():
         pass
     try:
         with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
+            quota_us = int(f.read())
         with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        if quota > 0 and period > 0:
-            return max(1, math.ceil(quota / period))
+            period_us = int(f.read())
+        if quota_us > 0 and period_us > 0:
+            return max(1, math.ceil(quota_us / period_us))
     except (OSError, ValueError):
         pass
     return None
 
 
-_available = None
+_available: int | None = None
 
 
-def available_cpus(refresh=False):
+def available_cpus(refresh: bool = False) -> int:
     """Number of CPUs this process may run on (affinity and cgroup quota); read once, then cached
     (``refresh=True`` or ``set_num_threads(None)`` reads it again)."""
     global _available
@@ -78,7 +79,17 @@ def available_cpus(refresh=False):
     return _available
 
 
-def set_num_threads(n):
+def _thread_count(value: SupportsIndex, name: str) -> int:
+    """``value`` as a thread count: TypeError unless an integer (bools refused), ValueError unless >= 1."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be a positive int or None, got {type(value).__name__}")
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def set_num_threads(n: SupportsIndex | None) -> None:
     """Set the number of threads rnnfast's kernels use by default.
 
     Parameters
@@ -87,19 +98,14 @@ def set_num_threads(n):
         A positive thread count, or None to return to the default (the CPUs this process may use).
     """
     global _num_threads
-    if n is not None:
-        if isinstance(n, bool) or not hasattr(n, "__index__"):
-            raise TypeError(f"n must be a positive int or None, got {type(n).__name__}")
-        n = int(n)
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+    value = None if n is None else _thread_count(n, "n")
     with _lock:
-        _num_threads = n
-    if n is None:
+        _num_threads = value
+    if value is None:
         available_cpus(refresh=True)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Return the number of threads rnnfast's kernels use by default.
 
     Returns
@@ -111,18 +117,11 @@ def get_num_threads():
     return available_cpus() if n is None else n
 
 
-def resolve_threads(n_threads):
+def resolve_threads(n_threads: SupportsIndex | None) -> int:
     """The thread count for one call: ``n_threads`` if given (validated), else the default; 1 in a
     process forked after rnnfast had started threads (see above)."""
     global _threads_started, _warned_fork
-    if n_threads is None:
-        n = get_num_threads()
-    else:
-        if isinstance(n_threads, bool) or not hasattr(n_threads, "__index__"):
-            raise TypeError(f"n_threads must be a positive int or None, got {type(n_threads).__name__}")
-        n = int(n_threads)
-        if n < 1:
-            raise ValueError(f"n_threads must be >= 1, got {n}")
+    n = get_num_threads() if n_threads is None else _thread_count(n_threads, "n_threads")
     if n > 1:
         if _forked_after_threads:
             if not _warned_fork:
@@ -136,7 +135,7 @@ def resolve_threads(n_threads):
     return n
 
 
-def _find_blas_thread_fns():
+def _find_blas_thread_fns() -> tuple[int | None, int | None] | None:
     """Addresses of the process-wide thread setter and getter of the OpenBLAS that scipy's
     cython_blas uses (scipy's wheels bundle one, with or without a ``scipy_`` symbol prefix)."""
     import scipy

@@ -18,8 +18,12 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
+
+from rnnfast._typing import ArrayLike, PathLike
 
 __all__ = ["FormatError", "save_archive", "load_archive", "FORMAT_VERSION"]
 
@@ -34,14 +38,15 @@ class FormatError(ValueError):
     """A file that is not a valid rnnfast save file (damaged, truncated, foreign or too new)."""
 
 
-def _jsonable(obj, where):
+def _jsonable(obj: Any, where: str) -> Any:
     try:
         return json.loads(json.dumps(obj, allow_nan=True))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{where} must be JSON-serialisable: {e}") from None
 
 
-def save_archive(path, kind, config, arrays, extra=None):
+def save_archive(path: PathLike, kind: str, config: Mapping[str, Any], arrays: Mapping[str, ArrayLike],
+                 extra: Mapping[str, Any] | None = None) -> None:
     """Write ``config``, ``arrays`` and ``extra`` to ``path`` atomically.
 
     Parameters
@@ -60,7 +65,7 @@ def save_archive(path, kind, config, arrays, extra=None):
     path = os.fspath(path)
     if not isinstance(kind, str) or not kind:
         raise TypeError("kind must be a non-empty string")
-    index = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind,
+    index: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind,
              "config": _jsonable(config, "config"), "extra": _jsonable(extra or {}, "extra"), "arrays": {}}
     blobs = []
     for i, (name, arr) in enumerate(arrays.items()):
@@ -101,7 +106,8 @@ def save_archive(path, kind, config, arrays, extra=None):
         pass
 
 
-def load_archive(path, kind=None):
+def load_archive(path: PathLike, kind: str | Callable[[str], bool] | None = None
+                 ) -> tuple[str, dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by :func:`save_archive`.
 
     Parameters
@@ -158,7 +164,7 @@ def load_archive(path, kind=None):
         config, extra, entries = index.get("config"), index.get("extra", {}), index.get("arrays")
         if not isinstance(config, dict) or not isinstance(extra, dict) or not isinstance(entries, dict):
             raise FormatError(f"{path}: damaged index (config, extra and arrays must be objects)")
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for name, ent in entries.items():
             if (not isinstance(ent, dict) or not isinstance(ent.get("file"), str) or ent["file"] not in names
                     or not isinstance(ent.get("shape"), list) or not isinstance(ent.get("dtype"), str)):

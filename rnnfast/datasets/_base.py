@@ -8,9 +8,11 @@ import importlib.util
 import os
 import zlib
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from rnnfast._typing import ArrayLike
 
 __all__ = ["DatasetNotAvailable", "package_dir", "data_path", "hash_bucket", "check_split", "Vocabulary"]
 
@@ -86,7 +88,7 @@ def hash_bucket(key: str, buckets: int = 100) -> int:
 
 
 @contextlib.contextmanager
-def no_gc():
+def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many small containers (it would otherwise rescan
     the large cached tables again and again, tripling the time); reference counting still frees memory."""
     was_enabled = gc.isenabled()
@@ -98,7 +100,7 @@ def no_gc():
             gc.enable()
 
 
-def check_split(split, allowed: Sequence[str] = SPLITS):
+def check_split(split: str | None, allowed: Sequence[str] = SPLITS) -> str | None:
     if split is not None and split not in allowed:
         raise ValueError(f"split must be None or one of {tuple(allowed)}, got {split!r}")
     return split
@@ -124,9 +126,13 @@ class Vocabulary:
         Token -> id.
     pad_id, unk_id, bos_id, eos_id : int or None
         Ids of the special tokens, None where absent.
+    counts : dict of str to int
+        Only on a vocabulary made by :meth:`build`: each ordinary token's count.
     """
 
-    def __init__(self, tokens: Iterable[str], specials: Sequence[str] = ("<pad>", "<unk>")):
+    counts: dict[str, int]
+
+    def __init__(self, tokens: Iterable[str], specials: Sequence[str] = ("<pad>", "<unk>")) -> None:
         itos = list(specials)
         seen = set(itos)
         if len(seen) != len(itos):
@@ -154,7 +160,7 @@ class Vocabulary:
         """
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for seq in sequences:
             counts.update(seq)
         for s in specials:
@@ -171,7 +177,7 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.itos)
 
-    def __contains__(self, token) -> bool:
+    def __contains__(self, token: object) -> bool:
         return token in self.stoi
 
     def __repr__(self) -> str:
@@ -196,11 +202,11 @@ class Vocabulary:
         return np.asarray(ids, dtype=np.int64)
 
     def encode_batch(self, sequences: Iterable[Iterable[str]], add_bos: bool = False,
-                     add_eos: bool = False) -> list:
+                     add_eos: bool = False) -> list[np.ndarray]:
         """``encode`` for each sequence: a list of 1-D int64 arrays (variable length, not padded)."""
         return [self.encode(s, add_bos, add_eos) for s in sequences]
 
-    def decode(self, ids, skip_specials: bool = True) -> list:
+    def decode(self, ids: ArrayLike, skip_specials: bool = True) -> list[str]:
         """Tokens of ``ids``; with ``skip_specials`` the special tokens (padding, ``<s>``, ...) are dropped,
         except ``<unk>``, which is kept so that unknown positions stay visible."""
         drop = {self.stoi[s] for s in self.specials if s != "<unk>"} if skip_specials else set()
@@ -213,7 +219,7 @@ class Vocabulary:
                 out.append(self.itos[i])
         return out
 
-    def _special_id(self, i, name):
+    def _special_id(self, i: int | None, name: str) -> int:
         if i is None:
             raise ValueError(f"this vocabulary has no {name} token")
         return i

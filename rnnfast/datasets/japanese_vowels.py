@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from rnnfast._typing import DTypeLike
 from rnnfast.datasets._base import data_path
 
 __all__ = ["load_japanese_vowels", "read_ts"]
@@ -21,7 +22,7 @@ def _parse_bool(value: str, tag: str, path: str) -> bool:
     return v == "true"
 
 
-def read_ts(path: str, dtype=np.float64):
+def read_ts(path: str, dtype: DTypeLike = np.float64) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Read a multivariate ``.ts`` file (the sktime / UEA time-series text format) without timestamps.
 
     The format, as the files' headers document it: ``#`` comment lines; ``@tag value`` header lines
@@ -97,7 +98,7 @@ def read_ts(path: str, dtype=np.float64):
 
 
 @functools.lru_cache(maxsize=4)
-def _parsed(train_path: str, test_path: str):
+def _parsed(train_path: str, test_path: str) -> tuple[tuple[tuple[np.ndarray, ...], np.ndarray], ...]:
     out = []
     for p in (train_path, test_path):
         X, labels, classes = read_ts(p)
@@ -110,7 +111,7 @@ def _parsed(train_path: str, test_path: str):
     return tuple(out)
 
 
-def load_japanese_vowels(dtype=np.float64):
+def load_japanese_vowels(dtype: DTypeLike = np.float64) -> tuple[tuple[list[np.ndarray], np.ndarray], ...]:
     """The Japanese Vowels data set from the ``sktime`` package (offline, no sktime import).
 
     Nine male speakers uttering the vowels /ae/; each case is 12 LPC cepstrum coefficients over 7 to 29

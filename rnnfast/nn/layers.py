@@ -11,6 +11,7 @@ import numpy as np
 
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._threads import resolve_threads
+from rnnfast._typing import ArrayLike, DTypeLike, Seed
 
 from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_int,
                                check_lengths, make_rng, time_mask, to_numpy)
@@ -18,7 +19,7 @@ from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtyp
 __all__ = ["Embedding", "Linear", "Dropout", "LastStep", "MeanPool", "MaxPool", "Attention"]
 
 
-def _check_grad(dout, shape, dtype, name="dout"):
+def _check_grad(dout: ArrayLike, shape: tuple[int, ...], dtype: np.dtype, name: str = "dout") -> np.ndarray:
     """The upstream gradient as ``dtype``, with the forward output's shape."""
     dout = as_float(dout, dtype, name)
     if dout.shape != tuple(shape):
@@ -26,7 +27,7 @@ def _check_grad(dout, shape, dtype, name="dout"):
     return dout
 
 
-def _check_seq(x, name="x"):
+def _check_seq(x: ArrayLike, name: str = "x") -> np.ndarray:
     """A (B, T, F) float array with B, T >= 1 (float32/float64 kept, integers -> float64)."""
     x = as_float_keep(x, name)
     if x.ndim != 3:
@@ -65,7 +66,8 @@ class Embedding(Module):
     (1, 3, 4)
     """
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32, seed=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.num_embeddings = check_int(num_embeddings, "num_embeddings", 1)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", 1)
@@ -83,7 +85,7 @@ class Embedding(Module):
             w[padding_idx] = 0
         self._add_param("weight", w)
 
-    def _check_ids(self, x):
+    def _check_ids(self, x: ArrayLike) -> np.ndarray:
         try:
             ids = np.asarray(to_numpy(x))
         except (TypeError, ValueError) as e:
@@ -97,14 +99,14 @@ class Embedding(Module):
                 raise ValueError(f"ids must be in [0, {self.num_embeddings}) (num_embeddings), got {bad}")
         return ids.astype(np.intp, copy=False)
 
-    def forward(self, x, *, lengths=None, n_threads=None):
+    def forward(self, x: ArrayLike, *, lengths: ArrayLike | None = None, n_threads: int | None = None) -> np.ndarray:
         """Look up ``x`` (integer array) -> ``x.shape + (embedding_dim,)``."""
         ids = self._check_ids(x)
         out = self._params["weight"][ids]
         self._keep(ids)
         return out
 
-    def backward(self, dout, *, n_threads=None):
+    def backward(self, dout: ArrayLike, *, n_threads: int | None = None) -> None:
         """Accumulate ``grads["weight"]`` (padding row excluded). Returns None (ids have no gradient)."""
         ids = self._take_cache()
         dout = _check_grad(dout, ids.shape + (self.embedding_dim,), self.dtype)
@@ -117,7 +119,7 @@ class Embedding(Module):
         np.add.at(self.grads["weight"], flat_ids, flat)
         return None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}, dtype={self.dtype.name}"
 
@@ -142,7 +144,8 @@ class Linear(Module):
     Parameters ``weight`` (out_features, in_features) and ``bias`` (out_features,), as in PyTorch.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32,
+                 seed: Seed = None) -> None:
         super().__init__()
         self.in_features = check_int(in_features, "in_features", 1)
         self.out_features = check_int(out_features, "out_features", 1)
@@ -156,7 +159,7 @@ class Linear(Module):
         if self.bias:
             self._add_param("bias", rng.uniform(-k, k, self.out_features).astype(self.dtype))
 
-    def forward(self, x, *, lengths=None, n_threads=None):
+    def forward(self, x: ArrayLike, *, lengths: ArrayLike | None = None, n_threads: int | None = None) -> np.ndarray:
         """(..., in_features) -> (..., out_features)."""
         x = as_float(x, self.dtype, "x")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
@@ -172,7 +175,7 @@ class Linear(Module):
         self._keep((x2, x.shape))
         return out.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, dout, *, n_threads=None):
+    def backward(self, dout: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """Accumulate ``grads``; returns the gradient wrt the input, shape (..., in_features)."""
         x2, xshape = self._take_cache()
         nth = resolve_threads(n_threads)
@@ -185,7 +188,7 @@ class Linear(Module):
         _k.matmul(d2, self._params["weight"], dx, nthreads=nth)
         return dx.reshape(xshape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias}, dtype={self.dtype.name}"
 
 
@@ -201,7 +204,10 @@ class Dropout(Module):
         Seeds the masks.
     """
 
-    def __init__(self, p=0.5, seed=None):
+    p: float
+    _rng: np.random.Generator
+
+    def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real):
             raise TypeError(f"p must be a number in [0, 1], got {type(p).__name__}")
@@ -210,7 +216,7 @@ class Dropout(Module):
         self.p = float(p)
         self._rng = make_rng(seed)
 
-    def forward(self, x, *, lengths=None, n_threads=None):
+    def forward(self, x: ArrayLike, *, lengths: ArrayLike | None = None, n_threads: int | None = None) -> np.ndarray:
         """Apply dropout (training) or return ``x`` unchanged (eval); float dtypes are kept."""
         x = as_float_keep(x, "x")
         if not self.training or self.p == 0.0:
@@ -223,7 +229,7 @@ class Dropout(Module):
         self._keep((x.shape, mask))
         return x * mask
 
-    def backward(self, dout, *, n_threads=None):
+    def backward(self, dout: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """Gradient wrt the input: ``dout`` times the same mask."""
         shape, mask = self._take_cache()
         dout = as_float_keep(dout, "dout")
@@ -231,7 +237,7 @@ class Dropout(Module):
             raise ValueError(f"dout must have the output's shape {shape}, got {dout.shape}")
         return dout if mask is None else dout * mask
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
@@ -254,13 +260,13 @@ class LastStep(Module):
     ``forward(x, lengths=None)``: without ``lengths`` every sequence ends at step T - 1.
     """
 
-    def __init__(self, bidirectional=False):
+    def __init__(self, bidirectional: bool = False) -> None:
         super().__init__()
         if not isinstance(bidirectional, (bool, np.bool_)):
             raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
         self.bidirectional = bool(bidirectional)
 
-    def forward(self, x, lengths=None, *, n_threads=None):
+    def forward(self, x: ArrayLike, lengths: ArrayLike | None = None, *, n_threads: int | None = None) -> np.ndarray:
         """(B, T, F) -> (B, F) at step ``lengths - 1`` (the reverse half at step 0 if bidirectional)."""
         x = _check_seq(x)
         B, T, F = x.shape
@@ -275,7 +281,7 @@ class LastStep(Module):
         self._keep((x.shape, x.dtype, last))
         return out
 
-    def backward(self, dout, *, n_threads=None):
+    def backward(self, dout: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """(B, F) -> (B, T, F), zero except at the selected steps."""
         (B, T, F), dtype, last = self._take_cache()
         dout = _check_grad(dout, (B, F), dtype)
@@ -289,14 +295,14 @@ class LastStep(Module):
             dx[rows, last] = dout
         return dx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return "bidirectional=True" if self.bidirectional else ""
 
 
 class MeanPool(Module):
     """Mean over the valid time steps: (B, T, F) -> (B, F); ``forward(x, lengths=None)``."""
 
-    def forward(self, x, lengths=None, *, n_threads=None):
+    def forward(self, x: ArrayLike, lengths: ArrayLike | None = None, *, n_threads: int | None = None) -> np.ndarray:
         """Average of ``x[b, :lengths[b]]`` for each sequence b."""
         x = _check_seq(x)
         B, T, F = x.shape
@@ -311,7 +317,7 @@ class MeanPool(Module):
         self._keep((x.shape, x.dtype, lengths, n))
         return out
 
-    def backward(self, dout, *, n_threads=None):
+    def backward(self, dout: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """(B, F) -> (B, T, F): ``dout / length`` at valid steps, zero at padded ones."""
         (B, T, F), dtype, lengths, n = self._take_cache()
         dout = _check_grad(dout, (B, F), dtype)
@@ -328,7 +334,7 @@ class MaxPool(Module):
     The gradient goes to the (first) step holding the maximum, per feature.
     """
 
-    def forward(self, x, lengths=None, *, n_threads=None):
+    def forward(self, x: ArrayLike, lengths: ArrayLike | None = None, *, n_threads: int | None = None) -> np.ndarray:
         """Max of ``x[b, :lengths[b]]`` for each sequence b and feature."""
         x = _check_seq(x)
         B, T, F = x.shape
@@ -341,7 +347,7 @@ class MaxPool(Module):
         self._keep((x.shape, x.dtype, arg))
         return out
 
-    def backward(self, dout, *, n_threads=None):
+    def backward(self, dout: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """(B, F) -> (B, T, F), ``dout`` at each maximum's step, zero elsewhere."""
         (B, T, F), dtype, arg = self._take_cache()
         dout = _check_grad(dout, (B, F), dtype)
@@ -385,7 +391,8 @@ class Attention(Module):
 
     KINDS = ("dot", "general", "additive")
 
-    def __init__(self, query_size, key_size, kind="dot", hidden_size=None, dtype=np.float32, seed=None):
+    def __init__(self, query_size: int, key_size: int, kind: str = "dot", hidden_size: int | None = None,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.query_size = check_int(query_size, "query_size", 1)
         self.key_size = check_int(key_size, "key_size", 1)
@@ -402,7 +409,7 @@ class Attention(Module):
         rng = make_rng(seed)
         Q, K, A, dt = self.query_size, self.key_size, self.hidden_size, self.dtype
 
-        def uniform(shape, fan_in):
+        def uniform(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
             k = 1.0 / np.sqrt(fan_in)
             return rng.uniform(-k, k, shape).astype(dt)
 
@@ -414,7 +421,8 @@ class Attention(Module):
             self._add_param("v", uniform((A,), A))
 
     # ------------------------------------------------------------------ forward
-    def _check_inputs(self, query, keys, values, key_lengths):
+    def _check_inputs(self, query: ArrayLike, keys: ArrayLike, values: ArrayLike | None,
+                      key_lengths: ArrayLike | None) -> tuple:
         dt = self.dtype
         q = as_float(query, dt, "query")
         if q.ndim == 2:
@@ -444,7 +452,8 @@ class Attention(Module):
         lengths = check_lengths(key_lengths, B, Tk, "key_lengths")
         return q, k, v, lengths, single
 
-    def forward(self, query, keys, values=None, key_lengths=None):
+    def forward(self, query: ArrayLike, keys: ArrayLike, values: ArrayLike | None = None,
+                key_lengths: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Attend from ``query`` over ``keys``.
 
         Parameters
@@ -489,7 +498,8 @@ class Attention(Module):
             return ctx[:, 0], w[:, 0]
         return ctx, w
 
-    def backward(self, dcontext, dweights=None):
+    def backward(self, dcontext: ArrayLike, dweights: ArrayLike | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Gradients wrt the inputs; parameter gradients accumulate in ``grads``.
 
         Parameters
@@ -549,6 +559,6 @@ class Attention(Module):
             dq = dq[:, 0]
         return dq, dk, dv
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         hid = f", hidden_size={self.hidden_size}" if self.kind == "additive" else ""
         return f"{self.query_size}, {self.key_size}, kind={self.kind!r}{hid}, dtype={self.dtype.name}"
