@@ -507,12 +507,12 @@ class ProgressBar(Callback):
 
     def __init__(self, file=None, mininterval=0.2, use_tqdm=None, log_every=10.0, per_batch=True):
         self.file = file
-        self.per_batch = bool(per_batch)
+        self.per_batch = check_bool(per_batch, "per_batch")
         if not self.per_batch:
             use_tqdm = False
             log_every = math.inf
-        self.mininterval = float(mininterval)
-        self.log_every = float(log_every)
+        self.mininterval = check_real(mininterval, "mininterval", 0.0)
+        self.log_every = check_real(log_every, "log_every", 0.0)
         if use_tqdm is None or use_tqdm:
             try:
                 from tqdm.auto import tqdm
