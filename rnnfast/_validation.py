@@ -115,6 +115,15 @@ class Real(Constraint):
         rb = "]" if self.closed in ("both", "right") else ")"
         return f"{lb}{self.low}, {self.high}{rb}"
 
+    def _range(self) -> str:
+        """The allowed values in words: "a number >= 0.0", "a finite number > 0.0", "a number in [0.0, 1.0)"."""
+        if self.high != math.inf:
+            return "a number in " + self.interval()
+        what = "a number" if self.closed in ("both", "right") else "a finite number"
+        if self.low == -math.inf:
+            return what + (", not NaN" if what == "a number" else "")
+        return what + (" >= " if self.closed in ("both", "left") else " > ") + str(self.low)
+
     def convert(self, value: Any, name: str) -> float:
         v = float(value)
         if self.allow_nan and math.isnan(v):
@@ -122,7 +131,7 @@ class Real(Constraint):
         lo_ok = v >= self.low if self.closed in ("both", "left") else v > self.low
         hi_ok = v <= self.high if self.closed in ("both", "right") else v < self.high
         if math.isnan(v) or not (lo_ok and hi_ok):
-            raise ValueError(f"{name} must be a number in {self.interval()}{self._none()}, got {value!r}")
+            raise ValueError(f"{name} must be {self._range()}{self._none()}, got {value!r}")
         return v
 
 
