@@ -9,7 +9,7 @@ while every epoch still sees a different, seeded order.
 
 import numpy as np
 
-from rnnfast._validation import check_real
+from rnnfast._validation import check_bool, check_real
 from rnnfast.nn.module import as_real_array, check_int, make_rng, to_numpy
 
 __all__ = ["pad_sequences", "batch_indices", "bucket_batches", "SequenceDataset"]
@@ -167,7 +167,7 @@ class SequenceDataset:
     """
 
     def __init__(self, X, y=None, lengths=None, sample_weight=None, per_step=False):
-        self.per_step = bool(per_step)
+        self.per_step = check_bool(per_step, "per_step")
         if isinstance(X, (list, tuple)) or (isinstance(X, np.ndarray) and X.dtype == object):
             if lengths is not None:
                 raise ValueError("lengths is taken from the sequences of a list X; do not pass it")

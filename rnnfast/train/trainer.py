@@ -189,6 +189,7 @@ class _SigintGuard:
 #: value); ``clip_*`` are finite and positive.
 _PARAMS = {
     "epochs": Integer(0), "batch_size": Integer(1), "initial_epoch": Integer(0),
+    "per_step": Boolean(), "shuffle": Boolean(), "bucket": Boolean(),
     "clip_norm": Real(0.0, math.inf, closed="neither", allow_none=True),
     "clip_value": Real(0.0, math.inf, closed="neither", allow_none=True),
     "verbose": AnyOf(Boolean(), Integer(0, 2)),
@@ -308,11 +309,11 @@ class Trainer:
         """
         if self.optimizer is None:
             raise TypeError("fit needs an optimizer (Trainer(model, loss, optimizer, ...))")
-        checked = validate_params({"epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch},
-                                  _PARAMS)
-        epochs, batch_size, initial_epoch = checked["epochs"], checked["batch_size"], checked["initial_epoch"]
-        data, val = self._fit_data(X, y, lengths, sample_weight, bool(per_step), validation_data, validation_split)
-        self._check_fit(data, bool(shuffle), batch_size)
+        per_step, epochs, batch_size, shuffle, bucket, initial_epoch = validate_params(
+            dict(per_step=per_step, epochs=epochs, batch_size=batch_size, shuffle=shuffle, bucket=bucket,
+                 initial_epoch=initial_epoch), _PARAMS).values()
+        data, val = self._fit_data(X, y, lengths, sample_weight, per_step, validation_data, validation_split)
+        self._check_fit(data, shuffle, batch_size)
         seed_int, seed_rng = _seed_parts(seed)
         self._begin_fit(data, val, epochs, initial_epoch, batch_size, history)
         callbacks = CallbackList(self.callbacks + ([ProgressBar(per_batch=self.verbose == 1)] if self.verbose else []),
@@ -324,7 +325,7 @@ class Trainer:
                 callbacks.on_train_begin({})
                 for epoch in range(initial_epoch, initial_epoch + epochs):
                     rng = self._epoch_rng(seed_int, seed_rng, epoch)
-                    batches = self.epoch_batches(data, rng, batch_size, bool(shuffle), bool(bucket))
+                    batches = self.epoch_batches(data, rng, batch_size, shuffle, bucket)
                     self.params["steps"] = self.count_steps(data, batches)
                     self.carry.reset()
                     callbacks.on_epoch_begin(epoch, {})
