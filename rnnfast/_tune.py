@@ -24,6 +24,7 @@ import numpy as np
 from rnnfast import _planner
 from rnnfast._planner import Plan
 from rnnfast._threads import resolve_threads
+from rnnfast._validation import check_int
 
 __all__ = ["tune", "tuned_plans", "cache_path"]
 
@@ -142,8 +143,7 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     dict
         ``{"plan": the chosen Plan, "default": the planner's own, "times": {str(plan): median seconds}}``.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    repeats = check_int(repeats, "repeats", 1)
     threads = resolve_threads(n_threads)
     xb, _ = layer._check_x(x)
     B, T, _ = xb.shape

@@ -14,8 +14,8 @@ wrong element type for the arrays it describes, and callers written against eith
 
 Two ways in: the ``check_*`` functions for a single value, and constraint objects
 (:class:`Integer`, :class:`Real`, :class:`Boolean`, :class:`Options`, :class:`FloatDtype`,
-:class:`AnyOf`) for a declarative table checked by :func:`validate_params`, as scikit-learn's
-``_parameter_constraints``::
+:class:`InstanceOf`, :class:`Pair`, :class:`AnyOf`) for a declarative table checked by
+:func:`validate_params`, as scikit-learn's ``_parameter_constraints``::
 
     TABLE = {"hidden_size": Integer(1), "dropout": Real(0.0, 1.0, closed="left"),
              "pooling": Options("last", "mean", "max")}
@@ -29,8 +29,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-__all__ = ["UnsupportedDtypeError", "Constraint", "Integer", "Real", "Boolean", "Options", "FloatDtype", "AnyOf",
-           "validate_params", "check_int", "check_real", "check_bool", "check_option", "check_float_dtype"]
+__all__ = ["UnsupportedDtypeError", "Constraint", "Integer", "Real", "Boolean", "Options", "FloatDtype", "InstanceOf",
+           "Pair", "AnyOf", "SEED", "validate_params", "check_int", "check_real", "check_bool", "check_option",
+           "check_float_dtype", "check_seed"]
 
 
 class UnsupportedDtypeError(TypeError, ValueError):
@@ -94,14 +95,14 @@ class Integer(Constraint):
 
 
 class Real(Constraint):
-    """A real number (ints too; not bool, not NaN) in an interval; ``closed`` says which ends belong to it:
-    "both", "left", "right" or "neither"."""
+    """A real number (ints too; not bool) in an interval; ``closed`` says which ends belong to it:
+    "both", "left", "right" or "neither". NaN is refused unless ``allow_nan`` (a monitored value may be NaN)."""
 
     def __init__(self, low: float = -math.inf, high: float = math.inf, *, closed: str = "both",
-                 allow_none: bool = False):
+                 allow_none: bool = False, allow_nan: bool = False):
         if closed not in ("both", "left", "right", "neither"):
             raise ValueError(f"closed must be 'both', 'left', 'right' or 'neither', got {closed!r}")
-        self.low, self.high, self.closed, self.allow_none = low, high, closed, allow_none
+        self.low, self.high, self.closed, self.allow_none, self.allow_nan = low, high, closed, allow_none, allow_nan
 
     def describe(self) -> str:
         return "a number" + self._none()
@@ -114,12 +115,23 @@ class Real(Constraint):
         rb = "]" if self.closed in ("both", "right") else ")"
         return f"{lb}{self.low}, {self.high}{rb}"
 
+    def _range(self) -> str:
+        """The allowed values in words: "a number >= 0.0", "a finite number > 0.0", "a number in [0.0, 1.0)"."""
+        if self.high != math.inf:
+            return "a number in " + self.interval()
+        what = "a number" if self.closed in ("both", "right") else "a finite number"
+        if self.low == -math.inf:
+            return what + (", not NaN" if what == "a number" else "")
+        return what + (" >= " if self.closed in ("both", "left") else " > ") + str(self.low)
+
     def convert(self, value: Any, name: str) -> float:
         v = float(value)
+        if self.allow_nan and math.isnan(v):
+            return v
         lo_ok = v >= self.low if self.closed in ("both", "left") else v > self.low
         hi_ok = v <= self.high if self.closed in ("both", "right") else v < self.high
         if math.isnan(v) or not (lo_ok and hi_ok):
-            raise ValueError(f"{name} must be a number in {self.interval()}{self._none()}, got {value!r}")
+            raise ValueError(f"{name} must be {self._range()}{self._none()}, got {value!r}")
         return v
 
 
@@ -127,7 +139,7 @@ class Boolean(Constraint):
     """True or False (numpy bools too; not 0 or 1)."""
 
     def describe(self) -> str:
-        return "True or False"
+        return "a bool (True or False)"
 
     def accepts_type(self, value: Any) -> bool:
         return isinstance(value, (bool, np.bool_))
@@ -174,6 +186,36 @@ class FloatDtype(Constraint):
         return dt
 
 
+class InstanceOf(Constraint):
+    """An instance of one of ``classes``; ``description`` names them in messages ("a numpy Generator")."""
+
+    def __init__(self, *classes: type, description: str, allow_none: bool = False):
+        self.classes, self.description, self.allow_none = classes, description, allow_none
+
+    def describe(self) -> str:
+        return self.description + self._none()
+
+    def accepts_type(self, value: Any) -> bool:
+        return isinstance(value, self.classes)
+
+
+class Pair(Constraint):
+    """A tuple or list of two items, each checked by its own constraint (as ``name[0]``, ``name[1]``); returns a
+    tuple. Another type or length is a TypeError."""
+
+    def __init__(self, first: Constraint, second: Constraint, *, allow_none: bool = False):
+        self.items, self.allow_none = (first, second), allow_none
+
+    def describe(self) -> str:
+        return f"a pair ({self.items[0].describe()}, {self.items[1].describe()}){self._none()}"
+
+    def accepts_type(self, value: Any) -> bool:
+        return isinstance(value, (tuple, list)) and len(value) == 2
+
+    def convert(self, value: Any, name: str) -> tuple:
+        return tuple(c.check(v, f"{name}[{i}]") for i, (c, v) in enumerate(zip(self.items, value)))
+
+
 class AnyOf(Constraint):
     """The first of several constraints whose type the value has (TypeError when none takes it)."""
 
@@ -191,6 +233,10 @@ class AnyOf(Constraint):
             if c.accepts_type(value):
                 return c.convert(value, name)
         raise AssertionError("unreachable: accepts_type was checked")  # pragma: no cover
+
+
+#: A seed: an int >= 0, a numpy Generator (used as is) or None (fresh entropy).
+SEED = AnyOf(Integer(0), InstanceOf(np.random.Generator, description="a numpy Generator"), allow_none=True)
 
 
 def validate_params(values: Mapping[str, Any], table: Mapping[str, Constraint]) -> dict:
@@ -228,9 +274,10 @@ def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Opt
 
 
 def check_real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, *, closed: str = "both",
-               allow_none: bool = False) -> Optional[float]:
-    """``value`` as a float in the interval (TypeError for a non-number or a bool, ValueError outside or NaN)."""
-    return Real(low, high, closed=closed, allow_none=allow_none).check(value, name)
+               allow_none: bool = False, allow_nan: bool = False) -> Optional[float]:
+    """``value`` as a float in the interval (TypeError for a non-number or a bool, ValueError outside, or NaN
+    unless ``allow_nan``)."""
+    return Real(low, high, closed=closed, allow_none=allow_none, allow_nan=allow_nan).check(value, name)
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -254,3 +301,16 @@ def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
         A dtype other than float32 / float64 (a TypeError and a ValueError).
     """
     return FloatDtype().check(dtype, name)
+
+
+def check_seed(seed: Any, name: str = "seed") -> Any:
+    """``seed`` as :data:`SEED` takes it: an int >= 0, a numpy Generator or None, returned as given (ints as int).
+
+    Raises
+    ------
+    TypeError
+        Another type (a float, a bool, a string).
+    ValueError
+        A negative int.
+    """
+    return SEED.check(seed, name)

@@ -56,7 +56,7 @@ def test_check_real_refuses_nan_and_bools_and_strings():
 
 def test_check_bool_and_option():
     assert v.check_bool(np.bool_(True), "b") is True
-    with pytest.raises(TypeError, match="b must be True or False"):
+    with pytest.raises(TypeError, match=r"b must be a bool \(True or False\)"):
         v.check_bool(1, "b")
     assert v.check_option("mean", "pooling", ("last", "mean")) == "mean"
     with pytest.raises(ValueError, match=r"pooling must be one of \['last', 'mean'\]"):
@@ -79,7 +79,7 @@ def test_any_of_takes_the_first_constraint_of_the_right_type():
     assert c.check("auto", "r") == "auto" and c.check(np.bool_(False), "r") is False
     with pytest.raises(ValueError, match="r must be one of"):
         c.check("yes", "r")
-    with pytest.raises(TypeError, match="r must be one of \\['auto'\\] or True or False"):
+    with pytest.raises(TypeError, match=r"r must be one of \['auto'\] or a bool \(True or False\)"):
         c.check(3, "r")
 
 
@@ -100,3 +100,134 @@ def test_nn_module_helpers_delegate():
         module.check_int(0, "x", 1)
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         module.check_float_dtype(np.int32)
+
+
+def test_real_messages_name_the_range():
+    for kw, value, match in [({"low": 0.0}, -1.0, r"x must be a number >= 0.0, got -1.0"),
+                             ({"low": 0.0, "closed": "right"}, 0.0, r"x must be a number > 0.0, got 0.0"),
+                             ({"low": 0.0, "closed": "neither"}, math.inf, r"x must be a finite number > 0.0, got inf"),
+                             ({}, math.nan, r"x must be a number, not NaN, got nan"),
+                             ({"low": 0.0, "high": 1.0, "closed": "left"}, 1.0, r"x must be a number in \[0.0, 1.0\)")]:
+        with pytest.raises(ValueError, match=match):
+            v.check_real(value, "x", **kw)
+
+
+def test_allow_nan_passes_nan_and_still_checks_the_rest():
+    assert math.isnan(v.check_real(math.nan, "m", 0.0, allow_nan=True))
+    with pytest.raises(ValueError):
+        v.check_real(-1.0, "m", 0.0, allow_nan=True)
+    with pytest.raises(TypeError):
+        v.check_real("nan", "m", allow_nan=True)
+
+
+def test_instance_of():
+    c = v.InstanceOf(np.random.Generator, description="a numpy Generator")
+    g = np.random.default_rng(0)
+    assert c.check(g, "rng") is g
+    with pytest.raises(TypeError, match="rng must be a numpy Generator, got int 3"):
+        c.check(3, "rng")
+
+
+def test_pair_checks_each_item_under_its_own_name():
+    c = v.Pair(v.Real(0.0, 1.0, closed="left"), v.Integer(1))
+    assert c.check([0.5, np.int64(2)], "p") == (0.5, 2)
+    with pytest.raises(ValueError, match=r"p\[0\] must be a number in \[0.0, 1.0\)"):
+        c.check((1.0, 2), "p")
+    with pytest.raises(TypeError, match=r"p\[1\] must be an int"):
+        c.check((0.5, 2.0), "p")
+    for bad in (0.5, (0.5,), (0.5, 2, 3), "ab"):
+        with pytest.raises(TypeError, match="p must be a pair"):
+            c.check(bad, "p")
+
+
+def test_check_seed_and_make_rng():
+    g = np.random.default_rng(1)
+    assert v.check_seed(None) is None and v.check_seed(np.int64(3)) == 3 and v.check_seed(g) is g
+    assert module.make_rng(g) is g
+    assert module.make_rng(5).integers(1 << 30) == np.random.default_rng(5).integers(1 << 30)
+    for bad in (1.0, True, "0", [1]):
+        with pytest.raises(TypeError, match="seed must be an int or a numpy Generator or None"):
+            module.make_rng(bad)
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        module.make_rng(-1)
+
+
+# ------------------------------------------------------------------------ the policy where parameters enter
+def _entry_points():
+    """``(call, wrong type, bad value, name)``: each call takes the one parameter it checks."""
+    from rnnfast import nn
+    from rnnfast.train import callbacks as cb, clip, data, init, losses, metrics, optimizers as opt, schedules as sch
+    from rnnfast.train.tbptt import TruncatedBPTTTrainer
+    from rnnfast.train.trainer import Trainer
+
+    lin = nn.Linear(2, 2, seed=0)
+
+    def trainer(**kw):
+        return Trainer(lin, losses.MSE(), opt.SGD(lin), **kw)
+
+    def fit(**kw):
+        return trainer().fit(np.zeros((2, 3, 2)), np.zeros((2, 2)), **kw)
+
+    def tbptt(**kw):
+        return TruncatedBPTTTrainer(nn.Sequential(nn.Stateful(nn.LSTM(1, 2))), losses.MSE(), **kw)
+
+    ds = data.SequenceDataset(np.zeros((4, 2, 1)))
+    return [
+        (lambda x: trainer(clip_norm=x), "1", -1.0, "clip_norm"),
+        (lambda x: trainer(clip_value=x), True, 0.0, "clip_value"),
+        (lambda x: trainer(verbose=x), "1", 3, "verbose"),
+        (lambda x: fit(epochs=x), 1.0, -1, "epochs"),
+        (lambda x: fit(batch_size=x), 2.0, 0, "batch_size"),
+        (lambda x: fit(initial_epoch=x), "0", -1, "initial_epoch"),
+        (lambda x: fit(seed=x), 0.5, -1, "seed"),
+        (lambda x: fit(shuffle=x), 1, None, "shuffle"),
+        (lambda x: fit(per_step=x), "no", None, "per_step"),
+        (lambda x: data.SequenceDataset(np.zeros((2, 2, 1)), per_step=x), 0, None, "per_step"),
+        (lambda x: trainer().evaluate(np.zeros((2, 3, 2)), np.zeros((2, 2)), batch_size=x), 1.5, 0, "batch_size"),
+        (lambda x: tbptt(tbptt=x), 2.0, 0, "tbptt"),
+        (lambda x: cb.EarlyStopping(patience=x), 1.0, -1, "patience"),
+        (lambda x: cb.EarlyStopping(start_from_epoch=x), True, -1, "start_from_epoch"),
+        (lambda x: cb.EarlyStopping(min_delta=x), "0", -0.1, "min_delta"),
+        (lambda x: cb.EarlyStopping(mode=x), None, "median", "mode"),
+        (lambda x: cb.EarlyStopping(monitor=x), 3, "", "monitor"),
+        (lambda x: cb.TimeLimit(x), "60", 0, "seconds"),
+        (lambda x: cb.ProgressBar(mininterval=x), "fast", -1.0, "mininterval"),
+        (lambda x: ds.split(x), "0.5", 1.0, "validation_split"),
+        (lambda x: init.pytorch_default((3,), fan_in=x), 2.0, 0, "fan_in"),
+        (lambda x: init.init_recurrent(nn.LSTM(1, 2), forget_bias=x), "1", math.nan, "forget_bias"),
+        (lambda x: init.glorot_uniform((2, 2), gain=x), None, math.nan, "gain"),
+        (lambda x: opt.SGD(lin, lr=x), "fast", -0.1, "lr"),
+        (lambda x: opt.SGD(lin, nesterov=x), 1, None, "nesterov"),
+        (lambda x: opt.Adam(lin, betas=x), 0.9, (0.9, 1.0), "betas"),
+        (lambda x: opt.RMSprop(lin, alpha=x), [0.5], 1.5, "alpha"),
+        (lambda x: opt.SGD(lin).load_state_dict({**opt.SGD(lin).state_dict(), "steps": x}), 1.0, -1, "steps"),
+        (lambda x: clip.clip_grad_norm([np.ones(2)], x), "1", 0.0, "max_norm"),
+        (lambda x: clip.clip_grad_norm([np.ones(2)], 1.0, error_if_nonfinite=x), 1, None, "error_if_nonfinite"),
+        (lambda x: sch.StepLR(opt.SGD(lin), step_size=x), 1.0, 0, "step_size"),
+        (lambda x: sch.ReduceLROnPlateau(opt.SGD(lin), threshold_mode=x), 0, "median", "threshold_mode"),
+        (lambda x: sch.ReduceLROnPlateau(opt.SGD(lin), factor=x), "0.5", 1.0, "factor"),
+        (lambda x: sch.ExponentialLR(opt.SGD(lin), 0.9).load_state_dict(
+            {"gamma": x, "base_lr": 0.1, "last_epoch": 0}), "0.9", -0.5, "gamma"),
+        (lambda x: losses.MSE(reduction=x), None, "avg", "reduction"),
+        (lambda x: losses.Huber(delta=x), "1", math.inf, "delta"),
+        (lambda x: losses.CrossEntropy(ignore_index=x), 1.0, None, "ignore_index"),
+        (lambda x: metrics.f1([0, 1], [0, 1], average=x), 1, "weighted", "average"),
+        (lambda x: metrics.perplexity(x), "2", -1.0, "mean_cross_entropy"),
+        (lambda x: metrics.Accuracy(from_logits=x), 1, None, "from_logits"),
+        (lambda x: nn.LSTM(1, 2, bias=x), 1, None, "bias"),
+        (lambda x: nn.GRU(1, 2, bidirectional=x), "yes", None, "bidirectional"),
+        (lambda x: nn.LSTM(1, 2, dropout=x), "0.1", 1.5, "dropout"),
+        (lambda x: nn.RNN(1, 2, nonlinearity=x), None, "sigmoid", "nonlinearity"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_entry_points())))
+def test_wrong_type_is_type_error_and_bad_value_is_value_error(case):
+    call, wrong_type, bad_value, name = _entry_points()[case]
+    with pytest.raises(TypeError, match=name) as info:
+        call(wrong_type)
+    assert not isinstance(info.value, ValueError)
+    if bad_value is not None:
+        with pytest.raises(ValueError, match=name) as info:
+            call(bad_value)
+        assert not isinstance(info.value, TypeError)

@@ -10,7 +10,6 @@ The calling protocol is declared, not guessed: a layer with ``keyword_protocol =
 :class:`rnnfast.nn.Sequential` and the training loop call any other object with ``forward`` and ``backward``
 as ``forward(x)`` and ``backward(dout)``.
 """
-import numbers
 
 import numpy as np
 
@@ -110,11 +109,11 @@ def time_mask(lengths, B, T):
 
 
 def make_rng(seed):
-    """A numpy Generator from an int, None or a Generator (used as is)."""
+    """A numpy Generator from an int >= 0, None or a Generator (used as is); see
+    :func:`rnnfast._validation.check_seed`."""
+    seed = _validation.check_seed(seed)
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
     return np.random.default_rng(seed)
 
 

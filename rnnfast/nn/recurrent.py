@@ -3,14 +3,13 @@
 Each call validates its input once, packs the batch (time-major, longest sequence first, padded steps
 dropped), and hands the whole network to one ``nogil`` kernel call (``rnnfast._kernels._recurrent``).
 """
-import numbers
-
 import numpy as np
 
 from rnnfast import _planner, _tune
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._planner import TABLE, Call, Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
+from rnnfast._validation import Boolean, Options, Real, validate_params
 from rnnfast.nn.module import (BackwardStateError, Module, aligned_empty, as_float, check_float_dtype, check_int,
                                check_lengths, make_rng)
 
@@ -118,6 +117,9 @@ class _RNNBase(Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode = None
+    #: The constructor's options (rnnfast._validation: TypeError for a wrong type, ValueError for a bad value).
+    _options = {"bias": Boolean(), "batch_first": Boolean(), "bidirectional": Boolean(), "dropout": Real(0.0, 1.0),
+                "nonlinearity": Options("tanh", "relu")}
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh"):
@@ -125,21 +127,11 @@ class _RNNBase(Module):
         self.input_size = check_int(input_size, "input_size", 1)
         self.hidden_size = check_int(hidden_size, "hidden_size", 1)
         self.num_layers = check_int(num_layers, "num_layers", 1)
-        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
-        if not 0.0 <= float(dropout) <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
-        self.dropout = float(dropout)
+        opts = validate_params({"bias": bias, "batch_first": batch_first, "bidirectional": bidirectional,
+                                "dropout": dropout, "nonlinearity": nonlinearity}, self._options)
+        self.bias, self.batch_first, self.bidirectional = opts["bias"], opts["batch_first"], opts["bidirectional"]
+        self.dropout, self.nonlinearity = opts["dropout"], opts["nonlinearity"]
         self.dtype = check_float_dtype(dtype)
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
         self._cell = _CELLS[self._mode]
         self._G = self._cell.gates
         self._D = 2 if self.bidirectional else 1

@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 
+from rnnfast._validation import check_bool, check_int, check_option, check_real
+
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
            "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit"]
 
@@ -129,8 +131,7 @@ class CallbackList:
 
 
 def _resolve_mode(mode, monitor):
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    mode = check_option(mode, "mode", ("auto", "min", "max"))
     if mode != "auto":
         return mode
     name = monitor.lower()
@@ -141,13 +142,13 @@ class _Monitor(Callback):
     """Shared logic: a monitored log entry, its direction and the best value so far."""
 
     def __init__(self, monitor, mode, min_delta=0.0):
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"monitor must be the name of a logged value, got {monitor!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or min_delta < 0:
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a logged value, got {type(monitor).__name__} {monitor!r}")
+        if not monitor:
+            raise ValueError("monitor must be the name of a logged value, got ''")
         self.monitor = monitor
         self.mode = _resolve_mode(mode, monitor)
-        self.min_delta = float(min_delta)
+        self.min_delta = check_real(min_delta, "min_delta", 0.0)
         self._warned = False
 
     def _reset_best(self):
@@ -203,15 +204,10 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
                  restore_best_weights=False, start_from_epoch=0, verbose=0):
         super().__init__(monitor, mode, min_delta)
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
-        if isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, numbers.Integral) \
-                or start_from_epoch < 0:
-            raise ValueError(f"start_from_epoch must be an int >= 0, got {start_from_epoch!r}")
-        self.patience = int(patience)
-        self.baseline = None if baseline is None else float(baseline)
-        self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = int(start_from_epoch)
+        self.patience = check_int(patience, "patience", 0)
+        self.baseline = check_real(baseline, "baseline", allow_none=True)
+        self.restore_best_weights = check_bool(restore_best_weights, "restore_best_weights")
+        self.start_from_epoch = check_int(start_from_epoch, "start_from_epoch", 0)
         self.verbose = verbose
 
     def on_train_begin(self, logs=None):
@@ -277,7 +273,7 @@ class ModelCheckpoint(_Monitor):
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
         super().__init__(monitor, mode)
         self.filepath = os.fspath(filepath)
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = check_bool(save_best_only, "save_best_only")
         self.verbose = verbose
         self.saved = []
 
@@ -428,7 +424,7 @@ class CSVLogger(Callback):
     def __init__(self, filename, separator=",", append=False):
         self.filename = os.fspath(filename)
         self.separator = separator
-        self.append = bool(append)
+        self.append = check_bool(append, "append")
         self.keys = None
 
     def on_train_begin(self, logs=None):
@@ -474,9 +470,7 @@ class TimeLimit(Callback):
     """
 
     def __init__(self, seconds):
-        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds > 0:
-            raise ValueError(f"seconds must be a positive number, got {seconds!r}")
-        self.seconds = float(seconds)
+        self.seconds = check_real(seconds, "seconds", 0.0, closed="right")
 
     def on_train_begin(self, logs=None):
         self._t0 = time.perf_counter()
@@ -513,12 +507,12 @@ class ProgressBar(Callback):
 
     def __init__(self, file=None, mininterval=0.2, use_tqdm=None, log_every=10.0, per_batch=True):
         self.file = file
-        self.per_batch = bool(per_batch)
+        self.per_batch = check_bool(per_batch, "per_batch")
         if not self.per_batch:
             use_tqdm = False
             log_every = math.inf
-        self.mininterval = float(mininterval)
-        self.log_every = float(log_every)
+        self.mininterval = check_real(mininterval, "mininterval", 0.0)
+        self.log_every = check_real(log_every, "log_every", 0.0)
         if use_tqdm is None or use_tqdm:
             try:
                 from tqdm.auto import tqdm

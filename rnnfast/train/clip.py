@@ -1,8 +1,9 @@
 """Gradient clipping, in place: by global norm (``torch.nn.utils.clip_grad_norm_``) and by value."""
 import math
-import numbers
 
 import numpy as np
+
+from rnnfast._validation import check_bool, check_real
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
 
@@ -31,12 +32,8 @@ def _grad_arrays(grads):
 
 
 def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if not v > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return v
+    """``value`` as a float in (0, inf] (TypeError for a non-number, ValueError otherwise)."""
+    return check_real(value, name, 0.0, closed="right")
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -62,6 +59,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     arrays = _grad_arrays(grads)
     max_norm = _positive(max_norm, "max_norm")
     norm_type = _positive(norm_type, "norm_type")
+    error_if_nonfinite = check_bool(error_if_nonfinite, "error_if_nonfinite")
     if not arrays:
         return 0.0
     if math.isinf(norm_type):

@@ -6,10 +6,10 @@ costs only up to the batch's longest length. :func:`bucket_batches` groups seque
 (sorting within chunks of a shuffled order, then shuffling the batches), which keeps that padding small
 while every epoch still sees a different, seeded order.
 """
-import numbers
 
 import numpy as np
 
+from rnnfast._validation import check_bool, check_real
 from rnnfast.nn.module import as_real_array, check_int, make_rng, to_numpy
 
 __all__ = ["pad_sequences", "batch_indices", "bucket_batches", "SequenceDataset"]
@@ -167,7 +167,7 @@ class SequenceDataset:
     """
 
     def __init__(self, X, y=None, lengths=None, sample_weight=None, per_step=False):
-        self.per_step = bool(per_step)
+        self.per_step = check_bool(per_step, "per_step")
         if isinstance(X, (list, tuple)) or (isinstance(X, np.ndarray) and X.dtype == object):
             if lengths is not None:
                 raise ValueError("lengths is taken from the sequences of a list X; do not pass it")
@@ -263,12 +263,12 @@ class SequenceDataset:
 
         Raises
         ------
+        TypeError
+            If the fraction is not a number.
         ValueError
             If the fraction is not in (0, 1) or leaves either part empty.
         """
-        if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, numbers.Real) \
-                or not 0.0 < float(validation_fraction) < 1.0:
-            raise ValueError(f"validation_split must be a number in (0, 1), got {validation_fraction!r}")
+        validation_fraction = check_real(validation_fraction, "validation_split", 0.0, 1.0, closed="neither")
         n = len(self)
         n_val = int(np.floor(n * float(validation_fraction)))
         if n_val < 1 or n_val >= n:

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from rnnfast._validation import check_int, check_real
 from rnnfast.nn.module import check_float_dtype, make_rng
 
 __all__ = ["glorot_uniform", "orthogonal", "zeros", "pytorch_default", "init_recurrent"]
@@ -47,7 +48,7 @@ def glorot_uniform(shape, gain=1.0, rng=None, dtype=np.float32):
     """
     shape = _shape(shape)
     fan_in, fan_out = _fans(shape)
-    a = float(gain) * np.sqrt(6.0 / max(1, fan_in + fan_out))
+    a = check_real(gain, "gain") * np.sqrt(6.0 / max(1, fan_in + fan_out))
     return make_rng(rng).uniform(-a, a, shape).astype(check_float_dtype(dtype))
 
 
@@ -72,6 +73,7 @@ def orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
     shape = _shape(shape)
     if len(shape) < 2:
         raise ValueError(f"orthogonal needs at least 2 dimensions, got shape {shape}")
+    gain = check_real(gain, "gain")
     rows = shape[0]
     cols = int(np.prod(shape[1:]))
     dt = check_float_dtype(dtype)
@@ -84,7 +86,7 @@ def orthogonal(shape, gain=1.0, rng=None, dtype=np.float32):
     q *= np.sign(np.diag(r))  # makes the decomposition unique, so q is uniformly distributed
     if rows < cols:
         q = q.T
-    return (float(gain) * q).reshape(shape).astype(dt)
+    return (gain * q).reshape(shape).astype(dt)
 
 
 def zeros(shape, dtype=np.float32):
@@ -113,8 +115,7 @@ def pytorch_default(shape, fan_in=None, rng=None, dtype=np.float32):
         if len(shape) < 2:
             raise ValueError(f"fan_in must be given for a {len(shape)}-D shape")
         fan_in = _fans(shape)[0]
-    if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or fan_in < 1:
-        raise ValueError(f"fan_in must be a positive int, got {fan_in!r}")
+    fan_in = check_int(fan_in, "fan_in", 1)
     k = 1.0 / np.sqrt(fan_in)
     return make_rng(rng).uniform(-k, k, shape).astype(check_float_dtype(dtype))
 
@@ -146,8 +147,7 @@ def init_recurrent(layer, forget_bias=1.0, seed=None):
 
     if not hasattr(layer, "named_parameters") or not hasattr(layer, "hidden_size"):
         raise TypeError(f"layer must be a recurrent layer (LSTM, GRU or RNN), got {type(layer).__name__}")
-    if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
-        raise TypeError(f"forget_bias must be a number, got {type(forget_bias).__name__}")
+    forget_bias = check_real(forget_bias, "forget_bias")
     rng = make_rng(seed)
     H = int(layer.hidden_size)
     is_lstm = isinstance(layer, LSTM)
@@ -164,7 +164,7 @@ def init_recurrent(layer, forget_bias=1.0, seed=None):
         elif name.startswith("bias"):
             b = np.zeros(p.shape)
             if is_lstm and name.startswith("bias_ih"):
-                b[H:2 * H] = float(forget_bias)
+                b[H:2 * H] = forget_bias
             new[name] = b
         else:
             raise ValueError(f"unexpected parameter {name!r} in a recurrent layer")

@@ -14,11 +14,12 @@ the weights, so padded steps contribute nothing and the mean is over the valid e
   :func:`lengths_to_mask`.
 - ``sample_weight``: non-negative (B,) weights, one per sequence / sample (axis 0).
 """
-import numbers
+import math
 
 import numpy as np
 
-from rnnfast.nn.module import as_float_keep, as_real_array, check_int, check_lengths
+from rnnfast._validation import check_int, check_option, check_real
+from rnnfast.nn.module import as_float_keep, as_real_array, check_lengths
 
 __all__ = ["Loss", "MSE", "MAE", "Huber", "BinaryCrossEntropyWithLogits", "CrossEntropy", "lengths_to_mask"]
 
@@ -54,9 +55,7 @@ class Loss:
     """
 
     def __init__(self, reduction="mean"):
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = check_option(reduction, "reduction", ("mean", "sum"))
 
     # ------------------------------------------------------------------ validation
     def _check_pred(self, pred):
@@ -170,11 +169,7 @@ class Huber(Loss):
 
     def __init__(self, delta=1.0, reduction="mean"):
         super().__init__(reduction)
-        if isinstance(delta, bool) or not isinstance(delta, numbers.Real):
-            raise TypeError(f"delta must be a positive number, got {type(delta).__name__}")
-        if not (np.isfinite(delta) and delta > 0):
-            raise ValueError(f"delta must be positive and finite, got {delta}")
-        self.delta = float(delta)
+        self.delta = check_real(delta, "delta", 0.0, math.inf, closed="neither")
 
     def _elementwise(self, pred, target):
         d = pred - target
@@ -235,10 +230,7 @@ class CrossEntropy(Loss):
             if not np.all(np.isfinite(weight)) or np.any(weight < 0):
                 raise ValueError("class weights must be finite and non-negative")
         self.weight = weight
-        if ignore_index is not None and (isinstance(ignore_index, bool)
-                                         or not isinstance(ignore_index, numbers.Integral)):
-            raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__}")
-        self.ignore_index = ignore_index
+        self.ignore_index = check_int(ignore_index, "ignore_index", allow_none=True)
 
     def _check_pred(self, pred):
         pred = super()._check_pred(pred)

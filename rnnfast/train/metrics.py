@@ -10,11 +10,11 @@ for per-step targets, where the fit loop folds the padding mask in). Positions w
 nothing. The mean metrics report ``sum(w * value) / sum(w)`` over everything seen since ``reset``.
 """
 import math
-import numbers
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Type, Union
 
 import numpy as np
 
+from rnnfast._validation import check_bool, check_option, check_real
 from rnnfast.nn.module import as_real_array, to_numpy
 
 __all__ = ["Metric", "Mean", "Accuracy", "MeanAbsoluteError", "MeanSquaredError", "R2", "FunctionMetric",
@@ -149,7 +149,7 @@ class Accuracy(Mean):
     compares_labels = True
 
     def __init__(self, from_logits: bool = False, name: Optional[str] = None) -> None:
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_bool(from_logits, "from_logits")
         super().__init__(name)
 
     def values(self, y_true, y_pred, sample_weight):
@@ -393,6 +393,7 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, average: str = "binary", pos_label=
     -------
     float
     """
+    average = check_option(average, "average", ("binary", "macro"))
     yt, yp = _pair(y_true, y_pred, numeric=False)
     if yt.ndim != 1:
         raise ValueError(f"f1 takes 1-D label arrays, got shape {yt.shape}")
@@ -412,9 +413,7 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, average: str = "binary", pos_label=
         if labels.size and pos_label not in labels.tolist() and labels.size == 2:
             raise ValueError(f"pos_label={pos_label!r} is not a label; labels are {labels.tolist()}")
         return score(pos_label)
-    if average == "macro":
-        return float(np.mean([score(label) for label in np.union1d(yt, yp)]))
-    raise ValueError(f"average must be 'binary' or 'macro', got {average!r}")
+    return float(np.mean([score(label) for label in np.union1d(yt, yp)]))  # "macro"
 
 
 def mae(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: Optional[ArrayLike] = None) -> float:
@@ -475,11 +474,7 @@ def perplexity(mean_cross_entropy: float) -> float:
     float
         ``inf`` when ``exp`` overflows.
     """
-    if isinstance(mean_cross_entropy, bool) or not isinstance(mean_cross_entropy, (numbers.Real, np.floating)):
-        raise TypeError(f"mean_cross_entropy must be a number, got {type(mean_cross_entropy).__name__}")
-    h = float(mean_cross_entropy)
-    if math.isnan(h) or h < 0:
-        raise ValueError(f"mean_cross_entropy must be >= 0 (nats), got {mean_cross_entropy}")
+    h = check_real(mean_cross_entropy, "mean_cross_entropy (nats)", 0.0)
     try:
         return math.exp(h)
     except OverflowError:

@@ -15,9 +15,10 @@ Every layer's ``load_state_dict`` copies into its live parameter arrays, so an o
 load stays attached to the model.
 """
 import math
-import numbers
 
 import numpy as np
+
+from rnnfast._validation import Boolean, Pair, Real, check_int, validate_params
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "parameter_triples"]
 
@@ -75,21 +76,10 @@ def parameter_triples(params):
     return out
 
 
-def _real(value, name, lo=0.0, hi=math.inf, lo_open=False, hi_open=False):
-    """``value`` as a float in the given interval, with a clear error otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if math.isnan(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
-        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value}")
-    return v
-
-
-def _bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+# Hyperparameter constraints (see rnnfast._validation: TypeError for a wrong type, ValueError for a bad value).
+_NONNEG = Real(0.0)                                 # a number >= 0 (not NaN)
+_FLAG = Boolean()
+_BETA = Real(0.0, 1.0, closed="left")               # a decay rate in [0, 1)
 
 
 def _lerp_(a, b, w):
@@ -101,7 +91,9 @@ def _lerp_(a, b, w):
 
 
 class Optimizer:
-    """Base class. Subclasses define ``_hyper`` (hyperparameter names), ``_validate`` and ``_update``.
+    """Base class. Subclasses define ``_hyper`` (a declarative table: hyperparameter name -> constraint of
+    :mod:`rnnfast._validation`, in the order of the constructor), ``_update``, and ``_validate`` when
+    hyperparameters constrain each other.
 
     Attributes
     ----------
@@ -114,7 +106,7 @@ class Optimizer:
         Per-parameter moment arrays, named as in PyTorch's optimizer state.
     """
 
-    _hyper = ("lr", "weight_decay")
+    _hyper = {"lr": _NONNEG, "weight_decay": _NONNEG}
 
     def __init__(self, params, **hyper):
         self.params = parameter_triples(params)
@@ -130,14 +122,11 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = _real(value, "lr")
+        self._lr = self._hyper["lr"].check(value, "lr")
 
     def _validate(self, hyper):
-        """Validated copy of a hyperparameter dict (raises on bad values)."""
-        out = dict(hyper)
-        out["lr"] = _real(hyper["lr"], "lr")
-        out["weight_decay"] = _real(hyper["weight_decay"], "weight_decay")
-        return out
+        """Validated copy of a hyperparameter dict (TypeError for a wrong type, ValueError for a bad value)."""
+        return validate_params(hyper, self._hyper)
 
     def _slots(self, hyper):
         """Names of the per-parameter state arrays for these hyperparameters."""
@@ -198,8 +187,7 @@ class Optimizer:
                              f"got {sorted(hyper) if isinstance(hyper, dict) else hyper!r}")
         hyper = self._validate(hyper)
         steps = state_dict["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-            raise ValueError(f"state_dict steps must be a non-negative int, got {steps!r}")
+        steps = check_int(steps, "state_dict steps", 0)
         st = state_dict["state"]
         names = [n for n, _, _ in self.params]
         if not isinstance(st, dict) or set(st) != set(names):
@@ -250,7 +238,7 @@ class SGD(Optimizer):
         Needs ``momentum > 0`` and ``dampening == 0``.
     """
 
-    _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    _hyper = {"lr": _NONNEG, "momentum": _NONNEG, "dampening": _NONNEG, "weight_decay": _NONNEG, "nesterov": _FLAG}
 
     def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -258,9 +246,6 @@ class SGD(Optimizer):
 
     def _validate(self, hyper):
         out = super()._validate(hyper)
-        out["momentum"] = _real(hyper["momentum"], "momentum")
-        out["dampening"] = _real(hyper["dampening"], "dampening")
-        out["nesterov"] = _bool(hyper["nesterov"], "nesterov")
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
         return out
@@ -300,19 +285,12 @@ class RMSprop(Optimizer):
     centered : bool, default False
     """
 
-    _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+    _hyper = {"lr": _NONNEG, "alpha": Real(0.0, 1.0), "eps": _NONNEG, "weight_decay": _NONNEG, "momentum": _NONNEG,
+              "centered": _FLAG}
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                          centered=centered)
-
-    def _validate(self, hyper):
-        out = super()._validate(hyper)
-        out["alpha"] = _real(hyper["alpha"], "alpha", 0.0, 1.0)
-        out["eps"] = _real(hyper["eps"], "eps")
-        out["momentum"] = _real(hyper["momentum"], "momentum")
-        out["centered"] = _bool(hyper["centered"], "centered")
-        return out
 
     def _slots(self, hyper):
         return (("square_avg",) + (("momentum_buffer",) if hyper["momentum"] > 0 else ())
@@ -355,19 +333,13 @@ class Adagrad(Optimizer):
     eps : float, default 1e-10
     """
 
-    _hyper = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+    _hyper = {"lr": _NONNEG, "lr_decay": _NONNEG, "weight_decay": _NONNEG, "initial_accumulator_value": _NONNEG,
+              "eps": _NONNEG}
 
     def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10):
         super().__init__(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps)
-
-    def _validate(self, hyper):
-        out = super()._validate(hyper)
-        out["lr_decay"] = _real(hyper["lr_decay"], "lr_decay")
-        out["initial_accumulator_value"] = _real(hyper["initial_accumulator_value"], "initial_accumulator_value")
-        out["eps"] = _real(hyper["eps"], "eps")
-        return out
 
     def _slots(self, hyper):
         return ("sum",)
@@ -412,22 +384,11 @@ class Adam(Optimizer):
     amsgrad : bool, default False
     """
 
-    _hyper = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    _hyper = {"lr": _NONNEG, "betas": Pair(_BETA, _BETA), "eps": _NONNEG, "weight_decay": _NONNEG, "amsgrad": _FLAG}
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
-
-    def _validate(self, hyper):
-        out = super()._validate(hyper)
-        betas = hyper["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
-        out["betas"] = (_real(betas[0], "betas[0]", 0.0, 1.0, hi_open=True),
-                        _real(betas[1], "betas[1]", 0.0, 1.0, hi_open=True))
-        out["eps"] = _real(hyper["eps"], "eps")
-        out["amsgrad"] = _bool(hyper["amsgrad"], "amsgrad")
-        return out
 
     def _slots(self, hyper):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hyper["amsgrad"] else ())

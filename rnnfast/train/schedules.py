@@ -7,25 +7,16 @@ PyTorch's recursive ("chainable") forms, so the rates match PyTorch's float for 
 import math
 import numbers
 
+from rnnfast._validation import Integer, Options, Real, check_real, validate_params
+
 __all__ = ["LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
-def _num(value, name, lo=None, lo_open=False, hi=None, hi_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if math.isnan(v) or (lo is not None and (v < lo or (lo_open and v == lo))) or \
-            (hi is not None and (v > hi or (hi_open and v == hi))):
-        raise ValueError(f"{name} out of range: {value}")
-    return v
-
-
-def _int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+# Constraints of the settings and the progress (rnnfast._validation: TypeError for a wrong type, ValueError for a
+# bad value); each class's ``_state`` table checks its constructor's arguments and a loaded state_dict alike.
+_NONNEG = Real(0.0)
+_COUNT = Integer(0)
+_PROGRESS = {"base_lr": _NONNEG, "last_epoch": _COUNT}
 
 
 def _check_optimizer(optimizer):
@@ -46,7 +37,7 @@ class LRSchedule:
         Epochs stepped so far (0 after construction).
     """
 
-    _state = ("base_lr", "last_epoch")
+    _state = _PROGRESS
 
     #: Declared: stepped with a monitored value (``step(metric)``), as :class:`ReduceLROnPlateau`; False here.
     monitors_metric = False
@@ -69,6 +60,11 @@ class LRSchedule:
     def _next_lr(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _set(self, **values):
+        """Check ``values`` against the ``_state`` table and set them as attributes."""
+        for k, v in validate_params(values, self._state).items():
+            setattr(self, k, v)
+
     def state_dict(self):
         """Scalars describing the schedule (its settings and progress); no optimizer.
 
@@ -79,20 +75,20 @@ class LRSchedule:
         return {k: getattr(self, k) for k in self._state}
 
     def load_state_dict(self, state_dict):
-        """Restore :meth:`state_dict` (keys must match exactly)."""
-        if not isinstance(state_dict, dict) or set(state_dict) != set(self._state):
-            raise ValueError(f"schedule state_dict must have the keys {sorted(self._state)}, got "
-                             f"{sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}")
-        for k in self._state:
-            v, cur = state_dict[k], getattr(self, k)
-            kind = str if isinstance(cur, str) else numbers.Integral if isinstance(cur, int) else numbers.Real
-            if isinstance(v, bool) or not isinstance(v, kind):
-                raise TypeError(f"schedule state {k!r} must be {kind.__name__}, got {type(v).__name__}")
-        for k, allowed in (("mode", ("min", "max")), ("threshold_mode", ("rel", "abs"))):
-            if k in state_dict and state_dict[k] not in allowed:
-                raise ValueError(f"schedule state {k!r} must be one of {allowed}, got {state_dict[k]!r}")
-        for k in self._state:
-            setattr(self, k, state_dict[k])
+        """Restore :meth:`state_dict` (keys must match exactly; values are checked as the constructor's).
+
+        Raises
+        ------
+        TypeError
+            Not a dict, or a value of the wrong type.
+        ValueError
+            Other keys, or a value out of range.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"schedule state_dict must be a dict, got {type(state_dict).__name__}")
+        if set(state_dict) != set(self._state):
+            raise ValueError(f"schedule state_dict must have the keys {sorted(self._state)}, got {sorted(state_dict)}")
+        self._set(**state_dict)
 
     def __repr__(self):
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._state if k not in ("base_lr", "last_epoch"))
@@ -109,12 +105,11 @@ class StepLR(LRSchedule):
     gamma : float, default 0.1
     """
 
-    _state = ("step_size", "gamma", "base_lr", "last_epoch")
+    _state = {"step_size": Integer(1), "gamma": _NONNEG, **_PROGRESS}
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        self.step_size = _int(step_size, "step_size", 1)
-        self.gamma = _num(gamma, "gamma", lo=0.0)
+        self._set(step_size=step_size, gamma=gamma)
 
     def _next_lr(self):
         lr = self.optimizer.lr
@@ -132,11 +127,11 @@ class ExponentialLR(LRSchedule):
     gamma : float
     """
 
-    _state = ("gamma", "base_lr", "last_epoch")
+    _state = {"gamma": _NONNEG, **_PROGRESS}
 
     def __init__(self, optimizer, gamma):
         super().__init__(optimizer)
-        self.gamma = _num(gamma, "gamma", lo=0.0)
+        self._set(gamma=gamma)
 
     def _next_lr(self):
         return self.optimizer.lr * self.gamma
@@ -155,12 +150,11 @@ class CosineAnnealingLR(LRSchedule):
     eta_min : float, default 0
     """
 
-    _state = ("T_max", "eta_min", "base_lr", "last_epoch")
+    _state = {"T_max": Integer(1), "eta_min": _NONNEG, **_PROGRESS}
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
         super().__init__(optimizer)
-        self.T_max = _int(T_max, "T_max", 1)
-        self.eta_min = _num(eta_min, "eta_min", lo=0.0)
+        self._set(T_max=T_max, eta_min=eta_min)
 
     def _next_lr(self):
         lr, t, T, lo = self.optimizer.lr, self.last_epoch, self.T_max, self.eta_min
@@ -199,25 +193,17 @@ class ReduceLROnPlateau:
     #: Declared: ``step`` takes the monitored value (the fit loop's scheduler callback passes it).
     monitors_metric = True
 
-    _state = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps",
-              "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+    _state = {"mode": Options("min", "max"), "factor": Real(0.0, 1.0, closed="left"), "patience": _COUNT,
+              "threshold": _NONNEG, "threshold_mode": Options("rel", "abs"), "cooldown": _COUNT, "min_lr": _NONNEG,
+              "eps": _NONNEG, "best": Real(), "num_bad_epochs": _COUNT, "cooldown_counter": _COUNT,
+              "last_epoch": _COUNT}
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0.0, eps=1e-8):
         self.optimizer = _check_optimizer(optimizer)
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        self.mode = mode
-        self.threshold_mode = threshold_mode
-        self.factor = _num(factor, "factor", lo=0.0, hi=1.0, hi_open=True)
-        self.patience = _int(patience, "patience", 0)
-        self.threshold = _num(threshold, "threshold", lo=0.0)
-        self.cooldown = _int(cooldown, "cooldown", 0)
-        self.min_lr = _num(min_lr, "min_lr", lo=0.0)
-        self.eps = _num(eps, "eps", lo=0.0)
-        self.best = math.inf if mode == "min" else -math.inf
+        self._set(mode=mode, factor=factor, patience=patience, threshold=threshold, threshold_mode=threshold_mode,
+                  cooldown=cooldown, min_lr=min_lr, eps=eps)
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
         self.last_epoch = 0
@@ -239,12 +225,9 @@ class ReduceLROnPlateau:
         float
             The learning rate now in effect.
         """
-        if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
-            try:
-                metric = float(metric)
-            except (TypeError, ValueError):
-                raise TypeError(f"metric must be a number, got {type(metric).__name__}") from None
-        current = float(metric)
+        if hasattr(metric, "item") and not isinstance(metric, numbers.Real):  # a 0-d array or tensor
+            metric = metric.item()
+        current = check_real(metric, "metric", allow_nan=True)
         self.last_epoch += 1
         if self._is_better(current, self.best):
             self.best = current
@@ -267,6 +250,7 @@ class ReduceLROnPlateau:
         """The optimizer's current learning rate (float)."""
         return float(self.optimizer.lr)
 
+    _set = LRSchedule._set
     state_dict = LRSchedule.state_dict
     load_state_dict = LRSchedule.load_state_dict
 

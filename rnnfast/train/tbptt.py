@@ -9,8 +9,9 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from rnnfast._validation import check_bool, check_int
 from rnnfast.train.data import SequenceDataset
-from rnnfast.train.trainer import Batch, Trainer, _check_pos_int
+from rnnfast.train.trainer import Batch, Trainer
 
 __all__ = ["iter_chunks", "TruncatedBPTTTrainer"]
 
@@ -97,8 +98,8 @@ class TruncatedBPTTTrainer(Trainer):
 
     def __init__(self, model, loss, optimizer=None, *, tbptt: Optional[int] = None, stateful: bool = False,
                  **kwargs) -> None:
-        self.tbptt = _check_pos_int(tbptt, "tbptt", allow_none=True)
-        self.stateful = bool(stateful)
+        self.tbptt = check_int(tbptt, "tbptt", 1, allow_none=True)
+        self.stateful = check_bool(stateful, "stateful")
         super().__init__(model, loss, optimizer, **kwargs)
         if not self.carry:
             raise TypeError("tbptt and stateful need the model's recurrent layer wrapped in "

@@ -23,7 +23,6 @@ weights and optimizer state repeats an uninterrupted run step for step.
 """
 import copy
 import math
-import numbers
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from rnnfast._validation import AnyOf, Boolean, Integer, Real, check_seed, validate_params
 from rnnfast.nn.module import call_backward, call_forward
 from rnnfast.nn.stateful import StateCarry, Stateful, _layers_of
 from rnnfast.train.callbacks import Callback, CallbackList, LearningRateScheduler, ProgressBar
@@ -185,20 +185,15 @@ class _SigintGuard:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _check_pos_int(value, name, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_pos_float(value, name, allow_none=True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+#: fit's and the constructor's parameters (see rnnfast._validation: TypeError for a wrong type, ValueError for a bad
+#: value); ``clip_*`` are finite and positive.
+_PARAMS = {
+    "epochs": Integer(0), "batch_size": Integer(1), "initial_epoch": Integer(0),
+    "per_step": Boolean(), "shuffle": Boolean(), "bucket": Boolean(),
+    "clip_norm": Real(0.0, math.inf, closed="neither", allow_none=True),
+    "clip_value": Real(0.0, math.inf, closed="neither", allow_none=True),
+    "verbose": AnyOf(Boolean(), Integer(0, 2)),
+}
 
 
 def _as_dataset(data, per_step: bool, what: str) -> Optional[SequenceDataset]:
@@ -228,11 +223,12 @@ def _seeded_layers(model) -> list:
 
 def _seed_parts(seed):
     """``(int seed or None, shared Generator or None)`` from fit's ``seed``."""
+    seed = check_seed(seed)
     if isinstance(seed, np.random.Generator):
         return None, seed
     if seed is None:
         return None, np.random.default_rng()
-    return _check_pos_int(seed, "seed", 0), None
+    return seed, None
 
 
 # ---------------------------------------------------------------------------------------- Trainer
@@ -278,11 +274,9 @@ class Trainer:
     def __init__(self, model, loss, optimizer=None, metrics=None, callbacks=None, clip_norm: Optional[float] = None,
                  clip_value: Optional[float] = None, schedule=None, n_threads: Optional[int] = None,
                  verbose: int = 0, estimator=None) -> None:
-        if verbose not in (0, 1, 2, False, True):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        checked = validate_params({"clip_norm": clip_norm, "clip_value": clip_value, "verbose": verbose}, _PARAMS)
         self.model, self.loss, self.optimizer, self.estimator = model, loss, optimizer, estimator
-        self.clip_norm = _check_pos_float(clip_norm, "clip_norm")
-        self.clip_value = _check_pos_float(clip_value, "clip_value")
+        self.clip_norm, self.clip_value, verbose = checked["clip_norm"], checked["clip_value"], checked["verbose"]
         self.metrics = resolve(metrics, from_logits=True)
         self.callbacks = ([LearningRateScheduler(schedule)] if schedule is not None else []) + list(callbacks or [])
         for cb in self.callbacks:
@@ -315,11 +309,11 @@ class Trainer:
         """
         if self.optimizer is None:
             raise TypeError("fit needs an optimizer (Trainer(model, loss, optimizer, ...))")
-        epochs = _check_pos_int(epochs, "epochs", 0)
-        batch_size = _check_pos_int(batch_size, "batch_size")
-        initial_epoch = _check_pos_int(initial_epoch, "initial_epoch", 0)
-        data, val = self._fit_data(X, y, lengths, sample_weight, bool(per_step), validation_data, validation_split)
-        self._check_fit(data, bool(shuffle), batch_size)
+        per_step, epochs, batch_size, shuffle, bucket, initial_epoch = validate_params(
+            dict(per_step=per_step, epochs=epochs, batch_size=batch_size, shuffle=shuffle, bucket=bucket,
+                 initial_epoch=initial_epoch), _PARAMS).values()
+        data, val = self._fit_data(X, y, lengths, sample_weight, per_step, validation_data, validation_split)
+        self._check_fit(data, shuffle, batch_size)
         seed_int, seed_rng = _seed_parts(seed)
         self._begin_fit(data, val, epochs, initial_epoch, batch_size, history)
         callbacks = CallbackList(self.callbacks + ([ProgressBar(per_batch=self.verbose == 1)] if self.verbose else []),
@@ -331,7 +325,7 @@ class Trainer:
                 callbacks.on_train_begin({})
                 for epoch in range(initial_epoch, initial_epoch + epochs):
                     rng = self._epoch_rng(seed_int, seed_rng, epoch)
-                    batches = self.epoch_batches(data, rng, batch_size, bool(shuffle), bool(bucket))
+                    batches = self.epoch_batches(data, rng, batch_size, shuffle, bucket)
                     self.params["steps"] = self.count_steps(data, batches)
                     self.carry.reset()
                     callbacks.on_epoch_begin(epoch, {})
@@ -515,7 +509,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ inference
     def _inference_data(self, data: SequenceDataset, batch_size: int):
-        batch_size = _check_pos_int(batch_size, "batch_size")
+        batch_size = _PARAMS["batch_size"].check(batch_size, "batch_size")
         if not data.full and not getattr(self.model, "keyword_protocol", False):
             raise TypeError(f"the data has variable lengths but {type(self.model).__name__}.forward takes no lengths")
         self.model.eval()
