@@ -58,10 +58,6 @@ TABLE = {
     # [W_ih, W_hh] bytes below which it runs on one thread: a step's barrier costs more than half the
     # product (a step call at I = H = 64: 5.3 us on one thread, 5.9 on two; at 128: 8.9 and 8.1)
     "latency_min_split_bytes": 256 * 1024,
-    # on one thread, calls up to this many steps make x_t W_ih^T step by step; longer ones take it from
-    # one GEMM first ([W_ih, W_hh] is 1.5x the bytes of W_hh at I = H/2: T=100, H=256 1.63 ms fused
-    # against 1.41); on two threads always step by step (0.89 against 1.01 ms)
-    "latency_fused_max_t": 32,
     # from this many steps on the weights are packed into panels first (6.4 us a step against 7.6 at
     # T=100, H=256, two threads); packing costs what three steps gain
     "latency_panel_min_t": 32,
@@ -81,11 +77,21 @@ TABLE = {
     # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK)
     "rows_per_task": 4,
     # rates of the roofline: a core's multiply-add rate on the packed kernel (one thread, 64 x 2048 x
-    # 1024: 167 GFLOP/s; fewer than 8 rows use part of the 8 x 32 register block), bandwidths by where
-    # the weights fit (panels streamed from L2 at 154 GB/s, rows in place at 118; beyond L2 a core
-    # reads about 30 GB/s), the memory traffic of an (N, G*H) projection
+    # 1024: 167 GFLOP/s); bandwidths by where
+    # the weights fit (panels streamed from L2 at 154 GB/s, rows in place at 118; beyond L2 a core read
+    # 30 GB/s: batch 1, I=256, H=512, 3.1 MB a thread, 105 us a step), and memory beyond L3. A step
+    # whose weights come from beyond L2 does not overlap its reads with its arithmetic fully: it costs
+    # the larger of the two plus `overlap` of the smaller (LSTM B=16, I=H=1024, two threads: the input
+    # product hoisted into one GEMM 65.6 ms, inside each step 78.6; at B=128, I=H=512, where a step is
+    # arithmetic, inside each step was 1-3% faster)
     "core_flops": 150e9,
-    "full_rows": 8,
+    "overlap": 0.5,
+    # BLAS's GEMM over all steps reaches the core's rate from inner products this long (half of it at
+    # very short ones: B=256, T=20, I=H=64 on one thread, the hoisted product cost 0.85 ms more than the
+    # in-step one)
+    "gemm_full_k": 512,
+    # a BLAS call and its parallel region, on top of its arithmetic
+    "gemm_call_s": 3e-6,
     "bw_l1": 300e9,
     "bw_l2": 120e9,
     "bw_l3": 30e9,
@@ -205,22 +211,27 @@ def _bandwidth(nbytes: float, m: Machine) -> float:
         return TABLE["bw_l1"]
     if nbytes <= m.l2 * 3 // 4:
         return TABLE["bw_l2"]
-    return TABLE["bw_l3"]
+    if nbytes <= m.l3 // 2:
+        return TABLE["bw_l3"]
+    return TABLE["bw_mem"]
 
 
 def _step_cost(rows: int, cols: int, K: int, m: Machine) -> float:
     """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W: the larger
-    of its multiply-adds (a part of the register block idle below full_rows) and its weight bytes."""
-    flops = 2.0 * rows * cols * K
-    rate = TABLE["core_flops"] * min(1.0, max(rows, 1) / TABLE["full_rows"])
-    return max(flops / rate, 4.0 * cols * K / _bandwidth(4.0 * cols * K, m)) + TABLE["step_s"]
+    of its multiply-adds and its weight bytes, and part of the smaller (see TABLE's overlap)."""
+    work = 2.0 * rows * cols * K / TABLE["core_flops"]
+    reads = 4.0 * cols * K / _bandwidth(4.0 * cols * K, m)
+    return max(work, reads) + TABLE["overlap"] * min(work, reads) + TABLE["step_s"]
 
 
-def _proj_cost(c: Call, F: int, threads: int) -> float:
-    """x W_ih^T over all N valid steps as one GEMM on ``threads`` threads, and its (N, G*H) result
-    written and read back through memory."""
+def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:
+    """x W_ih^T over all N valid steps (each direction) as one GEMM on ``threads`` threads (W_ih read
+    once), and its (N, G*H) result written and read back."""
     GH = c.cell.gates * c.H
-    return 2.0 * c.N * F * GH / (TABLE["core_flops"] * threads) + 8.0 * c.N * GH / TABLE["bw_mem"]
+    gates = 8.0 * c.N * GH * c.D
+    eff = min(1.0, 0.5 + F / TABLE["gemm_full_k"])  # short inner products run BLAS below its peak
+    return (2.0 * c.N * F * GH * c.D / (TABLE["core_flops"] * eff * threads) + gates / _bandwidth(gates, m)
+            + TABLE["gemm_call_s"])
 
 
 def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
@@ -230,11 +241,14 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     F = c.I
     K = H if proj == "gemm" else F + H
     steps = c.N / max(1, c.B)  # mean valid steps of a row: the recurrence's length
-    extra = _proj_cost(c, F, threads) if proj == "gemm" else 0.0
-    pack = 8.0 * K * G * H / TABLE["bw_mem"]
-    if kernel == "units":
+    extra = _proj_cost(c, F, threads, m) if proj == "gemm" else 0.0
+    pack = 8.0 * K * G * H / TABLE["bw_mem"]  # every kernel here packs its weights once a call ...
+    if kernel == "latency" and c.N < TABLE["latency_panel_min_t"]:
+        pack = 0.0  # ... but short batch-1 calls, which read the rows in place
+    if kernel in ("units", "latency"):  # threads share out the units, meeting once a step
         share = -(-H // threads)
-        step = _step_cost(c.B, G * share, K, m) + TABLE["barrier_s"] + TABLE["cell_s"] * c.B * share
+        sync = TABLE["barrier_s"] if threads > 1 else 0.0
+        step = _step_cost(c.B, G * share, K, m) + sync + TABLE["cell_s"] * c.B * share
         return extra + pack / threads + steps * step
     nblk, ntask = _row_tasks(c, threads)
     rows = -(-c.B // nblk)
@@ -264,16 +278,18 @@ def _split_name(c: Call, kernel: str, threads: int) -> str:
     return "rows"
 
 
-def _latency_plan(c: Call, threads: int) -> Plan:
+def _latency_plans(c: Call, threads: int) -> list:
     """Batch 1, one direction: threads share out the units unless the weights are small (a barrier a step
-    costs more than half the product); see TABLE's latency_* entries."""
+    costs more than half the product); long calls pack panels (TABLE's latency_* entries); either product
+    layout, cheapest first by the model (weights beyond L2: the input product hoisted, W_hh alone per
+    step: I=256, H=512, T=100 on two threads 5.6 ms against 10.5)."""
     G, H = c.cell.gates, c.H
     small = G * H * (max(c.I, H) + H) * 4 < TABLE["latency_min_split_bytes"]
     threads = 1 if small else threads
-    steps = c.N
-    proj = "step" if steps <= TABLE["latency_fused_max_t"] or threads > 1 else "gemm"
-    panels = steps >= TABLE["latency_panel_min_t"]
-    return Plan("latency", proj, _split_name(c, "latency", threads), threads, panels)
+    panels = c.N >= TABLE["latency_panel_min_t"]
+    m = machine()
+    plans = [Plan("latency", proj, _split_name(c, "latency", threads), threads, panels) for proj in ("step", "gemm")]
+    return sorted(plans, key=lambda p: _cost(c, "latency", p.proj, threads, m))
 
 
 def candidates(c: Call, threads: int) -> Iterator[Plan]:
@@ -285,7 +301,7 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
         yield Plan("blas", "gemm", _split_name(c, "blas", n), n)
         return
     if c.B == 1 and c.D == 1:
-        yield _latency_plan(c, threads)
+        yield from _latency_plans(c, threads)
         return
     m = machine()
     out = []

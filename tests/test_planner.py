@@ -34,11 +34,12 @@ def test_float64_and_short_calls_run_blas():
 
 def test_batch1_runs_the_latency_kernel_and_small_weights_one_thread():
     p = _planner.plan_call(call(B=1, T=100, I=256, H=512), 2)
-    assert (p.kernel, p.threads, p.panels, p.proj) == ("latency", 2, True, "step")
+    # (weights beyond L2: x W_ih^T from one GEMM first, W_hh alone each step)
+    assert (p.kernel, p.threads, p.panels, p.proj) == ("latency", 2, True, "gemm")
     small = _planner.plan_call(call(B=1, T=10, I=8, H=16), 2)
-    assert small.kernel == "latency" and small.threads == 1
-    # one thread, a long call: x W_ih^T from one GEMM first
-    assert _planner.plan_call(call(B=1, T=100, I=256, H=512), 1).proj == "gemm"
+    assert small.kernel == "latency" and small.threads == 1 and not small.panels
+    # a streaming step makes x_t W_ih^T in its own pass
+    assert _planner.plan_call(call(B=1, T=1, I=128, H=256), 2).proj == "step"
 
 
 def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
