@@ -119,7 +119,7 @@ class Machine:
 
 def _sysfs_caches() -> dict:
     """{level: bytes} of cpu0's data / unified caches from sysfs (Linux), or {}."""
-    out = {}
+    out: dict[int, int] = {}
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         names = os.listdir(base)
@@ -260,7 +260,7 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
 def _row_tasks(c: Call, threads: int) -> tuple[int, int]:
     """Row blocks per direction and tasks in all, as the kernel cuts them (n_blocks)."""
     want = -(-threads // c.D)
-    most = max(1, c.B // TABLE["rows_per_task"])
+    most = max(1, c.B // int(TABLE["rows_per_task"]))
     nblk = max(1, min(want, most))
     return nblk, nblk * c.D
 
@@ -355,8 +355,9 @@ class ThreadPolicy:
         self.probe = False         # the next call on several threads follows a back-off
         self.step_last = 0.0       # when the last batch-1 step ended (perf)
         self.step_n = 0            # warm steps so far
-        self.step_ewma = [None, None]  # mean step time on one thread, on several
-        self.step_prev, self.step_run = None, 0  # the way of the last warm step, and for how long
+        self.step_ewma: list = [None, None]  # mean step time on one thread, on several
+        self.step_prev: Optional[bool] = None  # the way of the last warm step
+        self.step_run = 0  # and for how many steps
 
     def threads(self, planned: int) -> int:
         """Threads for a batch-1 call the planner gave ``planned``: one while backing off."""

@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 
@@ -143,7 +143,7 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     dict
         ``{"plan": the chosen Plan, "default": the planner's own, "times": {str(plan): median seconds}}``.
     """
-    repeats = check_int(repeats, "repeats", 1)
+    rounds = cast(int, check_int(repeats, "repeats", 1))
     threads = resolve_threads(n_threads)
     xb, _ = layer._check_x(x)
     B, T, _ = xb.shape
@@ -156,9 +156,9 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     cands = _candidates(call, threads)
     was_training, forced = layer.training, layer._forced_plan
     layer.train(bool(training))
-    times = {p: [] for p in cands}
+    times: dict = {p: [] for p in cands}
     try:
-        for rnd in range(repeats + 1):
+        for rnd in range(rounds + 1):
             for p in cands:
                 layer._forced_plan = p
                 took = _time_once(layer, x, lengths, training, p.threads)

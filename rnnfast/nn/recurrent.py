@@ -3,17 +3,23 @@
 Each call validates its input once, packs the batch (time-major, longest sequence first, padded steps
 dropped), and hands the whole network to one ``nogil`` kernel call (``rnnfast._kernels._recurrent``).
 """
+from typing import Optional, Tuple, Union, cast
+
 import numpy as np
 
 from rnnfast import _planner, _tune
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._planner import TABLE, Call, Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
+from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, validate_params
 from rnnfast.nn.module import (BackwardStateError, Module, aligned_empty, as_float, check_float_dtype, check_int,
                                check_lengths, make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
+
+# a recurrent state: h (num_layers * D, B, H), or for LSTM the pair (h, c)
+State = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
 
 _CELLS = {"lstm": Cell.LSTM, "gru": Cell.GRU, "rnn": Cell.RNN}
 
@@ -116,7 +122,7 @@ _PLAN_CACHE = 16    # batch layouts a layer remembers
 class _RNNBase(Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
-    _mode = None
+    _mode: Optional[str] = None
     #: The constructor's options (rnnfast._validation: TypeError for a wrong type, ValueError for a bad value).
     _options = {"bias": Boolean(), "batch_first": Boolean(), "bidirectional": Boolean(), "dropout": Real(0.0, 1.0),
                 "nonlinearity": Options("tanh", "relu")}
@@ -244,7 +250,7 @@ class _RNNBase(Module):
         self._cache, self._step_out, self._step_out_B = None, None, 0
         self.thread_policy = ThreadPolicy()
 
-    def release_memory(self):
+    def release_memory(self) -> None:
         """Drop the buffers kept for reuse between calls (and any backward cache)."""
         self._pool = []
         self._plans = {}
@@ -316,7 +322,8 @@ class _RNNBase(Module):
             kp = self._kplans[key] = _planner.plan_call(self._call(B, T, N, training), n_threads, tuned)
         return kp
 
-    def plan_for(self, x, lengths=None, *, training: bool | None = None, n_threads: int | None = None) -> Plan:
+    def plan_for(self, x: ArrayLike, lengths: Optional[ArrayLike] = None, *, training: Optional[bool] = None,
+                 n_threads: Optional[int] = None) -> Plan:
         """The kernel plan a call with this input would run (kernel, product layout, thread split);
         nothing is computed. ``training`` defaults to the layer's mode.
 
@@ -411,7 +418,8 @@ class _RNNBase(Module):
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
 
-    def forward(self, x, hx=None, lengths=None, n_threads=None):
+    def forward(self, x: ArrayLike, hx: Optional[State] = None, lengths: Optional[ArrayLike] = None,
+                n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
         """Run the layer over whole sequences.
 
         Parameters
@@ -481,7 +489,8 @@ class _RNNBase(Module):
             return out, (h_n, c_n)
         return out, h_n
 
-    def backward(self, dout, dstate=None, n_threads=None):
+    def backward(self, dout: ArrayLike, dstate: Optional[State] = None,
+                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
         """Backpropagate through the last training-mode forward call; gradients accumulate in ``grads``.
 
         Parameters
@@ -577,10 +586,11 @@ class _RNNBase(Module):
             dh0 = dh0[:, 0]
             dc0 = dc0[:, 0] if dc0 is not None else None
         if self._mode == "lstm":
-            return dx, (dh0, dc0)
+            return dx, cast(State, (dh0, dc0))
         return dx, dh0
 
-    def step(self, x_t, state=None, n_threads=None):
+    def step(self, x_t: ArrayLike, state: Optional[State] = None,
+             n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
         """Advance one time step (streaming inference); numerics match the whole-sequence call.
 
         Parameters
@@ -650,8 +660,9 @@ class _RNNBase(Module):
                 pol.step_time(split, t1 - t0)
         y = hT[L - 1].copy()  # the output of one step is the last layer's new h (a copy: no aliasing)
         if unbatched:
-            return (y[0], (hT[:, 0], cT[:, 0])) if self._mode == "lstm" else (y[0], hT[:, 0])
-        out = (hT, cT) if self._mode == "lstm" else hT
+            return (y[0], cast(State, (hT[:, 0], cast(np.ndarray, cT)[:, 0]))) if self._mode == "lstm" \
+                else (y[0], hT[:, 0])
+        out = cast(State, (hT, cT) if self._mode == "lstm" else hT)
         self._step_out, self._step_out_B = out, B
         return y, out
 
@@ -689,8 +700,9 @@ class LSTM(_RNNBase):
 
     _mode = "lstm"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype, seed)
 
@@ -703,8 +715,9 @@ class GRU(_RNNBase):
 
     _mode = "gru"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype, seed)
 
@@ -717,7 +730,8 @@ class RNN(_RNNBase):
 
     _mode = "rnn"
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=True, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype, seed, nonlinearity)
