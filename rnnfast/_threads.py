@@ -16,6 +16,7 @@ import warnings
 from typing import SupportsIndex
 
 from rnnfast._kernels import _recurrent
+from rnnfast._validation import check_int
 
 _lock = threading.Lock()
 _num_threads: int | None = None
@@ -79,16 +80,6 @@ def available_cpus(refresh: bool = False) -> int:
     return _available
 
 
-def _thread_count(value: SupportsIndex, name: str) -> int:
-    """``value`` as a thread count: TypeError unless an integer (bools refused), ValueError unless >= 1."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be a positive int or None, got {type(value).__name__}")
-    n = int(value)
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return n
-
-
 def set_num_threads(n: SupportsIndex | None) -> None:
     """Set the number of threads rnnfast's kernels use by default.
 
@@ -96,9 +87,16 @@ def set_num_threads(n: SupportsIndex | None) -> None:
     ----------
     n : int or None
         A positive thread count, or None to return to the default (the CPUs this process may use).
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an int (a float, a bool, a string) nor None.
+    ValueError
+        ``n`` < 1.
     """
     global _num_threads
-    value = None if n is None else _thread_count(n, "n")
+    value = check_int(n, "n", 1, allow_none=True)
     with _lock:
         _num_threads = value
     if value is None:
@@ -119,9 +117,10 @@ def get_num_threads() -> int:
 
 def resolve_threads(n_threads: SupportsIndex | None) -> int:
     """The thread count for one call: ``n_threads`` if given (validated), else the default; 1 in a
-    process forked after rnnfast had started threads (see above)."""
+    process forked after rnnfast had started threads (see above). ``n_threads`` is checked as ``n`` of
+    :func:`set_num_threads` is (TypeError for a non-int, ValueError below 1)."""
     global _threads_started, _warned_fork
-    n = get_num_threads() if n_threads is None else _thread_count(n_threads, "n_threads")
+    n = get_num_threads() if n_threads is None else check_int(n_threads, "n_threads", 1)
     if n > 1:
         if _forked_after_threads:
             if not _warned_fork:

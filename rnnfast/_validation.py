@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, overload
 
 import numpy as np
 
@@ -267,10 +267,30 @@ def validate_params(values: Mapping[str, Any], table: Mapping[str, Constraint]) 
 
 
 # ---------------------------------------------------------------------------------------- one value
+@overload
+def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None, *,
+              allow_none: Literal[False] = False) -> int: ...
+
+
+@overload
+def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None, *,
+              allow_none: bool) -> Optional[int]: ...
+
+
 def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None, *,
               allow_none: bool = False) -> Optional[int]:
     """``value`` as an int in [minimum, maximum] (TypeError for a non-int or a bool, ValueError out of range)."""
     return Integer(minimum, maximum, allow_none=allow_none).check(value, name)
+
+
+@overload
+def check_real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, *, closed: str = "both",
+               allow_none: Literal[False] = False, allow_nan: bool = False) -> float: ...
+
+
+@overload
+def check_real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, *, closed: str = "both",
+               allow_none: bool, allow_nan: bool = False) -> Optional[float]: ...
 
 
 def check_real(value: Any, name: str, low: float = -math.inf, high: float = math.inf, *, closed: str = "both",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rnnfast._typing import ArrayLike, PathLike
+from rnnfast._validation import InstanceOf
 
 __all__ = ["FormatError", "save_archive", "load_archive", "FORMAT_VERSION"]
 
@@ -61,10 +62,17 @@ def save_archive(path: PathLike, kind: str, config: Mapping[str, Any], arrays: M
         Numeric arrays (bool, integer or floating point).
     extra : dict, optional
         Further JSON-serialisable state.
+
+    Raises
+    ------
+    TypeError
+        ``kind`` is not a string; ``config`` or ``extra`` is not JSON-serialisable; an array is not numeric.
+    ValueError
+        ``kind`` is empty.
     """
     path = os.fspath(path)
-    if not isinstance(kind, str) or not kind:
-        raise TypeError("kind must be a non-empty string")
+    if not InstanceOf(str, description="a non-empty string").check(kind, "kind"):
+        raise ValueError("kind must be a non-empty string, got ''")
     index: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind,
              "config": _jsonable(config, "config"), "extra": _jsonable(extra or {}, "extra"), "arrays": {}}
     blobs = []

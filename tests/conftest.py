@@ -1,6 +1,14 @@
-"""Make tests/reference.py importable as ``reference`` (tests run with --import-mode=importlib, so the
-source tree is never put on sys.path and the installed, compiled rnnfast is what gets tested)."""
+"""Make the helper modules here (``reference``, ``_child``, ...) importable, and test the installed, compiled
+rnnfast: tests run with --import-mode=importlib, which puts nothing on sys.path, but ``python -m pytest``
+from the checkout root puts the root there, whose ``rnnfast/`` is uncompiled unless built in place; that
+entry is dropped then (see _source_tree.py)."""
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from _source_tree import without_unbuilt_source_tree  # noqa: E402  (after tests/ is on sys.path)
+
+sys.path[:] = without_unbuilt_source_tree(sys.path, os.path.dirname(_TESTS))

@@ -218,6 +218,54 @@ def _entry_points():
         (lambda x: nn.GRU(1, 2, bidirectional=x), "yes", None, "bidirectional"),
         (lambda x: nn.LSTM(1, 2, dropout=x), "0.1", 1.5, "dropout"),
         (lambda x: nn.RNN(1, 2, nonlinearity=x), None, "sigmoid", "nonlinearity"),
+        *_layer_entry_points(), *_dataset_entry_points(),
+    ]
+
+
+def _layer_entry_points():
+    """The feed-forward layers, training mode, thread counts and archives."""
+    from rnnfast import _threads, io as rio, nn
+
+    return [
+        (lambda x: nn.Embedding(4, 2, padding_idx=x), 1.0, 4, "padding_idx"),
+        (lambda x: nn.Embedding(4, 2, padding_idx=x), True, -5, "padding_idx"),
+        (lambda x: nn.Linear(2, 2, bias=x), 1, None, "bias"),
+        (lambda x: nn.Dropout(x), "0.5", 1.5, "p must"),
+        (lambda x: nn.Dropout(x), None, -0.1, "p must"),
+        (lambda x: nn.LastStep(bidirectional=x), "yes", None, "bidirectional"),
+        (lambda x: nn.Attention(3, 3, kind=x), 1, "bilinear", "kind"),
+        (lambda x: nn.Linear(2, 2).train(x), 1, None, "mode"),
+        (lambda x: nn.Dropout(0.1).train(x), None, None, "mode"),
+        (lambda x: nn.Sequential(nn.Linear(2, 2)).train(x), "eval", None, "mode"),
+        (lambda x: _threads.set_num_threads(x), 2.0, 0, "n must"),
+        (lambda x: _threads.resolve_threads(x), "2", 0, "n_threads"),
+        (lambda x: rio.save_archive("never-written.rnnfast", x, {}, {}), 3, "", "kind"),
+    ]
+
+
+def _dataset_entry_points():
+    """The data set helpers; every check runs before any data file is read."""
+    from rnnfast import datasets as D
+    from rnnfast.datasets import Vocabulary
+
+    vocab = Vocabulary(["a"], specials=("<pad>", "<unk>", "<s>", "</s>"))
+    return [
+        (lambda x: D.load_cmudict(split=x), 3, "dev", "split"),
+        (lambda x: D.load_rotten_tomatoes(split=x), ("train",), "valid", "split"),
+        (lambda x: Vocabulary.build([["a"]], min_count=x), 1.0, 0, "min_count"),
+        (lambda x: Vocabulary.build([["a"]], max_size=x), "5", -1, "max_size"),
+        (lambda x: vocab.encode("a", add_bos=x), 1, None, "add_bos"),
+        (lambda x: vocab.encode_batch(["a"], add_eos=x), "yes", None, "add_eos"),
+        (lambda x: D.make_windows(np.zeros(10), x), 3.0, 0, "input_len"),
+        (lambda x: D.make_windows(np.zeros(10), 2, horizon=x), "1", 0, "horizon"),
+        (lambda x: D.make_windows(np.zeros(10), 2, stride=x), True, -1, "stride"),
+        (lambda x: D.load_cmudict(all_pronunciations=x), 1, None, "all_pronunciations"),
+        (lambda x: D.cmudict_split(stress=x), "no", None, "stress"),
+        (lambda x: D.load_rotten_tomatoes(return_movies=x), 1, None, "return_movies"),
+        (lambda x: D.load_rotten_tomatoes(drop_duplicates=x), "no", None, "drop_duplicates"),
+        (lambda x: D.tokenize("a b", lower=x), 1, None, "lower"),
+        (lambda x: D.build_vocabulary([], lower=x), None, None, "lower"),
+        (lambda x: D.texts_to_sequences([], vocab, lower=x), 0, None, "lower"),
     ]
 
 

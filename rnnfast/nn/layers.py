@@ -5,16 +5,15 @@ All are batch-first: sequences are (B, T, F), right-padded, with ``lengths`` (B,
 Each layer has ``forward`` and ``backward``; parameters and accumulated gradients follow
 :class:`rnnfast.nn.Module` (PyTorch key names where PyTorch has the layer).
 """
-import numbers
-
 import numpy as np
 
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
+from rnnfast._validation import check_bool, check_int, check_option, check_real
 
-from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_int,
-                               check_lengths, make_rng, time_mask, to_numpy)
+from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_lengths, make_rng,
+                               time_mask, to_numpy)
 
 __all__ = ["Embedding", "Linear", "Dropout", "LastStep", "MeanPool", "MaxPool", "Attention"]
 
@@ -71,13 +70,10 @@ class Embedding(Module):
         super().__init__()
         self.num_embeddings = check_int(num_embeddings, "num_embeddings", 1)
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", 1)
+        n = self.num_embeddings
+        padding_idx = check_int(padding_idx, "padding_idx", -n, n - 1, allow_none=True)
         if padding_idx is not None:
-            if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
-                raise TypeError(f"padding_idx must be an int or None, got {type(padding_idx).__name__}")
-            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
-                raise ValueError(f"padding_idx must be in [-{self.num_embeddings}, {self.num_embeddings}), "
-                                 f"got {padding_idx}")
-            padding_idx = int(padding_idx) % self.num_embeddings
+            padding_idx %= n
         self.padding_idx = padding_idx
         self.dtype = check_float_dtype(dtype)
         w = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
@@ -149,9 +145,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = check_int(in_features, "in_features", 1)
         self.out_features = check_int(out_features, "out_features", 1)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        self.bias = bool(bias)
+        self.bias = check_bool(bias, "bias")
         self.dtype = check_float_dtype(dtype)
         rng = make_rng(seed)
         k = 1.0 / np.sqrt(self.in_features)
@@ -209,11 +203,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real):
-            raise TypeError(f"p must be a number in [0, 1], got {type(p).__name__}")
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
-        self.p = float(p)
+        self.p = check_real(p, "p", 0, 1)
         self._rng = make_rng(seed)
 
     def forward(self, x: ArrayLike, *, lengths: ArrayLike | None = None, n_threads: int | None = None) -> np.ndarray:
@@ -262,9 +252,7 @@ class LastStep(Module):
 
     def __init__(self, bidirectional: bool = False) -> None:
         super().__init__()
-        if not isinstance(bidirectional, (bool, np.bool_)):
-            raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = check_bool(bidirectional, "bidirectional")
 
     def forward(self, x: ArrayLike, lengths: ArrayLike | None = None, *, n_threads: int | None = None) -> np.ndarray:
         """(B, T, F) -> (B, F) at step ``lengths - 1`` (the reverse half at step 0 if bidirectional)."""
@@ -396,9 +384,7 @@ class Attention(Module):
         super().__init__()
         self.query_size = check_int(query_size, "query_size", 1)
         self.key_size = check_int(key_size, "key_size", 1)
-        if kind not in self.KINDS:
-            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
-        self.kind = kind
+        self.kind = kind = check_option(kind, "kind", self.KINDS)
         if kind == "dot" and self.query_size != self.key_size:
             raise ValueError(f"kind='dot' needs query_size == key_size, got {self.query_size} and {self.key_size}"
                              " (use kind='general' or 'additive')")

@@ -313,8 +313,14 @@ class Module:
             g[...] = 0
 
     def train(self, mode=True):
-        """Set training mode (``mode=True``) or eval mode. Returns self."""
-        self.training = bool(mode)
+        """Set training mode (``mode=True``) or eval mode. Returns self.
+
+        Raises
+        ------
+        TypeError
+            ``mode`` is not a bool (PyTorch refuses it too).
+        """
+        self.training = _validation.check_bool(mode, "mode")
         if not self.training:
             self._cache = None
         return self

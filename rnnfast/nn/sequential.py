@@ -1,4 +1,5 @@
 """Sequential composition of layers, PyTorch's ``torch.nn.Sequential`` for forward/backward layers."""
+from rnnfast._validation import check_bool
 from rnnfast.nn.module import BackwardStateError, Module, call_backward, validate_state_dict
 
 __all__ = ["Sequential"]
@@ -212,8 +213,8 @@ class Sequential(Module):
                 layer.zero_grad()
 
     def train(self, mode=True):
-        """Set training (``mode=True``) or eval mode on every layer. Returns self."""
-        self.training = bool(mode)
+        """Set training (``mode=True``) or eval mode on every layer. Returns self (TypeError for a non-bool)."""
+        self.training = check_bool(mode, "mode")
         if not self.training:
             self._tuple_out = None
         for layer in self.layers:

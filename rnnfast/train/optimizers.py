@@ -15,10 +15,11 @@ Every layer's ``load_state_dict`` copies into its live parameter arrays, so an o
 load stays attached to the model.
 """
 import math
+from typing import ClassVar
 
 import numpy as np
 
-from rnnfast._validation import Boolean, Pair, Real, check_int, validate_params
+from rnnfast._validation import Boolean, Constraint, Pair, Real, check_int, validate_params
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "parameter_triples"]
 
@@ -106,7 +107,7 @@ class Optimizer:
         Per-parameter moment arrays, named as in PyTorch's optimizer state.
     """
 
-    _hyper = {"lr": _NONNEG, "weight_decay": _NONNEG}
+    _hyper: ClassVar[dict[str, Constraint]] = {"lr": _NONNEG, "weight_decay": _NONNEG}
 
     def __init__(self, params, **hyper):
         self.params = parameter_triples(params)

@@ -328,7 +328,7 @@ def test_make_windows():
     np.testing.assert_array_equal(y[1], m[5:8])
     X, y = D.make_windows(s, 8, 3)
     assert X.shape == (0, 8, 1) and y.shape == (0, 3)
-    for kwargs in ({"input_len": 0}, {"input_len": 2, "horizon": 0}, {"input_len": 2, "stride": 1.5}):
+    for kwargs in ({"input_len": 0}, {"input_len": 2, "horizon": 0}, {"input_len": 2, "stride": -1}):
         with pytest.raises(ValueError):
             D.make_windows(s, **kwargs)
     with pytest.raises(ValueError):

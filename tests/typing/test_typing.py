@@ -12,7 +12,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PYPROJECT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "pyproject.toml")
 # the modules whose public API is annotated so far (the rest is typed as it is rewritten)
 ANNOTATED = ["-m", "rnnfast.io", "-m", "rnnfast._threads", "-m", "rnnfast._typing", "-m", "rnnfast.nn.layers",
-             "-m", "rnnfast.nn.recurrent", "-m", "rnnfast._planner", "-m", "rnnfast._tune", "-p", "rnnfast.datasets"]
+             "-m", "rnnfast.nn.recurrent", "-m", "rnnfast._planner", "-m", "rnnfast._tune", "-p", "rnnfast.datasets",
+             "-m", "rnnfast._validation", "-m", "rnnfast.train.optimizers", "-m", "rnnfast.train.schedules",
+             "-m", "rnnfast.models"]
 needs_mypy = pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
 
 BAD = """\
