@@ -92,6 +92,9 @@ TABLE = {
     "gemm_full_k": 512,
     # a BLAS call and its parallel region, on top of its arithmetic
     "gemm_call_s": 3e-6,
+    # the input product is hoisted out of the steps when a step's weights come from beyond L2 and their
+    # reads take at least this share of its arithmetic's time (see _hoists)
+    "hoist_reads_share": 0.33,
     "bw_l1": 300e9,
     "bw_l2": 120e9,
     "bw_l3": 30e9,
@@ -278,41 +281,59 @@ def _split_name(c: Call, kernel: str, threads: int) -> str:
     return "rows"
 
 
-def _latency_plans(c: Call, threads: int) -> list:
+def _latency_threads(c: Call, threads: int) -> int:
     """Batch 1, one direction: threads share out the units unless the weights are small (a barrier a step
-    costs more than half the product); long calls pack panels (TABLE's latency_* entries); either product
-    layout, cheapest first by the model (weights beyond L2: the input product hoisted, W_hh alone per
-    step: I=256, H=512, T=100 on two threads 5.6 ms against 10.5)."""
+    costs more than half the product; TABLE's latency_min_split_bytes)."""
     G, H = c.cell.gates, c.H
     small = G * H * (max(c.I, H) + H) * 4 < TABLE["latency_min_split_bytes"]
-    threads = 1 if small else threads
-    panels = c.N >= TABLE["latency_panel_min_t"]
-    m = machine()
-    plans = [Plan("latency", proj, _split_name(c, "latency", threads), threads, panels) for proj in ("step", "gemm")]
-    return sorted(plans, key=lambda p: _cost(c, "latency", p.proj, threads, m))
+    return 1 if small else threads
+
+
+def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
+    """Whether the input product leaves the steps for one GEMM over all of them: only when a step would
+    stream its share of [W_ih, W_hh] from beyond L2 and those reads are a good part of the step
+    (hoist_reads_share of its arithmetic). Within L2 the step's fused product is cheaper than a GEMM and a
+    pass over the (N, G*H) projection: batch 1, I=128, H=256, T=100 on two threads 0.88 ms fused against
+    1.03 hoisted; beyond L2 a few rows win big: I=256, H=512, 10.8 against 5.0 at batch 1, 12.6 against
+    8.5 at batch 2; with many rows the step is arithmetic and stays fused: B=128, I=H=512 15% faster."""
+    G, H = c.cell.gates, c.H
+    if kernel in ("units", "latency"):
+        rows, cols = c.B, G * -(-H // threads)
+    else:
+        rows, cols = -(-c.B // _row_tasks(c, threads)[0]), G * H
+    nbytes = 4.0 * cols * (c.I + H)
+    if nbytes <= m.l2 * 3 // 4:
+        return False
+    work = 2.0 * rows * cols * (c.I + H) / TABLE["core_flops"]
+    return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work
 
 
 def candidates(c: Call, threads: int) -> Iterator[Plan]:
-    """Every plan the kernels can run for this call (float32: packed / units, each with either product
-    layout; float64 and short calls: BLAS only). The first is never worse than the rest by the model."""
+    """Every plan the kernels can run for this call (float32: the batch-1 kernel, or packed and few-rows,
+    each with either product layout; float64 and short calls: BLAS only), the planner's choice first:
+    the kernel by the cost model, its product layout by _hoists; the other layouts after, for tuning."""
     threads = max(1, threads)
     if not c.f32 or (c.T < TABLE["packed_min_t"] and not (c.B == 1 and c.D == 1)):
         n = min(threads, _row_tasks(c, threads)[1])
         yield Plan("blas", "gemm", _split_name(c, "blas", n), n)
         return
-    if c.B == 1 and c.D == 1:
-        yield from _latency_plans(c, threads)
-        return
     m = machine()
-    out = []
-    for kernel in ("packed", "units"):
-        if kernel == "units" and (c.D != 1 or threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
-            continue
-        for proj in ("step", "gemm"):
-            n = threads if kernel == "units" else min(threads, _row_tasks(c, threads)[1])
-            out.append((_cost(c, kernel, proj, n, m), Plan(kernel, proj, _split_name(c, kernel, n), n)))
-    out.sort(key=lambda cp: cp[0])
-    yield from (p for _, p in out)
+    if c.B == 1 and c.D == 1:
+        kernels = [("latency", _latency_threads(c, threads))]
+    else:
+        kernels = [("packed", min(threads, _row_tasks(c, threads)[1]))]
+        if not (c.D != 1 or threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
+            kernels.append(("units", threads))
+    ranked = []
+    for kernel, n in kernels:
+        proj = "gemm" if _hoists(c, kernel, n, m) else "step"
+        ranked.append((_cost(c, kernel, proj, n, m), kernel, n, proj))
+    ranked.sort()
+    panels = c.N >= TABLE["latency_panel_min_t"]
+    firsts = [Plan(k, proj, _split_name(c, k, n), n, panels and k == "latency") for _, k, n, proj in ranked]
+    yield from firsts
+    for p in firsts:
+        yield replace(p, proj="gemm" if p.proj == "step" else "step")
 
 
 def plan_call(c: Call, threads: int, tuned: Optional[dict] = None) -> Plan:
