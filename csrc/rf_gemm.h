@@ -28,28 +28,12 @@ static inline size_t rf_packed_size(int K, int N) {
     return (size_t)((N + RF_NR - 1) / RF_NR) * (size_t)K * RF_NR;
 }
 
-/* Pack B into panels. B is (K, N) row-major with stride ldb if !trans, else given as its transpose
- * Bt (N, K) row-major with stride ldb (B[k][n] = Bt[n][k]). */
-static void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed) {
-    int np = (N + RF_NR - 1) / RF_NR;
-    for (int p = 0; p < np; p++) {
-        float* dst = packed + (size_t)p * K * RF_NR;
-        int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;
-        for (int k = 0; k < K; k++) {
-            float* d = dst + (size_t)k * RF_NR;
-            for (int j = 0; j < nw; j++)
-                d[j] = trans ? B[(size_t)(n0 + j) * ldb + k] : B[(size_t)k * ldb + n0 + j];
-            for (int j = nw; j < RF_NR; j++) d[j] = 0.0f;
-        }
-    }
-}
-
 /* Pack panels [p0, p1) of B (K1 + K2, N) given as two transposed blocks stacked along K:
  * B[k][n] = Bt1[n][k] for k < K1, Bt2[n][k - K1] after (for the forward's [W_ih, W_hh]^T). Panels are
  * independent, so threads can pack disjoint ranges. Rows of Bt are read contiguously, one panel column
  * at a time; the panel being written (K x RF_NR floats) stays in L1. */
-static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
-                        int p0, int p1, float* packed) {
+static void rf_pack_bt2_scalar(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
+                               int p0, int p1, float* packed) {
     int K = K1 + K2;
     for (int p = p0; p < p1; p++) {
         float* dst = packed + (size_t)p * K * RF_NR;
@@ -123,6 +107,87 @@ typedef int rf_v16i __attribute__((vector_size(64)));
 #define RF_HI2 {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}
 #define RF_LO1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
 #define RF_HI1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
+
+/* r[0..15] (sixteen rows of sixteen floats) := their transpose, in four stages (stage s swaps the
+ * off-diagonal s x s blocks of every 2s x 2s block); q is scratch. The masks as rf_pack_panels_avx512's. */
+#define RF_TRANSPOSE16(r, q)                                                                          \
+    do {                                                                                              \
+        for (int j_ = 0; j_ < 16; j_++)                                                               \
+            if (!(j_ & 8)) { q[j_] = __builtin_shuffle(r[j_], r[j_ + 8], lo8);                        \
+                             q[j_ + 8] = __builtin_shuffle(r[j_], r[j_ + 8], hi8); }                  \
+        for (int j_ = 0; j_ < 16; j_++)                                                               \
+            if (!(j_ & 4)) { r[j_] = __builtin_shuffle(q[j_], q[j_ + 4], lo4);                        \
+                             r[j_ + 4] = __builtin_shuffle(q[j_], q[j_ + 4], hi4); }                  \
+        for (int j_ = 0; j_ < 16; j_++)                                                               \
+            if (!(j_ & 2)) { q[j_] = __builtin_shuffle(r[j_], r[j_ + 2], lo2);                        \
+                             q[j_ + 2] = __builtin_shuffle(r[j_], r[j_ + 2], hi2); }                  \
+        for (int j_ = 0; j_ < 16; j_++)                                                               \
+            if (!(j_ & 1)) { r[j_] = __builtin_shuffle(q[j_], q[j_ + 1], lo1);                        \
+                             r[j_ + 1] = __builtin_shuffle(q[j_], q[j_ + 1], hi1); }                  \
+    } while (0)
+
+#define RF_TRANSPOSE_MASKS                                                                            \
+    static const rf_v16i lo8 = RF_LO8;                                                                \
+    static const rf_v16i hi8 = RF_HI8;                                                                \
+    static const rf_v16i lo4 = RF_LO4;                                                                \
+    static const rf_v16i hi4 = RF_HI4;                                                                \
+    static const rf_v16i lo2 = RF_LO2;                                                                \
+    static const rf_v16i hi2 = RF_HI2;                                                                \
+    static const rf_v16i lo1 = RF_LO1;                                                                \
+    static const rf_v16i hi1 = RF_HI1;
+
+/* rf_pack_bt2_scalar by 16 x 16 blocks: each half of a 32-column panel takes sixteen rows of Bt at a
+ * time, sixteen floats of each, transposed in registers and stored as sixteen panel rows. Packing a
+ * layer's weights is part of every call: [W_ih, W_hh] of I = H = 1024 (32 MB) took 16 ms on one thread
+ * element by element, a batch of 8 sequences of 10 steps only 14 ms in all on two. */
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_pack_bt2_avx512(
+        int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N, int p0, int p1,
+        float* packed) {
+    RF_TRANSPOSE_MASKS
+    int K = K1 + K2;
+    for (int p = p0; p < p1; p++) {
+        float* dst = packed + (size_t)p * K * RF_NR;
+        for (int h = 0; h < RF_NR; h += 16) {
+            int n0 = p * RF_NR + h;
+            for (int seg = 0; seg < 2; seg++) {
+                const float* Bt = seg == 0 ? Bt1 : Bt2;
+                int ldb = seg == 0 ? ldb1 : ldb2, Ks = seg == 0 ? K1 : K2, koff = seg == 0 ? 0 : K1;
+                int k = 0;
+                for (; k + 16 <= Ks; k += 16) {
+                    rf_v16 r[16], q[16];
+                    for (int j = 0; j < 16; j++) {
+                        if (n0 + j < N)
+                            memcpy(&r[j], Bt + (size_t)(n0 + j) * ldb + k, 64);
+                        else
+                            r[j] = (rf_v16){0};
+                    }
+                    RF_TRANSPOSE16(r, q);
+                    for (int j = 0; j < 16; j++) memcpy(dst + (size_t)(koff + k + j) * RF_NR + h, &r[j], 64);
+                }
+                for (; k < Ks; k++)
+                    for (int j = 0; j < 16; j++)
+                        dst[(size_t)(koff + k) * RF_NR + h + j] = n0 + j < N ? Bt[(size_t)(n0 + j) * ldb + k] : 0.0f;
+            }
+        }
+    }
+}
+
+/* Pack panels [p0, p1) of B (K1 + K2, N) given as two transposed blocks (see rf_pack_bt2_scalar), with
+ * the widest vectors this CPU has. */
+static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
+                        int p0, int p1, float* packed) {
+    static int wide = -1;  /* (several threads may set it at once, to the same value) */
+    if (wide < 0) {
+        __builtin_cpu_init();
+        wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    }
+    if (wide)
+        rf_pack_bt2_avx512(K1, Bt1, ldb1, K2, Bt2, ldb2, N, p0, p1, packed);
+    else
+        rf_pack_bt2_scalar(K1, Bt1, ldb1, K2, Bt2, ldb2, N, p0, p1, packed);
+}
+
+
 
 
 /* Each kernel below is one macro body compiled three ways (AVX-512, AVX2 + FMA, baseline), so each gets
@@ -419,19 +484,11 @@ RF_SELECT(rf_gemv_panels, rf_gemv_panels_fn)
 RF_INSTANTIATE(rf_gemv_cols, RF_GEMV_COLS_ARGS, RF_GEMV_COLS_BODY)
 RF_SELECT(rf_gemv_cols, rf_gemv_cols_fn)
 
-/* rf_pack_panels_scalar by 16 x 16 blocks: sixteen rows' next sixteen floats are loaded, transposed in
- * four stages (stage s swaps the off-diagonal s x s blocks of every 2s x 2s block) and stored as sixteen
- * panel rows (260 us -> about 20 for 512 KB here). */
+/* rf_pack_panels_scalar by 16 x 16 blocks: sixteen rows' next sixteen floats are loaded, transposed
+ * (RF_TRANSPOSE16) and stored as sixteen panel rows (260 us -> about 20 for 512 KB here). */
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_pack_panels_avx512(
         int n, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, float* P) {
-    static const rf_v16i lo8 = RF_LO8;
-    static const rf_v16i hi8 = RF_HI8;
-    static const rf_v16i lo4 = RF_LO4;
-    static const rf_v16i hi4 = RF_HI4;
-    static const rf_v16i lo2 = RF_LO2;
-    static const rf_v16i hi2 = RF_HI2;
-    static const rf_v16i lo1 = RF_LO1;
-    static const rf_v16i hi1 = RF_HI1;
+    RF_TRANSPOSE_MASKS
     int K = K1 + K2;
     for (int i0 = 0; i0 < n; i0 += 64) {
         int w = rf_panel_width(n, i0);
@@ -449,14 +506,7 @@ __attribute__((target("avx512f,avx512vl,fma"))) static void rf_pack_panels_avx51
                         else
                             r[j] = (rf_v16){0};
                     }
-                    for (int j = 0; j < 16; j++)
-                        if (!(j & 8)) { q[j] = __builtin_shuffle(r[j], r[j + 8], lo8); q[j + 8] = __builtin_shuffle(r[j], r[j + 8], hi8); }
-                    for (int j = 0; j < 16; j++)
-                        if (!(j & 4)) { r[j] = __builtin_shuffle(q[j], q[j + 4], lo4); r[j + 4] = __builtin_shuffle(q[j], q[j + 4], hi4); }
-                    for (int j = 0; j < 16; j++)
-                        if (!(j & 2)) { q[j] = __builtin_shuffle(r[j], r[j + 2], lo2); q[j + 2] = __builtin_shuffle(r[j], r[j + 2], hi2); }
-                    for (int j = 0; j < 16; j++)
-                        if (!(j & 1)) { r[j] = __builtin_shuffle(q[j], q[j + 1], lo1); r[j + 1] = __builtin_shuffle(q[j], q[j + 1], hi1); }
+                    RF_TRANSPOSE16(r, q);
                     for (int j = 0; j < 16; j++) memcpy(P + (size_t)(koff + k + j) * w + j0, &r[j], 64);
                 }
                 for (; k < Ks; k++)
@@ -479,6 +529,11 @@ static rf_pack_panels_fn rf_pack_panels_select(void) {
 
 #else
 #define RF_GEMM_VECTORS 0
+
+static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
+                        int p0, int p1, float* packed) {
+    rf_pack_bt2_scalar(K1, Bt1, ldb1, K2, Bt2, ldb2, N, p0, p1, packed);
+}
 
 static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc) {
@@ -539,5 +594,24 @@ static rf_gemv_cols_fn rf_gemv_cols_select(void) { return rf_gemv_cols_base; }
 
 static rf_pack_panels_fn rf_pack_panels_select(void) { return rf_pack_panels_scalar; }
 #endif
+
+/* Pack B into panels. B is (K, N) row-major with stride ldb if !trans, else given as its transpose
+ * Bt (N, K) row-major with stride ldb (B[k][n] = Bt[n][k]). */
+static void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed) {
+    int np = (N + RF_NR - 1) / RF_NR;
+    if (trans) {  /* the transposing packer's 16 x 16 blocks */
+        rf_pack_bt2(K, B, ldb, 0, B, 0, N, 0, np, packed);
+        return;
+    }
+    for (int p = 0; p < np; p++) {
+        float* dst = packed + (size_t)p * K * RF_NR;
+        int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;
+        for (int k = 0; k < K; k++) {
+            float* d = dst + (size_t)k * RF_NR;
+            memcpy(d, B + (size_t)k * ldb + n0, (size_t)nw * sizeof(float));
+            for (int j = nw; j < RF_NR; j++) d[j] = 0.0f;
+        }
+    }
+}
 
 #endif
