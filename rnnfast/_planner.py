@@ -99,13 +99,15 @@ TABLE = {
     "bw_l2": 120e9,
     "bw_l3": 30e9,
     "bw_mem": 12e9,
-    # fixed costs: a step of a task (calls, pointers), a barrier among the threads (1-2 us here), the
+    # fixed costs: a step of a task (calls, pointers), a barrier among the threads (about 1 us here: B=3,
+    # I=H=64 ran 2.56 us a step on two threads sharing out the units, 3.1 on one), the
     # fused cell pass per row and unit (LSTM: 4 activations, about 1 ns)
     "step_s": 0.3e-6,
-    "barrier_s": 1.5e-6,
+    "barrier_s": 1.0e-6,
     "cell_s": 1.0e-9,
-    # the few-rows kernel: up to this many rows (more rows share out by rows well)
-    "units_max_rows": 32,
+    # the few-rows kernel: up to this many rows (more share out by rows better: B=16, I=256, H=128 on two
+    # threads, rows 1.37 ms, units 1.64; at B=8 units still won, 0.095 against 0.141 ms at I=48, H=96)
+    "units_max_rows": 12,
     # a call with fewer multiply-adds than this runs on one thread (waking a second costs 5-20 us)
     "min_parallel_flops": 2.0e6,
 }
