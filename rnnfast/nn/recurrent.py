@@ -7,14 +7,15 @@ from typing import Optional, Tuple, Union, cast
 
 import numpy as np
 
-from rnnfast import _planner, _tune
+from rnnfast import _planner
 from rnnfast._kernels import _recurrent as _k
-from rnnfast._planner import TABLE, Call, Cell, Plan, ThreadPolicy
+from rnnfast._planner import Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, validate_params
-from rnnfast.nn.module import (BackwardStateError, Module, aligned_empty, as_float, check_float_dtype, check_int,
-                               check_lengths, make_rng)
+from rnnfast.nn._rnn_calls import KernelCalls
+from rnnfast.nn.module import (BackwardStateError, Module, as_float, check_float_dtype, check_int, check_lengths,
+                               make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -24,102 +25,11 @@ State = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]
 _CELLS = {"lstm": Cell.LSTM, "gru": Cell.GRU, "rnn": Cell.RNN}
 
 
-class _Plan:
-    """Packed layout of one batch: sort by length (stable), steps time-major, padded steps dropped."""
-
-    def __init__(self, lengths, B, T):
-        if lengths is None:
-            self.full = True
-            self.order = np.arange(B)
-            self.lens = np.full(B, T, dtype=np.intc)
-            bs = np.full(T, B, dtype=np.intc)
-        else:
-            self.full = bool(np.all(lengths == T))
-            self.order = np.argsort(-lengths, kind="stable")
-            self.lens = lengths[self.order].astype(np.intc)
-            bs = (self.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
-        off = np.zeros(T + 1, dtype=np.intc)
-        np.cumsum(bs, out=off[1:])
-        N = int(off[-1])
-        self.B, self.T, self.N = B, T, N
-        if self.full:
-            self.t_idx = None
-            self.b_idx = None
-            rev_t = (T - 1 - np.arange(T))[:, None] * B + np.arange(B)[None, :]
-            rev = rev_t.reshape(-1)
-        else:
-            t_idx = np.repeat(np.arange(T), bs)
-            b_sorted = np.arange(N) - np.repeat(off[:-1], bs)
-            self.t_idx = t_idx
-            self.b_idx = self.order[b_sorted]
-            self.flat_idx = self.b_idx * T + t_idx
-            rev = off[self.lens[b_sorted] - 1 - t_idx] + b_sorted
-        self.kplan = _k.Plan(bs, off, rev, self.lens, T, B, N)
-        self.inv = np.empty(B, dtype=np.intp)
-        self.inv[self.order] = np.arange(B)
-
-    def pack(self, x_bt, out):
-        """(B, T, F) batch-first -> ``out`` (N, F) packed (one copy, converting the dtype)."""
-        if self.full:
-            out.reshape(self.T, self.B, -1)[...] = x_bt.swapaxes(0, 1)
-        elif x_bt.flags.c_contiguous and x_bt.dtype == out.dtype:
-            np.take(x_bt.reshape(self.B * self.T, -1), self.flat_idx, axis=0, out=out, mode="clip")
-        else:
-            out[...] = x_bt[self.b_idx, self.t_idx]
-        return out
-
-    def unpack(self, packed, F):
-        """(N, F) packed -> a new (B, T, F) batch-first array, zeros at padded steps."""
-        if self.full:
-            # always a copy: ``packed`` lives in a reused workspace
-            return packed.reshape(self.T, self.B, F).swapaxes(0, 1).copy()
-        out = np.zeros((self.B, self.T, F), dtype=packed.dtype)
-        out[self.b_idx, self.t_idx] = packed
-        return out
-
-    def sort_states(self, s, dtype):
-        """(LD, B, H) in the caller's batch order -> list of (B, H) contiguous, sorted order (views of
-        ``s`` when it already is; the kernels only read them)."""
-        if self.full:
-            return list(np.ascontiguousarray(s, dtype=dtype))
-        return list(np.ascontiguousarray(s[:, self.order], dtype=dtype))
-
-    def unsort_states(self, states):
-        """(LD, B, H) in sorted order (a fresh array) -> the caller's order."""
-        return states if self.full else states[:, self.inv]
-
-
-class _Workspace:
-    """Reusable buffers for one call: flat arrays by name, grown when too small and reused otherwise, so
-    steady-state calls neither allocate nor page-fault fresh memory. A layer keeps a few in a pool
-    (``list.pop``/``append`` are atomic, so concurrent eval calls each get their own)."""
-
-    __slots__ = ("arrays", "prepared", "stepper")
-
-    def __init__(self):
-        self.arrays = {}
-        self.prepared = None  # the last eval call's kernel arguments (see _RNNBase._prepare)
-        self.stepper = None   # the last step call's (see _RNNBase.step)
-
-    def get(self, name, shape, dtype):
-        size = 1
-        for n in shape:
-            size *= n
-        a = self.arrays.get(name)
-        if a is None or a.size < size or a.dtype != dtype:
-            a = aligned_empty(size, dtype)
-            self.arrays[name] = a
-        return a[:size].reshape(shape)
-
-
-_POOL_SIZE = 4      # workspaces a layer keeps between calls
-_PLAN_CACHE = 16    # batch layouts a layer remembers
-
 # The kernel decisions (which kernel, which product layout, how many threads) and their thresholds are
 # rnnfast._planner's; the layer asks it once per call (plan_for shows the answer).
 
 
-class _RNNBase(Module):
+class _RNNBase(KernelCalls, Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode: Optional[str] = None
@@ -213,26 +123,6 @@ class _RNNBase(Module):
             raise TypeError(f"{what} for {self._mode.upper()} must be an array, not a tuple")
         return (None if hx is None else self._check_state(hx, what, B, unbatched)), None
 
-    # ------------------------------------------------------------------ forward / backward
-    def _plan(self, lengths, B, T):
-        key = (B, T, None if lengths is None else lengths.tobytes())
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = _Plan(lengths, B, T)
-            if len(self._plans) >= _PLAN_CACHE:
-                self._plans.clear()
-            self._plans[key] = plan
-        return plan
-
-    def _acquire(self):
-        try:
-            return self._pool.pop()
-        except IndexError:
-            return _Workspace()
-
-    def _release(self, ws):
-        if len(self._pool) < _POOL_SIZE:
-            self._pool.append(ws)
 
     # Pickling keeps parameters and settings, never the buffers kept for reuse (a copy loaded read-only,
     # as joblib's memmap does, would otherwise be written by the next call) nor what the machine did lately.
@@ -258,70 +148,6 @@ class _RNNBase(Module):
         self._kplans = {}
         self._cache = None
 
-    def _bias_src(self, biases):
-        """Per layer and direction, PyTorch's (b_ih, b_hh) (None without bias), from which the kernel entry
-        makes its own bias vectors at every call (the parameters may change in place between calls):
-        b = b_ih + b_hh (GRU: summed for r and z, b_in alone for n, and b_hn apart)."""
-        return [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
-                for sfx, _, _ in biases]
-
-    def _prepare(self, ws, plan, training, n_threads, kp):
-        """The kernel's arguments that do not change from call to call at this layout and kernel plan
-        ``kp``: parameters and bias vectors, per-direction buffers, layer inputs and outputs, all in
-        ``ws``. Kept in ``ws`` for the next eval call of the same layout (what a streaming ``step``
-        repeats), rebuilt otherwise."""
-        key = (plan.kplan, training, n_threads, kp)
-        prep = ws.prepared
-        if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
-            return prep[2]
-        B, N = plan.B, plan.N
-        H, D, L, G, dt = self.hidden_size, self._D, self.num_layers, self._G, self.dtype
-        DH = D * H
-        params, bufs, biases = [], [], []
-        for layer in range(L):
-            F = self.input_size if layer == 0 else DH
-            for d in range(D):
-                k = layer * D + d
-                sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                b = ws.get(f"b{k}", (G * H,), dt)
-                bhn = ws.get(f"bhn{k}", (H,), dt)
-                if not self.bias:
-                    b[...] = 0
-                    bhn[...] = 0
-                biases.append((sfx, b, bhn))
-                params.append((self._params["weight_ih" + sfx], self._params["weight_hh" + sfx], b, bhn))
-                # (the buffers' one table is the kernels' dir_buffers; what the packed kernel's layouts
-                # gained is in rnnfast/_planner.py and bench/README.md)
-                shapes = _k.dir_buffers(self._cell, F, H, B, N, training, d == 1, *kp.kernel_args, n_threads)
-                buf = {name: ws.get(f"{name}{k}", shape, dt) for name, shape in shapes.items()}
-                bufs.append(buf)
-        x_buf = ws.get("x", (N, self.input_size), dt)
-        outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
-        prep = (params, bufs, biases, x_buf, outl)
-        ws.prepared = None if training else (plan.kplan, key[1:], prep)
-        return prep
-
-    def _call(self, B, T, N, training):
-        """The planner's description of a call (rnnfast._planner.Call)."""
-        return Call(self._cell, self.dtype == np.float32, B, T, N, self.input_size, self.hidden_size, self._D,
-                    self.num_layers, training)
-
-    def _kernel_plan(self, B, T, N, training, n_threads):
-        """The planner's choice for a call (a forced plan first: rnnfast.tune times candidates that way);
-        batch 1 on one thread while the thread policy backs off."""
-        if self._forced_plan is not None:
-            return self._forced_plan
-        if B == 1 and self._D == 1 and self.dtype == np.float32:
-            n_threads = self.thread_policy.threads(n_threads)
-        tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
-        key = (B, T, N, training, n_threads, tuned is not None)
-        kp = self._kplans.get(key)
-        if kp is None:  # (the planner's few microseconds matter to tiny calls: remember its answers)
-            if len(self._kplans) >= _PLAN_CACHE:
-                self._kplans.clear()
-            kp = self._kplans[key] = _planner.plan_call(self._call(B, T, N, training), n_threads, tuned)
-        return kp
-
     def plan_for(self, x: ArrayLike, lengths: Optional[ArrayLike] = None, *, training: Optional[bool] = None,
                  n_threads: Optional[int] = None) -> Plan:
         """The kernel plan a call with this input would run (kernel, product layout, thread split);
@@ -338,85 +164,6 @@ class _RNNBase(Module):
         N = B * T if lengths is None else int(np.sum(lengths))
         train = self.training if training is None else bool(training)
         return self._kernel_plan(B, T, N, train, resolve_threads(n_threads))
-
-    def _stepper(self, ws, B, n_threads):
-        """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
-        plan = self._plan(None, B, 1)
-        kp = _planner.plan_call(self._call(B, 1, B, False), n_threads)
-        params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)
-        src = self._bias_src(biases)
-        st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
-                        self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
-                        [(b, bhn) for _, b, bhn in biases], n_threads, *kp.kernel_args)
-        ws.stepper = st
-        return st
-
-    def _run(self, x, h0, c0, lengths, training, n_threads, ws):
-        """Pack, run the kernel; returns (out, hT, cT, plan, cache, final): out is packed (N, DH) in ``ws``,
-        or with ``final`` the caller's output array itself."""
-        B, T, _ = x.shape
-        H, D, L = self.hidden_size, self._D, self.num_layers
-        dt = self.dtype
-        LD = L * D
-        plan = self._plan(lengths, B, T)
-        N, DH = plan.N, D * H
-        kp = self._kernel_plan(B, T, N, training, n_threads)
-        n_threads = kp.threads
-        params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, kp)
-        z = np.zeros((B, H), dt)
-        h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
-        c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
-        hT_all = np.empty((LD, B, H), dt)
-        cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
-        states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
-        # Inference over equal lengths: the kernel writes the caller's output array in place and, where the
-        # layout allows, reads the input in place (no packing copies: LSTM small 12%, medium 9% faster).
-        # Strides in elements, (step, row); 0: packed. The batch-1 kernel only takes the packed layout,
-        # which one direction at B = 1 is, whichever the caller's.
-        direct = not training and plan.full
-        io = [0, 0, 0, 0]
-        xl = None
-        if direct:
-            out = np.empty((B, T, DH) if self.batch_first else (T, B, DH), dt)
-            outl = outl[:-1] + [out]
-            packed_like = D == 1 and (B == 1 or not self.batch_first)
-            if not packed_like:
-                ob = out.swapaxes(0, 1) if not self.batch_first else out  # (B, T, DH) view
-                io[2], io[3] = ob.strides[1] // dt.itemsize, ob.strides[0] // dt.itemsize
-            # (kernels that make x_t W_ih^T step by step read the input where it is)
-            fused = kp.proj == "step" and kp.kernel in ("packed", "units")
-            x_tm = x.swapaxes(0, 1)  # (T, B, F)
-            if x.dtype == dt and x.strides[2] == dt.itemsize and (x.flags.c_contiguous or x_tm.flags.c_contiguous):
-                base = x if x.flags.c_contiguous else x_tm
-                if D == 1 and x_tm.flags.c_contiguous:  # the packed layout itself
-                    xl = [base]
-                elif fused:
-                    xl = [base]
-                    io[0], io[1] = x.strides[1] // dt.itemsize, x.strides[0] // dt.itemsize
-        if xl is None:
-            xl = [plan.pack(x, x_buf)]
-        masks = [None] * L
-        use_dropout = training and self.dropout > 0.0
-        for layer in range(L - 1):
-            if use_dropout:
-                keep = 1.0 - self.dropout
-                m = (self._rng.random((N, DH)) < keep).astype(dt)
-                if keep > 0:  # p = 1 drops everything, as PyTorch does
-                    m *= dt.type(1.0 / keep)
-                masks[layer] = m
-                xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
-            else:
-                xl.append(outl[layer])
-        yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
-                            L, params, bufs, states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io,
-                            bias_src=self._bias_src(biases))
-        if kp.kernel in ("latency", "units"):
-            self.thread_policy.note(n_threads, yields)
-        cache = None
-        if training:
-            cache = dict(plan=plan, kp=kp, params=params, bufs=bufs, states=states, xl=xl, outl=outl,
-                         masks=masks, ws=ws)
-        return outl[-1], hT_all, cT_all, plan, cache, direct
 
     def forward(self, x: ArrayLike, hx: Optional[State] = None, lengths: Optional[ArrayLike] = None,
                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
@@ -470,25 +217,6 @@ class _RNNBase(Module):
 
     __call__ = forward
 
-    def _finish(self, plan, out_p, hT, cT, unbatched, final=False):
-        """The caller's results from the kernel's: ``out_p`` packed (N, DH), or with ``final`` already the
-        caller's output array."""
-        if final:
-            out = out_p
-        else:
-            out = plan.unpack(out_p, self._D * self.hidden_size)
-            if not self.batch_first:
-                out = np.ascontiguousarray(out.swapaxes(0, 1))
-        h_n = plan.unsort_states(hT)
-        c_n = plan.unsort_states(cT) if self._mode == "lstm" else None
-        if unbatched:
-            out = out[0] if self.batch_first else out[:, 0]
-            h_n = h_n[:, 0]
-            c_n = c_n[:, 0] if c_n is not None else None
-        if self._mode == "lstm":
-            return out, (h_n, c_n)
-        return out, h_n
-
     def backward(self, dout: ArrayLike, dstate: Optional[State] = None,
                  n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
         """Backpropagate through the last training-mode forward call; gradients accumulate in ``grads``.
@@ -517,54 +245,12 @@ class _RNNBase(Module):
                                      "(or twice for one forward)")
         plan = cache["plan"]
         unbatched = cache["unbatched"]
-        B, T, N = plan.B, plan.T, plan.N
-        H, D, L, G = self.hidden_size, self._D, self.num_layers, self._G
-        DH, LD, dt = D * H, L * D, self.dtype
-        dout = as_float(dout, dt, "dout")
-        if unbatched:
-            exp = (T, DH)
-            if dout.shape != exp:
-                raise ValueError(f"dout must have the output's shape {exp}, got {dout.shape}")
-            dout = dout[None] if self.batch_first else dout[:, None]
-        else:
-            exp = (B, T, DH) if self.batch_first else (T, B, DH)
-            if dout.shape != exp:
-                raise ValueError(f"dout must have the output's shape {exp}, got {dout.shape}")
-        if not self.batch_first:
-            dout = dout.swapaxes(0, 1)
-        dh_n, dc_n = self._split_hx(dstate, B, unbatched, what="dstate")
+        dout = self._check_dout(dout, plan, unbatched)
+        dh_n, dc_n = self._split_hx(dstate, plan.B, unbatched, what="dstate")
         self._cache = None  # the kernel overwrites the saved gates with their gradients
         ws = cache["ws"]
-        dls = [ws.get(f"dout{layer}", (N, DH), dt) for layer in range(L - 1)]
-        dls.append(plan.pack(dout, ws.get(f"dout{L - 1}", (N, DH), dt)))
-        dx0 = ws.get("dx", (N, self.input_size), dt)
-        # dh / dc are the kernels' running gradients (written): always fresh copies
-        dhs = [a.copy() for a in plan.sort_states(dh_n, dt)] if dh_n is not None else list(np.zeros((LD, B, H), dt))
-        if self._mode == "lstm":
-            dcs = ([a.copy() for a in plan.sort_states(dc_n, dt)] if dc_n is not None
-                   else list(np.zeros((LD, B, H), dt)))
-        else:
-            dcs = [None] * LD
-        grads, dstates = [], []
-        dummy = np.zeros(G * H, dt)
-        dh0_all = np.empty((LD, B, H), dt)
-        dc0_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
-        for layer in range(L):
-            F = self.input_size if layer == 0 else DH
-            for d in range(D):
-                k = layer * D + d
-                sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                g = self.grads
-                grads.append((g["weight_ih" + sfx], g["weight_hh" + sfx],
-                              g["bias_ih" + sfx] if self.bias else dummy.copy(),
-                              g["bias_hh" + sfx] if self.bias else dummy.copy()))
-                dstates.append((dhs[k], dcs[k], dh0_all[k], dc0_all[k] if dc0_all is not None else None))
-                buf = cache["bufs"][k]
-                # (on the packed kernel dx_t = dG_t W_ih at each step while dG_t is in cache, rather than
-                # one GEMM over all steps after the loop: LSTM small training 2.7% faster, medium 4.2%)
-                shapes = _k.dir_buffers(self._cell, F, H, B, N, True, d == 1, *cache["kp"].kernel_args, nth, True)
-                for name, shape in shapes.items():
-                    buf[name] = ws.get(f"{name}{k}", shape, dt)
+        dls, dx0, grads, dstates, dh0_all, dc0_all = self._backward_args(cache, dout, dh_n, dc_n, nth)
+        H, D, L = self.hidden_size, self._D, self.num_layers
         # the batch-1 and few-rows kernels (as their forward): threads sharing out the units
         kp = cache["kp"]
         shares_units = kp.kernel in ("latency", "units")

@@ -844,7 +844,7 @@ def test_release_memory_drops_kept_buffers():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_workspace_buffers_start_on_a_cache_line(dtype):
     """The kernels' 64-byte vector loads must not straddle two cache lines (1.5x slower measured)."""
-    from rnnfast.nn.recurrent import _Workspace  # noqa: PLC0415
+    from rnnfast.nn._rnn_calls import _Workspace  # noqa: PLC0415
     ws = _Workspace()
     for n, size in enumerate((1, 7, 1000, 100_003)):
         a = ws.get(f"a{n}", (size,), dtype)
