@@ -97,16 +97,16 @@ def test_models_module_re_exports_the_old_names():
     assert models._RecurrentEstimator is rf.estimators.recurrent._RecurrentEstimator
 
 
-def test_scikit_learn_stays_optional(data):
+def test_scikit_learn_stays_optional(data, tmp_path):
     """The estimators work with scikit-learn unimportable (tags are only read by scikit-learn)."""
-    import subprocess
-    import sys
+    from _child import run_python  # (a child outside the checkout imports the rnnfast under test)
+
     code = ("import sys; sys.modules['sklearn'] = None\n"
             "import numpy as np, rnnfast as rf\n"
             "X = np.random.default_rng(0).standard_normal((20, 4, 2))\n"
             "m = rf.LSTMClassifier(hidden_size=3, epochs=1, random_state=0).fit(X, np.arange(20) % 2)\n"
             "assert m.predict(X).shape == (20,)\n"
             "try:\n    rf.LSTM().predict(X)\nexcept rf.estimators.NotFittedError:\n    print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run_python(["-c", code], cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
