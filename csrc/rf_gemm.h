@@ -277,9 +277,24 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
                 } else if (mr == 8) {                                                                 \
                     RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 8, 0)                                       \
                     RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 8, 0)                               \
-                } else {                                                                              \
+                } else if (pfn > 0) {                                                                 \
                     RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, mr, 1)                                      \
                     RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, mr, 1)                              \
+                } else if (mr == 1) { /* few rows (the few-rows kernel, a batch's last rows): */      \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 1, 0) /* a row count the compiler knows */  \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 1, 0)                               \
+                } else if (mr == 2) {                                                                 \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 2, 0)                                       \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 2, 0)                               \
+                } else if (mr == 3) {                                                                 \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 3, 0)                                       \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 3, 0)                               \
+                } else if (mr == 4) {                                                                 \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, 4, 0)                                       \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, 4, 0)                               \
+                } else {                                                                              \
+                    RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, mr, 0)                                      \
+                    RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, mr, 0)                              \
                 }                                                                                     \
                 /* first chunk: C := beta C + sum; later ones: C += sum */                            \
                 float bt = first ? beta : 1.0f;                                                       \

@@ -69,9 +69,10 @@ class Stateful:
         return self.train(False)
 
     def __getattr__(self, name):
-        # everything else (state_dict, grads, hidden_size, reseed, ...) is the wrapped layer's
+        # everything else (state_dict, grads, hidden_size, reseed, ...) is the wrapped layer's; never the
+        # protocols' dunders (on Python 3.10 pickle asked for __getstate__ here, and got the layer's)
         layer = self.__dict__.get("layer")
-        if layer is None:
+        if layer is None or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
         return getattr(layer, name)
 

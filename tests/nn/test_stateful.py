@@ -1,5 +1,6 @@
 """StateCarry: rows of a batch's state taken and put back; Stateful helpers."""
 import numpy as np
+import pytest
 
 from rnnfast import nn
 
@@ -30,3 +31,20 @@ def test_unwrap_and_no_stateful_layers():
     lstm = nn.LSTM(2, 3)
     assert nn.unwrap(nn.Stateful(lstm)) is lstm and nn.unwrap(lstm) is lstm
     assert not nn.StateCarry(nn.Sequential(lstm))
+
+
+def test_pickle_keeps_the_wrapper_and_its_layer():
+    """A pickled Stateful is a Stateful around its layer: its attribute forwarding never answers for the
+    pickle protocol's dunders, which the wrapped recurrent layer defines (on Python 3.10 the wrapper
+    pickled as the layer's state)."""
+    import pickle
+
+    from rnnfast.nn.stateful import Stateful
+
+    s = Stateful(nn.LSTM(3, 4, seed=0)).eval()
+    copy = pickle.loads(pickle.dumps(s))
+    assert type(copy) is Stateful and type(copy.layer) is nn.LSTM
+    x = np.ones((2, 5, 3), np.float32)
+    np.testing.assert_array_equal(copy.layer(x)[0], s.layer(x)[0])
+    with pytest.raises(AttributeError):
+        copy.__no_such_dunder__  # noqa: B018
