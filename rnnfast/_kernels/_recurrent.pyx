@@ -133,6 +133,15 @@ def units_pack_size(int cell, int F, int H, int nthreads, bint step, bint backwa
     return most
 
 
+def set_min_rows_per_task(int n):
+    """Set the fewest rows of a row task (rnnfast._planner's TABLE["rows_per_task"]); returns the previous
+    value."""
+    global MIN_ROWS_PER_TASK
+    old = MIN_ROWS_PER_TASK
+    MIN_ROWS_PER_TASK = max(1, n)
+    return old
+
+
 def set_gemm_kc(int kc):
     """Set the K chunk of the packed per-step kernel (csrc/rf_gemm.h; <= 0: none); returns the previous
     value. For tests and measurements."""
@@ -179,7 +188,8 @@ cdef int _blas_holders = 0    # rnnfast calls running now (changed only with the
 cdef int _blas_saved = 0      # BLAS thread count to restore when the last one ends
 
 
-# Fewest rows worth a task of their own: below this a thread costs more than it saves.
+# Fewest rows worth a task of their own: below this a thread costs more than it saves. The planner's
+# TABLE["rows_per_task"] sets it (set_min_rows_per_task), so the two never disagree.
 cdef int MIN_ROWS_PER_TASK = 4
 # Fewest multiply-adds of a GEMM worth splitting across threads.
 cdef double MIN_PARALLEL_FLOPS = 2.0e6

@@ -15,6 +15,9 @@ from rnnfast.nn.module import aligned_empty, as_float
 
 __all__ = ["KernelCalls"]
 
+# the kernel's row tasks are cut as the planner models them (one number, in the planner's table)
+_k.set_min_rows_per_task(int(_planner.TABLE["rows_per_task"]))
+
 
 class _Plan:
     """Packed layout of one batch: sort by length (stable), steps time-major, padded steps dropped."""
