@@ -104,6 +104,10 @@ TABLE = {
     # fused cell pass per row and unit (LSTM: 4 activations, about 1 ns)
     "step_s": 0.3e-6,
     "barrier_s": 1.0e-6,
+    # starting a parallel region on a second thread (waking it: about 10 us on these virtual CPUs); row
+    # tasks start two a layer (packing, then the tasks), the unit-sharing kernels one. B=8, T=8, I=48,
+    # H=96: two row tasks 0.141 ms, threads sharing out the units 0.095
+    "region_s": 10e-6,
     "cell_s": 1.0e-9,
     # the few-rows kernel: up to this many rows (more share out by rows better: B=16, I=256, H=128 on two
     # threads, rows 1.37 ms, units 1.64; at B=8 units still won, 0.095 against 0.141 ms at I=48, H=96)
@@ -250,16 +254,18 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     pack = 8.0 * K * G * H / TABLE["bw_mem"]  # every kernel here packs its weights once a call ...
     if kernel == "latency" and c.N < TABLE["latency_panel_min_t"]:
         pack = 0.0  # ... but short batch-1 calls, which read the rows in place
+    regions = 0.0 if threads <= 1 else TABLE["region_s"] * (1 + (proj == "gemm"))
     if kernel in ("units", "latency"):  # threads share out the units, meeting once a step
         share = -(-H // threads)
         sync = TABLE["barrier_s"] if threads > 1 else 0.0
         step = _step_cost(c.B, G * share, K, m) + sync + TABLE["cell_s"] * c.B * share
-        return extra + pack / threads + steps * step
+        return regions + extra + pack / threads + steps * step
     nblk, ntask = _row_tasks(c, threads)
     rows = -(-c.B // nblk)
     step = _step_cost(rows, G * H, K, m) + TABLE["cell_s"] * rows * H
     rounds = -(-ntask // min(threads, ntask))
-    return extra + pack / min(threads, ntask) + rounds * steps * step
+    regions = 0.0 if min(threads, ntask) <= 1 else TABLE["region_s"] * (2 + (proj == "gemm"))
+    return regions + extra + pack / min(threads, ntask) + rounds * steps * step
 
 
 def _row_tasks(c: Call, threads: int) -> tuple[int, int]:
