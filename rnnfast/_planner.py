@@ -17,10 +17,11 @@ time, :func:`machine`), :func:`plan_call` picks a :class:`Plan`:
     How the threads share the work (``"units"``, ``"rows"``, ``"directions"``, ``"rows+directions"``,
     ``"none"``) and how many run.
 
-The choice between candidates is a small roofline model: a step costs the larger of its multiply-adds
-at the core's rate and its weight bytes at the bandwidth of the cache level they fit in, plus the
-fixed costs of a step and of a barrier; every number is in :data:`TABLE`, each with the measurement
-behind it. The batch-1 back-off and the streaming-step choice, which depend on the machine's recent
+The kernel is chosen by a small roofline model: a step costs the larger of its multiply-adds at the
+core's rate and its weight bytes at the bandwidth of the cache level they fit in (plus part of the
+smaller), and the fixed costs of a step, a barrier and a parallel region; the product layout by one
+rule (``_hoists``: the input product leaves the steps when their weights stream from beyond half of
+L2 and those reads matter). Every number is in :data:`TABLE`, each with the measurement behind it. The batch-1 back-off and the streaming-step choice, which depend on the machine's recent
 behaviour rather than the shape, are :class:`ThreadPolicy`, with an injectable clock.
 
 ``rnnfast.tune`` (:mod:`rnnfast._tune`) can time the candidates (:func:`candidates`) on the user's
@@ -445,14 +446,4 @@ class ThreadPolicy:
         i = 1 if split else 0
         old = self.step_ewma[i]
         self.step_ewma[i] = took if old is None else old + 0.1 * (min(took, 2.0 * old) - old)
-
-
-def flops(c: Call) -> float:
-    """Multiply-adds x 2 of a call's forward (all layers and directions); backward is about twice that."""
-    G, H = c.cell.gates, c.H
-    total = 0.0
-    for layer in range(c.L):
-        F = c.I if layer == 0 else c.D * H
-        total += 2.0 * c.N * G * H * (F + H) * c.D
-    return total if not c.training else 3.0 * total
 

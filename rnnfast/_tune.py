@@ -145,13 +145,7 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     """
     rounds = cast(int, check_int(repeats, "repeats", 1))
     threads = resolve_threads(n_threads)
-    xb, _ = layer._check_x(x)
-    B, T, _ = xb.shape
-    from rnnfast.nn.module import check_lengths  # noqa: PLC0415 (nn imports this module's users)
-
-    lens = check_lengths(lengths, B, T)
-    N = B * T if lens is None else int(np.sum(lens))
-    call = layer._call(B, T, N, bool(training))
+    call = layer._describe(x, lengths, bool(training))
     default = _planner.plan_call(call, threads)
     cands = _candidates(call, threads)
     was_training, forced = layer.training, layer._forced_plan

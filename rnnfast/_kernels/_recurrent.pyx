@@ -1053,10 +1053,15 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.unb = _buf(buf, shapes, "unb", dt)
         p.wpb = _buf(buf, shapes, "wpb", dt)
         p.wpi = _buf(buf, shapes, "wpi", dt)
+        p.hprev = _buf(buf, shapes, "hprev", dt)  # (these four: backward only)
+        p.dwcat = _buf(buf, shapes, "dwcat", dt)
         if d == 1:
             p.xin = _buf(buf, shapes, "xin", dt)
             p.y = _buf(buf, shapes, "y", dt)
             p.ldy = H
+            p.dxin = _buf(buf, shapes, "dxin", dt)
+            p.dy = _buf(buf, shapes, "dy", dt)
+            p.lddy = H
     return 0
 
 
@@ -1350,10 +1355,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             dirs[l * D].lddy = DH
         dxp = _ptr(dx0, dt, <Py_ssize_t>N * I, "dx")
         for k in range(L * D):
-            l = k // D
-            d = k % D
             p = &dirs[k]
-            buf = bufs[k]
             dw_ih, dw_hh, db_ih, db_hh = grads[k]
             dh, dc, dh0, dc0 = dstates[k]
             p.dw_ih = _ptr(dw_ih, dt, GH * p.F, "dw_ih")
@@ -1365,13 +1367,6 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             if cell == CELL_LSTM:
                 p.dc = _ptr(dc, dt, B * H, "dc")
                 p.dc0 = _ptr(dc0, dt, B * H, "dc0")
-            shapes = dir_buffers(cell, p.F, H, B, N, True, d == 1, kernel, hoist, panels, nthreads, True)
-            p.dwcat = _buf(buf, shapes, "dwcat", dt)
-            p.hprev = _buf(buf, shapes, "hprev", dt)
-            if d == 1:
-                p.dy = _buf(buf, shapes, "dy", dt)
-                p.lddy = H
-                p.dxin = _buf(buf, shapes, "dxin", dt)
         _blas_hold()
         try:
             if dt == np.float32:

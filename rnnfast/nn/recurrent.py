@@ -9,7 +9,7 @@ import numpy as np
 
 from rnnfast import _planner
 from rnnfast._kernels import _recurrent as _k
-from rnnfast._planner import Cell, Plan, ThreadPolicy
+from rnnfast._planner import Call, Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, validate_params
@@ -158,12 +158,15 @@ class _RNNBase(KernelCalls, Module):
         >>> str(LSTM(8, 512).plan_for(np.zeros((2, 100, 8), np.float32), n_threads=2))
         'units proj=step split=unitsx2'
         """
+        c = self._describe(x, lengths, self.training if training is None else bool(training))
+        return self._kernel_plan(c.B, c.T, c.N, c.training, resolve_threads(n_threads))
+
+    def _describe(self, x, lengths, training: bool) -> Call:
+        """The planner's description of a call with this input (checked as a call checks it)."""
         xb, _ = self._check_x(x)
         B, T, _ = xb.shape
         lengths = check_lengths(lengths, B, T)
-        N = B * T if lengths is None else int(np.sum(lengths))
-        train = self.training if training is None else bool(training)
-        return self._kernel_plan(B, T, N, train, resolve_threads(n_threads))
+        return self._call(B, T, B * T if lengths is None else int(np.sum(lengths)), training)
 
     def forward(self, x: ArrayLike, hx: Optional[State] = None, lengths: Optional[ArrayLike] = None,
                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
