@@ -12,3 +12,6 @@ if _TESTS not in sys.path:
 from _source_tree import without_unbuilt_source_tree  # noqa: E402  (after tests/ is on sys.path)
 
 sys.path[:] = without_unbuilt_source_tree(sys.path, os.path.dirname(_TESTS))
+
+# Keras 3 is a test oracle here on its PyTorch backend: no TensorFlow is installed
+os.environ.setdefault("KERAS_BACKEND", "torch")
