@@ -58,8 +58,12 @@ def layers_of(model: Any) -> list:
 
 def float_dtype(dtype: Any, where: str) -> np.dtype:
     """float32 or float64 from a framework's dtype (ValueError for anything else: rnnfast computes in those two)."""
-    dt = np.dtype(str(dtype).replace("torch.", ""))
+    name = str(dtype).replace("torch.", "")
+    try:
+        dt = np.dtype(name)
+    except TypeError:  # bfloat16 and the like, which numpy does not know
+        dt = None
     if dt not in (np.float32, np.float64):
-        raise ValueError(f"{where} holds {dt} weights; rnnfast computes in float32 or float64 "
+        raise ValueError(f"{where} holds {name} weights; rnnfast computes in float32 or float64 "
                          "(convert the weights to one of those first)")
-    return dt
+    return np.dtype(dt)
