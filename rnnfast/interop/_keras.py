@@ -115,7 +115,7 @@ def _state(layer: Any, arrays: list) -> dict:
 
 
 def _shape_hint(layer: Any, want: tuple, got: tuple) -> str:
-    if cell_of(layer) == "gru" and len(want) + len(got) == 3 and np.prod(want) * 2 ** (len(got) - 1) == np.prod(got):
+    if cell_of(layer) == "gru" and {len(want), len(got)} == {1, 2} and want[-1] == got[-1]:
         if len(got) == 2:
             return (" (a (2, 3H) bias is a Keras GRU with reset_after=True; this layer has reset_after=False)")
         return (" (a (3H,) bias is a Keras GRU with reset_after=False: load it into "
