@@ -63,15 +63,25 @@ def _lstm_gru_blocks(a, order, G):
     return np.concatenate([blocks[i] for i in order], axis=0)
 
 
+def rnnfast_layer(case, sd):
+    """The case's rnnfast layer (RNN: tanh) holding the weights ``sd`` (PyTorch's keys and layout): what the
+    rnnfast worker times, and what the other workers convert with rnnfast.interop."""
+    from rnnfast.nn import GRU, LSTM, RNN
+
+    cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[case["cell"]]
+    layer = cls(case["I"], case["H"], num_layers=case["layers"], bidirectional=case["bidirectional"],
+                dtype=np.float32, seed=0)
+    layer.load_state_dict(sd)
+    return layer
+
+
 class RnnfastWorker:
     name = "rnnfast"
 
     def __init__(self, threads):
         import rnnfast
-        from rnnfast.nn import GRU, LSTM, RNN
 
         self.rnnfast = rnnfast
-        self.cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # RNN: tanh
         rnnfast.set_num_threads(threads)
         self.nth = threads
 
@@ -100,9 +110,7 @@ class RnnfastWorker:
 
     def build(self, case, sd, data, variant):
         nth = self.nth
-        layer = self.cls[case["cell"]](case["I"], case["H"], num_layers=case["layers"],
-                                       bidirectional=case["bidirectional"], dtype=np.float32, seed=0)
-        layer.load_state_dict(sd)
+        layer = rnnfast_layer(case, sd)
         if case["kind"] == "step":
             return self._build_step(layer, data)
         x, lengths = data["x"], data.get("lengths")
@@ -191,9 +199,9 @@ class TorchWorker:
         cell, I, H = case["cell"], case["I"], case["H"]
         if case["kind"] == "step":
             return self._build_step(case, sd, data)
-        mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](  # RNN: tanh
-            I, H, num_layers=case["layers"], bidirectional=case["bidirectional"], batch_first=True)
-        mod.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+        from rnnfast.interop import to_torch
+
+        mod = to_torch(rnnfast_layer(case, sd))  # batch-first, the weights of sd
         x = torch.from_numpy(data["x"].copy())
         T = case["T"]
         if variant == "packed":
@@ -399,10 +407,6 @@ class OrtWorker:
         return Bench(run, check)
 
 
-# PyTorch (i,f,g,o)/(r,z,n) -> Keras (i,f,c,o)/(z,r,h); RNN has one block
-_KERAS_ORDER = {"lstm": [0, 1, 2, 3], "gru": [1, 0, 2], "rnn": [0]}
-
-
 class TfWorker:
     name = "tensorflow"
 
@@ -422,23 +426,15 @@ class TfWorker:
                 "intra_op": self.tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op": self.tf.config.threading.get_inter_op_parallelism_threads()}
 
-    @staticmethod
-    def _keras_weights(cell, sd, sfx):
-        G, order = GATES[cell], _KERAS_ORDER[cell]
-        kernel = _lstm_gru_blocks(sd["weight_ih" + sfx], order, G).T
-        rec = _lstm_gru_blocks(sd["weight_hh" + sfx], order, G).T
-        b_ih = _lstm_gru_blocks(sd["bias_ih" + sfx], order, G)
-        b_hh = _lstm_gru_blocks(sd["bias_hh" + sfx], order, G)
-        bias = np.stack([b_ih, b_hh]) if cell == "gru" else b_ih + b_hh  # GRU reset_after: (2, 3H)
-        return [np.ascontiguousarray(kernel), np.ascontiguousarray(rec), bias]
-
     def _build_step(self, case, sd, data):
         """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
+        from rnnfast.interop import keras_weights
+
         tf, keras = self.tf, self.keras
         cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
         c = keras.layers.LSTMCell(H) if cell == "lstm" else keras.layers.GRUCell(H, reset_after=True)
         c.build((B, I))
-        c.set_weights(self._keras_weights(cell, sd, "_l0"))
+        c.set_weights(keras_weights(rnnfast_layer(case, sd)))  # one level, one direction: one cell's arrays
 
         @tf.function(reduce_retracing=True)
         def one(x, s):
@@ -486,11 +482,12 @@ class TfWorker:
         y = tf.zeros((B, T, I))
         for lay in layers:
             y = lay(y)
-        for layer, lay in enumerate(layers):
-            w = self._keras_weights(cell, sd, f"_l{layer}")
-            if bid:
-                w = w + self._keras_weights(cell, sd, f"_l{layer}_reverse")
-            lay.set_weights(w)
+        from rnnfast.interop import keras_weights
+        from rnnfast.interop._gates import from_order
+
+        arrays = iter(keras_weights(rnnfast_layer(case, sd)))  # level by level, forward then reverse
+        for lay in layers:
+            lay.set_weights([next(arrays) for _ in lay.get_weights()])
         variables = [v for lay in layers for v in lay.trainable_variables]
         rec0 = variables[1]
         assert tuple(rec0.shape) == (H, G * H), rec0.shape
@@ -527,8 +524,7 @@ class TfWorker:
 
         def check():
             out, grads = run()
-            inv = np.argsort(_KERAS_ORDER[cell])
-            dwhh = _lstm_gru_blocks(grads[2].numpy().T, inv, G)  # Keras (H, G*H) -> PyTorch (G*H, H)
+            dwhh = from_order(grads[2].numpy().T, "keras", cell)  # Keras (H, G*H) -> PyTorch (G*H, H)
             return {"out": out.numpy(), "dx": grads[0].numpy(), "dweight_hh_l0": dwhh}
 
         return Bench(run, check)
