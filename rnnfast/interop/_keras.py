@@ -29,6 +29,9 @@ In :func:`from_keras`, consecutive recurrent levels of the same kind, width, dir
 the last returning sequences, become one rnnfast layer with ``num_layers`` levels; a level with
 ``return_sequences=False`` is followed by :class:`rnnfast.nn.LastStep` (``bidirectional=True`` after a
 ``Bidirectional``: the forward half at the last step, the reverse half at step 0, which is what Keras returns).
+:func:`to_keras` does the reverse; a stacked layer's ``dropout`` becomes Keras ``Dropout`` layers between its
+levels (which :func:`from_keras` keeps as rnnfast Dropout layers between one-level layers), and an
+Embedding's ``padding_idx`` has no Keras form (its row, zero, is carried as a weight).
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def network(model: Any) -> Any:
 
     if isinstance(model, EstimatorBase):
         model._check_fitted()
-        return model.model_
+        return model.model_  # type: ignore[attr-defined]  # set by fit (checked above)
     return unwrap(model)
 
 

@@ -34,7 +34,12 @@ def _torch() -> Any:
 def _modules() -> dict:
     """The torch modules that rnnfast layers without a torch twin convert to (defined once torch is imported)."""
     torch = _torch()
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    pools = _pooling_modules(torch)
+    return {**pools, "Sequence": _sequence_module(torch, tuple(pools.values()))}
+
+
+def _pooling_modules(torch: Any) -> dict:
+    """rnnfast's LastStep, MeanPool and MaxPool as torch modules taking ``forward(x, lengths=None)``."""
 
     def last_valid(x: Any, lengths: Any) -> Any:
         B, T = x.shape[0], x.shape[1]
@@ -75,7 +80,12 @@ def _modules() -> dict:
         def forward(self, x: Any, lengths: Any = None) -> Any:
             return x.masked_fill(~valid(x, lengths), float("-inf")).amax(dim=1)
 
-    pools = (LastStep, MeanPool, MaxPool)
+    return {"LastStep": LastStep, "MeanPool": MeanPool, "MaxPool": MaxPool}
+
+
+def _sequence_module(torch: Any, pools: tuple) -> Any:
+    """The torch module an rnnfast Sequential converts to (module docstring)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     class Sequence(torch.nn.Module):
         """rnnfast.nn.Sequential in torch: ``forward(x, lengths=None)`` runs the layers in order (the
@@ -105,7 +115,7 @@ def _modules() -> dict:
                                           enforce_sorted=False)
             return pad_packed_sequence(layer(packed)[0], batch_first=layer.batch_first, total_length=steps)[0]
 
-    return {"LastStep": LastStep, "MeanPool": MeanPool, "MaxPool": MaxPool, "Sequence": Sequence}
+    return Sequence
 
 
 def __getattr__(name: str) -> Any:
