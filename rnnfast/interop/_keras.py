@@ -208,8 +208,8 @@ def _keras() -> Any:
     try:
         import keras
     except ImportError as e:
-        raise ImportError("Keras 3 is needed for this conversion: pip install 'rnnfast[keras]' (and set "
-                          "KERAS_BACKEND, e.g. to 'torch', before importing keras)") from e
+        raise ImportError("Keras 3 and one of its backends (torch, jax or tensorflow, named by KERAS_BACKEND "
+                          f"before keras is imported) are needed for this conversion: {e}") from e
     if int(keras.__version__.split(".")[0]) < 3:
         raise ImportError(f"Keras 3 is needed, found keras {keras.__version__}")
     return keras
@@ -453,6 +453,12 @@ def from_keras(layer_or_model: Any) -> Any:
         What rnnfast does not compute, named: other activations, ``go_backwards`` alone, ``stateful``,
         masking (``Masking``, ``mask_zero``; rnnfast takes ``lengths=``), ``merge_mode`` other than concat,
         Dense activations, functional models, unbuilt layers.
+
+    Notes
+    -----
+    ``unroll`` (how Keras schedules the loop) and LSTM ``unit_forget_bias`` (how it initialises the forget
+    bias) change no result and are accepted; ``dropout`` / ``recurrent_dropout`` inside a recurrent layer act
+    in training only and are dropped with a warning.
     """
     from rnnfast import nn
 

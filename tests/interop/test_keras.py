@@ -281,3 +281,16 @@ def test_gru_reset_before_layout():
     back = from_keras(k)
     assert back.reset_after is False
     same_weights(back, gru)
+
+
+def test_gru_reset_before_refused_without_support():
+    if gru_has_reset_after():
+        pytest.skip("rnnfast.nn.GRU has reset_after: test_gru_reset_before_layout covers it")
+    with pytest.raises(ValueError, match="reset_after=False"):
+        from_keras(keras_model(L.GRU(H, reset_after=False)))
+
+
+def test_unroll_and_unit_forget_bias_are_accepted():
+    km = keras_model(L.LSTM(H, unroll=True, unit_forget_bias=False, return_sequences=True), shape=(T, I), seed=9)
+    x = x_seq(seed=9)
+    close(rf_out(from_keras(km), x), k_out(km, x))
