@@ -26,7 +26,5 @@ def from_order(a: np.ndarray, framework: str, cell: str) -> np.ndarray:
     """Blocks of ``a`` (gates along axis 0, ``framework``'s order) in rnnfast's order."""
     order = ORDER[framework][cell]
     blocks = np.split(np.asarray(a), len(order), axis=0)
-    out = [None] * len(order)
-    for pos, k in enumerate(order):
-        out[k] = blocks[pos]
-    return np.concatenate(out, axis=0)
+    where = np.argsort(order)   # where[k] = the position that holds rnnfast block k
+    return np.concatenate([blocks[pos] for pos in where], axis=0)
