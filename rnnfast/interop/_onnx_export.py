@@ -103,6 +103,11 @@ class _Graph:
                              doc_string=doc)
         model.ir_version = h.find_min_ir_version_for(opsets)
         h.set_model_props(model, {k: str(v) for k, v in metadata.items()})
+        # outputs declared without a shape get the one ONNX's shape inference finds (symbolic batch and time)
+        inferred = self.onnx.shape_inference.infer_shapes(model).graph.output
+        for out, found in zip(model.graph.output, inferred):
+            if not out.type.tensor_type.HasField("shape"):
+                out.CopyFrom(found)
         self.onnx.checker.check_model(model)
         return model
 
