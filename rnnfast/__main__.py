@@ -420,6 +420,26 @@ def cmd_import(args):
 
 
 # ---------------------------------------------------------------------------------------- main
+def _add_interop_commands(sub):
+    """The ``export`` and ``import`` subcommands (ONNX)."""
+    ex = sub.add_parser("export", help="write a model file as an ONNX model",
+                        description="Export a model file (a fitted estimator, or a layer / Sequential written by "
+                                    "`rnnfast import`) to ONNX with rnnfast.interop.to_onnx: inputs x and "
+                                    "lengths (int32, per row), dynamic batch and time. Needs pip install "
+                                    "\"rnnfast[onnx]\".")
+    ex.add_argument("model", help="model file (.rnnfast)")
+    ex.add_argument("-o", "--output", required=True, help=".onnx file to write")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    ex.add_argument("--no-lengths", action="store_true",
+                    help="no lengths input: every row has all its time steps")
+    im = sub.add_parser("import", help="read an ONNX model into rnnfast and save it",
+                        description="Build rnnfast layers from an ONNX model (rnnfast.interop.from_onnx: LSTM / "
+                                    "GRU / RNN nodes and what torch.onnx.export and rnnfast put around them) and "
+                                    "write them to a model file.")
+    im.add_argument("model", help=".onnx file")
+    im.add_argument("-o", "--output", required=True, help="model file to write (.rnnfast)")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="rnnfast", description="Fast, exact recurrent neural networks for CPUs.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -491,23 +511,7 @@ def _parser():
     b.add_argument("--threads", type=int, default=None, help="threads for --overhead (default 1)")
     b.add_argument("--shape", default=None, metavar="B,T,F,H",
                    help="batch, steps, features, hidden of --overhead (default 32,20,8,32)")
-
-    ex = sub.add_parser("export", help="write a model file as an ONNX model",
-                        description="Export a model file (a fitted estimator, or a layer / Sequential written by "
-                                    "`rnnfast import`) to ONNX with rnnfast.interop.to_onnx: inputs x and "
-                                    "lengths (int32, per row), dynamic batch and time. Needs pip install "
-                                    "\"rnnfast[onnx]\".")
-    ex.add_argument("model", help="model file (.rnnfast)")
-    ex.add_argument("-o", "--output", required=True, help=".onnx file to write")
-    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    ex.add_argument("--no-lengths", action="store_true",
-                    help="no lengths input: every row has all its time steps")
-    im = sub.add_parser("import", help="read an ONNX model into rnnfast and save it",
-                        description="Build rnnfast layers from an ONNX model (rnnfast.interop.from_onnx: LSTM / "
-                                    "GRU / RNN nodes and what torch.onnx.export and rnnfast put around them) and "
-                                    "write them to a model file.")
-    im.add_argument("model", help=".onnx file")
-    im.add_argument("-o", "--output", required=True, help="model file to write (.rnnfast)")
+    _add_interop_commands(sub)
     return p
 
 
