@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from rnnfast import nn
+from rnnfast import __version__, nn
 from rnnfast.interop._gates import to_order
 from rnnfast.nn.stateful import unwrap
 
@@ -98,7 +98,6 @@ class _Graph:
         h = self.onnx.helper
         graph = h.make_graph(self.nodes, "rnnfast", self.inputs, self.outputs, initializer=self.inits)
         opsets = [h.make_opsetid("", self.opset)]
-        from rnnfast import __version__
         model = h.make_model(graph, opset_imports=opsets, producer_name="rnnfast", producer_version=__version__,
                              doc_string=doc)
         model.ir_version = h.find_min_ir_version_for(opsets)

@@ -83,6 +83,8 @@ class _Group:
         try:
             layer = _CLASSES[self.kind](self.input_size, self.hidden_size, **kw)
         except TypeError:
+            if "reset_after" not in kw:
+                raise
             raise ValueError("a GRU node with linear_before_reset=0 needs rnnfast.nn.GRU(reset_after=False), which "
                              "this version of rnnfast does not have") from None
         layer.load_state_dict(self._state_dict(kw["bias"]))
