@@ -98,6 +98,32 @@ def test_gru_reset_before():
     close(h_n, h)
 
 
+def _gru_reset_before(x, sd):
+    """numpy GRU, reset before the product: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn) (one layer, forward)."""
+    W, R, bi, bh = (sd[k].astype(np.float64) for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+    H = R.shape[1]
+    h, out = np.zeros((x.shape[0], H)), []
+    for t in range(x.shape[1]):
+        gi = x[:, t] @ W.T + bi
+        r = 1 / (1 + np.exp(-(gi[:, :H] + h @ R[:H].T + bh[:H])))
+        z = 1 / (1 + np.exp(-(gi[:, H:2 * H] + h @ R[H:2 * H].T + bh[H:2 * H])))
+        n = np.tanh(gi[:, 2 * H:] + (r * h) @ R[2 * H:].T + bh[2 * H:])
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+def test_gru_reset_before_formula_in_onnx():
+    """The graph a reset-before GRU exports to (linear_before_reset=0, the same weights and biases) computes
+    the formula of rnnfast.nn.GRU(reset_after=False), checked against numpy while that option is coming."""
+    layer = nn.GRU(3, 4, seed=0).eval()
+    layer.reset_after = False  # what the option sets
+    x = np.random.default_rng(8).standard_normal((2, 5, 3)).astype(np.float32)
+    y, _ = session(to_onnx(layer, lengths=False)).run(None, {"x": x})
+    close(y, _gru_reset_before(x.astype(np.float64), layer.state_dict()))
+    assert np.abs(y - layer(x)[0]).max() > 1e-3  # and it is not the reset-after formula
+
+
 POOLS = {"last": lambda: nn.LastStep(), "last-bi": lambda: nn.LastStep(bidirectional=True),
          "mean": lambda: nn.MeanPool(), "max": lambda: nn.MaxPool(), "none": lambda: None}
 
