@@ -247,11 +247,10 @@ class TorchWorker:
         return Bench(run, check)
 
 
-# PyTorch (i,f,g,o)/(r,z,n) -> ONNX (i,o,f,c)/(z,r,h); RNN has one block
-_ONNX_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}
-
-
 class OrtWorker:
+    """ONNX Runtime on the graph ``rnnfast.interop.to_onnx`` exports from the case's weights (the same
+    graph users get: dynamic batch and time, ``lengths`` as ``sequence_lens`` for the varlen cases)."""
+
     name = "onnxruntime"
     opset = 17
 
@@ -271,89 +270,38 @@ class OrtWorker:
         return {"onnxruntime": self.ort.__version__, "onnx": self.onnx.__version__, "opset": self.opset,
                 "providers": self.ort.get_available_providers()}
 
-    def _weights(self, case, sd, layer):
-        G, order = GATES[case["cell"]], _ONNX_ORDER[case["cell"]]
-        D = 2 if case["bidirectional"] else 1
-        W, R, Bb = [], [], []
-        for d in range(D):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            W.append(_lstm_gru_blocks(sd["weight_ih" + sfx], order, G))
-            R.append(_lstm_gru_blocks(sd["weight_hh" + sfx], order, G))
-            Bb.append(np.concatenate([_lstm_gru_blocks(sd["bias_ih" + sfx], order, G),
-                                      _lstm_gru_blocks(sd["bias_hh" + sfx], order, G)]))
-        return np.stack(W), np.stack(R), np.stack(Bb)
+    def _session(self, case, sd, **export):
+        """An inference session of the case's layer (PyTorch's weights loaded into rnnfast's twin)."""
+        from rnnfast.interop import to_onnx
+        from rnnfast.nn import GRU, LSTM, RNN
 
-    def _rnn_node(self, case, inits, layer, X, outputs, extra_inputs=("", "", "")):
-        """A LSTM/GRU/RNN node of one layer; ``extra_inputs``: (sequence_lens, initial_h, initial_c)."""
-        h = self.onnx.helper
-        from onnx import numpy_helper
-
-        W, R, Bb = self._weights(case, self._sd, layer)
-        names = [f"W{layer}", f"R{layer}", f"B{layer}"]
-        for n, a in zip(names, (W, R, Bb)):
-            inits.append(numpy_helper.from_array(a, n))
-        seq_lens, h0, c0 = extra_inputs
-        attrs = dict(hidden_size=case["H"], direction="bidirectional" if case["bidirectional"] else "forward")
-        if case["cell"] == "lstm":
-            ins = [X] + names + [seq_lens, h0, c0]
-            op = "LSTM"
-        elif case["cell"] == "gru":
-            ins = [X] + names + [seq_lens, h0]
-            op = "GRU"
-            attrs["linear_before_reset"] = 1
-        else:  # RNN, tanh (ONNX's default activation)
-            ins = [X] + names + [seq_lens, h0]
-            op = "RNN"
-        while ins and ins[-1] == "":
-            ins.pop()
-        return h.make_node(op, ins, outputs, name=f"{op}{layer}", **attrs)
-
-    def _session(self, nodes, inits, inputs, outputs):
-        h = self.onnx.helper
-        graph = h.make_graph(nodes, "rnn", inputs, outputs, initializer=inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", self.opset)])
-        model.ir_version = 8
-        self.onnx.checker.check_model(model)
+        cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[case["cell"]]  # RNN: tanh
+        layer = cls(case["I"], case["H"], num_layers=case.get("layers", 1),
+                    bidirectional=case.get("bidirectional", False), dtype=np.float32, seed=0)
+        layer.load_state_dict(sd)
+        model = to_onnx(layer.eval(), opset=self.opset, **export)
         return self.ort.InferenceSession(model.SerializeToString(), sess_options=self.so,
                                          providers=["CPUExecutionProvider"])
 
-    def _build_step(self, case, data):
+    def _build_step(self, case, sd, data):
         """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
-        h = self.onnx.helper
-        from onnx import TensorProto, numpy_helper
-
-        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
-        f32 = TensorProto.FLOAT
-        nodes, inits = [], []
-        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes0"))
-        nodes.append(h.make_node("Unsqueeze", ["x", "axes0"], ["X"]))
-        inputs = [h.make_tensor_value_info("x", f32, [B, I]), h.make_tensor_value_info("h0", f32, [1, B, H])]
-        outputs = [h.make_tensor_value_info("h1", f32, [1, B, H])]
-        if cell == "lstm":
-            inputs.append(h.make_tensor_value_info("c0", f32, [1, B, H]))
-            outputs.append(h.make_tensor_value_info("c1", f32, [1, B, H]))
-            nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1", "c1"], ("", "h0", "c0")))
-        else:
-            nodes.append(self._rnn_node(case, inits, 0, "X", ["", "h1"], ("", "h0", "")))
-        sess = self._session(nodes, inits, inputs, outputs)
-        z = np.zeros((1, B, H), np.float32)
-        x_t = data["x_t"]
-        st = [[z, z] if cell == "lstm" else [z]]
+        lstm = case["cell"] == "lstm"
+        sess = self._session(case, sd, lengths=False, initial_state=True)
+        z = np.zeros((1, case["B"], case["H"]), np.float32)
+        x_t = data["x_t"][:, None, :]  # one step: (B, 1, I)
+        st = [[z, z] if lstm else [z]]
 
         def feed(x, s):
-            d = {"x": x, "h0": s[0]}
-            if cell == "lstm":
-                d["c0"] = s[1]
-            return d
+            return {"x": x, "h0": s[0], "c0": s[1]} if lstm else {"x": x, "h0": s[0]}
 
         def run():
-            st[0] = sess.run(None, feed(x_t, st[0]))
+            st[0] = sess.run(None, feed(x_t, st[0]))[1:]  # (h_n[, c_n])
             return st[0][0]
 
         def check():
-            s, ys = ([z, z] if cell == "lstm" else [z]), []
+            s, ys = ([z, z] if lstm else [z]), []
             for x in data["x_steps"]:
-                s = sess.run(None, feed(x, s))
+                s = sess.run(None, feed(x[:, None, :], s))[1:]
                 ys.append(s[0][0])
             return {"ys": np.stack(ys)}
 
@@ -362,44 +310,16 @@ class OrtWorker:
     def build(self, case, sd, data, variant):
         if case["mode"] == "train":
             raise Skip("ONNX Runtime has no training here (inference only)")
-        h = self.onnx.helper
-        from onnx import TensorProto, numpy_helper
-
-        self._sd = sd
-        cell, B, I, H = case["cell"], case["B"], case["I"], case["H"]
-        f32 = TensorProto.FLOAT
-        nodes, inits = [], []
         if case["kind"] == "step":
-            return self._build_step(case, data)
-
-        T, L = case["T"], case["layers"]
-        D = 2 if case["bidirectional"] else 1
-        inputs = [h.make_tensor_value_info("x", f32, [B, T, I])]
-        seq_lens = ""
-        if case["kind"] == "varlen":
-            inputs.append(h.make_tensor_value_info("lens", TensorProto.INT32, [B]))
-            seq_lens = "lens"
-        inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape3"))
-        nodes.append(h.make_node("Transpose", ["x"], ["X0"], perm=[1, 0, 2]))  # (B,T,I) -> (T,B,I)
-        X = "X0"
-        for layer in range(L):
-            Y = f"Y{layer}"  # (T, D, B, H)
-            nodes.append(self._rnn_node(case, inits, layer, X, [Y], (seq_lens, "", "")))
-            if layer + 1 < L:  # (T, D, B, H) -> (T, B, D*H)
-                nodes.append(h.make_node("Transpose", [Y], [Y + "t"], perm=[0, 2, 1, 3]))
-                nodes.append(h.make_node("Reshape", [Y + "t", "shape3"], [f"X{layer + 1}"]))
-                X = f"X{layer + 1}"
-            else:  # (T, D, B, H) -> (B, T, D*H)
-                nodes.append(h.make_node("Transpose", [Y], [Y + "t"], perm=[2, 0, 1, 3]))
-                nodes.append(h.make_node("Reshape", [Y + "t", "shape3"], ["out"]))
-        outputs = [h.make_tensor_value_info("out", f32, [B, T, D * H])]
-        sess = self._session(nodes, inits, inputs, outputs)
+            return self._build_step(case, sd, data)
+        varlen = case["kind"] == "varlen"
+        sess = self._session(case, sd, lengths=varlen)
         feed = {"x": data["x"]}
-        if seq_lens:
-            feed["lens"] = data["lengths"].astype(np.int32)
+        if varlen:
+            feed["lengths"] = data["lengths"].astype(np.int32)
 
         def run():
-            return sess.run(None, feed)
+            return sess.run(["y"], feed)
 
         def check():
             return {"out": run()[0]}

@@ -1,7 +1,7 @@
 """rnnfast: fast, exact recurrent neural networks for CPUs."""
 __version__ = "0.1.0"
 
-from rnnfast import nn, train
+from rnnfast import interop, nn, train
 from rnnfast._threads import get_num_threads, set_num_threads
 from rnnfast._tune import tune
 from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
@@ -9,5 +9,5 @@ from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LST
 from rnnfast.nn import Sequential
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
-           "RNNClassifier", "RNNRegressor", "load", "nn", "train", "Sequential", "get_num_threads",
+           "RNNClassifier", "RNNRegressor", "load", "nn", "train", "interop", "Sequential", "get_num_threads",
            "set_num_threads", "tune", "__version__"]

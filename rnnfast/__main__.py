@@ -9,6 +9,8 @@ Subcommands:
 - ``predict``: apply a model file to X from a .npy or .csv file and write .npy or .csv.
 - ``bench``: run ``bench/compare.py`` of the source tree when it is there, else a built-in timing of
   rnnfast alone; ``--overhead`` measures the fit loop's per-batch overhead over the kernels.
+- ``export``: write a model file (a fitted estimator, a layer or a Sequential) as an ONNX model.
+- ``import``: read an ONNX model into rnnfast layers and write them as a model file.
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ import time
 import numpy as np
 
 EXIT_MISSING_DATA = 2
+EXIT_USAGE = 2  # a user error: one line on stderr, no traceback
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -381,7 +384,62 @@ def cmd_bench(args, rest):
     return 0
 
 
+# ---------------------------------------------------------------------------------------- export / import
+def _user_error(e):
+    """One line on stderr for a user error (bad file, unsupported model, missing package); exit code 2."""
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_export(args):
+    from rnnfast.interop import to_onnx
+    from rnnfast.interop._model_file import load_model
+    from rnnfast.io import FormatError
+    try:
+        model = load_model(args.model)
+        proto = to_onnx(model, args.output, opset=args.opset, lengths=not args.no_lengths)
+    except (FormatError, FileNotFoundError, ImportError, TypeError, ValueError, OSError) as e:
+        return _user_error(e)
+    ins = ", ".join(i.name for i in proto.graph.input)
+    outs = ", ".join(o.name for o in proto.graph.output)
+    print(f"wrote {args.output}: {type(model).__name__} as ONNX opset {args.opset} (inputs {ins}; outputs {outs})")
+    return 0
+
+
+def cmd_import(args):
+    from rnnfast.interop import from_onnx
+    from rnnfast.interop._model_file import save_model
+    try:
+        model = from_onnx(args.model)
+        save_model(model, args.output)
+    except (FileNotFoundError, ImportError, TypeError, ValueError, OSError) as e:
+        return _user_error(e)
+    what = ", ".join(type(layer).__name__ for layer in model.layers) if hasattr(model, "layers") else repr(model)
+    print(f"wrote {args.output}: {type(model).__name__} ({what})")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
+def _add_interop_commands(sub):
+    """The ``export`` and ``import`` subcommands (ONNX)."""
+    ex = sub.add_parser("export", help="write a model file as an ONNX model",
+                        description="Export a model file (a fitted estimator, or a layer / Sequential written by "
+                                    "`rnnfast import`) to ONNX with rnnfast.interop.to_onnx: inputs x and "
+                                    "lengths (int32, per row), dynamic batch and time. Needs pip install "
+                                    "\"rnnfast[onnx]\".")
+    ex.add_argument("model", help="model file (.rnnfast)")
+    ex.add_argument("-o", "--output", required=True, help=".onnx file to write")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    ex.add_argument("--no-lengths", action="store_true",
+                    help="no lengths input: every row has all its time steps")
+    im = sub.add_parser("import", help="read an ONNX model into rnnfast and save it",
+                        description="Build rnnfast layers from an ONNX model (rnnfast.interop.from_onnx: LSTM / "
+                                    "GRU / RNN nodes and what torch.onnx.export and rnnfast put around them) and "
+                                    "write them to a model file.")
+    im.add_argument("model", help=".onnx file")
+    im.add_argument("-o", "--output", required=True, help="model file to write (.rnnfast)")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="rnnfast", description="Fast, exact recurrent neural networks for CPUs.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -453,6 +511,7 @@ def _parser():
     b.add_argument("--threads", type=int, default=None, help="threads for --overhead (default 1)")
     b.add_argument("--shape", default=None, metavar="B,T,F,H",
                    help="batch, steps, features, hidden of --overhead (default 32,20,8,32)")
+    _add_interop_commands(sub)
     return p
 
 
@@ -472,7 +531,8 @@ def main(argv=None):
         return 1
     if args.command == "bench":
         return cmd_bench(args, rest)
-    return {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict}[args.command](args)
+    return {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "export": cmd_export,
+            "import": cmd_import}[args.command](args)
 
 
 if __name__ == "__main__":
