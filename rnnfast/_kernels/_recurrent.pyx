@@ -14,6 +14,9 @@
 # G_t = [x_t, h_{t-1}] . [W_ih, W_hh]^T in one product into a (B, GH) scratch, so no (N, GH) array goes
 # through memory; with equal lengths it reads the caller's input and writes the caller's output in
 # place (Dir.xts / yts). Batch 1 has its own kernel (csrc/rf_latency.h).
+# The reset-before GRU (CELL_GRU_RB, Keras reset_after=False) splits each step's recurrent product in two,
+# h . W_hrz^T then (r h) . W_hn^T, with a fused pass after each (grb_step_fwd / grb_step_bwd; in the batch-1
+# and few-rows kernels a barrier after each); its maths is at the top of csrc/rf_cells_impl.h.
 # Backward: for t descending, the fused backward pass makes dG_t in place of the saved gates, then
 # dh_{t-1} = dG_t . W_hh. After the loop, over all N rows: dW_ih += dG^T X, dW_hh += dG^T H_prev
 # (H_prev holds h0 for t = 0; LSTM / RNN make both in one product with [X, H_prev]), db += sum dG,
