@@ -122,6 +122,19 @@ static inline void rf_units(int r, int share, int H, int* u0, int* u1) {
     *u1 = *u0 + share < H ? *u0 + share : H;
 }
 
+/* Reset before (cell 3), the second part of a step on units [u0, u0 + n), once s = r h_{t-1} is whole:
+ * a_n += W_hn s (pk: the region's panels as rf_latency_forward lays them out, or NULL: rows in place),
+ * then n and h'. */
+static void rf_latency_grb_n(int n, int u0, int H, int KX, rf_gemv_rows_fn gemv, rf_gemv_panels_fn gemvp,
+                             const float* pk, const float* w_hh, const float* sv, const float* b, const float* hp,
+                             float* gt, float* yt, int ldy) {
+    if (pk)
+        gemvp(n, H, sv, 0, NULL, pk + (size_t)2 * rf_panels_size(n, KX + H), 1.0f, gt + 2 * H + u0);
+    else
+        gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, sv, 0, NULL, 0, NULL, 1.0f, gt + 2 * H + u0);
+    rf_grb_fwd_n_f(1, n, H, gt + u0, b + u0, hp + u0, H, yt + u0, ldy);
+}
+
 /* Returns the number of steps at which a thread waited over RF_SPIN_NS at the barrier: another
  * process holds a core, and the caller had better run its next calls on one thread for a while.
  * Within the call too: after such a wait the other threads leave and thread 0 runs the remaining steps
@@ -241,12 +254,8 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                     rf_units(r, share, H, &u0, &u1);
                     int n = u1 - u0;
                     if (n <= 0) continue;
-                    if (pack)
-                        gemvp(n, H, sv, 0, NULL, pack + (size_t)r * region + (size_t)2 * rf_panels_size(n, KX + H),
-                              1.0f, gt + 2 * H + u0);
-                    else
-                        gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, sv, 0, NULL, 0, NULL, 1.0f, gt + 2 * H + u0);
-                    rf_grb_fwd_n_f(1, n, H, gt + u0, b + u0, hp + u0, H, y + (size_t)t * ldy + u0, ldy);
+                    rf_latency_grb_n(n, u0, H, KX, gemv, gemvp, pack ? pack + (size_t)r * region : NULL, w_hh, sv,
+                                     b, hp, gt, y + (size_t)t * ldy, ldy);
                 }
             }
             if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * t + 1 : t, &solo_at, k, &alone, &solo,

@@ -67,6 +67,21 @@ static void rf_units_pack_fwd(int cell, int F, int KX, int H, int j0, int n, siz
     }
 }
 
+/* Reset before (cell 3), the middle of a step on units [u0, u0 + n) of nb rows, after a barrier, from
+ * W_hn's packed columns pkn. Forward: a_n += s W_hn^T (s: stride lds), then n and h' into y. */
+static void rf_units_grb_fwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, const float* s,
+                             int lds, float* gt, const float* b, const float* hp, int ldh, float* y, int ldy) {
+    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, s, lds, pkn, 1.0f, gt + 2 * H + u0, 3 * H);
+    rf_grb_fwd_n_f(nb, n, H, gt + u0, b + u0, hp + u0, ldh, y + u0, ldy);
+}
+
+/* Backward: ds = dG_n W_hn (ds: (nb, 3H) scratch), then dG_r and dh += ds r. */
+static void rf_units_grb_bwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, float* gt,
+                             float* ds, const float* hp, int ldh, float* dh) {
+    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, gt + 2 * H, 3 * H, pkn, 0.0f, ds + u0, 3 * H);
+    rf_grb_bwd_r_f(nb, n, H, gt + u0, hp + u0, ldh, ds + u0, 3 * H, dh + u0);
+}
+
 /* Returns the count of long barrier waits, as rf_latency_forward (after one, thread 0 runs the rest).
  * x (rows of step t at x + t * xts, or packed at x + off[t] * ldx when xts == 0; row stride ldx) or
  * NULL: gates (N, G*H) then hold x W_ih^T at the packed rows on entry. gates: (B, G*H) scratch when
@@ -150,9 +165,8 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                     rf_units(r, share, H, &u0, &u1);
                     int n = u1 - u0;
                     if (n <= 0) continue;
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, sv, lds, pack + (size_t)r * G * ps + 2 * ps, 1.0f,
-                                  gt + 2 * H + u0, GH);
-                    rf_grb_fwd_n_f(nb, n, H, gt + u0, b + u0, hp + u0, ldh, yt + u0, ldy);
+                    rf_units_grb_fwd(gemm, nb, n, u0, H, pack + (size_t)r * G * ps + 2 * ps, sv, lds, gt, b, hp, ldh,
+                                     yt, ldy);
                 }
             }
             if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * t + 1 : t, &solo_at, k, &alone, &solo,
@@ -231,9 +245,8 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                     rf_units(r, share, H, &u0, &u1);
                     int n = u1 - u0;
                     if (n <= 0) continue;
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, gt + 2 * H, GH,
-                                  pack + (size_t)r * ps + rf_packed_size(2 * H, n), 0.0f, ds + u0, GH);
-                    rf_grb_bwd_r_f(nb, n, H, gt + u0, hp + u0, ldh, ds + u0, GH, dh + u0);
+                    rf_units_grb_bwd(gemm, nb, n, u0, H, pack + (size_t)r * ps + rf_packed_size(2 * H, n), gt, ds, hp,
+                                     ldh, dh);
                 }
                 if (!alone && rf_step_barrier(&bar, nk, spin_ns, 2 * i + 1, &solo_at, k, &alone, &solo, &yields))
                     break;

@@ -824,6 +824,39 @@ cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed
                        <floating*>p.db_hh + c0)
 
 
+cdef int grad_specs(const Net* net, Dir* p, int F, floating* dxd, GemmSpec* specs) noexcept nogil:
+    """One direction's products after its backward recurrence, written to ``specs`` (returns how many), and the
+    GRUs' bias gradients: dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n rows dG_n r from hn; reset
+    before: dG_n^T s, s = r h in hn), dX = dG W_ih into dxd (unless made step by step: wpi)."""
+    cdef int H = net.H, GH = net.G * net.H, N = net.N, ng
+    cdef floating* hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
+    cdef floating* gates = <floating*>p.gates
+    cdef floating* dw_hn = <floating*>p.dw_hh + <Py_ssize_t>2 * H * H
+    if p.dwcat != NULL:
+        _spec(&specs[0], True, False, GH, F + H, N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat, F + H)
+    else:
+        _spec(&specs[0], True, False, GH, F, N, p.gates, GH, p.xin, F, 1.0, p.dw_ih, F)
+    ng = 1
+    if is_gru(net.cell):
+        _spec(&specs[1], True, False, 2 * H, H, N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
+        if net.cell == CELL_GRU:
+            _spec(&specs[2], True, False, H, H, N, p.hn, H, hprev, H, 1.0, dw_hn, H)
+            colsum_add(gates, GH, N, GH, <floating*>p.db_ih, <floating*>NULL)
+            colsum_add(gates, GH, N, 2 * H, <floating*>p.db_hh, <floating*>NULL)
+            colsum_add(<floating*>p.hn, H, N, H, <floating*>p.db_hh + 2 * H, <floating*>NULL)
+        else:  # reset before: both biases get sum dG
+            _spec(&specs[2], True, False, H, H, N, gates + 2 * H, GH, p.hn, H, 1.0, dw_hn, H)
+            colsum_add(gates, GH, N, GH, <floating*>p.db_ih, <floating*>p.db_hh)
+        ng = 3
+    elif p.dwcat == NULL:  # LSTM and RNN (their bias sums are bwd_prep's)
+        _spec(&specs[1], True, False, GH, H, N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
+        ng = 2
+    if p.wpi == NULL:
+        _spec(&specs[ng], False, False, N, F, GH, p.gates, GH, p.w_ih, F, 0.0, dxd, F)
+        ng += 1
+    return ng
+
+
 cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
@@ -832,7 +865,6 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
     cdef Py_ssize_t n
     cdef Dir* p
     cdef floating* dxl
-    cdef floating* hprev
     cdef int nth = net.nthreads
     cdef GemmSpec specs[8]   # up to 4 products per direction
     cdef int ng, nk, task
@@ -886,36 +918,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
             memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
             if net.cell == CELL_LSTM:
                 memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
-            hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
-            # dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n part from hn), dX = dG W_ih
-            if p.dwcat != NULL:
-                _spec(&specs[ng], True, False, GH, F + H, net.N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat,
-                      F + H)
-            else:
-                _spec(&specs[ng], True, False, GH, F, net.N, p.gates, GH, p.xin, F, 1.0, p.dw_ih, F)
-            ng += 1
-            if net.cell == CELL_GRU:
-                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>NULL)
-                _spec(&specs[ng], True, False, 2 * H, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
-                _spec(&specs[ng + 1], True, False, H, H, net.N, p.hn, H, hprev, H, 1.0,
-                      <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
-                ng += 2
-                colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh, <floating*>NULL)
-                colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H, <floating*>NULL)
-            elif net.cell == CELL_GRU_RB:  # dW_hn = dG_n^T s (s = r h, in hn); both biases get sum dG
-                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>p.db_hh)
-                _spec(&specs[ng], True, False, 2 * H, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
-                _spec(&specs[ng + 1], True, False, H, H, net.N, <floating*>p.gates + 2 * H, GH, p.hn, H, 1.0,
-                      <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
-                ng += 2
-            else:  # LSTM and RNN (their bias sums are bwd_prep's)
-                if p.dwcat == NULL:
-                    _spec(&specs[ng], True, False, GH, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
-                    ng += 1
-            if p.wpi == NULL:
-                _spec(&specs[ng], False, False, net.N, F, GH, p.gates, GH, p.w_ih, F, 0.0,
-                      dxl if d == 0 else <floating*>p.dxin, F)
-                ng += 1
+            ng += grad_specs(net, p, F, dxl if d == 0 else <floating*>p.dxin, &specs[ng])
         par_gemms(nth, specs, ng, dx0)
         for d in range(net.D):
             p = &dirs[l * net.D + d]
