@@ -7,6 +7,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rnnfast as rf
 from rnnfast._kernels import _recurrent as kern
@@ -163,6 +165,23 @@ def test_reset_after_true_is_todays_gru_bit_for_bit():
     c = gru(5, 16, seed=2).eval()
     c.load_state_dict(a.state_dict())
     assert np.abs(c(x)[0] - a(x)[0]).max() > 1e-3  # the two forms differ
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(B=st.integers(1, 6), T=st.integers(1, 7), I=st.integers(1, 5), H=st.integers(1, 9), L=st.integers(1, 2),
+       bidir=st.booleans(), data=st.data())
+def test_hypothesis_shapes_and_plans(B, T, I, H, L, bidir, data):
+    """Any shape (H down to 1: a thread with no units), any lengths, any float32 plan the kernels take for
+    it (batch 1: the latency kernel; one direction: the few-rows one), against the reference."""
+    lengths = np.array(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
+    plans = _BLAS + [p for p in _PLANS if p.kernel == "packed" or not bidir]
+    if B == 1 and not bidir:
+        plans += _LATENCY
+    plan = data.draw(st.sampled_from(plans))
+    x, h0, _, _, dout, dh, _ = problem("gru", B, T, I, H, L, bidir, np.float32, B * 100 + T)
+    m = gru(I, H, num_layers=L, bidirectional=bidir, seed=1)
+    m._forced_plan = plan
+    check_against_reference(m, x, h0, lengths, dout, dh, L, bidir, TOL[np.float32], plan.threads)
 
 
 # ---------------------------------------------------------------------------------------------------
