@@ -14,6 +14,11 @@
 #define RF_CLONES
 #endif
 
+/* The cells as the kernels number them: 0 RNN, 1 LSTM, 2 GRU (reset after the product, PyTorch's), 3 GRU
+ * reset before (Keras reset_after=False, ONNX linear_before_reset=0); G gates per unit. */
+#define RF_GATES(cell) ((cell) == 1 ? 4 : ((cell) >= 2 ? 3 : 1))
+#define RF_IS_GRU(cell) ((cell) == 2 || (cell) == 3)
+
 #define RF_T float
 #define RF_NAME(n) rf_##n##_f
 #define RF_SIGM rf_fast_sigmoidf

@@ -14,6 +14,14 @@
  *   n = tanh(a_n + r hn),  h' = (1 - z) n + z h
  *   backward: dan = dh~ (1-z)(1-n^2), dar = dan hn r(1-r), daz = dh~ (h - n) z(1-z);
  *             dGx = (dar, daz, dan) in G, dan r (the recurrent n part) in hn, dh_prev = dh~ z + dGh W_hh.
+ * GRU (r, z, n), "reset before" (Keras reset_after=False, ONNX linear_before_reset=0; cell 3). Every
+ * bias is summed in b (b_ih + b_hh, n's too), and the n gate's recurrent product is over r h, so a step
+ * makes its recurrent product in two parts with a pass after each:
+ *   G_rz += h W_hrz^T;  grb_fwd_rz: r = s(a_r), z = s(a_z), s = r h  (s saved for backward in hn)
+ *   G_n  += s W_hn^T;   grb_fwd_n:  n = tanh(a_n), h' = (1 - z) n + z h
+ *   backward: grb_bwd_nz: dh~ = dy + dh, dan = dh~ (1-z)(1-n^2), daz = dh~ (h - n) z(1-z), dh := dh~ z;
+ *             ds = dan W_hn;  grb_bwd_r: dar = ds h r(1-r), dh += ds r;  then dh_prev = dh + (dar, daz) W_hrz.
+ *             Weights: dW_hrz = (dar, daz)^T h, dW_hn = dan^T s, db_hh = db_ih = sum dG.
  * RNN:  h' = act(a);  backward: dG = dh~ act'(.), from h' (tanh: 1 - h'^2, relu: h' > 0).
  */
 /* Indices are ptrdiff_t: Python builds extensions with -fwrapv, under which int index arithmetic is not
@@ -112,6 +120,73 @@ RF_CLONES static void RF_NAME(gru_bwd)(int nb, int n, int H, RF_T* RF_RESTRICT G
             g[2 * H + j] = dan;
             hnr[j] = dan * gr;
             dhr[j] = dhh * gz;
+        }
+    }
+}
+
+/* Reset before, first pass: r, z from their pre-activations (G[:, :2H], bias not yet added) and s = r h
+ * into s (nb, lds). */
+RF_CLONES static void RF_NAME(grb_fwd_rz)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT b,
+                                           const RF_T* RF_RESTRICT hp, int ldh, RF_T* RF_RESTRICT s, int lds) {
+    for (ptrdiff_t r = 0; r < nb; r++) {
+        RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * 3 * H;
+        const RF_T* RF_RESTRICT hpr = hp + (ptrdiff_t)r * ldh;
+        RF_T* RF_RESTRICT sr = s + (ptrdiff_t)r * lds;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            RF_T gr = RF_SIGM(g[j] + b[j]);
+            g[j] = gr;
+            g[H + j] = RF_SIGM(g[H + j] + b[H + j]);
+            sr[j] = gr * hpr[j];
+        }
+    }
+}
+
+/* Reset before, second pass: n from a_n + s W_hn^T (in G[:, 2H:]), and h'. */
+RF_CLONES static void RF_NAME(grb_fwd_n)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT b,
+                                          const RF_T* RF_RESTRICT hp, int ldh, RF_T* RF_RESTRICT y, int ldy) {
+    for (ptrdiff_t r = 0; r < nb; r++) {
+        RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * 3 * H;
+        const RF_T* RF_RESTRICT hpr = hp + (ptrdiff_t)r * ldh;
+        RF_T* RF_RESTRICT yr = y + (ptrdiff_t)r * ldy;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            RF_T gz = g[H + j];
+            RF_T gn = RF_TANH(g[2 * H + j] + b[2 * H + j]);
+            g[2 * H + j] = gn;
+            yr[j] = (1 - gz) * gn + gz * hpr[j];
+        }
+    }
+}
+
+/* Reset before, backward first pass: dG_n, dG_z, and dh := dh~ z. */
+RF_CLONES static void RF_NAME(grb_bwd_nz)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT hp,
+                                           int ldh, const RF_T* RF_RESTRICT dy, int lddy, RF_T* RF_RESTRICT dh) {
+    for (ptrdiff_t r = 0; r < nb; r++) {
+        RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * 3 * H;
+        const RF_T* RF_RESTRICT hpr = hp + (ptrdiff_t)r * ldh;
+        const RF_T* RF_RESTRICT dyr = dy + (ptrdiff_t)r * lddy;
+        RF_T* RF_RESTRICT dhr = dh + (ptrdiff_t)r * H;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            RF_T gz = g[H + j], gn = g[2 * H + j];
+            RF_T dhh = dyr[j] + dhr[j];
+            g[H + j] = dhh * (hpr[j] - gn) * gz * (1 - gz);
+            g[2 * H + j] = dhh * (1 - gz) * (1 - gn * gn);
+            dhr[j] = dhh * gz;
+        }
+    }
+}
+
+/* Reset before, backward second pass, from ds = dG_n W_hn (nb, ldds): dG_r, and dh += ds r. */
+RF_CLONES static void RF_NAME(grb_bwd_r)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT hp,
+                                          int ldh, const RF_T* RF_RESTRICT ds, int ldds, RF_T* RF_RESTRICT dh) {
+    for (ptrdiff_t r = 0; r < nb; r++) {
+        RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * 3 * H;
+        const RF_T* RF_RESTRICT hpr = hp + (ptrdiff_t)r * ldh;
+        const RF_T* RF_RESTRICT dsr = ds + (ptrdiff_t)r * ldds;
+        RF_T* RF_RESTRICT dhr = dh + (ptrdiff_t)r * H;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            RF_T gr = g[j];
+            g[j] = dsr[j] * hpr[j] * gr * (1 - gr);
+            dhr[j] += dsr[j] * gr;
         }
     }
 }

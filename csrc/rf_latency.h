@@ -122,6 +122,19 @@ static inline void rf_units(int r, int share, int H, int* u0, int* u1) {
     *u1 = *u0 + share < H ? *u0 + share : H;
 }
 
+/* Reset before (cell 3), the second part of a step on units [u0, u0 + n), once s = r h_{t-1} is whole:
+ * a_n += W_hn s (pk: the region's panels as rf_latency_forward lays them out, or NULL: rows in place),
+ * then n and h'. */
+static void rf_latency_grb_n(int n, int u0, int H, int KX, rf_gemv_rows_fn gemv, rf_gemv_panels_fn gemvp,
+                             const float* pk, const float* w_hh, const float* sv, const float* b, const float* hp,
+                             float* gt, float* yt, int ldy) {
+    if (pk)
+        gemvp(n, H, sv, 0, NULL, pk + (size_t)2 * rf_panels_size(n, KX + H), 1.0f, gt + 2 * H + u0);
+    else
+        gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, sv, 0, NULL, 0, NULL, 1.0f, gt + 2 * H + u0);
+    rf_grb_fwd_n_f(1, n, H, gt + u0, b + u0, hp + u0, H, yt + u0, ldy);
+}
+
 /* Returns the number of steps at which a thread waited over RF_SPIN_NS at the barrier: another
  * process holds a core, and the caller had better run its next calls on one thread for a while.
  * Within the call too: after such a wait the other threads leave and thread 0 runs the remaining steps
@@ -137,7 +150,7 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                               const float* b, const float* bhn, const float* h0, const float* c0,
                               float* gates, float* gh_full, float* y, int ldy, float* c, float* tc,
                               float* hn) {
-    int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+    int G = RF_GATES(cell), gru = RF_IS_GRU(cell);
     int GH = G * H;
     int KX = x ? F : 0;  /* columns of W_ih a step reads */
     rf_barrier bar = {0, 0};
@@ -158,10 +171,10 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
         size_t region = (size_t)G * rf_panels_size(share, KX + H);
         /* GRU's r and z sum their two parts, so they take them in one product like LSTM's gates; its
            n gate keeps them apart, and the r, z parts of gh_full stay zero */
-        int GX = cell == 2 ? 2 : G;  /* gates made from [x_t, h_{t-1}] in one product */
+        int GX = gru ? 2 : G;  /* gates made from [x_t, h_{t-1}] in one product */
         /* one thread, LSTM / RNN: the G gates' rows are one block of W, so one product over all G*H rows
            (tiny layers paid a call per gate: I=1, H=8, T=100 took 35 us a call) */
-        int whole = nk == 1 && cell != 2;
+        int whole = nk == 1 && !gru;
         if (cell == 2)
             for (int g = 0; g < 2; g++) memset(gh_full + g * H + j0, 0, (size_t)(j1 - j0) * sizeof(float));
         if (pack && whole) {
@@ -172,7 +185,7 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 packp(j1 - j0, KX, w_ih + (size_t)(g * H + j0) * F, F, H, w_hh + (size_t)(g * H + j0) * H, H, pk);
                 pk += rf_panels_size(j1 - j0, KX + H);
             }
-            if (cell == 2) {
+            if (gru) {  /* W_hn's rows, then W_in's */
                 packp(j1 - j0, H, w_hh + (size_t)(2 * H + j0) * H, H, 0, NULL, 0, pk);
                 pk += rf_panels_size(j1 - j0, H);
                 if (KX) packp(j1 - j0, F, w_ih + (size_t)(2 * H + j0) * F, F, 0, NULL, 0, pk);
@@ -188,6 +201,7 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
             for (int i = 0; i < H; i += 16) __builtin_prefetch(hp + i);
             const float* xt = x ? x + (size_t)t * ldx : NULL;
             float* gt = gates + (size_t)t * GH;
+            float* sv = hn ? hn + (size_t)t * H : gh_full;  /* reset before: s = r h_{t-1} */
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
                 int u0, u1;
                 rf_units(r, share, H, &u0, &u1);
@@ -208,21 +222,23 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                         gemv(n, KX, w_ih + (size_t)(g * H + u0) * F, F, xt, H, w_hh + (size_t)(g * H + u0) * H, H,
                              hp, xt ? 0.0f : 1.0f, dst);
                 }
-                if (cell == 2) {  /* n: W_hn h_{t-1} apart, and W_in x_t */
+                if (gru) {  /* n: (reset after) W_hn h_{t-1} apart, and W_in x_t */
                     float* ghn = gh_full + 2 * H + u0;
-                    if (pk) {
-                        const float* pn = pk + (size_t)2 * rf_panels_size(n, KX + H);
-                        gemvp(n, H, hp, 0, NULL, pn, 0.0f, ghn);
-                        if (xt) gemvp(n, F, xt, 0, NULL, pn + rf_panels_size(n, H), 0.0f, gt + 2 * H + u0);
-                    } else {
-                        gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, hp, 0, NULL, 0, NULL, 0.0f, ghn);
-                        if (xt)
-                            gemv(n, F, w_ih + (size_t)(2 * H + u0) * F, F, xt, 0, NULL, 0, NULL, 0.0f, gt + 2 * H + u0);
+                    const float* pn = pk ? pk + (size_t)2 * rf_panels_size(n, KX + H) : NULL;
+                    if (cell == 2) {
+                        if (pk) gemvp(n, H, hp, 0, NULL, pn, 0.0f, ghn);
+                        else gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, hp, 0, NULL, 0, NULL, 0.0f, ghn);
                     }
+                    if (xt && pk)
+                        gemvp(n, F, xt, 0, NULL, pn + rf_panels_size(n, H), 0.0f, gt + 2 * H + u0);
+                    else if (xt)
+                        gemv(n, F, w_ih + (size_t)(2 * H + u0) * F, F, xt, 0, NULL, 0, NULL, 0.0f, gt + 2 * H + u0);
                 }
                 if (cell == 2)
                     rf_gru_fwd_f(1, n, H, gt + u0, gh_full + u0, b + u0, bhn + u0, hp + u0, H,
                                  hn ? hn + (size_t)t * H + u0 : NULL, y + (size_t)t * ldy + u0, ldy);
+                else if (cell == 3)
+                    rf_grb_fwd_rz_f(1, n, H, gt + u0, b + u0, hp + u0, H, sv + u0, H);
                 else if (cell == 1)
                     rf_lstm_fwd_f(1, n, H, gt + u0, b + u0, (t == 0 ? c0 : c + (size_t)(t - 1) * H) + u0,
                                   c + (size_t)t * H + u0, tc ? tc + (size_t)t * H + u0 : NULL,
@@ -230,7 +246,20 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 else
                     rf_rnn_fwd_f(1, n, H, relu, gt + u0, b + u0, y + (size_t)t * ldy + u0, ldy);
             }
-            if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields))
+            if (cell == 3) {  /* reset before: all of s is there after a barrier; then W_hn s and n */
+                if (!alone && rf_step_barrier(&bar, nk, spin_ns, 2 * t, &solo_at, k, &alone, &solo, &yields))
+                    break;
+                for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                    int u0, u1;
+                    rf_units(r, share, H, &u0, &u1);
+                    int n = u1 - u0;
+                    if (n <= 0) continue;
+                    rf_latency_grb_n(n, u0, H, KX, gemv, gemvp, pack ? pack + (size_t)r * region : NULL, w_hh, sv,
+                                     b, hp, gt, y + (size_t)t * ldy, ldy);
+                }
+            }
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * t + 1 : t, &solo_at, k, &alone, &solo,
+                                          &yields))
                 break;
         }
         rf_ftz_leave(ftz);
@@ -247,13 +276,14 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
  *
  * gates, hn: as the forward left them (post-activation gates; W_hn h + b_hn), overwritten with dG and
  * (GRU) dG_n r; y (T, ldy), c / tc (T, H): the forward's; dy (T, lddy); dh, dc (H): on entry the
- * gradients wrt the final state, on exit those wrt h0 and c0. Returns the count of long waits, as
- * rf_latency_forward, which it also follows in running the rest alone after one. */
+ * gradients wrt the final state, on exit those wrt h0 and c0; ds (H): reset-before scratch (dG_n W_hn).
+ * Returns the count of long waits, as rf_latency_forward, which it also follows in running the rest
+ * alone after one. Reset before (cell 3) meets twice a step: after dG_n, then after dG_r. */
 static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long spin_ns, rf_gemv_cols_fn gemvc,
                                const float* w_hh, const float* h0, const float* c0, float* gates, float* hn,
                                const float* y, int ldy, const float* c, const float* tc, const float* dy,
-                               int lddy, float* dh, float* dc) {
-    int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+                               int lddy, float* dh, float* dc, float* ds) {
+    int G = RF_GATES(cell);
     int GH = G * H;
     rf_barrier bar = {0, 0};
     int solo_at = 0;  /* > 0: thread 0 runs alone after the barrier of this step's index (T - 1 - t) */
@@ -283,11 +313,25 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
                                   dh + u0, dc + u0);
                 else if (cell == 2)
                     rf_gru_bwd_f(1, u1 - u0, H, gt + u0, hnt + u0, hp + u0, H, dyt + u0, lddy, dh + u0);
+                else if (cell == 3)
+                    rf_grb_bwd_nz_f(1, u1 - u0, H, gt + u0, hp + u0, H, dyt + u0, lddy, dh + u0);
                 else
                     rf_rnn_bwd_f(1, u1 - u0, H, relu, gt + u0, dyt + u0, lddy, dh + u0);
             }
-            if (!alone && rf_step_barrier(&bar, nk, spin_ns, i, &solo_at, k, &alone, &solo, &yields))
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * i : i, &solo_at, k, &alone, &solo,
+                                          &yields))
                 break;
+            if (cell == 3) {  /* reset before: ds = dG_n W_hn on a thread's columns, dG_r from it; a barrier */
+                for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                    int u0, u1;
+                    rf_units(r, share, H, &u0, &u1);
+                    if (u1 <= u0) continue;
+                    gemvc(H, u1 - u0, w_hh + (size_t)2 * H * H + u0, H, gt + 2 * H, 0.0f, ds + u0);
+                    rf_grb_bwd_r_f(1, u1 - u0, H, gt + u0, hp + u0, H, ds + u0, H, dh + u0);
+                }
+                if (!alone && rf_step_barrier(&bar, nk, spin_ns, 2 * i + 1, &solo_at, k, &alone, &solo, &yields))
+                    break;
+            }
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
                 int u0, u1;
                 rf_units(r, share, H, &u0, &u1);
@@ -295,6 +339,8 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
                 if (cell == 2) {
                     gemvc(2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
                     gemvc(H, u1 - u0, w_hh + (size_t)2 * H * H + u0, H, hnt, 1.0f, dh + u0);
+                } else if (cell == 3) {
+                    gemvc(2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
                 } else {
                     gemvc(GH, u1 - u0, w_hh + u0, H, gt, 0.0f, dh + u0);
                 }

@@ -55,16 +55,31 @@ static inline void rf_units_gemm(rf_gemm_fn gemm, int nb, int n, int K1, const f
  * [W_ih, W_hh]^T of its units; GRU then W_hn^T's and (KX) W_in^T's, each in a slot of size ps. */
 static void rf_units_pack_fwd(int cell, int F, int KX, int H, int j0, int n, size_t ps, const float* w_ih,
                               const float* w_hh, float* pk) {
-    int GX = cell == 2 ? 2 : (cell == 1 ? 4 : 1);
+    int GX = RF_IS_GRU(cell) ? 2 : RF_GATES(cell);
     int np = (n + RF_NR - 1) / RF_NR;
     for (int g = 0; g < GX; g++)
         rf_pack_bt2(KX, w_ih + (size_t)(g * H + j0) * F, F, H, w_hh + (size_t)(g * H + j0) * H, H, n, 0, np,
                     pk + (size_t)g * ps);
-    if (cell == 2) {
+    if (RF_IS_GRU(cell)) {
         rf_pack_bt2(H, w_hh + (size_t)(2 * H + j0) * H, H, 0, w_hh, 0, n, 0, np, pk + 2 * ps);
         if (KX) rf_pack_bt2(KX, w_ih + (size_t)(2 * H + j0) * F, F, 0, w_ih, 0, n, 0, np,
                             pk + 2 * ps + rf_packed_size(H, n));
     }
+}
+
+/* Reset before (cell 3), the middle of a step on units [u0, u0 + n) of nb rows, after a barrier, from
+ * W_hn's packed columns pkn. Forward: a_n += s W_hn^T (s: stride lds), then n and h' into y. */
+static void rf_units_grb_fwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, const float* s,
+                             int lds, float* gt, const float* b, const float* hp, int ldh, float* y, int ldy) {
+    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, s, lds, pkn, 1.0f, gt + 2 * H + u0, 3 * H);
+    rf_grb_fwd_n_f(nb, n, H, gt + u0, b + u0, hp + u0, ldh, y + u0, ldy);
+}
+
+/* Backward: ds = dG_n W_hn (ds: (nb, 3H) scratch), then dG_r and dh += ds r. */
+static void rf_units_grb_bwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, float* gt,
+                             float* ds, const float* hp, int ldh, float* dh) {
+    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, gt + 2 * H, 3 * H, pkn, 0.0f, ds + u0, 3 * H);
+    rf_grb_bwd_r_f(nb, n, H, gt + u0, hp + u0, ldh, ds + u0, 3 * H, dh + u0);
 }
 
 /* Returns the count of long barrier waits, as rf_latency_forward (after one, thread 0 runs the rest).
@@ -78,10 +93,10 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                             const float* w_ih, const float* w_hh, const float* b, const float* bhn,
                             const float* h0, const float* c0, float* gates, int gscratch, float* gh, float* y,
                             int ldy, ptrdiff_t yts, float* c, float* tc, float* hn) {
-    int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+    int G = RF_GATES(cell), gru = RF_IS_GRU(cell);
     int GH = G * H;
     int KX = x ? F : 0;
-    int GX = cell == 2 ? 2 : G;  /* gates made from [x_t, h_{t-1}] in one product (GRU's n apart) */
+    int GX = gru ? 2 : G;  /* gates made from [x_t, h_{t-1}] in one product (GRU's n apart) */
     rf_barrier bar = {0, 0};
     int solo_at = 0;
     int yields = 0;
@@ -112,6 +127,9 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
             const float* xt = x ? (xts ? x + t * xts : x + (size_t)off[t] * ldx) : NULL;
             float* gt = gscratch ? gates : gates + (size_t)off[t] * GH;
             float* yt = yts ? y + t * yts : y + (size_t)off[t] * ldy;
+            /* reset before: s = r h_{t-1}, saved (training) or a step's scratch */
+            float* sv = hn ? hn + (size_t)off[t] * H : gh;
+            int lds = hn ? H : GH;
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
                 int u0, u1;
                 rf_units(r, share, H, &u0, &u1);
@@ -121,12 +139,17 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                 for (int g = 0; g < GX; g++)
                     rf_units_gemm(gemm, nb, n, KX, xt, ldx, H, hp, ldh, pk + (size_t)g * ps, xt ? 0.0f : 1.0f,
                                   gt + g * H + u0, GH);
-                if (cell == 2) {
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk + 2 * ps, 0.0f, gh + 2 * H + u0, GH);
+                if (gru) {
+                    if (cell == 2)
+                        rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk + 2 * ps, 0.0f, gh + 2 * H + u0, GH);
                     if (xt) rf_units_gemm(gemm, nb, n, 0, NULL, 0, KX, xt, ldx, pk + 2 * ps + rf_packed_size(H, n),
                                           0.0f, gt + 2 * H + u0, GH);
+                }
+                if (cell == 2) {
                     rf_gru_fwd_f(nb, n, H, gt + u0, gh + u0, b + u0, bhn + u0, hp + u0, ldh,
                                  hn ? hn + (size_t)off[t] * H + u0 : NULL, yt + u0, ldy);
+                } else if (cell == 3) {
+                    rf_grb_fwd_rz_f(nb, n, H, gt + u0, b + u0, hp + u0, ldh, sv + u0, lds);
                 } else if (cell == 1) {
                     rf_lstm_fwd_f(nb, n, H, gt + u0, b + u0, cp + u0, c + (size_t)off[t] * H + u0,
                                   tc ? tc + (size_t)off[t] * H + u0 : NULL, yt + u0, ldy);
@@ -134,7 +157,20 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                     rf_rnn_fwd_f(nb, n, H, relu, gt + u0, b + u0, yt + u0, ldy);
                 }
             }
-            if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields))
+            if (cell == 3) {  /* reset before: all of s after a barrier, then s W_hn^T onto a_n and n */
+                if (!alone && rf_step_barrier(&bar, nk, spin_ns, 2 * t, &solo_at, k, &alone, &solo, &yields))
+                    break;
+                for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                    int u0, u1;
+                    rf_units(r, share, H, &u0, &u1);
+                    int n = u1 - u0;
+                    if (n <= 0) continue;
+                    rf_units_grb_fwd(gemm, nb, n, u0, H, pack + (size_t)r * G * ps + 2 * ps, sv, lds, gt, b, hp, ldh,
+                                     yt, ldy);
+                }
+            }
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * t + 1 : t, &solo_at, k, &alone, &solo,
+                                          &yields))
                 break;
         }
         rf_ftz_leave(ftz);
@@ -145,13 +181,14 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
 /* Backward of one layer and direction (see the top). gates, hn: as the forward left them (training),
  * overwritten with dG and (GRU) dG_n r; y (N, ldy), c / tc (N, H): the forward's packed rows; dy (N,
  * lddy); dh, dc (B, H): on entry the gradients wrt the final states, on exit those wrt h0 and c0 (a row
- * keeps its entry value until its own last step). pack: rf_units_bwd_pack_size floats. Returns the
- * count of long waits. */
+ * keeps its entry value until its own last step); ds (B, 3H): reset-before scratch (dG_n W_hn, first H
+ * columns). pack: rf_units_bwd_pack_size floats. Returns the count of long waits. Reset before (cell 3)
+ * meets twice a step, forward and backward (see rf_cells_impl.h). */
 static int rf_units_backward(int cell, int relu, int T, const int* bs, const int* off, int H, int nth,
                              long spin_ns, rf_gemm_fn gemm, float* pack, const float* w_hh, const float* h0,
                              const float* c0, float* gates, float* hn, const float* y, int ldy, const float* c,
-                             const float* tc, const float* dy, int lddy, float* dh, float* dc) {
-    int G = cell == 1 ? 4 : (cell == 2 ? 3 : 1);
+                             const float* tc, const float* dy, int lddy, float* dh, float* dc, float* ds) {
+    int G = RF_GATES(cell);
     int GH = G * H;
     rf_barrier bar = {0, 0};
     int solo_at = 0;
@@ -167,7 +204,7 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
         rf_units(k, share, H, &j0, &j1);
         if (j1 > j0) {
             float* pk = pack + (size_t)k * ps;
-            if (cell == 2) {
+            if (RF_IS_GRU(cell)) {
                 rf_pack_b(2 * H, j1 - j0, w_hh + j0, H, 0, pk);
                 rf_pack_b(H, j1 - j0, w_hh + (size_t)2 * H * H + j0, H, 0, pk + rf_packed_size(2 * H, j1 - j0));
             } else {
@@ -194,11 +231,26 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                                   dh + u0, dc + u0);
                 else if (cell == 2)
                     rf_gru_bwd_f(nb, n, H, gt + u0, hnt + u0, hp + u0, ldh, dyt + u0, lddy, dh + u0);
+                else if (cell == 3)
+                    rf_grb_bwd_nz_f(nb, n, H, gt + u0, hp + u0, ldh, dyt + u0, lddy, dh + u0);
                 else
                     rf_rnn_bwd_f(nb, n, H, relu, gt + u0, dyt + u0, lddy, dh + u0);
             }
-            if (!alone && rf_step_barrier(&bar, nk, spin_ns, i, &solo_at, k, &alone, &solo, &yields))
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * i : i, &solo_at, k, &alone, &solo,
+                                          &yields))
                 break;
+            if (cell == 3) {  /* reset before: ds = dG_n W_hn on a thread's columns, dG_r from it; a barrier */
+                for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                    int u0, u1;
+                    rf_units(r, share, H, &u0, &u1);
+                    int n = u1 - u0;
+                    if (n <= 0) continue;
+                    rf_units_grb_bwd(gemm, nb, n, u0, H, pack + (size_t)r * ps + rf_packed_size(2 * H, n), gt, ds, hp,
+                                     ldh, dh);
+                }
+                if (!alone && rf_step_barrier(&bar, nk, spin_ns, 2 * i + 1, &solo_at, k, &alone, &solo, &yields))
+                    break;
+            }
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
                 int u0, u1;
                 rf_units(r, share, H, &u0, &u1);
@@ -209,6 +261,8 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                     rf_units_gemm(gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, 1.0f, dh + u0, H);
                     rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, hnt, H, pk + rf_packed_size(2 * H, n), 1.0f,
                                   dh + u0, H);
+                } else if (cell == 3) {
+                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, 1.0f, dh + u0, H);
                 } else {
                     rf_units_gemm(gemm, nb, n, 0, NULL, 0, GH, gt, GH, pk, 0.0f, dh + u0, H);
                 }

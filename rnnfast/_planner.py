@@ -45,11 +45,22 @@ class Cell(enum.IntEnum):
     RNN = 0
     LSTM = 1
     GRU = 2
+    #: GRU "reset before" (Keras ``reset_after=False``, ONNX ``linear_before_reset=0``): the n gate's
+    #: recurrent product is over r * h, so a step makes its recurrent product in two parts (r, z rows, then
+    #: n rows) with a cell pass after each. Every kernel runs it; the cost model treats it as GRU (the same
+    #: multiply-adds and weight bytes a step) but for the unit-sharing kernels' second barrier a step.
+    GRU_RB = 3
 
     @property
     def gates(self) -> int:
         """G: gates per hidden unit."""
-        return (1, 4, 3)[self.value]
+        return (1, 4, 3, 3)[self.value]
+
+    @property
+    def barriers(self) -> int:
+        """Barriers a step of the unit-sharing kernels (latency, units) takes: reset before waits for all of
+        r * h before the n gate's product."""
+        return 2 if self is Cell.GRU_RB else 1
 
 
 # Every threshold and rate of the planner, with what it models (measured on the project's 2-vCPU
@@ -258,7 +269,7 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     regions = 0.0 if threads <= 1 else TABLE["region_s"] * (1 + (proj == "gemm"))
     if kernel in ("units", "latency"):  # threads share out the units, meeting once a step
         share = -(-H // threads)
-        sync = TABLE["barrier_s"] if threads > 1 else 0.0
+        sync = TABLE["barrier_s"] * c.cell.barriers if threads > 1 else 0.0
         step = _step_cost(c.B, G * share, K, m) + sync + TABLE["cell_s"] * c.B * share
         return regions + extra + pack / threads + steps * step
     nblk, ntask = _row_tasks(c, threads)

@@ -34,6 +34,13 @@ Cells (x: input at one step, h / c: previous state, sigma = logistic sigmoid)
            n  = tanh(gi_n + r * gh_n)
            h' = (1 - z) * n + z * h
 
+    GRU, reset before (cell "gru_rb": Keras reset_after=False, ONNX linear_before_reset=0;
+    same parameters):
+           r  = sigma(gi_r + gh_r),  z = sigma(gi_z + gh_z)   (as GRU)
+           s  = r * h
+           n  = tanh(gi_n + W_hn s + b_hn)
+           h' = (1 - z) * n + z * h
+
     RNN:   a  = W_ih x + b_ih + W_hh h + b_hh
            h' = act(a),  act = tanh or relu
 
@@ -82,6 +89,13 @@ Backward
            dW_ih += dgi x^T, db_ih += dgi, dx  = W_ih^T dgi
            dW_hh += dgh h^T, db_hh += dgh, dh += W_hh^T dgh
 
+    GRU reset before:
+           dan = dh' (1 - z)(1 - n^2),  daz = dh' (h - n) z(1-z)
+           ds  = W_hn^T dan,  dar = ds * h * r(1-r)
+           dgi = [dar, daz, dan]  (dW_ih, db_ih, dx as GRU)
+           dW_hh += [dar, daz]^T h (rows r, z) and dan s^T (rows n),  db_hh += [dar, daz, dan]
+           dh = dh' z + ds * r + W_hrz^T [dar, daz]
+
     RNN:   da = dh' * act'(a)   (tanh: 1 - h'^2; relu: 1 if a > 0 else 0)
            dW_ih += da x^T, dW_hh += da h^T, db_ih += da, db_hh += da
            dx = W_ih^T da,  dh = W_hh^T da
@@ -93,7 +107,7 @@ import numpy as np
 
 __all__ = ["forward", "backward"]
 
-_NUM_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_NUM_GATES = {"lstm": 4, "gru": 3, "gru_rb": 3, "rnn": 1}
 
 
 # --------------------------------------------------------------------------- #
@@ -109,7 +123,7 @@ def _sigmoid(a):
 def _check_cell(cell, nonlinearity):
     cell = str(cell).lower()
     if cell not in _NUM_GATES:
-        raise ValueError("cell must be one of 'lstm', 'gru', 'rnn', got %r" % (cell,))
+        raise ValueError("cell must be one of 'lstm', 'gru', 'gru_rb', 'rnn', got %r" % (cell,))
     if cell == "rnn" and nonlinearity not in ("tanh", "relu"):
         raise ValueError("nonlinearity must be 'tanh' or 'relu', got %r" % (nonlinearity,))
     return cell
@@ -241,6 +255,16 @@ def _step_forward(cell, x, h, c, p, nonlinearity):
         h_new = (1 - z) * n + z * h
         cache = dict(x=x, h=h, r=r, z=z, n=n, ghn=ghn)
         return h_new, None, cache
+    if cell == "gru_rb":
+        gi = p["W_ih"] @ x + p["b_ih"]
+        gh = p["W_hh"][:2 * H] @ h + p["b_hh"][:2 * H]
+        r = _sigmoid(gi[0 * H:1 * H] + gh[0 * H:1 * H])
+        z = _sigmoid(gi[1 * H:2 * H] + gh[1 * H:2 * H])
+        s = r * h
+        n = np.tanh(gi[2 * H:3 * H] + p["W_hh"][2 * H:] @ s + p["b_hh"][2 * H:])
+        h_new = (1 - z) * n + z * h
+        cache = dict(x=x, h=h, r=r, z=z, n=n, s=s)
+        return h_new, None, cache
     # plain RNN
     a = p["W_ih"] @ x + p["b_ih"] + p["W_hh"] @ h + p["b_hh"]
     if nonlinearity == "tanh":
@@ -295,6 +319,22 @@ def _step_backward(cell, dh_new, dc_new, cache, p, g, nonlinearity):
         g["b_hh"] += dgh
         dx = p["W_ih"].T @ dgi
         dh = dh + p["W_hh"].T @ dgh
+        return dx, dh, None
+    if cell == "gru_rb":
+        H = h.shape[0]
+        r, z, n, s = cache["r"], cache["z"], cache["n"], cache["s"]
+        dan = dh_new * (1 - z) * (1 - n * n)
+        daz = dh_new * (h - n) * z * (1 - z)
+        ds = p["W_hh"][2 * H:].T @ dan
+        dar = ds * h * r * (1 - r)
+        dgi = np.concatenate([dar, daz, dan])
+        g["W_ih"] += np.outer(dgi, x)
+        g["b_ih"] += dgi
+        g["W_hh"][:2 * H] += np.outer(dgi[:2 * H], h)
+        g["W_hh"][2 * H:] += np.outer(dan, s)
+        g["b_hh"] += dgi
+        dx = p["W_ih"].T @ dgi
+        dh = dh_new * z + ds * r + p["W_hh"][:2 * H].T @ dgi[:2 * H]
         return dx, dh, None
     # plain RNN
     if nonlinearity == "tanh":

@@ -23,8 +23,8 @@ def test_machine_reads_cache_sizes():
 def test_cells_are_an_enum_numbered_as_the_kernels():
     from rnnfast._kernels import _recurrent as k
 
-    assert [int(Cell.RNN), int(Cell.LSTM), int(Cell.GRU)] == [k.Cell.CELL_RNN, k.Cell.CELL_LSTM, k.Cell.CELL_GRU]
-    assert [c.gates for c in Cell] == [1, 4, 3]
+    assert [int(c) for c in Cell] == [k.Cell.CELL_RNN, k.Cell.CELL_LSTM, k.Cell.CELL_GRU, k.Cell.CELL_GRU_RB]
+    assert [c.gates for c in Cell] == [1, 4, 3, 3]
 
 
 def test_float64_and_short_calls_run_blas():

@@ -14,6 +14,9 @@
 # G_t = [x_t, h_{t-1}] . [W_ih, W_hh]^T in one product into a (B, GH) scratch, so no (N, GH) array goes
 # through memory; with equal lengths it reads the caller's input and writes the caller's output in
 # place (Dir.xts / yts). Batch 1 has its own kernel (csrc/rf_latency.h).
+# The reset-before GRU (CELL_GRU_RB, Keras reset_after=False) splits each step's recurrent product in two,
+# h . W_hrz^T then (r h) . W_hn^T, with a fused pass after each (grb_step_fwd / grb_step_bwd; in the batch-1
+# and few-rows kernels a barrier after each); its maths is at the top of csrc/rf_cells_impl.h.
 # Backward: for t descending, the fused backward pass makes dG_t in place of the saved gates, then
 # dh_{t-1} = dG_t . W_hh. After the loop, over all N rows: dW_ih += dG^T X, dW_hh += dG^T H_prev
 # (H_prev holds h0 for t = 0; LSTM / RNN make both in one product with [X, H_prev]), db += sum dG,
@@ -36,7 +39,8 @@ cimport numpy as cnp
 import numpy as np
 
 from rnnfast._kernels._blas cimport gemm
-from rnnfast._kernels._cells cimport lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, rnn_fwd, rnn_bwd
+from rnnfast._kernels._cells cimport (lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, grb_fwd_rz, grb_fwd_n, grb_bwd_nz,
+                                      grb_bwd_r, rnn_fwd, rnn_bwd)
 
 cnp.import_array()
 
@@ -45,6 +49,17 @@ cpdef enum Cell:
     CELL_RNN = 0
     CELL_LSTM = 1
     CELL_GRU = 2
+    CELL_GRU_RB = 3     # GRU, reset before (Keras reset_after=False; maths in csrc/rf_cells_impl.h)
+
+
+cdef inline int n_gates(int cell) noexcept nogil:
+    """G, the gates per unit of a cell."""
+    return 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU or cell == CELL_GRU_RB else 1)
+
+
+cdef inline bint is_gru(int cell) noexcept nogil:
+    """Either GRU: gates r, z, n, whose n gate takes its recurrent product apart."""
+    return cell == CELL_GRU or cell == CELL_GRU_RB
 
 cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
@@ -84,7 +99,7 @@ cdef extern from "rf_units.h" nogil:
     int rf_units_backward(int cell, int relu, int T, const int* bs, const int* off, int H, int nth,
                           long spin_ns, rf_gemm_fn gemm, float* pack, const float* w_hh, const float* h0,
                           const float* c0, float* gates, float* hn, const float* y, int ldy, const float* c,
-                          const float* tc, const float* dy, int lddy, float* dh, float* dc)
+                          const float* tc, const float* dy, int lddy, float* dh, float* dc, float* ds)
 
 cdef extern from "rf_latency.h" nogil:
     long RF_SPIN_NS
@@ -96,7 +111,7 @@ cdef extern from "rf_latency.h" nogil:
     int rf_latency_backward(int cell, int relu, int T, int H, int nth, long spin_ns, rf_gemv_cols_fn gemvc,
                             const float* w_hh, const float* h0, const float* c0, float* gates, float* hn,
                             const float* y, int ldy, const float* c, const float* tc, const float* dy,
-                            int lddy, float* dh, float* dc)
+                            int lddy, float* dh, float* dc, float* ds)
 
 # C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed B + beta C for the per-step products (csrc/rf_gemm.h),
 # chosen for this CPU
@@ -110,7 +125,7 @@ cdef long latency_spin_ns = RF_SPIN_NS
 
 
 cdef inline Py_ssize_t _latency_pack_size(int cell, int F, int H, int nthreads) noexcept nogil:
-    cdef Py_ssize_t G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+    cdef Py_ssize_t G = n_gates(cell)
     return G * (H + 16 * max(nthreads, 1)) * <Py_ssize_t>(F + H)
 
 
@@ -124,7 +139,7 @@ def units_pack_size(int cell, int F, int H, int nthreads, bint step, bint backwa
     """Floats the few-rows kernel (csrc/rf_units.h) needs for its per-thread packed weights: forward
     (``step``: the step makes x_t W_ih^T itself) or backward, enough for any count of threads up to
     ``nthreads`` (OpenMP may start fewer)."""
-    cdef int G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+    cdef int G = n_gates(cell)
     cdef size_t most = 0, size
     cdef int n
     for n in range(1, max(nthreads, 1) + 1):
@@ -256,15 +271,17 @@ cdef struct Dir:
     void* gates     # (N, GH)
     void* c         # (N, H) LSTM
     void* tc        # (N, H) LSTM tanh(c), training only
-    void* hn        # (N, H) GRU W_hn h + b_hn, training only
+    void* hn        # (N, H) GRU W_hn h + b_hn (reset before: s = r h), training only
     void* y         # (N, ldy) hidden states in this direction's order
     int ldy
     Py_ssize_t yts  # != 0: y is strided instead, step t row r at y + t * yts + r * ldy (the caller's
                     # batch-first output, written in place: eval, all lengths equal, one direction)
     Py_ssize_t xts  # != 0: likewise xin, at xin + t * xts + r * ldx (the fused kernel reads the
     int ldx         # caller's batch-first input in place); 0: packed, ldx = F
-    void* gh        # (B, GH) GRU per-step recurrent product
-    void* wpf       # float32 GRU on the packed kernel: W_hh^T (H, GH) packed for gemm_packed, or NULL
+    void* gh        # (B, GH) GRU per-step recurrent product; reset before: s = r h scratch (inference) and
+                    # backward's ds = dG_n W_hn, in its first H columns
+    void* wpf       # float32 GRU on the packed kernel: W_hh^T (H, GH) packed for gemm_packed (reset before:
+                    # W_hrz^T (H, 2H) then W_hn^T (H, H), packed apart), or NULL
     void* wpx       # float32 packed kernel (the planner's "packed"), LSTM / RNN: [W_ih, W_hh]^T
                     # (F + H, GH) packed, so each step makes its gates from [x_t, h_{t-1}] in one
                     # product (with hoist: W_hh^T (H, GH) alone); GRU: W_ih^T (F, GH), a product of its
@@ -424,6 +441,9 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
                       else (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy)
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
+        if net.cell == CELL_GRU_RB:
+            grb_step_fwd(net, p, r0, nb, row, t, hp, ldh, gates, yt)
+            continue
         if floating is float and p.wpx != NULL and net.cell == CELL_GRU:
             # GRU: the input part into gates, the recurrent part apart (reset after the product)
             gemm_packed(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
@@ -452,6 +472,50 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
                     hn + row * H if hn != NULL else NULL, yt, p.ldy)
         else:
             rnn_fwd(nb, H, net.relu, gates, <floating*>p.b, yt, p.ldy)
+
+
+cdef void grb_step_fwd(const Net* net, Dir* p, int r0, int nb, Py_ssize_t row, int t, const floating* hp, int ldh,
+                       floating* gates, floating* yt) noexcept nogil:
+    """One step of the reset-before GRU on rows [r0, r0 + nb) (csrc/rf_cells_impl.h): x_t W_ih^T (unless made
+    beforehand), h W_hrz^T onto the r, z gates, their pass (s = r h), s W_hn^T onto the n gate, its pass."""
+    cdef int H = net.H, GH = net.G * net.H
+    cdef floating* s
+    cdef int lds = H if p.hn != NULL else GH
+    s = <floating*>p.hn + row * H if p.hn != NULL else <floating*>p.gh + <Py_ssize_t>r0 * GH
+    if floating is float and p.wpf != NULL:
+        if p.wpx != NULL:
+            gemm_packed(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
+                                                      else row * p.ldx), p.ldx, <float*>p.wpx, 0, gates, GH)
+        gemm_packed(nb, 2 * H, H, hp, ldh, <float*>p.wpf, 1, gates, GH)
+    else:
+        gemm(False, True, nb, 2 * H, H, <floating>1, hp, ldh, <floating*>p.w_hh, H, <floating>1, gates, GH)
+    grb_fwd_rz(nb, H, gates, <floating*>p.b, hp, ldh, s, lds)
+    if floating is float and p.wpf != NULL:
+        gemm_packed(nb, H, H, s, lds, <float*>p.wpf + rf_packed_size(H, 2 * H), 1, gates + 2 * H, GH)
+    else:
+        gemm(False, True, nb, H, H, <floating>1, s, lds, <floating*>p.w_hh + <Py_ssize_t>2 * H * H, H,
+             <floating>1, gates + 2 * H, GH)
+    grb_fwd_n(nb, H, gates, <floating*>p.b, hp, ldh, yt, p.ldy)
+
+
+cdef void grb_step_bwd(const Net* net, Dir* p, int r0, int nb, floating* gates, const floating* hp, int ldh,
+                       const floating* dy, floating* dh) noexcept nogil:
+    """Backward of one reset-before step on rows [r0, r0 + nb): dG_n, dG_z; ds = dG_n W_hn (in gh); dG_r;
+    dh_{t-1} += (dG_r, dG_z) W_hrz."""
+    cdef int H = net.H, GH = net.G * net.H
+    cdef floating* ds = <floating*>p.gh + <Py_ssize_t>r0 * GH
+    cdef floating* w_hh = <floating*>p.w_hh
+    grb_bwd_nz(nb, H, gates, hp, ldh, dy, p.lddy, dh)
+    if floating is float and p.wpb != NULL:
+        gemm_packed(nb, H, H, gates + 2 * H, GH, <float*>p.wpb + rf_packed_size(2 * H, H), 0, ds, GH)
+    else:
+        gemm(False, False, nb, H, H, <floating>1, gates + 2 * H, GH, w_hh + <Py_ssize_t>2 * H * H, H,
+             <floating>0, ds, GH)
+    grb_bwd_r(nb, H, gates, hp, ldh, ds, GH, dh)
+    if floating is float and p.wpb != NULL:
+        gemm_packed(nb, H, 2 * H, gates, GH, <float*>p.wpb, 1, dh, H)
+    else:
+        gemm(False, False, nb, H, 2 * H, <floating>1, gates, GH, w_hh, H, <floating>1, dh, H)
 
 
 cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noexcept nogil:
@@ -484,14 +548,18 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             hp = y + (<Py_ssize_t>net.off[t - 1] + r0) * p.ldy
             ldh = p.ldy
             cp = c + (<Py_ssize_t>net.off[t - 1] + r0) * H
-        if net.cell == CELL_LSTM:
+        if net.cell == CELL_GRU_RB:
+            grb_step_bwd(net, p, r0, nb, gates, hp, ldh, dy, dh)
+        elif net.cell == CELL_LSTM:
             lstm_bwd(nb, H, gates, cp, <floating*>p.tc + row * H, dy, p.lddy, dh, dc)
         elif net.cell == CELL_GRU:
             gru_bwd(nb, H, gates, hn + row * H, hp, ldh, dy, p.lddy, dh)
         else:
             rnn_bwd(nb, H, net.relu, gates, dy, p.lddy, dh)
         # dh_{t-1} = dG_t . W_hh (GRU: + dh z, already in dh, with the n part's own gradient)
-        if floating is float and p.wpb != NULL:
+        if net.cell == CELL_GRU_RB:
+            pass  # (made by grb_step_bwd)
+        elif floating is float and p.wpb != NULL:
             if net.cell == CELL_GRU:
                 gemm_packed(nb, H, 2 * H, gates, GH, <float*>p.wpb, 1, dh, H)
                 gemm_packed(nb, H, H, hn + row * H, H, <float*>p.wpb + rf_packed_size(2 * H, H), 1, dh, H)
@@ -668,7 +736,7 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             # kernel with lat == 2 and in the few-rows kernel with units == 2; otherwise X W_ih^T over
             # every step, both directions in one parallel region
             if p.wpx != NULL:
-                pack_fused(nth, p, F, net.H, GH, 0 if net.cell == CELL_GRU else net.H)
+                pack_fused(nth, p, F, net.H, GH, 0 if is_gru(net.cell) else net.H)
             if (p.wpx == NULL or p.hoist) and p.lat != 2 and p.units != 2:
                 _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
                 ng += 1
@@ -676,7 +744,11 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             par_gemms(nth, specs, ng, xl[0])
         for d in range(net.D):
             p = &dirs[l * net.D + d]
-            if p.wpf != NULL:
+            if p.wpf != NULL and net.cell == CELL_GRU_RB:  # W_hrz^T, W_hn^T apart
+                rf_pack_b(net.H, 2 * net.H, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
+                rf_pack_b(net.H, net.H, <float*>p.w_hh + <Py_ssize_t>2 * net.H * net.H, net.H, 1,
+                          <float*>p.wpf + rf_packed_size(net.H, 2 * net.H))
+            elif p.wpf != NULL:
                 rf_pack_b(net.H, GH, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
         p = &dirs[l * net.D]
         if floating is float and net.D == 1 and p.lat != 0:
@@ -744,12 +816,45 @@ cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed
             else:
                 src = <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i - net.off[t]) * p.ldy
             memcpy(hprev + i * ldhp, src, H * sizeof(floating))
-    if net.cell != 2:
+    if not is_gru(net.cell):
         c0 = <int>(<long long>GH * k // nk)
         c1 = <int>(<long long>GH * (k + 1) // nk)
         if c1 > c0:
             colsum_add(<floating*>p.gates + c0, GH, net.N, c1 - c0, <floating*>p.db_ih + c0,
                        <floating*>p.db_hh + c0)
+
+
+cdef int grad_specs(const Net* net, Dir* p, int F, floating* dxd, GemmSpec* specs) noexcept nogil:
+    """One direction's products after its backward recurrence, written to ``specs`` (returns how many), and the
+    GRUs' bias gradients: dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n rows dG_n r from hn; reset
+    before: dG_n^T s, s = r h in hn), dX = dG W_ih into dxd (unless made step by step: wpi)."""
+    cdef int H = net.H, GH = net.G * net.H, N = net.N, ng
+    cdef floating* hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
+    cdef floating* gates = <floating*>p.gates
+    cdef floating* dw_hn = <floating*>p.dw_hh + <Py_ssize_t>2 * H * H
+    if p.dwcat != NULL:
+        _spec(&specs[0], True, False, GH, F + H, N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat, F + H)
+    else:
+        _spec(&specs[0], True, False, GH, F, N, p.gates, GH, p.xin, F, 1.0, p.dw_ih, F)
+    ng = 1
+    if is_gru(net.cell):
+        _spec(&specs[1], True, False, 2 * H, H, N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
+        if net.cell == CELL_GRU:
+            _spec(&specs[2], True, False, H, H, N, p.hn, H, hprev, H, 1.0, dw_hn, H)
+            colsum_add(gates, GH, N, GH, <floating*>p.db_ih, <floating*>NULL)
+            colsum_add(gates, GH, N, 2 * H, <floating*>p.db_hh, <floating*>NULL)
+            colsum_add(<floating*>p.hn, H, N, H, <floating*>p.db_hh + 2 * H, <floating*>NULL)
+        else:  # reset before: both biases get sum dG
+            _spec(&specs[2], True, False, H, H, N, gates + 2 * H, GH, p.hn, H, 1.0, dw_hn, H)
+            colsum_add(gates, GH, N, GH, <floating*>p.db_ih, <floating*>p.db_hh)
+        ng = 3
+    elif p.dwcat == NULL:  # LSTM and RNN (their bias sums are bwd_prep's)
+        _spec(&specs[1], True, False, GH, H, N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
+        ng = 2
+    if p.wpi == NULL:
+        _spec(&specs[ng], False, False, N, F, GH, p.gates, GH, p.w_ih, F, 0.0, dxd, F)
+        ng += 1
+    return ng
 
 
 cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
@@ -760,7 +865,6 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
     cdef Py_ssize_t n
     cdef Dir* p
     cdef floating* dxl
-    cdef floating* hprev
     cdef int nth = net.nthreads
     cdef GemmSpec specs[8]   # up to 4 products per direction
     cdef int ng, nk, task
@@ -773,7 +877,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
         for d in range(net.D):
             p = &dirs[l * net.D + d]
             if p.wpb != NULL:
-                if net.cell == CELL_GRU:
+                if is_gru(net.cell):
                     rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
                     rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
                               <float*>p.wpb + rf_packed_size(2 * H, H))
@@ -791,13 +895,13 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
             net.yields += rf_latency_backward(net.cell, net.relu, net.lens[0], H, nth, latency_spin_ns, gemv_cols,
                                               <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
                                               <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
-                                              <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc)
+                                              <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc, <float*>p.gh)
         elif floating is float and net.D == 1 and p.units != 0:
             net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, H, nth, latency_spin_ns,
                                             gemm_packed2, <float*>p.unb, <float*>p.w_hh, <float*>p.h0,
                                             <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y, p.ldy,
                                             <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
-                                            <float*>p.dc)
+                                            <float*>p.dc, <float*>p.gh)
         else:
             run_tasks(net, &dirs[l * net.D], True, dx0)
         # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
@@ -814,30 +918,7 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
             memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
             if net.cell == CELL_LSTM:
                 memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
-            hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
-            # dW_ih += dG^T X, dW_hh += dG^T H_prev (GRU: its n part from hn), dX = dG W_ih
-            if p.dwcat != NULL:
-                _spec(&specs[ng], True, False, GH, F + H, net.N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat,
-                      F + H)
-            else:
-                _spec(&specs[ng], True, False, GH, F, net.N, p.gates, GH, p.xin, F, 1.0, p.dw_ih, F)
-            ng += 1
-            if net.cell == CELL_GRU:
-                colsum_add(<floating*>p.gates, GH, net.N, GH, <floating*>p.db_ih, <floating*>NULL)
-                _spec(&specs[ng], True, False, 2 * H, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
-                _spec(&specs[ng + 1], True, False, H, H, net.N, p.hn, H, hprev, H, 1.0,
-                      <floating*>p.dw_hh + <Py_ssize_t>2 * H * H, H)
-                ng += 2
-                colsum_add(<floating*>p.gates, GH, net.N, 2 * H, <floating*>p.db_hh, <floating*>NULL)
-                colsum_add(<floating*>p.hn, H, net.N, H, <floating*>p.db_hh + 2 * H, <floating*>NULL)
-            else:  # LSTM and RNN (their bias sums are bwd_prep's)
-                if p.dwcat == NULL:
-                    _spec(&specs[ng], True, False, GH, H, net.N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
-                    ng += 1
-            if p.wpi == NULL:
-                _spec(&specs[ng], False, False, net.N, F, GH, p.gates, GH, p.w_ih, F, 0.0,
-                      dxl if d == 0 else <floating*>p.dxin, F)
-                ng += 1
+            ng += grad_specs(net, p, F, dxl if d == 0 else <floating*>p.dxin, &specs[ng])
         par_gemms(nth, specs, ng, dx0)
         for d in range(net.D):
             p = &dirs[l * net.D + d]
@@ -898,7 +979,9 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
     net.relu = relu
     net.T, net.B, net.N = plan.T, plan.B, plan.N
     net.nin, net.H, net.D, net.L = I, H, D, L
-    net.G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+    if cell < CELL_RNN or cell > CELL_GRU_RB:
+        raise ValueError(f"internal: cell {cell}")
+    net.G = n_gates(cell)
     net.nthreads = max(1, nthreads)
     net.yields = 0
     net.bs = <const int*>cnp.PyArray_DATA(plan.bs)
@@ -940,17 +1023,18 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
     dwcat (GH, F + H) for LSTM / RNN; wpb, wpi (packed kernel: W_hh and W_ih packed); unb (few-rows
     kernel); dy (N, H), dxin (N, F) (reverse direction).
     """
-    cdef int G = 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+    cdef int G = n_gates(cell)
     cdef int GH = G * H
+    cdef bint gru = is_gru(cell)
     out = {}
     if backward:
-        out["hprev"] = (N, H) if cell == CELL_GRU else (N, F + H)
-        if cell != CELL_GRU:
+        out["hprev"] = (N, H) if gru else (N, F + H)
+        if not gru:
             out["dwcat"] = (GH, F + H)
         if kernel == KERNEL_UNITS:
             out["unb"] = (units_pack_size(cell, F, H, nthreads, False, True),)
         if kernel == KERNEL_PACKED:
-            out["wpb"] = (rf_packed_size(2 * H, H) + rf_packed_size(H, H) if cell == CELL_GRU
+            out["wpb"] = (rf_packed_size(2 * H, H) + rf_packed_size(H, H) if gru
                           else rf_packed_size(GH, H),)
             out["wpi"] = (rf_packed_size(GH, F),)
         if reverse:
@@ -962,7 +1046,7 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
         out["c"] = (N, H)
         if training:
             out["tc"] = (N, H)
-    if cell == CELL_GRU:
+    if gru:
         out["gh"] = (B, GH)
         if training:
             out["hn"] = (N, H)
@@ -970,10 +1054,11 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
         out["xin"] = (N, F)
         out["y"] = (N, H)
     if kernel == KERNEL_PACKED:
-        if cell == CELL_GRU:  # W_ih^T (none with hoist) and W_hh^T apart
+        if gru:  # W_ih^T (none with hoist) and W_hh^T apart (reset before: its r, z and n rows apart)
             if not hoist:
                 out["wpx"] = (rf_packed_size(F, GH),)
-            out["wpf"] = (rf_packed_size(H, GH),)
+            out["wpf"] = (rf_packed_size(H, GH) if cell == CELL_GRU
+                          else rf_packed_size(H, 2 * H) + rf_packed_size(H, H),)
         else:  # [W_ih, W_hh]^T, or W_hh^T alone with hoist
             out["wpx"] = (rf_packed_size(H if hoist else F + H, GH),)
     elif kernel == KERNEL_LATENCY and panels:
@@ -1032,7 +1117,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         if net.cell == CELL_LSTM:
             p.c0 = _ptr(c0, dt, B * H, "c0")
             p.cT = _ptr(cT, dt, B * H, "cT")
-        if net.cell == CELL_GRU:
+        if is_gru(net.cell):
             p.bhn = _ptr(bhn, dt, H, "bhn")
         p.hoist = hoist and kernel == KERNEL_PACKED
         if kernel == KERNEL_LATENCY:

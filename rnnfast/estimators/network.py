@@ -67,6 +67,8 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
               bidirectional=p.bidirectional, dtype=dt, seed=gens[1])
     if layer_cls is nn.RNN:
         kw["nonlinearity"] = p.nonlinearity
+    if layer_cls is nn.GRU:
+        kw["reset_after"] = p.reset_after
     layers.append(Stateful(layer_cls(in_size, p.hidden_size, **kw)))
     if not per_step:
         layers.append(_pooling(p))

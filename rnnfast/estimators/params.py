@@ -15,13 +15,15 @@ import numpy as np
 from rnnfast._validation import AnyOf, Boolean, FloatDtype, Integer, Options, Real, validate_params
 
 __all__ = ["Params", "PARAMETER_CONSTRAINTS", "validate", "OPTIMIZER_NAMES", "REGRESSION_LOSS_NAMES",
-           "ARCH_KEYS", "OPT_KEYS", "jsonable"]
+           "ARCH_KEYS", "ADDED_DEFAULTS", "OPT_KEYS", "jsonable"]
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 REGRESSION_LOSS_NAMES = ("mse", "mae", "huber")
 #: Parameters that shape the network: changing one makes a warm start impossible.
 ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling", "embedding_dim", "dtype",
-             "nonlinearity")
+             "nonlinearity", "reset_after")
+#: Parameters added after saved files existed, with the value a file written before them means.
+ADDED_DEFAULTS = {"reset_after": True}
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
@@ -29,6 +31,7 @@ PARAMETER_CONSTRAINTS = {
     "hidden_size": Integer(1),
     "num_layers": Integer(1),
     "nonlinearity": Options("tanh", "relu"),
+    "reset_after": Boolean(),  # GRU estimators only (rnnfast.nn.GRU's form)
     "bidirectional": Boolean(),
     "dropout": Real(0.0, 1.0, closed="left"),
     "pooling": Options("last", "mean", "max"),
@@ -91,6 +94,7 @@ class Params:
     dtype: np.dtype
     n_threads: Optional[int]
     nonlinearity: str = "tanh"
+    reset_after: bool = True
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""

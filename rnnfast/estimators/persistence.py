@@ -17,7 +17,7 @@ from rnnfast import __version__ as _VERSION
 from rnnfast._validation import check_option
 from rnnfast.estimators.inputs import FEATURES, TOKENS, InputSpec
 from rnnfast.estimators.network import build_model, build_optimizer, optimizer_name
-from rnnfast.estimators.params import ARCH_KEYS, OPT_KEYS, jsonable
+from rnnfast.estimators.params import ADDED_DEFAULTS, ARCH_KEYS, OPT_KEYS, jsonable
 from rnnfast.estimators.targets import CLASSIFICATION, REGRESSION, TargetSpec
 from rnnfast.io import FormatError, load_archive, save_archive
 
@@ -109,7 +109,7 @@ def restore(est, arrays: dict, extra: dict) -> None:
     targets = _target_spec(f, extra)
     est.seed_ = int(f["seed"])
     est._set_specs(inputs, targets)
-    est._arch_ = {k: f["arch"][k] for k in ARCH_KEYS}
+    est._arch_ = {k: f["arch"][k] if k in f["arch"] else ADDED_DEFAULTS[k] for k in ARCH_KEYS}
     est._opt_ = {k: f["opt"][k] for k in OPT_KEYS + ("lr",)}
     est.model_ = build_model(est._layer_cls, p, inputs, targets.per_step, targets.n_outputs, est.seed_)
     est.model_.load_state_dict({k[len("model/"):]: a for k, a in arrays.items() if k.startswith("model/")})
@@ -147,6 +147,7 @@ def load(path: PathLike) -> Any:
     if cls is None:
         raise FormatError(f"{path}: holds an unknown estimator {kind!r}")
     names = set(cls._get_param_names())
+    config = {**{k: v for k, v in ADDED_DEFAULTS.items() if k in names}, **config}  # (older files)
     if set(config) != names:
         raise FormatError(f"{path}: the saved parameters do not match {cls.__name__}'s: missing "
                           f"{sorted(names - set(config))}, unexpected {sorted(set(config) - names)}")

@@ -389,10 +389,27 @@ class LSTM(_RecurrentEstimator):
     _layer_cls = nn.LSTM
 
 
+def _shared_args(args: dict) -> dict:
+    """Of a subclass constructor's ``locals()``, the arguments every recurrent estimator takes."""
+    return {name: args[name] for name in _RecurrentEstimator._get_param_names()}
+
+
 class GRU(_RecurrentEstimator):
-    """Gated recurrent unit network; the same parameters, attributes and methods as :class:`LSTM`."""
+    """Gated recurrent unit network; the parameters of :class:`LSTM` plus ``reset_after`` (True, the
+    default: PyTorch's GRU, the reset gate applied after the recurrent product; False: Keras's
+    ``reset_after=False`` / ONNX's ``linear_before_reset=0``, see :class:`rnnfast.nn.GRU`)."""
 
     _layer_cls = nn.GRU
+
+    # (reset_after comes last: an argument given by position keeps its meaning from before it existed)
+    def __init__(self, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0, pooling="last",
+                 return_sequences="auto", embedding_dim=32, vocab_size=None, epochs=10, batch_size=32,
+                 optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
+                 clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
+                 patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
+                 n_threads=None, reset_after=True):
+        super().__init__(**_shared_args(locals()))
+        self.reset_after = reset_after
 
 
 class RNN(_RecurrentEstimator):
@@ -407,12 +424,5 @@ class RNN(_RecurrentEstimator):
                  clip_norm=None, clip_value=None, validation_split=0.0, shuffle=True, bucket=True,
                  early_stopping=False, patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0,
                  dtype="float32", n_threads=None):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
-                         dropout=dropout, pooling=pooling, return_sequences=return_sequences,
-                         embedding_dim=embedding_dim, vocab_size=vocab_size, epochs=epochs, batch_size=batch_size,
-                         optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, loss=loss,
-                         clip_norm=clip_norm, clip_value=clip_value, validation_split=validation_split,
-                         shuffle=shuffle, bucket=bucket, early_stopping=early_stopping, patience=patience,
-                         tbptt=tbptt, warm_start=warm_start, random_state=random_state, verbose=verbose,
-                         dtype=dtype, n_threads=n_threads)
+        super().__init__(**_shared_args(locals()))
         self.nonlinearity = nonlinearity

@@ -143,7 +143,8 @@ class KernelCalls:
     def _bias_src(self, biases):
         """Per layer and direction, PyTorch's (b_ih, b_hh) (None without bias), from which the kernel entry
         makes its own bias vectors at every call (the parameters may change in place between calls):
-        b = b_ih + b_hh (GRU: summed for r and z, b_in alone for n, and b_hn apart)."""
+        b = b_ih + b_hh (GRU: summed for r and z, b_in alone for n, and b_hn apart; the reset-before GRU sums
+        all three, its b_hn being outside the reset gate)."""
         return [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
                 for sfx, _, _ in biases]
 

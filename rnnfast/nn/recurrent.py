@@ -12,7 +12,7 @@ from rnnfast._kernels import _recurrent as _k
 from rnnfast._planner import Call, Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
-from rnnfast._validation import Boolean, Options, Real, validate_params
+from rnnfast._validation import Boolean, Options, Real, check_bool, validate_params
 from rnnfast.nn._rnn_calls import KernelCalls
 from rnnfast.nn.module import (BackwardStateError, Module, as_float, check_float_dtype, check_int, check_lengths,
                                make_rng)
@@ -357,6 +357,8 @@ class _RNNBase(KernelCalls, Module):
 
     def __repr__(self):
         extra = ", nonlinearity='relu'" if self._mode == "rnn" and self.nonlinearity == "relu" else ""
+        if self._mode == "gru":
+            extra = f", reset_after={self.reset_after}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}, dtype={self.dtype.name}{extra})")
@@ -397,18 +399,47 @@ class LSTM(_RNNBase):
 
 
 class GRU(_RNNBase):
-    """Gated recurrent unit layer, PyTorch's ``torch.nn.GRU`` (gates r, z, n; reset after the product).
+    """Gated recurrent unit layer, PyTorch's ``torch.nn.GRU`` (gates r, z, n), in either form.
 
-    Parameters are those of :class:`LSTM`; ``forward`` takes and returns a single state array.
+    Parameters are those of :class:`LSTM`, plus ``reset_after``; ``forward`` takes and returns a single
+    state array. Parameters and state-dict keys are PyTorch's in both forms (``weight_ih_l{k}`` (3H, I),
+    ``weight_hh_l{k}`` (3H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``, gate order r, z, n); only the n gate
+    differs::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        reset_after=True  (PyTorch, cuDNN):      n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        reset_after=False (Keras reset_after=False, ONNX linear_before_reset=0):
+                                                 n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
+        h' = (1 - z) * n + z * h
+
+    Parameters
+    ----------
+    reset_after : bool, default True
+        Apply the reset gate after the recurrent product (PyTorch's GRU) or before it.
+
+    Examples
+    --------
+    >>> gru = GRU(8, 16, reset_after=False)
+    >>> out, h_n = gru(np.zeros((4, 10, 8), np.float32))
+    >>> out.shape, h_n.shape
+    ((4, 10, 16), (1, 4, 16))
     """
 
     _mode = "gru"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None, reset_after: bool = True) -> None:
+        reset_after = check_bool(reset_after, "reset_after")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype, seed)
+        self._cell = Cell.GRU if reset_after else Cell.GRU_RB
+
+    @property
+    def reset_after(self) -> bool:
+        """Whether the reset gate applies after the recurrent product (PyTorch's form); fixed at construction
+        (a layer pickled before this option existed has Cell.GRU: True)."""
+        return self._cell is Cell.GRU
 
 
 class RNN(_RNNBase):

@@ -16,15 +16,16 @@ BAD = {  # name: (a wrong type, a bad value)
     "clip_norm": ("1", 0.0), "clip_value": ([1], -1.0), "validation_split": ("0.1", 1.0), "shuffle": (0, None),
     "bucket": ("no", None), "early_stopping": (1, None), "patience": (1.0, -1), "tbptt": (2.5, 0),
     "warm_start": (0, None), "random_state": (1.5, -1), "verbose": ("1", 3), "dtype": (object(), "float16"),
-    "n_threads": (1.0, 0),
+    "n_threads": (1.0, 0), "reset_after": (1, None),
 }
 
 
 def test_the_table_covers_every_constructor_argument():
     names = set(rf.RNN().get_params())
-    assert names == set(PARAMETER_CONSTRAINTS) == set(BAD)
-    assert {f.name for f in Params.__dataclass_fields__.values()} == names
+    assert names | {"reset_after"} == set(PARAMETER_CONSTRAINTS) == set(BAD)
+    assert {f.name for f in Params.__dataclass_fields__.values()} == names | {"reset_after"}
     assert set(inspect.signature(rf.LSTM).parameters) == names - {"nonlinearity"}
+    assert set(inspect.signature(rf.GRU).parameters) == (names - {"nonlinearity"}) | {"reset_after"}
 
 
 def test_defaults_validate():
