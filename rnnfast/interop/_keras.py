@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rnnfast.interop._gates import from_order, to_order
-from rnnfast.interop._network import cell_of, float_dtype, gru_has_reset_after, layers_of, network, reset_after
+from rnnfast.interop._network import cell_of, float_dtype, layers_of, network, reset_after
 
 __all__ = ["keras_weights", "load_keras_weights", "from_keras", "to_keras"]
 
@@ -378,9 +378,6 @@ def _recurrent_layer(run: list[_Level]) -> Any:
     if lv.cell == "rnn":
         kw["nonlinearity"] = lv.nonlinearity
     if lv.cell == "gru" and not lv.after:
-        if not gru_has_reset_after():
-            raise ValueError("a Keras GRU with reset_after=False needs rnnfast.nn.GRU(..., reset_after=False), "
-                             "which this rnnfast does not have")
         kw["reset_after"] = False
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[lv.cell]
     layer = cls(lv.input_dim, lv.units, **kw)

@@ -29,8 +29,8 @@ def _config(layer: Any) -> dict:
                                               "bidirectional")}
         if isinstance(layer, nn.RNN):
             cfg["nonlinearity"] = layer.nonlinearity
-        if not getattr(layer, "reset_after", True):
-            cfg["reset_after"] = False
+        if isinstance(layer, nn.GRU):
+            cfg["reset_after"] = layer.reset_after
         return cfg
     if isinstance(layer, nn.Embedding):
         return {"num_embeddings": layer.num_embeddings, "embedding_dim": layer.embedding_dim,

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["network", "layers_of", "cell_of", "reset_after", "gru_has_reset_after", "float_dtype"]
+__all__ = ["network", "layers_of", "cell_of", "reset_after", "float_dtype"]
 
 
 def cell_of(layer: Any) -> str | None:
@@ -20,14 +20,6 @@ def cell_of(layer: Any) -> str | None:
 def reset_after(layer: Any) -> bool:
     """Whether an rnnfast GRU applies the reset gate after the recurrent product (PyTorch's form)."""
     return bool(getattr(layer, "reset_after", True))
-
-
-def gru_has_reset_after() -> bool:
-    """Whether this rnnfast's GRU takes ``reset_after`` (the Keras / ONNX "reset before" form)."""
-    import inspect
-
-    from rnnfast.nn import GRU
-    return "reset_after" in inspect.signature(GRU.__init__).parameters
 
 
 def network(model: Any) -> Any:

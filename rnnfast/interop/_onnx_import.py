@@ -80,13 +80,7 @@ class _Group:
             kw["nonlinearity"] = self.options["nonlinearity"]
         if self.kind == "gru" and not self.options["reset_after"]:
             kw["reset_after"] = False
-        try:
-            layer = _CLASSES[self.kind](self.input_size, self.hidden_size, **kw)
-        except TypeError:
-            if "reset_after" not in kw:
-                raise
-            raise ValueError("a GRU node with linear_before_reset=0 needs rnnfast.nn.GRU(reset_after=False), which "
-                             "this version of rnnfast does not have") from None
+        layer = _CLASSES[self.kind](self.input_size, self.hidden_size, **kw)
         layer.load_state_dict(self._state_dict(kw["bias"]))
         layer.eval()
         return layer

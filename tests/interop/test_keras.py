@@ -8,7 +8,6 @@ keras = pytest.importorskip("keras")
 
 import rnnfast as rf  # noqa: E402
 from rnnfast.interop import from_keras, keras_weights, load_keras_weights, to_keras  # noqa: E402
-from rnnfast.interop._network import gru_has_reset_after  # noqa: E402
 
 # Keras's own variables trip numpy 2's copy-keyword deprecation on every get_weights(); not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
@@ -17,7 +16,6 @@ L = keras.layers
 nn = rf.nn
 B, T, I, H = 3, 6, 4, 5
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
-RESET_BEFORE = pytest.mark.skipif(not gru_has_reset_after(), reason="rnnfast.nn.GRU has no reset_after yet")
 
 
 def x_seq(dtype=np.float32, seed=0, features=I):
@@ -66,7 +64,7 @@ def _recurrent(kind, **kw):
     return L.SimpleRNN(H, activation=kind.split("_")[1], **kw)
 
 
-KINDS = ["lstm", "gru", pytest.param("gru_before", marks=RESET_BEFORE), "rnn_tanh", "rnn_relu"]
+KINDS = ["lstm", "gru", "gru_before", "rnn_tanh", "rnn_relu"]
 
 
 @pytest.mark.parametrize("return_sequences", [True, False], ids=["seq", "last"])
@@ -270,7 +268,6 @@ def test_to_keras_refusals():
         to_keras(nn.Sequential(nn.LSTM(I, H), nn.Attention(H, H)))
 
 
-@RESET_BEFORE
 def test_gru_reset_before_layout():
     gru = nn.GRU(I, H, reset_after=False, bidirectional=True)
     assert [w.shape for w in keras_weights(gru)] == [(I, 3 * H), (H, 3 * H), (3 * H,)] * 2
@@ -281,13 +278,6 @@ def test_gru_reset_before_layout():
     back = from_keras(k)
     assert back.reset_after is False
     same_weights(back, gru)
-
-
-def test_gru_reset_before_refused_without_support():
-    if gru_has_reset_after():
-        pytest.skip("rnnfast.nn.GRU has reset_after: test_gru_reset_before_layout covers it")
-    with pytest.raises(ValueError, match="reset_after=False"):
-        from_keras(keras_model(L.GRU(H, reset_after=False)))
 
 
 def test_unroll_and_unit_forget_bias_are_accepted():

@@ -82,10 +82,7 @@ def test_dynamic_batch_and_time():
 
 
 def test_gru_reset_before():
-    try:
-        layer = nn.GRU(3, 4, num_layers=2, bidirectional=True, reset_after=False, seed=0).eval()
-    except TypeError:
-        pytest.skip("rnnfast.nn.GRU has no reset_after yet")
+    layer = nn.GRU(3, 4, num_layers=2, bidirectional=True, reset_after=False, seed=0).eval()
     proto = to_onnx(layer)
     gru_nodes = [n for n in proto.graph.node if n.op_type == "GRU"]
     assert all(onnx.helper.get_attribute_value(a) == 0 for n in gru_nodes for a in n.attribute
@@ -114,14 +111,15 @@ def _gru_reset_before(x, sd):
 
 
 def test_gru_reset_before_formula_in_onnx():
-    """The graph a reset-before GRU exports to (linear_before_reset=0, the same weights and biases) computes
-    the formula of rnnfast.nn.GRU(reset_after=False), checked against numpy while that option is coming."""
-    layer = nn.GRU(3, 4, seed=0).eval()
-    layer.reset_after = False  # what the option sets
+    """A reset-before GRU exports to linear_before_reset=0 with the same weights and biases: ONNX Runtime
+    computes the numpy formula and rnnfast.nn.GRU(reset_after=False)'s answer, not the reset-after one."""
+    layer = nn.GRU(3, 4, seed=0, reset_after=False).eval()
     x = np.random.default_rng(8).standard_normal((2, 5, 3)).astype(np.float32)
     y, _ = session(to_onnx(layer, lengths=False)).run(None, {"x": x})
     close(y, _gru_reset_before(x.astype(np.float64), layer.state_dict()))
-    assert np.abs(y - layer(x)[0]).max() > 1e-3  # and it is not the reset-after formula
+    close(y, layer(x)[0])
+    after = nn.GRU(3, 4, seed=0).eval()
+    assert np.abs(y - after(x)[0]).max() > 1e-3  # and it is not the reset-after formula
 
 
 POOLS = {"last": lambda: nn.LastStep(), "last-bi": lambda: nn.LastStep(bidirectional=True),

@@ -39,29 +39,21 @@ def test_layer_without_bias_round_trips():
 
 
 def test_gru_reset_before_round_trips():
-    try:
-        layer = nn.GRU(3, 4, bidirectional=True, reset_after=False, seed=0).eval()
-    except TypeError:
-        pytest.skip("rnnfast.nn.GRU has no reset_after yet")
+    layer = nn.GRU(3, 4, bidirectional=True, reset_after=False, seed=0).eval()
     back = from_onnx(to_onnx(layer))
     assert back.reset_after is False
     same_layer(back, layer)
 
 
-def test_gru_reset_before_is_explained_while_rnnfast_lacks_it():
-    try:
-        nn.GRU(3, 4, reset_after=False)
-        pytest.skip("rnnfast.nn.GRU has reset_after: test_gru_reset_before_round_trips covers it")
-    except TypeError:
-        pass
+def test_gru_linear_before_reset_0_imports_as_reset_before():
     proto = to_onnx(nn.GRU(3, 4, seed=0))
     for n in proto.graph.node:
         if n.op_type == "GRU":
             for a in n.attribute:
                 if a.name == "linear_before_reset":
                     a.i = 0
-    with pytest.raises(ValueError, match="reset_after=False"):
-        from_onnx(proto)
+    back = from_onnx(proto)
+    assert back.reset_after is False
 
 
 POOLS = [nn.LastStep, lambda: nn.LastStep(bidirectional=True), nn.MeanPool, nn.MaxPool]

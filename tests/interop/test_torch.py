@@ -10,7 +10,6 @@ import rnnfast as rf  # noqa: E402
 from nn.test_torch import (LENGTHS, MODES, TORCH_DTYPE, _classes, _kwargs, assert_match, close,  # noqa: E402
                            make_data, run_rf, run_torch)
 from rnnfast.interop import from_torch, to_torch  # noqa: E402
-from rnnfast.interop._network import gru_has_reset_after  # noqa: E402
 
 I, H = 5, 6  # tests/nn/test_torch.py's sizes (make_data)
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -234,7 +233,6 @@ def test_refusals():
         to_torch("model")
 
 
-@pytest.mark.skipif(not gru_has_reset_after(), reason="rnnfast.nn.GRU has no reset_after yet")
 def test_gru_reset_before_refused():
     with pytest.raises(ValueError, match="reset_after=False"):
         to_torch(rf.nn.GRU(I, H, reset_after=False))
