@@ -35,14 +35,6 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def _lse3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Elementwise ``log(exp(a) + exp(b) + exp(c))``, -inf where all three are -inf."""
-    m = np.maximum(np.maximum(a, b), c)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        return m + np.log(np.exp(a - m) + np.exp(b - m) + np.exp(c - m))
-
-
 # ---------------------------------------------------------------------------------------- validation
 def _check_logits(logits) -> np.ndarray:
     x = as_float_keep(to_numpy(logits), "logits")
@@ -136,37 +128,43 @@ def _extended(rows: Sequence[np.ndarray], blank: int, C: int) -> Tuple[np.ndarra
 def _alphas(em: np.ndarray, skip: np.ndarray, in_len: np.ndarray) -> np.ndarray:
     """Forward log-variables (B, T, L); a sequence's values stay frozen past its last step."""
     B, T, L = em.shape
-    alpha = np.full((B, T, L), _NEG_INF)
-    first = np.full((B, L), _NEG_INF)
-    first[:, :2] = em[:, 0, :2]
-    live0 = (in_len > 0)[:, None]
-    alpha[:, 0] = np.where(live0, first, _NEG_INF)
-    pad = np.full((B, 2), _NEG_INF)
+    # two -inf columns on the left stand for the positions s - 1 and s - 2 of s = 0 and 1
+    alpha = np.full((B, T, L + 2), _NEG_INF)
+    alpha[:, 0, 2:4] = np.where((in_len > 0)[:, None], em[:, 0, :2], _NEG_INF)
+    skip_add = np.where(skip, 0.0, _NEG_INF)  # the jump from s - 2 is allowed (0) or not (-inf)
+    live_all = int(in_len.min()) if B else T  # steps every sequence still runs
+    new = np.empty((B, L))
     for t in range(1, T):
-        prev = np.concatenate([pad, alpha[:, t - 1]], axis=1)
-        new = _lse3(prev[:, 2:], prev[:, 1:-1], np.where(skip, prev[:, :-2], _NEG_INF)) + em[:, t]
-        alpha[:, t] = np.where((t < in_len)[:, None], new, alpha[:, t - 1])
-    return alpha
+        prev = alpha[:, t - 1]
+        np.logaddexp(prev[:, 2:], prev[:, 1:-1], out=new)
+        np.logaddexp(new, prev[:, :-2] + skip_add, out=new)
+        new += em[:, t]
+        alpha[:, t, 2:] = new if t < live_all else np.where((t < in_len)[:, None], new, prev[:, 2:])
+    return alpha[:, :, 2:]
+
+
+def _reverse(arr: np.ndarray, in_len: np.ndarray, ext_len: np.ndarray, fill) -> np.ndarray:
+    """Each sequence's valid block of ``arr`` (B, T, L) reversed in time and position; ``fill`` elsewhere.
+
+    The reversed extended sequence is again an extended sequence, so the backward variables are the
+    forward variables of the reversed problem, reversed back."""
+    B, T, L = arr.shape
+    t_idx = in_len[:, None] - 1 - np.arange(T)[None, :]
+    s_idx = ext_len[:, None] - 1 - np.arange(L)[None, :]
+    valid = (t_idx >= 0)[:, :, None] & (s_idx >= 0)[:, None, :]
+    out = arr[np.arange(B)[:, None, None], np.maximum(t_idx, 0)[:, :, None], np.maximum(s_idx, 0)[:, None, :]]
+    return np.where(valid, out, fill)
 
 
 def _betas(em: np.ndarray, skip: np.ndarray, in_len: np.ndarray, ext_len: np.ndarray) -> np.ndarray:
     """Backward log-variables (B, T, L), each sequence started at its own last step (-inf past it)."""
-    B, T, L = em.shape
-    beta = np.full((B, T, L), _NEG_INF)
-    pos = np.arange(L)[None, :]
-    final = (pos == ext_len[:, None] - 1) | (pos == ext_len[:, None] - 2)
-    skip_next = np.zeros((B, L), dtype=bool)  # whether position s may jump to s + 2
-    skip_next[:, :-2] = skip[:, 2:]
-    pad = np.full((B, 2), _NEG_INF)
-    nxt = np.full((B, L), _NEG_INF)
-    for t in range(T - 1, -1, -1):
-        ahead = np.concatenate([nxt, pad], axis=1)
-        new = _lse3(ahead[:, :L], ahead[:, 1:L + 1], np.where(skip_next, ahead[:, 2:], _NEG_INF)) + em[:, t]
-        start = np.where(final, em[:, t], _NEG_INF)
-        new = np.where((t == in_len - 1)[:, None], start, new)
-        nxt = np.where((t < in_len)[:, None], new, _NEG_INF)
-        beta[:, t] = nxt
-    return beta
+    L = em.shape[2]
+    # reversed, "l'_s differs from l'_{s-2}" becomes "from l'_{s+2}": the skip of position s + 2
+    s_idx = ext_len[:, None] + 1 - np.arange(L)[None, :]
+    skip_rev = np.take_along_axis(np.pad(skip, ((0, 0), (0, 2))), np.clip(s_idx, 0, L + 1), axis=1)
+    skip_rev &= (s_idx >= 2) & (s_idx < ext_len[:, None])
+    alpha_rev = _alphas(_reverse(em, in_len, ext_len, _NEG_INF), skip_rev, in_len)
+    return _reverse(alpha_rev, in_len, ext_len, _NEG_INF)
 
 
 def _log_likelihood(alpha: np.ndarray, in_len: np.ndarray, ext_len: np.ndarray) -> np.ndarray:
