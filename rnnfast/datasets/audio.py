@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import decimal
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 
 from rnnfast._validation import check_bool, check_int, check_real
-from rnnfast.nn.module import to_numpy
+from rnnfast.nn.module import as_real_array
 
 __all__ = ["mfcc", "log_mel_energies", "mel_filterbank", "delta", "hz_to_mel", "mel_to_hz"]
 
-_WINDOWS = {"rectangular": np.ones, "hamming": np.hamming, "hann": np.hanning}
+_WINDOWS: Dict[str, Callable[[int], np.ndarray]] = {"rectangular": np.ones, "hamming": np.hamming,
+                                                    "hann": np.hanning}
 _EPS = np.finfo(float).eps
 
 
@@ -49,12 +50,7 @@ def _round_half_up(x: float) -> int:
 
 
 def _check_signal(signal: Any) -> np.ndarray:
-    try:
-        x = np.asarray(to_numpy(signal))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"signal must be a 1-D array of samples: {e}") from None
-    if x.dtype.kind not in "iuf":
-        raise TypeError(f"signal must hold real samples (float, or integer PCM), got dtype {x.dtype}")
+    x = as_real_array(signal, "signal (float or integer PCM samples)")
     if x.ndim != 1:
         raise ValueError(f"signal must be 1-D (one channel; mix or pick a channel first), got shape {x.shape}")
     if x.size == 0:
@@ -244,12 +240,7 @@ def delta(features: Any, N: int = 2) -> np.ndarray:
     numpy.ndarray (n_frames, n_features), float64
     """
     N = check_int(N, "N", 1)
-    try:
-        f = np.asarray(to_numpy(features))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"features must be a 2-D array: {e}") from None
-    if f.dtype.kind not in "iuf":
-        raise TypeError(f"features must hold real numbers, got dtype {f.dtype}")
+    f = as_real_array(features, "features")
     if f.ndim != 2 or f.shape[0] == 0:
         raise ValueError(f"features must be 2-D (frames, features) with at least one frame, got shape {f.shape}")
     padded = np.pad(f.astype(np.float64), ((N, N), (0, 0)), mode="edge")

@@ -47,7 +47,7 @@ def _corpus(references: Any, hypotheses: Any) -> Tuple[list, list]:
 
 
 # ---------------------------------------------------------------------------------------- BLEU
-_SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
+_SMOOTH_DEFAULTS = {"none": 0.0, "floor": 0.1, "add-k": 1.0, "exp": 0.0}  # the value "floor" and "add-k" use
 
 
 def _ngram_counts(tokens: list, max_n: int) -> Counter:
@@ -75,9 +75,10 @@ def _sentence_stats(refs: List[list], hyp: list, max_n: int) -> Tuple[int, int, 
     return len(hyp), ref_len, correct, total
 
 
-def _bleu_from_stats(correct: List[float], total: List[float], sys_len: int, ref_len: int, smooth: str,
-                     value: Optional[float]) -> float:
+def _bleu_from_stats(matches: Sequence[float], totals: Sequence[float], sys_len: int, ref_len: int, smooth: str,
+                     value: float) -> float:
     """sacrebleu's ``compute_bleu`` (effective_order=False) from the corpus statistics."""
+    correct, total = list(matches), list(totals)
     bp = 1.0
     if sys_len < ref_len:
         bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
