@@ -361,31 +361,44 @@ def _sequence_log_probs(logp: np.ndarray, candidates: List[Tuple[int, ...]], bla
     return _log_likelihood(_alphas(em, skip, in_len), in_len, ext_len)
 
 
+def _beam_step(prefixes: List[Tuple[int, ...]], pb: np.ndarray, pnb: np.ndarray, lp: np.ndarray, blank: int):
+    """One step of prefix beam search for K prefixes and the step's log-probabilities lp (C,).
+
+    Returns the K prefixes' new (blank-ending, label-ending) log-probabilities and the (K, C) log-probabilities
+    of their one-label extensions (-inf for the blank, and where an extension is already a kept prefix:
+    that is merged into the prefix's own label-ending probability)."""
+    last = np.array([p[-1] if p else -1 for p in prefixes])
+    same_b = np.logaddexp(pb, pnb) + lp[blank]
+    same_nb = np.where(last >= 0, pnb + lp[np.maximum(last, 0)], _NEG_INF)  # a repeat without a blank merges
+    # a label equal to the last one extends only the paths that ended in a blank
+    ext = np.where(np.arange(lp.size)[None, :] == last[:, None], pb[:, None], np.logaddexp(pb, pnb)[:, None])
+    ext = ext + lp[None, :]
+    ext[:, blank] = _NEG_INF
+    index = {p: i for i, p in enumerate(prefixes)}
+    for j, p in enumerate(prefixes):
+        i = index.get(p[:-1]) if p else None
+        if i is not None:
+            same_nb[j] = np.logaddexp(same_nb[j], ext[i, p[-1]])
+            ext[i, p[-1]] = _NEG_INF
+    return same_b, same_nb, ext
+
+
 def _prefix_beam(logp: np.ndarray, beam_size: int, blank: int) -> List[Tuple[int, ...]]:
-    """Prefix beam search over one sequence's log-probabilities (T, C): the prefixes kept at the end."""
-    beams = {(): (0.0, _NEG_INF)}  # prefix -> (log p ending in blank, log p ending in a label)
+    """Prefix beam search over one sequence's log-probabilities (T, C): the prefixes kept at the end, best
+    first. Every step scores the kept prefixes and all their one-label extensions at once."""
+    prefixes: List[Tuple[int, ...]] = [()]
+    pb, pnb = np.zeros(1), np.full(1, _NEG_INF)  # log p of each prefix's paths ending in blank / in a label
+    C = logp.shape[1]
     for t in range(logp.shape[0]):
-        lp = logp[t]
-        nxt: dict = {}
-
-        def add(prefix, pb, pnb):
-            ob, onb = nxt.get(prefix, (_NEG_INF, _NEG_INF))
-            nxt[prefix] = (np.logaddexp(ob, pb), np.logaddexp(onb, pnb))
-
-        for prefix, (pb, pnb) in beams.items():
-            total = np.logaddexp(pb, pnb)
-            add(prefix, total + lp[blank], _NEG_INF)
-            for c in range(lp.size):
-                if c == blank:
-                    continue
-                if prefix and prefix[-1] == c:
-                    add(prefix, _NEG_INF, pnb + lp[c])           # a repeat without a blank merges
-                    add(prefix + (c,), _NEG_INF, pb + lp[c])     # after a blank it is a new label
-                else:
-                    add(prefix + (c,), _NEG_INF, total + lp[c])
-        ranked = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))
-        beams = dict(ranked[:beam_size])
-    return list(beams)
+        same_b, same_nb, ext = _beam_step(prefixes, pb, pnb, logp[t], blank)
+        K = len(prefixes)
+        scores = np.concatenate([np.logaddexp(same_b, same_nb), ext.ravel()])
+        keep = [k for k in np.argsort(-scores, kind="stable")[:beam_size].tolist() if scores[k] > _NEG_INF]
+        prefixes = [prefixes[k] if k < K else prefixes[(k - K) // C] + ((k - K) % C,) for k in keep]
+        keep = np.array(keep)
+        pb = np.where(keep < K, same_b[np.minimum(keep, K - 1)], _NEG_INF)
+        pnb = np.where(keep < K, same_nb[np.minimum(keep, K - 1)], ext.ravel()[np.maximum(keep - K, 0)])
+    return prefixes
 
 
 def ctc_beam_decode(logits_or_logprobs, input_lengths=None, beam_size: int = 8, blank: int = 0) -> List[List[int]]:
