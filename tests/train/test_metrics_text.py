@@ -96,45 +96,33 @@ def perturb(rng, seqs, prefixes, types=("PER", "LOC", "ORG")):
     return out
 
 
-def test_entity_f1_bio_matches_seqeval():
+def seqeval_scores(true, pred, scheme):
+    """seqeval's micro F1 and per-type (precision, recall, f1, support) rows: its default mode for BIO,
+    its strict IOBES mode for BIOES."""
     seqeval = pytest.importorskip("seqeval.metrics")
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support as prfs_default
+    from seqeval.metrics.v1 import precision_recall_fscore_support as prfs_strict
+    from seqeval.scheme import IOBES
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if scheme == "BIO":
+            return seqeval.f1_score(true, pred), np.column_stack(prfs_default(true, pred, average=None))
+        return (seqeval.f1_score(true, pred, mode="strict", scheme=IOBES),
+                np.column_stack(prfs_strict(true, pred, scheme=IOBES, average=None)))
+
+
+@pytest.mark.parametrize("scheme, prefixes", [("BIO", "BI"), ("BIOES", "BIES")])
+def test_entity_f1_matches_seqeval(scheme, prefixes):
     rng = np.random.default_rng(1)
     for _ in range(80):
-        true = random_tags(rng, int(rng.integers(1, 6)), "BI")
-        pred = perturb(rng, true, "BI")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            expected = seqeval.f1_score(true, pred)
-            p, r, f, s = seqeval.sequence_labeling.precision_recall_fscore_support(true, pred, average=None)
-            names = sorted({e[0] for e in seqeval.sequence_labeling.get_entities(true)}
-                           | {e[0] for e in seqeval.sequence_labeling.get_entities(pred)})
-        f1, report = entity_f1(true, pred, return_report=True)
+        true = random_tags(rng, int(rng.integers(1, 6)), prefixes)
+        pred = perturb(rng, true, prefixes)
+        expected, per_type = seqeval_scores(true, pred, scheme)
+        f1, report = entity_f1(true, pred, scheme=scheme, return_report=True)
         assert f1 == pytest.approx(expected, rel=1e-12, abs=1e-12)
-        assert [k for k in report if k != "micro avg"] == names
-        for i, name in enumerate(names):
-            got = report[name]
-            assert (got["precision"], got["recall"], got["f1"], got["support"]) == pytest.approx(
-                (p[i], r[i], f[i], s[i]), rel=1e-12, abs=1e-12)
-
-
-def test_entity_f1_bioes_matches_seqeval_strict():
-    seqeval = pytest.importorskip("seqeval.metrics")
-    from seqeval.metrics.v1 import precision_recall_fscore_support as prfs_v1
-    from seqeval.scheme import IOBES
-    rng = np.random.default_rng(2)
-    for _ in range(80):
-        true = random_tags(rng, int(rng.integers(1, 6)), "BIES")
-        pred = perturb(rng, true, "BIES")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            expected = seqeval.f1_score(true, pred, mode="strict", scheme=IOBES)
-            p, r, f, s = prfs_v1(true, pred, scheme=IOBES, average=None)
-        f1, report = entity_f1(true, pred, scheme="BIOES", return_report=True)
-        assert f1 == pytest.approx(expected, rel=1e-12, abs=1e-12)
-        per_type = [(v["precision"], v["recall"], v["f1"], v["support"]) for k, v in report.items()
-                    if k != "micro avg"]
-        np.testing.assert_allclose(np.array(per_type, dtype=float).reshape(-1, 4),
-                                   np.column_stack([p, r, f, s]).reshape(-1, 4), rtol=1e-12, atol=1e-12)
+        ours = [[v["precision"], v["recall"], v["f1"], v["support"]] for k, v in report.items() if k != "micro avg"]
+        np.testing.assert_allclose(np.array(ours, dtype=float).reshape(-1, 4), per_type.reshape(-1, 4),
+                                   rtol=1e-12, atol=1e-12)
 
 
 def test_entity_f1_crafted():
