@@ -140,6 +140,27 @@ def test_trains_in_the_trainer():
     assert history.history["loss"][-1] < history.history["loss"][0] * 0.7
 
 
+def test_ctc_trainer_gives_the_loss_the_input_lengths():
+    import rnnfast as rf
+    rng = np.random.default_rng(11)
+    lengths = np.array([9, 4, 7, 6, 9, 5, 8, 3])
+    X = rng.standard_normal((8, 9, 3)).astype(np.float64)
+    X[np.arange(9)[None, :] >= lengths[:, None]] = 0
+    labels = [[1 + int(X[i, 0, 0] > 0)] + [2] * (lengths[i] // 4) for i in range(8)]
+    Y = rf.train.pad_sequences(labels, value=-1)[0]
+    model = rf.Sequential(rf.nn.LSTM(3, 12, dtype=np.float64, seed=0), rf.nn.Linear(12, 3, dtype=np.float64, seed=1))
+    trainer = rf.train.CTCTrainer(model, CTCLoss(), rf.train.Adam(model, lr=0.02))
+    model.eval()
+    out = model(X, lengths=lengths)
+    expected, _ = CTCLoss()(out, Y, lengths)
+    assert trainer.evaluate(X, Y, lengths, batch_size=8)["loss"] == pytest.approx(expected, rel=1e-12)
+    assert CTCLoss()(out, Y)[0] != pytest.approx(expected)  # without the lengths it is another loss
+    history = trainer.fit(X, Y, lengths, epochs=20, batch_size=4)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    with pytest.raises(TypeError):
+        rf.train.CTCTrainer(model, rf.train.CrossEntropy())
+
+
 def test_speed_shape_runs():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((32, 100, 30)).astype(np.float32)
