@@ -8,12 +8,13 @@ between and after the labels: length ``2 S + 1``) the forward variables are, in 
     alpha_t(s) = logsumexp(alpha_{t-1}(s), alpha_{t-1}(s-1), [alpha_{t-1}(s-2)]) + log y_t(l'_s)
 
 (the skip from ``s-2`` only onto a label that differs from the one two places back), the backward
-variables ``beta`` mirror them from each sequence's own end, and ``-log p(l|x) = -logsumexp(alpha_{T-1}
+variables ``beta`` are the forward variables of each sequence reversed in time and in ``l'`` (from its own
+last step), and ``-log p(l|x) = -logsumexp(alpha_{T-1}
 at the last two positions)``. The gradient with respect to the logits is ``softmax(logits) - gamma``, where
 ``gamma_t(c)`` is the posterior probability that step ``t`` emits ``c``.
 
-Both recursions are vectorised over the batch and the positions of ``l'`` (a Python loop over time only),
-computed in float64 whatever the logits' dtype.
+The recursion is vectorised over the batch and the positions of ``l'`` (a Python loop over time only),
+in float64 whatever the logits' dtype. :class:`CTCTrainer` trains with it on variable-length inputs.
 """
 from __future__ import annotations
 
