@@ -29,6 +29,7 @@ from rnnfast.train.trainer import Trainer
 __all__ = ["CTCLoss", "CTCTrainer", "ctc_greedy_decode", "ctc_beam_decode", "log_softmax"]
 
 _NEG_INF = -np.inf
+_FLOOR = -1e300  # below any finite log-probability a recursion reaches
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -127,6 +128,23 @@ def _extended(rows: Sequence[np.ndarray], blank: int, C: int) -> Tuple[np.ndarra
 
 
 # ---------------------------------------------------------------------------------------- recursions
+def _lse3_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray, m: np.ndarray,
+               tmp: np.ndarray) -> None:
+    """``out = log(exp(a) + exp(b) + exp(c))`` elementwise, -inf where all three are, through the buffers
+    ``m`` and ``tmp`` (numpy's exp and log are vectorised; its logaddexp is several times slower)."""
+    np.maximum(a, b, out=m)
+    np.maximum(m, c, out=m)
+    np.maximum(m, _FLOOR, out=m)  # all three -inf: a finite shift keeps exp(-inf - m) = 0, not NaN
+    np.subtract(a, m, out=tmp)
+    np.exp(tmp, out=out)
+    for x in (b, c):
+        np.subtract(x, m, out=tmp)
+        np.exp(tmp, out=tmp)
+        out += tmp
+    np.log(out, out=out)
+    out += m
+
+
 def _alphas(em: np.ndarray, skip: np.ndarray, in_len: np.ndarray) -> np.ndarray:
     """Forward log-variables (B, T, L); a sequence's values stay frozen past its last step."""
     B, T, L = em.shape
@@ -135,38 +153,42 @@ def _alphas(em: np.ndarray, skip: np.ndarray, in_len: np.ndarray) -> np.ndarray:
     alpha[:, 0, 2:4] = np.where((in_len > 0)[:, None], em[:, 0, :2], _NEG_INF)
     skip_add = np.where(skip, 0.0, _NEG_INF)  # the jump from s - 2 is allowed (0) or not (-inf)
     live_all = int(in_len.min()) if B else T  # steps every sequence still runs
-    new = np.empty((B, L))
-    for t in range(1, T):
-        prev = alpha[:, t - 1]
-        np.logaddexp(prev[:, 2:], prev[:, 1:-1], out=new)
-        np.logaddexp(new, prev[:, :-2] + skip_add, out=new)
-        new += em[:, t]
-        alpha[:, t, 2:] = new if t < live_all else np.where((t < in_len)[:, None], new, prev[:, 2:])
+    new, jump, m, tmp = (np.empty((B, L)) for _ in range(4))
+    with np.errstate(divide="ignore"):
+        for t in range(1, T):
+            prev = alpha[:, t - 1]
+            np.add(prev[:, :-2], skip_add, out=jump)
+            _lse3_into(prev[:, 2:], prev[:, 1:-1], jump, new, m, tmp)
+            new += em[:, t]
+            alpha[:, t, 2:] = new if t < live_all else np.where((t < in_len)[:, None], new, prev[:, 2:])
     return alpha[:, :, 2:]
 
 
-def _reverse(arr: np.ndarray, in_len: np.ndarray, ext_len: np.ndarray, fill) -> np.ndarray:
-    """Each sequence's valid block of ``arr`` (B, T, L) reversed in time and position; ``fill`` elsewhere.
+def _reversal(in_len: np.ndarray, ext_len: np.ndarray, T: int, L: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Flat indices (B, T, L) that reverse each sequence's valid block in time and in position, and the
+    mask of that block.
 
     The reversed extended sequence is again an extended sequence, so the backward variables are the
     forward variables of the reversed problem, reversed back."""
-    B, T, L = arr.shape
+    B = in_len.shape[0]
     t_idx = in_len[:, None] - 1 - np.arange(T)[None, :]
     s_idx = ext_len[:, None] - 1 - np.arange(L)[None, :]
     valid = (t_idx >= 0)[:, :, None] & (s_idx >= 0)[:, None, :]
-    out = arr[np.arange(B)[:, None, None], np.maximum(t_idx, 0)[:, :, None], np.maximum(s_idx, 0)[:, None, :]]
-    return np.where(valid, out, fill)
+    flat = ((np.arange(B)[:, None, None] * T + np.maximum(t_idx, 0)[:, :, None]) * L
+            + np.maximum(s_idx, 0)[:, None, :])
+    return flat, valid
 
 
 def _betas(em: np.ndarray, skip: np.ndarray, in_len: np.ndarray, ext_len: np.ndarray) -> np.ndarray:
     """Backward log-variables (B, T, L), each sequence started at its own last step (-inf past it)."""
-    L = em.shape[2]
+    B, T, L = em.shape
+    flat, valid = _reversal(in_len, ext_len, T, L)
     # reversed, "l'_s differs from l'_{s-2}" becomes "from l'_{s+2}": the skip of position s + 2
     s_idx = ext_len[:, None] + 1 - np.arange(L)[None, :]
     skip_rev = np.take_along_axis(np.pad(skip, ((0, 0), (0, 2))), np.clip(s_idx, 0, L + 1), axis=1)
     skip_rev &= (s_idx >= 2) & (s_idx < ext_len[:, None])
-    alpha_rev = _alphas(_reverse(em, in_len, ext_len, _NEG_INF), skip_rev, in_len)
-    return _reverse(alpha_rev, in_len, ext_len, _NEG_INF)
+    alpha_rev = _alphas(np.where(valid, em.reshape(-1).take(flat), _NEG_INF), skip_rev, in_len)
+    return np.where(valid, np.ascontiguousarray(alpha_rev).reshape(-1).take(flat), _NEG_INF)
 
 
 def _log_likelihood(alpha: np.ndarray, in_len: np.ndarray, ext_len: np.ndarray) -> np.ndarray:
