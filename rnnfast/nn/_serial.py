@@ -24,7 +24,7 @@ from rnnfast.nn.recurrent import GRU, LSTM, RNN
 from rnnfast.nn.stateful import Stateful
 
 __all__ = ["LAYERS", "MAX_SIZE", "MAX_LAYERS", "describe", "describe_layers", "param_shapes", "check_declared",
-           "build", "save_sequential", "from_archive", "KIND"]
+           "build", "save_sequential", "save_checkpoint", "from_archive", "KIND"]
 
 KIND = "nn.Sequential"
 #: The layer classes a file may name.
@@ -191,9 +191,26 @@ def build(desc: dict) -> Any:
     return LAYERS[name](**config)
 
 
-def save_sequential(model: Any, path: Any, extra: dict | None = None) -> None:
+def save_sequential(model: Any, path: Any) -> None:
     """Write a Sequential's layers and parameters to ``path`` (see :meth:`rnnfast.nn.Sequential.save`)."""
-    save_archive(path, KIND, {"layers": describe_layers(model)}, model.state_dict(), extra)
+    save_archive(path, KIND, {"layers": describe_layers(model)}, model.state_dict())
+
+
+def save_checkpoint(model: Any, path: Any, extra: dict | None = None) -> str:
+    """Write ``model`` as an ``nn.Sequential`` file when it is a Sequential of :data:`LAYERS` (and Stateful
+    wrappers), else its ``state_dict()`` alone (kind ``"model.state_dict"``). Returns the kind written."""
+    from rnnfast.nn.sequential import Sequential
+    layers = None
+    if type(model) is Sequential:
+        try:
+            layers = describe_layers(model)
+        except TypeError:
+            layers = None
+    if layers is None:
+        save_archive(path, "model.state_dict", {}, model.state_dict(), extra)
+        return "model.state_dict"
+    save_archive(path, KIND, {"layers": layers}, model.state_dict(), extra)
+    return KIND
 
 
 def from_archive(ar: Archive) -> Any:
