@@ -406,8 +406,15 @@ def cmd_bench(args, rest):
 
 
 # ---------------------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (not the usage block) and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="rnnfast", description="Fast, exact recurrent neural networks for CPUs.")
+    p = _Parser(prog="rnnfast", description="Fast, exact recurrent neural networks for CPUs.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
