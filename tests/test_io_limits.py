@@ -18,7 +18,7 @@ import rnnfast as rf
 from rnnfast import io as rio
 
 from _child import run_python
-from _io_craft import (INDEX, compressed_zeros_archive, edit_index, make_valid_files, patch_central, read_members,
+from _io_craft import (INDEX, central_records, compressed_zeros_archive, edit_index, make_valid_files, patch_central, read_members,
                        write_members)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -233,3 +233,39 @@ def test_json_limits():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def _rename_slot(index):
+    name = next(k for k in index["arrays"] if k.startswith("optimizer/") and k.endswith("/exp_avg"))
+    index["arrays"][name[:-len("exp_avg")] + "exp_avgX"] = index["arrays"].pop(name)
+
+
+def _flip_last_data_byte(valid, dst):
+    with open(valid, "rb") as f:
+        data = bytearray(f.read())
+    first_record = central_records(bytes(data))[0]
+    data[first_record - 5] ^= 0xFF  # inside the last member's array data, just before the central directory
+    with open(dst, "wb") as f:
+        f.write(bytes(data))
+    return dst
+
+
+def test_damage_found_late_costs_under_twice_the_declared_arrays(tmp_path):
+    """Damage only the arrays' data or the optimizer's details reveal: refused before the network is built."""
+    X = np.random.default_rng(0).standard_normal((16, 4, 64)).astype(np.float32)
+    est = rf.LSTMClassifier(hidden_size=192, epochs=0, random_state=0, n_threads=1).fit(X, np.arange(16) % 2)
+    valid = str(tmp_path / "big.rnnfast")
+    est.save(valid)
+    declared = sum(a.nbytes for a in rio.load_archive(valid)[2].values())
+    paths = {"slot": edit_index(valid, str(tmp_path / "slot.rnnfast"), _rename_slot),
+             "hyper": edit_index(valid, str(tmp_path / "hyper.rnnfast"),
+                                 lambda ix: ix["extra"]["optimizer"]["hyper"].update(lr=-1.0)),
+             "crc": _flip_last_data_byte(valid, str(tmp_path / "crc.rnnfast")), "valid": valid}
+    r = run_python([os.path.join(HERE, "_io_craft.py"), *paths.values()], cwd=HERE, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = {line["file"]: line for line in map(json.loads, r.stdout.splitlines()[:-1])}
+    for name, path in paths.items():
+        res = got[path]
+        assert res["outcome"] == ("ok" if name == "valid" else "FormatError"), res
+        if name != "valid":
+            assert res["peak_mb"] * 2 ** 20 < 2 * declared, (name, res["peak_mb"], declared / 2 ** 20)

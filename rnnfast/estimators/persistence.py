@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import re
+from types import SimpleNamespace
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -199,6 +200,30 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
     return layers
 
 
+def _check_optimizer(ar: Archive, p: Params, fitted: _Fitted, expected: dict) -> None:
+    """Refuse ``ar`` unless its optimizer arrays are one set of slots per parameter, each of the parameter's
+    dtype and shape, that the saved optimizer accepts with its hyperparameters and step count (tried on a
+    one-element stand-in: nothing of the network's size is built)."""
+    slots: dict = {}
+    for name, d in ar.declared.items():
+        if name.startswith("model/"):
+            continue
+        pname, _, slot = name[len("optimizer/"):].rpartition("/") if name.startswith("optimizer/") else ("", "", "")
+        if fitted.optimizer is None or pname not in expected or expected[pname] != (d.dtype, d.shape):
+            raise ar.fail(f"array {name[:80]!r} is not a parameter's optimizer state of its shape")
+        slots.setdefault(pname, set()).add(slot)
+    if fitted.optimizer is None:
+        return
+    kinds = {frozenset(slots.get(n, ())) for n in expected}
+    if len(kinds) != 1:
+        raise ar.fail("the parameters' optimizer states hold different slots")
+    w = np.zeros(1, p.dtype)
+    stand_in = SimpleNamespace(named_parameters=lambda: [("w", w)], grads={"w": np.zeros(1, p.dtype)})
+    with ar.reading("the optimizer state"):
+        opt = build_optimizer(stand_in, dataclasses.replace(p, optimizer=optimizer_name(fitted.optimizer["optimizer"])))
+        opt.load_state_dict(dict(fitted.optimizer, state={"w": {s: w for s in kinds.pop()}}))
+
+
 def _check_arrays(ar: Archive, est, p: Params, fitted: _Fitted) -> None:
     """Refuse ``ar`` unless its arrays are exactly what the network and optimizer would hold."""
     layers = network_descriptions(est._layer_cls.__name__, p, fitted.inputs, fitted.targets.per_step,
@@ -206,31 +231,30 @@ def _check_arrays(ar: Archive, est, p: Params, fitted: _Fitted) -> None:
     with ar.reading("the network's configuration"):
         expected = _serial.param_shapes(layers)
     _serial.check_declared(ar, expected, prefix="model/")
-    for name, d in ar.declared.items():
-        if name.startswith("model/"):
-            continue
-        pname = name[len("optimizer/"):].rsplit("/", 1)[0] if name.startswith("optimizer/") else None
-        if fitted.optimizer is None or pname not in expected or expected[pname] != (d.dtype, d.shape):
-            raise ar.fail(f"array {name[:80]!r} is not a parameter's optimizer state of its shape")
+    _check_optimizer(ar, p, fitted, expected)
 
 
 # ---------------------------------------------------------------------------------------- building
 def _restore(est, p: Params, fitted: _Fitted, ar: Archive) -> None:
+    # every array is read (and its checksum checked) before the network is built: a damaged one costs
+    # no more than the arrays the file declares
+    weights = {k[len("model/"):]: a for k, a in ar.read_all("model/").items()}
+    slots: dict = {}
+    for k, a in ar.read_all("optimizer/").items():
+        pname, slot = k[len("optimizer/"):].rsplit("/", 1)
+        slots.setdefault(pname, {})[slot] = a
     est.seed_ = fitted.seed
     est._set_specs(fitted.inputs, fitted.targets)
     est._arch_, est._opt_ = fitted.arch, fitted.opt
     est.model_ = build_model(est._layer_cls, p, fitted.inputs, fitted.targets.per_step, fitted.targets.n_outputs,
                              est.seed_)
-    est.model_.load_state_dict({k[len("model/"):]: a for k, a in ar.read_all("model/").items()})
+    est.model_.load_state_dict(weights)
+    del weights
     o = fitted.optimizer
     name = p.optimizer if o is None else optimizer_name(o["optimizer"])
     est.optimizer_ = build_optimizer(est.model_, dataclasses.replace(p, optimizer=name))
     if o is not None:
-        slots: dict = {n: {} for n, _ in est.model_.named_parameters()}
-        for k, a in ar.read_all("optimizer/").items():
-            pname, slot = k[len("optimizer/"):].rsplit("/", 1)
-            slots[pname][slot] = a
-        est.optimizer_.load_state_dict(dict(o, state=slots))
+        est.optimizer_.load_state_dict(dict(o, state={n: slots.get(n, {}) for n, _ in est.model_.named_parameters()}))
     est.history_ = fitted.history
     est.n_epochs_ = fitted.n_epochs
     est.model_.eval()
