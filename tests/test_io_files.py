@@ -85,27 +85,23 @@ def test_sequential_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(ids, lengths=[3, 2]), model.eval()(ids, lengths=[3, 2]))
 
 
+class Double:
+    """A layer of the user's own: forward and backward only."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, d):
+        return 2 * d
+
+
 def test_sequential_with_other_layers_cannot_be_saved(tmp_path):
-    class Double:
-        def forward(self, x):
-            return 2 * x
-
-        def backward(self, d):
-            return 2 * d
-
     with pytest.raises(TypeError, match="cannot describe a Double"):
         rf.nn.Sequential(Double()).save(tmp_path / "x.rnnfast")
     assert not os.listdir(tmp_path)
 
 
 def test_checkpoint_of_other_models_is_a_state_dict_with_a_clear_message(tmp_path):
-    class Double:
-        def forward(self, x):
-            return 2 * x
-
-        def backward(self, d):
-            return 2 * d
-
     model = rf.nn.Sequential(rf.nn.Linear(2, 2, seed=0), Double())
     assert _serial.save_checkpoint(model, tmp_path / "c.rnnfast", {"epoch": 1}) == "model.state_dict"
     with pytest.raises(rio.FormatError, match="holds only a state dict") as e:

@@ -206,10 +206,14 @@ def _check(corpus, kind, mutation, rnd, ok=("loaded", "FormatError")):
 _FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+@pytest.mark.parametrize("mutation", ["flip_bytes", "patch_directory", "restructure", "edit_index"])
 @_FUZZ
 @given(kind=st.sampled_from(KINDS), rnd=st.randoms(use_true_random=False))
-def test_byte_mutations(corpus, kind, rnd):
-    _check(corpus, kind, "flip_bytes", rnd)
+def test_mutations(corpus, mutation, kind, rnd):
+    """Byte flips (a load must hold the same weights); crafted ZIP directories (huge or wrong declared sizes,
+    compression methods, flags, offsets); restructured archives (dropped, duplicated, extra, renamed or nested,
+    compressed, reordered, emptied members); JSON index edits (any value replaced, removed or added)."""
+    _check(corpus, kind, mutation, rnd)
 
 
 @_FUZZ
@@ -223,27 +227,6 @@ def test_truncations(corpus, kind, rnd):
 def test_random_bytes(corpus, data, prefix):
     outcome, message, _ = try_load(prefix + data, corpus[0])
     assert outcome == "FormatError", (outcome, message)
-
-
-@_FUZZ
-@given(kind=st.sampled_from(KINDS), rnd=st.randoms(use_true_random=False))
-def test_crafted_zip_directories(corpus, kind, rnd):
-    """Huge or wrong declared sizes, compression methods, flags (encryption), offsets."""
-    _check(corpus, kind, "patch_directory", rnd)
-
-
-@_FUZZ
-@given(kind=st.sampled_from(KINDS), rnd=st.randoms(use_true_random=False))
-def test_restructured_archives(corpus, kind, rnd):
-    """Dropped, duplicated, extra, renamed (nested paths), compressed, reordered or emptied members."""
-    _check(corpus, kind, "restructure", rnd)
-
-
-@_FUZZ
-@given(kind=st.sampled_from(KINDS), rnd=st.randoms(use_true_random=False))
-def test_index_edits(corpus, kind, rnd):
-    """Any value of the JSON index replaced, removed or added (types, huge sizes, NaN, long strings)."""
-    _check(corpus, kind, "edit_index", rnd)
 
 
 # ---------------------------------------------------------------------------------------- the long loop

@@ -42,14 +42,6 @@ def _arguments(cls: type) -> list[str]:
     return [n for n in inspect.signature(cls.__init__).parameters if n not in _SKIP]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.dtype, type)):
-        return np.dtype(value).name
-    return value
-
-
 # ---------------------------------------------------------------------------------------- describing
 def describe(layer: Any) -> dict:
     """The JSON description of ``layer`` (TypeError for a class outside :data:`LAYERS`)."""
@@ -59,7 +51,8 @@ def describe(layer: Any) -> dict:
     if LAYERS.get(name) is not type(layer):
         raise TypeError(f"cannot describe a {name} layer: Sequential.save writes {', '.join(LAYERS)} and "
                         "Stateful (save other models' state_dict() with rnnfast.io.save_archive)")
-    config = {arg: _jsonable(getattr(layer, arg)) for arg in _arguments(type(layer))}
+    config = {arg: getattr(layer, arg) for arg in _arguments(type(layer))}
+    config = {k: np.dtype(v).name if isinstance(v, (np.dtype, type)) else v for k, v in config.items()}
     if name == "Attention" and config["kind"] != "additive":
         config["hidden_size"] = None  # the layer stores key_size there; the constructor refuses it
     return {"class": name, "config": config}
