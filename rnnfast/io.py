@@ -46,7 +46,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -152,7 +152,7 @@ def remove_stale_temporaries(path: PathLike) -> list[str]:
     """
     directory, base = os.path.split(os.path.abspath(os.fspath(path)))
     pattern = re.compile(re.escape(f".{base}.{_host()}.") + r"([0-9]+)\.[0-9a-f]+\.tmp")
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -345,14 +345,14 @@ def _check_members(z: zipfile.ZipFile, size: int) -> dict[str, zipfile.ZipInfo]:
     return members
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
+def _read_exact(f: IO[bytes], n: int) -> bytes:
     data = f.read(n)
     if len(data) != n:
         raise EOFError(f"truncated: {len(data)} of {n} bytes")
     return data
 
 
-def _npy_header(f: BinaryIO) -> tuple[np.dtype, tuple, bool, int]:
+def _npy_header(f: IO[bytes]) -> tuple[np.dtype, tuple, bool, int]:
     """(dtype, shape, fortran_order, header length) of the ``.npy`` stream ``f``; reads only the header."""
     start = _read_exact(f, 8)
     major = start[6]
@@ -388,7 +388,7 @@ class Archive:
         The budget the file was opened with.
     """
 
-    def __init__(self, path: str, fp: BinaryIO, size: int, max_bytes: int) -> None:
+    def __init__(self, path: str, fp: IO[bytes], size: int, max_bytes: int) -> None:
         self.path, self.max_bytes, self._fp = path, max_bytes, fp
         try:
             self._zip = zipfile.ZipFile(fp)

@@ -220,7 +220,8 @@ def _check_optimizer(ar: Archive, p: Params, fitted: _Fitted, expected: dict) ->
     w = np.zeros(1, p.dtype)
     stand_in = SimpleNamespace(named_parameters=lambda: [("w", w)], grads={"w": np.zeros(1, p.dtype)})
     with ar.reading("the optimizer state"):
-        opt = build_optimizer(stand_in, dataclasses.replace(p, optimizer=optimizer_name(fitted.optimizer["optimizer"])))
+        name = optimizer_name(fitted.optimizer["optimizer"])
+        opt = build_optimizer(stand_in, dataclasses.replace(p, optimizer=name))  # type: ignore[arg-type]
         opt.load_state_dict(dict(fitted.optimizer, state={"w": {s: w for s in kinds.pop()}}))
 
 

@@ -39,7 +39,7 @@ _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def _arguments(cls: type) -> list[str]:
-    return [n for n in inspect.signature(cls.__init__).parameters if n not in _SKIP]
+    return [n for n in inspect.signature(cls).parameters if n not in _SKIP]
 
 
 # ---------------------------------------------------------------------------------------- describing
@@ -83,7 +83,7 @@ def _recurrent_shapes(name: str, c: dict) -> dict:
     I, L = _size(c, "input_size"), _size(c, "num_layers", 1, high=MAX_LAYERS)
     D = 2 if _flag(c, "bidirectional", False) else 1
     bias = _flag(c, "bias", True)
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for layer in range(L):
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
