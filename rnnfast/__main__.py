@@ -165,6 +165,9 @@ def cmd_predict(args):
     import rnnfast as rf
     _check_output(args.output, (".npy", ".csv"))
     model = rf.load(args.model)  # FormatError, FileNotFoundError: main() reports them (exit 2)
+    if not hasattr(model, "predict"):
+        raise SystemExit(f"error: {args.model} holds a {type(model).__name__}, not an estimator: `rnnfast predict` "
+                         "applies estimator files (load it in Python with rnnfast.load)")
     tokens = args.tokens or getattr(model, "input_kind_", None) == "tokens"
     X = _load_array(args.X, "X", args.features or (None if tokens else model.n_features_in_), tokens)
     try:

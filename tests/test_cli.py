@@ -140,12 +140,13 @@ def files(tmp_path_factory):
     rf.LSTM(hidden_size=3, epochs=1, random_state=0, n_threads=1).fit(X, np.load(d / "y.npy")).save(d / "m.rnnfast")
     (d / "garbage.rnnfast").write_bytes(b"PK\x03\x04" + os.urandom(200))
     (d / "X_bad.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    rf.nn.Sequential(rf.nn.LSTM(2, 3, seed=0), rf.nn.LastStep()).save(d / "seq.rnnfast")
     return d
 
 
 @pytest.mark.parametrize("case", ["damaged_model", "missing_model", "dev_zero_model", "deep_json_model",
                                   "missing_output_dir_predict", "missing_output_dir_train", "bad_argument",
-                                  "missing_argument", "bad_parameter", "damaged_X"])
+                                  "missing_argument", "bad_parameter", "damaged_X", "sequential_model"])
 def test_user_errors_are_one_line_and_exit_2(files, case):
     d = str(files)
     X, y, m, out = f"{d}/X.npy", f"{d}/y.npy", f"{d}/m.rnnfast", f"{d}/p.npy"
@@ -170,6 +171,7 @@ def test_user_errors_are_one_line_and_exit_2(files, case):
         "missing_argument": (["predict", m], ["required"]),
         "bad_parameter": (["train", X, y, "-o", f"{d}/m2.rnnfast", "--set", "hidden_size=-1"], ["hidden_size"]),
         "damaged_X": (["predict", m, f"{d}/X_bad.npy", "-o", out], ["X_bad.npy"]),
+        "sequential_model": (["predict", f"{d}/seq.rnnfast", X, "-o", out], ["holds a Sequential"]),
     }[case]
     _one_line_error(run(*args, timeout=60), *frags)
 
