@@ -556,7 +556,8 @@ def load_archive(path: PathLike, kind: str | Sequence[str] | None = None, *, max
     with open_archive(path, max_bytes=max_bytes) as ar:
         if kind is not None and not _kind_matches(ar.kind, kind):
             want = [kind] if isinstance(kind, str) else list(kind)
-            raise ar.fail(f"holds a {ar.kind[:80]!r}, expected {' or '.join(k + '*' if k.endswith('.') else k for k in want)}")
+            expected = " or ".join(k + "*" if k.endswith(".") else k for k in want)
+            raise ar.fail(f"holds a {ar.kind[:80]!r}, expected {expected}")
         return ar.kind, ar.config, ar.read_all(), ar.extra
 
 

@@ -30,7 +30,6 @@ import tracemalloc
 import zipfile
 from collections import Counter
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -18,8 +18,8 @@ import rnnfast as rf
 from rnnfast import io as rio
 
 from _child import run_python
-from _io_craft import (INDEX, central_records, compressed_zeros_archive, edit_index, make_valid_files, patch_central, read_members,
-                       write_members)
+from _io_craft import (INDEX, central_records, compressed_zeros_archive, edit_index, make_valid_files, patch_central,
+                       read_members, write_members)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
