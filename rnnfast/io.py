@@ -54,7 +54,7 @@ from rnnfast._typing import ArrayLike, PathLike
 from rnnfast._validation import InstanceOf
 
 __all__ = ["FormatError", "save_archive", "load_archive", "open_archive", "load", "Archive", "FORMAT_VERSION",
-           "DEFAULT_MAX_BYTES"]
+           "DEFAULT_MAX_BYTES", "remove_stale_temporaries", "parse_json"]
 
 FORMAT_NAME = "rnnfast"
 FORMAT_VERSION = 1
