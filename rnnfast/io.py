@@ -125,6 +125,8 @@ def _host() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send a Ctrl-C there: never remove another process's file
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
