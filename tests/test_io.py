@@ -45,7 +45,7 @@ def test_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         rio.save_archive(p, "test.kind", {}, {"w": np.zeros(3)})
     assert p.read_bytes() == before
-    assert [f for f in os.listdir(tmp_path) if f.startswith(".rnnfast-")] == []
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "foreign_zip", "bad_json", "newer",

@@ -15,7 +15,7 @@ module            job
 ================  ==============================================================================
 """
 from rnnfast.estimators.base import NotFittedError
-from rnnfast.estimators.persistence import load
+from rnnfast.io import load
 from rnnfast.estimators.recurrent import GRU, LSTM, RNN
 from rnnfast.estimators.targets import DataConversionWarning, FloatLabelsWarning
 from rnnfast.estimators.tasks import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor, RNNClassifier,

@@ -263,7 +263,7 @@ class _RecurrentEstimator(GenerationMixin, EstimatorBase):
         return score_outputs(out, lengths, y, sample_weight, self._specs[1])
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def save(self, path: Union[str, "os.PathLike[str]"], include_optimizer: bool = True) -> None:
         """Write the fitted estimator (parameters, weights, optimizer state, history) to ``path``.
 
         The file is rnnfast's pickle-free format (:mod:`rnnfast.io`), written atomically; read it back
@@ -273,9 +273,15 @@ class _RecurrentEstimator(GenerationMixin, EstimatorBase):
         Parameters
         ----------
         path : str or os.PathLike
+            Its directory must exist.
+        include_optimizer : bool, default True
+            Save the optimizer's state too (Adam's two moments per weight: about 3x the weights' size).
+            Without it the file is for inference: it loads and predicts the same, and training after it
+            (``warm_start``, ``partial_fit``) starts a fresh optimizer, as Keras's
+            ``save(..., include_optimizer=False)``.
         """
         self._check_fitted()
-        save_estimator(self, path)
+        save_estimator(self, path, include_optimizer)
 
 
 class LSTM(_RecurrentEstimator):

@@ -212,6 +212,29 @@ class Sequential(Module):
             if hasattr(layer, "zero_grad"):
                 layer.zero_grad()
 
+    # ------------------------------------------------------------------ saving
+    def save(self, path) -> None:
+        """Write the layers (their classes and constructor arguments) and parameters to ``path``.
+
+        The file is rnnfast's pickle-free format (:mod:`rnnfast.io`, kind ``"nn.Sequential"``), written
+        atomically; :func:`rnnfast.load` returns an equal Sequential from it (in eval mode). The layers must be
+        rnnfast's own (``rnnfast.nn`` layers and :class:`~rnnfast.nn.Stateful` wrappers); random streams
+        (dropout masks) and carried states are not saved.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Its directory must exist.
+
+        Raises
+        ------
+        TypeError
+            A layer that is not one of rnnfast's (save its ``state_dict()`` with
+            :func:`rnnfast.io.save_archive` instead).
+        """
+        from rnnfast.nn._serial import save_sequential
+        save_sequential(self, path)
+
     def train(self, mode=True):
         """Set training (``mode=True``) or eval mode on every layer. Returns self (TypeError for a non-bool)."""
         self.training = check_bool(mode, "mode")

@@ -252,8 +252,11 @@ class ModelCheckpoint(_Monitor):
     """Save the model after every epoch, or only when a monitored value improves.
 
     With an estimator (``rnnfast.LSTM(...).fit``) the whole estimator is written with its ``save``
-    (weights, optimizer state, history: :func:`rnnfast.load` resumes from it); a bare model is written
-    with :func:`rnnfast.io.save_archive` (kind ``"model.state_dict"``, its ``state_dict`` as arrays).
+    (weights, optimizer state, history: :func:`rnnfast.load` resumes from it). A bare
+    :class:`~rnnfast.nn.Sequential` of rnnfast's layers is written as :meth:`~rnnfast.nn.Sequential.save` does
+    (kind ``"nn.Sequential"``, with ``extra["epoch"]``): :func:`rnnfast.load` returns it. Any other model is
+    written as its ``state_dict`` alone (kind ``"model.state_dict"``): read it back with
+    :func:`rnnfast.io.load_archive` and pass the arrays to the model's ``load_state_dict``.
 
     Parameters
     ----------
@@ -296,8 +299,8 @@ class ModelCheckpoint(_Monitor):
         if est is not None:
             est.save(path)
         else:
-            from rnnfast.io import save_archive
-            save_archive(path, "model.state_dict", {}, self.trainer.model.state_dict(), {"epoch": epoch + 1})
+            from rnnfast.nn._serial import save_checkpoint
+            save_checkpoint(self.trainer.model, path, {"epoch": epoch + 1})
         self.saved.append(path)
         if self.verbose:
             print(f"Saved {path}", file=sys.stderr)

@@ -13,7 +13,6 @@ from rnnfast.__main__ import main
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from rnnfast.interop import to_onnx  # noqa: E402
-from rnnfast.interop._model_file import load_model, save_model  # noqa: E402
 
 
 def run(*args):
@@ -44,7 +43,7 @@ def test_import_then_export_in_process(tmp_path, capsys):
     to_onnx(model, tmp_path / "in.onnx")
     assert main(["import", str(tmp_path / "in.onnx"), "-o", str(tmp_path / "m.rnnfast")]) == 0
     assert "Embedding, GRU, MeanPool, Linear" in capsys.readouterr().out
-    back = load_model(tmp_path / "m.rnnfast")
+    back = rf.load(tmp_path / "m.rnnfast")
     ids = np.array([[1, 2, 3], [4, 5, 0]])
     np.testing.assert_array_equal(back(ids, lengths=[3, 2]), model(ids, lengths=[3, 2]))
     assert main(["export", str(tmp_path / "m.rnnfast"), "-o", str(tmp_path / "out.onnx"), "--no-lengths"]) == 0
@@ -56,20 +55,20 @@ def test_import_a_bare_layer(tmp_path):
     to_onnx(layer, tmp_path / "l.onnx")
     r = run("import", str(tmp_path / "l.onnx"), "-o", str(tmp_path / "l.rnnfast"))
     assert r.returncode == 0, r.stderr
-    back = load_model(tmp_path / "l.rnnfast")
-    assert repr(back) == repr(layer)
+    back = rf.load(tmp_path / "l.rnnfast")  # a Sequential of the one layer
+    assert [repr(m) for m in back.layers] == [repr(layer)]
     x = np.random.default_rng(1).standard_normal((4, 2, 3)).astype(np.float32)
-    np.testing.assert_array_equal(back(x)[0], layer(x)[0])
+    np.testing.assert_array_equal(back.layers[0](x)[0], layer(x)[0])
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path):
     (tmp_path / "bad.rnnfast").write_bytes(b"not a model")
     r = run("export", str(tmp_path / "bad.rnnfast"), "-o", str(tmp_path / "x.onnx"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.startswith("error:") and "not an rnnfast file" in r.stderr and r.stderr.count("\n") == 1
+    assert "error:" in r.stderr and "not an rnnfast file" in r.stderr and r.stderr.count("\n") == 1
     r = run("import", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "m.rnnfast"))
-    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error:")
-    save_model(nn.Sequential(nn.LSTM(3, 4), nn.LastStep(), nn.Linear(4, 2)), tmp_path / "ok.rnnfast")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "error:" in r.stderr
+    nn.Sequential(nn.LSTM(3, 4), nn.LastStep(), nn.Linear(4, 2)).save(tmp_path / "ok.rnnfast")
     r = run("export", str(tmp_path / "ok.rnnfast"), "-o", str(tmp_path / "x.onnx"), "--opset", "5")
     assert r.returncode == 2 and "opset" in r.stderr and "Traceback" not in r.stderr
     # an ONNX graph with an operator rnnfast does not read

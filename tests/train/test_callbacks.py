@@ -84,8 +84,9 @@ def test_checkpoint_writes_bare_model_files(data, tmp_path):
     assert [p.split("/")[-1] for p in ck.saved] == ["ck-01-3.0.rnnfast", "ck-02-1.0.rnnfast", "ck-04-0.5.rnnfast"]
     assert len(every.saved) == 4
     kind, _, arrays, extra = load_archive(ck.saved[-1])
-    assert kind == "model.state_dict" and extra["epoch"] == 4
+    assert kind == "nn.Sequential" and extra["epoch"] == 4
     assert same(arrays, m.state_dict())
+    assert same(rf.load(ck.saved[-1]).state_dict(), m.state_dict())
 
 
 def test_checkpoint_saves_the_estimator(data, tmp_path):
