@@ -21,6 +21,7 @@ from rnnfast import nn
 from rnnfast.estimators import params as _params
 from rnnfast.estimators.base import EstimatorBase
 from rnnfast.estimators.inputs import InputSpec, encode_inputs, input_spec
+from rnnfast.estimators.memory import MemoryMixin
 from rnnfast.estimators.network import build_model, build_optimizer, make_loss
 from rnnfast.estimators.persistence import save_estimator
 from rnnfast.estimators.targets import (CLASSIFICATION, TargetSpec, check_sample_weight, encode_targets,
@@ -34,7 +35,7 @@ __all__ = ["LSTM", "GRU", "RNN"]
 _FITTED = ("model_", "optimizer_", "classes_", "vocab_size_", "y_mean_", "y_scale_")
 
 
-class _RecurrentEstimator(EstimatorBase):
+class _RecurrentEstimator(MemoryMixin, EstimatorBase):
     """Shared implementation of :class:`LSTM`, :class:`GRU` and :class:`RNN` (see :class:`LSTM`)."""
 
     _layer_cls: Any = None
