@@ -1,0 +1,200 @@
+"""Load test of examples/serve.py on loopback: latency and throughput with and without request batching.
+
+    python examples/load_test.py                       # fits a small LSTM classifier (H=128, T~50) first
+    python examples/load_test.py --model m.rnnfast --clients 32 --requests 3000 --seconds 30
+
+For each mode (no batching, batching) it starts the server as a child process on 127.0.0.1 (any free
+port), measures the single-request latency with one client, then drives it with ``--clients`` concurrent
+clients (threads, each with its own keep-alive connection, one single-sequence request at a time) until
+``--requests`` requests are answered or ``--seconds`` pass, checks the answers against ``predict``, and
+prints p50 / p99 latency and throughput. The clients run in this process: on a small machine they take
+CPU from the server too, in both modes alike.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def fit_model(path, hidden_size=128, T=50, F=8, seed=0):
+    """Fit (briefly) and save an LSTM classifier of the size a service might run: H=128, 8 features, three
+    classes, sequences of 35-65 steps."""
+    import rnnfast as rf
+    rng = np.random.default_rng(seed)
+    X = [rng.standard_normal((int(rng.integers(T - 15, T + 16)), F)).astype(np.float32) for _ in range(256)]
+    y = np.array([int(np.sign(x[:, 0].sum()) + 1) for x in X])
+    rf.LSTMClassifier(hidden_size=hidden_size, epochs=1, batch_size=32, random_state=seed).fit(X, y).save(path)
+
+
+def requests_for(n, T=50, F=8, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(rng.integers(T - 15, T + 16)), F)).astype(np.float32) for _ in range(n)]
+
+
+class Server:
+    """examples/serve.py as a child process on 127.0.0.1 (stopped on exit of the ``with`` block)."""
+
+    def __init__(self, model, batching, max_delay_ms=2.0, threads=None):
+        cmd = [sys.executable, str(HERE / "serve.py"), str(model), "--port", "0",
+               "--batching" if batching else "--no-batching", "--max-delay-ms", str(max_delay_ms)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()  # "serving ... on http://127.0.0.1:PORT (...)"
+        if "http://" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"the server did not start: {line!r}")
+        self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def encode(seqs):
+    """The request bodies, made once (the clients share this process's CPU with the server)."""
+    return [json.dumps({"sequence": s.tolist()}).encode() for s in seqs]
+
+
+def post(conn, body):
+    conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = json.loads(resp.read())
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {data}")
+    return data["prediction"]
+
+
+def drive(port, bodies, clients, max_requests, seconds):
+    """``clients`` threads sending the request ``bodies`` round-robin until ``max_requests`` answers or ``seconds`` pass.
+    Returns (latencies in s, answers by sequence index, wall time)."""
+    lock = threading.Lock()
+    counter = iter(range(max_requests))
+    latencies, answers, errors = [], {}, []
+    deadline = time.perf_counter() + seconds
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                k = i % len(bodies)
+                t0 = time.perf_counter()
+                try:
+                    ans = post(conn, bodies[k])
+                except Exception as e:  # noqa: BLE001 - reported after the run
+                    errors.append(e)
+                    return
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    answers[k] = ans
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(seconds + 60)
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {clients} clients failed; the first: {errors[0]}")
+    return np.array(latencies), answers, time.perf_counter() - t0
+
+
+def run_mode(model, batching, bodies, args):
+    with Server(model, batching, args.max_delay_ms, args.threads) as srv:
+        drive(srv.port, bodies, 4, 100, args.seconds)  # warm-up
+        single, _, _ = drive(srv.port, bodies, 1, args.single, args.seconds)
+        lat, answers, wall = drive(srv.port, bodies, args.clients, args.requests, args.seconds)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/stats")
+        stats = json.loads(conn.getresponse().read())
+        conn.close()
+    ms = 1000.0
+    return {"mode": "batching" if batching else "no batching", "clients": args.clients, "requests": len(lat),
+            "single_ms": float(np.median(single)) * ms, "p50_ms": float(np.percentile(lat, 50)) * ms,
+            "p99_ms": float(np.percentile(lat, 99)) * ms, "throughput": len(lat) / wall,
+            "mean_batch": stats["requests"] / max(stats["batches"], 1) if stats else 1.0}, answers
+
+
+def check_answers(model_path, seqs, answers):
+    """The served answers against predict on each sequence alone; returns the number checked."""
+    import rnnfast as rf
+    model = rf.load(model_path)
+    for k, ans in answers.items():
+        ref = model.predict(seqs[k][None])[0]
+        if ans != (ref.item() if hasattr(ref, "item") else ref):
+            raise AssertionError(f"request {k}: served {ans!r}, predict gives {ref!r}")
+    return len(answers)
+
+
+def print_table(rows):
+    print(f"{'mode':<12} {'clients':>7} {'requests':>8} {'1-client p50 ms':>15} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'req/s':>7} {'mean batch':>10}")
+    for r in rows:
+        print(f"{r['mode']:<12} {r['clients']:>7} {r['requests']:>8} {r['single_ms']:>15.2f} {r['p50_ms']:>7.2f} "
+              f"{r['p99_ms']:>7.2f} {r['throughput']:>7.0f} {r['mean_batch']:>10.1f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a saved classifier (default: fit one: LSTM H=128 on 8 features, T~50)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per mode (default: %(default)s)")
+    parser.add_argument("--single", type=int, default=200, help="single-client requests per mode")
+    parser.add_argument("--seconds", type=float, default=30.0, help="time limit per measurement (default: %(default)s)")
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=None, help="the server's rnnfast threads")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            model = os.path.join(tmp, "lstm.rnnfast")
+            fit_model(model)
+        import rnnfast as rf
+        loaded = rf.load(model)
+        if loaded.input_kind_ != "features":
+            parser.error("the load test sends float features; this model takes token ids")
+        seqs = requests_for(500, F=loaded.n_features_in_)
+        bodies = encode(seqs)
+        rows = []
+        for batching in (False, True):
+            row, answers = run_mode(model, batching, bodies, args)
+            row["checked"] = check_answers(model, seqs, answers)
+            rows.append(row)
+    print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs")
+    print_table(rows)
+    nb, b = rows
+    print(f"throughput ratio {b['throughput'] / nb['throughput']:.2f}x (target >= 3); p99 with batching "
+          f"{b['p99_ms']:.2f} ms against 2 x {nb['single_ms']:.2f} + {args.max_delay_ms} = "
+          f"{2 * nb['single_ms'] + args.max_delay_ms:.2f} ms (target: below)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
