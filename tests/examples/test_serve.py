@@ -2,30 +2,14 @@
 concurrent requests with what predict gives for each sequence alone, with and without batching (a few
 seconds, every wait bounded)."""
 import http.client
-import importlib.util
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rnnfast as rf
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-if not (EXAMPLES / "serve.py").exists():
-    pytest.skip(f"the example scripts are not there ({EXAMPLES})", allow_module_level=True)
-
-
-def _load(name):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from tests.examples.test_examples import _load  # the example scripts, imported from the source tree
 
 
 @pytest.fixture(scope="module")
