@@ -80,11 +80,13 @@ class _ModuleAdapter:
         if not callable(getattr(model, "forward", None)) or not getattr(model, "keyword_protocol", False):
             raise TypeError("Batcher needs an estimator, a rnnfast.nn.Sequential or a recurrent layer, got "
                             f"{type(model).__name__}")
-        model.eval()
-        self.model, self.n_threads = model, n_threads
         layers = getattr(model, "layers", [model])
         self.first = unwrap(layers[0]) if layers else None
-        self.batch_first = getattr(model, "batch_first", True)
+        self.batch_first = getattr(self.first, "batch_first", True)
+        if not self.batch_first and self.first is not model:
+            raise ValueError("Batcher needs a Sequential whose layers are batch-first (batch_first=True)")
+        model.eval()
+        self.model, self.n_threads = model, n_threads
 
     def check(self, x):
         arr = np.asarray(to_numpy(x))

@@ -105,6 +105,19 @@ def test_sequential_and_layers_get_lengths_not_padding(monkeypatch):
                 np.testing.assert_allclose(s, r, atol=1e-6)
 
 
+def test_token_sequential():
+    rng = np.random.default_rng(5)
+    model = rf.nn.Sequential(rf.nn.Embedding(20, 4, padding_idx=0, seed=0), rf.nn.LSTM(4, 6, seed=1),
+                             rf.nn.LastStep(), rf.nn.Linear(6, 2, seed=2)).eval()
+    ids = [rng.integers(1, 20, size=int(n)) for n in rng.integers(1, 15, size=16)]
+    with Batcher(model) as b:
+        got = [f.result(timeout=30) for f in _submit_all(b, ids)]
+        assert isinstance(b.submit(np.ones(3)).exception(timeout=30), TypeError)      # floats are not ids
+        assert isinstance(b.submit(np.array([3, 25])).exception(timeout=30), ValueError)  # outside the table
+    for x, g in zip(ids, got):
+        np.testing.assert_allclose(g, model(x[None])[0], rtol=0, atol=1e-6)
+
+
 def test_a_bad_request_fails_only_its_own_future(classifier):
     rng = np.random.default_rng(4)
     good = _seqs(6, 3, rng)
@@ -188,6 +201,8 @@ def test_parameters_are_checked(classifier):
         Batcher(rf.LSTMClassifier())
     with pytest.raises(TypeError, match="Batcher needs"):
         Batcher(object())
+    with pytest.raises(ValueError, match="batch-first"):
+        Batcher(rf.nn.Sequential(rf.nn.GRU(2, 2, batch_first=False)))
     reg = rf.LSTMRegressor(hidden_size=4, epochs=1).fit(np.ones((4, 3, 1)), np.arange(4.0))
     with pytest.raises(ValueError, match="predict_proba"):
         Batcher(reg, method="predict_proba")
