@@ -62,10 +62,17 @@ class _EstimatorAdapter:
         arr = np.asarray(to_numpy(x))
         if arr.ndim not in (1, 2):
             raise ValueError(f"a request is one sequence, (T, F) features or (T,) token ids; got shape {arr.shape}")
-        enc = encode_inputs(arr[None], est._fitted_dtype(), est._specs[0], type(est).__name__,
-                            univariate_2d=est._two_d_input)
+        spec = est._specs[0]
+        if (arr.ndim == 2 and arr.dtype.kind in "fiu" and spec.kind == "features" and arr.shape[0]
+                and arr.shape[1] == spec.n_features_in):
+            # the common case, cheaply (a server's request threads pay this under the GIL): what
+            # encode_inputs would give; anything else goes through it for its checks and messages
+            out = arr.astype(est._fitted_dtype())
+            if np.isfinite(out).all():
+                return out
+        enc = encode_inputs(arr[None], est._fitted_dtype(), spec, type(est).__name__, univariate_2d=est._two_d_input)
         n = enc.t if enc.lengths is None else int(enc.lengths[0])
-        return enc.X[0, :n]
+        return enc.X[0, :n].copy()
 
     def run(self, xs: list) -> list:
         out = self.call(xs)
@@ -101,7 +108,7 @@ class _ModuleAdapter:
             raise ValueError(f"a request must be (T, {first.input_size}), got shape {arr.shape}")
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise ValueError("the request contains NaN or infinity")
-        return arr
+        return arr.copy()
 
     def run(self, xs: list) -> list:
         from rnnfast.train.data import pad_sequences
@@ -273,7 +280,7 @@ class Batcher:
         """
         fut: "Future[Any]" = Future()
         try:
-            item = np.array(self._adapter.check(x), copy=True)
+            item = self._adapter.check(x)  # a new array: the caller may reuse its buffer
         except Exception as e:
             fut.set_exception(e)
             return fut
