@@ -63,6 +63,16 @@ class Server:
             raise RuntimeError(f"the server did not start: {line!r}")
         self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
 
+    def cpu_seconds(self):
+        """CPU time the server has used (user + system, from /proc; None elsewhere): a figure that the load
+        from other processes distorts far less than wall time."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __enter__(self):
         return self
 
@@ -144,7 +154,9 @@ def measure(srv, batching, bodies, args):
     """One round on a running server: single-client latency, then ``args.clients`` concurrent clients."""
     before = stats_of(srv.port)
     single, _, _ = drive(srv.port, bodies, 1, args.single, args.seconds)
+    cpu0 = srv.cpu_seconds()
     lat, answers, wall = drive(srv.port, bodies, args.clients, args.requests, args.seconds)
+    cpu1 = srv.cpu_seconds()
     after = stats_of(srv.port)
     batches = after.get("batches", 0) - before.get("batches", 0)
     served = after.get("requests", 0) - before.get("requests", 0)
@@ -152,7 +164,8 @@ def measure(srv, batching, bodies, args):
     return {"mode": "batching" if batching else "no batching", "clients": args.clients, "requests": len(lat),
             "single_ms": float(np.median(single)) * ms, "p50_ms": float(np.percentile(lat, 50)) * ms,
             "p99_ms": float(np.percentile(lat, 99)) * ms, "throughput": len(lat) / wall,
-            "mean_batch": served / batches if batches else 1.0}, answers
+            "mean_batch": served / batches if batches else 1.0,
+            "cpu_ms": (cpu1 - cpu0) * ms / len(lat) if cpu0 is not None else float("nan")}, answers
 
 
 def run_rounds(model, bodies, args):
@@ -192,10 +205,10 @@ def check_answers(model_path, seqs, answers):
 
 def print_table(rows):
     print(f"{'mode':<12} {'clients':>7} {'requests':>8} {'1-client p50 ms':>15} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'req/s':>7} {'mean batch':>10}")
+          f"{'req/s':>7} {'mean batch':>10} {'server CPU ms/req':>17}")
     for r in rows:
-        print(f"{r['mode']:<12} {r['clients']:>7} {r['requests']:>8} {r['single_ms']:>15.2f} {r['p50_ms']:>7.2f} "
-              f"{r['p99_ms']:>7.2f} {r['throughput']:>7.0f} {r['mean_batch']:>10.1f}")
+        print(f"{r['mode']:<12} {r['clients']:>7.0f} {r['requests']:>8.0f} {r['single_ms']:>15.2f} {r['p50_ms']:>7.2f} "
+              f"{r['p99_ms']:>7.2f} {r['throughput']:>7.0f} {r['mean_batch']:>10.1f} {r['cpu_ms']:>17.2f}")
 
 
 def main(argv=None):
@@ -230,6 +243,8 @@ def main(argv=None):
     nb, b = medians(rows, "no batching"), medians(rows, "batching")
     print("medians:")
     print_table([nb, b])
+    print(f"server CPU per request: {nb['cpu_ms']:.2f} ms without batching, {b['cpu_ms']:.2f} ms with it "
+          f"({nb['cpu_ms'] / b['cpu_ms']:.2f}x)")
     print(f"throughput ratio {b['throughput'] / nb['throughput']:.2f}x (target >= 3); p99 with batching "
           f"{b['p99_ms']:.2f} ms against 2 x {nb['single_ms']:.2f} + {args.max_delay_ms} = "
           f"{2 * nb['single_ms'] + args.max_delay_ms:.2f} ms (target: below)")
