@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,8 +151,6 @@ def main(argv=None):
         rf.set_num_threads(args.threads)
     if args.workspace_limit_mb is not None:
         rf.set_workspace_limit(int(args.workspace_limit_mb * 2**20))
-    if os.environ.get("SERVE_SWITCH"):
-        sys.setswitchinterval(float(os.environ["SERVE_SWITCH"]))
     model = rf.load(args.model)
     server = make_server(model, args.port, args.batching, args.max_batch_size, args.max_delay_ms, args.method)
     host, port = server.server_address[:2]
