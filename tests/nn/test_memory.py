@@ -178,3 +178,16 @@ def test_rss_returns_after_a_large_request(tmp_path, how):
     if how == "release":
         assert peak > before + 30 * 2**20  # the request did cost memory while it was kept
     assert after <= 1.10 * before, (before / 2**20, peak / 2**20, after / 2**20)
+
+
+def test_joblib_round_trip_with_memmap(tmp_path):
+    """joblib (GridSearchCV, MLflow) stores what pickling keeps; a copy loaded memory-mapped read-only
+    predicts identically and trains on (the arrays are copied into the rebuilt network)."""
+    joblib = pytest.importorskip("joblib")
+    est, X, y = _fitted(tmp_path)
+    path = tmp_path / "m.joblib"
+    joblib.dump(est, path)
+    copy = joblib.load(path, mmap_mode="r")
+    np.testing.assert_array_equal(copy.predict_proba(X), est.predict_proba(X))
+    copy.set_params(warm_start=True, epochs=1).fit(X, y)
+    assert copy.n_epochs_ == est.n_epochs_ + 1
