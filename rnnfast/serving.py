@@ -21,6 +21,7 @@ runs the batched kernel, one sequence alone the batch-1 kernel, whose sums may r
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -43,6 +44,19 @@ class QueueFullError(RuntimeError):
 
 
 _STOP = object()
+
+# A Batcher's worker thread does not survive fork(): in a forked child (gunicorn --preload, multiprocessing's
+# "fork") the Batchers made before the fork refuse requests instead of queueing them for no one.
+_LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for batcher in list(_LIVE):
+        batcher._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---------------------------------------------------------------------------------------- adapters
@@ -226,7 +240,8 @@ class Batcher:
     Each request is checked when submitted (a bad one gets a future holding its error and never joins a
     batch); should a batched call still fail, its requests run one by one so that only the failing one's
     future gets the error. One worker thread runs the batches; :meth:`close` (or leaving the ``with``
-    block) finishes what was submitted and joins it.
+    block) finishes what was submitted and joins it. Threads do not survive ``fork``: make the Batcher in
+    each worker process of a pre-forking server (a Batcher from the parent refuses requests there).
 
     Examples
     --------
@@ -249,13 +264,14 @@ class Batcher:
         self.model = model
         self._queue: "queue.Queue" = queue.Queue()
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = self._forked = False
         self._stats = {"batches": 0, "requests": 0}
         self._thread = threading.Thread(target=_worker, name="rnnfast-batcher", daemon=True,
                                         args=(self._queue, self._adapter, self.max_batch_size,
                                               self.max_delay_ms / 1000.0, self._stats))
         self._thread.start()
         self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
+        _LIVE.add(self)
 
     def submit(self, x: Any) -> "Future[Any]":
         """Queue one sequence; returns a future of its result (see ``method``).
@@ -274,7 +290,7 @@ class Batcher:
         Raises
         ------
         RuntimeError
-            The batcher is closed.
+            The batcher is closed, or was made in the parent of this forked process.
         QueueFullError
             ``max_queue`` requests are already waiting.
         """
@@ -287,6 +303,9 @@ class Batcher:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Batcher is closed")
+            if self._forked:
+                raise RuntimeError("this Batcher was made before the process forked, and its worker thread "
+                                   "stayed in the parent: make the Batcher in each worker process")
             if self._queue.qsize() >= self.max_queue:
                 raise QueueFullError(f"{self.max_queue} requests are waiting (max_queue); retry later or raise "
                                      "max_queue")

@@ -206,3 +206,24 @@ def test_parameters_are_checked(classifier):
     reg = rf.LSTMRegressor(hidden_size=4, epochs=1).fit(np.ones((4, 3, 1)), np.arange(4.0))
     with pytest.raises(ValueError, match="predict_proba"):
         Batcher(reg, method="predict_proba")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_batcher_from_before_a_fork_refuses_requests():
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    with Batcher(rf.nn.GRU(2, 3)) as b:
+        q = ctx.Queue()
+        p = ctx.Process(target=_submit_in_child, args=(b, q))
+        p.start()
+        p.join(timeout=60)
+        assert q.get(timeout=10).startswith("RuntimeError: this Batcher was made before the process forked")
+        assert b.submit(np.ones((2, 2))).result(timeout=30)[0].shape == (2, 3)  # the parent's still works
+
+
+def _submit_in_child(batcher, q):
+    try:
+        batcher.submit(np.ones((2, 2)))
+        q.put("no error")
+    except RuntimeError as e:
+        q.put(f"RuntimeError: {e}")
