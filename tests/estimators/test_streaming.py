@@ -160,3 +160,14 @@ def test_refusals():
     with pytest.raises(AttributeError, match="classification"):
         reg.predict_proba_step(X[:, 0])
     assert isinstance(state, StreamState)
+
+
+@pytest.mark.parametrize("kw", [{"tbptt": 3}, {"dropout": 0.3, "num_layers": 2}, {"nonlinearity": "relu"}])
+def test_truncated_bptt_dropout_and_relu_models_stream(kw):
+    X, _ = _data()
+    X = X.astype(np.float32)
+    y = (X[:, :, 0].sum(1) > 0).astype(int)
+    cls = rf.RNNClassifier if "nonlinearity" in kw else rf.LSTMClassifier
+    est = _fit(cls, X, y, **kw)
+    probs, _ = _stream(est, X)
+    np.testing.assert_allclose(probs[-1], est.predict_proba(X), rtol=0, atol=1e-6)
