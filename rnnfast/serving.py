@@ -206,12 +206,15 @@ def _resolve(adapter, items: list, stats: dict) -> None:
 def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict) -> None:
     """The Batcher's thread: batches until it takes the stop marker (it holds no reference to the Batcher,
     so an unreferenced Batcher is collected and its finalizer stops this thread)."""
-    stop = False
+    stop, alone = False, True
     while not stop:
         first = q.get()
         if first is _STOP:
             break
-        items, stop = _collect(q, first, max_batch, delay)
+        # wait for company only when requests have been coming together: a lone client's request (the
+        # last batch held one) runs at once, with an unbatched call's latency
+        items, stop = _collect(q, first, max_batch, 0.0 if alone else delay)
+        alone = len(items) == 1
         _resolve(adapter, items, stats)
     while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
         try:
@@ -234,8 +237,9 @@ class Batcher:
     max_batch_size : int >= 1, default 32
         Most requests in one call.
     max_delay_ms : float >= 0, default 2
-        How long the first request of a batch waits for others. Requests queued while a batch runs
-        join the next batch without waiting.
+        How long the first request of a batch waits for others, when requests come concurrently (the
+        previous batch held more than one; a lone request runs at once). Requests queued while a batch
+        runs join the next batch without waiting.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules

@@ -227,3 +227,14 @@ def _submit_in_child(batcher, q):
         q.put("no error")
     except RuntimeError as e:
         q.put(f"RuntimeError: {e}")
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    """max_delay_ms applies once requests come together; one client's requests, one at a time, run at
+    once (with a 2 s delay each would take 2 s)."""
+    with Batcher(rf.nn.GRU(2, 3), max_delay_ms=2000) as b:
+        b.submit(np.ones((2, 2))).result(timeout=30)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            b.submit(np.ones((2, 2))).result(timeout=30)
+        assert time.perf_counter() - t0 < 1.5
