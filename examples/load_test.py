@@ -8,7 +8,8 @@ and measures them in turn (``--rounds`` times each, interleaved): the single-req
 client, then ``--clients`` concurrent clients (threads, each with its own keep-alive connection, one
 single-sequence request at a time) until ``--requests`` requests are answered or ``--seconds`` pass. It
 checks every answer against ``predict`` and prints p50 / p99 latency and throughput, per round and the
-medians. The clients run in this process: on a small machine they take
+medians, and last the same comparison without HTTP (threads of this process calling ``predict``, or
+submitting to a Batcher). The clients run in this process: on a small machine they take
 CPU from the server too, in both modes alike.
 """
 from __future__ import annotations
@@ -192,6 +193,39 @@ def medians(rows, mode):
     return out
 
 
+def in_process(model_path, seqs, clients, n_requests):
+    """The same comparison without HTTP: ``clients`` threads of this process calling ``predict`` on one
+    shared model, against the same threads submitting to a Batcher. Returns (plain, batched) requests/s."""
+    import rnnfast as rf
+    from rnnfast.serving import Batcher
+    model = rf.load(model_path)
+    xs = [s.astype(model._fitted_dtype()) for s in seqs]
+
+    def rate(call):
+        counter, lock = iter(range(n_requests)), threading.Lock()
+
+        def client():
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                call(xs[i % len(xs)])
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return n_requests / (time.perf_counter() - t0)
+
+    plain = rate(lambda x: model.predict(x[None]))
+    with Batcher(model) as batcher:
+        batched = rate(lambda x: batcher.submit(x).result(timeout=60))
+    return plain, batched
+
+
 def check_answers(model_path, seqs, answers):
     """The served answers against predict on each sequence alone; returns the number checked."""
     import rnnfast as rf
@@ -237,6 +271,7 @@ def main(argv=None):
         bodies = encode(seqs)
         rows, answers = run_rounds(model, bodies, args)
         checked = sum(check_answers(model, seqs, a) for a in answers.values())
+        plain, batched = in_process(model, seqs, args.clients, args.requests)
     print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs,",
           f"{args.rounds} rounds, {checked} distinct answers checked against predict")
     print_table(rows)
@@ -245,6 +280,8 @@ def main(argv=None):
     print_table([nb, b])
     print(f"server CPU per request: {nb['cpu_ms']:.2f} ms without batching, {b['cpu_ms']:.2f} ms with it "
           f"({nb['cpu_ms'] / b['cpu_ms']:.2f}x)")
+    print(f"in process, no HTTP ({args.clients} threads, {args.requests} requests): predict {plain:.0f} req/s, "
+          f"Batcher {batched:.0f} req/s ({batched / plain:.2f}x)")
     print(f"throughput ratio {b['throughput'] / nb['throughput']:.2f}x (target >= 3); p99 with batching "
           f"{b['p99_ms']:.2f} ms against 2 x {nb['single_ms']:.2f} + {args.max_delay_ms} = "
           f"{2 * nb['single_ms'] + args.max_delay_ms:.2f} ms (target: below)")

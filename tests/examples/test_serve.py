@@ -75,4 +75,4 @@ def test_load_test_runs_briefly(model_file, capsys):
                     "--seconds", "10", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "no batching" in out and "batching" in out and "p99 ms" in out and "throughput ratio" in out
-    assert "answers checked against predict" in out
+    assert "answers checked against predict" in out and "in process, no HTTP" in out
