@@ -208,11 +208,15 @@ class Module:
         for name, empty in self._TRANSIENT.items():
             setattr(self, name, empty())
 
+    #: Transient attributes that hold no memory to speak of and that release_memory keeps.
+    _KEPT_ON_RELEASE: tuple = ()
+
     def release_memory(self) -> None:
         """Drop what the layer keeps between calls (buffers for reuse, a training forward's backward cache).
         The next call allocates again; results do not change."""
         for name, empty in self._TRANSIENT.items():
-            setattr(self, name, empty())
+            if name not in self._KEPT_ON_RELEASE:
+                setattr(self, name, empty())
 
     def __init__(self):
         self._params = {}

@@ -129,6 +129,7 @@ class _RNNBase(KernelCalls, Module):
     # did lately; release_memory() drops the same (rnnfast.nn.Module).
     _TRANSIENT = {**Module._TRANSIENT, "_pool": list, "_plans": dict, "_kplans": dict, "_step_caps": dict,
                   "_step_out": lambda: None, "_step_out_B": int, "thread_policy": ThreadPolicy}
+    _KEPT_ON_RELEASE = ("thread_policy",)  # what the machine did lately: not memory
 
     def plan_for(self, x: ArrayLike, lengths: Optional[ArrayLike] = None, *, training: Optional[bool] = None,
                  n_threads: Optional[int] = None) -> Plan:

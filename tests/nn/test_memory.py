@@ -191,3 +191,12 @@ def test_joblib_round_trip_with_memmap(tmp_path):
     np.testing.assert_array_equal(copy.predict_proba(X), est.predict_proba(X))
     copy.set_params(warm_start=True, epochs=1).fit(X, y)
     assert copy.n_epochs_ == est.n_epochs_ + 1
+
+
+def test_release_memory_keeps_the_thread_policy():
+    layer = LSTM(3, 4).eval()
+    policy = layer.thread_policy
+    layer(np.ones((1, 5, 3), np.float32))
+    layer.release_memory()
+    assert layer.thread_policy is policy and layer._pool == []
+    assert pickle.loads(pickle.dumps(layer)).thread_policy is not policy
