@@ -2,6 +2,7 @@
 __version__ = "0.1.0"
 
 from rnnfast import interop, nn, train
+from rnnfast._memory import get_workspace_limit, set_workspace_limit
 from rnnfast._threads import get_num_threads, set_num_threads
 from rnnfast._tune import tune
 from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
@@ -10,12 +11,16 @@ from rnnfast.nn import Sequential
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
            "RNNClassifier", "RNNRegressor", "load", "nn", "train", "interop", "Sequential", "get_num_threads",
-           "set_num_threads", "tune", "__version__"]
+           "set_num_threads", "set_workspace_limit", "get_workspace_limit", "tune", "serving", "datasets",
+           "__version__"]
+
+#: modules imported on first use, so ``import rnnfast`` stays cheap (``rf.serving`` starts no thread until a
+#: Batcher is made; ``rf.datasets.audio.mfcc``)
+_LAZY = ("serving", "datasets")
 
 
 def __getattr__(name: str):
-    """``rnnfast.datasets`` (``rf.datasets.audio.mfcc``) is imported on first use: ``import rnnfast`` stays cheap."""
-    if name == "datasets":
+    if name in _LAZY:
         import importlib
-        return importlib.import_module("rnnfast.datasets")
+        return importlib.import_module(f"rnnfast.{name}")
     raise AttributeError(f"module 'rnnfast' has no attribute {name!r}")

@@ -10,6 +10,8 @@ module            job
 ``network``       building the network, optimizer and loss
 ``training``      validation set, warm start, the epochs over :func:`rnnfast.train.fit`
 ``persistence``   ``save`` / ``load`` in the pickle-free file format
+``streaming``     ``predict_step``: one time step at a time, the state the caller's (``StreamState``)
+``memory``        ``release_memory`` and pickling without transient state
 ``recurrent``     ``LSTM`` / ``GRU`` / ``RNN``: the task follows ``y``
 ``tasks``         ``*Classifier`` / ``*Regressor``: the task is the class's
 ================  ==============================================================================
@@ -17,13 +19,14 @@ module            job
 from rnnfast.estimators.base import NotFittedError
 from rnnfast.io import load
 from rnnfast.estimators.recurrent import GRU, LSTM, RNN
+from rnnfast.estimators.streaming import StreamState
 from rnnfast.estimators.targets import DataConversionWarning, FloatLabelsWarning
 from rnnfast.estimators.tasks import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor, RNNClassifier,
                                       RNNRegressor)
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
-           "RNNClassifier", "RNNRegressor", "load", "NotFittedError", "FloatLabelsWarning", "DataConversionWarning",
-           "ESTIMATORS"]
+           "RNNClassifier", "RNNRegressor", "load", "NotFittedError", "StreamState", "FloatLabelsWarning",
+           "DataConversionWarning", "ESTIMATORS"]
 
 #: The estimator classes by name (what a saved file's kind refers to).
 ESTIMATORS = {cls.__name__: cls for cls in (LSTM, GRU, RNN, LSTMClassifier, LSTMRegressor, GRUClassifier,

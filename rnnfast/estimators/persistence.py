@@ -25,7 +25,8 @@ import numpy as np
 from rnnfast import __version__ as _VERSION
 from rnnfast._validation import check_bool, check_int, check_option
 from rnnfast.estimators.inputs import FEATURES, TOKENS, InputSpec
-from rnnfast.estimators.network import build_model, build_optimizer, optimizer_name
+from rnnfast.estimators.memory import rebuild_network
+from rnnfast.estimators.network import build_optimizer, optimizer_name
 from rnnfast.estimators.params import ADDED_DEFAULTS, ARCH_KEYS, OPT_KEYS, Params, jsonable
 from rnnfast.estimators.targets import CLASSIFICATION, REGRESSION, TargetSpec
 from rnnfast.io import Archive, save_archive
@@ -255,18 +256,11 @@ def _restore(est, p: Params, fitted: _Fitted, ar: Archive) -> None:
     est.seed_ = fitted.seed
     est._set_specs(fitted.inputs, fitted.targets)
     est._arch_, est._opt_ = fitted.arch, fitted.opt
-    est.model_ = build_model(est._layer_cls, p, fitted.inputs, fitted.targets.per_step, fitted.targets.n_outputs,
-                             est.seed_)
-    est.model_.load_state_dict(weights)
-    del weights
     o = fitted.optimizer
-    name = p.optimizer if o is None else optimizer_name(o["optimizer"])
-    est.optimizer_ = build_optimizer(est.model_, dataclasses.replace(p, optimizer=name))
-    if o is not None:
-        est.optimizer_.load_state_dict(dict(o, state={n: slots.get(n, {}) for n, _ in est.model_.named_parameters()}))
+    state = None if o is None else dict(o, state={n: slots.get(n, {}) for n in weights})
+    rebuild_network(est, p, weights, state)
     est.history_ = fitted.history
     est.n_epochs_ = fitted.n_epochs
-    est.model_.eval()
 
 
 def from_archive(ar: Archive) -> Any:

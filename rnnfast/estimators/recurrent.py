@@ -5,10 +5,13 @@
     model = rf.LSTM(hidden_size=64, epochs=20, random_state=0).fit(X, y)
     model.predict(X); model.predict_proba(X); model.score(X, y); model.history_
     model.save("model.rnnfast"); rf.load("model.rnnfast")
+    y_t, state = model.predict_step(x_t, state)    # streaming, one step at a time
+    model.release_memory()
 
 Each method is a few calls to the modules of this package, one per job: :mod:`.params` (the parameter
 table), :mod:`.inputs` (X), :mod:`.targets` (y, predictions and scores), :mod:`.network` (the network,
-optimizer and loss), :mod:`.training` (validation set, warm start, the epochs) and :mod:`.persistence`.
+optimizer and loss), :mod:`.training` (validation set, warm start, the epochs), :mod:`.persistence`,
+:mod:`.streaming` (``predict_step``) and :mod:`.memory` (``release_memory``, pickling).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from rnnfast.estimators import params as _params
 from rnnfast.estimators.base import EstimatorBase
 from rnnfast.estimators.generation import GenerationMixin
 from rnnfast.estimators.inputs import InputSpec, encode_inputs, input_spec
+from rnnfast.estimators.memory import MemoryMixin
+from rnnfast.estimators.streaming import StreamingMixin
 from rnnfast.estimators.network import build_model, build_optimizer, make_loss
 from rnnfast.estimators.persistence import save_estimator
 from rnnfast.estimators.targets import (CLASSIFICATION, TargetSpec, check_sample_weight, encode_targets,
@@ -35,7 +40,7 @@ __all__ = ["LSTM", "GRU", "RNN"]
 _FITTED = ("model_", "optimizer_", "classes_", "vocab_size_", "y_mean_", "y_scale_")
 
 
-class _RecurrentEstimator(GenerationMixin, EstimatorBase):
+class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, EstimatorBase):
     """Shared implementation of :class:`LSTM`, :class:`GRU` and :class:`RNN` (see :class:`LSTM`)."""
 
     _layer_cls: Any = None

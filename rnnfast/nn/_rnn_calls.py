@@ -8,7 +8,7 @@ threads come from ``rnnfast._planner``.
 """
 import numpy as np
 
-from rnnfast import _planner, _tune
+from rnnfast import _memory, _planner, _tune
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._planner import Call
 from rnnfast.nn.module import aligned_empty, as_float
@@ -52,6 +52,9 @@ class _Plan:
         self.kplan = _k.Plan(bs, off, rev, self.lens, T, B, N)
         self.inv = np.empty(B, dtype=np.intp)
         self.inv[self.order] = np.arange(B)
+        # what keeping this layout costs (the kernel's Plan holds copies of the same index arrays)
+        self.nbytes = 2 * sum(a.nbytes for a in (rev, self.t_idx, self.b_idx, getattr(self, "flat_idx", None))
+                              if a is not None)
 
     def pack(self, x_bt, out):
         """(B, T, F) batch-first -> ``out`` (N, F) packed (one copy, converting the dtype)."""
@@ -106,8 +109,13 @@ class _Workspace:
             self.arrays[name] = a
         return a[:size].reshape(shape)
 
+    @property
+    def nbytes(self):
+        """Bytes held by the buffers."""
+        return sum(a.nbytes for a in self.arrays.values())
 
-_POOL_SIZE = 4      # workspaces a layer keeps between calls
+
+_POOL_SIZE = 4      # workspaces a layer keeps between calls (and at most rf.set_workspace_limit's bytes)
 
 
 _PLAN_CACHE = 16    # batch layouts a layer remembers
@@ -125,6 +133,9 @@ class KernelCalls:
         plan = self._plans.get(key)
         if plan is None:
             plan = _Plan(lengths, B, T)
+            limit = _memory.get_workspace_limit()
+            if limit is not None and plan.nbytes > limit:
+                return plan  # used for this call only
             if len(self._plans) >= _PLAN_CACHE:
                 self._plans.clear()
             self._plans[key] = plan
@@ -137,8 +148,14 @@ class KernelCalls:
             return _Workspace()
 
     def _release(self, ws):
-        if len(self._pool) < _POOL_SIZE:
-            self._pool.append(ws)
+        """Return ``ws`` to the pool, or free it when the pool is full or would exceed the workspace
+        limit (rnnfast.set_workspace_limit)."""
+        if len(self._pool) >= _POOL_SIZE:
+            return
+        limit = _memory.get_workspace_limit()
+        if limit is not None and ws.nbytes + sum(w.nbytes for w in list(self._pool)) > limit:
+            return
+        self._pool.append(ws)
 
     def _bias_src(self, biases):
         """Per layer and direction, PyTorch's (b_ih, b_hh) (None without bias), from which the kernel entry

@@ -193,6 +193,31 @@ class Module:
 
     keyword_protocol = True
 
+    #: Attributes pickling leaves out (caches of the last call, buffers kept for reuse), each with a function
+    #: making its empty value again when unpickled. Subclasses extend it.
+    _TRANSIENT: dict = {"_cache": lambda: None}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._TRANSIENT:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for name, empty in self._TRANSIENT.items():
+            setattr(self, name, empty())
+
+    #: Transient attributes that hold no memory to speak of and that release_memory keeps.
+    _KEPT_ON_RELEASE: tuple = ()
+
+    def release_memory(self) -> None:
+        """Drop what the layer keeps between calls (buffers for reuse, a training forward's backward cache).
+        The next call allocates again; results do not change."""
+        for name, empty in self._TRANSIENT.items():
+            if name not in self._KEPT_ON_RELEASE:
+                setattr(self, name, empty())
+
     def __init__(self):
         self._params = {}
         self.grads = {}

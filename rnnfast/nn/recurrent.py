@@ -124,29 +124,12 @@ class _RNNBase(KernelCalls, Module):
         return (None if hx is None else self._check_state(hx, what, B, unbatched)), None
 
 
-    # Pickling keeps parameters and settings, never the buffers kept for reuse (a copy loaded read-only,
-    # as joblib's memmap does, would otherwise be written by the next call) nor what the machine did lately.
-    _TRANSIENT = ("_pool", "_plans", "_kplans", "_step_caps", "_cache", "_step_out", "thread_policy")
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        for name in self._TRANSIENT:
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._pool, self._plans, self._kplans, self._step_caps = [], {}, {}, {}
-        self._cache, self._step_out, self._step_out_B = None, None, 0
-        self.thread_policy = ThreadPolicy()
-
-    def release_memory(self) -> None:
-        """Drop the buffers kept for reuse between calls (and any backward cache)."""
-        self._pool = []
-        self._plans = {}
-        self._step_caps = {}
-        self._kplans = {}
-        self._cache = None
+    # Pickling keeps parameters, gradients and settings, never the buffers kept for reuse (a copy loaded
+    # read-only, as joblib's memmap does, would otherwise be written by the next call) nor what the machine
+    # did lately; release_memory() drops the same (rnnfast.nn.Module).
+    _TRANSIENT = {**Module._TRANSIENT, "_pool": list, "_plans": dict, "_kplans": dict, "_step_caps": dict,
+                  "_step_out": lambda: None, "_step_out_B": int, "thread_policy": ThreadPolicy}
+    _KEPT_ON_RELEASE = ("thread_policy",)  # what the machine did lately: not memory
 
     def plan_for(self, x: ArrayLike, lengths: Optional[ArrayLike] = None, *, training: Optional[bool] = None,
                  n_threads: Optional[int] = None) -> Plan:

@@ -50,6 +50,17 @@ class Sequential(Module):
         self.training = True
         self._tuple_out = None
 
+    _TRANSIENT = {"_tuple_out": lambda: None}  # pickling leaves it out (rnnfast.nn.Module)
+
+    def release_memory(self) -> None:
+        """Drop what every layer keeps between calls (:meth:`rnnfast.nn.LSTM.release_memory`: workspaces,
+        batch layouts, a training forward's caches). Results do not change; the next call allocates again."""
+        self._tuple_out = None
+        for layer in self.layers:
+            release = getattr(layer, "release_memory", None)
+            if callable(release):
+                release()
+
     # ------------------------------------------------------------------ container
     def __len__(self):
         return len(self.layers)

@@ -59,6 +59,20 @@ class Stateful:
         self.hx = None
         self.last_state = None
 
+    def release_memory(self) -> None:
+        """Forget the carried state and drop what the wrapped layer keeps between calls."""
+        self.reset_state()
+        release = getattr(self.layer, "release_memory", None)
+        if callable(release):
+            release()
+
+    def __getstate__(self):
+        # the carried state is transient (a new fit or predict starts from zeros)
+        return {**self.__dict__, "hx": None, "last_state": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def train(self, mode: bool = True) -> "Stateful":
         """Training mode of the wrapped layer. Returns self."""
         self.layer.train(mode)

@@ -1,0 +1,292 @@
+"""Load test of examples/serve.py on loopback: latency and throughput with and without request batching.
+
+    python examples/load_test.py                       # fits a small LSTM classifier (H=128, T~50) first
+    python examples/load_test.py --model m.rnnfast --clients 32 --requests 3000 --seconds 30
+
+It starts the server twice as child processes on 127.0.0.1 (any free port), without and with batching,
+and measures them in turn (``--rounds`` times each, interleaved): the single-request latency with one
+client, then ``--clients`` concurrent clients (threads, each with its own keep-alive connection, one
+single-sequence request at a time) until ``--requests`` requests are answered or ``--seconds`` pass. It
+checks every answer against ``predict`` and prints p50 / p99 latency and throughput, per round and the
+medians, and last the same comparison without HTTP (threads of this process calling ``predict``, or
+submitting to a Batcher). The clients run in this process: on a small machine they take
+CPU from the server too, in both modes alike.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def fit_model(path, hidden_size=128, T=50, F=8, seed=0):
+    """Fit (briefly) and save an LSTM classifier of the size a service might run: H=128, 8 features, three
+    classes, sequences of 35-65 steps."""
+    import rnnfast as rf
+    rng = np.random.default_rng(seed)
+    X = [rng.standard_normal((int(rng.integers(T - 15, T + 16)), F)).astype(np.float32) for _ in range(256)]
+    y = np.array([int(np.sign(x[:, 0].sum()) + 1) for x in X])
+    rf.LSTMClassifier(hidden_size=hidden_size, epochs=1, batch_size=32, random_state=seed).fit(X, y).save(path)
+
+
+def requests_for(n, T=50, F=8, seed=1):
+    """``n`` sequences of 35-65 steps, values with three decimals (as a sensor would send them: a float32's
+    every digit would make the JSON three times longer, and parsing it the server's largest cost)."""
+    rng = np.random.default_rng(seed)
+    return [np.round(rng.standard_normal((int(rng.integers(T - 15, T + 16)), F)), 3) for _ in range(n)]
+
+
+class Server:
+    """examples/serve.py as a child process on 127.0.0.1 (stopped on exit of the ``with`` block)."""
+
+    def __init__(self, model, batching, max_delay_ms=2.0, threads=None):
+        cmd = [sys.executable, str(HERE / "serve.py"), str(model), "--port", "0",
+               "--batching" if batching else "--no-batching", "--max-delay-ms", str(max_delay_ms)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        path = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path)  # the checkout's rnnfast when run from it
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()  # "serving ... on http://127.0.0.1:PORT (...)"
+        if "http://" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"the server did not start: {line!r}")
+        self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
+
+    def cpu_seconds(self):
+        """CPU time the server has used (user + system, from /proc; None elsewhere): a figure that the load
+        from other processes distorts far less than wall time."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def encode(seqs):
+    """The request bodies, made once (the clients share this process's CPU with the server)."""
+    return [json.dumps({"sequence": s.tolist()}).encode() for s in seqs]
+
+
+def post(conn, body):
+    conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = json.loads(resp.read())
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {data}")
+    return data["prediction"]
+
+
+def drive(port, bodies, clients, max_requests, seconds):
+    """``clients`` threads sending the request ``bodies`` round-robin until ``max_requests`` answers or
+    ``seconds`` pass.
+    Returns (latencies in s, answers by sequence index, wall time)."""
+    lock = threading.Lock()
+    counter = iter(range(max_requests))
+    latencies, answers, errors = [], {}, []
+    deadline = time.perf_counter() + seconds
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                k = i % len(bodies)
+                t0 = time.perf_counter()
+                try:
+                    ans = post(conn, bodies[k])
+                except Exception as e:  # noqa: BLE001 - reported after the run
+                    errors.append(e)
+                    return
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    answers[k] = ans
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(seconds + 60)
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {clients} clients failed; the first: {errors[0]}")
+    return np.array(latencies), answers, time.perf_counter() - t0
+
+
+def stats_of(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/stats")
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def measure(srv, batching, bodies, args):
+    """One round on a running server: single-client latency, then ``args.clients`` concurrent clients."""
+    before = stats_of(srv.port)
+    single, _, _ = drive(srv.port, bodies, 1, args.single, args.seconds)
+    cpu0 = srv.cpu_seconds()
+    lat, answers, wall = drive(srv.port, bodies, args.clients, args.requests, args.seconds)
+    cpu1 = srv.cpu_seconds()
+    after = stats_of(srv.port)
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    served = after.get("requests", 0) - before.get("requests", 0)
+    ms = 1000.0
+    return {"mode": "batching" if batching else "no batching", "clients": args.clients, "requests": len(lat),
+            "single_ms": float(np.median(single)) * ms, "p50_ms": float(np.percentile(lat, 50)) * ms,
+            "p99_ms": float(np.percentile(lat, 99)) * ms, "throughput": len(lat) / wall,
+            "mean_batch": served / batches if batches else 1.0,
+            "cpu_ms": (cpu1 - cpu0) * ms / len(lat) if cpu0 is not None else float("nan")}, answers
+
+
+def run_rounds(model, bodies, args):
+    """Both servers up at once, the modes measured in turn ``args.rounds`` times (the load from other
+    processes then weighs on both alike). Returns the rows of every round and every answer seen."""
+    rows, answers = [], {False: {}, True: {}}
+    with Server(model, False, args.max_delay_ms, args.threads) as plain, \
+            Server(model, True, args.max_delay_ms, args.threads) as batched:
+        servers = {False: plain, True: batched}
+        for srv in servers.values():
+            drive(srv.port, bodies, 4, 100, args.seconds)  # warm-up
+        for _ in range(args.rounds):
+            for batching, srv in servers.items():
+                row, seen = measure(srv, batching, bodies, args)
+                rows.append(row)
+                answers[batching].update(seen)
+    return rows, answers
+
+
+def medians(rows, mode):
+    picked = [r for r in rows if r["mode"] == mode]
+    out = {k: float(np.median([r[k] for r in picked])) for k in picked[0] if k != "mode"}
+    out["mode"] = mode
+    return out
+
+
+def in_process(model_path, seqs, clients, n_requests):
+    """The same comparison without HTTP: ``clients`` threads of this process calling ``predict`` on one
+    shared model, against the same threads submitting to a Batcher. Returns (plain, batched) requests/s."""
+    import rnnfast as rf
+    from rnnfast.serving import Batcher
+    model = rf.load(model_path)
+    xs = [s.astype(model._fitted_dtype()) for s in seqs]
+
+    def rate(call):
+        counter, lock = iter(range(n_requests)), threading.Lock()
+
+        def client():
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                call(xs[i % len(xs)])
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return n_requests / (time.perf_counter() - t0)
+
+    plain = rate(lambda x: model.predict(x[None]))
+    with Batcher(model) as batcher:
+        batched = rate(lambda x: batcher.submit(x).result(timeout=60))
+    return plain, batched
+
+
+def check_answers(model_path, seqs, answers):
+    """The served answers against predict on each sequence alone; returns the number checked."""
+    import rnnfast as rf
+    model = rf.load(model_path)
+    for k, ans in answers.items():
+        ref = model.predict(seqs[k][None])[0]
+        if ans != (ref.item() if hasattr(ref, "item") else ref):
+            raise AssertionError(f"request {k}: served {ans!r}, predict gives {ref!r}")
+    return len(answers)
+
+
+def print_table(rows):
+    print(f"{'mode':<12} {'clients':>7} {'requests':>8} {'1-client p50 ms':>15} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'req/s':>7} {'mean batch':>10} {'server CPU ms/req':>17}")
+    for r in rows:
+        print(f"{r['mode']:<12} {r['clients']:>7.0f} {r['requests']:>8.0f} {r['single_ms']:>15.2f} {r['p50_ms']:>7.2f} "
+              f"{r['p99_ms']:>7.2f} {r['throughput']:>7.0f} {r['mean_batch']:>10.1f} {r['cpu_ms']:>17.2f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a saved classifier (default: fit one: LSTM H=128 on 8 features, T~50)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per round (default: %(default)s)")
+    parser.add_argument("--single", type=int, default=200, help="single-client requests per round")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="time limit per measurement (default: %(default)s)")
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=None, help="the server's rnnfast threads")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements per mode, interleaved (default: %(default)s)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            model = os.path.join(tmp, "lstm.rnnfast")
+            fit_model(model)
+        import rnnfast as rf
+        loaded = rf.load(model)
+        if loaded.input_kind_ != "features":
+            parser.error("the load test sends float features; this model takes token ids")
+        seqs = requests_for(500, F=loaded.n_features_in_)
+        bodies = encode(seqs)
+        rows, answers = run_rounds(model, bodies, args)
+        checked = sum(check_answers(model, seqs, a) for a in answers.values())
+        plain, batched = in_process(model, seqs, args.clients, args.requests)
+    print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs,",
+          f"{args.rounds} rounds, {checked} distinct answers checked against predict")
+    print_table(rows)
+    nb, b = medians(rows, "no batching"), medians(rows, "batching")
+    print("medians:")
+    print_table([nb, b])
+    print(f"server CPU per request: {nb['cpu_ms']:.2f} ms without batching, {b['cpu_ms']:.2f} ms with it "
+          f"({nb['cpu_ms'] / b['cpu_ms']:.2f}x)")
+    print(f"in process, no HTTP ({args.clients} threads, {args.requests} requests): predict {plain:.0f} req/s, "
+          f"Batcher {batched:.0f} req/s ({batched / plain:.2f}x)")
+    print(f"throughput ratio {b['throughput'] / nb['throughput']:.2f}x (target >= 3); p99 with batching "
+          f"{b['p99_ms']:.2f} ms against 2 x {nb['single_ms']:.2f} + {args.max_delay_ms} = "
+          f"{2 * nb['single_ms'] + args.max_delay_ms:.2f} ms (target: below)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Request batching for services: :class:`Batcher` coalesces concurrent single-sequence requests into one
+kernel call.
+
+rnnfast's inference is thread-safe and releases the GIL, so a threaded server may call ``predict`` from
+every request thread. With many small concurrent requests most of each call's time is overhead (Python,
+one batch-1 pass over the weights per step); a :class:`Batcher` collects the requests that arrive within
+``max_delay_ms`` (up to ``max_batch_size``) and runs them as one batch. The sequences keep their own
+lengths, passed to the kernel as ``lengths``, so padded steps are not computed, and each request gets
+what the model gives for its sequence alone::
+
+    model = rf.load("model.rnnfast")
+    with rf.serving.Batcher(model, max_batch_size=32, max_delay_ms=2) as batcher:
+        future = batcher.submit(x)          # x: (T, F) features or (T,) token ids, from any thread
+        label = future.result()             # = model.predict(x[None])[0]
+
+The model is an estimator (``method`` "predict" or "predict_proba"), a :class:`rnnfast.nn.Sequential`
+or one recurrent layer (``rnnfast.nn.LSTM`` / ``GRU`` / ``RNN``; the result is ``layer(x)``, the pair
+``(out, state)`` of the unbatched call). Results equal the unbatched call's to float rounding: a batch
+runs the batched kernel, one sequence alone the batch-1 kernel, whose sums may round in another order
+(a few units in the last place).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from rnnfast._validation import check_int, check_option, check_real
+from rnnfast.nn.module import to_numpy
+from rnnfast.nn.stateful import unwrap
+
+__all__ = ["Batcher", "QueueFullError"]
+
+
+class QueueFullError(RuntimeError):
+    """:meth:`Batcher.submit` found ``max_queue`` requests waiting: the service is over capacity (shed the
+    request, answer 503, or retry later)."""
+
+
+_STOP = object()
+
+# A Batcher's worker thread does not survive fork(): in a forked child (gunicorn --preload, multiprocessing's
+# "fork") the Batchers made before the fork refuse requests instead of queueing them for no one.
+_LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for batcher in list(_LIVE):
+        batcher._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------------------- adapters
+class _EstimatorAdapter:
+    """A fitted estimator: a request is checked as ``predict(x[None])`` checks it; a batch runs as
+    ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on, without
+    checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
+    small model's computing)."""
+
+    def __init__(self, est, method: str):
+        est._check_fitted()
+        if method == "predict_proba" and est.task_ != "classification":
+            raise ValueError("method='predict_proba' needs a classifier; this estimator was fitted for regression")
+        self.est, self.proba = est, method == "predict_proba"
+        self.n_threads = est._validate_params().n_threads
+
+    def check(self, x):
+        from rnnfast.estimators.inputs import encode_inputs
+        est = self.est
+        arr = np.asarray(to_numpy(x))
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"a request is one sequence, (T, F) features or (T,) token ids; got shape {arr.shape}")
+        spec = est._specs[0]
+        if (arr.ndim == 2 and arr.dtype.kind in "fiu" and spec.kind == "features" and arr.shape[0]
+                and arr.shape[1] == spec.n_features_in):
+            # the common case, cheaply (a server's request threads pay this under the GIL): what
+            # encode_inputs would give; anything else goes through it for its checks and messages
+            out = arr.astype(est._fitted_dtype())
+            if np.isfinite(out).all():
+                return out
+        enc = encode_inputs(arr[None], est._fitted_dtype(), spec, type(est).__name__, univariate_2d=est._two_d_input)
+        n = enc.t if enc.lengths is None else int(enc.lengths[0])
+        return enc.X[0, :n].copy()
+
+    def run(self, xs: list) -> list:
+        from rnnfast.estimators.targets import predictions, probabilities
+        from rnnfast.train import predict as predict_loop
+        from rnnfast.train.data import SequenceDataset, pad_sequences
+        est = self.est
+        X, lengths = pad_sequences(xs)
+        data = SequenceDataset(X, lengths=None if lengths.min() == lengths.max() else lengths)
+        out = predict_loop(est.model_, data, per_step=est.per_step_, batch_size=len(xs), n_threads=self.n_threads)
+        res = probabilities(out, lengths, est.per_step_) if self.proba else predictions(out, est._specs[1])
+        return [res[i, :n] if est.per_step_ else res[i] for i, n in enumerate(lengths)]
+
+
+class _ModuleAdapter:
+    """A Sequential or a recurrent layer in eval mode: a batch is one ``forward(X, lengths=...)`` on the
+    right-padded sequences; per-step outputs are cut to each sequence's length."""
+
+    def __init__(self, model, n_threads: Optional[int]):
+        if not callable(getattr(model, "forward", None)) or not getattr(model, "keyword_protocol", False):
+            raise TypeError("Batcher needs an estimator, a rnnfast.nn.Sequential or a recurrent layer, got "
+                            f"{type(model).__name__}")
+        layers = getattr(model, "layers", [model])
+        self.first = unwrap(layers[0]) if layers else None
+        self.batch_first = getattr(self.first, "batch_first", True)
+        if not self.batch_first and self.first is not model:
+            raise ValueError("Batcher needs a Sequential whose layers are batch-first (batch_first=True)")
+        model.eval()
+        self.model, self.n_threads = model, n_threads
+
+    def check(self, x):
+        arr = np.asarray(to_numpy(x))
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(f"a request must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim not in (1, 2) or arr.shape[0] == 0:
+            raise ValueError(f"a request is one non-empty sequence, (T, F) or (T,) token ids; got shape {arr.shape}")
+        first = self.first
+        if hasattr(first, "num_embeddings"):
+            first._check_ids(arr)
+        elif hasattr(first, "input_size") and (arr.ndim != 2 or arr.shape[1] != first.input_size):
+            raise ValueError(f"a request must be (T, {first.input_size}), got shape {arr.shape}")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError("the request contains NaN or infinity")
+        return arr.copy()
+
+    def run(self, xs: list) -> list:
+        from rnnfast.train.data import pad_sequences
+        X, lengths = pad_sequences(xs)
+        if not self.batch_first:
+            X = np.ascontiguousarray(X.swapaxes(0, 1))
+        full = bool(np.all(lengths == lengths.max()))
+        res = self.model.forward(X, lengths=None if full else lengths, n_threads=self.n_threads)
+        if isinstance(res, tuple):  # a recurrent layer: (out, state)
+            out, state = res
+            out = out if self.batch_first else out.swapaxes(0, 1)
+            pick = (lambda s, i: (s[0][:, i], s[1][:, i])) if isinstance(state, tuple) else (lambda s, i: s[:, i])
+            return [(out[i, :n], pick(state, i)) for i, n in enumerate(lengths)]
+        per_step = res.ndim >= 3 and res.shape[1] == X.shape[1]
+        return [res[i, :n] if per_step else res[i] for i, n in enumerate(lengths)]
+
+
+def _adapter(model, method: str, n_threads: Optional[int]):
+    from rnnfast.estimators.base import EstimatorBase
+    if isinstance(model, EstimatorBase):
+        check_option(method, "method", ("predict", "predict_proba"))
+        return _EstimatorAdapter(model, method)
+    check_option(method, "method", ("predict",))
+    return _ModuleAdapter(model, n_threads)
+
+
+# ---------------------------------------------------------------------------------------- worker
+def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
+    """The batch starting with ``first``: what else arrives within ``delay`` seconds, up to ``max_batch``.
+    Returns (items, stop)."""
+    batch = [first]
+    deadline = time.monotonic() + delay
+    while len(batch) < max_batch:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = q.get(timeout=left)
+            except queue.Empty:
+                break
+        if item is _STOP:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
+
+def _resolve(adapter, items: list, stats: dict) -> None:
+    """Run one batch and settle its futures; when the batch call fails, each request runs alone so an
+    error reaches only the future of the request that caused it."""
+    live = [(x, f) for x, f in items if f.set_running_or_notify_cancel()]
+    if not live:
+        return
+    stats["batches"] += 1
+    stats["requests"] += len(live)
+    try:
+        results = adapter.run([x for x, _ in live])
+    except Exception:
+        for x, fut in live:
+            try:
+                fut.set_result(adapter.run([x])[0])
+            except Exception as e:
+                fut.set_exception(e)
+        return
+    for (_, fut), res in zip(live, results):
+        fut.set_result(res)
+
+
+def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict) -> None:
+    """The Batcher's thread: batches until it takes the stop marker (it holds no reference to the Batcher,
+    so an unreferenced Batcher is collected and its finalizer stops this thread)."""
+    stop, alone = False, True
+    while not stop:
+        first = q.get()
+        if first is _STOP:
+            break
+        # wait for company only when requests have been coming together: a lone client's request (the
+        # last batch held one) runs at once, with an unbatched call's latency
+        items, stop = _collect(q, first, max_batch, 0.0 if alone else delay)
+        alone = len(items) == 1
+        _resolve(adapter, items, stats)
+    while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return
+        if item is not _STOP:
+            item[1].cancel()
+
+
+# ---------------------------------------------------------------------------------------- Batcher
+class Batcher:
+    """Coalesce concurrent single-sequence requests into batched calls of one model (thread-safe).
+
+    Parameters
+    ----------
+    model : estimator, rnnfast.nn.Sequential or recurrent layer
+        A fitted estimator (``rnnfast.LSTM``, ``rnnfast.GRUClassifier``, ... or what :func:`rnnfast.load`
+        returns), a Sequential, or an LSTM / GRU / RNN layer. Modules are put in eval mode.
+    max_batch_size : int >= 1, default 32
+        Most requests in one call.
+    max_delay_ms : float >= 0, default 2
+        How long the first request of a batch waits for others, when requests come concurrently (the
+        previous batch held more than one; a lone request runs at once). Requests queued while a batch
+        runs join the next batch without waiting.
+    method : {"predict", "predict_proba"}, default "predict"
+        For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
+        ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules
+        resolve to ``model(x[None])[0]`` (Sequential) or the unbatched ``layer(x)`` pair.
+    max_queue : int >= 1, default 1024
+        Requests that may wait; :meth:`submit` raises :class:`QueueFullError` beyond it.
+    n_threads : int, optional
+        Kernel threads of a module's batched call (estimators use their own ``n_threads``).
+
+    Notes
+    -----
+    Each request is checked when submitted (a bad one gets a future holding its error and never joins a
+    batch); should a batched call still fail, its requests run one by one so that only the failing one's
+    future gets the error. One worker thread runs the batches; :meth:`close` (or leaving the ``with``
+    block) finishes what was submitted and joins it. Threads do not survive ``fork``: make the Batcher in
+    each worker process of a pre-forking server (a Batcher from the parent refuses requests there).
+
+    Examples
+    --------
+    >>> import numpy as np, rnnfast as rf
+    >>> layer = rf.nn.GRU(3, 4)
+    >>> with rf.serving.Batcher(layer) as b:
+    ...     out, h_n = b.submit(np.ones((5, 3), np.float32)).result(timeout=10)
+    >>> out.shape, h_n.shape
+    ((5, 4), (1, 4))
+    """
+
+    def __init__(self, model: Any, max_batch_size: int = 32, max_delay_ms: float = 2.0, *, method: str = "predict",
+                 max_queue: int = 1024, n_threads: Optional[int] = None) -> None:
+        self.max_batch_size = check_int(max_batch_size, "max_batch_size", 1)
+        self.max_delay_ms = float(check_real(max_delay_ms, "max_delay_ms", 0.0, 60_000.0))
+        self.max_queue = check_int(max_queue, "max_queue", 1)
+        self.method = method
+        n_threads = check_int(n_threads, "n_threads", 1, allow_none=True)
+        self._adapter = _adapter(model, method, n_threads)
+        self.model = model
+        self._queue: "queue.Queue" = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = self._forked = False
+        self._stats = {"batches": 0, "requests": 0}
+        self._thread = threading.Thread(target=_worker, name="rnnfast-batcher", daemon=True,
+                                        args=(self._queue, self._adapter, self.max_batch_size,
+                                              self.max_delay_ms / 1000.0, self._stats))
+        self._thread.start()
+        self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
+        _LIVE.add(self)
+
+    def submit(self, x: Any) -> "Future[Any]":
+        """Queue one sequence; returns a future of its result (see ``method``).
+
+        Parameters
+        ----------
+        x : array-like, (T, F) features or (T,) token ids
+            One sequence; it is checked now and copied, so the caller may reuse its buffer.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Resolves to the result, or holds the exception the request caused (a bad shape, dtype, NaN,
+            an unknown token id: the errors ``predict`` raises for it).
+
+        Raises
+        ------
+        RuntimeError
+            The batcher is closed, or was made in the parent of this forked process.
+        QueueFullError
+            ``max_queue`` requests are already waiting.
+        """
+        fut: "Future[Any]" = Future()
+        try:
+            item = self._adapter.check(x)  # a new array: the caller may reuse its buffer
+        except Exception as e:
+            fut.set_exception(e)
+            return fut
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Batcher is closed")
+            if self._forked:
+                raise RuntimeError("this Batcher was made before the process forked, and its worker thread "
+                                   "stayed in the parent: make the Batcher in each worker process")
+            if self._queue.qsize() >= self.max_queue:
+                raise QueueFullError(f"{self.max_queue} requests are waiting (max_queue); retry later or raise "
+                                     "max_queue")
+            self._queue.put((item, fut))
+        return fut
+
+    def predict(self, x: Any, timeout: Optional[float] = None) -> Any:
+        """``submit(x).result(timeout)``: the result of one sequence, blocking."""
+        return self.submit(x).result(timeout)
+
+    @property
+    def stats(self) -> dict:
+        """``{"batches": calls made, "requests": requests they served}`` so far."""
+        return dict(self._stats)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop taking requests, finish those submitted, and join the worker thread (idempotent).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for the worker; None waits until it is done.
+        """
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._finalizer()  # puts the stop marker behind the submitted requests
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "Batcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (f"Batcher({type(self.model).__name__}, max_batch_size={self.max_batch_size}, "
+                f"max_delay_ms={self.max_delay_ms}, method={self.method!r}, {state})")

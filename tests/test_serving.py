@@ -1,0 +1,240 @@
+"""rnnfast.serving.Batcher: concurrent single-sequence requests coalesced into one call with lengths, each
+future resolved with what the model gives for its sequence alone (float32 within 1e-6, float64 within
+1e-12: the batched kernel may round in another order than the batch-1 one), errors to their own future."""
+import gc
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast.serving import Batcher, QueueFullError
+
+TOL = {np.float32: 1e-6, np.float64: 1e-12}
+
+
+def _seqs(n, F, rng, dtype=np.float32, t_max=30):
+    return [rng.standard_normal((int(rng.integers(1, t_max)), F)).astype(dtype) for _ in range(n)]
+
+
+def _submit_all(batcher, xs, workers=8):
+    """Submit from several threads at once; the futures in request order."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(batcher.submit, xs))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 12, 3)).astype(np.float32)
+    y = np.where(X[:, :, 0].sum(axis=1) > 0, "up", "down")
+    return rf.LSTMClassifier(hidden_size=16, epochs=2, random_state=0).fit(X, y)
+
+
+def test_rf_serving_is_exported():
+    assert rf.serving.Batcher is Batcher
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_estimator_results_equal_predict_alone(classifier, method):
+    xs = _seqs(40, 3, np.random.default_rng(1))
+    with Batcher(classifier, max_batch_size=16, max_delay_ms=5, method=method) as b:
+        futures = _submit_all(b, xs)
+        got = [f.result(timeout=30) for f in futures]
+        stats = b.stats
+    assert stats["requests"] == 40 and stats["batches"] < 40  # requests were coalesced
+    for x, g in zip(xs, got):
+        ref = getattr(classifier, method)(x[None])[0]
+        if method == "predict":
+            assert g == ref
+        else:
+            np.testing.assert_allclose(g, ref, rtol=0, atol=1e-6)
+
+
+def test_float64_per_step_regressor_and_tokens():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 10, 2))
+    reg = rf.GRURegressor(hidden_size=8, epochs=1, random_state=0, dtype="float64").fit(X, X[:, :, 0].cumsum(1))
+    xs = _seqs(20, 2, rng, np.float64)
+    with Batcher(reg) as b:
+        got = [f.result(timeout=30) for f in _submit_all(b, xs)]
+    for x, g in zip(xs, got):
+        ref = reg.predict(x[None])[0]
+        assert g.shape == (len(x),)
+        np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * max(1.0, np.abs(ref).max()))
+    T = rng.integers(1, 20, size=(50, 8))
+    tok = rf.LSTMClassifier(hidden_size=8, embedding_dim=4, epochs=1, random_state=0).fit(T, T[:, 0] % 2)
+    ids = [rng.integers(1, 20, size=int(n)) for n in rng.integers(1, 15, size=20)]
+    with Batcher(tok, method="predict_proba") as b:
+        got = [f.result(timeout=30) for f in _submit_all(b, ids)]
+    for x, g in zip(ids, got):
+        np.testing.assert_allclose(g, tok.predict_proba(x[None])[0], atol=1e-6)
+
+
+def test_sequential_and_layers_get_lengths_not_padding(monkeypatch):
+    rng = np.random.default_rng(3)
+    seq = rf.nn.Sequential(rf.nn.LSTM(3, 8, seed=0), rf.nn.LastStep(), rf.nn.Linear(8, 2, seed=1))
+    per_step = rf.nn.Sequential(rf.nn.GRU(3, 8, seed=0), rf.nn.Linear(8, 2, seed=1))
+    calls = []
+    real = rf.nn.Sequential.forward
+
+    def spy(self, x, lengths=None, n_threads=None):
+        calls.append((x.shape, None if lengths is None else list(lengths)))
+        return real(self, x, lengths=lengths, n_threads=n_threads)
+
+    monkeypatch.setattr(rf.nn.Sequential, "forward", spy)
+    xs = _seqs(24, 3, rng)
+    for model in (seq, per_step):
+        calls.clear()
+        with Batcher(model, max_delay_ms=20) as b:
+            got = [f.result(timeout=30) for f in _submit_all(b, xs)]
+        batched = [c for c in calls if c[0][0] > 1]
+        assert batched and all(c[1] is not None for c in batched)  # one call per batch, with lengths
+        for x, g in zip(xs, got):
+            np.testing.assert_allclose(g, real(model.eval(), x[None])[0], rtol=0, atol=1e-6)
+    for layer in (rf.nn.LSTM(3, 5, num_layers=2, seed=0), rf.nn.RNN(3, 5, batch_first=False, seed=0)):
+        with Batcher(layer) as b:
+            got = [f.result(timeout=30) for f in _submit_all(b, xs[:10])]
+        for x, (out, state) in zip(xs, got):
+            ref_out, ref_state = layer(x)
+            np.testing.assert_allclose(out, ref_out, atol=1e-6)
+            for s, r in zip(state if isinstance(state, tuple) else (state,),
+                            ref_state if isinstance(ref_state, tuple) else (ref_state,)):
+                np.testing.assert_allclose(s, r, atol=1e-6)
+
+
+def test_token_sequential():
+    rng = np.random.default_rng(5)
+    model = rf.nn.Sequential(rf.nn.Embedding(20, 4, padding_idx=0, seed=0), rf.nn.LSTM(4, 6, seed=1),
+                             rf.nn.LastStep(), rf.nn.Linear(6, 2, seed=2)).eval()
+    ids = [rng.integers(1, 20, size=int(n)) for n in rng.integers(1, 15, size=16)]
+    with Batcher(model) as b:
+        got = [f.result(timeout=30) for f in _submit_all(b, ids)]
+        assert isinstance(b.submit(np.ones(3)).exception(timeout=30), TypeError)      # floats are not ids
+        assert isinstance(b.submit(np.array([3, 25])).exception(timeout=30), ValueError)  # outside the table
+    for x, g in zip(ids, got):
+        np.testing.assert_allclose(g, model(x[None])[0], rtol=0, atol=1e-6)
+
+
+def test_a_bad_request_fails_only_its_own_future(classifier):
+    rng = np.random.default_rng(4)
+    good = _seqs(6, 3, rng)
+    bad = [np.ones((5, 4), np.float32), np.full((3, 3), np.nan, np.float32), np.ones((2, 3, 3)), "text"]
+    with Batcher(classifier, max_delay_ms=10) as b:
+        futures = _submit_all(b, good[:3] + bad + good[3:])
+        results = []
+        for f in futures:
+            try:
+                results.append(f.result(timeout=30))
+            except Exception as e:  # noqa: BLE001 - the test looks at which
+                results.append(e)
+    assert [classifier.predict(x[None])[0] for x in good] == results[:3] + results[7:]
+    assert all(isinstance(e, (ValueError, TypeError)) for e in results[3:7])
+    assert "4 features" in str(results[3]) and "NaN" in str(results[4])
+
+
+class _Picky:
+    """A layer that fails on inputs holding a value above 100 (no check catches that up front); slow on
+    request so queues build."""
+
+    keyword_protocol = True
+    delay = 0.0
+
+    def eval(self):
+        return self
+
+    def forward(self, x, lengths=None, n_threads=None):
+        time.sleep(self.delay)
+        if np.any(x > 100):
+            raise ArithmeticError("too large")
+        return x.sum(axis=-1)
+
+    def backward(self, dout, n_threads=None):
+        raise NotImplementedError
+
+
+def test_a_failing_batch_is_retried_one_by_one():
+    xs = [np.ones((3, 2)), np.full((2, 2), 500.0), 2 * np.ones((4, 2))]
+    with Batcher(_Picky(), max_delay_ms=50) as b:
+        futures = [b.submit(x) for x in xs]
+        assert isinstance(futures[1].exception(timeout=30), ArithmeticError)
+        np.testing.assert_array_equal(futures[0].result(), [2, 2, 2])
+        np.testing.assert_array_equal(futures[2].result(), [4, 4, 4, 4])
+
+
+def test_bounded_queue_close_and_no_thread_leak():
+    before = threading.active_count()
+    slow = _Picky()
+    slow.delay = 0.2
+    b = Batcher(slow, max_batch_size=1, max_delay_ms=0, max_queue=2)
+    futures = [b.submit(np.ones((2, 2)))]
+    time.sleep(0.05)  # the worker has taken the first one
+    futures += [b.submit(np.ones((2, 2))) for _ in range(2)]
+    with pytest.raises(QueueFullError, match="max_queue"):
+        b.submit(np.ones((2, 2)))
+    b.close()  # finishes what was submitted
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(RuntimeError, match="closed"):
+        b.submit(np.ones((2, 2)))
+    b.close()  # idempotent
+    assert not b._thread.is_alive()
+    for _ in range(3):  # a Batcher nobody closes stops when it is collected
+        worker = Batcher(_Picky())._thread
+        gc.collect()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+    assert threading.active_count() == before
+
+
+def test_parameters_are_checked(classifier):
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Batcher(classifier, max_batch_size=0)
+    with pytest.raises(TypeError, match="max_delay_ms"):
+        Batcher(classifier, max_delay_ms="2")
+    with pytest.raises(ValueError, match="method"):
+        Batcher(classifier, method="transform")
+    with pytest.raises(ValueError, match="method"):
+        Batcher(rf.nn.LSTM(2, 2), method="predict_proba")
+    with pytest.raises(rf.estimators.NotFittedError):
+        Batcher(rf.LSTMClassifier())
+    with pytest.raises(TypeError, match="Batcher needs"):
+        Batcher(object())
+    with pytest.raises(ValueError, match="batch-first"):
+        Batcher(rf.nn.Sequential(rf.nn.GRU(2, 2, batch_first=False)))
+    reg = rf.LSTMRegressor(hidden_size=4, epochs=1).fit(np.ones((4, 3, 1)), np.arange(4.0))
+    with pytest.raises(ValueError, match="predict_proba"):
+        Batcher(reg, method="predict_proba")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_batcher_from_before_a_fork_refuses_requests():
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    with Batcher(rf.nn.GRU(2, 3)) as b:
+        q = ctx.Queue()
+        p = ctx.Process(target=_submit_in_child, args=(b, q))
+        p.start()
+        p.join(timeout=60)
+        assert q.get(timeout=10).startswith("RuntimeError: this Batcher was made before the process forked")
+        assert b.submit(np.ones((2, 2))).result(timeout=30)[0].shape == (2, 3)  # the parent's still works
+
+
+def _submit_in_child(batcher, q):
+    try:
+        batcher.submit(np.ones((2, 2)))
+        q.put("no error")
+    except RuntimeError as e:
+        q.put(f"RuntimeError: {e}")
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    """max_delay_ms applies once requests come together; one client's requests, one at a time, run at
+    once (with a 2 s delay each would take 2 s)."""
+    with Batcher(rf.nn.GRU(2, 3), max_delay_ms=2000) as b:
+        b.submit(np.ones((2, 2))).result(timeout=30)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            b.submit(np.ones((2, 2))).result(timeout=30)
+        assert time.perf_counter() - t0 < 1.5
