@@ -40,7 +40,7 @@ import numpy as np
 
 from rnnfast._validation import Real
 
-__all__ = ["DataParallel", "mpi_launched", "resolve", "loss_weight"]
+__all__ = ["DataParallel", "mpi_launched", "resolve", "shared_seed", "loss_weight"]
 
 #: Environment variables whose value is the job's number of ranks under the usual launchers (Open MPI,
 #: MPICH / Intel MPI / PMI-2, PMIx, Slurm's srun with PMI).
@@ -102,6 +102,12 @@ def _position_total(mask: Optional[np.ndarray], sample_weight: Optional[np.ndarr
     from rnnfast.train.metrics import broadcast_weights, position_weights
     pw = broadcast_weights(position_weights(mask, sample_weight), shape)
     return float(pw.sum()) if pw is not None else float(np.prod(shape))
+
+
+def shared_seed(distributed: Any, seed: int) -> int:
+    """Rank 0's ``seed`` on every rank of the job ``distributed`` (as :func:`resolve` takes it), else ``seed``."""
+    dp = resolve(distributed)
+    return seed if dp is None else dp.comm.bcast(seed, root=0)
 
 
 def loss_weight(loss, out, y, mask: Optional[np.ndarray], sample_weight: Optional[np.ndarray],

@@ -55,6 +55,7 @@ PARAMETER_CONSTRAINTS = {
     "verbose": AnyOf(Boolean(), Integer(0, 2)),
     "dtype": FloatDtype(),
     "n_threads": Integer(1, allow_none=True),
+    "distributed": Options("auto", "mpi", allow_none=True),
 }
 
 
@@ -91,6 +92,7 @@ class Params:
     dtype: np.dtype
     n_threads: Optional[int]
     nonlinearity: str = "tanh"
+    distributed: Optional[str] = None
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""

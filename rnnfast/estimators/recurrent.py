@@ -45,7 +45,7 @@ class _RecurrentEstimator(EstimatorBase):
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None):
+                 n_threads=None, distributed=None):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -74,6 +74,7 @@ class _RecurrentEstimator(EstimatorBase):
         self.verbose = verbose
         self.dtype = dtype
         self.n_threads = n_threads
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ fitted state
     def _validate_params(self) -> _params.Params:
@@ -104,6 +105,9 @@ class _RecurrentEstimator(EstimatorBase):
             self.seed_ = p.random_state
         else:
             self.seed_ = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]  # an int when drawn
+        if p.distributed is not None:  # every rank builds the same network and validation split
+            from rnnfast.distributed.mpi import shared_seed
+            self.seed_ = shared_seed(p.distributed, self.seed_)
         inputs, targets = input_spec(data.inputs, p.vocab_size), data.targets.spec
         self._set_specs(inputs, targets)
         self._arch_, self._opt_ = p.arch(), p.opt()
@@ -356,6 +360,10 @@ class LSTM(_RecurrentEstimator):
     dtype : {"float32", "float64"}, default "float32"
     n_threads : int, optional
         Threads of the kernels (default :func:`rnnfast.get_num_threads`).
+    distributed : {None, "auto", "mpi"}, default None
+        Data-parallel training over the ranks of an MPI job (``mpiexec -n N python script.py``; see
+        :mod:`rnnfast.distributed.mpi`): the same results as one process with the same ``batch_size`` (the
+        global batch), up to float rounding; rank 0 writes. ``"auto"``: when started by an MPI launcher.
 
     Attributes
     ----------
@@ -406,7 +414,7 @@ class RNN(_RecurrentEstimator):
                  batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto",
                  clip_norm=None, clip_value=None, validation_split=0.0, shuffle=True, bucket=True,
                  early_stopping=False, patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0,
-                 dtype="float32", n_threads=None):
+                 dtype="float32", n_threads=None, distributed=None):
         super().__init__(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                          dropout=dropout, pooling=pooling, return_sequences=return_sequences,
                          embedding_dim=embedding_dim, vocab_size=vocab_size, epochs=epochs, batch_size=batch_size,
@@ -414,5 +422,5 @@ class RNN(_RecurrentEstimator):
                          clip_norm=clip_norm, clip_value=clip_value, validation_split=validation_split,
                          shuffle=shuffle, bucket=bucket, early_stopping=early_stopping, patience=patience,
                          tbptt=tbptt, warm_start=warm_start, random_state=random_state, verbose=verbose,
-                         dtype=dtype, n_threads=n_threads)
+                         dtype=dtype, n_threads=n_threads, distributed=distributed)
         self.nonlinearity = nonlinearity
