@@ -7,6 +7,7 @@ number of steps and (rank 0) write its weights, history and the rank count to an
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def model_for(case):
 
 
 class Fail(Callback):
-    """Make one rank fail at one step: ``"raise"`` an exception, ``"exit"`` the process at once."""
+    """Make one rank fail at one step: ``"raise"`` an exception, ``"exit"`` the process at once, ``"hang"``."""
 
     def __init__(self, rank, step, how):
         self.rank, self.step, self.how, self.n = rank, step, how, 0
@@ -48,27 +49,17 @@ class Fail(Callback):
         if me == self.rank and self.n == self.step:
             if self.how == "exit":
                 os._exit(3)
+            if self.how == "hang":
+                time.sleep(600)
             raise RuntimeError(f"injected failure at step {self.n}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--distributed", default="mpi")
-    ap.add_argument("--case", default="plain")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--initial-epoch", type=int, default=0)
-    ap.add_argument("--resume", default=None)
-    ap.add_argument("--fail-rank", type=int, default=None)
-    ap.add_argument("--fail-step", type=int, default=3)
-    ap.add_argument("--fail-how", default="raise")
-    a = ap.parse_args()
-    X, y, kw = data(a.case)
-    model, loss = model_for(a.case)
+def train(a, case, out):
+    X, y, kw = data(case)
+    model, loss = model_for(case)
     opt = Adam(model, lr=0.01)
     if a.resume:
-        f = np.load(a.resume, allow_pickle=False)
+        f = np.load(a.resume.format(case=case), allow_pickle=False)
         for name, p in model.named_parameters():
             p[...] = f["w_" + name]
         osd = opt.state_dict()
@@ -77,7 +68,7 @@ def main():
         opt.load_state_dict(osd)
     cbs = [] if a.fail_rank is None else [Fail(a.fail_rank, a.fail_step, a.fail_how)]
     dist = None if a.distributed == "none" else a.distributed
-    metrics = ["accuracy"] if a.case != "varlen" else ["mae"]
+    metrics = ["accuracy"] if case != "varlen" else ["mae"]
     hist = fit(model, loss, opt, X, y, epochs=a.epochs, batch_size=a.batch_size, seed=5, metrics=metrics,
                callbacks=cbs, n_threads=1, distributed=dist, initial_epoch=a.initial_epoch, **kw)
     from rnnfast.distributed import mpi_launched
@@ -91,7 +82,24 @@ def main():
         osd = opt.state_dict()
         arrays.update({f"s_{n}_{k}": v for n, st in osd["state"].items() for k, v in st.items()})
         arrays.update({"h_" + k: np.asarray(v) for k, v in hist.history.items()})
-        np.savez(a.out, size=size, steps=osd["steps"], **arrays)
+        np.savez(out, size=size, steps=osd["steps"], **arrays)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", help="output .npz; '{case}' in it is replaced by each case's name")
+    ap.add_argument("--distributed", default="mpi")
+    ap.add_argument("--case", default="plain", help="comma-separated cases: plain, varlen, weighted")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--initial-epoch", type=int, default=0)
+    ap.add_argument("--resume", default=None)
+    ap.add_argument("--fail-rank", type=int, default=None)
+    ap.add_argument("--fail-step", type=int, default=3)
+    ap.add_argument("--fail-how", default="raise")
+    a = ap.parse_args(argv)
+    for case in a.case.split(","):
+        train(a, case, a.out.format(case=case))
     return 0
 
 
