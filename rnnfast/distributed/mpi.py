@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -222,7 +223,8 @@ class DataParallel:
         shares = [self.shard(idx) for idx in batches]
         idle = [len(s) == 0 for s in shares]
         shares = [np.asarray(idx)[:1] if empty else s for s, idx, empty in zip(shares, batches, idle)]
-        for batch, empty in zip(trainer.iter_steps(data, shares), idle):
+        for batch, idx, empty in zip(trainer.iter_steps(data, shares), batches, idle):
+            batch.n_rows = len(idx)  # the whole (global) batch's sequences, as the history counts them
             if empty:
                 batch.sample_weight = np.zeros(batch.x.shape[0])
             yield batch
@@ -315,6 +317,13 @@ class DataParallel:
         """Rank 0's epoch logs (its validation included), the same on every rank."""
         logs = trainer._epoch_logs(val, batch_size) if self.is_root else None
         return self.comm.bcast(logs, root=0)
+
+    def fail(self, exc: BaseException) -> None:
+        """An exception ``exc`` stops this rank inside a fit: print it and abort the job (with more than one
+        rank: the others would wait for this one forever)."""
+        if self.size > 1:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            self.abort(f"{type(exc).__name__}: {exc}")
 
     def abort(self, message: str) -> None:
         """Print ``message`` with this rank's number and end every rank of the job (``MPI_Abort``)."""

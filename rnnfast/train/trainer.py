@@ -366,8 +366,8 @@ class Trainer:
             except KeyboardInterrupt:
                 self.stop("interrupted (Ctrl-C)", reason="interrupted")
             except Exception as e:
-                if dist is not None and dist.size > 1:
-                    dist.abort(f"{type(e).__name__}: {e}")
+                if dist is not None:
+                    dist.fail(e)  # ends every rank of the job (a job of one rank: raises)
                 raise
             finally:
                 self.carry.detach()
