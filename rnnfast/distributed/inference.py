@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sized, Union
 
 import numpy as np
 
@@ -134,12 +134,12 @@ def _drive(submit: Callable[[int, Any], Future], items: Iterable, window: int, r
     return [results[i] for i in range(len(results))]
 
 
-def _check_inputs(inputs) -> Iterable:
+def _check_inputs(inputs) -> Any:
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
         raise TypeError("inputs must be a list of .npy paths or an iterable of arrays, not a single "
                         f"{type(inputs).__name__}")
     try:
-        return iter(inputs) if not hasattr(inputs, "__len__") else inputs
+        return inputs if isinstance(inputs, Sized) else iter(inputs)
     except TypeError:
         raise TypeError(f"inputs must be a list of .npy paths or an iterable of arrays, got "
                         f"{type(inputs).__name__}") from None
@@ -199,7 +199,8 @@ def predict(model_path: Union[str, os.PathLike], inputs: Iterable, num_workers: 
         raise FileNotFoundError(f"no model file {model_path}")
     inputs = _check_inputs(inputs)
     threads = threads or _default_threads(num_workers)
-    update, close = _progress_of(progress, len(inputs) if hasattr(inputs, "__len__") else None)
+    total = len(inputs) if isinstance(inputs, Sized) else None
+    update, close = _progress_of(progress, total)
     try:
         return _ENGINES[backend](model_path, inputs, num_workers, threads, method, retries, update, address)
     finally:
