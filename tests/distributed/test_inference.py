@@ -9,6 +9,8 @@ import pytest
 import rnnfast as rf
 from rnnfast.distributed import inference, predict
 
+# the folder of the rnnfast these tests import (installed, or a checkout on PYTHONPATH), for Ray's workers
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(rf.__file__)))
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 HAVE_DASK = importlib.util.find_spec("dask") is not None and importlib.util.find_spec("distributed") is not None
 
@@ -35,7 +37,7 @@ def ray_started():
         pytest.skip('needs Ray (pip install "rnnfast[ray]")')
     import ray
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [PKG_PARENT, os.environ.get("PYTHONPATH")]))}})
     yield
     ray.shutdown()
 

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from rnnfast.train import Adam, CrossEntropy, MSE, Trainer
 
 HERE = Path(__file__).parent
 SCRIPT = str(HERE / "_mpi_train.py")
-ROOT = str(HERE.parent.parent)
+# the folder of the rnnfast these tests import (installed, or a checkout on PYTHONPATH), first for the children
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(rf.__file__)))
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 try:
@@ -29,7 +31,7 @@ needs_mpi = pytest.mark.skipif(not (HAVE_MPI4PY and MPIEXEC),
 
 
 def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PKG_PARENT, os.environ.get("PYTHONPATH")])),
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,sm",
                OMPI_MCA_rmaps_base_oversubscribe="1")
     for var in mpi.SIZE_VARIABLES:  # a test run itself under mpiexec must not leak its job into the children
@@ -40,11 +42,12 @@ def _env(**extra):
 
 def run(args, ranks=None, timeout=90, **env):
     """Run ``_mpi_train.py args`` (or ``-m rnnfast`` args when args[0] == "-m") on ``ranks`` MPI ranks (None:
-    a plain process)."""
+    a plain process), from a folder outside the source tree."""
     cmd = [sys.executable] + (list(args) if args[0] == "-m" else [SCRIPT] + list(args))
     if ranks is not None:
         cmd = [MPIEXEC, "--oversubscribe", "--bind-to", "none", "-n", str(ranks)] + cmd
-    return subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=timeout,
+                          cwd=tempfile.gettempdir())
 
 
 def check(proc):
