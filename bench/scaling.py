@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     i.add_argument("--backend", default="ray", choices=("ray", "dask", "processes"))
     i.add_argument("--workers", type=int, default=2)
     i.add_argument("--files", type=int, default=64)
-    i.add_argument("--shape", default="small", choices=sorted(SHAPES))
+    i.add_argument("--shape", default="medium", choices=sorted(SHAPES))
     r = sub.add_parser("_allreduce")
     r.add_argument("out")
     args = ap.parse_args(argv)
