@@ -53,6 +53,10 @@ def _extra(est) -> dict:
     return extra
 
 
+#: Parameters newer than some files: a file without them loads with their defaults.
+ADDED_LATER = frozenset({"distributed"})
+
+
 def save_estimator(est, path: PathLike) -> None:
     """Write the fitted ``est`` to ``path`` atomically (see :meth:`rnnfast.LSTM.save`)."""
     config = {k: jsonable(v) for k, v in est.get_params().items()}
@@ -147,7 +151,7 @@ def load(path: PathLike) -> Any:
     if cls is None:
         raise FormatError(f"{path}: holds an unknown estimator {kind!r}")
     names = set(cls._get_param_names())
-    if set(config) != names:
+    if set(config) != names and set(config) != names - ADDED_LATER:
         raise FormatError(f"{path}: the saved parameters do not match {cls.__name__}'s: missing "
                           f"{sorted(names - set(config))}, unexpected {sorted(set(config) - names)}")
     est = cls(**config)
