@@ -17,6 +17,9 @@ whole backward: the backward is one kernel call per layer, so there is nothing t
   validation, and computes the epoch's logs, which are broadcast: every rank's history, early stopping and
   learning-rate decisions are the same. A stop asked on any rank (a callback, Ctrl-C) stops every rank after
   the same step.
+- Dropout: each rank's masks come from a stream of its own, derived from the layer's seeded stream of the
+  epoch and the rank (masks drawn for shares of a batch cannot repeat one process's, so with dropout a run
+  is reproducible for a given number of ranks, not equal to one process's).
 - A short last batch with fewer rows than ranks leaves some ranks a share of no rows: they run one row with
   weight 0 (so they still take part in the reduction) and contribute nothing.
 - Failure: an exception on a rank inside fit prints ``rank r/n: <error>`` and calls ``MPI_Abort``, which
@@ -220,6 +223,9 @@ class DataParallel:
     def iter_steps(self, trainer, data, batches: Sequence[np.ndarray]) -> Iterator:
         """The trainer's steps over this rank's shares of ``batches``; an empty share runs the batch's first
         row with sample weight 0."""
+        from rnnfast.train.trainer import _seeded_layers
+        for _, layer in _seeded_layers(trainer.model):  # dropout masks: a stream of each rank's own
+            layer.reseed(np.random.SeedSequence([int(layer._rng.integers(2 ** 63)), self.rank]))
         shares = [self.shard(idx) for idx in batches]
         idle = [len(s) == 0 for s in shares]
         shares = [np.asarray(idx)[:1] if empty else s for s, idx, empty in zip(shares, batches, idle)]

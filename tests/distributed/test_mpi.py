@@ -149,6 +149,21 @@ def test_cli_train_under_mpiexec_matches_one_process(tmp_path):
     assert a.history_["val_loss"] == pytest.approx(b.history_["val_loss"], rel=1e-5)
 
 
+@needs_mpi
+def test_dropout_runs_are_reproducible_on_a_number_of_ranks(tmp_path):
+    # dropout masks come from each rank's own stream: the same seed and rank count give the same model
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", rng.standard_normal((24, 5, 2)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 24))
+    args = ["-m", "rnnfast", "train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "--random-state", "1",
+            "--threads", "1", "--hidden-size", "6", "--num-layers", "2", "--set", "dropout=0.3", "--epochs", "2"]
+    for name in ("a", "b"):
+        check(run(args + ["-o", str(tmp_path / f"{name}.rnnfast")], ranks=2))
+    a, b = rf.load(tmp_path / "a.rnnfast"), rf.load(tmp_path / "b.rnnfast")
+    for (k, x), y in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+        np.testing.assert_array_equal(y, x, err_msg=k)
+
+
 # ---------------------------------------------------------------------------------------- in this process
 def test_resolve_and_launch_detection(monkeypatch):
     assert mpi.resolve(None) is None and mpi.resolve(False) is None
