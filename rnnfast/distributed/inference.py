@@ -9,7 +9,8 @@ Backends (each imported only when asked for):
 - ``"ray"``: ``num_workers`` Ray actors (``pip install "rnnfast[ray]"``). Ray is started locally when it is
   not running yet (``ray.init(address=...)`` to join a cluster started with ``ray start --head``) and left
   running for later calls. An actor whose process dies is restarted by Ray and its calls retried
-  (``max_restarts`` / ``max_task_retries`` = ``retries``).
+  (``max_restarts`` / ``max_task_retries`` = ``retries``). Starting an actor (a process that imports rnnfast
+  and loads the model) takes a second or more: ``keep_workers=True`` keeps the actors for the next call.
 - ``"dask"``: tasks on the workers of a ``dask.distributed`` client (``pip install "rnnfast[dask]"``): the one
   given by ``address`` (a scheduler address or a ``Client``), else a ``LocalCluster`` of ``num_workers``
   one-thread worker processes made for the call and closed after it. Each worker process caches the model.
@@ -22,6 +23,7 @@ most ``2 * num_workers`` inputs are in flight at once, so an iterable of arrays 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -31,13 +33,29 @@ import numpy as np
 
 from rnnfast._validation import AnyOf, Boolean, Integer, Options, validate_params
 
-__all__ = ["predict", "BACKENDS"]
+__all__ = ["predict", "release", "BACKENDS"]
 
 BACKENDS = ("ray", "dask", "processes")
 _PARAMS = {
     "num_workers": Integer(1), "backend": Options(*BACKENDS), "method": Options("predict", "predict_proba"),
     "threads": Integer(1, allow_none=True), "retries": Integer(0), "progress": Boolean(),
+    "keep_workers": Boolean(),
 }
+_RAY_POOLS: Dict[tuple, list] = {}  # (model path, its mtime, threads, workers, retries) -> actors kept alive
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One call of :func:`predict`, checked."""
+
+    model_path: str
+    num_workers: int
+    threads: int
+    method: str
+    retries: int
+    update: Callable[[], Any]
+    address: Any
+    keep_workers: bool
 
 # ---------------------------------------------------------------------------------------- the workers' side
 _MODELS: Dict[tuple, Any] = {}  # (model path, threads) -> the model loaded in this worker process
@@ -147,8 +165,8 @@ def _check_inputs(inputs) -> Any:
 
 def predict(model_path: Union[str, os.PathLike], inputs: Iterable, num_workers: int = 2, backend: str = "ray",
             *, method: str = "predict", threads: Optional[int] = None, retries: int = 2,
-            progress: Union[bool, Callable[[int, Optional[int]], Any]] = False, address: Any = None
-            ) -> List[np.ndarray]:
+            progress: Union[bool, Callable[[int, Optional[int]], Any]] = False, address: Any = None,
+            keep_workers: bool = False) -> List[np.ndarray]:
     """Apply a saved model to many inputs on ``num_workers`` workers, one model per worker.
 
     Parameters
@@ -171,6 +189,10 @@ def predict(model_path: Union[str, os.PathLike], inputs: Iterable, num_workers: 
     address : optional
         Ray: the cluster address for ``ray.init`` when Ray is not running yet (e.g. ``"auto"``). Dask: a
         scheduler address or a ``dask.distributed.Client``.
+    keep_workers : bool, default False
+        Ray: keep the actors (and their loaded models) for the next call with the same model file, threads,
+        workers and retries, instead of ending them; they end with Ray (``ray.shutdown()``) or :func:`release`.
+        The other backends start their workers for each call.
 
     Returns
     -------
@@ -189,86 +211,109 @@ def predict(model_path: Union[str, os.PathLike], inputs: Iterable, num_workers: 
         An input failed ``retries + 1`` times.
     """
     checked = validate_params(dict(num_workers=num_workers, backend=backend, method=method, threads=threads,
-                                   retries=retries, progress=False if callable(progress) else progress), _PARAMS)
-    num_workers, backend, method, threads, retries = (checked[k] for k in
-                                                      ("num_workers", "backend", "method", "threads", "retries"))
+                                   retries=retries, progress=False if callable(progress) else progress,
+                                   keep_workers=keep_workers), _PARAMS)
+    num_workers, threads = checked["num_workers"], checked["threads"]
     if not isinstance(model_path, (str, os.PathLike)):
         raise TypeError(f"model_path must be a path, got {type(model_path).__name__}")
     model_path = os.path.abspath(os.fspath(model_path))
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"no model file {model_path}")
     inputs = _check_inputs(inputs)
-    threads = threads or _default_threads(num_workers)
     total = len(inputs) if isinstance(inputs, Sized) else None
     update, close = _progress_of(progress, total)
+    job = _Job(model_path, num_workers, threads or _default_threads(num_workers), checked["method"],
+               checked["retries"], update, address, checked["keep_workers"])
     try:
-        return _ENGINES[backend](model_path, inputs, num_workers, threads, method, retries, update, address)
+        return _ENGINES[checked["backend"]](job, inputs)
     finally:
         close()
 
 
+def release() -> None:
+    """End the Ray actors kept by ``predict(..., keep_workers=True)``."""
+    import ray
+    while _RAY_POOLS:
+        for actor in _RAY_POOLS.popitem()[1]:
+            ray.kill(actor)
+
+
 # ---------------------------------------------------------------------------------------- engines
-def _with_processes(model_path, inputs, num_workers, threads, method, retries, update, address):
+def _with_processes(job: _Job, inputs) -> List[np.ndarray]:
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
-    if address is not None:
+    if job.address is not None:
         raise ValueError("address applies to backend='ray' or 'dask', not 'processes'")
-    pools = [ProcessPoolExecutor(num_workers)]
+    pools = [ProcessPoolExecutor(job.num_workers)]
 
     def submit(i, item):
         try:
-            return pools[-1].submit(_run, model_path, threads, method, item)
+            return pools[-1].submit(_run, job.model_path, job.threads, job.method, item)
         except BrokenProcessPool:  # a worker died: the pool takes no more work; start a new one
             pools[-1].shutdown(wait=False, cancel_futures=True)
-            pools.append(ProcessPoolExecutor(num_workers))
-            return pools[-1].submit(_run, model_path, threads, method, item)
+            pools.append(ProcessPoolExecutor(job.num_workers))
+            return pools[-1].submit(_run, job.model_path, job.threads, job.method, item)
 
     try:
-        return _drive(submit, inputs, 2 * num_workers, retries, update)
+        return _drive(submit, inputs, 2 * job.num_workers, job.retries, job.update)
     finally:
         for pool in pools:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _with_ray(model_path, inputs, num_workers, threads, method, retries, update, address):
+def _ray_actors(ray, job: _Job) -> list:
+    """The job's actors: kept ones when there are, else new ones (kept when ``keep_workers``)."""
+    key = (job.model_path, os.stat(job.model_path).st_mtime_ns, job.threads, job.num_workers, job.retries)
+    if key in _RAY_POOLS:
+        return _RAY_POOLS[key]
+    actor_cls = ray.remote(max_restarts=job.retries, max_task_retries=job.retries)(_Actor)
+    actors = [actor_cls.remote(job.model_path, job.threads) for _ in range(job.num_workers)]
+    if job.keep_workers:
+        _RAY_POOLS[key] = actors
+    return actors
+
+
+def _with_ray(job: _Job, inputs) -> List[np.ndarray]:
     try:
         import ray
     except ImportError as e:
         raise ImportError('backend="ray" needs Ray: pip install "rnnfast[ray]"') from e
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    actor_cls = ray.remote(max_restarts=retries, max_task_retries=retries)(_Actor)
-    actors = [actor_cls.remote(model_path, threads) for _ in range(num_workers)]
+        _RAY_POOLS.clear()  # actors of an earlier Ray session are gone
+        ray.init(address=job.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    actors = _ray_actors(ray, job)
     turn = itertools.count()
 
     def submit(i, item):
-        return actors[next(turn) % num_workers].predict.remote(item, method).future()
+        return actors[next(turn) % len(actors)].predict.remote(item, job.method).future()
 
     try:
-        return _drive(submit, inputs, 2 * num_workers, retries, update)
+        return _drive(submit, inputs, 2 * job.num_workers, job.retries, job.update)
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        if not any(actors is kept for kept in _RAY_POOLS.values()):
+            for actor in actors:
+                ray.kill(actor)
 
 
-def _with_dask(model_path, inputs, num_workers, threads, method, retries, update, address):
+def _with_dask(job: _Job, inputs) -> List[np.ndarray]:
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as e:
         raise ImportError('backend="dask" needs dask.distributed: pip install "rnnfast[dask]"') from e
+    address = job.address
     own = not isinstance(address, Client)
     if address is None:
-        client = Client(LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True,
+        client = Client(LocalCluster(n_workers=job.num_workers, threads_per_worker=1, processes=True,
                                      dashboard_address=None))
     else:
         client = address if not own else Client(address)
     executor = client.get_executor(pure=False)
 
     def submit(i, item):
-        return executor.submit(_run, model_path, threads, method, item)
+        return executor.submit(_run, job.model_path, job.threads, job.method, item)
 
     try:
-        return _drive(submit, inputs, 2 * num_workers, retries, update)
+        return _drive(submit, inputs, 2 * job.num_workers, job.retries, job.update)
     finally:
         if own:
             cluster = client.cluster

@@ -65,7 +65,13 @@ def test_ray_actors(files, ray_started):
     model_path, paths, expected = files
     # paths and arrays mixed in one call (actors start once per call: that is most of its time)
     inputs = [p if i % 2 else np.load(p) for i, p in enumerate(paths)]
-    _check(predict(model_path, inputs, num_workers=2, backend="ray", method="predict_proba", threads=1), expected)
+    _check(predict(model_path, inputs, num_workers=2, backend="ray", method="predict_proba", threads=1,
+                   keep_workers=True), expected)
+    assert len(inference._RAY_POOLS) == 1
+    _check(predict(model_path, paths[::-1], num_workers=2, backend="ray", method="predict_proba", threads=1),
+           expected[::-1])  # on the kept actors
+    inference.release()
+    assert not inference._RAY_POOLS
 
 
 @pytest.mark.skipif(not HAVE_DASK, reason='needs dask.distributed (pip install "rnnfast[dask]")')
