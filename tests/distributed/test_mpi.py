@@ -132,36 +132,41 @@ def test_a_hanging_rank_times_out_with_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- the CLI and estimators
+def cli_train(tmp_path, n, steps, features, *options):
+    """``rnnfast train`` arguments (``-m rnnfast train X y ...``) on n random sequences saved in ``tmp_path``."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", rng.standard_normal((n, steps, features)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, n))
+    return ["-m", "rnnfast", "train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "--epochs", "2",
+            "--threads", "1", *options]
+
+
+def assert_same_models(path_a, path_b, **tol):
+    a, b = rf.load(path_a), rf.load(path_b)
+    for (k, x), y in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+        np.testing.assert_allclose(y, x, err_msg=k, **tol)
+    return a, b
+
+
 @needs_mpi
 def test_cli_train_under_mpiexec_matches_one_process(tmp_path):
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "X.npy", rng.standard_normal((48, 6, 3)).astype(np.float32))
-    np.save(tmp_path / "y.npy", rng.integers(0, 2, 48))
-    args = ["-m", "rnnfast", "train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "--epochs", "2",
-            "--random-state", "3", "--threads", "1", "--hidden-size", "8", "--validation-split", "0.25"]
+    args = cli_train(tmp_path, 48, 6, 3, "--random-state", "3", "--hidden-size", "8", "--validation-split", "0.25")
     from rnnfast.__main__ import main
     assert main(args[2:] + ["-o", str(tmp_path / "one.rnnfast"), "--distributed", "none"]) == 0
     out = check(run(args + ["-o", str(tmp_path / "two.rnnfast")], ranks=2)).stdout
     assert out.count("saved ") == 1  # rank 0 alone writes
-    a, b = rf.load(tmp_path / "one.rnnfast"), rf.load(tmp_path / "two.rnnfast")
-    for (k, x), y in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
-        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=k)
+    a, b = assert_same_models(tmp_path / "one.rnnfast", tmp_path / "two.rnnfast", rtol=1e-5, atol=1e-6)
     assert a.history_["val_loss"] == pytest.approx(b.history_["val_loss"], rel=1e-5)
 
 
 @needs_mpi
 def test_dropout_runs_are_reproducible_on_a_number_of_ranks(tmp_path):
     # dropout masks come from each rank's own stream: the same seed and rank count give the same model
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "X.npy", rng.standard_normal((24, 5, 2)).astype(np.float32))
-    np.save(tmp_path / "y.npy", rng.integers(0, 2, 24))
-    args = ["-m", "rnnfast", "train", str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), "--random-state", "1",
-            "--threads", "1", "--hidden-size", "6", "--num-layers", "2", "--set", "dropout=0.3", "--epochs", "2"]
+    args = cli_train(tmp_path, 24, 5, 2, "--random-state", "1", "--hidden-size", "6", "--num-layers", "2",
+                     "--set", "dropout=0.3")
     for name in ("a", "b"):
         check(run(args + ["-o", str(tmp_path / f"{name}.rnnfast")], ranks=2))
-    a, b = rf.load(tmp_path / "a.rnnfast"), rf.load(tmp_path / "b.rnnfast")
-    for (k, x), y in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
-        np.testing.assert_array_equal(y, x, err_msg=k)
+    assert_same_models(tmp_path / "a.rnnfast", tmp_path / "b.rnnfast", rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------- in this process
