@@ -11,12 +11,12 @@ from rnnfast.nn import Sequential
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
            "RNNClassifier", "RNNRegressor", "load", "nn", "train", "interop", "Sequential", "get_num_threads",
-           "set_num_threads", "set_workspace_limit", "get_workspace_limit", "tune", "serving", "datasets",
+           "set_num_threads", "set_workspace_limit", "get_workspace_limit", "tune", "serving", "datasets", "distributed",
            "__version__"]
 
 #: modules imported on first use, so ``import rnnfast`` stays cheap (``rf.serving`` starts no thread until a
-#: Batcher is made; ``rf.datasets.audio.mfcc``)
-_LAZY = ("serving", "datasets")
+#: Batcher is made; ``rf.datasets.audio.mfcc``; ``rf.distributed.predict``)
+_LAZY = ("serving", "datasets", "distributed")
 
 
 def __getattr__(name: str):

@@ -146,13 +146,18 @@ def cmd_train(args):
     params = {"hidden_size": args.hidden_size, "num_layers": args.num_layers, "bidirectional": args.bidirectional,
               "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
               "validation_split": args.validation_split, "random_state": args.random_state,
-              "verbose": args.verbose, "n_threads": args.threads}
+              "verbose": args.verbose, "n_threads": args.threads,
+              "distributed": None if args.distributed == "none" else args.distributed}
     params.update(_parse_set(args.set))
     try:
         model = cls().set_params(**params)
         model.fit(X, y)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
+    from rnnfast.distributed.mpi import resolve
+    dp = resolve(model.distributed)
+    if dp is not None and not dp.is_root:
+        return 0  # rank 0 writes the model and the summary
     model.save(args.output)
     h = model.history_
     last = {k: v[-1] for k, v in h.items() if v}
@@ -496,6 +501,9 @@ def _parser():
     t.add_argument("--random-state", type=int, default=None)
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    t.add_argument("--distributed", choices=("auto", "mpi", "none"), default="auto",
+                   help="data-parallel training over MPI ranks: under 'mpiexec -n N rnnfast train ...' 'auto' "
+                        "(the default) trains on N ranks, rank 0 writes the model (needs rnnfast[mpi])")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other estimator parameter, e.g. --set dropout=0.2 (repeatable)")
 

@@ -23,7 +23,7 @@ REGRESSION_LOSS_NAMES = ("mse", "mae", "huber")
 ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling", "embedding_dim", "dtype",
              "nonlinearity", "reset_after")
 #: Parameters added after saved files existed, with the value a file written before them means.
-ADDED_DEFAULTS = {"reset_after": True}
+ADDED_DEFAULTS = {"reset_after": True, "distributed": None}
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
@@ -58,6 +58,7 @@ PARAMETER_CONSTRAINTS = {
     "verbose": AnyOf(Boolean(), Integer(0, 2)),
     "dtype": FloatDtype(),
     "n_threads": Integer(1, allow_none=True),
+    "distributed": Options("auto", "mpi", allow_none=True),
 }
 
 
@@ -95,6 +96,7 @@ class Params:
     n_threads: Optional[int]
     nonlinearity: str = "tanh"
     reset_after: bool = True
+    distributed: Optional[str] = None
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""

@@ -51,7 +51,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None):
+                 n_threads=None, distributed=None):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -80,6 +80,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         self.verbose = verbose
         self.dtype = dtype
         self.n_threads = n_threads
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ fitted state
     def _validate_params(self) -> _params.Params:
@@ -110,6 +111,9 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
             self.seed_ = p.random_state
         else:
             self.seed_ = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]  # an int when drawn
+        if p.distributed is not None:  # every rank builds the same network and validation split
+            from rnnfast.distributed.mpi import shared_seed
+            self.seed_ = shared_seed(p.distributed, self.seed_)
         inputs, targets = input_spec(data.inputs, p.vocab_size), data.targets.spec
         self._set_specs(inputs, targets)
         self._arch_, self._opt_ = p.arch(), p.opt()
@@ -368,6 +372,10 @@ class LSTM(_RecurrentEstimator):
     dtype : {"float32", "float64"}, default "float32"
     n_threads : int, optional
         Threads of the kernels (default :func:`rnnfast.get_num_threads`).
+    distributed : {None, "auto", "mpi"}, default None
+        Data-parallel training over the ranks of an MPI job (``mpiexec -n N python script.py``; see
+        :mod:`rnnfast.distributed.mpi`): the same results as one process with the same ``batch_size`` (the
+        global batch), up to float rounding; rank 0 writes. ``"auto"``: when started by an MPI launcher.
 
     Attributes
     ----------
@@ -419,7 +427,7 @@ class GRU(_RecurrentEstimator):
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, reset_after=True):
+                 n_threads=None, distributed=None, reset_after=True):
         super().__init__(**_shared_args(locals()))
         self.reset_after = reset_after
 
@@ -435,6 +443,6 @@ class RNN(_RecurrentEstimator):
                  batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto",
                  clip_norm=None, clip_value=None, validation_split=0.0, shuffle=True, bucket=True,
                  early_stopping=False, patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0,
-                 dtype="float32", n_threads=None):
+                 dtype="float32", n_threads=None, distributed=None):
         super().__init__(**_shared_args(locals()))
         self.nonlinearity = nonlinearity

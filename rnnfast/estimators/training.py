@@ -101,5 +101,5 @@ def run_epochs(est, loss, train: SequenceDataset, val: Optional[SequenceDataset]
     fit_loop(est.model_, loss, est.optimizer_, train, epochs=epochs, batch_size=p.batch_size, shuffle=p.shuffle,
              bucket=p.bucket, validation_data=val, clip_norm=p.clip_norm, clip_value=p.clip_value, metrics=metrics,
              callbacks=cbs, tbptt=p.tbptt, seed=est.seed_, initial_epoch=est.n_epochs_, history=est.history_,
-             n_threads=p.n_threads, verbose=p.verbose, estimator=est)
+             n_threads=p.n_threads, verbose=p.verbose, estimator=est, distributed=p.distributed)
     est.model_.eval()

@@ -13,7 +13,7 @@ __all__ = ["fit", "evaluate", "predict", "Stateful", "History", "Trainer", "METR
 def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, per_step=False, epochs=1,
         batch_size=32, shuffle=True, bucket=True, validation_data=None, validation_split=0.0, clip_norm=None,
         clip_value=None, schedule=None, metrics=None, callbacks=None, tbptt=None, stateful=False, seed=None,
-        initial_epoch=0, history=None, n_threads=None, verbose=0, estimator=None) -> History:
+        initial_epoch=0, history=None, n_threads=None, verbose=0, estimator=None, distributed=None) -> History:
     """Train ``model`` on sequences: ``Trainer(model, loss, optimizer, ...).fit(X, y, ...)`` (a
     :class:`rnnfast.train.tbptt.TruncatedBPTTTrainer` when ``tbptt`` or ``stateful`` is given).
 
@@ -70,6 +70,8 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
         1: a progress bar per epoch; 2: one line per epoch.
     estimator : object, optional
         Given to the callbacks (``trainer.estimator``); :class:`ModelCheckpoint` saves it.
+    distributed : None, "auto", "mpi" or rnnfast.distributed.DataParallel, optional
+        Data-parallel training over MPI ranks (see :class:`rnnfast.train.Trainer`).
 
     Returns
     -------
@@ -81,7 +83,7 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
         Bad arguments or data (before any training).
     """
     kw = dict(metrics=metrics, callbacks=callbacks, clip_norm=clip_norm, clip_value=clip_value, schedule=schedule,
-              n_threads=n_threads, verbose=verbose, estimator=estimator)
+              n_threads=n_threads, verbose=verbose, estimator=estimator, distributed=distributed)
     tb = tbptt is not None or stateful
     trainer = (TruncatedBPTTTrainer(model, loss, optimizer, tbptt=tbptt, stateful=stateful, **kw) if tb
                else Trainer(model, loss, optimizer, **kw))

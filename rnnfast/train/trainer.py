@@ -256,6 +256,10 @@ class Trainer:
         1: a progress bar per epoch; 2: one line per epoch.
     estimator : object, optional
         Given to the callbacks (``trainer.estimator``); :class:`ModelCheckpoint` saves it.
+    distributed : None, "auto", "mpi" or rnnfast.distributed.DataParallel, optional
+        Data-parallel training over MPI ranks (see :mod:`rnnfast.distributed.mpi`): each rank trains on its
+        share of every global batch and the gradients are summed. ``"auto"``: when the process was started by
+        an MPI launcher with more than one rank (``mpiexec -n N``).
 
     Attributes
     ----------
@@ -273,7 +277,7 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer=None, metrics=None, callbacks=None, clip_norm: Optional[float] = None,
                  clip_value: Optional[float] = None, schedule=None, n_threads: Optional[int] = None,
-                 verbose: int = 0, estimator=None) -> None:
+                 verbose: int = 0, estimator=None, distributed=None) -> None:
         checked = validate_params({"clip_norm": clip_norm, "clip_value": clip_value, "verbose": verbose}, _PARAMS)
         self.model, self.loss, self.optimizer, self.estimator = model, loss, optimizer, estimator
         self.clip_norm, self.clip_value, verbose = checked["clip_norm"], checked["clip_value"], checked["verbose"]
@@ -290,6 +294,10 @@ class Trainer:
         self.stop_reason: Optional[str] = None
         self.stop_message: Optional[str] = None
         self._tally = _Tally(self.metrics)
+        self.distributed = None
+        if distributed is not None:
+            from rnnfast.distributed import mpi
+            self.distributed = mpi.resolve(distributed)
 
     def stop(self, message: Optional[str] = None, reason: str = "callback") -> None:
         """Ask the loop to stop after the current step (the first reason given is kept)."""
@@ -314,10 +322,11 @@ class Trainer:
                  initial_epoch=initial_epoch), _PARAMS).values()
         data, val = self._fit_data(X, y, lengths, sample_weight, per_step, validation_data, validation_split)
         self._check_fit(data, shuffle, batch_size)
-        seed_int, seed_rng = _seed_parts(seed)
+        dist = self.distributed
+        seed_int, seed_rng = _seed_parts(seed if dist is None else dist.common_seed(seed))
         self._begin_fit(data, val, epochs, initial_epoch, batch_size, history)
-        callbacks = CallbackList(self.callbacks + ([ProgressBar(per_batch=self.verbose == 1)] if self.verbose else []),
-                                 self)
+        cbs = self.callbacks + ([ProgressBar(per_batch=self.verbose == 1)] if self.verbose else [])
+        callbacks = CallbackList(cbs if dist is None else dist.callbacks(cbs), self)
         logs: Dict[str, float] = {}
         t_start = time.perf_counter()
         with _SigintGuard() as guard:
@@ -332,19 +341,22 @@ class Trainer:
                     self.model.train()
                     self._tally = _Tally(self.metrics)
                     finite = True
-                    for step, batch in enumerate(self.iter_steps(data, batches)):
+                    steps = self.iter_steps(data, batches) if dist is None else dist.iter_steps(self, data, batches)
+                    for step, batch in enumerate(steps):
                         callbacks.on_batch_begin(step, {})
                         blogs, finite = self._run_step(batch, epoch, step)
                         callbacks.on_batch_end(step, blogs)
                         if not finite:
                             break
+                        if dist is not None and dist.agree(self.stop_training or guard.flag):
+                            self.stop("another rank stopped training")
                         if guard.flag:
                             raise KeyboardInterrupt
                         if self.stop_training:
                             break
                     if not finite:
                         break  # an epoch that ended in a non-finite loss is not recorded
-                    logs = self._epoch_logs(val, batch_size)
+                    logs = self._epoch_logs(val, batch_size) if dist is None else dist.epoch_logs(self, val, batch_size)
                     self.history._append(epoch, logs)
                     callbacks.on_epoch_end(epoch, logs)
                     if guard.flag:
@@ -353,6 +365,10 @@ class Trainer:
                         break
             except KeyboardInterrupt:
                 self.stop("interrupted (Ctrl-C)", reason="interrupted")
+            except Exception as e:
+                if dist is not None:
+                    dist.fail(e)  # ends every rank of the job (a job of one rank: raises)
+                raise
             finally:
                 self.carry.detach()
         return self._end_fit(callbacks, logs, t_start)
@@ -387,6 +403,8 @@ class Trainer:
                        "tbptt": self.tbptt, "validation": val is not None}
         self.stop_training, self.stop_reason, self.stop_message = False, None, None
         self._grads = list(self.model.grads.values())  # live arrays, zeroed in place: fetch once
+        if self.distributed is not None:
+            self.distributed.begin(self)  # every rank starts from rank 0's weights and optimizer state
 
     def _end_fit(self, callbacks: CallbackList, logs: Dict[str, float], t_start: float) -> History:
         # after an interruption the gradients may be partial: leave none behind
@@ -475,6 +493,8 @@ class Trainer:
         out = self.forward(batch)
         mask = batch.mask()
         value, dout = self.loss(out, batch.y, mask=mask, sample_weight=batch.sample_weight)
+        if self.distributed is not None:  # backward, the gradients summed over the ranks, the step
+            return self.distributed.step(self, value, dout, out, batch, mask)
         if not math.isfinite(value):
             return value
         call_backward(self.model, dout, self.n_threads)
