@@ -16,7 +16,13 @@ import warnings
 from typing import SupportsIndex
 
 from rnnfast._kernels import _recurrent
-from rnnfast._validation import check_int
+from rnnfast._validation import MAX_THREADS, check_threads
+
+__all__ = ["MAX_THREADS", "set_num_threads", "get_num_threads", "resolve_threads", "available_cpus"]
+
+# the kernels clamp every thread count to the same limit (defence in depth: a count that reached them by
+# a path that skipped check_threads still starts no more threads than this)
+_recurrent.set_max_threads(MAX_THREADS)
 
 _lock = threading.Lock()
 _num_threads: int | None = None
@@ -86,17 +92,18 @@ def set_num_threads(n: SupportsIndex | None) -> None:
     Parameters
     ----------
     n : int or None
-        A positive thread count, or None to return to the default (the CPUs this process may use).
+        A thread count in [1, :data:`MAX_THREADS`], or None to return to the default (the CPUs this
+        process may use).
 
     Raises
     ------
     TypeError
         ``n`` is not an int (a float, a bool, a string) nor None.
     ValueError
-        ``n`` < 1.
+        ``n`` < 1 or ``n`` > :data:`MAX_THREADS`.
     """
     global _num_threads
-    value = check_int(n, "n", 1, allow_none=True)
+    value = check_threads(n, "n")
     with _lock:
         _num_threads = value
     if value is None:
@@ -109,18 +116,19 @@ def get_num_threads() -> int:
     Returns
     -------
     int
-        The value given to :func:`set_num_threads`, else the CPUs this process may use.
+        The value given to :func:`set_num_threads`, else the CPUs this process may use (at most
+        :data:`MAX_THREADS`).
     """
     n = _num_threads
-    return available_cpus() if n is None else n
+    return min(available_cpus(), MAX_THREADS) if n is None else n
 
 
 def resolve_threads(n_threads: SupportsIndex | None) -> int:
     """The thread count for one call: ``n_threads`` if given (validated), else the default; 1 in a
     process forked after rnnfast had started threads (see above). ``n_threads`` is checked as ``n`` of
-    :func:`set_num_threads` is (TypeError for a non-int, ValueError below 1)."""
+    :func:`set_num_threads` is (TypeError for a non-int, ValueError below 1 or above :data:`MAX_THREADS`)."""
     global _threads_started, _warned_fork
-    n = get_num_threads() if n_threads is None else check_int(n_threads, "n_threads", 1)
+    n = get_num_threads() if n_threads is None else check_threads(n_threads, "n_threads", allow_none=False)
     if n > 1:
         if _forked_after_threads:
             if not _warned_fork:

@@ -87,3 +87,111 @@ def test_forked_child_after_threads_runs_single_threaded():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# ------------------------------------------------------------------------------ the thread-count limit
+# Before the limit, n_threads=100000 started that many OpenMP threads in the batch-1 kernel: a segfault
+# (50,000: "libgomp: Thread creation failed", exit 1). Every entry point now refuses a count above
+# MAX_THREADS with a ValueError naming the argument and the limit, and the kernels clamp to it as well.
+
+def test_max_threads_is_documented_and_public():
+    assert rf.MAX_THREADS == _threads.MAX_THREADS == 256
+    assert "MAX_THREADS" in (_threads.__doc__ or "") + (rf.set_num_threads.__doc__ or "")
+
+
+@pytest.mark.parametrize("bad", [rf.MAX_THREADS + 1, 50_000, 100_000, 2**31, 2**63, 2**100])
+def test_per_call_n_threads_above_the_limit(bad):
+    m = rf.nn.LSTM(8, 8, seed=0).eval()
+    with pytest.raises(ValueError, match=rf"n_threads must be at most {rf.MAX_THREADS} .*got {bad}"):
+        m(np.zeros((1, 3, 8), np.float32), n_threads=bad)
+
+
+@pytest.mark.parametrize("bad,err,msg", [(0, ValueError, "n_threads must be >= 1"),
+                                         (-5, ValueError, "n_threads must be >= 1"),
+                                         (True, TypeError, "n_threads must be an int"),
+                                         (2.0, TypeError, "n_threads must be an int"),
+                                         ("4", TypeError, "n_threads must be an int"),
+                                         (np.int64(300), ValueError, "at most 256")])
+def test_per_call_n_threads_bad_values(bad, err, msg):
+    m = rf.nn.GRU(4, 4, seed=0)
+    with pytest.raises(err, match=msg):
+        m(np.zeros((2, 3, 4), np.float32), n_threads=bad)
+
+
+def test_limit_itself_is_accepted():
+    m = rf.nn.RNN(4, 4, seed=0).eval()
+    x = np.ones((2, 3, 4), np.float32)
+    np.testing.assert_array_equal(m(x, n_threads=rf.MAX_THREADS)[0], m(x, n_threads=1)[0])
+
+
+@pytest.mark.parametrize("bad", [rf.MAX_THREADS + 1, 2**40])
+def test_set_num_threads_above_the_limit(bad):
+    with pytest.raises(ValueError, match=rf"n must be at most {rf.MAX_THREADS}"):
+        rf.set_num_threads(bad)
+    assert rf.get_num_threads() <= rf.MAX_THREADS
+
+
+def test_default_never_exceeds_the_limit(monkeypatch):
+    monkeypatch.setattr(_threads, "_available", 100_000)
+    monkeypatch.setattr(_threads, "_num_threads", None)
+    assert rf.get_num_threads() == rf.MAX_THREADS
+
+
+def test_estimator_and_trainer_refuse_too_many_threads():
+    X = np.zeros((4, 3, 2), np.float32)
+    with pytest.raises(ValueError, match="n_threads must be at most"):
+        rf.LSTM(hidden_size=2, epochs=1, verbose=0, n_threads=100_000).fit(X, np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="n_threads must be at most"):
+        rf.train.Trainer(rf.nn.LSTM(2, 2), None, n_threads=100_000)
+    with pytest.raises(TypeError, match="n_threads must be an int"):
+        rf.train.Trainer(rf.nn.LSTM(2, 2), None, n_threads=True)
+
+
+_MODEL_FILE_CHILD = r"""
+import json, sys, zipfile
+import numpy as np, rnnfast as rf
+from rnnfast.io import FormatError
+X = np.random.default_rng(0).standard_normal((8, 5, 3)).astype(np.float32)
+m = rf.LSTM(hidden_size=4, epochs=1, verbose=0, random_state=0).fit(X, np.arange(8) % 2)
+m.save("good.rnnfast")
+with zipfile.ZipFile("good.rnnfast") as z:
+    data = {n: z.read(n) for n in z.namelist()}
+meta = json.loads(data["rnnfast.json"])
+meta["config"]["n_threads"] = 100000
+data["rnnfast.json"] = json.dumps(meta).encode()
+with zipfile.ZipFile("bad.rnnfast", "w") as z:
+    for n, b in data.items():
+        z.writestr(n, b)
+try:
+    rf.load("bad.rnnfast").predict(X[:1])
+except (FormatError, ValueError) as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
+
+def test_model_file_with_too_many_threads_is_refused_not_a_crash(tmp_path):
+    """A model file whose config says n_threads=100000 loaded, then predict on one sequence segfaulted."""
+    from tests._child import run_python
+    res = run_python(["-c", _MODEL_FILE_CHILD], cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "REFUSED" in res.stdout and "n_threads" in res.stdout and "256" in res.stdout, res.stdout
+
+
+_KERNEL_CAP_CHILD = r"""
+import numpy as np, rnnfast as rf
+from rnnfast._kernels import _recurrent as k
+m = rf.nn.LSTM(128, 128, seed=0).eval()
+x = np.ones((1, 8, 128), np.float32)
+out = m._run(x, None, None, None, False, 100000, m._acquire())[0]   # past the Python-side check
+a = np.ones((64, 64), np.float32); o = np.empty_like(a)
+k.matmul(a, a, o, nthreads=100000)
+print("OK", k.set_max_threads(256))
+"""
+
+
+def test_kernels_clamp_a_count_that_skipped_validation(tmp_path):
+    """Defence in depth: the kernels start at most MAX_THREADS threads whatever they are given."""
+    from tests._child import run_python
+    res = run_python(["-c", _KERNEL_CAP_CHILD], cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.split() == ["OK", str(rf.MAX_THREADS)]

@@ -95,10 +95,11 @@ def check_lengths(lengths, B, T, name="lengths"):
         raise ValueError(f"{name} must have shape ({B},), got {arr.shape}")
     if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
         raise TypeError(f"{name} must be whole numbers")
-    arr = arr.astype(np.int64)
+    # the range is checked in the array's own dtype, before the cast (2**64 - 1 would become -1)
     if B and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {arr.min()}, max {arr.max()}")
-    return arr
+        lo, hi = (str(int(v)) if arr.dtype.kind in "iu" else f"{v:g}" for v in (arr.min(), arr.max()))
+        raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {lo}, max {hi}")
+    return arr.astype(np.int64)
 
 
 def time_mask(lengths, B, T):

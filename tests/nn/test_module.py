@@ -148,3 +148,18 @@ def test_keyword_protocol_is_declared():
     assert call_forward(Plain(), x) is x and call_backward(Plain(), x, n_threads=2) is x
     with pytest.raises(TypeError, match="layer protocol"):
         call_forward(Plain(), x, lengths=np.array([1, 2]))
+
+
+@pytest.mark.parametrize("lengths,shown", [
+    (np.array([2**64 - 1], np.uint64), "18446744073709551615"),   # was "got min -1": cast before the check
+    (np.array([2**63], np.uint64), "9223372036854775808"),
+    (np.array([-2**63], np.int64), "-9223372036854775808"),
+    (np.array([1e30]), "1e+30"),
+    (np.array([300], np.uint16), "300"),
+])
+def test_lengths_out_of_range_report_the_real_value(lengths, shown):
+    from rnnfast.nn.module import check_lengths
+    with pytest.raises(ValueError, match=rf"lengths must be in \[1, 4\].*got min {shown}, max {shown}"):
+        check_lengths(lengths, 1, 4)
+    with pytest.raises(ValueError, match=f"got min {shown}"):
+        rf.nn.GRU(2, 3)(np.zeros((1, 4, 2), np.float32), lengths=lengths)
