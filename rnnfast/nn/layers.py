@@ -65,6 +65,8 @@ class Embedding(Module):
     (1, 3, 4)
     """
 
+    _read_only = ("num_embeddings", "embedding_dim", "padding_idx", "dtype")
+
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
@@ -139,6 +141,8 @@ class Linear(Module):
     -----
     Parameters ``weight`` (out_features, in_features) and ``bias`` (out_features,), as in PyTorch.
     """
+
+    _read_only = ("in_features", "out_features", "bias", "dtype")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32,
                  seed: Seed = None) -> None:
@@ -249,6 +253,8 @@ class LastStep(Module):
     -----
     ``forward(x, lengths=None)``: without ``lengths`` every sequence ends at step T - 1.
     """
+
+    _read_only = ("bidirectional",)
 
     def __init__(self, bidirectional: bool = False) -> None:
         super().__init__()
@@ -378,6 +384,8 @@ class Attention(Module):
     keyword_protocol = False  # forward(query, keys, values=None, key_lengths=None): not a Sequential layer
 
     KINDS = ("dot", "general", "additive")
+
+    _read_only = ("query_size", "key_size", "kind", "hidden_size", "dtype")
 
     def __init__(self, query_size: int, key_size: int, kind: str = "dot", hidden_size: int | None = None,
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:

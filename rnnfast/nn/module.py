@@ -174,6 +174,30 @@ def call_backward(layer, dout, n_threads: "int | None" = None):
 
 
 # ---------------------------------------------------------------------------------------- Module
+class _ReadOnly:
+    """A data descriptor for one constructor setting that may be set once (by ``__init__``) and never again.
+
+    It has no ``__get__``: reads find the value in the instance's ``__dict__`` as for a plain attribute (no
+    cost on the hot paths); only assignment and deletion come here. Pickling, ``copy`` and ``__setstate__``
+    write ``__dict__`` directly and are not affected."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self, obj, what: str):
+        cls = type(obj).__name__
+        return AttributeError(f"cannot {what} {cls}.{self.name}: it is read-only, fixed at construction (it decides "
+                              f"the parameters' shapes or the kernels' setup); build a new {cls} instead")
+
+    def __set__(self, obj, value) -> None:
+        if self.name in obj.__dict__:
+            raise self._refuse(obj, "set")
+        obj.__dict__[self.name] = value
+
+    def __delete__(self, obj) -> None:
+        raise self._refuse(obj, "delete")
+
+
 class Module:
     """Base class of the layers: parameters, accumulated gradients, training flag, state dicts.
 
@@ -190,9 +214,22 @@ class Module:
     keyword_protocol : bool
         Class attribute, True: ``forward`` takes ``lengths=`` and ``n_threads=``, ``backward`` takes
         ``n_threads=`` (see the module docstring).
+    _read_only : tuple of str
+        Class attribute: the constructor settings a subclass fixes for the layer's life (those that shape
+        the parameters, such as ``input_size`` or ``bidirectional``). ``__init__`` sets each once; setting
+        or deleting one afterwards raises AttributeError (a changed ``input_size`` used to run silently
+        with different results). Settings that are harmless to change (``batch_first``, ``dropout``, as in
+        PyTorch) are left out.
     """
 
     keyword_protocol = True
+    _read_only: tuple = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("_read_only", ()):
+            if not isinstance(getattr(cls, name, None), _ReadOnly):
+                setattr(cls, name, _ReadOnly(name))
 
     def __init__(self):
         self._params = {}

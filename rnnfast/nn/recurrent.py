@@ -33,6 +33,7 @@ class _RNNBase(KernelCalls, Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode: Optional[str] = None
+    _read_only = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional", "nonlinearity", "dtype")
     #: The constructor's options (rnnfast._validation: TypeError for a wrong type, ValueError for a bad value).
     _options = {"bias": Boolean(), "batch_first": Boolean(), "bidirectional": Boolean(), "dropout": Real(0.0, 1.0),
                 "nonlinearity": Options("tanh", "relu")}
