@@ -4,12 +4,22 @@ A layer owns its parameters (``_params``, name -> array) and their gradients (``
 shapes, accumulated by ``backward``). ``forward`` in training mode keeps what ``backward`` needs; in eval
 mode it keeps nothing, so inference is stateless.
 
+Threads: what a training-mode ``forward`` keeps is kept per thread (as PyTorch's autograd keeps a graph
+per call), so one layer may be trained from several threads at once: each thread's ``backward``
+differentiates that thread's last ``forward``, and ``backward`` itself runs under the layer's lock, so
+gradients accumulate as the serial calls' sum. A ``backward`` in a thread that ran no ``forward`` raises
+:class:`BackwardStateError` saying so. ``eval()`` and ``load_state_dict`` drop every thread's cache.
+
 The calling protocol is declared, not guessed: a layer with ``keyword_protocol = True`` (every
 :class:`Module`) is called ``forward(x, *, lengths=None, n_threads=None)`` and
 ``backward(dout, *, n_threads=None)``, and accepts those keywords even when it has no use for them.
 :class:`rnnfast.nn.Sequential` and the training loop call any other object with ``forward`` and ``backward``
 as ``forward(x)`` and ``backward(dout)``.
 """
+
+import functools
+import threading
+import weakref
 
 import numpy as np
 
@@ -174,6 +184,62 @@ def call_backward(layer, dout, n_threads: "int | None" = None):
 
 
 # ---------------------------------------------------------------------------------------- Module
+class _Shared:
+    """What a layer shares between its threads: a lock for gradient accumulation and the per-thread store
+    of backward caches. Kept in the layer's ``__dict__`` (``_shared``); a pickled or deep-copied layer gets
+    a fresh one (``__reduce__``), and so does a shallow copy (``owner`` tells it is not its own)."""
+
+    __slots__ = ("lock", "local", "owner")
+
+    def __init__(self, owner=None) -> None:
+        self.lock = threading.RLock()
+        self.local = threading.local()
+        self.owner = None if owner is None else weakref.ref(owner)
+
+    def __reduce__(self):
+        return _Shared, ()
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(obj) -> _Shared:
+    """``obj``'s lock and per-thread store, made on first use."""
+    sh = obj.__dict__.get("_shared")
+    if sh is not None and sh.owner is not None and sh.owner() is obj:
+        return sh
+    with _SHARED_LOCK:
+        sh = obj.__dict__.get("_shared")
+        if sh is None or sh.owner is None or sh.owner() is not obj:
+            sh = obj.__dict__["_shared"] = _Shared(obj)
+        return sh
+
+
+class _PerThread:
+    """A data descriptor whose value is per thread (None until the thread sets it): the backward caches."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return _shared(obj).local.__dict__.get(self.name)  # (getattr with a default pays for an exception)
+
+    def __set__(self, obj, value) -> None:
+        _shared(obj).local.__dict__[self.name] = value
+
+
+def _locked_backward(backward):
+    """``backward`` run under the layer's lock: gradients accumulate one call at a time."""
+    @functools.wraps(backward)
+    def locked(self, *args, **kwargs):
+        with _shared(self).lock:
+            return backward(self, *args, **kwargs)
+    locked._locked = True  # type: ignore[attr-defined]
+    return locked
+
+
 class _ReadOnly:
     """A data descriptor for one constructor setting that may be set once (by ``__init__``) and never again.
 
@@ -224,18 +290,25 @@ class Module:
 
     keyword_protocol = True
     _read_only: tuple = ()
+    #: Class attribute: the attributes a training-mode forward sets for backward; each thread has its own.
+    _per_thread: tuple = ()
+    _cache = _PerThread("_cache")
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        for name in cls.__dict__.get("_read_only", ()):
-            if not isinstance(getattr(cls, name, None), _ReadOnly):
-                setattr(cls, name, _ReadOnly(name))
+        for names, kind in ((cls.__dict__.get("_read_only", ()), _ReadOnly),
+                            (cls.__dict__.get("_per_thread", ()), _PerThread)):
+            for name in names:
+                if not isinstance(getattr(cls, name, None), kind):
+                    setattr(cls, name, kind(name))
+        backward = cls.__dict__.get("backward")
+        if callable(backward) and not getattr(backward, "_locked", False):
+            cls.backward = _locked_backward(backward)
 
     def __init__(self):
         self._params = {}
         self.grads = {}
         self.training = True
-        self._cache = None
 
     def _add_param(self, name, value):
         """Register a parameter (C-contiguous, on a cache line) and its zero gradient."""
@@ -262,8 +335,8 @@ class Module:
         """Keep ``cache`` for backward in training mode; eval mode keeps nothing."""
         self._cache = cache if self.training else None
 
-    def _take_cache(self):
-        """The cache of the last training-mode forward, consumed (one backward per forward)."""
+    def _peek_cache(self):
+        """This thread's cache of its last training-mode forward (BackwardStateError when there is none)."""
         cache = self._cache
         if cache is None:
             if not self.training:
@@ -271,9 +344,19 @@ class Module:
                                          "mode; this layer is in eval mode, which keeps no backward cache "
                                          "(call .train())")
             raise BackwardStateError(f"{type(self).__name__}.backward() called without a preceding "
-                                     "training-mode forward() (or twice for one forward)")
+                                     "training-mode forward() in this thread (or twice for one forward); "
+                                     "each thread's backward differentiates that thread's own forward")
+        return cache
+
+    def _take_cache(self):
+        """This thread's cache of its last training-mode forward, consumed (one backward per forward)."""
+        cache = self._peek_cache()
         self._cache = None
         return cache
+
+    def _drop_caches(self) -> None:
+        """Forget every thread's backward cache (new weights, or eval mode)."""
+        _shared(self).local = threading.local()
 
     # ------------------------------------------------------------------ randomness
     @property
@@ -334,7 +417,7 @@ class Module:
         new = validate_state_dict(state_dict, self._params)
         for name, arr in new.items():
             self._params[name][...] = arr
-        self._cache = None
+        self._drop_caches()
 
     def named_parameters(self):
         """(name, array) pairs of the live parameter arrays (updating them in place updates the layer).
@@ -360,7 +443,7 @@ class Module:
         """
         self.training = _validation.check_bool(mode, "mode")
         if not self.training:
-            self._cache = None
+            self._drop_caches()
         return self
 
     def eval(self):

@@ -14,8 +14,7 @@ from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, validate_params
 from rnnfast.nn._rnn_calls import KernelCalls
-from rnnfast.nn.module import (BackwardStateError, Module, as_float, check_float_dtype, check_int, check_lengths,
-                               make_rng)
+from rnnfast.nn.module import Module, as_float, check_float_dtype, check_int, check_lengths, make_rng
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -240,13 +239,7 @@ class _RNNBase(KernelCalls, Module):
         dh0 : ndarray for GRU and RNN; LSTM returns ``(dh0, dc0)``.
         """
         nth = resolve_threads(n_threads)
-        cache = self._cache
-        if cache is None:
-            if not self.training:
-                raise BackwardStateError("backward() needs a forward pass in training mode; this layer is in "
-                                         "eval mode, which keeps no backward cache (call .train())")
-            raise BackwardStateError("backward() called without a preceding training-mode forward() "
-                                     "(or twice for one forward)")
+        cache = self._peek_cache()  # this thread's (BackwardStateError when there is none)
         plan = cache["plan"]
         unbatched = cache["unbatched"]
         dout = self._check_dout(dout, plan, unbatched)
