@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from rnnfast._logging import console
 from rnnfast._validation import THREADS, AnyOf, Boolean, Integer, Real, check_seed, validate_params
 from rnnfast.nn.module import call_backward, call_forward
 from rnnfast.nn.stateful import StateCarry, Stateful, _layers_of
@@ -322,7 +323,7 @@ class Trainer:
                                  self)
         logs: Dict[str, float] = {}
         t_start = time.perf_counter()
-        with _SigintGuard() as guard:
+        with _SigintGuard() as guard, console(self.verbose or any(getattr(c, "verbose", 0) for c in self.callbacks)):
             try:
                 callbacks.on_train_begin({})
                 for epoch in range(initial_epoch, initial_epoch + epochs):
