@@ -1,5 +1,8 @@
-"""rnnfast.set_num_threads / get_num_threads and the default thread count."""
+"""rnnfast.set_num_threads / get_num_threads, the default thread count, its limit, and the BLAS hold."""
 import os
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -41,6 +44,7 @@ def test_cgroup_quota_caps(monkeypatch):
 
 def test_blas_held_to_one_thread_only_during_calls():
     # scipy's wheels ship OpenBLAS: rnnfast holds it to one thread while a call runs, then restores it
+    assert _threads.blas_control() is not None  # looked up at the first call (threadpoolctl is lazy)
     assert _recurrent.has_blas_thread_control()
     before = _recurrent.blas_threads_now()
     m = rf.nn.GRU(4, 8, seed=0)
@@ -195,3 +199,91 @@ def test_kernels_clamp_a_count_that_skipped_validation(tmp_path):
     res = run_python(["-c", _KERNEL_CAP_CHILD], cwd=tmp_path, timeout=120)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert res.stdout.split() == ["OK", str(rf.MAX_THREADS)]
+
+
+# ------------------------------------------------------------------------------ which BLAS is held
+# The hold used to find scipy's OpenBLAS by a file-name glob in scipy.libs, so a conda or Debian scipy (MKL,
+# a system OpenBLAS) got none. It now resolves the thread functions through cython_blas's own library
+# handle (threadpoolctl, when installed, picks them). numpy's and scipy's wheels each bundle an OpenBLAS:
+# threadpoolctl's view of both is the oracle for which one rnnfast holds.
+
+def _blas_libs():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    libs = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
+    held = _threads.blas_control()
+    if held is None:
+        pytest.skip("scipy's BLAS has no thread control here")
+    scipy_libs = [c for c in libs if os.path.realpath(c.filepath) == held.path]
+    numpy_libs = [c for c in libs if "numpy" in os.path.relpath(c.filepath, numpy_dir).split(os.sep)[0]]
+    if len(scipy_libs) != 1 or len(numpy_libs) != 1 or scipy_libs[0] is numpy_libs[0]:
+        pytest.skip("needs numpy and scipy each with its own BLAS (the wheels)")
+    return scipy_libs[0], numpy_libs[0]
+
+
+def test_the_held_blas_is_the_one_scipy_calls_not_numpys():
+    scipy_lib, numpy_lib = _blas_libs()
+    assert "scipy" in scipy_lib.filepath
+    ctl = _threads.blas_control()
+    assert ctl.api == scipy_lib.internal_api and ctl.found_by == "threadpoolctl"
+    before = scipy_lib.get_num_threads(), numpy_lib.get_num_threads()
+    try:
+        for s, n in ((2, 1), (1, 2)):  # the getter the kernels hold with follows scipy's library only
+            scipy_lib.set_num_threads(s)
+            numpy_lib.set_num_threads(n)
+            assert _recurrent.blas_threads_now() == s == scipy_lib.get_num_threads()
+    finally:
+        scipy_lib.set_num_threads(before[0])
+        numpy_lib.set_num_threads(before[1])
+
+
+def test_scipys_blas_is_held_at_one_thread_during_a_call_and_numpys_is_untouched():
+    scipy_lib, numpy_lib = _blas_libs()
+    before = scipy_lib.get_num_threads(), numpy_lib.get_num_threads()
+    scipy_lib.set_num_threads(2)
+    numpy_lib.set_num_threads(2)
+    m = rf.nn.LSTM(128, 128, seed=0).eval()
+    x = np.ones((32, 300, 128), np.float32)
+    seen_scipy, seen_numpy = set(), set()
+    done = threading.Event()
+
+    def call():
+        try:
+            for _ in range(3):
+                m(x, n_threads=1)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=call, daemon=True)
+    try:
+        t.start()
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            seen_scipy.add(scipy_lib.get_num_threads())
+            seen_numpy.add(numpy_lib.get_num_threads())
+            time.sleep(0.0005)
+        t.join(timeout=60)
+        assert not t.is_alive()
+        assert 1 in seen_scipy, seen_scipy  # held while the kernel ran
+        assert seen_numpy == {2}  # never touched
+        assert scipy_lib.get_num_threads() == 2  # restored
+    finally:
+        scipy_lib.set_num_threads(before[0])
+        numpy_lib.set_num_threads(before[1])
+
+
+def test_without_threadpoolctl_the_lookup_finds_the_same_functions(monkeypatch):
+    with_tpc = _threads.find_blas_control()
+    assert with_tpc is not None
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl now fails
+    alone = _threads.find_blas_control()
+    assert alone is not None and alone.found_by == "dlsym"
+    assert (alone.path, alone.api, alone.setter, alone.getter) == \
+        (with_tpc.path, with_tpc.api, with_tpc.setter, with_tpc.getter)
+    assert "scipy" in alone.path
+
+
+def test_a_blas_without_known_thread_control_is_left_alone(monkeypatch):
+    monkeypatch.setattr(_threads, "_THREAD_SYMBOLS", {"openblas": [("no_such_setter", "no_such_getter")]})
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    assert _threads.find_blas_control() is None
