@@ -12,8 +12,8 @@ from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import check_bool, check_int, check_option, check_real
 
-from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_lengths, make_rng,
-                               time_mask, to_numpy)
+from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_lengths, check_param_count,
+                               make_rng, time_mask, to_numpy)
 
 __all__ = ["Embedding", "Linear", "Dropout", "LastStep", "MeanPool", "MaxPool", "Attention"]
 
@@ -78,6 +78,7 @@ class Embedding(Module):
             padding_idx %= n
         self.padding_idx = padding_idx
         self.dtype = check_float_dtype(dtype)
+        check_param_count(n * self.embedding_dim, self.dtype, f"Embedding({n}, {self.embedding_dim})")
         w = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
         if padding_idx is not None:
             w[padding_idx] = 0
@@ -151,6 +152,8 @@ class Linear(Module):
         self.out_features = check_int(out_features, "out_features", 1)
         self.bias = check_bool(bias, "bias")
         self.dtype = check_float_dtype(dtype)
+        check_param_count((self.in_features + 1) * self.out_features, self.dtype,
+                          f"Linear({self.in_features}, {self.out_features})")
         rng = make_rng(seed)
         k = 1.0 / np.sqrt(self.in_features)
         self._add_param("weight", rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))

@@ -18,6 +18,7 @@ as ``forward(x)`` and ``backward(dout)``.
 """
 
 import functools
+import os
 import threading
 import weakref
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from rnnfast import _validation
 
-__all__ = ["Module", "BackwardStateError", "call_forward", "call_backward"]
+__all__ = ["Module", "BackwardStateError", "call_forward", "call_backward", "check_param_count"]
 
 
 ALIGN = 64  # bytes: one cache line and one AVX-512 vector
@@ -110,6 +111,31 @@ def check_lengths(lengths, B, T, name="lengths"):
         lo, hi = (str(int(v)) if arr.dtype.kind in "iu" else f"{v:g}" for v in (arr.min(), arr.max()))
         raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {lo}, max {hi}")
     return arr.astype(np.int64)
+
+
+def _physical_memory() -> int:
+    """Bytes of memory this machine has (a large number when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 50
+
+
+def check_param_count(count: int, dtype, what: str) -> None:
+    """Refuse, before anything is allocated, parameters that could never fit in this machine's memory.
+
+    ``count`` is the layer's number of parameters (or an upper bound, computed from its sizes without
+    building anything: a loop over 2**31 layers would take minutes before it ran out of memory).
+
+    Raises
+    ------
+    ValueError
+        ``count`` parameters of ``dtype`` (and as many gradients) take more than the physical memory.
+    """
+    nbytes = 2 * int(count) * np.dtype(dtype).itemsize  # the parameters and their gradients
+    if nbytes > _physical_memory():
+        raise ValueError(f"{what} would need {nbytes / 2**30:,.1f} GiB for its parameters and their gradients, "
+                         f"more than this machine's {_physical_memory() / 2**30:,.1f} GiB of memory")
 
 
 def time_mask(lengths, B, T):

@@ -14,7 +14,8 @@ from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, validate_params
 from rnnfast.nn._rnn_calls import KernelCalls
-from rnnfast.nn.module import Module, as_float, check_float_dtype, check_int, check_lengths, make_rng
+from rnnfast.nn.module import (Module, as_float, check_float_dtype, check_int, check_lengths, check_param_count,
+                               make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
@@ -60,6 +61,8 @@ class _RNNBase(KernelCalls, Module):
         self._step_out, self._step_out_B = None, 0  # the state the last batched step returned
         self._step_caps = {}  # threads the planner gives a batch-1 step, by requested threads
         self._kplans = {}  # the planner's answers, by call (see _kernel_plan)
+        H, D, G = self.hidden_size, self._D, self._G
+        check_param_count(self.num_layers * D * G * H * (max(self.input_size, D * H) + H + 2), self.dtype, repr(self))
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
