@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 import reference as ref
@@ -62,6 +62,7 @@ class Call:
 @st.composite
 def layer_calls(draw):
     c = Call()
+    valid = draw(st.integers(0, 2)) > 0  # two calls in three are valid ones (else every argument may be bad)
     c.cell = draw(st.sampled_from(sorted(CELLS)))
     c.I, c.H, c.L = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 2))
     c.bidir, c.bias, c.batch_first = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
@@ -71,14 +72,14 @@ def layer_calls(draw):
     D = 2 if c.bidir else 1
     # x: shape, dtype, values, layout
     c.unbatched = draw(st.integers(0, 5)) == 0
-    B, T = draw(st.integers(0, 4)), draw(st.integers(0, 5))
-    F = draw(st.one_of(st.just(c.I), st.just(c.I), st.just(c.I), st.integers(0, 5)))
+    B, T = draw(st.integers(1 if valid else 0, 4)), draw(st.integers(1 if valid else 0, 5))
+    F = c.I if valid else draw(st.one_of(st.just(c.I), st.just(c.I), st.just(c.I), st.integers(0, 5)))
     c.B, c.T = (1 if c.unbatched else B), T
     shape = (T, F) if c.unbatched else ((B, T, F) if c.batch_first else (T, B, F))
-    if draw(st.integers(0, 15)) == 0:  # wrong rank
+    if not valid and draw(st.integers(0, 15)) == 0:  # wrong rank
         shape = draw(st.sampled_from([(), (F,), (1, B, T, F)]))
         c.refuse("x")
-    xdt = np.dtype(draw(st.sampled_from(X_DTYPES)))
+    xdt = np.dtype(draw(st.sampled_from(X_DTYPES[:-2] if valid else X_DTYPES)))
     rng = np.random.default_rng(c.seed)
     x = rng.standard_normal(shape) * 2
     special = draw(st.sampled_from(SPECIAL)) if xdt.kind == "f" and x.size else None
@@ -91,9 +92,10 @@ def layer_calls(draw):
         c.refuse("x")
     elif len(shape) in (2, 3) and (F != c.I or c.B * T == 0):
         c.refuse("x")
-    c.lengths = draw(_lengths(c)) if not c.unbatched else None
-    c.hx = draw(_states(c, D))
-    c.n_threads = draw(st.one_of(st.none(), st.integers(1, 3), INTS, st.booleans(), st.floats(-2, 2)))
+    c.lengths = draw(_lengths(c, valid)) if not c.unbatched else None
+    c.hx = draw(_states(c, D, valid))
+    c.n_threads = draw(st.one_of(st.none(), st.integers(1, 3)) if valid else
+                       st.one_of(st.none(), st.integers(1, 3), INTS, st.booleans(), st.floats(-2, 2)))
     nt = c.n_threads
     if nt is not None and (isinstance(nt, (bool, float)) or not 1 <= nt <= MAX_THREADS):
         c.refuse("n_threads")
@@ -102,8 +104,9 @@ def layer_calls(draw):
 
 
 @st.composite
-def _lengths(draw, c):
-    kind = draw(st.sampled_from(["none", "none", "valid", "valid", "ints", "dtype", "float", "shape", "bool"]))
+def _lengths(draw, c, valid):
+    kind = draw(st.sampled_from(["none", "valid"] if valid else
+                                ["none", "none", "valid", "valid", "ints", "dtype", "float", "shape", "bool"]))
     if kind == "none":
         return None
     B, T = c.B, c.T
@@ -134,8 +137,8 @@ def _lengths(draw, c):
 
 
 @st.composite
-def _states(draw, c, D):
-    kind = draw(st.sampled_from(["none", "none", "valid", "shape", "kind"]))
+def _states(draw, c, D, valid):
+    kind = draw(st.sampled_from(["none", "valid"] if valid else ["none", "none", "valid", "shape", "kind"]))
     if kind == "none":
         return None
     shape = (c.L * D, c.H) if c.unbatched else (c.L * D, c.B, c.H)
@@ -203,8 +206,10 @@ def test_recurrent_layer_calls(c):
     x = _layout(c.x, c.layout)
     call = (lambda: layer(x, c.hx, lengths=c.lengths, n_threads=c.n_threads))
     if c.bad:
+        event("refused")
         _assert_refused(c, call)
         return
+    event("compared with the reference" + (", with backward" if c.train else ""))
     out, state = call()
     params = {k: v.astype(np.float64) for k, v in layer.state_dict().items()}
     xr = _batch_major(np.asarray(c.x).astype(c.dtype), c)
@@ -353,3 +358,15 @@ def test_huge_and_negative_constructor_ints_in_a_child(tmp_path):
         assert outcome.split(":")[0] in ("TypeError", "ValueError", "UnsupportedDtypeError"), (what, outcome)
         assert len(outcome) > 20, (what, outcome)
         assert name, what
+
+
+@pytest.mark.parametrize("B", [1, 3, 40])  # the batch-1, few-rows and packed kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_rnn_propagates_nan_found_by_fuzzing(B, dtype):
+    """relu(NaN) was 0 in the kernels (``a > 0 ? a : 0``): a NaN input gave a finite answer, silently."""
+    m = rf.nn.RNN(2, 3, nonlinearity="relu", dtype=dtype, seed=0).eval()
+    x = np.ones((B, 4, 2), dtype)
+    x[0, 1, 0] = np.nan
+    out, h = m(x)
+    assert np.all(np.isnan(out[0, 1:])) and np.all(np.isnan(h[:, 0]))
+    assert np.all(np.isfinite(out[1:])) and np.all(np.isfinite(out[0, :1]))
