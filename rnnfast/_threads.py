@@ -196,20 +196,20 @@ def _file_of(address: int) -> Optional[str]:
     return os.path.realpath(os.fsdecode(info.dli_fname))
 
 
-def _lookup(lib, symbols: dict) -> Optional[tuple]:
-    """``(api, setter, getter)`` from the first pair of ``symbols`` that ``lib`` resolves, or None."""
+def _lookup(lib, symbols: dict, path: Optional[str], found_by: str) -> Optional[BlasControl]:
+    """The control from the first pair of ``symbols`` (api -> [(setter, getter)]) that ``lib`` resolves."""
     for api, pairs in symbols.items():
         for set_name, get_name in pairs:
             setter, getter = getattr(lib, set_name, None), getattr(lib, get_name, None)
             if setter is not None and getter is not None:
-                return api, _address(setter), _address(getter)
+                return BlasControl(path, api, _address(setter), _address(getter), found_by)
     return None
 
 
 def _via_threadpoolctl(path: Optional[str]) -> Optional[BlasControl]:
     """The control of the BLAS at ``path`` among threadpoolctl's (None without threadpoolctl or a match)."""
     try:
-        import threadpoolctl
+        import threadpoolctl  # type: ignore[import-untyped]
     except ImportError:
         return None
     libs = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
@@ -218,8 +218,8 @@ def _via_threadpoolctl(path: Optional[str]) -> Optional[BlasControl]:
     if len(libs) != 1:
         return None
     ctl = libs[0]
-    found = _lookup(ctl.dynlib, {ctl.internal_api: _THREAD_SYMBOLS.get(ctl.internal_api, [])})
-    return None if found is None else BlasControl(os.path.realpath(ctl.filepath), *found, "threadpoolctl")
+    return _lookup(ctl.dynlib, {ctl.internal_api: _THREAD_SYMBOLS.get(ctl.internal_api, [])},
+                   os.path.realpath(ctl.filepath), "threadpoolctl")
 
 
 def find_blas_control() -> Optional[BlasControl]:
@@ -239,12 +239,7 @@ def find_blas_control() -> Optional[BlasControl]:
         return None
     path = next((_file_of(_address(f)) for f in (getattr(handle, n, None) for n in _GEMM_SYMBOLS)
                  if f is not None), None)
-    control = _via_threadpoolctl(path)
-    if control is None:
-        found = _lookup(handle, _THREAD_SYMBOLS)
-        if found is not None:
-            control = BlasControl(path, *found, "dlsym")
-    return control
+    return _via_threadpoolctl(path) or _lookup(handle, _THREAD_SYMBOLS, path, "dlsym")
 
 
 #: How rnnfast holds scipy's BLAS to one thread during its calls, found at the first call (None before,

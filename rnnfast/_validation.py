@@ -364,6 +364,14 @@ def check_seed(seed: Any, name: str = "seed") -> Any:
     return SEED.check(seed, name)
 
 
+@overload
+def check_threads(value: Any, name: str = "n_threads", *, allow_none: Literal[False]) -> int: ...
+
+
+@overload
+def check_threads(value: Any, name: str = "n_threads", *, allow_none: bool = True) -> Optional[int]: ...
+
+
 def check_threads(value: Any, name: str = "n_threads", *, allow_none: bool = True) -> Optional[int]:
     """``value`` as a thread count in [1, :data:`MAX_THREADS`], or None when ``allow_none``.
 
