@@ -26,7 +26,7 @@ X_DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np
 SPECIAL = [None, None, None, np.nan, np.inf, -np.inf, 1e4]
 ODD_INTS = [0, -1, 257, 2**31 - 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -2**63, -2**64, 10**30]
 INTS = st.one_of(st.integers(-3, 8), st.sampled_from(ODD_INTS))
-LAYOUTS = ["c", "c", "f", "strided", "reversed", "readonly", "list"]
+LAYOUTS = ["c", "c", "f", "strided", "reversed", "readonly", "list", "newaxis", "broadcast"]
 
 
 def _layout(a, how):
@@ -37,6 +37,8 @@ def _layout(a, how):
         big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
         big[..., ::2] = a
         return big[..., ::2]
+    if how == "newaxis" and a.ndim and a.shape[0] == 1:  # a length-1 axis of stride 0, as x[None] makes
+        return a[0][None]
     if how == "reversed" and a.ndim:
         return np.ascontiguousarray(a[::-1])[::-1]
     if how == "readonly":
@@ -88,6 +90,8 @@ def layer_calls(draw):
     c.x = np.round(x).astype(xdt) if xdt.kind in "iub" else x.astype(xdt)
     c.special = special
     c.layout = draw(st.sampled_from(LAYOUTS))
+    if c.layout == "broadcast" and c.x.ndim:  # every row the first one's, through a stride of 0
+        c.x = np.broadcast_to(c.x[:1], c.x.shape)
     if xdt.kind not in "iuf":
         c.refuse("x")
     elif len(shape) in (2, 3) and (F != c.I or c.B * T == 0):
@@ -370,3 +374,16 @@ def test_relu_rnn_propagates_nan_found_by_fuzzing(B, dtype):
     out, h = m(x)
     assert np.all(np.isnan(out[0, 1:])) and np.all(np.isnan(h[:, 0]))
     assert np.all(np.isfinite(out[1:])) and np.all(np.isfinite(out[0, :1]))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_unbatched_and_stride_0_inputs_found_by_fuzzing(cell, batch_first):
+    """An unbatched sequence (made (1, T, F) by x[None], whose length-1 axis has stride 0) raised
+    "internal: bad in-place strides" in eval mode when the kernel reads the input in place."""
+    m = CELLS[cell](1, 1, bidirectional=True, batch_first=batch_first, seed=0).eval()
+    x = np.array([[0.0], [0.0], [1.0], [0.0]], np.float32)  # (T, F)
+    packed = x[None].copy() if batch_first else x[:, None].copy()
+    want = m(packed)[0]
+    np.testing.assert_array_equal(m(x)[0], want[0] if batch_first else want[:, 0])
+    np.testing.assert_array_equal(m(x[None] if batch_first else x[:, None])[0], want)  # stride 0 itself
