@@ -166,6 +166,7 @@ data["rnnfast.json"] = json.dumps(meta).encode()
 with zipfile.ZipFile("bad.rnnfast", "w") as z:
     for n, b in data.items():
         z.writestr(n, b)
+np.save("X.npy", X[:1])
 try:
     rf.load("bad.rnnfast").predict(X[:1])
 except (FormatError, ValueError) as e:
@@ -179,6 +180,9 @@ def test_model_file_with_too_many_threads_is_refused_not_a_crash(tmp_path):
     res = run_python(["-c", _MODEL_FILE_CHILD], cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "REFUSED" in res.stdout and "n_threads" in res.stdout and "256" in res.stdout, res.stdout
+    # and the command line (exit -11 before): an error exit that names the setting
+    cli = run_python(["-m", "rnnfast", "predict", "bad.rnnfast", "X.npy", "-o", "out.npy"], cwd=tmp_path, timeout=120)
+    assert cli.returncode > 0 and "n_threads" in cli.stderr, (cli.returncode, cli.stderr[-2000:])
 
 
 _KERNEL_CAP_CHILD = r"""
