@@ -100,6 +100,11 @@ def check_lengths(lengths, B, T, name="lengths"):
     if lengths is None:
         return None
     arr = np.asarray(to_numpy(lengths))
+    if arr.dtype == object and arr.ndim == 1 and arr.size and all(_validation._is_int(v) for v in arr):
+        # Python ints (past 64 bits, or an object array): checked as they are, then as int64
+        if min(arr) < 1 or max(arr) > T:
+            raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {min(arr)}, max {max(arr)}")
+        arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != B:

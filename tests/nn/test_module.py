@@ -156,6 +156,7 @@ def test_keyword_protocol_is_declared():
     (np.array([-2**63], np.int64), "-9223372036854775808"),
     (np.array([1e30]), "1e+30"),
     (np.array([300], np.uint16), "300"),
+    ([2**70], str(2**70)),   # a Python int past 64 bits (was "must be integers, got dtype object")
 ])
 def test_lengths_out_of_range_report_the_real_value(lengths, shown):
     import re
@@ -217,3 +218,8 @@ def test_read_only_layers_still_copy_pickle_and_load(make, changes):
         clone.load_state_dict(layer.state_dict())
         with pytest.raises(AttributeError, match="read-only"):
             setattr(clone, next(iter(changes)), None)
+
+
+def test_lengths_as_an_object_array_of_ints():
+    from rnnfast.nn.module import check_lengths
+    np.testing.assert_array_equal(check_lengths(np.array([1, 4], dtype=object), 2, 4), [1, 4])
