@@ -256,6 +256,8 @@ class Trainer:
         Threads of the kernels.
     verbose : {0, 1, 2}, default 0
         1: a progress bar per epoch; 2: one line per epoch.
+        The epoch lines and status messages are records of the ``rnnfast.train`` logger, shown on stderr
+        while no logging is configured (see :mod:`rnnfast._logging`).
     estimator : object, optional
         Given to the callbacks (``trainer.estimator``); :class:`ModelCheckpoint` saves it.
 
