@@ -199,7 +199,7 @@ RF_CLONES static void RF_NAME(rnn_fwd)(int nb, int n, int H, int relu, RF_T* RF_
         if (relu) {
             for (ptrdiff_t j = 0; j < n; j++) {
                 RF_T a = g[j] + b[j];
-                a = a > 0 ? a : 0;
+                a = a < 0 ? 0 : a;  /* NaN stays NaN (relu(NaN) = NaN, as in PyTorch) */
                 g[j] = a;
                 yr[j] = a;
             }

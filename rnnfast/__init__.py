@@ -3,7 +3,7 @@ __version__ = "0.1.0"
 
 from rnnfast import interop, nn, train
 from rnnfast._memory import get_workspace_limit, set_workspace_limit
-from rnnfast._threads import get_num_threads, set_num_threads
+from rnnfast._threads import MAX_THREADS, get_num_threads, set_num_threads
 from rnnfast._tune import tune
 from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
                                 RNNClassifier, RNNRegressor, load)
@@ -11,7 +11,7 @@ from rnnfast.nn import Sequential
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
            "RNNClassifier", "RNNRegressor", "load", "nn", "train", "interop", "Sequential", "get_num_threads",
-           "set_num_threads", "set_workspace_limit", "get_workspace_limit", "tune", "serving", "datasets", "distributed",
+           "set_num_threads", "MAX_THREADS", "set_workspace_limit", "get_workspace_limit", "tune", "serving", "datasets", "distributed",
            "__version__"]
 
 #: modules imported on first use, so ``import rnnfast`` stays cheap (``rf.serving`` starts no thread until a

@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = ["UnsupportedDtypeError", "Constraint", "Integer", "Real", "Boolean", "Options", "FloatDtype", "InstanceOf",
            "Pair", "AnyOf", "SEED", "validate_params", "check_int", "check_real", "check_bool", "check_option",
-           "check_float_dtype", "check_seed"]
+           "check_float_dtype", "check_seed", "MAX_THREADS", "Threads", "THREADS", "check_threads"]
 
 
 class UnsupportedDtypeError(TypeError, ValueError):
@@ -235,6 +235,34 @@ class AnyOf(Constraint):
         raise AssertionError("unreachable: accepts_type was checked")  # pragma: no cover
 
 
+#: The most threads any rnnfast call may use (``n_threads``, ``rf.set_num_threads``, an estimator's or a
+#: model file's ``n_threads``). A fixed number, not a multiple of this machine's cores, so that a setting
+#: valid here is valid on every machine a model file travels to. 256 is above the cores of any one host
+#: rnnfast's kernels scale on (their per-step barriers stop paying well before), and far below what makes
+#: GNU OpenMP fail to start threads (50,000 did, and 100,000 crashed the process).
+#: The kernels clamp to it as well (defence in depth).
+MAX_THREADS = 256
+
+
+class Threads(Integer):
+    """A thread count: an int in [1, :data:`MAX_THREADS`] (the message names the limit)."""
+
+    def __init__(self, *, allow_none: bool = False):
+        super().__init__(1, MAX_THREADS, allow_none=allow_none)
+
+    def convert(self, value: Any, name: str) -> int:
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1{self._none()}, got {value}")
+        if value > MAX_THREADS:
+            raise ValueError(f"{name} must be at most {MAX_THREADS} (rnnfast.MAX_THREADS, the most threads a call "
+                             f"may use), got {value}")
+        return int(value)
+
+
+#: A thread count or None (the default).
+THREADS = Threads(allow_none=True)
+
+
 #: A seed: an int >= 0, a numpy Generator (used as is) or None (fresh entropy).
 SEED = AnyOf(Integer(0), InstanceOf(np.random.Generator, description="a numpy Generator"), allow_none=True)
 
@@ -334,3 +362,27 @@ def check_seed(seed: Any, name: str = "seed") -> Any:
         A negative int.
     """
     return SEED.check(seed, name)
+
+
+@overload
+def check_threads(value: Any, name: str = "n_threads", *, allow_none: Literal[False]) -> int: ...
+
+
+@overload
+def check_threads(value: Any, name: str = "n_threads", *, allow_none: bool = True) -> Optional[int]: ...
+
+
+def check_threads(value: Any, name: str = "n_threads", *, allow_none: bool = True) -> Optional[int]:
+    """``value`` as a thread count in [1, :data:`MAX_THREADS`], or None when ``allow_none``.
+
+    The one check of every thread count rnnfast takes (per-call ``n_threads``, ``set_num_threads``, the
+    estimators, the Trainer, a loaded model file).
+
+    Raises
+    ------
+    TypeError
+        Not an int (a float, a bool, a string), or None when not allowed.
+    ValueError
+        Below 1 or above :data:`MAX_THREADS` (the message names ``name`` and the limit).
+    """
+    return Threads(allow_none=allow_none).check(value, name)

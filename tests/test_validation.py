@@ -279,3 +279,31 @@ def test_wrong_type_is_type_error_and_bad_value_is_value_error(case):
         with pytest.raises(ValueError, match=name) as info:
             call(bad_value)
         assert not isinstance(info.value, TypeError)
+
+
+# ------------------------------------------------------------------------------ thread counts
+@pytest.mark.parametrize("value,err,msg", [
+    (0, ValueError, r"n_threads must be >= 1 or None, got 0"),
+    (-3, ValueError, r"n_threads must be >= 1 or None, got -3"),
+    (257, ValueError, r"n_threads must be at most 256 \(rnnfast.MAX_THREADS.*got 257"),
+    (2**31, ValueError, r"at most 256 .*got 2147483648"),   # was an OverflowError naming no argument
+    (True, TypeError, r"n_threads must be an int or None, got bool"),
+    (np.bool_(True), TypeError, r"n_threads must be an int"),
+    (4.0, TypeError, r"n_threads must be an int or None, got float"),
+    ("4", TypeError, r"n_threads must be an int or None, got str"),
+])
+def test_check_threads(value, err, msg):
+    from rnnfast._validation import check_threads
+    with pytest.raises(err, match=msg):
+        check_threads(value)
+
+
+def test_check_threads_accepts_the_range_and_none():
+    from rnnfast._validation import MAX_THREADS, check_threads
+    assert check_threads(None) is None
+    assert check_threads(np.int64(3)) == 3 and type(check_threads(np.int64(3))) is int
+    assert check_threads(MAX_THREADS) == MAX_THREADS
+    with pytest.raises(TypeError, match="workers must be an int or None"):
+        check_threads("x", "workers")
+    with pytest.raises(TypeError):
+        check_threads(None, allow_none=False)

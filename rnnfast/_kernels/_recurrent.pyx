@@ -122,11 +122,27 @@ cdef rf_pack_panels_fn pack_panels = rf_pack_panels_select()
 cdef rf_gemv_cols_fn gemv_cols = rf_gemv_cols_select()
 # how long (ns) a batch-1 kernel thread spins at a step's barrier before it counts the cores as busy
 cdef long latency_spin_ns = RF_SPIN_NS
+# the most OpenMP threads any call starts, whatever it is asked for (rnnfast._validation.MAX_THREADS, set at
+# import): the Python side refuses more, this is the defence in depth (100,000 threads crashed the process)
+cdef int max_threads = 256
+
+
+cdef inline int _cap_threads(int n) noexcept nogil:
+    """``n`` within [1, max_threads]."""
+    return max(1, min(n, max_threads))
+
+
+def set_max_threads(int n):
+    """Set the most threads a kernel call starts (rnnfast._validation.MAX_THREADS); returns the previous value."""
+    global max_threads
+    old = max_threads
+    max_threads = max(1, n)
+    return old
 
 
 cdef inline Py_ssize_t _latency_pack_size(int cell, int F, int H, int nthreads) noexcept nogil:
     cdef Py_ssize_t G = n_gates(cell)
-    return G * (H + 16 * max(nthreads, 1)) * <Py_ssize_t>(F + H)
+    return G * (H + 16 * _cap_threads(nthreads)) * <Py_ssize_t>(F + H)
 
 
 def latency_pack_size(int cell, int F, int H, int nthreads):
@@ -142,7 +158,7 @@ def units_pack_size(int cell, int F, int H, int nthreads, bint step, bint backwa
     cdef int G = n_gates(cell)
     cdef size_t most = 0, size
     cdef int n
-    for n in range(1, max(nthreads, 1) + 1):
+    for n in range(1, _cap_threads(nthreads) + 1):
         size = rf_units_bwd_pack_size(G, H, n) if backward else rf_units_fwd_pack_size(G, F if step else 0, H, n)
         most = max(most, size)
     return most
@@ -982,7 +998,7 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
     if cell < CELL_RNN or cell > CELL_GRU_RB:
         raise ValueError(f"internal: cell {cell}")
     net.G = n_gates(cell)
-    net.nthreads = max(1, nthreads)
+    net.nthreads = _cap_threads(nthreads)
     net.yields = 0
     net.bs = <const int*>cnp.PyArray_DATA(plan.bs)
     net.off = <const int*>cnp.PyArray_DATA(plan.off)
@@ -1385,7 +1401,7 @@ cdef class Stepper:
                 bias_sums(<double*>self.dirs[l].b, <double*>self.dirs[l].bhn, <double*>cnp.PyArray_DATA(src[0]),
                           <double*>cnp.PyArray_DATA(src[1]), H, GH, gru)
         if nthreads > 0:
-            self.net.nthreads = nthreads
+            self.net.nthreads = _cap_threads(nthreads)
         self.net.yields = 0
         _blas_hold()
         try:
@@ -1529,11 +1545,11 @@ def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint trans_a=False, bi
     try:
         if dt == np.float32:
             with nogil:
-                par_gemm[float](max(1, nthreads), trans_a, trans_b, M, N, K, <float>1, <float*>pa, lda,
+                par_gemm[float](_cap_threads(nthreads), trans_a, trans_b, M, N, K, <float>1, <float*>pa, lda,
                                 <float*>pb, ldb, <float>beta, <float*>pc, ldc)
         else:
             with nogil:
-                par_gemm[double](max(1, nthreads), trans_a, trans_b, M, N, K, 1.0, <double*>pa, lda,
+                par_gemm[double](_cap_threads(nthreads), trans_a, trans_b, M, N, K, 1.0, <double*>pa, lda,
                                  <double*>pb, ldb, beta, <double*>pc, ldc)
     finally:
         _blas_release()

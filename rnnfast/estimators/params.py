@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from rnnfast._validation import AnyOf, Boolean, FloatDtype, Integer, Options, Real, validate_params
+from rnnfast._validation import THREADS, AnyOf, Boolean, FloatDtype, Integer, Options, Real, validate_params
 
 __all__ = ["Params", "PARAMETER_CONSTRAINTS", "validate", "OPTIMIZER_NAMES", "REGRESSION_LOSS_NAMES",
            "ARCH_KEYS", "ADDED_DEFAULTS", "OPT_KEYS", "jsonable"]
@@ -57,7 +57,7 @@ PARAMETER_CONSTRAINTS = {
     "random_state": Integer(0, allow_none=True),
     "verbose": AnyOf(Boolean(), Integer(0, 2)),
     "dtype": FloatDtype(),
-    "n_threads": Integer(1, allow_none=True),
+    "n_threads": THREADS,
     "distributed": Options("auto", "mpi", allow_none=True),
 }
 

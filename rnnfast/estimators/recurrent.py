@@ -369,6 +369,8 @@ class LSTM(_RecurrentEstimator):
         value gives bit-identical results on the same machine and thread count.
     verbose : {0, 1, 2}, default 0
         1: a progress bar per epoch (loss, metrics, sequences/s); 2: one line per epoch.
+        The epoch lines and status messages are records of the ``rnnfast.train`` logger, shown on stderr
+        while no logging is configured (see :mod:`rnnfast._logging`).
     dtype : {"float32", "float64"}, default "float32"
     n_threads : int, optional
         Threads of the kernels (default :func:`rnnfast.get_num_threads`).

@@ -274,8 +274,13 @@ class KernelCalls:
                 if D == 1 and x_tm.flags.c_contiguous:  # the packed layout itself
                     xl = [base]
                 elif fused:
-                    xl = [base]
-                    io[0], io[1] = x.strides[1] // dt.itemsize, x.strides[0] // dt.itemsize
+                    # a length-1 axis may have any stride, 0 included (x[None] has one): the kernel never
+                    # steps along it, but refuses a stride of 0
+                    ts = x.strides[1] // dt.itemsize if T > 1 else 1
+                    rs = x.strides[0] // dt.itemsize if B > 1 else 1
+                    if ts and rs:
+                        xl = [base]
+                        io[0], io[1] = ts, rs
         if xl is None:
             xl = [plan.pack(x, x_buf)]
         masks = [None] * L

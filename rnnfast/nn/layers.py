@@ -12,8 +12,8 @@ from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import check_bool, check_int, check_option, check_real
 
-from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_lengths, make_rng,
-                               time_mask, to_numpy)
+from rnnfast.nn.module import (Module, as_float, as_float_keep, check_float_dtype, check_lengths, check_param_count,
+                               make_rng, time_mask, to_numpy)
 
 __all__ = ["Embedding", "Linear", "Dropout", "LastStep", "MeanPool", "MaxPool", "Attention"]
 
@@ -65,6 +65,8 @@ class Embedding(Module):
     (1, 3, 4)
     """
 
+    _read_only = ("num_embeddings", "embedding_dim", "padding_idx", "dtype")
+
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
@@ -76,6 +78,7 @@ class Embedding(Module):
             padding_idx %= n
         self.padding_idx = padding_idx
         self.dtype = check_float_dtype(dtype)
+        check_param_count(n * self.embedding_dim, self.dtype, f"Embedding({n}, {self.embedding_dim})")
         w = make_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
         if padding_idx is not None:
             w[padding_idx] = 0
@@ -140,6 +143,8 @@ class Linear(Module):
     Parameters ``weight`` (out_features, in_features) and ``bias`` (out_features,), as in PyTorch.
     """
 
+    _read_only = ("in_features", "out_features", "bias", "dtype")
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32,
                  seed: Seed = None) -> None:
         super().__init__()
@@ -147,6 +152,8 @@ class Linear(Module):
         self.out_features = check_int(out_features, "out_features", 1)
         self.bias = check_bool(bias, "bias")
         self.dtype = check_float_dtype(dtype)
+        check_param_count((self.in_features + 1) * self.out_features, self.dtype,
+                          f"Linear({self.in_features}, {self.out_features})")
         rng = make_rng(seed)
         k = 1.0 / np.sqrt(self.in_features)
         self._add_param("weight", rng.uniform(-k, k, (self.out_features, self.in_features)).astype(self.dtype))
@@ -249,6 +256,8 @@ class LastStep(Module):
     -----
     ``forward(x, lengths=None)``: without ``lengths`` every sequence ends at step T - 1.
     """
+
+    _read_only = ("bidirectional",)
 
     def __init__(self, bidirectional: bool = False) -> None:
         super().__init__()
@@ -378,6 +387,8 @@ class Attention(Module):
     keyword_protocol = False  # forward(query, keys, values=None, key_lengths=None): not a Sequential layer
 
     KINDS = ("dot", "general", "additive")
+
+    _read_only = ("query_size", "key_size", "kind", "hidden_size", "dtype")
 
     def __init__(self, query_size: int, key_size: int, kind: str = "dot", hidden_size: int | None = None,
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:

@@ -4,6 +4,12 @@ A layer owns its parameters (``_params``, name -> array) and their gradients (``
 shapes, accumulated by ``backward``). ``forward`` in training mode keeps what ``backward`` needs; in eval
 mode it keeps nothing, so inference is stateless.
 
+Threads: what a training-mode ``forward`` keeps is kept per thread (as PyTorch's autograd keeps a graph
+per call), so one layer may be trained from several threads at once: each thread's ``backward``
+differentiates that thread's last ``forward``, and ``backward`` itself runs under the layer's lock, so
+gradients accumulate as the serial calls' sum. A ``backward`` in a thread that ran no ``forward`` raises
+:class:`BackwardStateError` saying so. ``eval()`` and ``load_state_dict`` drop every thread's cache.
+
 The calling protocol is declared, not guessed: a layer with ``keyword_protocol = True`` (every
 :class:`Module`) is called ``forward(x, *, lengths=None, n_threads=None)`` and
 ``backward(dout, *, n_threads=None)``, and accepts those keywords even when it has no use for them.
@@ -11,11 +17,16 @@ The calling protocol is declared, not guessed: a layer with ``keyword_protocol =
 as ``forward(x)`` and ``backward(dout)``.
 """
 
+import functools
+import os
+import threading
+import weakref
+
 import numpy as np
 
 from rnnfast import _validation
 
-__all__ = ["Module", "BackwardStateError", "call_forward", "call_backward"]
+__all__ = ["Module", "BackwardStateError", "call_forward", "call_backward", "check_param_count"]
 
 
 ALIGN = 64  # bytes: one cache line and one AVX-512 vector
@@ -89,16 +100,47 @@ def check_lengths(lengths, B, T, name="lengths"):
     if lengths is None:
         return None
     arr = np.asarray(to_numpy(lengths))
+    if arr.dtype == object and arr.ndim == 1 and arr.size and all(_validation._is_int(v) for v in arr):
+        # Python ints (past 64 bits, or an object array): checked as they are, then as int64
+        if min(arr) < 1 or max(arr) > T:
+            raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {min(arr)}, max {max(arr)}")
+        arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != B:
         raise ValueError(f"{name} must have shape ({B},), got {arr.shape}")
     if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
         raise TypeError(f"{name} must be whole numbers")
-    arr = arr.astype(np.int64)
+    # the range is checked in the array's own dtype, before the cast (2**64 - 1 would become -1)
     if B and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {arr.min()}, max {arr.max()}")
-    return arr
+        lo, hi = (str(int(v)) if arr.dtype.kind in "iu" else f"{v:g}" for v in (arr.min(), arr.max()))
+        raise ValueError(f"{name} must be in [1, {T}] (the time steps), got min {lo}, max {hi}")
+    return arr.astype(np.int64)
+
+
+def _physical_memory() -> int:
+    """Bytes of memory this machine has (a large number when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 50
+
+
+def check_param_count(count: int, dtype, what: str) -> None:
+    """Refuse, before anything is allocated, parameters that could never fit in this machine's memory.
+
+    ``count`` is the layer's number of parameters (or an upper bound, computed from its sizes without
+    building anything: a loop over 2**31 layers would take minutes before it ran out of memory).
+
+    Raises
+    ------
+    ValueError
+        ``count`` parameters of ``dtype`` (and as many gradients) take more than the physical memory.
+    """
+    nbytes = 2 * int(count) * np.dtype(dtype).itemsize  # the parameters and their gradients
+    if nbytes > _physical_memory():
+        raise ValueError(f"{what} would need {nbytes / 2**30:,.1f} GiB for its parameters and their gradients, "
+                         f"more than this machine's {_physical_memory() / 2**30:,.1f} GiB of memory")
 
 
 def time_mask(lengths, B, T):
@@ -173,6 +215,86 @@ def call_backward(layer, dout, n_threads: "int | None" = None):
 
 
 # ---------------------------------------------------------------------------------------- Module
+class _Shared:
+    """What a layer shares between its threads: a lock for gradient accumulation and the per-thread store
+    of backward caches. Kept in the layer's ``__dict__`` (``_shared``); a pickled or deep-copied layer gets
+    a fresh one (``__reduce__``), and so does a shallow copy (``owner`` tells it is not its own)."""
+
+    __slots__ = ("lock", "local", "owner")
+
+    def __init__(self, owner=None) -> None:
+        self.lock = threading.RLock()
+        self.local = threading.local()
+        self.owner = None if owner is None else weakref.ref(owner)
+
+    def __reduce__(self):
+        return _Shared, ()
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(obj) -> _Shared:
+    """``obj``'s lock and per-thread store, made on first use."""
+    sh = obj.__dict__.get("_shared")
+    if sh is not None and sh.owner is not None and sh.owner() is obj:
+        return sh
+    with _SHARED_LOCK:
+        sh = obj.__dict__.get("_shared")
+        if sh is None or sh.owner is None or sh.owner() is not obj:
+            sh = obj.__dict__["_shared"] = _Shared(obj)
+        return sh
+
+
+class _PerThread:
+    """A data descriptor whose value is per thread (None until the thread sets it): the backward caches."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return _shared(obj).local.__dict__.get(self.name)  # (getattr with a default pays for an exception)
+
+    def __set__(self, obj, value) -> None:
+        _shared(obj).local.__dict__[self.name] = value
+
+
+def _locked_backward(backward):
+    """``backward`` run under the layer's lock: gradients accumulate one call at a time."""
+    @functools.wraps(backward)
+    def locked(self, *args, **kwargs):
+        with _shared(self).lock:
+            return backward(self, *args, **kwargs)
+    locked._locked = True  # type: ignore[attr-defined]
+    return locked
+
+
+class _ReadOnly:
+    """A data descriptor for one constructor setting that may be set once (by ``__init__``) and never again.
+
+    It has no ``__get__``: reads find the value in the instance's ``__dict__`` as for a plain attribute (no
+    cost on the hot paths); only assignment and deletion come here. Pickling, ``copy`` and ``__setstate__``
+    write ``__dict__`` directly and are not affected."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self, obj, what: str):
+        cls = type(obj).__name__
+        return AttributeError(f"cannot {what} {cls}.{self.name}: it is read-only, fixed at construction (it decides "
+                              f"the parameters' shapes or the kernels' setup); build a new {cls} instead")
+
+    def __set__(self, obj, value) -> None:
+        if self.name in obj.__dict__:
+            raise self._refuse(obj, "set")
+        obj.__dict__[self.name] = value
+
+    def __delete__(self, obj) -> None:
+        raise self._refuse(obj, "delete")
+
+
 class Module:
     """Base class of the layers: parameters, accumulated gradients, training flag, state dicts.
 
@@ -189,9 +311,30 @@ class Module:
     keyword_protocol : bool
         Class attribute, True: ``forward`` takes ``lengths=`` and ``n_threads=``, ``backward`` takes
         ``n_threads=`` (see the module docstring).
+    _read_only : tuple of str
+        Class attribute: the constructor settings a subclass fixes for the layer's life (those that shape
+        the parameters, such as ``input_size`` or ``bidirectional``). ``__init__`` sets each once; setting
+        or deleting one afterwards raises AttributeError (a changed ``input_size`` used to run silently
+        with different results). Settings that are harmless to change (``batch_first``, ``dropout``, as in
+        PyTorch) are left out.
     """
 
     keyword_protocol = True
+    _read_only: tuple = ()
+    #: Class attribute: the attributes a training-mode forward sets for backward; each thread has its own.
+    _per_thread: tuple = ()
+    _cache = _PerThread("_cache")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for names, kind in ((cls.__dict__.get("_read_only", ()), _ReadOnly),
+                            (cls.__dict__.get("_per_thread", ()), _PerThread)):
+            for name in names:
+                if not isinstance(getattr(cls, name, None), kind):
+                    setattr(cls, name, kind(name))
+        backward = cls.__dict__.get("backward")
+        if callable(backward) and not getattr(backward, "_locked", False):
+            cls.backward = _locked_backward(backward)
 
     #: Attributes pickling leaves out (caches of the last call, buffers kept for reuse), each with a function
     #: making its empty value again when unpickled. Subclasses extend it.
@@ -222,7 +365,6 @@ class Module:
         self._params = {}
         self.grads = {}
         self.training = True
-        self._cache = None
 
     def _add_param(self, name, value):
         """Register a parameter (C-contiguous, on a cache line) and its zero gradient."""
@@ -249,8 +391,8 @@ class Module:
         """Keep ``cache`` for backward in training mode; eval mode keeps nothing."""
         self._cache = cache if self.training else None
 
-    def _take_cache(self):
-        """The cache of the last training-mode forward, consumed (one backward per forward)."""
+    def _peek_cache(self):
+        """This thread's cache of its last training-mode forward (BackwardStateError when there is none)."""
         cache = self._cache
         if cache is None:
             if not self.training:
@@ -258,9 +400,19 @@ class Module:
                                          "mode; this layer is in eval mode, which keeps no backward cache "
                                          "(call .train())")
             raise BackwardStateError(f"{type(self).__name__}.backward() called without a preceding "
-                                     "training-mode forward() (or twice for one forward)")
+                                     "training-mode forward() in this thread (or twice for one forward); "
+                                     "each thread's backward differentiates that thread's own forward")
+        return cache
+
+    def _take_cache(self):
+        """This thread's cache of its last training-mode forward, consumed (one backward per forward)."""
+        cache = self._peek_cache()
         self._cache = None
         return cache
+
+    def _drop_caches(self) -> None:
+        """Forget every thread's backward cache (new weights, or eval mode)."""
+        _shared(self).local = threading.local()
 
     # ------------------------------------------------------------------ randomness
     @property
@@ -321,7 +473,7 @@ class Module:
         new = validate_state_dict(state_dict, self._params)
         for name, arr in new.items():
             self._params[name][...] = arr
-        self._cache = None
+        self._drop_caches()
 
     def named_parameters(self):
         """(name, array) pairs of the live parameter arrays (updating them in place updates the layer).
@@ -347,7 +499,7 @@ class Module:
         """
         self.training = _validation.check_bool(mode, "mode")
         if not self.training:
-            self._cache = None
+            self._drop_caches()
         return self
 
     def eval(self):

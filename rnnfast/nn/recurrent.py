@@ -14,7 +14,7 @@ from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, check_bool, validate_params
 from rnnfast.nn._rnn_calls import KernelCalls
-from rnnfast.nn.module import (BackwardStateError, Module, as_float, check_float_dtype, check_int, check_lengths,
+from rnnfast.nn.module import (Module, as_float, check_float_dtype, check_int, check_lengths, check_param_count,
                                make_rng)
 
 __all__ = ["LSTM", "GRU", "RNN"]
@@ -33,6 +33,7 @@ class _RNNBase(KernelCalls, Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode: Optional[str] = None
+    _read_only = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional", "nonlinearity", "dtype")
     #: The constructor's options (rnnfast._validation: TypeError for a wrong type, ValueError for a bad value).
     _options = {"bias": Boolean(), "batch_first": Boolean(), "bidirectional": Boolean(), "dropout": Real(0.0, 1.0),
                 "nonlinearity": Options("tanh", "relu")}
@@ -60,6 +61,8 @@ class _RNNBase(KernelCalls, Module):
         self._step_out, self._step_out_B = None, 0  # the state the last batched step returned
         self._step_caps = {}  # threads the planner gives a batch-1 step, by requested threads
         self._kplans = {}  # the planner's answers, by call (see _kernel_plan)
+        H, D, G = self.hidden_size, self._D, self._G
+        check_param_count(self.num_layers * D * G * H * (max(self.input_size, D * H) + H + 2), self.dtype, repr(self))
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
@@ -222,13 +225,7 @@ class _RNNBase(KernelCalls, Module):
         dh0 : ndarray for GRU and RNN; LSTM returns ``(dh0, dc0)``.
         """
         nth = resolve_threads(n_threads)
-        cache = self._cache
-        if cache is None:
-            if not self.training:
-                raise BackwardStateError("backward() needs a forward pass in training mode; this layer is in "
-                                         "eval mode, which keeps no backward cache (call .train())")
-            raise BackwardStateError("backward() called without a preceding training-mode forward() "
-                                     "(or twice for one forward)")
+        cache = self._peek_cache()  # this thread's (BackwardStateError when there is none)
         plan = cache["plan"]
         unbatched = cache["unbatched"]
         dout = self._check_dout(dout, plan, unbatched)

@@ -38,6 +38,8 @@ class Sequential(Module):
     ['0.weight', '1.bias_hh_l0']
     """
 
+    _per_thread = ("_tuple_out",)  # what forward keeps for backward, per thread (see rnnfast.nn.module)
+
     def __init__(self, *layers):
         # No Module.__init__: parameters and gradients live in the layers (``grads`` is a property here).
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
@@ -137,7 +139,8 @@ class Sequential(Module):
         """
         tuple_out = self._tuple_out
         if tuple_out is None:
-            raise BackwardStateError("Sequential.backward() needs a preceding forward() in training mode")
+            raise BackwardStateError("Sequential.backward() needs a preceding forward() in training mode in "
+                                     "this thread (each thread's backward differentiates its own forward)")
         self._tuple_out = None
         d = dout
         for i in range(len(self.layers) - 1, -1, -1):

@@ -8,6 +8,9 @@ A callback overrides any of ``on_train_begin(logs)``, ``on_epoch_begin(epoch, lo
 and stops training by calling ``self.trainer.stop()`` or setting ``self.trainer.stop_training = True``
 (checked after every batch).
 
+Status messages (early stopping, checkpoints, learning-rate changes, NaN stops, epoch lines) go to the
+``rnnfast.train`` logger (:mod:`rnnfast._logging` says when they reach the terminal with no logging set up).
+
 Logs: ``on_batch_end`` gets ``{"loss": running mean of the epoch, <metric>: running mean, "size":
 sequences in this step, "steps": valid time steps in this step}``; ``on_epoch_end`` gets the epoch's
 ``loss`` and metrics, ``val_loss`` and ``val_<metric>`` when validating, and ``lr``. Epochs are counted
@@ -16,6 +19,7 @@ from 0 (file names formatted with ``{epoch}`` count from 1, as Keras).
 The loop calls the callbacks through a :class:`CallbackList` built once per fit, which only calls the hooks
 a callback overrides, so an unused hook costs nothing per batch.
 """
+import logging
 import math
 import numbers
 import os
@@ -25,12 +29,21 @@ import warnings
 
 import numpy as np
 
+from rnnfast._logging import get_logger
 from rnnfast._validation import check_bool, check_int, check_option, check_real
+
+#: Training's status messages (see rnnfast._logging): INFO when the callback's ``verbose`` is set, else DEBUG.
+log = get_logger("train")
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
            "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit"]
 
 _COUNTERS = ("size", "steps", "batch")  # bookkeeping entries of the batch logs, not metrics
+
+
+def _status(verbose, msg: str, *args) -> None:
+    """A callback's status message: INFO when its ``verbose`` is set, else DEBUG."""
+    log.log(logging.INFO if verbose else logging.DEBUG, msg, *args)
 
 
 class Callback:
@@ -238,14 +251,13 @@ class EarlyStopping(_Monitor):
             self.trainer.stop(f"early stopping: {self.monitor} did not improve for {self.wait} epoch(s)")
 
     def on_train_end(self, logs=None):
-        if self.verbose and self.stopped_epoch is not None:
-            print(f"Early stopping after epoch {self.stopped_epoch + 1}; best {self.monitor} = "
-                  f"{self.best:.6g} at epoch {(self.best_epoch or 0) + 1}", file=sys.stderr)
+        if self.stopped_epoch is not None:
+            _status(self.verbose, "Early stopping after epoch %d; best %s = %.6g at epoch %d", self.stopped_epoch + 1,
+                    self.monitor, self.best, (self.best_epoch or 0) + 1)
         if (self.restore_best_weights and self.best_weights is not None
                 and self.best_epoch != self._last_epoch):
             self.trainer.model.load_state_dict(self.best_weights)
-            if self.verbose:
-                print(f"Restored the weights of epoch {self.best_epoch + 1}", file=sys.stderr)
+            _status(self.verbose, "Restored the weights of epoch %d", self.best_epoch + 1)
 
 
 class ModelCheckpoint(_Monitor):
@@ -302,8 +314,7 @@ class ModelCheckpoint(_Monitor):
             from rnnfast.nn._serial import save_checkpoint
             save_checkpoint(self.trainer.model, path, {"epoch": epoch + 1})
         self.saved.append(path)
-        if self.verbose:
-            print(f"Saved {path}", file=sys.stderr)
+        _status(self.verbose, "Saved %s", path)
 
 
 class LearningRateScheduler(Callback):
@@ -372,9 +383,9 @@ class LearningRateScheduler(Callback):
             self.schedule.step(logs[key])
         else:
             self.schedule.step()
-        if self.verbose and float(self.trainer.optimizer.lr) != old:
-            print(f"Epoch {epoch + 1}: learning rate {old:.3g} -> {float(self.trainer.optimizer.lr):.3g}",
-                  file=sys.stderr)
+        if float(self.trainer.optimizer.lr) != old:
+            _status(self.verbose, "Epoch %d: learning rate %.3g -> %.3g", epoch + 1, old,
+                    float(self.trainer.optimizer.lr))
 
 
 class ReduceLROnPlateau(LearningRateScheduler):
@@ -459,7 +470,7 @@ class TerminateOnNaN(Callback):
     def on_batch_end(self, batch, logs=None):
         for k, v in (logs or {}).items():
             if k not in _COUNTERS and isinstance(v, (numbers.Real, np.floating)) and not math.isfinite(v):
-                print(f"Batch {batch}: {k} = {v}, terminating training", file=sys.stderr)
+                log.warning("Batch %d: %s = %s, terminating training", batch, k, v)
                 self.trainer.stop(f"non-finite {k}", reason="nan")
                 return
 
@@ -497,7 +508,9 @@ class ProgressBar(Callback):
     Parameters
     ----------
     file : file object, optional
-        Default ``sys.stderr``.
+        Where the progress goes; default ``sys.stderr``. With the default, each epoch's closing line is a
+        status message of the ``rnnfast.train`` logger (INFO) instead (see :mod:`rnnfast._logging`); a
+        ``file`` given here gets those lines too.
     mininterval : float, default 0.2
         Seconds between refreshes.
     use_tqdm : bool, optional
@@ -593,8 +606,14 @@ class ProgressBar(Callback):
             return
         out = self._out()
         line = f"{self._desc} [{self._n} steps] {text}"
-        prefix = "\r" if getattr(out, "isatty", lambda: False)() else ""
-        print(prefix + line.ljust(self._line_len), file=out, flush=True)
+        tty = getattr(out, "isatty", lambda: False)()
+        if self.file is None:  # a status line: to the rnnfast.train logger, over the cleared progress line
+            if tty and self._line_len:
+                out.write("\r" + " " * self._line_len + "\r")
+                out.flush()
+            log.info("%s", line)
+        else:  # the file the caller gave gets it all
+            print(("\r" if tty else "") + line.ljust(self._line_len), file=out, flush=True)
         self._line_len = 0
 
     def on_train_end(self, logs=None):

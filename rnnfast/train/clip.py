@@ -36,6 +36,22 @@ def _positive(value, name):
     return check_real(value, name, 0.0, closed="right")
 
 
+_CHUNK = 1 << 15  # elements converted to float64 at a time: 256 KiB, in cache
+
+
+def _sum_squares(a: np.ndarray) -> float:
+    """The sum of squares of ``a``'s elements, accumulated in float64 (float32 converted chunk by chunk,
+    never a float64 copy of the whole array)."""
+    r = a.reshape(-1)
+    if r.dtype == np.float64:
+        return float(np.dot(r, r))
+    total = 0.0
+    for i in range(0, r.size, _CHUNK):
+        c = r[i:i + _CHUNK].astype(np.float64)
+        total += float(np.dot(c, c))
+    return total
+
+
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients together so their global norm is at most ``max_norm``.
 
@@ -65,9 +81,10 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     if math.isinf(norm_type):
         total = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
     else:
-        # Per-array norms first (no concatenated copy), summed in float64 so float32 sums keep their digits.
-        if norm_type == 2.0:  # the common case: a dot product, no temporaries
-            norms = [float(np.dot(r, r)) for r in (a.reshape(-1) for a in arrays)]
+        # Per-array norms first (no concatenated copy), summed in float64 so float32 sums keep their digits
+        # and do not overflow (float32 squares pass 3.4e38 from elements of 1.8e19).
+        if norm_type == 2.0:  # the common case: dot products
+            norms = [_sum_squares(a) for a in arrays]
         else:
             norms = [float(np.sum(np.abs(a.astype(np.float64, copy=False)) ** norm_type)) for a in arrays]
         total = float(math.fsum(norms) ** (1.0 / norm_type))

@@ -32,7 +32,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from rnnfast._validation import AnyOf, Boolean, Integer, Real, check_seed, validate_params
+from rnnfast._logging import console
+from rnnfast._validation import THREADS, AnyOf, Boolean, Integer, Real, check_seed, validate_params
 from rnnfast.nn.module import call_backward, call_forward
 from rnnfast.nn.stateful import StateCarry, Stateful, _layers_of
 from rnnfast.train.callbacks import Callback, CallbackList, LearningRateScheduler, ProgressBar
@@ -193,6 +194,7 @@ _PARAMS = {
     "clip_norm": Real(0.0, math.inf, closed="neither", allow_none=True),
     "clip_value": Real(0.0, math.inf, closed="neither", allow_none=True),
     "verbose": AnyOf(Boolean(), Integer(0, 2)),
+    "n_threads": THREADS,
 }
 
 
@@ -254,6 +256,8 @@ class Trainer:
         Threads of the kernels.
     verbose : {0, 1, 2}, default 0
         1: a progress bar per epoch; 2: one line per epoch.
+        The epoch lines and status messages are records of the ``rnnfast.train`` logger, shown on stderr
+        while no logging is configured (see :mod:`rnnfast._logging`).
     estimator : object, optional
         Given to the callbacks (``trainer.estimator``); :class:`ModelCheckpoint` saves it.
     distributed : None, "auto", "mpi" or rnnfast.distributed.DataParallel, optional
@@ -278,7 +282,8 @@ class Trainer:
     def __init__(self, model, loss, optimizer=None, metrics=None, callbacks=None, clip_norm: Optional[float] = None,
                  clip_value: Optional[float] = None, schedule=None, n_threads: Optional[int] = None,
                  verbose: int = 0, estimator=None, distributed=None) -> None:
-        checked = validate_params({"clip_norm": clip_norm, "clip_value": clip_value, "verbose": verbose}, _PARAMS)
+        checked = validate_params({"clip_norm": clip_norm, "clip_value": clip_value, "verbose": verbose,
+                                   "n_threads": n_threads}, _PARAMS)
         self.model, self.loss, self.optimizer, self.estimator = model, loss, optimizer, estimator
         self.clip_norm, self.clip_value, verbose = checked["clip_norm"], checked["clip_value"], checked["verbose"]
         self.metrics = resolve(metrics, from_logits=True)
@@ -286,7 +291,7 @@ class Trainer:
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be rnnfast.train.callbacks.Callback objects, got {type(cb).__name__}")
-        self.n_threads, self.verbose = n_threads, verbose
+        self.n_threads, self.verbose = checked["n_threads"], verbose
         self.carry = StateCarry(model)
         self.history = History()
         self.params: Dict[str, Any] = {}
@@ -329,7 +334,7 @@ class Trainer:
         callbacks = CallbackList(cbs if dist is None else dist.callbacks(cbs), self)
         logs: Dict[str, float] = {}
         t_start = time.perf_counter()
-        with _SigintGuard() as guard:
+        with _SigintGuard() as guard, console(self.verbose or any(getattr(c, "verbose", 0) for c in self.callbacks)):
             try:
                 callbacks.on_train_begin({})
                 for epoch in range(initial_epoch, initial_epoch + epochs):

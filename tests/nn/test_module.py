@@ -148,3 +148,78 @@ def test_keyword_protocol_is_declared():
     assert call_forward(Plain(), x) is x and call_backward(Plain(), x, n_threads=2) is x
     with pytest.raises(TypeError, match="layer protocol"):
         call_forward(Plain(), x, lengths=np.array([1, 2]))
+
+
+@pytest.mark.parametrize("lengths,shown", [
+    (np.array([2**64 - 1], np.uint64), "18446744073709551615"),   # was "got min -1": cast before the check
+    (np.array([2**63], np.uint64), "9223372036854775808"),
+    (np.array([-2**63], np.int64), "-9223372036854775808"),
+    (np.array([1e30]), "1e+30"),
+    (np.array([300], np.uint16), "300"),
+    ([2**70], str(2**70)),   # a Python int past 64 bits (was "must be integers, got dtype object")
+])
+def test_lengths_out_of_range_report_the_real_value(lengths, shown):
+    import re
+
+    from rnnfast.nn.module import check_lengths
+    shown = re.escape(shown)
+    with pytest.raises(ValueError, match=rf"lengths must be in \[1, 4\].*got min {shown}, max {shown}"):
+        check_lengths(lengths, 1, 4)
+    with pytest.raises(ValueError, match=f"got min {shown}"):
+        rf.nn.GRU(2, 3)(np.zeros((1, 4, 2), np.float32), lengths=lengths)
+
+
+# ------------------------------------------------------------------ read-only constructor settings
+# Setting layer.input_size or layer.bidirectional after construction ran silently with different results.
+_READ_ONLY_CASES = [
+    (lambda: rf.nn.LSTM(3, 4), {"input_size": 5, "hidden_size": 2, "num_layers": 2, "bias": False,
+                                "bidirectional": True, "dtype": np.float64, "nonlinearity": "relu"}),
+    (lambda: rf.nn.GRU(3, 4, bidirectional=True), {"bidirectional": False, "input_size": 7}),
+    (lambda: rf.nn.RNN(3, 4), {"nonlinearity": "relu", "num_layers": 3}),
+    (lambda: rf.nn.Linear(3, 4), {"in_features": 5, "out_features": 1, "bias": False, "dtype": np.float64}),
+    (lambda: rf.nn.Embedding(10, 4), {"num_embeddings": 11, "embedding_dim": 2, "padding_idx": 0}),
+    (lambda: rf.nn.Attention(4, 4, kind="general"), {"query_size": 3, "key_size": 2, "kind": "dot",
+                                                     "hidden_size": 8}),
+    (lambda: rf.nn.LastStep(), {"bidirectional": True}),
+]
+
+
+@pytest.mark.parametrize("make,changes", _READ_ONLY_CASES)
+def test_shape_defining_settings_are_read_only(make, changes):
+    layer = make()
+    for name, value in changes.items():
+        before = getattr(layer, name)
+        with pytest.raises(AttributeError, match=rf"cannot set {type(layer).__name__}\.{name}: it is read-only"):
+            setattr(layer, name, value)
+        with pytest.raises(AttributeError, match="read-only"):
+            delattr(layer, name)
+        assert getattr(layer, name) == before
+
+
+def test_harmless_settings_stay_writable_as_in_torch():
+    m = rf.nn.LSTM(3, 4, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    out = m(x)[0]
+    m.batch_first = False
+    np.testing.assert_array_equal(m(x.swapaxes(0, 1))[0].swapaxes(0, 1), out)
+    m.dropout = 0.25
+    assert m.dropout == 0.25
+
+
+@pytest.mark.parametrize("make,changes", _READ_ONLY_CASES)
+def test_read_only_layers_still_copy_pickle_and_load(make, changes):
+    import copy
+    import pickle
+
+    layer = make()
+    for clone in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer), copy.copy(layer)):
+        for name in changes:
+            assert getattr(clone, name) == getattr(layer, name)
+        clone.load_state_dict(layer.state_dict())
+        with pytest.raises(AttributeError, match="read-only"):
+            setattr(clone, next(iter(changes)), None)
+
+
+def test_lengths_as_an_object_array_of_ints():
+    from rnnfast.nn.module import check_lengths
+    np.testing.assert_array_equal(check_lengths(np.array([1, 4], dtype=object), 2, 4), [1, 4])

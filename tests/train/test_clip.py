@@ -64,3 +64,32 @@ def test_bad_input_and_nonfinite():
     with pytest.raises(RuntimeError, match="non-finite"):
         clip_grad_norm([np.array([np.inf, 1.0])], 1.0, error_if_nonfinite=True)
     assert clip_grad_norm([], 1.0) == 0.0
+
+
+def test_float32_norm_is_summed_in_float64():
+    """float32 squares of 1e20 overflow float32 (3.4e38): the norm must still be finite and exact."""
+    g = np.full(100_000, 1e20, np.float32)  # spans several of clip's float64 chunks
+    h = np.full((3, 5), -2e19, np.float32)
+    want = math.sqrt(100_000 * float(np.float32(1e20)) ** 2 + 15 * float(np.float32(-2e19)) ** 2)
+    norm = clip_grad_norm([g, h], 1.0)
+    assert norm == pytest.approx(want, rel=1e-12)
+    assert np.all(np.isfinite(g)) and g.dtype == np.float32
+    total = math.sqrt(float(np.sum(g.astype(np.float64) ** 2)) + float(np.sum(h.astype(np.float64) ** 2)))
+    assert total == pytest.approx(1.0, rel=1e-5)
+
+
+def test_fit_with_a_float32_norm_past_float32_range_still_learns():
+    """fit(clip_norm=...) stopped with "the loss became nan" when the float32 sum of squares overflowed."""
+    from rnnfast.train import SGD, Trainer
+
+    lin = Linear(4, 3, seed=0)
+    w0 = lin.state_dict()["weight"]
+
+    def huge_loss(out, y, mask=None, sample_weight=None):
+        return 1.0, np.full(out.shape, 1e19, out.dtype)
+
+    trainer = Trainer(lin, huge_loss, SGD(lin, lr=0.1), clip_norm=1.0)
+    trainer.fit(np.ones((8, 4), np.float32), np.zeros((8, 3), np.float32), batch_size=8, epochs=2)
+    assert trainer.stop_reason is None, trainer.stop_message
+    step = lin.state_dict()["weight"] - w0
+    assert np.all(np.isfinite(step)) and 0 < np.linalg.norm(step.astype(np.float64)) <= 2 * 0.1 * (1 + 1e-5)
