@@ -196,7 +196,6 @@ class TorchWorker:
 
     def build(self, case, sd, data, variant):
         torch = self.torch
-        cell, I, H = case["cell"], case["I"], case["H"]
         if case["kind"] == "step":
             return self._build_step(case, sd, data)
         from rnnfast.interop import to_torch

@@ -208,13 +208,14 @@ def test_directory_and_missing_file(tmp_path):
         rf.load(tmp_path / "missing.rnnfast")
 
 
-def test_n_threads_in_a_file_is_range_checked_not_capped_here(tmp_path):
-    """A file's n_threads is an int >= 1 or null (the cap on threads is applied where they are used)."""
+def test_n_threads_in_a_file_is_range_checked(tmp_path):
+    """A file's n_threads is an int in [1, rnnfast.MAX_THREADS] or null: the issue's file with 100000 (which
+    loaded, then crashed the process in predict) is refused at load."""
     valid = make_valid_files(str(tmp_path))
-    for value in (None, 1, 100000):
+    for value in (None, 1, rf.MAX_THREADS):
         est = rf.load(edit_index(valid["classifier"], str(tmp_path / "t.rnnfast"), _set_config("n_threads", value)))
         assert est.n_threads == value
-    for value in (True, 1.5, -1):
+    for value in (True, 1.5, -1, rf.MAX_THREADS + 1, 100000):
         with pytest.raises(rio.FormatError, match="n_threads"):
             rf.load(edit_index(valid["classifier"], str(tmp_path / "t.rnnfast"), _set_config("n_threads", value)))
 

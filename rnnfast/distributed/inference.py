@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sized, Union
 
 import numpy as np
 
-from rnnfast._validation import AnyOf, Boolean, Integer, Options, validate_params
+from rnnfast._validation import Boolean, Integer, Options, validate_params
 
 __all__ = ["predict", "release", "BACKENDS"]
 

@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from rnnfast._logging import get_logger
 from rnnfast._validation import Real
 
 __all__ = ["DataParallel", "mpi_launched", "resolve", "shared_seed", "loss_weight"]
@@ -332,7 +333,9 @@ class DataParallel:
             self.abort(f"{type(exc).__name__}: {exc}")
 
     def abort(self, message: str) -> None:
-        """Print ``message`` with this rank's number and end every rank of the job (``MPI_Abort``)."""
-        print(f"rnnfast.distributed: rank {self.rank}/{self.size}: {message}; aborting the MPI job",
-              file=sys.stderr, flush=True)
+        """Log ``message`` with this rank's number (CRITICAL: shown on stderr even with no logging set up) and
+        end every rank of the job (``MPI_Abort``)."""
+        get_logger("distributed").critical("rnnfast.distributed: rank %d/%d: %s; aborting the MPI job",
+                                           self.rank, self.size, message)
+        sys.stderr.flush()
         self.comm.Abort(1)

@@ -14,7 +14,6 @@ only strings, numbers, tuples of numbers and numpy arrays, so it can be saved wi
 Every layer's ``load_state_dict`` copies into its live parameter arrays, so an optimizer built before a
 load stays attached to the model.
 """
-import math
 from typing import ClassVar
 
 import numpy as np
