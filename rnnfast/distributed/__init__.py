@@ -11,8 +11,7 @@ Every engine is imported lazily: ``import rnnfast.distributed`` needs only numpy
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnnfast._lazy import lazy_names
 
 # public name -> the private module that defines it
 _WHERE = {
@@ -24,11 +23,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'rnnfast.distributed' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"rnnfast.distributed.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names("rnnfast.distributed", _WHERE)

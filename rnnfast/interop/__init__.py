@@ -5,8 +5,7 @@ array-level Keras converters (:func:`keras_weights`, :func:`load_keras_weights`)
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnnfast._lazy import lazy_names
 
 # public name -> the private module that defines it
 _WHERE = {
@@ -23,11 +22,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'rnnfast.interop' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"rnnfast.interop.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names("rnnfast.interop", _WHERE)

@@ -67,9 +67,7 @@ def fit(model, loss, optimizer, X, y=None, lengths=None, *, sample_weight=None, 
         Continue this history (a dict is appended to in place).
     n_threads : int, optional (threads of the kernels)
     verbose : {0, 1, 2}, default 0
-        1: a progress bar per epoch; 2: one line per epoch.
-        The epoch lines and status messages are records of the ``rnnfast.train`` logger, shown on stderr
-        while no logging is configured (see :mod:`rnnfast._logging`).
+        1: a progress bar per epoch; 2: one line per epoch (records of the ``rnnfast.train`` logger).
     estimator : object, optional
         Given to the callbacks (``trainer.estimator``); :class:`ModelCheckpoint` saves it.
     distributed : None, "auto", "mpi" or rnnfast.distributed.DataParallel, optional
