@@ -182,7 +182,8 @@ _KILLED_SAVE = textwrap.dedent("""
 def _killed_save(target):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [os.path.dirname(os.path.dirname(os.path.abspath(rf.__file__))), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(target)], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(target)], stdout=subprocess.PIPE, env=env,
+                            cwd=os.path.dirname(str(target)))  # outside the checkout (tests/_source_tree.py)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         assert ready and proc.stdout.readline().strip() == b"ready"

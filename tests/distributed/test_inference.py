@@ -2,6 +2,7 @@
 backend (2 local workers); Ray is started once for the module, Dask's local cluster once per call."""
 import importlib.util
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -37,7 +38,15 @@ def ray_started():
         pytest.skip('needs Ray (pip install "rnnfast[ray]")')
     import ray
     path = os.pathsep.join(filter(None, [PKG_PARENT, os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    # Ray puts the driver's working directory first on its workers' sys.path: start it outside the checkout,
+    # whose rnnfast/ is uncompiled unless built in place (tests/_source_tree.py)
+    cwd = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    finally:
+        os.chdir(cwd)
     yield
     ray.shutdown()
 

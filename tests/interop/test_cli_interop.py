@@ -1,6 +1,7 @@
 """Command line: `rnnfast export` and `rnnfast import` round trips, and their one-line errors (exit code 2)."""
 import os
 import subprocess
+import tempfile
 import sys
 
 import numpy as np
@@ -14,10 +15,14 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from rnnfast.interop import to_onnx  # noqa: E402
 
+_PYTHONPATH = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(os.path.abspath(rf.__file__))),
+                                            os.environ.get("PYTHONPATH")]))
+
 
 def run(*args):
+    # from outside the checkout: its rnnfast/ is uncompiled unless built in place (tests/_source_tree.py)
     return subprocess.run([sys.executable, "-m", "rnnfast", *args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, RNNFAST_TEST="1"))
+                          env=dict(os.environ, RNNFAST_TEST="1", PYTHONPATH=_PYTHONPATH), cwd=tempfile.gettempdir())
 
 
 def test_export_estimator_file(tmp_path):

@@ -1,11 +1,12 @@
 """rnnfast.interop.to_onnx: onnxruntime reproduces rnnfast (float32, 1e-5) on ragged, stacked, bidirectional
 layers, Sequential models with each pooling, and fitted estimators; dynamic shapes; refusals."""
 import json
-import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
+from _child import run_python
 
 import rnnfast as rf
 from rnnfast import nn
@@ -251,7 +252,7 @@ def test_refusals():
 
 def test_onnx_is_imported_lazily_with_a_hint(monkeypatch):
     code = "import sys, rnnfast.interop._onnx_export, rnnfast.interop._onnx_import; print('onnx' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = run_python(["-c", code], cwd=tempfile.gettempdir(), timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r'pip install "rnnfast\[onnx\]"'):
