@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +29,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+
+
+def _rnnfast_parent():
+    """The folder holding the rnnfast this script would import (found, not imported)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(importlib.util.find_spec("rnnfast").origin)))
 
 
 def fit_model(path, hidden_size=128, T=50, F=8, seed=0):
@@ -55,9 +61,11 @@ class Server:
                "--batching" if batching else "--no-batching", "--max-delay-ms", str(max_delay_ms)]
         if threads:
             cmd += ["--threads", str(threads)]
-        path = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
-        env = dict(os.environ, PYTHONPATH=path)  # the checkout's rnnfast when run from it
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        # the rnnfast this script imported (installed, or a built checkout), from outside the checkout
+        path = os.pathsep.join(filter(None, [_rnnfast_parent(),
+                                             os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
         line = self.proc.stdout.readline()  # "serving ... on http://127.0.0.1:PORT (...)"
         if "http://" not in line:
             self.proc.kill()
