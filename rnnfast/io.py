@@ -370,7 +370,8 @@ def _npy_header(f: IO[bytes]) -> tuple[np.dtype, tuple, bool, int]:
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     if version == (3, 0):  # utf-8 header: numpy reads it with the private reader only; refuse (never written)
         raise ValueError(".npy format 3.0 is not used by rnnfast files")
-    shape, fortran, dtype = reader(header, max_header_size=_NPY_MAX_HEADER)
+    # (max_header_size: numpy >= 1.24; some numpy releases' stubs omit it)
+    shape, fortran, dtype = reader(header, max_header_size=_NPY_MAX_HEADER)  # type: ignore[call-arg,unused-ignore]
     return dtype, tuple(shape), bool(fortran), len(start) + size_bytes + hlen
 
 
