@@ -95,14 +95,12 @@ class Service:
             return _jsonable(self.batcher.submit(sequence).result(timeout=60))
         return _jsonable(self._predict_one(sequence))
 
-    async def apredict(self, sequence):
-        """The JSON-able prediction, awaited in the event loop: the Batcher's future, or ``predict`` on the
-        worker pool (the loop goes on parsing other requests meanwhile)."""
+    def submit(self, sequence):
+        """A ``concurrent.futures.Future`` of the raw prediction: the Batcher's, or ``predict`` on the worker
+        pool (the asyncio server's loop goes on parsing other requests meanwhile)."""
         if self.batcher is not None:
-            fut = asyncio.wrap_future(self.batcher.submit(sequence))
-        else:
-            fut = asyncio.get_running_loop().run_in_executor(self._pool, self._predict_one, sequence)
-        return _jsonable(await asyncio.wait_for(fut, 60))
+            return self.batcher.submit(sequence)
+        return self._pool.submit(self._predict_one, sequence)
 
     @staticmethod
     def failure(exc):
@@ -200,8 +198,8 @@ def _response(status, obj, keep_alive=True):
 
 
 def _parse_head(head):
-    """``(method, path, keep_alive, body length)`` from the request line and headers (``bytes`` up to and
-    including the blank line); raises :class:`_BadRequest` for what this server does not take."""
+    """``(method, path, keep_alive, body length)`` from the request line and headers (the ``bytes`` before
+    the blank line); raises :class:`_BadRequest` for what this server does not take."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
@@ -231,36 +229,119 @@ def _parse_head(head):
     return method, path, keep_alive, n
 
 
-async def _read_request(reader):
-    """``(method, path, keep_alive, body)`` of the connection's next request; None once the client closed it."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise _BadRequest(400, "incomplete request") from None
-        return None
-    except asyncio.LimitOverrunError:
-        raise _BadRequest(400, f"request line and headers over {_MAX_HEAD} bytes") from None
-    method, path, keep_alive, n = _parse_head(head)
-    try:
-        body = await reader.readexactly(n)
-    except asyncio.IncompleteReadError:
-        return None
-    return method, path, keep_alive, body
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of the asyncio server: requests are parsed as their bytes arrive and
+    answered in order, one at a time (a pipelining client's next request waits in the buffer)."""
+
+    def __init__(self, server):
+        self.server, self.transport = server, None
+        self.buf = bytearray()
+        self.busy = self.write_paused = False  # a prediction is pending / the client does not read
+        self.keep_alive = True
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc):
+        self.transport = None
+        self.server.connections.discard(self)
+
+    def data_received(self, data):
+        self.buf += data
+        if len(self.buf) > _MAX_HEAD + _MAX_BODY:  # a whole request fits: more is a client not waiting
+            self.transport.pause_reading()
+        self.answer_buffered()
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        self.answer_buffered()
+
+    def answer_buffered(self):
+        """Answer the whole requests in the buffer in turn, until one waits for its prediction."""
+        while not (self.busy or self.write_paused) and self.transport is not None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > _MAX_HEAD:
+                    self.reply(400, {"error": f"request line and headers over {_MAX_HEAD} bytes"}, False)
+                return
+            try:
+                method, path, keep_alive, n = _parse_head(bytes(self.buf[:end]))
+            except _BadRequest as e:
+                self.reply(e.status, {"error": str(e)}, False)
+                return
+            if len(self.buf) < end + 4 + n:
+                return
+            body = bytes(self.buf[end + 4:end + 4 + n])
+            del self.buf[:end + 4 + n]
+            self.transport.resume_reading()
+            self.keep_alive = keep_alive
+            status, obj = self.server.service.route(method, path, body)
+            if status is None:
+                self.busy = True
+                self.server.service.submit(obj).add_done_callback(self.server.handback(self))
+            else:
+                self.reply(status, obj, keep_alive)
+
+    def finish(self, future):
+        """In the loop: answer the pending request with its prediction, then the next buffered ones."""
+        self.busy = False
+        try:
+            status, obj = 200, {"prediction": _jsonable(future.result())}
+        except Exception as e:  # noqa: BLE001 - mapped to 400 / 503 / 500
+            status, obj = Service.failure(e)
+        self.reply(status, obj, self.keep_alive)
+        self.answer_buffered()
+
+    def reply(self, status, obj, keep_alive):
+        if self.transport is None:
+            return
+        self.transport.write(_response(status, obj, keep_alive))
+        if not keep_alive:
+            self.transport.close()
+            self.transport = None
 
 
 class AsyncServer:
     """The asyncio front end (one event loop thread for every connection) with ThreadingHTTPServer's methods:
     ``serve_forever`` (blocks), ``shutdown`` (from another thread; returns once serving stopped),
-    ``server_close``; ``server_address``; ``service``."""
+    ``server_close``; ``server_address``; ``service``.
+
+    Predictions finish on other threads (the Batcher's, or the pool's): their futures' callbacks queue the
+    connection and wake the loop once for all that finished meanwhile (a batch of 10 costs one wake-up)."""
 
     def __init__(self, service, port=0):
         self.service = service
         self.socket = socket.create_server(("127.0.0.1", port), backlog=256)
         self.server_address = self.socket.getsockname()
+        self.connections = set()
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._stopped = threading.Event()
+        self._finished, self._lock = [], threading.Lock()
+
+    def handback(self, connection):
+        """A future's done-callback (run on the thread that settles it) that has the loop call
+        ``connection.finish(future)``."""
+        def done(future):
+            with self._lock:
+                self._finished.append((connection, future))
+                wake = len(self._finished) == 1
+            if wake:
+                try:
+                    self._loop.call_soon_threadsafe(self._finish_all)
+                except RuntimeError:  # the loop is closed: the server stopped
+                    pass
+        return done
+
+    def _finish_all(self):
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for connection, future in finished:
+            connection.finish(future)
 
     def serve_forever(self):
         try:
@@ -269,42 +350,13 @@ class AsyncServer:
             self._stopped.set()
 
     async def _serve(self):
-        server = await asyncio.start_server(self._connection, sock=self.socket, limit=_MAX_HEAD)
+        server = await self._loop.create_server(lambda: _Connection(self), sock=self.socket)
         await self._stop.wait()
         server.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
         await server.wait_closed()
-
-    async def _connection(self, reader, writer):
-        """Answer the requests of one keep-alive connection in turn."""
-        service = self.service
-        try:
-            while True:
-                try:
-                    request = await _read_request(reader)
-                except _BadRequest as e:
-                    writer.write(_response(e.status, {"error": str(e)}, keep_alive=False))
-                    break
-                if request is None:
-                    break
-                method, path, keep_alive, body = request
-                status, obj = service.route(method, path, body)
-                if status is None:
-                    try:
-                        status, obj = 200, {"prediction": await service.apredict(obj)}
-                    except Exception as e:  # noqa: BLE001 - mapped to 400 / 503 / 500
-                        status, obj = service.failure(e)
-                writer.write(_response(status, obj, keep_alive))
-                await writer.drain()
-                if not keep_alive:
-                    break
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
 
     def shutdown(self):
         self._loop.call_soon_threadsafe(self._stop.set)
