@@ -75,7 +75,7 @@ class Service:
         if method == "GET" and path == "/stats":
             return 200, self.stats()
         if path != "/predict":
-            return 404, {"error": f"no such path {path!r}"}
+            return 404, {"error": f"no such path {path[:200]!r}"}
         if method != "POST":
             return 405, {"error": "POST a JSON body to /predict"}
         try:
@@ -237,6 +237,7 @@ class _Connection(asyncio.Protocol):
         self.server, self.transport = server, None
         self.buf = bytearray()
         self.busy = self.write_paused = False  # a prediction is pending / the client does not read
+        self.eof = False  # the client has sent all it will (its requests are still answered)
         self.keep_alive = True
 
     def connection_made(self, transport):
@@ -253,6 +254,11 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
         self.answer_buffered()
 
+    def eof_received(self):
+        self.eof = True
+        self.answer_buffered()
+        return True  # keep the transport open to answer what is buffered
+
     def pause_writing(self):
         self.write_paused = True
 
@@ -264,9 +270,10 @@ class _Connection(asyncio.Protocol):
         """Answer the whole requests in the buffer in turn, until one waits for its prediction."""
         while not (self.busy or self.write_paused) and self.transport is not None:
             end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buf) > _MAX_HEAD:
-                    self.reply(400, {"error": f"request line and headers over {_MAX_HEAD} bytes"}, False)
+            if end < 0 and len(self.buf) <= _MAX_HEAD:
+                return self.need_more()
+            if not 0 <= end <= _MAX_HEAD:
+                self.reply(400, {"error": f"request line and headers over {_MAX_HEAD} bytes"}, False)
                 return
             try:
                 method, path, keep_alive, n = _parse_head(bytes(self.buf[:end]))
@@ -274,7 +281,7 @@ class _Connection(asyncio.Protocol):
                 self.reply(e.status, {"error": str(e)}, False)
                 return
             if len(self.buf) < end + 4 + n:
-                return
+                return self.need_more()
             body = bytes(self.buf[end + 4:end + 4 + n])
             del self.buf[:end + 4 + n]
             self.transport.resume_reading()
@@ -285,6 +292,12 @@ class _Connection(asyncio.Protocol):
                 self.server.service.submit(obj).add_done_callback(self.server.handback(self))
             else:
                 self.reply(status, obj, keep_alive)
+
+    def need_more(self):
+        """No whole request is buffered: wait for more bytes, or close once the client sent its last."""
+        if self.eof and not self.busy and self.transport is not None:
+            self.transport.close()
+            self.transport = None
 
     def finish(self, future):
         """In the loop: answer the pending request with its prediction, then the next buffered ones."""
