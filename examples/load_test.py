@@ -234,12 +234,15 @@ def medians(rows, server, mode):
     return out
 
 
-def in_process(model_path, seqs, clients, n_requests):
+def in_process(model_path, seqs, clients, n_requests, threads=None):
     """The same comparison without HTTP: ``clients`` threads of this process calling ``predict`` on one
-    shared model, against the same threads submitting to a Batcher. Returns (plain, batched) requests/s."""
+    shared model, against the same threads submitting to a Batcher (kernel ``threads`` per call, as the
+    servers). Returns (plain, batched) requests/s."""
     import rnnfast as rf
     from rnnfast.serving import Batcher
     model = rf.load(model_path)
+    if threads:
+        model.set_params(n_threads=threads)
     xs = [s.astype(model._fitted_dtype()) for s in seqs]
 
     def rate(call):
@@ -297,7 +300,10 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="time limit per measurement (default: %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, default=None, help="the server's rnnfast threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="the server's rnnfast threads per call (default: %(default)s: with 32 concurrent "
+                             "requests the setting the README advises, and on a small machine it leaves a core "
+                             "to the front end; 0: the server's default, every CPU)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements per mode, interleaved (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -314,8 +320,9 @@ def main(argv=None):
         bodies = encode(seqs)
         rows, answers = run_rounds(model, bodies, args)
         checked = sum(check_answers(model, seqs, a) for a in answers.values())
-        plain, batched = in_process(model, seqs, args.clients, args.requests)
+        plain, batched = in_process(model, seqs, args.clients, args.requests, args.threads)
     print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs,",
+          f"kernel threads per call {args.threads or 'default'},",
           f"{args.rounds} rounds, {checked} distinct answers checked against predict")
     print_table(rows)
     pairs = [(medians(rows, kind, "no batching"), medians(rows, kind, "batching")) for kind in args.servers]
