@@ -288,10 +288,15 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = keep_alive
             status, obj = self.server.service.route(method, path, body)
             if status is None:
-                self.busy = True
-                self.server.service.submit(obj).add_done_callback(self.server.handback(self))
-            else:
-                self.reply(status, obj, keep_alive)
+                try:
+                    future = self.server.service.submit(obj)
+                except Exception as e:  # noqa: BLE001 - a full queue (503), a closed Batcher (500)
+                    status, obj = Service.failure(e)
+                else:
+                    self.busy = True
+                    future.add_done_callback(self.server.handback(self))
+                    continue
+            self.reply(status, obj, keep_alive)
 
     def need_more(self):
         """No whole request is buffered: wait for more bytes, or close once the client sent its last."""

@@ -116,6 +116,19 @@ def test_keep_alive_serves_several_requests_on_one_connection(model_file, server
             conn.close()
 
 
+@pytest.mark.parametrize("server", ["asyncio", "threading"])
+def test_a_full_queue_answers_503_and_the_connection_goes_on(model_file, server):
+    with serving(rf.load(model_file), batching=True, server=server) as (port, srv):
+        srv.service.batcher.max_queue = 0  # every submit finds the queue full
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            status, body = _request(port, "POST", "/predict", b'{"sequence": [[1, 2, 3]]}', conn=conn)
+            assert status == 503 and "max_queue" in body["error"]
+            assert _request(port, "GET", "/health", conn=conn) == (200, {"status": "ok"})
+        finally:
+            conn.close()
+
+
 def test_asyncio_server_answers_pipelined_requests_in_order(model_file):
     model = rf.load(model_file)
     seqs = _seqs(5, seed=3)
