@@ -58,14 +58,16 @@ def _jsonable(value):
 
 class Service:
     """The model and how a request is answered, whatever the front end: :meth:`route` answers what needs
-    no prediction and parses the sequence of what does; :meth:`predict` (blocking) or :meth:`apredict`
-    (in an event loop) predicts; :meth:`failure` maps a prediction's error to its response."""
+    no prediction and parses the sequence of what does; :meth:`predict` (blocking, the threading server)
+    or :meth:`submit` (a future, the asyncio server) predicts; :meth:`failure` maps a prediction's error to
+    its response."""
 
     def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32):
         self.model, self.method = model, method
         self.batcher = Batcher(model, max_batch_size, max_delay_ms, method=method) if batching else None
         self._call = getattr(model, method)
-        # without batching, the asyncio server's predictions run on these threads (the threading server's own)
+        # without batching, the asyncio server's predictions run on these threads (the threading server
+        # predicts on its connection threads: workers None)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="predict") if workers and not batching else None
 
     def route(self, method, path, body):
