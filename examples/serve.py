@@ -1,7 +1,8 @@
 """A small HTTP prediction service around a saved rnnfast model, with or without request batching.
 
     python examples/serve.py model.rnnfast --port 8000            # batching on (rnnfast.serving.Batcher)
-    python examples/serve.py model.rnnfast --no-batching          # each request thread calls predict
+    python examples/serve.py model.rnnfast --no-batching          # predict per request, on a thread pool
+    python examples/serve.py model.rnnfast --server threading     # the standard library's ThreadingHTTPServer
 
     curl -s localhost:8000/predict -d '{"sequence": [[0.1, 0.2], [0.3, 0.4]]}'
     {"prediction": "up"}
@@ -12,17 +13,29 @@ POST /predict takes ``{"sequence": [...]}``, one sequence: a list of time steps,
 400 and ``{"error": "..."}``; a full queue 503. GET /health answers ``{"status": "ok"}``, GET /stats the
 batcher's counts. The server binds 127.0.0.1 only (put a real front end before exposing it).
 
-It is the standard library's ThreadingHTTPServer: one thread per connection. rnnfast's ``predict`` is
-thread-safe and releases the GIL, so without batching the request threads run their predictions
-concurrently; with batching they hand their sequences to one Batcher, whose worker runs the requests that
-arrive within ``--max-delay-ms`` as one batched call.
+Two front ends, the same interface:
+
+- ``--server asyncio`` (default): one event loop thread parses HTTP/1.1 (request line, headers,
+  ``Content-Length`` body; keep-alive; no chunked bodies: 411) and the JSON. With batching it hands each
+  sequence to one Batcher and awaits its future; without, it runs ``predict`` on a pool of ``--workers``
+  threads (default 32), so the predictions still run concurrently.
+- ``--server threading``: the standard library's ThreadingHTTPServer, one thread per connection, which
+  calls ``predict`` itself (without batching) or waits on the Batcher's future. Simple, but its header
+  parsing (``email.parser``) and per-request thread switches cost several times the asyncio server's CPU
+  per request, under the GIL.
+
+rnnfast's ``predict`` is thread-safe and releases the GIL in its kernels.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import socket
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -31,6 +44,7 @@ import rnnfast as rf
 from rnnfast.serving import Batcher, QueueFullError
 
 _MAX_BODY = 8 * 2**20  # bytes: a larger request body is refused (413)
+_MAX_HEAD = 64 * 2**10  # bytes of request line + headers (asyncio server; more: 400)
 
 
 def _jsonable(value):
@@ -43,17 +57,62 @@ def _jsonable(value):
 
 
 class Service:
-    """The model and how a request is answered: ``predict(sequence)`` -> the JSON-able prediction."""
+    """The model and how a request is answered, whatever the front end: :meth:`route` answers what needs
+    no prediction and parses the sequence of what does; :meth:`predict` (blocking, the threading server)
+    or :meth:`submit` (a future, the asyncio server) predicts; :meth:`failure` maps a prediction's error to
+    its response."""
 
-    def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict"):
+    def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32):
         self.model, self.method = model, method
         self.batcher = Batcher(model, max_batch_size, max_delay_ms, method=method) if batching else None
         self._call = getattr(model, method)
+        # without batching, the asyncio server's predictions run on these threads (the threading server
+        # predicts on its connection threads: workers None)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="predict") if workers and not batching else None
+
+    def route(self, method, path, body):
+        """``(status, obj)`` for a request that needs no prediction (or is bad), else ``(None, sequence)``."""
+        if method == "GET" and path == "/health":
+            return 200, {"status": "ok"}
+        if method == "GET" and path == "/stats":
+            return 200, self.stats()
+        if path != "/predict":
+            return 404, {"error": f"no such path {path[:200]!r}"}
+        if method != "POST":
+            return 405, {"error": "POST a JSON body to /predict"}
+        try:
+            sequence = np.asarray(json.loads(body)["sequence"])
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+            return 400, {"error": 'the body must be JSON {"sequence": [...]}'}
+        if sequence.dtype == object:
+            return 400, {"error": "the sequence must be a list of steps of equal length (numbers or token ids)"}
+        return None, sequence
+
+    def _predict_one(self, sequence):
+        return self._call(sequence[None])[0]
 
     def predict(self, sequence):
+        """The JSON-able prediction, blocking the calling thread."""
         if self.batcher is not None:
             return _jsonable(self.batcher.submit(sequence).result(timeout=60))
-        return _jsonable(self._call(np.asarray(sequence)[None])[0])
+        return _jsonable(self._predict_one(sequence))
+
+    def submit(self, sequence):
+        """A ``concurrent.futures.Future`` of the raw prediction: the Batcher's, or ``predict`` on the worker
+        pool (the asyncio server's loop goes on parsing other requests meanwhile)."""
+        if self.batcher is not None:
+            return self.batcher.submit(sequence)
+        return self._pool.submit(self._predict_one, sequence)
+
+    @staticmethod
+    def failure(exc):
+        """``(status, obj)`` for an error a prediction raised: 503 for a full queue, 400 for a bad sequence,
+        500 for anything else."""
+        if isinstance(exc, QueueFullError):
+            return 503, {"error": str(exc)}
+        if isinstance(exc, (ValueError, TypeError)):
+            return 400, {"error": str(exc)}
+        return 500, {"error": f"{type(exc).__name__}: {exc}"}
 
     def stats(self):
         return self.batcher.stats if self.batcher is not None else {}
@@ -61,8 +120,11 @@ class Service:
     def close(self):
         if self.batcher is not None:
             self.batcher.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
+# ------------------------------------------------------------------------------ threading front end
 class Handler(BaseHTTPRequestHandler):
     """JSON over HTTP/1.1 with keep-alive (a client may send many requests on one connection)."""
 
@@ -80,35 +142,33 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _answer(self, method):
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(411, {"error": "send the body with a Content-Length (no chunked encoding)"})
+            return
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= _MAX_BODY:
+            self.close_connection = True
+            self._send(413 if n > _MAX_BODY else 400, {"error": f"Content-Length must be 0 to {_MAX_BODY}"})
+            return
+        service = self.server.service
+        status, obj = service.route(method, self.path, self.rfile.read(n))
+        if status is None:
+            try:
+                status, obj = 200, {"prediction": service.predict(obj)}
+            except Exception as e:  # noqa: BLE001 - mapped to 400 / 503 / 500
+                status, obj = service.failure(e)
+        self._send(status, obj)
+
     def do_GET(self):
-        if self.path == "/health":
-            self._send(200, {"status": "ok"})
-        elif self.path == "/stats":
-            self._send(200, self.server.service.stats())
-        else:
-            self._send(404, {"error": f"no such path {self.path!r}"})
+        self._answer("GET")
 
     def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        if n > _MAX_BODY:
-            self.close_connection = True
-            self._send(413, {"error": f"request body over {_MAX_BODY} bytes"})
-            return
-        body = self.rfile.read(n)
-        if self.path != "/predict":
-            self._send(404, {"error": f"no such path {self.path!r}"})
-            return
-        try:
-            sequence = json.loads(body)["sequence"]
-        except (ValueError, KeyError, TypeError):
-            self._send(400, {"error": 'the body must be JSON {"sequence": [...]}'})
-            return
-        try:
-            self._send(200, {"prediction": self.server.service.predict(sequence)})
-        except QueueFullError as e:
-            self._send(503, {"error": str(e)})
-        except (ValueError, TypeError) as e:
-            self._send(400, {"error": str(e)})
+        self._answer("POST")
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # one line per request would cost more than the prediction
@@ -119,12 +179,229 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256  # listen backlog: the default 5 resets connections when many clients connect at once
 
 
-def make_server(model, port=0, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict"):
-    """A ThreadingHTTPServer on 127.0.0.1:``port`` (0: any free port) answering with ``model``; not yet
-    serving (call ``serve_forever``, and ``shutdown`` / ``server_close`` / ``service.close()`` after)."""
-    server = Server(("127.0.0.1", port), Handler)
-    server.service = Service(model, batching, max_batch_size, max_delay_ms, method)
-    return server
+# ------------------------------------------------------------------------------ asyncio front end
+class _BadRequest(Exception):
+    """A request the asyncio server does not take: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def _response(status, obj, keep_alive=True):
+    """The bytes of one HTTP/1.1 response with a JSON body."""
+    body = json.dumps(obj).encode()
+    close = "" if keep_alive else "Connection: close\r\n"
+    return (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{close}\r\n").encode() + body
+
+
+def _parse_head(head):
+    """``(method, path, keep_alive, body length)`` from the request line and headers (the ``bytes`` before
+    the blank line); raises :class:`_BadRequest` for what this server does not take."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise _BadRequest(400, "malformed request line")
+    method, path, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(505, f"{version} is not supported: use HTTP/1.1")
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise _BadRequest(400, f"malformed header line {line[:80]!r}")
+            headers[name.lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise _BadRequest(411, "send the body with a Content-Length (no chunked encoding)")
+    length = headers.get("content-length")
+    if length is None and method == "POST":
+        raise _BadRequest(411, "a POST needs a Content-Length")
+    if length is not None and not (length.isascii() and length.isdigit()):
+        raise _BadRequest(400, f"bad Content-Length {length[:40]!r}")
+    n = int(length or 0)
+    if n > _MAX_BODY:
+        raise _BadRequest(413, f"request body over {_MAX_BODY} bytes")
+    connection = headers.get("connection", "").lower()
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    return method, path, keep_alive, n
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of the asyncio server: requests are parsed as their bytes arrive and
+    answered in order, one at a time (a pipelining client's next request waits in the buffer)."""
+
+    def __init__(self, server):
+        self.server, self.transport = server, None
+        self.buf = bytearray()
+        self.busy = self.write_paused = False  # a prediction is pending / the client does not read
+        self.eof = False  # the client has sent all it will (its requests are still answered)
+        self.keep_alive = True
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc):
+        self.transport = None
+        self.server.connections.discard(self)
+
+    def data_received(self, data):
+        self.buf += data
+        if len(self.buf) > _MAX_HEAD + _MAX_BODY:  # a whole request fits: more is a client not waiting
+            self.transport.pause_reading()
+        self.answer_buffered()
+
+    def eof_received(self):
+        self.eof = True
+        self.answer_buffered()
+        return True  # keep the transport open to answer what is buffered
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        self.answer_buffered()
+
+    def answer_buffered(self):
+        """Answer the whole requests in the buffer in turn, until one waits for its prediction."""
+        while not (self.busy or self.write_paused) and self.transport is not None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0 and len(self.buf) <= _MAX_HEAD:
+                return self.need_more()
+            if not 0 <= end <= _MAX_HEAD:
+                self.reply(400, {"error": f"request line and headers over {_MAX_HEAD} bytes"}, False)
+                return
+            try:
+                method, path, keep_alive, n = _parse_head(bytes(self.buf[:end]))
+            except _BadRequest as e:
+                self.reply(e.status, {"error": str(e)}, False)
+                return
+            if len(self.buf) < end + 4 + n:
+                return self.need_more()
+            body = bytes(self.buf[end + 4:end + 4 + n])
+            del self.buf[:end + 4 + n]
+            self.transport.resume_reading()
+            self.keep_alive = keep_alive
+            status, obj = self.server.service.route(method, path, body)
+            if status is None:
+                try:
+                    future = self.server.service.submit(obj)
+                except Exception as e:  # noqa: BLE001 - a full queue (503), a closed Batcher (500)
+                    status, obj = Service.failure(e)
+                else:
+                    self.busy = True
+                    future.add_done_callback(self.server.handback(self))
+                    continue
+            self.reply(status, obj, keep_alive)
+
+    def need_more(self):
+        """No whole request is buffered: wait for more bytes, or close once the client sent its last."""
+        if self.eof and not self.busy and self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def finish(self, future):
+        """In the loop: answer the pending request with its prediction, then the next buffered ones."""
+        self.busy = False
+        try:
+            status, obj = 200, {"prediction": _jsonable(future.result())}
+        except Exception as e:  # noqa: BLE001 - mapped to 400 / 503 / 500
+            status, obj = Service.failure(e)
+        self.reply(status, obj, self.keep_alive)
+        self.answer_buffered()
+
+    def reply(self, status, obj, keep_alive):
+        if self.transport is None:
+            return
+        self.transport.write(_response(status, obj, keep_alive))
+        if not keep_alive:
+            self.transport.close()
+            self.transport = None
+
+
+class AsyncServer:
+    """The asyncio front end (one event loop thread for every connection) with ThreadingHTTPServer's methods:
+    ``serve_forever`` (blocks), ``shutdown`` (from another thread; returns once serving stopped),
+    ``server_close``; ``server_address``; ``service``.
+
+    Predictions finish on other threads (the Batcher's, or the pool's): their futures' callbacks queue the
+    connection and wake the loop once for all that finished meanwhile (a batch of 10 costs one wake-up)."""
+
+    def __init__(self, service, port=0):
+        self.service = service
+        self.socket = socket.create_server(("127.0.0.1", port), backlog=256)
+        self.server_address = self.socket.getsockname()
+        self.connections = set()
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._stopped = threading.Event()
+        self._finished, self._lock = [], threading.Lock()
+
+    def handback(self, connection):
+        """A future's done-callback (run on the thread that settles it) that has the loop call
+        ``connection.finish(future)``."""
+        def done(future):
+            with self._lock:
+                self._finished.append((connection, future))
+                wake = len(self._finished) == 1
+            if wake:
+                try:
+                    self._loop.call_soon_threadsafe(self._finish_all)
+                except RuntimeError:  # the loop is closed: the server stopped
+                    pass
+        return done
+
+    def _finish_all(self):
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for connection, future in finished:
+            connection.finish(future)
+
+    def serve_forever(self):
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._stopped.set()
+
+    async def _serve(self):
+        server = await self._loop.create_server(lambda: _Connection(self), sock=self.socket)
+        await self._stop.wait()
+        server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        await server.wait_closed()
+
+    def shutdown(self):
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._stopped.wait()
+
+    def server_close(self):
+        self.socket.close()
+        if not self._loop.is_running():
+            self._loop.close()
+
+
+def make_server(model, port=0, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict",
+                server="asyncio", workers=32):
+    """A server on 127.0.0.1:``port`` (0: any free port) answering with ``model``, ``server`` "asyncio" or
+    "threading"; not yet serving (call ``serve_forever``, and ``shutdown`` / ``server_close`` /
+    ``service.close()`` after). ``workers``: the asyncio server's predict threads without batching."""
+    if server not in ("asyncio", "threading"):
+        raise ValueError(f"server must be 'asyncio' or 'threading', got {server!r}")
+    service = Service(model, batching, max_batch_size, max_delay_ms, method,
+                      workers=workers if server == "asyncio" else None)
+    if server == "asyncio":
+        return AsyncServer(service, port)
+    httpd = Server(("127.0.0.1", port), Handler)
+    httpd.service = service
+    return httpd
 
 
 def start_in_thread(server):
@@ -138,10 +415,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a model file written by an estimator's save()")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--server", choices=("asyncio", "threading"), default="asyncio",
+                        help="front end: one event loop (default), or a thread per connection")
     parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
                         help="coalesce concurrent requests with rnnfast.serving.Batcher (default: on)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=32,
+                        help="asyncio server without batching: threads running predict (default: %(default)s)")
     parser.add_argument("--method", choices=("predict", "predict_proba"), default="predict")
     parser.add_argument("--threads", type=int, default=None, help="rnnfast kernel threads per call")
     parser.add_argument("--workspace-limit-mb", type=float, default=None,
@@ -152,9 +433,11 @@ def main(argv=None):
     if args.workspace_limit_mb is not None:
         rf.set_workspace_limit(int(args.workspace_limit_mb * 2**20))
     model = rf.load(args.model)
-    server = make_server(model, args.port, args.batching, args.max_batch_size, args.max_delay_ms, args.method)
+    server = make_server(model, args.port, args.batching, args.max_batch_size, args.max_delay_ms, args.method,
+                         args.server, args.workers)
     host, port = server.server_address[:2]
-    print(f"serving {args.model} on http://{host}:{port} (batching {'on' if args.batching else 'off'})", flush=True)
+    print(f"serving {args.model} on http://{host}:{port} ({args.server}, batching {'on' if args.batching else 'off'})",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -161,10 +161,12 @@ def _adapter(model, method: str, n_threads: Optional[int]):
 
 # ---------------------------------------------------------------------------------------- worker
 def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
-    """The batch starting with ``first``: what else arrives within ``delay`` seconds, up to ``max_batch``.
-    Returns (items, stop)."""
+    """The batch starting with ``first``: what else arrives up to ``delay`` seconds after ``first`` was
+    submitted (its last field, a ``time.monotonic()``), up to ``max_batch``. A request that queued while the
+    previous batch ran has waited already: under a steady load the next batch starts as soon as the worker
+    is free, not ``delay`` later. Returns (items, stop)."""
     batch = [first]
-    deadline = time.monotonic() + delay
+    deadline = first[2] + delay
     while len(batch) < max_batch:
         try:
             item = q.get_nowait()
@@ -185,7 +187,7 @@ def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[lis
 def _resolve(adapter, items: list, stats: dict) -> None:
     """Run one batch and settle its futures; when the batch call fails, each request runs alone so an
     error reaches only the future of the request that caused it."""
-    live = [(x, f) for x, f in items if f.set_running_or_notify_cancel()]
+    live = [(x, f) for x, f, _ in items if f.set_running_or_notify_cancel()]
     if not live:
         return
     stats["batches"] += 1
@@ -237,9 +239,10 @@ class Batcher:
     max_batch_size : int >= 1, default 32
         Most requests in one call.
     max_delay_ms : float >= 0, default 2
-        How long the first request of a batch waits for others, when requests come concurrently (the
-        previous batch held more than one; a lone request runs at once). Requests queued while a batch
-        runs join the next batch without waiting.
+        How long the first request of a batch waits for others (counted from its ``submit``), when requests
+        come concurrently (the previous batch held more than one; a lone request runs at once). Requests
+        queued while a batch runs have waited already: the next batch starts when the worker is free, with
+        those that came within ``max_delay_ms`` of its first.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules
@@ -323,7 +326,7 @@ class Batcher:
             if self._queue.qsize() >= self.max_queue:
                 raise QueueFullError(f"{self.max_queue} requests are waiting (max_queue); retry later or raise "
                                      "max_queue")
-            self._queue.put((item, fut))
+            self._queue.put((item, fut, time.monotonic()))
         return fut
 
     def predict(self, x: Any, timeout: Optional[float] = None) -> Any:

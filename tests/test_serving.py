@@ -238,3 +238,27 @@ def test_a_lone_request_does_not_wait_for_company():
         for _ in range(3):
             b.submit(np.ones((2, 2))).result(timeout=30)
         assert time.perf_counter() - t0 < 1.5
+
+
+def test_the_delay_counts_from_the_first_requests_submit():
+    """A batch's first request waits for company up to max_delay_ms after it was submitted, not after the
+    worker took it: requests that queued while the previous batch ran go at once (under a steady load a
+    fixed wait after every batch would cap the throughput), a fresh one still gathers what comes."""
+    import queue
+
+    from rnnfast.serving import _collect
+    q = queue.Queue()
+    old = time.monotonic() - 1.0
+    first = (np.ones(2), None, old)
+    for _ in range(2):
+        q.put((np.ones(2), None, old))
+    t0 = time.perf_counter()
+    batch, stop = _collect(q, first, 32, 0.5)
+    assert len(batch) == 3 and not stop and time.perf_counter() - t0 < 0.3
+
+    late = threading.Timer(0.05, lambda: q.put((np.ones(2), None, time.monotonic())))
+    late.start()
+    t0 = time.perf_counter()
+    batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 32, 0.3)
+    late.join()
+    assert len(batch) == 2 and time.perf_counter() - t0 >= 0.25

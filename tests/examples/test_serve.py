@@ -1,8 +1,11 @@
 """examples/serve.py and examples/load_test.py: the HTTP service on 127.0.0.1 with a tiny model answers
-concurrent requests with what predict gives for each sequence alone, with and without batching (a few
+concurrent requests with what predict gives for each sequence alone, with and without batching, with both
+front ends (asyncio, threading); keep-alive, pipelining and the requests the asyncio server refuses (a few
 seconds, every wait bounded)."""
+import contextlib
 import http.client
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,28 +25,58 @@ def model_file(tmp_path_factory):
     return path
 
 
-def _request(port, method, path, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+@contextlib.contextmanager
+def serving(model, **kwargs):
+    """A server of serve.py in a thread of this process; yields (port, server); stopped after."""
+    serve = _load("serve")
+    server = serve.make_server(model, port=0, **kwargs)
+    thread = serve.start_in_thread(server)
+    try:
+        yield server.server_address[1], server
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.service.close()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def _request(port, method, path, body=None, conn=None):
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(method, path, body)
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
+def _raw(port, data):
+    """Send raw bytes, read until the server closes the connection (or 10 s); returns what came back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def _seqs(n, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(rng.integers(1, 12)), 3)).astype(np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("server", ["asyncio", "threading"])
 @pytest.mark.parametrize("batching", [True, False])
 @pytest.mark.parametrize("method", ["predict", "predict_proba"])
-def test_service_answers_concurrent_requests_as_predict(model_file, batching, method):
-    serve = _load("serve")
+def test_service_answers_concurrent_requests_as_predict(model_file, server, batching, method):
     model = rf.load(model_file)
-    server = serve.make_server(model, port=0, batching=batching, max_delay_ms=5, method=method)
-    thread = serve.start_in_thread(server)
-    port = server.server_address[1]
-    assert server.server_address[0] == "127.0.0.1"
-    rng = np.random.default_rng(1)
-    seqs = [rng.standard_normal((int(rng.integers(1, 12)), 3)).astype(np.float32) for _ in range(12)]
-    try:
+    seqs = _seqs(12)
+    with serving(model, batching=batching, max_delay_ms=5, method=method, server=server, workers=4) as (port, srv):
+        assert srv.server_address[0] == "127.0.0.1"
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda s: _request(port, "POST", "/predict",
                                                        json.dumps({"sequence": s.tolist()})), seqs))
@@ -57,22 +90,96 @@ def test_service_answers_concurrent_requests_as_predict(model_file, batching, me
         status, body = _request(port, "POST", "/predict", json.dumps({"sequence": [[1.0, 2.0]]}))
         assert status == 400 and "features" in body["error"]
         assert _request(port, "POST", "/predict", b"not json")[0] == 400
+        assert _request(port, "POST", "/predict", b'{"sequence": [[1, 2, 3], [1]]}')[0] == 400
+        assert _request(port, "POST", "/predict", b'{"seq": [[1, 2, 3]]}')[0] == 400
+        assert _request(port, "POST", "/nowhere", b"{}")[0] == 404
         assert _request(port, "GET", "/health") == (200, {"status": "ok"})
         stats = _request(port, "GET", "/stats")[1]
         assert stats.get("requests", 12) >= 12 if batching else stats == {}
-    finally:
-        server.shutdown()
-        server.server_close()
-        server.service.close()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("server", ["asyncio", "threading"])
+def test_keep_alive_serves_several_requests_on_one_connection(model_file, server):
+    """One connection: good requests, a bad one (400, the connection stays open), good ones again."""
+    model = rf.load(model_file)
+    seqs = _seqs(6, seed=2)
+    with serving(model, batching=True, server=server) as (port, _):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for i, s in enumerate(seqs):
+                if i == 3:
+                    assert _request(port, "POST", "/predict", b"[", conn=conn)[0] == 400
+                status, body = _request(port, "POST", "/predict", json.dumps({"sequence": s.tolist()}), conn=conn)
+                assert status == 200 and body["prediction"] == model.predict(s[None])[0]
+            assert conn.sock is not None  # never reconnected: http.client closes it when the server says so
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("server", ["asyncio", "threading"])
+def test_a_full_queue_answers_503_and_the_connection_goes_on(model_file, server):
+    with serving(rf.load(model_file), batching=True, server=server) as (port, srv):
+        srv.service.batcher.max_queue = 0  # every submit finds the queue full
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            status, body = _request(port, "POST", "/predict", b'{"sequence": [[1, 2, 3]]}', conn=conn)
+            assert status == 503 and "max_queue" in body["error"]
+            assert _request(port, "GET", "/health", conn=conn) == (200, {"status": "ok"})
+        finally:
+            conn.close()
+
+
+def test_asyncio_server_answers_pipelined_requests_in_order(model_file):
+    model = rf.load(model_file)
+    seqs = _seqs(5, seed=3)
+    bodies = [json.dumps({"sequence": s.tolist()}).encode() for s in seqs]
+    data = b"".join(b"POST /predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies)
+    data += b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+    with serving(model, batching=True) as (port, _):
+        out = _raw(port, data)
+    parts = out.split(b"HTTP/1.1 ")[1:]
+    assert len(parts) == 6 and all(p.startswith(b"200 OK") for p in parts)
+    got = [json.loads(p.split(b"\r\n\r\n", 1)[1]) for p in parts]
+    assert [g["prediction"] for g in got[:5]] == [model.predict(s[None])[0] for s in seqs]
+    assert got[5] == {"status": "ok"} and b"Connection: close" in parts[5]
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"POST /predict HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}", 505),
+    (b"POST /predict HTTP/1.1\r\n\r\n", 411),
+    (b"POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
+    (b"POST /predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (2**30), 413),
+    (b"POST /predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400),
+    (b"POST /predict\r\n\r\n", 400),
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"POST /predict HTTP/1.1\r\nno colon here\r\nContent-Length: 2\r\n\r\n{}", 400),
+    (b"POST /predict HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}", None),  # body never completes: closed, no answer
+    (b"GET /predict HTTP/1.1\r\n\r\n", 405),
+    (b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\n\r\n", 400),
+])
+def test_asyncio_server_refuses_what_it_does_not_support(model_file, data, status):
+    """Each with a JSON error body; the refusals of the request itself close the connection."""
+    with serving(rf.load(model_file), batching=True) as (port, _):
+        out = _raw(port, data)
+        assert _request(port, "GET", "/health")[0] == 200  # the server lives on
+    if status is None:
+        assert out == b""
+        return
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:80]
+    assert "error" in json.loads(out.split(b"\r\n\r\n", 1)[1])
+
+
+def test_make_server_rejects_an_unknown_front_end(model_file):
+    with pytest.raises(ValueError, match="asyncio"):
+        _load("serve").make_server(rf.load(model_file), server="twisted")
 
 
 def test_load_test_runs_briefly(model_file, capsys):
-    """The load test end to end on the tiny model: both modes, a table, the answers checked."""
+    """The load test end to end on the tiny model: both front ends, both modes, a table, the answers checked."""
     lt = _load("load_test")
     assert lt.main(["--model", str(model_file), "--clients", "4", "--requests", "40", "--single", "10",
                     "--seconds", "10", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "no batching" in out and "batching" in out and "p99 ms" in out and "throughput ratio" in out
+    assert "asyncio" in out and "threading" in out
     assert "answers checked against predict" in out and "in process, no HTTP" in out
