@@ -148,14 +148,17 @@ def post(conn, request):
     return data["prediction"]
 
 
-def drive(port, bodies, clients, max_requests, seconds):
+def drive(port, bodies, clients, max_requests, seconds, rate=None):
     """``clients`` threads sending the request ``bodies`` round-robin until ``max_requests`` answers or
-    ``seconds`` pass.
+    ``seconds`` pass: each as soon as its previous answer came (a closed loop), or, with ``rate``, request
+    ``i`` not before ``i / rate`` s from the start (an open loop at that offered load, as independent users
+    arrive; its latency counts from that scheduled time, so a late send is not hidden).
     Returns (latencies in s, answers by sequence index, wall time)."""
     lock = threading.Lock()
     counter = iter(range(max_requests))
     latencies, answers, errors = [], {}, []
-    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    deadline = start + seconds
 
     def client():
         conn = Connection(port)
@@ -167,6 +170,9 @@ def drive(port, bodies, clients, max_requests, seconds):
                     return
                 k = i % len(bodies)
                 t0 = time.perf_counter()
+                if rate:
+                    t0 = start + i / rate
+                    time.sleep(max(0.0, t0 - time.perf_counter()))
                 try:
                     ans = post(conn, bodies[k])
                 except Exception as e:  # noqa: BLE001 - reported after the run
@@ -203,7 +209,7 @@ def measure(srv, server, batching, bodies, args):
     before = stats_of(srv.port)
     single, _, _ = drive(srv.port, bodies, 1, args.single, args.seconds)
     cpu0 = srv.cpu_seconds()
-    lat, answers, wall = drive(srv.port, bodies, args.clients, args.requests, args.seconds)
+    lat, answers, wall = drive(srv.port, bodies, args.clients, args.requests, args.seconds, args.rate)
     cpu1 = srv.cpu_seconds()
     after = stats_of(srv.port)
     batches = after.get("batches", 0) - before.get("batches", 0)
@@ -303,6 +309,9 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default: %(default)s)")
     parser.add_argument("--servers", nargs="+", choices=("asyncio", "threading"), default=["asyncio", "threading"],
                         help="front ends of serve.py to measure (default: both)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="offered load in requests/s for the concurrent clients (an open loop: latency under a "
+                             "load the server sustains); default: a closed loop, each client at once again")
     parser.add_argument("--requests", type=int, default=4000, help="requests per round (default: %(default)s)")
     parser.add_argument("--single", type=int, default=200, help="single-client requests per round")
     parser.add_argument("--seconds", type=float, default=20.0,
