@@ -306,13 +306,14 @@ class KernelCalls:
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
 
-    def _finish(self, plan, out_p, hT, cT, unbatched, final=False):
-        """The caller's results from the kernel's: ``out_p`` packed (N, DH), or with ``final`` already the
-        caller's output array."""
+    def _finish(self, plan, out_p, hT, cT, unbatched, final=False, width=None):
+        """The caller's results from the kernel's: ``out_p`` packed (N, ``width``: D*H, the default, for a
+        forward's output, I for a backward's dx), or with ``final`` already the caller's output array; the
+        states (final ones, or the initial states' gradients) in the caller's row order."""
         if final:
             out = out_p
         else:
-            out = plan.unpack(out_p, self._D * self.hidden_size)
+            out = plan.unpack(out_p, self._D * self.hidden_size if width is None else width)
             if not self.batch_first:
                 out = np.ascontiguousarray(out.swapaxes(0, 1))
         h_n = plan.unsort_states(hT)

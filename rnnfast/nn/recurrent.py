@@ -244,19 +244,9 @@ class _RNNBase(KernelCalls, Module):
                              cache["masks"], dls, dx0, grads, dstates, nth, *kp.kernel_args)
         if shares_units:
             self.thread_policy.note(nth, yields)
-        dx = plan.unpack(dx0, self.input_size)
-        self._release(ws)
-        if not self.batch_first:
-            dx = np.ascontiguousarray(dx.swapaxes(0, 1))
-        dh0 = plan.unsort_states(dh0_all)
-        dc0 = plan.unsort_states(dc0_all) if self._mode == "lstm" else None
-        if unbatched:
-            dx = dx[0] if self.batch_first else dx[:, 0]
-            dh0 = dh0[:, 0]
-            dc0 = dc0[:, 0] if dc0 is not None else None
-        if self._mode == "lstm":
-            return dx, cast(State, (dh0, dc0))
-        return dx, dh0
+        result = self._finish(plan, dx0, dh0_all, dc0_all, unbatched, width=self.input_size)
+        self._release(ws)  # after the unpack: dx0 may live in the workspace
+        return result
 
     def step(self, x_t: ArrayLike, state: Optional[State] = None,
              n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
