@@ -234,21 +234,29 @@ def test_in_a_sequential_with_lengths_and_an_optimizer():
 
 # ---------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("call, exc", [
-    (lambda: BatchNorm(0), ValueError), (lambda: BatchNorm(3.0), TypeError), (lambda: BatchNorm(3, momentum=2),
-                                                                              ValueError),
-    (lambda: BatchNorm(3, eps=0), ValueError), (lambda: BatchNorm(3, affine="yes"), TypeError),
-    (lambda: BatchNorm(3, dtype=np.int32), TypeError), (lambda: LayerNorm(()), ValueError),
-    (lambda: LayerNorm("3"), TypeError), (lambda: LayerNorm([3, 0]), ValueError), (lambda: LayerNorm(True), TypeError),
-    (lambda: BatchNorm(3)(np.zeros((2, 5, 4))), ValueError), (lambda: BatchNorm(3)(np.zeros(3)), ValueError),
+    (lambda: BatchNorm(0), ValueError),
+    (lambda: BatchNorm(3.0), TypeError),
+    (lambda: BatchNorm(3, momentum=2), ValueError),
+    (lambda: BatchNorm(3, eps=0), ValueError),
+    (lambda: BatchNorm(3, affine="yes"), TypeError),
+    (lambda: BatchNorm(3, dtype=np.int32), TypeError),
+    (lambda: LayerNorm(()), ValueError),
+    (lambda: LayerNorm("3"), TypeError),
+    (lambda: LayerNorm([3, 0]), ValueError),
+    (lambda: LayerNorm(True), TypeError),
+    (lambda: BatchNorm(3)(np.zeros((2, 5, 4))), ValueError),
+    (lambda: BatchNorm(3)(np.zeros(3)), ValueError),
     (lambda: BatchNorm(3)(np.zeros((2, 5, 3)), lengths=[0, 5]), ValueError),
     (lambda: BatchNorm(3)(np.zeros((2, 5, 3)), lengths=[1, 2, 3]), ValueError),
     (lambda: BatchNorm(3)(np.zeros((2, 5, 3)), lengths=[1.5, 2]), TypeError),
-    (lambda: BatchNorm(3)(np.zeros((1, 3))), ValueError), (lambda: BatchNorm(3)(np.zeros((2, 5, 3)), lengths=[1, 0]),
-                                                           ValueError),
-    (lambda: BatchNorm(3)(np.array([["a", "b", "c"]])), TypeError), (lambda: LayerNorm(3)(np.zeros((2, 4))), ValueError),
+    (lambda: BatchNorm(3)(np.zeros((2, 5, 3)), lengths=[1, 6]), ValueError),
+    (lambda: BatchNorm(3)(np.zeros((1, 3))), ValueError),
+    (lambda: BatchNorm(3)(np.array([["a", "b", "c"]])), TypeError),
+    (lambda: LayerNorm(3)(np.zeros((2, 4))), ValueError),
     (lambda: LayerNorm((2, 3))(np.zeros((4, 3, 2))), ValueError),
     (lambda: BatchNorm(3).load_state_dict({"weight": np.ones(3)}), ValueError),
     (lambda: BatchNorm(3).load_state_dict({**BatchNorm(3).state_dict(), "num_batches_tracked": -1}), ValueError),
+    (lambda: BatchNorm(3).load_state_dict({**BatchNorm(3).state_dict(), "running_var": np.ones(4)}), ValueError),
 ])
 def test_bad_input_is_refused_clearly(call, exc):
     with pytest.raises(exc):
