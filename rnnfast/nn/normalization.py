@@ -33,43 +33,43 @@ BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 # ---------------------------------------------------------------------------------------- shared helpers
-def _valid_rows(x: np.ndarray, lengths: Any, k: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """(rows, mask): ``x`` as (N, S) rows of its last ``k`` axes (S their product), keeping only the valid
-    steps of a (B, T, ...) sequence when ``lengths`` is given; ``mask`` (B, T) marks them (None: every row)."""
-    size = int(np.prod(x.shape[x.ndim - k:], dtype=np.int64))
-    mask = None
-    if lengths is not None:
-        B, T = x.shape[:2]
-        lens = check_lengths(lengths, B, T)
-        if int(lens.sum()) < B * T:
-            mask = time_mask(lens, B, T)
-    if mask is None:
-        return x.reshape(-1, size), None
-    return x[mask].reshape(-1, size), mask
+def _rows(x: np.ndarray, lengths: Any, k: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(rows, pad): ``x`` as (M, S) rows of its last ``k`` axes (S their product), and for a (B, T, ...)
+    sequence with ``lengths`` the (M,) bool mask of the rows at padded steps (None when there are none).
+
+    The padded rows are computed with the others and zeroed after (cheaper than gathering the valid rows
+    and scattering them back: the estimators batch sequences of similar lengths, so padding is little)."""
+    rows = x.reshape(-1, int(np.prod(x.shape[x.ndim - k:], dtype=np.int64)))
+    if lengths is None:
+        return rows, None
+    B, T = x.shape[:2]
+    lens = check_lengths(lengths, B, T)
+    if int(lens.sum()) == B * T:
+        return rows, None
+    pad = ~time_mask(lens, B, T)
+    extra = x.ndim - k - 2  # axes between time and the normalized ones, each row of them alike
+    return rows, np.broadcast_to(pad.reshape(pad.shape + (1,) * extra), x.shape[:x.ndim - k]).reshape(-1)
 
 
-def _scatter(rows: np.ndarray, mask: Optional[np.ndarray], shape: tuple) -> np.ndarray:
-    """``rows`` put back into ``shape`` (the inverse of :func:`_valid_rows`), zero at the padded steps."""
-    if mask is None:
-        return rows.reshape(shape)
-    out = np.zeros(shape, rows.dtype)
-    out[mask] = rows.reshape((-1,) + shape[2:])
-    return out
+def _valid_sum(a: np.ndarray, pad: Optional[np.ndarray]) -> np.ndarray:
+    """The sum of the valid rows of ``a`` (M, S): (S,) (whatever the padded rows hold)."""
+    return a.sum(axis=0) if pad is None else np.add.reduce(a, axis=0, where=~pad[:, None])
 
 
-def _standardized(rows: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x_hat, 1 / sqrt(var + eps)) of ``rows``."""
-    invstd = 1.0 / np.sqrt(var + rows.dtype.type(eps))
-    return (rows - mean) * invstd, invstd
+def _zero(a: np.ndarray, pad: Optional[np.ndarray]) -> np.ndarray:
+    """``a`` with its padded rows set to zero (in place)."""
+    if pad is not None:
+        a[pad] = 0
+    return a
 
 
 class _Norm(Module):
     """What BatchNorm and LayerNorm share: the affine parameters, the kept cache and the backward.
 
-    A subclass's forward calls :meth:`_finish` with the standardized valid rows; ``_axis`` is the axis of
-    the rows its statistics run over (0: over positions, BatchNorm; 1: over features, LayerNorm)."""
+    A training-mode forward standardizes (M, S) rows to ``x_hat`` (zero at the padded rows) and calls
+    :meth:`_finish`; :meth:`_means` gives backward the means of ``dy`` and ``dy * x_hat`` along the axis the
+    statistics run over (over valid rows for BatchNorm, over each row for LayerNorm)."""
 
-    _axis = 0
     dtype: np.dtype
 
     def _add_affine(self, shape: tuple, bias: bool = True) -> None:
@@ -77,15 +77,25 @@ class _Norm(Module):
         if bias:
             self._add_param("bias", np.zeros(shape, self.dtype))
 
-    def _finish(self, xhat: np.ndarray, invstd: np.ndarray, mask: Optional[np.ndarray], shape: tuple) -> np.ndarray:
-        """The output of standardized rows ``xhat``: the affine map, scattered back to ``shape``."""
-        y = xhat
-        if "weight" in self._params:
-            y = xhat * self._params["weight"].reshape(-1)
-        if "bias" in self._params:
-            y = y + self._params["bias"].reshape(-1)
-        self._keep((xhat, invstd, mask, shape))
-        return _scatter(y, mask, shape)
+    def _affine(self) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """(weight, bias) as flat (S,) views, each None when the layer has none."""
+        p = self._params
+        return tuple(p[k].reshape(-1) if k in p else None for k in ("weight", "bias"))  # type: ignore[return-value]
+
+    def _finish(self, xhat: np.ndarray, invstd: np.ndarray, pad: Optional[np.ndarray], shape: tuple,
+                n: int) -> np.ndarray:
+        """The output of the standardized rows ``xhat``: the affine map, zero at the padded rows."""
+        w, b = self._affine()
+        _zero(xhat, pad)
+        y = xhat * w if w is not None else xhat.copy()
+        if b is not None:
+            y += b
+        self._keep((xhat, invstd, pad, shape, n))
+        return _zero(y, pad).reshape(shape)
+
+    def _means(self, dy: np.ndarray, xhat: np.ndarray, sum_d: np.ndarray, sum_dx: np.ndarray,
+               n: int) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def backward(self, dout: ArrayLike, *, n_threads: Optional[int] = None) -> np.ndarray:
         """Accumulate ``grads`` (weight, bias) and return the gradient wrt the input (zero at padded steps).
@@ -100,19 +110,23 @@ class _Norm(Module):
         -------
         numpy.ndarray, the input's shape
         """
-        xhat, invstd, mask, shape = self._take_cache()
-        d = _check_grad(dout, shape, self.dtype)
-        d = d.reshape(xhat.shape) if mask is None else d[mask].reshape(xhat.shape)
-        if "weight" in self._params:
-            self.grads["weight"].reshape(-1)[...] += (d * xhat).sum(axis=0)
-            dy = d * self._params["weight"].reshape(-1)
-        else:
-            dy = d
-        if "bias" in self._params:
-            self.grads["bias"].reshape(-1)[...] += d.sum(axis=0)
-        ax = self._axis
-        dx = invstd * (dy - dy.mean(axis=ax, keepdims=True) - xhat * (dy * xhat).mean(axis=ax, keepdims=True))
-        return _scatter(dx, mask, shape)
+        xhat, invstd, pad, shape, n = self._take_cache()
+        d = _check_grad(dout, shape, self.dtype).reshape(xhat.shape)
+        w, b = self._affine()
+        # x_hat is zero at the padded rows: they add nothing (einsum: no temporary the size of the batch, whose
+        # fresh pages cost more than the arithmetic)
+        sum_dx, sum_d = np.einsum("ij,ij->j", d, xhat), _valid_sum(d, pad)
+        if w is not None:
+            self.grads["weight"].reshape(-1)[...] += sum_dx
+        if b is not None:
+            self.grads["bias"].reshape(-1)[...] += sum_d
+        dy = d * w if w is not None else d.copy()
+        mean_dy, mean_dyx = self._means(dy, xhat, sum_d, sum_dx, n)
+        dy -= mean_dy
+        xhat *= mean_dyx  # the cache is consumed: its buffer serves
+        dy -= xhat
+        dy *= invstd
+        return _zero(dy, pad).reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------- BatchNorm
@@ -246,20 +260,41 @@ class BatchNorm(_Norm):
             A wrong shape or lengths, or training with a single valid row (no variance to speak of).
         """
         x = self._check_input(x)
-        rows, mask = _valid_rows(x, lengths if x.ndim == 3 else None, 1)
-        if self.training or not self.track_running_stats:
-            n = rows.shape[0]
-            if self.training and n < 2:
-                raise ValueError(f"BatchNorm needs more than one valid row per feature to train, got {n} "
-                                 f"(input shape {x.shape})")
-            mean = rows.mean(axis=0, keepdims=True)
-            var = np.square(rows - mean).mean(axis=0, keepdims=True)
-            if self.training and self.track_running_stats:
-                self._update_running(mean, var, n)
-        else:
-            mean, var = self._buffers["running_mean"], self._buffers["running_var"]
-        xhat, invstd = _standardized(rows, mean, var, self.eps)
-        return self._finish(xhat, invstd, mask, x.shape)
+        rows, pad = _rows(x, lengths if x.ndim == 3 else None, 1)
+        if not self.training and self.track_running_stats:
+            return self._eval(rows, pad, x.shape)
+        n = rows.shape[0] - (0 if pad is None else int(pad.sum()))
+        if self.training and n < 2:
+            raise ValueError(f"BatchNorm needs more than one valid row per feature to train, got {n} "
+                             f"(input shape {x.shape})")
+        mean = _valid_sum(rows, pad) / n
+        xc = _zero(rows - mean, pad)
+        var = np.einsum("ij,ij->j", xc, xc) / self.dtype.type(n)
+        if self.training and self.track_running_stats:
+            self._update_running(mean, var, n)
+        invstd = 1.0 / np.sqrt(var + self.dtype.type(self.eps))
+        xc *= invstd
+        return self._finish(xc, invstd, pad, x.shape, n)
+
+    def _eval(self, rows: np.ndarray, pad: Optional[np.ndarray], shape: tuple) -> np.ndarray:
+        """Eval mode with the running statistics: ``x * scale + shift``, zero at the padded rows."""
+        w, b = self._affine()
+        scale = 1.0 / np.sqrt(self._buffers["running_var"] + self.dtype.type(self.eps))
+        if w is not None:
+            scale *= w
+        shift = -self._buffers["running_mean"] * scale
+        if b is not None:
+            shift += b
+        y = rows * scale
+        y += shift
+        return _zero(y, pad).reshape(shape)
+
+    def _means(self, dy: np.ndarray, xhat: np.ndarray, sum_d: np.ndarray, sum_dx: np.ndarray,
+               n: int) -> tuple[Any, Any]:
+        """Over the valid rows: mean(dy) = w * sum(d) / n and mean(dy * x_hat) = w * sum(d * x_hat) / n."""
+        w = self._affine()[0]
+        scale = (1.0 if w is None else w) / self.dtype.type(n)
+        return sum_d * scale, sum_dx * scale
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -296,7 +331,6 @@ class LayerNorm(_Norm):
     """
 
     _read_only = ("normalized_shape", "elementwise_affine", "bias", "dtype")
-    _axis = 1
 
     def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
                  dtype: DTypeLike = np.float32) -> None:
@@ -331,11 +365,18 @@ class LayerNorm(_Norm):
         k = len(self.normalized_shape)
         if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
             raise ValueError(f"x must end with normalized_shape {self.normalized_shape}, got shape {x.shape}")
-        rows, mask = _valid_rows(x, lengths if x.ndim >= k + 2 else None, k)
-        mean = rows.mean(axis=1, keepdims=True)
-        var = np.square(rows - mean).mean(axis=1, keepdims=True)
-        xhat, invstd = _standardized(rows, mean, var, self.eps)
-        return self._finish(xhat, invstd, mask, x.shape)
+        rows, pad = _rows(x, lengths if x.ndim >= k + 2 else None, k)
+        size = rows.shape[1]
+        xc = rows - rows.mean(axis=1, keepdims=True)
+        var = np.einsum("ij,ij->i", xc, xc)[:, None] / self.dtype.type(size)
+        invstd = 1.0 / np.sqrt(var + self.dtype.type(self.eps))
+        xc *= invstd
+        return self._finish(xc, invstd, pad, x.shape, size)
+
+    def _means(self, dy: np.ndarray, xhat: np.ndarray, sum_d: np.ndarray, sum_dx: np.ndarray,
+               n: int) -> tuple[Any, Any]:
+        """Over each row: mean(dy) and mean(dy * x_hat), (M, 1)."""
+        return dy.mean(axis=1, keepdims=True), np.einsum("ij,ij->i", dy, xhat)[:, None] / self.dtype.type(n)
 
     def extra_repr(self) -> str:
         bias = "" if self.bias else ", bias=False"
