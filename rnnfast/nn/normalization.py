@@ -87,7 +87,10 @@ class _Norm(Module):
         """The output of the standardized rows ``xhat``: the affine map, zero at the padded rows."""
         w, b = self._affine()
         _zero(xhat, pad)
-        y = xhat * w if w is not None else xhat.copy()
+        if self.training:  # x_hat is kept for backward
+            y = xhat * w if w is not None else xhat.copy()
+        else:  # nothing is kept: x_hat's buffer becomes the output
+            y = xhat if w is None else np.multiply(xhat, w, out=xhat)
         if b is not None:
             y += b
         self._keep((xhat, invstd, pad, shape, n))
