@@ -47,8 +47,8 @@ def stacked_layers(p: Params) -> int:
 
 def recurrent_plan(p: Params, in_size: int) -> list:
     """The recurrent part of the network as ``(what, size)`` pairs, in order: ``("recurrent", input size)``
-    (holding ``num_layers`` layers without normalization, one with it), ``("norm", features)`` and
-    ``("dropout", 0)``; what :func:`build_model` builds and the loader checks a file against."""
+    (holding ``num_layers`` layers without normalization, one with it), ``(normalization, features)``
+    ("batch" or "layer", a key of :data:`NORMS`) and ``("dropout", 0)``; what :func:`build_model` builds and the loader checks a file against."""
     if p.normalization is None:
         return [("recurrent", in_size)]
     width = p.hidden_size * (2 if p.bidirectional else 1)
@@ -56,7 +56,7 @@ def recurrent_plan(p: Params, in_size: int) -> list:
     for i in range(p.num_layers):
         if i and p.dropout > 0:
             plan.append(("dropout", 0))
-        plan += [("recurrent", width if i else in_size), ("norm", width)]
+        plan += [("recurrent", width if i else in_size), (p.normalization, width)]
     return plan
 
 
@@ -96,8 +96,8 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
     for what, size in recurrent_plan(p, in_size):
         if what == "recurrent":
             layers.append(Stateful(layer_cls(size, p.hidden_size, **kw)))
-        elif what == "norm":
-            layers.append(NORMS[p.normalization](size, dtype=dt))
+        elif what in NORMS:
+            layers.append(NORMS[what](size, dtype=dt))
         else:
             layers.append(nn.Dropout(p.dropout, seed=gens[2]))
     if not per_step:

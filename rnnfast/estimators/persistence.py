@@ -203,8 +203,8 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
             rec = {"input_size": size, "hidden_size": p.hidden_size, "bidirectional": p.bidirectional, "dtype": dt,
                    "num_layers": stacked_layers(p)}
             layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
-        elif what == "norm":
-            cls = NORMS[p.normalization]
+        elif what in NORMS:
+            cls = NORMS[what]
             first = "num_features" if cls is nn.BatchNorm else "normalized_shape"
             layers.append({"class": cls.__name__, "config": {first: size, "dtype": dt}})
         else:

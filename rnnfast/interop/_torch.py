@@ -206,7 +206,8 @@ def to_torch(model: Any) -> Any:
     Parameters
     ----------
     model : rnnfast layer, rnnfast.nn.Sequential, or fitted estimator (its network)
-        LSTM, GRU (``reset_after=True``), RNN, Linear, Embedding, Dropout, LastStep, MeanPool, MaxPool.
+        LSTM, GRU (``reset_after=True``), RNN, Linear, Embedding, Dropout, LastStep, MeanPool, MaxPool,
+        BatchNorm, LayerNorm (to the torch modules of the module docstring: same state-dict keys).
 
     Returns
     -------
@@ -318,7 +319,8 @@ def from_torch(module: Any) -> Any:
     ----------
     module : torch.nn.Module
         ``nn.LSTM`` (``proj_size=0``), ``nn.GRU``, ``nn.RNN``, ``nn.Linear``, ``nn.Embedding``, ``nn.Dropout``,
-        an ``nn.Sequential`` of them, or what :func:`to_torch` returns. float32 or float64 weights.
+        ``nn.BatchNorm1d`` (features on the last axis; ``bias=False`` refused), ``nn.LayerNorm``, an
+        ``nn.Sequential`` of them, or what :func:`to_torch` returns. float32 or float64 weights.
 
     Returns
     -------

@@ -7,8 +7,9 @@ as ``{"class": "Stateful", "layer": <the wrapped layer's description>}``. Only t
 are described (a subclass may behave differently: it is refused).
 
 Before a layer is built from a file, :func:`param_shapes` derives the name and shape of every parameter it
-would allocate from its description alone, and the loader compares them with the arrays the file declares:
-a configuration asking for more than the file holds is refused before any allocation.
+would allocate from its description alone (with BatchNorm's running statistics, :func:`is_buffer`), and the
+loader compares them with the arrays the file declares: a configuration asking for more than the file holds
+is refused before any allocation.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def _attention_shapes(c: dict) -> dict:
 
 def _batchnorm_shapes(c: dict) -> dict:
     F = (_size(c, "num_features"),)
-    shapes = {"weight": F, "bias": F} if _flag(c, "affine", True) else {}
+    shapes: dict[str, tuple[int, ...]] = {"weight": F, "bias": F} if _flag(c, "affine", True) else {}
     if _flag(c, "track_running_stats", True):
         shapes.update({"running_mean": F, "running_var": F, "num_batches_tracked": ()})
     return shapes
