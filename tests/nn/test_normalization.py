@@ -272,3 +272,35 @@ def test_single_valid_row_cannot_train_and_bad_dout():
     with pytest.raises(ValueError, match="shape"):
         ln.backward(np.ones((3, 3)))
     assert bn.eval()(np.ones((1, 3))).shape == (1, 3)  # eval with running statistics: one row is fine
+
+
+# ---------------------------------------------------------------------------------------- random shapes
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def _reference(rows, axis, eps=1e-5):
+    """x_hat of (N, F) rows by the textbook formula, in float64."""
+    mean = rows.mean(axis=axis, keepdims=True)
+    return (rows - mean) / np.sqrt(rows.var(axis=axis, keepdims=True) + eps)
+
+
+@settings(max_examples=40)
+@given(B=st.integers(1, 5), T=st.integers(1, 6), F=st.integers(1, 5), seed=st.integers(0, 2 ** 16),
+       data=st.data())
+def test_random_shapes_and_lengths_against_the_formula(B, T, F, seed, data):
+    lengths = np.array(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
+    r = np.random.default_rng(seed)
+    x, dout = r.standard_normal((B, T, F)) * 3, r.standard_normal((B, T, F))
+    mask = valid(lengths, T)
+    for layer, axis in ((LayerNorm(F, dtype=np.float64), 1), (BatchNorm(F, dtype=np.float64), 0)):
+        if axis == 0 and lengths.sum() < 2:
+            with pytest.raises(ValueError, match="more than one"):
+                layer(x, lengths=lengths)
+            continue
+        y = layer(x, lengths=lengths)
+        assert_close(y[mask], _reference(x[mask], axis), rtol=1e-9, atol=1e-9)
+        assert not np.any(y[~mask])
+        dx = layer.backward(dout)
+        assert not np.any(dx[~mask]) and np.all(np.isfinite(dx))
+        # the input gradient is orthogonal to what normalization removes: the mean (and the x_hat direction)
+        assert_close(dx[mask].sum(axis=axis), np.zeros(dx[mask].sum(axis=axis).shape), atol=1e-9)
