@@ -396,9 +396,8 @@ def to_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, op
     ----------
     model : rnnfast.nn.LSTM / GRU / RNN, rnnfast.nn.Sequential, or a fitted estimator (``rnnfast.LSTM``,
         ``rnnfast.GRUClassifier``, ...)
-        A Sequential may hold Embedding, Linear, Dropout (identity), recurrent layers (also inside
-        ``Stateful``), LastStep / MeanPool / MaxPool, LayerNorm (ONNX's LayerNormalization: opset 17 or newer)
-        and BatchNorm with running statistics (exported as eval mode computes: ``x * scale + shift``).
+        A Sequential may hold Embedding, Linear, Dropout (identity), recurrent layers (also inside ``Stateful``),
+        LastStep / MeanPool / MaxPool, LayerNorm (opset 17 on) and BatchNorm (its running statistics, as in eval).
     path : str or os.PathLike, optional
         Also write the model to this file.
     opset : int, default 17

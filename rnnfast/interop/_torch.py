@@ -84,6 +84,13 @@ def _lengths_modules(torch: Any) -> dict:
         def forward(self, x: Any, lengths: Any = None) -> Any:
             return x.masked_fill(~valid(x, lengths), float("-inf")).amax(dim=1)
 
+    return {"LastStep": LastStep, "MeanPool": MeanPool, "MaxPool": MaxPool, **_norm_modules(torch, valid)}
+
+
+def _norm_modules(torch: Any, valid: Any) -> dict:
+    """rnnfast's BatchNorm and LayerNorm as torch modules taking ``forward(x, lengths=None)``; ``valid(x, lengths)``
+    is the (B, T, 1) mask of the valid steps."""
+
     def over_valid(norm: Any, x: Any, lengths: Any, k: int) -> Any:
         """``norm`` over the valid steps of a (B, T, ...) sequence with ``k`` normalized axes, zero elsewhere."""
         if x.dim() < k + 2:
@@ -103,8 +110,7 @@ def _lengths_modules(torch: Any) -> dict:
         def forward(self, x: Any, lengths: Any = None) -> Any:
             return over_valid(super().forward, x, lengths, len(self.normalized_shape))
 
-    return {"LastStep": LastStep, "MeanPool": MeanPool, "MaxPool": MaxPool, "BatchNorm": BatchNorm,
-            "LayerNorm": LayerNorm}
+    return {"BatchNorm": BatchNorm, "LayerNorm": LayerNorm}
 
 
 def _sequence_module(torch: Any, pools: tuple) -> Any:

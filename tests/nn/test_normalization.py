@@ -32,10 +32,22 @@ def padded(dtype, F=3, lengths=LENGTHS, seed=0):
     return x
 
 
-def torch_pair(mod, x, mask):
-    """torch ``mod`` over the packed valid rows of ``x``: (output rows, input tensor)."""
-    xt = torch.tensor(x[mask] if mask is not None else x, requires_grad=True)
-    return mod(xt), xt
+def compare_with_torch(layer, mod, x, lengths, mask, dtype):
+    """``layer`` (rnnfast) against ``mod`` (torch) over the packed valid rows of ``x``: output, input gradient
+    and parameter gradients; padded steps zero in both directions."""
+    xt = torch.tensor(x[mask], requires_grad=True)
+    yt = mod(xt)
+    y = layer(x, lengths=lengths)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_close(y[mask], yt.detach().numpy(), "y", **TOL[dtype])
+    assert not np.any(y[~mask])
+    dout = rng(3).standard_normal(x.shape).astype(dtype)
+    dx = layer.backward(dout)
+    yt.backward(torch.from_numpy(dout[mask]))
+    assert_close(dx[mask], xt.grad.numpy(), "dx", **TOL[dtype])
+    assert not np.any(dx[~mask])
+    for name, p in mod.named_parameters():
+        assert_close(layer.grads[name], p.grad.numpy(), "d" + name, **TOL[dtype])
 
 
 # ---------------------------------------------------------------------------------------- BatchNorm vs torch
@@ -50,18 +62,7 @@ def test_batchnorm_matches_torch_on_packed_valid_steps(dtype, lengths):
     tb.load_state_dict({k: torch.from_numpy(v) for k, v in bn.state_dict().items()})
     x = padded(dtype, F, LENGTHS if lengths is not None else np.full(4, 5))
     mask = valid(LENGTHS) if lengths is not None else np.ones((4, 5), bool)
-    y = bn(x, lengths=lengths)
-    yt, xt = torch_pair(tb, x, mask)
-    assert y.dtype == dtype and y.shape == x.shape
-    assert_close(y[mask], yt.detach().numpy(), "y", **TOL[dtype])
-    assert not np.any(y[~mask])
-    dout = rng(3).standard_normal(x.shape).astype(dtype)
-    dx = bn.backward(dout)
-    yt.backward(torch.from_numpy(dout[mask]))
-    assert_close(dx[mask], xt.grad.numpy(), "dx", **TOL[dtype])
-    assert not np.any(dx[~mask])
-    assert_close(bn.grads["weight"], tb.weight.grad.numpy(), "dweight", **TOL[dtype])
-    assert_close(bn.grads["bias"], tb.bias.grad.numpy(), "dbias", **TOL[dtype])
+    compare_with_torch(bn, tb, x, lengths, mask, dtype)
     for k, v in tb.state_dict().items():  # running statistics after one training step
         assert_close(bn.state_dict()[k], v.numpy(), k, **TOL[dtype])
 
@@ -123,18 +124,7 @@ def test_layernorm_matches_torch(dtype, kw):
         ln.load_state_dict(sd)
         tl.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
     assert sorted(ln.state_dict()) == sorted(tl.state_dict())
-    x, mask = padded(dtype), valid(LENGTHS)
-    y = ln(x, lengths=LENGTHS)
-    yt, xt = torch_pair(tl, x, mask)
-    assert_close(y[mask], yt.detach().numpy(), "y", **TOL[dtype])
-    assert not np.any(y[~mask])
-    dout = rng(3).standard_normal(x.shape).astype(dtype)
-    dx = ln.backward(dout)
-    yt.backward(torch.from_numpy(dout[mask]))
-    assert_close(dx[mask], xt.grad.numpy(), "dx", **TOL[dtype])
-    assert not np.any(dx[~mask])
-    for name, p in tl.named_parameters():
-        assert_close(ln.grads[name], p.grad.numpy(), name, **TOL[dtype])
+    compare_with_torch(ln, tl, padded(dtype), LENGTHS, valid(LENGTHS), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
