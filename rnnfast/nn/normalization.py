@@ -23,8 +23,8 @@ import numpy as np
 from rnnfast._typing import ArrayLike, DTypeLike
 from rnnfast._validation import check_bool, check_int, check_real
 from rnnfast.nn.layers import _check_grad
-from rnnfast.nn.module import (Module, as_float, check_float_dtype, check_lengths, check_param_count, time_mask,
-                               validate_state_dict)
+from rnnfast.nn.module import (Module, _shared, as_float, check_float_dtype, check_lengths, check_param_count,
+                               time_mask, validate_state_dict)
 
 __all__ = ["BatchNorm", "LayerNorm", "BUFFERS"]
 
@@ -236,6 +236,10 @@ class BatchNorm(_Norm):
         return x
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
+        with _shared(self).lock:  # training forwards in several threads: each update whole
+            self._blend_running(mean, var, n)
+
+    def _blend_running(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
         buf = self._buffers
         buf["num_batches_tracked"] += 1
         m = 1.0 / float(buf["num_batches_tracked"]) if self.momentum is None else self.momentum

@@ -1,6 +1,7 @@
 """BatchNorm and LayerNorm: against PyTorch (float32 1e-5, float64 1e-10) on the packed valid steps, finite
 differences, lengths and padding, train vs eval, running statistics, state dicts, Sequential, bad input."""
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -194,6 +195,25 @@ def test_train_and_eval_modes():
         bn.backward(y_eval)
     ln = LayerNorm(3)
     np.testing.assert_array_equal(ln(x[0]), ln.eval()(x[0]))
+
+
+def test_running_statistics_from_several_threads():
+    bn = BatchNorm(4, momentum=None, dtype=np.float64)  # the cumulative average: every update counts
+    x = rng(6).standard_normal((8, 5, 4))
+
+    def work():
+        for _ in range(50):
+            bn(x)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sd, rows = bn.state_dict(), x.reshape(-1, 4)
+    assert int(sd["num_batches_tracked"]) == 200
+    assert_close(sd["running_mean"], rows.mean(0), atol=1e-12)
+    assert_close(sd["running_var"], rows.var(0, ddof=1), atol=1e-12)
 
 
 def test_pickle_copy_and_repr():
