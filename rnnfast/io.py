@@ -114,7 +114,7 @@ def _npy_blobs(arrays: Mapping[str, ArrayLike]) -> tuple[dict, list]:
             raise TypeError(f"array {name!r} has dtype {a.dtype}; only numeric arrays can be saved")
         fname = f"arrays/{i}.npy"
         buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+        np.lib.format.write_array(buf, np.asarray(a, order="C"), allow_pickle=False)  # (ascontiguousarray: 0-d to 1-d)
         blobs.append((fname, buf.getvalue()))
         entries[name] = {"file": fname, "dtype": a.dtype.str, "shape": list(a.shape)}
     return entries, blobs

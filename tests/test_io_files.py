@@ -70,11 +70,14 @@ def _all_layers():
         rf.nn.Embedding(20, 6, padding_idx=0, seed=0),
         rf.nn.Stateful(rf.nn.LSTM(6, 5, num_layers=2, bidirectional=True, dropout=0.1, seed=1)),
         rf.nn.GRU(10, 4, bias=False, seed=2), rf.nn.RNN(4, 3, nonlinearity="relu", seed=3),
-        rf.nn.Dropout(0.3), rf.nn.MeanPool(), rf.nn.Linear(3, 7, seed=4), rf.nn.Linear(7, 2, bias=False, seed=5))
+        rf.nn.Dropout(0.3), rf.nn.LayerNorm(3), rf.nn.BatchNorm(3), rf.nn.MeanPool(), rf.nn.Linear(3, 7, seed=4),
+        rf.nn.LayerNorm([7], bias=False), rf.nn.BatchNorm(7, momentum=None, track_running_stats=False),
+        rf.nn.Linear(7, 2, bias=False, seed=5))
 
 
 def test_sequential_round_trip(tmp_path):
     model = _all_layers()
+    model(np.array([[3, 4, 5, 0], [7, 1, 0, 0]]), lengths=[3, 2])  # BatchNorm's running statistics move
     model.save(tmp_path / "seq.rnnfast")
     loaded = rf.load(tmp_path / "seq.rnnfast")
     assert type(loaded) is rf.nn.Sequential and not loaded.training
@@ -113,7 +116,8 @@ def test_checkpoint_of_other_models_is_a_state_dict_with_a_clear_message(tmp_pat
 _SMALL_ARGS = {"LSTM": dict(input_size=3, hidden_size=4), "GRU": dict(input_size=3, hidden_size=4),
                "RNN": dict(input_size=3, hidden_size=4), "Embedding": dict(num_embeddings=5, embedding_dim=3),
                "Linear": dict(in_features=3, out_features=2), "Attention": dict(query_size=4, key_size=4),
-               "Dropout": {}, "LastStep": {}, "MeanPool": {}, "MaxPool": {}}
+               "Dropout": {}, "LastStep": {}, "MeanPool": {}, "MaxPool": {}, "BatchNorm": dict(num_features=3),
+               "LayerNorm": dict(normalized_shape=3)}
 
 
 @pytest.mark.parametrize("name", sorted(_serial.LAYERS))
@@ -129,6 +133,8 @@ def test_param_shapes_agree_with_every_layer(name):
         variants += [{"num_layers": 3, "bidirectional": True}, {"dtype": np.float64}]
     if name == "Attention":
         variants += [{"kind": "general", "key_size": 6}, {"kind": "additive", "hidden_size": 5}, {"kind": "additive"}]
+    if name in ("BatchNorm", "LayerNorm"):
+        variants += [{"dtype": np.float64}, {"momentum": None} if name == "BatchNorm" else {"normalized_shape": (2, 3)}]
     for kw in variants:
         layer = cls(**dict(_SMALL_ARGS[name], **kw))
         desc = _serial.describe(layer)
@@ -138,7 +144,9 @@ def test_param_shapes_agree_with_every_layer(name):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(bidirectional=True, num_layers=2), dict(dropout=0.2, pooling="max"),
-                                dict(embedding_dim=5), dict(return_sequences=True), dict(dtype="float64")])
+                                dict(embedding_dim=5), dict(return_sequences=True), dict(dtype="float64"),
+                                dict(normalization="batch", num_layers=2, dropout=0.2),
+                                dict(normalization="layer", bidirectional=True, return_sequences=True)])
 @pytest.mark.parametrize("cls", [rf.LSTM, rf.GRU, rf.RNN])
 def test_estimator_network_as_the_loader_derives_it(cls, kw):
     rng = np.random.default_rng(0)

@@ -2,8 +2,10 @@
 
 The network is an :class:`rnnfast.nn.Sequential` of [``Embedding``] -> recurrent layer (wrapped in
 ``Stateful`` for truncated BPTT) -> [``LastStep`` / ``MeanPool`` / ``MaxPool``] -> [``Dropout``] ->
-``Linear``. Its initial weights come from four generators spawned from the estimator's seed, so the
-same ``random_state`` builds the same network.
+``Linear``. With ``normalization`` the recurrent layer is ``num_layers`` one-layer ones, each followed by a
+``BatchNorm`` / ``LayerNorm`` (and ``Dropout`` between them), as :func:`recurrent_plan` lists. Its initial
+weights come from four generators spawned from the estimator's seed, so the same ``random_state`` builds the
+same network.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from rnnfast.nn.stateful import Stateful
 from rnnfast.train.losses import MAE, MSE, CrossEntropy, Huber
 from rnnfast.train.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
-__all__ = ["OPTIMIZERS", "REGRESSION_LOSSES", "seed_sequence", "build_model", "build_optimizer", "make_loss",
-           "optimizer_name"]
+__all__ = ["OPTIMIZERS", "REGRESSION_LOSSES", "NORMS", "seed_sequence", "stacked_layers", "recurrent_plan",
+           "build_model", "build_optimizer", "make_loss", "optimizer_name"]
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 REGRESSION_LOSSES = {"mse": MSE, "mae": MAE, "huber": Huber}
+NORMS = {"batch": nn.BatchNorm, "layer": nn.LayerNorm}
 
 
 def seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
@@ -35,6 +38,26 @@ def _pooling(p: Params):
     if p.pooling == "last":
         return nn.LastStep(bidirectional=p.bidirectional)
     return {"mean": nn.MeanPool, "max": nn.MaxPool}[p.pooling]()
+
+
+def stacked_layers(p: Params) -> int:
+    """``num_layers`` of each recurrent layer of the network: all of them in one without normalization."""
+    return p.num_layers if p.normalization is None else 1
+
+
+def recurrent_plan(p: Params, in_size: int) -> list:
+    """The recurrent part of the network as ``(what, size)`` pairs, in order: ``("recurrent", input size)``
+    (holding ``num_layers`` layers without normalization, one with it), ``(normalization, features)``
+    ("batch" or "layer", a key of :data:`NORMS`) and ``("dropout", 0)``; what :func:`build_model` builds and the loader checks a file against."""
+    if p.normalization is None:
+        return [("recurrent", in_size)]
+    width = p.hidden_size * (2 if p.bidirectional else 1)
+    plan: list = []
+    for i in range(p.num_layers):
+        if i and p.dropout > 0:
+            plan.append(("dropout", 0))
+        plan += [("recurrent", width if i else in_size), (p.normalization, width)]
+    return plan
 
 
 def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n_outputs: int,
@@ -63,13 +86,20 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
         in_size = p.embedding_dim
     else:
         in_size = inputs.n_features_in
-    kw = dict(num_layers=p.num_layers, dropout=p.dropout if p.num_layers > 1 else 0.0,
+    stacked = stacked_layers(p)
+    kw = dict(num_layers=stacked, dropout=p.dropout if stacked > 1 else 0.0,
               bidirectional=p.bidirectional, dtype=dt, seed=gens[1])
     if layer_cls is nn.RNN:
         kw["nonlinearity"] = p.nonlinearity
     if layer_cls is nn.GRU:
         kw["reset_after"] = p.reset_after
-    layers.append(Stateful(layer_cls(in_size, p.hidden_size, **kw)))
+    for what, size in recurrent_plan(p, in_size):
+        if what == "recurrent":
+            layers.append(Stateful(layer_cls(size, p.hidden_size, **kw)))
+        elif what in NORMS:
+            layers.append(NORMS[what](size, dtype=dt))
+        else:
+            layers.append(nn.Dropout(p.dropout, seed=gens[2]))
     if not per_step:
         layers.append(_pooling(p))
     if p.dropout > 0:

@@ -21,9 +21,9 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 REGRESSION_LOSS_NAMES = ("mse", "mae", "huber")
 #: Parameters that shape the network: changing one makes a warm start impossible.
 ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling", "embedding_dim", "dtype",
-             "nonlinearity", "reset_after")
+             "nonlinearity", "reset_after", "normalization")
 #: Parameters added after saved files existed, with the value a file written before them means.
-ADDED_DEFAULTS = {"reset_after": True, "distributed": None}
+ADDED_DEFAULTS = {"reset_after": True, "distributed": None, "normalization": None}
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
@@ -59,6 +59,7 @@ PARAMETER_CONSTRAINTS = {
     "dtype": FloatDtype(),
     "n_threads": THREADS,
     "distributed": Options("auto", "mpi", allow_none=True),
+    "normalization": Options("batch", "layer", allow_none=True),
 }
 
 
@@ -97,6 +98,7 @@ class Params:
     nonlinearity: str = "tanh"
     reset_after: bool = True
     distributed: Optional[str] = None
+    normalization: Optional[str] = None
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""

@@ -23,10 +23,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from rnnfast import __version__ as _VERSION
+from rnnfast import nn
 from rnnfast._validation import check_bool, check_int, check_option
 from rnnfast.estimators.inputs import FEATURES, TOKENS, InputSpec
 from rnnfast.estimators.memory import rebuild_network
-from rnnfast.estimators.network import build_optimizer, optimizer_name
+from rnnfast.estimators.network import NORMS, build_optimizer, optimizer_name, recurrent_plan, stacked_layers
 from rnnfast.estimators.params import ADDED_DEFAULTS, ARCH_KEYS, OPT_KEYS, Params, jsonable
 from rnnfast.estimators.targets import CLASSIFICATION, REGRESSION, TargetSpec
 from rnnfast.io import Archive, save_archive
@@ -197,9 +198,17 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
         layers.append({"class": "Embedding", "config": {"num_embeddings": inputs.vocab_size,
                                                         "embedding_dim": p.embedding_dim, "dtype": dt}})
     in_size = p.embedding_dim if inputs.kind == TOKENS else inputs.n_features_in
-    rec = {"input_size": in_size, "hidden_size": p.hidden_size, "num_layers": p.num_layers,
-           "bidirectional": p.bidirectional, "dtype": dt}
-    layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
+    for what, size in recurrent_plan(p, in_size):
+        if what == "recurrent":
+            rec = {"input_size": size, "hidden_size": p.hidden_size, "bidirectional": p.bidirectional, "dtype": dt,
+                   "num_layers": stacked_layers(p)}
+            layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
+        elif what in NORMS:
+            cls = NORMS[what]
+            first = "num_features" if cls is nn.BatchNorm else "normalized_shape"
+            layers.append({"class": cls.__name__, "config": {first: size, "dtype": dt}})
+        else:
+            layers.append({"class": "Dropout", "config": {}})
     if not per_step:
         layers.append({"class": "LastStep", "config": {}})
     if p.dropout > 0:
@@ -241,7 +250,7 @@ def _check_arrays(ar: Archive, est, p: Params, fitted: _Fitted) -> None:
     with ar.reading("the network's configuration"):
         expected = _serial.param_shapes(layers)
     _serial.check_declared(ar, expected, prefix="model/")
-    _check_optimizer(ar, p, fitted, expected)
+    _check_optimizer(ar, p, fitted, {k: v for k, v in expected.items() if not _serial.is_buffer(k)})
 
 
 # ---------------------------------------------------------------------------------------- building
@@ -257,7 +266,7 @@ def _restore(est, p: Params, fitted: _Fitted, ar: Archive) -> None:
     est._set_specs(fitted.inputs, fitted.targets)
     est._arch_, est._opt_ = fitted.arch, fitted.opt
     o = fitted.optimizer
-    state = None if o is None else dict(o, state={n: slots.get(n, {}) for n in weights})
+    state = None if o is None else dict(o, state={n: slots.get(n, {}) for n in weights if not _serial.is_buffer(n)})
     rebuild_network(est, p, weights, state)
     est.history_ = fitted.history
     est.n_epochs_ = fitted.n_epochs

@@ -39,7 +39,8 @@ class StreamState:
     Attributes
     ----------
     recurrent : ndarray (num_layers, B, H), or for LSTM a tuple (h, c) of such arrays
-        The recurrent layer's state after the last step.
+        The recurrent layer's state after the last step; a list of them, one per recurrent layer, when the
+        network has several (``normalization`` with ``num_layers > 1``).
     pooled : ndarray (B, H) or None
         Mean pooling: the running sum of the recurrent outputs (float64); max pooling: their running
         maximum; None otherwise.
@@ -63,7 +64,7 @@ def _network(model) -> list:
             raise ValueError("predict_step needs a unidirectional model: a bidirectional layer's reverse "
                              "direction reads the sequence from its end, which a stream has not seen yet")
         if not isinstance(layer, _RECURRENT + (nn.Embedding, nn.LastStep, nn.MeanPool, nn.MaxPool, nn.Dropout,
-                                               nn.Linear)):
+                                               nn.Linear, nn.BatchNorm, nn.LayerNorm)):
             raise TypeError(f"predict_step cannot stream through a {type(layer).__name__} layer")
     return layers
 
@@ -85,17 +86,21 @@ def stream_step(model, x_t: np.ndarray, state: Optional[StreamState], n_threads:
     x = x_t
     pooled, new_pooled = None if state is None else state.pooled, None
     steps = 0 if state is None else state.steps
-    new_rec = None
-    for layer in _network(model):
+    layers = _network(model)
+    several = sum(isinstance(layer, _RECURRENT) for layer in layers) > 1
+    old_rec = [None] * len(layers) if state is None else state.recurrent if several else [state.recurrent]
+    new_rec: list = []
+    for layer in layers:
         if isinstance(layer, nn.Dropout):
             continue  # identity at inference
         if isinstance(layer, _RECURRENT):
-            x, new_rec = layer.step(x, None if state is None else state.recurrent, n_threads=n_threads)
+            x, h = layer.step(x, old_rec[len(new_rec)], n_threads=n_threads)
+            new_rec.append(h)
         elif isinstance(layer, (nn.LastStep, nn.MeanPool, nn.MaxPool)):
             x, new_pooled = _pool(layer, x, pooled, steps)
         else:
             x = layer.forward(x)
-    return x, StreamState(new_rec, new_pooled, steps + 1, x.shape[0])
+    return x, StreamState(new_rec if several else new_rec[0], new_pooled, steps + 1, x.shape[0])
 
 
 class StreamingMixin:

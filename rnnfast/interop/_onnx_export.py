@@ -222,10 +222,16 @@ def _last_step(g: _Graph, layer: Any, x: str, lengths: str) -> str:
     return g.op("Concat", [fwd, rev], axis=1)
 
 
+def _valid_steps(g: _Graph, x: str, lengths: str, feature_axes: int = 1) -> str:
+    """float (B, T, 1, ...): 1 at the valid steps of the sequence ``x``, with ``feature_axes`` trailing ones."""
+    axes = g.const(np.arange(2, 2 + feature_axes, dtype=np.int64), "axes")
+    return g.op("Cast", [g.op("Unsqueeze", [_time_mask(g, x, lengths), axes])], to=g.onnx.TensorProto.FLOAT)
+
+
 def _mean_pool(g: _Graph, x: str, lengths: str) -> str:
     if not lengths:
         return g.reduce("ReduceMean", x, 1)
-    valid = g.op("Cast", [g.unsqueeze(_time_mask(g, x, lengths), 2)], to=g.onnx.TensorProto.FLOAT)
+    valid = _valid_steps(g, x, lengths)
     total = g.reduce("ReduceSum", g.op("Mul", [x, valid]), 1)
     count = g.op("Cast", [g.unsqueeze(_lengths64(g, lengths), 1)], to=g.onnx.TensorProto.FLOAT)
     return g.op("Div", [total, count])
@@ -242,6 +248,28 @@ def _linear(g: _Graph, layer: Any, x: str) -> str:
     sd = layer.state_dict()
     y = g.op("MatMul", [x, g.const(np.ascontiguousarray(sd["weight"].T).astype(_FLOAT), "weight")])
     return g.op("Add", [y, g.const(sd["bias"].astype(_FLOAT), "bias")]) if layer.bias else y
+
+
+def _norm(g: _Graph, layer: Any, x: str, lengths: str, where: str) -> str:
+    """LayerNorm as ONNX's LayerNormalization (opset 17 on); BatchNorm with its running statistics (what eval
+    mode computes) as ``x * scale + shift``; the padded steps of a sequence zeroed, as rnnfast does."""
+    sd, k = layer.state_dict(), len(getattr(layer, "normalized_shape", (1,)))
+    if isinstance(layer, nn.LayerNorm):
+        if g.opset < 17:
+            raise ValueError(f"{where} (LayerNorm) needs opset 17 or newer (ONNX's LayerNormalization), got {g.opset}")
+        scale = sd.get("weight", np.ones(layer.normalized_shape))
+        bias = g.const(sd["bias"].astype(_FLOAT), "bias") if "bias" in sd else ""
+        y = g.op("LayerNormalization", [x, g.const(scale.astype(_FLOAT), "scale"), bias], axis=-k,
+                 epsilon=float(layer.eps))
+    else:
+        if not layer.track_running_stats:
+            raise ValueError(f"{where} (BatchNorm with track_running_stats=False) cannot be exported: it normalizes "
+                             "with each batch's own statistics, also at inference")
+        scale = 1.0 / np.sqrt(sd["running_var"].astype(np.float64) + layer.eps) * sd.get("weight", 1.0)
+        shift = sd.get("bias", 0.0) - sd["running_mean"] * scale
+        y = g.op("Add", [g.op("Mul", [x, g.const(scale.astype(_FLOAT), "scale")]),
+                         g.const(shift.astype(_FLOAT), "shift")])
+    return g.op("Mul", [y, _valid_steps(g, x, lengths, k)]) if lengths else y
 
 
 def _layer(g: _Graph, layer: Any, x: str, lengths: str, where: str) -> str:
@@ -261,13 +289,17 @@ def _layer(g: _Graph, layer: Any, x: str, lengths: str, where: str) -> str:
         return _mean_pool(g, x, lengths)
     if isinstance(layer, nn.MaxPool):
         return _max_pool(g, x, lengths)
+    if isinstance(layer, (nn.BatchNorm, nn.LayerNorm)):
+        return _norm(g, layer, x, lengths, where)
     raise ValueError(f"{where} ({type(layer).__name__}) cannot be exported to ONNX: supported are LSTM, GRU, "
-                     "RNN, Embedding, Linear, Dropout, LastStep, MeanPool and MaxPool")
+                     "RNN, Embedding, Linear, Dropout, LastStep, MeanPool, MaxPool, BatchNorm and LayerNorm")
 
 
 def _sequential(g: _Graph, model: Any, x: str, lengths: str) -> str:
     for i, layer in enumerate(model.layers):
         x = _layer(g, layer, x, lengths, f"layer {i}")
+        if isinstance(unwrap(layer), (nn.LastStep, nn.MeanPool, nn.MaxPool)):
+            lengths = ""  # x is (batch, features) from here on
     return x
 
 
@@ -278,7 +310,8 @@ def _x_input(g: _Graph, first: Any, batch_first: bool = True) -> str:
     tp = g.onnx.TensorProto
     if isinstance(first, nn.Embedding):
         return g.add_input("x", tp.INT64, ["batch", "time"])
-    feats = getattr(first, "input_size", None) or getattr(first, "in_features", None) or "features"
+    feats = (getattr(first, "input_size", None) or getattr(first, "in_features", None)
+             or getattr(first, "num_features", None) or "features")
     return g.add_input("x", tp.FLOAT, ["batch", "time", feats] if batch_first else ["time", "batch", feats])
 
 
@@ -337,8 +370,7 @@ def _export_estimator(g: _Graph, est: Any, lengths: bool) -> dict:
     if spec.task == "classification":
         y = g.op("Softmax", [y], axis=-1)
         if spec.per_step and lens:  # zero past each sequence's end, as predict_proba
-            valid = g.op("Cast", [g.unsqueeze(_time_mask(g, y, lens), 2)], to=g.onnx.TensorProto.FLOAT)
-            y = g.op("Mul", [y, valid])
+            y = g.op("Mul", [y, _valid_steps(g, y, lens)])
         c = spec.classes
         labels = [v.decode("latin-1") for v in c.tolist()] if c.dtype.kind == "S" else c.tolist()
         meta.update({"rnnfast.output": "predict_proba", "rnnfast.classes": json.dumps(labels)})
@@ -364,8 +396,8 @@ def to_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, op
     ----------
     model : rnnfast.nn.LSTM / GRU / RNN, rnnfast.nn.Sequential, or a fitted estimator (``rnnfast.LSTM``,
         ``rnnfast.GRUClassifier``, ...)
-        A Sequential may hold Embedding, Linear, Dropout (identity), recurrent layers (also inside
-        ``Stateful``) and LastStep / MeanPool / MaxPool.
+        A Sequential may hold Embedding, Linear, Dropout (identity), recurrent layers (also inside ``Stateful``),
+        LastStep / MeanPool / MaxPool, LayerNorm (opset 17 on) and BatchNorm (its running statistics, as in eval).
     path : str or os.PathLike, optional
         Also write the model to this file.
     opset : int, default 17

@@ -8,7 +8,10 @@ takes ``lengths``. It converts to :class:`Sequence` (a small ``torch.nn.Module``
 ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` and back through ``pad_packed_sequence`` (so
 padded steps are zero and never touch a state, as in rnnfast) keeping the output and dropping the state,
 and the pooling layers :class:`LastStep`, :class:`MeanPool`, :class:`MaxPool` (also defined here) reduce
-over each sequence's valid steps. ``from_torch`` takes those modules back.
+over each sequence's valid steps; :class:`BatchNorm` and :class:`LayerNorm` (torch's ``BatchNorm1d`` and
+``LayerNorm`` with ``forward(x, lengths=None)``, same state-dict keys) normalize the last axis over the valid
+steps only, zero at the padded ones. ``from_torch`` takes those modules back (and torch's own
+``BatchNorm1d``, as on (N, C) rows: its features on the last axis, and ``LayerNorm``).
 """
 from __future__ import annotations
 
@@ -34,12 +37,13 @@ def _torch() -> Any:
 def _modules() -> dict:
     """The torch modules that rnnfast layers without a torch twin convert to (defined once torch is imported)."""
     torch = _torch()
-    pools = _pooling_modules(torch)
+    pools = _lengths_modules(torch)
     return {**pools, "Sequence": _sequence_module(torch, tuple(pools.values()))}
 
 
-def _pooling_modules(torch: Any) -> dict:
-    """rnnfast's LastStep, MeanPool and MaxPool as torch modules taking ``forward(x, lengths=None)``."""
+def _lengths_modules(torch: Any) -> dict:
+    """rnnfast's LastStep, MeanPool, MaxPool, BatchNorm and LayerNorm as torch modules taking
+    ``forward(x, lengths=None)``."""
 
     def last_valid(x: Any, lengths: Any) -> Any:
         B, T = x.shape[0], x.shape[1]
@@ -80,7 +84,33 @@ def _pooling_modules(torch: Any) -> dict:
         def forward(self, x: Any, lengths: Any = None) -> Any:
             return x.masked_fill(~valid(x, lengths), float("-inf")).amax(dim=1)
 
-    return {"LastStep": LastStep, "MeanPool": MeanPool, "MaxPool": MaxPool}
+    return {"LastStep": LastStep, "MeanPool": MeanPool, "MaxPool": MaxPool, **_norm_modules(torch, valid)}
+
+
+def _norm_modules(torch: Any, valid: Any) -> dict:
+    """rnnfast's BatchNorm and LayerNorm as torch modules taking ``forward(x, lengths=None)``; ``valid(x, lengths)``
+    is the (B, T, 1) mask of the valid steps."""
+
+    def over_valid(norm: Any, x: Any, lengths: Any, k: int) -> Any:
+        """``norm`` over the valid steps of a (B, T, ...) sequence with ``k`` normalized axes, zero elsewhere."""
+        if x.dim() < k + 2:
+            return norm(x)
+        mask = valid(x, lengths)[:, :, 0]
+        return x.new_zeros(x.shape).index_put((mask,), norm(x[mask]))
+
+    class BatchNorm(torch.nn.BatchNorm1d):
+        """rnnfast.nn.BatchNorm: torch's BatchNorm1d over the last axis of (B, T, F) valid steps, or (B, F)."""
+
+        def forward(self, x: Any, lengths: Any = None) -> Any:
+            return over_valid(super().forward, x, lengths, 1)
+
+    class LayerNorm(torch.nn.LayerNorm):
+        """rnnfast.nn.LayerNorm: torch's LayerNorm, zero at the padded steps of a sequence."""
+
+        def forward(self, x: Any, lengths: Any = None) -> Any:
+            return over_valid(super().forward, x, lengths, len(self.normalized_shape))
+
+    return {"BatchNorm": BatchNorm, "LayerNorm": LayerNorm}
 
 
 def _sequence_module(torch: Any, pools: tuple) -> Any:
@@ -120,7 +150,7 @@ def _sequence_module(torch: Any, pools: tuple) -> Any:
 
 def __getattr__(name: str) -> Any:
     # the torch-side classes, e.g. rnnfast.interop._torch.Sequence (torch is imported on first use)
-    if name in ("LastStep", "MeanPool", "MaxPool", "Sequence"):
+    if name in ("LastStep", "MeanPool", "MaxPool", "BatchNorm", "LayerNorm", "Sequence"):
         return _modules()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -158,10 +188,16 @@ def _torch_layer(torch: Any, part: Any) -> Any:
     elif isinstance(part, (nn.LastStep, nn.MeanPool, nn.MaxPool)):
         cls = _modules()[type(part).__name__]
         mod = cls(part.bidirectional) if isinstance(part, nn.LastStep) else cls()
+    elif isinstance(part, nn.BatchNorm):
+        mod = _modules()["BatchNorm"](part.num_features, eps=part.eps, momentum=part.momentum, affine=part.affine,
+                                      track_running_stats=part.track_running_stats)
+    elif isinstance(part, nn.LayerNorm):
+        mod = _modules()["LayerNorm"](part.normalized_shape, eps=part.eps, elementwise_affine=part.elementwise_affine,
+                                      bias=part.bias)
     else:
         raise TypeError(f"to_torch cannot convert a {type(part).__name__}: it takes rnnfast LSTM, GRU, RNN, Linear, "
-                        "Embedding, Dropout, LastStep, MeanPool, MaxPool, a Sequential of them or a fitted "
-                        "estimator")
+                        "Embedding, Dropout, LastStep, MeanPool, MaxPool, BatchNorm, LayerNorm, a Sequential of them "
+                        "or a fitted estimator")
     if hasattr(part, "state_dict"):
         sd = part.state_dict()
         if sd:
@@ -176,7 +212,8 @@ def to_torch(model: Any) -> Any:
     Parameters
     ----------
     model : rnnfast layer, rnnfast.nn.Sequential, or fitted estimator (its network)
-        LSTM, GRU (``reset_after=True``), RNN, Linear, Embedding, Dropout, LastStep, MeanPool, MaxPool.
+        LSTM, GRU (``reset_after=True``), RNN, Linear, Embedding, Dropout, LastStep, MeanPool, MaxPool,
+        BatchNorm, LayerNorm (to the torch modules of the module docstring: same state-dict keys).
 
     Returns
     -------
@@ -247,14 +284,30 @@ def _rf_layer(torch: Any, mod: Any) -> Any:
         layer = nn.LastStep(bidirectional=mod.bidirectional)
     elif type(mod) in (extra["MeanPool"], extra["MaxPool"]):
         layer = {extra["MeanPool"]: nn.MeanPool, extra["MaxPool"]: nn.MaxPool}[type(mod)]()
+    elif type(mod) in (torch.nn.BatchNorm1d, extra["BatchNorm"]):
+        if mod.affine and mod.bias is None:
+            raise ValueError("torch.nn.BatchNorm1d with affine=True and bias=False is not supported (rnnfast's "
+                             "BatchNorm learns both weight and bias, or neither)")
+        layer = nn.BatchNorm(mod.num_features, momentum=mod.momentum, eps=mod.eps, affine=mod.affine,
+                             track_running_stats=mod.track_running_stats, dtype=_norm_dtype(mod, name))
+    elif type(mod) in (torch.nn.LayerNorm, extra["LayerNorm"]):
+        layer = nn.LayerNorm(mod.normalized_shape, eps=mod.eps, elementwise_affine=mod.elementwise_affine,
+                             bias=mod.bias is not None, dtype=_norm_dtype(mod, name))
     else:
         raise ValueError(f"unsupported torch module {type(mod).__name__}; from_torch converts nn.LSTM, nn.GRU, "
-                         "nn.RNN, nn.Linear, nn.Embedding, nn.Dropout and nn.Sequential of them (and to_torch's "
-                         "Sequence, LastStep, MeanPool, MaxPool)")
+                         "nn.RNN, nn.Linear, nn.Embedding, nn.Dropout, nn.BatchNorm1d, nn.LayerNorm and "
+                         "nn.Sequential of them (and to_torch's Sequence, LastStep, MeanPool, MaxPool, BatchNorm, "
+                         "LayerNorm)")
     sd = mod.state_dict()
     if sd:
         layer.load_state_dict(_numpy_state(sd))
     return layer.train(bool(mod.training))
+
+
+def _norm_dtype(mod: Any, name: str) -> np.dtype:
+    """The dtype of a torch norm's weights or statistics (float32 when it has neither)."""
+    held = [t for t in (mod.weight, getattr(mod, "running_mean", None)) if t is not None]
+    return float_dtype(held[0].dtype, name) if held else np.dtype(np.float32)
 
 
 def _flat_modules(torch: Any, module: Any) -> list:
@@ -272,7 +325,8 @@ def from_torch(module: Any) -> Any:
     ----------
     module : torch.nn.Module
         ``nn.LSTM`` (``proj_size=0``), ``nn.GRU``, ``nn.RNN``, ``nn.Linear``, ``nn.Embedding``, ``nn.Dropout``,
-        an ``nn.Sequential`` of them, or what :func:`to_torch` returns. float32 or float64 weights.
+        ``nn.BatchNorm1d`` (features on the last axis; ``bias=False`` refused), ``nn.LayerNorm``, an
+        ``nn.Sequential`` of them, or what :func:`to_torch` returns. float32 or float64 weights.
 
     Returns
     -------

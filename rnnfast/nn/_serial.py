@@ -7,8 +7,9 @@ as ``{"class": "Stateful", "layer": <the wrapped layer's description>}``. Only t
 are described (a subclass may behave differently: it is refused).
 
 Before a layer is built from a file, :func:`param_shapes` derives the name and shape of every parameter it
-would allocate from its description alone, and the loader compares them with the arrays the file declares:
-a configuration asking for more than the file holds is refused before any allocation.
+would allocate from its description alone (with BatchNorm's running statistics, :func:`is_buffer`), and the
+loader compares them with the arrays the file declares: a configuration asking for more than the file holds
+is refused before any allocation.
 """
 from __future__ import annotations
 
@@ -20,22 +21,31 @@ import numpy as np
 
 from rnnfast.io import Archive, FormatError, save_archive
 from rnnfast.nn.layers import Attention, Dropout, Embedding, LastStep, Linear, MaxPool, MeanPool
+from rnnfast.nn.normalization import BUFFERS, BatchNorm, LayerNorm
 from rnnfast.nn.recurrent import GRU, LSTM, RNN
 from rnnfast.nn.stateful import Stateful
 
 __all__ = ["LAYERS", "MAX_SIZE", "MAX_LAYERS", "describe", "describe_layers", "param_shapes", "check_declared",
-           "build", "save_sequential", "save_checkpoint", "from_archive", "KIND"]
+           "build", "save_sequential", "save_checkpoint", "from_archive", "KIND", "is_buffer"]
 
 KIND = "nn.Sequential"
 #: The layer classes a file may name.
 LAYERS = {cls.__name__: cls for cls in (LSTM, GRU, RNN, Embedding, Linear, Dropout, LastStep, MeanPool, MaxPool,
-                                        Attention)}
+                                        Attention, BatchNorm, LayerNorm)}
 #: Largest size (features, units, vocabulary...) a loaded configuration may give.
 MAX_SIZE = 2 ** 24
 #: Most stacked recurrent layers (``num_layers``) and most layers of a Sequential in a loaded file.
 MAX_LAYERS = 1024
 _SKIP = ("self", "seed")
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_INT_ARRAYS = {"num_batches_tracked": np.dtype(np.int64)}  # arrays not of the layer's float dtype
+_MAX_AXES = 8  # most axes of a LayerNorm's normalized_shape in a loaded file
+
+
+def is_buffer(key: str) -> bool:
+    """Whether the state-dict entry ``key`` ("<index>.<name>" or a layer's own name) is a statistic (BatchNorm's
+    running mean, ...) rather than a trained parameter: it has no gradient and no optimizer state."""
+    return key.rpartition(".")[2] in BUFFERS
 
 
 def _arguments(cls: type) -> list[str]:
@@ -52,7 +62,8 @@ def describe(layer: Any) -> dict:
         raise TypeError(f"cannot describe a {name} layer: Sequential.save writes {', '.join(LAYERS)} and "
                         "Stateful (save other models' state_dict() with rnnfast.io.save_archive)")
     config = {arg: getattr(layer, arg) for arg in _arguments(type(layer))}
-    config = {k: np.dtype(v).name if isinstance(v, (np.dtype, type)) else v for k, v in config.items()}
+    config = {k: np.dtype(v).name if isinstance(v, (np.dtype, type)) else list(v) if isinstance(v, tuple) else v
+              for k, v in config.items()}
     if name == "Attention" and config["kind"] != "additive":
         config["hidden_size"] = None  # the layer stores key_size there; the constructor refuses it
     return {"class": name, "config": config}
@@ -105,13 +116,31 @@ def _attention_shapes(c: dict) -> dict:
     return {}
 
 
+def _batchnorm_shapes(c: dict) -> dict:
+    F = (_size(c, "num_features"),)
+    shapes: dict[str, tuple[int, ...]] = {"weight": F, "bias": F} if _flag(c, "affine", True) else {}
+    if _flag(c, "track_running_stats", True):
+        shapes.update({"running_mean": F, "running_var": F, "num_batches_tracked": ()})
+    return shapes
+
+
+def _layernorm_shapes(c: dict) -> dict:
+    dims = c.get("normalized_shape")
+    if not isinstance(dims, list) or not 1 <= len(dims) <= _MAX_AXES:
+        dims = [dims]  # an int (checked next), or refused there
+    shape = tuple(_size({"normalized_shape": d}, "normalized_shape") for d in dims)
+    if not _flag(c, "elementwise_affine", True):
+        return {}
+    return {"weight": shape, **({"bias": shape} if _flag(c, "bias", True) else {})}
+
+
 _SHAPES: dict[str, Callable[[dict], dict]] = {
     "LSTM": lambda c: _recurrent_shapes("LSTM", c), "GRU": lambda c: _recurrent_shapes("GRU", c),
     "RNN": lambda c: _recurrent_shapes("RNN", c),
     "Embedding": lambda c: {"weight": (_size(c, "num_embeddings"), _size(c, "embedding_dim"))},
     "Linear": lambda c: {"weight": (_size(c, "out_features"), _size(c, "in_features")),
                          **({"bias": (c["out_features"],)} if _flag(c, "bias", True) else {})},
-    "Attention": _attention_shapes,
+    "Attention": _attention_shapes, "BatchNorm": _batchnorm_shapes, "LayerNorm": _layernorm_shapes,
 }
 
 
@@ -130,8 +159,11 @@ def _checked(desc: Any) -> tuple[str, dict]:
     if not isinstance(config, dict) or not set(config) <= set(_arguments(LAYERS[name])):
         raise FormatError(f"{name}: bad configuration (its keys must be constructor arguments)")
     for k, v in config.items():
+        if isinstance(v, list) and len(v) <= _MAX_AXES and all(type(e) is int for e in v):
+            continue  # a shape (LayerNorm's normalized_shape)
         if not (v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))):
-            raise FormatError(f"{name}: {k} must be a finite number, a string, true/false or null")
+            raise FormatError(f"{name}: {k} must be a finite number, a string, true/false, null or a short list "
+                              "of ints")
         if isinstance(v, str) and len(v) > 64:
             raise FormatError(f"{name}: {k} is a string of {len(v)} characters")
     if "dtype" in config and config["dtype"] not in ("float32", "float64"):
@@ -158,7 +190,7 @@ def param_shapes(descs: list) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
                 raise FormatError("Stateful wraps an LSTM, GRU or RNN")
         dtype = np.dtype(config.get("dtype", "float32"))
         for k, shape in _SHAPES.get(name, lambda c: {})(config).items():
-            out[f"{i}.{k}"] = (dtype, shape)
+            out[f"{i}.{k}"] = (_INT_ARRAYS.get(k, dtype), shape)
     return out
 
 

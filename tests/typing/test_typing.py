@@ -14,7 +14,7 @@ PYPROJECT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "pyproject.toml
 ANNOTATED = ["-m", "rnnfast.io", "-m", "rnnfast._threads", "-m", "rnnfast._typing", "-m", "rnnfast.nn.layers",
              "-m", "rnnfast.nn.recurrent", "-m", "rnnfast._planner", "-m", "rnnfast._tune", "-p", "rnnfast.datasets",
              "-m", "rnnfast._validation", "-m", "rnnfast.train.optimizers", "-m", "rnnfast.train.schedules",
-             "-m", "rnnfast.models"]
+             "-m", "rnnfast.models", "-m", "rnnfast.nn.normalization"]
 needs_mypy = pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
 
 BAD = """\
