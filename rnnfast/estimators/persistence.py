@@ -198,7 +198,7 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
                                                         "embedding_dim": p.embedding_dim, "dtype": dt}})
     in_size = p.embedding_dim if inputs.kind == TOKENS else inputs.n_features_in
     rec = {"input_size": in_size, "hidden_size": p.hidden_size, "num_layers": p.num_layers,
-           "bidirectional": p.bidirectional, "dtype": dt}
+           "bidirectional": p.bidirectional, "dtype": dt, **({"layer_norm": True} if p.layer_norm else {})}
     layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
     if not per_step:
         layers.append({"class": "LastStep", "config": {}})

@@ -51,7 +51,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, distributed=None):
+                 n_threads=None, distributed=None, layer_norm=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -81,6 +81,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         self.dtype = dtype
         self.n_threads = n_threads
         self.distributed = distributed
+        self.layer_norm = layer_norm
 
     # ------------------------------------------------------------------ fitted state
     def _validate_params(self) -> _params.Params:
@@ -378,6 +379,9 @@ class LSTM(_RecurrentEstimator):
         Data-parallel training over the ranks of an MPI job (``mpiexec -n N python script.py``; see
         :mod:`rnnfast.distributed.mpi`): the same results as one process with the same ``batch_size`` (the
         global batch), up to float rounding; rank 0 writes. ``"auto"``: when started by an MPI launcher.
+    layer_norm : bool, default False
+        Layer-normalized recurrent cells (:class:`rnnfast.nn.LSTM`'s ``layer_norm``; GRU likewise, not RNN).
+        Kept by ``save``; files written before it load as False.
 
     Attributes
     ----------
@@ -429,7 +433,7 @@ class GRU(_RecurrentEstimator):
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, distributed=None, reset_after=True):
+                 n_threads=None, distributed=None, reset_after=True, layer_norm=False):
         super().__init__(**_shared_args(locals()))
         self.reset_after = reset_after
 
@@ -445,6 +449,6 @@ class RNN(_RecurrentEstimator):
                  batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto",
                  clip_norm=None, clip_value=None, validation_split=0.0, shuffle=True, bucket=True,
                  early_stopping=False, patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0,
-                 dtype="float32", n_threads=None, distributed=None):
+                 dtype="float32", n_threads=None, distributed=None, layer_norm=False):
         super().__init__(**_shared_args(locals()))
         self.nonlinearity = nonlinearity

@@ -19,7 +19,7 @@ import numpy as np
 from rnnfast import _planner
 from rnnfast._kernels import _lncell
 
-__all__ = ["LayerNormCalls", "LN_EPS"]
+__all__ = ["LayerNormCalls", "LN_EPS", "ln_param_shapes"]
 
 #: The layer norms' epsilon (added to the variance), PyTorch's LayerNorm default.
 LN_EPS = 1e-5
@@ -27,6 +27,16 @@ LN_EPS = 1e-5
 
 def _sfx(layer: int, d: int) -> str:
     return f"_l{layer}" + ("_reverse" if d == 1 else "")
+
+
+def ln_param_shapes(lstm: bool, H: int, L: int, D: int):
+    """(name, size, initial value) of every layer-norm parameter of an LSTM (``lstm``) or GRU layer."""
+    GH = (4 if lstm else 3) * H
+    for layer in range(L):
+        for d in range(D):
+            for side, n in (("x", GH), ("h", GH)) + ((("c", H),) if lstm else ()):
+                yield f"layernorm_{side}_gamma" + _sfx(layer, d), n, 1.0
+                yield f"layernorm_{side}_beta" + _sfx(layer, d), n, 0.0
 
 
 class LayerNormCalls:
@@ -40,17 +50,9 @@ class LayerNormCalls:
         """Whether the cell is layer-normalized (fixed at construction)."""
         return self._layer_norm
 
-    def _ln_param_shapes(self):
-        GH, H = self._G * self.hidden_size, self.hidden_size
-        for layer in range(self.num_layers):
-            for d in range(self._D):
-                for side, n in (("x", GH), ("h", GH)) + ((("c", H),) if self._mode == "lstm" else ()):
-                    yield f"layernorm_{side}_gamma" + _sfx(layer, d), n, 1.0
-                    yield f"layernorm_{side}_beta" + _sfx(layer, d), n, 0.0
-
     def _ln_add_params(self) -> None:
         self._layer_norm = True
-        for name, n, value in self._ln_param_shapes():
+        for name, n, value in ln_param_shapes(self._mode == "lstm", self.hidden_size, self.num_layers, self._D):
             self._add_param(name, np.full(n, value, dtype=self.dtype))
 
     # ------------------------------------------------------------------ kernel arguments

@@ -17,7 +17,7 @@ BAD = {  # name: (a wrong type, a bad value)
     "bucket": ("no", None), "early_stopping": (1, None), "patience": (1.0, -1), "tbptt": (2.5, 0),
     "warm_start": (0, None), "random_state": (1.5, -1), "verbose": ("1", 3), "dtype": (object(), "float16"),
     "n_threads": (1.0, 0), "reset_after": (1, None),
-    "distributed": (1, "horovod"),
+    "distributed": (1, "horovod"), "layer_norm": (1, None),
 }
 
 
