@@ -101,7 +101,7 @@ static inline RF_T RF_LN(stats)(ptrdiff_t n, const RF_T* RF_LN_R a, RF_T eps, RF
  * pre = gx xs + gh hs + bs (GRU: gh hs + bsh goes to hpre apart when hpre is not NULL). */
 static inline void RF_LN(norm2)(ptrdiff_t GH, const RF_T* ax, const RF_T* ah, RF_T eps, const RF_T* RF_LN_R gx,
                                 const RF_T* RF_LN_R gh, const RF_T* RF_LN_R bs, const RF_T* RF_LN_R bsh,
-                                RF_T* xs, RF_T* hs, RF_T* RF_LN_R pre, RF_T* RF_LN_R hpre, RF_T* st) {
+                                RF_T* xs, RF_T* hs, RF_T* pre, RF_T* RF_LN_R hpre, RF_T* st) {
     RF_T rx, rh;
     RF_T mx = RF_LN(stats)(GH, ax, eps, &rx);
     RF_T mh = RF_LN(stats)(GH, ah, eps, &rh);
@@ -128,11 +128,11 @@ static inline void RF_LN(norm2)(ptrdiff_t GH, const RF_T* ax, const RF_T* ah, RF
 }
 
 /* LSTM, one row forward. ax, ah (4H) the raw products (overwritten: ax by LN(ax) unless xs, ah likewise
- * unless hs); gt (4H) receives the post-activation gates (scratch in inference); cp (H) the previous
+ * unless hs); gt (4H) receives the post-activation gates (in inference ax itself); cp (H) the previous
  * cell; c (H) the new cell; y (H) the new h. Training (xs != NULL): xs, hs, st, cn, tc as in the header. */
 RF_LN_CLONES static void RF_LN(lstm_fwd)(int H, RF_T eps, RF_T* ax, RF_T* ah, const RF_T* gx, const RF_T* gh,
                                          const RF_T* bs, const RF_T* RF_LN_R gc, const RF_T* RF_LN_R bc,
-                                         const RF_T* RF_LN_R cp, RF_T* RF_LN_R gt, RF_T* RF_LN_R c,
+                                         const RF_T* RF_LN_R cp, RF_T* gt, RF_T* RF_LN_R c,
                                          RF_T* RF_LN_R y, RF_T* xs, RF_T* hs, RF_T* st, RF_T* RF_LN_R cn,
                                          RF_T* RF_LN_R tc) {
     ptrdiff_t n = H;
@@ -166,7 +166,7 @@ RF_LN_CLONES static void RF_LN(lstm_fwd)(int H, RF_T eps, RF_T* ax, RF_T* ah, co
  * the previous h; y (H) the new h. */
 RF_LN_CLONES static void RF_LN(gru_fwd)(int H, RF_T eps, RF_T* ax, RF_T* ah, const RF_T* gx, const RF_T* gh,
                                         const RF_T* bs, const RF_T* bsh, const RF_T* RF_LN_R hp,
-                                        RF_T* RF_LN_R gt, RF_T* RF_LN_R hpre, RF_T* RF_LN_R hq,
+                                        RF_T* gt, RF_T* RF_LN_R hpre, RF_T* RF_LN_R hq,
                                         RF_T* RF_LN_R y, RF_T* xs, RF_T* hs, RF_T* st) {
     ptrdiff_t n = H;
     RF_LN(norm2)(3 * n, ax, ah, eps, gx, gh, bs, bsh, xs ? xs : ax, hs ? hs : ah, gt, hpre, st);

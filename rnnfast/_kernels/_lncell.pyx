@@ -37,6 +37,7 @@ cdef extern from "rf_gemm.h" nogil:
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
     rf_gemm_fn rf_gemm_packed_select()
+    size_t rf_gemm_pf_bytes
     void rf_pack_b(int K, int N, const float* B, int ldb, int trans, float* packed)
     size_t rf_packed_size(int K, int N)
 
@@ -66,6 +67,10 @@ cdef extern from "rf_lncell.h" nogil:
                          double* tmp)
 
 cdef rf_gemm_fn gemm_packed2 = rf_gemm_packed_select()
+# Prefetch the packed weights at every size (rf_gemm.h's threshold is for one product a step; here two
+# products a step, x W_ih^T and h W_hh^T, share L2 with the step's scratch): LSTM medium inference, one
+# thread, 53.6-56.3 ms at the 1 MB default, 49.5-51.1 ms always prefetching.
+rf_gemm_pf_bytes = 0
 
 # saved statistics per row: rstd_x, rstd_h, rstd_c and one float of padding
 cdef enum:
@@ -96,7 +101,7 @@ cdef struct LnDir:
     void* c                  # OUT (N, H) LSTM cells
     void* xs                 # training (N, GH): LN(x W_ih^T), backward: d ax; inference: scratch (B, GH)
     void* hs                 # training (N, GH): LN(h W_hh^T), backward: d ah; inference: scratch (B, GH)
-    void* gt                 # training (N, GH): gates, backward: scratch; inference: scratch (B, GH)
+    void* gt                 # training (N, GH): gates, backward: scratch; inference: unused (over xs)
     void* st                 # training (N, NSTAT) inverse standard deviations
     void* cn                 # LSTM training (N, H): LN(c)
     void* tc                 # LSTM training (N, H): tanh(gc LN(c) + bc)
@@ -151,7 +156,7 @@ cdef void fwd_task(const LnDir* p, int blk, floating* typed) noexcept nogil:
         sr = row if p.training else r0  # the first row of the saved / scratch arrays
         ax = <floating*>p.xs + sr * GH
         ah = <floating*>p.hs + sr * GH
-        gt = <floating*>p.gt + sr * GH
+        gt = <floating*>p.gt + sr * GH if p.training else ax  # (inference: the gates over ax, in L2)
         if t == 0:
             hp = <const floating*>p.h0 + <Py_ssize_t>r0 * H
             cp = <const floating*>p.c0 + <Py_ssize_t>r0 * H if p.lstm else NULL
@@ -311,7 +316,7 @@ def buffer_shapes(bint lstm, int F, int H, int B, int N, int nblk, bint training
     table of them; see LnDir)."""
     cdef int GH = (4 if lstm else 3) * H
     R = N if training else B
-    shapes = {"y": (N, H), "xs": (R, GH), "hs": (R, GH), "gt": (R, GH), "tmp": (nblk, GH),
+    shapes = {"y": (N, H), "xs": (R, GH), "hs": (R, GH), "gt": (R if training else 1, GH), "tmp": (nblk, GH),
               "pih": (rf_packed_size(F, GH),), "phh": (max(rf_packed_size(H, GH), rf_packed_size(GH, H)),)}
     if lstm:
         shapes["c"] = (N, H)
@@ -350,7 +355,7 @@ cdef int _fill(LnDir* p, bint lstm, bs, off, int T, int B, int N, int F, int H, 
     p.y = _ptr(a, "y", dt, <Py_ssize_t>N * H)
     p.xs = _ptr(a, "xs", dt, R * GH)
     p.hs = _ptr(a, "hs", dt, R * GH)
-    p.gt = _ptr(a, "gt", dt, R * GH)
+    p.gt = _ptr(a, "gt", dt, R * GH if training else GH)
     p.tmp = _ptr(a, "tmp", dt, <Py_ssize_t>nblk * GH)
     p.st = _ptr(a, "st", dt, <Py_ssize_t>N * NSTAT) if training else NULL
     p.bs2 = p.gc = p.bc = p.c0 = p.c = p.cn = p.tc = p.hq = NULL
