@@ -12,11 +12,16 @@
 # Forward, for each step and block of rows: ax = x_t W_ih^T and ah = h_{t-1} W_hh^T (float32: the packed
 # small-M GEMM of csrc/rf_gemm.h, the weights packed once per call; float64: BLAS), then one fused pass per
 # row (csrc/rf_lncell.h) - both normalizations, the gates, the state update, the cell's normalization.
+# Training makes ax for every step beforehand, one BLAS GEMM over all N rows into the array that keeps
+# LN(ax) for backward (as the plain kernels' training forward does).
 # Backward, t descending: the fused row pass turns the saved normalized products into d ax, d ah in place and
 # accumulates the gains' and biases' gradients per block; dh_{t-1} = d ah W_hh. After the loop, BLAS GEMMs
 # over all N rows: dW_ih += d ax^T X, dW_hh += d ah^T H_prev, dX = d ax W_ih.
 # Threads: the batch rows are independent, so the recurrence runs as row-block tasks in one prange, each with
-# its own per-step products (float32 only: the float64 path calls BLAS inside the loop and stays serial).
+# its own per-step products (float32: the packed GEMM; float64: BLAS).
+# The GEMMs over all N rows are cut by rows among the same threads, BLAS held to one thread meanwhile (as
+# rnnfast._kernels._recurrent does: BLAS's own threads spinning beside ours made LSTM medium training on two
+# threads 1.33x the plain cell's time; see bench/layer_norm.py).
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
@@ -28,6 +33,44 @@ import numpy as np
 from rnnfast._kernels._blas cimport gemm
 
 cnp.import_array()
+
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
+
+cdef set_threads_fn _blas_set = NULL
+cdef get_threads_fn _blas_get = NULL
+cdef int _blas_holders = 0    # calls of this module running now (changed only with the GIL held)
+cdef int _blas_saved = 0      # BLAS thread count to restore when the last one ends
+
+
+def set_blas_thread_fns(size_t set_address, size_t get_address):
+    """Register the BLAS thread-count setter and getter (rnnfast._threads.BlasControl's addresses; 0 clears)."""
+    global _blas_set, _blas_get
+    _blas_set = <set_threads_fn>set_address
+    _blas_get = <get_threads_fn>get_address
+
+
+cdef void _blas_hold() noexcept:
+    """Hold BLAS to one thread while a call of this module runs (called with the GIL). Another module's hold
+    may restore the count meanwhile: that costs speed (BLAS threads inside ours), never correctness."""
+    global _blas_holders, _blas_saved
+    if _blas_set == NULL or _blas_get == NULL:
+        return
+    if _blas_holders == 0:
+        _blas_saved = _blas_get()
+        if _blas_saved != 1:
+            _blas_set(1)
+    _blas_holders += 1
+
+
+cdef void _blas_release() noexcept:
+    global _blas_holders
+    if _blas_set == NULL or _blas_get == NULL or _blas_holders == 0:
+        return
+    _blas_holders -= 1
+    if _blas_holders == 0 and _blas_saved > 1:
+        _blas_set(_blas_saved)
+
 
 cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
@@ -163,8 +206,9 @@ cdef void fwd_task(const LnDir* p, int blk, floating* typed) noexcept nogil:
         else:
             hp = y + (<Py_ssize_t>p.off[t - 1] + r0) * H
             cp = c + (<Py_ssize_t>p.off[t - 1] + r0) * H if p.lstm else NULL
-        step_gemm(nb, GH, p.F, <const floating*>p.x + row * p.F, p.F, p.pih,
-                  <const floating*>p.w_ih, 0.0, ax, True)
+        if not p.training:  # (training: made for every step beforehand, see forward)
+            step_gemm(nb, GH, p.F, <const floating*>p.x + row * p.F, p.F, p.pih,
+                      <const floating*>p.w_ih, 0.0, ax, True)
         step_gemm(nb, GH, H, hp, H, p.phh, <const floating*>p.w_hh, 0.0, ah, True)
         for i in range(nb):
             k = i
@@ -284,15 +328,33 @@ cdef void run_tasks(const LnDir* p, bint backward, floating* typed) noexcept nog
         rf_ftz_leave(ftz)
 
 
-cdef void weight_grads(const LnDir* p, floating* dw_ih, floating* dw_hh, floating* dx, bint dx_add,
+cdef void par_gemm(int nth, bint trans_a, bint trans_b, int M, int N, int K, const floating* A, int lda,
+                   const floating* B, int ldb, floating beta, floating* C, int ldc) noexcept nogil:
+    """C := op(A) op(B) + beta C with the M rows of C cut in one block per thread (BLAS held to one); row
+    block [m0, m1) starts at row m0 of A, or at its column m0 when A is transposed."""
+    cdef int nblk = min(nth, M // 16), per, blk, m0, m1
+    if nblk <= 1:
+        gemm(trans_a, trans_b, M, N, K, <floating>1, A, lda, B, ldb, beta, C, ldc)
+        return
+    per = ((M + nblk - 1) // nblk + 15) // 16 * 16
+    for blk in prange(nblk, num_threads=nblk, schedule="static", chunksize=1):
+        m0 = min(M, blk * per)
+        m1 = min(M, m0 + per)
+        if m1 > m0:
+            gemm(trans_a, trans_b, m1 - m0, N, K, <floating>1,
+                 A + (<Py_ssize_t>m0 if trans_a else <Py_ssize_t>m0 * lda), lda, B, ldb, beta,
+                 C + <Py_ssize_t>m0 * ldc, ldc)
+
+
+cdef void weight_grads(const LnDir* p, int nth, floating* dw_ih, floating* dw_hh, floating* dx, bint dx_add,
                        floating* typed) noexcept nogil:
     """After the backward recurrence: dW_ih += d ax^T X, dW_hh += d ah^T H_prev, dX (+)= d ax W_ih."""
     cdef int N = p.N, GH = p.GH, F = p.F, H = p.H
-    gemm(True, False, GH, F, N, <floating>1, <floating*>p.xs, GH, <const floating*>p.x, F, <floating>1, dw_ih, F)
-    gemm(True, False, GH, H, N, <floating>1, <floating*>p.hs, GH, <floating*>p.hprev, H, <floating>1, dw_hh, H)
+    par_gemm(nth, True, False, GH, F, N, <floating*>p.xs, GH, <const floating*>p.x, F, <floating>1, dw_ih, F)
+    par_gemm(nth, True, False, GH, H, N, <floating*>p.hs, GH, <floating*>p.hprev, H, <floating>1, dw_hh, H)
     if dx != NULL:
-        gemm(False, False, N, F, GH, <floating>1, <floating*>p.xs, GH, <const floating*>p.w_ih, F,
-             <floating>(1 if dx_add else 0), dx, F)
+        par_gemm(nth, False, False, N, F, GH, <floating*>p.xs, GH, <const floating*>p.w_ih, F,
+                 <floating>(1 if dx_add else 0), dx, F)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,8 +399,7 @@ cdef int _fill(LnDir* p, bint lstm, bs, off, int T, int B, int N, int F, int H, 
     cdef Py_ssize_t R = N if training else B
     cdef cnp.ndarray bsa = np.ascontiguousarray(bs, dtype=np.intc)
     cdef cnp.ndarray offa = np.ascontiguousarray(off, dtype=np.intc)
-    if bsa.shape[0] != T or offa.shape[0] != T + 1 or nblk < 1 or nblk > max(B, 1) or (
-            dt != np.float32 and nblk != 1):
+    if bsa.shape[0] != T or offa.shape[0] != T + 1 or nblk < 1 or nblk > max(B, 1):
         raise ValueError("internal: inconsistent layer-norm call")
     a["_bs"], a["_off"] = bsa, offa  # kept alive by the caller's dict for the call
     p.lstm, p.T, p.B, p.N, p.F, p.H, p.GH = lstm, T, B, N, F, H, GH
@@ -376,24 +437,40 @@ cdef int _fill(LnDir* p, bint lstm, bs, off, int T, int B, int N, int F, int H, 
     return 0
 
 
+cdef void net_forward(LnDir* p, int nth, floating* typed) noexcept nogil:
+    """Training: ax for every step first (one GEMM over all N rows); then the recurrence."""
+    if p.training:
+        par_gemm(nth, False, True, p.N, p.GH, p.F, <const floating*>p.x, p.F, <const floating*>p.w_ih, p.F,
+                 <floating>0, <floating*>p.xs, p.GH)
+    if floating is float:
+        if not p.training:
+            rf_pack_b(p.F, p.GH, <const float*>p.w_ih, p.F, 1, p.pih)
+        rf_pack_b(p.H, p.GH, <const float*>p.w_hh, p.H, 1, p.phh)
+    run_tasks(p, False, typed)
+
+
 def forward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, bint training, double eps,
-            dict arrays):
+            dict arrays, int nthreads=1):
     """Forward of one layer and direction over the packed rows (arrays by name: LnDir's fields, shapes from
-    ``buffer_shapes`` and the parameters; writes ``y``, ``c`` and, training, what backward reads)."""
+    ``buffer_shapes`` and the parameters; writes ``y``, ``c`` and, training, what backward reads).
+    ``nthreads`` share the GEMMs over all rows; ``nblk`` row blocks the recurrence."""
     cdef LnDir p
     dt = arrays["x"].dtype
     _fill(&p, lstm, bs, off, T, B, N, F, H, nblk, training, eps, arrays, dt)
-    with nogil:
-        if p.pih != NULL:
-            rf_pack_b(F, p.GH, <const float*>p.w_ih, F, 1, p.pih)
-            rf_pack_b(H, p.GH, <const float*>p.w_hh, H, 1, p.phh)
-            run_tasks(&p, False, <float*>NULL)
-        else:
-            run_tasks(&p, False, <double*>NULL)
+    cdef int nth = max(1, min(nthreads, 256))
+    _blas_hold()
+    try:
+        with nogil:
+            if p.pih != NULL:
+                net_forward(&p, nth, <float*>NULL)
+            else:
+                net_forward(&p, nth, <double*>NULL)
+    finally:
+        _blas_release()
 
 
 def backward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, double eps, dict arrays,
-             dw_ih, dw_hh, dx, bint dx_add):
+             dw_ih, dw_hh, dx, bint dx_add, int nthreads=1):
     """Backward of one layer and direction after a training ``forward`` with the same ``arrays``, which
     now also hold ``dy`` (N, H), ``dh`` / ``dc`` (B, H: the final states' gradients in, the initial
     states' out), ``hprev`` and ``acc`` (zeroed here; the per-task gains' and biases' gradients out).
@@ -410,12 +487,17 @@ def backward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, do
     cdef void* dwi = _ptr({"dw_ih": dw_ih}, "dw_ih", dt, <Py_ssize_t>GH * F)
     cdef void* dwh = _ptr({"dw_hh": dw_hh}, "dw_hh", dt, <Py_ssize_t>GH * H)
     cdef void* dxp = NULL if dx is None else _ptr({"dx": dx}, "dx", dt, <Py_ssize_t>N * F)
-    with nogil:
-        memset(p.acc, 0, <Py_ssize_t>nblk * (4 * GH + 2 * H) * (4 if p.pih != NULL else 8))
-        if p.pih != NULL:
-            rf_pack_b(GH, H, <const float*>p.w_hh, H, 0, p.phh)
-            run_tasks(&p, True, <float*>NULL)
-            weight_grads(&p, <float*>dwi, <float*>dwh, <float*>dxp, dx_add, <float*>NULL)
-        else:
-            run_tasks(&p, True, <double*>NULL)
-            weight_grads(&p, <double*>dwi, <double*>dwh, <double*>dxp, dx_add, <double*>NULL)
+    cdef int nth = max(1, min(nthreads, 256))
+    _blas_hold()
+    try:
+        with nogil:
+            memset(p.acc, 0, <Py_ssize_t>nblk * (4 * GH + 2 * H) * (4 if p.pih != NULL else 8))
+            if p.pih != NULL:
+                rf_pack_b(GH, H, <const float*>p.w_hh, H, 0, p.phh)
+                run_tasks(&p, True, <float*>NULL)
+                weight_grads(&p, nth, <float*>dwi, <float*>dwh, <float*>dxp, dx_add, <float*>NULL)
+            else:
+                run_tasks(&p, True, <double*>NULL)
+                weight_grads(&p, nth, <double*>dwi, <double*>dwh, <double*>dxp, dx_add, <double*>NULL)
+    finally:
+        _blas_release()

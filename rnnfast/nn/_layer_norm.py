@@ -16,13 +16,26 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from rnnfast import _planner
+from rnnfast import _planner, _threads
 from rnnfast._kernels import _lncell
 
 __all__ = ["LayerNormCalls", "LN_EPS", "ln_param_shapes"]
 
 #: The layer norms' epsilon (added to the variance), PyTorch's LayerNorm default.
 LN_EPS = 1e-5
+
+
+_blas_registered = False
+
+
+def _register_blas() -> None:
+    """Give the kernel the BLAS thread control (rnnfast._threads), once."""
+    global _blas_registered
+    if not _blas_registered:
+        ctl = _threads.blas_control()
+        if ctl is not None:
+            _lncell.set_blas_thread_fns(ctl.setter, ctl.getter)
+        _blas_registered = True
 
 
 def _sfx(layer: int, d: int) -> str:
@@ -56,10 +69,10 @@ class LayerNormCalls:
             self._add_param(name, np.full(n, value, dtype=self.dtype))
 
     # ------------------------------------------------------------------ kernel arguments
-    def _ln_blocks(self, B: int, n_threads: int) -> int:
-        """Row-block tasks: float64 calls BLAS in its loop and stays serial."""
-        if self.dtype != np.float32:
-            return 1
+    @staticmethod
+    def _ln_blocks(B: int, n_threads: int) -> int:
+        """Row-block tasks of the recurrence (the planner's fewest rows worth a task)."""
+        _register_blas()
         return max(1, min(n_threads, B // int(_planner.TABLE["rows_per_task"])))
 
     def _ln_arrays(self, ws, layer: int, d: int, F: int, plan, nblk: int, training: bool,
@@ -122,10 +135,12 @@ class LayerNormCalls:
                 a.update(x=xl[layer] if d == 0 else np.take(xl[layer], kp.rev, axis=0,
                                                              out=ws.get(f"ln_xr{k}", (N, F), dt)),
                          h0=h0s[k], c0=c0s[k])
-                _lncell.forward(lstm, kp.bs, kp.off, plan.T, B, N, F, H, nblk, training, LN_EPS, a)
-                if d == 0:
+                if D == 1:
+                    a["y"] = out  # (one direction: the layer's output is its y)
+                _lncell.forward(lstm, kp.bs, kp.off, plan.T, B, N, F, H, nblk, training, LN_EPS, a, n_threads)
+                if d == 0 and D == 2:
                     out[:, :H] = a["y"]
-                else:
+                elif d == 1:
                     out[kp.rev, H:] = a["y"]
                 hT[k] = a["y"][last]
                 if lstm:
@@ -134,7 +149,7 @@ class LayerNormCalls:
             masks.append(self._ln_mask(N, layer, training))
             if layer + 1 < L:
                 xl.append(out if masks[-1] is None else out * masks[-1])
-        cache = dict(plan=plan, arrays=arrays, masks=masks, nblk=nblk) if training else None
+        cache = dict(plan=plan, arrays=arrays, masks=masks, nblk=nblk, nth=n_threads) if training else None
         return out, hT, cT, cache
 
     def _ln_mask(self, N: int, layer: int, training: bool) -> Optional[np.ndarray]:
@@ -160,7 +175,7 @@ class LayerNormCalls:
 
     def _ln_bptt(self, cache, dl, dh_n, dc_n):
         """Through all layers, last first: (dx packed (N, I), dh0, dc0) in sorted row order."""
-        plan, nblk = cache["plan"], cache["nblk"]
+        plan, ws = cache["plan"], cache["ws"]
         H, D, L, dt, B, N = self.hidden_size, self._D, self.num_layers, self.dtype, plan.B, plan.N
         lstm, rev = self._mode == "lstm", plan.kplan.rev
         LD = L * D
@@ -169,15 +184,21 @@ class LayerNormCalls:
         dh0, dc0 = np.empty((LD, B, H), dt), (np.empty((LD, B, H), dt) if lstm else None)
         for layer in range(L - 1, -1, -1):
             a0 = cache["arrays"][layer * D]
-            dxl = np.empty((N, a0["x"].shape[1]), dt)
+            dxl = ws.get(f"ln_dx{layer}", (N, a0["x"].shape[1]), dt)
             for d in range(D):
                 k = layer * D + d
                 a = cache["arrays"][k]
-                a["dy"] = np.ascontiguousarray(dl[:, :H] if d == 0 else dl[rev, H:])
+                if D == 1:
+                    a["dy"] = dl
+                elif d == 0:
+                    a["dy"] = ws.get(f"ln_dy{k}", (N, H), dt)
+                    a["dy"][...] = dl[:, :H]
+                else:
+                    a["dy"] = np.take(dl[:, H:], rev, axis=0, out=ws.get(f"ln_dy{k}", (N, H), dt))
                 a["dh"] = dhs[k].copy() if dhs is not None else np.zeros((B, H), dt)
                 if lstm:
                     a["dc"] = dcs[k].copy() if dcs is not None else np.zeros((B, H), dt)
-                self._ln_backward_dir(a, layer, d, plan, nblk, dxl)
+                self._ln_backward_dir(a, layer, d, plan, cache, dxl)
                 dh0[k] = a["dh"]
                 if lstm:
                     dc0[k] = a["dc"]
@@ -185,17 +206,17 @@ class LayerNormCalls:
             dl = dxl if mask is None else dxl * mask
         return dl, dh0, dc0
 
-    def _ln_backward_dir(self, a, layer: int, d: int, plan, nblk: int, dxl) -> None:
+    def _ln_backward_dir(self, a, layer: int, d: int, plan, cache, dxl) -> None:
         """One layer and direction: the kernel, then the gains' and biases' gradients from its per-task sums;
         the input gradient written to ``dxl`` (the reverse direction's added, in forward row order)."""
         g, sfx, lstm = self.grads, _sfx(layer, d), self._mode == "lstm"
         H, GH, F, kp = self.hidden_size, self._G * self.hidden_size, dxl.shape[1], plan.kplan
+        nblk, ws, k = cache["nblk"], cache["ws"], layer * self._D + d
         shapes = _lncell.buffer_shapes(lstm, F, H, plan.B, plan.N, nblk, True, True)
-        ws_k = {name: np.empty(shapes[name], self.dtype) for name in ("hprev", "acc")}
-        a.update(ws_k)
-        dx = dxl if d == 0 else np.empty_like(dxl)
+        a.update({name: ws.get(f"ln_{name}{k}", shapes[name], self.dtype) for name in ("hprev", "acc")})
+        dx = dxl if d == 0 else ws.get("ln_dxr", dxl.shape, self.dtype)
         _lncell.backward(lstm, kp.bs, kp.off, plan.T, plan.B, plan.N, F, H, nblk, LN_EPS, a,
-                         g["weight_ih" + sfx], g["weight_hh" + sfx], dx, False)
+                         g["weight_ih" + sfx], g["weight_hh" + sfx], dx, False, cache["nth"])
         if d == 1:
             dxl[kp.rev] += dx
         acc = a["acc"].sum(axis=0)
