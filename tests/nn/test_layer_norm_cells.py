@@ -5,6 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rnnfast as rf
 import reference_ln as ref
@@ -240,3 +242,38 @@ def test_combinations_the_kernel_does_not_do_are_refused():
     g.recurrent_dropout = 0.2
     with pytest.raises(ValueError, match="recurrent_dropout"):
         g._check_ln()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell=st.sampled_from(["lstm", "gru"]), B=st.integers(1, 6), T=st.integers(1, 5), I=st.integers(1, 4),
+       H=st.integers(1, 5), L=st.integers(1, 2), bidir=st.booleans(), n_threads=st.integers(1, 2),
+       data=st.data())
+def test_hypothesis_shapes_lengths_and_threads(cell, B, T, I, H, L, bidir, n_threads, data):
+    lengths = data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B))
+    rng = np.random.default_rng(B * 100 + T)
+    m = layer(cell, I, H, num_layers=L, bidirectional=bidir)
+    x = rng.normal(size=(B, T, I))
+    out, s = m(x, lengths=lengths, n_threads=n_threads)
+    sd = {k: np.asarray(v, np.float64) for k, v in m.state_dict().items()}
+    ro, rh, rc = ref.forward(cell, x, sd, L, bidir, lengths=lengths)
+    np.testing.assert_allclose(out, ro, **TOL[np.float64])
+    h_n, c_n = final(cell, s)
+    np.testing.assert_allclose(h_n, rh, **TOL[np.float64])
+    if cell == "lstm":
+        np.testing.assert_allclose(c_n, rc, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constant_rows_and_large_inputs_stay_finite(dtype):
+    """Zero weights make every normalized row constant (variance 0: LN gives 0, eps keeps it finite); huge
+    inputs saturate the gates without NaN."""
+    m = rf.nn.LSTM(3, 4, layer_norm=True, dtype=dtype)
+    sd = {k: np.zeros_like(v) if k.startswith("weight") else v for k, v in m.state_dict().items()}
+    m.load_state_dict(sd)
+    m.train()
+    out, _ = m(np.ones((2, 3, 3)))
+    assert np.isfinite(out).all()
+    dx, _ = m.backward(np.ones_like(out))
+    assert np.isfinite(dx).all() and all(np.isfinite(g).all() for g in m.grads.values())
+    g = layer("gru", 3, 4, dtype)
+    assert np.isfinite(g(np.full((2, 3, 3), 1e30))[0]).all()
