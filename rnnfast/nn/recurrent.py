@@ -153,6 +153,9 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
 
     def _describe(self, x, lengths, training: bool) -> Call:
         """The planner's description of a call with this input (checked as a call checks it)."""
+        if self._layer_norm:
+            raise ValueError("a layer_norm=True layer runs its own kernel (rnnfast._kernels._lncell): it has no "
+                             "plan to show or tune")
         xb, _ = self._check_x(x)
         B, T, _ = xb.shape
         lengths = check_lengths(lengths, B, T)

@@ -233,6 +233,15 @@ def test_bad_input():
         m.backward(np.zeros((2, 5, 4), np.float32))
 
 
+def test_plan_for_and_tune_refuse_layer_norm_layers():
+    m = rf.nn.LSTM(3, 4, layer_norm=True)
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="own kernel"):
+        m.plan_for(x)
+    with pytest.raises(ValueError, match="own kernel"):
+        rf.tune(m, x)
+
+
 def test_combinations_the_kernel_does_not_do_are_refused():
     m = rf.nn.LSTM(3, 4, layer_norm=True)
     m.proj_size = 2  # (as a layer with a projection would have it)
