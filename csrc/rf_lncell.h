@@ -26,7 +26,7 @@
  *   gt  (G*H)  post-activation gates            st (4)    rstd_x, rstd_h, rstd_c, unused
  *   LSTM: c (H) c', cn (H) LN(c'), tc (H) tanh(gc LN(c') + bc);   GRU: hn (H) ah_n (the r-multiplied part)
  * Backward of one row overwrites xs with d ax and hs with d ah (the gradients of the raw products, from
- * which the weights' and the inputs' gradients are GEMMs), and adds the gains' and biases' gradients to
+ * which the weights' and the inputs' gradients are GEMMs) and writes nothing else of the row, and adds the gains' and biases' gradients to
  * the caller's accumulators acc = [dgx (GH) | dbx (GH) | dgh (GH) | dbh (GH) | dgc (H) | dbc (H)] (LSTM:
  * dbh is dbx, left alone). LN backward with xh = LN(a), u = dy * gamma:
  *   da = rstd (u - mean(u) - xh mean(u xh)).
@@ -182,8 +182,8 @@ RF_LN_CLONES static void RF_LN(gru_fwd)(int H, RF_T eps, RF_T* ax, RF_T* ah, con
     }
 }
 
-/* LN backward of one row: u (n) holds dy * gamma; xs holds LN(a) on entry and d a on exit. */
-static inline void RF_LN(norm_bwd)(ptrdiff_t n, const RF_T* RF_LN_R u, RF_T* RF_LN_R xs, RF_T rstd) {
+/* LN backward of one row: u (n) holds dy * gamma, xs LN(a); out (n; may be u or xs) receives d a. */
+static inline void RF_LN(norm_bwd)(ptrdiff_t n, const RF_T* u, const RF_T* xs, RF_T rstd, RF_T* out) {
     RF_T s1 = 0, s2 = 0, m1, m2;
     RF_LN_SIMD_SUM(s1)
     for (ptrdiff_t j = 0; j < n; j++) s1 += u[j];
@@ -191,13 +191,13 @@ static inline void RF_LN(norm_bwd)(ptrdiff_t n, const RF_T* RF_LN_R u, RF_T* RF_
     for (ptrdiff_t j = 0; j < n; j++) s2 += u[j] * xs[j];
     m1 = s1 / (RF_T)n;
     m2 = s2 / (RF_T)n;
-    for (ptrdiff_t j = 0; j < n; j++) xs[j] = rstd * (u[j] - m1 - xs[j] * m2);
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = rstd * (u[j] - m1 - xs[j] * m2);
 }
 
 /* One normalized side of a row backward: dp (GH) the gradient of gamma LN(a) + beta; accumulates
  * dgamma += dp xs and (unless db is NULL) dbeta += dp, and turns xs into d a. tmp: GH scratch. */
 static inline void RF_LN(side_bwd)(ptrdiff_t GH, const RF_T* RF_LN_R dp, const RF_T* RF_LN_R g,
-                                   RF_T* RF_LN_R xs, RF_T rstd, RF_T* RF_LN_R dg, RF_T* RF_LN_R db,
+                                   RF_T* xs, RF_T rstd, RF_T* RF_LN_R dg, RF_T* RF_LN_R db,
                                    RF_T* RF_LN_R tmp) {
     for (ptrdiff_t j = 0; j < GH; j++) {
         dg[j] += dp[j] * xs[j];
@@ -205,61 +205,64 @@ static inline void RF_LN(side_bwd)(ptrdiff_t GH, const RF_T* RF_LN_R dp, const R
     }
     if (db)
         for (ptrdiff_t j = 0; j < GH; j++) db[j] += dp[j];
-    RF_LN(norm_bwd)(GH, tmp, xs, rstd);
+    RF_LN(norm_bwd)(GH, tmp, xs, rstd, xs);
 }
 
-/* LSTM, one row backward. gt (4H) the saved gates, overwritten with the pre-activation gradients; cp (H)
- * the previous cell; cn, tc (H) saved (cn overwritten); dy (H) the output's gradient; dh (H) the running
- * gradient wrt this step's h (read); dc (H) the running gradient wrt c (in: this step's, out: the previous
- * step's); xs, hs, st as saved (xs, hs become d ax, d ah); acc as in the header; tmp (4H) scratch. */
-RF_LN_CLONES static void RF_LN(lstm_bwd)(int H, RF_T* RF_LN_R gt, const RF_T* RF_LN_R cp, RF_T* RF_LN_R cn,
-                                         const RF_T* RF_LN_R tc, const RF_T* RF_LN_R gx, const RF_T* RF_LN_R gh,
-                                         const RF_T* RF_LN_R gc, const RF_T* st, const RF_T* RF_LN_R dy,
-                                         const RF_T* RF_LN_R dh, RF_T* RF_LN_R dc, RF_T* RF_LN_R xs,
-                                         RF_T* RF_LN_R hs, RF_T* RF_LN_R acc, RF_T* RF_LN_R tmp) {
+/* LSTM, one row backward. gt (4H) the saved gates; cp (H) the previous cell; cn, tc (H) saved; dy (H) the
+ * output's gradient; dh (H) the running gradient wrt this step's h (read); dc (H) the running gradient wrt
+ * c (in: this step's, out: the previous step's); xs, hs, st as saved (xs, hs become d ax, d ah); acc as in
+ * the header; tmp (8H) scratch (the pre-activation gradients and LN's), so that backward writes nothing
+ * of a row but d ax and d ah. */
+RF_LN_CLONES static void RF_LN(lstm_bwd)(int H, const RF_T* RF_LN_R gt, const RF_T* RF_LN_R cp,
+                                         const RF_T* RF_LN_R cn, const RF_T* RF_LN_R tc, const RF_T* RF_LN_R gx,
+                                         const RF_T* RF_LN_R gh, const RF_T* RF_LN_R gc, const RF_T* st,
+                                         const RF_T* RF_LN_R dy, const RF_T* RF_LN_R dh, RF_T* RF_LN_R dc,
+                                         RF_T* xs, RF_T* hs, RF_T* RF_LN_R acc, RF_T* RF_LN_R tmp) {
     ptrdiff_t n = H, GH = 4 * (ptrdiff_t)H;
     RF_T* RF_LN_R dgc = acc + 4 * GH;
     RF_T* RF_LN_R dbc = dgc + n;
+    RF_T* RF_LN_R dp = tmp + GH;
+    RF_T* RF_LN_R u = tmp;
     for (ptrdiff_t j = 0; j < n; j++) {
         RF_T d = dy[j] + dh[j], t = tc[j], o = gt[3 * n + j];
         RF_T dC = d * o * (1 - t * t);
         dgc[j] += dC * cn[j];
         dbc[j] += dC;
-        tmp[j] = dC * gc[j];
-        gt[3 * n + j] = d * t * o * (1 - o);
+        u[j] = dC * gc[j];
+        dp[3 * n + j] = d * t * o * (1 - o);
     }
-    RF_LN(norm_bwd)(n, tmp, cn, st[2]);
+    RF_LN(norm_bwd)(n, u, cn, st[2], u);
     for (ptrdiff_t j = 0; j < n; j++) {
-        RF_T d = dc[j] + cn[j], gi = gt[j], gf = gt[n + j], gg = gt[2 * n + j];
-        gt[j] = d * gg * gi * (1 - gi);
-        gt[n + j] = d * cp[j] * gf * (1 - gf);
-        gt[2 * n + j] = d * gi * (1 - gg * gg);
+        RF_T d = dc[j] + u[j], gi = gt[j], gf = gt[n + j], gg = gt[2 * n + j];
+        dp[j] = d * gg * gi * (1 - gi);
+        dp[n + j] = d * cp[j] * gf * (1 - gf);
+        dp[2 * n + j] = d * gi * (1 - gg * gg);
         dc[j] = d * gf;
     }
-    RF_LN(side_bwd)(GH, gt, gx, xs, st[0], acc, acc + GH, tmp);
-    RF_LN(side_bwd)(GH, gt, gh, hs, st[1], acc + 2 * GH, NULL, tmp);
+    RF_LN(side_bwd)(GH, dp, gx, xs, st[0], acc, acc + GH, tmp);
+    RF_LN(side_bwd)(GH, dp, gh, hs, st[1], acc + 2 * GH, NULL, tmp);
 }
 
-/* GRU, one row backward. gt (3H) the saved r, z, n, overwritten; hq (H) the saved ah_n (overwritten);
- * hp (H) the previous h; dy (H); dh (H) in: the running gradient wrt this step's h, out: its part that
- * reaches the previous h directly (dh z; the caller adds d ah W_hh); xs, hs, st, acc, tmp as LSTM's. */
-RF_LN_CLONES static void RF_LN(gru_bwd)(int H, RF_T* RF_LN_R gt, RF_T* RF_LN_R hq, const RF_T* RF_LN_R hp,
-                                        const RF_T* RF_LN_R gx, const RF_T* RF_LN_R gh, const RF_T* st,
-                                        const RF_T* RF_LN_R dy, RF_T* RF_LN_R dh, RF_T* RF_LN_R xs,
-                                        RF_T* RF_LN_R hs, RF_T* RF_LN_R acc, RF_T* RF_LN_R tmp) {
+/* GRU, one row backward. gt (3H) the saved r, z, n; hq (H) the saved ah_n; hp (H) the previous h; dy (H);
+ * dh (H) in: the running gradient wrt this step's h, out: its part that reaches the previous h directly
+ * (dh z; the caller adds d ah W_hh); xs, hs, st, acc as LSTM's; tmp (6H) scratch. */
+RF_LN_CLONES static void RF_LN(gru_bwd)(int H, const RF_T* RF_LN_R gt, const RF_T* RF_LN_R hq,
+                                        const RF_T* RF_LN_R hp, const RF_T* RF_LN_R gx, const RF_T* RF_LN_R gh,
+                                        const RF_T* st, const RF_T* RF_LN_R dy, RF_T* RF_LN_R dh, RF_T* xs,
+                                        RF_T* hs, RF_T* RF_LN_R acc, RF_T* RF_LN_R tmp) {
     ptrdiff_t n = H, GH = 3 * (ptrdiff_t)H;
+    RF_T* RF_LN_R dp = tmp + GH;
     for (ptrdiff_t j = 0; j < n; j++) {
         RF_T d = dy[j] + dh[j], r = gt[j], z = gt[n + j], nn = gt[2 * n + j];
         RF_T dn = d * (1 - z) * (1 - nn * nn);
-        gt[j] = dn * hq[j] * r * (1 - r);
-        gt[n + j] = d * (hp[j] - nn) * z * (1 - z);
-        gt[2 * n + j] = dn;
-        hq[j] = dn * r;
+        dp[j] = dn * hq[j] * r * (1 - r);
+        dp[n + j] = d * (hp[j] - nn) * z * (1 - z);
+        dp[2 * n + j] = dn;
         dh[j] = d * z;
     }
-    RF_LN(side_bwd)(GH, gt, gx, xs, st[0], acc, acc + GH, tmp);
-    for (ptrdiff_t j = 0; j < n; j++) gt[2 * n + j] = hq[j];
-    RF_LN(side_bwd)(GH, gt, gh, hs, st[1], acc + 2 * GH, acc + 3 * GH, tmp);
+    RF_LN(side_bwd)(GH, dp, gx, xs, st[0], acc, acc + GH, tmp);
+    for (ptrdiff_t j = 0; j < n; j++) dp[2 * n + j] *= gt[j];  /* the recurrent n part: dn r */
+    RF_LN(side_bwd)(GH, dp, gh, hs, st[1], acc + 2 * GH, acc + 3 * GH, tmp);
 }
 
 #endif /* RF_LN_BODY */

@@ -97,15 +97,16 @@ cdef extern from "rf_lncell.h" nogil:
     void rf_ln_gru_fwd_d(int H, double eps, double* ax, double* ah, const double* gx, const double* gh,
                          const double* bs, const double* bsh, const double* hp, double* gt, double* hpre,
                          double* hq, double* y, double* xs, double* hs, double* st)
-    void rf_ln_lstm_bwd_f(int H, float* gt, const float* cp, float* cn, const float* tc, const float* gx,
+    void rf_ln_lstm_bwd_f(int H, const float* gt, const float* cp, const float* cn, const float* tc, const float* gx,
                           const float* gh, const float* gc, const float* st, const float* dy, const float* dh,
                           float* dc, float* xs, float* hs, float* acc, float* tmp)
-    void rf_ln_lstm_bwd_d(int H, double* gt, const double* cp, double* cn, const double* tc, const double* gx,
+    void rf_ln_lstm_bwd_d(int H, const double* gt, const double* cp, const double* cn, const double* tc,
+                          const double* gx,
                           const double* gh, const double* gc, const double* st, const double* dy, const double* dh,
                           double* dc, double* xs, double* hs, double* acc, double* tmp)
-    void rf_ln_gru_bwd_f(int H, float* gt, float* hq, const float* hp, const float* gx, const float* gh,
+    void rf_ln_gru_bwd_f(int H, const float* gt, const float* hq, const float* hp, const float* gx, const float* gh,
                          const float* st, const float* dy, float* dh, float* xs, float* hs, float* acc, float* tmp)
-    void rf_ln_gru_bwd_d(int H, double* gt, double* hq, const double* hp, const double* gx, const double* gh,
+    void rf_ln_gru_bwd_d(int H, const double* gt, const double* hq, const double* hp, const double* gx, const double* gh,
                          const double* st, const double* dy, double* dh, double* xs, double* hs, double* acc,
                          double* tmp)
 
@@ -149,7 +150,7 @@ cdef struct LnDir:
     void* cn                 # LSTM training (N, H): LN(c)
     void* tc                 # LSTM training (N, H): tanh(gc LN(c) + bc)
     void* hq                 # GRU (N, H) training, (B, H) inference: ah_n
-    void* tmp                # scratch (nblk, GH)
+    void* tmp                # scratch (nblk, 2 GH)
     float* pih               # float32: W_ih^T packed (rf_gemm.h), forward
     float* phh               # float32: W_hh^T packed forward, W_hh packed backward
     # backward
@@ -186,7 +187,7 @@ cdef void fwd_task(const LnDir* p, int blk, floating* typed) noexcept nogil:
     cdef floating* ah
     cdef floating* gt
     cdef floating* hq
-    cdef floating* tmp = <floating*>p.tmp + <Py_ssize_t>blk * GH
+    cdef floating* tmp = <floating*>p.tmp + <Py_ssize_t>blk * 2 * GH
     cdef floating* y = <floating*>p.y
     cdef floating* c = <floating*>p.c
     cdef floating* st
@@ -248,7 +249,7 @@ cdef void bwd_task(const LnDir* p, int blk, floating* typed) noexcept nogil:
     cdef int H = p.H, GH = p.GH, t, nb, b1, i
     cdef int r0 = block_row(p, blk), r1 = block_row(p, blk + 1)
     cdef Py_ssize_t row, k
-    cdef floating* tmp = <floating*>p.tmp + <Py_ssize_t>blk * GH
+    cdef floating* tmp = <floating*>p.tmp + <Py_ssize_t>blk * 2 * GH
     cdef floating* acc = <floating*>p.acc + <Py_ssize_t>blk * (4 * GH + 2 * H)
     cdef floating* hprev = <floating*>p.hprev
     cdef floating* dh = <floating*>p.dh
@@ -378,7 +379,7 @@ def buffer_shapes(bint lstm, int F, int H, int B, int N, int nblk, bint training
     table of them; see LnDir)."""
     cdef int GH = (4 if lstm else 3) * H
     R = N if training else B
-    shapes = {"y": (N, H), "xs": (R, GH), "hs": (R, GH), "gt": (R if training else 1, GH), "tmp": (nblk, GH),
+    shapes = {"y": (N, H), "xs": (R, GH), "hs": (R, GH), "gt": (R if training else 1, GH), "tmp": (nblk, 2 * GH),
               "pih": (rf_packed_size(F, GH),), "phh": (max(rf_packed_size(H, GH), rf_packed_size(GH, H)),)}
     if lstm:
         shapes["c"] = (N, H)
@@ -417,7 +418,7 @@ cdef int _fill(LnDir* p, bint lstm, bs, off, int T, int B, int N, int F, int H, 
     p.xs = _ptr(a, "xs", dt, R * GH)
     p.hs = _ptr(a, "hs", dt, R * GH)
     p.gt = _ptr(a, "gt", dt, R * GH if training else GH)
-    p.tmp = _ptr(a, "tmp", dt, <Py_ssize_t>nblk * GH)
+    p.tmp = _ptr(a, "tmp", dt, <Py_ssize_t>nblk * 2 * GH)
     p.st = _ptr(a, "st", dt, <Py_ssize_t>N * NSTAT) if training else NULL
     p.bs2 = p.gc = p.bc = p.c0 = p.c = p.cn = p.tc = p.hq = NULL
     if lstm:
