@@ -286,3 +286,20 @@ def test_constant_rows_and_large_inputs_stay_finite(dtype):
     assert np.isfinite(dx).all() and all(np.isfinite(g).all() for g in m.grads.values())
     g = layer("gru", 3, 4, dtype)
     assert np.isfinite(g(np.full((2, 3, 3), 1e30))[0]).all()
+
+
+def test_blas_threads_are_restored_after_a_call():
+    """The kernel holds BLAS to one thread while it runs (its own threads cut the big GEMMs) and gives the
+    count back afterwards."""
+    from rnnfast._kernels import _recurrent
+
+    if not _recurrent.has_blas_thread_control():
+        rf.nn.LSTM(2, 3)(np.zeros((1, 2, 2), np.float32))  # (the first call looks the control up)
+    if not _recurrent.has_blas_thread_control():
+        pytest.skip("no BLAS thread control here")
+    before = _recurrent.blas_threads_now()
+    m = layer("lstm", 4, 8, np.float32, num_layers=2)
+    m.train()
+    out, _ = m(np.ones((16, 5, 4)), n_threads=2)
+    m.backward(np.ones_like(out), n_threads=2)
+    assert _recurrent.blas_threads_now() == before
