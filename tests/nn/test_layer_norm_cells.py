@@ -176,6 +176,28 @@ def test_layouts_and_threads_agree(cell):
     np.testing.assert_allclose(m(x[2])[0], out[2], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_time_major_and_unbatched_backward_agree(cell):
+    rng = np.random.default_rng(9)
+    B, T, I, H = 3, 4, 3, 5
+    x, dout = rng.normal(size=(B, T, I)), rng.normal(size=(B, T, 2 * H))
+    ms = [layer(cell, I, H, bidirectional=True, batch_first=bf) for bf in (True, False)]
+    for m in ms:
+        m.train()
+    ms[0](x, lengths=[4, 2, 3])
+    dx, _ = ms[0].backward(dout)
+    ms[1](x.swapaxes(0, 1), lengths=[4, 2, 3])
+    dx_tm, _ = ms[1].backward(dout.swapaxes(0, 1))
+    np.testing.assert_allclose(dx_tm.swapaxes(0, 1), dx, rtol=1e-12, atol=1e-12)
+    for k in ms[0].grads:
+        np.testing.assert_allclose(ms[1].grads[k], ms[0].grads[k], rtol=1e-12, atol=1e-12)
+    one = layer(cell, I, H, bidirectional=True)
+    one.train()
+    one(x[1, :2])
+    dx1, ds1 = one.backward(dout[1, :2])
+    assert dx1.shape == (2, I) and final(cell, ds1)[0].shape == (2, H)
+
+
 def test_dropout_between_layers_is_seeded_and_training_only():
     rng = np.random.default_rng(7)
     x = rng.normal(size=(3, 5, 4))
