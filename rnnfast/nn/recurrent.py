@@ -373,8 +373,8 @@ class LSTM(_RNNBase):
             c' = f * c + i * g,    h' = o * tanh(gc * LN(c') + bc)
 
         The extra state-dict keys (``layernorm_{x,h,c}_{gamma,beta}_l{k}[_reverse]``, shapes (4H,), (4H,),
-        (H,); gains start at 1, biases at 0) are listed in ``rnnfast.nn._layer_norm``; PyTorch has no such
-        layer, so ONNX and PyTorch export refuse it.
+        (H,); gains start at 1, biases at 0) are listed in ``rnnfast.nn._layer_norm``. ONNX, Keras and
+        PyTorch have no such layer: their converters refuse it.
 
     Examples
     --------
