@@ -106,8 +106,8 @@ cdef extern from "rf_lncell.h" nogil:
                           double* dc, double* xs, double* hs, double* acc, double* tmp)
     void rf_ln_gru_bwd_f(int H, const float* gt, const float* hq, const float* hp, const float* gx, const float* gh,
                          const float* st, const float* dy, float* dh, float* xs, float* hs, float* acc, float* tmp)
-    void rf_ln_gru_bwd_d(int H, const double* gt, const double* hq, const double* hp, const double* gx, const double* gh,
-                         const double* st, const double* dy, double* dh, double* xs, double* hs, double* acc,
+    void rf_ln_gru_bwd_d(int H, const double* gt, const double* hq, const double* hp, const double* gx,
+                         const double* gh, const double* st, const double* dy, double* dh, double* xs, double* hs, double* acc,
                          double* tmp)
 
 cdef rf_gemm_fn gemm_packed2 = rf_gemm_packed_select()
