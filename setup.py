@@ -78,6 +78,8 @@ ext_common = dict(
 
 extensions = [
     Extension("rnnfast._kernels._recurrent", ["rnnfast/_kernels/_recurrent.pyx"], **ext_common),
+    Extension("rnnfast._kernels._lncell", ["rnnfast/_kernels/_lncell.pyx"],
+              **{**ext_common, "depends": ext_common["depends"] + [os.path.join("csrc", "rf_lncell.h")]}),
 ]
 
 setup(

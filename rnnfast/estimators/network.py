@@ -93,6 +93,11 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
         kw["nonlinearity"] = p.nonlinearity
     if layer_cls is nn.GRU:
         kw["reset_after"] = p.reset_after
+    if p.layer_norm:
+        if layer_cls is nn.RNN:
+            raise ValueError("layer_norm=True applies to the LSTM and GRU estimators (rnnfast.nn.RNN has no "
+                             "layer-normalized cell)")
+        kw["layer_norm"] = True
     for what, size in recurrent_plan(p, in_size):
         if what == "recurrent":
             layers.append(Stateful(layer_cls(size, p.hidden_size, **kw)))

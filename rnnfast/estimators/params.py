@@ -21,9 +21,9 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 REGRESSION_LOSS_NAMES = ("mse", "mae", "huber")
 #: Parameters that shape the network: changing one makes a warm start impossible.
 ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling", "embedding_dim", "dtype",
-             "nonlinearity", "reset_after", "normalization")
+             "nonlinearity", "reset_after", "normalization", "layer_norm")
 #: Parameters added after saved files existed, with the value a file written before them means.
-ADDED_DEFAULTS = {"reset_after": True, "distributed": None, "normalization": None}
+ADDED_DEFAULTS = {"reset_after": True, "distributed": None, "normalization": None, "layer_norm": False}
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
@@ -32,6 +32,7 @@ PARAMETER_CONSTRAINTS = {
     "num_layers": Integer(1),
     "nonlinearity": Options("tanh", "relu"),
     "reset_after": Boolean(),  # GRU estimators only (rnnfast.nn.GRU's form)
+    "layer_norm": Boolean(),  # layer-normalized cells (LSTM and GRU; rnnfast.nn.LSTM's layer_norm)
     "bidirectional": Boolean(),
     "dropout": Real(0.0, 1.0, closed="left"),
     "pooling": Options("last", "mean", "max"),
@@ -99,6 +100,7 @@ class Params:
     reset_after: bool = True
     distributed: Optional[str] = None
     normalization: Optional[str] = None
+    layer_norm: bool = False
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""

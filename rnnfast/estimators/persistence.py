@@ -201,7 +201,8 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
     for what, size in recurrent_plan(p, in_size):
         if what == "recurrent":
             rec = {"input_size": size, "hidden_size": p.hidden_size, "bidirectional": p.bidirectional, "dtype": dt,
-                   "num_layers": stacked_layers(p)}
+                   "num_layers": stacked_layers(p),
+                   **({"layer_norm": True} if p.layer_norm else {})}
             layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
         elif what in NORMS:
             cls = NORMS[what]

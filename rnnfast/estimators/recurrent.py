@@ -51,7 +51,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, distributed=None, normalization=None):
+                 n_threads=None, distributed=None, normalization=None, layer_norm=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -82,6 +82,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         self.n_threads = n_threads
         self.distributed = distributed
         self.normalization = normalization
+        self.layer_norm = layer_norm
 
     # ------------------------------------------------------------------ fitted state
     def _validate_params(self) -> _params.Params:
@@ -383,6 +384,9 @@ class LSTM(_RecurrentEstimator):
         A :class:`rnnfast.nn.BatchNorm` or :class:`rnnfast.nn.LayerNorm` after every recurrent layer (between
         stacked layers and before the pooling and output layers), over the valid steps. The ``num_layers``
         layers are then separate layers of the network (``dropout`` between them as without normalization).
+    layer_norm : bool, default False
+        Layer-normalized recurrent cells (:class:`rnnfast.nn.LSTM`'s ``layer_norm``; GRU likewise, not RNN).
+        Kept by ``save``; files written before it load as False.
 
     Attributes
     ----------
@@ -434,7 +438,7 @@ class GRU(_RecurrentEstimator):
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, distributed=None, reset_after=True, normalization=None):
+                 n_threads=None, distributed=None, reset_after=True, normalization=None, layer_norm=False):
         super().__init__(**_shared_args(locals()))
         self.reset_after = reset_after
 
@@ -450,6 +454,6 @@ class RNN(_RecurrentEstimator):
                  batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto",
                  clip_norm=None, clip_value=None, validation_split=0.0, shuffle=True, bucket=True,
                  early_stopping=False, patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0,
-                 dtype="float32", n_threads=None, distributed=None, normalization=None):
+                 dtype="float32", n_threads=None, distributed=None, normalization=None, layer_norm=False):
         super().__init__(**_shared_args(locals()))
         self.nonlinearity = nonlinearity

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rnnfast.interop._gates import from_order, to_order
-from rnnfast.interop._network import cell_of, float_dtype, layers_of, network, reset_after
+from rnnfast.interop._network import cell_of, float_dtype, layers_of, network, refuse_layer_norm, reset_after
 
 __all__ = ["keras_weights", "load_keras_weights", "from_keras", "to_keras"]
 
@@ -85,6 +85,7 @@ def _arrays(layer: Any) -> list[np.ndarray]:
 
     cell = cell_of(layer)
     if cell is not None:
+        refuse_layer_norm(layer, "Keras")
         sd = layer.state_dict()
         return [a for sfx in _suffixes(layer)
                 for a in _direction_arrays(sd, cell, sfx, layer.bias, reset_after(layer))]

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["network", "layers_of", "cell_of", "reset_after", "float_dtype"]
+__all__ = ["network", "layers_of", "cell_of", "reset_after", "float_dtype", "refuse_layer_norm"]
 
 
 def cell_of(layer: Any) -> str | None:
@@ -20,6 +20,13 @@ def cell_of(layer: Any) -> str | None:
 def reset_after(layer: Any) -> bool:
     """Whether an rnnfast GRU applies the reset gate after the recurrent product (PyTorch's form)."""
     return bool(getattr(layer, "reset_after", True))
+
+
+def refuse_layer_norm(layer: Any, framework: str) -> None:
+    """ValueError for a layer-normalized rnnfast LSTM / GRU, which ``framework`` has no layer for."""
+    if getattr(layer, "layer_norm", False):
+        raise ValueError(f"a {type(layer).__name__} with layer_norm=True has no {framework} form ({framework}'s "
+                         f"{type(layer).__name__} has no layer normalization inside the cell)")
 
 
 def network(model: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnfast.interop._network import cell_of, float_dtype, layers_of, network, reset_after
+from rnnfast.interop._network import cell_of, float_dtype, layers_of, network, refuse_layer_norm, reset_after
 
 __all__ = ["from_torch", "to_torch"]
 
@@ -163,6 +163,7 @@ def _numpy_state(state_dict: dict) -> dict:
 
 
 def _torch_recurrent(torch: Any, layer: Any, cell: str) -> Any:
+    refuse_layer_norm(layer, "PyTorch")
     if not reset_after(layer):
         raise ValueError("a GRU with reset_after=False has no PyTorch form (torch.nn.GRU resets after the "
                          "recurrent product); export it to ONNX or Keras instead")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rnnfast.io import Archive, FormatError, save_archive
+from rnnfast.nn._layer_norm import ln_param_shapes
 from rnnfast.nn.layers import Attention, Dropout, Embedding, LastStep, Linear, MaxPool, MeanPool
 from rnnfast.nn.normalization import BUFFERS, BatchNorm, LayerNorm
 from rnnfast.nn.recurrent import GRU, LSTM, RNN
@@ -102,6 +103,8 @@ def _recurrent_shapes(name: str, c: dict) -> dict:
             shapes["weight_hh" + sfx] = (G * H, H)
             if bias:
                 shapes["bias_ih" + sfx] = shapes["bias_hh" + sfx] = (G * H,)
+    if name != "RNN" and _flag(c, "layer_norm", False):
+        shapes.update((k, (n,)) for k, n, _ in ln_param_shapes(name == "LSTM", H, L, D))
     return shapes
 
 

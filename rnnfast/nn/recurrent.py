@@ -13,6 +13,7 @@ from rnnfast._planner import Call, Cell, Plan, ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, check_bool, validate_params
+from rnnfast.nn._layer_norm import LayerNormCalls
 from rnnfast.nn._rnn_calls import KernelCalls
 from rnnfast.nn.module import (Module, as_float, check_float_dtype, check_int, check_lengths, check_param_count,
                                make_rng)
@@ -29,7 +30,7 @@ _CELLS = {"lstm": Cell.LSTM, "gru": Cell.GRU, "rnn": Cell.RNN}
 # rnnfast._planner's; the layer asks it once per call (plan_for shows the answer).
 
 
-class _RNNBase(KernelCalls, Module):
+class _RNNBase(LayerNormCalls, KernelCalls, Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode: Optional[str] = None
@@ -39,7 +40,8 @@ class _RNNBase(KernelCalls, Module):
                 "nonlinearity": Options("tanh", "relu")}
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh"):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh",
+                 layer_norm=False):
         super().__init__()
         self.input_size = check_int(input_size, "input_size", 1)
         self.hidden_size = check_int(hidden_size, "hidden_size", 1)
@@ -66,6 +68,8 @@ class _RNNBase(KernelCalls, Module):
         k = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
             self._add_param(name, self._rng.uniform(-k, k, size=shape).astype(self.dtype))
+        if check_bool(layer_norm, "layer_norm"):  # (rnnfast.nn._layer_norm)
+            self._ln_add_params()
 
     # ------------------------------------------------------------------ parameters
     def _param_shapes(self):
@@ -149,6 +153,9 @@ class _RNNBase(KernelCalls, Module):
 
     def _describe(self, x, lengths, training: bool) -> Call:
         """The planner's description of a call with this input (checked as a call checks it)."""
+        if self._layer_norm:
+            raise ValueError("a layer_norm=True layer runs its own kernel (rnnfast._kernels._lncell): it has no "
+                             "plan to show or tune")
         xb, _ = self._check_x(x)
         B, T, _ = xb.shape
         lengths = check_lengths(lengths, B, T)
@@ -189,6 +196,8 @@ class _RNNBase(KernelCalls, Module):
             # its buffers serve again rather than being left to the garbage collector
             old, self._cache = self._cache, None
             self._release(old["ws"])
+        if self._layer_norm:
+            return self._ln_forward(xb, h0, c0, lengths, unbatched, training, nth)
         ws = self._acquire()
         try:
             out_p, hT, cT, plan, cache, final = self._run(xb, h0, c0, lengths, training, nth, ws)
@@ -231,6 +240,8 @@ class _RNNBase(KernelCalls, Module):
         dout = self._check_dout(dout, plan, unbatched)
         dh_n, dc_n = self._split_hx(dstate, plan.B, unbatched, what="dstate")
         self._cache = None  # the kernel overwrites the saved gates with their gradients
+        if self._layer_norm:
+            return self._ln_backward(cache, dout, dh_n, dc_n, nth)
         ws = cache["ws"]
         dls, dx0, grads, dstates, dh0_all, dc0_all = self._backward_args(cache, dout, dh_n, dc_n, nth)
         H, D, L = self.hidden_size, self._D, self.num_layers
@@ -287,6 +298,8 @@ class _RNNBase(KernelCalls, Module):
             h0, c0 = self._split_hx(state, B, unbatched, what="state")
             h0 = None if h0 is None else np.ascontiguousarray(h0)
             c0 = None if c0 is None else np.ascontiguousarray(c0)
+        if self._layer_norm:
+            return self._ln_step(xt, h0, c0, unbatched, nth)
         L, H, dt = self.num_layers, self.hidden_size, self.dtype
         latency = dt == np.float32 and B == 1
         split = warm = False
@@ -329,6 +342,8 @@ class _RNNBase(KernelCalls, Module):
         extra = ", nonlinearity='relu'" if self._mode == "rnn" and self.nonlinearity == "relu" else ""
         if self._mode == "gru":
             extra = f", reset_after={self.reset_after}"
+        if self._layer_norm:
+            extra += ", layer_norm=True"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}, dtype={self.dtype.name}{extra})")
@@ -350,6 +365,16 @@ class LSTM(_RNNBase):
     dtype : numpy dtype, float32 (default) or float64
     seed : int or numpy Generator, optional
         Seeds the initial weights (PyTorch's uniform(-1/sqrt(H), 1/sqrt(H))) and the dropout masks.
+    layer_norm : bool, default False
+        Layer-normalized cell (Ba et al. 2016; haste's LayerNormLSTM). With LN(a) = (a - mean) / sqrt(var + 1e-5)
+        over one row (all 4H gate pre-activations, or the H cells), each with its own gain and bias::
+
+            pre = gx * LN(W_ih x) + bx + gh * LN(W_hh h) + bh + b_ih + b_hh     (gates i, f, g, o)
+            c' = f * c + i * g,    h' = o * tanh(gc * LN(c') + bc)
+
+        The extra state-dict keys (``layernorm_{x,h,c}_{gamma,beta}_l{k}[_reverse]``, shapes (4H,), (4H,),
+        (H,); gains start at 1, biases at 0) are listed in ``rnnfast.nn._layer_norm``. ONNX, Keras and
+        PyTorch have no such layer: their converters refuse it.
 
     Examples
     --------
@@ -363,9 +388,10 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None, layer_norm: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed)
+                         dtype, seed, layer_norm=layer_norm)
+        self._check_ln()
 
 
 class GRU(_RNNBase):
@@ -386,6 +412,15 @@ class GRU(_RNNBase):
     ----------
     reset_after : bool, default True
         Apply the reset gate after the recurrent product (PyTorch's GRU) or before it.
+    layer_norm : bool, default False
+        Layer-normalized cell (needs ``reset_after=True``): the input and recurrent products normalized
+        apart, the reset gate on the normalized recurrent n part (LN as in :class:`LSTM`)::
+
+            ax = gx * LN(W_ih x) + bx + b_ih,   ah = gh * LN(W_hh h) + bh + b_hh     (3H each)
+            r = sigmoid(ax_r + ah_r),  z = sigmoid(ax_z + ah_z),  n = tanh(ax_n + r * ah_n)
+            h' = (1 - z) * n + z * h
+
+        Extra state-dict keys ``layernorm_{x,h}_{gamma,beta}_l{k}[_reverse]`` (3H,).
 
     Examples
     --------
@@ -399,11 +434,16 @@ class GRU(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: DTypeLike = np.float32, seed: Seed = None, reset_after: bool = True) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None, reset_after: bool = True,
+                 layer_norm: bool = False) -> None:
         reset_after = check_bool(reset_after, "reset_after")
+        if check_bool(layer_norm, "layer_norm") and not reset_after:
+            raise ValueError("layer_norm=True needs reset_after=True (the reset gate acts on the normalized "
+                             "recurrent product)")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed)
+                         dtype, seed, layer_norm=layer_norm)
         self._cell = Cell.GRU if reset_after else Cell.GRU_RB
+        self._check_ln()
 
     @property
     def reset_after(self) -> bool:

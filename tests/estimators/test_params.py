@@ -18,6 +18,7 @@ BAD = {  # name: (a wrong type, a bad value)
     "warm_start": (0, None), "random_state": (1.5, -1), "verbose": ("1", 3), "dtype": (object(), "float16"),
     "n_threads": (1.0, 0), "reset_after": (1, None),
     "distributed": (1, "horovod"), "normalization": (True, "group"),
+    "layer_norm": (1, None),
 }
 
 
