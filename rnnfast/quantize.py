@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from rnnfast._planner import ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast.nn import _serial
 from rnnfast.nn._rnn_calls import _Plan, _Workspace
@@ -77,11 +78,18 @@ class Direction:
         first, padded steps left out: rnnfast's packed layout).
     reverse : bool
         Run the steps from the last one (a row starts at its own last step).
-    x : ndarray (N, F)                    IN
+    x : ndarray                           IN: row r of step t at element (off[t] + r) * row stride, or with a
+                                          step stride, t * step stride + r * row stride (then every step has
+                                          all B rows: the caller's own array, no copy)
+    x_strides : (int, int)                (row stride, step stride) in elements; step stride 0: packed rows
     h, c : ndarray (B, H)                 IN / OUT: initial states, then final states (``c``: LSTM, else None)
-    y : ndarray (N, >= ycol + H)          OUT: h_t in columns [ycol, ycol + H)
+    y : ndarray                           OUT: h_t of each row, H values from element ``ycol`` of the row, rows
+                                          laid out as x's by ``y_strides``
     ycol : int
+    y_strides : (int, int)
     n_threads : int
+
+    A backend whose ``strided_io`` is False is only given packed rows: (N, F) x and (N, >= ycol + H) y.
     """
 
     cell: int
@@ -90,10 +98,12 @@ class Direction:
     off: np.ndarray
     reverse: bool
     x: np.ndarray
+    x_strides: Tuple[int, int]
     h: np.ndarray
     c: Optional[np.ndarray]
     y: np.ndarray
     ycol: int
+    y_strides: Tuple[int, int]
     n_threads: int
 
 
@@ -108,6 +118,8 @@ class Backend:
 
     #: The precision's name, as :func:`quantize` and files give it.
     name = ""
+    #: Whether :meth:`run` takes step strides (the caller's batch-first arrays in place; see Direction).
+    strided_io = False
 
     def pack(self, cell: int, w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray, bhn: np.ndarray) -> Any:
         """The kernel's weights of one layer and direction from float32 ``w_ih`` (G H, F), ``w_hh`` (G H, H),
@@ -192,6 +204,9 @@ _forced_path: Optional[str] = None
 AMX_MIN_ROWS = 2
 #: Rows from which two threads split the batch (each its own rows, no barrier); below, they split the units.
 ROWS_SPLIT_MIN = 32
+#: Rows below which x W_ih^T is made for every step first (one product over all rows, then only W_hh is
+#: read per step); from there each step makes [x_t, h_{t-1}] . [W_ih, W_hh]^T in one product.
+PROJ_ALL_MAX_ROWS = 16
 #: Multiply-adds per step of a layer and direction below which a call stays on one thread.
 PARALLEL_MIN_WORK = 1 << 17
 
@@ -241,6 +256,7 @@ class BF16Backend(Backend):
     AVX512-BF16 or portable C, chosen per call (:func:`get_bf16_path`)."""
 
     name = "bf16"
+    strided_io = True
 
     def pack(self, cell, w_ih, w_hh, b, bhn):
         G = _GATES[cell]
@@ -266,7 +282,7 @@ class BF16Backend(Backend):
     def run(self, packed, d, ws):
         k = _lowp()
         B, H, F = d.h.shape[0], packed.H, packed.F
-        G, N = packed.G, d.x.shape[0]
+        G, N = packed.G, int(d.off[-1] + d.bs[-1])
         Hc, Bp, Kx, Kh = _round(H, 16), _round(B, 16), _round(F, 32), _round(H, 32)
         path = get_bf16_path(B)
         nth = d.n_threads if G * H * (F + H) * B >= PARALLEL_MIN_WORK else 1
@@ -276,10 +292,12 @@ class BF16Backend(Backend):
         c[:, :H] = 0 if d.c is None else d.c
         h[:, H:] = c[:, H:] = 0
         gh = ws.get("gh", (Bp * 3 * Hc if d.cell == 2 else 1,), np.float32)
+        proj_all = B < PROJ_ALL_MAX_ROWS
+        gs = ws.get("gs", ((N if proj_all else Bp) * G * Hc,), np.float32)
         yields = k.bf16_forward(k.BF16_PATHS[path], d.cell, int(d.relu), d.bs, d.off, d.reverse, F, H, nth,
-                                B < ROWS_SPLIT_MIN, packed.P, d.x, packed.b, packed.bhn, h, c, d.y, d.ycol,
-                                ws.get("xb", ((N + 16) * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16),
-                                ws.get("gs", (Bp * G * Hc,), np.float32), gh)
+                                B < ROWS_SPLIT_MIN, proj_all, packed.P, d.x.reshape(-1), *d.x_strides, packed.b,
+                                packed.bhn, h, c, d.y.reshape(-1)[d.ycol:], *d.y_strides,
+                                ws.get("xb", (N * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16), gs, gh)
         d.h[...] = h[:, :H]
         if d.c is not None:
             d.c[...] = c[:, :H]
@@ -356,6 +374,7 @@ class QuantizedRNN:
         self._cell = _CELLS[self._mode]
         self._D = 2 if self.bidirectional else 1
         self._pool: List[_Workspace] = []
+        self.thread_policy = ThreadPolicy()  # back-off to one thread after busy barriers (rnnfast._planner)
         sd = layer.state_dict()
         self._biases = {k: v.astype(np.float32) for k, v in sd.items() if k.startswith("bias")}
         self._packed = []
@@ -405,7 +424,7 @@ class QuantizedRNN:
         self._pool = []
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": []}
+        return {**self.__dict__, "_pool": [], "thread_policy": ThreadPolicy()}
 
     # ------------------------------------------------------------------ weights
     def dequantized(self) -> Dict[str, np.ndarray]:
@@ -437,14 +456,20 @@ class QuantizedRNN:
         lengths = check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
         plan = _Plan(lengths, B, T)
-        inp = plan.pack(xb, np.empty((plan.N, self.input_size), np.float32))
-        hT, cT, out = self._run(plan, inp, h0, c0, nth)
-        return self._finish(plan, out, hT, cT, unbatched)
+        # full lengths, batch first: the kernel reads the input and writes the output in place, if it can
+        direct = plan.full and self.batch_first and self._backend.strided_io
+        if direct:
+            inp = np.ascontiguousarray(xb, np.float32)
+        else:
+            inp = plan.pack(xb, np.empty((plan.N, self.input_size), np.float32))
+        hT, cT, out = self._run(plan, inp, h0, c0, nth, direct)
+        return self._finish(plan, out, hT, cT, unbatched, final=direct)
 
     __call__ = forward
 
-    def _run(self, plan: _Plan, inp: np.ndarray, h0, c0, nth: int):
-        """Every layer and direction over the packed input; returns (h_n, c_n, packed output)."""
+    def _run(self, plan: _Plan, inp: np.ndarray, h0, c0, nth: int, direct: bool = False):
+        """Every layer and direction over the packed input (``direct``: the batch-first input, and the output
+        made batch-first in place); returns (h_n, c_n, output)."""
         H, D, L, T = self.hidden_size, self._D, self.num_layers, plan.T
         bs = (plan.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
         off = np.zeros(T, np.intc)
@@ -452,18 +477,25 @@ class QuantizedRNN:
         lstm = self._mode == "lstm"
         hT = np.zeros((L * D, plan.B, H), np.float32) if h0 is None else np.stack(plan.sort_states(h0, np.float32))
         cT = None if not lstm else (np.zeros_like(hT) if c0 is None else np.stack(plan.sort_states(c0, np.float32)))
+        nth = self.thread_policy.threads(nth)
+        yields = 0
         ws = self._pool.pop() if self._pool else _Workspace()
         try:
             for layer in range(L):
-                out = np.empty((plan.N, D * H), np.float32)
+                F = inp.shape[-1]
+                xs = (T * F, F) if direct and layer == 0 else (F, 0)
+                last = direct and layer == L - 1
+                out = np.empty((plan.B, T, D * H) if last else (plan.N, D * H), np.float32)
+                ys = (T * D * H, D * H) if last else (D * H, 0)
                 for d in range(D):
                     k = layer * D + d
-                    dirn = Direction(self._cell, self.nonlinearity == "relu", bs, off, d == 1, inp, hT[k],
-                                     cT[k] if lstm else None, out, d * H, nth)
-                    self._backend.run(self._packed[k], dirn, ws)
+                    dirn = Direction(self._cell, self.nonlinearity == "relu", bs, off, d == 1, inp, xs, hT[k],
+                                     cT[k] if lstm else None, out, d * H, ys, nth)
+                    yields += self._backend.run(self._packed[k], dirn, ws)
                 inp = out
         finally:
             self._pool.append(ws)
+        self.thread_policy.note(nth, yields)
         return hT, cT, inp
 
     def step(self, x_t: Any, state: Any = None, n_threads: Optional[int] = None):
@@ -481,7 +513,8 @@ class QuantizedRNN:
         if xt.shape[0] == 0:
             raise ValueError("x_t must hold at least one row")
         h0, c0 = self._split_hx(state, xt.shape[0], unbatched, what="state")
-        hT, cT, y = self._run(_Plan(None, xt.shape[0], 1), xt, h0, c0, nth)
+        # one row: a step's product takes microseconds, less than waking a second thread
+        hT, cT, y = self._run(_Plan(None, xt.shape[0], 1), xt, h0, c0, 1 if xt.shape[0] == 1 else nth)
         if unbatched:
             y, hT, cT = y[0], hT[:, 0], None if cT is None else cT[:, 0]
         return y, ((hT, cT) if self._mode == "lstm" else hT)
