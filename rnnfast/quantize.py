@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -135,6 +136,10 @@ class Backend:
         (``ws.get(name, shape, dtype)``). Returns a count of long thread waits (0 if none)."""
         raise NotImplementedError
 
+    def path(self, batch: int) -> str:
+        """The instruction path a call of ``batch`` rows runs (shown by :meth:`QuantizedRNN.plan_for`)."""
+        return "default"
+
     def encode(self, w: np.ndarray) -> Dict[str, np.ndarray]:
         """File arrays of one float32 weight matrix, by part (``""`` the main one; others ``"@<part>"``)."""
         raise NotImplementedError
@@ -200,8 +205,9 @@ def _from_bf16(bits: np.ndarray) -> np.ndarray:
 _PATH_ENV = "RNNFAST_BF16_PATH"
 _AUTO = "auto"
 _forced_path: Optional[str] = None
-#: Batch rows from which the AMX path is chosen over AVX512-BF16 (measured: see bench/lowp.py).
-AMX_MIN_ROWS = 2
+#: Batch rows from which the AMX path is chosen over AVX512-BF16: AMX works on tiles of 16 rows (fewer
+#: rows than that go to the AVX512-BF16 kernel in the AMX path too).
+AMX_MIN_ROWS = 16
 #: Rows from which two threads split the batch (each its own rows, no barrier); below, they split the units.
 ROWS_SPLIT_MIN = 32
 #: Rows below which x W_ih^T is made for every step first (one product over all rows, then only W_hh is
@@ -231,10 +237,16 @@ def get_bf16_path(batch: int = 64) -> str:
     """The bfloat16 path a call of ``batch`` rows runs (the forced one if any)."""
     if _forced_path is not None:
         return _forced_path
+    best = _best_paths()
+    return best[0] if batch >= AMX_MIN_ROWS else best[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _best_paths() -> Tuple[str, str]:
+    """The fastest bfloat16 paths this machine runs: (for several rows, for one row)."""
     k = _lowp()
-    if batch >= AMX_MIN_ROWS and k.bf16_path_available(k.BF16_PATHS["amx"]):
-        return "amx"
-    return "avx512_bf16" if k.bf16_path_available(k.BF16_PATHS["avx512_bf16"]) else "portable"
+    have = [p for p in ("amx", "avx512_bf16", "portable") if k.bf16_path_available(k.BF16_PATHS[p])]
+    return have[0], [p for p in have if p != "amx"][0]
 
 
 @dataclasses.dataclass
@@ -269,6 +281,9 @@ class BF16Backend(Backend):
         bhp[:H] = bhn
         P = _lowp().bf16_pack(G, np.ascontiguousarray(w_ih, np.float32), np.ascontiguousarray(w_hh, np.float32))
         return _BF16Weights(G, F, H, P, bp.reshape(-1), bhp)
+
+    def path(self, batch):
+        return get_bf16_path(batch)
 
     def unpack(self, packed):
         G, F, H = packed.G, packed.F, packed.H
@@ -448,6 +463,12 @@ class QuantizedRNN:
         return out
 
     # ------------------------------------------------------------------ running
+    def plan_for(self, x: Any, lengths: Any = None, *, training: Optional[bool] = None,
+                 n_threads: Optional[int] = None) -> str:
+        """The precision and instruction path a call with this input would run, e.g. ``"bf16 amx"``."""
+        xb, _ = self._check_x(x)
+        return f"{self.precision} {self._backend.path(xb.shape[0])}"
+
     def forward(self, x: Any, hx: Any = None, lengths: Any = None, n_threads: Optional[int] = None):
         """As :meth:`rnnfast.nn.LSTM.forward` (inference): ``(out, h_n)``, LSTM ``(out, (h_n, c_n))``."""
         nth = resolve_threads(n_threads)
