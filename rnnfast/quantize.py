@@ -51,6 +51,7 @@ __all__ = ["quantize", "InferenceOnlyError", "Backend", "BF16Backend", "Directio
            "get_bf16_path", "refuse_training"]
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
+_PLANS_KEPT = 16  # batch layouts a quantized layer remembers
 _GATES = {0: 1, 1: 4, 2: 3}
 
 
@@ -205,9 +206,6 @@ def _from_bf16(bits: np.ndarray) -> np.ndarray:
 _PATH_ENV = "RNNFAST_BF16_PATH"
 _AUTO = "auto"
 _forced_path: Optional[str] = None
-#: Batch rows from which the AMX path is chosen over AVX512-BF16: AMX works on tiles of 16 rows (fewer
-#: rows than that go to the AVX512-BF16 kernel in the AMX path too).
-AMX_MIN_ROWS = 16
 #: Rows from which two threads split the batch (each its own rows, no barrier); below, they split the units.
 ROWS_SPLIT_MIN = 32
 #: Rows below which x W_ih^T is made for every step first (one product over all rows, then only W_hh is
@@ -234,19 +232,17 @@ def set_bf16_path(path: Optional[str]) -> None:
 
 
 def get_bf16_path(batch: int = 64) -> str:
-    """The bfloat16 path a call of ``batch`` rows runs (the forced one if any)."""
-    if _forced_path is not None:
-        return _forced_path
-    best = _best_paths()
-    return best[0] if batch >= AMX_MIN_ROWS else best[1]
+    """The bfloat16 path a call of ``batch`` rows runs (the forced one if any): AMX where the machine has it
+    (its tiles take 16 rows at a time; the rows past a multiple of 16, a batch of one for instance, go to
+    the AVX512-BF16 kernel, while the input projection of all steps still runs on tiles), else AVX512-BF16,
+    else portable C."""
+    return _forced_path if _forced_path is not None else _best_path()
 
 
 @functools.lru_cache(maxsize=None)
-def _best_paths() -> Tuple[str, str]:
-    """The fastest bfloat16 paths this machine runs: (for several rows, for one row)."""
+def _best_path() -> str:
     k = _lowp()
-    have = [p for p in ("amx", "avx512_bf16", "portable") if k.bf16_path_available(k.BF16_PATHS[p])]
-    return have[0], [p for p in have if p != "amx"][0]
+    return next(p for p in ("amx", "avx512_bf16", "portable") if k.bf16_path_available(k.BF16_PATHS[p]))
 
 
 @dataclasses.dataclass
@@ -389,6 +385,7 @@ class QuantizedRNN:
         self._cell = _CELLS[self._mode]
         self._D = 2 if self.bidirectional else 1
         self._pool: List[_Workspace] = []
+        self._plans: Dict[tuple, _Plan] = {}
         self.thread_policy = ThreadPolicy()  # back-off to one thread after busy barriers (rnnfast._planner)
         sd = layer.state_dict()
         self._biases = {k: v.astype(np.float32) for k, v in sd.items() if k.startswith("bias")}
@@ -436,10 +433,10 @@ class QuantizedRNN:
 
     def release_memory(self) -> None:
         """Drop the scratch kept between calls."""
-        self._pool = []
+        self._pool, self._plans = [], {}
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": [], "thread_policy": ThreadPolicy()}
+        return {**self.__dict__, "_pool": [], "_plans": {}, "thread_policy": ThreadPolicy()}
 
     # ------------------------------------------------------------------ weights
     def dequantized(self) -> Dict[str, np.ndarray]:
@@ -476,7 +473,7 @@ class QuantizedRNN:
         B, T, _ = xb.shape
         lengths = check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
-        plan = _Plan(lengths, B, T)
+        plan = self._layout(lengths, B, T)
         # full lengths, batch first: the kernel reads the input and writes the output in place, if it can
         direct = plan.full and self.batch_first and self._backend.strided_io
         if direct:
@@ -488,13 +485,27 @@ class QuantizedRNN:
 
     __call__ = forward
 
+    def _layout(self, lengths: Optional[np.ndarray], B: int, T: int) -> _Plan:
+        """The packed layout of a batch (rnnfast.nn's), with ``steps``: the rows of each step and the first of
+        them (int32 (T,) each); the last few are kept, as the float layers keep theirs."""
+        key = (B, T, None if lengths is None else lengths.tobytes())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _Plan(lengths, B, T)
+            bs = (plan.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
+            off = np.zeros(T, np.intc)
+            np.cumsum(bs[:-1], out=off[1:])
+            plan.steps = (bs, off)
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
     def _run(self, plan: _Plan, inp: np.ndarray, h0, c0, nth: int, direct: bool = False):
         """Every layer and direction over the packed input (``direct``: the batch-first input, and the output
         made batch-first in place); returns (h_n, c_n, output)."""
         H, D, L, T = self.hidden_size, self._D, self.num_layers, plan.T
-        bs = (plan.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
-        off = np.zeros(T, np.intc)
-        np.cumsum(bs[:-1], out=off[1:])
+        bs, off = plan.steps
         lstm = self._mode == "lstm"
         hT = np.zeros((L * D, plan.B, H), np.float32) if h0 is None else np.stack(plan.sort_states(h0, np.float32))
         cT = None if not lstm else (np.zeros_like(hT) if c0 is None else np.stack(plan.sort_states(c0, np.float32)))
@@ -535,7 +546,7 @@ class QuantizedRNN:
             raise ValueError("x_t must hold at least one row")
         h0, c0 = self._split_hx(state, xt.shape[0], unbatched, what="state")
         # one row: a step's product takes microseconds, less than waking a second thread
-        hT, cT, y = self._run(_Plan(None, xt.shape[0], 1), xt, h0, c0, 1 if xt.shape[0] == 1 else nth)
+        hT, cT, y = self._run(self._layout(None, xt.shape[0], 1), xt, h0, c0, 1 if xt.shape[0] == 1 else nth)
         if unbatched:
             y, hT, cT = y[0], hT[:, 0], None if cT is None else cT[:, 0]
         return y, ((hT, cT) if self._mode == "lstm" else hT)
