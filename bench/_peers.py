@@ -7,8 +7,9 @@ outputs (for training also the input gradient and the gradient of ``weight_hh_l0
 when asked. Protocol: one JSON object a line on stdin, one answer a line on the original stdout; the
 libraries' own output goes to stderr (the driver's log file).
 
-Requests: ``setup`` (case, data, variant, check_out), ``warmup`` (n, batch_s), ``round`` (iters),
-``release``, ``quit``. The setup answer carries ``info`` (e.g. rnnfast's kernel plan) when the framework
+Requests: ``setup`` (impl, case, data, variant, check_out), ``warmup`` (impl, n, batch_s), ``round`` (impl,
+iters), ``release``, ``quit``. A worker keeps one built case per ``impl`` name (several implementations of a
+case share a framework's worker: rnnfast and rnnfast-dense, torch and torch-bf16...), until ``release``. The setup answer carries ``info`` (e.g. rnnfast's kernel plan) when the framework
 reports one.
 """
 import contextlib
@@ -522,13 +523,13 @@ def worker_main(name, threads):
     except Exception as e:  # not installed, or broken
         send({"ok": False, "error": f"{type(e).__name__}: {e}"})
         return
-    bench = None
+    benches = {}  # impl name -> Bench
     for line in sys.stdin:
         req = json.loads(line)
         cmd = req["cmd"]
         try:
             if cmd == "setup":
-                bench = None
+                benches.pop(req.get("impl"), None)
                 gc.collect()
                 sd, data = load_data(req["data"])
                 try:
@@ -536,15 +537,16 @@ def worker_main(name, threads):
                 except Skip as e:
                     send({"ok": True, "skip": str(e)})
                     continue
+                benches[req.get("impl")] = bench
                 arrays = bench.check()
                 np.savez(req["check_out"], **arrays)
                 send({"ok": True, "info": bench.info})
             elif cmd == "warmup":
-                send(_warmup(bench, req["n"], req.get("batch_s", 0.0)))
+                send(_warmup(benches[req.get("impl")], req["n"], req.get("batch_s", 0.0)))
             elif cmd == "round":
-                send({"ok": True, "t": _round(bench.run, req["iters"])})
+                send({"ok": True, "t": _round(benches[req.get("impl")].run, req["iters"])})
             elif cmd == "release":
-                bench = None
+                benches.clear()
                 gc.collect()
                 send({"ok": True})
             elif cmd == "quit":
