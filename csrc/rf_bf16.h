@@ -229,40 +229,54 @@ RF_TARGET_AMX static void rf_amx_end(void) { _tile_release(); }
         }                                                                                                  \
     }
 
+/* C rows [r, r + 16 or 32) by unit panels [j, j + 1 or 2): one group of C tiles over all of k. */
+RF_TARGET_AMX static void rf_amx_group(int two_r, int two_c, int r, int j, const uint16_t* A1, int lda1, int K1,
+                                       const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
+                                       float* C, int ldc, int beta) {
+    float* c = C + (size_t)r * ldc + 16 * j;
+    if (beta) {
+        _tile_loadd(0, c, ldc * 4);
+        if (two_c) _tile_loadd(1, c + 16, ldc * 4);
+        if (two_r) _tile_loadd(2, c + (size_t)16 * ldc, ldc * 4);
+        if (two_r && two_c) _tile_loadd(3, c + (size_t)16 * ldc + 16, ldc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    if (two_r && two_c) {
+        RF_AMX_KLOOP(1, 1)
+    } else if (two_r) {
+        RF_AMX_KLOOP(1, 0)
+    } else if (two_c) {
+        RF_AMX_KLOOP(0, 1)
+    } else {
+        RF_AMX_KLOOP(0, 0)
+    }
+    _tile_stored(0, c, ldc * 4);
+    if (two_c) _tile_stored(1, c + 16, ldc * 4);
+    if (two_r) _tile_stored(2, c + (size_t)16 * ldc, ldc * 4);
+    if (two_r && two_c) _tile_stored(3, c + (size_t)16 * ldc + 16, ldc * 4);
+}
+
+/* Rows are taken in blocks whose A part stays in L2 (RF_AMX_A_BYTES); within a block each pair of unit
+ * panels is read once and kept (L1 / L2) while every row tile of the block uses it. Looping over the rows
+ * outermost read all the weights again for every 32 rows: LSTM large (B 128, I = H = 512, 4 MB of bfloat16
+ * weights) streamed them from memory twice a step per thread. */
+#define RF_AMX_A_BYTES (256 * 1024)
+
 RF_TARGET_AMX static void rf_bf16_prod_amx(int nr, int nc, const uint16_t* A1, int lda1, int K1,
                                            const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
                                            float* C, int ldc, int beta) {
     int full = nr / 16 * 16;
-    for (int r = 0; r < full; r += 32) {
-        int two_r = full - r > 16;
-        for (int j = 0; j < nc; j += 2) {
-            int two_c = nc - j > 1;
-            float* c = C + (size_t)r * ldc + 16 * j;
-            if (beta) {
-                _tile_loadd(0, c, ldc * 4);
-                if (two_c) _tile_loadd(1, c + 16, ldc * 4);
-                if (two_r) _tile_loadd(2, c + (size_t)16 * ldc, ldc * 4);
-                if (two_r && two_c) _tile_loadd(3, c + (size_t)16 * ldc + 16, ldc * 4);
-            } else {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-            }
-            if (two_r && two_c) {
-                RF_AMX_KLOOP(1, 1)
-            } else if (two_r) {
-                RF_AMX_KLOOP(1, 0)
-            } else if (two_c) {
-                RF_AMX_KLOOP(0, 1)
-            } else {
-                RF_AMX_KLOOP(0, 0)
-            }
-            _tile_stored(0, c, ldc * 4);
-            if (two_c) _tile_stored(1, c + 16, ldc * 4);
-            if (two_r) _tile_stored(2, c + (size_t)16 * ldc, ldc * 4);
-            if (two_r && two_c) _tile_stored(3, c + (size_t)16 * ldc + 16, ldc * 4);
-        }
+    int rb = RF_AMX_A_BYTES / (2 * (K1 + K2 > 0 ? K1 + K2 : 1)) / 32 * 32;
+    rb = rb < 32 ? 32 : rb;
+    for (int r0 = 0; r0 < full; r0 += rb) {
+        int r1 = r0 + rb < full ? r0 + rb : full;
+        for (int j = 0; j < nc; j += 2)
+            for (int r = r0; r < r1; r += 32)
+                rf_amx_group(r1 - r > 16, nc - j > 1, r, j, A1, lda1, K1, A2, lda2, K2, P, ps, C, ldc, beta);
     }
     if (full < nr)
         rf_bf16_prod_avx512(nr - full, nc, A1 ? A1 + (size_t)full * lda1 : NULL, lda1, K1,
@@ -401,13 +415,15 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     d.yts = yts;
     d.prod = rf_bf16_prod_portable;
     d.conv = rf_bf16_convert_portable;
+    int N = off[T - 1] + bs[T - 1];
+    /* no product of 16 rows or more: no tiles to configure (a streaming step of one row paid for it) */
+    if (path == RF_BF16_AMX && (proj_all ? N : B) < 16) path = RF_BF16_AVX512;
 #ifdef RF_HAVE_BF16_ISA
     if (path == RF_BF16_AVX512 || path == RF_BF16_AMX) {
         d.prod = path == RF_BF16_AMX ? rf_bf16_prod_amx : rf_bf16_prod_avx512;
         d.conv = rf_bf16_convert_avx512;
     }
 #endif
-    int N = off[T - 1] + bs[T - 1];
     rf_barrier bar = {0, 0};
     int solo_at = 0; /* > 0: thread 0 runs alone after the barrier of this step (rf_step_barrier) */
     int yields = 0;

@@ -296,22 +296,26 @@ class BF16Backend(Backend):
         B, H, F = d.h.shape[0], packed.H, packed.F
         G, N = packed.G, int(d.off[-1] + d.bs[-1])
         Hc, Bp, Kx, Kh = _round(H, 16), _round(B, 16), _round(F, 32), _round(H, 32)
-        path = get_bf16_path(B)
         nth = d.n_threads if G * H * (F + H) * B >= PARALLEL_MIN_WORK else 1
-        h = ws.get("h", (B, Hc), np.float32)
-        c = ws.get("c", (B, Hc), np.float32)
-        h[:, :H] = d.h
-        c[:, :H] = 0 if d.c is None else d.c
-        h[:, H:] = c[:, H:] = 0
-        gh = ws.get("gh", (Bp * 3 * Hc if d.cell == 2 else 1,), np.float32)
-        proj_all = B < PROJ_ALL_MAX_ROWS
-        gs = ws.get("gs", ((N if proj_all else Bp) * G * Hc,), np.float32)
-        yields = k.bf16_forward(k.BF16_PATHS[path], d.cell, int(d.relu), d.bs, d.off, d.reverse, F, H, nth,
-                                B < ROWS_SPLIT_MIN, proj_all, packed.P, d.x.reshape(-1), *d.x_strides, packed.b,
-                                packed.bhn, h, c, d.y.reshape(-1)[d.ycol:], *d.y_strides,
-                                ws.get("xb", (N * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16), gs, gh)
-        d.h[...] = h[:, :H]
-        if d.c is not None:
+        proj_all = B < PROJ_ALL_MAX_ROWS and N > B  # (one step: one product over [x_t, h] is the same work)
+        # the states in place when their rows need no padding (H a multiple of 16), else padded copies
+        h = d.h if H == Hc else ws.get("h", (B, Hc), np.float32)
+        c = d.c if H == Hc and d.c is not None else ws.get("c", (B, Hc), np.float32)
+        if h is not d.h:
+            h[:, :H], h[:, H:] = d.h, 0
+        if c is not d.c:
+            c[...] = 0
+            if d.c is not None:
+                c[:, :H] = d.c
+        yields = k.bf16_forward(k.BF16_PATHS[get_bf16_path(B)], d.cell, int(d.relu), d.bs, d.off, d.reverse, F, H,
+                                nth, B < ROWS_SPLIT_MIN, proj_all, packed.P, d.x.reshape(-1), *d.x_strides,
+                                packed.b, packed.bhn, h, c, d.y.reshape(-1)[d.ycol:], *d.y_strides,
+                                ws.get("xb", (N * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16),
+                                ws.get("gs", ((N if proj_all else Bp) * G * Hc,), np.float32),
+                                ws.get("gh", (Bp * 3 * Hc if d.cell == 2 else 1,), np.float32))
+        if h is not d.h:
+            d.h[...] = h[:, :H]
+        if d.c is not None and c is not d.c:
             d.c[...] = c[:, :H]
         return yields
 
@@ -355,6 +359,14 @@ def _summed_biases(cell: int, G: int, H: int, b_ih: Optional[np.ndarray],
         b[2 * H:] = b_ih[2 * H:]
         bhn[:] = b_hh[2 * H:]
     return b, bhn
+
+
+def _initial(plan: _Plan, s: Optional[np.ndarray], LD: int, H: int) -> np.ndarray:
+    """A fresh (LD, B, H) float32 copy of an initial state in the layout's row order (zeros for None): the
+    kernels update it into the final state."""
+    if s is None:
+        return np.zeros((LD, plan.B, H), np.float32)
+    return np.array(s if plan.full else s[:, plan.order], dtype=np.float32, order="C")
 
 
 class QuantizedRNN:
@@ -425,7 +437,10 @@ class QuantizedRNN:
         """Refused: InferenceOnlyError (load the float model's weights, then quantize it)."""
         raise _refusal("load_state_dict()", self.precision)
 
-    grads: Dict[str, np.ndarray] = {}
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        """No gradients: an empty dict."""
+        return {}
 
     def named_parameters(self) -> list:
         """No trainable parameters: an empty list."""
@@ -508,8 +523,7 @@ class QuantizedRNN:
         made batch-first in place); returns (h_n, c_n, output)."""
         H, D, L, T = self.hidden_size, self._D, self.num_layers, plan.T
         lstm = self._mode == "lstm"
-        hT = np.zeros((L * D, plan.B, H), np.float32) if h0 is None else np.stack(plan.sort_states(h0, np.float32))
-        cT = None if not lstm else (np.zeros_like(hT) if c0 is None else np.stack(plan.sort_states(c0, np.float32)))
+        hT, cT = _initial(plan, h0, L * D, H), (_initial(plan, c0, L * D, H) if lstm else None)
         nth = self.thread_policy.threads(nth)
         yields = 0
         ws = self._pool.pop() if self._pool else _Workspace()
