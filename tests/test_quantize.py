@@ -330,3 +330,14 @@ def test_cpu_features_and_paths():
     assert "portable" in PATHS
     assert Q.get_bf16_path(64) in PATHS and Q.get_bf16_path(1) in PATHS
     assert ("avx512_bf16" in PATHS) == ("avx512_bf16" in feats)
+
+
+def test_token_language_model_generates():
+    rng = np.random.default_rng(0)
+    X = rng.integers(1, 20, size=(40, 12))
+    est = rf.LSTM(hidden_size=16, epochs=1, verbose=0, random_state=0, return_sequences=True).fit(
+        X, np.roll(X, -1, axis=1))
+    q = rf.quantize(est, "bf16")
+    out = q.generate([3, 4, 5], 6, random_state=0)
+    assert out.shape == (6,) and np.all((out >= 1) & (out < 20))
+    assert np.mean(q.predict(X) == est.predict(X)) > 0.95
