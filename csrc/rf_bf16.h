@@ -11,19 +11,27 @@
  * and AMX takes for a B tile (16 rows of 64 bytes: 32 k by 16 units), so the three paths share it.
  *
  * A step: for every gate and unit block, C (nb rows, 16 units) = x_t . Wx^T + h_{t-1} . Wh^T into the
- * gates scratch, then the cell's fused pass, then h_t rounded to bfloat16 for the next step. Paths:
+ * gates scratch, then the cell's fused pass, then h_t rounded to bfloat16 for the next step. With few rows
+ * (proj_all), x W_ih^T is made first for all steps in one product (on tiles) and a step adds h . Wh^T only.
+ * Paths:
  *   RF_BF16_PORTABLE: plain C, converting bfloat16 to float32 (any CPU);
- *   RF_BF16_AVX512:   vdpbf16ps, 4 rows x 4 blocks (batch 1: 1 x 8) of C in registers;
- *   RF_BF16_AMX:      AMX tiles, 2 x 2 tiles (32 rows x 32 units) of C per pass over k.
+ *   RF_BF16_AVX512:   vdpbf16ps, 8 rows x 2 blocks of C in registers (2-4 rows: 4 x 4; one row: 1 x 8);
+ *   RF_BF16_AMX:      AMX tiles, 2 x 2 tiles (32 rows x 32 units) of C per pass over k, for every full
+ *                     16 rows; the rest of the rows (a batch of one, say) on the AVX512-BF16 kernel.
+ * Measured (LSTM, 2 threads, interleaved, busy machine; bench/compare.py --precision bf16 for the figures
+ * beside PyTorch): AMX 2.4-5x the float32 kernels on the named shapes; AVX512-BF16 wins only where the
+ * weights' bytes bound the time (batch 1: 1.2-1.4x), and at large batches ran at 0.6x float32: here
+ * vdpbf16ps does 32 multiply-adds per cycle, as two float32 FMAs do.
  * Threads split the batch rows (in multiples of 16, no synchronisation between steps) or, for few rows,
- * the unit blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}).
+ * the unit blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}; after a long
+ * wait there thread 0 finishes the call alone, rf_step_barrier).
  *
  * Rows: step t holds bs[t] rows at off[t] of x (N, ldx) and y (N, ldy) (time-major, sorted by length,
  * rf_recurrent's layout), or when given a step stride xts / yts (full-length batches only), row r of step
  * t at x + t xts + r ldx (y likewise: the caller's batch-first arrays themselves, no copies). The running
- * states h (B, Hc) and c (B, Hc), Hc = round16(H), hold h0 / c0 on
- * entry and each row's final state on exit: a row keeps its state from the step it left (forward) or until
- * the step it joins (reverse), which is what lengths need in both directions.
+ * states h (B, Hc) and c (B, Hc), Hc = round16(H), hold h0 / c0 on entry and each row's final state on exit:
+ * a row keeps its state from the step it left (forward) or until the step it joins (reverse), which is what
+ * lengths need in both directions.
  */
 #ifndef RF_BF16_H
 #define RF_BF16_H
