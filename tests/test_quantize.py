@@ -341,3 +341,81 @@ def test_token_language_model_generates():
     out = q.generate([3, 4, 5], 6, random_state=0)
     assert out.shape == (6,) and np.all((out >= 1) & (out < 20))
     assert np.mean(q.predict(X) == est.predict(X)) > 0.95
+
+
+class _NumpyBackend(Q.Backend):
+    """A float32 backend in numpy over packed rows only (strided_io False): the Backend / Direction contract
+    as a new precision (int8) sees it, checked against the float layers."""
+
+    name = "test_f32"
+
+    def pack(self, cell, w_ih, w_hh, b, bhn):
+        return (cell, w_ih.copy(), w_hh.copy(), b.copy(), bhn.copy())
+
+    def unpack(self, packed):
+        return packed[1], packed[2]
+
+    def run(self, packed, d, ws):
+        cell, w_ih, w_hh, b, bhn = packed
+        H = w_hh.shape[1]
+        assert d.x_strides[1] == 0 and d.y_strides[1] == 0 and d.x.shape[1] == w_ih.shape[1]
+        T = len(d.bs)
+        for i in range(T):
+            t = T - 1 - i if d.reverse else i
+            n, r0 = d.bs[t], d.off[t]
+            x, h = d.x[r0:r0 + n].astype(np.float64), d.h[:n].astype(np.float64)
+            gx, gh = x @ w_ih.T, h @ w_hh.T
+            if cell == 1:
+                i_, f, g, o = np.split(gx + gh + b, 4, axis=1)
+                c = _sig(f) * d.c[:n] + _sig(i_) * np.tanh(g)
+                h = _sig(o) * np.tanh(c)
+                d.c[:n] = c
+            elif cell == 2:
+                a = gx + b
+                r, z = _sig(a[:, :H] + gh[:, :H]), _sig(a[:, H:2 * H] + gh[:, H:2 * H])
+                h = (1 - z) * np.tanh(a[:, 2 * H:] + r * (gh[:, 2 * H:] + bhn)) + z * h
+            else:
+                h = np.maximum(gx + gh + b, 0) if d.relu else np.tanh(gx + gh + b)
+            d.h[:n] = h
+            d.y[r0:r0 + n, d.ycol:d.ycol + H] = h
+        return 0
+
+    def encode(self, w):
+        return {"": w.astype(np.float32), "@scale": np.ones(w.shape[0], np.float32)}
+
+    def decode(self, parts):
+        return parts[""] * parts["@scale"][:, None]
+
+    def decoded(self, parts):
+        if set(parts) != {"", "@scale"}:
+            return None if set(parts) == {""} else self._bad()
+        return np.dtype(np.float32), parts[""][1]
+
+    def _bad(self):
+        raise ValueError("a main array and its scale")
+
+
+@pytest.fixture
+def numpy_backend():
+    Q.register_backend(_NumpyBackend())
+    yield "test_f32"
+    Q._BACKENDS.pop("test_f32", None)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+def test_a_new_backend_plugs_in(numpy_backend, mode, tmp_path):
+    layer = LAYERS[mode](5, 7, num_layers=2, bidirectional=True, seed=3).eval()
+    x = _x(4, 6, 5)
+    lengths = np.array([6, 2, 5, 1])
+    q = rf.quantize(layer, numpy_backend)
+    assert q.precision == numpy_backend and numpy_backend in Q.precisions()
+    ref, st_ref = layer(x, lengths=lengths)
+    out, st = q(x, lengths=lengths)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    np.testing.assert_allclose(st[0] if mode == "lstm" else st, st_ref[0] if mode == "lstm" else st_ref, atol=1e-5)
+    seq = rf.quantize(rf.nn.Sequential(layer, rf.nn.LastStep(bidirectional=True)), numpy_backend)
+    seq.save(tmp_path / "n.rnnfast")
+    with rf.io.open_archive(tmp_path / "n.rnnfast") as ar:
+        assert "0.weight_ih_l0@scale" in ar.stored and "0.weight_ih_l0@scale" not in ar.declared
+    back = rf.load(tmp_path / "n.rnnfast")
+    np.testing.assert_allclose(back(x, lengths=lengths), seq(x, lengths=lengths), atol=1e-6)
