@@ -79,7 +79,9 @@ ext_common = dict(
 extensions = [
     Extension("rnnfast._kernels._recurrent", ["rnnfast/_kernels/_recurrent.pyx"], **ext_common),
     Extension("rnnfast._kernels._lncell", ["rnnfast/_kernels/_lncell.pyx"],
-              **{**ext_common, "depends": ext_common["depends"] + [os.path.join("csrc", "rf_lncell.h")]}),
+              **dict(ext_common, depends=ext_common["depends"] + ["csrc/rf_lncell.h"])),
+    Extension("rnnfast._kernels._lowp", ["rnnfast/_kernels/_lowp.pyx"],
+              **dict(ext_common, depends=ext_common["depends"] + ["csrc/rf_cpu.h", "csrc/rf_bf16.h"])),
 ]
 
 setup(
