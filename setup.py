@@ -78,6 +78,7 @@ ext_common = dict(
 
 extensions = [
     Extension("rnnfast._kernels._recurrent", ["rnnfast/_kernels/_recurrent.pyx"], **ext_common),
+    Extension("rnnfast._kernels._variant", ["rnnfast/_kernels/_variant.pyx"], **ext_common),
 ]
 
 setup(
