@@ -69,12 +69,16 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
         kw["nonlinearity"] = p.nonlinearity
     if layer_cls is nn.GRU:
         kw["reset_after"] = p.reset_after
+    if p.recurrent_dropout:
+        kw["recurrent_dropout"] = p.recurrent_dropout
+    if p.proj_size:
+        kw["proj_size"] = p.proj_size
     layers.append(Stateful(layer_cls(in_size, p.hidden_size, **kw)))
     if not per_step:
         layers.append(_pooling(p))
     if p.dropout > 0:
         layers.append(nn.Dropout(p.dropout, seed=gens[2]))
-    width = p.hidden_size * (2 if p.bidirectional else 1)
+    width = (p.proj_size or p.hidden_size) * (2 if p.bidirectional else 1)
     layers.append(nn.Linear(width, n_outputs, dtype=dt, seed=gens[3]))
     return nn.Sequential(*layers)
 

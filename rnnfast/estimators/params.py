@@ -21,9 +21,9 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 REGRESSION_LOSS_NAMES = ("mse", "mae", "huber")
 #: Parameters that shape the network: changing one makes a warm start impossible.
 ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling", "embedding_dim", "dtype",
-             "nonlinearity", "reset_after")
+             "nonlinearity", "reset_after", "recurrent_dropout", "proj_size")
 #: Parameters added after saved files existed, with the value a file written before them means.
-ADDED_DEFAULTS = {"reset_after": True, "distributed": None}
+ADDED_DEFAULTS = {"reset_after": True, "distributed": None, "recurrent_dropout": 0.0, "proj_size": 0}
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
@@ -34,6 +34,8 @@ PARAMETER_CONSTRAINTS = {
     "reset_after": Boolean(),  # GRU estimators only (rnnfast.nn.GRU's form)
     "bidirectional": Boolean(),
     "dropout": Real(0.0, 1.0, closed="left"),
+    "recurrent_dropout": Real(0.0, 1.0, closed="left"),  # rnnfast.nn.LSTM/GRU/RNN's
+    "proj_size": Integer(0),  # LSTM estimators only (rnnfast.nn.LSTM's projection)
     "pooling": Options("last", "mean", "max"),
     "return_sequences": AnyOf(Options("auto"), Boolean()),
     "embedding_dim": Integer(1),
@@ -97,6 +99,8 @@ class Params:
     nonlinearity: str = "tanh"
     reset_after: bool = True
     distributed: Optional[str] = None
+    recurrent_dropout: float = 0.0
+    proj_size: int = 0
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""
@@ -127,6 +131,10 @@ def validate(params: Mapping[str, Any]) -> Params:
         raise ValueError(f"momentum applies to optimizer='sgd' or 'rmsprop', not {v['optimizer']!r}")
     if v["tbptt"] and v["bidirectional"]:
         raise ValueError("tbptt needs a unidirectional model: the reverse direction reads the whole sequence")
+    if v.get("proj_size", 0) >= v["hidden_size"]:
+        raise ValueError(f"proj_size must be smaller than hidden_size ({v['hidden_size']}), got {v['proj_size']}")
+    if v.get("recurrent_dropout") and v.get("reset_after") is False:
+        raise ValueError("recurrent_dropout needs reset_after=True (the reset-before GRU has no recurrent dropout)")
     return Params(**v)
 
 

@@ -198,13 +198,13 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
                                                         "embedding_dim": p.embedding_dim, "dtype": dt}})
     in_size = p.embedding_dim if inputs.kind == TOKENS else inputs.n_features_in
     rec = {"input_size": in_size, "hidden_size": p.hidden_size, "num_layers": p.num_layers,
-           "bidirectional": p.bidirectional, "dtype": dt}
+           "bidirectional": p.bidirectional, "dtype": dt, **({"proj_size": p.proj_size} if p.proj_size else {})}
     layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
     if not per_step:
         layers.append({"class": "LastStep", "config": {}})
     if p.dropout > 0:
         layers.append({"class": "Dropout", "config": {}})
-    width = p.hidden_size * (2 if p.bidirectional else 1)
+    width = (p.proj_size or p.hidden_size) * (2 if p.bidirectional else 1)
     layers.append({"class": "Linear", "config": {"in_features": width, "out_features": n_outputs, "dtype": dt}})
     return layers
 

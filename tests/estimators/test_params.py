@@ -17,15 +17,15 @@ BAD = {  # name: (a wrong type, a bad value)
     "bucket": ("no", None), "early_stopping": (1, None), "patience": (1.0, -1), "tbptt": (2.5, 0),
     "warm_start": (0, None), "random_state": (1.5, -1), "verbose": ("1", 3), "dtype": (object(), "float16"),
     "n_threads": (1.0, 0), "reset_after": (1, None),
-    "distributed": (1, "horovod"),
+    "distributed": (1, "horovod"), "recurrent_dropout": ("0.1", 1.0), "proj_size": (1.5, -1),
 }
 
 
 def test_the_table_covers_every_constructor_argument():
     names = set(rf.RNN().get_params())
-    assert names | {"reset_after"} == set(PARAMETER_CONSTRAINTS) == set(BAD)
-    assert {f.name for f in Params.__dataclass_fields__.values()} == names | {"reset_after"}
-    assert set(inspect.signature(rf.LSTM).parameters) == names - {"nonlinearity"}
+    assert names | {"reset_after", "proj_size"} == set(PARAMETER_CONSTRAINTS) == set(BAD)
+    assert {f.name for f in Params.__dataclass_fields__.values()} == names | {"reset_after", "proj_size"}
+    assert set(inspect.signature(rf.LSTM).parameters) == (names - {"nonlinearity"}) | {"proj_size"}
     assert set(inspect.signature(rf.GRU).parameters) == (names - {"nonlinearity"}) | {"reset_after"}
 
 
@@ -54,6 +54,10 @@ def test_parameters_that_go_together():
     assert validate(dict(params, momentum=0.5, optimizer="sgd")).momentum == 0.5
     with pytest.raises(ValueError, match="unidirectional"):
         validate(dict(params, tbptt=4, bidirectional=True))
+    with pytest.raises(ValueError, match="proj_size"):
+        validate(dict(params, hidden_size=4, proj_size=4))
+    with pytest.raises(ValueError, match="reset_after"):
+        validate(dict(rf.GRU().get_params(), recurrent_dropout=0.1, reset_after=False))
 
 
 def test_numpy_scalars_are_accepted():
