@@ -296,7 +296,8 @@ class _RNNBase(VariantCalls, KernelCalls, Module):
             raise ValueError("x_t must hold at least one row")
         B = xt.shape[0]
         if getattr(self, "proj_size", 0):
-            return self._variant_step(xt, *self._split_hx(state, B, unbatched, what="state"), unbatched)
+            h0, c0 = self._split_hx(state, B, unbatched, what="state")
+            return self._variant_step(xt, h0, c0, unbatched)
         if state is not None and state is self._step_out and not unbatched and self._step_out_B == B:
             # the state this layer returned from its last step, passed back unchanged (a streaming
             # loop): its arrays are this layer's own, of the right dtype, shape and layout
