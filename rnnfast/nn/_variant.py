@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from rnnfast import _threads
 from rnnfast._kernels import _variant as _v
 from rnnfast.nn._rnn_calls import _Plan
 
@@ -33,6 +34,19 @@ def variant_combination_error(layer) -> Optional[str]:
     if layer._mode == "gru" and not layer.reset_after:
         return "recurrent_dropout needs reset_after=True (the reset-before GRU has no recurrent dropout here)"
     return None
+
+
+_blas_registered = False
+
+
+def _register_blas() -> None:
+    """Hand the kernel the BLAS thread control rnnfast found (once; the kernel holds BLAS to one thread)."""
+    global _blas_registered
+    if not _blas_registered:
+        ctl = _threads.blas_control()
+        if ctl is not None:
+            _v.set_blas_thread_fns(ctl.setter, ctl.getter)
+        _blas_registered = True
 
 
 def _steps(plan: _Plan):
@@ -77,6 +91,7 @@ class VariantCalls:
     def _variant_run(self, xb, h0, c0, lengths, training):
         """Run every layer and direction; returns (plan, out (N, D P) packed, hT, cT (in the packed layout's
         row order), cache or None)."""
+        _register_blas()
         B, T, _ = xb.shape
         H, P, D, L, dt = self.hidden_size, self._out_size, self._D, self.num_layers, self.dtype
         LD, lstm, proj = L * D, self._mode == "lstm", bool(getattr(self, "proj_size", 0))
