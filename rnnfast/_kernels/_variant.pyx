@@ -27,6 +27,11 @@ cimport cython
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
 from rnnfast._kernels._blas cimport gemm
 from rnnfast._kernels._cells cimport lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, rnn_fwd, rnn_bwd
 
@@ -94,15 +99,45 @@ cdef inline floating* ptr2(floating[:, ::1] a):
     return &a[0, 0]
 
 
-cdef inline floating* opt(dict buf, str name, floating[:, ::1] like):
-    """The first element of ``buf[name]`` (a C-contiguous array of ``like``'s type, kept alive by ``buf``),
-    or NULL when ``buf`` has no such buffer."""
-    cdef floating[:, ::1] v
+cdef struct Bufs:
+    # the buffers of the module's header (void*: float or double, the call's type); NULL when a call has none
+    void* XG
+    void* HP
+    void* CP
+    void* TC
+    void* CN
+    void* M
+    void* GH
+    void* HN
+    void* HU
+    void* DH
+    void* DM
+    void* ZH
+    void* DGH
+    void* TMP
+
+
+cdef void* _data(dict buf, str name, dtype) except? NULL:
+    """The data of ``buf[name]`` (kept alive by ``buf``), checked C-contiguous of ``dtype``; NULL if absent."""
     a = buf.get(name)
-    if a is None:
+    if a is None or (isinstance(a, np.ndarray) and a.size == 0):
         return NULL
-    v = a
-    return ptr2(v)
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+        raise ValueError(f"buffer {name} must be a C-contiguous {np.dtype(dtype).name} array")
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef Bufs take_buffers(dict buf, dtype) except *:
+    """Every buffer of ``buf`` (see :func:`buffers`), as pointers."""
+    cdef Bufs bp
+    bp.XG, bp.HP, bp.CP, bp.TC = _data(buf, "XG", dtype), _data(buf, "HP", dtype), _data(buf, "CP", dtype), \
+        _data(buf, "TC", dtype)
+    bp.CN, bp.M, bp.GH, bp.HN = _data(buf, "CN", dtype), _data(buf, "M", dtype), _data(buf, "GH", dtype), \
+        _data(buf, "HN", dtype)
+    bp.HU, bp.DH, bp.DM, bp.ZH = _data(buf, "HU", dtype), _data(buf, "DH", dtype), _data(buf, "DM", dtype), \
+        _data(buf, "ZH", dtype)
+    bp.DGH, bp.TMP = _data(buf, "DGH", dtype), _data(buf, "TMP", dtype)
+    return bp
 
 
 cdef inline void take_prev(int n, int P, const floating* h, const floating* mask, floating* hp) noexcept nogil:
@@ -150,11 +185,19 @@ cdef inline void col_sums(int N, int W, const floating* a, floating* out) noexce
 
 cdef void forward_steps(int cell, int relu, int T, int H, int P, const int* bs, const int* off, bint reverse,
                         bint training, const floating* whh, const floating* whr, const floating* b,
-                        const floating* bhn, const floating* mask, floating* h, floating* c, floating* XG,
-                        floating* HP, floating* CP, floating* TC, floating* CN, floating* M, floating* GH,
-                        floating* HN, floating* HU, floating* out, int ldo) noexcept nogil:
+                        const floating* bhn, const floating* mask, floating* h, floating* c, const Bufs* bp,
+                        floating* out, int ldo) noexcept nogil:
     """The time loop of :func:`forward` (buffers as the module's header; row pointers offset here)."""
     cdef int G = n_gates(cell)
+    cdef floating* XG = <floating*>bp.XG
+    cdef floating* HP = <floating*>bp.HP
+    cdef floating* CP = <floating*>bp.CP
+    cdef floating* TC = <floating*>bp.TC
+    cdef floating* CN = <floating*>bp.CN
+    cdef floating* M = <floating*>bp.M
+    cdef floating* GH = <floating*>bp.GH
+    cdef floating* HN = <floating*>bp.HN
+    cdef floating* HU = <floating*>bp.HU
     cdef int s, t, n
     cdef Py_ssize_t r0, rs
     cdef floating* y
@@ -221,40 +264,39 @@ def forward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse, bint tr
     cdef int T = bs.shape[0], N = x.shape[0], F = x.shape[1], P = w_hh.shape[1]
     cdef int G = n_gates(cell)
     cdef int H = w_hh.shape[0] // G
-    cdef floating[:, ::1] XG = buf["XG"]
+    cdef Bufs bp = take_buffers(buf, np.float32 if floating is float else np.float64)
     cdef floating* whr = ptr2(w_hr)
     cdef floating* mk = ptr2(mask)
     cdef floating* cc = ptr2(c)
-    cdef floating* pb = &b[0]
-    cdef floating* pbhn = &bhn[0]
-    cdef floating* HP = opt(buf, "HP", XG)
-    cdef floating* CP = opt(buf, "CP", XG)
-    cdef floating* TC = opt(buf, "TC", XG)
-    cdef floating* CN = opt(buf, "CN", XG)
-    cdef floating* M = opt(buf, "M", XG)
-    cdef floating* GH = opt(buf, "GH", XG)
-    cdef floating* HN = opt(buf, "HN", XG)
-    cdef floating* HU = opt(buf, "HU", XG)
     cdef int ldo = out.shape[1]
     cdef floating* po = &out[0, col]
     cdef unsigned int ftz
     _blas_hold()
     with nogil:
         ftz = rf_ftz_enter()
-        gemm(False, True, N, G * H, F, <floating>1, &x[0, 0], F, &w_ih[0, 0], F, <floating>0, &XG[0, 0], G * H)
-        forward_steps(cell, relu, T, H, P, &bs[0], &off[0], reverse, training, &w_hh[0, 0], whr, pb, pbhn, mk,
-                      &h[0, 0], cc, &XG[0, 0], HP, CP, TC, CN, M, GH, HN, HU, po, ldo)
+        gemm(False, True, N, G * H, F, <floating>1, &x[0, 0], F, &w_ih[0, 0], F, <floating>0, <floating*>bp.XG,
+             G * H)
+        forward_steps(cell, relu, T, H, P, &bs[0], &off[0], reverse, training, &w_hh[0, 0], whr, &b[0], &bhn[0],
+                      mk, &h[0, 0], cc, &bp, po, ldo)
         rf_ftz_leave(ftz)
     _blas_release()
 
 
 cdef void backward_steps(int cell, int relu, int T, int H, int P, const int* bs, const int* off, bint reverse,
                          const floating* whh, const floating* whr, const floating* mask, floating* dh,
-                         floating* dc, floating* XG, floating* CP, floating* TC, floating* DH, floating* DM,
-                         floating* ZH, floating* HN, floating* HU, floating* DGH, floating* TMP,
-                         const floating* dout, int ldo) noexcept nogil:
+                         floating* dc, const Bufs* bp, const floating* dout, int ldo) noexcept nogil:
     """The time loop of :func:`backward`: the steps in the forward's reverse order."""
     cdef int G = n_gates(cell)
+    cdef floating* XG = <floating*>bp.XG
+    cdef floating* CP = <floating*>bp.CP
+    cdef floating* TC = <floating*>bp.TC
+    cdef floating* DH = <floating*>bp.DH
+    cdef floating* DM = <floating*>bp.DM
+    cdef floating* ZH = <floating*>bp.ZH
+    cdef floating* HN = <floating*>bp.HN
+    cdef floating* HU = <floating*>bp.HU
+    cdef floating* DGH = <floating*>bp.DGH
+    cdef floating* TMP = <floating*>bp.TMP
     cdef int s, t, n
     cdef Py_ssize_t r0
     cdef floating* g
@@ -313,19 +355,9 @@ def backward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse,
     cdef int T = bs.shape[0], N = x.shape[0], F = x.shape[1], P = w_hh.shape[1]
     cdef int G = n_gates(cell)
     cdef int H = w_hh.shape[0] // G
-    cdef floating[:, ::1] XG = buf["XG"]
-    cdef floating[:, ::1] HP = buf["HP"]
-    cdef floating[:, ::1] TMP = buf["TMP"]
+    cdef Bufs bp = take_buffers(buf, np.float32 if floating is float else np.float64)
+    cdef floating* XG = <floating*>bp.XG
     cdef floating* whr = ptr2(w_hr)
-    cdef floating* CP = opt(buf, "CP", XG)
-    cdef floating* TC = opt(buf, "TC", XG)
-    cdef floating* M = opt(buf, "M", XG)
-    cdef floating* DH = opt(buf, "DH", XG)
-    cdef floating* DM = opt(buf, "DM", XG)
-    cdef floating* ZH = opt(buf, "ZH", XG)
-    cdef floating* HN = opt(buf, "HN", XG)
-    cdef floating* HU = opt(buf, "HU", XG)
-    cdef floating* DGH = opt(buf, "DGH", XG)
     cdef floating* pgb_ih = NULL
     cdef floating* pgb_hh = NULL
     cdef floating* pgw_hr = NULL
@@ -338,29 +370,29 @@ def backward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse,
     cdef floating* pdc = ptr2(dc)
     cdef int ldo = dout.shape[1]
     cdef const floating* pdo = &dout[0, col]
-    if DGH == NULL:  # LSTM and RNN: the recurrent product's gradient is dG itself
-        DGH = &XG[0, 0]
+    if bp.DGH == NULL:  # LSTM and RNN: the recurrent product's gradient is dG itself
+        bp.DGH = bp.XG
     if gb_ih is not None:
         pgb_ih, pgb_hh = &gb_ih[0], &gb_hh[0]
     if whr != NULL:
         pgw_hr = &gw_hr[0, 0]
-    if ZH != NULL:
-        memset(ZH, 0, <Py_ssize_t>buf["ZH"].size * sizeof(floating))
+    if bp.ZH != NULL:
+        memset(bp.ZH, 0, <Py_ssize_t>buf["ZH"].size * sizeof(floating))
     cdef unsigned int ftz
     _blas_hold()
     with nogil:
         ftz = rf_ftz_enter()
         backward_steps(cell, relu, T, H, P, &bs[0], &off[0], reverse, &w_hh[0, 0], whr, mk, &dh[0, 0], pdc,
-                       &XG[0, 0], CP, TC, DH, DM, ZH, HN, HU, DGH, &TMP[0, 0], pdo, ldo)
-        gemm(True, False, G * H, F, N, <floating>1, &XG[0, 0], G * H, &x[0, 0], F, <floating>1,
-             &gw_ih[0, 0], F)
-        gemm(True, False, G * H, P, N, <floating>1, DGH, G * H, &HP[0, 0], P, <floating>1, &gw_hh[0, 0], P)
+                       &bp, pdo, ldo)
+        gemm(True, False, G * H, F, N, <floating>1, XG, G * H, &x[0, 0], F, <floating>1, &gw_ih[0, 0], F)
+        gemm(True, False, G * H, P, N, <floating>1, <floating*>bp.DGH, G * H, <floating*>bp.HP, P, <floating>1,
+             &gw_hh[0, 0], P)
         if whr != NULL:
-            gemm(True, False, P, H, N, <floating>1, DH, P, M, H, <floating>1, pgw_hr, H)
+            gemm(True, False, P, H, N, <floating>1, <floating*>bp.DH, P, <floating*>bp.M, H, <floating>1, pgw_hr, H)
         if pgb_ih != NULL:
-            col_sums(N, G * H, &XG[0, 0], pgb_ih)
-            col_sums(N, G * H, DGH, pgb_hh)
-        gemm(False, False, N, F, G * H, <floating>1, &XG[0, 0], G * H, &w_ih[0, 0], F,
+            col_sums(N, G * H, XG, pgb_ih)
+            col_sums(N, G * H, <floating*>bp.DGH, pgb_hh)
+        gemm(False, False, N, F, G * H, <floating>1, XG, G * H, &w_ih[0, 0], F,
              <floating>1 if dx_accumulate else <floating>0, &dx[0, 0], F)
         rf_ftz_leave(ftz)
     _blas_release()
