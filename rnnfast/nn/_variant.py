@@ -88,16 +88,16 @@ class VariantCalls:
         m *= self.dtype.type(1.0 / keep)
         return m, np.ascontiguousarray(m[plan.order])
 
-    def _variant_run(self, xb, h0, c0, lengths, training):
-        """Run every layer and direction; returns (plan, out (N, D P) packed, hT, cT (in the packed layout's
-        row order), cache or None)."""
+    def _variant_run(self, xb, h0, c0, lengths, training, ws):
+        """Run every layer and direction, the buffers in the workspace ``ws`` (names "v:..."); returns (plan,
+        out (N, D P) packed, hT, cT (in the packed layout's row order), cache or None)."""
         _register_blas()
         B, T, _ = xb.shape
         H, P, D, L, dt = self.hidden_size, self._out_size, self._D, self.num_layers, self.dtype
         LD, lstm, proj = L * D, self._mode == "lstm", bool(getattr(self, "proj_size", 0))
         plan = self._plan(lengths, B, T)
         bs, off = _steps(plan)
-        inp = plan.pack(xb, np.empty((plan.N, self.input_size), dt))
+        inp = plan.pack(xb, ws.get("v:x", (plan.N, self.input_size), dt))
         hT, cT = np.zeros((LD, B, P), dt), (np.zeros((LD, B, H), dt) if lstm else None)
         if h0 is not None:
             hT[...] = h0[:, plan.order]
@@ -106,13 +106,13 @@ class VariantCalls:
         use_rd = training and self.recurrent_dropout > 0
         layers, masks = [], []
         for layer in range(L):
-            out = np.empty((plan.N, D * P), dt)
+            out = ws.get(f"v:out{layer}", (plan.N, D * P), dt)
             dirs = []
             for d in range(D):
                 k, sfx = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
                 mask, kmask = self._rd_mask(B, plan) if use_rd else (None, None)
                 masks.append(mask)
-                buf = {n: np.empty(s, dt) for n, s in
+                buf = {n: ws.get(f"v:{n}{k}", s, dt) for n, s in
                        _v.buffers(_CELL_NO[self._mode], H, P, proj, B, plan.N, training).items()}
                 w = self._variant_weights(sfx)
                 _v.forward(_CELL_NO[self._mode], int(self.nonlinearity == "relu"), bs, off, d == 1, training,
@@ -126,7 +126,7 @@ class VariantCalls:
                 if keep > 0:  # p = 1 drops everything, as PyTorch does
                     drop *= dt.type(1.0 / keep)
             layers.append((inp, dirs, drop))
-            inp = out if drop is None else out * drop
+            inp = out if drop is None else np.multiply(out, drop, out=ws.get(f"v:in{layer + 1}", out.shape, dt))
         self.recurrent_masks = masks if use_rd else None
         cache = dict(variant=True, plan=plan, steps=(bs, off), layers=layers) if training else None
         return plan, out, hT, cT, cache
@@ -139,12 +139,22 @@ class VariantCalls:
     def _variant_forward(self, xb, unbatched, h0, c0, lengths):
         """:meth:`forward` on the variant kernel (``xb`` and the states checked, batch-first)."""
         training = self.training
-        self._cache = None
-        plan, out, hT, cT, cache = self._variant_run(xb, h0, c0, lengths, training)
-        if training:
-            cache["unbatched"] = unbatched
+        if training and self._cache is not None:  # a training forward with no backward since: its buffers serve
+            old, self._cache = self._cache, None
+            self._release(old["ws"])
+        ws = self._acquire()
+        try:
+            plan, out, hT, cT, cache = self._variant_run(xb, h0, c0, lengths, training, ws)
+            result = self._finish(plan, out, hT, cT, unbatched, width=self._D * self._out_size)
+        except BaseException:
+            self._release(ws)
+            raise
+        if training:  # the workspace now backs the cache; backward returns it to the pool
+            cache.update(unbatched=unbatched, ws=ws)
             self._cache = cache
-        return self._finish(plan, out, hT, cT, unbatched, width=self._D * self._out_size)
+        else:
+            self._release(ws)
+        return result
 
     def _variant_backward(self, cache, dout, dstate):
         """:meth:`backward` through a variant forward (``cache``: what it kept)."""
@@ -155,31 +165,38 @@ class VariantCalls:
         dout = self._check_dout(dout, plan, unbatched, width=D * P)
         dh_n, dc_n = self._split_hx(dstate, B, unbatched, what="dstate")
         self._cache = None
+        ws = cache["ws"]
         dh = np.zeros((L * D, B, P), dt) if dh_n is None else np.ascontiguousarray(dh_n[:, plan.order], dt)
         dc = None
         if lstm:
             dc = np.zeros((L * D, B, H), dt) if dc_n is None else np.ascontiguousarray(dc_n[:, plan.order], dt)
-        dl = plan.pack(dout, np.empty((N, D * P), dt))
+        dl = plan.pack(dout, ws.get("v:dout", (N, D * P), dt))
         cell, relu = _CELL_NO[self._mode], int(self.nonlinearity == "relu")
         for layer in reversed(range(L)):
             inp, dirs, _ = cache["layers"][layer]
-            dx = np.empty(inp.shape, dt)
+            dx = ws.get(f"v:dx{layer}", inp.shape, dt)
             for d, (buf, kmask, w) in enumerate(dirs):
                 k, sfx = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
-                buf.update({n: np.empty(s, dt) for n, s in _v.buffers(cell, H, P, proj, B, N, True, True).items()
-                            if n not in buf})
+                buf.update({n: ws.get(f"v:{n}{k}", s, dt) for n, s in
+                            _v.buffers(cell, H, P, proj, B, N, True, True).items() if n not in buf})
                 grads = {n: self.grads.get(n + sfx) for n in ("weight_ih", "weight_hh", "weight_hr", "bias_ih",
                                                                "bias_hh")}
                 _v.backward(cell, relu, bs, off, d == 1, inp, *w, kmask, dh[k], dc[k] if lstm else None, dl,
                             d * P, buf, grads, dx, d == 1)
             drop = cache["layers"][layer - 1][2] if layer else None
-            dl = dx if drop is None else dx * drop
-        return self._finish(plan, dl, dh, dc, unbatched, width=self.input_size)
+            dl = dx if drop is None else np.multiply(dx, drop, out=dx)
+        result = self._finish(plan, dl, dh, dc, unbatched, width=self.input_size)
+        self._release(ws)  # after the unpack: dl lives in the workspace
+        return result
 
     def _variant_step(self, xt, h0, c0, unbatched):
         """:meth:`step` on the variant kernel: one inference step of a projected LSTM (``xt`` (B, I))."""
-        plan, out, hT, cT, _ = self._variant_run(xt[:, None, :], h0, c0, None, False)
-        y = out.copy()  # (B, P): packed rows of the one step are the batch rows
+        ws = self._acquire()
+        try:
+            plan, out, hT, cT, _ = self._variant_run(xt[:, None, :], h0, c0, None, False, ws)
+            y = out.copy()  # (B, P): packed rows of the one step are the batch rows
+        finally:
+            self._release(ws)
         if unbatched:
             return y[0], (hT[:, 0], cT[:, 0])
         return y, (hT, cT)
