@@ -15,13 +15,15 @@
 # steps dropped, so step t's rows are the first bs[t] sequences and the running state (B, .) keeps each
 # sequence's own last value once it has ended. The reverse direction walks t from T-1 down: a sequence's
 # row joins (from its initial state) at its own last step. Cell numbers as csrc/rf_cells.h: 0 RNN, 1 LSTM,
-# 2 GRU (reset after the product); the reset-before GRU is not run here.
+# 2 GRU (reset after the product), 3 GRU reset before (its n gate's product over s = r * (h_{t-1} * mask),
+# in two parts with a pass after each, as csrc/rf_cells_impl.h states).
 #
 # Buffer shapes (row-major, ``R`` = N when training, the saved values backward reads; B when not):
 #   XG (N, G H) pre-activations, then gates (then dG in backward); HP (R, P) the masked h_{t-1};
 #   LSTM: CP (R, H) c_{t-1} (training), TC (R, H) tanh c_t (training), CN (B, H) scratch (inference),
 #         M (R, H) o tanh c_t (proj only), DH (N, P) dh_t (backward, proj only), DM (B, H) scratch;
-#   GRU:  GH (B, 3H) scratch, HN (R, H) W_hn h + b_hn (then dan r), HU (R, H) the unmasked h_{t-1},
+#   GRU:  GH (B, 3H) scratch, HN (R, H) W_hn h + b_hn (then dan r; reset before: s), HU (R, H) the unmasked
+#         h_{t-1}, DS (B, H) scratch (reset before: ds = dG_n W_hn),
 #         DGH (N, 3H) the recurrent products' gradient (backward);  every P is H without a projection.
 cimport cython
 from cython cimport floating
@@ -33,7 +35,8 @@ import numpy as np
 cnp.import_array()
 
 from rnnfast._kernels._blas cimport gemm
-from rnnfast._kernels._cells cimport lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, rnn_fwd, rnn_bwd
+from rnnfast._kernels._cells cimport (lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, grb_fwd_rz, grb_fwd_n, grb_bwd_nz,
+                                      grb_bwd_r, rnn_fwd, rnn_bwd)
 
 cdef extern from "rf_math.h" nogil:
     # denormals flushed while a call runs (a vanishing gradient otherwise crawls through them: measured
@@ -86,10 +89,11 @@ cdef enum:  # the cells as csrc/rf_cells.h numbers them
     RNN = 0
     LSTM = 1
     GRU = 2
+    GRU_RB = 3
 
 
 cdef inline int n_gates(int cell) noexcept nogil:
-    return 4 if cell == LSTM else (3 if cell == GRU else 1)
+    return 4 if cell == LSTM else (3 if cell >= GRU else 1)
 
 
 cdef inline floating* ptr2(floating[:, ::1] a):
@@ -115,6 +119,7 @@ cdef struct Bufs:
     void* ZH
     void* DGH
     void* TMP
+    void* DS
 
 
 cdef void* _data(dict buf, str name, dtype) except? NULL:
@@ -136,7 +141,7 @@ cdef Bufs take_buffers(dict buf, dtype) except *:
         _data(buf, "HN", dtype)
     bp.HU, bp.DH, bp.DM, bp.ZH = _data(buf, "HU", dtype), _data(buf, "DH", dtype), _data(buf, "DM", dtype), \
         _data(buf, "ZH", dtype)
-    bp.DGH, bp.TMP = _data(buf, "DGH", dtype), _data(buf, "TMP", dtype)
+    bp.DGH, bp.TMP, bp.DS = _data(buf, "DGH", dtype), _data(buf, "TMP", dtype), _data(buf, "DS", dtype)
     return bp
 
 
@@ -183,6 +188,28 @@ cdef inline void col_sums(int N, int W, const floating* a, floating* out) noexce
             out[j] += a[r * W + j]
 
 
+cdef inline void gru_rb_step(int n, int H, floating* g, const floating* hm, const floating* h,
+                             const floating* whh, const floating* b, floating* s, floating* y, int ldy) noexcept nogil:
+    """One reset-before GRU step over n rows: g (n, 3H) holds x W_ih^T; ``hm`` the masked h_{t-1} of the
+    recurrent products, ``h`` the unmasked one of h' = (1 - z) n + z h; s (n, H) = r hm kept."""
+    gemm(False, True, n, 2 * H, H, <floating>1, hm, H, whh, H, <floating>1, g, 3 * H)
+    grb_fwd_rz(n, H, g, b, hm, H, s, H)
+    gemm(False, True, n, H, H, <floating>1, s, H, whh + 2 * H * H, H, <floating>1, g + 2 * H, 3 * H)
+    grb_fwd_n(n, H, g, b, h, H, y, ldy)
+
+
+cdef inline void gru_rb_back(int n, int H, floating* g, const floating* hm, const floating* h,
+                             const floating* whh, const floating* dy, int lddy, floating* ds, floating* dhm,
+                             floating* dh) noexcept nogil:
+    """Backward of :func:`gru_rb_step`: g becomes dG; dh := dh~ z (the direct path); dhm (n, H) = the gradient
+    wrt the masked h_{t-1} (through s and the r, z products)."""
+    grb_bwd_nz(n, H, g, h, H, dy, lddy, dh)
+    gemm(False, False, n, H, H, <floating>1, g + 2 * H, 3 * H, whh + 2 * H * H, H, <floating>0, ds, H)
+    memset(dhm, 0, <Py_ssize_t>n * H * sizeof(floating))
+    grb_bwd_r(n, H, g, hm, H, ds, H, dhm)
+    gemm(False, False, n, H, 2 * H, <floating>1, g, 3 * H, whh, H, <floating>1, dhm, H)
+
+
 cdef void forward_steps(int cell, int relu, int T, int H, int P, const int* bs, const int* off, bint reverse,
                         bint training, const floating* whh, const floating* whr, const floating* b,
                         const floating* bhn, const floating* mask, floating* h, floating* c, const Bufs* bp,
@@ -209,10 +236,12 @@ cdef void forward_steps(int cell, int relu, int T, int H, int P, const int* bs, 
         r0 = off[t]
         rs = r0 if training else 0  # the rows of the saved buffers (scratch when not training)
         take_prev(n, P, h, mask, HP + rs * P)
-        if cell == GRU:
+        if training and cell >= GRU:
+            memcpy(HU + rs * H, h, <Py_ssize_t>n * H * sizeof(floating))
+        if cell == GRU_RB:
+            gru_rb_step(n, H, XG + r0 * G * H, HP + rs * P, h, whh, b, HN + rs * H, out + r0 * ldo, ldo)
+        elif cell == GRU:
             gemm(False, True, n, G * H, P, <floating>1, HP + rs * P, P, whh, P, <floating>0, GH, G * H)
-            if training:
-                memcpy(HU + rs * H, h, <Py_ssize_t>n * H * sizeof(floating))
             gru_fwd(n, H, XG + r0 * G * H, GH, b, bhn, h, H, NULL if HN == NULL else HN + rs * H,
                     out + r0 * ldo, ldo)
         else:
@@ -242,7 +271,7 @@ def forward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse, bint tr
     Parameters
     ----------
     cell, relu : int
-        0 RNN (``relu`` 1: ReLU), 1 LSTM, 2 GRU (reset after).
+        0 RNN (``relu`` 1: ReLU), 1 LSTM, 2 GRU (reset after), 3 GRU (reset before).
     bs, off : int32 (T,), (T + 1,)   IN
         Rows per step and each step's first row (packed layout).
     reverse, training : bool
@@ -251,7 +280,8 @@ def forward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse, bint tr
     w_ih (G H, F), w_hh (G H, P), w_hr (P, H) or None : IN
         PyTorch's parameters (P = H without a projection).
     b (G H,), bhn (H,) : IN
-        Bias as the cell passes take it (LSTM / RNN: b_ih + b_hh; GRU: r, z summed, b_in, and b_hn apart).
+        Bias as the cell passes take it (LSTM / RNN / reset-before GRU: b_ih + b_hh; GRU: r, z summed, b_in, and
+        b_hn apart).
     mask : (B, P) or None   IN
         The recurrent dropout mask (already scaled by 1 / (1 - p)), sorted like the rows.
     h (B, P), c (B, H) or None : INOUT
@@ -297,6 +327,8 @@ cdef void backward_steps(int cell, int relu, int T, int H, int P, const int* bs,
     cdef floating* HU = <floating*>bp.HU
     cdef floating* DGH = <floating*>bp.DGH
     cdef floating* TMP = <floating*>bp.TMP
+    cdef floating* HP = <floating*>bp.HP
+    cdef floating* DS = <floating*>bp.DS
     cdef int s, t, n
     cdef Py_ssize_t r0
     cdef floating* g
@@ -323,6 +355,9 @@ cdef void backward_steps(int cell, int relu, int T, int H, int P, const int* bs,
             copy_rows(n, 2 * H, g, G * H, DGH + r0 * G * H, G * H)
             copy_rows(n, H, HN + r0 * H, H, DGH + r0 * G * H + 2 * H, G * H)
             gemm(False, False, n, P, G * H, <floating>1, DGH + r0 * G * H, G * H, whh, P, <floating>0, TMP, P)
+            add_masked(n, P, TMP, mask, dh, True)
+        elif cell == GRU_RB:
+            gru_rb_back(n, H, g, HP + r0 * P, HU + r0 * H, whh, dout + r0 * ldo, ldo, DS, TMP, dh)
             add_masked(n, P, TMP, mask, dh, True)
         else:
             rnn_bwd(n, H, relu, g, dout + r0 * ldo, ldo, dh)
@@ -385,8 +420,13 @@ def backward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse,
         backward_steps(cell, relu, T, H, P, &bs[0], &off[0], reverse, &w_hh[0, 0], whr, mk, &dh[0, 0], pdc,
                        &bp, pdo, ldo)
         gemm(True, False, G * H, F, N, <floating>1, XG, G * H, &x[0, 0], F, <floating>1, &gw_ih[0, 0], F)
-        gemm(True, False, G * H, P, N, <floating>1, <floating*>bp.DGH, G * H, <floating*>bp.HP, P, <floating>1,
-             &gw_hh[0, 0], P)
+        if cell == GRU_RB:  # the r, z rows from the masked h, the n rows from s
+            gemm(True, False, 2 * H, P, N, <floating>1, XG, G * H, <floating*>bp.HP, P, <floating>1, &gw_hh[0, 0], P)
+            gemm(True, False, H, H, N, <floating>1, XG + 2 * H, G * H, <floating*>bp.HN, H, <floating>1,
+                 &gw_hh[2 * H, 0], P)
+        else:
+            gemm(True, False, G * H, P, N, <floating>1, <floating*>bp.DGH, G * H, <floating*>bp.HP, P, <floating>1,
+                 &gw_hh[0, 0], P)
         if whr != NULL:
             gemm(True, False, P, H, N, <floating>1, <floating*>bp.DH, P, <floating*>bp.M, H, <floating>1, pgw_hr, H)
         if pgb_ih != NULL:
@@ -408,8 +448,10 @@ def buffers(int cell, int H, int P, bint proj, int B, int N, bint training, bint
         shapes.update({"CP": (N, H), "TC": (N, H)} if training else {"CN": (B, H)})
         if proj:
             shapes["M"] = (R, H)
-    elif cell == GRU:
-        shapes.update(GH=(B, G * H), HN=(R, H))
+    elif cell >= GRU:
+        shapes["HN"] = (R, H)
+        if cell == GRU:
+            shapes["GH"] = (B, G * H)
         if training:
             shapes["HU"] = (N, H)
     if with_backward:
@@ -418,4 +460,6 @@ def buffers(int cell, int H, int P, bint proj, int B, int N, bint training, bint
             shapes.update(DH=(N, P), DM=(B, H), ZH=(B, H))
         elif cell == GRU:
             shapes["DGH"] = (N, G * H)
+        elif cell == GRU_RB:
+            shapes["DS"] = (B, H)
     return shapes

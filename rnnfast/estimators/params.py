@@ -133,8 +133,6 @@ def validate(params: Mapping[str, Any]) -> Params:
         raise ValueError("tbptt needs a unidirectional model: the reverse direction reads the whole sequence")
     if v.get("proj_size", 0) >= v["hidden_size"]:
         raise ValueError(f"proj_size must be smaller than hidden_size ({v['hidden_size']}), got {v['proj_size']}")
-    if v.get("recurrent_dropout") and v.get("reset_after") is False:
-        raise ValueError("recurrent_dropout needs reset_after=True (the reset-before GRU has no recurrent dropout)")
     return Params(**v)
 
 

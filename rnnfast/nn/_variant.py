@@ -24,15 +24,13 @@ _CELL_NO = {"rnn": 0, "lstm": 1, "gru": 2}
 
 
 def variant_combination_error(layer) -> Optional[str]:
-    """Why ``layer``'s options cannot run together (None when they can): the variant kernel runs neither
-    layer-normalized cells nor the reset-before GRU."""
+    """Why ``layer``'s options cannot run together (None when they can): the variant kernel does not run
+    layer-normalized cells."""
     wants = [n for n in ("proj_size", "recurrent_dropout") if getattr(layer, n, 0)]
     if not wants:
         return None
     if getattr(layer, "layer_norm", False):
         return f"{' and '.join(wants)} cannot be combined with layer_norm=True"
-    if layer._mode == "gru" and not layer.reset_after:
-        return "recurrent_dropout needs reset_after=True (the reset-before GRU has no recurrent dropout here)"
     return None
 
 
@@ -65,6 +63,11 @@ class VariantCalls:
         """Width of h (and of each direction's output): ``proj_size`` when set, else ``hidden_size``."""
         return getattr(self, "proj_size", 0) or self.hidden_size
 
+    @property
+    def _cell_no(self) -> int:
+        """The kernel's cell number (rnnfast._kernels._variant): 0 RNN, 1 LSTM, 2 GRU, 3 reset-before GRU."""
+        return 3 if self._mode == "gru" and not self.reset_after else _CELL_NO[self._mode]
+
     def _variant_wanted(self) -> bool:
         """Whether a call now runs on the variant kernel: a projection, or recurrent dropout in training."""
         return bool(getattr(self, "proj_size", 0)) or (self.training and getattr(self, "recurrent_dropout", 0) > 0)
@@ -76,7 +79,7 @@ class VariantCalls:
         if self.bias:
             b_ih, b_hh = self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]
             b[...] = b_ih + b_hh
-            if self._mode == "gru":
+            if self._cell_no == 2:  # (the reset-before GRU sums all three: its b_hn is outside the reset gate)
                 b[2 * H:] = b_ih[2 * H:]
                 bhn[...] = b_hh[2 * H:]
         return b, bhn
@@ -113,9 +116,9 @@ class VariantCalls:
                 mask, kmask = self._rd_mask(B, plan) if use_rd else (None, None)
                 masks.append(mask)
                 buf = {n: ws.get(f"v:{n}{k}", s, dt) for n, s in
-                       _v.buffers(_CELL_NO[self._mode], H, P, proj, B, plan.N, training).items()}
+                       _v.buffers(self._cell_no, H, P, proj, B, plan.N, training).items()}
                 w = self._variant_weights(sfx)
-                _v.forward(_CELL_NO[self._mode], int(self.nonlinearity == "relu"), bs, off, d == 1, training,
+                _v.forward(self._cell_no, int(self.nonlinearity == "relu"), bs, off, d == 1, training,
                            inp, *w, *self._variant_bias(sfx), kmask, hT[k], cT[k] if lstm else None,
                            out, d * P, buf)
                 dirs.append((buf, kmask, w))
@@ -171,7 +174,7 @@ class VariantCalls:
         if lstm:
             dc = np.zeros((L * D, B, H), dt) if dc_n is None else np.ascontiguousarray(dc_n[:, plan.order], dt)
         dl = plan.pack(dout, ws.get("v:dout", (N, D * P), dt))
-        cell, relu = _CELL_NO[self._mode], int(self.nonlinearity == "relu")
+        cell, relu = self._cell_no, int(self.nonlinearity == "relu")
         for layer in reversed(range(L)):
             inp, dirs, _ = cache["layers"][layer]
             dx = ws.get(f"v:dx{layer}", inp.shape, dt)

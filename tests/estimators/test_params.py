@@ -56,8 +56,6 @@ def test_parameters_that_go_together():
         validate(dict(params, tbptt=4, bidirectional=True))
     with pytest.raises(ValueError, match="proj_size"):
         validate(dict(params, hidden_size=4, proj_size=4))
-    with pytest.raises(ValueError, match="reset_after"):
-        validate(dict(rf.GRU().get_params(), recurrent_dropout=0.1, reset_after=False))
 
 
 def test_numpy_scalars_are_accepted():

@@ -25,10 +25,13 @@ def _cell(mode, p, x, h, c, m, relu):
         c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
         h = _sigmoid(o) * np.tanh(c)
         return (p["wr"] @ h if "wr" in p else h), c
-    if mode == "gru":
+    if mode in ("gru", "gru_rb"):
         gi, gh = np.split(p["wi"] @ x + p["bi"], 3), np.split(p["wh"] @ hm + p["bh"], 3)
         r, z = _sigmoid(gi[0] + gh[0]), _sigmoid(gi[1] + gh[1])
-        n = np.tanh(gi[2] + r * gh[2])
+        if mode == "gru":
+            n = np.tanh(gi[2] + r * gh[2])
+        else:  # reset before: the n gate's product over r * (masked h)
+            n = np.tanh(gi[2] + np.split(p["wh"], 3)[2] @ (r * hm) + np.split(p["bh"], 3)[2])
         return (1 - z) * n + z * h, c  # the direct path uses the unmasked h
     a = p["wi"] @ x + p["bi"] + p["wh"] @ hm + p["bh"]
     return (np.maximum(a, 0) if relu else np.tanh(a)), c
@@ -37,6 +40,8 @@ def _cell(mode, p, x, h, c, m, relu):
 def reference(layer, x, lengths, h0, c0, masks):
     """Forward of ``layer`` (its state_dict) with recurrent masks ``masks`` [layer * D + d] (B, P)."""
     sd, mode = layer.state_dict(), layer._mode
+    if mode == "gru" and not layer.reset_after:
+        mode = "gru_rb"
     L, D = layer.num_layers, 2 if layer.bidirectional else 1
     P = layer.proj_size if mode == "lstm" and layer.proj_size else layer.hidden_size
     hn, cn = np.zeros_like(h0), np.zeros_like(c0)
@@ -70,7 +75,8 @@ def run(layer, x, h0, c0, lengths):
     return (out, *st) if layer._mode == "lstm" else (out, st, None)
 
 
-CASES = [("lstm", {}), ("lstm", {"proj_size": 4}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"})]
+CASES = [("lstm", {}), ("lstm", {"proj_size": 4}), ("gru", {}), ("gru", {"reset_after": False}), ("rnn", {}),
+         ("rnn", {"nonlinearity": "relu"})]
 
 
 @pytest.mark.parametrize("mode,kw", CASES)
@@ -181,9 +187,9 @@ def test_seed_reproducible_and_fresh_masks_per_call():
     assert not np.array_equal(first, a.recurrent_masks[0])
 
 
-@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
-def test_eval_is_the_plain_layer(mode):
-    layer, plain = make(mode, seed=2), CLASSES[mode](I, H, dtype=np.float64, seed=2)
+@pytest.mark.parametrize("mode,kw", [("lstm", {}), ("gru", {}), ("gru", {"reset_after": False}), ("rnn", {})])
+def test_eval_is_the_plain_layer(mode, kw):
+    layer, plain = make(mode, seed=2, **kw), CLASSES[mode](I, H, dtype=np.float64, seed=2, **kw)
     x = np.random.default_rng(8).standard_normal((B, T, I))
     layer.eval(), plain.eval()
     np.testing.assert_array_equal(layer(x, lengths=LENGTHS)[0], plain(x, lengths=LENGTHS)[0])
@@ -201,9 +207,6 @@ def test_bad_input():
             rf.nn.LSTM(I, H, recurrent_dropout=bad)
     with pytest.raises(TypeError, match="recurrent_dropout"):
         rf.nn.GRU(I, H, recurrent_dropout="0.1")
-    with pytest.raises(ValueError, match="reset_after"):
-        rf.nn.GRU(I, H, recurrent_dropout=0.1, reset_after=False)
-    rf.nn.GRU(I, H, reset_after=False)  # fine without recurrent dropout
     layer = rf.nn.LSTM(I, H, recurrent_dropout=0.2)
     with pytest.raises(AttributeError):
         layer.recurrent_dropout = 0.5
