@@ -380,7 +380,8 @@ class LSTM(_RNNBase):
         one mask per sequence, layer and direction, drawn at each call and kept over its time steps, multiplies
         h_{t-1} (scaled by 1 / (1 - p)) before the recurrent product, t = 0 included; the cell state and the
         outputs are not masked. ``recurrent_masks`` holds the last training call's masks. Eval mode runs the
-        plain layer.
+        plain layer. Calls with a projection, or with recurrent dropout in training, run on their own kernel
+        (``rnnfast._kernels._variant``) on one thread, ``n_threads`` aside.
 
     Examples
     --------
