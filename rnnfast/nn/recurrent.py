@@ -405,8 +405,8 @@ class LSTM(_RNNBase):
 class GRU(_RNNBase):
     """Gated recurrent unit layer, PyTorch's ``torch.nn.GRU`` (gates r, z, n), in either form.
 
-    Parameters are those of :class:`LSTM` but ``proj_size``, plus ``reset_after``; ``forward`` takes and returns a single
-    state array. Parameters and state-dict keys are PyTorch's in both forms (``weight_ih_l{k}`` (3H, I),
+    Parameters are those of :class:`LSTM` but ``proj_size``, plus ``reset_after``; ``forward`` takes and returns a
+    single state array. Parameters and state-dict keys are PyTorch's in both forms (``weight_ih_l{k}`` (3H, I),
     ``weight_hh_l{k}`` (3H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``, gate order r, z, n); only the n gate
     differs::
 
