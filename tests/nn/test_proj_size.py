@@ -1,8 +1,10 @@
 """rnnfast.nn.LSTM(..., proj_size=P) against torch.nn.LSTM(proj_size=P) with the same weights: outputs, final
 states and every gradient (input, initial states, parameters incl. ``weight_hr_l{k}``), over lengths,
-bidirectional and stacked layers; finite differences in float64; streaming ``step``; bad input."""
+bidirectional and stacked layers (also hypothesis-drawn); finite differences in float64; streaming ``step``;
+bad input."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import rnnfast as rf
 from gradcheck import check_params, numeric_grad
@@ -163,3 +165,34 @@ def test_bad_input():
         layer.backward(np.zeros((B, T, H), np.float32))
     with pytest.raises(AttributeError):
         layer.proj_size = 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_hypothesis_shapes_and_lengths(data):
+    """Random sizes, stacks, directions and lengths: outputs and every gradient as torch's (float64)."""
+    h = data.draw(st.integers(2, 6), "H")
+    p, i = data.draw(st.integers(1, h - 1), "P"), data.draw(st.integers(1, 4), "I")
+    b, t = data.draw(st.integers(1, 4), "B"), data.draw(st.integers(1, 6), "T")
+    L, bi = data.draw(st.integers(1, 2), "L"), data.draw(st.booleans(), "bidirectional")
+    lengths = np.array(data.draw(st.lists(st.integers(1, t), min_size=b, max_size=b), "lengths"))
+    torch.manual_seed(0)
+    tm = torch.nn.LSTM(i, h, num_layers=L, bidirectional=bi, batch_first=True, proj_size=p, dtype=torch.float64)
+    layer = rf.nn.LSTM(i, h, num_layers=L, bidirectional=bi, proj_size=p, dtype=np.float64)
+    layer.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    rng = np.random.default_rng(0)
+    D = 2 if bi else 1
+    x = rng.standard_normal((b, t, i))
+    h0, c0 = rng.standard_normal((L * D, b, p)), rng.standard_normal((L * D, b, h))
+    out, (hn, cn) = layer(x, (h0, c0), lengths=lengths)
+    (xt, h0t, c0t), ot, hnt, cnt = torch_run(tm, x, h0, c0, lengths)
+    close(out, ot.detach().numpy(), np.float64, "out")
+    close(hn, hnt.detach().numpy(), np.float64, "h_n")
+    g = rng.standard_normal(out.shape)
+    ((ot * torch.tensor(g)).sum() + hnt.sum() + cnt.sum()).backward()
+    dx, (dh0, dc0) = layer.backward(g, (np.ones_like(hn), np.ones_like(cn)))
+    close(dx, xt.grad.numpy(), np.float64, "dx")
+    close(dh0, h0t.grad.numpy(), np.float64, "dh0")
+    close(dc0, c0t.grad.numpy(), np.float64, "dc0")
+    for name, prm in tm.named_parameters():
+        close(layer.grads[name], prm.grad.numpy(), np.float64, name)
