@@ -82,6 +82,7 @@ extensions = [
               **dict(ext_common, depends=ext_common["depends"] + ["csrc/rf_lncell.h"])),
     Extension("rnnfast._kernels._lowp", ["rnnfast/_kernels/_lowp.pyx"],
               **dict(ext_common, depends=ext_common["depends"] + ["csrc/rf_cpu.h", "csrc/rf_bf16.h"])),
+    Extension("rnnfast._kernels._variant", ["rnnfast/_kernels/_variant.pyx"], **ext_common),
 ]
 
 setup(

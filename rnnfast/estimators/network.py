@@ -45,13 +45,18 @@ def stacked_layers(p: Params) -> int:
     return p.num_layers if p.normalization is None else 1
 
 
+def recurrent_width(p: Params) -> int:
+    """The features a recurrent layer of ``p`` outputs per step (``proj_size`` when it projects)."""
+    return (p.proj_size or p.hidden_size) * (2 if p.bidirectional else 1)
+
+
 def recurrent_plan(p: Params, in_size: int) -> list:
     """The recurrent part of the network as ``(what, size)`` pairs, in order: ``("recurrent", input size)``
     (holding ``num_layers`` layers without normalization, one with it), ``(normalization, features)``
     ("batch" or "layer", a key of :data:`NORMS`) and ``("dropout", 0)``; what :func:`build_model` builds and the loader checks a file against."""
     if p.normalization is None:
         return [("recurrent", in_size)]
-    width = p.hidden_size * (2 if p.bidirectional else 1)
+    width = recurrent_width(p)
     plan: list = []
     for i in range(p.num_layers):
         if i and p.dropout > 0:
@@ -98,6 +103,10 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
             raise ValueError("layer_norm=True applies to the LSTM and GRU estimators (rnnfast.nn.RNN has no "
                              "layer-normalized cell)")
         kw["layer_norm"] = True
+    if p.recurrent_dropout:
+        kw["recurrent_dropout"] = p.recurrent_dropout
+    if p.proj_size:
+        kw["proj_size"] = p.proj_size
     for what, size in recurrent_plan(p, in_size):
         if what == "recurrent":
             layers.append(Stateful(layer_cls(size, p.hidden_size, **kw)))
@@ -109,8 +118,7 @@ def build_model(layer_cls: Type, p: Params, inputs: InputSpec, per_step: bool, n
         layers.append(_pooling(p))
     if p.dropout > 0:
         layers.append(nn.Dropout(p.dropout, seed=gens[2]))
-    width = p.hidden_size * (2 if p.bidirectional else 1)
-    layers.append(nn.Linear(width, n_outputs, dtype=dt, seed=gens[3]))
+    layers.append(nn.Linear(recurrent_width(p), n_outputs, dtype=dt, seed=gens[3]))
     return nn.Sequential(*layers)
 
 

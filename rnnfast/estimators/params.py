@@ -21,9 +21,10 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 REGRESSION_LOSS_NAMES = ("mse", "mae", "huber")
 #: Parameters that shape the network: changing one makes a warm start impossible.
 ARCH_KEYS = ("hidden_size", "num_layers", "bidirectional", "dropout", "pooling", "embedding_dim", "dtype",
-             "nonlinearity", "reset_after", "normalization", "layer_norm")
+             "nonlinearity", "reset_after", "normalization", "layer_norm", "recurrent_dropout", "proj_size")
 #: Parameters added after saved files existed, with the value a file written before them means.
-ADDED_DEFAULTS = {"reset_after": True, "distributed": None, "normalization": None, "layer_norm": False}
+ADDED_DEFAULTS = {"reset_after": True, "distributed": None, "normalization": None, "layer_norm": False,
+                  "recurrent_dropout": 0.0, "proj_size": 0}
 #: Parameters of the optimizer: changing one starts a new optimizer on a warm start.
 OPT_KEYS = ("optimizer", "weight_decay", "momentum")
 
@@ -35,6 +36,8 @@ PARAMETER_CONSTRAINTS = {
     "layer_norm": Boolean(),  # layer-normalized cells (LSTM and GRU; rnnfast.nn.LSTM's layer_norm)
     "bidirectional": Boolean(),
     "dropout": Real(0.0, 1.0, closed="left"),
+    "recurrent_dropout": Real(0.0, 1.0, closed="left"),  # rnnfast.nn.LSTM/GRU/RNN's
+    "proj_size": Integer(0),  # LSTM estimators only (rnnfast.nn.LSTM's projection)
     "pooling": Options("last", "mean", "max"),
     "return_sequences": AnyOf(Options("auto"), Boolean()),
     "embedding_dim": Integer(1),
@@ -101,6 +104,8 @@ class Params:
     distributed: Optional[str] = None
     normalization: Optional[str] = None
     layer_norm: bool = False
+    recurrent_dropout: float = 0.0
+    proj_size: int = 0
 
     def arch(self) -> dict:
         """The parameters that shape the network, JSON-able (what a saved file records)."""
@@ -131,6 +136,8 @@ def validate(params: Mapping[str, Any]) -> Params:
         raise ValueError(f"momentum applies to optimizer='sgd' or 'rmsprop', not {v['optimizer']!r}")
     if v["tbptt"] and v["bidirectional"]:
         raise ValueError("tbptt needs a unidirectional model: the reverse direction reads the whole sequence")
+    if v.get("proj_size", 0) >= v["hidden_size"]:
+        raise ValueError(f"proj_size must be smaller than hidden_size ({v['hidden_size']}), got {v['proj_size']}")
     return Params(**v)
 
 

@@ -27,7 +27,8 @@ from rnnfast import nn
 from rnnfast._validation import check_bool, check_int, check_option
 from rnnfast.estimators.inputs import FEATURES, TOKENS, InputSpec
 from rnnfast.estimators.memory import rebuild_network
-from rnnfast.estimators.network import NORMS, build_optimizer, optimizer_name, recurrent_plan, stacked_layers
+from rnnfast.estimators.network import (NORMS, build_optimizer, optimizer_name, recurrent_plan, recurrent_width,
+                                       stacked_layers)
 from rnnfast.estimators.params import ADDED_DEFAULTS, ARCH_KEYS, OPT_KEYS, Params, jsonable
 from rnnfast.estimators.targets import CLASSIFICATION, REGRESSION, TargetSpec
 from rnnfast.io import Archive, save_archive
@@ -204,7 +205,8 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
         if what == "recurrent":
             rec = {"input_size": size, "hidden_size": p.hidden_size, "bidirectional": p.bidirectional, "dtype": dt,
                    "num_layers": stacked_layers(p),
-                   **({"layer_norm": True} if p.layer_norm else {})}
+                   **({"layer_norm": True} if p.layer_norm else {}),
+                   **({"proj_size": p.proj_size} if p.proj_size else {})}
             layers.append({"class": "Stateful", "layer": {"class": layer_name, "config": rec}})
         elif what in NORMS:
             cls = NORMS[what]
@@ -216,8 +218,7 @@ def network_descriptions(layer_name: str, p: Params, inputs: InputSpec, per_step
         layers.append({"class": "LastStep", "config": {}})
     if p.dropout > 0:
         layers.append({"class": "Dropout", "config": {}})
-    width = p.hidden_size * (2 if p.bidirectional else 1)
-    layers.append({"class": "Linear", "config": {"in_features": width, "out_features": n_outputs, "dtype": dt}})
+    layers.append({"class": "Linear", "config": {"in_features": recurrent_width(p), "out_features": n_outputs, "dtype": dt}})
     return layers
 
 

@@ -52,7 +52,8 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, distributed=None, normalization=None, layer_norm=False):
+                 n_threads=None, distributed=None, normalization=None, layer_norm=False,
+                 recurrent_dropout=0.0):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -84,6 +85,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         self.distributed = distributed
         self.normalization = normalization
         self.layer_norm = layer_norm
+        self.recurrent_dropout = recurrent_dropout
 
     # ------------------------------------------------------------------ fitted state
     def _validate_params(self) -> _params.Params:
@@ -390,6 +392,12 @@ class LSTM(_RecurrentEstimator):
     layer_norm : bool, default False
         Layer-normalized recurrent cells (:class:`rnnfast.nn.LSTM`'s ``layer_norm``; GRU likewise, not RNN).
         Kept by ``save``; files written before it load as False.
+    recurrent_dropout : float in [0, 1), default 0
+        Variational dropout on the recurrent connections in training (one mask per sequence on h_{t-1}, as
+        Keras's ``recurrent_dropout``; see :class:`rnnfast.nn.LSTM`). All three estimators take it.
+    proj_size : int, default 0
+        LSTM only: PyTorch's projection of h to ``proj_size`` (< ``hidden_size``) units, see
+        :class:`rnnfast.nn.LSTM`.
 
     Attributes
     ----------
@@ -422,6 +430,17 @@ class LSTM(_RecurrentEstimator):
 
     _layer_cls = nn.LSTM
 
+    # (the arguments added later come last: one given by position keeps its meaning from before them)
+    def __init__(self, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0, pooling="last",
+                 return_sequences="auto", embedding_dim=32, vocab_size=None, epochs=10, batch_size=32,
+                 optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
+                 clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
+                 patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
+                 n_threads=None, distributed=None, normalization=None, layer_norm=False, recurrent_dropout=0.0,
+                 proj_size=0):
+        super().__init__(**_shared_args(locals()))
+        self.proj_size = proj_size
+
 
 def _shared_args(args: dict) -> dict:
     """Of a subclass constructor's ``locals()``, the arguments every recurrent estimator takes."""
@@ -441,7 +460,8 @@ class GRU(_RecurrentEstimator):
                  optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto", clip_norm=None,
                  clip_value=None, validation_split=0.0, shuffle=True, bucket=True, early_stopping=False,
                  patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0, dtype="float32",
-                 n_threads=None, distributed=None, reset_after=True, normalization=None, layer_norm=False):
+                 n_threads=None, distributed=None, reset_after=True, normalization=None, layer_norm=False,
+                 recurrent_dropout=0.0):
         super().__init__(**_shared_args(locals()))
         self.reset_after = reset_after
 
@@ -457,6 +477,7 @@ class RNN(_RecurrentEstimator):
                  batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, loss="auto",
                  clip_norm=None, clip_value=None, validation_split=0.0, shuffle=True, bucket=True,
                  early_stopping=False, patience=5, tbptt=None, warm_start=False, random_state=None, verbose=0,
-                 dtype="float32", n_threads=None, distributed=None, normalization=None, layer_norm=False):
+                 dtype="float32", n_threads=None, distributed=None, normalization=None, layer_norm=False,
+                 recurrent_dropout=0.0):
         super().__init__(**_shared_args(locals()))
         self.nonlinearity = nonlinearity

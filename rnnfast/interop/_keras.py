@@ -30,7 +30,10 @@ the last returning sequences, become one rnnfast layer with ``num_layers`` level
 ``return_sequences=False`` is followed by :class:`rnnfast.nn.LastStep` (``bidirectional=True`` after a
 ``Bidirectional``: the forward half at the last step, the reverse half at step 0, which is what Keras returns).
 :func:`to_keras` does the reverse; a stacked layer's ``dropout`` becomes Keras ``Dropout`` layers between its
-levels (which :func:`from_keras` keeps as rnnfast Dropout layers between one-level layers), and an
+levels (which :func:`from_keras` keeps as rnnfast Dropout layers between one-level layers), its
+``recurrent_dropout`` each level's ``recurrent_dropout`` (:func:`from_keras` does not carry a Keras layer's
+``dropout`` / ``recurrent_dropout``: it warns), an LSTM with ``proj_size`` is refused (Keras has no
+projection), and an
 Embedding's ``padding_idx`` has no Keras form (its row, zero, is carried as a weight).
 """
 from __future__ import annotations
@@ -86,6 +89,7 @@ def _arrays(layer: Any) -> list[np.ndarray]:
     cell = cell_of(layer)
     if cell is not None:
         refuse_layer_norm(layer, "Keras")
+        _refuse_projection(layer)
         sd = layer.state_dict()
         return [a for sfx in _suffixes(layer)
                 for a in _direction_arrays(sd, cell, sfx, layer.bias, reset_after(layer))]
@@ -471,13 +475,23 @@ def from_keras(layer_or_model: Any) -> Any:
 # ------------------------------------------------------------------------------------------ to Keras
 
 
+def _refuse_projection(layer: Any) -> None:
+    if getattr(layer, "proj_size", 0):
+        raise ValueError(f"an LSTM with proj_size={layer.proj_size} has no Keras form (Keras's LSTM has no "
+                         "projection); convert it to PyTorch (rnnfast.interop.to_torch) instead")
+
+
 def _keras_levels(keras: Any, layer: Any, cell: str, last: bool, dtype: str) -> list:
-    """The Keras layers of one rnnfast recurrent layer (one a level, Dropout between when it has one)."""
+    """The Keras layers of one rnnfast recurrent layer (one a level, Dropout between when it has one); the
+    layer's ``recurrent_dropout`` is each level's (Keras applies it the same way)."""
     L = keras.layers
     out = []
+    _refuse_projection(layer)
     for level in range(layer.num_layers):
         kw: dict = dict(return_sequences=not (last and level == layer.num_layers - 1), use_bias=layer.bias,
                         dtype=dtype)
+        if getattr(layer, "recurrent_dropout", 0):
+            kw["recurrent_dropout"] = layer.recurrent_dropout
         if cell == "rnn":
             k = L.SimpleRNN(layer.hidden_size, activation=layer.nonlinearity, **kw)
         elif cell == "gru":

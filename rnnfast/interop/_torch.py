@@ -169,6 +169,9 @@ def _torch_recurrent(torch: Any, layer: Any, cell: str) -> Any:
                          "recurrent product); export it to ONNX or Keras instead")
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
     kw = {"nonlinearity": layer.nonlinearity} if cell == "rnn" else {}
+    if getattr(layer, "proj_size", 0):
+        kw["proj_size"] = layer.proj_size
+    # (recurrent_dropout has no PyTorch form and is left behind: see to_torch)
     return cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
                batch_first=layer.batch_first, dropout=layer.dropout, bidirectional=layer.bidirectional, **kw)
 
@@ -213,8 +216,10 @@ def to_torch(model: Any) -> Any:
     Parameters
     ----------
     model : rnnfast layer, rnnfast.nn.Sequential, or fitted estimator (its network)
-        LSTM, GRU (``reset_after=True``), RNN, Linear, Embedding, Dropout, LastStep, MeanPool, MaxPool,
-        BatchNorm, LayerNorm (to the torch modules of the module docstring: same state-dict keys).
+        LSTM (``proj_size`` included), GRU (``reset_after=True``), RNN, Linear, Embedding, Dropout, LastStep,
+        MeanPool, MaxPool, BatchNorm, LayerNorm (to the torch modules of the module docstring: same state-dict
+        keys). A layer's ``recurrent_dropout`` is not carried (PyTorch has none): the module computes what the
+        layer computes in eval mode.
 
     Returns
     -------
@@ -253,11 +258,10 @@ def to_torch(model: Any) -> Any:
 def _rf_recurrent(torch: Any, mod: Any) -> Any:
     from rnnfast import nn
 
-    if getattr(mod, "proj_size", 0):
-        raise ValueError(f"torch.nn.LSTM with proj_size={mod.proj_size} is not supported (rnnfast's LSTM has no "
-                         "projection yet)")
     cls = {torch.nn.LSTM: nn.LSTM, torch.nn.GRU: nn.GRU, torch.nn.RNN: nn.RNN}[type(mod)]
     kw = {"nonlinearity": mod.nonlinearity} if cls is nn.RNN else {}
+    if getattr(mod, "proj_size", 0):
+        kw["proj_size"] = mod.proj_size
     dt = float_dtype(mod.weight_ih_l0.dtype, f"torch.nn.{type(mod).__name__}")
     return cls(mod.input_size, mod.hidden_size, num_layers=mod.num_layers, bias=mod.bias,
                batch_first=mod.batch_first, dropout=mod.dropout, bidirectional=mod.bidirectional, dtype=dt, **kw)
@@ -325,9 +329,9 @@ def from_torch(module: Any) -> Any:
     Parameters
     ----------
     module : torch.nn.Module
-        ``nn.LSTM`` (``proj_size=0``), ``nn.GRU``, ``nn.RNN``, ``nn.Linear``, ``nn.Embedding``, ``nn.Dropout``,
-        ``nn.BatchNorm1d`` (features on the last axis; ``bias=False`` refused), ``nn.LayerNorm``, an
-        ``nn.Sequential`` of them, or what :func:`to_torch` returns. float32 or float64 weights.
+        ``nn.LSTM`` (``proj_size`` included), ``nn.GRU``, ``nn.RNN``, ``nn.Linear``, ``nn.Embedding``,
+        ``nn.Dropout``, ``nn.BatchNorm1d`` (features on the last axis; ``bias=False`` refused), ``nn.LayerNorm``,
+        an ``nn.Sequential`` of them, or what :func:`to_torch` returns. float32 or float64 weights.
 
     Returns
     -------

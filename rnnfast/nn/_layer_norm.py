@@ -54,7 +54,7 @@ def ln_param_shapes(lstm: bool, H: int, L: int, D: int):
 
 class LayerNormCalls:
     """Mixin of LSTM and GRU: the layer-normalized variant's parameters, forward, backward and step. The
-    layer provides what ``KernelCalls`` reads, plus ``_check_ln`` (the refused combinations)."""
+    layer provides what ``KernelCalls`` reads (recurrent.py refuses the combinations it does not run)."""
 
     _layer_norm = False  # (layers pickled before this option existed: plain)
 
@@ -247,14 +247,3 @@ class LayerNormCalls:
         if unbatched:
             return y[0], ((hT[:, 0], cT[:, 0]) if self._mode == "lstm" else hT[:, 0])
         return y, state
-
-    def _check_ln(self) -> None:
-        """Refuse what the layer-normalized kernel does not do (ValueError)."""
-        if not self._layer_norm:
-            return
-        if getattr(self, "proj_size", 0):
-            raise ValueError("layer_norm=True cannot be combined with proj_size: the layer-normalized kernel "
-                             "has no projection")
-        if getattr(self, "recurrent_dropout", 0.0):
-            raise ValueError("layer_norm=True cannot be combined with recurrent_dropout: the layer-normalized "
-                             "kernel has no recurrent mask")

@@ -326,10 +326,10 @@ class KernelCalls:
             return out, (h_n, c_n)
         return out, h_n
 
-    def _check_dout(self, dout, plan, unbatched):
-        """``dout`` as the kernel takes it: (B, T, D H) batch-first, of the layer's dtype, checked against the
-        forward's output shape."""
-        B, T, DH = plan.B, plan.T, self._D * self.hidden_size
+    def _check_dout(self, dout, plan, unbatched, width=None):
+        """``dout`` as the kernel takes it: (B, T, D H) batch-first (``width`` instead of D H when given), of
+        the layer's dtype, checked against the forward's output shape."""
+        B, T, DH = plan.B, plan.T, self._D * self.hidden_size if width is None else width
         dout = as_float(dout, self.dtype, "dout")
         exp = (T, DH) if unbatched else ((B, T, DH) if self.batch_first else (T, B, DH))
         if dout.shape != exp:

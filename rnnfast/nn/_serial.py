@@ -95,14 +95,17 @@ def _recurrent_shapes(name: str, c: dict) -> dict:
     I, L = _size(c, "input_size"), _size(c, "num_layers", 1, high=MAX_LAYERS)
     D = 2 if _flag(c, "bidirectional", False) else 1
     bias = _flag(c, "bias", True)
+    P = (_size(c, "proj_size", 0, low=0) or H) if name == "LSTM" else H  # (files before proj_size: 0)
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in range(L):
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            shapes["weight_ih" + sfx] = (G * H, I if layer == 0 else D * H)
-            shapes["weight_hh" + sfx] = (G * H, H)
+            shapes["weight_ih" + sfx] = (G * H, I if layer == 0 else D * P)
+            shapes["weight_hh" + sfx] = (G * H, P)
             if bias:
                 shapes["bias_ih" + sfx] = shapes["bias_hh" + sfx] = (G * H,)
+            if P != H:
+                shapes["weight_hr" + sfx] = (P, H)
     if name != "RNN" and _flag(c, "layer_norm", False):
         shapes.update((k, (n,)) for k, n, _ in ln_param_shapes(name == "LSTM", H, L, D))
     return shapes

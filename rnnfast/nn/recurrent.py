@@ -15,6 +15,7 @@ from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, check_bool, validate_params
 from rnnfast.nn._layer_norm import LayerNormCalls
 from rnnfast.nn._rnn_calls import KernelCalls
+from rnnfast.nn._variant import VariantCalls, variant_combination_error
 from rnnfast.nn.module import (Module, as_float, check_float_dtype, check_int, check_lengths, check_param_count,
                                make_rng)
 
@@ -30,26 +31,33 @@ _CELLS = {"lstm": Cell.LSTM, "gru": Cell.GRU, "rnn": Cell.RNN}
 # rnnfast._planner's; the layer asks it once per call (plan_for shows the answer).
 
 
-class _RNNBase(LayerNormCalls, KernelCalls, Module):
+class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode: Optional[str] = None
-    _read_only = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional", "nonlinearity", "dtype")
+    _read_only = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional", "nonlinearity", "dtype",
+                  "proj_size", "recurrent_dropout")
     #: The constructor's options (rnnfast._validation: TypeError for a wrong type, ValueError for a bad value).
     _options = {"bias": Boolean(), "batch_first": Boolean(), "bidirectional": Boolean(), "dropout": Real(0.0, 1.0),
-                "nonlinearity": Options("tanh", "relu")}
+                "nonlinearity": Options("tanh", "relu"), "recurrent_dropout": Real(0.0, 1.0, closed="left")}
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh",
-                 layer_norm=False):
+                 proj_size=0, recurrent_dropout=0.0, layer_norm=False):
         super().__init__()
         self.input_size = check_int(input_size, "input_size", 1)
         self.hidden_size = check_int(hidden_size, "hidden_size", 1)
         self.num_layers = check_int(num_layers, "num_layers", 1)
         opts = validate_params({"bias": bias, "batch_first": batch_first, "bidirectional": bidirectional,
-                                "dropout": dropout, "nonlinearity": nonlinearity}, self._options)
+                                "dropout": dropout, "nonlinearity": nonlinearity,
+                                "recurrent_dropout": recurrent_dropout}, self._options)
         self.bias, self.batch_first, self.bidirectional = opts["bias"], opts["batch_first"], opts["bidirectional"]
         self.dropout, self.nonlinearity = opts["dropout"], opts["nonlinearity"]
+        self.recurrent_dropout = opts["recurrent_dropout"]
+        self.proj_size = check_int(proj_size, "proj_size", 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), got {self.proj_size}")
+        self.recurrent_masks = None  # the last training call's recurrent dropout masks (rnnfast.nn._variant)
         self.dtype = check_float_dtype(dtype)
         self._cell = _CELLS[self._mode]
         self._G = self._cell.gates
@@ -73,16 +81,18 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
 
     # ------------------------------------------------------------------ parameters
     def _param_shapes(self):
-        GH, H, D = self._G * self.hidden_size, self.hidden_size, self._D
+        GH, H, D, P = self._G * self.hidden_size, self.hidden_size, self._D, self._out_size
         for layer in range(self.num_layers):
-            F = self.input_size if layer == 0 else D * H
+            F = self.input_size if layer == 0 else D * P
             for d in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
                 yield "weight_ih" + sfx, (GH, F)
-                yield "weight_hh" + sfx, (GH, H)
+                yield "weight_hh" + sfx, (GH, P)
                 if self.bias:
                     yield "bias_ih" + sfx, (GH,)
                     yield "bias_hh" + sfx, (GH,)
+                if P != H:  # PyTorch's projection (proj_size)
+                    yield "weight_hr" + sfx, (P, H)
 
     # ------------------------------------------------------------------ validation
     def _check_x(self, x):
@@ -103,8 +113,8 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
             raise ValueError(f"x must have at least one sequence and one time step, got shape {x.shape}")
         return x, unbatched
 
-    def _check_state(self, s, name, B, unbatched):
-        LD, H = self.num_layers * self._D, self.hidden_size
+    def _check_state(self, s, name, B, unbatched, width=None):
+        LD, H = self.num_layers * self._D, self.hidden_size if width is None else width
         s = as_float(s, self.dtype, name)
         if unbatched:
             if s.shape != (LD, H):
@@ -123,7 +133,7 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"{what} for LSTM must be a tuple (h, c)")
             h, c = hx
-            h = None if h is None else self._check_state(h, what + "[0] (h)", B, unbatched)
+            h = None if h is None else self._check_state(h, what + "[0] (h)", B, unbatched, self._out_size)
             c = None if c is None else self._check_state(c, what + "[1] (c)", B, unbatched)
             return h, c
         if isinstance(hx, (tuple, list)):
@@ -135,7 +145,8 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
     # read-only, as joblib's memmap does, would otherwise be written by the next call) nor what the machine
     # did lately; release_memory() drops the same (rnnfast.nn.Module).
     _TRANSIENT = {**Module._TRANSIENT, "_pool": list, "_plans": dict, "_kplans": dict, "_step_caps": dict,
-                  "_step_out": lambda: None, "_step_out_B": int, "thread_policy": ThreadPolicy}
+                  "_step_out": lambda: None, "_step_out_B": int, "thread_policy": ThreadPolicy,
+                  "recurrent_masks": lambda: None}
     _KEPT_ON_RELEASE = ("thread_policy",)  # what the machine did lately: not memory
 
     def plan_for(self, x: ArrayLike, lengths: Optional[ArrayLike] = None, *, training: Optional[bool] = None,
@@ -190,6 +201,8 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
         B, T, _ = xb.shape
         lengths = check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
+        if self._variant_wanted():  # proj_size, or recurrent dropout in training (rnnfast.nn._variant)
+            return self._variant_forward(xb, unbatched, h0, c0, lengths)
         training = self.training
         if training and self._cache is not None:
             # a training forward with no backward since the last one: that cache is dropped, and
@@ -235,6 +248,8 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
         """
         nth = resolve_threads(n_threads)
         cache = self._peek_cache()  # this thread's (BackwardStateError when there is none)
+        if cache.get("variant"):
+            return self._variant_backward(cache, dout, dstate)
         plan = cache["plan"]
         unbatched = cache["unbatched"]
         dout = self._check_dout(dout, plan, unbatched)
@@ -290,6 +305,9 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
         if xt.shape[0] == 0:
             raise ValueError("x_t must hold at least one row")
         B = xt.shape[0]
+        if getattr(self, "proj_size", 0):
+            h0, c0 = self._split_hx(state, B, unbatched, what="state")
+            return self._variant_step(xt, h0, c0, unbatched)
         if state is not None and state is self._step_out and not unbatched and self._step_out_B == B:
             # the state this layer returned from its last step, passed back unchanged (a streaming
             # loop): its arrays are this layer's own, of the right dtype, shape and layout
@@ -344,6 +362,8 @@ class _RNNBase(LayerNormCalls, KernelCalls, Module):
             extra = f", reset_after={self.reset_after}"
         if self._layer_norm:
             extra += ", layer_norm=True"
+        extra += f", proj_size={self.proj_size}" if getattr(self, "proj_size", 0) else ""
+        extra += f", recurrent_dropout={self.recurrent_dropout}" if getattr(self, "recurrent_dropout", 0) else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}, dtype={self.dtype.name}{extra})")
@@ -365,6 +385,17 @@ class LSTM(_RNNBase):
     dtype : numpy dtype, float32 (default) or float64
     seed : int or numpy Generator, optional
         Seeds the initial weights (PyTorch's uniform(-1/sqrt(H), 1/sqrt(H))) and the dropout masks.
+    proj_size : int, default 0
+        PyTorch's projection: when > 0 (and < hidden_size), h_t = W_hr (o_t * tanh(c_t)) with ``weight_hr_l{k}``
+        (proj_size, hidden_size); h, each direction's output and the next layer's input are proj_size wide,
+        ``weight_hh_l{k}`` is (4 H, proj_size); h_n is (L D, B, proj_size), c_n (L D, B, H).
+    recurrent_dropout : float in [0, 1), default 0
+        Variational dropout on the recurrent connection in training mode (Keras's ``recurrent_dropout``):
+        one mask per sequence, layer and direction, drawn at each call and kept over its time steps, multiplies
+        h_{t-1} (scaled by 1 / (1 - p)) before the recurrent product, t = 0 included; the cell state and the
+        outputs are not masked. ``recurrent_masks`` holds the last training call's masks. Eval mode runs the
+        plain layer. Calls with a projection, or with recurrent dropout in training, run on their own kernel
+        (``rnnfast._kernels._variant``) on one thread, ``n_threads`` aside.
     layer_norm : bool, default False
         Layer-normalized cell (Ba et al. 2016; haste's LayerNormLSTM). With LN(a) = (a - mean) / sqrt(var + 1e-5)
         over one row (all 4H gate pre-activations, or the H cells), each with its own gain and bias::
@@ -388,17 +419,18 @@ class LSTM(_RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: DTypeLike = np.float32, seed: Seed = None, layer_norm: bool = False) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None, proj_size: int = 0,
+                 recurrent_dropout: float = 0.0, layer_norm: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed, layer_norm=layer_norm)
-        self._check_ln()
+                         dtype, seed, proj_size=proj_size, recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
+        _check_combination(self)
 
 
 class GRU(_RNNBase):
     """Gated recurrent unit layer, PyTorch's ``torch.nn.GRU`` (gates r, z, n), in either form.
 
-    Parameters are those of :class:`LSTM`, plus ``reset_after``; ``forward`` takes and returns a single
-    state array. Parameters and state-dict keys are PyTorch's in both forms (``weight_ih_l{k}`` (3H, I),
+    Parameters are those of :class:`LSTM` but ``proj_size``, plus ``reset_after``; ``forward`` takes and returns a
+    single state array. Parameters and state-dict keys are PyTorch's in both forms (``weight_ih_l{k}`` (3H, I),
     ``weight_hh_l{k}`` (3H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``, gate order r, z, n); only the n gate
     differs::
 
@@ -435,15 +467,15 @@ class GRU(_RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = np.float32, seed: Seed = None, reset_after: bool = True,
-                 layer_norm: bool = False) -> None:
+                 recurrent_dropout: float = 0.0, layer_norm: bool = False) -> None:
         reset_after = check_bool(reset_after, "reset_after")
         if check_bool(layer_norm, "layer_norm") and not reset_after:
             raise ValueError("layer_norm=True needs reset_after=True (the reset gate acts on the normalized "
                              "recurrent product)")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed, layer_norm=layer_norm)
+                         dtype, seed, recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
         self._cell = Cell.GRU if reset_after else Cell.GRU_RB
-        self._check_ln()
+        _check_combination(self)
 
     @property
     def reset_after(self) -> bool:
@@ -455,13 +487,21 @@ class GRU(_RNNBase):
 class RNN(_RNNBase):
     """Simple (Elman) recurrent layer, PyTorch's ``torch.nn.RNN``: h' = act(W_ih x + b_ih + W_hh h + b_hh).
 
-    Parameters are those of :class:`LSTM`, plus ``nonlinearity``: "tanh" (default) or "relu".
+    Parameters are those of :class:`LSTM` but ``proj_size``, plus ``nonlinearity``: "tanh" (default) or "relu".
     """
 
     _mode = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None, recurrent_dropout: float = 0.0) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed, nonlinearity)
+                         dtype, seed, nonlinearity, recurrent_dropout=recurrent_dropout)
+        _check_combination(self)
+
+
+def _check_combination(layer: _RNNBase) -> None:
+    """ValueError for options the layer cannot run together (rnnfast.nn._variant)."""
+    why = variant_combination_error(layer)
+    if why is not None:
+        raise ValueError(why)

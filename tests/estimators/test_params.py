@@ -19,14 +19,15 @@ BAD = {  # name: (a wrong type, a bad value)
     "n_threads": (1.0, 0), "reset_after": (1, None),
     "distributed": (1, "horovod"), "normalization": (True, "group"),
     "layer_norm": (1, None),
+    "recurrent_dropout": ("0.1", 1.0), "proj_size": (1.5, -1),
 }
 
 
 def test_the_table_covers_every_constructor_argument():
     names = set(rf.RNN().get_params())
-    assert names | {"reset_after"} == set(PARAMETER_CONSTRAINTS) == set(BAD)
-    assert {f.name for f in Params.__dataclass_fields__.values()} == names | {"reset_after"}
-    assert set(inspect.signature(rf.LSTM).parameters) == names - {"nonlinearity"}
+    assert names | {"reset_after", "proj_size"} == set(PARAMETER_CONSTRAINTS) == set(BAD)
+    assert {f.name for f in Params.__dataclass_fields__.values()} == names | {"reset_after", "proj_size"}
+    assert set(inspect.signature(rf.LSTM).parameters) == (names - {"nonlinearity"}) | {"proj_size"}
     assert set(inspect.signature(rf.GRU).parameters) == (names - {"nonlinearity"}) | {"reset_after"}
 
 
@@ -55,6 +56,8 @@ def test_parameters_that_go_together():
     assert validate(dict(params, momentum=0.5, optimizer="sgd")).momentum == 0.5
     with pytest.raises(ValueError, match="unidirectional"):
         validate(dict(params, tbptt=4, bidirectional=True))
+    with pytest.raises(ValueError, match="proj_size"):
+        validate(dict(params, hidden_size=4, proj_size=4))
 
 
 def test_numpy_scalars_are_accepted():

@@ -244,10 +244,8 @@ def test_refusals():
         to_onnx(nn.LSTM(3, 4), lengths="yes")
     with pytest.raises(rf.estimators.NotFittedError):
         to_onnx(rf.LSTM())
-    projected = nn.LSTM(3, 4)
-    projected.proj_size = 2  # what a projection would look like
     with pytest.raises(ValueError, match="proj_size"):
-        to_onnx(projected)
+        to_onnx(nn.LSTM(3, 4, proj_size=2))
 
 
 def test_onnx_is_imported_lazily_with_a_hint(monkeypatch):

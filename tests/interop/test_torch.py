@@ -217,8 +217,6 @@ def test_estimators_to_torch():
 
 # ------------------------------------------------------------------------------------------- refusals
 def test_refusals():
-    with pytest.raises(ValueError, match="proj_size"):
-        from_torch(torch.nn.LSTM(I, H, proj_size=2))
     with pytest.raises(ValueError, match="bfloat16"):
         from_torch(torch.nn.GRU(I, H).to(torch.bfloat16))
     with pytest.raises(ValueError, match="max_norm"):

@@ -265,14 +265,12 @@ def test_plan_for_and_tune_refuse_layer_norm_layers():
 
 
 def test_combinations_the_kernel_does_not_do_are_refused():
-    m = rf.nn.LSTM(3, 4, layer_norm=True)
-    m.proj_size = 2  # (as a layer with a projection would have it)
     with pytest.raises(ValueError, match="proj_size"):
-        m._check_ln()
-    g = rf.nn.GRU(3, 4, layer_norm=True)
-    g.recurrent_dropout = 0.2
+        rf.nn.LSTM(3, 4, layer_norm=True, proj_size=2)
     with pytest.raises(ValueError, match="recurrent_dropout"):
-        g._check_ln()
+        rf.nn.GRU(3, 4, layer_norm=True, recurrent_dropout=0.2)
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        rf.nn.LSTM(3, 4, layer_norm=True, recurrent_dropout=0.2)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
