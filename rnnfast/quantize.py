@@ -389,6 +389,9 @@ class QuantizedRNN:
     def __init__(self, layer: _RNNBase, backend: Backend) -> None:
         if isinstance(layer, GRU) and not layer.reset_after:
             raise ValueError("quantize: a GRU with reset_after=False has no low-precision kernel yet")
+        for option in ("proj_size", "layer_norm"):
+            if getattr(layer, option, False):
+                raise ValueError(f"quantize: a layer with {option} has no low-precision kernel yet")
         self.description = _serial.describe(layer)
         self.description["config"]["dtype"] = "float32"
         self.input_size, self.hidden_size, self.num_layers = layer.input_size, layer.hidden_size, layer.num_layers
@@ -399,6 +402,7 @@ class QuantizedRNN:
         self._backend, self._mode = backend, str(layer._mode)
         self._cell = _CELLS[self._mode]
         self._D = 2 if self.bidirectional else 1
+        self._out_size = self.hidden_size  # (the state width _check_state reads; no projection here)
         self._pool: List[_Workspace] = []
         self._plans: Dict[tuple, Tuple[_Plan, np.ndarray, np.ndarray]] = {}
         self.thread_policy = ThreadPolicy()  # back-off to one thread after busy barriers (rnnfast._planner)

@@ -307,6 +307,10 @@ def test_bad_input():
         rf.quantize(rf.quantize(layer, "bf16"), "bf16")
     with pytest.raises(ValueError, match="reset_after"):
         rf.quantize(rf.nn.GRU(3, 4, reset_after=False), "bf16")
+    with pytest.raises(ValueError, match="proj_size"):
+        rf.quantize(rf.nn.LSTM(3, 4, proj_size=2), "bf16")
+    with pytest.raises(ValueError, match="layer_norm"):
+        rf.quantize(rf.nn.GRU(3, 4, layer_norm=True), "bf16")
     from sklearn.exceptions import NotFittedError
     with pytest.raises(NotFittedError):
         rf.quantize(rf.LSTM(), "bf16")
