@@ -45,8 +45,8 @@ from rnnfast.train import TimeLimit  # noqa: E402
 from rnnfast.train.data import bucket_batches  # noqa: E402
 from rnnfast.train.metrics import entity_f1, entity_report  # noqa: E402
 
-from _common import (EpochProgress, Progress, add_common_args, data_or_exit, new_figure, print_report,  # noqa: E402
-                     save_figure, setup_threads)
+from _common import (EpochProgress, Progress, add_common_args, add_model_args, data_or_exit, new_figure,  # noqa: E402
+                     print_report, save_figure, setup_threads, torch_or_none)
 
 SHAPES = ("<unk:Xx>", "<unk:X>", "<unk:x>", "<unk:#>", "<unk:?>")
 SPECIALS = ("<pad>",) + SHAPES  # <pad> = 0 (the estimator's padding id); no plain <unk>: shapes replace it
@@ -273,12 +273,7 @@ def run(data, args, threads):
     bar.close()
     results["rnnfast"] = {**evaluate(truth, predict_tags(est, data["test"]["ids"])), "wall": wall,
                           "losses": list(est.history_["loss"]), "epochs": est.n_epochs_}
-    if args.torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            print("PyTorch is not installed: no twin", file=sys.stderr)
-            return results
+    if args.torch and torch_or_none() is not None:
         bar = Progress(est.n_epochs_, desc="PyTorch", unit="epoch", disable=args.quiet)
         model, losses, twall = train_torch(data, est.classes_, init, epochs=est.n_epochs_, threads=threads,
                                            progress=bar, **kw)
@@ -291,15 +286,9 @@ def run(data, args, threads):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, seconds=None, epochs=25, plot="ner.png")
-    p.add_argument("--hidden", type=int, default=64, help="LSTM units per direction (default: %(default)s)")
-    p.add_argument("--embedding", type=int, default=64, help="(default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.5, help="before the output layer (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--min-count", type=int, default=2, help="training count for a word to get its own id "
-                   "(default: %(default)s)")
+    add_model_args(p, hidden=64, embedding=64, dropout=0.5, batch_size=32, lr=3e-3, min_count=2,
+                   hidden_help="LSTM units per direction")
     p.add_argument("--keep-case", dest="lower", action="store_false", help="do not lower-case the words")
-    p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
     args = p.parse_args(argv)
 
     threads = setup_threads(args.threads)

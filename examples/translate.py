@@ -48,7 +48,8 @@ from rnnfast.train import Callback, TimeLimit  # noqa: E402
 from rnnfast.train.data import bucket_batches, pad_sequences  # noqa: E402
 from rnnfast.train.metrics import bleu  # noqa: E402
 
-from _common import Progress, add_common_args, data_or_exit, new_figure, print_report, save_figure, setup_threads  # noqa: E402
+from _common import (Progress, add_common_args, add_model_args, data_or_exit, new_figure, print_report,  # noqa: E402
+                     save_figure, setup_threads, torch_or_none)
 
 UNK = "<unk>"
 
@@ -345,12 +346,7 @@ def run(data, args, threads):
     hyps = model.predict(data["test_src_unk"])
     res.update(model=model, records={"rnnfast": rec}, rnnfast=bleu(refs, hyps), rnnfast_time=rec.times[-1],
                examples=[e + (hyps[i],) for i, e in enumerate(res["examples"])])
-    if args.torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            print("PyTorch is not installed: no twin", file=sys.stderr)
-            return res
+    if args.torch and torch_or_none() is not None:
         bar = Progress(len(rec.times), desc="PyTorch", unit="epoch", disable=args.quiet)
         tr, trec, _ = train_torch(data, model, init, len(rec.times), args.eval_size, threads=threads, progress=bar,
                                   **kw)
@@ -390,19 +386,12 @@ def report(res, data, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, seconds=None, epochs=6, plot="translate.png")
-    p.add_argument("--hidden", type=int, default=128, help="units of the decoder and of each encoder direction "
-                   "(default: %(default)s)")
-    p.add_argument("--embedding", type=int, default=64, help="(default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.2, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--min-count", type=int, default=3, help="training count for a word to be kept (default: "
-                   "%(default)s)")
+    add_model_args(p, hidden=128, embedding=64, dropout=0.2, batch_size=64, lr=3e-3, min_count=3,
+                   hidden_help="units of the decoder and of each encoder direction")
     p.add_argument("--max-len", type=int, default=20, help="longest training sentence, tokens (default: %(default)s)")
     p.add_argument("--eval-size", type=int, default=400, help="test pairs decoded after every epoch (default: "
                    "%(default)s)")
     p.add_argument("--ibm-iterations", type=int, default=5, help="EM iterations of the baseline (default: %(default)s)")
-    p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
     args = p.parse_args(argv)
 
     threads = setup_threads(args.threads)
