@@ -16,7 +16,7 @@ bidirectional LSTM -> Dropout -> Linear over the 21 tags, trained with Adam on t
 valid token (batches of similar length). The PyTorch twin is the same network (``nn.Embedding`` ->
 ``nn.LSTM(bidirectional=True)`` on packed sequences -> ``nn.Dropout`` -> ``nn.Linear``), started from the
 same initial weights (copied), trained for the same epochs with the same Adam settings, batch size and
-batches (``rnnfast.train.data.bucket_batches``).
+kind of batches (``rnnfast.train.data.bucket_batches``: similar lengths together; the order is its own).
 
 Reported: test entity F1 (micro, seqeval's definition: ``rf.train.metrics.entity_f1``) and a per-type
 report (``entity_report``) next to the most-frequent-tag baseline (each word's most frequent training tag,
