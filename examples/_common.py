@@ -16,7 +16,7 @@ import numpy as np
 import rnnfast as rf
 from rnnfast.datasets import DatasetNotAvailable
 
-__all__ = ["add_common_args", "setup_threads", "Progress", "EpochProgress", "print_report", "plot_available",
+__all__ = ["add_common_args", "add_model_args", "torch_or_none", "setup_threads", "Progress", "EpochProgress", "print_report", "plot_available",
            "new_figure", "save_figure", "data_or_exit", "smooth"]
 
 
@@ -34,6 +34,32 @@ def add_common_args(parser, seconds=None, epochs=None, plot="example.png"):
     parser.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="write no figure")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def add_model_args(parser, hidden, embedding, dropout, batch_size, lr, min_count, hidden_help="units per direction"):
+    """--hidden, --embedding, --dropout, --batch-size, --lr (Adam), --min-count (a word's training count to
+    get its own id) and --no-torch (skip the PyTorch twin), with these defaults: the options of the scripts
+    that train a token model beside its PyTorch twin."""
+    d = " (default: %(default)s)"
+    parser.add_argument("--hidden", type=int, default=hidden, help=hidden_help + d)
+    parser.add_argument("--embedding", type=int, default=embedding, help="embedding size" + d)
+    parser.add_argument("--dropout", type=float, default=dropout, help="dropout rate" + d)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step" + d)
+    parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate" + d)
+    parser.add_argument("--min-count", type=int, default=min_count,
+                        help="training count for a word to get its own id (rarer ones are replaced)" + d)
+    parser.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
+    return parser
+
+
+def torch_or_none():
+    """The ``torch`` module, or None (with a line on stderr) when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed: no PyTorch twin", file=sys.stderr)
+        return None
+    return torch
 
 
 def setup_threads(n_threads=None, numpy_blas_threads=1):

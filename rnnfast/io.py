@@ -632,7 +632,8 @@ def load_archive(path: PathLike, kind: str | Sequence[str] | None = None, *, max
 
 # ---------------------------------------------------------------------------------------- rf.load
 #: What :func:`load` builds, by kind (a kind ending with "." is a prefix): "module:function" taking an Archive.
-LOADERS = {"estimator.": "rnnfast.estimators.persistence:from_archive",
+LOADERS = {"estimator.Seq2Seq": "rnnfast.estimators.seq2seq:from_archive",
+           "estimator.": "rnnfast.estimators.persistence:from_archive",
            "nn.Sequential": "rnnfast.nn._serial:from_archive"}
 
 

@@ -3,8 +3,8 @@
 The code lives in :mod:`rnnfast.estimators`, split by job.
 """
 from rnnfast.estimators import (GRU, LSTM, RNN, FloatLabelsWarning, GRUClassifier, GRURegressor, LSTMClassifier,
-                                LSTMRegressor, NotFittedError, RNNClassifier, RNNRegressor, load)
+                                LSTMRegressor, NotFittedError, RNNClassifier, RNNRegressor, Seq2Seq, load)
 from rnnfast.estimators.recurrent import _RecurrentEstimator
 
 __all__ = ["LSTM", "GRU", "RNN", "load", "NotFittedError", "LSTMClassifier", "LSTMRegressor", "GRUClassifier",
-           "GRURegressor", "RNNClassifier", "RNNRegressor", "FloatLabelsWarning", "_RecurrentEstimator"]
+           "GRURegressor", "RNNClassifier", "RNNRegressor", "Seq2Seq", "FloatLabelsWarning", "_RecurrentEstimator"]

