@@ -78,6 +78,10 @@ ext_common = dict(
 
 extensions = [
     Extension("rnnfast._kernels._recurrent", ["rnnfast/_kernels/_recurrent.pyx"], **ext_common),
+    # int8: no FMA contraction, so every instruction path dequantizes to the same bits (csrc/rf_int8.h)
+    Extension("rnnfast._kernels._int8", ["rnnfast/_kernels/_int8.pyx"],
+              **{**ext_common, "extra_compile_args": extra_compile + ["-ffp-contract=off"],
+                 "depends": ext_common["depends"] + [os.path.join("csrc", "rf_int8.h")]}),
 ]
 
 setup(

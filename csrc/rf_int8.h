@@ -1,0 +1,614 @@
+/* int8 inference of LSTM / GRU / RNN layers: quantized products, float32 cell maths.
+ *
+ * Scheme (the numpy twin is tests/test_int8.py's reference):
+ *   weights  per output row n (a gate's unit), symmetric: w = sw[n] * qw, qw in [-127, 127] (int8),
+ *            sw[n] = max|W[n, :]| / 127; packed once (below) with csum[n] = sum_k qw[n, k].
+ *   inputs   x_t and h_{t-1}, per row and step, asymmetric u8 (ONNX Runtime's DynamicQuantizeLSTM
+ *            scheme, but per row where it takes one scale per tensor): lo = min(0, min x), hi =
+ *            max(0, max x), s = (hi - lo) / 255 (1 where hi = lo), z = rint(-lo / s) in [0, 255],
+ *            q = clamp(rint(x * (1 / s)) + z, 0, 255). The range holds 0 so zero is exact (zero
+ *            padding and h0 = 0 cost nothing).
+ *   product  acc[m, n] = sum_k q[m, k] qw[n, k] in int32 (exact: |acc| < 2^31 for K < 66000), then
+ *            out[m, n] = float(acc - z[m] csum[n]) * (s[m] * sw[n])  (+ out[m, n] when accumulating),
+ *            two roundings, no FMA (the extension builds with -ffp-contract=off), so every
+ *            instruction path below gives bit-identical results and the tests compare them exactly.
+ *   cells    the float32 fused passes of rf_cells_impl.h, biases added there.
+ *
+ * Packed weights: rows padded to a multiple of 16 (per gate: each gate of H units takes Hp = round16(H)
+ * rows, so a thread's share of units is whole 16-row blocks of every gate), K padded to Kp = round64(K)
+ * with zeros; layout [block of 16 rows][k group q < Kp / 4][row r < 16][4 bytes of k], so one 64-byte
+ * line is the 16 rows' int8 weights of 4 consecutive k: a `vpdpbusd` operand (16 int32 lanes, each
+ * the sum of 4 u8 x s8 products) and, 16 lines together, an AMX B tile (16 k groups x 16 columns).
+ *
+ * Instruction paths, chosen at run time (rf_i8_best; rf_i8_set_isa forces one):
+ *   RF_I8_AMX     AMX-INT8 tiles (`tdpbusd`): 2 x 2 blocks of 16 x 16 int32, K in steps of 64; for
+ *                 products of 16 rows or more (a smaller one would pay for 16); Linux grants the tile
+ *                 state after ARCH_REQ_XCOMP_PERM, asked once per process.
+ *   RF_I8_VNNI    AVX512-VNNI (`vpdpbusd`): up to 4 rows x 4 blocks (1 x 8 for a GEMV) of zmm sums.
+ *   RF_I8_AVX2    u8 and s8 widened to int16 and multiplied with `vpmaddwd` (exact: no saturation,
+ *                 unlike `vpmaddubsw`, whose int16 pair sums overflow at 255 * 127 * 2).
+ *   RF_I8_SCALAR  plain C.
+ * Each is compiled with a function-level target attribute, so the module loads on any x86-64.
+ */
+#ifndef RF_INT8_H
+#define RF_INT8_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "rf_latency.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <cpuid.h>
+#define RF_I8_X86 1
+#endif
+#if defined(__linux__) && defined(RF_I8_X86)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+enum { RF_I8_SCALAR = 0, RF_I8_AVX2 = 1, RF_I8_VNNI = 2, RF_I8_AMX = 3 };
+
+#define RF_I8_AMX_MIN_ROWS 16  /* auto: AMX for products of this many rows or more, VNNI below */
+
+static inline int rf_i8_round(int n, int m) { return (n + m - 1) / m * m; }
+
+/* ------------------------------------------------------------------------------------ CPU features */
+
+#ifdef RF_I8_X86
+static inline uint64_t rf_i8_xgetbv(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+/* AMX tile data needs the kernel's permission once per process (Linux 5.16+). */
+static int rf_i8_amx_permitted(void) {
+#if defined(__linux__) && defined(RF_I8_X86)
+    static int ok = -1;
+    if (ok < 0) ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+/* The best path this CPU and OS run: CPUID leaf 7 for the instructions, XCR0 for the OS saving the
+ * registers (ymm: bits 1-2; zmm: 5-7), the permission request for the tiles. */
+static int rf_i8_best(void) {
+#ifdef RF_I8_X86
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return RF_I8_SCALAR;  /* OSXSAVE */
+    uint64_t xcr0 = rf_i8_xgetbv();
+    if ((xcr0 & 0x6) != 0x6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return RF_I8_SCALAR;
+    if (!(b & (1u << 5))) return RF_I8_SCALAR;  /* AVX2 */
+    int avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31)) && (xcr0 & 0xE0) == 0xE0;
+    if (!avx512 || !(c & (1u << 11))) return RF_I8_AVX2;  /* AVX512F, BW, VL; VNNI */
+    if ((d & (1u << 24)) && (d & (1u << 25)) && rf_i8_amx_permitted()) return RF_I8_AMX;
+    return RF_I8_VNNI;
+#else
+    return RF_I8_SCALAR;
+#endif
+}
+
+/* ------------------------------------------------------------------------------ quantizing the rows */
+
+/* Rows [0, M) of X (M, K; ldx) to u8 Q (M, ldq) with their scales s and zero points z (the scheme at
+ * the top); columns K and on of Q are left as they are (the weights there are zero). */
+static void rf_i8_quant_rows_scalar(int M, int K, const float* X, int ldx, uint8_t* Q, int ldq, float* s,
+                                    int32_t* z) {
+    for (int m = 0; m < M; m++) {
+        const float* x = X + (size_t)m * ldx;
+        uint8_t* q = Q + (size_t)m * ldq;
+        float lo = 0.0f, hi = 0.0f;
+        for (int k = 0; k < K; k++) {
+            lo = x[k] < lo ? x[k] : lo;
+            hi = x[k] > hi ? x[k] : hi;
+        }
+        float sc = (hi - lo) / 255.0f;
+        sc = sc > 0.0f ? sc : 1.0f;
+        float inv = 1.0f / sc;
+        float zp = nearbyintf(-lo * inv);
+        zp = zp > 0.0f ? zp : 0.0f;
+        zp = zp < 255.0f ? zp : 255.0f;
+        for (int k = 0; k < K; k++) {
+            float v = nearbyintf(x[k] * inv) + zp;
+            v = v > 0.0f ? v : 0.0f;  /* NaN -> 0, as vmaxps */
+            v = v < 255.0f ? v : 255.0f;
+            q[k] = (uint8_t)v;
+        }
+        s[m] = sc;
+        z[m] = (int32_t)zp;
+    }
+}
+
+#ifdef RF_I8_X86
+#define RF_I8_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+RF_I8_T512 static void rf_i8_quant_rows_avx512(int M, int K, const float* X, int ldx, uint8_t* Q, int ldq,
+                                               float* s, int32_t* z) {
+    for (int m = 0; m < M; m++) {
+        const float* x = X + (size_t)m * ldx;
+        uint8_t* q = Q + (size_t)m * ldq;
+        __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m512 v = _mm512_loadu_ps(x + k);
+            vlo = _mm512_min_ps(v, vlo);  /* (NaN: the second operand, as the scalar loop) */
+            vhi = _mm512_max_ps(v, vhi);
+        }
+        if (k < K) {
+            __mmask16 mk = (__mmask16)((1u << (K - k)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(mk, x + k);
+            vlo = _mm512_min_ps(v, vlo);  /* (NaN: the second operand, as the scalar loop) */
+            vhi = _mm512_max_ps(v, vhi);
+        }
+        float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
+        float sc = (hi - lo) / 255.0f;
+        sc = sc > 0.0f ? sc : 1.0f;
+        float inv = 1.0f / sc;
+        float zp = nearbyintf(-lo * inv);
+        zp = zp > 0.0f ? zp : 0.0f;
+        zp = zp < 255.0f ? zp : 255.0f;
+        __m512 vinv = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), v0 = _mm512_setzero_ps(),
+               v255 = _mm512_set1_ps(255.0f);
+        for (k = 0; k < K; k += 16) {
+            __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(mk, x + k);
+            v = _mm512_roundscale_ps(_mm512_mul_ps(v, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), v0), v255);
+            _mm_mask_storeu_epi8(q + k, mk, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+        }
+        s[m] = sc;
+        z[m] = (int32_t)zp;
+    }
+}
+#endif
+
+static void rf_i8_quant_rows(int isa, int M, int K, const float* X, int ldx, uint8_t* Q, int ldq, float* s,
+                             int32_t* z) {
+#ifdef RF_I8_X86
+    if (isa >= RF_I8_VNNI) {
+        rf_i8_quant_rows_avx512(M, K, X, ldx, Q, ldq, s, z);
+        return;
+    }
+#endif
+    rf_i8_quant_rows_scalar(M, K, X, ldx, Q, ldq, s, z);
+}
+
+/* ----------------------------------------------------------------------------------- the products */
+
+/* C[m, n] (=, or += when acc) the dequantized product of A's row m and packed row n, for rows [0, M)
+ * of A (u8, (M, Kp), lda; scales sa, zero points za) and the packed blocks [nb0, nb1) (columns
+ * 16 nb0 .. 16 nb1 of C, ldc). AMX reads A's rows up to round16(M). */
+typedef void (*rf_i8_gemm_fn)(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
+                              const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
+                              float* C, int ldc);
+
+static void rf_i8_gemm_scalar(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
+                              const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
+                              float* C, int ldc) {
+    size_t bs = (size_t)Kp * 16;
+    for (int m = 0; m < M; m++) {
+        const uint8_t* a = A + (size_t)m * lda;
+        for (int nb = nb0; nb < nb1; nb++) {
+            int32_t sum[16] = {0};
+            const int8_t* p = P + nb * bs;
+            for (int q = 0; q < Kp / 4; q++)
+                for (int r = 0; r < 16; r++)
+                    for (int i = 0; i < 4; i++) sum[r] += (int32_t)a[4 * q + i] * p[(size_t)q * 64 + 4 * r + i];
+            for (int r = 0; r < 16; r++) {
+                int n = nb * 16 + r;
+                float v = (float)(sum[r] - za[m] * cs[n]) * (sa[m] * sw[n]);
+                float* c = C + (size_t)m * ldc + n;
+                *c = acc ? *c + v : v;
+            }
+        }
+    }
+}
+
+#ifdef RF_I8_X86
+#define RF_I8_TAVX2 __attribute__((target("avx2,fma")))
+
+/* 16 columns of row m from their int32 sums (n0 = 16 * block). */
+RF_I8_T512 static inline void rf_i8_deq16(__m512i sum, int32_t zm, float sm, const float* sw, const int32_t* cs,
+                                          int acc, float* c) {
+    __m512i adj = _mm512_sub_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(zm), _mm512_loadu_si512(cs)));
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(adj), _mm512_mul_ps(_mm512_set1_ps(sm), _mm512_loadu_ps(sw)));
+    _mm512_storeu_ps(c, acc ? _mm512_add_ps(_mm512_loadu_ps(c), v) : v);
+}
+
+/* MR rows x NB blocks of sums (MR * NB <= 16 zmm): the micro-kernel, unrolled at each call. */
+#define RF_I8_VNNI_TILE(MR, NB)                                                                           \
+    do {                                                                                                  \
+        __m512i s_[MR][NB];                                                                               \
+        for (int i_ = 0; i_ < MR; i_++)                                                                   \
+            for (int j_ = 0; j_ < NB; j_++) s_[i_][j_] = _mm512_setzero_si512();                          \
+        for (int q_ = 0; q_ < Q; q_++) {                                                                  \
+            __m512i w_[NB];                                                                               \
+            for (int j_ = 0; j_ < NB; j_++) w_[j_] = _mm512_loadu_si512(p + j_ * bs + (size_t)q_ * 64);   \
+            for (int i_ = 0; i_ < MR; i_++) {                                                             \
+                int32_t a4_;                                                                              \
+                memcpy(&a4_, A + (size_t)(m + i_) * lda + 4 * q_, 4);                                     \
+                __m512i a_ = _mm512_set1_epi32(a4_);                                                      \
+                for (int j_ = 0; j_ < NB; j_++) s_[i_][j_] = _mm512_dpbusd_epi32(s_[i_][j_], a_, w_[j_]); \
+            }                                                                                             \
+        }                                                                                                 \
+        for (int i_ = 0; i_ < MR; i_++)                                                                   \
+            for (int j_ = 0; j_ < NB; j_++) {                                                             \
+                int n_ = (nb + j_) * 16;                                                                  \
+                rf_i8_deq16(s_[i_][j_], za[m + i_], sa[m + i_], sw + n_, cs + n_, acc,                    \
+                            C + (size_t)(m + i_) * ldc + n_);                                             \
+            }                                                                                             \
+    } while (0)
+
+RF_I8_T512 static void rf_i8_gemm_vnni(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
+                                       const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
+                                       float* C, int ldc) {
+    int Q = Kp / 4;
+    size_t bs = (size_t)Kp * 16;
+    int nb = nb0, m;
+    const int8_t* p;
+    if (M == 1) {  /* GEMV: 8 blocks at a time, 8 independent chains of sums */
+        m = 0;
+        for (; nb + 8 <= nb1; nb += 8) { p = P + nb * bs; RF_I8_VNNI_TILE(1, 8); }
+        for (; nb + 4 <= nb1; nb += 4) { p = P + nb * bs; RF_I8_VNNI_TILE(1, 4); }
+        for (; nb < nb1; nb++) { p = P + nb * bs; RF_I8_VNNI_TILE(1, 1); }
+        return;
+    }
+    for (; nb + 4 <= nb1; nb += 4) {
+        p = P + nb * bs;
+        for (m = 0; m + 4 <= M; m += 4) RF_I8_VNNI_TILE(4, 4);
+        for (; m < M; m++) RF_I8_VNNI_TILE(1, 4);
+    }
+    for (; nb < nb1; nb++) {
+        p = P + nb * bs;
+        for (m = 0; m + 4 <= M; m += 4) RF_I8_VNNI_TILE(4, 1);
+        for (; m < M; m++) RF_I8_VNNI_TILE(1, 1);
+    }
+}
+
+/* AVX2: 16 rows x 4 k (one 64-byte line) as four 4-row int16 vectors times the 4 u8 of A widened and
+ * repeated; vpmaddwd sums k pairs, so a row's two pair sums sit side by side until the end. */
+RF_I8_TAVX2 static void rf_i8_gemm_avx2(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
+                                        const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
+                                        float* C, int ldc) {
+    int Q = Kp / 4;
+    size_t bs = (size_t)Kp * 16;
+    for (int m = 0; m < M; m++) {
+        const uint8_t* a = A + (size_t)m * lda;
+        for (int nb = nb0; nb < nb1; nb++) {
+            const int8_t* p = P + nb * bs;
+            __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+            for (int q = 0; q < Q; q++) {
+                int32_t a4;
+                memcpy(&a4, a + 4 * q, 4);
+                __m256i av = _mm256_cvtepu8_epi16(_mm_set1_epi32(a4));  /* a0..a3 repeated, int16 */
+                const int8_t* l = p + (size_t)q * 64;
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)l)), av));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(l + 16))), av));
+                s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(l + 32))), av));
+                s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(l + 48))), av));
+            }
+            /* s0: rows 0-3 as [r0 r0 r1 r1 | r2 r2 r3 r3] pair sums; hadd + qword permute orders them */
+            __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(s0, s1), 0xD8);
+            __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(s2, s3), 0xD8);
+            __m256i vz = _mm256_set1_epi32(za[m]);
+            __m256 vs = _mm256_set1_ps(sa[m]);
+            for (int h = 0; h < 2; h++) {
+                int n = nb * 16 + 8 * h;
+                __m256i sum = h ? hi : lo;
+                __m256i adj = _mm256_sub_epi32(sum, _mm256_mullo_epi32(vz, _mm256_loadu_si256((const __m256i*)(cs + n))));
+                __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(adj), _mm256_mul_ps(vs, _mm256_loadu_ps(sw + n)));
+                float* c = C + (size_t)m * ldc + n;
+                _mm256_storeu_ps(c, acc ? _mm256_add_ps(_mm256_loadu_ps(c), v) : v);
+            }
+        }
+    }
+}
+
+/* AMX: tiles 0-3 hold C (2 x 2 blocks of 16 x 16 int32), 4-5 A (16 rows x 64 k), 6-7 B (16 k groups x
+ * 64 bytes: exactly 16 lines of a packed block). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} rf_i8_tilecfg;
+
+#define RF_I8_TAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+RF_I8_TAMX static void rf_i8_amx_store(int mr, int m, int nb, const float* sa, const int32_t* za, const float* sw,
+                                       const int32_t* cs, int acc, float* C, int ldc, const int32_t* buf) {
+    for (int i = 0; i < mr; i++)
+        rf_i8_deq16(_mm512_loadu_si512(buf + 16 * i), za[m + i], sa[m + i], sw + nb * 16, cs + nb * 16, acc,
+                    C + (size_t)(m + i) * ldc + nb * 16);
+}
+
+RF_I8_TAMX static void rf_i8_gemm_amx(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
+                                      const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
+                                      float* C, int ldc) {
+    rf_i8_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.rows[i] = 16;
+        cfg.colsb[i] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    size_t bs = (size_t)Kp * 16;
+    int32_t buf[4][256] __attribute__((aligned(64)));
+    for (int m = 0; m < M; m += 32) {
+        int two_m = m + 16 < M;
+        const uint8_t* a0 = A + (size_t)m * lda;
+        const uint8_t* a1 = a0 + (size_t)16 * lda;
+        for (int nb = nb0; nb < nb1; nb += 2) {
+            int two_n = nb + 1 < nb1;
+            const int8_t* p0 = P + nb * bs;
+            const int8_t* p1 = p0 + bs;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int k = 0; k < Kp; k += 64) {
+                _tile_loadd(4, a0 + k, lda);
+                _tile_loadd(6, p0 + (size_t)k * 16, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (two_n) {
+                    _tile_loadd(7, p1 + (size_t)k * 16, 64);
+                    _tile_dpbusd(1, 4, 7);
+                }
+                if (two_m) {
+                    _tile_loadd(5, a1 + k, lda);
+                    _tile_dpbusd(2, 5, 6);
+                    if (two_n) _tile_dpbusd(3, 5, 7);
+                }
+            }
+            _tile_stored(0, buf[0], 64);
+            _tile_stored(1, buf[1], 64);
+            _tile_stored(2, buf[2], 64);
+            _tile_stored(3, buf[3], 64);
+            int mr0 = M - m < 16 ? M - m : 16, mr1 = M - m - 16 < 16 ? M - m - 16 : 16;
+            rf_i8_amx_store(mr0, m, nb, sa, za, sw, cs, acc, C, ldc, buf[0]);
+            if (two_n) rf_i8_amx_store(mr0, m, nb + 1, sa, za, sw, cs, acc, C, ldc, buf[1]);
+            if (two_m) {
+                rf_i8_amx_store(mr1, m + 16, nb, sa, za, sw, cs, acc, C, ldc, buf[2]);
+                if (two_n) rf_i8_amx_store(mr1, m + 16, nb + 1, sa, za, sw, cs, acc, C, ldc, buf[3]);
+            }
+        }
+    }
+    _tile_release();
+}
+#endif
+
+/* The product routine of path isa for M rows (auto, isa = RF_I8_AMX: AMX from RF_I8_AMX_MIN_ROWS rows
+ * on, unless forced = the path was forced, then AMX for any M). */
+static rf_i8_gemm_fn rf_i8_gemm_for(int isa, int forced, int M) {
+#ifdef RF_I8_X86
+    if (isa == RF_I8_AMX && (forced || M >= RF_I8_AMX_MIN_ROWS)) return rf_i8_gemm_amx;
+    if (isa >= RF_I8_VNNI) return rf_i8_gemm_vnni;
+    if (isa == RF_I8_AVX2) return rf_i8_gemm_avx2;
+#endif
+    (void)forced;
+    (void)M;
+    return rf_i8_gemm_scalar;
+}
+
+/* ------------------------------------------------------------------------------ one layer direction */
+
+/* A layer direction's packed weights (arrays of the Python side; see the top of this file). G gates of
+ * H units, each gate Hp = round16(H) packed rows; F inputs. b (G * Hp): LSTM / RNN b_ih + b_hh; GRU
+ * b_ih + b_hh for r and z, b_in for n; bhn (Hp): GRU's b_hn. */
+typedef struct {
+    int cell, relu, F, H, Hp, KpX, KpH;
+    const int8_t *pih, *phh;     /* (G Hp / 16, KpX / 4, 16, 4) and (G Hp / 16, KpH / 4, 16, 4) */
+    const float *sih, *shh;      /* (G Hp) weight scales */
+    const int32_t *cih, *chh;    /* (G Hp) row sums of the int8 weights */
+    const float *b, *bhn;
+} rf_i8_layer;
+
+/* Workspace of one thread over up to `rows` batch rows. */
+typedef struct {
+    uint8_t* qh;     /* (round16(rows) + 16, KpH) u8 h_{t-1} */
+    float* sh;       /* (rows) */
+    int32_t* zh;
+    float* gates;    /* (rows, G Hp) */
+    float* gh;       /* GRU: (rows, 3 Hp) h W_hh^T */
+    float* cb[2];    /* LSTM: (rows, Hp) c_{t-1} and c_t, by turns */
+    void* mem;
+} rf_i8_ws;
+
+static int rf_i8_ws_alloc(rf_i8_ws* w, const rf_i8_layer* L, int rows) {
+    int G = RF_GATES(L->cell);
+    size_t nq = (size_t)(rf_i8_round(rows, 16) + 16) * L->KpH;
+    size_t nf = (size_t)rows * (2 + G * L->Hp + 3 * L->Hp + 2 * L->Hp) + 64;
+    w->mem = calloc(1, nq + 64 + nf * 4 + 64);
+    if (!w->mem) return -1;
+    w->qh = (uint8_t*)w->mem;
+    float* f = (float*)(((uintptr_t)w->mem + nq + 64) & ~(uintptr_t)63);
+    w->sh = f;
+    w->zh = (int32_t*)(f + rows);
+    w->gates = f + 2 * rows;
+    w->gh = w->gates + (size_t)rows * G * L->Hp;
+    w->cb[0] = w->gh + (size_t)rows * 3 * L->Hp;
+    w->cb[1] = w->cb[0] + (size_t)rows * L->Hp;
+    return 0;
+}
+
+/* The cell's fused pass over nb rows from row r (gates and gh: the workspace's rows from 0; units
+ * [u0, u0 + n)). */
+static void rf_i8_cell(const rf_i8_layer* L, int nb, int u0, int n, float* gates, float* gh, int ldg,
+                       const float* hp, int ldh, const float* cp, float* c, float* y, int ldy) {
+    int Hp = L->Hp;
+    (void)ldg;
+    if (L->cell == 1)
+        rf_lstm_fwd_f(nb, n, Hp, gates + u0, L->b + u0, cp + u0, c + u0, NULL, y + u0, ldy);
+    else if (L->cell == 2)
+        rf_gru_fwd_f(nb, n, Hp, gates + u0, gh + u0, L->b + u0, L->bhn + u0, hp + u0, ldh, NULL, y + u0, ldy);
+    else
+        rf_rnn_fwd_f(nb, n, Hp, L->relu, gates + u0, L->b + u0, y + u0, ldy);
+}
+
+/* Rows [r0, r1) of a batch, on their own (one thread): per step, the input product x_t W_ih^T from
+ * the rows of qx quantized beforehand, then h_{t-1} W_hh^T, then the cell pass. Shapes as
+ * rf_i8_forward's. */
+static void rf_i8_rows(const rf_i8_layer* L, int isa, int forced, int T, int B, const int* bs, int r0, int r1,
+                       const uint8_t* qx, const float* sx, const int32_t* zx, const float* h0, const float* c0,
+                       float* y, int ldy, const int* len, float* cn, rf_i8_ws* w) {
+    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2;
+    int nbk = GHp / 16;
+    if (L->cell == 1)
+        for (int r = r0; r < r1; r++) memcpy(w->cb[0] + (size_t)(r - r0) * Hp, c0 + (size_t)r * H, H * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        int nb = (bs[t] < r1 ? bs[t] : r1) - r0;
+        if (nb <= 0) break;
+        const float* hp = t == 0 ? h0 + (size_t)r0 * H : y + ((size_t)(t - 1) * B + r0) * ldy;
+        int ldh = t == 0 ? H : ldy;
+        size_t xrow = (size_t)t * B + r0;
+        rf_i8_gemm_for(isa, forced, nb)(nb, L->KpX, qx + xrow * L->KpX, L->KpX, sx + xrow, zx + xrow, L->pih,
+                                        L->sih, L->cih, 0, nbk, 0, w->gates, GHp);
+        rf_i8_quant_rows(isa, nb, H, hp, ldh, w->qh, L->KpH, w->sh, w->zh);
+        rf_i8_gemm_for(isa, forced, nb)(nb, L->KpH, w->qh, L->KpH, w->sh, w->zh, L->phh, L->shh, L->chh, 0, nbk,
+                                        !gru, gru ? w->gh : w->gates, GHp);
+        unsigned int ftz = rf_ftz_enter();
+        rf_i8_cell(L, nb, 0, H, w->gates, w->gh, GHp, hp, ldh, w->cb[t & 1], w->cb[(t + 1) & 1],
+                   y + xrow * ldy, ldy);
+        rf_ftz_leave(ftz);
+    }
+    if (L->cell == 1)  /* step t wrote c_t to cb[(t + 1) & 1]: a row's last, L_r - 1, to cb[L_r & 1] */
+        for (int r = r0; r < r1; r++)
+            memcpy(cn + (size_t)r * H, len[r] > 0 ? w->cb[len[r] & 1] + (size_t)(r - r0) * Hp : c0 + (size_t)r * H,
+                   H * sizeof(float));
+}
+
+/* Batch 1: thread k of nk owns units [j0, j1) (whole 16-row blocks of each gate). It first makes its
+ * columns of x W_ih^T for all T steps (an M = T product, AMX-sized), then per step quantizes all of
+ * h_{t-1} (each thread for itself: 256 values cost less than a second barrier), adds h W_hh^T on its
+ * blocks, runs the cell pass on its units and meets the others at the barrier of rf_latency.h (which
+ * also sends thread 0 on alone when a partner is descheduled). xw (T, G Hp), gh (3 Hp), cb (2, Hp):
+ * shared, each thread writing its own columns. Returns the count of long waits. */
+static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, int T, int nth, const uint8_t* qx,
+                         const float* sx, const int32_t* zx, const float* h0, const float* c0, float* xw, float* gh,
+                         float* cb, float* y, int ldy, uint8_t* qh_all, long spin_ns) {
+    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2;
+    rf_barrier bar = {0, 0};
+    int solo_at = 0, yields = 0;
+    if (L->cell == 1) memcpy(cb, c0, H * sizeof(float));
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
+#endif
+    {
+        RF_THREAD_IDS(k, nk);
+        int share = rf_i8_round((Hp + nk - 1) / nk, 16);
+        uint8_t* qh = qh_all + (size_t)k * 16 * L->KpH;
+        float sh;
+        int32_t zh;
+        int j0, j1;
+        rf_units(k, share, Hp, &j0, &j1);
+        rf_i8_gemm_fn gx = rf_i8_gemm_for(isa, forced, T), g1 = rf_i8_gemm_for(isa, forced, 1);
+        for (int g = 0; g < G && j1 > j0; g++)
+            gx(T, L->KpX, qx, L->KpX, sx, zx, L->pih, L->sih, L->cih, (g * Hp + j0) / 16, (g * Hp + j1) / 16, 0,
+               xw + 0, GHp);
+        int alone = nk == 1, solo = 0;
+        unsigned int ftz = rf_ftz_enter();
+        for (int t = 0; t < T; t++) {
+            const float* hp = t == 0 ? h0 : y + (size_t)(t - 1) * ldy;
+            float* gt = xw + (size_t)t * GHp;
+            rf_i8_quant_rows(isa, 1, H, hp, H, qh, L->KpH, &sh, &zh);
+            for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
+                int u0, u1;
+                rf_units(r, share, Hp, &u0, &u1);
+                if (u1 > H) u1 = H > u0 ? H : u0;  /* the cell pass runs on real units only */
+                if (u1 <= u0) continue;
+                int b0 = u0 / 16, b1 = (u1 + 15) / 16;
+                for (int g = 0; g < G; g++)
+                    g1(1, L->KpH, qh, L->KpH, &sh, &zh, L->phh, L->shh, L->chh, g * Hp / 16 + b0, g * Hp / 16 + b1,
+                       !gru, gru ? gh : gt, GHp);
+                rf_i8_cell(L, 1, u0, u1 - u0, gt, gh, GHp, hp, H, cb + (size_t)(t & 1) * Hp,
+                           cb + (size_t)((t + 1) & 1) * Hp, y + (size_t)t * ldy, ldy);
+            }
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields))
+                break;
+        }
+        rf_ftz_leave(ftz);
+    }
+    return yields;
+}
+
+/* Forward of one direction of one layer, inference.
+ * x (T, B, ldx): time-major, the batch rows sorted longest first; len (B): the rows' lengths, in
+ * [0, T], non-increasing. h0, c0 (B, H). y (T, B, ldy): h_t of every valid step (rows past their
+ * length untouched). cn (B, H): LSTM's final c (h_n is y at each row's last step, read by the caller).
+ * nth threads: batch rows shared out (each thread its own recurrence), or for B = 1 the units
+ * (rf_i8_latency). isa, forced: the path (rf_i8_gemm_for). Returns the count of long barrier waits, or
+ * -1 when memory ran out. */
+static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, int B, const int* len, const float* x,
+                         int ldx, const float* h0, const float* c0, float* y, int ldy, float* cn, int nth,
+                         long spin_ns) {
+    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp;
+    int Tv = B > 0 ? len[0] : 0;  /* steps any row runs */
+    if (Tv <= 0) {
+        if (L->cell == 1) memcpy(cn, c0, (size_t)B * L->H * sizeof(float));
+        return 0;
+    }
+    size_t N = (size_t)Tv * B;
+    int* bs = (int*)malloc((size_t)Tv * sizeof(int));
+    uint8_t* qx = (uint8_t*)calloc((N + 32) * L->KpX + 64, 1);
+    float* sx = (float*)malloc(N * (sizeof(float) + sizeof(int32_t)));
+    if (!bs || !qx || !sx) {
+        free(bs);
+        free(qx);
+        free(sx);
+        return -1;
+    }
+    int32_t* zx = (int32_t*)(sx + N);
+    for (int t = 0, b = B; t < Tv; t++) {
+        while (b > 0 && len[b - 1] <= t) b--;
+        bs[t] = b;
+    }
+    if (nth > B && B > 1) nth = B;
+    int ret = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static)
+#endif
+    for (int t = 0; t < Tv; t++)
+        rf_i8_quant_rows(isa, bs[t], L->F, x + (size_t)t * B * ldx, ldx, qx + (size_t)t * B * L->KpX, L->KpX,
+                         sx + (size_t)t * B, zx + (size_t)t * B);
+    if (B == 1) {
+        float* xw = (float*)malloc(((size_t)Tv * GHp + 5 * Hp) * sizeof(float));
+        uint8_t* qh = (uint8_t*)calloc((size_t)nth * 16 * L->KpH + 64, 1);
+        if (xw && qh) {
+            float* gh = xw + (size_t)Tv * GHp;
+            ret = rf_i8_latency(L, isa, forced, Tv, nth, qx, sx, zx, h0, c0, xw, gh, gh + 3 * Hp, y, ldy, qh, spin_ns);
+            if (L->cell == 1) memcpy(cn, gh + 3 * Hp + (size_t)(Tv & 1) * Hp, L->H * sizeof(float));
+        } else {
+            ret = -1;
+        }
+        free(xw);
+        free(qh);
+    } else {
+        int fail = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) reduction(+ : fail)
+#endif
+        {
+            RF_THREAD_IDS(k, nk);
+            int share = (B + nk - 1) / nk, r0 = k * share < B ? k * share : B, r1 = r0 + share < B ? r0 + share : B;
+            rf_i8_ws w;
+            if (r1 > r0 && rf_i8_ws_alloc(&w, L, r1 - r0) == 0) {
+                rf_i8_rows(L, isa, forced, Tv, B, bs, r0, r1, qx, sx, zx, h0, c0, y, ldy, len, cn, &w);
+                free(w.mem);
+            } else if (r1 > r0) {
+                fail = 1;
+            }
+        }
+        ret = fail ? -1 : 0;
+    }
+    free(bs);
+    free(qx);
+    free(sx);
+    return ret;
+}
+
+#endif
