@@ -220,54 +220,100 @@ RF_I8_T512 static inline void rf_i8_deq16(__m512i sum, int32_t zm, float sm, con
     _mm512_storeu_ps(c, acc ? _mm512_add_ps(_mm512_loadu_ps(c), v) : v);
 }
 
-/* MR rows x NB blocks of sums (MR * NB <= 16 zmm): the micro-kernel, unrolled at each call. */
-#define RF_I8_VNNI_TILE(MR, NB)                                                                           \
-    do {                                                                                                  \
-        __m512i s_[MR][NB];                                                                               \
-        for (int i_ = 0; i_ < MR; i_++)                                                                   \
-            for (int j_ = 0; j_ < NB; j_++) s_[i_][j_] = _mm512_setzero_si512();                          \
-        for (int q_ = 0; q_ < Q; q_++) {                                                                  \
-            __m512i w_[NB];                                                                               \
-            for (int j_ = 0; j_ < NB; j_++) w_[j_] = _mm512_loadu_si512(p + j_ * bs + (size_t)q_ * 64);   \
-            for (int i_ = 0; i_ < MR; i_++) {                                                             \
-                int32_t a4_;                                                                              \
-                memcpy(&a4_, A + (size_t)(m + i_) * lda + 4 * q_, 4);                                     \
-                __m512i a_ = _mm512_set1_epi32(a4_);                                                      \
-                for (int j_ = 0; j_ < NB; j_++) s_[i_][j_] = _mm512_dpbusd_epi32(s_[i_][j_], a_, w_[j_]); \
-            }                                                                                             \
-        }                                                                                                 \
-        for (int i_ = 0; i_ < MR; i_++)                                                                   \
-            for (int j_ = 0; j_ < NB; j_++) {                                                             \
-                int n_ = (nb + j_) * 16;                                                                  \
-                rf_i8_deq16(s_[i_][j_], za[m + i_], sa[m + i_], sw + n_, cs + n_, acc,                    \
-                            C + (size_t)(m + i_) * ldc + n_);                                             \
-            }                                                                                             \
-    } while (0)
+/* The micro-kernels: sums of rows of A (u8, lda) times packed blocks (bs bytes apart) over Q k groups,
+ * into out[i * NB + j] (row i, block j). Accumulators are named, not an array: GCC kept an unrolled
+ * array in registers but copied each of them at every dpbusd (3x slower). */
+#define RF_I8_A4(row, q) (*(const int32_t*)(const void*)((row) + 4 * (q)))
+#define RF_I8_W(j, q) _mm512_loadu_si512(p + (j) * bs + (size_t)(q) * 64)
+#define RF_I8_DP(s, a, j) s = _mm512_dpbusd_epi32(s, a, w##j)
+
+/* 1 row x 8 blocks: the GEMV of the batch-1 step; 8 independent chains hide dpbusd's latency. */
+RF_I8_T512 static inline void rf_i8_vnni_1x8(int Q, const uint8_t* a, const int8_t* p, size_t bs, __m512i* out) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int q = 0; q < Q; q++) {
+        __m512i av = _mm512_set1_epi32(RF_I8_A4(a, q));
+        __m512i w0 = RF_I8_W(0, q), w1 = RF_I8_W(1, q), w2 = RF_I8_W(2, q), w3 = RF_I8_W(3, q);
+        __m512i w4 = RF_I8_W(4, q), w5 = RF_I8_W(5, q), w6 = RF_I8_W(6, q), w7 = RF_I8_W(7, q);
+        RF_I8_DP(s0, av, 0); RF_I8_DP(s1, av, 1); RF_I8_DP(s2, av, 2); RF_I8_DP(s3, av, 3);
+        RF_I8_DP(s4, av, 4); RF_I8_DP(s5, av, 5); RF_I8_DP(s6, av, 6); RF_I8_DP(s7, av, 7);
+    }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3; out[4] = s4; out[5] = s5; out[6] = s6; out[7] = s7;
+}
+
+/* 4 rows x 4 blocks: 16 accumulators, 4 weight lines and 4 broadcasts a k group. */
+RF_I8_T512 static inline void rf_i8_vnni_4x4(int Q, const uint8_t* a, int lda, const int8_t* p, size_t bs,
+                                             __m512i* out) {
+    __m512i z = _mm512_setzero_si512();
+    __m512i s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z;
+    __m512i s20 = z, s21 = z, s22 = z, s23 = z, s30 = z, s31 = z, s32 = z, s33 = z;
+    const uint8_t *a1 = a + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    for (int q = 0; q < Q; q++) {
+        __m512i w0 = RF_I8_W(0, q), w1 = RF_I8_W(1, q), w2 = RF_I8_W(2, q), w3 = RF_I8_W(3, q);
+        __m512i av = _mm512_set1_epi32(RF_I8_A4(a, q));
+        RF_I8_DP(s00, av, 0); RF_I8_DP(s01, av, 1); RF_I8_DP(s02, av, 2); RF_I8_DP(s03, av, 3);
+        av = _mm512_set1_epi32(RF_I8_A4(a1, q));
+        RF_I8_DP(s10, av, 0); RF_I8_DP(s11, av, 1); RF_I8_DP(s12, av, 2); RF_I8_DP(s13, av, 3);
+        av = _mm512_set1_epi32(RF_I8_A4(a2, q));
+        RF_I8_DP(s20, av, 0); RF_I8_DP(s21, av, 1); RF_I8_DP(s22, av, 2); RF_I8_DP(s23, av, 3);
+        av = _mm512_set1_epi32(RF_I8_A4(a3, q));
+        RF_I8_DP(s30, av, 0); RF_I8_DP(s31, av, 1); RF_I8_DP(s32, av, 2); RF_I8_DP(s33, av, 3);
+    }
+    out[0] = s00; out[1] = s01; out[2] = s02; out[3] = s03; out[4] = s10; out[5] = s11; out[6] = s12;
+    out[7] = s13; out[8] = s20; out[9] = s21; out[10] = s22; out[11] = s23; out[12] = s30; out[13] = s31;
+    out[14] = s32; out[15] = s33;
+}
+
+/* 1 row x 1 block (the edges), two chains over even and odd k groups. */
+RF_I8_T512 static inline void rf_i8_vnni_1x1(int Q, const uint8_t* a, const int8_t* p, __m512i* out) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+    size_t bs = 0;
+    int q = 0;
+    for (; q + 2 <= Q; q += 2) {
+        __m512i w0 = RF_I8_W(0, q), w1 = RF_I8_W(0, q + 1);
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_set1_epi32(RF_I8_A4(a, q)), w0);
+        s1 = _mm512_dpbusd_epi32(s1, _mm512_set1_epi32(RF_I8_A4(a, q + 1)), w1);
+    }
+    if (q < Q) {
+        __m512i w0 = RF_I8_W(0, q);
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_set1_epi32(RF_I8_A4(a, q)), w0);
+    }
+    out[0] = _mm512_add_epi32(s0, s1);
+}
 
 RF_I8_T512 static void rf_i8_gemm_vnni(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
                                        const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
                                        float* C, int ldc) {
     int Q = Kp / 4;
     size_t bs = (size_t)Kp * 16;
-    int nb = nb0, m;
-    const int8_t* p;
-    if (M == 1) {  /* GEMV: 8 blocks at a time, 8 independent chains of sums */
-        m = 0;
-        for (; nb + 8 <= nb1; nb += 8) { p = P + nb * bs; RF_I8_VNNI_TILE(1, 8); }
-        for (; nb + 4 <= nb1; nb += 4) { p = P + nb * bs; RF_I8_VNNI_TILE(1, 4); }
-        for (; nb < nb1; nb++) { p = P + nb * bs; RF_I8_VNNI_TILE(1, 1); }
-        return;
+    __m512i s[16];
+    int nb = nb0;
+#define RF_I8_DEQ(i, m_, nb_) \
+    rf_i8_deq16(s[i], za[m_], sa[m_], sw + (nb_) * 16, cs + (nb_) * 16, acc, C + (size_t)(m_) * ldc + (nb_) * 16)
+    if (M == 1) {  /* GEMV */
+        for (; nb + 8 <= nb1; nb += 8) {
+            rf_i8_vnni_1x8(Q, A, P + nb * bs, bs, s);
+            for (int j = 0; j < 8; j++) RF_I8_DEQ(j, 0, nb + j);
+        }
+    } else {
+        for (; nb + 4 <= nb1; nb += 4) {
+            int m = 0;
+            for (; m + 4 <= M; m += 4) {
+                rf_i8_vnni_4x4(Q, A + (size_t)m * lda, lda, P + nb * bs, bs, s);
+                for (int i = 0; i < 16; i++) RF_I8_DEQ(i, m + i / 4, nb + i % 4);
+            }
+            for (; m < M; m++)
+                for (int j = 0; j < 4; j++) {
+                    rf_i8_vnni_1x1(Q, A + (size_t)m * lda, P + (nb + j) * bs, s);
+                    RF_I8_DEQ(0, m, nb + j);
+                }
+        }
     }
-    for (; nb + 4 <= nb1; nb += 4) {
-        p = P + nb * bs;
-        for (m = 0; m + 4 <= M; m += 4) RF_I8_VNNI_TILE(4, 4);
-        for (; m < M; m++) RF_I8_VNNI_TILE(1, 4);
-    }
-    for (; nb < nb1; nb++) {
-        p = P + nb * bs;
-        for (m = 0; m + 4 <= M; m += 4) RF_I8_VNNI_TILE(4, 1);
-        for (; m < M; m++) RF_I8_VNNI_TILE(1, 1);
-    }
+    for (; nb < nb1; nb++)
+        for (int m = 0; m < M; m++) {
+            rf_i8_vnni_1x1(Q, A + (size_t)m * lda, P + nb * bs, s);
+            RF_I8_DEQ(0, m, nb);
+        }
+#undef RF_I8_DEQ
 }
 
 /* AVX2: 16 rows x 4 k (one 64-byte line) as four 4-row int16 vectors times the 4 u8 of A widened and
@@ -569,8 +615,11 @@ static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, int B
     }
     if (nth > B && B > 1) nth = B;
     int ret = 0;
+    /* quantized all at once; in parallel only when there is enough (a region's start can cost more
+       than a batch-1 call: the partner thread may be asleep) */
+    int qth = B > 1 && (double)N * L->F > 2e5 ? nth : 1;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(nth) schedule(static)
+#pragma omp parallel for num_threads(qth) schedule(static) if (qth > 1)
 #endif
     for (int t = 0; t < Tv; t++)
         rf_i8_quant_rows(isa, bs[t], L->F, x + (size_t)t * B * ldx, ldx, qx + (size_t)t * B * L->KpX, L->KpX,
