@@ -78,6 +78,8 @@ ext_common = dict(
 
 extensions = [
     Extension("rnnfast._kernels._recurrent", ["rnnfast/_kernels/_recurrent.pyx"], **ext_common),
+    Extension("rnnfast._kernels._lowp", ["rnnfast/_kernels/_lowp.pyx"],
+              **dict(ext_common, depends=ext_common["depends"] + ["csrc/rf_cpu.h", "csrc/rf_bf16.h"])),
     # int8: no FMA contraction, so every instruction path dequantizes to the same bits (csrc/rf_int8.h)
     Extension("rnnfast._kernels._int8", ["rnnfast/_kernels/_int8.pyx"],
               **{**ext_common, "extra_compile_args": extra_compile + ["-ffp-contract=off"],

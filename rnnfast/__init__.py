@@ -8,10 +8,11 @@ from rnnfast._tune import tune
 from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
                                 RNNClassifier, RNNRegressor, load)
 from rnnfast.nn import Sequential
+from rnnfast.quantize import quantize
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
            "RNNClassifier", "RNNRegressor", "load", "nn", "train", "interop", "Sequential", "get_num_threads",
-           "set_num_threads", "MAX_THREADS", "set_workspace_limit", "get_workspace_limit", "tune", "serving", "datasets", "distributed",
+           "set_num_threads", "MAX_THREADS", "set_workspace_limit", "get_workspace_limit", "tune", "quantize", "serving", "datasets", "distributed",
            "__version__"]
 
 #: modules imported on first use, so ``import rnnfast`` stays cheap (``rf.serving`` starts no thread until a

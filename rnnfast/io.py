@@ -10,6 +10,13 @@ Format (version 1). A ZIP archive, every member stored uncompressed, holding:
 * ``arrays/<i>.npy`` -- one array each, NumPy's ``.npy`` format, numeric dtypes only (bool, int, uint,
   float), C order. No other member.
 
+A quantized model (:func:`rnnfast.quantize`) adds ``"precision": str`` to the index (a registered backend's
+name, such as ``"bf16"``): its recurrent weights are stored in that backend's encoding (``bf16``: the
+bfloat16 bits as uint16, in the weight's own shape; a format may add arrays ``<name>@<part>``). Loading
+checks the name and the encoded arrays' dtypes and shapes, then shows every loader the float32 arrays they
+decode to (:attr:`Archive.declared`, :meth:`Archive.read`), and :func:`load` quantizes what it built again
+(a lossless round trip: the weights are already representable).
+
 Loading (:func:`open_archive`, :func:`load_archive`, :func:`load`) never executes anything from the file and
 checks it in this order, refusing it with :class:`FormatError` (one line naming the problem) at the first
 fault, so that a damaged or hostile file costs little memory:
@@ -200,7 +207,7 @@ def _write_atomically(path: str, members: list[tuple[str, bytes]]) -> None:
 
 
 def save_archive(path: PathLike, kind: str, config: Mapping[str, Any], arrays: Mapping[str, ArrayLike],
-                 extra: Mapping[str, Any] | None = None) -> None:
+                 extra: Mapping[str, Any] | None = None, precision: str | None = None) -> None:
     """Write ``config``, ``arrays`` and ``extra`` to ``path`` atomically.
 
     Parameters
@@ -215,6 +222,9 @@ def save_archive(path: PathLike, kind: str, config: Mapping[str, Any], arrays: M
         Numeric arrays (bool, integer or floating point).
     extra : dict, optional
         Further JSON-serialisable state.
+    precision : str, optional
+        The low-precision format of a quantized model's weights (see the module docstring); ``arrays``
+        then hold them encoded.
 
     Raises
     ------
@@ -231,6 +241,9 @@ def save_archive(path: PathLike, kind: str, config: Mapping[str, Any], arrays: M
     entries, blobs = _npy_blobs(arrays)
     index = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind, "config": _jsonable(config, "config"),
              "extra": _jsonable(extra or {}, "extra"), "arrays": entries}
+    if precision is not None:
+        _codec(precision)
+        index["precision"] = precision
     _write_atomically(path, [(_INDEX, json.dumps(index, indent=1).encode())] + blobs)
 
 
@@ -323,6 +336,36 @@ def _check_index(index: Any) -> tuple[str, dict, dict, dict[str, Declared]]:
     return kind, config, extra, declared
 
 
+def _codec(precision: Any) -> Any:
+    """The registered low-precision backend named ``precision`` (rnnfast.quantize; ValueError if unknown)."""
+    from rnnfast.quantize import get_backend
+    return get_backend(precision)
+
+
+def _decoded_view(codec: Any, stored: dict[str, Declared]) -> tuple[dict[str, Declared], dict[str, list[str]]]:
+    """What the loaders see of a quantized file's arrays: each ``name`` with its ``name@part`` arrays becomes
+    one float32 array (the codec's :meth:`~rnnfast.quantize.Backend.decoded`); others stay as stored.
+    Returns (declared view, parts of each decoded name)."""
+    groups: dict[str, dict[str, Declared]] = {}
+    for name, d in stored.items():
+        base, sep, part = name.partition("@")
+        groups.setdefault(base, {})[sep + part] = d
+    view, parts = {}, {}
+    for base, members in groups.items():
+        if "" not in members:
+            raise FormatError(f"array {base!r}: parts {sorted(members)[:3]} without the main array")
+        try:
+            dec = codec.decoded({p: (d.dtype, d.shape) for p, d in members.items()})
+        except ValueError as e:
+            raise FormatError(f"array {base!r}: {_one_line(e)}") from None
+        if dec is None:
+            view[base] = members[""]
+        else:
+            view[base] = dataclasses.replace(members[""], dtype=dec[0], shape=tuple(dec[1]))
+            parts[base] = sorted(members)
+    return view, parts
+
+
 # ---------------------------------------------------------------------------------------- the archive
 def _check_members(z: zipfile.ZipFile, size: int) -> dict[str, zipfile.ZipInfo]:
     infos = z.infolist()
@@ -386,7 +429,10 @@ class Archive:
     config, extra : dict
         JSON values, parsed within the limits of :mod:`rnnfast.io`.
     declared : dict of str to Declared
-        Each array's dtype and shape, checked against its ``.npy`` header and member size (no data read).
+        Each array's dtype and shape, checked against its ``.npy`` header and member size (no data read);
+        in a quantized file, as the arrays decode (float32 weights).
+    precision : str or None
+        A quantized model's format (the index's ``"precision"``), else None.
     max_bytes : int
         The budget the file was opened with.
     """
@@ -399,12 +445,20 @@ class Archive:
             raise self.fail(f"not an rnnfast file (not a readable ZIP archive: {_one_line(e)})") from None
         with self.reading("the archive"):
             self._members = _check_members(self._zip, size)
-        self.kind, self.config, self.extra, declared = self._read_index()
+        self.kind, self.config, self.extra, declared, self.precision = self._read_index()
         with self.reading("the arrays"):
             unused = set(self._members) - {_INDEX} - {d.file for d in declared.values()}
             if unused:
                 raise FormatError(f"members not in the index: {sorted(unused)[:3]}")
-            self.declared = {name: self._check_header(name, d) for name, d in declared.items()}
+            self.stored = {name: self._check_header(name, d) for name, d in declared.items()}
+            self._codec, self._parts = None, {}
+            self.declared = self.stored
+            if self.precision is not None:
+                try:
+                    self._codec = _codec(self.precision)
+                except ValueError as e:
+                    raise FormatError(f"precision: {_one_line(e)}") from None
+                self.declared, self._parts = _decoded_view(self._codec, self.stored)
 
     def fail(self, message: str) -> FormatError:
         """A :class:`FormatError` for this file: ``"<path>: <message>"`` on one line."""
@@ -422,7 +476,7 @@ class Archive:
         except _FILE_ERRORS as e:
             raise self.fail(f"{what} is damaged ({type(e).__name__}: {_one_line(e)})") from None
 
-    def _read_index(self) -> tuple[str, dict, dict, dict[str, Declared]]:
+    def _read_index(self) -> tuple[str, dict, dict, dict[str, Declared], str | None]:
         info = self._members.get(_INDEX)
         if info is None:
             raise self.fail(f"not an rnnfast file (no {_INDEX})")
@@ -431,7 +485,10 @@ class Archive:
         with self.reading("the index"):
             with self._zip.open(info) as f:
                 index = parse_json(_read_exact(f, info.file_size))
-            return _check_index(index)
+            precision = index.get("precision") if isinstance(index, dict) else None
+            if precision is not None and (not isinstance(precision, str) or not 0 < len(precision) <= 32):
+                raise FormatError(f"bad precision {str(precision)[:40]!r}")
+            return (*_check_index(index), precision)
 
     def _check_header(self, name: str, d: Declared) -> Declared:
         info = self._members.get(d.file)
@@ -447,8 +504,16 @@ class Archive:
         return dataclasses.replace(d, header_bytes=hlen)
 
     def read(self, name: str) -> np.ndarray:
-        """The array ``name``, read in bounded chunks into a new array of its declared dtype and shape."""
-        d = self.declared[name]
+        """The array ``name``, read in bounded chunks into a new array of its declared dtype and shape (a
+        quantized file's weights decoded to float32)."""
+        parts = self._parts.get(name)
+        if parts is not None:
+            with self.reading(f"array {name!r}"):
+                return self._codec.decode({p: self._read_stored(name + p) for p in parts})
+        return self._read_stored(name)
+
+    def _read_stored(self, name: str) -> np.ndarray:
+        d = self.stored[name]
         arr = np.empty(d.shape, d.dtype)
         view = arr.reshape(-1).view(np.uint8)
         with self.reading(f"array {name!r}"), self._zip.open(self._members[d.file]) as f:
@@ -599,7 +664,11 @@ def load(path: PathLike, *, max_bytes: int | None = None) -> Any:
         for prefix, target in LOADERS.items():
             if _kind_matches(ar.kind, prefix):
                 module, func = target.split(":")
-                return getattr(importlib.import_module(module), func)(ar)
+                model = getattr(importlib.import_module(module), func)(ar)
+                if ar.precision is not None:
+                    from rnnfast.quantize import quantize
+                    model = quantize(model, ar.precision)
+                return model
         if ar.kind == "model.state_dict":
             raise ar.fail("holds only a state dict (weights without the model's architecture, as older "
                           "checkpoints wrote): read it with rnnfast.io.load_archive(path) and pass its arrays "

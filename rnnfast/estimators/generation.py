@@ -19,6 +19,7 @@ import numpy as np
 from rnnfast import nn
 from rnnfast._validation import check_int, check_real, check_seed
 from rnnfast.nn.stateful import unwrap
+from rnnfast.quantize import QuantizedRNN
 
 __all__ = ["GenerationMixin", "TokenStream", "generate", "GREEDY_TEMPERATURE"]
 
@@ -26,7 +27,7 @@ __all__ = ["GenerationMixin", "TokenStream", "generate", "GREEDY_TEMPERATURE"]
 #: temperature goes to 0.
 GREEDY_TEMPERATURE = 1e-6
 
-_RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
+_RECURRENT = (nn.LSTM, nn.GRU, nn.RNN, QuantizedRNN)
 
 
 def _check_language_model(est: Any) -> None:

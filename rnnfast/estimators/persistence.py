@@ -73,9 +73,11 @@ def _extra(est, include_optimizer: bool) -> dict:
 def save_estimator(est, path: PathLike, include_optimizer: bool = True) -> None:
     """Write the fitted ``est`` to ``path`` atomically (see :meth:`rnnfast.LSTM.save`)."""
     include_optimizer = check_bool(include_optimizer, "include_optimizer")
+    precision = getattr(est, "precision_", None)  # a quantized estimator (rnnfast.quantize): no optimizer state
+    include_optimizer = include_optimizer and precision is None
     config = {k: jsonable(v) for k, v in est.get_params().items()}
     save_archive(path, f"estimator.{type(est).__name__}", config, _arrays(est, include_optimizer),
-                 _extra(est, include_optimizer))
+                 _extra(est, include_optimizer), precision=precision)
 
 
 # ---------------------------------------------------------------------------------------- checking

@@ -32,6 +32,7 @@ from rnnfast.estimators.persistence import save_estimator
 from rnnfast.estimators.targets import (CLASSIFICATION, TargetSpec, check_sample_weight, encode_targets,
                                         predictions, probabilities, score_outputs, unpad)
 from rnnfast.estimators.training import Encoded, apply_param_changes, run_epochs, split_validation
+from rnnfast.quantize import refuse_training
 from rnnfast.train import predict as predict_loop
 from rnnfast.train.data import SequenceDataset
 
@@ -160,6 +161,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         -------
         self
         """
+        refuse_training(self)
         p = self._validate_params()
         warm = p.warm_start and hasattr(self, "model_")
         data = self._encode(X, y, sample_weight, p, fitted=warm)
@@ -205,6 +207,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         -------
         self
         """
+        refuse_training(self)
         p = self._validate_params()
         if hasattr(self, "model_"):
             fitted_classes = getattr(self, "classes_", None)

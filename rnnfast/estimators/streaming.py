@@ -25,10 +25,11 @@ from rnnfast.estimators.inputs import TOKENS
 from rnnfast.estimators.targets import CLASSIFICATION, predictions, probabilities
 from rnnfast.nn.module import to_numpy
 from rnnfast.nn.stateful import unwrap
+from rnnfast.quantize import QuantizedRNN
 
 __all__ = ["StreamState", "StreamingMixin", "stream_step"]
 
-_RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
+_RECURRENT = (nn.LSTM, nn.GRU, nn.RNN, QuantizedRNN)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

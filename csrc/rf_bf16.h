@@ -1,0 +1,401 @@
+/* bfloat16 inference of one layer and direction of an LSTM, GRU (reset after) or RNN: the weights are
+ * bfloat16, each step's product inputs (x_t and h_{t-1}) are rounded to bfloat16 (round to nearest even),
+ * the products accumulate in float32, and the cell maths (rf_cells_impl.h, fast float32 activations) and
+ * the cell state stay float32.
+ *
+ * Weights, packed once (rf_bf16_pack): per gate g and block j of 16 units, one panel of
+ * (Kx + Kh) / 2 rows of 16 units x 2 consecutive k, bfloat16:
+ *     P[g][j][p][u][e] = W[g H + 16 j + u][2 p + e],   W = [W_ih | W_hh] along k,
+ * with Kx = round32(F) columns of W_ih, then Kh = round32(H) of W_hh, zeros in the padding (units past H,
+ * k past F or H). This is the layout vdpbf16ps takes for its second operand (pairs of k per 32-bit lane)
+ * and AMX takes for a B tile (16 rows of 64 bytes: 32 k by 16 units), so the three paths share it.
+ *
+ * A step: for every gate and unit block, C (nb rows, 16 units) = x_t . Wx^T + h_{t-1} . Wh^T into the
+ * gates scratch, then the cell's fused pass, then h_t rounded to bfloat16 for the next step. Paths:
+ *   RF_BF16_PORTABLE: plain C, converting bfloat16 to float32 (any CPU);
+ *   RF_BF16_AVX512:   vdpbf16ps, 4 rows x 4 blocks (batch 1: 1 x 8) of C in registers;
+ *   RF_BF16_AMX:      AMX tiles, 2 x 2 tiles (32 rows x 32 units) of C per pass over k.
+ * Threads split the batch rows (in multiples of 16, no synchronisation between steps) or, for few rows,
+ * the unit blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}).
+ *
+ * Rows: step t holds bs[t] rows at off[t] of x (N, ldx) and y (N, ldy) (time-major, sorted by length,
+ * rf_recurrent's layout). The running states h (B, Hc) and c (B, Hc), Hc = round16(H), hold h0 / c0 on
+ * entry and each row's final state on exit: a row keeps its state from the step it left (forward) or until
+ * the step it joins (reverse), which is what lengths need in both directions.
+ */
+#ifndef RF_BF16_H
+#define RF_BF16_H
+
+#include <stdint.h>
+#include <string.h>
+#include "rf_cpu.h"
+#include "rf_latency.h" /* rf_cells.h (cell passes), rf_barrier, RF_THREAD_IDS */
+#if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 11
+#include <immintrin.h>
+#define RF_HAVE_BF16_ISA 1
+#endif
+
+enum { RF_BF16_PORTABLE = 0, RF_BF16_AVX512 = 1, RF_BF16_AMX = 2 };
+
+static inline int rf_round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+/* float -> bfloat16, round to nearest even (NaN stays a quiet NaN), as vcvtneps2bf16. */
+static inline uint16_t rf_f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float rf_bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Elements of the packed weights of one layer and direction. */
+static inline size_t rf_bf16_packed_size(int G, int F, int H) {
+    return (size_t)G * rf_round_up(H, 16) * (size_t)(rf_round_up(F, 32) + rf_round_up(H, 32));
+}
+
+/* Packs w_ih (G H, F) and w_hh (G H, H), float32 row-major, into P (see the top). */
+static void rf_bf16_pack(int G, int F, int H, const float* w_ih, const float* w_hh, uint16_t* P) {
+    int Kx = rf_round_up(F, 32), Kh = rf_round_up(H, 32), nbk = rf_round_up(H, 16) / 16;
+    size_t ps = (size_t)(Kx + Kh) * 16;
+    memset(P, 0, rf_bf16_packed_size(G, F, H) * sizeof(uint16_t));
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < nbk; j++) {
+            uint16_t* pan = P + (size_t)(g * nbk + j) * ps;
+            for (int u = 0; u < 16 && 16 * j + u < H; u++) {
+                const float* wx = w_ih + (size_t)(g * H + 16 * j + u) * F;
+                const float* wh = w_hh + (size_t)(g * H + 16 * j + u) * H;
+                for (int k = 0; k < F; k++) pan[(size_t)(k / 2) * 32 + 2 * u + (k & 1)] = rf_f2bf(wx[k]);
+                for (int k = 0; k < H; k++) pan[(size_t)((Kx + k) / 2) * 32 + 2 * u + (k & 1)] = rf_f2bf(wh[k]);
+            }
+        }
+}
+
+/* n floats -> bfloat16 (the rest of a row's padding is left as it is). */
+static void rf_bf16_convert_portable(int n, const float* src, uint16_t* dst) {
+    for (int i = 0; i < n; i++) dst[i] = rf_f2bf(src[i]);
+}
+
+/* The product of a block of rows: C (nr, 16 nc) = A1 (nr, K1) . P1 + A2 (nr, K2) . P2, where P1 is the
+ * first K1 / 2 pair rows of nc panels (one every ps elements, from P) and P2 the K2 / 2 after them (K1,
+ * K2 multiples of 32; either may be 0). A1, A2: bfloat16 rows of lda1, lda2 elements; C: ldc floats. */
+typedef void (*rf_bf16_prod_fn)(int nr, int nc, const uint16_t* A1, int lda1, int K1, const uint16_t* A2,
+                                int lda2, int K2, const uint16_t* P, size_t ps, float* C, int ldc);
+typedef void (*rf_bf16_conv_fn)(int n, const float* src, uint16_t* dst);
+
+static void rf_bf16_prod_portable(int nr, int nc, const uint16_t* A1, int lda1, int K1, const uint16_t* A2,
+                                  int lda2, int K2, const uint16_t* P, size_t ps, float* C, int ldc) {
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < nc; j++) {
+            float acc[16] = {0};
+            for (int part = 0; part < 2; part++) {
+                const uint16_t* a = part ? A2 + (size_t)r * lda2 : A1 + (size_t)r * lda1;
+                const uint16_t* w = P + (size_t)j * ps + (part ? (size_t)K1 * 16 : 0);
+                int K = part ? K2 : K1;
+                for (int p = 0; p < K / 2; p++, w += 32) {
+                    float a0 = rf_bf2f(a[2 * p]), a1 = rf_bf2f(a[2 * p + 1]);
+                    if (a0 == 0.0f && a1 == 0.0f) continue;
+                    for (int u = 0; u < 16; u++) acc[u] += a0 * rf_bf2f(w[2 * u]) + a1 * rf_bf2f(w[2 * u + 1]);
+                }
+            }
+            memcpy(C + (size_t)r * ldc + 16 * j, acc, sizeof acc);
+        }
+}
+
+#ifdef RF_HAVE_BF16_ISA
+#define RF_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define RF_TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+
+RF_TARGET_BF16 static void rf_bf16_convert_avx512(int n, const float* src, uint16_t* dst) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i*)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)v);
+    }
+}
+
+/* One block of at most NR rows x NC panels, accumulators in registers (NR, NC compile-time constants). */
+#define RF_BF16_BLOCK(NR, NC)                                                                              \
+    RF_TARGET_BF16 static void rf_bf16_block_##NR##x##NC(int nr, int nc, const uint16_t* A1, int lda1,   \
+                                                          int K1, const uint16_t* A2, int lda2, int K2,    \
+                                                          const uint16_t* P, size_t ps, float* C, int ldc) { \
+        __m512 acc[NR][NC];                                                                                \
+        for (int r = 0; r < NR; r++)                                                                       \
+            for (int j = 0; j < NC; j++) acc[r][j] = _mm512_setzero_ps();                                  \
+        for (int part = 0; part < 2; part++) {                                                             \
+            const uint16_t* a = part ? A2 : A1;                                                            \
+            int lda = part ? lda2 : lda1, K = part ? K2 : K1;                                              \
+            const uint16_t* w = P + (part ? (size_t)K1 * 16 : 0);                                          \
+            for (int p = 0; p < K / 2; p++, w += 32) {                                                     \
+                __m512bh wv[NC];                                                                           \
+                for (int j = 0; j < NC; j++)                                                               \
+                    wv[j] = (__m512bh)_mm512_loadu_si512(w + (size_t)(j < nc ? j : 0) * ps);               \
+                for (int r = 0; r < NR; r++) {                                                             \
+                    int32_t pair;                                                                          \
+                    memcpy(&pair, a + (size_t)(r < nr ? r : 0) * lda + 2 * p, 4);                          \
+                    __m512bh av = (__m512bh)_mm512_set1_epi32(pair);                                       \
+                    for (int j = 0; j < NC; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, wv[j]);       \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int r = 0; r < NR && r < nr; r++)                                                             \
+            for (int j = 0; j < NC && j < nc; j++) _mm512_storeu_ps(C + (size_t)r * ldc + 16 * j, acc[r][j]); \
+    }
+RF_BF16_BLOCK(4, 4)
+RF_BF16_BLOCK(1, 8)
+RF_BF16_BLOCK(1, 4)
+#undef RF_BF16_BLOCK
+
+RF_TARGET_BF16 static void rf_bf16_prod_avx512(int nr, int nc, const uint16_t* A1, int lda1, int K1,
+                                               const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
+                                               float* C, int ldc) {
+    for (int r = 0; r < nr; r += 4) {
+        int mr = nr - r < 4 ? nr - r : 4;
+        const uint16_t* a1 = A1 + (size_t)r * lda1;
+        const uint16_t* a2 = A2 + (size_t)r * lda2;
+        float* c = C + (size_t)r * ldc;
+        if (mr == 1) {
+            int j = 0;
+            for (; j + 4 < nc; j += 8)
+                rf_bf16_block_1x8(1, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc);
+            for (; j < nc; j += 4)
+                rf_bf16_block_1x4(1, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc);
+        } else {
+            for (int j = 0; j < nc; j += 4)
+                rf_bf16_block_4x4(mr, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc);
+        }
+    }
+}
+
+/* AMX: tiles 0-3 hold C (2 row tiles x 2 unit tiles), 4-5 A, 6-7 B. Rows are taken 16 at a time: a
+ * row tile past nr reads rows that exist (the callers' buffers have room to a multiple of 16) and its
+ * results there are never used. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} rf_tilecfg;
+
+RF_TARGET_AMX static void rf_amx_begin(void) {
+    rf_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    /* (GCC 12 drops the stores to cfg before _tile_loadconfig, as if it read nothing: the asm says it does) */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+RF_TARGET_AMX static void rf_amx_end(void) { _tile_release(); }
+
+#define RF_AMX_KLOOP(TWO_R, TWO_C)                                                                         \
+    for (int part = 0; part < 2; part++) {                                                                 \
+        const uint16_t* a = part ? A2 + (size_t)r * lda2 : A1 + (size_t)r * lda1;                          \
+        int lda = part ? lda2 : lda1, K = part ? K2 : K1;                                                  \
+        const uint16_t* w = P + (size_t)j * ps + (part ? (size_t)K1 * 16 : 0);                             \
+        for (int k = 0; k < K; k += 32) {                                                                  \
+            _tile_loadd(4, a + k, lda * 2);                                                                \
+            _tile_loadd(6, w + (size_t)k * 16, 64);                                                        \
+            if (TWO_R) _tile_loadd(5, a + (size_t)16 * lda + k, lda * 2);                                  \
+            if (TWO_C) _tile_loadd(7, w + ps + (size_t)k * 16, 64);                                        \
+            _tile_dpbf16ps(0, 4, 6);                                                                       \
+            if (TWO_C) _tile_dpbf16ps(1, 4, 7);                                                            \
+            if (TWO_R) _tile_dpbf16ps(2, 5, 6);                                                            \
+            if (TWO_R && TWO_C) _tile_dpbf16ps(3, 5, 7);                                                   \
+        }                                                                                                  \
+    }
+
+RF_TARGET_AMX static void rf_bf16_prod_amx(int nr, int nc, const uint16_t* A1, int lda1, int K1,
+                                           const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
+                                           float* C, int ldc) {
+    for (int r = 0; r < nr; r += 32) {
+        int two_r = nr - r > 16;
+        for (int j = 0; j < nc; j += 2) {
+            int two_c = nc - j > 1;
+            float* c = C + (size_t)r * ldc + 16 * j;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            if (two_r && two_c) {
+                RF_AMX_KLOOP(1, 1)
+            } else if (two_r) {
+                RF_AMX_KLOOP(1, 0)
+            } else if (two_c) {
+                RF_AMX_KLOOP(0, 1)
+            } else {
+                RF_AMX_KLOOP(0, 0)
+            }
+            _tile_stored(0, c, ldc * 4);
+            if (two_c) _tile_stored(1, c + 16, ldc * 4);
+            if (two_r) _tile_stored(2, c + (size_t)16 * ldc, ldc * 4);
+            if (two_r && two_c) _tile_stored(3, c + (size_t)16 * ldc + 16, ldc * 4);
+        }
+    }
+}
+#undef RF_AMX_KLOOP
+#endif /* RF_HAVE_BF16_ISA */
+
+/* 1 if this machine (and OS) can run path. */
+static int rf_bf16_path_available(int path) {
+    if (path == RF_BF16_PORTABLE) return 1;
+#ifdef RF_HAVE_BF16_ISA
+    if (path == RF_BF16_AVX512) return (rf_cpu_features() & RF_CPU_AVX512_BF16) != 0;
+    if (path == RF_BF16_AMX)
+        return (rf_cpu_features() & (RF_CPU_AMX_BF16 | RF_CPU_AVX512_BF16)) == (RF_CPU_AMX_BF16 | RF_CPU_AVX512_BF16)
+               && rf_amx_enable();
+#endif
+    return 0;
+}
+
+/* Rows and unit blocks of one thread, and the buffers of one direction's call (shapes at the top). */
+typedef struct {
+    int cell, relu, G, F, H, Hc, Kx, Kh, nbk;
+    size_t ps;
+    const uint16_t* P;
+    const float *b, *bhn;
+    const uint16_t* xb; /* (N + 16, Kx): x rounded, zero-padded */
+    uint16_t* hb;       /* (2, Bp, Kh): h_{t-1} rounded, two buffers in turn */
+    size_t hbs;         /* elements of one hb buffer */
+    float *gs, *gh;     /* (Bp, G Hc) gates, (Bp, 3 Hc) GRU's recurrent n part */
+    float *h, *c, *y;
+    int ldy;
+    rf_bf16_prod_fn prod;
+    rf_bf16_conv_fn conv;
+} rf_bf16_dir;
+
+/* Rows [r0, r0 + nr) and unit blocks [j0, j1) of the step whose rows start at xrow, reading hb buffer cur
+ * and writing h_t into buffer 1 - cur. */
+static void rf_bf16_step_part(const rf_bf16_dir* d, int xrow, int r0, int nr, int j0, int j1, int cur) {
+    int G = d->G, Hc = d->Hc, GHc = G * Hc, gru = RF_IS_GRU(d->cell);
+    const uint16_t* xa = d->xb + (size_t)(xrow + r0) * d->Kx;
+    const uint16_t* ha = d->hb + (size_t)cur * d->hbs + (size_t)r0 * d->Kh;
+    uint16_t* hn = d->hb + (size_t)(1 - cur) * d->hbs + (size_t)r0 * d->Kh;
+    float* gt = d->gs + (size_t)r0 * GHc;
+    int nc = j1 - j0, u0 = 16 * j0, n = (16 * j1 < d->H ? 16 * j1 : d->H) - u0;
+    for (int g = 0; g < (gru ? 2 : G); g++)
+        d->prod(nr, nc, xa, d->Kx, d->Kx, ha, d->Kh, d->Kh, d->P + (size_t)(g * d->nbk + j0) * d->ps, d->ps,
+                gt + g * Hc + u0, GHc);
+    float* yt = d->y + (size_t)(xrow + r0) * d->ldy;
+    float* hp = d->h + (size_t)r0 * Hc;
+    if (gru) {
+        const uint16_t* pn = d->P + (size_t)(2 * d->nbk + j0) * d->ps;
+        float* ght = d->gh + (size_t)r0 * 3 * Hc;
+        d->prod(nr, nc, xa, d->Kx, d->Kx, NULL, 0, 0, pn, d->ps, gt + 2 * Hc + u0, GHc);
+        d->prod(nr, nc, NULL, 0, 0, ha, d->Kh, d->Kh, pn + (size_t)d->Kx * 16, d->ps, ght + 2 * Hc + u0, 3 * Hc);
+        rf_gru_fwd_f(nr, n, Hc, gt + u0, ght + u0, d->b + u0, d->bhn + u0, hp + u0, Hc, NULL, yt + u0, d->ldy);
+    } else if (d->cell == 1) {
+        float* cp = d->c + (size_t)r0 * Hc + u0;
+        rf_lstm_fwd_f(nr, n, Hc, gt + u0, d->b + u0, cp, cp, NULL, yt + u0, d->ldy);
+    } else {
+        rf_rnn_fwd_f(nr, n, Hc, d->relu, gt + u0, d->b + u0, yt + u0, d->ldy);
+    }
+    for (int r = 0; r < nr; r++) {
+        memcpy(hp + (size_t)r * Hc + u0, yt + (size_t)r * d->ldy + u0, (size_t)n * sizeof(float));
+        d->conv(n, yt + (size_t)r * d->ldy + u0, hn + (size_t)r * d->Kh + u0);
+    }
+}
+
+/* One layer and direction (see the top). bs, off: (T) rows and first row of each step; reverse: run the
+ * steps from T - 1 down; split_units: the threads share out the unit blocks (else the rows). x (N, ldx)
+ * float32; xb, hb, gs, gh: scratch of the sizes rf_bf16_dir lists (B <= Bp = round16(B)). Returns the
+ * number of long barrier waits (a busy machine), as rf_latency_forward. */
+static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, const int* off, int reverse, int B,
+                           int F, int H, int nth, int split_units, const uint16_t* P, const float* x, int ldx,
+                           const float* b, const float* bhn, float* h, float* c, float* y, int ldy,
+                           uint16_t* xb, uint16_t* hb, float* gs, float* gh) {
+    rf_bf16_dir d;
+    d.cell = cell;
+    d.relu = relu;
+    d.G = RF_GATES(cell);
+    d.F = F;
+    d.H = H;
+    d.Hc = rf_round_up(H, 16);
+    d.Kx = rf_round_up(F, 32);
+    d.Kh = rf_round_up(H, 32);
+    d.nbk = d.Hc / 16;
+    d.ps = (size_t)(d.Kx + d.Kh) * 16;
+    d.P = P;
+    d.b = b;
+    d.bhn = bhn;
+    d.xb = xb;
+    d.hb = hb;
+    d.hbs = (size_t)rf_round_up(B, 16) * d.Kh;
+    d.gs = gs;
+    d.gh = gh;
+    d.h = h;
+    d.c = c;
+    d.y = y;
+    d.ldy = ldy;
+    d.prod = rf_bf16_prod_portable;
+    d.conv = rf_bf16_convert_portable;
+#ifdef RF_HAVE_BF16_ISA
+    if (path == RF_BF16_AVX512 || path == RF_BF16_AMX) {
+        d.prod = path == RF_BF16_AMX ? rf_bf16_prod_amx : rf_bf16_prod_avx512;
+        d.conv = rf_bf16_convert_avx512;
+    }
+#endif
+    int N = off[T - 1] + bs[T - 1];
+    rf_barrier bar = {0, 0};
+    int yields = 0;
+    if (nth < 1) nth = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) shared(bar) reduction(+ : yields)
+#endif
+    {
+        RF_THREAD_IDS(k, nk);
+        unsigned int ftz = rf_ftz_enter();
+#ifdef RF_HAVE_BF16_ISA
+        if (path == RF_BF16_AMX) rf_amx_begin();
+#endif
+        /* x rounded, rows shared out; h0 into both h buffers; GRU's r, z recurrent parts stay zero */
+        int x0 = (int)((long)N * k / nk), x1 = (int)((long)N * (k + 1) / nk);
+        for (int r = x0; r < x1; r++) {
+            uint16_t* dst = xb + (size_t)r * d.Kx;
+            memset(dst, 0, (size_t)d.Kx * sizeof(uint16_t));
+            d.conv(F, x + (size_t)r * ldx, dst);
+        }
+        int Bp = rf_round_up(B, 16);
+        int h0r = (int)((long)Bp * k / nk), h1r = (int)((long)Bp * (k + 1) / nk);
+        for (int r = h0r; r < h1r; r++) {
+            uint16_t* dst = hb + (size_t)r * d.Kh;
+            memset(dst, 0, (size_t)d.Kh * sizeof(uint16_t));
+            if (r < B) d.conv(H, h + (size_t)r * d.Hc, dst);
+            memcpy(dst + d.hbs, dst, (size_t)d.Kh * sizeof(uint16_t));
+            if (RF_IS_GRU(cell)) memset(gh + (size_t)r * 3 * d.Hc, 0, (size_t)2 * d.Hc * sizeof(float));
+        }
+        if (k == 0) /* rows past N that a row tile may read */
+            memset(xb + (size_t)N * d.Kx, 0, (size_t)16 * d.Kx * sizeof(uint16_t));
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        int rshare = rf_round_up((B + nk - 1) / nk, 16), jshare = (d.nbk + nk - 1) / nk;
+        int r0 = split_units ? 0 : k * rshare, r1 = split_units ? B : (k + 1) * rshare;
+        int j0 = split_units ? k * jshare : 0, j1 = split_units ? (k + 1) * jshare : d.nbk;
+        if (j1 > d.nbk) j1 = d.nbk;
+        for (int i = 0; i < T; i++) {
+            int t = reverse ? T - 1 - i : i;
+            int nb = bs[t] < r1 ? bs[t] : r1;
+            if (nb > r0 && j1 > j0) rf_bf16_step_part(&d, off[t], r0, nb - r0, j0, j1, i & 1);
+            if (split_units && nk > 1) yields += rf_barrier_wait(&bar, nk, RF_SPIN_NS, i == 0 ? 50 * RF_SPIN_NS : RF_SPIN_NS);
+        }
+#ifdef RF_HAVE_BF16_ISA
+        if (path == RF_BF16_AMX) rf_amx_end();
+#endif
+        rf_ftz_leave(ftz);
+    }
+    return yields;
+}
+
+#endif

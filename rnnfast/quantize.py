@@ -1,0 +1,602 @@
+"""Low-precision inference models: ``rf.quantize(model, "bf16" | "int8")``.
+
+:func:`quantize` turns a recurrent layer (:class:`rnnfast.nn.LSTM`, ``GRU``, ``RNN``), a
+:class:`~rnnfast.nn.Sequential` or a fitted estimator into a new model for inference only, whose recurrent
+weights are held once, in the packed low-precision layout of a backend's kernel. The other layers
+(Embedding, Linear...) stay as they are. ``forward`` / ``predict`` / ``predict_proba`` / ``step`` /
+``predict_step`` work as on the float model; ``backward``, ``train()`` and ``fit`` raise
+:class:`InferenceOnlyError`. ``save`` and :func:`rnnfast.load` keep the format (the file names it; see
+:mod:`rnnfast.io`).
+
+Backends
+--------
+A precision is a :class:`Backend`, registered by name (:func:`register_backend`); ``"bf16"`` is
+:class:`BF16Backend`. A backend packs one layer and direction (:meth:`Backend.pack`), runs it over a packed
+batch (:meth:`Backend.run`, given a :class:`Direction`), gives back the values it multiplies by
+(:meth:`Backend.unpack`) and stores weights in files (:meth:`Backend.encode` / :meth:`Backend.decode`).
+Everything else -- validation, lengths, stacking, both directions, states, streaming, estimators, files --
+is shared here.
+
+Accuracy contract (bf16)
+------------------------
+Weights and each step's product inputs (x_t, h_{t-1}) are rounded to bfloat16 (8 significant bits, round
+to nearest even); products accumulate in float32; biases, activations and the LSTM cell state are
+float32. Against the float32 layer, on random layers with PyTorch's initialisation and inputs of unit
+scale (tests/test_quantize.py checks it on every path): RMS error of the outputs below 4e-3 and the
+largest error below 3e-2, per layer and at T = 100; the three instruction paths agree with one another
+to float32 rounding of the sums (they round the same products), up to a rare flip of one bfloat16
+rounding of h.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from rnnfast._threads import resolve_threads
+from rnnfast.nn import _serial
+from rnnfast.nn._rnn_calls import _Plan, _Workspace
+from rnnfast.nn.module import as_float, check_lengths
+from rnnfast.nn.recurrent import GRU, LSTM, RNN, _RNNBase
+from rnnfast.nn.sequential import Sequential
+from rnnfast.nn.stateful import Stateful
+
+__all__ = ["quantize", "InferenceOnlyError", "Backend", "BF16Backend", "Direction", "QuantizedRNN",
+           "QuantizedSequential", "register_backend", "get_backend", "precisions", "set_bf16_path",
+           "get_bf16_path", "refuse_training"]
+
+_CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
+_GATES = {0: 1, 1: 4, 2: 3}
+
+
+class InferenceOnlyError(TypeError):
+    """Training (``fit``, ``backward``, ``train()``) asked of a quantized, inference-only model."""
+
+
+def _refusal(what: str, precision: str) -> InferenceOnlyError:
+    return InferenceOnlyError(f"{what}: this model is quantized to {precision} for inference only; train the "
+                              "float model and quantize it again (rnnfast.quantize)")
+
+
+# ---------------------------------------------------------------------------------------- backends
+@dataclasses.dataclass
+class Direction:
+    """One layer and direction of a call, as :meth:`Backend.run` receives it (float32, C-contiguous).
+
+    Attributes
+    ----------
+    cell : int
+        0 RNN, 1 LSTM, 2 GRU (reset after the product).
+    relu : bool
+        RNN only: relu instead of tanh.
+    bs, off : ndarray of int32, (T,)
+        Rows of each time step and the first of them in ``x`` / ``y`` (sequences time-major, longest
+        first, padded steps left out: rnnfast's packed layout).
+    reverse : bool
+        Run the steps from the last one (a row starts at its own last step).
+    x : ndarray (N, F)                    IN
+    h, c : ndarray (B, H)                 IN / OUT: initial states, then final states (``c``: LSTM, else None)
+    y : ndarray (N, >= ycol + H)          OUT: h_t in columns [ycol, ycol + H)
+    ycol : int
+    n_threads : int
+    """
+
+    cell: int
+    relu: bool
+    bs: np.ndarray
+    off: np.ndarray
+    reverse: bool
+    x: np.ndarray
+    h: np.ndarray
+    c: Optional[np.ndarray]
+    y: np.ndarray
+    ycol: int
+    n_threads: int
+
+
+class Backend:
+    """A low-precision format and its kernel. Subclass it and :func:`register_backend` an instance.
+
+    ``pack`` keeps what the kernel needs, once, in its own layout; ``run`` is the kernel call;
+    ``unpack`` returns the float32 values the kernel really multiplies by (what a file stores, and what
+    the accuracy tests compare); ``encode`` / ``decode`` are the file storage of one weight matrix (see
+    :mod:`rnnfast.io`: arrays named ``<name>`` and ``<name>@<part>``).
+    """
+
+    #: The precision's name, as :func:`quantize` and files give it.
+    name = ""
+
+    def pack(self, cell: int, w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray, bhn: np.ndarray) -> Any:
+        """The kernel's weights of one layer and direction from float32 ``w_ih`` (G H, F), ``w_hh`` (G H, H),
+        the summed bias ``b`` (G H,) and GRU's ``b_hn`` (H,) (zeros for the other cells)."""
+        raise NotImplementedError
+
+    def unpack(self, packed: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """``(w_ih, w_hh)``: float32 arrays of the values ``packed`` multiplies by."""
+        raise NotImplementedError
+
+    def run(self, packed: Any, d: Direction, ws: _Workspace) -> int:
+        """Run one layer and direction (see :class:`Direction`); ``ws`` holds reusable scratch
+        (``ws.get(name, shape, dtype)``). Returns a count of long thread waits (0 if none)."""
+        raise NotImplementedError
+
+    def encode(self, w: np.ndarray) -> Dict[str, np.ndarray]:
+        """File arrays of one float32 weight matrix, by part (``""`` the main one; others ``"@<part>"``)."""
+        raise NotImplementedError
+
+    def decode(self, parts: Dict[str, np.ndarray]) -> np.ndarray:
+        """The float32 matrix :meth:`encode` stored (ValueError if the parts do not fit together)."""
+        raise NotImplementedError
+
+    def decoded(self, parts: Dict[str, Tuple[np.dtype, tuple]]) -> Optional[Tuple[np.dtype, tuple]]:
+        """Dtype and shape :meth:`decode` would return from parts of these dtypes and shapes; None when
+        the main part is not one of this format's (a float array stored as it is); ValueError when the
+        parts do not fit together."""
+        raise NotImplementedError
+
+
+_BACKENDS: Dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Make ``backend`` available to :func:`quantize` and to files under ``backend.name``. Returns it."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f"backend must be a rnnfast.quantize.Backend, got {type(backend).__name__}")
+    if not isinstance(backend.name, str) or not backend.name.isidentifier():
+        raise ValueError(f"a backend's name must be an identifier, got {backend.name!r}")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def precisions() -> Tuple[str, ...]:
+    """The names :func:`quantize` accepts."""
+    return tuple(_BACKENDS)
+
+
+def get_backend(precision: Any) -> Backend:
+    """The registered backend named ``precision`` (TypeError for a non-string, ValueError if unknown)."""
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a string, one of {precisions()}, got {type(precision).__name__}")
+    if precision not in _BACKENDS:
+        raise ValueError(f"unknown precision {precision!r}; rnnfast has {', '.join(map(repr, precisions()))}")
+    return _BACKENDS[precision]
+
+
+# ---------------------------------------------------------------------------------------- bfloat16
+def _lowp():
+    from rnnfast._kernels import _lowp as k
+    return k
+
+
+def _to_bf16(w: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), round to nearest even, NaN kept quiet (as the kernels round)."""
+    u = np.ascontiguousarray(w, np.float32).view(np.uint32)
+    r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    r[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
+    return r
+
+
+def _from_bf16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) -> float32 (exact)."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+_PATH_ENV = "RNNFAST_BF16_PATH"
+_AUTO = "auto"
+_forced_path: Optional[str] = None
+#: Batch rows from which the AMX path is chosen over AVX512-BF16 (measured: see bench/lowp.py).
+AMX_MIN_ROWS = 2
+#: Rows from which two threads split the batch (each its own rows, no barrier); below, they split the units.
+ROWS_SPLIT_MIN = 32
+#: Multiply-adds per step of a layer and direction below which a call stays on one thread.
+PARALLEL_MIN_WORK = 1 << 17
+
+
+def set_bf16_path(path: Optional[str]) -> None:
+    """Force the bfloat16 instruction path: ``"amx"``, ``"avx512_bf16"``, ``"portable"``, or ``"auto"`` /
+    None (the default: the fastest this machine has). The environment variable ``RNNFAST_BF16_PATH`` sets
+    the same at import. ValueError for a path this machine cannot run."""
+    global _forced_path
+    if path is None or path == _AUTO:
+        _forced_path = None
+        return
+    paths = _lowp().BF16_PATHS
+    if path not in paths:
+        raise ValueError(f"path must be one of {sorted(paths) + [_AUTO]}, got {path!r}")
+    if not _lowp().bf16_path_available(paths[path]):
+        raise ValueError(f"the {path} path needs instructions this machine (or OS) does not offer")
+    _forced_path = path
+
+
+def get_bf16_path(batch: int = 64) -> str:
+    """The bfloat16 path a call of ``batch`` rows runs (the forced one if any)."""
+    if _forced_path is not None:
+        return _forced_path
+    k = _lowp()
+    if batch >= AMX_MIN_ROWS and k.bf16_path_available(k.BF16_PATHS["amx"]):
+        return "amx"
+    return "avx512_bf16" if k.bf16_path_available(k.BF16_PATHS["avx512_bf16"]) else "portable"
+
+
+@dataclasses.dataclass
+class _BF16Weights:
+    G: int
+    F: int
+    H: int
+    P: np.ndarray     # uint16, the packed panels (csrc/rf_bf16.h)
+    b: np.ndarray     # float32 (G Hc,), summed biases, zero-padded
+    bhn: np.ndarray   # float32 (Hc,)
+
+
+def _round(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+class BF16Backend(Backend):
+    """bfloat16 weights and product inputs, float32 accumulation and cell state (csrc/rf_bf16.h); AMX,
+    AVX512-BF16 or portable C, chosen per call (:func:`get_bf16_path`)."""
+
+    name = "bf16"
+
+    def pack(self, cell, w_ih, w_hh, b, bhn):
+        G = _GATES[cell]
+        GH, H = w_hh.shape
+        F = w_ih.shape[1]
+        Hc = _round(H, 16)
+        bp = np.zeros((G, Hc), np.float32)
+        bp[:, :H] = b.reshape(G, H)
+        bhp = np.zeros(Hc, np.float32)
+        bhp[:H] = bhn
+        P = _lowp().bf16_pack(G, np.ascontiguousarray(w_ih, np.float32), np.ascontiguousarray(w_hh, np.float32))
+        return _BF16Weights(G, F, H, P, bp.reshape(-1), bhp)
+
+    def unpack(self, packed):
+        G, F, H = packed.G, packed.F, packed.H
+        Kx, Kh, Hc = _round(F, 32), _round(H, 32), _round(H, 16)
+        # P[g][j][p][u][e] = W[g H + 16 j + u][2 p + e]
+        w = _from_bf16(packed.P).reshape(G, Hc // 16, (Kx + Kh) // 2, 16, 2)
+        w = w.transpose(0, 1, 3, 2, 4).reshape(G, Hc, Kx + Kh)[:, :H]
+        return (np.ascontiguousarray(w[:, :, :F].reshape(G * H, F)),
+                np.ascontiguousarray(w[:, :, Kx:Kx + H].reshape(G * H, H)))
+
+    def run(self, packed, d, ws):
+        k = _lowp()
+        B, H, F = d.h.shape[0], packed.H, packed.F
+        G, N = packed.G, d.x.shape[0]
+        Hc, Bp, Kx, Kh = _round(H, 16), _round(B, 16), _round(F, 32), _round(H, 32)
+        path = get_bf16_path(B)
+        nth = d.n_threads if G * H * (F + H) * B >= PARALLEL_MIN_WORK else 1
+        h = ws.get("h", (B, Hc), np.float32)
+        c = ws.get("c", (B, Hc), np.float32)
+        h[:, :H] = d.h
+        c[:, :H] = 0 if d.c is None else d.c
+        h[:, H:] = c[:, H:] = 0
+        gh = ws.get("gh", (Bp * 3 * Hc if d.cell == 2 else 1,), np.float32)
+        yields = k.bf16_forward(k.BF16_PATHS[path], d.cell, int(d.relu), d.bs, d.off, d.reverse, F, H, nth,
+                                B < ROWS_SPLIT_MIN, packed.P, d.x, packed.b, packed.bhn, h, c, d.y, d.ycol,
+                                ws.get("xb", ((N + 16) * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16),
+                                ws.get("gs", (Bp * G * Hc,), np.float32), gh)
+        d.h[...] = h[:, :H]
+        if d.c is not None:
+            d.c[...] = c[:, :H]
+        return yields
+
+    def encode(self, w):
+        return {"": _to_bf16(w)}
+
+    def decode(self, parts):
+        if set(parts) != {""}:
+            raise ValueError(f"bf16 weights are one array, got parts {sorted(parts)}")
+        return _from_bf16(parts[""])
+
+    def decoded(self, parts):
+        dtype, shape = parts[""]
+        if dtype != np.dtype(np.uint16):
+            if len(parts) > 1:
+                raise ValueError("an array stored as it is has no parts")
+            return None
+        if len(parts) > 1:
+            raise ValueError(f"bf16 weights are one array, got parts {sorted(parts)}")
+        return np.dtype(np.float32), shape
+
+
+register_backend(BF16Backend())
+if os.environ.get(_PATH_ENV):
+    set_bf16_path(os.environ[_PATH_ENV])
+
+
+# ---------------------------------------------------------------------------------------- layers
+def _sfx(layer: int, d: int) -> str:
+    return f"_l{layer}" + ("_reverse" if d else "")
+
+
+def _summed_biases(cell: int, G: int, H: int, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray]):
+    """The kernel's biases: b = b_ih + b_hh (GRU's n gate: b_in alone) and GRU's b_hn (zeros otherwise)."""
+    if b_ih is None:
+        return np.zeros(G * H, np.float32), np.zeros(H, np.float32)
+    b = (b_ih.astype(np.float32) + b_hh.astype(np.float32))
+    bhn = np.zeros(H, np.float32)
+    if cell == 2:
+        b[2 * H:] = b_ih[2 * H:]
+        bhn[:] = b_hh[2 * H:]
+    return b, bhn
+
+
+class QuantizedRNN:
+    """An LSTM, GRU or RNN layer quantized by a :class:`Backend`, for inference (made by :func:`quantize`).
+
+    ``forward`` (``__call__``) and ``step`` take and return what the float layer's do (float32 results);
+    ``state_dict`` returns the weights as stored in files (the backend's encoding) and the biases;
+    ``backward``, ``train()`` and ``load_state_dict`` raise :class:`InferenceOnlyError`.
+    """
+
+    keyword_protocol = True
+    training = False
+    # the float layers' input checks, shared as they are (they read only the settings below)
+    _check_x = _RNNBase._check_x
+    _check_state = _RNNBase._check_state
+    _split_hx = _RNNBase._split_hx
+    _finish = _RNNBase._finish
+
+    def __init__(self, layer: _RNNBase, backend: Backend) -> None:
+        if isinstance(layer, GRU) and not layer.reset_after:
+            raise ValueError("quantize: a GRU with reset_after=False has no low-precision kernel yet")
+        self.description = _serial.describe(layer)
+        self.description["config"]["dtype"] = "float32"
+        for name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
+                     "nonlinearity"):
+            setattr(self, name, getattr(layer, name))
+        self.dtype = np.dtype(np.float32)
+        self.precision = backend.name
+        self._backend, self._mode = backend, layer._mode
+        self._cell = _CELLS[self._mode]
+        self._D = 2 if self.bidirectional else 1
+        self._pool: List[_Workspace] = []
+        sd = layer.state_dict()
+        self._biases = {k: v.astype(np.float32) for k, v in sd.items() if k.startswith("bias")}
+        self._packed = []
+        G, H = _GATES[self._cell], self.hidden_size
+        for layer_i in range(self.num_layers):
+            for d in range(self._D):
+                s = _sfx(layer_i, d)
+                b, bhn = _summed_biases(self._cell, G, H, sd.get("bias_ih" + s), sd.get("bias_hh" + s))
+                w_ih = np.ascontiguousarray(sd["weight_ih" + s], np.float32)
+                w_hh = np.ascontiguousarray(sd["weight_hh" + s], np.float32)
+                self._packed.append(backend.pack(self._cell, w_ih, w_hh, b, bhn))
+
+    def __repr__(self) -> str:
+        return (f"Quantized{self._mode.upper()}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, precision={self.precision!r})")
+
+    # ------------------------------------------------------------------ inference only
+    def train(self, mode: bool = True) -> "QuantizedRNN":
+        """Eval mode only: ``train(False)`` returns self; ``train(True)`` raises InferenceOnlyError."""
+        if mode:
+            raise _refusal("train()", self.precision)
+        return self
+
+    def eval(self) -> "QuantizedRNN":
+        """Returns self (always in eval mode)."""
+        return self
+
+    def backward(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: InferenceOnlyError."""
+        raise _refusal("backward()", self.precision)
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Refused: InferenceOnlyError (load the float model's weights, then quantize it)."""
+        raise _refusal("load_state_dict()", self.precision)
+
+    grads: Dict[str, np.ndarray] = {}
+
+    def named_parameters(self) -> list:
+        """No trainable parameters: an empty list."""
+        return []
+
+    def zero_grad(self) -> None:
+        """Nothing to zero."""
+
+    def release_memory(self) -> None:
+        """Drop the scratch kept between calls."""
+        self._pool = []
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": []}
+
+    # ------------------------------------------------------------------ weights
+    def dequantized(self) -> Dict[str, np.ndarray]:
+        """The float32 state dict of the values the kernel computes with (PyTorch's keys)."""
+        out = {}
+        for i, packed in enumerate(self._packed):
+            s = _sfx(i // self._D, i % self._D)
+            out["weight_ih" + s], out["weight_hh" + s] = self._backend.unpack(packed)
+        out.update({k: v.copy() for k, v in self._biases.items()})
+        return out
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """The weights as files store them (:meth:`Backend.encode`: ``name`` and ``name@part`` arrays) and
+        the float32 biases."""
+        out = {}
+        for name, w in self.dequantized().items():
+            if name.startswith("weight"):
+                out.update({name + part: a for part, a in self._backend.encode(w).items()})
+            else:
+                out[name] = w
+        return out
+
+    # ------------------------------------------------------------------ running
+    def forward(self, x: Any, hx: Any = None, lengths: Any = None, n_threads: Optional[int] = None):
+        """As :meth:`rnnfast.nn.LSTM.forward` (inference): ``(out, h_n)``, LSTM ``(out, (h_n, c_n))``."""
+        nth = resolve_threads(n_threads)
+        xb, unbatched = self._check_x(x)
+        B, T, _ = xb.shape
+        lengths = check_lengths(lengths, B, T)
+        h0, c0 = self._split_hx(hx, B, unbatched)
+        plan = _Plan(lengths, B, T)
+        inp = plan.pack(xb, np.empty((plan.N, self.input_size), np.float32))
+        hT, cT, out = self._run(plan, inp, h0, c0, nth)
+        return self._finish(plan, out, hT, cT, unbatched)
+
+    __call__ = forward
+
+    def _run(self, plan: _Plan, inp: np.ndarray, h0, c0, nth: int):
+        """Every layer and direction over the packed input; returns (h_n, c_n, packed output)."""
+        H, D, L, T = self.hidden_size, self._D, self.num_layers, plan.T
+        bs = (plan.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
+        off = np.zeros(T, np.intc)
+        np.cumsum(bs[:-1], out=off[1:])
+        lstm = self._mode == "lstm"
+        hT = np.zeros((L * D, plan.B, H), np.float32) if h0 is None else np.stack(plan.sort_states(h0, np.float32))
+        cT = None if not lstm else (np.zeros_like(hT) if c0 is None else np.stack(plan.sort_states(c0, np.float32)))
+        ws = self._pool.pop() if self._pool else _Workspace()
+        try:
+            for layer in range(L):
+                out = np.empty((plan.N, D * H), np.float32)
+                for d in range(D):
+                    k = layer * D + d
+                    dirn = Direction(self._cell, self.nonlinearity == "relu", bs, off, d == 1, inp, hT[k],
+                                     cT[k] if lstm else None, out, d * H, nth)
+                    self._backend.run(self._packed[k], dirn, ws)
+                inp = out
+        finally:
+            self._pool.append(ws)
+        return hT, cT, inp
+
+    def step(self, x_t: Any, state: Any = None, n_threads: Optional[int] = None):
+        """One time step, as :meth:`rnnfast.nn.LSTM.step`: ``x_t`` (B, I) or (I,) -> ``(y_t, state)``."""
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional layer: the reverse direction reads the future")
+        nth = resolve_threads(n_threads)
+        xt = as_float(x_t, np.float32, "x_t")
+        if xt.ndim not in (1, 2):
+            raise ValueError(f"x_t must be 2-D (batch, features) or 1-D, got shape {xt.shape}")
+        unbatched = xt.ndim == 1
+        xt = np.ascontiguousarray(xt[None] if unbatched else xt)
+        if xt.shape[1] != self.input_size:
+            raise ValueError(f"x_t has {xt.shape[1]} features, expected input_size={self.input_size}")
+        if xt.shape[0] == 0:
+            raise ValueError("x_t must hold at least one row")
+        h0, c0 = self._split_hx(state, xt.shape[0], unbatched, what="state")
+        hT, cT, y = self._run(_Plan(None, xt.shape[0], 1), xt, h0, c0, nth)
+        if unbatched:
+            y, hT, cT = y[0], hT[:, 0], None if cT is None else cT[:, 0]
+        return y, ((hT, cT) if self._mode == "lstm" else hT)
+
+
+# ---------------------------------------------------------------------------------------- models
+class QuantizedSequential(Sequential):
+    """A :class:`~rnnfast.nn.Sequential` whose recurrent layers are quantized (made by :func:`quantize`):
+    inference only, saved with its precision (:meth:`save`)."""
+
+    def __init__(self, *layers: Any, precision: str) -> None:
+        super().__init__(*layers)
+        self.precision = precision
+        self.training = False
+
+    def train(self, mode: bool = True) -> "QuantizedSequential":
+        """Eval mode only (InferenceOnlyError for ``train(True)``)."""
+        if mode:
+            raise _refusal("train()", self.precision)
+        return super().train(False)
+
+    def backward(self, dout: Any, n_threads: Optional[int] = None) -> Any:
+        """Refused: InferenceOnlyError."""
+        raise _refusal("backward()", self.precision)
+
+    def save(self, path: Any) -> None:
+        """Write the model as :meth:`rnnfast.nn.Sequential.save` does, its recurrent weights in the
+        precision's file encoding; :func:`rnnfast.load` returns an equal quantized model."""
+        from rnnfast.io import save_archive
+        save_archive(path, _serial.KIND, {"layers": [_describe(layer) for layer in self.layers]},
+                     self.state_dict(), precision=self.precision)
+
+
+def _describe(layer: Any) -> dict:
+    if isinstance(layer, Stateful):
+        return {"class": "Stateful", "layer": _describe(layer.layer)}
+    if isinstance(layer, QuantizedRNN):
+        return copy.deepcopy(layer.description)
+    return _serial.describe(layer)
+
+
+def _quantize_layer(layer: Any, backend: Backend) -> Any:
+    if isinstance(layer, Stateful):
+        return Stateful(_quantize_layer(layer.layer, backend))
+    if isinstance(layer, (LSTM, GRU, RNN)):
+        return QuantizedRNN(layer, backend)
+    if isinstance(layer, QuantizedRNN):
+        raise ValueError(f"the model is already quantized ({layer.precision})")
+    return copy.deepcopy(layer)
+
+
+def _quantize_sequential(model: Sequential, backend: Backend) -> QuantizedSequential:
+    layers = [_quantize_layer(layer, backend) for layer in model.layers]
+    return QuantizedSequential(*layers, precision=backend.name).train(False)
+
+
+def _quantize_estimator(est: Any, backend: Backend) -> Any:
+    est._check_fitted()
+    if est._fitted_dtype() != np.float32:
+        raise ValueError(f"quantize: the estimator was fitted in {est._fitted_dtype()}; fit it with "
+                         "dtype='float32' to quantize it")
+    q = copy.copy(est)
+    q.model_ = _quantize_sequential(est.model_, backend)
+    q.precision_ = backend.name
+    return q
+
+
+def refuse_training(est: Any) -> None:
+    """Raise InferenceOnlyError when the estimator ``est`` was quantized (its ``fit`` / ``partial_fit``)."""
+    precision = getattr(est, "precision_", None)
+    if precision is not None:
+        raise _refusal(f"{type(est).__name__}.fit", precision)
+
+
+def quantize(model: Any, precision: str) -> Any:
+    """A new inference-only model whose recurrent weights are in a low precision.
+
+    Parameters
+    ----------
+    model : rnnfast.nn.LSTM, GRU or RNN; rnnfast.nn.Sequential; or a fitted estimator (rnnfast.LSTM...)
+        Left unchanged. (GRU with ``reset_after=False`` is not supported yet.)
+    precision : {"bf16", "int8"}
+        A registered backend's name (:func:`precisions`): ``"bf16"`` rounds weights and each step's
+        product inputs to bfloat16 and keeps float32 sums, activations and cell state (the accuracy
+        contract is in this module's docstring).
+
+    Returns
+    -------
+    QuantizedRNN, QuantizedSequential, or a copy of the estimator (``precision_`` set)
+        ``forward`` / ``step`` (layers and Sequential), ``predict`` / ``predict_proba`` / ``score`` /
+        ``predict_step`` (estimators) and ``save`` work; training raises :class:`InferenceOnlyError`.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not one of the above, or ``precision`` not a string.
+    ValueError
+        Unknown precision, an already quantized model, or an unsupported layer.
+
+    Examples
+    --------
+    >>> import rnnfast as rf
+    >>> q = rf.quantize(rf.nn.LSTM(8, 16, seed=0), "bf16")
+    >>> q(np.zeros((2, 5, 8), np.float32))[0].shape
+    (2, 5, 16)
+    """
+    backend = get_backend(precision)
+    if isinstance(model, (QuantizedRNN, QuantizedSequential)) or getattr(model, "precision_", None):
+        raise ValueError(f"the model is already quantized ({getattr(model, 'precision', None) or model.precision_})")
+    if isinstance(model, (LSTM, GRU, RNN)):
+        return QuantizedRNN(model, backend)
+    if isinstance(model, Sequential):
+        return _quantize_sequential(model, backend)
+    from rnnfast.estimators.recurrent import _RecurrentEstimator
+    if isinstance(model, _RecurrentEstimator):
+        return _quantize_estimator(model, backend)
+    raise TypeError(f"quantize takes an rnnfast LSTM / GRU / RNN layer, a Sequential or a fitted estimator, got "
+                    f"{type(model).__name__}")
