@@ -37,15 +37,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include "rf_cpu.h"
 #include "rf_latency.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#include <cpuid.h>
 #define RF_I8_X86 1
-#endif
-#if defined(__linux__) && defined(RF_I8_X86)
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 enum { RF_I8_SCALAR = 0, RF_I8_AVX2 = 1, RF_I8_VNNI = 2, RF_I8_AMX = 3 };
@@ -54,43 +50,13 @@ enum { RF_I8_SCALAR = 0, RF_I8_AVX2 = 1, RF_I8_VNNI = 2, RF_I8_AMX = 3 };
 
 static inline int rf_i8_round(int n, int m) { return (n + m - 1) / m * m; }
 
-/* ------------------------------------------------------------------------------------ CPU features */
-
-#ifdef RF_I8_X86
-static inline uint64_t rf_i8_xgetbv(void) {
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return ((uint64_t)hi << 32) | lo;
-}
-#endif
-
-/* AMX tile data needs the kernel's permission once per process (Linux 5.16+). */
-static int rf_i8_amx_permitted(void) {
-#if defined(__linux__) && defined(RF_I8_X86)
-    static int ok = -1;
-    if (ok < 0) ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-    return ok;
-#else
-    return 0;
-#endif
-}
-
-/* The best path this CPU and OS run: CPUID leaf 7 for the instructions, XCR0 for the OS saving the
- * registers (ymm: bits 1-2; zmm: 5-7), the permission request for the tiles. */
+/* The best path this CPU and OS run (csrc/rf_cpu.h; AMX after the permission request). */
 static int rf_i8_best(void) {
-#ifdef RF_I8_X86
-    unsigned int a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return RF_I8_SCALAR;  /* OSXSAVE */
-    uint64_t xcr0 = rf_i8_xgetbv();
-    if ((xcr0 & 0x6) != 0x6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return RF_I8_SCALAR;
-    if (!(b & (1u << 5))) return RF_I8_SCALAR;  /* AVX2 */
-    int avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31)) && (xcr0 & 0xE0) == 0xE0;
-    if (!avx512 || !(c & (1u << 11))) return RF_I8_AVX2;  /* AVX512F, BW, VL; VNNI */
-    if ((d & (1u << 24)) && (d & (1u << 25)) && rf_i8_amx_permitted()) return RF_I8_AMX;
-    return RF_I8_VNNI;
-#else
+    int f = rf_cpu_features();
+    if ((f & RF_CPU_AMX_INT8) && (f & RF_CPU_AVX512_VNNI) && rf_amx_enable()) return RF_I8_AMX;
+    if (f & RF_CPU_AVX512_VNNI) return RF_I8_VNNI;
+    if (f & RF_CPU_AVX2) return RF_I8_AVX2;
     return RF_I8_SCALAR;
-#endif
 }
 
 /* ------------------------------------------------------------------------------ quantizing the rows */
@@ -461,6 +427,7 @@ typedef struct {
     int32_t* zh;
     float* gates;    /* (rows, G Hp) */
     float* gh;       /* GRU: (rows, 3 Hp) h W_hh^T */
+    float* hb[2];    /* (rows, Hp) h_{t-1} and h_t, by turns */
     float* cb[2];    /* LSTM: (rows, Hp) c_{t-1} and c_t, by turns */
     void* mem;
 } rf_i8_ws;
@@ -468,7 +435,7 @@ typedef struct {
 static int rf_i8_ws_alloc(rf_i8_ws* w, const rf_i8_layer* L, int rows) {
     int G = RF_GATES(L->cell);
     size_t nq = (size_t)(rf_i8_round(rows, 16) + 16) * L->KpH;
-    size_t nf = (size_t)rows * (2 + G * L->Hp + 3 * L->Hp + 2 * L->Hp) + 64;
+    size_t nf = (size_t)rows * (2 + G * L->Hp + 3 * L->Hp + 4 * L->Hp) + 64;
     w->mem = calloc(1, nq + 64 + nf * 4 + 64);
     if (!w->mem) return -1;
     w->qh = (uint8_t*)w->mem;
@@ -477,70 +444,88 @@ static int rf_i8_ws_alloc(rf_i8_ws* w, const rf_i8_layer* L, int rows) {
     w->zh = (int32_t*)(f + rows);
     w->gates = f + 2 * rows;
     w->gh = w->gates + (size_t)rows * G * L->Hp;
-    w->cb[0] = w->gh + (size_t)rows * 3 * L->Hp;
+    w->hb[0] = w->gh + (size_t)rows * 3 * L->Hp;
+    w->hb[1] = w->hb[0] + (size_t)rows * L->Hp;
+    w->cb[0] = w->hb[1] + (size_t)rows * L->Hp;
     w->cb[1] = w->cb[0] + (size_t)rows * L->Hp;
     return 0;
 }
 
-/* The cell's fused pass over nb rows from row r (gates and gh: the workspace's rows from 0; units
- * [u0, u0 + n)). */
-static void rf_i8_cell(const rf_i8_layer* L, int nb, int u0, int n, float* gates, float* gh, int ldg,
-                       const float* hp, int ldh, const float* cp, float* c, float* y, int ldy) {
+/* The cell's fused pass over nb rows, units [u0, u0 + n): gates / gh (nb, G Hp), h_{t-1} hp and c_{t-1}
+ * cp (nb, Hp) -> h_t hy and c_t c (nb, Hp). */
+static void rf_i8_cell(const rf_i8_layer* L, int nb, int u0, int n, float* gates, float* gh, const float* hp,
+                       const float* cp, float* c, float* hy) {
     int Hp = L->Hp;
-    (void)ldg;
     if (L->cell == 1)
-        rf_lstm_fwd_f(nb, n, Hp, gates + u0, L->b + u0, cp + u0, c + u0, NULL, y + u0, ldy);
+        rf_lstm_fwd_f(nb, n, Hp, gates + u0, L->b + u0, cp + u0, c + u0, NULL, hy + u0, Hp);
     else if (L->cell == 2)
-        rf_gru_fwd_f(nb, n, Hp, gates + u0, gh + u0, L->b + u0, L->bhn + u0, hp + u0, ldh, NULL, y + u0, ldy);
+        rf_gru_fwd_f(nb, n, Hp, gates + u0, gh + u0, L->b + u0, L->bhn + u0, hp + u0, Hp, NULL, hy + u0, Hp);
     else
-        rf_rnn_fwd_f(nb, n, Hp, L->relu, gates + u0, L->b + u0, y + u0, ldy);
+        rf_rnn_fwd_f(nb, n, Hp, L->relu, gates + u0, L->b + u0, hy + u0, Hp);
 }
 
+/* A call's rows, in rnnfast's packed layout (time-major, longest first, padded steps left out): step t
+ * has rows [0, bs[t]), the first at off[t]; row b of step t reads input row src[off[t] + b] and writes
+ * its h_t to output row src[off[t] + b] (src: the identity, or for the reverse direction the row of
+ * time L_b - 1 - t); len[b] = the steps of row b. */
+typedef struct {
+    int T, B;
+    const int *bs, *off;
+    int *src, *len;
+} rf_i8_rows_map;
+
 /* Rows [r0, r1) of a batch, on their own (one thread): per step, the input product x_t W_ih^T from
- * the rows of qx quantized beforehand, then h_{t-1} W_hh^T, then the cell pass. Shapes as
- * rf_i8_forward's. */
-static void rf_i8_rows(const rf_i8_layer* L, int isa, int forced, int T, int B, const int* bs, int r0, int r1,
-                       const uint8_t* qx, const float* sx, const int32_t* zx, const float* h0, const float* c0,
-                       float* y, int ldy, const int* len, float* cn, rf_i8_ws* w) {
+ * the rows of qx quantized beforehand (in step order), then h_{t-1} W_hh^T, then the cell pass; h_t
+ * goes to its output row. h, c (B, H): initial states in, final states out. */
+static void rf_i8_rows(const rf_i8_layer* L, int isa, int forced, const rf_i8_rows_map* mp, int r0, int r1,
+                       const uint8_t* qx, const float* sx, const int32_t* zx, float* h, float* c, float* y,
+                       int ldy, rf_i8_ws* w) {
     int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2;
     int nbk = GHp / 16;
-    if (L->cell == 1)
-        for (int r = r0; r < r1; r++) memcpy(w->cb[0] + (size_t)(r - r0) * Hp, c0 + (size_t)r * H, H * sizeof(float));
-    for (int t = 0; t < T; t++) {
-        int nb = (bs[t] < r1 ? bs[t] : r1) - r0;
-        if (nb <= 0) break;
-        const float* hp = t == 0 ? h0 + (size_t)r0 * H : y + ((size_t)(t - 1) * B + r0) * ldy;
-        int ldh = t == 0 ? H : ldy;
-        size_t xrow = (size_t)t * B + r0;
-        rf_i8_gemm_for(isa, forced, nb)(nb, L->KpX, qx + xrow * L->KpX, L->KpX, sx + xrow, zx + xrow, L->pih,
-                                        L->sih, L->cih, 0, nbk, 0, w->gates, GHp);
-        rf_i8_quant_rows(isa, nb, H, hp, ldh, w->qh, L->KpH, w->sh, w->zh);
-        rf_i8_gemm_for(isa, forced, nb)(nb, L->KpH, w->qh, L->KpH, w->sh, w->zh, L->phh, L->shh, L->chh, 0, nbk,
-                                        !gru, gru ? w->gh : w->gates, GHp);
-        unsigned int ftz = rf_ftz_enter();
-        rf_i8_cell(L, nb, 0, H, w->gates, w->gh, GHp, hp, ldh, w->cb[t & 1], w->cb[(t + 1) & 1],
-                   y + xrow * ldy, ldy);
-        rf_ftz_leave(ftz);
+    for (int r = r0; r < r1; r++) {
+        memcpy(w->hb[0] + (size_t)(r - r0) * Hp, h + (size_t)r * H, H * sizeof(float));
+        if (c) memcpy(w->cb[0] + (size_t)(r - r0) * Hp, c + (size_t)r * H, H * sizeof(float));
     }
-    if (L->cell == 1)  /* step t wrote c_t to cb[(t + 1) & 1]: a row's last, L_r - 1, to cb[L_r & 1] */
-        for (int r = r0; r < r1; r++)
-            memcpy(cn + (size_t)r * H, len[r] > 0 ? w->cb[len[r] & 1] + (size_t)(r - r0) * Hp : c0 + (size_t)r * H,
-                   H * sizeof(float));
+    for (int t = 0; t < mp->T; t++) {
+        int nb = (mp->bs[t] < r1 ? mp->bs[t] : r1) - r0;
+        if (nb <= 0) break;
+        size_t row = (size_t)mp->off[t] + r0;
+        float *hp = w->hb[t & 1], *hy = w->hb[(t + 1) & 1];
+        rf_i8_gemm_fn gemm = rf_i8_gemm_for(isa, forced, nb);
+        gemm(nb, L->KpX, qx + row * L->KpX, L->KpX, sx + row, zx + row, L->pih, L->sih, L->cih, 0, nbk, 0,
+             w->gates, GHp);
+        rf_i8_quant_rows(isa, nb, H, hp, Hp, w->qh, L->KpH, w->sh, w->zh);
+        gemm(nb, L->KpH, w->qh, L->KpH, w->sh, w->zh, L->phh, L->shh, L->chh, 0, nbk, !gru, gru ? w->gh : w->gates,
+             GHp);
+        unsigned int ftz = rf_ftz_enter();
+        rf_i8_cell(L, nb, 0, H, w->gates, w->gh, hp, w->cb[t & 1], w->cb[(t + 1) & 1], hy);
+        rf_ftz_leave(ftz);
+        for (int i = 0; i < nb; i++)
+            memcpy(y + (size_t)mp->src[row + i] * ldy, hy + (size_t)i * Hp, H * sizeof(float));
+    }
+    /* step t wrote h_t, c_t to buffer (t + 1) & 1: a row's last, step len - 1, to len & 1 */
+    for (int r = r0; r < r1; r++) {
+        int l = mp->len[r] & 1;
+        memcpy(h + (size_t)r * H, w->hb[l] + (size_t)(r - r0) * Hp, H * sizeof(float));
+        if (c) memcpy(c + (size_t)r * H, w->cb[l] + (size_t)(r - r0) * Hp, H * sizeof(float));
+    }
 }
 
 /* Batch 1: thread k of nk owns units [j0, j1) (whole 16-row blocks of each gate). It first makes its
  * columns of x W_ih^T for all T steps (an M = T product, AMX-sized), then per step quantizes all of
  * h_{t-1} (each thread for itself: 256 values cost less than a second barrier), adds h W_hh^T on its
  * blocks, runs the cell pass on its units and meets the others at the barrier of rf_latency.h (which
- * also sends thread 0 on alone when a partner is descheduled). xw (T, G Hp), gh (3 Hp), cb (2, Hp):
- * shared, each thread writing its own columns. Returns the count of long waits. */
-static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, int T, int nth, const uint8_t* qx,
-                         const float* sx, const int32_t* zx, const float* h0, const float* c0, float* xw, float* gh,
-                         float* cb, float* y, int ldy, uint8_t* qh_all, long spin_ns) {
-    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2;
+ * also sends thread 0 on alone when a partner is descheduled). xw (T, G Hp), gh (3 Hp), hb and cb
+ * (2, Hp): shared, each thread writing its own columns; qh: 16 rows of KpH per thread. Returns the
+ * count of long waits. */
+static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_rows_map* mp, int nth,
+                         const uint8_t* qx, const float* sx, const int32_t* zx, float* h, float* c, float* y, int ldy,
+                         float* xw, float* gh, float* hb, float* cb, uint8_t* qh_all, long spin_ns) {
+    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2, T = mp->T;
     rf_barrier bar = {0, 0};
     int solo_at = 0, yields = 0;
-    if (L->cell == 1) memcpy(cb, c0, H * sizeof(float));
+    memcpy(hb, h, H * sizeof(float));
+    if (c) memcpy(cb, c, H * sizeof(float));
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
@@ -555,13 +540,13 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, int T, int n
         rf_i8_gemm_fn gx = rf_i8_gemm_for(isa, forced, T), g1 = rf_i8_gemm_for(isa, forced, 1);
         for (int g = 0; g < G && j1 > j0; g++)
             gx(T, L->KpX, qx, L->KpX, sx, zx, L->pih, L->sih, L->cih, (g * Hp + j0) / 16, (g * Hp + j1) / 16, 0,
-               xw + 0, GHp);
+               xw, GHp);
         int alone = nk == 1, solo = 0;
         unsigned int ftz = rf_ftz_enter();
         for (int t = 0; t < T; t++) {
-            const float* hp = t == 0 ? h0 : y + (size_t)(t - 1) * ldy;
+            float *hp = hb + (size_t)(t & 1) * Hp, *hy = hb + (size_t)((t + 1) & 1) * Hp;
             float* gt = xw + (size_t)t * GHp;
-            rf_i8_quant_rows(isa, 1, H, hp, H, qh, L->KpH, &sh, &zh);
+            rf_i8_quant_rows(isa, 1, H, hp, Hp, qh, L->KpH, &sh, &zh);
             for (int r = solo ? 0 : k; r < (solo ? nk : k + 1); r++) {
                 int u0, u1;
                 rf_units(r, share, Hp, &u0, &u1);
@@ -571,90 +556,99 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, int T, int n
                 for (int g = 0; g < G; g++)
                     g1(1, L->KpH, qh, L->KpH, &sh, &zh, L->phh, L->shh, L->chh, g * Hp / 16 + b0, g * Hp / 16 + b1,
                        !gru, gru ? gh : gt, GHp);
-                rf_i8_cell(L, 1, u0, u1 - u0, gt, gh, GHp, hp, H, cb + (size_t)(t & 1) * Hp,
-                           cb + (size_t)((t + 1) & 1) * Hp, y + (size_t)t * ldy, ldy);
+                rf_i8_cell(L, 1, u0, u1 - u0, gt, gh, hp, cb + (size_t)(t & 1) * Hp, cb + (size_t)((t + 1) & 1) * Hp,
+                           hy);
+                memcpy(y + (size_t)mp->src[t] * ldy + u0, hy + u0, (size_t)(u1 - u0) * sizeof(float));
             }
-            if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields))
-                break;
+            if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields)) break;
         }
         rf_ftz_leave(ftz);
     }
+    memcpy(h, hb + (size_t)(T & 1) * Hp, H * sizeof(float));
+    if (c) memcpy(c, cb + (size_t)(T & 1) * Hp, H * sizeof(float));
     return yields;
 }
 
-/* Forward of one direction of one layer, inference.
- * x (T, B, ldx): time-major, the batch rows sorted longest first; len (B): the rows' lengths, in
- * [0, T], non-increasing. h0, c0 (B, H). y (T, B, ldy): h_t of every valid step (rows past their
- * length untouched). cn (B, H): LSTM's final c (h_n is y at each row's last step, read by the caller).
- * nth threads: batch rows shared out (each thread its own recurrence), or for B = 1 the units
- * (rf_i8_latency). isa, forced: the path (rf_i8_gemm_for). Returns the count of long barrier waits, or
- * -1 when memory ran out. */
-static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, int B, const int* len, const float* x,
-                         int ldx, const float* h0, const float* c0, float* y, int ldy, float* cn, int nth,
+/* The rows map of a call (rf_i8_rows_map); src and len: room for N and B ints. */
+static void rf_i8_map(rf_i8_rows_map* mp, int T, int B, const int* bs, const int* off, int reverse, int* src,
+                      int* len) {
+    mp->T = T;
+    mp->B = B;
+    mp->bs = bs;
+    mp->off = off;
+    mp->src = src;
+    mp->len = len;
+    for (int b = 0; b < B; b++) len[b] = 0;
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < bs[t]; b++) len[b] = t + 1;
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < bs[t]; b++) src[off[t] + b] = reverse ? off[len[b] - 1 - t] + b : off[t] + b;
+}
+
+/* Forward of one direction of one layer, inference, over a packed batch (rf_i8_rows_map: bs, off (T),
+ * reverse). x (N, ldx); h, c (B, H): initial states in, final states out (c NULL but for LSTM); y (N,
+ * ldy): h_t of each row and step (the pointer at the direction's first column). nth threads: batch
+ * rows shared out (each thread its own recurrence), or for B = 1 the units (rf_i8_latency). isa,
+ * forced: the path (rf_i8_gemm_for). Returns the count of long barrier waits, or -1 when memory ran
+ * out. */
+static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const int* bs, const int* off,
+                         int reverse, const float* x, int ldx, float* h, float* c, float* y, int ldy, int nth,
                          long spin_ns) {
-    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp;
-    int Tv = B > 0 ? len[0] : 0;  /* steps any row runs */
-    if (Tv <= 0) {
-        if (L->cell == 1) memcpy(cn, c0, (size_t)B * L->H * sizeof(float));
-        return 0;
-    }
-    size_t N = (size_t)Tv * B;
-    int* bs = (int*)malloc((size_t)Tv * sizeof(int));
+    int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, B = T > 0 ? bs[0] : 0;
+    if (B <= 0) return 0;
+    size_t N = (size_t)off[T - 1] + bs[T - 1];
+    int* src = (int*)malloc((N + B) * sizeof(int));
     uint8_t* qx = (uint8_t*)calloc((N + 32) * L->KpX + 64, 1);
     float* sx = (float*)malloc(N * (sizeof(float) + sizeof(int32_t)));
-    if (!bs || !qx || !sx) {
-        free(bs);
-        free(qx);
-        free(sx);
-        return -1;
+    int ret = 0;
+    if (!src || !qx || !sx) {
+        ret = -1;
+        goto done;
     }
     int32_t* zx = (int32_t*)(sx + N);
-    for (int t = 0, b = B; t < Tv; t++) {
-        while (b > 0 && len[b - 1] <= t) b--;
-        bs[t] = b;
-    }
-    if (nth > B && B > 1) nth = B;
-    int ret = 0;
-    /* quantized all at once; in parallel only when there is enough (a region's start can cost more
-       than a batch-1 call: the partner thread may be asleep) */
+    rf_i8_rows_map mp;
+    rf_i8_map(&mp, T, B, bs, off, reverse, src, src + N);
+    /* quantized all at once, in step order; in parallel only when there is enough (a region's start
+       can cost more than a batch-1 call: the partner thread may be asleep) */
     int qth = B > 1 && (double)N * L->F > 2e5 ? nth : 1;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(qth) schedule(static) if (qth > 1)
 #endif
-    for (int t = 0; t < Tv; t++)
-        rf_i8_quant_rows(isa, bs[t], L->F, x + (size_t)t * B * ldx, ldx, qx + (size_t)t * B * L->KpX, L->KpX,
-                         sx + (size_t)t * B, zx + (size_t)t * B);
+    for (size_t i = 0; i < N; i++)
+        rf_i8_quant_rows(isa, 1, L->F, x + (size_t)src[i] * ldx, ldx, qx + i * L->KpX, L->KpX, sx + i, zx + i);
     if (B == 1) {
-        float* xw = (float*)malloc(((size_t)Tv * GHp + 5 * Hp) * sizeof(float));
+        float* xw = (float*)malloc(((size_t)T * GHp + 7 * Hp) * sizeof(float));
         uint8_t* qh = (uint8_t*)calloc((size_t)nth * 16 * L->KpH + 64, 1);
         if (xw && qh) {
-            float* gh = xw + (size_t)Tv * GHp;
-            ret = rf_i8_latency(L, isa, forced, Tv, nth, qx, sx, zx, h0, c0, xw, gh, gh + 3 * Hp, y, ldy, qh, spin_ns);
-            if (L->cell == 1) memcpy(cn, gh + 3 * Hp + (size_t)(Tv & 1) * Hp, L->H * sizeof(float));
+            float* gh = xw + (size_t)T * GHp;
+            ret = rf_i8_latency(L, isa, forced, &mp, nth, qx, sx, zx, h, c, y, ldy, xw, gh, gh + 3 * Hp, gh + 5 * Hp,
+                                qh, spin_ns);
         } else {
             ret = -1;
         }
         free(xw);
         free(qh);
-    } else {
-        int fail = 0;
+        goto done;
+    }
+    if (nth > B) nth = B;
+    int fail = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth) reduction(+ : fail)
 #endif
-        {
-            RF_THREAD_IDS(k, nk);
-            int share = (B + nk - 1) / nk, r0 = k * share < B ? k * share : B, r1 = r0 + share < B ? r0 + share : B;
-            rf_i8_ws w;
-            if (r1 > r0 && rf_i8_ws_alloc(&w, L, r1 - r0) == 0) {
-                rf_i8_rows(L, isa, forced, Tv, B, bs, r0, r1, qx, sx, zx, h0, c0, y, ldy, len, cn, &w);
-                free(w.mem);
-            } else if (r1 > r0) {
-                fail = 1;
-            }
+    {
+        RF_THREAD_IDS(k, nk);
+        int share = (B + nk - 1) / nk, r0 = k * share < B ? k * share : B, r1 = r0 + share < B ? r0 + share : B;
+        rf_i8_ws w;
+        if (r1 > r0 && rf_i8_ws_alloc(&w, L, r1 - r0) == 0) {
+            rf_i8_rows(L, isa, forced, &mp, r0, r1, qx, sx, zx, h, c, y, ldy, &w);
+            free(w.mem);
+        } else if (r1 > r0) {
+            fail = 1;
         }
-        ret = fail ? -1 : 0;
     }
-    free(bs);
+    ret = fail ? -1 : 0;
+done:
+    free(src);
     free(qx);
     free(sx);
     return ret;
