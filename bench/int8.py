@@ -55,22 +55,11 @@ def ort_sessions(layer, threads):
 
 
 def int8_runner(layer, threads):
-    """rnnfast int8: ``rf.quantize(layer, "int8")`` where the API is there, else the kernels directly."""
+    """rnnfast int8: ``rf.quantize(layer, "int8")``."""
     import rnnfast as rf
 
-    if hasattr(rf, "quantize"):
-        q = rf.quantize(layer, "int8")
-        return lambda x: q.forward(x, n_threads=threads)[0]
-    from rnnfast._kernels import _int8
-
-    mode = type(layer).__name__.lower()
-    D = 2 if layer.bidirectional else 1
-    sd = layer.state_dict()
-    sfx = ["", "_reverse"]
-    packs = [[_int8.pack_direction(mode, sd[f"weight_ih_l{i}{sfx[d]}"], sd[f"weight_hh_l{i}{sfx[d]}"],
-                                   sd.get(f"bias_ih_l{i}{sfx[d]}"), sd.get(f"bias_hh_l{i}{sfx[d]}"))
-              for d in range(D)] for i in range(layer.num_layers)]
-    return lambda x: _int8.forward(packs, mode, 0, x, None, None, None, threads)[0]
+    q = rf.quantize(layer, "int8")
+    return lambda x: q.forward(x, n_threads=threads)[0]
 
 
 def timed(fn, x, budget):

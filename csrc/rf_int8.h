@@ -206,6 +206,17 @@ RF_I8_T512 static inline void rf_i8_vnni_1x8(int Q, const uint8_t* a, const int8
     out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3; out[4] = s4; out[5] = s5; out[6] = s6; out[7] = s7;
 }
 
+/* 1 row x 4 blocks (a GEMV's remainder; small layers' whole product). */
+RF_I8_T512 static inline void rf_i8_vnni_1x4(int Q, const uint8_t* a, const int8_t* p, size_t bs, __m512i* out) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    for (int q = 0; q < Q; q++) {
+        __m512i av = _mm512_set1_epi32(RF_I8_A4(a, q));
+        __m512i w0 = RF_I8_W(0, q), w1 = RF_I8_W(1, q), w2 = RF_I8_W(2, q), w3 = RF_I8_W(3, q);
+        RF_I8_DP(s0, av, 0); RF_I8_DP(s1, av, 1); RF_I8_DP(s2, av, 2); RF_I8_DP(s3, av, 3);
+    }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+
 /* 4 rows x 4 blocks: 16 accumulators, 4 weight lines and 4 broadcasts a k group. */
 RF_I8_T512 static inline void rf_i8_vnni_4x4(int Q, const uint8_t* a, int lda, const int8_t* p, size_t bs,
                                              __m512i* out) {
@@ -259,6 +270,10 @@ RF_I8_T512 static void rf_i8_gemm_vnni(int M, int Kp, const uint8_t* A, int lda,
         for (; nb + 8 <= nb1; nb += 8) {
             rf_i8_vnni_1x8(Q, A, P + nb * bs, bs, s);
             for (int j = 0; j < 8; j++) RF_I8_DEQ(j, 0, nb + j);
+        }
+        for (; nb + 4 <= nb1; nb += 4) {
+            rf_i8_vnni_1x4(Q, A, P + nb * bs, bs, s);
+            for (int j = 0; j < 4; j++) RF_I8_DEQ(j, 0, nb + j);
         }
     } else {
         for (; nb + 4 <= nb1; nb += 4) {
@@ -553,7 +568,9 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_
                 if (u1 > H) u1 = H > u0 ? H : u0;  /* the cell pass runs on real units only */
                 if (u1 <= u0) continue;
                 int b0 = u0 / 16, b1 = (u1 + 15) / 16;
-                for (int g = 0; g < G; g++)
+                if (b0 == 0 && b1 == Hp / 16)  /* every unit (one thread): the gates' blocks in one call */
+                    g1(1, L->KpH, qh, L->KpH, &sh, &zh, L->phh, L->shh, L->chh, 0, GHp / 16, !gru, gru ? gh : gt, GHp);
+                for (int g = 0; g < G && !(b0 == 0 && b1 == Hp / 16); g++)
                     g1(1, L->KpH, qh, L->KpH, &sh, &zh, L->phh, L->shh, L->chh, g * Hp / 16 + b0, g * Hp / 16 + b1,
                        !gru, gru ? gh : gt, GHp);
                 rf_i8_cell(L, 1, u0, u1 - u0, gt, gh, hp, cb + (size_t)(t & 1) * Hp, cb + (size_t)((t + 1) & 1) * Hp,

@@ -324,14 +324,22 @@ class Int8Backend(Backend):
     name = "int8"
 
     def pack(self, cell, w_ih, w_hh, b, bhn):
-        return _int8().pack_weights(cell, w_ih, w_hh, b, bhn)
+        from rnnfast._planner import ThreadPolicy
+        # the batch-1 kernel's threads meet at every step: after a call whose partner thread was not
+        # running (a busy machine), the next ones run on one thread for a while (the float layers' rule)
+        return dict(_int8().pack_weights(cell, w_ih, w_hh, b, bhn), policy=ThreadPolicy())
 
     def unpack(self, packed):
         return _int8().unpack_weights(packed)
 
     def run(self, packed, d, ws):
-        return _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.h, d.c, d.y, d.ycol,
-                           d.n_threads)
+        policy = packed["policy"]
+        batch1 = d.h.shape[0] == 1
+        nth = policy.threads(d.n_threads) if batch1 else d.n_threads
+        yields = _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.h, d.c, d.y, d.ycol, nth)
+        if batch1:
+            policy.note(nth, yields)
+        return yields
 
     def encode(self, w):
         q, scale = _int8().quantize_weight_rows(w)
