@@ -61,6 +61,18 @@ static int rf_i8_best(void) {
 
 /* ------------------------------------------------------------------------------ quantizing the rows */
 
+/* A row's scale from its range [lo, hi] (lo <= 0 <= hi), with 1 / scale in *inv and the zero point in
+ * *zp (a whole float in [0, 255]). */
+static inline float rf_i8_scale(float lo, float hi, float* inv, float* zp) {
+    float sc = (hi - lo) / 255.0f;
+    sc = sc > 0.0f ? sc : 1.0f;
+    *inv = 1.0f / sc;
+    float z = nearbyintf(-lo * *inv);
+    z = z > 0.0f ? z : 0.0f;  /* (NaN -> 0, as vmaxps) */
+    *zp = z < 255.0f ? z : 255.0f;
+    return sc;
+}
+
 /* Rows [0, M) of X (M, K; ldx) to u8 Q (M, ldq) with their scales s and zero points z (the scheme at
  * the top); columns K and on of Q are left as they are (the weights there are zero). */
 static void rf_i8_quant_rows_scalar(int M, int K, const float* X, int ldx, uint8_t* Q, int ldq, float* s,
@@ -73,12 +85,7 @@ static void rf_i8_quant_rows_scalar(int M, int K, const float* X, int ldx, uint8
             lo = x[k] < lo ? x[k] : lo;
             hi = x[k] > hi ? x[k] : hi;
         }
-        float sc = (hi - lo) / 255.0f;
-        sc = sc > 0.0f ? sc : 1.0f;
-        float inv = 1.0f / sc;
-        float zp = nearbyintf(-lo * inv);
-        zp = zp > 0.0f ? zp : 0.0f;
-        zp = zp < 255.0f ? zp : 255.0f;
+        float inv, zp, sc = rf_i8_scale(lo, hi, &inv, &zp);
         for (int k = 0; k < K; k++) {
             float v = nearbyintf(x[k] * inv) + zp;
             v = v > 0.0f ? v : 0.0f;  /* NaN -> 0, as vmaxps */
@@ -112,12 +119,7 @@ RF_I8_T512 static void rf_i8_quant_rows_avx512(int M, int K, const float* X, int
             vhi = _mm512_max_ps(v, vhi);
         }
         float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
-        float sc = (hi - lo) / 255.0f;
-        sc = sc > 0.0f ? sc : 1.0f;
-        float inv = 1.0f / sc;
-        float zp = nearbyintf(-lo * inv);
-        zp = zp > 0.0f ? zp : 0.0f;
-        zp = zp < 255.0f ? zp : 255.0f;
+        float inv, zp, sc = rf_i8_scale(lo, hi, &inv, &zp);
         __m512 vinv = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zp), v0 = _mm512_setzero_ps(),
                v255 = _mm512_set1_ps(255.0f);
         for (k = 0; k < K; k += 16) {
@@ -363,7 +365,9 @@ RF_I8_TAMX static void rf_i8_gemm_amx(int M, int Kp, const uint8_t* A, int lda, 
         cfg.rows[i] = 16;
         cfg.colsb[i] = 64;
     }
-    _tile_loadconfig(&cfg);
+    /* (GCC 12 may drop the stores to cfg before _tile_loadconfig, whose builtin it takes to read nothing;
+       the asm names the memory it reads: the same workaround as csrc/rf_bf16.h) */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
     size_t bs = (size_t)Kp * 16;
     int32_t buf[4][256] __attribute__((aligned(64)));
     for (int m = 0; m < M; m += 32) {
