@@ -63,14 +63,17 @@ def int8_runner(layer, threads):
 
 
 def timed(fn, x, budget):
-    """Seconds a call, the median of calls made within ``budget`` (at least 3)."""
+    """(wall, CPU) seconds a call: the median wall time of calls made within ``budget`` (at least 3), and
+    the process's CPU time over them per call (all threads; less sensitive to other programs taking
+    the cores, but it counts a thread's spinning at a barrier)."""
     ts = []
+    c0 = time.process_time()
     t_end = time.perf_counter() + budget
     while len(ts) < 3 or time.perf_counter() < t_end:
         t0 = time.perf_counter()
         fn(x)
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return float(np.median(ts)), (time.process_time() - c0) / len(ts)
 
 
 def errors(out, ref):
@@ -103,11 +106,12 @@ def run_shape(args, B, T):
             times[name].append(timed(fn, x, args.budget))
     base = np.array(times["rnnfast int8"])
     print(f"  B={B} T={T} I={args.input_size} H={args.hidden_size} {args.cell}, {args.threads} threads, "
-          f"int8 path {_int8.current_isa()}, {args.rounds} rounds:")
+          f"int8 path {_int8.current_isa()}, {args.rounds} rounds (ratio: its time / rnnfast int8's):")
     for name, ts in times.items():
-        r = np.array(ts) / base
-        print(f"    {name:13s} {np.median(ts) * 1e3:8.3f} ms   x{np.median(r):5.2f} of rnnfast int8 "
-              f"(rounds {r.min():.2f}-{r.max():.2f})")
+        ts = np.array(ts)
+        r, rc = ts[:, 0] / base[:, 0], ts[:, 1] / base[:, 1]
+        print(f"    {name:13s} wall {np.median(ts[:, 0]) * 1e3:8.3f} ms  x{np.median(r):5.2f} "
+              f"(rounds {r.min():.2f}-{r.max():.2f})   CPU {np.median(ts[:, 1]) * 1e3:8.3f} ms  x{np.median(rc):5.2f}")
 
 
 def main(argv=None):
