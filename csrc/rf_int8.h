@@ -448,17 +448,22 @@ typedef struct {
     float* gh;       /* GRU: (rows, 3 Hp) h W_hh^T */
     float* hb[2];    /* (rows, Hp) h_{t-1} and h_t, by turns */
     float* cb[2];    /* LSTM: (rows, Hp) c_{t-1} and c_t, by turns */
-    void* mem;
 } rf_i8_ws;
 
-static int rf_i8_ws_alloc(rf_i8_ws* w, const rf_i8_layer* L, int rows) {
+/* Bytes of one thread's workspace over `rows` rows (a multiple of 64). */
+static size_t rf_i8_ws_bytes(const rf_i8_layer* L, int rows) {
     int G = RF_GATES(L->cell);
     size_t nq = (size_t)(rf_i8_round(rows, 16) + 16) * L->KpH;
-    size_t nf = (size_t)rows * (2 + G * L->Hp + 3 * L->Hp + 4 * L->Hp) + 64;
-    w->mem = calloc(1, nq + 64 + nf * 4 + 64);
-    if (!w->mem) return -1;
-    w->qh = (uint8_t*)w->mem;
-    float* f = (float*)(((uintptr_t)w->mem + nq + 64) & ~(uintptr_t)63);
+    size_t nf = (size_t)rows * (2 + G * L->Hp + 3 * L->Hp + 4 * L->Hp);
+    return (nq + 63) / 64 * 64 + (nf * 4 + 63) / 64 * 64;
+}
+
+/* Lay out a thread's workspace over `rows` rows in mem (rf_i8_ws_bytes of it, 64-byte aligned). */
+static void rf_i8_ws_carve(rf_i8_ws* w, const rf_i8_layer* L, int rows, char* mem) {
+    int G = RF_GATES(L->cell);
+    size_t nq = (size_t)(rf_i8_round(rows, 16) + 16) * L->KpH;
+    w->qh = (uint8_t*)mem;
+    float* f = (float*)(mem + (nq + 63) / 64 * 64);
     w->sh = f;
     w->zh = (int32_t*)(f + rows);
     w->gates = f + 2 * rows;
@@ -467,7 +472,6 @@ static int rf_i8_ws_alloc(rf_i8_ws* w, const rf_i8_layer* L, int rows) {
     w->hb[1] = w->hb[0] + (size_t)rows * L->Hp;
     w->cb[0] = w->hb[1] + (size_t)rows * L->Hp;
     w->cb[1] = w->cb[0] + (size_t)rows * L->Hp;
-    return 0;
 }
 
 /* The cell's fused pass over nb rows, units [u0, u0 + n): gates / gh (nb, G Hp), h_{t-1} hp and c_{t-1}
@@ -606,27 +610,57 @@ static void rf_i8_map(rf_i8_rows_map* mp, int T, int B, const int* bs, const int
         for (int b = 0; b < bs[t]; b++) src[off[t] + b] = reverse ? off[len[b] - 1 - t] + b : off[t] + b;
 }
 
+/* Where a call's scratch goes: byte offsets into one block (rf_i8_plan). */
+typedef struct {
+    size_t src, qx, sx, zx, rest, per_thread, total;
+    int nth;
+} rf_i8_scratch;
+
+static inline size_t rf_i8_up64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* The scratch of a call over N rows in T steps of up to B rows on nth threads: the rows map, the
+ * quantized input (N + 32 rows: AMX reads whole tiles), then either the batch-1 buffers or one
+ * workspace per thread. */
+static rf_i8_scratch rf_i8_plan(const rf_i8_layer* L, int T, size_t N, int B, int nth) {
+    rf_i8_scratch sp;
+    int GHp = RF_GATES(L->cell) * L->Hp;
+    if (B > 1 && nth > B) nth = B;
+    sp.nth = nth;
+    sp.src = 0;
+    sp.qx = rf_i8_up64((N + B) * sizeof(int));
+    sp.sx = sp.qx + rf_i8_up64((N + 32) * L->KpX);
+    sp.zx = sp.sx + rf_i8_up64(N * sizeof(float));
+    sp.rest = sp.zx + rf_i8_up64(N * sizeof(int32_t));
+    if (B == 1) {  /* xw (T, G Hp), gh (3 Hp), hb (2 Hp), cb (2 Hp); qh: 16 rows a thread */
+        sp.per_thread = rf_i8_up64((size_t)16 * L->KpH);
+        sp.total = sp.rest + rf_i8_up64(((size_t)T * GHp + 7 * L->Hp) * sizeof(float)) + nth * sp.per_thread;
+    } else {
+        sp.per_thread = rf_i8_ws_bytes(L, (B + nth - 1) / nth);
+        sp.total = sp.rest + nth * sp.per_thread;
+    }
+    sp.total += 64;  /* room to align the block */
+    return sp;
+}
+
 /* Forward of one direction of one layer, inference, over a packed batch (rf_i8_rows_map: bs, off (T),
  * reverse). x (N, ldx); h, c (B, H): initial states in, final states out (c NULL but for LSTM); y (N,
  * ldy): h_t of each row and step (the pointer at the direction's first column). nth threads: batch
  * rows shared out (each thread its own recurrence), or for B = 1 the units (rf_i8_latency). isa,
- * forced: the path (rf_i8_gemm_for). Returns the count of long barrier waits, or -1 when memory ran
- * out. */
+ * forced: the path (rf_i8_gemm_for). scratch: rf_i8_plan(...).total bytes, reused from call to call
+ * (fresh memory would cost page faults every call). Returns the count of long barrier waits. */
 static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const int* bs, const int* off,
                          int reverse, const float* x, int ldx, float* h, float* c, float* y, int ldy, int nth,
-                         long spin_ns) {
+                         long spin_ns, void* scratch) {
     int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, B = T > 0 ? bs[0] : 0;
     if (B <= 0) return 0;
     size_t N = (size_t)off[T - 1] + bs[T - 1];
-    int* src = (int*)malloc((N + B) * sizeof(int));
-    uint8_t* qx = (uint8_t*)calloc((N + 32) * L->KpX + 64, 1);
-    float* sx = (float*)malloc(N * (sizeof(float) + sizeof(int32_t)));
-    int ret = 0;
-    if (!src || !qx || !sx) {
-        ret = -1;
-        goto done;
-    }
-    int32_t* zx = (int32_t*)(sx + N);
+    rf_i8_scratch sp = rf_i8_plan(L, T, N, B, nth);
+    char* mem = (char*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    int* src = (int*)(mem + sp.src);
+    uint8_t* qx = (uint8_t*)(mem + sp.qx);
+    float* sx = (float*)(mem + sp.sx);
+    int32_t* zx = (int32_t*)(mem + sp.zx);
+    nth = sp.nth;
     rf_i8_rows_map mp;
     rf_i8_map(&mp, T, B, bs, off, reverse, src, src + N);
     /* quantized all at once, in step order; in parallel only when there is enough (a region's start
@@ -638,41 +672,37 @@ static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const
     for (size_t i = 0; i < N; i++)
         rf_i8_quant_rows(isa, 1, L->F, x + (size_t)src[i] * ldx, ldx, qx + i * L->KpX, L->KpX, sx + i, zx + i);
     if (B == 1) {
-        float* xw = (float*)malloc(((size_t)T * GHp + 7 * Hp) * sizeof(float));
-        uint8_t* qh = (uint8_t*)calloc((size_t)nth * 16 * L->KpH + 64, 1);
-        if (xw && qh) {
-            float* gh = xw + (size_t)T * GHp;
-            ret = rf_i8_latency(L, isa, forced, &mp, nth, qx, sx, zx, h, c, y, ldy, xw, gh, gh + 3 * Hp, gh + 5 * Hp,
-                                qh, spin_ns);
-        } else {
-            ret = -1;
-        }
-        free(xw);
-        free(qh);
-        goto done;
+        float* xw = (float*)(mem + sp.rest);
+        float* gh = xw + (size_t)T * GHp;
+        uint8_t* qh = (uint8_t*)(mem + sp.total - 64 - nth * sp.per_thread);
+        memset(qh, 0, nth * sp.per_thread);
+        return rf_i8_latency(L, isa, forced, &mp, nth, qx, sx, zx, h, c, y, ldy, xw, gh, gh + 3 * Hp, gh + 5 * Hp, qh,
+                             spin_ns);
     }
-    if (nth > B) nth = B;
-    int fail = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nth) reduction(+ : fail)
+#pragma omp parallel num_threads(nth)
 #endif
     {
+        /* nth blocks of rows, each with its workspace; a thread takes every nk-th (OpenMP may give
+           fewer threads than asked) */
         RF_THREAD_IDS(k, nk);
-        int share = (B + nk - 1) / nk, r0 = k * share < B ? k * share : B, r1 = r0 + share < B ? r0 + share : B;
-        rf_i8_ws w;
-        if (r1 > r0 && rf_i8_ws_alloc(&w, L, r1 - r0) == 0) {
+        int share = (B + nth - 1) / nth;
+        for (int blk = k; blk < nth; blk += nk) {
+            int r0 = blk * share < B ? blk * share : B, r1 = r0 + share < B ? r0 + share : B;
+            if (r1 <= r0) continue;
+            rf_i8_ws w;
+            rf_i8_ws_carve(&w, L, r1 - r0, mem + sp.rest + (size_t)blk * sp.per_thread);
             rf_i8_rows(L, isa, forced, &mp, r0, r1, qx, sx, zx, h, c, y, ldy, &w);
-            free(w.mem);
-        } else if (r1 > r0) {
-            fail = 1;
         }
     }
-    ret = fail ? -1 : 0;
-done:
-    free(src);
-    free(qx);
-    free(sx);
-    return ret;
+    return 0;
+}
+
+/* rf_i8_plan's total for a call (the Python side sizes the scratch it passes). */
+static size_t rf_i8_scratch_bytes(const rf_i8_layer* L, int T, const int* bs, const int* off, int nth) {
+    int B = T > 0 ? bs[0] : 0;
+    if (B <= 0) return 64;
+    return rf_i8_plan(L, T, (size_t)off[T - 1] + bs[T - 1], B, nth).total;
 }
 
 #endif

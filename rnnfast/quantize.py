@@ -336,7 +336,8 @@ class Int8Backend(Backend):
         policy = packed["policy"]
         batch1 = d.h.shape[0] == 1
         nth = policy.threads(d.n_threads) if batch1 else d.n_threads
-        yields = _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.h, d.c, d.y, d.ycol, nth)
+        yields = _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.h, d.c, d.y, d.ycol, nth,
+                             lambda n: ws.get("int8", (n,), np.uint8))
         if batch1:
             policy.note(nth, yields)
         return yields

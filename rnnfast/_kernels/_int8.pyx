@@ -33,7 +33,8 @@ cdef extern from "rf_int8.h" nogil:
     int rf_i8_best()
     int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const int* bs, const int* off,
                       int reverse, const float* x, int ldx, float* h, float* c, float* y, int ldy, int nth,
-                      long spin_ns)
+                      long spin_ns, void* scratch)
+    size_t rf_i8_scratch_bytes(const rf_i8_layer* L, int T, const int* bs, const int* off, int nth)
 
 ISAS = ("scalar", "avx2", "vnni", "amx")   # csrc/rf_int8.h's RF_I8_* in order
 GATES = {0: 1, 1: 4, 2: 3}                 # per cell: 0 RNN, 1 LSTM, 2 GRU (reset after)
@@ -195,7 +196,7 @@ cdef int _fill(rf_i8_layer* L, dict pk, int cell, int relu) except -1:
 
 
 def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, float[:, ::1] x, float[:, ::1] h,
-        c, float[:, ::1] y, int ycol, int n_threads):
+        c, float[:, ::1] y, int ycol, int n_threads, scratch=None):
     """One layer direction over a packed batch: the kernel call.
 
     Parameters
@@ -209,6 +210,8 @@ def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, f
     c : float32 (B, H) or None     # IN / OUT  LSTM's cell state (None for the other cells)
     y : float32 (N, W)             # OUT h_t in columns [ycol, ycol + H)
     n_threads : int
+    scratch : callable, optional   ``scratch(nbytes)`` -> a uint8 array of at least nbytes, reused from
+                                   call to call (rnnfast.quantize passes its workspace's); default: new
 
     Returns
     -------
@@ -243,9 +246,12 @@ def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, f
     cdef int ret
     cdef int isa = _isa, forced = _forced, nth = max(1, n_threads), rev = reverse
     cdef long spin = RF_SPIN_NS
+    cdef size_t nbytes = rf_i8_scratch_bytes(&L, T, &bs[0], &off[0], nth)
+    cdef cnp.ndarray mem = scratch(nbytes) if scratch is not None else np.empty(nbytes, np.uint8)
+    if mem.dtype != np.uint8 or mem.size < <Py_ssize_t>nbytes or not mem.flags.c_contiguous:
+        raise ValueError(f"int8 run: scratch must give a contiguous uint8 array of {nbytes} bytes or more")
+    cdef void* sp = cnp.PyArray_DATA(mem)
     with nogil:
         ret = rf_i8_forward(&L, isa, forced, T, &bs[0], &off[0], rev, &x[0, 0], x.shape[1], &h[0, 0], cp,
-                            &y[0, ycol], y.shape[1], nth, spin)
-    if ret < 0:
-        raise MemoryError("int8 kernel: out of memory for its workspace")
+                            &y[0, ycol], y.shape[1], nth, spin, sp)
     return ret
