@@ -315,6 +315,12 @@ def _int8():
     return k
 
 
+#: Batch-1 int8 calls of fewer steps run on one thread: a step's product takes 2-4 us (LSTM H=256), less
+#: than starting a parallel region and a barrier a step (a streaming step on two threads: 42-470 us here
+#: against 39-67 on one, on a loaded machine).
+INT8_THREADS_MIN_STEPS = 8
+
+
 class Int8Backend(Backend):
     """int8 weights (per output channel, symmetric), each step's product inputs quantized per row to u8
     with a zero point, int32 sums, float32 cell maths (rnnfast/_kernels/_int8.pyx, csrc/rf_int8.h: the
@@ -336,6 +342,8 @@ class Int8Backend(Backend):
         policy = packed["policy"]
         batch1 = d.h.shape[0] == 1
         nth = policy.threads(d.n_threads) if batch1 else d.n_threads
+        if batch1 and len(d.bs) < INT8_THREADS_MIN_STEPS:
+            nth = 1
         yields = _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.h, d.c, d.y, d.ycol, nth,
                              lambda n: ws.get("int8", (n,), np.uint8))
         if batch1:
