@@ -50,9 +50,14 @@ enum { RF_I8_SCALAR = 0, RF_I8_AVX2 = 1, RF_I8_VNNI = 2, RF_I8_AMX = 3 };
 
 static inline int rf_i8_round(int n, int m) { return (n + m - 1) / m * m; }
 
+/* 1: the LSTM pass of rf_i8_lstm_avx512 (AVX-512 machines; set by rf_i8_best), else rf_cells_impl.h's. It
+ * depends on the CPU, not on the forced product path, so every path still gives the same bits. */
+static int rf_i8_fast_cells = 0;
+
 /* The best path this CPU and OS run (csrc/rf_cpu.h; AMX after the permission request). */
 static int rf_i8_best(void) {
     int f = rf_cpu_features();
+    rf_i8_fast_cells = (f & RF_CPU_AVX512) != 0 && (f & RF_CPU_AVX2) != 0;
     if ((f & RF_CPU_AMX_INT8) && (f & RF_CPU_AVX512_VNNI) && rf_amx_enable()) return RF_I8_AMX;
     if (f & RF_CPU_AVX512_VNNI) return RF_I8_VNNI;
     if (f & RF_CPU_AVX2) return RF_I8_AVX2;
@@ -474,11 +479,87 @@ static void rf_i8_ws_carve(rf_i8_ws* w, const rf_i8_layer* L, int rows, char* me
     w->cb[1] = w->cb[0] + (size_t)rows * L->Hp;
 }
 
+#ifdef RF_I8_X86
+#define RF_I8_TCELL __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+
+/* exp(x) on 16 lanes: rf_math.h's rf_fast_expf (x clamped to [-87, 88], Cody-Waite reduction, the Cephes
+ * degree-6 polynomial), with 2^n applied by vscalefps. */
+RF_I8_TCELL static inline __m512 rf_i8_exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(t, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(t, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, t);
+}
+
+/* 1 / d for d >= 1: vrcp14ps and one Newton step (relative error about 2^-28, below float32's). */
+RF_I8_TCELL static inline __m512 rf_i8_recip16(__m512 d) {
+    __m512 r = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+RF_I8_TCELL static inline __m512 rf_i8_sigm16(__m512 x) {
+    return rf_i8_recip16(_mm512_add_ps(_mm512_set1_ps(1.0f), rf_i8_exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+/* tanh as rf_fast_tanhf: |x| < 0.625: x + x^3 P(x^2) (Cephes); else 2 sigmoid(2x) - 1. */
+RF_I8_TCELL static inline __m512 rf_i8_tanh16(__m512 x) {
+    __m512 s = rf_i8_sigm16(_mm512_add_ps(x, x));
+    __m512 big = _mm512_sub_ps(_mm512_add_ps(s, s), _mm512_set1_ps(1.0f));
+    __m512 z = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(-5.70498872745e-3f), z, _mm512_set1_ps(2.06390887954e-2f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
+    __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
+    __mmask16 lo = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+    return _mm512_mask_blend_ps(lo, big, small);
+}
+
+/* The LSTM pass of rf_cells_impl.h (same inputs and outputs, no tc), with the divisions of its
+ * activations replaced by vrcp14ps + a Newton step: at 32 rows x 256 units a step, rf_lstm_fwd_f's
+ * five vdivps per 16 units were the largest cost of the whole int8 call (more than the products).
+ * Agrees with it to about 2 float32 ulp (tests/test_int8.py). */
+RF_I8_TCELL static void rf_i8_lstm_avx512(int nb, int n, int H, float* G, const float* b, const float* cp, float* c,
+                                         float* y, int ldy) {
+    for (int r = 0; r < nb; r++) {
+        float* g = G + (size_t)r * 4 * H;
+        const float* cpr = cp + (size_t)r * H;
+        float* cr = c + (size_t)r * H;
+        float* yr = y + (size_t)r * ldy;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+#define RF_I8_PRE(k) _mm512_add_ps(_mm512_maskz_loadu_ps(m, g + (k) * H + j), _mm512_maskz_loadu_ps(m, b + (k) * H + j))
+            __m512 gi = rf_i8_sigm16(RF_I8_PRE(0)), gf = rf_i8_sigm16(RF_I8_PRE(1));
+            __m512 gg = rf_i8_tanh16(RF_I8_PRE(2)), go = rf_i8_sigm16(RF_I8_PRE(3));
+#undef RF_I8_PRE
+            __m512 cc = _mm512_fmadd_ps(gf, _mm512_maskz_loadu_ps(m, cpr + j), _mm512_mul_ps(gi, gg));
+            _mm512_mask_storeu_ps(cr + j, m, cc);
+            _mm512_mask_storeu_ps(yr + j, m, _mm512_mul_ps(go, rf_i8_tanh16(cc)));
+        }
+    }
+}
+#endif
+
 /* The cell's fused pass over nb rows, units [u0, u0 + n): gates / gh (nb, G Hp), h_{t-1} hp and c_{t-1}
  * cp (nb, Hp) -> h_t hy and c_t c (nb, Hp). */
 static void rf_i8_cell(const rf_i8_layer* L, int nb, int u0, int n, float* gates, float* gh, const float* hp,
                        const float* cp, float* c, float* hy) {
     int Hp = L->Hp;
+#ifdef RF_I8_X86
+    if (L->cell == 1 && rf_i8_fast_cells) {
+        rf_i8_lstm_avx512(nb, n, Hp, gates + u0, L->b + u0, cp + u0, c + u0, hy + u0, Hp);
+        return;
+    }
+#endif
     if (L->cell == 1)
         rf_lstm_fwd_f(nb, n, Hp, gates + u0, L->b + u0, cp + u0, c + u0, NULL, hy + u0, Hp);
     else if (L->cell == 2)
