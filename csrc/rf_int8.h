@@ -12,7 +12,8 @@
  *            out[m, n] = float(acc - z[m] csum[n]) * (s[m] * sw[n])  (+ out[m, n] when accumulating),
  *            two roundings, no FMA (the extension builds with -ffp-contract=off), so every
  *            instruction path below gives bit-identical results and the tests compare them exactly.
- *   cells    the float32 fused passes of rf_cells_impl.h, biases added there.
+ *   cells    float32: rf_cells_impl.h's fused passes, biases added there; on AVX-512 machines LSTM and
+ *            GRU take the same passes written without divisions (rf_i8_lstm_avx512, rf_i8_gru_avx512).
  *
  * Packed weights: rows padded to a multiple of 16 (per gate: each gate of H units takes Hp = round16(H)
  * rows, so a thread's share of units is whole 16-row blocks of every gate), K padded to Kp = round64(K)
@@ -50,8 +51,9 @@ enum { RF_I8_SCALAR = 0, RF_I8_AVX2 = 1, RF_I8_VNNI = 2, RF_I8_AMX = 3 };
 
 static inline int rf_i8_round(int n, int m) { return (n + m - 1) / m * m; }
 
-/* 1: the LSTM pass of rf_i8_lstm_avx512 (AVX-512 machines; set by rf_i8_best), else rf_cells_impl.h's. It
- * depends on the CPU, not on the forced product path, so every path still gives the same bits. */
+/* 1: the LSTM and GRU passes of rf_i8_lstm_avx512 / rf_i8_gru_avx512 (AVX-512 machines; set by
+ * rf_i8_best), else rf_cells_impl.h's. It depends on the CPU, not on the forced product path, so every
+ * path still gives the same bits. */
 static int rf_i8_fast_cells = 0;
 
 /* The best path this CPU and OS run (csrc/rf_cpu.h; AMX after the permission request). */
@@ -547,6 +549,29 @@ RF_I8_TCELL static void rf_i8_lstm_avx512(int nb, int n, int H, float* G, const 
         }
     }
 }
+
+/* The GRU (reset after) pass of rf_cells_impl.h likewise (no hn kept). */
+RF_I8_TCELL static void rf_i8_gru_avx512(int nb, int n, int H, float* G, const float* gh, const float* b,
+                                        const float* bhn, const float* hp, int ldh, float* y, int ldy) {
+    for (int r = 0; r < nb; r++) {
+        const float* g = G + (size_t)r * 3 * H;
+        const float* q = gh + (size_t)r * 3 * H;
+        const float* hpr = hp + (size_t)r * ldh;
+        float* yr = y + (size_t)r * ldy;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+#define RF_I8_LD(p) _mm512_maskz_loadu_ps(m, (p) + j)
+            __m512 gr = rf_i8_sigm16(_mm512_add_ps(_mm512_add_ps(RF_I8_LD(g), RF_I8_LD(b)), RF_I8_LD(q)));
+            __m512 gz = rf_i8_sigm16(_mm512_add_ps(_mm512_add_ps(RF_I8_LD(g + H), RF_I8_LD(b + H)), RF_I8_LD(q + H)));
+            __m512 hh = _mm512_add_ps(RF_I8_LD(q + 2 * H), RF_I8_LD(bhn));
+            __m512 gn = rf_i8_tanh16(_mm512_fmadd_ps(gr, hh, _mm512_add_ps(RF_I8_LD(g + 2 * H), RF_I8_LD(b + 2 * H))));
+            __m512 hv = RF_I8_LD(hpr);
+#undef RF_I8_LD
+            __m512 out = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), gz), gn, _mm512_mul_ps(gz, hv));
+            _mm512_mask_storeu_ps(yr + j, m, out);
+        }
+    }
+}
 #endif
 
 /* The cell's fused pass over nb rows, units [u0, u0 + n): gates / gh (nb, G Hp), h_{t-1} hp and c_{t-1}
@@ -557,6 +582,10 @@ static void rf_i8_cell(const rf_i8_layer* L, int nb, int u0, int n, float* gates
 #ifdef RF_I8_X86
     if (L->cell == 1 && rf_i8_fast_cells) {
         rf_i8_lstm_avx512(nb, n, Hp, gates + u0, L->b + u0, cp + u0, c + u0, hy + u0, Hp);
+        return;
+    }
+    if (L->cell == 2 && rf_i8_fast_cells) {
+        rf_i8_gru_avx512(nb, n, Hp, gates + u0, gh + u0, L->b + u0, L->bhn + u0, hp + u0, Hp, hy + u0, Hp);
         return;
     }
 #endif

@@ -231,6 +231,26 @@ def test_lengths_bidirectional_stacked(mode):
         assert not out[b, n:].any()  # zero past each length
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_fast_cells_agree_with_the_float_cells(mode):
+    """The division-free AVX-512 passes give rf_cells_impl.h's results to a few float32 ulp."""
+    if not k.set_fast_cells(True):
+        pytest.skip("no AVX-512: the float cells run")
+    ws = make_weights(mode, 16, 64, seed=4)
+    x = (3 * np.random.default_rng(0).standard_normal((32, 1, 16))).astype(f32)
+    h0 = (0.5 * np.random.default_rng(1).standard_normal((1, 32, 64))).astype(f32)
+    c0 = (2 * np.random.default_rng(2).standard_normal((1, 32, 64))).astype(f32) if mode == "lstm" else None
+    fast = run(mode, ws, x, h0=h0, c0=c0)
+    try:
+        k.set_fast_cells(False)
+        slow = run(mode, ws, x, h0=h0, c0=c0)
+    finally:
+        k.set_fast_cells(True)
+    for a, b in zip(fast, slow):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_relu_rnn():
     ws = make_weights("rnn", 8, 16)
     x = np.random.default_rng(0).standard_normal((3, 5, 8)).astype(f32)

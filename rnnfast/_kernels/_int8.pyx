@@ -20,6 +20,7 @@ cdef extern from "rf_latency.h" nogil:
     long RF_SPIN_NS
 
 cdef extern from "rf_int8.h" nogil:
+    int rf_i8_fast_cells
     ctypedef struct rf_i8_layer:
         int cell, relu, F, H, Hp, KpX, KpH
         const int8_t* pih
@@ -40,6 +41,7 @@ ISAS = ("scalar", "avx2", "vnni", "amx")   # csrc/rf_int8.h's RF_I8_* in order
 GATES = {0: 1, 1: 4, 2: 3}                 # per cell: 0 RNN, 1 LSTM, 2 GRU (reset after)
 
 cdef int _best = rf_i8_best()
+cdef bint _fast_cells_ok = rf_i8_fast_cells
 cdef int _isa = _best
 cdef bint _forced = False
 
@@ -83,6 +85,17 @@ def set_isa(name=None):
 _env = os.environ.get("RNNFAST_INT8_ISA", "").strip()
 if _env:
     set_isa(_env)
+
+
+def set_fast_cells(bint on):
+    """Use the division-free AVX-512 LSTM / GRU passes (True, the default where AVX-512 is there) or
+    rf_cells_impl.h's (False); returns the previous setting. For tests and measurements."""
+    global rf_i8_fast_cells
+    cdef bint old = rf_i8_fast_cells
+    if on and not _fast_cells_ok:
+        raise ValueError("the fast cell passes need AVX-512")
+    rf_i8_fast_cells = on
+    return old
 
 
 def _round(n, m):
