@@ -629,7 +629,9 @@ def quantize(model: Any, precision: str) -> Any:
     precision : {"bf16", "int8"}
         A registered backend's name (:func:`precisions`): ``"bf16"`` rounds weights and each step's
         product inputs to bfloat16 and keeps float32 sums, activations and cell state (the accuracy
-        contract is in this module's docstring).
+        contract is in this module's docstring); ``"int8"`` keeps int8 weights with a scale per output row,
+        quantizes each step's product inputs per row to u8 with a zero point and sums in int32 (outputs
+        within 2e-2 relative L2 of float32: tests/test_int8.py; :class:`Int8Backend`).
 
     Returns
     -------
