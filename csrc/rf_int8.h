@@ -7,7 +7,11 @@
  *            scheme, but per row where it takes one scale per tensor): lo = min(0, min x), hi =
  *            max(0, max x), s = (hi - lo) / 255 (1 where hi = lo), z = rint(-lo / s) in [0, 255],
  *            q = clamp(rint(x * (1 / s)) + z, 0, 255). The range holds 0 so zero is exact (zero
- *            padding and h0 = 0 cost nothing).
+ *            padding and h0 = 0 cost nothing). u8 because vpdpbusd / tdpbusd multiply u8 by s8;
+ *            per row because a row's scale then follows its own range (0.6-0.8e-2 relative L2 against
+ *            float32 where ONNX Runtime's per-tensor scale gives 1.0-1.2e-2, bench/int8.py) and no
+ *            row's result depends on the others in the batch: a sequence gives the same bits alone,
+ *            in any batch, or step by step.
  *   product  acc[m, n] = sum_k q[m, k] qw[n, k] in int32 (exact: |acc| < 2^31 for K < 66000), then
  *            out[m, n] = float(acc - z[m] csum[n]) * (s[m] * sw[n])  (+ out[m, n] when accumulating),
  *            two roundings, no FMA (the extension builds with -ffp-contract=off), so every
@@ -21,9 +25,10 @@
  * line is the 16 rows' int8 weights of 4 consecutive k: a `vpdpbusd` operand (16 int32 lanes, each
  * the sum of 4 u8 x s8 products) and, 16 lines together, an AMX B tile (16 k groups x 16 columns).
  *
- * Instruction paths, chosen at run time (rf_i8_best; rf_i8_set_isa forces one):
+ * Instruction paths, chosen at run time (rf_i8_best; _int8.set_isa or RNNFAST_INT8_ISA forces one):
  *   RF_I8_AMX     AMX-INT8 tiles (`tdpbusd`): 2 x 2 blocks of 16 x 16 int32, K in steps of 64; for
- *                 products of 16 rows or more (a smaller one would pay for 16); Linux grants the tile
+ *                 products of 16 rows or more (a smaller one pays for 16: the batch-1 step on tiles
+ *                 took 1.3x the VNNI GEMV's time); Linux grants the tile
  *                 state after ARCH_REQ_XCOMP_PERM, asked once per process.
  *   RF_I8_VNNI    AVX512-VNNI (`vpdpbusd`): up to 4 rows x 4 blocks (1 x 8 for a GEMV) of zmm sums.
  *   RF_I8_AVX2    u8 and s8 widened to int16 and multiplied with `vpmaddwd` (exact: no saturation,
