@@ -251,6 +251,19 @@ def test_fast_cells_agree_with_the_float_cells(mode):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_row_does_not_depend_on_its_batch(mode):
+    """Per-row quantization: a sequence gives the same bits alone (the batch-1 kernel) and in a batch of
+    40 (the rows kernel, AMX-sized) with lengths."""
+    ws = make_weights(mode, 20, 48, L=2, D=2, seed=8)
+    x = np.random.default_rng(9).standard_normal((40, 7, 20)).astype(f32)
+    lengths = np.random.default_rng(10).integers(1, 8, 40)
+    out = run(mode, ws, x, lengths, n_threads=2)[0]
+    for b in (0, 17, 39):
+        alone = run(mode, ws, x[b:b + 1, :lengths[b]], n_threads=2)[0]
+        assert np.array_equal(alone[0], out[b, :lengths[b]])
+
+
 def test_relu_rnn():
     ws = make_weights("rnn", 8, 16)
     x = np.random.default_rng(0).standard_normal((3, 5, 8)).astype(f32)
