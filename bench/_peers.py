@@ -7,10 +7,12 @@ outputs (for training also the input gradient and the gradient of ``weight_hh_l0
 when asked. Protocol: one JSON object a line on stdin, one answer a line on the original stdout; the
 libraries' own output goes to stderr (the driver's log file).
 
-Requests: ``setup`` (case, data, variant, check_out), ``warmup`` (n, batch_s), ``round`` (iters),
-``release``, ``quit``. The setup answer carries ``info`` (e.g. rnnfast's kernel plan) when the framework
+Requests: ``setup`` (impl, case, data, variant, check_out), ``warmup`` (impl, n, batch_s), ``round`` (impl,
+iters), ``release``, ``quit``. A worker keeps one built case per ``impl`` name (several implementations of a
+case share a framework's worker: rnnfast and rnnfast-dense, torch and torch-bf16...), until ``release``. The setup answer carries ``info`` (e.g. rnnfast's kernel plan) when the framework
 reports one.
 """
+import contextlib
 import gc
 import json
 import os
@@ -106,11 +108,13 @@ class RnnfastWorker:
                 ys.append(y)
             return {"ys": np.stack(ys)}
 
-        return Bench(run, check)
+        return Bench(run, check, {"plan": _plan(layer, x_t[:, None], None, False, nth)})
 
     def build(self, case, sd, data, variant):
         nth = self.nth
         layer = rnnfast_layer(case, sd)
+        if variant in LOWP:  # an inference copy in that precision (rnnfast.quantize)
+            layer = self.rnnfast.quantize(layer, variant)
         if case["kind"] == "step":
             return self._build_step(layer, data)
         x, lengths = data["x"], data.get("lengths")
@@ -143,6 +147,10 @@ class RnnfastWorker:
         return Bench(run, check, info)
 
 
+#: The low-precision variants (compare.py --precision): rnnfast's quantized models; the peers' own.
+LOWP = ("bf16",)
+
+
 class TorchWorker:
     name = "torch"
 
@@ -161,15 +169,27 @@ class TorchWorker:
         return {"torch": t.__version__, "mkldnn": bool(t.backends.mkldnn.is_available()),
                 "threads": t.get_num_threads(), "parallel_info": t.__config__.parallel_info().splitlines()[:6]}
 
-    def _build_step(self, case, sd, data):
+    def _lowp(self, mod, variant):
+        """(input dtype, autocast context or None) of a variant: "bf16" converts ``mod``'s weights to
+        bfloat16 (``module.to(torch.bfloat16)``), "autocast" runs float32 weights under CPU bfloat16 autocast."""
+        torch = self.torch
+        if variant == "bf16":
+            mod.to(torch.bfloat16)
+            return torch.bfloat16, None
+        if variant == "autocast":
+            return torch.float32, torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.float32, None
+
+    def _build_step(self, case, sd, data, variant=None):
         """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
         torch = self.torch
         cell, I, H = case["cell"], case["I"], case["H"]
         mod = (torch.nn.LSTMCell if cell == "lstm" else torch.nn.GRUCell)(I, H)
         mod.load_state_dict({k[:-3]: torch.from_numpy(v) for k, v in sd.items()})  # drop "_l0"
         mod.eval()
-        x_t = torch.from_numpy(data["x_t"])
-        z = torch.zeros(case["B"], H)
+        dt, amp = self._lowp(mod, variant)
+        x_t = torch.from_numpy(data["x_t"]).to(dt)
+        z = torch.zeros(case["B"], H, dtype=dt)
         st = [(z, z) if cell == "lstm" else z]
 
         def one(x, s):
@@ -180,16 +200,16 @@ class TorchWorker:
             return h, h
 
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), (amp or contextlib.nullcontext()):
                 y, st[0] = one(x_t, st[0])
             return y
 
         def check():
             s, ys = ((z, z) if cell == "lstm" else z), []
-            with torch.inference_mode():
+            with torch.inference_mode(), (amp or contextlib.nullcontext()):
                 for x in data["x_steps"]:
-                    y, s = one(torch.from_numpy(x), s)
-                    ys.append(y.numpy())
+                    y, s = one(torch.from_numpy(x).to(dt), s)
+                    ys.append(y.float().numpy())
             return {"ys": np.stack(ys)}
 
         return Bench(run, check)
@@ -197,11 +217,12 @@ class TorchWorker:
     def build(self, case, sd, data, variant):
         torch = self.torch
         if case["kind"] == "step":
-            return self._build_step(case, sd, data)
+            return self._build_step(case, sd, data, variant)
         from rnnfast.interop import to_torch
 
         mod = to_torch(rnnfast_layer(case, sd))  # batch-first, the weights of sd
-        x = torch.from_numpy(data["x"].copy())
+        dt, amp = self._lowp(mod, variant)
+        x = torch.from_numpy(data["x"].copy()).to(dt)
         T = case["T"]
         if variant == "packed":
             lengths = torch.from_numpy(data["lengths"])
@@ -219,11 +240,11 @@ class TorchWorker:
             mod.eval()
 
             def run():
-                with torch.inference_mode():
+                with torch.inference_mode(), (amp or contextlib.nullcontext()):
                     return fwd(x)
 
             def check():
-                return {"out": run().numpy()}
+                return {"out": run().float().numpy()}
 
             return Bench(run, check)
         mod.train()
@@ -502,13 +523,13 @@ def worker_main(name, threads):
     except Exception as e:  # not installed, or broken
         send({"ok": False, "error": f"{type(e).__name__}: {e}"})
         return
-    bench = None
+    benches = {}  # impl name -> Bench
     for line in sys.stdin:
         req = json.loads(line)
         cmd = req["cmd"]
         try:
             if cmd == "setup":
-                bench = None
+                benches.pop(req.get("impl"), None)
                 gc.collect()
                 sd, data = load_data(req["data"])
                 try:
@@ -516,15 +537,16 @@ def worker_main(name, threads):
                 except Skip as e:
                     send({"ok": True, "skip": str(e)})
                     continue
+                benches[req.get("impl")] = bench
                 arrays = bench.check()
                 np.savez(req["check_out"], **arrays)
                 send({"ok": True, "info": bench.info})
             elif cmd == "warmup":
-                send(_warmup(bench, req["n"], req.get("batch_s", 0.0)))
+                send(_warmup(benches[req.get("impl")], req["n"], req.get("batch_s", 0.0)))
             elif cmd == "round":
-                send({"ok": True, "t": _round(bench.run, req["iters"])})
+                send({"ok": True, "t": _round(benches[req.get("impl")].run, req["iters"])})
             elif cmd == "release":
-                bench = None
+                benches.clear()
                 gc.collect()
                 send({"ok": True})
             elif cmd == "quit":

@@ -170,9 +170,13 @@ def start_workers(frameworks, threads, tmp, timeout, log):
     return workers, versions
 
 
-def impl(name, fw=None, variant=None):
-    """One implementation of a case: ``name`` in the tables, its framework (default ``name``) and variant."""
-    return {"impl": name, "fw": fw or name, "variant": variant}
+def impl(name, fw=None, variant=None, rtol=None):
+    """One implementation of a case: ``name`` in the tables, its framework (default ``name``) and variant;
+    ``rtol``: its own agreement bound with rnnfast's float32 results (low precision), else ``--rtol``."""
+    spec = {"impl": name, "fw": fw or name, "variant": variant}
+    if rtol is not None:
+        spec["rtol"] = rtol
+    return spec
 
 
 def seq_impls(mode):
@@ -396,7 +400,7 @@ def _setup_one(name, spec, w, case, data_path, tmp, r, log):
     check_path = os.path.join(tmp, f"check-{name}.npz")
     t_setup = time.perf_counter()
     try:
-        ans = w.call(cmd="setup", case={k: v for k, v in case.items() if k != "impls"}, data=data_path,
+        ans = w.call(cmd="setup", impl=name, case={k: v for k, v in case.items() if k != "impls"}, data=data_path,
                      variant=spec["variant"], check_out=check_path)
     except WorkerDied as e:
         r.update(status="error", reason=str(e))
@@ -427,6 +431,7 @@ def _agrees(name, spec, arrays, ref, r, rtol, log):
         r.update(status="unchecked", reason="no rnnfast reference to compare with")
         log(f"  {name}: not timed: no rnnfast reference")
         return False
+    rtol = spec.get("rtol") or rtol
     errs = {k: rel_err(arrays.get(k, np.empty(0)), v) for k, v in ref.items()}
     worst = max(errs.values()) if errs else math.inf
     r["check"] = {"rel_err": errs, "max": worst, "rtol": rtol}
@@ -442,7 +447,7 @@ def _warm_up(live, args):
     one whose worker fails leaves ``live``."""
     for name, w, r in list(live):
         try:
-            ans = w.call(cmd="warmup", n=max(1, args.warmup), batch_s=min(0.2, args.min_round / 2))
+            ans = w.call(cmd="warmup", impl=name, n=max(1, args.warmup), batch_s=min(0.2, args.min_round / 2))
             if not ans.get("ok"):
                 raise WorkerDied(ans.get("error"))
         except WorkerDied as e:
@@ -470,7 +475,7 @@ def _interleave(live, n_rounds, args):
             wait_quiet([x.proc.pid for _, x, _ in live if x is not w])
             prev = w.name
             try:
-                ans = w.call(cmd="round", iters=r["iters"])
+                ans = w.call(cmd="round", impl=name, iters=r["iters"])
                 if not ans.get("ok"):
                     raise WorkerDied(ans.get("error"))
             except WorkerDied as e:

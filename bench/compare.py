@@ -52,6 +52,11 @@ Cases (``--cases`` takes comma-separated names or shell patterns):
   call to call. PyTorch: ``nn.LSTMCell`` / ``nn.GRUCell`` (its per-step API) under ``inference_mode``; ONNX
   Runtime: a T=1 graph with the state as inputs and outputs; TensorFlow: a Keras ``LSTMCell`` / ``GRUCell``
   in a ``tf.function``.
+- ``--precision bf16`` adds to every inference case (whole sequence and step) ``rnnfast-bf16``
+  (``rnnfast.quantize(layer, "bf16")``), ``torch-bf16`` (``module.to(torch.bfloat16)``, bfloat16 input) and
+  ``torch-autocast`` (float32 weights under ``torch.autocast("cpu", dtype=torch.bfloat16)``); they are
+  checked against rnnfast's float32 outputs within 5e-2, and a second table gives rnnfast-bf16's ratios
+  (float32 rnnfast / bf16, peer / bf16) and the instruction path it ran.
 - ``{lstm,gru}-varlen-{infer,train}``: medium shape, lengths uniform in [T/4, T] (adjusted so that the
   total is a multiple of T). ``rnnfast``: ``forward(x, lengths=...)``; ``rnnfast-dense``: the same tokens
   packed densely into sum(lengths)/T full-length sequences (the cost of variable lengths is the ratio);
@@ -85,10 +90,21 @@ from _runner import (SLOW_CALL, add_timing_options, fmt_ms, impl, machine_info, 
                      slow_blas_warning, start_workers, timing_defaults)
 
 ROUNDS = 11  # timed rounds per framework and case (--quick: 5)
+#: --precision: the low-precision implementations added to the inference cases, and how far their outputs
+#: may be from rnnfast's float32 ones (max |peer - rnnfast| / max |rnnfast|; bfloat16 keeps 8 bits)
+LOWP_IMPLS = {"bf16": [("rnnfast-bf16", "rnnfast", "bf16"), ("torch-bf16", "torch", "bf16"),
+                       ("torch-autocast", "torch", "autocast")]}
+LOWP_RTOL = {"bf16": 5e-2}
 
 
-def build_cases(quick):
-    """Every case, in run order: dicts with the shape, mode, FLOPs and the implementations to time."""
+def lowp_impls(precisions):
+    """The implementations --precision adds to an inference case."""
+    return [impl(name, fw, variant, LOWP_RTOL[p]) for p in precisions for name, fw, variant in LOWP_IMPLS[p]]
+
+
+def build_cases(quick, precisions=()):
+    """Every case, in run order: dicts with the shape, mode, FLOPs and the implementations to time;
+    ``precisions`` (--precision) add their implementations to the inference cases."""
     cases = []
     for cell in ("lstm", "gru"):
         for shape, (B, T, I, H) in SHAPES.items():
@@ -96,9 +112,10 @@ def build_cases(quick):
                 continue
             for mode in ("infer", "train"):
                 f = _cases.flop(cell, I, H, 1, 1, B * T, mode)
+                lowp = lowp_impls(precisions) if mode == "infer" else []
                 cases.append(dict(name=f"{cell}-{shape}-{mode}", kind="seq", cell=cell, shape=shape, mode=mode,
                                   B=B, T=T, I=I, H=H, layers=1, bidirectional=False, flop=f,
-                                  impls=seq_impls(mode)))
+                                  impls=seq_impls(mode) + lowp))
     B, T, I, H = SHAPES["medium"]
     for mode in ("infer", "train"):
         f = _cases.flop("lstm", I, H, 2, 2, B * T, mode)
@@ -109,7 +126,8 @@ def build_cases(quick):
         cases.append(dict(name=f"{cell}-step", kind="step", cell=cell, shape="step", mode="infer", B=Bs, T=1,
                           I=Is, H=Hs, layers=1, bidirectional=False,
                           flop=_cases.flop(cell, Is, Hs, 1, 1, Bs),
-                          impls=[impl("rnnfast"), impl("torch"), impl("onnxruntime"), impl("tensorflow")]))
+                          impls=[impl("rnnfast"), impl("torch"), impl("onnxruntime"), impl("tensorflow")]
+                          + lowp_impls(precisions)))
     for cell in ("lstm", "gru"):
         for mode in ("infer", "train"):
             impls = [impl("rnnfast"), impl("rnnfast-dense", "rnnfast", "dense"),
@@ -159,6 +177,37 @@ def markdown(results, sgemm_gflops, sgemm_note):
     return "\n".join(lines)
 
 
+def lowp_table(results, precisions):
+    """For --precision: each rnnfast low-precision figure beside rnnfast float32 and the peers' same
+    precision (ratio above 1: rnnfast's low precision is faster), with its instruction path."""
+    if not precisions:
+        return ""
+    lines = ["", "", "| case | impl | path | ms | vs rnnfast float32 | vs " + " | vs ".join(
+        n for p in precisions for n, _, _ in LOWP_IMPLS[p][1:]) + " |", "|---|---|---|---:|---:|" +
+        "---:|" * sum(len(LOWP_IMPLS[p]) - 1 for p in precisions)]
+    for rec in results:
+        ok = {n: r["median_s"] for n, r in rec["impls"].items() if r.get("status") == "ok"}
+        for p in precisions:
+            name = LOWP_IMPLS[p][0][0]
+            if name not in ok:
+                continue
+            ours = ok[name]
+            cells = [f"{ok[n] / ours:.2f}" if n in ok else "-" for q in precisions for n, _, _ in LOWP_IMPLS[q][1:]]
+            path = rec["impls"][name].get("info", {}).get("plan", "?")
+            lines.append(f"| {rec['name']} | {name} | {path} | {fmt_ms(ours)} | "
+                         f"{ok['rnnfast'] / ours if 'rnnfast' in ok else float('nan'):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _precisions(text):
+    """--precision's comma-separated names, checked."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in LOWP_IMPLS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown precision {bad}; known: {', '.join(LOWP_IMPLS)}")
+    return names
+
+
 def driver(args):
     t_start = time.perf_counter()
 
@@ -179,7 +228,7 @@ def driver(args):
         sys.exit(f"--frameworks: unknown {bad}; known: {', '.join(FRAMEWORKS)}")
     if "rnnfast" not in frameworks:
         frameworks.insert(0, "rnnfast")  # the reference for the checks and the ratios
-    cases = select_cases(build_cases(args.quick), args.cases)
+    cases = select_cases(build_cases(args.quick, args.precision), args.cases)
     timing_defaults(args, ROUNDS)
     env_warn = slow_blas_warning()
     if env_warn:
@@ -208,7 +257,7 @@ def driver(args):
             + (f"{threads} threads via threadpoolctl" if sg0["limited_by"] == "threadpoolctl"
                else "threads NOT limited (threadpoolctl not installed)"))
     wall = time.perf_counter() - t_start
-    table = markdown(results, sgemm, note)
+    table = markdown(results, sgemm, note) + lowp_table(results, args.precision)
     report(args, results, table, threads, versions, machine, env_warn, wall)
     if args.json:
         out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -278,13 +327,15 @@ def main(argv=None):
                    help="comma-separated subset of %(default)s (rnnfast always runs: it is the reference)")
     p.add_argument("--cases", default=None, help="comma-separated case names or shell patterns, e.g. "
                    "'lstm-*-infer,gru-step' (default: all)")
+    p.add_argument("--precision", type=_precisions, default=[], help="also time low-precision inference: "
+                   "rnnfast.quantize beside the peers' own (bf16: PyTorch bfloat16 weights and autocast)")
     add_timing_options(p, ROUNDS)
     p.add_argument("--verbose", action="store_true", help="also list the skipped framework/case pairs")
     p.add_argument("--list", action="store_true", help="list the cases (with --quick: those of a quick run)")
     p.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.list:
-        for c in select_cases(build_cases(args.quick), args.cases):
+        for c in select_cases(build_cases(args.quick, args.precision), args.cases):
             print(f"{c['name']:<22} B={c['B']} T={c['T']} I={c['I']} H={c['H']} layers={c['layers']} "
                   f"bidirectional={c['bidirectional']}: {', '.join(i['impl'] for i in c['impls'])}")
     elif args.worker:

@@ -19,7 +19,9 @@
  * the unit blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}).
  *
  * Rows: step t holds bs[t] rows at off[t] of x (N, ldx) and y (N, ldy) (time-major, sorted by length,
- * rf_recurrent's layout). The running states h (B, Hc) and c (B, Hc), Hc = round16(H), hold h0 / c0 on
+ * rf_recurrent's layout), or when given a step stride xts / yts (full-length batches only), row r of step
+ * t at x + t xts + r ldx (y likewise: the caller's batch-first arrays themselves, no copies). The running
+ * states h (B, Hc) and c (B, Hc), Hc = round16(H), hold h0 / c0 on
  * entry and each row's final state on exit: a row keeps its state from the step it left (forward) or until
  * the step it joins (reverse), which is what lengths need in both directions.
  */
@@ -82,18 +84,20 @@ static void rf_bf16_convert_portable(int n, const float* src, uint16_t* dst) {
     for (int i = 0; i < n; i++) dst[i] = rf_f2bf(src[i]);
 }
 
-/* The product of a block of rows: C (nr, 16 nc) = A1 (nr, K1) . P1 + A2 (nr, K2) . P2, where P1 is the
+/* The product of a block of rows: C (nr, 16 nc) (+)= A1 (nr, K1) . P1 + A2 (nr, K2) . P2, where P1 is the
  * first K1 / 2 pair rows of nc panels (one every ps elements, from P) and P2 the K2 / 2 after them (K1,
- * K2 multiples of 32; either may be 0). A1, A2: bfloat16 rows of lda1, lda2 elements; C: ldc floats. */
+ * K2 multiples of 32; either may be 0). A1, A2: bfloat16 rows of lda1, lda2 elements; C: ldc floats,
+ * added to when acc, else overwritten. Nothing outside the nr rows is read or written. */
 typedef void (*rf_bf16_prod_fn)(int nr, int nc, const uint16_t* A1, int lda1, int K1, const uint16_t* A2,
-                                int lda2, int K2, const uint16_t* P, size_t ps, float* C, int ldc);
+                                int lda2, int K2, const uint16_t* P, size_t ps, float* C, int ldc, int acc);
 typedef void (*rf_bf16_conv_fn)(int n, const float* src, uint16_t* dst);
 
 static void rf_bf16_prod_portable(int nr, int nc, const uint16_t* A1, int lda1, int K1, const uint16_t* A2,
-                                  int lda2, int K2, const uint16_t* P, size_t ps, float* C, int ldc) {
+                                  int lda2, int K2, const uint16_t* P, size_t ps, float* C, int ldc, int beta) {
     for (int r = 0; r < nr; r++)
         for (int j = 0; j < nc; j++) {
             float acc[16] = {0};
+            if (beta) memcpy(acc, C + (size_t)r * ldc + 16 * j, sizeof acc);
             for (int part = 0; part < 2; part++) {
                 const uint16_t* a = part ? A2 + (size_t)r * lda2 : A1 + (size_t)r * lda1;
                 const uint16_t* w = P + (size_t)j * ps + (part ? (size_t)K1 * 16 : 0);
@@ -127,10 +131,13 @@ RF_TARGET_BF16 static void rf_bf16_convert_avx512(int n, const float* src, uint1
 #define RF_BF16_BLOCK(NR, NC)                                                                              \
     RF_TARGET_BF16 static void rf_bf16_block_##NR##x##NC(int nr, int nc, const uint16_t* A1, int lda1,   \
                                                           int K1, const uint16_t* A2, int lda2, int K2,    \
-                                                          const uint16_t* P, size_t ps, float* C, int ldc) { \
+                                                          const uint16_t* P, size_t ps, float* C, int ldc, \
+                                                          int beta) {                                      \
         __m512 acc[NR][NC];                                                                                \
         for (int r = 0; r < NR; r++)                                                                       \
-            for (int j = 0; j < NC; j++) acc[r][j] = _mm512_setzero_ps();                                  \
+            for (int j = 0; j < NC; j++)                                                                   \
+                acc[r][j] = beta && r < nr && j < nc ? _mm512_loadu_ps(C + (size_t)r * ldc + 16 * j)       \
+                                                     : _mm512_setzero_ps();                                \
         for (int part = 0; part < 2; part++) {                                                             \
             const uint16_t* a = part ? A2 : A1;                                                            \
             int lda = part ? lda2 : lda1, K = part ? K2 : K1;                                              \
@@ -150,35 +157,41 @@ RF_TARGET_BF16 static void rf_bf16_convert_avx512(int n, const float* src, uint1
         for (int r = 0; r < NR && r < nr; r++)                                                             \
             for (int j = 0; j < NC && j < nc; j++) _mm512_storeu_ps(C + (size_t)r * ldc + 16 * j, acc[r][j]); \
     }
+RF_BF16_BLOCK(8, 2)
 RF_BF16_BLOCK(4, 4)
 RF_BF16_BLOCK(1, 8)
 RF_BF16_BLOCK(1, 4)
 #undef RF_BF16_BLOCK
 
+/* Rows 8 at a time by 2 panels (the weights, streamed from L2, are read once per 8 rows), 2-4 rows by 4
+ * panels, a single row by 8 (enough accumulators to hide vdpbf16ps's latency). */
 RF_TARGET_BF16 static void rf_bf16_prod_avx512(int nr, int nc, const uint16_t* A1, int lda1, int K1,
                                                const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
-                                               float* C, int ldc) {
-    for (int r = 0; r < nr; r += 4) {
-        int mr = nr - r < 4 ? nr - r : 4;
+                                               float* C, int ldc, int beta) {
+    for (int r = 0; r < nr;) {
+        int mr = nr - r >= 5 ? (nr - r < 8 ? nr - r : 8) : (nr - r < 4 ? nr - r : 4);
         const uint16_t* a1 = A1 + (size_t)r * lda1;
         const uint16_t* a2 = A2 + (size_t)r * lda2;
         float* c = C + (size_t)r * ldc;
         if (mr == 1) {
             int j = 0;
             for (; j + 4 < nc; j += 8)
-                rf_bf16_block_1x8(1, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc);
+                rf_bf16_block_1x8(1, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc, beta);
             for (; j < nc; j += 4)
-                rf_bf16_block_1x4(1, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc);
-        } else {
+                rf_bf16_block_1x4(1, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc, beta);
+        } else if (mr <= 4) {
             for (int j = 0; j < nc; j += 4)
-                rf_bf16_block_4x4(mr, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc);
+                rf_bf16_block_4x4(mr, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc, beta);
+        } else {
+            for (int j = 0; j < nc; j += 2)
+                rf_bf16_block_8x2(mr, nc - j, a1, lda1, K1, a2, lda2, K2, P + j * ps, ps, c + 16 * j, ldc, beta);
         }
+        r += mr;
     }
 }
 
-/* AMX: tiles 0-3 hold C (2 row tiles x 2 unit tiles), 4-5 A, 6-7 B. Rows are taken 16 at a time: a
- * row tile past nr reads rows that exist (the callers' buffers have room to a multiple of 16) and its
- * results there are never used. */
+/* AMX: tiles 0-3 hold C (2 row tiles x 2 unit tiles), 4-5 A, 6-7 B, over rows 16 at a time; the last
+ * nr % 16 rows go to the AVX512-BF16 kernel (a tile would touch rows past nr, which may be another step's). */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -216,33 +229,58 @@ RF_TARGET_AMX static void rf_amx_end(void) { _tile_release(); }
         }                                                                                                  \
     }
 
+/* C rows [r, r + 16 or 32) by unit panels [j, j + 1 or 2): one group of C tiles over all of k. */
+RF_TARGET_AMX static void rf_amx_group(int two_r, int two_c, int r, int j, const uint16_t* A1, int lda1, int K1,
+                                       const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
+                                       float* C, int ldc, int beta) {
+    float* c = C + (size_t)r * ldc + 16 * j;
+    if (beta) {
+        _tile_loadd(0, c, ldc * 4);
+        if (two_c) _tile_loadd(1, c + 16, ldc * 4);
+        if (two_r) _tile_loadd(2, c + (size_t)16 * ldc, ldc * 4);
+        if (two_r && two_c) _tile_loadd(3, c + (size_t)16 * ldc + 16, ldc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    if (two_r && two_c) {
+        RF_AMX_KLOOP(1, 1)
+    } else if (two_r) {
+        RF_AMX_KLOOP(1, 0)
+    } else if (two_c) {
+        RF_AMX_KLOOP(0, 1)
+    } else {
+        RF_AMX_KLOOP(0, 0)
+    }
+    _tile_stored(0, c, ldc * 4);
+    if (two_c) _tile_stored(1, c + 16, ldc * 4);
+    if (two_r) _tile_stored(2, c + (size_t)16 * ldc, ldc * 4);
+    if (two_r && two_c) _tile_stored(3, c + (size_t)16 * ldc + 16, ldc * 4);
+}
+
+/* Rows are taken in blocks whose A part stays in L2 (RF_AMX_A_BYTES); within a block each pair of unit
+ * panels is read once and kept (L1 / L2) while every row tile of the block uses it. Looping over the rows
+ * outermost read all the weights again for every 32 rows: LSTM large (B 128, I = H = 512, 4 MB of bfloat16
+ * weights) streamed them from memory twice a step per thread. */
+#define RF_AMX_A_BYTES (256 * 1024)
+
 RF_TARGET_AMX static void rf_bf16_prod_amx(int nr, int nc, const uint16_t* A1, int lda1, int K1,
                                            const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
-                                           float* C, int ldc) {
-    for (int r = 0; r < nr; r += 32) {
-        int two_r = nr - r > 16;
-        for (int j = 0; j < nc; j += 2) {
-            int two_c = nc - j > 1;
-            float* c = C + (size_t)r * ldc + 16 * j;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            if (two_r && two_c) {
-                RF_AMX_KLOOP(1, 1)
-            } else if (two_r) {
-                RF_AMX_KLOOP(1, 0)
-            } else if (two_c) {
-                RF_AMX_KLOOP(0, 1)
-            } else {
-                RF_AMX_KLOOP(0, 0)
-            }
-            _tile_stored(0, c, ldc * 4);
-            if (two_c) _tile_stored(1, c + 16, ldc * 4);
-            if (two_r) _tile_stored(2, c + (size_t)16 * ldc, ldc * 4);
-            if (two_r && two_c) _tile_stored(3, c + (size_t)16 * ldc + 16, ldc * 4);
-        }
+                                           float* C, int ldc, int beta) {
+    int full = nr / 16 * 16;
+    int rb = RF_AMX_A_BYTES / (2 * (K1 + K2 > 0 ? K1 + K2 : 1)) / 32 * 32;
+    rb = rb < 32 ? 32 : rb;
+    for (int r0 = 0; r0 < full; r0 += rb) {
+        int r1 = r0 + rb < full ? r0 + rb : full;
+        for (int j = 0; j < nc; j += 2)
+            for (int r = r0; r < r1; r += 32)
+                rf_amx_group(r1 - r > 16, nc - j > 1, r, j, A1, lda1, K1, A2, lda2, K2, P, ps, C, ldc, beta);
     }
+    if (full < nr)
+        rf_bf16_prod_avx512(nr - full, nc, A1 ? A1 + (size_t)full * lda1 : NULL, lda1, K1,
+                            A2 ? A2 + (size_t)full * lda2 : NULL, lda2, K2, P, ps, C + (size_t)full * ldc, ldc, beta);
 }
 #undef RF_AMX_KLOOP
 #endif /* RF_HAVE_BF16_ISA */
@@ -259,41 +297,45 @@ static int rf_bf16_path_available(int path) {
     return 0;
 }
 
-/* Rows and unit blocks of one thread, and the buffers of one direction's call (shapes at the top). */
+/* One direction's call: sizes, weights and buffers (shapes at the top and in rf_bf16_forward). */
 typedef struct {
-    int cell, relu, G, F, H, Hc, Kx, Kh, nbk;
+    int cell, relu, G, F, H, Hc, Kx, Kh, nbk, proj_all;
     size_t ps;
     const uint16_t* P;
     const float *b, *bhn;
-    const uint16_t* xb; /* (N + 16, Kx): x rounded, zero-padded */
+    const uint16_t* xb; /* (N, Kx): x rounded, zero-padded */
     uint16_t* hb;       /* (2, Bp, Kh): h_{t-1} rounded, two buffers in turn */
     size_t hbs;         /* elements of one hb buffer */
-    float *gs, *gh;     /* (Bp, G Hc) gates, (Bp, 3 Hc) GRU's recurrent n part */
+    float *gs, *gh;     /* gates: (N, G Hc) with proj_all, else (Bp, G Hc); (Bp, 3 Hc) GRU's recurrent n part */
     float *h, *c, *y;
     int ldy;
+    ptrdiff_t yts; /* y's step stride, or 0: packed rows */
     rf_bf16_prod_fn prod;
     rf_bf16_conv_fn conv;
 } rf_bf16_dir;
 
 /* Rows [r0, r0 + nr) and unit blocks [j0, j1) of the step whose rows start at xrow, reading hb buffer cur
- * and writing h_t into buffer 1 - cur. */
-static void rf_bf16_step_part(const rf_bf16_dir* d, int xrow, int r0, int nr, int j0, int j1, int cur) {
-    int G = d->G, Hc = d->Hc, GHc = G * Hc, gru = RF_IS_GRU(d->cell);
-    const uint16_t* xa = d->xb + (size_t)(xrow + r0) * d->Kx;
+ * and writing h_t into buffer 1 - cur. With proj_all the gates rows hold x_t W_ih^T already (the n gate's
+ * too): the step adds h_{t-1} W_hh^T; else one product over [x_t, h_{t-1}] makes them. */
+static void rf_bf16_step_part(const rf_bf16_dir* d, int t, int xrow, int r0, int nr, int j0, int j1, int cur) {
+    int G = d->G, Hc = d->Hc, GHc = G * Hc, gru = RF_IS_GRU(d->cell), all = d->proj_all;
+    const uint16_t* xa = all ? NULL : d->xb + (size_t)(xrow + r0) * d->Kx;
+    int K1 = all ? 0 : d->Kx;
+    size_t skip = all ? (size_t)d->Kx * 16 : 0; /* the W_ih part of each panel, when not used */
     const uint16_t* ha = d->hb + (size_t)cur * d->hbs + (size_t)r0 * d->Kh;
     uint16_t* hn = d->hb + (size_t)(1 - cur) * d->hbs + (size_t)r0 * d->Kh;
-    float* gt = d->gs + (size_t)r0 * GHc;
+    float* gt = d->gs + (size_t)(all ? xrow + r0 : r0) * GHc;
     int nc = j1 - j0, u0 = 16 * j0, n = (16 * j1 < d->H ? 16 * j1 : d->H) - u0;
     for (int g = 0; g < (gru ? 2 : G); g++)
-        d->prod(nr, nc, xa, d->Kx, d->Kx, ha, d->Kh, d->Kh, d->P + (size_t)(g * d->nbk + j0) * d->ps, d->ps,
-                gt + g * Hc + u0, GHc);
-    float* yt = d->y + (size_t)(xrow + r0) * d->ldy;
+        d->prod(nr, nc, xa, d->Kx, K1, ha, d->Kh, d->Kh, d->P + (size_t)(g * d->nbk + j0) * d->ps + skip, d->ps,
+                gt + g * Hc + u0, GHc, all);
+    float* yt = d->y + (d->yts ? t * d->yts : (ptrdiff_t)xrow * d->ldy) + (ptrdiff_t)r0 * d->ldy;
     float* hp = d->h + (size_t)r0 * Hc;
     if (gru) {
         const uint16_t* pn = d->P + (size_t)(2 * d->nbk + j0) * d->ps;
         float* ght = d->gh + (size_t)r0 * 3 * Hc;
-        d->prod(nr, nc, xa, d->Kx, d->Kx, NULL, 0, 0, pn, d->ps, gt + 2 * Hc + u0, GHc);
-        d->prod(nr, nc, NULL, 0, 0, ha, d->Kh, d->Kh, pn + (size_t)d->Kx * 16, d->ps, ght + 2 * Hc + u0, 3 * Hc);
+        if (!all) d->prod(nr, nc, xa, d->Kx, d->Kx, NULL, 0, 0, pn, d->ps, gt + 2 * Hc + u0, GHc, 0);
+        d->prod(nr, nc, NULL, 0, 0, ha, d->Kh, d->Kh, pn + (size_t)d->Kx * 16, d->ps, ght + 2 * Hc + u0, 3 * Hc, 0);
         rf_gru_fwd_f(nr, n, Hc, gt + u0, ght + u0, d->b + u0, d->bhn + u0, hp + u0, Hc, NULL, yt + u0, d->ldy);
     } else if (d->cell == 1) {
         float* cp = d->c + (size_t)r0 * Hc + u0;
@@ -307,14 +349,45 @@ static void rf_bf16_step_part(const rf_bf16_dir* d, int xrow, int r0, int nr, in
     }
 }
 
+/* Before the steps, each thread its share of rows: x rounded into xb, with proj_all x W_ih^T into gs (all
+ * gates, one product over every row), h0 rounded into both hb buffers, GRU's r, z recurrent parts zeroed. */
+static void rf_bf16_prologue(const rf_bf16_dir* d, int k, int nk, int N, int B, const float* x, int ldx,
+                             ptrdiff_t xts) {
+    int x0 = (int)((long)N * k / nk), x1 = (int)((long)N * (k + 1) / nk);
+    if (d->proj_all) { /* shares of whole row tiles, so that AMX runs on full tiles */
+        int tiles = (N + 15) / 16;
+        x0 = (int)((long)tiles * k / nk) * 16;
+        x1 = (int)((long)tiles * (k + 1) / nk) * 16;
+        x1 = x1 < N ? x1 : N;
+    }
+    for (int r = x0; r < x1; r++) {
+        uint16_t* dst = (uint16_t*)d->xb + (size_t)r * d->Kx;
+        memset(dst, 0, (size_t)d->Kx * sizeof(uint16_t));
+        d->conv(d->F, xts ? x + (r / B) * xts + (ptrdiff_t)(r % B) * ldx : x + (size_t)r * ldx, dst);
+    }
+    if (d->proj_all && x1 > x0)
+        d->prod(x1 - x0, d->G * d->nbk, d->xb + (size_t)x0 * d->Kx, d->Kx, d->Kx, NULL, 0, 0, d->P, d->ps,
+                d->gs + (size_t)x0 * d->G * d->Hc, d->G * d->Hc, 0);
+    int Bp = rf_round_up(B, 16);
+    int h0r = (int)((long)Bp * k / nk), h1r = (int)((long)Bp * (k + 1) / nk);
+    for (int r = h0r; r < h1r; r++) {
+        uint16_t* dst = d->hb + (size_t)r * d->Kh;
+        memset(dst, 0, (size_t)d->Kh * sizeof(uint16_t));
+        if (r < B) d->conv(d->H, d->h + (size_t)r * d->Hc, dst);
+        memcpy(dst + d->hbs, dst, (size_t)d->Kh * sizeof(uint16_t));
+        if (RF_IS_GRU(d->cell)) memset(d->gh + (size_t)r * 3 * d->Hc, 0, (size_t)2 * d->Hc * sizeof(float));
+    }
+}
+
 /* One layer and direction (see the top). bs, off: (T) rows and first row of each step; reverse: run the
- * steps from T - 1 down; split_units: the threads share out the unit blocks (else the rows). x (N, ldx)
- * float32; xb, hb, gs, gh: scratch of the sizes rf_bf16_dir lists (B <= Bp = round16(B)). Returns the
- * number of long barrier waits (a busy machine), as rf_latency_forward. */
+ * steps from T - 1 down; split_units: the threads share out the unit blocks (else the rows); proj_all: make
+ * x W_ih^T for every row first (gs then (N, G Hc)), else step by step with h (gs (Bp, G Hc)). x, y: float32
+ * rows as the top says (xts, yts: 0 for the packed layout); xb (N, Kx), hb (2 Bp Kh), gh (Bp, 3 Hc): scratch (Bp = round16(B)). Returns the number of long
+ * barrier waits (a busy machine), as rf_latency_forward. */
 static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, const int* off, int reverse, int B,
-                           int F, int H, int nth, int split_units, const uint16_t* P, const float* x, int ldx,
-                           const float* b, const float* bhn, float* h, float* c, float* y, int ldy,
-                           uint16_t* xb, uint16_t* hb, float* gs, float* gh) {
+                           int F, int H, int nth, int split_units, int proj_all, const uint16_t* P, const float* x,
+                           int ldx, ptrdiff_t xts, const float* b, const float* bhn, float* h, float* c, float* y,
+                           int ldy, ptrdiff_t yts, uint16_t* xb, uint16_t* hb, float* gs, float* gh) {
     rf_bf16_dir d;
     d.cell = cell;
     d.relu = relu;
@@ -325,6 +398,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     d.Kx = rf_round_up(F, 32);
     d.Kh = rf_round_up(H, 32);
     d.nbk = d.Hc / 16;
+    d.proj_all = proj_all;
     d.ps = (size_t)(d.Kx + d.Kh) * 16;
     d.P = P;
     d.b = b;
@@ -338,20 +412,24 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     d.c = c;
     d.y = y;
     d.ldy = ldy;
+    d.yts = yts;
     d.prod = rf_bf16_prod_portable;
     d.conv = rf_bf16_convert_portable;
+    int N = off[T - 1] + bs[T - 1];
+    /* no product of 16 rows or more: no tiles to configure (a streaming step of one row paid for it) */
+    if (path == RF_BF16_AMX && (proj_all ? N : B) < 16) path = RF_BF16_AVX512;
 #ifdef RF_HAVE_BF16_ISA
     if (path == RF_BF16_AVX512 || path == RF_BF16_AMX) {
         d.prod = path == RF_BF16_AMX ? rf_bf16_prod_amx : rf_bf16_prod_avx512;
         d.conv = rf_bf16_convert_avx512;
     }
 #endif
-    int N = off[T - 1] + bs[T - 1];
     rf_barrier bar = {0, 0};
+    int solo_at = 0; /* > 0: thread 0 runs alone after the barrier of this step (rf_step_barrier) */
     int yields = 0;
     if (nth < 1) nth = 1;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nth) shared(bar) reduction(+ : yields)
+#pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
         RF_THREAD_IDS(k, nk);
@@ -359,24 +437,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
 #ifdef RF_HAVE_BF16_ISA
         if (path == RF_BF16_AMX) rf_amx_begin();
 #endif
-        /* x rounded, rows shared out; h0 into both h buffers; GRU's r, z recurrent parts stay zero */
-        int x0 = (int)((long)N * k / nk), x1 = (int)((long)N * (k + 1) / nk);
-        for (int r = x0; r < x1; r++) {
-            uint16_t* dst = xb + (size_t)r * d.Kx;
-            memset(dst, 0, (size_t)d.Kx * sizeof(uint16_t));
-            d.conv(F, x + (size_t)r * ldx, dst);
-        }
-        int Bp = rf_round_up(B, 16);
-        int h0r = (int)((long)Bp * k / nk), h1r = (int)((long)Bp * (k + 1) / nk);
-        for (int r = h0r; r < h1r; r++) {
-            uint16_t* dst = hb + (size_t)r * d.Kh;
-            memset(dst, 0, (size_t)d.Kh * sizeof(uint16_t));
-            if (r < B) d.conv(H, h + (size_t)r * d.Hc, dst);
-            memcpy(dst + d.hbs, dst, (size_t)d.Kh * sizeof(uint16_t));
-            if (RF_IS_GRU(cell)) memset(gh + (size_t)r * 3 * d.Hc, 0, (size_t)2 * d.Hc * sizeof(float));
-        }
-        if (k == 0) /* rows past N that a row tile may read */
-            memset(xb + (size_t)N * d.Kx, 0, (size_t)16 * d.Kx * sizeof(uint16_t));
+        rf_bf16_prologue(&d, k, nk, N, B, x, ldx, xts);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
@@ -384,11 +445,15 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
         int r0 = split_units ? 0 : k * rshare, r1 = split_units ? B : (k + 1) * rshare;
         int j0 = split_units ? k * jshare : 0, j1 = split_units ? (k + 1) * jshare : d.nbk;
         if (j1 > d.nbk) j1 = d.nbk;
+        /* split units: a barrier ends each step; after a long wait there (a busy core) the other threads
+           leave and thread 0 runs every unit from the next step on, as rf_latency_forward */
+        int alone = nk == 1 || !split_units, solo = 0;
         for (int i = 0; i < T; i++) {
             int t = reverse ? T - 1 - i : i;
             int nb = bs[t] < r1 ? bs[t] : r1;
-            if (nb > r0 && j1 > j0) rf_bf16_step_part(&d, off[t], r0, nb - r0, j0, j1, i & 1);
-            if (split_units && nk > 1) yields += rf_barrier_wait(&bar, nk, RF_SPIN_NS, i == 0 ? 50 * RF_SPIN_NS : RF_SPIN_NS);
+            if (solo) j0 = 0, j1 = d.nbk;
+            if (nb > r0 && j1 > j0) rf_bf16_step_part(&d, t, off[t], r0, nb - r0, j0, j1, i & 1);
+            if (!alone && rf_step_barrier(&bar, nk, RF_SPIN_NS, i, &solo_at, k, &alone, &solo, &yields)) break;
         }
 #ifdef RF_HAVE_BF16_ISA
         if (path == RF_BF16_AMX) rf_amx_end();

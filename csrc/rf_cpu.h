@@ -34,34 +34,40 @@ static inline unsigned long long rf_xgetbv0(void) {
 }
 #endif
 
-/* The RF_CPU_* bits of this machine (each needs the OS support as well as the CPU's). */
+/* The RF_CPU_* bits of this machine (each needs the OS support as well as the CPU's), read once: CPUID
+ * can cost microseconds under a hypervisor, which traps it. */
 static int rf_cpu_features(void) {
-    int f = 0;
+    static int cached = -1;
+    int f = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (f >= 0) return f;
+    f = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    unsigned int a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* no OSXSAVE: no AVX state */
-    int fma = (c >> 12) & 1;
-    unsigned long long xcr0 = rf_xgetbv0();
+    unsigned int a = 0, b = 0, c = 0, d = 0;
+    int osxsave = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27)); /* else no AVX state (nor xgetbv) */
+    int fma = osxsave && ((c >> 12) & 1);
+    unsigned long long xcr0 = osxsave ? rf_xgetbv0() : 0;
     int os_avx = (xcr0 & 0x6) == 0x6;            /* XMM, YMM */
     int os_zmm = os_avx && (xcr0 & 0xe0) == 0xe0; /* opmask, ZMM_Hi256, Hi16_ZMM */
     int os_amx = (xcr0 & 0x60000) == 0x60000;    /* XTILECFG, XTILEDATA */
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    unsigned int b7 = b, c7 = c, d7 = d;
-    __cpuid_count(7, 1, a, b, c, d);
-    unsigned int a71 = a;
-    if (os_avx && fma && (b7 & (1u << 5))) f |= RF_CPU_AVX2;
-    unsigned int avx512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F, DQ, BW, VL */
-    if (os_zmm && (b7 & avx512) == avx512) {
-        f |= RF_CPU_AVX512;
-        if (c7 & (1u << 11)) f |= RF_CPU_AVX512_VNNI;
-        if (a71 & (1u << 5)) f |= RF_CPU_AVX512_BF16;
-    }
-    if (os_amx && (d7 & (1u << 24))) { /* AMX-TILE */
-        if (d7 & (1u << 22)) f |= RF_CPU_AMX_BF16;
-        if (d7 & (1u << 25)) f |= RF_CPU_AMX_INT8;
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        unsigned int b7 = b, c7 = c, d7 = d;
+        __cpuid_count(7, 1, a, b, c, d);
+        unsigned int a71 = a;
+        if (os_avx && fma && (b7 & (1u << 5))) f |= RF_CPU_AVX2;
+        unsigned int avx512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F, DQ, BW, VL */
+        if (os_zmm && (b7 & avx512) == avx512) {
+            f |= RF_CPU_AVX512;
+            if (c7 & (1u << 11)) f |= RF_CPU_AVX512_VNNI;
+            if (a71 & (1u << 5)) f |= RF_CPU_AVX512_BF16;
+        }
+        if (os_amx && (d7 & (1u << 24))) { /* AMX-TILE */
+            if (d7 & (1u << 22)) f |= RF_CPU_AMX_BF16;
+            if (d7 & (1u << 25)) f |= RF_CPU_AMX_INT8;
+        }
     }
 #endif
+    __atomic_store_n(&cached, f, __ATOMIC_RELEASE);
     return f;
 }
 

@@ -451,7 +451,8 @@ class Archive:
             if unused:
                 raise FormatError(f"members not in the index: {sorted(unused)[:3]}")
             self.stored = {name: self._check_header(name, d) for name, d in declared.items()}
-            self._codec, self._parts = None, {}
+            self._codec: Any = None  # the precision's backend (rnnfast.quantize.Backend)
+            self._parts: dict[str, list[str]] = {}
             self.declared = self.stored
             if self.precision is not None:
                 try:

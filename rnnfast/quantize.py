@@ -22,20 +22,23 @@ Accuracy contract (bf16)
 Weights and each step's product inputs (x_t, h_{t-1}) are rounded to bfloat16 (8 significant bits, round
 to nearest even); products accumulate in float32; biases, activations and the LSTM cell state are
 float32. Against the float32 layer, on random layers with PyTorch's initialisation and inputs of unit
-scale (tests/test_quantize.py checks it on every path): RMS error of the outputs below 4e-3 and the
-largest error below 3e-2, per layer and at T = 100; the three instruction paths agree with one another
-to float32 rounding of the sums (they round the same products), up to a rare flip of one bfloat16
-rounding of h.
+scale, at T <= 100: RMS error of the outputs below 4e-3 and largest error below 3e-2 (tested on every
+path, tests/test_quantize.py). Measured (B = 16, T = 100): LSTM and GRU RMS 1.1e-4 to 5.4e-4, largest
+6e-4 to 3.7e-3; RNN (tanh) RMS about 1.2e-3, largest 7e-3; relative L2 error 2e-3 to 4e-3 for all three
+(ONNX Runtime's int8 LSTM: about 1e-2). The three instruction paths round the same products and agree to
+the float32 rounding of the sums, up to a rare flip of one bfloat16 rounding of h (2e-3 at most, tested).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from rnnfast._planner import ThreadPolicy
 from rnnfast._threads import resolve_threads
 from rnnfast.nn import _serial
 from rnnfast.nn._rnn_calls import _Plan, _Workspace
@@ -49,6 +52,7 @@ __all__ = ["quantize", "InferenceOnlyError", "Backend", "BF16Backend", "Int8Back
            "get_bf16_path", "refuse_training"]
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
+_PLANS_KEPT = 16  # batch layouts a quantized layer remembers
 _GATES = {0: 1, 1: 4, 2: 3}
 
 
@@ -77,11 +81,18 @@ class Direction:
         first, padded steps left out: rnnfast's packed layout).
     reverse : bool
         Run the steps from the last one (a row starts at its own last step).
-    x : ndarray (N, F)                    IN
+    x : ndarray                           IN: row r of step t at element (off[t] + r) * row stride, or with a
+                                          step stride, t * step stride + r * row stride (then every step has
+                                          all B rows: the caller's own array, no copy)
+    x_strides : (int, int)                (row stride, step stride) in elements; step stride 0: packed rows
     h, c : ndarray (B, H)                 IN / OUT: initial states, then final states (``c``: LSTM, else None)
-    y : ndarray (N, >= ycol + H)          OUT: h_t in columns [ycol, ycol + H)
+    y : ndarray                           OUT: h_t of each row, H values from element ``ycol`` of the row, rows
+                                          laid out as x's by ``y_strides``
     ycol : int
+    y_strides : (int, int)
     n_threads : int
+
+    A backend whose ``strided_io`` is False is only given packed rows: (N, F) x and (N, >= ycol + H) y.
     """
 
     cell: int
@@ -90,10 +101,12 @@ class Direction:
     off: np.ndarray
     reverse: bool
     x: np.ndarray
+    x_strides: Tuple[int, int]
     h: np.ndarray
     c: Optional[np.ndarray]
     y: np.ndarray
     ycol: int
+    y_strides: Tuple[int, int]
     n_threads: int
 
 
@@ -108,6 +121,8 @@ class Backend:
 
     #: The precision's name, as :func:`quantize` and files give it.
     name = ""
+    #: Whether :meth:`run` takes step strides (the caller's batch-first arrays in place; see Direction).
+    strided_io = False
 
     def pack(self, cell: int, w_ih: np.ndarray, w_hh: np.ndarray, b: np.ndarray, bhn: np.ndarray) -> Any:
         """The kernel's weights of one layer and direction from float32 ``w_ih`` (G H, F), ``w_hh`` (G H, H),
@@ -122,6 +137,10 @@ class Backend:
         """Run one layer and direction (see :class:`Direction`); ``ws`` holds reusable scratch
         (``ws.get(name, shape, dtype)``). Returns a count of long thread waits (0 if none)."""
         raise NotImplementedError
+
+    def path(self, batch: int) -> str:
+        """The instruction path a call of ``batch`` rows runs (shown by :meth:`QuantizedRNN.plan_for`)."""
+        return "default"
 
     def encode(self, w: np.ndarray) -> Dict[str, np.ndarray]:
         """File arrays of one float32 weight matrix, by part (``""`` the main one; others ``"@<part>"``)."""
@@ -188,10 +207,11 @@ def _from_bf16(bits: np.ndarray) -> np.ndarray:
 _PATH_ENV = "RNNFAST_BF16_PATH"
 _AUTO = "auto"
 _forced_path: Optional[str] = None
-#: Batch rows from which the AMX path is chosen over AVX512-BF16 (measured: see bench/lowp.py).
-AMX_MIN_ROWS = 2
 #: Rows from which two threads split the batch (each its own rows, no barrier); below, they split the units.
 ROWS_SPLIT_MIN = 32
+#: Rows below which x W_ih^T is made for every step first (one product over all rows, then only W_hh is
+#: read per step); from there each step makes [x_t, h_{t-1}] . [W_ih, W_hh]^T in one product.
+PROJ_ALL_MAX_ROWS = 16
 #: Multiply-adds per step of a layer and direction below which a call stays on one thread.
 PARALLEL_MIN_WORK = 1 << 17
 
@@ -213,13 +233,17 @@ def set_bf16_path(path: Optional[str]) -> None:
 
 
 def get_bf16_path(batch: int = 64) -> str:
-    """The bfloat16 path a call of ``batch`` rows runs (the forced one if any)."""
-    if _forced_path is not None:
-        return _forced_path
+    """The bfloat16 path a call of ``batch`` rows runs (the forced one if any): AMX where the machine has it
+    (its tiles take 16 rows at a time; the rows past a multiple of 16, a batch of one for instance, go to
+    the AVX512-BF16 kernel, while the input projection of all steps still runs on tiles), else AVX512-BF16,
+    else portable C."""
+    return _forced_path if _forced_path is not None else _best_path()
+
+
+@functools.lru_cache(maxsize=None)
+def _best_path() -> str:
     k = _lowp()
-    if batch >= AMX_MIN_ROWS and k.bf16_path_available(k.BF16_PATHS["amx"]):
-        return "amx"
-    return "avx512_bf16" if k.bf16_path_available(k.BF16_PATHS["avx512_bf16"]) else "portable"
+    return next(p for p in ("amx", "avx512_bf16", "portable") if k.bf16_path_available(k.BF16_PATHS[p]))
 
 
 @dataclasses.dataclass
@@ -241,6 +265,7 @@ class BF16Backend(Backend):
     AVX512-BF16 or portable C, chosen per call (:func:`get_bf16_path`)."""
 
     name = "bf16"
+    strided_io = True
 
     def pack(self, cell, w_ih, w_hh, b, bhn):
         G = _GATES[cell]
@@ -254,6 +279,9 @@ class BF16Backend(Backend):
         P = _lowp().bf16_pack(G, np.ascontiguousarray(w_ih, np.float32), np.ascontiguousarray(w_hh, np.float32))
         return _BF16Weights(G, F, H, P, bp.reshape(-1), bhp)
 
+    def path(self, batch):
+        return get_bf16_path(batch)
+
     def unpack(self, packed):
         G, F, H = packed.G, packed.F, packed.H
         Kx, Kh, Hc = _round(F, 32), _round(H, 32), _round(H, 16)
@@ -266,22 +294,28 @@ class BF16Backend(Backend):
     def run(self, packed, d, ws):
         k = _lowp()
         B, H, F = d.h.shape[0], packed.H, packed.F
-        G, N = packed.G, d.x.shape[0]
+        G, N = packed.G, int(d.off[-1] + d.bs[-1])
         Hc, Bp, Kx, Kh = _round(H, 16), _round(B, 16), _round(F, 32), _round(H, 32)
-        path = get_bf16_path(B)
         nth = d.n_threads if G * H * (F + H) * B >= PARALLEL_MIN_WORK else 1
-        h = ws.get("h", (B, Hc), np.float32)
-        c = ws.get("c", (B, Hc), np.float32)
-        h[:, :H] = d.h
-        c[:, :H] = 0 if d.c is None else d.c
-        h[:, H:] = c[:, H:] = 0
-        gh = ws.get("gh", (Bp * 3 * Hc if d.cell == 2 else 1,), np.float32)
-        yields = k.bf16_forward(k.BF16_PATHS[path], d.cell, int(d.relu), d.bs, d.off, d.reverse, F, H, nth,
-                                B < ROWS_SPLIT_MIN, packed.P, d.x, packed.b, packed.bhn, h, c, d.y, d.ycol,
-                                ws.get("xb", ((N + 16) * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16),
-                                ws.get("gs", (Bp * G * Hc,), np.float32), gh)
-        d.h[...] = h[:, :H]
-        if d.c is not None:
+        proj_all = B < PROJ_ALL_MAX_ROWS and N > B  # (one step: one product over [x_t, h] is the same work)
+        # the states in place when their rows need no padding (H a multiple of 16), else padded copies
+        h = d.h if H == Hc else ws.get("h", (B, Hc), np.float32)
+        c = d.c if H == Hc and d.c is not None else ws.get("c", (B, Hc), np.float32)
+        if h is not d.h:
+            h[:, :H], h[:, H:] = d.h, 0
+        if c is not d.c:
+            c[...] = 0
+            if d.c is not None:
+                c[:, :H] = d.c
+        yields = k.bf16_forward(k.BF16_PATHS[get_bf16_path(B)], d.cell, int(d.relu), d.bs, d.off, d.reverse, F, H,
+                                nth, B < ROWS_SPLIT_MIN, proj_all, packed.P, d.x.reshape(-1), *d.x_strides,
+                                packed.b, packed.bhn, h, c, d.y.reshape(-1)[d.ycol:], *d.y_strides,
+                                ws.get("xb", (N * Kx,), np.uint16), ws.get("hb", (2 * Bp * Kh,), np.uint16),
+                                ws.get("gs", ((N if proj_all else Bp) * G * Hc,), np.float32),
+                                ws.get("gh", (Bp * 3 * Hc if d.cell == 2 else 1,), np.float32))
+        if h is not d.h:
+            d.h[...] = h[:, :H]
+        if d.c is not None and c is not d.c:
             d.c[...] = c[:, :H]
         return yields
 
@@ -377,9 +411,10 @@ def _sfx(layer: int, d: int) -> str:
     return f"_l{layer}" + ("_reverse" if d else "")
 
 
-def _summed_biases(cell: int, G: int, H: int, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray]):
+def _summed_biases(cell: int, G: int, H: int, b_ih: Optional[np.ndarray],
+                   b_hh: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """The kernel's biases: b = b_ih + b_hh (GRU's n gate: b_in alone) and GRU's b_hn (zeros otherwise)."""
-    if b_ih is None:
+    if b_ih is None or b_hh is None:
         return np.zeros(G * H, np.float32), np.zeros(H, np.float32)
     b = (b_ih.astype(np.float32) + b_hh.astype(np.float32))
     bhn = np.zeros(H, np.float32)
@@ -387,6 +422,14 @@ def _summed_biases(cell: int, G: int, H: int, b_ih: Optional[np.ndarray], b_hh: 
         b[2 * H:] = b_ih[2 * H:]
         bhn[:] = b_hh[2 * H:]
     return b, bhn
+
+
+def _initial(plan: _Plan, s: Optional[np.ndarray], LD: int, H: int) -> np.ndarray:
+    """A fresh (LD, B, H) float32 copy of an initial state in the layout's row order (zeros for None): the
+    kernels update it into the final state."""
+    if s is None:
+        return np.zeros((LD, plan.B, H), np.float32)
+    return np.array(s if plan.full else s[:, plan.order], dtype=np.float32, order="C")
 
 
 class QuantizedRNN:
@@ -399,26 +442,29 @@ class QuantizedRNN:
 
     keyword_protocol = True
     training = False
-    # the float layers' input checks, shared as they are (they read only the settings below)
-    _check_x = _RNNBase._check_x
-    _check_state = _RNNBase._check_state
-    _split_hx = _RNNBase._split_hx
-    _finish = _RNNBase._finish
+    # the float layers' input checks and result unpacking, shared as they are (they read only the settings
+    # that __init__ copies)
+    _check_x: Any = _RNNBase._check_x
+    _check_state: Any = _RNNBase._check_state
+    _split_hx: Any = _RNNBase._split_hx
+    _finish: Any = _RNNBase._finish
 
     def __init__(self, layer: _RNNBase, backend: Backend) -> None:
         if isinstance(layer, GRU) and not layer.reset_after:
             raise ValueError("quantize: a GRU with reset_after=False has no low-precision kernel yet")
         self.description = _serial.describe(layer)
         self.description["config"]["dtype"] = "float32"
-        for name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
-                     "nonlinearity"):
-            setattr(self, name, getattr(layer, name))
+        self.input_size, self.hidden_size, self.num_layers = layer.input_size, layer.hidden_size, layer.num_layers
+        self.bias, self.batch_first, self.bidirectional = layer.bias, layer.batch_first, layer.bidirectional
+        self.nonlinearity: str = layer.nonlinearity
         self.dtype = np.dtype(np.float32)
         self.precision = backend.name
-        self._backend, self._mode = backend, layer._mode
+        self._backend, self._mode = backend, str(layer._mode)
         self._cell = _CELLS[self._mode]
         self._D = 2 if self.bidirectional else 1
         self._pool: List[_Workspace] = []
+        self._plans: Dict[tuple, Tuple[_Plan, np.ndarray, np.ndarray]] = {}
+        self.thread_policy = ThreadPolicy()  # back-off to one thread after busy barriers (rnnfast._planner)
         sd = layer.state_dict()
         self._biases = {k: v.astype(np.float32) for k, v in sd.items() if k.startswith("bias")}
         self._packed = []
@@ -454,7 +500,10 @@ class QuantizedRNN:
         """Refused: InferenceOnlyError (load the float model's weights, then quantize it)."""
         raise _refusal("load_state_dict()", self.precision)
 
-    grads: Dict[str, np.ndarray] = {}
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        """No gradients: an empty dict."""
+        return {}
 
     def named_parameters(self) -> list:
         """No trainable parameters: an empty list."""
@@ -465,10 +514,10 @@ class QuantizedRNN:
 
     def release_memory(self) -> None:
         """Drop the scratch kept between calls."""
-        self._pool = []
+        self._pool, self._plans = [], {}
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": []}
+        return {**self.__dict__, "_pool": [], "_plans": {}, "thread_policy": ThreadPolicy()}
 
     # ------------------------------------------------------------------ weights
     def dequantized(self) -> Dict[str, np.ndarray]:
@@ -492,6 +541,12 @@ class QuantizedRNN:
         return out
 
     # ------------------------------------------------------------------ running
+    def plan_for(self, x: Any, lengths: Any = None, *, training: Optional[bool] = None,
+                 n_threads: Optional[int] = None) -> str:
+        """The precision and instruction path a call with this input would run, e.g. ``"bf16 amx"``."""
+        xb, _ = self._check_x(x)
+        return f"{self.precision} {self._backend.path(xb.shape[0])}"
+
     def forward(self, x: Any, hx: Any = None, lengths: Any = None, n_threads: Optional[int] = None):
         """As :meth:`rnnfast.nn.LSTM.forward` (inference): ``(out, h_n)``, LSTM ``(out, (h_n, c_n))``."""
         nth = resolve_threads(n_threads)
@@ -499,34 +554,58 @@ class QuantizedRNN:
         B, T, _ = xb.shape
         lengths = check_lengths(lengths, B, T)
         h0, c0 = self._split_hx(hx, B, unbatched)
-        plan = _Plan(lengths, B, T)
-        inp = plan.pack(xb, np.empty((plan.N, self.input_size), np.float32))
-        hT, cT, out = self._run(plan, inp, h0, c0, nth)
-        return self._finish(plan, out, hT, cT, unbatched)
+        plan, bs, off = self._layout(lengths, B, T)
+        # full lengths, batch first: the kernel reads the input and writes the output in place, if it can
+        direct = plan.full and self.batch_first and self._backend.strided_io
+        if direct:
+            inp = np.ascontiguousarray(xb, np.float32)
+        else:
+            inp = plan.pack(xb, np.empty((plan.N, self.input_size), np.float32))
+        hT, cT, out = self._run(plan, bs, off, inp, h0, c0, nth, direct)
+        return self._finish(plan, out, hT, cT, unbatched, final=direct)
 
     __call__ = forward
 
-    def _run(self, plan: _Plan, inp: np.ndarray, h0, c0, nth: int):
-        """Every layer and direction over the packed input; returns (h_n, c_n, packed output)."""
+    def _layout(self, lengths: Optional[np.ndarray], B: int, T: int) -> Tuple[_Plan, np.ndarray, np.ndarray]:
+        """The packed layout of a batch (rnnfast.nn's), the rows of each step and the first of them (int32
+        (T,) each); the last few are kept, as the float layers keep theirs."""
+        key = (B, T, None if lengths is None else lengths.tobytes())
+        found = self._plans.get(key)
+        if found is None:
+            plan = _Plan(lengths, B, T)
+            bs = (plan.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
+            off = np.zeros(T, np.intc)
+            np.cumsum(bs[:-1], out=off[1:])
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            found = self._plans[key] = (plan, bs, off)
+        return found
+
+    def _run(self, plan: _Plan, bs: np.ndarray, off: np.ndarray, inp: np.ndarray, h0, c0, nth: int, direct: bool = False):
+        """Every layer and direction over the packed input (``direct``: the batch-first input, and the output
+        made batch-first in place); returns (h_n, c_n, output)."""
         H, D, L, T = self.hidden_size, self._D, self.num_layers, plan.T
-        bs = (plan.lens[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intc)
-        off = np.zeros(T, np.intc)
-        np.cumsum(bs[:-1], out=off[1:])
         lstm = self._mode == "lstm"
-        hT = np.zeros((L * D, plan.B, H), np.float32) if h0 is None else np.stack(plan.sort_states(h0, np.float32))
-        cT = None if not lstm else (np.zeros_like(hT) if c0 is None else np.stack(plan.sort_states(c0, np.float32)))
+        hT, cT = _initial(plan, h0, L * D, H), (_initial(plan, c0, L * D, H) if lstm else None)
+        nth = self.thread_policy.threads(nth)
+        yields = 0
         ws = self._pool.pop() if self._pool else _Workspace()
         try:
             for layer in range(L):
-                out = np.empty((plan.N, D * H), np.float32)
+                F = inp.shape[-1]
+                xs = (T * F, F) if direct and layer == 0 else (F, 0)
+                last = direct and layer == L - 1
+                out = np.empty((plan.B, T, D * H) if last else (plan.N, D * H), np.float32)
+                ys = (T * D * H, D * H) if last else (D * H, 0)
                 for d in range(D):
                     k = layer * D + d
-                    dirn = Direction(self._cell, self.nonlinearity == "relu", bs, off, d == 1, inp, hT[k],
-                                     cT[k] if lstm else None, out, d * H, nth)
-                    self._backend.run(self._packed[k], dirn, ws)
+                    dirn = Direction(self._cell, self.nonlinearity == "relu", bs, off, d == 1, inp, xs, hT[k],
+                                     None if cT is None else cT[k], out, d * H, ys, nth)
+                    yields += self._backend.run(self._packed[k], dirn, ws)
                 inp = out
         finally:
             self._pool.append(ws)
+        self.thread_policy.note(nth, yields)
         return hT, cT, inp
 
     def step(self, x_t: Any, state: Any = None, n_threads: Optional[int] = None):
@@ -544,7 +623,8 @@ class QuantizedRNN:
         if xt.shape[0] == 0:
             raise ValueError("x_t must hold at least one row")
         h0, c0 = self._split_hx(state, xt.shape[0], unbatched, what="state")
-        hT, cT, y = self._run(_Plan(None, xt.shape[0], 1), xt, h0, c0, nth)
+        # one row: a step's product takes microseconds, less than waking a second thread
+        hT, cT, y = self._run(*self._layout(None, xt.shape[0], 1), xt, h0, c0, 1 if xt.shape[0] == 1 else nth)
         if unbatched:
             y, hT, cT = y[0], hT[:, 0], None if cT is None else cT[:, 0]
         return y, ((hT, cT) if self._mode == "lstm" else hT)

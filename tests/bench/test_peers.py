@@ -1,5 +1,6 @@
 """bench/_peers.py and _runner.py without timing: every installed framework builds a tiny case of each cell
 from the same weights and agrees with rnnfast; the plan hook; the workers' environment."""
+import importlib.util
 import os
 
 import numpy as np
@@ -102,3 +103,47 @@ def test_impls():
     assert [i["impl"] for i in _runner.seq_impls("infer")] == ["rnnfast", "torch", "onnxruntime", "tensorflow"]
     assert [i["impl"] for i in _runner.seq_impls("train")] == ["rnnfast", "torch", "tensorflow"]
     assert impl("rnnfast-dense", "rnnfast", "dense") == {"impl": "rnnfast-dense", "fw": "rnnfast", "variant": "dense"}
+
+
+@pytest.mark.parametrize("kind", ["seq", "step"])
+def test_low_precision_variants_agree_within_their_rtol(kind, tmp_path, restore_threads):
+    """compare.py --precision bf16: rnnfast.quantize and PyTorch's bfloat16 weights and autocast, checked
+    against rnnfast float32 within compare.LOWP_RTOL."""
+    import compare
+    case = _case("lstm", "infer")
+    if kind == "step":
+        case.update(kind="step", T=1)
+    path = tmp_path / "data.npz"
+    make_data(case, str(path))
+    sd, data = _peers.load_data(str(path))
+    want = _peers.RnnfastWorker(1).build(case, sd, data, None).check()
+    specs = compare.lowp_impls(["bf16"])
+    assert [s["impl"] for s in specs] == ["rnnfast-bf16", "torch-bf16", "torch-autocast"]
+    for spec in specs:
+        if spec["fw"] == "torch" and importlib.util.find_spec("torch") is None:
+            continue
+        bench = _peers.WORKERS[spec["fw"]](1).build(case, sd, data, spec["variant"])
+        got = bench.check()
+        errs = [rel_err(got[k], want[k]) for k in want]
+        assert 1e-6 < max(errs) < spec["rtol"], (spec, errs)
+        if spec["fw"] == "rnnfast":
+            assert bench.info["plan"].startswith("bf16 ")
+
+
+def test_a_worker_keeps_each_implementations_case(tmp_path):
+    """Two implementations on one worker (rnnfast and rnnfast-bf16): each round runs its own build."""
+    case = _case("gru", "infer")
+    path = tmp_path / "data.npz"
+    make_data(case, str(path))
+    w = _runner.WorkerProc("rnnfast", 1, str(tmp_path), 120)
+    try:
+        assert w.recv()["ok"]
+        for name, variant in (("rnnfast", None), ("rnnfast-bf16", "bf16")):
+            ans = w.call(cmd="setup", impl=name, case=case, data=str(path), variant=variant,
+                         check_out=str(tmp_path / f"{name}.npz"))
+            assert ans["ok"], ans
+        assert w.call(cmd="round", impl="rnnfast", iters=1)["ok"]
+        assert w.call(cmd="warmup", impl="rnnfast-bf16", n=1)["ok"]
+        assert not w.call(cmd="round", impl="torch", iters=1)["ok"]  # never set up on this worker
+    finally:
+        w.close()

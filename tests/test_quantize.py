@@ -1,0 +1,332 @@
+"""rnnfast.quantize: the bfloat16 inference models, every instruction path this machine runs.
+
+The accuracy contract (rnnfast.quantize's docstring) is checked against the float32 layers; the kernels'
+arithmetic against a numpy model of the same bfloat16 maths (weights and each step's x_t, h_{t-1} rounded
+to bfloat16, float32 sums, float64 activations here).
+"""
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast._kernels import _lowp
+from rnnfast.io import FormatError
+
+Q = importlib.import_module("rnnfast.quantize")  # (rf.quantize is the function)
+
+PATHS = [p for p in ("portable", "avx512_bf16", "amx") if _lowp.bf16_path_available(_lowp.BF16_PATHS[p])]
+ALL_PATHS = ("portable", "avx512_bf16", "amx")
+LAYERS = {"lstm": rf.nn.LSTM, "gru": rf.nn.GRU, "rnn": rf.nn.RNN}
+# the accuracy contract at T <= 100 on random layers (rnnfast/quantize.py's docstring)
+CONTRACT_RMS, CONTRACT_MAX = 4e-3, 3e-2
+
+
+@pytest.fixture(params=ALL_PATHS)
+def path(request):
+    """Each bfloat16 path forced in turn (skipped where this machine lacks its instructions)."""
+    if request.param not in PATHS:
+        pytest.skip(f"this machine cannot run the {request.param} path")
+    Q.set_bf16_path(request.param)
+    yield request.param
+    Q.set_bf16_path(None)
+
+
+def _x(B, T, F, seed=0):
+    return np.random.default_rng(seed).standard_normal((B, T, F)).astype(np.float32)
+
+
+def _bf16(a):
+    return Q._from_bf16(Q._to_bf16(np.asarray(a, np.float32))).astype(np.float64)
+
+
+def _sig(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def _bf16_reference(mode, sd, x, relu=False):
+    """One layer, one direction, full lengths: the bfloat16 maths in numpy (products of rounded values
+    summed in float64, activations exact). Returns (out, h_n)."""
+    w_ih, w_hh = _bf16(sd["weight_ih_l0"]), _bf16(sd["weight_hh_l0"])
+    b_ih, b_hh = sd["bias_ih_l0"].astype(np.float64), sd["bias_hh_l0"].astype(np.float64)
+    B, T, _ = x.shape
+    H = w_hh.shape[1]
+    h, c = np.zeros((B, H)), np.zeros((B, H))
+    out = np.empty((B, T, H))
+    for t in range(T):
+        gx = _bf16(x[:, t]) @ w_ih.T + b_ih
+        gh = _bf16(h) @ w_hh.T + b_hh
+        if mode == "lstm":
+            i, f, g, o = np.split(gx + gh, 4, axis=1)
+            c = _sig(f) * c + _sig(i) * np.tanh(g)
+            h = _sig(o) * np.tanh(c)
+        elif mode == "gru":
+            r = _sig(gx[:, :H] + gh[:, :H])
+            z = _sig(gx[:, H:2 * H] + gh[:, H:2 * H])
+            n = np.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+            h = (1 - z) * n + z * h
+        else:
+            a = gx + gh
+            h = np.maximum(a, 0) if relu else np.tanh(a)
+        out[:, t] = h
+    return out, h
+
+
+def _err(a, b):
+    e = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return float(np.abs(e).max()), float(np.sqrt(np.mean(e * e)))
+
+
+# ---------------------------------------------------------------------------------------- arithmetic
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("B", [1, 5, 16, 37])
+def test_paths_compute_the_bf16_maths(path, mode, B):
+    layer = LAYERS[mode](40, 48, seed=1).eval()  # H = 48: a partial 32-column tail in the packed K
+    x = _x(B, 9, 40, seed=B)
+    ref, h_ref = _bf16_reference(mode, layer.state_dict(), x)
+    out, h_n = rf.quantize(layer, "bf16")(x, n_threads=2)
+    h_n = h_n[0] if mode == "lstm" else h_n
+    # float32 sums in another order: an h_{t-1} may round to the neighbouring bfloat16 (2^-8 relative),
+    # so the bound is a few such flips, far below the gap to float32 (test_accuracy_contract)
+    mx, rms = _err(out, ref)
+    assert mx < 2e-3 and rms < 1e-4, (mx, rms)
+    assert _err(h_n[0], h_ref)[0] < 2e-3
+
+
+def test_pack_and_unpack_are_the_rounded_weights():
+    layer = rf.nn.GRU(37, 21, seed=3)
+    q = rf.quantize(layer, "bf16")
+    sd, dq = layer.state_dict(), q.dequantized()
+    for k in ("weight_ih_l0", "weight_hh_l0"):
+        np.testing.assert_array_equal(dq[k], _bf16(sd[k]).astype(np.float32))
+    np.testing.assert_array_equal(dq["bias_hh_l0"], sd["bias_hh_l0"])
+
+
+def test_rounding_is_to_nearest_even():
+    # ties go to the even neighbour; past the largest bfloat16 (3.3895e38) a value rounds to inf
+    v = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, -1.5 - 2 ** -9, np.inf, -0.0, 3.4e38], np.float32)
+    got = Q._from_bf16(Q._to_bf16(v))
+    np.testing.assert_array_equal(got, np.array([1.0, 1.0, 1.0 + 2 ** -6, -1.5, np.inf, -0.0, np.inf], np.float32))
+    assert np.isnan(Q._from_bf16(Q._to_bf16(np.array([np.nan], np.float32))))[0]
+
+
+# ---------------------------------------------------------------------------------------- the contract
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+def test_accuracy_contract(path, mode):
+    """Max and RMS error against float32 at T = 100, PyTorch's initialisation, inputs of unit scale."""
+    layer = LAYERS[mode](64, 128, seed=7).eval()
+    x = _x(8, 100, 64, seed=2)
+    ref, _ = layer(x)
+    out, _ = rf.quantize(layer, "bf16")(x)
+    mx, rms = _err(out, ref)
+    assert rms < CONTRACT_RMS and mx < CONTRACT_MAX, (mx, rms)
+    assert rms > 1e-6  # (bfloat16 really ran)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("B, threads", [(1, 2), (6, 2), (20, 1), (40, 2), (70, 2)])
+def test_lengths_bidirectional_stacked(path, mode, B, threads):
+    layer = LAYERS[mode](12, 24, num_layers=2, bidirectional=True, seed=B).eval()
+    x = _x(B, 11, 12, seed=B)
+    lengths = np.random.default_rng(B).integers(1, 12, size=B)
+    lengths[0] = 11
+    ref, st_ref = layer(x, lengths=lengths)
+    q = rf.quantize(layer, "bf16")
+    out, st = q(x, lengths=lengths, n_threads=threads)
+    assert out.shape == ref.shape
+    mx, rms = _err(out, ref)
+    assert mx < CONTRACT_MAX and rms < CONTRACT_RMS, (mx, rms)
+    pad = np.arange(11)[None, :] >= lengths[:, None]
+    assert np.all(out[pad] == 0)
+    h, h_ref = (st[0], st_ref[0]) if mode == "lstm" else (st, st_ref)
+    assert h.shape == h_ref.shape and _err(h, h_ref)[0] < CONTRACT_MAX
+    if mode == "lstm":
+        assert _err(st[1], st_ref[1])[0] < 2 * CONTRACT_MAX
+    # each sequence alone, at its own length: the same results
+    for b in (0, B - 1):
+        alone, _ = q(x[b:b + 1, :lengths[b]])
+        assert _err(alone[0], out[b, :lengths[b]])[0] < 2e-3
+
+
+def test_paths_agree(mode="lstm"):
+    layer = rf.nn.LSTM(30, 50, bidirectional=True, seed=4).eval()
+    q = rf.quantize(layer, "bf16")
+    x = _x(24, 20, 30)
+    outs = {}
+    for p in PATHS:
+        Q.set_bf16_path(p)
+        outs[p] = q(x)[0]
+    Q.set_bf16_path(None)
+    for p in PATHS:
+        assert _err(outs[p], outs["portable"])[0] < 2e-3
+
+
+def test_initial_states_and_unbatched_and_time_major(path):
+    layer = rf.nn.LSTM(6, 10, num_layers=2, batch_first=False, seed=0).eval()
+    q = rf.quantize(layer, "bf16")
+    x = np.ascontiguousarray(_x(3, 7, 6).swapaxes(0, 1))  # (T=7, B=3, F)
+    h0 = np.random.default_rng(1).standard_normal((2, 3, 10)).astype(np.float32)
+    c0 = np.random.default_rng(2).standard_normal((2, 3, 10)).astype(np.float32)
+    ref, (h_ref, c_ref) = layer(x, (h0, c0))
+    out, (h, c) = q(x, (h0, c0))
+    assert _err(out, ref)[0] < CONTRACT_MAX and _err(c, c_ref)[0] < CONTRACT_MAX
+    one, (h1, _) = q(x[:, 1], (h0[:, 1], c0[:, 1]))  # unbatched (T, F)
+    assert one.shape == (7, 10) and h1.shape == (2, 10)
+    assert _err(one, out[:, 1])[0] < 2e-3
+
+
+# ---------------------------------------------------------------------------------------- streaming
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("B", [1, 3])
+def test_step_equals_the_whole_sequence(path, mode, B):
+    q = rf.quantize(LAYERS[mode](9, 33, num_layers=2, seed=5), "bf16")
+    x = _x(B, 6, 9)
+    out, st_full = q(x)
+    state = None
+    for t in range(6):
+        y, state = q.step(x[:, t], state)
+        np.testing.assert_allclose(y, out[:, t], rtol=0, atol=2e-3)
+    h, h_full = (state[0], st_full[0]) if mode == "lstm" else (state, st_full)
+    np.testing.assert_allclose(h, h_full, rtol=0, atol=2e-3)
+    y1, s1 = q.step(x[0, 0])
+    assert y1.shape == (33,) and (s1[0] if mode == "lstm" else s1).shape == (2, 33)
+    with pytest.raises(ValueError, match="unidirectional"):
+        rf.quantize(LAYERS[mode](9, 4, bidirectional=True), "bf16").step(x[:, 0])
+
+
+# ---------------------------------------------------------------------------------------- models and files
+def _fitted(cls=rf.LSTM, **kw):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 10, 4)).astype(np.float32)
+    y = np.where(X[:, :, 0].sum(1) > 0, "up", "down")
+    return cls(hidden_size=16, epochs=3, verbose=0, random_state=0, **kw).fit(X, y), X, y
+
+
+def test_estimator_predicts_and_streams():
+    est, X, y = _fitted()
+    q = rf.quantize(est, "bf16")
+    assert q is not est and q.precision_ == "bf16" and not hasattr(est, "precision_")
+    np.testing.assert_allclose(q.predict_proba(X), est.predict_proba(X), atol=2e-3)
+    assert np.mean(q.predict(X) == est.predict(X)) >= 0.97
+    assert 0 <= q.score(X, y) <= 1
+    state = None
+    for t in range(10):
+        p, state = q.predict_proba_step(X[:4, t], state)
+    np.testing.assert_allclose(p, q.predict_proba(X[:4]), atol=2e-3)
+
+
+def test_estimator_save_load_round_trip(tmp_path):
+    est, X, _ = _fitted(rf.GRU, bidirectional=True)
+    q = rf.quantize(est, "bf16")
+    f = tmp_path / "q.rnnfast"
+    q.save(f)
+    back = rf.load(f)
+    assert type(back) is type(est) and back.precision_ == "bf16"
+    np.testing.assert_array_equal(back.predict_proba(X), q.predict_proba(X))
+    with rf.io.open_archive(f) as ar:
+        assert ar.precision == "bf16"
+        assert ar.stored["model/0.layer.weight_ih_l0" if "model/0.layer.weight_ih_l0" in ar.stored
+                         else "model/0.weight_ih_l0"].dtype == np.uint16
+        assert all(d.dtype != np.uint16 for d in ar.declared.values())
+        assert not any(k.startswith("optimizer/") for k in ar.stored)
+    est.save(tmp_path / "f.rnnfast", include_optimizer=False)
+    assert os.path.getsize(f) < os.path.getsize(tmp_path / "f.rnnfast")
+
+
+def test_sequential_save_load_round_trip(tmp_path, path):
+    seq = rf.nn.Sequential(rf.nn.Embedding(30, 8, padding_idx=0), rf.nn.LSTM(8, 16, num_layers=2),
+                           rf.nn.LastStep(), rf.nn.Linear(16, 3)).eval()
+    q = rf.quantize(seq, "bf16")
+    tokens = np.random.default_rng(0).integers(1, 30, size=(5, 7))
+    f = tmp_path / "s.rnnfast"
+    q.save(f)
+    back = rf.load(f)
+    assert isinstance(back, Q.QuantizedSequential) and back.precision == "bf16"
+    np.testing.assert_array_equal(back(tokens), q(tokens))
+    assert _err(q(tokens), seq(tokens))[0] < CONTRACT_MAX
+
+
+def test_damaged_quantized_files_are_refused(tmp_path):
+    q = rf.quantize(rf.nn.Sequential(rf.nn.RNN(3, 5)).eval(), "bf16")
+    f = tmp_path / "s.rnnfast"
+    q.save(f)
+    import json
+    import zipfile
+    with zipfile.ZipFile(f) as z:
+        index = json.loads(z.read("rnnfast.json"))
+        members = {n: z.read(n) for n in z.namelist()}
+
+    def rewrite(ix, name):
+        g = tmp_path / name
+        with zipfile.ZipFile(g, "w") as z:
+            for n, data in members.items():
+                z.writestr(n, json.dumps(ix) if n == "rnnfast.json" else data)
+        return g
+
+    with pytest.raises(FormatError, match="precision"):
+        rf.load(rewrite({**index, "precision": "fp4"}, "a.rnnfast"))
+    with pytest.raises(FormatError, match="precision"):
+        rf.load(rewrite({**index, "precision": 3}, "b.rnnfast"))
+    plain = dict(index)
+    del plain["precision"]
+    with pytest.raises(FormatError):  # uint16 weights without the precision: not float32
+        rf.load(rewrite(plain, "c.rnnfast"))
+
+
+# ---------------------------------------------------------------------------------------- refusals
+def test_training_is_refused():
+    layer = rf.quantize(rf.nn.LSTM(3, 4), "bf16")
+    x = _x(2, 3, 3)
+    layer(x)
+    for call in (lambda: layer.backward(np.ones((2, 3, 4), np.float32)), lambda: layer.train(),
+                 lambda: layer.load_state_dict({})):
+        with pytest.raises(Q.InferenceOnlyError, match="inference only"):
+            call()
+    assert isinstance(Q.InferenceOnlyError("x"), TypeError)
+    assert layer.train(False) is layer and layer.named_parameters() == []
+    seq = rf.quantize(rf.nn.Sequential(rf.nn.GRU(3, 4), rf.nn.LastStep()), "bf16")
+    with pytest.raises(Q.InferenceOnlyError):
+        seq.train()
+    est, X, y = _fitted(rf.RNN)
+    q = rf.quantize(est, "bf16")
+    for call in (lambda: q.fit(X, y), lambda: q.partial_fit(X, y)):
+        with pytest.raises(Q.InferenceOnlyError, match="fit"):
+            call()
+
+
+def test_bad_input():
+    layer = rf.nn.LSTM(3, 4)
+    with pytest.raises(ValueError, match="unknown precision"):
+        rf.quantize(layer, "fp8")
+    with pytest.raises(TypeError, match="precision"):
+        rf.quantize(layer, 16)
+    with pytest.raises(TypeError, match="quantize takes"):
+        rf.quantize(object(), "bf16")
+    with pytest.raises(ValueError, match="already quantized"):
+        rf.quantize(rf.quantize(layer, "bf16"), "bf16")
+    with pytest.raises(ValueError, match="reset_after"):
+        rf.quantize(rf.nn.GRU(3, 4, reset_after=False), "bf16")
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        rf.quantize(rf.LSTM(), "bf16")
+    q = rf.quantize(layer, "bf16")
+    with pytest.raises(ValueError, match="features"):
+        q(_x(2, 3, 5))
+    with pytest.raises(ValueError, match="lengths"):
+        q(_x(2, 3, 3), lengths=[4, 1])
+    with pytest.raises(TypeError):
+        q(_x(2, 3, 3), hx=np.zeros((1, 2, 4)))  # LSTM wants (h, c)
+    with pytest.raises(ValueError, match="path"):
+        Q.set_bf16_path("sse")
+    with pytest.raises(TypeError):
+        Q.register_backend("bf16")
+
+
+def test_cpu_features_and_paths():
+    feats = _lowp.cpu_features()
+    assert isinstance(feats, frozenset) and feats <= {"avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx_bf16",
+                                                       "amx_int8"}
+    assert "portable" in PATHS
+    assert Q.get_bf16_path(64) in PATHS and Q.get_bf16_path(1) in PATHS
+    assert ("avx512_bf16" in PATHS) == ("avx512_bf16" in feats)
