@@ -372,6 +372,9 @@ class Int8Backend(Backend):
     def unpack(self, packed):
         return _int8().unpack_weights(packed)
 
+    def path(self, batch):
+        return _int8().path_for(batch)
+
     def run(self, packed, d, ws):
         policy = packed["policy"]
         batch1 = d.h.shape[0] == 1

@@ -56,6 +56,14 @@ def current_isa() -> str:
     return ISAS[_isa]
 
 
+def path_for(int rows) -> str:
+    """The path a product of ``rows`` rows takes now ("amx" from 16 rows unless forced; a batch-1 call's
+    per-step products have one row, its input product over all steps one row a step)."""
+    if _isa == 3 and not _forced and rows < 16:
+        return ISAS[2]
+    return ISAS[_isa]
+
+
 def set_isa(name=None):
     """Force the int8 instruction path, or with None go back to the best one.
 
