@@ -603,13 +603,15 @@ static void rf_i8_cell(const rf_i8_layer* L, int nb, int u0, int n, float* gates
 }
 
 /* A call's rows, in rnnfast's packed layout (time-major, longest first, padded steps left out): step t
- * has rows [0, bs[t]), the first at off[t]; row b of step t reads input row src[off[t] + b] and writes
- * its h_t to output row src[off[t] + b] (src: the identity, or for the reverse direction the row of
- * time L_b - 1 - t); len[b] = the steps of row b. */
+ * has rows [0, bs[t]), the first at off[t]. Row b of step t (p = off[t] + b) reads its input at
+ * element xo[p] of x and writes its h_t from element yo[p] of y: the row's place at time t, or for the
+ * reverse direction at time L_b - 1 - t, given (row stride, step stride) in elements, step stride 0
+ * meaning packed rows (rf_i8_map). len[b] = the steps of row b. */
 typedef struct {
     int T, B;
     const int *bs, *off;
-    int *src, *len;
+    size_t *xo, *yo;
+    int* len;
 } rf_i8_rows_map;
 
 /* Rows [r0, r1) of a batch, on their own (one thread): per step, the input product x_t W_ih^T from
@@ -617,7 +619,7 @@ typedef struct {
  * goes to its output row. h, c (B, H): initial states in, final states out. */
 static void rf_i8_rows(const rf_i8_layer* L, int isa, int forced, const rf_i8_rows_map* mp, int r0, int r1,
                        const uint8_t* qx, const float* sx, const int32_t* zx, float* h, float* c, float* y,
-                       int ldy, rf_i8_ws* w) {
+                       rf_i8_ws* w) {
     int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2;
     int nbk = GHp / 16;
     for (int r = r0; r < r1; r++) {
@@ -639,7 +641,7 @@ static void rf_i8_rows(const rf_i8_layer* L, int isa, int forced, const rf_i8_ro
         rf_i8_cell(L, nb, 0, H, w->gates, w->gh, hp, w->cb[t & 1], w->cb[(t + 1) & 1], hy);
         rf_ftz_leave(ftz);
         for (int i = 0; i < nb; i++)
-            memcpy(y + (size_t)mp->src[row + i] * ldy, hy + (size_t)i * Hp, H * sizeof(float));
+            memcpy(y + mp->yo[row + i], hy + (size_t)i * Hp, H * sizeof(float));
     }
     /* step t wrote h_t, c_t to buffer (t + 1) & 1: a row's last, step len - 1, to len & 1 */
     for (int r = r0; r < r1; r++) {
@@ -657,7 +659,7 @@ static void rf_i8_rows(const rf_i8_layer* L, int isa, int forced, const rf_i8_ro
  * (2, Hp): shared, each thread writing its own columns; qh: 16 rows of KpH per thread. Returns the
  * count of long waits. */
 static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_rows_map* mp, int nth,
-                         const uint8_t* qx, const float* sx, const int32_t* zx, float* h, float* c, float* y, int ldy,
+                         const uint8_t* qx, const float* sx, const int32_t* zx, float* h, float* c, float* y,
                          float* xw, float* gh, float* hb, float* cb, uint8_t* qh_all, long spin_ns) {
     int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2, T = mp->T;
     rf_barrier bar = {0, 0};
@@ -698,7 +700,7 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_
                        !gru, gru ? gh : gt, GHp);
                 rf_i8_cell(L, 1, u0, u1 - u0, gt, gh, hp, cb + (size_t)(t & 1) * Hp, cb + (size_t)((t + 1) & 1) * Hp,
                            hy);
-                memcpy(y + (size_t)mp->src[t] * ldy + u0, hy + u0, (size_t)(u1 - u0) * sizeof(float));
+                memcpy(y + mp->yo[t] + u0, hy + u0, (size_t)(u1 - u0) * sizeof(float));
             }
             if (!alone && rf_step_barrier(&bar, nk, spin_ns, t, &solo_at, k, &alone, &solo, &yields)) break;
         }
@@ -709,25 +711,31 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_
     return yields;
 }
 
-/* The rows map of a call (rf_i8_rows_map); src and len: room for N and B ints. */
-static void rf_i8_map(rf_i8_rows_map* mp, int T, int B, const int* bs, const int* off, int reverse, int* src,
-                      int* len) {
+/* The rows map of a call (rf_i8_rows_map); xo, yo: room for N offsets, len for B ints; xs, ys: x's and
+ * y's (row stride, step stride). */
+static void rf_i8_map(rf_i8_rows_map* mp, int T, int B, const int* bs, const int* off, int reverse,
+                      const size_t* xs, const size_t* ys, size_t* xo, size_t* yo, int* len) {
     mp->T = T;
     mp->B = B;
     mp->bs = bs;
     mp->off = off;
-    mp->src = src;
+    mp->xo = xo;
+    mp->yo = yo;
     mp->len = len;
     for (int b = 0; b < B; b++) len[b] = 0;
     for (int t = 0; t < T; t++)
         for (int b = 0; b < bs[t]; b++) len[b] = t + 1;
     for (int t = 0; t < T; t++)
-        for (int b = 0; b < bs[t]; b++) src[off[t] + b] = reverse ? off[len[b] - 1 - t] + b : off[t] + b;
+        for (int b = 0; b < bs[t]; b++) {
+            size_t tau = reverse ? (size_t)(len[b] - 1 - t) : (size_t)t;  /* the row's time at step t */
+            xo[off[t] + b] = xs[1] ? tau * xs[1] + b * xs[0] : (off[tau] + b) * xs[0];
+            yo[off[t] + b] = ys[1] ? tau * ys[1] + b * ys[0] : (off[tau] + b) * ys[0];
+        }
 }
 
 /* Where a call's scratch goes: byte offsets into one block (rf_i8_plan). */
 typedef struct {
-    size_t src, qx, sx, zx, rest, per_thread, total;
+    size_t map, qx, sx, zx, rest, per_thread, total;
     int nth;
 } rf_i8_scratch;
 
@@ -741,8 +749,8 @@ static rf_i8_scratch rf_i8_plan(const rf_i8_layer* L, int T, size_t N, int B, in
     int GHp = RF_GATES(L->cell) * L->Hp;
     if (B > 1 && nth > B) nth = B;
     sp.nth = nth;
-    sp.src = 0;
-    sp.qx = rf_i8_up64((N + B) * sizeof(int));
+    sp.map = 0;
+    sp.qx = rf_i8_up64(2 * N * sizeof(size_t) + B * sizeof(int));
     sp.sx = sp.qx + rf_i8_up64((N + 32) * L->KpX);
     sp.zx = sp.sx + rf_i8_up64(N * sizeof(float));
     sp.rest = sp.zx + rf_i8_up64(N * sizeof(int32_t));
@@ -758,26 +766,27 @@ static rf_i8_scratch rf_i8_plan(const rf_i8_layer* L, int T, size_t N, int B, in
 }
 
 /* Forward of one direction of one layer, inference, over a packed batch (rf_i8_rows_map: bs, off (T),
- * reverse). x (N, ldx); h, c (B, H): initial states in, final states out (c NULL but for LSTM); y (N,
- * ldy): h_t of each row and step (the pointer at the direction's first column). nth threads: batch
+ * reverse). x: F values a row, rows placed by xs (row stride, step stride; step stride 0: packed rows);
+ * h, c (B, H): initial states in, final states out (c NULL but for LSTM); y: h_t of each row and step,
+ * H values a row from the pointer given (the direction's first column), rows placed by ys. nth threads: batch
  * rows shared out (each thread its own recurrence), or for B = 1 the units (rf_i8_latency). isa,
  * forced: the path (rf_i8_gemm_for). scratch: rf_i8_plan(...).total bytes, reused from call to call
  * (fresh memory would cost page faults every call). Returns the count of long barrier waits. */
 static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const int* bs, const int* off,
-                         int reverse, const float* x, int ldx, float* h, float* c, float* y, int ldy, int nth,
-                         long spin_ns, void* scratch) {
+                         int reverse, const float* x, const size_t* xs, float* h, float* c, float* y,
+                         const size_t* ys, int nth, long spin_ns, void* scratch) {
     int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, B = T > 0 ? bs[0] : 0;
     if (B <= 0) return 0;
     size_t N = (size_t)off[T - 1] + bs[T - 1];
     rf_i8_scratch sp = rf_i8_plan(L, T, N, B, nth);
     char* mem = (char*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    int* src = (int*)(mem + sp.src);
+    size_t* xo = (size_t*)(mem + sp.map);
     uint8_t* qx = (uint8_t*)(mem + sp.qx);
     float* sx = (float*)(mem + sp.sx);
     int32_t* zx = (int32_t*)(mem + sp.zx);
     nth = sp.nth;
     rf_i8_rows_map mp;
-    rf_i8_map(&mp, T, B, bs, off, reverse, src, src + N);
+    rf_i8_map(&mp, T, B, bs, off, reverse, xs, ys, xo, xo + N, (int*)(xo + 2 * N));
     /* quantized all at once, in step order; in parallel only when there is enough (a region's start
        can cost more than a batch-1 call: the partner thread may be asleep) */
     int qth = B > 1 && (double)N * L->F > 2e5 ? nth : 1;
@@ -785,13 +794,13 @@ static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const
 #pragma omp parallel for num_threads(qth) schedule(static) if (qth > 1)
 #endif
     for (size_t i = 0; i < N; i++)
-        rf_i8_quant_rows(isa, 1, L->F, x + (size_t)src[i] * ldx, ldx, qx + i * L->KpX, L->KpX, sx + i, zx + i);
+        rf_i8_quant_rows(isa, 1, L->F, x + xo[i], L->F, qx + i * L->KpX, L->KpX, sx + i, zx + i);
     if (B == 1) {
         float* xw = (float*)(mem + sp.rest);
         float* gh = xw + (size_t)T * GHp;
         uint8_t* qh = (uint8_t*)(mem + sp.total - 64 - nth * sp.per_thread);
         memset(qh, 0, nth * sp.per_thread);
-        return rf_i8_latency(L, isa, forced, &mp, nth, qx, sx, zx, h, c, y, ldy, xw, gh, gh + 3 * Hp, gh + 5 * Hp, qh,
+        return rf_i8_latency(L, isa, forced, &mp, nth, qx, sx, zx, h, c, y, xw, gh, gh + 3 * Hp, gh + 5 * Hp, qh,
                              spin_ns);
     }
 #ifdef _OPENMP
@@ -807,7 +816,7 @@ static int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const
             if (r1 <= r0) continue;
             rf_i8_ws w;
             rf_i8_ws_carve(&w, L, r1 - r0, mem + sp.rest + (size_t)blk * sp.per_thread);
-            rf_i8_rows(L, isa, forced, &mp, r0, r1, qx, sx, zx, h, c, y, ldy, &w);
+            rf_i8_rows(L, isa, forced, &mp, r0, r1, qx, sx, zx, h, c, y, &w);
         }
     }
     return 0;

@@ -363,11 +363,10 @@ class Int8Backend(Backend):
 
     name = "int8"
 
+    strided_io = True
+
     def pack(self, cell, w_ih, w_hh, b, bhn):
-        from rnnfast._planner import ThreadPolicy
-        # the batch-1 kernel's threads meet at every step: after a call whose partner thread was not
-        # running (a busy machine), the next ones run on one thread for a while (the float layers' rule)
-        return dict(_int8().pack_weights(cell, w_ih, w_hh, b, bhn), policy=ThreadPolicy())
+        return _int8().pack_weights(cell, w_ih, w_hh, b, bhn)
 
     def unpack(self, packed):
         return _int8().unpack_weights(packed)
@@ -376,16 +375,9 @@ class Int8Backend(Backend):
         return _int8().path_for(batch)
 
     def run(self, packed, d, ws):
-        policy = packed["policy"]
-        batch1 = d.h.shape[0] == 1
-        nth = policy.threads(d.n_threads) if batch1 else d.n_threads
-        if batch1 and len(d.bs) < INT8_THREADS_MIN_STEPS:
-            nth = 1
-        yields = _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.h, d.c, d.y, d.ycol, nth,
-                             lambda n: ws.get("int8", (n,), np.uint8))
-        if batch1:
-            policy.note(nth, yields)
-        return yields
+        nth = 1 if d.h.shape[0] == 1 and len(d.bs) < INT8_THREADS_MIN_STEPS else d.n_threads
+        return _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.x_strides, d.h, d.c, d.y,
+                           d.ycol, d.y_strides, nth, lambda n: ws.get("int8", (n,), np.uint8))
 
     def encode(self, w):
         q, scale = _int8().quantize_weight_rows(w)

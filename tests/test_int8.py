@@ -229,6 +229,11 @@ def test_lengths_bidirectional_stacked(mode):
         np.testing.assert_allclose(cn, cr, rtol=0, atol=6e-5)
     for b, n in enumerate(lengths):
         assert not out[b, n:].any()  # zero past each length
+    # full rows: the kernels read the caller's batch-first input and write the output in place (strided)
+    out, hn, cn = run(mode, ws, x, None, h0, c0, n_threads=2)
+    ref, hr, cr = net_ref(mode, ws, x, np.full(B, T), h0, c0)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=3e-5)
+    np.testing.assert_allclose(hn, hr, rtol=0, atol=3e-5)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
@@ -336,17 +341,28 @@ def test_paths_and_bad_input(path):
     with pytest.raises(ValueError, match="weights must be"):
         k.pack_weights(1, np.zeros((8, 2), f32), np.zeros((8, 3), f32), np.zeros(8, f32), np.zeros(3, f32))
     pk = k.pack_weights(0, np.ones((4, 3), f32), np.ones((4, 4), f32), np.zeros(4, f32), np.zeros(4, f32))
-    args = (np.array([2, 1], np.intc), np.array([0, 2], np.intc), False, np.zeros((3, 3), f32),
-            np.zeros((2, 4), f32), None, np.zeros((3, 4), f32), 0, 1)
+    # (bs, off, reverse, x, x_strides, h, c, y, ycol, y_strides, n_threads): 2 rows, lengths 2 and 1
+    args = [np.array([2, 1], np.intc), np.array([0, 2], np.intc), False, np.zeros((3, 3), f32), (3, 0),
+            np.zeros((2, 4), f32), None, np.zeros((3, 4), f32), 0, (4, 0), 1]
+
+    def with_(i, v):
+        return args[:i] + [v] + args[i + 1:]
+
     assert k.run(pk, 0, False, *args) == 0
     with pytest.raises(ValueError, match="pih must be int8"):
         k.run(dict(pk, pih=pk["pih"].astype(np.int16)), 0, False, *args)
     with pytest.raises(ValueError, match="another cell"):
-        k.run(pk, 1, False, *args[:5], np.zeros((2, 4), f32), *args[6:])
+        k.run(pk, 1, False, *with_(6, np.zeros((2, 4), f32)))
     with pytest.raises(ValueError, match="packed layout"):
-        k.run(pk, 0, False, np.array([1, 2], np.intc), *args[1:])
+        k.run(pk, 0, False, *with_(0, np.array([1, 2], np.intc)))
     with pytest.raises(ValueError, match="c is LSTM"):
-        k.run(pk, 0, False, *args[:5], np.zeros((2, 4), f32), *args[6:])
+        k.run(pk, 0, False, *with_(6, np.zeros((2, 4), f32)))
+    with pytest.raises(ValueError, match="x holds 6 values"):
+        k.run(pk, 0, False, *with_(3, np.zeros((2, 3), f32)))
+    with pytest.raises(ValueError, match="bad strides for y"):
+        k.run(pk, 0, False, *with_(9, (2, 0)))
+    with pytest.raises(ValueError, match="float32"):
+        k.run(pk, 0, False, *with_(7, np.zeros((3, 4))))
 
 
 def test_weights_round_trip_through_files(tmp_path):

@@ -33,8 +33,8 @@ cdef extern from "rf_int8.h" nogil:
         const float* bhn
     int rf_i8_best()
     int rf_i8_forward(const rf_i8_layer* L, int isa, int forced, int T, const int* bs, const int* off,
-                      int reverse, const float* x, int ldx, float* h, float* c, float* y, int ldy, int nth,
-                      long spin_ns, void* scratch)
+                      int reverse, const float* x, const size_t* xs, float* h, float* c, float* y,
+                      const size_t* ys, int nth, long spin_ns, void* scratch)
     size_t rf_i8_scratch_bytes(const rf_i8_layer* L, int T, const int* bs, const int* off, int nth)
 
 ISAS = ("scalar", "avx2", "vnni", "amx")   # csrc/rf_int8.h's RF_I8_* in order
@@ -216,9 +216,22 @@ cdef int _fill(rf_i8_layer* L, dict pk, int cell, int relu) except -1:
     return 0
 
 
-def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, float[:, ::1] x, float[:, ::1] h,
-        c, float[:, ::1] y, int ycol, int n_threads, scratch=None):
-    """One layer direction over a packed batch: the kernel call.
+cdef int _fits(cnp.ndarray a, Py_ssize_t rs, Py_ssize_t ss, int T, int B, Py_ssize_t N, Py_ssize_t width,
+               str what) except -1:
+    """Check that every row of a strided (rs, ss) or packed (ss = 0: N rows) layout lies inside ``a``."""
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        raise ValueError(f"int8 run: {what} must be a C-contiguous float32 array")
+    if rs < width or ss < 0 or (ss and ss < width):
+        raise ValueError(f"int8 run: bad strides for {what}: ({rs}, {ss})")
+    cdef Py_ssize_t end = (T - 1) * ss + (B - 1) * rs + width if ss else (N - 1) * rs + width
+    if end > a.size:
+        raise ValueError(f"int8 run: {what} holds {a.size} values, its rows reach {end}")
+    return 0
+
+
+def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, cnp.ndarray x, x_strides,
+        float[:, ::1] h, c, cnp.ndarray y, int ycol, y_strides, int n_threads, scratch=None):
+    """One layer direction over a batch: the kernel call (rnnfast.quantize's Direction, spelled out).
 
     Parameters
     ----------
@@ -226,10 +239,12 @@ def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, f
     cell, relu : the cell (0 RNN, 1 LSTM, 2 GRU) and RNN's relu
     bs, off : int32 (T,)           # IN  rows of each step and the first of them (longest first)
     reverse : run each row from its own last step
-    x : float32 (N, F)             # IN
+    x : float32, C order           # IN  F values a row; row b at time t at element
+    x_strides : (rs, ss)                 t * ss + b * rs, or with ss = 0 (off[t] + b) * rs (packed rows)
     h : float32 (B, H)             # IN / OUT  initial, then final hidden state
     c : float32 (B, H) or None     # IN / OUT  LSTM's cell state (None for the other cells)
-    y : float32 (N, W)             # OUT h_t in columns [ycol, ycol + H)
+    y : float32, C order           # OUT h_t: H values from element ycol of each row, rows as x's by
+    y_strides : (rs, ss)                 y_strides
     n_threads : int
     scratch : callable, optional   ``scratch(nbytes)`` -> a uint8 array of at least nbytes, reused from
                                    call to call (rnnfast.quantize passes its workspace's); default: new
@@ -240,13 +255,13 @@ def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, f
     """
     cdef rf_i8_layer L
     _fill(&L, pk, cell, relu)
-    cdef int T = bs.shape[0], N = x.shape[0], B = h.shape[0], t
+    cdef int T = bs.shape[0], B = h.shape[0], t
     cdef float[:, ::1] cv
     cdef float* cp = NULL
-    if x.shape[1] != L.F or h.shape[1] != L.H or off.shape[0] != T:
-        raise ValueError("int8 run: x, h or off do not match the weights")
-    if y.shape[0] != N or ycol < 0 or ycol + L.H > y.shape[1]:
-        raise ValueError("int8 run: y does not match x")
+    cdef size_t xs[2]
+    cdef size_t ys[2]
+    if h.shape[1] != L.H or off.shape[0] != T:
+        raise ValueError("int8 run: h or off do not match the weights")
     if (c is None) != (cell != 1):
         raise ValueError("int8 run: c is LSTM's cell state (None for the other cells)")
     if c is not None:
@@ -258,12 +273,18 @@ def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, f
         if bs[t] < 0 or bs[t] > B or (t and (bs[t] > bs[t - 1] or off[t] != off[t - 1] + bs[t - 1])) \
                 or (t == 0 and (off[0] != 0 or bs[0] != B)):
             raise ValueError("int8 run: bs / off are not a packed layout of B rows")
+    cdef int Tfull = T
     while T > 0 and bs[T - 1] == 0:
         T -= 1
-    if (off[T - 1] + bs[T - 1] if T else 0) != N:
-        raise ValueError("int8 run: x does not hold sum(bs) rows")
     if T == 0 or B == 0:
         return 0
+    cdef Py_ssize_t N = off[T - 1] + bs[T - 1]
+    xs[0], xs[1] = x_strides
+    ys[0], ys[1] = y_strides
+    if ycol < 0:
+        raise ValueError("int8 run: ycol must be >= 0")
+    _fits(x, xs[0], xs[1], Tfull, B, N, L.F, "x")
+    _fits(y, ys[0], ys[1], Tfull, B, N, ycol + L.H, "y")
     cdef int ret
     cdef int isa = _isa, forced = _forced, nth = max(1, n_threads), rev = reverse
     cdef long spin = RF_SPIN_NS
@@ -272,7 +293,8 @@ def run(dict pk, int cell, bint relu, int[::1] bs, int[::1] off, bint reverse, f
     if mem.dtype != np.uint8 or mem.size < <Py_ssize_t>nbytes or not mem.flags.c_contiguous:
         raise ValueError(f"int8 run: scratch must give a contiguous uint8 array of {nbytes} bytes or more")
     cdef void* sp = cnp.PyArray_DATA(mem)
+    cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
+    cdef float* yp = <float*>cnp.PyArray_DATA(y) + ycol
     with nogil:
-        ret = rf_i8_forward(&L, isa, forced, T, &bs[0], &off[0], rev, &x[0, 0], x.shape[1], &h[0, 0], cp,
-                            &y[0, ycol], y.shape[1], nth, spin, sp)
+        ret = rf_i8_forward(&L, isa, forced, T, &bs[0], &off[0], rev, xp, xs, &h[0, 0], cp, yp, ys, nth, spin, sp)
     return ret
