@@ -47,7 +47,7 @@ from rnnfast.nn.recurrent import GRU, LSTM, RNN, _RNNBase
 from rnnfast.nn.sequential import Sequential
 from rnnfast.nn.stateful import Stateful
 
-__all__ = ["quantize", "InferenceOnlyError", "Backend", "BF16Backend", "Direction", "QuantizedRNN",
+__all__ = ["quantize", "InferenceOnlyError", "Backend", "BF16Backend", "Int8Backend", "Direction", "QuantizedRNN",
            "QuantizedSequential", "register_backend", "get_backend", "precisions", "set_bf16_path",
            "get_bf16_path", "refuse_training"]
 
@@ -341,6 +341,64 @@ class BF16Backend(Backend):
 register_backend(BF16Backend())
 if os.environ.get(_PATH_ENV):
     set_bf16_path(os.environ[_PATH_ENV])
+
+
+# ---------------------------------------------------------------------------------------- int8
+def _int8():
+    from rnnfast._kernels import _int8 as k
+    return k
+
+
+#: Batch-1 int8 calls of fewer steps run on one thread: a step's product takes 2-4 us (LSTM H=256), less
+#: than starting a parallel region and a barrier a step (a streaming step on two threads: 42-470 us here
+#: against 39-67 on one, on a loaded machine).
+INT8_THREADS_MIN_STEPS = 8
+
+
+class Int8Backend(Backend):
+    """int8 weights (per output channel, symmetric), each step's product inputs quantized per row to u8
+    with a zero point, int32 sums, float32 cell maths (rnnfast/_kernels/_int8.pyx, csrc/rf_int8.h: the
+    scheme, the AMX / AVX512-VNNI / AVX2 / scalar paths; ``_int8.set_isa`` or ``RNNFAST_INT8_ISA`` forces
+    one). Files keep the int8 weights and their scales (``name``: int8, ``name@scale``: float32)."""
+
+    name = "int8"
+
+    strided_io = True
+
+    def pack(self, cell, w_ih, w_hh, b, bhn):
+        return _int8().pack_weights(cell, w_ih, w_hh, b, bhn)
+
+    def unpack(self, packed):
+        return _int8().unpack_weights(packed)
+
+    def path(self, batch):
+        return _int8().path_for(batch)
+
+    def run(self, packed, d, ws):
+        nth = 1 if d.h.shape[0] == 1 and len(d.bs) < INT8_THREADS_MIN_STEPS else d.n_threads
+        return _int8().run(packed, d.cell, d.relu, d.bs, d.off, d.reverse, d.x, d.x_strides, d.h, d.c, d.y,
+                           d.ycol, d.y_strides, nth, lambda n: ws.get("int8", (n,), np.uint8))
+
+    def encode(self, w):
+        q, scale = _int8().quantize_weight_rows(w)
+        return {"": q, "@scale": scale}
+
+    def decode(self, parts):
+        self.decoded({p: (a.dtype, a.shape) for p, a in parts.items()})
+        return (parts[""].astype(np.float32) * parts["@scale"][:, None]).astype(np.float32)
+
+    def decoded(self, parts):
+        dtype, shape = parts[""]
+        if dtype != np.dtype(np.int8):
+            if len(parts) > 1:
+                raise ValueError("an array stored as it is has no parts")
+            return None
+        if set(parts) != {"", "@scale"} or len(shape) != 2 or parts["@scale"] != (np.dtype(np.float32), shape[:1]):
+            raise ValueError(f"int8 weights are an int8 matrix and its float32 row scales, got {parts}")
+        return np.dtype(np.float32), shape
+
+
+register_backend(Int8Backend())
 
 
 # ---------------------------------------------------------------------------------------- layers
@@ -650,7 +708,9 @@ def quantize(model: Any, precision: str) -> Any:
     precision : {"bf16", "int8"}
         A registered backend's name (:func:`precisions`): ``"bf16"`` rounds weights and each step's
         product inputs to bfloat16 and keeps float32 sums, activations and cell state (the accuracy
-        contract is in this module's docstring).
+        contract is in this module's docstring); ``"int8"`` keeps int8 weights with a scale per output row,
+        quantizes each step's product inputs per row to u8 with a zero point and sums in int32 (outputs
+        within 2e-2 relative L2 of float32: tests/test_int8.py; :class:`Int8Backend`).
 
     Returns
     -------
