@@ -59,10 +59,12 @@ def _sequences(data: Any, name: str, allow_empty: bool) -> list:
         toks = list(seq.tolist() if isinstance(seq, np.ndarray) else seq)
         if not toks and not allow_empty:
             raise ValueError(f"{name}[{i}] is empty; every input sequence needs at least one token")
-        for t in toks:
-            if not isinstance(t, Hashable) or isinstance(t, (list, tuple)):
-                raise TypeError(f"{name}[{i}] holds a token of type {type(t).__name__}; tokens must be hashable "
-                                "scalars (strings, ints, ...)")
+        try:
+            set(toks)
+        except TypeError:
+            bad = next(t for t in toks if not isinstance(t, Hashable))
+            raise TypeError(f"{name}[{i}] holds a token of type {type(bad).__name__}; tokens must be hashable "
+                            "(strings, ints, ...)") from None
         out.append(toks)
     if not out:
         raise ValueError(f"{name} holds no sequences")
