@@ -473,8 +473,9 @@ class Attention(Module):
         k = as_float(keys, self.dtype, "keys")
         if k.ndim != 3 or k.shape[-1] != self.key_size:
             raise ValueError(f"keys must be 3-D (B, Tk, key_size={self.key_size}), got shape {k.shape}")
-        if self.kind == "dot":
-            return None
+        return None if self.kind == "dot" else self._project_keys(k)
+
+    def _project_keys(self, k: np.ndarray) -> np.ndarray:
         return _project(k, self._params["weight" if self.kind == "general" else "key_weight"])
 
     def forward(self, query: ArrayLike, keys: ArrayLike, values: ArrayLike | None = None,
@@ -529,7 +530,7 @@ class Attention(Module):
 
     def _checked_projection(self, projected: np.ndarray | None, k: np.ndarray) -> np.ndarray:
         if projected is None:
-            return self.project_keys(k)
+            return self._project_keys(k)
         width = self.query_size if self.kind == "general" else self.hidden_size
         projected = as_float(projected, self.dtype, "projected_keys")
         if projected.shape != k.shape[:2] + (width,):
