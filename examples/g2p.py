@@ -30,14 +30,15 @@ def main(argv=None):
     p = add_common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                         seconds=900, epochs=12, plot="g2p.png")
     for flag, default, what in [("hidden", 192, "decoder units, and per encoder direction"), ("batch-size", 128, "words a step"),
-                                ("beam", 5, "beam width"), ("max-train", None, "train on N words"), ("test-words", None, "test N words")]:
-        p.add_argument("--" + flag, type=int, default=default, help=f"{what} (default: %(default)s)")
+                                ("dropout", 0.1, "dropout rate"), ("beam", 5, "beam width"), ("max-train", None, "train on N words"),
+                                ("test-words", None, "test N words")]:
+        p.add_argument("--" + flag, type=float if flag == "dropout" else int, default=default, help=f"{what} (default: %(default)s)")
     a, res = p.parse_args(argv), {}
     threads, data = setup_threads(a.threads), data_or_exit(load_data, a.max_train, a.test_words, a.seed)
     pairs = {k: ([w for w, _ in v], [pr[0] for _, pr in v]) for k, v in data.items()}
     done = lambda e: min(1, max(e / a.epochs, (time.perf_counter() - t0) / (a.seconds or math.inf)))  # noqa: E731 (budget spent)
     t0 = time.perf_counter()
-    model = rf.Seq2Seq(hidden_size=a.hidden, embedding_dim=64, epochs=a.epochs, batch_size=a.batch_size, dropout=0.1,
+    model = rf.Seq2Seq(hidden_size=a.hidden, embedding_dim=64, epochs=a.epochs, batch_size=a.batch_size, dropout=a.dropout,
                        random_state=a.seed, verbose=0 if a.quiet else 1).fit(
         *pairs["train"], validation_data=tuple(x[:1000] for x in pairs["valid"]), callbacks=[LearningRateScheduler(
             lambda e, lr: 1e-4 + 2.9e-3 * (1 + math.cos(math.pi * done(e))) / 2), TimeLimit(a.seconds or 1e9)])
