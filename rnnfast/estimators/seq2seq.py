@@ -363,10 +363,12 @@ def from_archive(ar: Any) -> Seq2Seq:
     extra = ar.extra
     est.source_tokens_ = _tokens_from_json(extra.get("source_tokens"), ar, "source")
     est.target_tokens_ = _tokens_from_json(extra.get("target_tokens"), ar, "target")
-    mtl = extra.get("max_target_length")
-    if type(mtl) is not int or not 0 <= mtl <= 10**7:
-        raise ar.fail("bad max_target_length")
-    est.max_target_length_, est.history_, est.n_epochs_ = mtl, extra.get("history") or {}, extra.get("n_epochs", 0)
+    mtl, history, n_epochs = extra.get("max_target_length"), extra.get("history", {}), extra.get("n_epochs", 0)
+    if type(mtl) is not int or not 0 <= mtl <= 10**7 or type(n_epochs) is not int or n_epochs < 0:
+        raise ar.fail("bad max_target_length or n_epochs")
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ar.fail("bad history")
+    est.max_target_length_, est.history_, est.n_epochs_ = mtl, history, n_epochs
     with ar.reading("the network's sizes"):
         model = est._build(p)
     expected = {f"model/{k}": v for k, v in model.named_parameters()}

@@ -152,12 +152,12 @@ class Encoder(_Composite):
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         dtype = check_float_dtype(dtype)
         dropout = check_real(dropout, "dropout", 0.0, 1.0, closed="left")
+        bidirectional = check_bool(bidirectional, "bidirectional")
         g = _seeds(seed, 3)
         super().__init__({
             "embedding": Embedding(vocab_size, embedding_dim, padding_idx=padding_idx, dtype=dtype, seed=g[0]),
             "dropout": Dropout(dropout, seed=g[1]),
-            "rnn": _rnn(cell, embedding_dim, hidden_size, num_layers, dropout, check_bool(bidirectional,
-                                                                                          "bidirectional"), dtype, g[2]),
+            "rnn": _rnn(cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional, dtype, g[2]),
         })
         self.cell, self.dtype = cell, dtype
         self.output_size = hidden_size * (2 if bidirectional else 1)
