@@ -56,7 +56,10 @@ Cases (``--cases`` takes comma-separated names or shell patterns):
   (``rnnfast.quantize(layer, "bf16")``), ``torch-bf16`` (``module.to(torch.bfloat16)``, bfloat16 input) and
   ``torch-autocast`` (float32 weights under ``torch.autocast("cpu", dtype=torch.bfloat16)``); they are
   checked against rnnfast's float32 outputs within 5e-2, and a second table gives rnnfast-bf16's ratios
-  (float32 rnnfast / bf16, peer / bf16) and the instruction path it ran.
+  (float32 rnnfast / bf16, peer / bf16) and the instruction path it ran. ``--precision int8`` adds
+  ``rnnfast-int8`` (``rnnfast.quantize(layer, "int8")``) and ``ort-int8`` (ONNX Runtime on the exported graph
+  through ``onnxruntime.quantization.quantize_dynamic``: DynamicQuantizeLSTM), checked within 5e-2 too;
+  ``--precision bf16,int8`` adds both sets.
 - ``{lstm,gru}-varlen-{infer,train}``: medium shape, lengths uniform in [T/4, T] (adjusted so that the
   total is a multiple of T). ``rnnfast``: ``forward(x, lengths=...)``; ``rnnfast-dense``: the same tokens
   packed densely into sum(lengths)/T full-length sequences (the cost of variable lengths is the ratio);
@@ -93,8 +96,9 @@ ROUNDS = 11  # timed rounds per framework and case (--quick: 5)
 #: --precision: the low-precision implementations added to the inference cases, and how far their outputs
 #: may be from rnnfast's float32 ones (max |peer - rnnfast| / max |rnnfast|; bfloat16 keeps 8 bits)
 LOWP_IMPLS = {"bf16": [("rnnfast-bf16", "rnnfast", "bf16"), ("torch-bf16", "torch", "bf16"),
-                       ("torch-autocast", "torch", "autocast")]}
-LOWP_RTOL = {"bf16": 5e-2}
+                       ("torch-autocast", "torch", "autocast")],
+              "int8": [("rnnfast-int8", "rnnfast", "int8"), ("ort-int8", "onnxruntime", "int8")]}
+LOWP_RTOL = {"bf16": 5e-2, "int8": 5e-2}
 
 
 def lowp_impls(precisions):
