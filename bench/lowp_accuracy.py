@@ -116,15 +116,15 @@ def compare_precisions(task: str, model: Any, run: Callable[[Any], Tuple[np.ndar
 
 def markdown(rows: Sequence[Row], notes: Dict[str, str]) -> str:
     """The rows as a markdown table, with each task's note (model, budget, evaluation set) below it."""
-    lines = ["| task | precision | path | metric | value | change vs float32 | within target | "
+    lines = ["| task | precision | path (B=64) | metric | value | change vs float32 | within target | "
              "max abs output diff | RMS output diff |", "|---|---|---|---|---:|---:|---|---:|---:|"]
     for r in rows:
         acc = r.metric_name == "accuracy"
-        value = f"{100 * r.metric:.2f}%" if acc else f"{r.metric:.4f}"
+        value = f"{100 * r.metric:.2f}%" if acc else f"{r.metric:.5f}"
         if r.precision == "float32":
             change, ok = "-", "-"
         else:
-            change = f"{r.change:+.2f} {'points' if acc else '%'}"
+            change = f"{r.change:+.2f} points" if acc else f"{r.change:+.3f} %"
             ok = "yes" if r.within_target else "**no**"
         metric = "test accuracy" if acc else "validation loss (nats/char)"
         lines.append(f"| {r.task} | {r.precision} | {r.path} | {metric} | {value} | {change} | {ok} | "

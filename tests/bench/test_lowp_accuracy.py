@@ -65,7 +65,7 @@ def test_targets_and_table():
     text = la.markdown([ref, loss, acc], {"b": "a note"})
     lines = text.splitlines()
     assert lines[0].startswith("| task | precision |") and len(lines[2].split("|")) == len(lines[0].split("|"))
-    assert "| b | bf16 | amx | validation loss (nats/char) | 2.0200 | +1.00 % | yes |" in text
+    assert "| b | bf16 | amx | validation loss (nats/char) | 2.02000 | +1.000 % | yes |" in text
     assert "| a | int8 | amx | test accuracy | 90.30% | -0.70 points | **no** |" in text
     assert "- b: a note" in text
 
