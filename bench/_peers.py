@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -148,7 +149,7 @@ class RnnfastWorker:
 
 
 #: The low-precision variants (compare.py --precision): rnnfast's quantized models; the peers' own.
-LOWP = ("bf16",)
+LOWP = ("bf16", "int8")
 
 
 class TorchWorker:
@@ -267,6 +268,40 @@ class TorchWorker:
         return Bench(run, check)
 
 
+def ort_options(threads):
+    """ONNX Runtime session options: ``threads`` intra-op threads, one inter-op, sequential, every graph
+    optimisation."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+def ort_session(layer, so, int8=False, opset=17, **export):
+    """An ONNX Runtime session of the rnnfast ``layer`` (``rnnfast.interop.to_onnx(layer, **export)``) with
+    the options ``so`` (or a thread count): float32, or with ``int8`` the graph through ``quantize_dynamic``
+    (per-tensor int8 weights, u8 activations quantized at run time: DynamicQuantizeLSTM for LSTM)."""
+    import onnxruntime as ort
+
+    from rnnfast.interop import to_onnx
+
+    if isinstance(so, int):
+        so = ort_options(so)
+    model = to_onnx(layer.eval(), opset=opset, **export)
+    if not int8:
+        return ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "int8.onnx")
+        quantize_dynamic(model, path, weight_type=QuantType.QInt8)
+        return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
 class OrtWorker:
     """ONNX Runtime on the graph ``rnnfast.interop.to_onnx`` exports from the case's weights (the same
     graph users get: dynamic batch and time, ``lengths`` as ``sequence_lens`` for the varlen cases)."""
@@ -279,34 +314,21 @@ class OrtWorker:
         import onnxruntime as ort
 
         self.onnx, self.ort = onnx, ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.so = so
+        self.so = ort_options(threads)
 
     def versions(self):
         return {"onnxruntime": self.ort.__version__, "onnx": self.onnx.__version__, "opset": self.opset,
                 "providers": self.ort.get_available_providers()}
 
-    def _session(self, case, sd, **export):
-        """An inference session of the case's layer (PyTorch's weights loaded into rnnfast's twin)."""
-        from rnnfast.interop import to_onnx
-        from rnnfast.nn import GRU, LSTM, RNN
+    def _session(self, case, sd, variant=None, **export):
+        """An inference session of the case's layer (PyTorch's weights loaded into rnnfast's twin); variant
+        "int8": the graph through ``quantize_dynamic``."""
+        return ort_session(rnnfast_layer(case, sd), self.so, int8=variant == "int8", opset=self.opset, **export)
 
-        cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[case["cell"]]  # RNN: tanh
-        layer = cls(case["I"], case["H"], num_layers=case.get("layers", 1),
-                    bidirectional=case.get("bidirectional", False), dtype=np.float32, seed=0)
-        layer.load_state_dict(sd)
-        model = to_onnx(layer.eval(), opset=self.opset, **export)
-        return self.ort.InferenceSession(model.SerializeToString(), sess_options=self.so,
-                                         providers=["CPUExecutionProvider"])
-
-    def _build_step(self, case, sd, data):
+    def _build_step(self, case, sd, data, variant=None):
         """The streaming-step case: one ``step`` call at a time, the state carried from call to call."""
         lstm = case["cell"] == "lstm"
-        sess = self._session(case, sd, lengths=False, initial_state=True)
+        sess = self._session(case, sd, variant, lengths=False, initial_state=True)
         z = np.zeros((1, case["B"], case["H"]), np.float32)
         x_t = data["x_t"][:, None, :]  # one step: (B, 1, I)
         st = [[z, z] if lstm else [z]]
@@ -331,9 +353,9 @@ class OrtWorker:
         if case["mode"] == "train":
             raise Skip("ONNX Runtime has no training here (inference only)")
         if case["kind"] == "step":
-            return self._build_step(case, sd, data)
+            return self._build_step(case, sd, data, variant)
         varlen = case["kind"] == "varlen"
-        sess = self._session(case, sd, lengths=varlen)
+        sess = self._session(case, sd, variant, lengths=varlen)
         feed = {"x": data["x"]}
         if varlen:
             feed["lengths"] = data["lengths"].astype(np.int32)

@@ -56,7 +56,10 @@ Cases (``--cases`` takes comma-separated names or shell patterns):
   (``rnnfast.quantize(layer, "bf16")``), ``torch-bf16`` (``module.to(torch.bfloat16)``, bfloat16 input) and
   ``torch-autocast`` (float32 weights under ``torch.autocast("cpu", dtype=torch.bfloat16)``); they are
   checked against rnnfast's float32 outputs within 5e-2, and a second table gives rnnfast-bf16's ratios
-  (float32 rnnfast / bf16, peer / bf16) and the instruction path it ran.
+  (float32 rnnfast / bf16, peer / bf16) and the instruction path it ran. ``--precision int8`` adds
+  ``rnnfast-int8`` (``rnnfast.quantize(layer, "int8")``) and ``ort-int8`` (ONNX Runtime on the exported graph
+  through ``onnxruntime.quantization.quantize_dynamic``: DynamicQuantizeLSTM), checked within 5e-2 too;
+  ``--precision bf16,int8`` adds both sets.
 - ``{lstm,gru}-varlen-{infer,train}``: medium shape, lengths uniform in [T/4, T] (adjusted so that the
   total is a multiple of T). ``rnnfast``: ``forward(x, lengths=...)``; ``rnnfast-dense``: the same tokens
   packed densely into sum(lengths)/T full-length sequences (the cost of variable lengths is the ratio);
@@ -91,10 +94,12 @@ from _runner import (SLOW_CALL, add_timing_options, fmt_ms, impl, machine_info, 
 
 ROUNDS = 11  # timed rounds per framework and case (--quick: 5)
 #: --precision: the low-precision implementations added to the inference cases, and how far their outputs
-#: may be from rnnfast's float32 ones (max |peer - rnnfast| / max |rnnfast|; bfloat16 keeps 8 bits)
+#: may be from rnnfast's float32 ones (max |peer - rnnfast| / max |rnnfast|; bfloat16 keeps 8 bits; int8,
+#: per-channel or per-tensor weights and per-step activation scales, measured 1e-2 to 2e-2)
 LOWP_IMPLS = {"bf16": [("rnnfast-bf16", "rnnfast", "bf16"), ("torch-bf16", "torch", "bf16"),
-                       ("torch-autocast", "torch", "autocast")]}
-LOWP_RTOL = {"bf16": 5e-2}
+                       ("torch-autocast", "torch", "autocast")],
+              "int8": [("rnnfast-int8", "rnnfast", "int8"), ("ort-int8", "onnxruntime", "int8")]}
+LOWP_RTOL = {"bf16": 5e-2, "int8": 5e-2}
 
 
 def lowp_impls(precisions):
@@ -328,7 +333,8 @@ def main(argv=None):
     p.add_argument("--cases", default=None, help="comma-separated case names or shell patterns, e.g. "
                    "'lstm-*-infer,gru-step' (default: all)")
     p.add_argument("--precision", type=_precisions, default=[], help="also time low-precision inference: "
-                   "rnnfast.quantize beside the peers' own (bf16: PyTorch bfloat16 weights and autocast)")
+                   "rnnfast.quantize beside the peers' own, comma-separated (bf16: PyTorch bfloat16 weights and "
+                   "autocast; int8: ONNX Runtime quantize_dynamic)")
     add_timing_options(p, ROUNDS)
     p.add_argument("--verbose", action="store_true", help="also list the skipped framework/case pairs")
     p.add_argument("--list", action="store_true", help="list the cases (with --quick: those of a quick run)")

@@ -15,13 +15,15 @@ import argparse
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from _peers import ort_session  # noqa: E402  (bench/ on the path first)
 
 CONTENDERS = ("rnnfast int8", "ORT int8", "rnnfast f32", "ORT f32")
 
@@ -39,27 +41,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def ort_session(layer, threads, int8):
-    """An ONNX Runtime session of the layer: float32, or int8 from ``quantize_dynamic``."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from rnnfast.interop import to_onnx
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "f32.onnx")
-        to_onnx(layer, path, lengths=False)
-        if int8:
-            quantize_dynamic(path, os.path.join(tmp, "int8.onnx"), weight_type=QuantType.QInt8)
-            path = os.path.join(tmp, "int8.onnx")
-        return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-
-
 def contender(name, layer, threads):
     """The call to time: ``fn(x) -> out`` of one contender."""
     import rnnfast as rf
@@ -69,7 +50,7 @@ def contender(name, layer, threads):
         return lambda x: q.forward(x, n_threads=threads)[0]
     if name == "rnnfast f32":
         return lambda x: layer.forward(x, n_threads=threads)[0]
-    sess = ort_session(layer, threads, int8=name == "ORT int8")
+    sess = ort_session(layer, threads, int8=name == "ORT int8", lengths=False)
     return lambda x: sess.run(["y"], {"x": x})[0]
 
 

@@ -105,10 +105,14 @@ def test_impls():
     assert impl("rnnfast-dense", "rnnfast", "dense") == {"impl": "rnnfast-dense", "fw": "rnnfast", "variant": "dense"}
 
 
+LOWP_NAMES = {"bf16": ["rnnfast-bf16", "torch-bf16", "torch-autocast"], "int8": ["rnnfast-int8", "ort-int8"]}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("kind", ["seq", "step"])
-def test_low_precision_variants_agree_within_their_rtol(kind, tmp_path, restore_threads):
-    """compare.py --precision bf16: rnnfast.quantize and PyTorch's bfloat16 weights and autocast, checked
-    against rnnfast float32 within compare.LOWP_RTOL."""
+def test_low_precision_variants_agree_within_their_rtol(precision, kind, tmp_path, restore_threads):
+    """compare.py --precision bf16,int8: rnnfast.quantize, PyTorch's bfloat16 weights and autocast, ONNX
+    Runtime's quantize_dynamic, checked against rnnfast float32 within compare.LOWP_RTOL."""
     import compare
     case = _case("lstm", "infer")
     if kind == "step":
@@ -117,17 +121,25 @@ def test_low_precision_variants_agree_within_their_rtol(kind, tmp_path, restore_
     make_data(case, str(path))
     sd, data = _peers.load_data(str(path))
     want = _peers.RnnfastWorker(1).build(case, sd, data, None).check()
-    specs = compare.lowp_impls(["bf16"])
-    assert [s["impl"] for s in specs] == ["rnnfast-bf16", "torch-bf16", "torch-autocast"]
+    specs = compare.lowp_impls([precision])
+    assert [s["impl"] for s in specs] == LOWP_NAMES[precision]
     for spec in specs:
-        if spec["fw"] == "torch" and importlib.util.find_spec("torch") is None:
+        if spec["fw"] != "rnnfast" and importlib.util.find_spec(spec["fw"]) is None:
             continue
         bench = _peers.WORKERS[spec["fw"]](1).build(case, sd, data, spec["variant"])
         got = bench.check()
         errs = [rel_err(got[k], want[k]) for k in want]
         assert 1e-6 < max(errs) < spec["rtol"], (spec, errs)
         if spec["fw"] == "rnnfast":
-            assert bench.info["plan"].startswith("bf16 ")
+            assert bench.info["plan"].startswith(precision + " ")
+
+
+def test_bench_int8_uses_the_shared_ort_session():
+    """bench/int8.py times ONNX Runtime int8 through _peers.ort_session (one piece of code for both)."""
+    pytest.importorskip("onnxruntime")
+    import int8
+
+    assert int8.ort_session is _peers.ort_session
 
 
 def test_a_worker_keeps_each_implementations_case(tmp_path):
