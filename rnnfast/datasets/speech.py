@@ -218,7 +218,7 @@ def _save(path: str, signals: List[np.ndarray], recipes: List[dict]) -> None:
 
 def _load(path: str) -> tuple:
     with np.load(path) as f:
-        pcm, lengths = f["pcm"].astype(np.float32) / 32767.0, f["lengths"]
+        pcm, lengths = f["pcm"].astype(np.float32) / 32768.0, f["lengths"]
         return np.split(pcm, np.cumsum(lengths)[:-1]), f["digits"].tolist(), f["voices"].tolist()
 
 
