@@ -7,10 +7,12 @@ its own speed, pitch, word gap and loudness; the test set is spoken by the 40 he
 in training. Then an out-of-domain test on real recordings of one speaker (Asterisk's "Allison" prompts):
 the ten single digits, and strings made of those recordings joined by random pauses. Audio at 8 kHz;
 features: 13 MFCCs + deltas + delta-deltas (25 ms Hamming frames every 10 ms, normalised per utterance),
-``--stack`` consecutive frames concatenated into one step (fewer steps, same information).
+``--stack`` consecutive frames concatenated into one step (fewer steps, same information). Training
+adds ``--augment`` altered copies of every utterance (resampled by 0.85-1.15: another vocal tract; white
+noise at 5-30 dB SNR) and gives the originals a light noise floor.
 
 Model: ``rf.LSTM(num_layers=2, bidirectional=True, loss="ctc")``, the estimator with CTC over characters
-of the transcript (``--labels chars``: letters and space, 17 labels + blank) or over digit words
+of the transcript (``--labels chars``: letters and space, 16 labels + blank) or over digit words
 (``--labels words``: 10 labels + blank); ``predict`` decodes greedily (``--beam`` for prefix beam search).
 
 Reported: character error rate (CER) and word error rate (WER) of the transcripts on the held-out
@@ -57,6 +59,28 @@ def load_data(n_train=3000, n_test=600, n_real_strings=100, seed=0, cache_dir=No
     return {"train": load_spoken_digits("train", n_train, seed=seed, cache_dir=cache_dir),
             "test": load_spoken_digits("test", n_test, seed=seed, cache_dir=cache_dir),
             "real": load_recorded_digits(n_real_strings, seed=seed)}
+
+
+def augment(ds, copies=1, seed=0):
+    """``ds`` with ``copies`` altered copies of every utterance appended: resampled by a factor in
+    [0.85, 1.15] (the voice's formants, pitch and tempo all move: another vocal tract) and mixed with white
+    noise at 5-30 dB SNR. The originals get a light noise floor (30-50 dB SNR): synthesized silence is
+    digital zeros, which no microphone records."""
+    from scipy.signal import resample_poly
+
+    rng = np.random.default_rng([seed, 7])
+
+    def noisy(a, lo, hi):
+        scale = np.sqrt(np.mean(a ** 2) / 10 ** (rng.uniform(lo, hi) / 10))
+        return (a + scale * rng.standard_normal(a.size)).astype(np.float32)
+
+    audio = [noisy(a, 30, 50) for a in ds.audio]
+    for _ in range(copies):
+        for a in ds.audio:
+            up = int(rng.integers(85, 116))
+            audio.append(noisy(resample_poly(a, up, 100).astype(np.float32), 5, 30))
+    n = copies + 1
+    return type(ds)(audio, ds.digits * n, ds.voices * n, ds.sample_rate)
 
 
 def featurize(ds, stack=3):
@@ -178,9 +202,10 @@ def plot(history, curve, path, target=0.05):
 def run(args, data):
     """Train, score and (optionally) the PyTorch twin; returns the figures as a dict."""
     t0 = time.perf_counter()
-    feats = {k: featurize(v, args.stack) for k, v in data.items()}
+    train_set = augment(data["train"], args.augment, args.seed) if args.augment >= 0 else data["train"]
+    feats = {k: featurize(v, args.stack) for k, v in dict(data, train=train_set).items()}
     feat_time = time.perf_counter() - t0
-    y = targets(data["train"], args.labels)
+    y = targets(train_set, args.labels)
     kw = dict(hidden_size=args.hidden, num_layers=args.layers, batch_size=args.batch_size, lr=args.lr,
               dropout=args.dropout, seed=args.seed)
     n_mon = min(200, len(data["test"]))
@@ -209,7 +234,7 @@ def _subset(ds, n):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, seconds=900, epochs=30, plot="speech_digits.png")
+    add_common_args(p, seconds=900, epochs=8, plot="speech_digits.png")
     p.add_argument("--labels", choices=("chars", "words"), default="chars",
                    help="CTC over the transcript's characters or over digit words (default: %(default)s)")
     p.add_argument("--hidden", type=int, default=128, help="LSTM units per direction (default: %(default)s)")
@@ -217,7 +242,10 @@ def main(argv=None):
     p.add_argument("--stack", type=int, default=3, help="frames (10 ms) per step (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.0, help="between the layers (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.2, help="between the layers (default: %(default)s)")
+    p.add_argument("--augment", type=int, default=1,
+                   help="altered copies of each training utterance (other vocal tract, noise); -1: the clean "
+                        "synthesized audio only (default: %(default)s)")
     p.add_argument("--beam", type=int, default=1, help="CTC beam width for the final scores (default: greedy)")
     p.add_argument("--train-size", type=int, default=3000, help="synthesized training utterances (default: %(default)s)")
     p.add_argument("--test-size", type=int, default=600, help="held-out-voice utterances (default: %(default)s)")
@@ -232,7 +260,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     data = data_or_exit(load_data, args.train_size, args.test_size, args.real_strings, args.seed, args.cache_dir)
     load_time = time.perf_counter() - t0
-    print(f"spoken digits: {len(data['train'])} training utterances ({data['train'].seconds() / 3600:.2f} h, "
+    print(f"spoken digits: {len(data['train'])} x {max(args.augment, 0) + 1} training utterances ({data['train'].seconds() / 3600:.2f} h, "
           f"{len(set(data['train'].voices))} voices), {len(data['test'])} test ({len(set(data['test'].voices))} "
           f"held-out voices), {len(data['real'])} real; loaded in {load_time:.1f} s; {threads} threads")
     res = run(args, data)
@@ -249,7 +277,8 @@ def main(argv=None):
         ("real examples (reference -> output)", "; ".join(f"{r!r} -> {h!r}" for r, h in res["real_examples"])),
         ("epochs", res["epochs"]),
         ("training wall time (s)", round(res["wall"], 1)),
-        ("throughput (utterances/s, training)", f"{res['epochs'] * len(data['train']) / res['wall']:,.0f}"),
+        ("throughput (utterances/s, training)",
+         f"{res['epochs'] * len(data['train']) * (max(args.augment, 0) + 1) / res['wall']:,.0f}"),
         ("features (s) / test decoding (s)", f"{res['feature_time']:.1f} / {res['predict_time']:.2f}"),
     ]
     if "torch" in res:

@@ -304,7 +304,7 @@ def load_recorded_digits(n_strings: int = 0, *, seed: int = 0, min_digits: int =
                          sample_rate: int = SAMPLE_RATE) -> SpokenDigits:
     """Real recordings of one speaker: the ten digits "zero" .. "nine" (Asterisk's Allison prompts), then
     ``n_strings`` digit strings made of those recordings (leading and trailing silence trimmed) joined by
-    seeded pauses of 50-300 ms.
+    seeded pauses of 50-300 ms (Gaussian noise at the level of the recordings' own quiet edges).
 
     Parameters
     ----------
@@ -331,11 +331,16 @@ def load_recorded_digits(n_strings: int = 0, *, seed: int = 0, min_digits: int =
     singles = _recorded_singles(sample_rate)
     signals, digits = [singles[d] for d in range(10)], [str(d) for d in range(10)]
     rng = np.random.default_rng(seed)
+    floor = float(np.sqrt(np.mean(np.concatenate([s[:200] for s in singles]) ** 2)))  # the room's noise
+
+    def pause(seconds):  # the recordings' background level, not digital silence
+        return (rng.standard_normal(int(seconds * sample_rate)) * floor).astype(np.float32)
+
     for _ in range(n_strings):
         ds = rng.integers(0, 10, int(rng.integers(min_digits, max_digits + 1)))
         parts = []
         for d in ds:
-            parts += [np.zeros(int(rng.uniform(0.05, 0.3) * sample_rate), np.float32), singles[d]]
-        signals.append(np.concatenate(parts + [np.zeros(int(0.1 * sample_rate), np.float32)]))
+            parts += [pause(rng.uniform(0.05, 0.3)), singles[d]]
+        signals.append(np.concatenate(parts + [pause(0.1)]))
         digits.append("".join(str(d) for d in ds))
     return SpokenDigits(signals, digits, ["allison"] * len(digits), sample_rate)

@@ -48,7 +48,7 @@ def test_stack_frames_and_text(m):
                     reason="asterisk-core-sounds-en-wav is not installed")
 def test_tiny_run(m, tmp_path, capsys):
     res = m.main(["--train-size", "48", "--test-size", "8", "--real-strings", "2", "--epochs", "3",
-                  "--hidden", "16", "--layers", "1", "--batch-size", "8", "--lr", "0.01", "--quiet",
+                  "--hidden", "16", "--layers", "1", "--batch-size", "8", "--lr", "0.01", "--quiet", "--augment", "0",
                   "--cache-dir", str(tmp_path / "cache"), "--plot", str(tmp_path / "sd.png"), "--labels", "words"])
     out = capsys.readouterr().out
     assert "held-out voices: CER / WER" in out and "real voice" in out
