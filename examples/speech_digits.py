@@ -144,7 +144,7 @@ def torch_twin(X, y, X_test, epochs, batch_size=32, lr=2e-3, seed=0, progress=Tr
         import torch
     except ImportError:
         return None
-    init = make_model(epochs=0, batch_size=batch_size, lr=lr, seed=seed, **kw).fit(X[:2], y[:2])
+    init = make_model(epochs=0, batch_size=batch_size, lr=lr, seed=seed, **kw).fit(X, y)  # no epoch: labels
     net = rf.interop.to_torch(init)
     classes = init.classes_.tolist()
     codes = [[1 + classes.index(lab) for lab in t] for t in y]
@@ -164,7 +164,7 @@ def torch_twin(X, y, X_test, epochs, batch_size=32, lr=2e-3, seed=0, progress=Tr
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
-        bar.update(1, loss=float(loss))
+        bar.update(1, loss=loss.item())
     wall = time.perf_counter() - t0
     bar.close()
     net.eval()

@@ -49,11 +49,15 @@ def test_stack_frames_and_text(m):
 def test_tiny_run(m, tmp_path, capsys):
     res = m.main(["--train-size", "48", "--test-size", "8", "--real-strings", "2", "--epochs", "3",
                   "--hidden", "16", "--layers", "1", "--batch-size", "8", "--lr", "0.01", "--quiet", "--augment", "0",
-                  "--cache-dir", str(tmp_path / "cache"), "--plot", str(tmp_path / "sd.png"), "--labels", "words"])
+                  "--cache-dir", str(tmp_path / "cache"), "--plot", str(tmp_path / "sd.png"), "--labels", "words"]
+                 + (["--torch"] if importlib.util.find_spec("torch") else []))
     out = capsys.readouterr().out
     assert "held-out voices: CER / WER" in out and "real voice" in out
     assert res["epochs"] == 3 and len(res["curve"]) == 3
     assert res["history"]["loss"][-1] < res["history"]["loss"][0]  # it learns
     assert all(0 <= r <= 5 for r in res["test"] + res["real"])
+    if importlib.util.find_spec("torch"):
+        (cer, wer), wall = res["torch"]  # the PyTorch twin ran the same epochs
+        assert 0 <= cer <= 5 and wall > 0
     if m.new_figure()[0] is not None:
         assert res["plot"] and os.path.exists(res["plot"])
