@@ -138,7 +138,7 @@ def read_audio(path: str, sample_rate: Optional[int] = None) -> tuple:
     Uses ``soundfile`` when installed, else ``scipy.io.wavfile`` (PCM WAV only).
     """
     try:
-        import soundfile
+        import soundfile  # type: ignore[import-not-found]
     except ImportError:
         soundfile = None
     if soundfile is not None:
@@ -185,7 +185,8 @@ def _recipe(split: str, i: int, seed: int, min_digits: int, max_digits: int, voi
     a prefix of a larger one)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split == "test", i)))
     n = int(rng.integers(min_digits, max_digits + 1))
-    return {"digits": "".join(str(d) for d in rng.integers(0, 10, n)), "voice": voices[rng.integers(len(voices))],
+    voice = voices[int(rng.integers(len(voices)))]
+    return {"digits": "".join(str(d) for d in rng.integers(0, 10, n)), "voice": voice,
             "speed": int(rng.integers(120, 221)), "pitch": int(rng.integers(15, 86)), "gap": int(rng.integers(0, 9)),
             "amplitude": int(rng.integers(60, 161))}
 
