@@ -247,7 +247,8 @@ def main(argv=None):
                    help="altered copies of each training utterance (other vocal tract, noise); -1: the clean "
                         "synthesized audio only (default: %(default)s)")
     p.add_argument("--beam", type=int, default=1, help="CTC beam width for the final scores (default: greedy)")
-    p.add_argument("--train-size", type=int, default=3000, help="synthesized training utterances (default: %(default)s)")
+    p.add_argument("--train-size", type=int, default=3000,
+                   help="synthesized training utterances (default: %(default)s)")
     p.add_argument("--test-size", type=int, default=600, help="held-out-voice utterances (default: %(default)s)")
     p.add_argument("--real-strings", type=int, default=100,
                    help="digit strings joined from the real recordings (default: %(default)s)")
@@ -260,7 +261,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     data = data_or_exit(load_data, args.train_size, args.test_size, args.real_strings, args.seed, args.cache_dir)
     load_time = time.perf_counter() - t0
-    print(f"spoken digits: {len(data['train'])} x {max(args.augment, 0) + 1} training utterances ({data['train'].seconds() / 3600:.2f} h, "
+    print(f"spoken digits: {len(data['train'])} x {max(args.augment, 0) + 1} training utterances "
+          f"({data['train'].seconds() / 3600:.2f} h, "
           f"{len(set(data['train'].voices))} voices), {len(data['test'])} test ({len(set(data['test'].voices))} "
           f"held-out voices), {len(data['real'])} real; loaded in {load_time:.1f} s; {threads} threads")
     res = run(args, data)
@@ -272,7 +274,8 @@ def main(argv=None):
                   f"{args.labels} ({len(model.classes_)} labels + blank), {n_par:,} parameters"),
         ("held-out voices: CER / WER", f"{100 * res['test'][0]:.2f}% / {100 * res['test'][1]:.2f}%"),
         ("target", "CER <= 5%"),
-        ("real voice, single digits: CER / WER", f"{100 * res['real_single'][0]:.1f}% / {100 * res['real_single'][1]:.1f}%"),
+        ("real voice, single digits: CER / WER",
+         f"{100 * res['real_single'][0]:.1f}% / {100 * res['real_single'][1]:.1f}%"),
         ("real voice, all: CER / WER", f"{100 * res['real'][0]:.1f}% / {100 * res['real'][1]:.1f}%"),
         ("real examples (reference -> output)", "; ".join(f"{r!r} -> {h!r}" for r, h in res["real_examples"])),
         ("epochs", res["epochs"]),
