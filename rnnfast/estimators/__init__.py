@@ -7,6 +7,7 @@ module            job
 ``params``        the parameter table (constraints) and its validation into a ``Params``
 ``inputs``        encoding ``X`` (features or token ids, padded, with lengths) -> ``EncodedInput``
 ``targets``       encoding ``y`` -> ``EncodedTargets``; predictions, probabilities, scores
+``ctc``           ``loss="ctc"``: label-sequence targets encoded, outputs decoded, scored
 ``network``       building the network, optimizer and loss
 ``training``      validation set, warm start, the epochs over :func:`rnnfast.train.fit`
 ``persistence``   ``save`` / ``load`` in the pickle-free file format

@@ -16,7 +16,8 @@ import numpy as np
 from rnnfast import nn
 from rnnfast.estimators.inputs import TOKENS, InputSpec
 from rnnfast.estimators.params import Params
-from rnnfast.estimators.targets import CLASSIFICATION, EncodedTargets, class_weights
+from rnnfast.estimators.targets import CLASSIFICATION, CTC, EncodedTargets, class_weights
+from rnnfast.train.ctc import CTCLoss
 from rnnfast.nn.stateful import Stateful
 from rnnfast.train.losses import MAE, MSE, CrossEntropy, Huber
 from rnnfast.train.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -139,7 +140,11 @@ def optimizer_name(class_name: str) -> str:
 
 
 def make_loss(p: Params, targets: EncodedTargets, class_weight: Optional[object] = None):
-    """The loss for the task of ``targets``: cross-entropy (weighted by ``class_weight``) or ``p.loss``."""
+    """The loss for the task of ``targets``: cross-entropy (weighted by ``class_weight``), CTC or ``p.loss``."""
+    if targets.spec.task == CTC:
+        if class_weight is not None:
+            raise ValueError("class_weight does not apply to loss='ctc'")
+        return CTCLoss()
     if targets.spec.task == CLASSIFICATION:
         if p.loss not in ("auto", "cross_entropy"):
             raise ValueError(f"loss={p.loss!r} is for regression; classification uses cross-entropy")

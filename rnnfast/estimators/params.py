@@ -48,7 +48,7 @@ PARAMETER_CONSTRAINTS = {
     "lr": Real(0.0, closed="right"),
     "weight_decay": Real(0.0),
     "momentum": Real(0.0, 1.0, closed="left"),
-    "loss": Options("auto", "cross_entropy", *REGRESSION_LOSS_NAMES),
+    "loss": Options("auto", "cross_entropy", *REGRESSION_LOSS_NAMES, "ctc"),
     "clip_norm": Real(0.0, closed="neither", allow_none=True),
     "clip_value": Real(0.0, closed="neither", allow_none=True),
     "validation_split": Real(0.0, 1.0, closed="left"),

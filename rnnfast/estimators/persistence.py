@@ -30,7 +30,7 @@ from rnnfast.estimators.memory import rebuild_network
 from rnnfast.estimators.network import (NORMS, build_optimizer, optimizer_name, recurrent_plan, recurrent_width,
                                        stacked_layers)
 from rnnfast.estimators.params import ADDED_DEFAULTS, ARCH_KEYS, OPT_KEYS, Params, jsonable
-from rnnfast.estimators.targets import CLASSIFICATION, REGRESSION, TargetSpec
+from rnnfast.estimators.targets import CLASSIFICATION, CTC, REGRESSION, TargetSpec
 from rnnfast.io import Archive, save_archive
 from rnnfast.nn import _serial
 from rnnfast.nn._serial import MAX_SIZE
@@ -62,10 +62,12 @@ def _extra(est, include_optimizer: bool) -> dict:
     optimizer = {"class": osd["optimizer"], "hyper": osd["hyper"], "steps": osd["steps"]}
     extra = {"rnnfast_version": _VERSION, "fitted": fitted, "history": est.history_,
              "optimizer": optimizer if include_optimizer else None}
-    if targets.task == CLASSIFICATION:
+    if targets.task in (CLASSIFICATION, CTC):
         c = targets.classes
         values = [v.decode("latin-1") for v in c.tolist()] if c.dtype.kind == "S" else c.tolist()
         extra["classes"] = {"values": values, "dtype": c.dtype.str}
+        if targets.task == CTC:
+            extra["label_strings"] = targets.strings
     else:
         extra["y_mean"] = targets.y_mean.tolist()
         extra["y_scale"] = targets.y_scale.tolist()
@@ -128,11 +130,14 @@ def _classes(extra: dict, n_outputs: int) -> np.ndarray:
 
 
 def _target_spec(f: dict, extra: dict) -> TargetSpec:
-    task = check_option(f["task"], "task", (CLASSIFICATION, REGRESSION))
+    task = check_option(f["task"], "task", (CLASSIFICATION, REGRESSION, CTC))
     n_outputs = check_int(f["n_outputs"], "n_outputs", 1, MAX_SIZE)
     per_step, y_1d = check_bool(f["per_step"], "per_step"), check_bool(f["y_1d"], "y_1d")
     if task == CLASSIFICATION:
         return TargetSpec(task, per_step, n_outputs, y_1d, classes=_classes(extra, n_outputs))
+    if task == CTC:  # the labels, and the blank (output 0)
+        return TargetSpec(task, per_step, n_outputs, y_1d, classes=_classes(extra, n_outputs - 1),
+                          strings=check_bool(extra.get("label_strings", False), "label_strings"))
     moments = []
     for key in ("y_mean", "y_scale"):
         v = extra.get(key)

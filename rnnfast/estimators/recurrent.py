@@ -23,13 +23,14 @@ import numpy as np
 from rnnfast import nn
 from rnnfast.estimators import params as _params
 from rnnfast.estimators.base import EstimatorBase
+from rnnfast.estimators.ctc import decode_outputs, encode_label_sequences, score_sequences
 from rnnfast.estimators.generation import GenerationMixin
 from rnnfast.estimators.inputs import InputSpec, encode_inputs, input_spec
 from rnnfast.estimators.memory import MemoryMixin
 from rnnfast.estimators.streaming import StreamingMixin
 from rnnfast.estimators.network import build_model, build_optimizer, make_loss
 from rnnfast.estimators.persistence import save_estimator
-from rnnfast.estimators.targets import (CLASSIFICATION, TargetSpec, check_sample_weight, encode_targets,
+from rnnfast.estimators.targets import (CLASSIFICATION, CTC, TargetSpec, check_sample_weight, encode_targets,
                                         predictions, probabilities, score_outputs, unpad)
 from rnnfast.estimators.training import Encoded, apply_param_changes, run_epochs, split_validation
 from rnnfast.quantize import refuse_training
@@ -102,7 +103,7 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         self.per_step_ = targets.per_step
         self.n_outputs_ = targets.n_outputs
         self._y_1d = targets.y_1d
-        if targets.task == CLASSIFICATION:
+        if targets.task in (CLASSIFICATION, CTC):
             self.classes_ = targets.classes
         else:
             self.y_mean_ = np.asarray(targets.y_mean, dtype=np.float64)
@@ -137,6 +138,12 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         specs = self._specs if fitted else (None, None)
         dtype = self._fitted_dtype() if fitted else p.dtype
         xs = encode_inputs(X, dtype, specs[0], who, univariate_2d=self._two_d_input)
+        if p.loss == "ctc" or getattr(specs[1], "task", None) == CTC:
+            if self._task is not None:
+                raise ValueError(f"loss='ctc' is for rf.LSTM / rf.GRU / rf.RNN (label sequences), not {who}")
+            lengths = xs.lengths if xs.lengths is not None else np.full(xs.n, xs.t)
+            return Encoded(xs, encode_label_sequences(y, lengths, specs[1], who, p.loss),
+                           check_sample_weight(sample_weight, xs.n))
         ys = encode_targets(y, xs.n, xs.t, xs.lengths, return_sequences=p.return_sequences, dtype=dtype,
                             spec=specs[1], classes=classes, task=self._task, who=who)
         return Encoded(xs, ys, check_sample_weight(sample_weight, xs.n))
@@ -250,32 +257,45 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
         self._check_fitted()
         if self.task_ != CLASSIFICATION:
             raise AttributeError(f"predict_proba is for classification; this {type(self).__name__} was fitted "
-                                 "for regression")
+                                 f"for {self.task_}")
         out, lengths, from_list = self._outputs(X)
         z = probabilities(out, lengths, self.per_step_)
         return unpad(z, lengths, from_list) if self.per_step_ else z
 
-    def predict(self, X: Any) -> Union[np.ndarray, list]:
-        """Predicted labels (classification) or values (regression).
+    def predict(self, X: Any, beam_size: int = 1) -> Union[np.ndarray, list]:
+        """Predicted labels (classification), values (regression) or label sequences (``loss="ctc"``).
+
+        Parameters
+        ----------
+        X : as :meth:`fit`
+        beam_size : int, default 1
+            ``loss="ctc"`` only: 1 decodes the best path, more runs a prefix beam search keeping that many
+            prefixes (:func:`rnnfast.train.ctc_beam_decode`).
 
         Returns
         -------
         numpy.ndarray (N,) or (N, k); per-step models (N, T[, k]) (entries past a sequence's end are
-        meaningless), or a list of per-sequence arrays when ``X`` is a list.
+        meaningless), or a list of per-sequence arrays when ``X`` is a list. ``loss="ctc"``: a list of N
+        strings (``y`` held strings) or lists of labels.
         """
         out, lengths, from_list = self._outputs(X)
+        if self.task_ == CTC:
+            return decode_outputs(out, lengths, self._specs[1], beam_size)
         pred = predictions(out, self._specs[1])
         return unpad(pred, lengths, from_list) if self.per_step_ else pred
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy (classification) or R^2 (regression, averaged over outputs); per-step models score
-        every valid step.
+        every valid step. ``loss="ctc"``: 1 - the label error rate of :meth:`predict` (edit distances over
+        the reference labels; for strings, 1 - the character error rate).
 
         Returns
         -------
         float
         """
         out, lengths, _ = self._outputs(X)
+        if self.task_ == CTC:
+            return score_sequences(decode_outputs(out, lengths, self._specs[1]), y, sample_weight)
         return score_outputs(out, lengths, y, sample_weight, self._specs[1])
 
     # ------------------------------------------------------------------ saving
@@ -347,8 +367,11 @@ class LSTM(_RecurrentEstimator):
         L2 penalty (decoupled for "adamw").
     momentum : float, default 0
         For "sgd" and "rmsprop".
-    loss : {"auto", "cross_entropy", "mse", "mae", "huber"}, default "auto"
-        "auto": cross-entropy for classification, MSE for regression.
+    loss : {"auto", "cross_entropy", "mse", "mae", "huber", "ctc"}, default "auto"
+        "auto": cross-entropy for classification, MSE for regression. "ctc": ``y`` is a label sequence
+        per sequence of ``X``, of any length up to it (a list of strings, or of lists of int / str labels),
+        trained with :class:`rnnfast.train.CTCLoss` over per-step outputs (the blank and the labels);
+        ``predict`` returns label sequences (see :mod:`rnnfast.estimators.ctc`).
     clip_norm : float, optional
         Clip the gradients' global norm to this before each step.
     clip_value : float, optional
@@ -404,12 +427,13 @@ class LSTM(_RecurrentEstimator):
     model_ : rnnfast.nn.Sequential
     optimizer_ : rnnfast.train.Optimizer
     classes_ : numpy.ndarray
-        Classification: the sorted labels.
+        Classification: the sorted labels. ``loss="ctc"``: the sorted labels of the sequences (outputs
+        1..K; output 0 is the blank).
     n_features_in_ : int
         Features per step (1 for token ids).
     vocab_size_ : int
         Token input only.
-    task_ : {"classification", "regression"}
+    task_ : {"classification", "regression", "ctc"}
     per_step_ : bool
     n_outputs_ : int
     history_ : dict of str to list of float

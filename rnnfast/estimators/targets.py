@@ -23,9 +23,11 @@ from rnnfast.train.metrics import R2, Accuracy
 
 __all__ = ["TargetSpec", "EncodedTargets", "FloatLabelsWarning", "DataConversionWarning", "encode_targets",
            "check_sample_weight", "class_weights", "predictions", "probabilities", "unpad", "score_outputs",
-           "CLASSIFICATION", "REGRESSION"]
+           "CLASSIFICATION", "REGRESSION", "CTC"]
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
+#: ``loss="ctc"``: a label sequence per input sequence (see :mod:`rnnfast.estimators.ctc`).
+CTC = "ctc"
 
 
 class FloatLabelsWarning(UserWarning):
@@ -41,7 +43,8 @@ class DataConversionWarning(UserWarning):
 class TargetSpec:
     """What fitting learnt about ``y``: the task, whether targets are per step, the outputs (``classes``
     for classification; ``y_mean`` / ``y_scale`` per output for regression) and whether regression
-    targets were 1-D (predictions are returned the same way)."""
+    targets were 1-D (predictions are returned the same way). ``loss="ctc"``: ``classes`` are the labels
+    (outputs 1..K; output 0 is the blank) and ``strings`` says whether ``y`` held strings."""
 
     task: str
     per_step: bool
@@ -50,6 +53,7 @@ class TargetSpec:
     classes: Optional[np.ndarray] = None
     y_mean: Optional[np.ndarray] = None
     y_scale: Optional[np.ndarray] = None
+    strings: bool = False
 
     def labels(self, out: np.ndarray) -> np.ndarray:
         """The classes of raw outputs (N, [T,] C) (classification)."""
@@ -304,6 +308,8 @@ def class_weights(class_weight: Any, targets: EncodedTargets) -> Optional[np.nda
 # ---------------------------------------------------------------------------------------- decoding
 def predictions(out: np.ndarray, spec: TargetSpec) -> np.ndarray:
     """Labels (classification) or values in the original units (regression) from raw outputs."""
+    if spec.task == CTC:
+        raise ValueError("a model fitted with loss='ctc' decodes whole sequences: use predict")
     if spec.task == CLASSIFICATION:
         return spec.labels(out)
     pred = spec.values(out)

@@ -15,7 +15,7 @@ import numpy as np
 from rnnfast.estimators.inputs import EncodedInput
 from rnnfast.estimators.network import build_optimizer, seed_sequence
 from rnnfast.estimators.params import ARCH_KEYS, OPT_KEYS, Params
-from rnnfast.estimators.targets import CLASSIFICATION, EncodedTargets
+from rnnfast.estimators.targets import CLASSIFICATION, CTC, EncodedTargets
 from rnnfast.train import fit as fit_loop
 from rnnfast.train.callbacks import Callback, EarlyStopping
 from rnnfast.train.data import SequenceDataset
@@ -32,8 +32,9 @@ class Encoded:
     sample_weight: Optional[np.ndarray] = None
 
     def dataset(self) -> SequenceDataset:
+        spec = self.targets.spec  # CTC: outputs per step, but a label sequence per sequence
         return SequenceDataset(self.inputs.X, self.targets.y, self.inputs.lengths, self.sample_weight,
-                               per_step=self.targets.spec.per_step)
+                               per_step=spec.per_step and spec.task != CTC)
 
 
 class EpochCounter(Callback):

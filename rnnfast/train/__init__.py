@@ -28,7 +28,7 @@ from rnnfast.train.fit import METRICS, History, Stateful, evaluate, fit, predict
 from rnnfast.train.tbptt import TruncatedBPTTTrainer, iter_chunks
 from rnnfast.train.trainer import Batch, Trainer
 from rnnfast.train.init import glorot_uniform, init_recurrent, orthogonal, pytorch_default, zeros
-from rnnfast.train.ctc import CTCLoss, CTCTrainer, ctc_beam_decode, ctc_greedy_decode
+from rnnfast.train.ctc import CTCLoss, ctc_beam_decode, ctc_greedy_decode
 from rnnfast.train.losses import (MAE, MSE, BinaryCrossEntropyWithLogits, CrossEntropy, Huber, Loss,
                                   lengths_to_mask)
 from rnnfast.train import metrics
@@ -38,7 +38,7 @@ from rnnfast.train.schedules import CosineAnnealingLR, ExponentialLR, LRSchedule
 
 __all__ = [
     "Loss", "MSE", "MAE", "Huber", "BinaryCrossEntropyWithLogits", "CrossEntropy", "lengths_to_mask",
-    "CTCLoss", "CTCTrainer", "ctc_greedy_decode", "ctc_beam_decode",
+    "CTCLoss", "ctc_greedy_decode", "ctc_beam_decode",
     "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "parameter_triples",
     "clip_grad_norm", "clip_grad_value",
     "LRSchedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau",

@@ -14,7 +14,8 @@ at the last two positions)``. The gradient with respect to the logits is ``softm
 ``gamma_t(c)`` is the posterior probability that step ``t`` emits ``c``.
 
 The recursion is vectorised over the batch and the positions of ``l'`` (a Python loop over time only),
-in float64 whatever the logits' dtype. :class:`CTCTrainer` trains with it on variable-length inputs.
+in float64 whatever the logits' dtype. :class:`rnnfast.train.Trainer` trains with it, on variable-length
+inputs too: it passes each batch's lengths to a loss with an ``input_lengths`` parameter.
 """
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ import numpy as np
 
 from rnnfast._validation import check_bool, check_int, check_option
 from rnnfast.nn.module import as_float_keep, as_real_array, to_numpy
-from rnnfast.train.trainer import Trainer
 
-__all__ = ["CTCLoss", "CTCTrainer", "ctc_greedy_decode", "ctc_beam_decode", "log_softmax"]
+__all__ = ["CTCLoss", "ctc_greedy_decode", "ctc_beam_decode", "log_softmax"]
 
 _NEG_INF = -np.inf
 _FLOOR = -1e300  # below any finite log-probability a recursion reaches
@@ -244,9 +244,11 @@ class CTCLoss:
 
     Called as ``value, grad = ctc(logits, targets, input_lengths, target_lengths)``; like the other losses of
     :mod:`rnnfast.train.losses` it also takes the fit loop's ``mask`` and ``sample_weight`` keywords, so it
-    plugs into :class:`rnnfast.train.Trainer` (``Trainer(model, CTCLoss(), optimizer).fit(X, Y)`` with ``Y``
-    the label sequences padded with -1: every sequence then runs all T steps); :class:`CTCTrainer` also
-    hands it the input lengths of variable-length ``X``.
+    plugs into :class:`rnnfast.train.Trainer`: ``Trainer(model, CTCLoss(), optimizer).fit(X, Y, lengths)``
+    (or a list ``X`` of (T_i, F) arrays) with ``Y`` the label sequences padded with -1 (e.g.
+    ``pad_sequences(labels, value=-1)[0]``) and a model with per-step class scores (B, T, C), the blank
+    included; the Trainer passes each batch's lengths as ``input_lengths``. The estimators' ``loss="ctc"``
+    does all of this for you.
 
     Parameters
     ----------
@@ -330,41 +332,6 @@ class CTCLoss:
 
     def __repr__(self) -> str:
         return f"CTCLoss(blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity})"
-
-
-class _WithInputLengths:
-    """A CTC loss called with the input lengths of the batch :class:`CTCTrainer` is working on."""
-
-    def __init__(self, loss: CTCLoss) -> None:
-        if not isinstance(loss, CTCLoss):
-            raise TypeError(f"CTCTrainer needs a CTCLoss, got {type(loss).__name__}")
-        self.loss = loss
-        self.input_lengths: Optional[np.ndarray] = None
-
-    def __call__(self, logits, targets, mask=None, sample_weight=None):
-        return self.loss(logits, targets, self.input_lengths, mask=mask, sample_weight=sample_weight)
-
-    def __repr__(self) -> str:
-        return repr(self.loss)
-
-
-class CTCTrainer(Trainer):
-    """A :class:`rnnfast.train.Trainer` for a :class:`CTCLoss` on variable-length inputs: the loss gets each
-    batch's input lengths (the fit loop gives a loss per-step masks only for per-step targets).
-
-    ``CTCTrainer(model, CTCLoss(), optimizer).fit(X, Y, lengths=lengths)`` (or a list ``X`` of (T_i, F)
-    arrays) with ``Y`` the label sequences padded with -1 (e.g. ``pad_sequences(labels, value=-1)[0]``);
-    the model outputs per-step class scores (B, T, C), class ``blank`` included. Other parameters as
-    :class:`rnnfast.train.Trainer`; ``trainer.loss`` is the given loss, wrapped.
-    """
-
-    def __init__(self, model, loss: CTCLoss, *args: Any, **kwargs: Any) -> None:
-        super().__init__(model, _WithInputLengths(loss), *args, **kwargs)
-
-    def forward(self, batch):
-        """The model's output for a batch; the batch's lengths go to the loss."""
-        self.loss.input_lengths = batch.lengths
-        return super().forward(batch)
 
 
 # ---------------------------------------------------------------------------------------- decoding

@@ -22,6 +22,8 @@ masks) derives from ``(seed, e)`` alone, so training resumed at epoch ``e`` (``i
 weights and optimizer state repeats an uninterrupted run step for step.
 """
 import copy
+import functools
+import inspect
 import math
 import signal
 import threading
@@ -223,6 +225,20 @@ def _seeded_layers(model) -> list:
     return [(i, layer) for i, layer in numbered if not isinstance(layer, Stateful)]
 
 
+def _takes_input_lengths(loss) -> bool:
+    """Whether ``loss`` has an ``input_lengths`` parameter (looked up once per loss class)."""
+    fn = loss if inspect.isroutine(loss) else getattr(type(loss), "__call__", None)
+    return fn is not None and _has_input_lengths(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _has_input_lengths(fn) -> bool:
+    try:
+        return "input_lengths" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+
+
 def _seed_parts(seed):
     """``(int seed or None, shared Generator or None)`` from fit's ``seed``."""
     seed = check_seed(seed)
@@ -242,7 +258,9 @@ class Trainer:
     ----------
     model : model object (see the module docstring), e.g. :class:`rnnfast.nn.Sequential`
     loss : callable ``loss(output, target, mask=, sample_weight=) -> (value, d_output)``
-        E.g. :class:`rnnfast.train.CrossEntropy` or :class:`rnnfast.train.MSE`.
+        E.g. :class:`rnnfast.train.CrossEntropy` or :class:`rnnfast.train.MSE`. A loss with an
+        ``input_lengths`` parameter (:class:`rnnfast.train.CTCLoss`) also gets each batch's sequence lengths
+        (None when all run the batch's T steps).
     optimizer : :class:`rnnfast.train.Optimizer` built on ``model``, or None (evaluate and predict only)
     metrics : names, Metric objects or callables, or dict name -> one of them, optional
         See :func:`rnnfast.train.metrics.resolve`; the names are the history's keys. The model's outputs
@@ -497,7 +515,7 @@ class Trainer:
         self.model.zero_grad()
         out = self.forward(batch)
         mask = batch.mask()
-        value, dout = self.loss(out, batch.y, mask=mask, sample_weight=batch.sample_weight)
+        value, dout = self.compute_loss(out, batch, mask)
         if self.distributed is not None:  # backward, the gradients summed over the ranks, the step
             return self.distributed.step(self, value, dout, out, batch, mask)
         if not math.isfinite(value):
@@ -507,6 +525,13 @@ class Trainer:
             return math.nan
         self.update_metrics(value, out, batch, mask)
         return value
+
+    def compute_loss(self, out, batch: Batch, mask: Optional[np.ndarray]):
+        """``(value, d_output)`` of the loss on a batch's outputs: ``loss(out, y, mask=, sample_weight=)``,
+        and ``input_lengths=batch.lengths`` for a loss that takes them (:class:`rnnfast.train.CTCLoss`:
+        its targets are not per step, so the mask cannot tell it where each sequence ends)."""
+        kw = {"input_lengths": batch.lengths} if _takes_input_lengths(self.loss) else {}
+        return self.loss(out, batch.y, mask=mask, sample_weight=batch.sample_weight, **kw)
 
     def apply_gradients(self) -> bool:
         """Clip the accumulated gradients and take the optimizer's step; False (no step) when their norm
@@ -528,7 +553,7 @@ class Trainer:
         """Loss and metrics of one batch in inference mode (added to the running tally). Returns the loss."""
         out = self.forward(batch)
         mask = batch.mask()
-        value, _ = self.loss(out, batch.y, mask=mask, sample_weight=batch.sample_weight)
+        value, _ = self.compute_loss(out, batch, mask)
         self.update_metrics(value, out, batch, mask)
         return value
 

@@ -140,7 +140,7 @@ def test_trains_in_the_trainer():
     assert history.history["loss"][-1] < history.history["loss"][0] * 0.7
 
 
-def test_ctc_trainer_gives_the_loss_the_input_lengths():
+def test_trainer_gives_the_loss_the_input_lengths():
     import rnnfast as rf
     rng = np.random.default_rng(11)
     lengths = np.array([9, 4, 7, 6, 9, 5, 8, 3])
@@ -149,7 +149,7 @@ def test_ctc_trainer_gives_the_loss_the_input_lengths():
     labels = [[1 + int(X[i, 0, 0] > 0)] + [2] * (lengths[i] // 4) for i in range(8)]
     Y = rf.train.pad_sequences(labels, value=-1)[0]
     model = rf.Sequential(rf.nn.LSTM(3, 12, dtype=np.float64, seed=0), rf.nn.Linear(12, 3, dtype=np.float64, seed=1))
-    trainer = rf.train.CTCTrainer(model, CTCLoss(), rf.train.Adam(model, lr=0.02))
+    trainer = rf.train.Trainer(model, CTCLoss(), rf.train.Adam(model, lr=0.02))
     model.eval()
     out = model(X, lengths=lengths)
     expected, _ = CTCLoss()(out, Y, lengths)
@@ -157,8 +157,6 @@ def test_ctc_trainer_gives_the_loss_the_input_lengths():
     assert CTCLoss()(out, Y)[0] != pytest.approx(expected)  # without the lengths it is another loss
     history = trainer.fit(X, Y, lengths, epochs=20, batch_size=4)
     assert history.history["loss"][-1] < history.history["loss"][0]
-    with pytest.raises(TypeError):
-        rf.train.CTCTrainer(model, rf.train.CrossEntropy())
 
 
 def test_speed_shape_runs():
@@ -258,3 +256,25 @@ def test_decoders_bad_input():
         ctc_beam_decode(np.zeros((1, 3, 3)), input_lengths=[4])
     with pytest.raises(ValueError):
         ctc_greedy_decode(np.zeros((1, 3, 3)), blank=3)
+
+
+def test_trainer_passes_lengths_only_to_losses_that_take_them():
+    import rnnfast as rf
+    from rnnfast.train.trainer import _takes_input_lengths
+    seen = []
+
+    def with_lengths(out, y, input_lengths=None, mask=None, sample_weight=None):
+        seen.append(None if input_lengths is None else input_lengths.tolist())
+        return rf.train.MSE()(out, y, sample_weight=sample_weight)
+
+    def without(out, y, mask=None, sample_weight=None):
+        return rf.train.MSE()(out, y, sample_weight=sample_weight)
+
+    assert _takes_input_lengths(with_lengths) and _takes_input_lengths(CTCLoss())
+    assert not _takes_input_lengths(without) and not _takes_input_lengths(rf.train.CrossEntropy())
+    X = [np.ones((n, 2), np.float32) for n in (3, 5, 3, 5)]
+    y = np.zeros((4, 1), np.float32)
+    model = rf.Sequential(rf.nn.LSTM(2, 3, seed=0), rf.nn.LastStep(), rf.nn.Linear(3, 1, seed=1))
+    rf.train.Trainer(model, with_lengths, rf.train.SGD(model, lr=0.1)).fit(X, y, batch_size=4, shuffle=False)
+    assert seen == [[3, 5, 3, 5]] or sorted(seen[0]) == [3, 3, 5, 5]
+    rf.train.Trainer(model, without, rf.train.SGD(model, lr=0.1)).fit(X, y, batch_size=4)  # no TypeError
