@@ -6,7 +6,7 @@ digits spoken as words ("three one four") by ``espeak-ng -v ACCENT+VARIANT -s SP
 AMPLITUDE``, every utterance with its own seeded voice, speed (120-220 words/min), pitch (15-85), gap
 between words (0-8 x 10 ms) and amplitude (60-160). A voice is an accent of :data:`ACCENTS` with a variant
 of :data:`VARIANTS` (7 x 30 = 210 voices); the test split holds out whole voices: those whose CRC-32 of
-``"accent+variant"`` modulo 100 is at least ``100 - TEST_PERCENT`` (about 15%), so no test voice is heard
+``"accent+variant"`` modulo 100 is at least ``100 - TEST_PERCENT`` (40 of the 210 voices, 19%), so no test voice is heard
 in training. Audio is resampled to ``sample_rate`` (8 kHz by default, telephone band, as the recordings)
 and cached in a directory (``cache_dir``, else ``$RNNFAST_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnfast`` or
 ``~/.cache/rnnfast``), so each set is synthesized once (about 25 ms per utterance with two processes).
