@@ -31,46 +31,10 @@ cimport numpy as cnp
 import numpy as np
 
 from rnnfast._kernels._blas cimport gemm
+# BLAS held to one thread during a call, in the one count all the kernel modules share
+from rnnfast._kernels._recurrent cimport blas_hold, blas_release
 
 cnp.import_array()
-
-ctypedef void (*set_threads_fn)(int) noexcept nogil
-ctypedef int (*get_threads_fn)() noexcept nogil
-
-cdef set_threads_fn _blas_set = NULL
-cdef get_threads_fn _blas_get = NULL
-cdef int _blas_holders = 0    # calls of this module running now (changed only with the GIL held)
-cdef int _blas_saved = 0      # BLAS thread count to restore when the last one ends
-
-
-def set_blas_thread_fns(size_t set_address, size_t get_address):
-    """Register the BLAS thread-count setter and getter (rnnfast._threads.BlasControl's addresses; 0 clears)."""
-    global _blas_set, _blas_get
-    _blas_set = <set_threads_fn>set_address
-    _blas_get = <get_threads_fn>get_address
-
-
-cdef void _blas_hold() noexcept:
-    """Hold BLAS to one thread while a call of this module runs (called with the GIL). Another module's hold
-    may restore the count meanwhile: that costs speed (BLAS threads inside ours), never correctness."""
-    global _blas_holders, _blas_saved
-    if _blas_set == NULL or _blas_get == NULL:
-        return
-    if _blas_holders == 0:
-        _blas_saved = _blas_get()
-        if _blas_saved != 1:
-            _blas_set(1)
-    _blas_holders += 1
-
-
-cdef void _blas_release() noexcept:
-    global _blas_holders
-    if _blas_set == NULL or _blas_get == NULL or _blas_holders == 0:
-        return
-    _blas_holders -= 1
-    if _blas_holders == 0 and _blas_saved > 1:
-        _blas_set(_blas_saved)
-
 
 cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
@@ -459,7 +423,7 @@ def forward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, bin
     dt = arrays["x"].dtype
     _fill(&p, lstm, bs, off, T, B, N, F, H, nblk, training, eps, arrays, dt)
     cdef int nth = max(1, min(nthreads, 256))
-    _blas_hold()
+    blas_hold()
     try:
         with nogil:
             if p.pih != NULL:
@@ -467,7 +431,7 @@ def forward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, bin
             else:
                 net_forward(&p, nth, <double*>NULL)
     finally:
-        _blas_release()
+        blas_release()
 
 
 def backward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, double eps, dict arrays,
@@ -489,7 +453,7 @@ def backward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, do
     cdef void* dwh = _ptr({"dw_hh": dw_hh}, "dw_hh", dt, <Py_ssize_t>GH * H)
     cdef void* dxp = NULL if dx is None else _ptr({"dx": dx}, "dx", dt, <Py_ssize_t>N * F)
     cdef int nth = max(1, min(nthreads, 256))
-    _blas_hold()
+    blas_hold()
     try:
         with nogil:
             memset(p.acc, 0, <Py_ssize_t>nblk * (4 * GH + 2 * H) * (4 if p.pih != NULL else 8))
@@ -501,4 +465,4 @@ def backward(bint lstm, bs, off, int T, int B, int N, int F, int H, int nblk, do
                 run_tasks(&p, True, <double*>NULL)
                 weight_grads(&p, nth, <double*>dwi, <double*>dwh, <double*>dxp, dx_add, <double*>NULL)
     finally:
-        _blas_release()
+        blas_release()

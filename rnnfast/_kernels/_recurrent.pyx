@@ -243,8 +243,9 @@ def blas_threads_now():
     return _blas_get() if _blas_get != NULL else -1
 
 
-cdef inline void _blas_hold():
-    """Hold BLAS to one thread while an rnnfast call runs (called with the GIL)."""
+cdef void blas_hold() noexcept:
+    """Hold BLAS to one thread while an rnnfast call runs (called with the GIL). Every kernel module's calls
+    (_lncell, _variant) hold through this one count (cimported from _recurrent.pxd)."""
     global _blas_holders, _blas_saved
     if _blas_set == NULL or _blas_get == NULL:
         return
@@ -255,9 +256,9 @@ cdef inline void _blas_hold():
     _blas_holders += 1
 
 
-cdef inline void _blas_release():
+cdef void blas_release() noexcept:
     global _blas_holders
-    if _blas_set == NULL or _blas_get == NULL:
+    if _blas_set == NULL or _blas_get == NULL or _blas_holders == 0:
         return
     _blas_holders -= 1
     if _blas_holders == 0 and _blas_saved > 1:
@@ -1243,7 +1244,7 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
                 _inplace(&net, dirs, 0, x_ts, x_rs, I, 0, True, dt)
             if out_ts != 0:
                 _inplace(&net, dirs, L - 1, out_ts, out_rs, DH, H, False, dt)
-        _blas_hold()
+        blas_hold()
         try:
             if dt == np.float32:
                 with nogil:
@@ -1252,7 +1253,7 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
                 with nogil:
                     net_forward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp)
         finally:
-            _blas_release()
+            blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp)
     return net.yields
@@ -1403,7 +1404,7 @@ cdef class Stepper:
         if nthreads > 0:
             self.net.nthreads = _cap_threads(nthreads)
         self.net.yields = 0
-        _blas_hold()
+        blas_hold()
         try:
             if self.f32:
                 with nogil:
@@ -1414,7 +1415,7 @@ cdef class Stepper:
                     net_forward[double](&self.net, self.dirs, <double**>self.xp, <double**>self.op,
                                         <double**>self.mp)
         finally:
-            _blas_release()
+            blas_release()
         return self.net.yields
 
 
@@ -1468,7 +1469,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
             if cell == CELL_LSTM:
                 p.dc = _ptr(dc, dt, B * H, "dc")
                 p.dc0 = _ptr(dc0, dt, B * H, "dc0")
-        _blas_hold()
+        blas_hold()
         try:
             if dt == np.float32:
                 with nogil:
@@ -1479,7 +1480,7 @@ def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list par
                     net_backward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp,
                                          <double**>dp, <double*>dxp)
         finally:
-            _blas_release()
+            blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp); free(dp)
     return net.yields
@@ -1541,7 +1542,7 @@ def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint trans_a=False, bi
     if K == 0:
         out *= beta
         return out
-    _blas_hold()
+    blas_hold()
     try:
         if dt == np.float32:
             with nogil:
@@ -1552,5 +1553,5 @@ def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint trans_a=False, bi
                 par_gemm[double](_cap_threads(nthreads), trans_a, trans_b, M, N, K, 1.0, <double*>pa, lda,
                                  <double*>pb, ldb, beta, <double*>pc, ldc)
     finally:
-        _blas_release()
+        blas_release()
     return out

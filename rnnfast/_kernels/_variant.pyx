@@ -45,45 +45,9 @@ cdef extern from "rf_math.h" nogil:
     void rf_ftz_leave(unsigned int old)
 
 # BLAS runs single-threaded during a call (its per-step products are small: OpenBLAS's threads woken at
-# every step made LSTM medium training 7x slower on a busy 2-core machine). scipy's OpenBLAS has only a
-# process-wide thread count, so it is held at 1 while any call of this module runs (counted under the GIL)
-# and restored after the last, as _recurrent.pyx does for its own calls; the setter and getter come from
-# rnnfast._threads.blas_control() (rnnfast.nn._variant registers them).
-ctypedef void (*set_threads_fn)(int) noexcept nogil
-ctypedef int (*get_threads_fn)() noexcept nogil
-
-cdef set_threads_fn _blas_set = NULL
-cdef get_threads_fn _blas_get = NULL
-cdef int _blas_holders = 0    # calls of this module running now
-cdef int _blas_saved = 0      # BLAS thread count to restore when the last one ends
-
-
-def set_blas_thread_fns(size_t set_address, size_t get_address):
-    """Register OpenBLAS's ``openblas_set_num_threads`` / ``openblas_get_num_threads`` (addresses; 0 clears)."""
-    global _blas_set, _blas_get
-    _blas_set = <set_threads_fn>set_address
-    _blas_get = <get_threads_fn>get_address
-
-
-cdef void _blas_hold():
-    global _blas_holders, _blas_saved
-    if _blas_set == NULL or _blas_get == NULL:
-        return
-    if _blas_holders == 0:
-        _blas_saved = _blas_get()
-        if _blas_saved != 1:
-            _blas_set(1)
-    _blas_holders += 1
-
-
-cdef void _blas_release():
-    global _blas_holders
-    if _blas_set == NULL or _blas_get == NULL:
-        return
-    _blas_holders -= 1
-    if _blas_holders == 0 and _blas_saved > 1:
-        _blas_set(_blas_saved)
-
+# every step made LSTM medium training 7x slower on a busy 2-core machine), held in the one count all the
+# kernel modules share (scipy's OpenBLAS has only a process-wide thread count).
+from rnnfast._kernels._recurrent cimport blas_hold, blas_release
 
 cdef enum:  # the cells as csrc/rf_cells.h numbers them
     RNN = 0
@@ -301,7 +265,7 @@ def forward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse, bint tr
     cdef int ldo = out.shape[1]
     cdef floating* po = &out[0, col]
     cdef unsigned int ftz
-    _blas_hold()
+    blas_hold()
     with nogil:
         ftz = rf_ftz_enter()
         gemm(False, True, N, G * H, F, <floating>1, &x[0, 0], F, &w_ih[0, 0], F, <floating>0, <floating*>bp.XG,
@@ -309,7 +273,7 @@ def forward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse, bint tr
         forward_steps(cell, relu, T, H, P, &bs[0], &off[0], reverse, training, &w_hh[0, 0], whr, &b[0], &bhn[0],
                       mk, &h[0, 0], cc, &bp, po, ldo)
         rf_ftz_leave(ftz)
-    _blas_release()
+    blas_release()
 
 
 cdef void backward_steps(int cell, int relu, int T, int H, int P, const int* bs, const int* off, bint reverse,
@@ -414,7 +378,7 @@ def backward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse,
     if bp.ZH != NULL:
         memset(bp.ZH, 0, <Py_ssize_t>buf["ZH"].size * sizeof(floating))
     cdef unsigned int ftz
-    _blas_hold()
+    blas_hold()
     with nogil:
         ftz = rf_ftz_enter()
         backward_steps(cell, relu, T, H, P, &bs[0], &off[0], reverse, &w_hh[0, 0], whr, mk, &dh[0, 0], pdc,
@@ -435,7 +399,7 @@ def backward(int cell, int relu, int[::1] bs, int[::1] off, bint reverse,
         gemm(False, False, N, F, G * H, <floating>1, XG, G * H, &w_ih[0, 0], F,
              <floating>1 if dx_accumulate else <floating>0, &dx[0, 0], F)
         rf_ftz_leave(ftz)
-    _blas_release()
+    blas_release()
 
 
 def buffers(int cell, int H, int P, bint proj, int B, int N, bint training, bint with_backward=False):

@@ -25,19 +25,6 @@ __all__ = ["LayerNormCalls", "LN_EPS", "ln_param_shapes"]
 LN_EPS = 1e-5
 
 
-_blas_registered = False
-
-
-def _register_blas() -> None:
-    """Give the kernel the BLAS thread control (rnnfast._threads), once."""
-    global _blas_registered
-    if not _blas_registered:
-        ctl = _threads.blas_control()
-        if ctl is not None:
-            _lncell.set_blas_thread_fns(ctl.setter, ctl.getter)
-        _blas_registered = True
-
-
 def _sfx(layer: int, d: int) -> str:
     return f"_l{layer}" + ("_reverse" if d == 1 else "")
 
@@ -72,7 +59,7 @@ class LayerNormCalls:
     @staticmethod
     def _ln_blocks(B: int, n_threads: int) -> int:
         """Row-block tasks of the recurrence (the planner's fewest rows worth a task)."""
-        _register_blas()
+        _threads.blas_control()  # (hands the kernels BLAS's thread control, once)
         return max(1, min(n_threads, B // int(_planner.TABLE["rows_per_task"])))
 
     def _ln_arrays(self, ws, layer: int, d: int, F: int, plan, nblk: int, training: bool,

@@ -34,19 +34,6 @@ def variant_combination_error(layer) -> Optional[str]:
     return None
 
 
-_blas_registered = False
-
-
-def _register_blas() -> None:
-    """Hand the kernel the BLAS thread control rnnfast found (once; the kernel holds BLAS to one thread)."""
-    global _blas_registered
-    if not _blas_registered:
-        ctl = _threads.blas_control()
-        if ctl is not None:
-            _v.set_blas_thread_fns(ctl.setter, ctl.getter)
-        _blas_registered = True
-
-
 def _steps(plan: _Plan):
     """Rows per step and each step's first row (int32), from the packed layout's sorted lengths."""
     bs = (plan.lens[None, :] > np.arange(plan.T)[:, None]).sum(axis=1).astype(np.intc)
@@ -94,7 +81,7 @@ class VariantCalls:
     def _variant_run(self, xb, h0, c0, lengths, training, ws):
         """Run every layer and direction, the buffers in the workspace ``ws`` (names "v:..."); returns (plan,
         out (N, D P) packed, hT, cT (in the packed layout's row order), cache or None)."""
-        _register_blas()
+        _threads.blas_control()  # (hands the kernels BLAS's thread control, once)
         B, T, _ = xb.shape
         H, P, D, L, dt = self.hidden_size, self._out_size, self._D, self.num_layers, self.dtype
         LD, lstm, proj = L * D, self._mode == "lstm", bool(getattr(self, "proj_size", 0))
