@@ -5,38 +5,15 @@ torch, for the time-to-accuracy comparison).
 The scripts are not part of the installed package: they are imported from the source tree's
 ``examples/`` folder (skipped when the tests run without it).
 """
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnnfast.datasets import DatasetNotAvailable
+from _examples import EXAMPLES, data_or_skip as _data, load_example as _load
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 if not (EXAMPLES / "_common.py").exists():
     pytest.skip(f"the example scripts are not there ({EXAMPLES})", allow_module_level=True)
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))  # the scripts import their helper module _common (and each other)
-
-
-def _load(name):
-    if name in sys.modules:  # time_to_accuracy imports char_lm and vowels by these names
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _data(loader, package, *args, **kwargs):
-    try:
-        return loader(*args, **kwargs)
-    except DatasetNotAvailable as e:
-        pytest.skip(f"the data package {package!r} is not installed: {e}")
 
 
 @pytest.mark.parametrize("name", ["char_lm", "vowels", "sentiment", "sunspots", "g2p", "time_to_accuracy"])

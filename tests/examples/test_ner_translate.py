@@ -1,38 +1,16 @@
 """examples/ner.py and examples/translate.py on small slices of their real data (skipped, with the reason, when
 the data package or PyTorch is absent): the models learn, the baselines do what they say, and each PyTorch
 twin is the same network as rnnfast's (same outputs from the same weights)."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnnfast.datasets import DatasetNotAvailable
 from rnnfast.train.metrics import bleu, entity_f1
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from _examples import EXAMPLES, data_or_skip as _data, load_example as _load
+
 if not (EXAMPLES / "_common.py").exists():
     pytest.skip(f"the example scripts are not there ({EXAMPLES})", allow_module_level=True)
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
-
-
-def _load(name):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _data(loader, package, *args, **kwargs):
-    try:
-        return loader(*args, **kwargs)
-    except DatasetNotAvailable as e:
-        pytest.skip(f"the data package {package!r} is not installed: {e}")
 
 
 @pytest.mark.parametrize("name", ["ner", "translate"])
