@@ -86,7 +86,7 @@ extensions = [
     # int8: no FMA contraction, so every instruction path dequantizes to the same bits (csrc/rf_int8.h)
     Extension("rnnfast._kernels._int8", ["rnnfast/_kernels/_int8.pyx"],
               **dict(ext_common, extra_compile_args=extra_compile + ["-ffp-contract=off"],
-                     depends=ext_common["depends"] + ["csrc/rf_int8.h"])),
+                     depends=ext_common["depends"] + ["csrc/rf_cpu.h", "csrc/rf_int8.h"])),
 ]
 
 setup(

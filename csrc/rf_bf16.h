@@ -200,23 +200,7 @@ RF_TARGET_BF16 static void rf_bf16_prod_avx512(int nr, int nc, const uint16_t* A
 
 /* AMX: tiles 0-3 hold C (2 row tiles x 2 unit tiles), 4-5 A, 6-7 B, over rows 16 at a time; the last
  * nr % 16 rows go to the AVX512-BF16 kernel (a tile would touch rows past nr, which may be another step's). */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} rf_tilecfg;
-
-RF_TARGET_AMX static void rf_amx_begin(void) {
-    rf_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    /* (GCC 12 drops the stores to cfg before _tile_loadconfig, as if it read nothing: the asm says it does) */
-    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
-}
+RF_TARGET_AMX static void rf_amx_begin(void) { rf_amx_config_16x64(); }
 
 RF_TARGET_AMX static void rf_amx_end(void) { _tile_release(); }
 

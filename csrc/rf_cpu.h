@@ -11,6 +11,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
+#include <stdint.h>
+#include <string.h>
 #endif
 #if defined(__linux__) && defined(__x86_64__)
 #include <sys/syscall.h>
@@ -84,6 +86,24 @@ static int rf_amx_enable(void) {
 #endif
     __atomic_store_n(&state, s, __ATOMIC_RELEASE);
     return s;
+}
+
+/* Loads this thread's AMX tile configuration the bf16 and int8 kernels share: palette 1, all 8 tiles
+ * 16 rows x 64 bytes. (GCC 12 drops the stores to cfg before _tile_loadconfig, as if it read nothing: the
+ * asm says that it reads cfg.) Call only where rf_amx_enable() returned 1. */
+static inline void rf_amx_config_16x64(void) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
 }
 
 #endif

@@ -351,13 +351,7 @@ RF_I8_TAVX2 static void rf_i8_gemm_avx2(int M, int Kp, const uint8_t* A, int lda
 }
 
 /* AMX: tiles 0-3 hold C (2 x 2 blocks of 16 x 16 int32), 4-5 A (16 rows x 64 k), 6-7 B (16 k groups x
- * 64 bytes: exactly 16 lines of a packed block). */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} rf_i8_tilecfg;
-
+ * 64 bytes: exactly 16 lines of a packed block), in rf_cpu.h's tile configuration. */
 #define RF_I8_TAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 RF_I8_TAMX static void rf_i8_amx_store(int mr, int m, int nb, const float* sa, const int32_t* za, const float* sw,
@@ -370,16 +364,7 @@ RF_I8_TAMX static void rf_i8_amx_store(int mr, int m, int nb, const float* sa, c
 RF_I8_TAMX static void rf_i8_gemm_amx(int M, int Kp, const uint8_t* A, int lda, const float* sa, const int32_t* za,
                                       const int8_t* P, const float* sw, const int32_t* cs, int nb0, int nb1, int acc,
                                       float* C, int ldc) {
-    rf_i8_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.rows[i] = 16;
-        cfg.colsb[i] = 64;
-    }
-    /* (GCC 12 may drop the stores to cfg before _tile_loadconfig, whose builtin it takes to read nothing;
-       the asm names the memory it reads: the same workaround as csrc/rf_bf16.h) */
-    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+    rf_amx_config_16x64(); /* (rf_cpu.h) */
     size_t bs = (size_t)Kp * 16;
     int32_t buf[4][256] __attribute__((aligned(64)));
     for (int m = 0; m < M; m += 32) {
