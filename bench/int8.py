@@ -19,9 +19,8 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+# bench/ only: the checkout's root would shadow an installed rnnfast with its unbuilt source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _peers import ort_session  # noqa: E402  (bench/ on the path first)
 

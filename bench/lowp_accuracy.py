@@ -30,9 +30,10 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (ROOT, os.path.join(ROOT, "examples")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+# the example scripts, imported as modules (not the checkout's root: its unbuilt source tree would shadow an
+# installed rnnfast)
+if os.path.join(ROOT, "examples") not in sys.path:
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import rnnfast as rf  # noqa: E402
 
