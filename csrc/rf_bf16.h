@@ -40,6 +40,7 @@
 #include <string.h>
 #include "rf_cpu.h"
 #include "rf_latency.h" /* rf_cells.h (cell passes), rf_barrier, RF_THREAD_IDS */
+#include "rf_int8.h"    /* rf_i8_sigm16, rf_i8_tanh16: the cell maths without divisions */
 #if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 11
 #include <immintrin.h>
 #define RF_HAVE_BF16_ISA 1
@@ -198,6 +199,38 @@ RF_TARGET_BF16 static void rf_bf16_prod_avx512(int nr, int nc, const uint16_t* A
     }
 }
 
+#define RF_TARGET_BF16_CELL __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+/* LSTM's fused pass on the AVX512-BF16 and AMX paths: rf_i8_lstm_avx512's maths (rf_int8.h: vrcp14ps and a
+ * Newton step instead of five vdivps per 16 units), and h_t written to y, to the running state hs and,
+ * rounded, to the next step's product input hn in the same pass. G: gates (nr, 4 Hc); c: (nr, Hc), c_{t-1}
+ * in, c_t out; hn: rows of ldn. At LSTM large (B 128, H 512) rf_lstm_fwd_f and the separate copy and
+ * conversion took a third as long as the products. */
+RF_TARGET_BF16_CELL static void rf_bf16_lstm_avx512(int nr, int n, int Hc, const float* G, const float* b, float* c,
+                                                    float* y, int ldy, float* hs, uint16_t* hn, int ldn) {
+    for (int r = 0; r < nr; r++) {
+        const float* g = G + (size_t)r * 4 * Hc;
+        float* cr = c + (size_t)r * Hc;
+        float* yr = y + (size_t)r * ldy;
+        float* hr = hs + (size_t)r * Hc;
+        uint16_t* nr_ = hn + (size_t)r * ldn;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+#define RF_BF16_PRE(k) \
+    _mm512_add_ps(_mm512_maskz_loadu_ps(m, g + (k) * Hc + j), _mm512_maskz_loadu_ps(m, b + (k) * Hc + j))
+            __m512 gi = rf_i8_sigm16(RF_BF16_PRE(0)), gf = rf_i8_sigm16(RF_BF16_PRE(1));
+            __m512 gg = rf_i8_tanh16(RF_BF16_PRE(2)), go = rf_i8_sigm16(RF_BF16_PRE(3));
+#undef RF_BF16_PRE
+            __m512 cc = _mm512_fmadd_ps(gf, _mm512_maskz_loadu_ps(m, cr + j), _mm512_mul_ps(gi, gg));
+            _mm512_mask_storeu_ps(cr + j, m, cc);
+            __m512 hv = _mm512_mul_ps(go, rf_i8_tanh16(cc));
+            _mm512_mask_storeu_ps(yr + j, m, hv);
+            _mm512_mask_storeu_ps(hr + j, m, hv);
+            _mm256_mask_storeu_epi16(nr_ + j, m, (__m256i)_mm512_cvtneps_pbh(hv));
+        }
+    }
+}
+
 /* AMX: tiles 0-3 hold C (2 row tiles x 2 unit tiles), 4-5 A, 6-7 B, over rows 16 at a time; the last
  * nr % 16 rows go to the AVX512-BF16 kernel (a tile would touch rows past nr, which may be another step's). */
 RF_TARGET_AMX static void rf_amx_begin(void) { rf_amx_config_16x64(); }
@@ -304,6 +337,7 @@ typedef struct {
     ptrdiff_t yts; /* y's step stride, or 0: packed rows */
     rf_bf16_prod_fn prod;
     rf_bf16_conv_fn conv;
+    int simd; /* the AVX512-BF16 or AMX path: rf_bf16_lstm_avx512 for the LSTM cell */
 } rf_bf16_dir;
 
 /* Rows [r0, r0 + nr) and unit blocks [j0, j1) of the step whose rows start at xrow, reading hb buffer cur
@@ -329,6 +363,12 @@ static void rf_bf16_step_part(const rf_bf16_dir* d, int t, int xrow, int r0, int
         if (!all) d->prod(nr, nc, xa, d->Kx, d->Kx, NULL, 0, 0, pn, d->ps, gt + 2 * Hc + u0, GHc, 0);
         d->prod(nr, nc, NULL, 0, 0, ha, d->Kh, d->Kh, pn + (size_t)d->Kx * 16, d->ps, ght + 2 * Hc + u0, 3 * Hc, 0);
         rf_gru_fwd_f(nr, n, Hc, gt + u0, ght + u0, d->b + u0, d->bhn + u0, hp + u0, Hc, NULL, yt + u0, d->ldy);
+    } else if (d->cell == 1 && d->simd) {
+#ifdef RF_HAVE_BF16_ISA
+        rf_bf16_lstm_avx512(nr, n, Hc, gt + u0, d->b + u0, d->c + (size_t)r0 * Hc + u0, yt + u0, d->ldy, hp + u0,
+                            hn + u0, d->Kh);
+#endif
+        return;
     } else if (d->cell == 1) {
         float* cp = d->c + (size_t)r0 * Hc + u0;
         rf_lstm_fwd_f(nr, n, Hc, gt + u0, d->b + u0, cp, cp, NULL, yt + u0, d->ldy);
@@ -407,6 +447,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     d.yts = yts;
     d.prod = rf_bf16_prod_portable;
     d.conv = rf_bf16_convert_portable;
+    d.simd = 0;
     int N = off[T - 1] + bs[T - 1];
     /* no product of 16 rows or more: no tiles to configure (a streaming step of one row paid for it) */
     if (path == RF_BF16_AMX && (proj_all ? N : B) < 16) path = RF_BF16_AVX512;
@@ -414,6 +455,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     if (path == RF_BF16_AVX512 || path == RF_BF16_AMX) {
         d.prod = path == RF_BF16_AMX ? rf_bf16_prod_amx : rf_bf16_prod_avx512;
         d.conv = rf_bf16_convert_avx512;
+        d.simd = 1;
     }
 #endif
     rf_barrier bar = {0, 0};
