@@ -274,6 +274,19 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         self._release(ws)  # after the unpack: dx0 may live in the workspace
         return result
 
+    def _check_step_input(self, x_t: ArrayLike) -> Tuple[np.ndarray, bool]:
+        """``x_t`` as a (B, input_size) array of the layer's dtype, and whether it came as one row (1-D)."""
+        xt = as_float(x_t, self.dtype, "x_t")
+        if xt.ndim not in (1, 2):
+            raise ValueError(f"x_t must be 2-D (batch, features) or 1-D, got shape {xt.shape}")
+        unbatched = xt.ndim == 1
+        xt = xt[None] if unbatched else xt
+        if xt.shape[1] != self.input_size:
+            raise ValueError(f"x_t has {xt.shape[1]} features, expected input_size={self.input_size}")
+        if xt.shape[0] == 0:
+            raise ValueError("x_t must hold at least one row")
+        return xt, unbatched
+
     def step(self, x_t: ArrayLike, state: Optional[State] = None,
              n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:
         """Advance one time step (streaming inference); numerics match the whole-sequence call.
@@ -292,18 +305,7 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer: the reverse direction reads the future")
         nth = resolve_threads(n_threads)
-        xt = as_float(x_t, self.dtype, "x_t")
-        if xt.ndim == 1:
-            unbatched = True
-            xt = xt[None]
-        elif xt.ndim == 2:
-            unbatched = False
-        else:
-            raise ValueError(f"x_t must be 2-D (batch, features) or 1-D, got shape {xt.shape}")
-        if xt.shape[1] != self.input_size:
-            raise ValueError(f"x_t has {xt.shape[1]} features, expected input_size={self.input_size}")
-        if xt.shape[0] == 0:
-            raise ValueError("x_t must hold at least one row")
+        xt, unbatched = self._check_step_input(x_t)
         B = xt.shape[0]
         if getattr(self, "proj_size", 0):
             h0, c0 = self._split_hx(state, B, unbatched, what="state")
