@@ -90,7 +90,21 @@ class _RecurrentEstimator(GenerationMixin, StreamingMixin, MemoryMixin, Estimato
 
     # ------------------------------------------------------------------ fitted state
     def _validate_params(self) -> _params.Params:
-        return _params.validate(self.get_params())
+        """The checked parameters. Kept with the values they were checked from (type included: True passes
+        where 1 fails), so that ``predict`` on unchanged parameters does not check them again (a third of a
+        one-sequence call's time)."""
+        params = self.get_params()
+        key = tuple((k, type(v), v) for k, v in params.items())
+        try:
+            hash(key)
+        except TypeError:  # an unhashable value (a dict of class weights, ...): checked every time
+            return _params.validate(params)
+        cached = self.__dict__.get("_validated")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        p = _params.validate(params)
+        self.__dict__["_validated"] = (key, p)  # (one assignment: threads see the old pair or the new)
+        return p
 
     def _set_specs(self, inputs: InputSpec, targets: TargetSpec) -> None:
         """Record what fitting learnt, and its public attributes."""

@@ -69,3 +69,19 @@ def test_fit_reports_the_bad_parameter():
     X = np.zeros((4, 3, 1), np.float32)
     with pytest.raises(TypeError, match="hidden_size must be an int"):
         rf.GRU(hidden_size="8").fit(X, [0, 1, 0, 1])
+
+
+def test_checked_parameters_are_reused_until_one_changes():
+    X, y = np.zeros((4, 3, 1), np.float32), [0, 1, 0, 1]
+    est = rf.LSTMClassifier(hidden_size=4, epochs=1).fit(X, y)
+    p = est._validate_params()
+    assert est._validate_params() is p  # unchanged: not checked again
+    est.set_params(lr=0.5)
+    assert est._validate_params().lr == 0.5
+    est.set_params(bidirectional=1)  # equal to True, but of the wrong type: checked again, and refused
+    with pytest.raises(TypeError, match="bidirectional must be a bool"):
+        est.predict(X)
+    est.set_params(bidirectional=False, hidden_size=[4])  # unhashable: checked (and here refused) every call
+    for _ in range(2):
+        with pytest.raises(TypeError, match="hidden_size must be an int"):
+            est.predict(X)
