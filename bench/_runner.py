@@ -9,6 +9,7 @@ The workers (``_peers.py``) run with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZ
 environment (they make numpy's and scipy's OpenBLAS pick slower kernels); the caller's own environment is
 left alone.
 """
+import argparse
 import json
 import math
 import os
@@ -185,6 +186,30 @@ def seq_impls(mode):
     if mode == "infer":
         return [impl("rnnfast"), impl("torch"), impl("onnxruntime"), impl("tensorflow")]
     return [impl("rnnfast"), impl("torch"), impl("tensorflow")]
+
+
+#: --precision (compare.py, grid.py): the low-precision implementations of an inference case, rnnfast's first,
+#: and how far their outputs may be from rnnfast's float32 ones (max |peer - rnnfast| / max |rnnfast|;
+#: bfloat16 keeps 8 bits; int8, per-channel or per-tensor weights and per-step activation scales, measured
+#: 1e-2 to 2e-2)
+LOWP_IMPLS = {"bf16": [("rnnfast-bf16", "rnnfast", "bf16"), ("torch-bf16", "torch", "bf16"),
+                       ("torch-autocast", "torch", "autocast")],
+              "int8": [("rnnfast-int8", "rnnfast", "int8"), ("ort-int8", "onnxruntime", "int8")]}
+LOWP_RTOL = {"bf16": 5e-2, "int8": 5e-2}
+
+
+def lowp_impls(precisions):
+    """The implementations --precision adds to an inference case."""
+    return [impl(name, fw, variant, LOWP_RTOL[p]) for p in precisions for name, fw, variant in LOWP_IMPLS[p]]
+
+
+def parse_precisions(text):
+    """--precision's comma-separated names, checked (an argparse ``type``)."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in LOWP_IMPLS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown precision {bad}; known: {', '.join(LOWP_IMPLS)}")
+    return list(dict.fromkeys(names))
 
 
 class WorkerProc:

@@ -89,24 +89,11 @@ import numpy as np
 import _cases
 from _cases import SHAPES, STEP_SHAPE
 from _peers import FRAMEWORKS, worker_main
-from _runner import (SLOW_CALL, add_timing_options, fmt_ms, impl, machine_info, run_case, seq_impls, sgemm_rate,
-                     slow_blas_warning, start_workers, timing_defaults)
+from _runner import (LOWP_IMPLS, LOWP_RTOL, SLOW_CALL, add_timing_options, fmt_ms, impl, lowp_impls,  # noqa: F401
+                     machine_info, parse_precisions, run_case, seq_impls, sgemm_rate, slow_blas_warning,
+                     start_workers, timing_defaults)
 
 ROUNDS = 11  # timed rounds per framework and case (--quick: 5)
-#: --precision: the low-precision implementations added to the inference cases, and how far their outputs
-#: may be from rnnfast's float32 ones (max |peer - rnnfast| / max |rnnfast|; bfloat16 keeps 8 bits; int8,
-#: per-channel or per-tensor weights and per-step activation scales, measured 1e-2 to 2e-2)
-LOWP_IMPLS = {"bf16": [("rnnfast-bf16", "rnnfast", "bf16"), ("torch-bf16", "torch", "bf16"),
-                       ("torch-autocast", "torch", "autocast")],
-              "int8": [("rnnfast-int8", "rnnfast", "int8"), ("ort-int8", "onnxruntime", "int8")]}
-LOWP_RTOL = {"bf16": 5e-2, "int8": 5e-2}
-
-
-def lowp_impls(precisions):
-    """The implementations --precision adds to an inference case."""
-    return [impl(name, fw, variant, LOWP_RTOL[p]) for p in precisions for name, fw, variant in LOWP_IMPLS[p]]
-
-
 def build_cases(quick, precisions=()):
     """Every case, in run order: dicts with the shape, mode, FLOPs and the implementations to time;
     ``precisions`` (--precision) add their implementations to the inference cases."""
@@ -202,15 +189,6 @@ def lowp_table(results, precisions):
             lines.append(f"| {rec['name']} | {name} | {path} | {fmt_ms(ours)} | "
                          f"{ok['rnnfast'] / ours if 'rnnfast' in ok else float('nan'):.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _precisions(text):
-    """--precision's comma-separated names, checked."""
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in LOWP_IMPLS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown precision {bad}; known: {', '.join(LOWP_IMPLS)}")
-    return names
 
 
 def driver(args):
@@ -332,7 +310,7 @@ def main(argv=None):
                    help="comma-separated subset of %(default)s (rnnfast always runs: it is the reference)")
     p.add_argument("--cases", default=None, help="comma-separated case names or shell patterns, e.g. "
                    "'lstm-*-infer,gru-step' (default: all)")
-    p.add_argument("--precision", type=_precisions, default=[], help="also time low-precision inference: "
+    p.add_argument("--precision", type=parse_precisions, default=[], help="also time low-precision inference: "
                    "rnnfast.quantize beside the peers' own, comma-separated (bf16: PyTorch bfloat16 weights and "
                    "autocast; int8: ONNX Runtime quantize_dynamic)")
     add_timing_options(p, ROUNDS)

@@ -7,6 +7,7 @@ Run from the repository root::
     python bench/grid.py --quick                 # a fixed subset (32 points), 5 shorter rounds
     python bench/grid.py --list                  # the points and a rough estimate of a run's length
     python bench/grid.py --only 'lstm-B2-|issue' --rounds 3 --peers torch
+    python bench/grid.py --quick --precision bf16,int8   # low precision: the inference points only
 
 Method: that of ``compare.py``, whose code it shares (``_runner.py``, ``_peers.py``, ``_cases.py``): the same
 weights for every framework (PyTorch's layout, converted), outputs and gradients checked against rnnfast
@@ -27,6 +28,16 @@ is faster), rnnfast's GFLOP/s and the kernel plan rnnfast chose (``layer.plan_fo
 layer has none); then the summary (worst ratio, geometric mean, share of points >= 1.0) for infer, train
 and all. It writes every record to JSON (``--json``) and, when matplotlib is installed, a plot of the
 ratios against B and against H, one panel per cell and mode (``--plot``).
+
+``--precision bf16,int8`` times low-precision inference instead (issue 16): every inference point runs
+rnnfast float32 (the reference of the checks), ``rnnfast.quantize(layer, p)`` and the peers' own paths of
+that precision, as ``compare.py --precision`` does (``_runner.LOWP_IMPLS``: PyTorch bfloat16 weights and
+bfloat16 autocast; ONNX Runtime ``quantize_dynamic``, which has an int8 operator for LSTM only), each checked
+against rnnfast float32 within ``_runner.LOWP_RTOL`` (5e-2: bfloat16 keeps 8 bits, int8 differs by 1e-2 to
+2e-2). The train points are left out: quantized models are inference only. Per point and precision it
+prints rnnfast's low-precision ms, its float32 ms and speed-up, each peer's ms, the ratio (fastest peer of
+that precision / rnnfast's) and the instruction path; the summary (worst, geometric mean, share >= 1) is
+per precision, and the plot's panels are per cell and precision.
 """
 from __future__ import annotations
 
@@ -45,8 +56,8 @@ import time
 
 from _cases import CELLS, MODES, Shape
 from _peers import FRAMEWORKS
-from _runner import (WorkerProc, add_timing_options, fmt_ms, machine_info, run_case, seq_impls, slow_blas_warning,
-                     start_workers, timing_defaults)
+from _runner import (LOWP_IMPLS, WorkerProc, add_timing_options, fmt_ms, impl, lowp_impls, machine_info,
+                     parse_precisions, run_case, seq_impls, slow_blas_warning, start_workers, timing_defaults)
 
 PEERS = tuple(f for f in FRAMEWORKS if f != "rnnfast")
 BATCHES = (1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256, 512)
@@ -158,10 +169,14 @@ def grid_points() -> list[Point]:
     return points
 
 
-def select_points(points: list[Point], quick: bool = False, only: str | None = None) -> list[Point]:
-    """The points a run takes: the quick subset with ``quick``, those whose "name tag" matches ``only``."""
+def select_points(points: list[Point], quick: bool = False, only: str | None = None,
+                  infer_only: bool = False) -> list[Point]:
+    """The points a run takes: the quick subset with ``quick``, those whose "name tag" matches ``only``, and
+    with ``infer_only`` (``--precision``: quantized models do no training) the inference points alone."""
     if quick:
         points = [p for p in points if p.quick]
+    if infer_only:
+        points = [p for p in points if p.shape.mode == "infer"]
     if only:
         pat = re.compile(only)
         points = [p for p in points if pat.search(f"{p.name} {p.tag}")]
@@ -169,7 +184,8 @@ def select_points(points: list[Point], quick: bool = False, only: str | None = N
 
 
 def estimate_wall_s(points: list[Point], rounds: int, min_round: float, warmup: int, n_frameworks: int) -> float:
-    """A rough wall time of a run (every framework taken as slow as :func:`estimate_call_s`'s PyTorch)."""
+    """A rough wall time of a run (every framework taken as slow as :func:`estimate_call_s`'s PyTorch;
+    ``n_frameworks``: the implementations timed per point)."""
     total = 0.0
     for p in points:
         c = estimate_call_s(p.shape)
@@ -182,20 +198,41 @@ def estimate_wall_s(points: list[Point], rounds: int, min_round: float, warmup: 
 # ----------------------------------------------------------------------------------------------- results
 
 
-def point_result(point: Point, rec: dict) -> dict:
-    """Times, ratio, GFLOP/s and plan of one point from :func:`_runner.run_case`'s record."""
-    impls = rec["impls"]
-    rf = impls.get("rnnfast", {})
-    peers = {n: r.get("median_s") if r.get("status") == "ok" else r.get("status")
-             for n, r in impls.items() if n != "rnnfast"}
+def _rate(impls: dict, ours: str, peer_names) -> dict:
+    """rnnfast's implementation ``ours`` against the peers ``peer_names`` in a record's ``impls``: its time
+    (None unless timed), status, GFLOP/s and plan, each peer's time (or status), the fastest peer and the
+    ratio fastest peer / ours (None without both)."""
+    rf = impls.get(ours, {})
+    peers = {n: impls[n].get("median_s") if impls[n].get("status") == "ok" else impls[n].get("status")
+             for n in peer_names if n in impls}
     timed = {n: t for n, t in peers.items() if isinstance(t, float)}
     fastest = min(timed, key=timed.get) if timed else None
     base = rf.get("median_s") if rf.get("status") == "ok" else None
-    return {"name": point.name, "tag": point.tag, "shape": dataclasses.asdict(point.shape), "flop": point.shape.flop,
-            "rnnfast_s": base, "rnnfast_status": rf.get("status"), "peers": peers, "fastest_peer": fastest,
+    return {"rnnfast_s": base, "rnnfast_status": rf.get("status"), "peers": peers, "fastest_peer": fastest,
             "ratio": timed[fastest] / base if fastest and base else None,
-            "gflops": rf.get("gflops") if base else None, "plan": rf.get("info", {}).get("plan", "-"),
-            "wall_s": rec.get("wall_s"), "record": rec}
+            "gflops": rf.get("gflops") if base else None, "plan": rf.get("info", {}).get("plan", "-")}
+
+
+def point_result(point: Point, rec: dict, precisions=()) -> dict:
+    """Times, ratio, GFLOP/s and plan of one point from :func:`_runner.run_case`'s record; with
+    ``precisions`` (``--precision``), under ``"precisions"`` the same for each precision's rnnfast
+    implementation against that precision's peers, and its speed-up over rnnfast float32 (``vs_float32``)."""
+    impls = rec["impls"]
+    res = {"name": point.name, "tag": point.tag, "shape": dataclasses.asdict(point.shape),
+           "flop": point.shape.flop, **_rate(impls, "rnnfast", [n for n in impls if n != "rnnfast" and
+                                                                not _is_lowp(n)]),
+           "wall_s": rec.get("wall_s"), "record": rec}
+    if precisions:
+        res["precisions"] = {}
+        for p in precisions:
+            ours, *peers = [name for name, _, _ in LOWP_IMPLS[p]]
+            r = res["precisions"][p] = _rate(impls, ours, peers)
+            r["vs_float32"] = res["rnnfast_s"] / r["rnnfast_s"] if res["rnnfast_s"] and r["rnnfast_s"] else None
+    return res
+
+
+def _is_lowp(name: str) -> bool:
+    return any(name == n for impls in LOWP_IMPLS.values() for n, _, _ in impls)
 
 
 def summarize(ratios) -> dict:
@@ -243,22 +280,62 @@ def format_row(res: dict, peers) -> str:
             + f" {ratio:>6} {gf:>8}  {' '.join(str(res['plan']).split())}")  # the plan on one line
 
 
+def summary_by_precision(results: list[dict], precisions) -> dict:
+    """:func:`summarize` of each precision's ratios (fastest peer of that precision / rnnfast's), and under
+    ``"<precision> vs float32"`` of rnnfast's speed-ups over its own float32."""
+    out = {p: summarize(r["precisions"][p]["ratio"] for r in results) for p in precisions}
+    out.update({f"{p} vs float32": summarize(r["precisions"][p]["vs_float32"] for r in results)
+                for p in precisions})
+    return out
+
+
+LOWP_HEADER = (f"{'point':<40} {'tag':<6} {'prec':<5} {'ms':>9} {'f32 ms':>9} {'x f32':>6} {'ratio':>6}  "
+               "peers (ms)  |  path")
+
+
+def format_lowp_rows(res: dict) -> list[str]:
+    """A ``--precision`` point's lines, one per precision: rnnfast's ms in it, its float32 ms and speed-up,
+    the ratio (fastest peer of the precision / rnnfast's), each peer's ms and rnnfast's instruction path."""
+    rows = []
+    f32 = fmt_ms(res["rnnfast_s"]) if res["rnnfast_s"] else _fmt_peer(res["rnnfast_status"])
+    for p, r in res["precisions"].items():
+        ms = fmt_ms(r["rnnfast_s"]) if r["rnnfast_s"] else _fmt_peer(r["rnnfast_status"])
+        x32 = f"{r['vs_float32']:.2f}" if r["vs_float32"] is not None else "-"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        peers = ", ".join(f"{n} {_fmt_peer(t)}" for n, t in r["peers"].items()) or "-"
+        rows.append(f"{res['name']:<40} {res['tag']:<6} {p:<5} {ms:>9} {f32:>9} {x32:>6} {ratio:>6}  {peers}  |  "
+                    + " ".join(str(r["plan"]).split()))
+    return rows
+
+
 def format_summary(summary: dict) -> str:
-    lines = ["", "ratio = fastest peer ms / rnnfast ms (above 1: rnnfast is faster)",
-             f"{'':<6} {'points':>6} {'worst':>7} {'geomean':>8} {'>= 1.0':>7}"]
-    for key in (*MODES, "all"):
+    keys = [k for k in (*MODES, "all") if k in summary] or list(summary)
+    what = ("fastest peer ms / rnnfast ms" if "all" in summary else
+            "fastest peer ms of the precision / rnnfast's ms of it; 'vs float32': rnnfast float32 ms / its ms")
+    width = max(6, *(len(k) for k in keys))
+    lines = ["", f"ratio = {what} (above 1: rnnfast is faster)",
+             f"{'':<{width}} {'points':>6} {'worst':>7} {'geomean':>8} {'>= 1.0':>7}"]
+    for key in keys:
         s = summary[key]
+        unrated = f"   ({s['unrated']} unrated)" if s["unrated"] else ""
         if s["n"]:
-            lines.append(f"{key:<6} {s['n']:>6} {s['worst']:>7.2f} {s['geomean']:>8.2f} {100 * s['share_ge_1']:>6.0f}%"
-                         + (f"   ({s['unrated']} unrated)" if s["unrated"] else ""))
+            lines.append(f"{key:<{width}} {s['n']:>6} {s['worst']:>7.2f} {s['geomean']:>8.2f} "
+                         f"{100 * s['share_ge_1']:>6.0f}%" + unrated)
         else:
-            lines.append(f"{key:<6} {0:>6} {'-':>7} {'-':>8} {'-':>7}" + (f"   ({s['unrated']} unrated)"
-                                                                          if s["unrated"] else ""))
+            lines.append(f"{key:<{width}} {0:>6} {'-':>7} {'-':>8} {'-':>7}" + unrated)
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: str, title: str) -> bool:
-    """Ratio against B and against H, one panel per cell and mode, log axes, a line at 1.0, to PNG.
+def _plot_columns(precisions=()) -> list:
+    """The plot's panel columns: (label, ratio of a result or None) per mode, or per precision."""
+    if precisions:
+        return [(p, lambda r, p=p: r["precisions"][p]["ratio"]) for p in precisions]
+    return [(m, lambda r, m=m: r["ratio"] if r["shape"]["mode"] == m else None) for m in MODES]
+
+
+def plot(results: list[dict], path: str, title: str, precisions=()) -> bool:
+    """Ratio against B and against H, one panel per cell and mode (with ``precisions``: per cell and
+    precision), log axes, a line at 1.0, to PNG.
 
     Returns False (and writes nothing) when matplotlib is not installed.
     """
@@ -270,15 +347,17 @@ def plot(results: list[dict], path: str, title: str) -> bool:
         from matplotlib import ticker
     except ImportError:
         return False
-    fig, axes = plt.subplots(len(CELLS), 2 * len(MODES), figsize=(16, 3.2 * len(CELLS)), squeeze=False)
+    columns = _plot_columns(precisions)
+    fig, axes = plt.subplots(len(CELLS), 2 * len(columns), figsize=(8 * len(columns), 3.2 * len(CELLS)),
+                             squeeze=False)
     for i, cell in enumerate(CELLS):
-        for j, mode in enumerate(MODES):
-            pts = [r for r in results if r["shape"]["cell"] == cell and r["shape"]["mode"] == mode and r["ratio"]]
+        for j, (mode, ratio) in enumerate(columns):
+            pts = [r for r in results if r["shape"]["cell"] == cell and ratio(r)]
             for k, key in enumerate(("B", "H")):
                 ax = axes[i][2 * j + k]
                 for tag, marker in (("issue", "s"), ("tiny", "^"), ("sweep", "o"), ("random", "o")):
                     sel = [r for r in pts if r["tag"] == tag]
-                    ax.scatter([r["shape"][key] for r in sel], [r["ratio"] for r in sel], marker=marker, s=18,
+                    ax.scatter([r["shape"][key] for r in sel], [ratio(r) for r in sel], marker=marker, s=18,
                                label=tag, alpha=0.8)
                 ax.axhline(1.0, color="k", lw=0.8)
                 if not pts:
@@ -308,11 +387,24 @@ def plot(results: list[dict], path: str, title: str) -> bool:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def _case(point: Point) -> dict:
-    """The point as a case of :func:`_runner.run_case`."""
+def _case(point: Point, precisions=()) -> dict:
+    """The point as a case of :func:`_runner.run_case`; with ``precisions``, rnnfast float32 (the reference)
+    and each precision's implementations (inference points only)."""
     s = point.shape
+    if precisions and s.mode != "infer":
+        raise ValueError(f"{s.name}: quantized models are inference only")
+    impls = [impl("rnnfast")] + lowp_impls(precisions) if precisions else seq_impls(s.mode)
     return dict(name=s.name, kind="seq", cell=s.cell, shape="grid", mode=s.mode, B=s.B, T=s.T, I=s.I, H=s.H,
-                layers=s.layers, bidirectional=s.bidirectional, flop=s.flop, impls=seq_impls(s.mode))
+                layers=s.layers, bidirectional=s.bidirectional, flop=s.flop, impls=impls)
+
+
+def frameworks_of(peers, precisions=()) -> list[str]:
+    """The frameworks whose workers a run starts: rnnfast and the selected peers (with ``precisions``,
+    those of the precisions' implementations)."""
+    if not precisions:
+        return ["rnnfast", *peers]
+    needed = {spec["fw"] for spec in lowp_impls(precisions)}
+    return ["rnnfast", *(p for p in peers if p in needed)]
 
 
 def _revive(workers: dict, threads: int, tmp: str, timeout: float, log) -> None:
@@ -336,24 +428,25 @@ def _revive(workers: dict, threads: int, tmp: str, timeout: float, log) -> None:
 def run_points(points, workers, args, tmp, log, peers) -> list[dict]:
     """Run every point, printing its line as it finishes; returns the per-point results."""
     results = []
-    print(format_header(peers), flush=True)
+    precisions = args.precision
+    print(LOWP_HEADER if precisions else format_header(peers), flush=True)
     for point in points:
         _revive(workers, args.threads, tmp, args.timeout, log)
         if "rnnfast" not in workers:
             sys.exit("rnnfast's worker died and could not be restarted; see " + tmp)
         t0 = time.perf_counter()
-        rec = run_case(_case(point), workers, tmp, args, log)
+        rec = run_case(_case(point, precisions), workers, tmp, args, log)
         rec["wall_s"] = time.perf_counter() - t0
-        res = point_result(point, rec)
+        res = point_result(point, rec, precisions)
         results.append(res)
-        print(format_row(res, peers), flush=True)
+        print("\n".join(format_lowp_rows(res)) if precisions else format_row(res, peers), flush=True)
         log(f"  {point.name}: {rec['wall_s']:.1f} s")
     return results
 
 
-def _default_json_path() -> str:
+def _default_json_path(precisions=()) -> str:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M")
-    return os.path.join(RESULTS_DIR, f"grid-{stamp}.json")
+    return os.path.join(RESULTS_DIR, f"grid-{'-'.join(precisions) + '-' if precisions else ''}{stamp}.json")
 
 
 def _peers_arg(text: str) -> list[str]:
@@ -368,6 +461,7 @@ def write_json(path, args, points, results, summary, versions, machine, env_warn
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
            "threads": args.threads, "rounds": args.rounds, "min_round_s": args.min_round, "warmup": args.warmup,
            "gap_s": args.gap, "rtol": args.rtol, "quick": args.quick, "only": args.only, "peers": args.peers,
+           "precision": args.precision,
            "seed": SEED, "n_points": len(points), "wall_s": wall, "machine": machine, "env_warnings": env_warn,
            "versions": versions, "summary": summary, "points": results}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -375,25 +469,53 @@ def write_json(path, args, points, results, summary, versions, machine, env_warn
         json.dump(out, f, indent=1, default=float)
 
 
+def _run_points_of(args, log) -> list[Point]:
+    """The points of a run (exits when none is selected); says how many train points --precision leaves out."""
+    points = select_points(grid_points(), args.quick, args.only, infer_only=bool(args.precision))
+    if not points:
+        sys.exit(f"--only {args.only!r}: no point matches (see --list)")
+    if args.precision:
+        n_train = len(select_points(grid_points(), args.quick, args.only)) - len(points)
+        log(f"--precision {','.join(args.precision)}: {n_train} train points left out (quantized models are "
+            "inference only: rnnfast.quantize refuses training)")
+    return points
+
+
+def impls_per_point(args) -> int:
+    """How many implementations a run times at an (inference) point."""
+    if args.precision:
+        return 1 + len(lowp_impls(args.precision))
+    return len(frameworks_of(_peers_arg(args.peers)))
+
+
+def _plot_run(args, results, path, machine, log) -> None:
+    if args.no_plot:
+        return
+    png = args.plot or os.path.splitext(path)[0] + ".png"
+    p = args.precision
+    title = (f"rnnfast {'/'.join(p)} vs the fastest peer of that precision" if p else "rnnfast vs fastest peer")
+    if plot(results, png, title + f", {args.threads} threads ({machine.get('git', '?')})", p):
+        log(f"wrote {png}")
+
+
 def driver(args) -> None:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
     timing_defaults(args, ROUNDS)
-    peers = _peers_arg(args.peers)
-    points = select_points(grid_points(), args.quick, args.only)
-    if not points:
-        sys.exit(f"--only {args.only!r}: no point matches (see --list)")
+    peers, precisions = _peers_arg(args.peers), args.precision
+    points = _run_points_of(args, log)
+    frameworks = frameworks_of(peers, precisions)
     env_warn = slow_blas_warning()
     if env_warn:
         log("note: " + ", ".join(env_warn) + " set here; removed from the workers' environment")
     machine = machine_info()
-    est = estimate_wall_s(points, args.rounds, args.min_round, args.warmup, 1 + len(peers))
+    est = estimate_wall_s(points, args.rounds, args.min_round, args.warmup, impls_per_point(args))
     log(f"machine: {machine.get('lscpu Model name', '?')}, {machine.get('affinity_cpus', '?')} CPUs; threads = "
         f"{args.threads}; {len(points)} points, {args.rounds} rounds; rough estimate {est / 60:.0f} min")
     t_start = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="rnnfast-grid-")
-    workers, versions = start_workers(["rnnfast", *peers], args.threads, tmp, args.timeout, log)
+    workers, versions = start_workers(frameworks, args.threads, tmp, args.timeout, log)
     try:
         if "rnnfast" not in workers:
             sys.exit("rnnfast itself could not start; see " + tmp)
@@ -402,16 +524,14 @@ def driver(args) -> None:
         for w in workers.values():
             w.close()
     wall = time.perf_counter() - t_start
-    summary = summary_by_mode(results)
+    summary = summary_by_precision(results, precisions) if precisions else summary_by_mode(results)
     print(format_summary(summary))
     print(f"\n{len(points)} points, {args.threads} threads, median of {args.rounds} interleaved rounds; "
           f"run took {wall:.0f} s ({wall / len(points):.1f} s a point)")
-    path = args.json or _default_json_path()
+    path = args.json or _default_json_path(precisions)
     write_json(path, args, points, results, summary, versions, machine, env_warn, wall)
     log(f"wrote {path}")
-    png = args.plot or os.path.splitext(path)[0] + ".png"
-    if not args.no_plot and plot(results, png, f"rnnfast vs fastest peer, {args.threads} threads ({machine.get('git', '?')})"):
-        log(f"wrote {png}")
+    _plot_run(args, results, path, machine, log)
     if args.keep_logs:
         log(f"worker logs kept in {tmp}")
     else:
@@ -423,7 +543,7 @@ def list_points(points: list[Point], args) -> None:
     for p in points:
         print(f"{p.name:<40} {p.tag:<6} {'yes' if p.quick else '':<5} {p.shape.flop / 1e9:>8.3f} "
               f"{1e3 * estimate_call_s(p.shape):>8.1f}")
-    est = estimate_wall_s(points, args.rounds, args.min_round, args.warmup, 1 + len(_peers_arg(args.peers)))
+    est = estimate_wall_s(points, args.rounds, args.min_round, args.warmup, impls_per_point(args))
     print(f"{len(points)} points; rough estimate of a run: {est / 60:.1f} min (pessimistic PyTorch model, "
           f"{args.rounds} rounds)")
 
@@ -444,6 +564,9 @@ def parse_args(argv=None):
                    "bench/results/grid-<UTC date and time>.json)")
     p.add_argument("--plot", default=None, help="PNG of the ratios (default: the JSON path with .png)")
     p.add_argument("--no-plot", action="store_true", help="write no plot")
+    p.add_argument("--precision", type=parse_precisions, default=[], help="low-precision inference instead: "
+                   "rnnfast.quantize beside the peers' own paths, comma-separated (bf16: PyTorch bfloat16 weights "
+                   "and autocast; int8: ONNX Runtime quantize_dynamic, LSTM only); the train points are left out")
     add_timing_options(p, ROUNDS)
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -462,7 +585,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.list:
         timing_defaults(args, ROUNDS)
-        list_points(select_points(grid_points(), args.quick, args.only), args)
+        list_points(select_points(grid_points(), args.quick, args.only, infer_only=bool(args.precision)), args)
     else:
         driver(args)
 
