@@ -44,11 +44,12 @@ from rnnfast.nn import _serial
 from rnnfast.nn._rnn_calls import _Plan, _Workspace
 from rnnfast.nn.module import as_float, check_lengths
 from rnnfast.nn.recurrent import GRU, LSTM, RNN, _RNNBase
+from rnnfast.nn.seq2seq import Seq2SeqModel
 from rnnfast.nn.sequential import Sequential
 from rnnfast.nn.stateful import Stateful
 
 __all__ = ["quantize", "InferenceOnlyError", "Backend", "BF16Backend", "Int8Backend", "Direction", "QuantizedRNN",
-           "QuantizedSequential", "register_backend", "get_backend", "precisions", "set_bf16_path",
+           "QuantizedSequential", "QuantizedSeq2SeqModel", "register_backend", "get_backend", "precisions", "set_bf16_path",
            "get_bf16_path", "refuse_training"]
 
 _CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
@@ -680,13 +681,60 @@ def _quantize_sequential(model: Sequential, backend: Backend) -> QuantizedSequen
     return QuantizedSequential(*layers, precision=backend.name).train(False)
 
 
+class QuantizedSeq2SeqModel(Seq2SeqModel):
+    """A :class:`~rnnfast.nn.seq2seq.Seq2SeqModel` whose encoder and decoder recurrent layers are quantized
+    (made by :func:`quantize`): the encoder runs the quantized layer over the sources, the decoder its
+    :meth:`QuantizedRNN.step` at every decoding step; embeddings, bridge, attention and output layers stay
+    float32. Inference only (``train()``, ``backward`` and ``load_state_dict`` raise InferenceOnlyError);
+    :meth:`state_dict` gives the recurrent weights in the precision's file encoding."""
+
+    def __init__(self, model: Seq2SeqModel, backend: Backend) -> None:
+        if np.dtype(model.dtype) != np.float32:
+            raise ValueError(f"quantize: the model is {np.dtype(model.dtype)}; quantize a float32 one")
+        # not Seq2SeqModel.__init__ (it would draw new weights): a copy of the float model's layers
+        self.__dict__.update(copy.deepcopy(model).__dict__)
+        for part in (self.encoder, self.decoder):
+            part._children["rnn"] = QuantizedRNN(part.rnn, backend)
+        self.precision = backend.name
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "QuantizedSeq2SeqModel":
+        """Eval mode only (InferenceOnlyError for ``train(True)``)."""
+        if mode:
+            raise _refusal("train()", self.precision)
+        return super().train(False)  # type: ignore[return-value]
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: InferenceOnlyError."""
+        raise _refusal("backward()", self.precision)
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Refused: InferenceOnlyError (load the float model's weights, then quantize it)."""
+        raise _refusal("load_state_dict()", self.precision)
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Every layer's arrays keyed ``"<child>.<name>"``: the float32 parameters, and the recurrent
+        layers' as :meth:`QuantizedRNN.state_dict` gives them (``name`` and ``name@part`` arrays)."""
+        return _nested_state(self)
+
+
+def _nested_state(module: Any) -> Dict[str, np.ndarray]:
+    children = getattr(module, "_children", None)
+    if children is None:
+        return module.state_dict()
+    return {f"{n}.{k}": v for n, child in children.items() for k, v in _nested_state(child).items()}
+
+
 def _quantize_estimator(est: Any, backend: Backend) -> Any:
+    """A copy of the fitted estimator ``est`` whose ``model_`` is quantized (``precision_`` set)."""
     est._check_fitted()
-    if est._fitted_dtype() != np.float32:
-        raise ValueError(f"quantize: the estimator was fitted in {est._fitted_dtype()}; fit it with "
-                         "dtype='float32' to quantize it")
+    seq2seq = isinstance(est.model_, Seq2SeqModel)
+    dtype = np.dtype(est.model_.dtype if seq2seq else est._fitted_dtype())
+    if dtype != np.float32:
+        raise ValueError(f"quantize: the estimator was fitted in {dtype}; fit it with dtype='float32' to "
+                         "quantize it")
     q = copy.copy(est)
-    q.model_ = _quantize_sequential(est.model_, backend)
+    q.model_ = QuantizedSeq2SeqModel(est.model_, backend) if seq2seq else _quantize_sequential(est.model_, backend)
     q.precision_ = backend.name
     return q
 
@@ -703,7 +751,8 @@ def quantize(model: Any, precision: str) -> Any:
 
     Parameters
     ----------
-    model : rnnfast.nn.LSTM, GRU or RNN; rnnfast.nn.Sequential; or a fitted estimator (rnnfast.LSTM...)
+    model : rnnfast.nn.LSTM, GRU or RNN; rnnfast.nn.Sequential; rnnfast.nn.seq2seq.Seq2SeqModel; or a fitted
+        estimator (rnnfast.LSTM..., rnnfast.Seq2Seq)
         Left unchanged. (GRU with ``reset_after=False`` is not supported yet.)
     precision : {"bf16", "int8"}
         A registered backend's name (:func:`precisions`): ``"bf16"`` rounds weights and each step's
@@ -714,9 +763,10 @@ def quantize(model: Any, precision: str) -> Any:
 
     Returns
     -------
-    QuantizedRNN, QuantizedSequential, or a copy of the estimator (``precision_`` set)
+    QuantizedRNN, QuantizedSequential, QuantizedSeq2SeqModel, or a copy of the estimator (``precision_`` set)
         ``forward`` / ``step`` (layers and Sequential), ``predict`` / ``predict_proba`` / ``score`` /
-        ``predict_step`` (estimators) and ``save`` work; training raises :class:`InferenceOnlyError`.
+        ``predict_step`` (estimators; Seq2Seq: greedy and beam decoding through the quantized decoder's
+        ``step``) and ``save`` work; training raises :class:`InferenceOnlyError`.
 
     Raises
     ------
@@ -733,14 +783,18 @@ def quantize(model: Any, precision: str) -> Any:
     (2, 5, 16)
     """
     backend = get_backend(precision)
-    if isinstance(model, (QuantizedRNN, QuantizedSequential)) or getattr(model, "precision_", None):
+    if isinstance(model, (QuantizedRNN, QuantizedSequential, QuantizedSeq2SeqModel)) or \
+            getattr(model, "precision_", None):
         raise ValueError(f"the model is already quantized ({getattr(model, 'precision', None) or model.precision_})")
     if isinstance(model, (LSTM, GRU, RNN)):
         return QuantizedRNN(model, backend)
     if isinstance(model, Sequential):
         return _quantize_sequential(model, backend)
+    if isinstance(model, Seq2SeqModel):
+        return QuantizedSeq2SeqModel(model, backend)
     from rnnfast.estimators.recurrent import _RecurrentEstimator
-    if isinstance(model, _RecurrentEstimator):
+    from rnnfast.estimators.seq2seq import Seq2Seq
+    if isinstance(model, (_RecurrentEstimator, Seq2Seq)):
         return _quantize_estimator(model, backend)
-    raise TypeError(f"quantize takes an rnnfast LSTM / GRU / RNN layer, a Sequential or a fitted estimator, got "
-                    f"{type(model).__name__}")
+    raise TypeError(f"quantize takes an rnnfast LSTM / GRU / RNN layer, a Sequential, a Seq2SeqModel or a fitted "
+                    f"estimator, got {type(model).__name__}")

@@ -423,3 +423,118 @@ def test_a_new_backend_plugs_in(numpy_backend, mode, tmp_path):
         assert "0.weight_ih_l0@scale" in ar.stored and "0.weight_ih_l0@scale" not in ar.declared
     back = rf.load(tmp_path / "n.rnnfast")
     np.testing.assert_allclose(back(x, lengths=lengths), seq(x, lengths=lengths), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- Seq2Seq (G2P)
+_S2S_TOKENS = list("abcdefg")
+
+
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def seq2seq(request):
+    """A tiny fitted rf.Seq2Seq (bidirectional encoder, Luong attention) that reverses short strings, and
+    its data."""
+    rng = np.random.default_rng(1)
+    X = ["".join(rng.choice(_S2S_TOKENS, rng.integers(2, 6))) for _ in range(120)]
+    Y = [x[::-1] for x in X]
+    est = rf.Seq2Seq(hidden_size=16, embedding_dim=8, epochs=6, batch_size=16, cell=request.param,
+                     random_state=0).fit(X, Y)
+    return est, X, Y
+
+
+def _teacher_forced(model, n=24):
+    """Teacher-forced logits of a Seq2SeqModel on fixed random ids (the whole encoder-decoder)."""
+    rng = np.random.default_rng(2)
+    src = rng.integers(4, 11, size=(n, 6))
+    tgt = np.concatenate([np.ones((n, 1), np.int64), rng.integers(4, 11, size=(n, 5))], axis=1)
+    lengths = rng.integers(2, 7, size=n)
+    return model(src, lengths, tgt)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_seq2seq_quantized_predicts_as_float32(seq2seq, precision):
+    est, X, Y = seq2seq
+    q = rf.quantize(est, precision)
+    assert q is not est and q.precision_ == precision and not hasattr(est, "precision_")
+    assert isinstance(q.model_, Q.QuantizedSeq2SeqModel) and not isinstance(est.model_, Q.QuantizedSeq2SeqModel)
+    for part in (q.model_.encoder, q.model_.decoder):
+        assert isinstance(part.rnn, Q.QuantizedRNN) and part.rnn.precision == precision
+    assert type(est.model_.encoder.rnn) in (rf.nn.LSTM, rf.nn.GRU)  # the float model is left alone
+    ref, got = _teacher_forced(est.model_), _teacher_forced(q.model_)
+    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert 1e-6 < err < 2e-2, err  # quantized for real, and close
+    # decoding: the decoder's step runs the quantized layer's step
+    memory, lengths, state = q.model_.encode(np.array([[4, 5, 6, 0], [7, 8, 9, 10]]), [3, 4])
+    fmem, _, fstate = est.model_.encode(np.array([[4, 5, 6, 0], [7, 8, 9, 10]]), [3, 4])
+    args = np.array([1, 1]), memory, lengths, state
+    logits, new_state = q.model_.decoder.step(*args)
+    flogits, _ = est.model_.decoder.step(np.array([1, 1]), fmem, lengths, fstate)
+    assert np.abs(logits - flogits).max() < 5e-2 * np.abs(flogits).max()
+    assert type(new_state) is type(fstate)
+    same = np.mean([a == b for a, b in zip(q.predict(X), est.predict(X))])
+    assert same >= 0.9, same
+    assert abs(q.score(X, Y) - est.score(X, Y)) < 5.0  # BLEU points
+    assert len(q.predict(X[:5], beam_size=3)) == 5
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_seq2seq_save_load_keeps_the_precision(seq2seq, precision, tmp_path):
+    est, X, _ = seq2seq
+    q = rf.quantize(est, precision)
+    f = tmp_path / "q.rnnfast"
+    q.save(f)
+    back = rf.load(f)
+    assert type(back) is type(est) and back.precision_ == precision
+    assert isinstance(back.model_, Q.QuantizedSeq2SeqModel)
+    np.testing.assert_array_equal(_teacher_forced(back.model_), _teacher_forced(q.model_))
+    assert back.predict(X) == q.predict(X)
+    stored = {"bf16": np.uint16, "int8": np.int8}[precision]
+    with rf.io.open_archive(f) as ar:
+        assert ar.precision == precision
+        assert ar.stored["model/encoder.rnn.weight_ih_l0"].dtype == stored
+        assert ar.stored["model/decoder.rnn.weight_hh_l0"].dtype == stored
+        assert ar.stored["model/decoder.out.weight"].dtype == np.float32
+        assert all(d.dtype == np.float32 for d in ar.declared.values())
+    est.save(tmp_path / "f.rnnfast")  # the float estimator still saves as before
+    assert rf.load(tmp_path / "f.rnnfast").predict(X[:10]) == est.predict(X[:10])
+    assert os.path.getsize(f) < os.path.getsize(tmp_path / "f.rnnfast")
+
+
+def test_seq2seq_training_is_refused(seq2seq):
+    est, X, Y = seq2seq
+    q = rf.quantize(est, "int8")
+    with pytest.raises(Q.InferenceOnlyError, match="Seq2Seq.fit"):
+        q.fit(X, Y)
+    m = q.model_
+    for call in (lambda: m.train(), lambda: m.backward(np.zeros((1, 1, 1), np.float32)),
+                 lambda: m.load_state_dict(est.model_.state_dict())):
+        with pytest.raises(Q.InferenceOnlyError, match="inference only"):
+            call()
+    assert m.eval() is m and not m.training
+    assert not any(k.startswith(("encoder.rnn.", "decoder.rnn.")) for k, _ in m.named_parameters())
+    keys = set(m.state_dict())
+    assert "encoder.rnn.weight_ih_l0@scale" in keys and "decoder.out.weight" in keys
+    assert {k for k in keys if "@" not in k} == set(est.model_.state_dict())
+    with pytest.raises(ValueError, match="already quantized"):
+        rf.quantize(q, "bf16")
+    with pytest.raises(ValueError, match="already quantized"):
+        rf.quantize(m, "bf16")
+
+
+def test_seq2seq_model_and_refusals():
+    from rnnfast.nn.seq2seq import Seq2SeqModel, greedy_decode
+
+    model = Seq2SeqModel(12, 13, 16, embedding_dim=8, cell="gru", attention="bahdanau", num_layers=2, seed=0)
+    q = rf.quantize(model, "bf16")
+    assert isinstance(q, Q.QuantizedSeq2SeqModel) and q.precision == "bf16"
+    assert model.training and q.decoder.rnn.num_layers == 2
+    ids, _ = greedy_decode(q, np.array([[4, 5, 6], [7, 8, 0]]), [3, 2], max_length=6)
+    assert len(ids) == 2 and all(len(s) <= 6 for s in ids)
+    err = np.abs(_teacher_forced(q) - _teacher_forced(model.eval())).max()
+    assert 0 < err < 5e-2
+    with pytest.raises(ValueError, match="float64"):
+        rf.quantize(Seq2SeqModel(12, 13, 8, embedding_dim=4, dtype=np.float64, seed=0), "int8")
+    with pytest.raises(Exception, match="not fitted"):
+        rf.quantize(rf.Seq2Seq(), "bf16")
+    est64 = rf.Seq2Seq(hidden_size=8, embedding_dim=4, epochs=1, dtype="float64", random_state=0).fit(["ab"], ["ba"])
+    with pytest.raises(ValueError, match="float64"):
+        rf.quantize(est64, "bf16")

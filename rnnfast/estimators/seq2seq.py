@@ -18,6 +18,7 @@ from rnnfast._validation import (THREADS, AnyOf, Boolean, FloatDtype, Integer, O
 from rnnfast.estimators.base import EstimatorBase
 from rnnfast.estimators.params import jsonable
 from rnnfast.nn.seq2seq import ATTENTION_KINDS, Seq2SeqModel, beam_decode, greedy_decode
+from rnnfast.quantize import refuse_training
 from rnnfast.train.callbacks import EarlyStopping
 from rnnfast.train.data import SequenceDataset, pad_sequences
 from rnnfast.train.losses import CrossEntropy
@@ -231,6 +232,7 @@ class Seq2Seq(EstimatorBase):
         -------
         self
         """
+        refuse_training(self)
         p = self._validate_params()
         src, tgt = _sequences(X, "X", allow_empty=False), _sequences(Y, "Y", allow_empty=True)
         self.source_tokens_, self.target_tokens_ = _vocabulary(src), _vocabulary(tgt)
@@ -323,7 +325,8 @@ class Seq2Seq(EstimatorBase):
                  "max_target_length": self.max_target_length_, "history": self.history_,
                  "n_epochs": self.n_epochs_}
         arrays = {f"model/{k}": v for k, v in self.model_.state_dict().items()}
-        save_archive(path, "estimator.Seq2Seq", config, arrays, extra)
+        save_archive(path, "estimator.Seq2Seq", config, arrays, extra,
+                     precision=getattr(self, "precision_", None))  # rnnfast.quantize: rf.load quantizes again
 
 
 def _tokens_to_json(tokens: list, which: str) -> list:

@@ -160,3 +160,86 @@ def test_point_result_takes_the_fastest_agreeing_peer():
     assert row.startswith(point.name) and "2.00" in row and "DIFF" in row and row.endswith("packed")
     none = grid.point_result(point, _record(0.010, torch="skipped"))
     assert none["ratio"] is None and none["fastest_peer"] is None
+
+
+# ------------------------------------------------------------------------------------- --precision (issue 16)
+LOWP = ["rnnfast", "rnnfast-bf16", "torch-bf16", "torch-autocast", "rnnfast-int8", "ort-int8"]
+
+
+def test_precision_case_times_the_low_precision_paths():
+    point = grid.Point(_cases.Shape("lstm", 2, 10, 4, 8), "test")
+    case = grid._case(point, ["bf16", "int8"])
+    assert [i["impl"] for i in case["impls"]] == LOWP
+    assert all(i["rtol"] == 5e-2 for i in case["impls"][1:])  # looser than float32's --rtol: 8 bits / int8
+    assert [i["impl"] for i in grid._case(point)["impls"]] == ["rnnfast", "torch", "onnxruntime", "tensorflow"]
+    with pytest.raises(ValueError, match="inference only"):
+        grid._case(grid.Point(_cases.Shape("lstm", 2, 10, 4, 8, mode="train"), "test"), ["bf16"])
+    assert grid.frameworks_of(["torch", "onnxruntime", "tensorflow"], ["bf16"]) == ["rnnfast", "torch"]
+    assert grid.frameworks_of(["tensorflow"], ["int8"]) == ["rnnfast"]
+    assert grid.frameworks_of(["torch"]) == ["rnnfast", "torch"]
+
+
+def test_precision_takes_the_inference_points_only(capsys):
+    pts = grid.grid_points()
+    sel = grid.select_points(pts, quick=True, infer_only=True)
+    assert sel and {p.shape.mode for p in sel} == {"infer"}
+    assert sel == [p for p in grid.select_points(pts, quick=True) if p.shape.mode == "infer"]
+    grid.main(["--list", "--quick", "--precision", "bf16,int8"])
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{len(sel)} points")
+
+
+@pytest.mark.parametrize("text", ["fp16", "bf16,int4", ","])
+def test_bad_precision_exits(text, capsys):
+    with pytest.raises(SystemExit):
+        grid.main(["--list", "--precision", text])
+
+
+def test_lowp_point_result_rates_each_precision_against_its_own_peers():
+    point = grid.Point(_cases.Shape("gru", 2, 10, 4, 8), "test")
+    rec = _record(0.010, **{"rnnfast-bf16": 0.004, "torch-bf16": 0.012, "torch-autocast": 0.020,
+                            "rnnfast-int8": 0.005, "ort-int8": "skipped"})
+    rec["impls"]["rnnfast-bf16"]["info"] = {"plan": "bf16 amx"}
+    res = grid.point_result(point, rec, ["bf16", "int8"])
+    assert res["fastest_peer"] is None and res["peers"] == {}  # the float peers were not run
+    bf, i8 = res["precisions"]["bf16"], res["precisions"]["int8"]
+    assert bf["fastest_peer"] == "torch-bf16" and math.isclose(bf["ratio"], 3.0)
+    assert math.isclose(bf["vs_float32"], 2.5) and bf["plan"] == "bf16 amx"
+    assert i8["ratio"] is None and i8["peers"] == {"ort-int8": "skipped"} and math.isclose(i8["vs_float32"], 2.0)
+    rows = grid.format_lowp_rows(res)
+    assert len(rows) == 2 and rows[0].startswith(point.name)
+    assert " bf16 " in rows[0] and "3.00" in rows[0] and "2.50" in rows[0] and rows[0].endswith("bf16 amx")
+    assert "ort-int8 -" in rows[1]
+    s = grid.summary_by_precision([res], ["bf16", "int8"])
+    assert s["bf16"]["n"] == 1 and s["int8"]["unrated"] == 1 and math.isclose(s["int8 vs float32"]["geomean"], 2.0)
+    text = grid.format_summary(s)
+    assert "bf16 vs float32" in text and "(1 unrated)" in text
+
+
+def test_precision_run_on_one_tiny_point(tmp_path):
+    """The whole --precision path on one tiny point, one short round: every implementation checked against
+    rnnfast float32 and timed (ONNX Runtime's int8 skipped for a GRU: quantize_dynamic keeps it float32)."""
+    for fw in ("torch", "onnxruntime"):
+        pytest.importorskip(fw)
+    out = tmp_path / "g.json"
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "grid.py"), "--only", "^gru-B2-T20-I1-H8-L1-uni-train",
+                        "--precision", "bf16,int8", "--rounds", "1", "--min-round", "0.001", "--warmup", "1",
+                        "--json", str(out), "--no-plot", "--threads", "1"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "no point matches" in r.stderr  # a train point: left out
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "grid.py"), "--only", "^rnn-B1-T8-I1-H16",
+                        "--precision", "bf16,int8", "--rounds", "1", "--min-round", "0.001", "--warmup", "1",
+                        "--json", str(out), "--no-plot", "--threads", "1", "--peers", "torch,onnxruntime"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    res = json.loads(out.read_text())
+    assert res["precision"] == ["bf16", "int8"] and set(res["summary"]) >= {"bf16", "int8", "bf16 vs float32"}
+    (pt,) = res["points"]
+    impls = pt["record"]["impls"]
+    for name in ("rnnfast", "rnnfast-bf16", "torch-bf16", "torch-autocast", "rnnfast-int8"):
+        assert impls[name]["status"] == "ok", (name, impls[name])
+    assert impls["ort-int8"]["status"] == "skipped" and "float32" in impls["ort-int8"]["reason"]
+    assert impls["rnnfast-int8"]["check"]["max"] < 5e-2
+    assert pt["precisions"]["bf16"]["ratio"] > 0 and pt["precisions"]["int8"]["ratio"] is None
+    assert pt["precisions"]["bf16"]["plan"].startswith("bf16 ")
+    assert " bf16 " in r.stdout and "int8 vs float32" in r.stdout
