@@ -2,19 +2,24 @@
 
 Trains short float32 models the way the examples do -- JapaneseVowels (``examples/vowels.py``: the
 ``rnnfast.LSTM`` estimator, bidirectional 64), Rotten Tomatoes sentiment (``examples/sentiment.py``:
-Embedding -> bidirectional GRU 64 -> mean pool -> Linear) and the Shakespeare character LM
-(``examples/char_lm.py``: Embedding -> LSTM 2 x 256 -> Linear) -- with the examples' own data loaders,
-model settings and training code, each within a time budget; then evaluates each trained model in float32
-and after ``rnnfast.quantize(model, "bf16")`` and ``rnnfast.quantize(model, "int8")``.
+Embedding -> bidirectional GRU 64 -> mean pool -> Linear), the Shakespeare character LM
+(``examples/char_lm.py``: Embedding -> LSTM 2 x 256 -> Linear) and grapheme-to-phoneme on CMUdict
+(``examples/g2p.py``'s ``rf.Seq2Seq``: BiLSTM encoder, LSTM decoder with Luong attention, here smaller and on
+a subset of the training words) -- with the examples' own data loaders, model settings and training code,
+each within a time budget; then evaluates each trained model in float32 and after
+``rnnfast.quantize(model, "bf16")`` and ``rnnfast.quantize(model, "int8")``.
 
 Reported, as a markdown table (stdout and ``--out``): the task metric (test accuracy in points for the
 classifiers, validation loss in nats per character for the LM, on the first ``--lm-chars`` validation
-characters), its change against float32 and whether it is within the issue's target (0.5 points of
-accuracy, 1% of loss), and the largest and RMS difference of the model's outputs against float32 (class
-probabilities for the estimator, logits for the others), with the instruction path each precision ran.
+characters, greedy-decoding test WER for G2P on ``--g2p-words`` test words), its change against float32 and
+whether it is within the issue's target (0.5 points of accuracy, 1% of loss or WER), and the largest and
+RMS difference of the model's outputs against float32 (class probabilities for the estimator, logits for the
+others; G2P: teacher-forced logits on the reference pronunciations), with the instruction path each
+precision ran.
 
     python bench/lowp_accuracy.py                       # about 2 min of training a task, 2 threads
     python bench/lowp_accuracy.py --seconds 30 --tasks vowels,sentiment --out /tmp/acc.md
+    python bench/lowp_accuracy.py --tasks g2p --out ''  # G2P alone
 """
 from __future__ import annotations
 
@@ -38,9 +43,11 @@ if os.path.join(ROOT, "examples") not in sys.path:
 import rnnfast as rf  # noqa: E402
 
 PRECISIONS = ("bf16", "int8")
-TASKS = ("vowels", "sentiment", "char_lm")
-#: the issue's target: accuracy within 0.5 points, loss within 1% of float32
+TASKS = ("vowels", "sentiment", "char_lm", "g2p")
+#: the issue's target: accuracy within 0.5 points, loss (and WER) within 1% of float32
 ACCURACY_POINTS, LOSS_FRACTION = 0.5, 0.01
+#: the metrics, as ``Row.metric_name`` gives them: accuracy changes in points, the others relatively
+METRICS = {"accuracy": "test accuracy", "loss": "validation loss (nats/char)", "wer": "test WER (greedy)"}
 
 
 @dataclasses.dataclass
@@ -49,7 +56,7 @@ class Row:
 
     task: str
     precision: str
-    metric_name: str  # "accuracy" (a fraction; shown in points) or "loss"
+    metric_name: str  # "accuracy" (a fraction; shown in points), "loss" or "wer" (a fraction; relative change)
     metric: float
     ref_metric: float
     max_diff: float
@@ -58,9 +65,11 @@ class Row:
 
     @property
     def change(self) -> float:
-        """The metric's change against float32: points of accuracy, or percent of the loss."""
+        """The metric's change against float32: points of accuracy, or percent of the loss or WER."""
         if self.metric_name == "accuracy":
             return 100.0 * (self.metric - self.ref_metric)
+        if self.ref_metric == 0:
+            return 0.0 if self.metric == 0 else float("inf")
         return 100.0 * (self.metric - self.ref_metric) / self.ref_metric
 
     @property
@@ -92,7 +101,7 @@ def compare_precisions(task: str, model: Any, run: Callable[[Any], Tuple[np.ndar
     run : callable
         ``run(model) -> (outputs, metric)``: the model's outputs on the evaluation data (any shape, the
         same for every precision) and its task metric there.
-    metric_name : {"accuracy", "loss"}
+    metric_name : {"accuracy", "loss", "wer"}
     quantize : callable, default rnnfast.quantize
         ``quantize(model, precision) -> model``.
     precisions : sequence of str
@@ -102,8 +111,8 @@ def compare_precisions(task: str, model: Any, run: Callable[[Any], Tuple[np.ndar
     list of Row
         float32 first, then one per precision.
     """
-    if metric_name not in ("accuracy", "loss"):
-        raise ValueError(f"metric_name must be 'accuracy' or 'loss', not {metric_name!r}")
+    if metric_name not in METRICS:
+        raise ValueError(f"metric_name must be one of {list(METRICS)}, not {metric_name!r}")
     ref_out, ref = run(model)
     ref_out = np.asarray(ref_out, np.float64)
     rows = [Row(task, "float32", metric_name, ref, ref, 0.0, 0.0, "-")]
@@ -121,19 +130,19 @@ def markdown(rows: Sequence[Row], notes: Dict[str, str]) -> str:
              "max abs output diff | RMS output diff |", "|---|---|---|---|---:|---:|---|---:|---:|"]
     for r in rows:
         acc = r.metric_name == "accuracy"
-        value = f"{100 * r.metric:.2f}%" if acc else f"{r.metric:.5f}"
+        value = f"{r.metric:.5f}" if r.metric_name == "loss" else f"{100 * r.metric:.2f}%"
         if r.precision == "float32":
             change, ok = "-", "-"
         else:
             change = f"{r.change:+.2f} points" if acc else f"{r.change:+.3f} %"
             ok = "yes" if r.within_target else "**no**"
-        metric = "test accuracy" if acc else "validation loss (nats/char)"
+        metric = METRICS[r.metric_name]
         lines.append(f"| {r.task} | {r.precision} | {r.path} | {metric} | {value} | {change} | {ok} | "
                      f"{r.max_diff:.2e} | {r.rms_diff:.2e} |")
     lines.append("")
     lines += [f"- {task}: {note}" for task, note in notes.items()]
-    lines.append(f"- Targets (issue 16): accuracy within {ACCURACY_POINTS} points, loss within "
-                 f"{100 * LOSS_FRACTION:.0f}% of float32.")
+    lines.append(f"- Targets (issue 16): accuracy within {ACCURACY_POINTS} points, loss and WER within "
+                 f"{100 * LOSS_FRACTION:.0f}% (relative) of float32.")
     return "\n".join(lines)
 
 
@@ -222,7 +231,57 @@ def char_lm_task(seconds: float, seed: int, lm_chars: int = 100_000):
     return res["lm"], lm_run(ids), "loss", quantize_lm, note
 
 
-BUILDERS = {"vowels": vowels_task, "sentiment": sentiment_task, "char_lm": char_lm_task}
+def _ids(seqs: Sequence[Sequence[Any]], tokens: Sequence[Any], bos_eos: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Token sequences as right-padded ids of an rf.Seq2Seq vocabulary (``tokens``: its ``*_tokens_``) and
+    their lengths; with ``bos_eos``, between ``<s>`` and ``</s>``."""
+    from rnnfast.estimators.seq2seq import BOS, EOS, N_SPECIAL, PAD, UNK
+
+    index = {t: i + N_SPECIAL for i, t in enumerate(tokens)}
+    rows = [[BOS] * bos_eos + [index.get(t, UNK) for t in s] + [EOS] * bos_eos for s in seqs]
+    out = np.full((len(rows), max(map(len, rows))), PAD, np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out, np.array([len(r) for r in rows])
+
+
+def g2p_run(items: Sequence[Tuple[str, List[List[str]]]], n_logits: int = 256):
+    """``run`` for a fitted rf.Seq2Seq on G2P test ``items`` (word, its pronunciations): greedy-decoding WER
+    (``examples/g2p.py``'s ``score``: a word is right when it equals one of its pronunciations), and the
+    teacher-forced logits of the first ``n_logits`` words' first pronunciations."""
+    import g2p
+
+    words = [w for w, _ in items]
+
+    def run(est):
+        wer, _ = g2p.score(est.predict(words, beam_size=1), items)
+        src, src_len = _ids(words[:n_logits], est.source_tokens_)
+        tgt, tgt_len = _ids([p[0] for _, p in items[:n_logits]], est.target_tokens_, bos_eos=True)
+        logits = est.model_(src, src_len, tgt[:, :-1], tgt_len - 1)
+        return np.concatenate([z[:n - 1].reshape(-1) for z, n in zip(logits, tgt_len)]), float(wer)
+    return run
+
+
+def g2p_task(seconds: float, seed: int, g2p_words: int = 3000, g2p_train: int = 20000):
+    import math
+
+    import g2p
+    from rnnfast.train import LearningRateScheduler, TimeLimit
+
+    data = g2p.load_data(max_train=g2p_train, max_eval=g2p_words, seed=seed)
+    words, prons = [w for w, _ in data["train"]], [p[0] for _, p in data["train"]]
+    t0 = time.perf_counter()
+    spent = lambda e: min(1.0, (time.perf_counter() - t0) / seconds)  # noqa: E731 (the cosine over the budget)
+    model = rf.Seq2Seq(hidden_size=128, embedding_dim=64, epochs=1000, batch_size=128, dropout=0.1,
+                       random_state=seed).fit(words, prons, callbacks=[TimeLimit(seconds), LearningRateScheduler(
+                           lambda e, lr: 1e-4 + 2.9e-3 * (1 + math.cos(math.pi * spent(e))) / 2)])
+    note = (f"examples/g2p.py's rf.Seq2Seq (BiLSTM encoder, LSTM decoder, Luong attention) with hidden_size=128, "
+            f"{model.n_epochs_} epochs of {len(words):,} training words in {time.perf_counter() - t0:.0f} s; WER "
+            f"of greedy decoding on {len(data['test']):,} test words (right: equal to one of the word's "
+            "pronunciations); outputs: teacher-forced logits of 256 test words")
+    return model, g2p_run(data["test"]), "wer", rf.quantize, note
+
+
+BUILDERS = {"vowels": vowels_task, "sentiment": sentiment_task, "char_lm": char_lm_task, "g2p": g2p_task}
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -239,6 +298,9 @@ def parse_args(argv=None):
     p.add_argument("--tasks", type=_tasks, default=list(TASKS), help="comma-separated (default: all)")
     p.add_argument("--seconds", type=float, default=110.0, help="training budget per task (default: %(default)s)")
     p.add_argument("--lm-chars", type=int, default=100_000, help="validation characters for the LM's loss")
+    p.add_argument("--g2p-words", type=int, default=3000, help="test words of the G2P WER (default: %(default)s)")
+    p.add_argument("--g2p-train", type=int, default=20000, help="training words of the G2P model (default: "
+                   "%(default)s)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "lowp-accuracy.md"),
@@ -254,11 +316,13 @@ def main(argv=None) -> str:
     rows, notes = [], {}
     for name in args.tasks:
         print(f"{name}: training for at most {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
-        kw = {"lm_chars": args.lm_chars} if name == "char_lm" else {}
+        kw = {"char_lm": {"lm_chars": args.lm_chars},
+              "g2p": {"g2p_words": args.g2p_words, "g2p_train": args.g2p_train}}.get(name, {})
         model, run, metric_name, quantize, notes[name] = BUILDERS[name](args.seconds, args.seed, **kw)
         rows += compare_precisions(name, model, run, metric_name, quantize)
     header = (f"# Low-precision accuracy on trained example models\n\n{datetime.date.today()}, {threads} threads, "
-              f"seed {args.seed}; `python bench/lowp_accuracy.py --seconds {args.seconds:g}`\n\n")
+              f"seed {args.seed}; `python bench/lowp_accuracy.py --seconds {args.seconds:g}"
+              + (f" --tasks {','.join(args.tasks)}" if list(args.tasks) != list(TASKS) else "") + "`\n\n")
     text = header + markdown(rows, notes) + "\n"
     print(text)
     if args.out:

@@ -77,3 +77,30 @@ def test_bad_arguments():
     with pytest.raises(SystemExit):
         la.parse_args(["--tasks", "mnist"])
     assert la.parse_args(["--tasks", "vowels,char_lm"]).tasks == ["vowels", "char_lm"]
+
+
+def test_g2p_seq2seq_in_three_precisions():
+    """The G2P row: a tiny rf.Seq2Seq on made-up words, greedy WER and teacher-forced logits per precision."""
+    import rnnfast as rf
+
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcde"), rng.integers(2, 6))) for _ in range(80)]
+    items = [(w, [[c.upper() for c in w[::-1]], list("X" * len(w))]) for w in words]
+    est = rf.Seq2Seq(hidden_size=16, embedding_dim=8, epochs=4, batch_size=16, random_state=0).fit(
+        words, [p[0] for _, p in items])
+    rows = la.compare_precisions("g2p", est, la.g2p_run(items, n_logits=20), "wer")
+    _check_rows(rows, "wer")
+    assert 0.0 <= rows[0].metric <= 1.0 and not hasattr(est, "precision_")
+    text = la.markdown(rows, {})
+    assert "| g2p | int8 |" in text and "test WER (greedy)" in text
+    ids, lengths = la._ids([["a", "b"], ["zz"]], ["a", "b"], bos_eos=True)
+    assert ids.tolist() == [[1, 4, 5, 2], [1, 3, 2, 0]] and lengths.tolist() == [4, 3]
+
+
+def test_wer_changes_relatively():
+    r = la.Row("g2p", "bf16", "wer", 0.303, 0.30, 1e-3, 1e-4, "amx")
+    assert r.change == pytest.approx(1.0) and r.within_target
+    assert not la.Row("g2p", "int8", "wer", 0.31, 0.30, 0.0, 0.0, "amx").within_target
+    assert la.Row("g2p", "int8", "wer", 0.0, 0.0, 0.0, 0.0, "amx").change == 0.0
+    assert "| g2p | bf16 | amx | test WER (greedy) | 30.30% | +1.000 % | yes |" in la.markdown([r], {})
+    assert la.parse_args(["--tasks", "g2p", "--g2p-words", "10"]).g2p_words == 10
