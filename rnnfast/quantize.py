@@ -446,8 +446,6 @@ class QuantizedRNN:
     _finish: Any = _RNNBase._finish
 
     def __init__(self, layer: _RNNBase, backend: Backend) -> None:
-        if isinstance(layer, GRU) and not layer.reset_after:
-            raise ValueError("quantize: a GRU with reset_after=False has no low-precision kernel yet")
         for option in ("proj_size", "layer_norm"):
             if getattr(layer, option, False):
                 raise ValueError(f"quantize: a layer with {option} has no low-precision kernel yet")
@@ -476,6 +474,17 @@ class QuantizedRNN:
                 w_ih = np.ascontiguousarray(sd["weight_ih" + s], np.float32)
                 w_hh = np.ascontiguousarray(sd["weight_hh" + s], np.float32)
                 self._packed.append(backend.pack(self._cell, w_ih, w_hh, b, bhn))
+        self._fallback = self._float_twin(layer)
+
+    def _float_twin(self, layer: _RNNBase) -> Optional[_RNNBase]:
+        """For a GRU with ``reset_after=False`` (no low-precision kernel has its cell): a float32 copy holding
+        the weights as this precision stores them, which every call runs (file sizes as the precision's, no
+        speed-up, errors of the weights' rounding alone). None for the others."""
+        if not isinstance(layer, GRU) or layer.reset_after:
+            return None
+        twin = copy.deepcopy(layer).train(False)
+        twin.load_state_dict(self.dequantized())
+        return twin
 
     def __repr__(self) -> str:
         return (f"Quantized{self._mode.upper()}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -545,10 +554,14 @@ class QuantizedRNN:
                  n_threads: Optional[int] = None) -> str:
         """The precision and instruction path a call with this input would run, e.g. ``"bf16 amx"``."""
         xb, _ = self._check_x(x)
+        if self._fallback is not None:
+            return f"{self.precision} weights, float32 kernel (GRU reset_after=False)"
         return f"{self.precision} {self._backend.path(xb.shape[0])}"
 
     def forward(self, x: Any, hx: Any = None, lengths: Any = None, n_threads: Optional[int] = None):
         """As :meth:`rnnfast.nn.LSTM.forward` (inference): ``(out, h_n)``, LSTM ``(out, (h_n, c_n))``."""
+        if self._fallback is not None:
+            return self._fallback.forward(x, hx, lengths=lengths, n_threads=n_threads)
         nth = resolve_threads(n_threads)
         xb, unbatched = self._check_x(x)
         B, T, _ = xb.shape
@@ -610,6 +623,8 @@ class QuantizedRNN:
 
     def step(self, x_t: Any, state: Any = None, n_threads: Optional[int] = None):
         """One time step, as :meth:`rnnfast.nn.LSTM.step`: ``x_t`` (B, I) or (I,) -> ``(y_t, state)``."""
+        if self._fallback is not None:
+            return self._fallback.step(x_t, state, n_threads=n_threads)
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer: the reverse direction reads the future")
         nth = resolve_threads(n_threads)
@@ -753,7 +768,8 @@ def quantize(model: Any, precision: str) -> Any:
     ----------
     model : rnnfast.nn.LSTM, GRU or RNN; rnnfast.nn.Sequential; rnnfast.nn.seq2seq.Seq2SeqModel; or a fitted
         estimator (rnnfast.LSTM..., rnnfast.Seq2Seq)
-        Left unchanged. (GRU with ``reset_after=False`` is not supported yet.)
+        Left unchanged. A GRU with ``reset_after=False`` has no low-precision kernel: its weights are stored
+        in the precision (files) and run on the float32 kernel (no speed-up; ``plan_for`` says so).
     precision : {"bf16", "int8"}
         A registered backend's name (:func:`precisions`): ``"bf16"`` rounds weights and each step's
         product inputs to bfloat16 and keeps float32 sums, activations and cell state (the accuracy

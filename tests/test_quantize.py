@@ -305,8 +305,6 @@ def test_bad_input():
         rf.quantize(object(), "bf16")
     with pytest.raises(ValueError, match="already quantized"):
         rf.quantize(rf.quantize(layer, "bf16"), "bf16")
-    with pytest.raises(ValueError, match="reset_after"):
-        rf.quantize(rf.nn.GRU(3, 4, reset_after=False), "bf16")
     with pytest.raises(ValueError, match="proj_size"):
         rf.quantize(rf.nn.LSTM(3, 4, proj_size=2), "bf16")
     with pytest.raises(ValueError, match="layer_norm"):
@@ -538,3 +536,33 @@ def test_seq2seq_model_and_refusals():
     est64 = rf.Seq2Seq(hidden_size=8, embedding_dim=4, epochs=1, dtype="float64", random_state=0).fit(["ab"], ["ba"])
     with pytest.raises(ValueError, match="float64"):
         rf.quantize(est64, "bf16")
+
+
+# ---------------------------------------------------------------------------------------- GRU reset_after=False
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_gru_reset_before_runs_its_stored_weights_on_the_float32_kernel(precision, tmp_path):
+    """No low-precision kernel has the reset-before cell: the quantized layer keeps the precision's weights
+    (files) and runs them on the float32 kernel, with the rounding of the weights as its only error."""
+    gru = rf.nn.GRU(5, 12, num_layers=2, bidirectional=True, reset_after=False, seed=0).eval()
+    q = rf.quantize(gru, precision)
+    x = _x(4, 9, 5)
+    lengths = [9, 3, 7, 1]
+    assert q.plan_for(x) == f"{precision} weights, float32 kernel (GRU reset_after=False)"
+    out, h = q(x, lengths=lengths)
+    ref, href = gru(x, lengths=lengths)
+    err = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+    assert 0 < err < 2e-2, err
+    twin = rf.nn.GRU(5, 12, num_layers=2, bidirectional=True, reset_after=False)
+    twin.load_state_dict(q.dequantized())  # exactly the float32 kernel on the stored weights
+    np.testing.assert_array_equal(out, twin.eval()(x, lengths=lengths)[0])
+    uni = rf.quantize(rf.nn.GRU(5, 12, reset_after=False, seed=1), precision)
+    y, s = uni.step(x[:, 0])
+    np.testing.assert_allclose(y, uni(x[:, :1])[0][:, 0], rtol=1e-6, atol=1e-6)
+    seq = rf.quantize(rf.nn.Sequential(rf.nn.GRU(5, 12, reset_after=False, seed=2), rf.nn.LastStep()).eval(),
+                      precision)
+    seq.save(tmp_path / "g.rnnfast")
+    back = rf.load(tmp_path / "g.rnnfast")
+    np.testing.assert_array_equal(back(x), seq(x))
+    assert back.layers[0]._fallback is not None and not back.layers[0]._fallback.reset_after
+    with pytest.raises(Q.InferenceOnlyError):
+        q.backward(np.ones_like(out))
