@@ -1,9 +1,12 @@
 """Low-precision inference models: ``rf.quantize(model, "bf16" | "int8")``.
 
 :func:`quantize` turns a recurrent layer (:class:`rnnfast.nn.LSTM`, ``GRU``, ``RNN``), a
-:class:`~rnnfast.nn.Sequential` or a fitted estimator into a new model for inference only, whose recurrent
-weights are held once, in the packed low-precision layout of a backend's kernel. The other layers
-(Embedding, Linear...) stay as they are. ``forward`` / ``predict`` / ``predict_proba`` / ``step`` /
+:class:`~rnnfast.nn.Sequential`, a :class:`~rnnfast.nn.seq2seq.Seq2SeqModel` or a fitted estimator
+(:class:`rnnfast.Seq2Seq` included: its encoder runs the quantized layer, its decoder the quantized layer's
+``step`` at every decoding step) into a new model for inference only, whose recurrent weights are held
+once, in the packed low-precision layout of a backend's kernel. The other layers (Embedding, Linear,
+attention...) stay as they are. A GRU with ``reset_after=False`` has no low-precision kernel: its weights
+are stored in the precision and run on the float32 kernel. ``forward`` / ``predict`` / ``predict_proba`` / ``step`` /
 ``predict_step`` work as on the float model; ``backward``, ``train()`` and ``fit`` raise
 :class:`InferenceOnlyError`. ``save`` and :func:`rnnfast.load` keep the format (the file names it; see
 :mod:`rnnfast.io`).
