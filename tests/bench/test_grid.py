@@ -217,7 +217,7 @@ def test_lowp_point_result_rates_each_precision_against_its_own_peers():
 
 def test_precision_run_on_one_tiny_point(tmp_path):
     """The whole --precision path on one tiny point, one short round: every implementation checked against
-    rnnfast float32 and timed (ONNX Runtime's int8 skipped for a GRU: quantize_dynamic keeps it float32)."""
+    rnnfast float32 and timed (ONNX Runtime's int8 skipped for an RNN: quantize_dynamic keeps it float32)."""
     for fw in ("torch", "onnxruntime"):
         pytest.importorskip(fw)
     out = tmp_path / "g.json"
