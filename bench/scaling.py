@@ -18,6 +18,7 @@ cores inflate ``t`` (and the table's speedups) without changing the communicatio
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import subprocess
@@ -191,41 +192,112 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- batch inference
+def _infer_data(d: str, shape: str, n_files: int) -> tuple:
+    """A fitted LSTM classifier saved in ``d`` and ``n_files`` .npy files of ``shape``'s (B, T, I)."""
+    import rnnfast as rf
+    B, T, I, H = SHAPES[shape]
+    rng = np.random.default_rng(0)
+    est = rf.LSTM(hidden_size=H, epochs=1, random_state=0, n_threads=1)
+    est.fit(rng.standard_normal((16, T, I)).astype(np.float32), rng.integers(0, CLASSES, 16))
+    path = os.path.join(d, "m.rnnfast")
+    est.save(path)
+    files = [os.path.join(d, f"x{i}.npy") for i in range(n_files)]
+    for f in files:
+        np.save(f, rng.standard_normal((B, T, I)).astype(np.float32))
+    return path, files
+
+
+def _ray_cpu() -> dict:
+    """CPU seconds so far of this process's descendants (Ray's actors and services when this process started
+    Ray), by kind: "workers" (actors) and "services" (GCS, raylet, agents, monitors); {} without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out = {"workers": 0.0, "services": 0.0}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cpu = p.cpu_times()
+            out["workers" if p.name().startswith("ray::_Actor") else "services"] += cpu.user + cpu.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def _timed(fn) -> tuple:
+    """(result, wall s, {"driver": this process's CPU s, "workers", "services": its descendants'}) of fn()."""
+    c0, p0, t0 = _ray_cpu(), time.process_time(), time.perf_counter()
+    out = fn()
+    wall, cpu = time.perf_counter() - t0, {"driver": time.process_time() - p0}
+    cpu.update({k: v - c0.get(k, 0.0) for k, v in _ray_cpu().items()})
+    return out, wall, cpu
+
+
+def _infer_round(runs: dict, r: int) -> dict:
+    """One round of every run in ``runs`` (name -> fn), in turns reversed every other round: name -> _timed."""
+    names = list(runs) if r % 2 == 0 else list(runs)[::-1]
+    return {name: _timed(runs[name]) for name in names}
+
+
+def _infer_report(args, rounds: list, t_init: float, t_pool: float) -> None:
+    med = {k: float(np.median([rd[k][1] for rd in rounds])) for k in rounds[0]}
+    best = {k: min(rd[k][1] for rd in rounds) for k in rounds[0]}
+    n, w = args.files, args.workers
+    print(f"\nper file (median wall / {n}): 1 process {med['serial'] / n * 1e3:.1f} ms" + "".join(
+        f", {k} {med[k] / n * 1e3:.1f} ms" for k in med if k != "serial"))
+    for k in (k for k in med if k != "serial"):
+        ratios = sorted(rd["serial"][1] / rd[k][1] for rd in rounds)
+        print(f"speedup {k:<9} per round min {ratios[0]:.2f}x median {np.median(ratios):.2f}x max {ratios[-1]:.2f}x;"
+              f" best vs best {best['serial'] / best[k]:.2f}x")
+    cpu = {k: {c: float(np.median([rd[k][2].get(c, np.nan) for rd in rounds])) for c in rounds[0][k][2]}
+           for k in rounds[0]}
+    if "warm" in cpu and "workers" in cpu["warm"]:
+        s, c = cpu["serial"]["driver"], cpu["warm"]
+        total = c["workers"] + c["driver"] + c["services"]
+        print(f"CPU (median, warm pool): 1 process {s / n * 1e3:.1f} ms per file; Ray's workers "
+              f"{c['workers'] / n * 1e3:.1f} ms per file, driver {c['driver']:.3f} s, Ray's services "
+              f"{c['services']:.3f} s: {(total / s - 1) * 100:+.1f}% CPU over one process, i.e. at most "
+              f"{w * s / total:.2f}x on {w} idle cores")
+    if t_pool:
+        print(f"start-up (not in 'warm'): ray.init {t_init:.2f} s, {w} actors loading the model {t_pool:.2f} s; "
+              f"'cold' = a call that starts its own actors (what a one-off job pays; Ray already running)")
+
+
 def cmd_infer(args) -> int:
-    """64 files through predict on ``--workers`` workers x 1 thread against one process x 1 thread."""
+    """``--files`` files through predict on ``--workers`` workers x 1 thread against one process x 1 thread,
+    ``--rounds`` interleaved rounds; on Ray with the pool started once ("warm") and per call ("cold")."""
     import rnnfast as rf
     from rnnfast.distributed import predict
-    B, T, I, H = SHAPES[args.shape]
-    rng = np.random.default_rng(0)
+    print(f"# {' '.join(sys.argv)}  [{_uptime()}]")
     with tempfile.TemporaryDirectory() as d:
-        est = rf.LSTM(hidden_size=H, epochs=1, random_state=0, n_threads=1)
-        est.fit(rng.standard_normal((16, T, I)).astype(np.float32), rng.integers(0, CLASSES, 16))
-        path = os.path.join(d, "m.rnnfast")
-        est.save(path)
-        files = []
-        for i in range(args.files):
-            files.append(os.path.join(d, f"x{i}.npy"))
-            np.save(files[-1], rng.standard_normal((B, T, I)).astype(np.float32))
+        path, files = _infer_data(d, args.shape, args.files)
+        kw = dict(num_workers=args.workers, backend=args.backend, threads=1, method="predict_proba",
+                  chunk_size=args.chunk_size)
+        t_init = t_pool = 0.0
         if args.backend == "ray":
             import ray
-            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-        kw = dict(num_workers=args.workers, backend=args.backend, threads=1, method="predict_proba",
-                  keep_workers=args.backend == "ray")
-        t = time.perf_counter()
-        predict(path, files[:args.workers], **kw)  # the workers' start (kept for the next call on Ray)
-        t_start = time.perf_counter() - t
-        rf.set_num_threads(1)
-        t = time.perf_counter()
-        model = rf.load(path)
-        serial = [model.predict_proba(np.load(f)) for f in files]
-        t_serial = time.perf_counter() - t
-        t = time.perf_counter()
-        par = predict(path, files, **kw)
-        t_par = time.perf_counter() - t
-        same = all(np.array_equal(a, b) for a, b in zip(serial, par))
-    print(f"infer {args.shape} x {args.files} files: 1 process x 1 thread {t_serial:.2f} s, {args.backend} "
-          f"{args.workers} workers x 1 thread {t_par:.2f} s: {t_serial / t_par:.2f}x (workers started beforehand "
-          f"on Ray, in {t_start:.1f} s with {args.workers} files), identical outputs: {same} [{_uptime()}]")
+            t_init = _timed(lambda: ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
+                                             logging_level=logging.WARNING))[1]
+            t_pool = _timed(lambda: predict(path, [], keep_workers=True, **kw))[1]
+
+        def serial():
+            rf.set_num_threads(1)
+            model = rf.load(path)
+            return [model.predict_proba(np.load(f)) for f in files]
+
+        runs = {"serial": serial, "cold": lambda: predict(path, files, **kw)}
+        if args.backend == "ray":
+            runs["warm"] = lambda: predict(path, files, keep_workers=True, **kw)
+        rounds = []
+        for r in range(args.rounds):
+            rounds.append(_infer_round(runs, r))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[1]:.2f} s" for k, v in rounds[-1].items()) +
+                  f" [{_uptime()}]", flush=True)
+        same = all(np.array_equal(a, b) for rd in rounds for k in rd for a, b in zip(rd["serial"][0], rd[k][0]))
+    print(f"infer {args.shape} {SHAPES[args.shape]} x {args.files} files, {args.rounds} rounds: 1 process x 1 thread "
+          f"(model load included) vs {args.backend} {args.workers} workers x 1 thread; identical outputs: {same}")
+    _infer_report(args, rounds, t_init, t_pool)
     return 0
 
 
@@ -244,6 +316,8 @@ def main(argv=None) -> int:
     i.add_argument("--workers", type=int, default=2)
     i.add_argument("--files", type=int, default=64)
     i.add_argument("--shape", default="medium", choices=sorted(SHAPES))
+    i.add_argument("--rounds", type=int, default=5)
+    i.add_argument("--chunk-size", type=int, default=None, help="inputs per task (default: shrinking chunks)")
     r = sub.add_parser("_allreduce")
     r.add_argument("out")
     args = ap.parse_args(argv)

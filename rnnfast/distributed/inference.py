@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import logging
 import math
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -83,8 +84,21 @@ def _worker_model(model_path: str, threads: int):
     if key not in _MODELS:
         import rnnfast as rf
         rf.set_num_threads(threads)
+        _pin_threads(threads)
         _MODELS[key] = rf.load(model_path)
     return _MODELS[key]
+
+
+def _pin_threads(threads: int) -> None:
+    """This worker's OpenMP / BLAS pools to ``threads`` threads: the environment for libraries loaded from now
+    on, and threadpoolctl (when installed) for those loaded already. (Not through Ray's ``runtime_env``: an
+    actor with its own environment cannot use the worker processes Ray starts in advance, and starts slower.)"""
+    os.environ.update({name: str(threads) for name in _THREAD_VARS})
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # Ray's and Dask's workers start with OMP_NUM_THREADS=1 already
+        return
+    threadpool_limits(threads)
 
 
 def _apply(model, items: list, method: str) -> List[np.ndarray]:
@@ -370,8 +384,7 @@ def _ray_actors(ray, job: _Job) -> list:
     if key in _RAY_POOLS:
         return _RAY_POOLS[key]
     actor_cls = ray.remote(_Actor).options(
-        max_restarts=job.retries, max_task_retries=job.retries, scheduling_strategy="SPREAD",
-        runtime_env={"env_vars": {name: str(job.threads) for name in _THREAD_VARS}})
+        max_restarts=job.retries, max_task_retries=job.retries, scheduling_strategy="SPREAD")
     actors = [actor_cls.remote(job.model_path, job.threads) for _ in range(job.num_workers)]
     try:
         ray.get([actor.ready.remote() for actor in actors])
@@ -392,7 +405,7 @@ def _with_ray(job: _Job, tasks: Iterator[list]) -> List[np.ndarray]:
     if not ray.is_initialized():
         _RAY_POOLS.clear()  # actors of an earlier Ray session are gone
         ray.init(address=job.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                 logging_level="warning")
+                 logging_level=logging.WARNING)
     actors = _ray_actors(ray, job)
     try:
         return _drive(_RayActors(ray, actors, job.method), tasks, job.retries, job.update)
