@@ -222,6 +222,15 @@ def _drive(runner, tasks: Iterator[list], retries: int, progress: Callable[[], A
     return [results[i] for i in range(len(results))]
 
 
+def _check_model_path(model_path) -> str:
+    if not isinstance(model_path, (str, os.PathLike)):
+        raise TypeError(f"model_path must be a path, got {type(model_path).__name__}")
+    model_path = os.path.abspath(os.fspath(model_path))
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"no model file {model_path}")
+    return model_path
+
+
 def _check_inputs(inputs) -> Any:
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
         raise TypeError("inputs must be a list of .npy paths or an iterable of arrays, not a single "
@@ -290,12 +299,7 @@ def predict(model_path: Union[str, os.PathLike], inputs: Iterable, num_workers: 
                                    retries=retries, progress=False if callable(progress) else progress,
                                    keep_workers=keep_workers, chunk_size=chunk_size), _PARAMS)
     num_workers, threads = checked["num_workers"], checked["threads"]
-    if not isinstance(model_path, (str, os.PathLike)):
-        raise TypeError(f"model_path must be a path, got {type(model_path).__name__}")
-    model_path = os.path.abspath(os.fspath(model_path))
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"no model file {model_path}")
-    inputs = _check_inputs(inputs)
+    model_path, inputs = _check_model_path(model_path), _check_inputs(inputs)
     total = len(inputs) if isinstance(inputs, Sized) else None
     update, close = _progress_of(progress, total)
     job = _Job(model_path, num_workers, threads or _default_threads(num_workers), checked["method"],
