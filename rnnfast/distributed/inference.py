@@ -17,7 +17,10 @@ Backends (each imported only when asked for):
   through Ray's object store (large arrays zero-copy, read-only).
 - ``"dask"``: tasks on the workers of a ``dask.distributed`` client (``pip install "rnnfast[dask]"``): the one
   given by ``address`` (a scheduler address or a ``Client``), else a ``LocalCluster`` of ``num_workers``
-  one-thread worker processes made for the call and closed after it. Each worker process caches the model.
+  one-thread worker processes made for the call and closed after it, whose scheduler sends each task to a
+  worker at once (``distributed.scheduler.worker-saturation: inf``; Dask's default of 1.1 holds tasks back
+  until a worker is free, a round trip per task that made a 64-file run twice as long here; set it so on a
+  cluster of your own). Each worker process caches the model.
 - ``"processes"``: a ``concurrent.futures.ProcessPoolExecutor`` of ``num_workers`` processes on this machine
   (no extra package); a pool broken by a dead worker is replaced.
 
@@ -421,14 +424,16 @@ def _with_ray(job: _Job, tasks: Iterator[list]) -> List[np.ndarray]:
 
 def _with_dask(job: _Job, tasks: Iterator[list]) -> List[np.ndarray]:
     try:
+        import dask
         from dask.distributed import Client, LocalCluster
     except ImportError as e:
         raise ImportError('backend="dask" needs dask.distributed: pip install "rnnfast[dask]"') from e
     address = job.address
     own = not isinstance(address, Client)
-    if address is None:
-        client = Client(LocalCluster(n_workers=job.num_workers, threads_per_worker=1, processes=True,
-                                     dashboard_address=None))
+    if address is None:  # its scheduler sends every task to a worker at once (queued there, not held back)
+        with dask.config.set({"distributed.scheduler.worker-saturation": math.inf}):
+            client = Client(LocalCluster(n_workers=job.num_workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None))
     else:
         client = address if not own else Client(address)
     executor = client.get_executor(pure=False)
