@@ -245,12 +245,16 @@ def _timed(fn) -> tuple:
 
 
 def _infer_round(runs: dict, r: int) -> dict:
-    """One round of every run in ``runs`` (name -> fn), in turns reversed every other round: name -> _timed."""
-    names = list(runs) if r % 2 == 0 else list(runs)[::-1]
-    return {name: _timed(runs[name]) for name in names}
+    """One round of every run in ``runs`` (name -> (untimed setup, timed fn)), in turns reversed every other
+    round: name -> _timed(fn)."""
+    out = {}
+    for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+        runs[name][0]()
+        out[name] = _timed(runs[name][1])
+    return out
 
 
-def _infer_report(args, rounds: list, t_init: float, t_pool: float) -> None:
+def _infer_report(args, rounds: list, t_init: float, t_pool: list) -> None:
     med = {k: float(np.median([rd[k][1] for rd in rounds])) for k in rounds[0]}
     best = {k: min(rd[k][1] for rd in rounds) for k in rounds[0]}
     n, w = args.files, args.workers
@@ -271,8 +275,16 @@ def _infer_report(args, rounds: list, t_init: float, t_pool: float) -> None:
               f"services {rate * 1e3:.0f} ms per second: on {w} idle cores at most {s / ideal:.2f}x (the CPU "
               f"figures hardly depend on the load; the wall times above do)")
     if t_pool:
-        print(f"start-up (not in 'warm'): ray.init {t_init:.2f} s, {w} actors loading the model {t_pool:.2f} s; "
-              f"'cold' = a call that starts its own actors (what a one-off job pays; Ray already running)")
+        print(f"start-up (not in 'warm'): ray.init {t_init:.2f} s, {w} actors loading the model "
+              f"{np.median(t_pool):.2f} s (median of {len(t_pool)}); 'cold' = a call that starts and ends its own "
+              f"actors (what a one-off job pays; Ray already running)")
+
+
+def _release() -> None:
+    """End the Ray actors kept by predict, if Ray runs."""
+    if "ray" in sys.modules:
+        from rnnfast.distributed.inference import release
+        release()
 
 
 def cmd_infer(args) -> int:
@@ -285,21 +297,23 @@ def cmd_infer(args) -> int:
         path, files = _infer_data(d, args.shape, args.files)
         kw = dict(num_workers=args.workers, backend=args.backend, threads=1, method="predict_proba",
                   chunk_size=args.chunk_size)
-        t_init = t_pool = 0.0
+        t_init, t_pool = 0.0, []
         if args.backend == "ray":
             import ray
             t_init = _timed(lambda: ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                                              logging_level=logging.WARNING))[1]
-            t_pool = _timed(lambda: predict(path, [], keep_workers=True, **kw))[1]
 
         def serial():
             rf.set_num_threads(1)
             model = rf.load(path)
             return [model.predict_proba(np.load(f)) for f in files]
 
-        runs = {"serial": serial, "cold": lambda: predict(path, files, **kw)}
-        if args.backend == "ray":
-            runs["warm"] = lambda: predict(path, files, keep_workers=True, **kw)
+        def start_pool():  # untimed in the round; its time kept apart
+            t_pool.append(_timed(lambda: predict(path, [], keep_workers=True, **kw))[1])
+
+        runs = {"serial": (lambda: None, serial), "cold": (_release, lambda: predict(path, files, **kw))}
+        if args.backend == "ray":  # "cold" ends the pool kept for "warm" first, so that it starts its own
+            runs["warm"] = (start_pool, lambda: predict(path, files, keep_workers=True, **kw))
         rounds = []
         for r in range(args.rounds):
             rounds.append(_infer_round(runs, r))
