@@ -159,6 +159,49 @@ def test_a_failed_chunk_is_run_again_one_input_a_task():
                          progress=lambda: None)
 
 
+class _FakeRay:
+    """What _RayActors uses of ray: wait (everything submitted is done), get and RayActorError."""
+
+    class exceptions:
+        class RayActorError(Exception):
+            pass
+
+    def __init__(self):
+        self.results = {}
+
+    @staticmethod
+    def wait(refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if isinstance(self.results[ref], Exception):
+            raise self.results[ref]
+        return self.results[ref]
+
+
+class _FakeActor:
+    def __init__(self, ray, dead=False):
+        self.ray, self.dead, self.calls = ray, dead, []
+        self.predict = self  # actor.predict.remote(items, method)
+
+    def remote(self, items, method):
+        ref = object()
+        self.calls.append(list(items))
+        self.ray.results[ref] = (self.ray.exceptions.RayActorError("died") if self.dead
+                                 else [np.array([x]) for x in items])
+        return ref
+
+
+def test_ray_tasks_go_to_the_least_busy_live_actor():
+    ray = _FakeRay()
+    live, dead = _FakeActor(ray), _FakeActor(ray, dead=True)
+    got = inference._drive(inference._RayActors(ray, [live, dead], "predict"),
+                           inference._chunks(range(8), 8, 1, 2), retries=1, progress=lambda: None)
+    assert [int(g[0]) for g in got] == list(range(8))
+    assert dead.calls == [[1], [3]]  # alternately while both looked alive, never after it failed
+    assert live.calls == [[0], [2], [1], [3], [4], [5], [6], [7]]
+
+
 def test_chunks_shrink_to_one_input():
     sizes = [len(t) for t in inference._chunks(range(64), 64, None, 2)]
     assert sum(sizes) == 64 and sizes[0] == 8 and sizes[-6:] == [1] * 6
