@@ -254,7 +254,7 @@ def _infer_round(runs: dict, r: int) -> dict:
     return out
 
 
-def _infer_report(args, rounds: list, t_init: float, t_pool: list) -> None:
+def _infer_report(args, rounds: list, t_init: float, t_pool: list, idle: dict) -> None:
     med = {k: float(np.median([rd[k][1] for rd in rounds])) for k in rounds[0]}
     best = {k: min(rd[k][1] for rd in rounds) for k in rounds[0]}
     n, w = args.files, args.workers
@@ -266,18 +266,30 @@ def _infer_report(args, rounds: list, t_init: float, t_pool: list) -> None:
               f" best vs best {best['serial'] / best[k]:.2f}x")
     cpu = {k: {c: float(np.median([rd[k][2].get(c, np.nan) for rd in rounds])) for c in rounds[0][k][2]}
            for k in rounds[0]}
-    if "warm" in cpu and "workers" in cpu["warm"]:
+    if "warm" in cpu and "workers" in cpu["warm"] and idle:
         s, c = cpu["serial"]["driver"], cpu["warm"]
-        rate = c["services"] / med["warm"]  # Ray's services burn CPU per second whatever the work
-        ideal = (c["workers"] + c["driver"]) / (w - rate)  # the warm run's wall time on w cores of its own
-        print(f"CPU (median, warm pool): 1 process {s / n * 1e3:.1f} ms per file; Ray's workers "
-              f"{c['workers'] / n * 1e3:.1f} ms per file, driver {c['driver'] / n * 1e3:.2f} ms per file, Ray's "
-              f"services {rate * 1e3:.0f} ms per second: on {w} idle cores at most {s / ideal:.2f}x (the CPU "
-              f"figures hardly depend on the load; the wall times above do)")
+        # Ray's processes burn CPU per second whatever the work (idle rates measured before the rounds): the
+        # work is what the workers used beyond theirs; on w cores of its own the warm run would last `ideal`
+        work = c["workers"] - idle["workers"] * med["warm"]
+        ideal = (work + c["driver"]) / (w - idle["workers"] - idle["services"])
+        print(f"CPU (median, warm pool): 1 process {s / n * 1e3:.1f} ms per file; Ray's workers {work / n * 1e3:.1f}"
+              f" ms per file beyond their idle {idle['workers'] * 1e3:.0f} ms per second, driver "
+              f"{c['driver'] / n * 1e3:.2f} ms per file, Ray's services {idle['services'] * 1e3:.0f} ms per second "
+              f"idle ({c['services'] / med['warm'] * 1e3:.0f} in the warm runs): on {w} idle cores at most "
+              f"{s / ideal:.2f}x (these CPU figures hardly depend on the load; the wall times above do)")
     if t_pool:
         print(f"start-up (not in 'warm'): ray.init {t_init:.2f} s, {w} actors loading the model "
               f"{np.median(t_pool):.2f} s (median of {len(t_pool)}); 'cold' = a call that starts and ends its own "
               f"actors (what a one-off job pays; Ray already running)")
+
+
+def _idle_cpu(start_pool, seconds: float = 3.0) -> dict:
+    """CPU seconds per second of Ray's actors ("workers") and services, idle, with the pool started."""
+    start_pool()
+    time.sleep(1.0)
+    c0 = _ray_cpu()
+    time.sleep(seconds)
+    return {k: (v - c0[k]) / seconds for k, v in _ray_cpu().items()}
 
 
 def _release() -> None:
@@ -314,6 +326,7 @@ def cmd_infer(args) -> int:
         runs = {"serial": (lambda: None, serial), "cold": (_release, lambda: predict(path, files, **kw))}
         if args.backend == "ray":  # "cold" ends the pool kept for "warm" first, so that it starts its own
             runs["warm"] = (start_pool, lambda: predict(path, files, keep_workers=True, **kw))
+        idle = _idle_cpu(start_pool) if args.backend == "ray" else {}
         rounds = []
         for r in range(args.rounds):
             rounds.append(_infer_round(runs, r))
@@ -322,7 +335,7 @@ def cmd_infer(args) -> int:
         same = all(np.array_equal(a, b) for rd in rounds for k in rd for a, b in zip(rd["serial"][0], rd[k][0]))
     print(f"infer {args.shape} {SHAPES[args.shape]} x {args.files} files, {args.rounds} rounds: 1 process x 1 thread "
           f"(model load included) vs {args.backend} {args.workers} workers x 1 thread; identical outputs: {same}")
-    _infer_report(args, rounds, t_init, t_pool)
+    _infer_report(args, rounds, t_init, t_pool, idle)
     return 0
 
 
