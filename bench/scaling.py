@@ -5,7 +5,8 @@
     mpiexec --bind-to core -n 2 python bench/scaling.py train  # the medium shape's training steps on 2 ranks
     python bench/scaling.py train                              # ... and on 1 rank (same global batch)
     python bench/scaling.py infer --backend ray --workers 2    # 64 files on 2 workers x 1 thread vs 1 process
-                                                               # (--rounds 5 interleaved; --chunk-size N)
+                                                               # (--rounds 5 interleaved; --chunk-size N;
+                                                               # --with-processes: local processes too)
 
 Batch inference (``infer``): every round times, in turns reversed every other round, one process x 1 thread
 (``rf.load`` and the files, the model load included: "serial"), a ``predict`` call on the Ray actors started
@@ -326,6 +327,8 @@ def cmd_infer(args) -> int:
         runs = {"serial": (lambda: None, serial), "cold": (_release, lambda: predict(path, files, **kw))}
         if args.backend == "ray":  # "cold" ends the pool kept for "warm" first, so that it starts its own
             runs["warm"] = (start_pool, lambda: predict(path, files, keep_workers=True, **kw))
+        if args.with_processes and args.backend != "processes":  # a control: plain local processes, same load
+            runs["processes"] = (lambda: None, lambda: predict(path, files, **dict(kw, backend="processes")))
         idle = _idle_cpu(start_pool) if args.backend == "ray" else {}
         rounds = []
         for r in range(args.rounds):
@@ -356,6 +359,8 @@ def main(argv=None) -> int:
     i.add_argument("--shape", default="medium", choices=sorted(SHAPES))
     i.add_argument("--rounds", type=int, default=5)
     i.add_argument("--chunk-size", type=int, default=None, help="inputs per task (default: shrinking chunks)")
+    i.add_argument("--with-processes", action="store_true",
+                   help="also time backend='processes' in every round (what the load leaves to any 2 processes)")
     r = sub.add_parser("_allreduce")
     r.add_argument("out")
     args = ap.parse_args(argv)
