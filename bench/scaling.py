@@ -5,6 +5,17 @@
     mpiexec --bind-to core -n 2 python bench/scaling.py train  # the medium shape's training steps on 2 ranks
     python bench/scaling.py train                              # ... and on 1 rank (same global batch)
     python bench/scaling.py infer --backend ray --workers 2    # 64 files on 2 workers x 1 thread vs 1 process
+                                                               # (--rounds 5 interleaved; --chunk-size N;
+                                                               # --with-processes: local processes too)
+
+Batch inference (``infer``): every round times, in turns reversed every other round, one process x 1 thread
+(``rf.load`` and the files, the model load included: "serial"), a ``predict`` call on the Ray actors started
+once before the rounds ("warm": what a service or a nightly job that keeps its pool pays per batch) and a call
+that starts and ends its own actors ("cold": actor start-up and model load included; Ray itself already
+running, its start printed apart). It prints each round, the per-file times, the speedups per round (min /
+median / max) and the CPU each part used: one process's per file, Ray's workers' per file, the driver's and
+Ray's services' (GCS, raylet, agents; psutil). The CPU figures barely move with the machine's load, so the
+speedup they bound ("at most ... on 2 idle cores") is the number to trust on a shared machine.
 
 The model (``model``). One step on P ranks with a global batch B costs ``t(B/P) + c(P)``: ``t(b) = t0 + b*ts`` is
 the measured one-thread training step (forward, backward, optimizer) at per-rank batch ``b`` (fitted through two
@@ -18,6 +29,7 @@ cores inflate ``t`` (and the table's speedups) without changing the communicatio
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import subprocess
@@ -191,41 +203,142 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- batch inference
+def _infer_data(d: str, shape: str, n_files: int) -> tuple:
+    """A fitted LSTM classifier saved in ``d`` and ``n_files`` .npy files of ``shape``'s (B, T, I)."""
+    import rnnfast as rf
+    B, T, I, H = SHAPES[shape]
+    rng = np.random.default_rng(0)
+    est = rf.LSTM(hidden_size=H, epochs=1, random_state=0, n_threads=1)
+    est.fit(rng.standard_normal((16, T, I)).astype(np.float32), rng.integers(0, CLASSES, 16))
+    path = os.path.join(d, "m.rnnfast")
+    est.save(path)
+    files = [os.path.join(d, f"x{i}.npy") for i in range(n_files)]
+    for f in files:
+        np.save(f, rng.standard_normal((B, T, I)).astype(np.float32))
+    return path, files
+
+
+def _ray_cpu() -> dict:
+    """CPU seconds so far of this process's descendants (Ray's actors and services when this process started
+    Ray), by kind: "workers" (actors) and "services" (GCS, raylet, agents, monitors); {} without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out = {"workers": 0.0, "services": 0.0}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cpu = p.cpu_times()
+            out["workers" if p.name().startswith("ray::_Actor") else "services"] += cpu.user + cpu.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def _timed(fn) -> tuple:
+    """(result, wall s, {"driver": this process's CPU s, "workers", "services": its descendants'}) of fn()."""
+    c0, p0, t0 = _ray_cpu(), time.process_time(), time.perf_counter()
+    out = fn()
+    wall, cpu = time.perf_counter() - t0, {"driver": time.process_time() - p0}
+    cpu.update({k: v - c0.get(k, 0.0) for k, v in _ray_cpu().items()})
+    return out, wall, cpu
+
+
+def _infer_round(runs: dict, r: int) -> dict:
+    """One round of every run in ``runs`` (name -> (untimed setup, timed fn)), in turns reversed every other
+    round: name -> _timed(fn)."""
+    out = {}
+    for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+        runs[name][0]()
+        out[name] = _timed(runs[name][1])
+    return out
+
+
+def _infer_report(args, rounds: list, t_init: float, t_pool: list, idle: dict) -> None:
+    med = {k: float(np.median([rd[k][1] for rd in rounds])) for k in rounds[0]}
+    best = {k: min(rd[k][1] for rd in rounds) for k in rounds[0]}
+    n, w = args.files, args.workers
+    print(f"\nper file (median wall / {n}): 1 process {med['serial'] / n * 1e3:.1f} ms" + "".join(
+        f", {k} {med[k] / n * 1e3:.1f} ms" for k in med if k != "serial"))
+    for k in (k for k in med if k != "serial"):
+        ratios = sorted(rd["serial"][1] / rd[k][1] for rd in rounds)
+        print(f"speedup {k:<9} per round min {ratios[0]:.2f}x median {np.median(ratios):.2f}x max {ratios[-1]:.2f}x;"
+              f" best vs best {best['serial'] / best[k]:.2f}x")
+    cpu = {k: {c: float(np.median([rd[k][2].get(c, np.nan) for rd in rounds])) for c in rounds[0][k][2]}
+           for k in rounds[0]}
+    if "warm" in cpu and "workers" in cpu["warm"] and idle:
+        s, c = cpu["serial"]["driver"], cpu["warm"]
+        # Ray's processes burn CPU per second whatever the work (idle rates measured before the rounds): the
+        # work is what the workers used beyond theirs; on w cores of its own the warm run would last `ideal`
+        work = c["workers"] - idle["workers"] * med["warm"]
+        ideal = (work + c["driver"]) / (w - idle["workers"] - idle["services"])
+        print(f"CPU (median, warm pool): 1 process {s / n * 1e3:.1f} ms per file; Ray's workers {work / n * 1e3:.1f}"
+              f" ms per file beyond their idle {idle['workers'] * 1e3:.0f} ms per second, driver "
+              f"{c['driver'] / n * 1e3:.2f} ms per file, Ray's services {idle['services'] * 1e3:.0f} ms per second "
+              f"idle ({c['services'] / med['warm'] * 1e3:.0f} in the warm runs): on {w} idle cores at most "
+              f"{s / ideal:.2f}x (these CPU figures hardly depend on the load; the wall times above do)")
+    if t_pool:
+        print(f"start-up (not in 'warm'): ray.init {t_init:.2f} s, {w} actors loading the model "
+              f"{np.median(t_pool):.2f} s (median of {len(t_pool)}); 'cold' = a call that starts and ends its own "
+              f"actors (what a one-off job pays; Ray already running)")
+
+
+def _idle_cpu(start_pool, seconds: float = 3.0) -> dict:
+    """CPU seconds per second of Ray's actors ("workers") and services, idle, with the pool started."""
+    start_pool()
+    time.sleep(1.0)
+    c0 = _ray_cpu()
+    time.sleep(seconds)
+    return {k: (v - c0[k]) / seconds for k, v in _ray_cpu().items()}
+
+
+def _release() -> None:
+    """End the Ray actors kept by predict, if Ray runs."""
+    if "ray" in sys.modules:
+        from rnnfast.distributed.inference import release
+        release()
+
+
 def cmd_infer(args) -> int:
-    """64 files through predict on ``--workers`` workers x 1 thread against one process x 1 thread."""
+    """``--files`` files through predict on ``--workers`` workers x 1 thread against one process x 1 thread,
+    ``--rounds`` interleaved rounds; on Ray with the pool started once ("warm") and per call ("cold")."""
     import rnnfast as rf
     from rnnfast.distributed import predict
-    B, T, I, H = SHAPES[args.shape]
-    rng = np.random.default_rng(0)
+    print(f"# {' '.join(sys.argv)}  [{_uptime()}]")
     with tempfile.TemporaryDirectory() as d:
-        est = rf.LSTM(hidden_size=H, epochs=1, random_state=0, n_threads=1)
-        est.fit(rng.standard_normal((16, T, I)).astype(np.float32), rng.integers(0, CLASSES, 16))
-        path = os.path.join(d, "m.rnnfast")
-        est.save(path)
-        files = []
-        for i in range(args.files):
-            files.append(os.path.join(d, f"x{i}.npy"))
-            np.save(files[-1], rng.standard_normal((B, T, I)).astype(np.float32))
+        path, files = _infer_data(d, args.shape, args.files)
+        kw = dict(num_workers=args.workers, backend=args.backend, threads=1, method="predict_proba",
+                  chunk_size=args.chunk_size)
+        t_init, t_pool = 0.0, []
         if args.backend == "ray":
             import ray
-            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-        kw = dict(num_workers=args.workers, backend=args.backend, threads=1, method="predict_proba",
-                  keep_workers=args.backend == "ray")
-        t = time.perf_counter()
-        predict(path, files[:args.workers], **kw)  # the workers' start (kept for the next call on Ray)
-        t_start = time.perf_counter() - t
-        rf.set_num_threads(1)
-        t = time.perf_counter()
-        model = rf.load(path)
-        serial = [model.predict_proba(np.load(f)) for f in files]
-        t_serial = time.perf_counter() - t
-        t = time.perf_counter()
-        par = predict(path, files, **kw)
-        t_par = time.perf_counter() - t
-        same = all(np.array_equal(a, b) for a, b in zip(serial, par))
-    print(f"infer {args.shape} x {args.files} files: 1 process x 1 thread {t_serial:.2f} s, {args.backend} "
-          f"{args.workers} workers x 1 thread {t_par:.2f} s: {t_serial / t_par:.2f}x (workers started beforehand "
-          f"on Ray, in {t_start:.1f} s with {args.workers} files), identical outputs: {same} [{_uptime()}]")
+            t_init = _timed(lambda: ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
+                                             logging_level=logging.WARNING))[1]
+
+        def serial():
+            rf.set_num_threads(1)
+            model = rf.load(path)
+            return [model.predict_proba(np.load(f)) for f in files]
+
+        def start_pool():  # untimed in the round; its time kept apart
+            t_pool.append(_timed(lambda: predict(path, [], keep_workers=True, **kw))[1])
+
+        runs = {"serial": (lambda: None, serial), "cold": (_release, lambda: predict(path, files, **kw))}
+        if args.backend == "ray":  # "cold" ends the pool kept for "warm" first, so that it starts its own
+            runs["warm"] = (start_pool, lambda: predict(path, files, keep_workers=True, **kw))
+        if args.with_processes and args.backend != "processes":  # a control: plain local processes, same load
+            runs["processes"] = (lambda: None, lambda: predict(path, files, **dict(kw, backend="processes")))
+        idle = _idle_cpu(start_pool) if args.backend == "ray" else {}
+        rounds = []
+        for r in range(args.rounds):
+            rounds.append(_infer_round(runs, r))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[1]:.2f} s" for k, v in rounds[-1].items()) +
+                  f" [{_uptime()}]", flush=True)
+        same = all(np.array_equal(a, b) for rd in rounds for k in rd for a, b in zip(rd["serial"][0], rd[k][0]))
+    print(f"infer {args.shape} {SHAPES[args.shape]} x {args.files} files, {args.rounds} rounds: 1 process x 1 thread "
+          f"(model load included) vs {args.backend} {args.workers} workers x 1 thread; identical outputs: {same}")
+    _infer_report(args, rounds, t_init, t_pool, idle)
     return 0
 
 
@@ -244,6 +357,10 @@ def main(argv=None) -> int:
     i.add_argument("--workers", type=int, default=2)
     i.add_argument("--files", type=int, default=64)
     i.add_argument("--shape", default="medium", choices=sorted(SHAPES))
+    i.add_argument("--rounds", type=int, default=5)
+    i.add_argument("--chunk-size", type=int, default=None, help="inputs per task (default: shrinking chunks)")
+    i.add_argument("--with-processes", action="store_true",
+                   help="also time backend='processes' in every round (what the load leaves to any 2 processes)")
     r = sub.add_parser("_allreduce")
     r.add_argument("out")
     args = ap.parse_args(argv)
