@@ -924,6 +924,28 @@ def test_float32_units_kernel_every_row_count(cell, B, proj):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("H", [128, 100])
+def test_input_projection_of_few_rows_split_by_columns(cell, H):
+    """A hoisted input projection with fewer rows than columns (B T = 20 rows, G H columns) runs on two threads cut by columns (blocks of 64; H = 100 leaves a cut inside a
+    gate): inference and training match the float64 reference, on two threads as on one."""
+    B, T, I, L = 2, 10, 300, 1
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 70 + H, ragged=False)
+    m = make(cell, I, H, dtype=np.float32, seed=3)
+    m._forced_plan = Plan("units", "gemm", "units", 2)
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, _ = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], lengths)
+    for nth in (2, 1):
+        for training in (False, True):
+            m.train(training)
+            m.zero_grad()
+            out, hn, _ = run(m, x, h0, c0, lengths, n_threads=nth)
+            np.testing.assert_allclose(out, ro, rtol=1e-5, atol=5e-6)
+            np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=5e-6)
+        _assert_f32_backward(m, cell, f64, sd, L, False, lengths, nth)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("plan", [p for p in _PLANS if p.kernel == "packed"], ids=str)
 def test_float32_forced_packed_plans_bidirectional(cell, plan):
     m, (x, h0, c0, lengths), f64, sd, (ro, rh, rc), L = _forced_f32_case(cell, plan, 3, 24, True, True, 7)
