@@ -42,9 +42,107 @@ static inline size_t rf_units_bwd_pack_size(int G, int H, int nth) {
     return (size_t)nth * rf_packed_size(G * H, rf_units_share(H, nth));
 }
 
-/* C (nb, n) := [A1 (nb, K1), A2 (nb, K2)] . packed + beta C, K1 = 0 meaning A2 alone. */
+/* The few-rows product, M <= RF_FEW_MR rows: C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed + beta C, on
+ * the panels rf_gemm_packed reads (rf_gemm.h: [panel][k][RF_NR]). With two to four rows a step is one
+ * pass over a thread's share of the weights, and what limits it is how fast that pass streams, not the
+ * arithmetic; rf_gemm_packed suits many rows (an 8-row block, the K loop cut in chunks that stay in L1
+ * while the row blocks pass, partial sums through C between chunks). Here each panel's whole K runs in
+ * registers, two k at a time into two sets of accumulators (a row's chain of dependent multiply-adds
+ * otherwise waits 4 cycles per k: M * 2 chains are too few at M <= 4), and the packed stream is
+ * prefetched RF_FEW_PF bytes ahead, across the panel and the gate slot that follow (a thread's slots lie
+ * one after another): the hardware prefetcher stops at each 4 KB page. One thread, 2 rows, a share of
+ * LSTM I=256 H=512 (4 gates x (512, 256), 2.1 MB): 36-39 us a step -> 30-31; GRU's (1.6 MB) 22 -> 17-18;
+ * 3-4 rows 42-47 -> 36; 6-8 MB shares, read from L3, 1-5% (about 30 GB/s a core either way). With 8 rows
+ * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. */
+#define RF_FEW_MR 4
+#define RF_FEW_PF 4096
+
+#if RF_GEMM_VECTORS
+#define RF_FEW_PANEL(MR_)                                                                             \
+    {                                                                                                 \
+        rf_v16 c0[MR_], c1[MR_], d0[MR_], d1[MR_];                                                    \
+        for (int r = 0; r < (MR_); r++) c0[r] = c1[r] = d0[r] = d1[r] = (rf_v16){0};                  \
+        const float* bq = bp;                                                                         \
+        for (int s = 0; s < 2; s++) {                                                                 \
+            const float* A = s == 0 ? A1 : A2;                                                        \
+            int lda = s == 0 ? lda1 : lda2, Ks = s == 0 ? K1 : K2, k = 0;                             \
+            for (; k + 2 <= Ks; k += 2, bq += 2 * RF_NR) {                                            \
+                const char* pf = (const char*)bq + RF_FEW_PF; /* (a prefetch never faults) */         \
+                __builtin_prefetch(pf, 0, 3);                                                         \
+                __builtin_prefetch(pf + 64, 0, 3);                                                    \
+                __builtin_prefetch(pf + 128, 0, 3);                                                   \
+                __builtin_prefetch(pf + 192, 0, 3);                                                   \
+                rf_v16 b0, b1, e0, e1;                                                                \
+                memcpy(&b0, bq, 64);                                                                  \
+                memcpy(&b1, bq + 16, 64);                                                             \
+                memcpy(&e0, bq + 32, 64);                                                             \
+                memcpy(&e1, bq + 48, 64);                                                             \
+                for (int r = 0; r < (MR_); r++) {                                                     \
+                    float a = A[(size_t)r * lda + k], a2 = A[(size_t)r * lda + k + 1];                \
+                    c0[r] += a * b0;                                                                  \
+                    c1[r] += a * b1;                                                                  \
+                    d0[r] += a2 * e0;                                                                 \
+                    d1[r] += a2 * e1;                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+            for (; k < Ks; k++, bq += RF_NR) {                                                        \
+                rf_v16 b0, b1;                                                                        \
+                memcpy(&b0, bq, 64);                                                                  \
+                memcpy(&b1, bq + 16, 64);                                                             \
+                for (int r = 0; r < (MR_); r++) {                                                     \
+                    float a = A[(size_t)r * lda + k];                                                 \
+                    c0[r] += a * b0;                                                                  \
+                    c1[r] += a * b1;                                                                  \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+        for (int r = 0; r < (MR_); r++) {                                                             \
+            float out[RF_NR];                                                                         \
+            rf_v16 o0 = c0[r] + d0[r], o1 = c1[r] + d1[r];                                            \
+            float* c = C + (size_t)r * ldc + n0;                                                      \
+            memcpy(out, &o0, 64);                                                                     \
+            memcpy(out + 16, &o1, 64);                                                                \
+            for (int j = 0; j < nw; j++) c[j] = (beta == 0.0f ? 0.0f : beta * c[j]) + out[j];         \
+        }                                                                                             \
+    }
+
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_units_few_avx512(
+        int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, const float* packed,
+        float beta, float* C, int ldc) {
+    int K = K1 + K2;
+    if (M <= 0) return;
+    for (int n0 = 0; n0 < N; n0 += RF_NR) {
+        const float* bp = packed + (size_t)(n0 / RF_NR) * K * RF_NR;
+        int nw = N - n0 < RF_NR ? N - n0 : RF_NR;
+        switch (M) {
+        case 1: RF_FEW_PANEL(1) break;
+        case 2: RF_FEW_PANEL(2) break;
+        case 3: RF_FEW_PANEL(3) break;
+        default: RF_FEW_PANEL(4) break;
+        }
+    }
+}
+
+/* The few-rows product for this CPU, or NULL (rf_gemm_packed then takes every row count). */
+static rf_gemm_fn rf_units_few_select(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+        return rf_units_few_avx512;
+    return NULL;
+}
+
+/* Chosen once, when the extension loads (the kernels' threads then only read it). */
+static rf_gemm_fn rf_units_few;
+__attribute__((constructor)) static void rf_units_few_init(void) { rf_units_few = rf_units_few_select(); }
+#else
+static const rf_gemm_fn rf_units_few = NULL;
+#endif
+
+/* C (nb, n) := [A1 (nb, K1), A2 (nb, K2)] . packed + beta C, K1 = 0 meaning A2 alone: the few-rows
+ * product up to RF_FEW_MR rows, else gemm (rf_gemm_packed). */
 static inline void rf_units_gemm(rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1, int K2,
                                  const float* A2, int lda2, const float* pk, float beta, float* C, int ldc) {
+    if (nb <= RF_FEW_MR && rf_units_few) gemm = rf_units_few;
     if (K1 > 0)
         gemm(nb, n, K1, A1, lda1, K2, A2, lda2, pk, beta, C, ldc);
     else

@@ -653,12 +653,24 @@ cdef void _run_rows(const GemmSpec* g, int r0, int r1, floating* typed) noexcept
          <const floating*>g.B, g.ldb, <floating>g.beta, <floating*>g.C + <Py_ssize_t>r0 * g.ldc, g.ldc)
 
 
+cdef void _run_cols(const GemmSpec* g, int c0, int c1, floating* typed) noexcept nogil:
+    """Columns [c0, c1) of g's C (the rows of B, or its columns, that make them)."""
+    if c1 <= c0:
+        return
+    gemm(g.ta, g.tb, g.M, c1 - c0, g.K, <floating>1, <const floating*>g.A, g.lda,
+         <const floating*>g.B + (<Py_ssize_t>c0 * g.ldb if g.tb else <Py_ssize_t>c0), g.ldb, <floating>g.beta,
+         <floating*>g.C + c0, g.ldc)
+
+
 cdef void par_gemms(int nthreads, GemmSpec* g, int n, floating* typed) noexcept nogil:
     """Run n independent GEMMs on ``nthreads`` threads in one parallel region: their work (2 M N K
     each) laid end to end and cut into equal shares, a GEMM that straddles a cut split by rows of C.
     Unlike one ``par_gemm`` per product, each product is cut at most where a share ends, so its shared
     operand is packed by as few threads as can be (OpenBLAS's packing was 15% of LSTM small training),
-    and the threads start once rather than once per product."""
+    and the threads start once rather than once per product.
+    One product with fewer rows than columns (a few rows' input projection, X (B T, F) W_ih^T) is cut
+    by columns instead, in blocks of 64: cut by rows, each thread packed all of W_ih (rows at 16: with
+    20 rows one thread took them all)."""
     cdef double total = 0.0, lo, hi, start
     cdef int i, k, nth
     for i in range(n):
@@ -667,6 +679,11 @@ cdef void par_gemms(int nthreads, GemmSpec* g, int n, floating* typed) noexcept 
     if nth <= 1:
         for i in range(n):
             _run_rows(&g[i], 0, g[i].M, typed)
+        return
+    if n == 1 and g[0].M < g[0].N and g[0].N >= 64 * nth:
+        for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+            _run_cols(&g[0], <int>(<long>g[0].N * k // nth) // 64 * 64,
+                      g[0].N if k + 1 == nth else <int>(<long>g[0].N * (k + 1) // nth) // 64 * 64, typed)
         return
     for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
         lo = total * k / nth

@@ -896,6 +896,55 @@ def test_float32_forced_plans_match_reference(cell, plan, B, H, ragged):
     _assert_f32_backward(m, cell, f64, sd, L, False, lengths, plan.threads)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B", [2, 3, 4, 8])
+@pytest.mark.parametrize("proj", ["step", "gemm"])
+def test_float32_units_kernel_every_row_count(cell, B, proj):
+    """The few-rows kernel's product for 1 to 4 rows (csrc/rf_units.h, rf_units_few: each panel's whole K in
+    registers, two k at a time, the stream prefetched ahead) and rf_gemm_packed's above, forward (training
+    and inference) and backward against the float64 reference: lengths 1..T (B = 8 passes through every
+    row count), stacked; H = 130 gives shares of 96 and 34 units (three full panels; one full and one
+    partial), I = 9 and H leave a k after the pairs in either segment of [x_t, h_{t-1}]."""
+    T, I, H, L = 9, 9, 130, 2
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 60 + B)
+    lengths = np.minimum(np.arange(B) * T // max(1, B - 1) + 1, T)  # 1 ... T: every row count
+    plan = Plan("units", proj, "units", 2)
+    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=B)
+    m._forced_plan = plan
+    assert m.plan_for(x) == plan
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, _ = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], lengths, nonlinearity=act(cell))
+    for training in (False, True):
+        m.train(training)
+        out, hn, _ = run(m, x, h0, c0, lengths)
+        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=5e-6)
+        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=5e-6)
+    _assert_f32_backward(m, cell, f64, sd, L, False, lengths, 2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("H", [128, 100])
+def test_input_projection_of_few_rows_split_by_columns(cell, H):
+    """A hoisted input projection with fewer rows than columns (B T = 20 rows, G H columns) runs on two threads cut by columns (blocks of 64; H = 100 leaves a cut inside a
+    gate): inference and training match the float64 reference, on two threads as on one."""
+    B, T, I, L = 2, 10, 300, 1
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 70 + H, ragged=False)
+    m = make(cell, I, H, dtype=np.float32, seed=3)
+    m._forced_plan = Plan("units", "gemm", "units", 2)
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, _ = ref.forward(base(cell), f64[0], sd, L, False, f64[1], f64[2], lengths)
+    for nth in (2, 1):
+        for training in (False, True):
+            m.train(training)
+            m.zero_grad()
+            out, hn, _ = run(m, x, h0, c0, lengths, n_threads=nth)
+            np.testing.assert_allclose(out, ro, rtol=1e-5, atol=5e-6)
+            np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=5e-6)
+        _assert_f32_backward(m, cell, f64, sd, L, False, lengths, nth)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("plan", [p for p in _PLANS if p.kernel == "packed"], ids=str)
 def test_float32_forced_packed_plans_bidirectional(cell, plan):
