@@ -160,28 +160,38 @@ def _adapter(model, method: str, n_threads: Optional[int]):
 
 
 # ---------------------------------------------------------------------------------------- worker
-def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
-    """The batch starting with ``first``: what else arrives up to ``delay`` seconds after ``first`` was
-    submitted (its last field, a ``time.monotonic()``), up to ``max_batch``. A request that queued while the
-    previous batch ran has waited already: under a steady load the next batch starts as soon as the worker
-    is free, not ``delay`` later. Returns (items, stop)."""
-    batch = [first]
-    deadline = first[2] + delay
+def _take(q: "queue.Queue", batch: list, max_batch: int, timeout: Optional[float] = None) -> bool:
+    """Move queued requests into ``batch`` (up to ``max_batch``): those already queued (``timeout`` None), or
+    also those that arrive within ``timeout`` seconds. Returns True when it took the stop marker."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while len(batch) < max_batch:
         try:
-            item = q.get_nowait()
-        except queue.Empty:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
+            if deadline is None:
+                item = q.get_nowait()
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 item = q.get(timeout=left)
-            except queue.Empty:
-                break
+        except queue.Empty:
+            break
         if item is _STOP:
-            return batch, True
+            return True
         batch.append(item)
-    return batch, False
+    return False
+
+
+def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
+    """The batch starting with ``first``: every request already queued behind it goes at once (they queued
+    while the previous batch ran, so the worker is the bottleneck and they have waited already); a
+    ``first`` found alone waits for company up to ``delay`` seconds after it was submitted (its last field,
+    a ``time.monotonic()``), up to ``max_batch`` requests. Returns (items, stop)."""
+    batch = [first]
+    if _take(q, batch, max_batch):
+        return batch, True
+    if len(batch) > 1:
+        return batch, False
+    return batch, _take(q, batch, max_batch, first[2] + delay - time.monotonic())
 
 
 def _resolve(adapter, items: list, stats: dict) -> None:
@@ -239,10 +249,11 @@ class Batcher:
     max_batch_size : int >= 1, default 32
         Most requests in one call.
     max_delay_ms : float >= 0, default 2
-        How long the first request of a batch waits for others (counted from its ``submit``), when requests
-        come concurrently (the previous batch held more than one; a lone request runs at once). Requests
-        queued while a batch runs have waited already: the next batch starts when the worker is free, with
-        those that came within ``max_delay_ms`` of its first.
+        How long the first request of a batch may wait for others (counted from its ``submit``): only when
+        it finds no other request queued and requests have been coming together (the previous batch held
+        more than one; a lone request runs at once). Requests that queued while a batch ran go together as
+        soon as the worker is free, without waiting: a request waits at most ``max_delay_ms`` plus the
+        batches ahead of it.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules

@@ -262,3 +262,22 @@ def test_the_delay_counts_from_the_first_requests_submit():
     batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 32, 0.3)
     late.join()
     assert len(batch) == 2 and time.perf_counter() - t0 >= 0.25
+
+
+def test_requests_already_queued_go_without_waiting():
+    """When the worker is free and finds requests queued behind the first, even fresh ones, it runs them at
+    once instead of waiting max_delay_ms for more (they queued while it was busy: it is the bottleneck)."""
+    import queue
+
+    from rnnfast.serving import _collect
+    q = queue.Queue()
+    for _ in range(2):
+        q.put((np.ones(2), None, time.monotonic()))
+    t0 = time.perf_counter()
+    batch, stop = _collect(q, (np.ones(2), None, time.monotonic()), 32, 5.0)
+    assert len(batch) == 3 and not stop and time.perf_counter() - t0 < 1.0
+    for _ in range(5):
+        q.put((np.ones(2), None, time.monotonic()))
+    batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 4, 5.0)
+    assert len(batch) == 4 and q.qsize() == 2  # max_batch_size still caps it
+
