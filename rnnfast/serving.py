@@ -62,8 +62,8 @@ if hasattr(os, "register_at_fork"):
 # ---------------------------------------------------------------------------------------- adapters
 class _EstimatorAdapter:
     """A fitted estimator: a request is checked as ``predict(x[None])`` checks it; a batch runs as
-    ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on, without
-    checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
+    ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on (the
+    predict loop of one Trainer, kept), without checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
     small model's computing)."""
 
     def __init__(self, est, method: str):
@@ -72,6 +72,7 @@ class _EstimatorAdapter:
             raise ValueError("method='predict_proba' needs a classifier; this estimator was fitted for regression")
         self.est, self.proba = est, method == "predict_proba"
         self.n_threads = est._validate_params().n_threads
+        self.trainer = None  # the predict loop, made on the first batch (only the worker thread runs batches)
 
     def check(self, x):
         from rnnfast.estimators.inputs import encode_inputs
@@ -93,12 +94,14 @@ class _EstimatorAdapter:
 
     def run(self, xs: list) -> list:
         from rnnfast.estimators.targets import predictions, probabilities
-        from rnnfast.train import predict as predict_loop
+        from rnnfast.train import Trainer
         from rnnfast.train.data import SequenceDataset, pad_sequences
         est = self.est
+        if self.trainer is None or self.trainer.model is not est.model_:  # one per network (a refit makes a new)
+            self.trainer = Trainer(est.model_, None, n_threads=self.n_threads)
         X, lengths = pad_sequences(xs)
         data = SequenceDataset(X, lengths=None if lengths.min() == lengths.max() else lengths)
-        out = predict_loop(est.model_, data, per_step=est.per_step_, batch_size=len(xs), n_threads=self.n_threads)
+        out = self.trainer.predict(data, per_step=est.per_step_, batch_size=len(xs))
         res = probabilities(out, lengths, est.per_step_) if self.proba else predictions(out, est._specs[1])
         return [res[i, :n] if est.per_step_ else res[i] for i, n in enumerate(lengths)]
 

@@ -281,3 +281,17 @@ def test_requests_already_queued_go_without_waiting():
     batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 4, 5.0)
     assert len(batch) == 4 and q.qsize() == 2  # max_batch_size still caps it
 
+
+
+def test_a_refit_estimator_is_served_with_its_new_network():
+    """The Batcher keeps one predict loop per network: after a refit it answers with the new one."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 6, 3)).astype(np.float32)
+    est = rf.LSTMRegressor(hidden_size=4, epochs=1, random_state=0).fit(X, X[:, :, 0].sum(1))
+    x = X[0]
+    with Batcher(est, method="predict") as b:
+        before = b.predict(x, timeout=30)
+        est.set_params(random_state=1).fit(X, -X[:, :, 1].sum(1))
+        after = b.predict(x, timeout=30)
+    np.testing.assert_allclose(after, est.predict(x[None])[0], rtol=0, atol=1e-6)
+    assert not np.allclose(before, after)
