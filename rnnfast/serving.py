@@ -218,19 +218,44 @@ def _resolve(adapter, items: list, stats: dict) -> None:
         fut.set_result(res)
 
 
+class _Load:
+    """The worker's recent load, which decides whether a request found alone waits for company: only when
+    requests have been coming together (the last batch held more than one) and the worker has been busy at
+    least half the time lately (time running batches over all time, weighted 0.8 per batch back; the time
+    it waited for company counts as idle, so waits that gather little stop by themselves). A worker
+    mostly idle serves a lone request at once: it keeps up without batching, and waiting would only add
+    latency (an open-loop load well under capacity). A busy one waits, so that the requests a burst of
+    answers brings back run as one batch rather than as many small ones."""
+
+    __slots__ = ("size", "busy", "total")
+
+    def __init__(self) -> None:
+        # as if it had idled 0.1 s: a new worker waits for company only once it has been busy a while
+        self.size, self.busy, self.total = 1, 0.0, 0.1
+
+    def add(self, size: int, idle: float, run: float) -> None:
+        """A batch of ``size`` requests ran ``run`` seconds after the worker had waited ``idle``."""
+        self.size = size
+        self.busy = 0.8 * self.busy + run
+        self.total = 0.8 * self.total + idle + run
+
+    def together(self) -> bool:
+        return self.size > 1 and self.busy >= 0.5 * self.total
+
+
 def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict) -> None:
     """The Batcher's thread: batches until it takes the stop marker (it holds no reference to the Batcher,
     so an unreferenced Batcher is collected and its finalizer stops this thread)."""
-    stop, alone = False, True
+    stop, load = False, _Load()
     while not stop:
+        free = time.monotonic()
         first = q.get()
         if first is _STOP:
             break
-        # wait for company only when requests have been coming together: a lone client's request (the
-        # last batch held one) runs at once, with an unbatched call's latency
-        items, stop = _collect(q, first, max_batch, 0.0 if alone else delay)
-        alone = len(items) == 1
+        items, stop = _collect(q, first, max_batch, delay if load.together() else 0.0)
+        start = time.monotonic()
         _resolve(adapter, items, stats)
+        load.add(len(items), start - free, time.monotonic() - start)
     while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
         try:
             item = q.get_nowait()
@@ -253,10 +278,10 @@ class Batcher:
         Most requests in one call.
     max_delay_ms : float >= 0, default 2
         How long the first request of a batch may wait for others (counted from its ``submit``): only when
-        it finds no other request queued and requests have been coming together (the previous batch held
-        more than one; a lone request runs at once). Requests that queued while a batch ran go together as
-        soon as the worker is free, without waiting: a request waits at most ``max_delay_ms`` plus the
-        batches ahead of it.
+        it finds no other request queued, requests have been coming together (the previous batch held more
+        than one) and the worker has been busy at least half the time lately. A lone client's requests, or
+        a load well under capacity, run at once; requests that queued while a batch ran go together as soon
+        as the worker is free. A request waits at most ``max_delay_ms`` plus the batches ahead of it.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules

@@ -295,3 +295,28 @@ def test_a_refit_estimator_is_served_with_its_new_network():
         after = b.predict(x, timeout=30)
     np.testing.assert_allclose(after, est.predict(x[None])[0], rtol=0, atol=1e-6)
     assert not np.allclose(before, after)
+
+
+def test_a_mostly_idle_worker_does_not_wait_for_company():
+    """Pairs of requests now and then (a load well under capacity): the worker is idle most of the time, so
+    a request found alone runs at once even though the last batch held two (a 2 s max_delay_ms would
+    otherwise cost 2 s a pair)."""
+    from rnnfast.serving import _Load
+    load = _Load()
+    load.add(2, idle=0.1, run=0.001)
+    assert not load.together()  # came together, but the worker is idle
+    for _ in range(20):
+        load.add(8, idle=0.0001, run=0.005)
+    assert load.together()  # busy and batching: wait for the rest of a burst
+    load.add(1, idle=0.0, run=0.001)
+    assert not load.together()  # a lone request last: it does not wait
+
+    with Batcher(rf.nn.GRU(2, 3), max_delay_ms=2000) as b:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            futures = [b.submit(np.ones((2, 2))) for _ in range(2)]  # usually one batch of two
+            for f in futures:
+                f.result(timeout=30)
+            time.sleep(0.1)
+            b.submit(np.ones((2, 2))).result(timeout=30)  # then one alone
+        assert time.perf_counter() - t0 < 1.5
