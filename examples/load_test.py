@@ -296,7 +296,8 @@ def medians(rows, server, mode):
 def in_process(model_path, seqs, clients, n_requests, threads=None):
     """The same comparison without HTTP: ``clients`` threads of this process calling ``predict`` on one
     shared model, against the same threads submitting to a Batcher (kernel ``threads`` per call, as the
-    servers). Returns (plain, batched) requests/s."""
+    servers). Returns (plain, batched) requests/s and the time of one ``predict`` on ``clients``
+    sequences at once (s, the fastest of 10): what one batch of the closed loop costs at the least."""
     import rnnfast as rf
     from rnnfast.serving import Batcher
     model = rf.load(model_path)
@@ -326,7 +327,12 @@ def in_process(model_path, seqs, clients, n_requests, threads=None):
     plain = rate(lambda x: model.predict(x[None]))
     with Batcher(model) as batcher:
         batched = rate(lambda x: batcher.submit(x).result(timeout=60))
-    return plain, batched
+    one_batch = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        model.predict(xs[:clients])
+        one_batch.append(time.perf_counter() - t0)
+    return plain, batched, min(one_batch)
 
 
 def check_answers(model_path, seqs, answers):
@@ -418,7 +424,7 @@ def main(argv=None):
         bodies = encode(seqs, args.body)
         rows, answers = run_rounds(model, bodies, args)
         checked = sum(check_answers(model, seqs, a) for a in answers.values())
-        plain, batched = in_process(model, seqs, args.clients, args.requests, args.threads)
+        plain, batched, one_batch = in_process(model, seqs, args.clients, args.requests, args.threads)
     print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs,",
           f"kernel threads per call {args.threads or 'default'},",
           f"{args.rounds} rounds, {checked} distinct answers checked against predict")
@@ -432,6 +438,11 @@ def main(argv=None):
         print("\n".join(verdicts(pair, args)[0]))
     print(f"in process, no HTTP ({args.clients} threads, {args.requests} requests): predict {plain:.0f} req/s, "
           f"Batcher {batched:.0f} req/s ({batched / plain:.2f}x)")
+    for nb, b in pairs:
+        print(f"{b['server']}, closed loop: by Little's law the mean latency is {args.clients} clients / "
+              f"{b['closed_rate']:.0f} req/s = {args.clients / b['closed_rate'] * 1e3:.2f} ms; predict on "
+              f"{args.clients} sequences at once takes {one_batch * 1e3:.2f} ms in this process (fastest of 10), "
+              f"a floor for the closed loop's latency with {args.threads or 'default'} kernel thread(s)")
     return 0
 
 
