@@ -160,24 +160,27 @@ class Connection:
 
 
 class _Pending:
-    """A connection of the load generator and the request it waits for: its number and start time."""
+    """A connection of the load generator, the request it waits for (number, start time) and when it became
+    free."""
 
-    __slots__ = ("conn", "k", "t0")
+    __slots__ = ("conn", "k", "t0", "free")
 
     def __init__(self, conn):
-        self.conn, self.k, self.t0 = conn, None, 0.0
+        self.conn, self.k, self.t0, self.free = conn, None, 0.0, 0.0
 
 
 def drive(port, requests, clients, max_requests, seconds, rate=None):
     """``clients`` keep-alive connections sending the prepared ``requests`` round-robin until
     ``max_requests`` were sent or ``seconds`` pass: each as soon as its previous answer came (a closed loop),
     or, with ``rate``, request ``i`` at ``i / rate`` s from the start on a free connection (an open loop at that
-    offered load, as independent users arrive; its latency counts from that scheduled time, so a late send
-    is not hidden).
+    offered load, as independent users arrive). In the open loop a request that found every connection
+    busy at its scheduled time counts from that time, so a server that falls behind is not hidden; one
+    sent late only because this process woke late (poll timeouts are whole milliseconds) counts from its
+    send.
 
     One thread multiplexes every connection (``selectors``): no client threads competing for the GIL or
-    the CPU, about 20 µs of this process's CPU a request. A request's latency is from its send (closed loop)
-    or scheduled time (open loop) to the ``perf_counter`` read when the poll returned its last bytes.
+    the CPU, about 20 µs of this process's CPU a request. A request's latency ends at the ``perf_counter``
+    read when the poll returned the last bytes of its answer.
     Returns (latencies in s, raw answer bodies by request index, wall time)."""
     sel = selectors.DefaultSelector()
     conns = [_Pending(Connection(port)) for _ in range(clients)]
@@ -195,8 +198,12 @@ def drive(port, requests, clients, max_requests, seconds, rate=None):
                 due = start + sent / rate if rate else now
                 if due > now:
                     break
-                p = idle.popleft()
-                p.k, p.t0 = sent, due if rate else time.perf_counter()
+                p = idle.popleft()  # the connection free the longest
+                t0 = time.perf_counter()
+                # open loop: from the scheduled time when every connection was busy then (the server was
+                # late); from the send when one was free (only this process's timer was late: poll timeouts
+                # are whole milliseconds)
+                p.k, p.t0 = sent, (due if p.free > due else t0) if rate else t0
                 p.conn.sock.sendall(requests[sent % len(requests)])
                 sent += 1
             if done == sent and (sent >= max_requests or now >= deadline):
@@ -221,6 +228,7 @@ def drive(port, requests, clients, max_requests, seconds, rate=None):
                 latencies.append(t1 - p.t0)
                 answers[p.k % len(requests)] = answer[1]
                 done += 1
+                p.free = t1
                 idle.append(p)
     finally:
         sel.close()
