@@ -221,8 +221,9 @@ def _resolve(adapter, items: list, stats: dict) -> None:
 class _Load:
     """The worker's recent load, which decides whether a request found alone waits for company: only when
     requests have been coming together (the last batch held more than one) and the worker has been busy at
-    least half the time lately (time running batches over all time, weighted 0.8 per batch back; the time
-    it waited for company counts as idle, so waits that gather little stop by themselves). A worker
+    least half the time lately (its CPU time running batches over all time, weighted 0.8 per batch back:
+    CPU time, so that a machine whose other processes slow the worker down does not pass for a high load;
+    the time it waited for company counts as idle, so waits that gather little stop by themselves). A worker
     mostly idle serves a lone request at once: it keeps up without batching, and waiting would only add
     latency (an open-loop load well under capacity). A busy one waits, so that the requests a burst of
     answers brings back run as one batch rather than as many small ones."""
@@ -233,11 +234,12 @@ class _Load:
         # as if it had idled 0.1 s: a new worker waits for company only once it has been busy a while
         self.size, self.busy, self.total = 1, 0.0, 0.1
 
-    def add(self, size: int, idle: float, run: float) -> None:
-        """A batch of ``size`` requests ran ``run`` seconds after the worker had waited ``idle``."""
+    def add(self, size: int, elapsed: float, run: float) -> None:
+        """A batch of ``size`` requests took ``run`` seconds of the worker's CPU, ``elapsed`` seconds after
+        the worker finished the previous one."""
         self.size = size
         self.busy = 0.8 * self.busy + run
-        self.total = 0.8 * self.total + idle + run
+        self.total = 0.8 * self.total + max(elapsed, run)
 
     def together(self) -> bool:
         return self.size > 1 and self.busy >= 0.5 * self.total
@@ -253,9 +255,9 @@ def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict
         if first is _STOP:
             break
         items, stop = _collect(q, first, max_batch, delay if load.together() else 0.0)
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.thread_time()
         _resolve(adapter, items, stats)
-        load.add(len(items), start - free, time.monotonic() - start)
+        load.add(len(items), time.monotonic() - free, time.thread_time() - cpu)
     while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
         try:
             item = q.get_nowait()

@@ -303,12 +303,12 @@ def test_a_mostly_idle_worker_does_not_wait_for_company():
     otherwise cost 2 s a pair)."""
     from rnnfast.serving import _Load
     load = _Load()
-    load.add(2, idle=0.1, run=0.001)
+    load.add(2, elapsed=0.1, run=0.001)
     assert not load.together()  # came together, but the worker is idle
     for _ in range(20):
-        load.add(8, idle=0.0001, run=0.005)
+        load.add(8, elapsed=0.0051, run=0.005)
     assert load.together()  # busy and batching: wait for the rest of a burst
-    load.add(1, idle=0.0, run=0.001)
+    load.add(1, elapsed=0.001, run=0.001)
     assert not load.together()  # a lone request last: it does not wait
 
     with Batcher(rf.nn.GRU(2, 3), max_delay_ms=2000) as b:
