@@ -68,9 +68,10 @@ def requests_for(n, T=50, F=8, seed=1):
 class Server:
     """examples/serve.py as a child process on 127.0.0.1 (stopped on exit of the ``with`` block)."""
 
-    def __init__(self, model, batching, max_delay_ms=2.0, threads=None, server="asyncio"):
+    def __init__(self, model, batching, max_delay_ms=2.0, threads=None, server="asyncio", batch_workers=1):
         cmd = [sys.executable, str(HERE / "serve.py"), str(model), "--port", "0", "--server", server,
-               "--batching" if batching else "--no-batching", "--max-delay-ms", str(max_delay_ms)]
+               "--batching" if batching else "--no-batching", "--max-delay-ms", str(max_delay_ms),
+               "--batch-workers", str(batch_workers)]
         if threads:
             cmd += ["--threads", str(threads)]
         # the rnnfast this script imported (installed, or a built checkout), from outside the checkout
@@ -289,7 +290,7 @@ def run_rounds(model, bodies, args):
     rows, answers = [], {}
     with contextlib.ExitStack() as stack:
         servers = {(kind, batching): stack.enter_context(Server(model, batching, args.max_delay_ms, args.threads,
-                                                                kind))
+                                                                kind, args.batch_workers))
                    for kind in args.servers for batching in (False, True)}
         for srv in servers.values():
             drive(srv.port, bodies, 4, 100, args.seconds)  # warm-up
@@ -419,6 +420,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="time limit per measurement (default: %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--batch-workers", type=int, default=1,
+                        help="the server's Batcher threads (serve.py --batch-workers; default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="the server's rnnfast threads per call (default: %(default)s: with 32 concurrent "
                              "requests the setting the README advises, and on a small machine it leaves a core "
@@ -441,7 +444,7 @@ def main(argv=None):
         checked = sum(check_answers(model, seqs, a) for a in answers.values())
         plain, batched, one_batch = in_process(model, seqs, args.clients, args.requests, args.threads)
     print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs,",
-          f"kernel threads per call {args.threads or 'default'},",
+          f"kernel threads per call {args.threads or 'default'}, batch workers {args.batch_workers},",
           f"{args.rounds} rounds, {checked} distinct answers checked against predict")
     print_table(rows)
     pairs = [(medians(rows, kind, "no batching"), medians(rows, kind, "batching")) for kind in args.servers]

@@ -95,9 +95,11 @@ class Service:
     or :meth:`submit` (a future, the asyncio server) predicts; :meth:`failure` maps a prediction's error to
     its response."""
 
-    def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32):
+    def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32,
+                 batch_workers=1):
         self.model, self.method = model, method
-        self.batcher = Batcher(model, max_batch_size, max_delay_ms, method=method) if batching else None
+        self.batcher = (Batcher(model, max_batch_size, max_delay_ms, method=method, workers=batch_workers)
+                        if batching else None)
         self._call = getattr(model, method)
         # without batching, the asyncio server's predictions run on these threads (the threading server
         # predicts on its connection threads: workers None)
@@ -430,14 +432,15 @@ class AsyncServer:
 
 
 def make_server(model, port=0, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict",
-                server="asyncio", workers=32):
+                server="asyncio", workers=32, batch_workers=1):
     """A server on 127.0.0.1:``port`` (0: any free port) answering with ``model``, ``server`` "asyncio" or
     "threading"; not yet serving (call ``serve_forever``, and ``shutdown`` / ``server_close`` /
-    ``service.close()`` after). ``workers``: the asyncio server's predict threads without batching."""
+    ``service.close()`` after). ``workers``: the asyncio server's predict threads without batching;
+    ``batch_workers``: the Batcher's threads."""
     if server not in ("asyncio", "threading"):
         raise ValueError(f"server must be 'asyncio' or 'threading', got {server!r}")
     service = Service(model, batching, max_batch_size, max_delay_ms, method,
-                      workers=workers if server == "asyncio" else None)
+                      workers=workers if server == "asyncio" else None, batch_workers=batch_workers)
     if server == "asyncio":
         return AsyncServer(service, port)
     httpd = Server(("127.0.0.1", port), Handler)
@@ -462,6 +465,8 @@ def main(argv=None):
                         help="coalesce concurrent requests with rnnfast.serving.Batcher (default: on)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--batch-workers", type=int, default=1,
+                        help="the Batcher's threads running batches side by side (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=32,
                         help="asyncio server without batching: threads running predict (default: %(default)s)")
     parser.add_argument("--method", choices=("predict", "predict_proba"), default="predict")
@@ -475,7 +480,7 @@ def main(argv=None):
         rf.set_workspace_limit(int(args.workspace_limit_mb * 2**20))
     model = rf.load(args.model)
     server = make_server(model, args.port, args.batching, args.max_batch_size, args.max_delay_ms, args.method,
-                         args.server, args.workers)
+                         args.server, args.workers, args.batch_workers)
     host, port = server.server_address[:2]
     print(f"serving {args.model} on http://{host}:{port} ({args.server}, batching {'on' if args.batching else 'off'})",
           flush=True)

@@ -63,7 +63,7 @@ if hasattr(os, "register_at_fork"):
 class _EstimatorAdapter:
     """A fitted estimator: a request is checked as ``predict(x[None])`` checks it; a batch runs as
     ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on (the
-    predict loop of one Trainer, kept), without checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
+    predict loop of one Trainer per worker thread, kept), without checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
     small model's computing)."""
 
     def __init__(self, est, method: str):
@@ -72,7 +72,7 @@ class _EstimatorAdapter:
             raise ValueError("method='predict_proba' needs a classifier; this estimator was fitted for regression")
         self.est, self.proba = est, method == "predict_proba"
         self.n_threads = est._validate_params().n_threads
-        self.trainer = None  # the predict loop, made on the first batch (only the worker thread runs batches)
+        self.local = threading.local()  # each worker thread's predict loop, made on its first batch
 
     def check(self, x):
         from rnnfast.estimators.inputs import encode_inputs
@@ -97,11 +97,12 @@ class _EstimatorAdapter:
         from rnnfast.train import Trainer
         from rnnfast.train.data import SequenceDataset, pad_sequences
         est = self.est
-        if self.trainer is None or self.trainer.model is not est.model_:  # one per network (a refit makes a new)
-            self.trainer = Trainer(est.model_, None, n_threads=self.n_threads)
+        trainer = getattr(self.local, "trainer", None)
+        if trainer is None or trainer.model is not est.model_:  # one per network (a refit makes a new one)
+            trainer = self.local.trainer = Trainer(est.model_, None, n_threads=self.n_threads)
         X, lengths = pad_sequences(xs)
         data = SequenceDataset(X, lengths=None if lengths.min() == lengths.max() else lengths)
-        out = self.trainer.predict(data, per_step=est.per_step_, batch_size=len(xs))
+        out = trainer.predict(data, per_step=est.per_step_, batch_size=len(xs))
         res = probabilities(out, lengths, est.per_step_) if self.proba else predictions(out, est._specs[1])
         return [res[i, :n] if est.per_step_ else res[i] for i, n in enumerate(lengths)]
 
@@ -197,14 +198,25 @@ def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[lis
     return batch, _take(q, batch, max_batch, first[2] + delay - time.monotonic())
 
 
-def _resolve(adapter, items: list, stats: dict) -> None:
+class _Stats:
+    """Batches and requests served, counted by every worker thread."""
+
+    def __init__(self) -> None:
+        self.lock, self.batches, self.requests = threading.Lock(), 0, 0
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.batches += 1
+            self.requests += n
+
+
+def _resolve(adapter, items: list, stats: _Stats) -> None:
     """Run one batch and settle its futures; when the batch call fails, each request runs alone so an
     error reaches only the future of the request that caused it."""
     live = [(x, f) for x, f, _ in items if f.set_running_or_notify_cancel()]
     if not live:
         return
-    stats["batches"] += 1
-    stats["requests"] += len(live)
+    stats.add(len(live))
     try:
         results = adapter.run([x for x, _ in live])
     except Exception:
@@ -245,9 +257,10 @@ class _Load:
         return self.size > 1 and self.busy >= 0.5 * self.total
 
 
-def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict) -> None:
-    """The Batcher's thread: batches until it takes the stop marker (it holds no reference to the Batcher,
-    so an unreferenced Batcher is collected and its finalizer stops this thread)."""
+def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: _Stats) -> None:
+    """A Batcher's worker thread: batches until it takes the stop marker, which it puts back for the
+    others (it holds no reference to the Batcher, so an unreferenced Batcher is collected and its finalizer
+    stops the workers)."""
     stop, load = False, _Load()
     while not stop:
         free = time.monotonic()
@@ -262,9 +275,10 @@ def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict
         try:
             item = q.get_nowait()
         except queue.Empty:
-            return
+            break
         if item is not _STOP:
             item[1].cancel()
+    q.put(_STOP)  # for the other workers
 
 
 # ---------------------------------------------------------------------------------------- Batcher
@@ -292,13 +306,17 @@ class Batcher:
         Requests that may wait; :meth:`submit` raises :class:`QueueFullError` beyond it.
     n_threads : int, optional
         Kernel threads of a module's batched call (estimators use their own ``n_threads``).
+    workers : int in [1, 64], default 1
+        Threads running batches, each taking the next batch when it is free. One per core that serving may
+        use lets batches run side by side (with ``n_threads=1`` per call); one is enough while the
+        front end that submits needs a core of its own.
 
     Notes
     -----
     Each request is checked when submitted (a bad one gets a future holding its error and never joins a
     batch); should a batched call still fail, its requests run one by one so that only the failing one's
-    future gets the error. One worker thread runs the batches; :meth:`close` (or leaving the ``with``
-    block) finishes what was submitted and joins it. Threads do not survive ``fork``: make the Batcher in
+    future gets the error. :meth:`close` (or leaving the ``with`` block) finishes what was submitted and
+    joins the worker threads. Threads do not survive ``fork``: make the Batcher in
     each worker process of a pre-forking server (a Batcher from the parent refuses requests there).
 
     Examples
@@ -312,22 +330,25 @@ class Batcher:
     """
 
     def __init__(self, model: Any, max_batch_size: int = 32, max_delay_ms: float = 2.0, *, method: str = "predict",
-                 max_queue: int = 1024, n_threads: Optional[int] = None) -> None:
+                 max_queue: int = 1024, n_threads: Optional[int] = None, workers: int = 1) -> None:
         self.max_batch_size = check_int(max_batch_size, "max_batch_size", 1)
         self.max_delay_ms = float(check_real(max_delay_ms, "max_delay_ms", 0.0, 60_000.0))
         self.max_queue = check_int(max_queue, "max_queue", 1)
         self.method = method
         n_threads = check_int(n_threads, "n_threads", 1, allow_none=True)
+        self.workers = check_int(workers, "workers", 1, 64)
         self._adapter = _adapter(model, method, n_threads)
         self.model = model
         self._queue: "queue.Queue" = queue.Queue()
         self._lock = threading.Lock()
         self._closed = self._forked = False
-        self._stats = {"batches": 0, "requests": 0}
-        self._thread = threading.Thread(target=_worker, name="rnnfast-batcher", daemon=True,
-                                        args=(self._queue, self._adapter, self.max_batch_size,
-                                              self.max_delay_ms / 1000.0, self._stats))
-        self._thread.start()
+        self._stats = _Stats()
+        self._threads = [threading.Thread(target=_worker, name=f"rnnfast-batcher-{i}", daemon=True,
+                                          args=(self._queue, self._adapter, self.max_batch_size,
+                                                self.max_delay_ms / 1000.0, self._stats))
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
         self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
         _LIVE.add(self)
 
@@ -377,21 +398,23 @@ class Batcher:
     @property
     def stats(self) -> dict:
         """``{"batches": calls made, "requests": requests they served}`` so far."""
-        return dict(self._stats)
+        with self._stats.lock:
+            return {"batches": self._stats.batches, "requests": self._stats.requests}
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Stop taking requests, finish those submitted, and join the worker thread (idempotent).
+        """Stop taking requests, finish those submitted, and join the worker threads (idempotent).
 
         Parameters
         ----------
         timeout : float, optional
-            Seconds to wait for the worker; None waits until it is done.
+            Seconds to wait for each worker; None waits until it is done.
         """
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._finalizer()  # puts the stop marker behind the submitted requests
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def __enter__(self) -> "Batcher":
         return self

@@ -179,13 +179,35 @@ def test_bounded_queue_close_and_no_thread_leak():
     with pytest.raises(RuntimeError, match="closed"):
         b.submit(np.ones((2, 2)))
     b.close()  # idempotent
-    assert not b._thread.is_alive()
-    for _ in range(3):  # a Batcher nobody closes stops when it is collected
-        worker = Batcher(_Picky())._thread
+    assert not b._threads[0].is_alive()
+    for workers in (1, 3, 1):  # a Batcher nobody closes stops (every worker) when it is collected
+        threads = Batcher(_Picky(), workers=workers)._threads
         gc.collect()
-        worker.join(timeout=10)
-        assert not worker.is_alive()
+        for worker in threads:
+            worker.join(timeout=10)
+            assert not worker.is_alive()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_several_workers_run_batches_side_by_side(classifier, method):
+    """workers=3: three threads take batches from one queue; every answer is the unbatched one, the counts
+    add up, close() finishes what was submitted and joins them all."""
+    xs = _seqs(60, 3, np.random.default_rng(7))
+    before = threading.active_count()
+    b = Batcher(classifier, max_batch_size=4, max_delay_ms=1, method=method, workers=3)
+    assert threading.active_count() == before + 3
+    futures = _submit_all(b, xs)
+    b.close()
+    assert all(not t.is_alive() for t in b._threads) and threading.active_count() == before
+    for x, f in zip(xs, futures):
+        ref = getattr(classifier, method)(x[None])[0]
+        if method == "predict":
+            assert f.result(timeout=0) == ref
+        else:
+            np.testing.assert_allclose(f.result(timeout=0), ref, rtol=0, atol=1e-6)
+    stats = b.stats
+    assert stats["requests"] == 60 and 15 <= stats["batches"] <= 60
 
 
 def test_parameters_are_checked(classifier):
@@ -193,6 +215,9 @@ def test_parameters_are_checked(classifier):
         Batcher(classifier, max_batch_size=0)
     with pytest.raises(TypeError, match="max_delay_ms"):
         Batcher(classifier, max_delay_ms="2")
+    for workers, error in ((0, ValueError), (65, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="workers"):
+            Batcher(classifier, workers=workers)
     with pytest.raises(ValueError, match="method"):
         Batcher(classifier, method="transform")
     with pytest.raises(ValueError, match="method"):

@@ -114,7 +114,8 @@ def test_binary_bodies_are_answered_as_predict(model_file, server, batching):
     keep-alive connection; a body that does not match its headers gets 400 and the connection goes on."""
     model = rf.load(model_file)
     seqs = _seqs(6, seed=4)
-    with serving(model, batching=batching, server=server, workers=2) as (port, _):
+    with serving(model, batching=batching, server=server, workers=2, batch_workers=2) as (port, srv):
+        assert not batching or srv.service.batcher.workers == 2
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             for i, s in enumerate(seqs):
