@@ -323,7 +323,7 @@ def test_a_refit_estimator_is_served_with_its_new_network():
 
 
 def test_a_mostly_idle_worker_does_not_wait_for_company():
-    """Pairs of requests now and then (a load well under capacity): the worker is idle most of the time, so
+    """Pairs of requests now and then (a load under capacity): the worker is idle most of the time, so
     a request found alone runs at once even though the last batch held two (a 2 s max_delay_ms would
     otherwise cost 2 s a pair)."""
     from rnnfast.serving import _Load
@@ -331,8 +331,11 @@ def test_a_mostly_idle_worker_does_not_wait_for_company():
     load.add(2, elapsed=0.1, run=0.001)
     assert not load.together()  # came together, but the worker is idle
     for _ in range(20):
+        load.add(8, elapsed=0.008, run=0.005)
+    assert not load.together()  # busy 62%: take what is there, let the front end and the worker overlap
+    for _ in range(20):
         load.add(8, elapsed=0.0051, run=0.005)
-    assert load.together()  # busy and batching: wait for the rest of a burst
+    assert load.together()  # saturated and batching: wait for company
     load.add(1, elapsed=0.001, run=0.001)
     assert not load.together()  # a lone request last: it does not wait
 
