@@ -5,7 +5,8 @@ against the latency bound p99 <= 2 x the unbatched single-request latency + max_
     python examples/load_test.py --model m.rnnfast --servers asyncio --body binary --rate 500
 
 It starts the server as child processes on 127.0.0.1 (any free port), each front end of ``--servers``
-(asyncio, threading) without and with batching, and measures them in turn (``--rounds`` times each,
+(asyncio, threading) without batching and with it (one batching server per ``--batch-workers`` value,
+the Batcher's threads), and measures them in turn (``--rounds`` times each,
 interleaved), each round in three phases: the single-request latency (one client, p50), ``--clients``
 connections in a closed loop (each sends its next request as soon as its answer came), then the same
 connections in an open loop at ``--rate`` requests/s (request i scheduled at i / rate s), each phase
@@ -268,12 +269,16 @@ def _load_phase(srv, bodies, args, clients, rate=None):
             "cpu": (cpu1 - cpu0) * 1e3 / len(lat) if cpu0 is not None else float("nan")}, answers
 
 
-def measure(srv, server, batching, bodies, args):
+def mode_name(workers):
+    """The mode of a server whose Batcher has ``workers`` threads (0: no batching)."""
+    return "no batching" if not workers else "batching" if workers == 1 else f"batching x{workers}"
+
+
+def measure(srv, server, workers, bodies, args):
     """One round on a running server: the single-request latency (one client, p50), ``args.clients``
     clients in a closed loop, then (``args.rate`` > 0) an open loop at ``args.rate`` requests/s."""
     single, _, _ = drive(srv.port, bodies, 1, args.single, args.seconds)
-    row = {"server": server, "mode": "batching" if batching else "no batching",
-           "single_ms": float(np.median(single)) * 1e3}
+    row = {"server": server, "mode": mode_name(workers), "single_ms": float(np.median(single)) * 1e3}
     closed, answers = _load_phase(srv, bodies, args, args.clients)
     row.update({f"closed_{k}": v for k, v in closed.items()})
     if args.rate:
@@ -284,21 +289,21 @@ def measure(srv, server, batching, bodies, args):
 
 
 def run_rounds(model, bodies, args):
-    """Every server up at once (each of ``args.servers`` without and with batching), measured in turn
-    ``args.rounds`` times (the load from other processes then weighs on all alike). Returns the rows of
-    every round and the answers seen, by server and mode."""
+    """Every server up at once (each of ``args.servers`` without batching, and with a Batcher of each of
+    ``args.batch_workers`` threads), measured in turn ``args.rounds`` times (the load from other processes
+    then weighs on all alike). Returns the rows of every round and the answers seen, by server and mode."""
     rows, answers = [], {}
     with contextlib.ExitStack() as stack:
-        servers = {(kind, batching): stack.enter_context(Server(model, batching, args.max_delay_ms, args.threads,
-                                                                kind, args.batch_workers))
-                   for kind in args.servers for batching in (False, True)}
+        servers = {(kind, workers): stack.enter_context(Server(model, bool(workers), args.max_delay_ms, args.threads,
+                                                               kind, max(workers, 1)))
+                   for kind in args.servers for workers in [0, *args.batch_workers]}
         for srv in servers.values():
             drive(srv.port, bodies, 4, 100, args.seconds)  # warm-up
         for _ in range(args.rounds):
-            for (kind, batching), srv in servers.items():
-                row, seen = measure(srv, kind, batching, bodies, args)
+            for (kind, workers), srv in servers.items():
+                row, seen = measure(srv, kind, workers, bodies, args)
                 rows.append(row)
-                answers.setdefault((kind, batching), {}).update(seen)
+                answers.setdefault((kind, workers), {}).update(seen)
     return rows, answers
 
 
@@ -384,11 +389,11 @@ def verdicts(pair, args):
     whether every latency target was met."""
     nb, b = pair
     bound = 2 * nb["single_ms"] + args.max_delay_ms
-    lines = [f"{b['server']}: throughput with batching {b['closed_rate']:.0f} against {nb['closed_rate']:.0f} req/s "
+    lines = [f"{b['server']}, {b['mode']}: throughput {b['closed_rate']:.0f} against {nb['closed_rate']:.0f} req/s "
              f"without, {b['closed_rate'] / nb['closed_rate']:.2f}x (target >= 3: "
              f"{'PASS' if b['closed_rate'] >= 3 * nb['closed_rate'] else 'FAIL'}); server CPU per request "
              f"{b['closed_cpu']:.3f} ms with batching, {nb['closed_cpu']:.3f} ms without",
-             f"{b['server']}: latency bound 2 x {nb['single_ms']:.2f} ms (unbatched single-request p50) + "
+             f"{b['server']}, {b['mode']}: latency bound 2 x {nb['single_ms']:.2f} ms (unbatched single-request p50) + "
              f"max_delay_ms {args.max_delay_ms:g} = {bound:.2f} ms"]
     ok = True
     for loop, label in (("closed", f"closed loop, {args.clients} clients"),
@@ -420,8 +425,9 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="time limit per measurement (default: %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
-    parser.add_argument("--batch-workers", type=int, default=1,
-                        help="the server's Batcher threads (serve.py --batch-workers; default: %(default)s)")
+    parser.add_argument("--batch-workers", type=int, nargs="+", default=[1],
+                        help="the batching servers' Batcher threads (serve.py --batch-workers), one batching "
+                             "server for each number given, e.g. 1 2 (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="the server's rnnfast threads per call (default: %(default)s: with 32 concurrent "
                              "requests the setting the README advises, and on a small machine it leaves a core "
@@ -444,12 +450,13 @@ def main(argv=None):
         checked = sum(check_answers(model, seqs, a) for a in answers.values())
         plain, batched, one_batch = in_process(model, seqs, args.clients, args.requests, args.threads)
     print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} CPUs,",
-          f"kernel threads per call {args.threads or 'default'}, batch workers {args.batch_workers},",
+          f"kernel threads per call {args.threads or 'default'},",
           f"{args.rounds} rounds, {checked} distinct answers checked against predict")
     print_table(rows)
-    pairs = [(medians(rows, kind, "no batching"), medians(rows, kind, "batching")) for kind in args.servers]
+    pairs = [(medians(rows, kind, "no batching"), medians(rows, kind, mode_name(w)))
+             for kind in args.servers for w in args.batch_workers]
     print("medians:")
-    print_table([r for pair in pairs for r in pair])
+    print_table([medians(rows, kind, mode_name(w)) for kind in args.servers for w in [0, *args.batch_workers]])
     print(f"p99: of every request's latency in a phase (client send, or its scheduled time in the open loop, "
           f"to the last byte of its answer), median over rounds; {args.body} bodies")
     for pair in pairs:
@@ -457,7 +464,7 @@ def main(argv=None):
     print(f"in process, no HTTP ({args.clients} threads, {args.requests} requests): predict {plain:.0f} req/s, "
           f"Batcher {batched:.0f} req/s ({batched / plain:.2f}x)")
     for nb, b in pairs:
-        print(f"{b['server']}, closed loop: by Little's law the mean latency is {args.clients} clients / "
+        print(f"{b['server']}, {b['mode']}, closed loop: by Little's law the mean latency is {args.clients} clients / "
               f"{b['closed_rate']:.0f} req/s = {args.clients / b['closed_rate'] * 1e3:.2f} ms; predict on "
               f"{args.clients} sequences at once takes {one_batch * 1e3:.2f} ms in this process (fastest of 10), "
               f"a floor for the closed loop's latency with {args.threads or 'default'} kernel thread(s)")

@@ -230,16 +230,20 @@ def test_load_test_runs_briefly(model_file, capsys, body):
     """The load test end to end on the tiny model: both front ends, both modes, closed and open loop, a table,
     the latency bound with its verdicts, the answers checked."""
     lt = _load("load_test")
+    workers = ["1", "2"] if body == "binary" else ["1"]  # binary: a batching server with 2 workers too
     assert lt.main(["--model", str(model_file), "--clients", "4", "--requests", "40", "--single", "10",
-                    "--seconds", "10", "--rounds", "1", "--rate", "200", "--body", body]) == 0
+                    "--seconds", "10", "--rounds", "1", "--rate", "200", "--body", body,
+                    "--batch-workers", *workers]) == 0
     out = capsys.readouterr().out
     assert "no batching" in out and "batching" in out and "closed p99" in out and "open p99" in out
     assert "asyncio" in out and "threading" in out and f"{body} bodies" in out
     assert "answers checked against predict" in out and "in process, no HTTP" in out
-    assert out.count("latency bound 2 x") == 2 and "Little's law" in out
+    n = 2 * len(workers)  # front ends x batching servers
+    assert out.count("latency bound 2 x") == n and out.count("Little's law") == n
+    assert ("batching x2" in out) == (body == "binary")
     verdicts = [line for line in out.splitlines() if "p99 with batching" in line]
-    assert len(verdicts) == 4 and all(("PASS" in v) != ("FAIL" in v) for v in verdicts)
-    assert sum("open loop, 200 req/s" in v for v in verdicts) == 2
+    assert len(verdicts) == 2 * n and all(("PASS" in v) != ("FAIL" in v) for v in verdicts)
+    assert sum("open loop, 200 req/s" in v for v in verdicts) == n
 
 
 def test_drive_closed_and_open_loop(model_file):
