@@ -178,6 +178,19 @@ class _Pending:
         self.conn, self.k, self.t0, self.free = conn, None, 0.0, 0.0
 
 
+def _answered(pending, now):
+    """Read what came on a readable connection; the answer's body once it is whole (the connection is then
+    free from ``now``), else None."""
+    pending.conn.receive()
+    answer = pending.conn.take()
+    if answer is None:
+        return None
+    if answer[0] != 200:
+        raise RuntimeError(f"HTTP {answer[0]}: {answer[1][:200]!r}")
+    pending.free = now
+    return answer[1]
+
+
 def drive(port, requests, clients, max_requests, seconds, rate=None):
     """``clients`` keep-alive connections sending the prepared ``requests`` round-robin until
     ``max_requests`` were sent or ``seconds`` pass: each as soon as its previous answer came (a closed loop),
@@ -227,18 +240,12 @@ def drive(port, requests, clients, max_requests, seconds, rate=None):
             elif sent > done and t1 - last > 60:  # a server that stops answering fails the run, not hangs it
                 raise TimeoutError(f"{sent - done} requests unanswered for 60 s")
             for key, _ in events:
-                p = key.data
-                p.conn.receive()
-                answer = p.conn.take()
-                if answer is None:
-                    continue
-                if answer[0] != 200:
-                    raise RuntimeError(f"HTTP {answer[0]}: {answer[1][:200]!r}")
-                latencies.append(t1 - p.t0)
-                answers[p.k % len(requests)] = answer[1]
-                done += 1
-                p.free = t1
-                idle.append(p)
+                answer = _answered(key.data, t1)
+                if answer is not None:
+                    latencies.append(t1 - key.data.t0)
+                    answers[key.data.k % len(requests)] = answer
+                    done += 1
+                    idle.append(key.data)
     finally:
         sel.close()
         for p in conns:
