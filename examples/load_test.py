@@ -379,8 +379,8 @@ _COLUMNS = [("server", "server", "{:<9}"), ("mode", "mode", "{:<12}"), ("single_
             ("closed_p50", "closed p50", "{:>10.2f}"), ("closed_p99", "closed p99", "{:>10.2f}"),
             ("closed_rate", "req/s", "{:>6.0f}"), ("closed_batch", "batch", "{:>5.1f}"),
             ("closed_cpu", "CPU ms/req", "{:>10.3f}"), ("open_p50", "open p50", "{:>8.2f}"),
-            ("open_p99", "open p99", "{:>8.2f}"), ("open_rate", "req/s", "{:>6.0f}"), ("open_batch", "batch", "{:>5.1f}"),
-            ("open_cpu", "CPU ms/req", "{:>10.3f}")]
+            ("open_p99", "open p99", "{:>8.2f}"), ("open_rate", "req/s", "{:>6.0f}"),
+            ("open_batch", "batch", "{:>5.1f}"), ("open_cpu", "CPU ms/req", "{:>10.3f}")]
 
 
 def print_table(rows):

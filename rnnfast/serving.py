@@ -63,8 +63,8 @@ if hasattr(os, "register_at_fork"):
 class _EstimatorAdapter:
     """A fitted estimator: a request is checked as ``predict(x[None])`` checks it; a batch runs as
     ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on (the
-    predict loop of one Trainer per worker thread, kept), without checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
-    small model's computing)."""
+    predict loop of one Trainer per worker thread, kept), without checking the sequences again (a
+    ``predict`` call's own checks cost about 0.7 ms, more than a batch of a small model's computing)."""
 
     def __init__(self, est, method: str):
         est._check_fitted()
@@ -103,6 +103,8 @@ class _EstimatorAdapter:
         X, lengths = pad_sequences(xs)
         data = SequenceDataset(X, lengths=None if lengths.min() == lengths.max() else lengths)
         out = trainer.predict(data, per_step=est.per_step_, batch_size=len(xs))
+        if out is None:  # no sequences (a batch always holds one)
+            return []
         res = probabilities(out, lengths, est.per_step_) if self.proba else predictions(out, est._specs[1])
         return [res[i, :n] if est.per_step_ else res[i] for i, n in enumerate(lengths)]
 
@@ -271,7 +273,7 @@ def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: _Sta
         if first is _STOP:
             break
         items, stop = _collect(q, first, max_batch, delay if load.together() else 0.0)
-        start, cpu = time.monotonic(), time.thread_time()
+        cpu = time.thread_time()
         _resolve(adapter, items, stats)
         load.add(len(items), time.monotonic() - free, time.thread_time() - cpu)
     while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
@@ -311,9 +313,10 @@ class Batcher:
     n_threads : int, optional
         Kernel threads of a module's batched call (estimators use their own ``n_threads``).
     workers : int in [1, 64], default 1
-        Threads running batches, each taking the next batch when it is free. One per core that serving may
-        use lets batches run side by side (with ``n_threads=1`` per call); one is enough while the
-        front end that submits needs a core of its own.
+        Threads running batches, each taking the next batch when it is free: with several, batches run side
+        by side on several cores (give each call ``n_threads=1``). On a small machine whose front end needs
+        a core of its own one is best (two on two cores made smaller batches and cost more CPU a request
+        in ``examples/load_test.py``).
 
     Notes
     -----
