@@ -235,15 +235,13 @@ def _resolve(adapter, items: list, stats: _Stats) -> None:
 class _Load:
     """The worker's recent load, which decides whether a request found alone waits for company: only when
     requests have been coming together (the last batch held more than one) and the worker has been busy
-    at least 90% of the time lately (its CPU time running batches over all time, weighted 0.8 per batch
-    back: CPU time, so that other processes slowing the worker down do not pass for a high load; time spent
+    at least half the time lately (its CPU time running batches over all time, weighted 0.8 per batch back:
+    CPU time, so that other processes slowing the worker down do not pass for a high load; time spent
     waiting for company counts as idle, so waits that gather little stop by themselves).
 
-    Below that, a request found alone runs at once. A load under capacity gains nothing by waiting (the
-    worker keeps up), and when the front end that submits shares the cores, a worker that waits for the
-    whole of a burst idles while the front end reads it, then runs it while the front end idles: taking
-    what is there lets the two overlap, and requests that queue meanwhile form the next batch. Waiting
-    pays only at saturation, where fewer, fuller batches save CPU."""
+    Below that, a request found alone runs at once: a load well under capacity gains nothing by waiting
+    (the worker keeps up), and waiting only adds to its latency. A busy worker waits, so that the requests
+    a burst of answers brings back run as one batch rather than as several small ones."""
 
     __slots__ = ("size", "busy", "total")
 
@@ -259,7 +257,7 @@ class _Load:
         self.total = 0.8 * self.total + max(elapsed, run)
 
     def together(self) -> bool:
-        return self.size > 1 and self.busy >= 0.9 * self.total
+        return self.size > 1 and self.busy >= 0.5 * self.total
 
 
 def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: _Stats) -> None:
@@ -300,7 +298,7 @@ class Batcher:
     max_delay_ms : float >= 0, default 2
         How long the first request of a batch may wait for others (counted from its ``submit``): only when
         it finds no other request queued, requests have been coming together (the previous batch held more
-        than one) and the worker has been busy at least 90% of the time lately. Otherwise a batch starts as
+        than one) and the worker has been busy at least half the time lately. Otherwise a batch starts as
         soon as the worker is free, with every request queued meanwhile (up to ``max_batch_size``): a lone
         client, or a load under capacity, gets the unbatched latency. A request waits at most
         ``max_delay_ms`` plus the batches ahead of it.

@@ -331,11 +331,11 @@ def test_a_mostly_idle_worker_does_not_wait_for_company():
     load.add(2, elapsed=0.1, run=0.001)
     assert not load.together()  # came together, but the worker is idle
     for _ in range(20):
-        load.add(8, elapsed=0.008, run=0.005)
-    assert not load.together()  # busy 62%: take what is there, let the front end and the worker overlap
+        load.add(8, elapsed=0.012, run=0.005)
+    assert not load.together()  # busy 42%: a request found alone goes at once
     for _ in range(20):
-        load.add(8, elapsed=0.0051, run=0.005)
-    assert load.together()  # saturated and batching: wait for company
+        load.add(8, elapsed=0.008, run=0.005)
+    assert load.together()  # busy 62% and batching: wait for company
     load.add(1, elapsed=0.001, run=0.001)
     assert not load.together()  # a lone request last: it does not wait
 
