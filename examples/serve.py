@@ -6,17 +6,23 @@
 
     curl -s localhost:8000/predict -d '{"sequence": [[0.1, 0.2], [0.3, 0.4]]}'
     {"prediction": "up"}
+    python -c "import numpy as np; np.ones((2, 2), '<f4').tofile('x.f32')"
+    curl -s localhost:8000/predict -H 'Content-Type: application/octet-stream' -H 'X-Shape: 2,2' --data-binary @x.f32
 
-POST /predict takes ``{"sequence": [...]}``, one sequence: a list of time steps, each a list of features
-(or a list of token ids for token models), and answers ``{"prediction": ...}``: what ``model.predict``
-(or ``predict_proba`` with ``--method predict_proba``) gives for that sequence alone. A bad request gets
-400 and ``{"error": "..."}``; a full queue 503. GET /health answers ``{"status": "ok"}``, GET /stats the
-batcher's counts. The server binds 127.0.0.1 only (put a real front end before exposing it).
+POST /predict takes one sequence, as JSON ``{"sequence": [...]}`` (a list of time steps, each a list of
+features, or a list of token ids for token models) or, with ``Content-Type: application/octet-stream``,
+as raw little-endian numbers in C order with its shape in ``X-Shape: T,F`` (``T`` for token ids) and
+their type in ``X-Dtype`` (float32 by default; float64, int32, int64): no JSON to parse, about 100 times
+cheaper for the server than the same sequence as JSON. It answers ``{"prediction": ...}``: what
+``model.predict`` (or ``predict_proba`` with ``--method predict_proba``) gives for that sequence alone. A
+bad request gets 400 and ``{"error": "..."}``; a full queue 503. GET /health answers ``{"status":
+"ok"}``, GET /stats the batcher's counts. The server binds 127.0.0.1 only (put a real front end before
+exposing it).
 
 Two front ends, the same interface:
 
 - ``--server asyncio`` (default): one event loop thread parses HTTP/1.1 (request line, headers,
-  ``Content-Length`` body; keep-alive; no chunked bodies: 411) and the JSON. With batching it hands each
+  ``Content-Length`` body; keep-alive; no chunked bodies: 411) and the body. With batching it hands each
   sequence to one Batcher and awaits its future; without, it runs ``predict`` on a pool of ``--workers``
   threads (default 32), so the predictions still run concurrently.
 - ``--server threading``: the standard library's ThreadingHTTPServer, one thread per connection, which
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import socket
 import sys
 import threading
@@ -56,22 +63,52 @@ def _jsonable(value):
     return value
 
 
+_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
+
+
+def binary_sequence(body, headers):
+    """The sequence of a binary request body: raw little-endian numbers, C order, the shape in the
+    ``X-Shape`` header (``T,F``, or ``T`` for token ids), the type in ``X-Dtype`` (float32 by default,
+    float64, int32 or int64). About 100 times cheaper to read than the same sequence as JSON."""
+    text = headers.get("x-shape")
+    if text is None:
+        raise ValueError("a binary body (application/octet-stream) needs an X-Shape header: T,F (or T for token ids)")
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not 1 <= len(shape) <= 2 or min(shape) < 0:
+        raise ValueError(f"bad X-Shape {text[:40]!r}: give T,F (or T for token ids), non-negative integers")
+    name = headers.get("x-dtype") or "float32"
+    if name not in _DTYPES:
+        raise ValueError(f"bad X-Dtype {name[:40]!r}: one of {', '.join(_DTYPES)}")
+    dtype = np.dtype(_DTYPES[name])
+    if math.prod(shape) * dtype.itemsize != len(body):
+        raise ValueError(f"the body holds {len(body)} bytes; X-Shape {shape} of {name} needs "
+                         f"{math.prod(shape) * dtype.itemsize}")
+    return np.frombuffer(body, dtype).reshape(shape)
+
+
 class Service:
     """The model and how a request is answered, whatever the front end: :meth:`route` answers what needs
     no prediction and parses the sequence of what does; :meth:`predict` (blocking, the threading server)
     or :meth:`submit` (a future, the asyncio server) predicts; :meth:`failure` maps a prediction's error to
     its response."""
 
-    def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32):
+    def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32,
+                 batch_workers=1):
         self.model, self.method = model, method
-        self.batcher = Batcher(model, max_batch_size, max_delay_ms, method=method) if batching else None
+        self.batcher = (Batcher(model, max_batch_size, max_delay_ms, method=method, workers=batch_workers)
+                        if batching else None)
         self._call = getattr(model, method)
         # without batching, the asyncio server's predictions run on these threads (the threading server
         # predicts on its connection threads: workers None)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="predict") if workers and not batching else None
 
-    def route(self, method, path, body):
-        """``(status, obj)`` for a request that needs no prediction (or is bad), else ``(None, sequence)``."""
+    def route(self, method, path, body, headers=None):
+        """``(status, obj)`` for a request that needs no prediction (or is bad), else ``(None, sequence)``.
+        ``headers``: a mapping whose ``get`` takes lower-case names (the asyncio server's dict, or the
+        threading server's ``email.message.Message``)."""
         if method == "GET" and path == "/health":
             return 200, {"status": "ok"}
         if method == "GET" and path == "/stats":
@@ -79,7 +116,13 @@ class Service:
         if path != "/predict":
             return 404, {"error": f"no such path {path[:200]!r}"}
         if method != "POST":
-            return 405, {"error": "POST a JSON body to /predict"}
+            return 405, {"error": "POST a JSON or binary body to /predict"}
+        headers = headers or {}
+        if (headers.get("content-type") or "").split(";")[0].strip().lower() == "application/octet-stream":
+            try:
+                return None, binary_sequence(body, headers)
+            except ValueError as e:
+                return 400, {"error": str(e)}
         try:
             sequence = np.asarray(json.loads(body)["sequence"])
         except (ValueError, KeyError, TypeError, IndexError, RecursionError):
@@ -156,7 +199,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(413 if n > _MAX_BODY else 400, {"error": f"Content-Length must be 0 to {_MAX_BODY}"})
             return
         service = self.server.service
-        status, obj = service.route(method, self.path, self.rfile.read(n))
+        status, obj = service.route(method, self.path, self.rfile.read(n), self.headers)
         if status is None:
             try:
                 status, obj = 200, {"prediction": service.predict(obj)}
@@ -200,7 +243,7 @@ def _response(status, obj, keep_alive=True):
 
 
 def _parse_head(head):
-    """``(method, path, keep_alive, body length)`` from the request line and headers (the ``bytes`` before
+    """``(method, path, keep_alive, body length, headers)`` from the request line and headers (the ``bytes`` before
     the blank line); raises :class:`_BadRequest` for what this server does not take."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
@@ -228,7 +271,7 @@ def _parse_head(head):
         raise _BadRequest(413, f"request body over {_MAX_BODY} bytes")
     connection = headers.get("connection", "").lower()
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    return method, path, keep_alive, n
+    return method, path, keep_alive, n, headers
 
 
 class _Connection(asyncio.Protocol):
@@ -278,7 +321,7 @@ class _Connection(asyncio.Protocol):
                 self.reply(400, {"error": f"request line and headers over {_MAX_HEAD} bytes"}, False)
                 return
             try:
-                method, path, keep_alive, n = _parse_head(bytes(self.buf[:end]))
+                method, path, keep_alive, n, headers = _parse_head(bytes(self.buf[:end]))
             except _BadRequest as e:
                 self.reply(e.status, {"error": str(e)}, False)
                 return
@@ -288,7 +331,7 @@ class _Connection(asyncio.Protocol):
             del self.buf[:end + 4 + n]
             self.transport.resume_reading()
             self.keep_alive = keep_alive
-            status, obj = self.server.service.route(method, path, body)
+            status, obj = self.server.service.route(method, path, body, headers)
             if status is None:
                 try:
                     future = self.server.service.submit(obj)
@@ -389,14 +432,15 @@ class AsyncServer:
 
 
 def make_server(model, port=0, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict",
-                server="asyncio", workers=32):
+                server="asyncio", workers=32, batch_workers=1):
     """A server on 127.0.0.1:``port`` (0: any free port) answering with ``model``, ``server`` "asyncio" or
     "threading"; not yet serving (call ``serve_forever``, and ``shutdown`` / ``server_close`` /
-    ``service.close()`` after). ``workers``: the asyncio server's predict threads without batching."""
+    ``service.close()`` after). ``workers``: the asyncio server's predict threads without batching;
+    ``batch_workers``: the Batcher's threads."""
     if server not in ("asyncio", "threading"):
         raise ValueError(f"server must be 'asyncio' or 'threading', got {server!r}")
     service = Service(model, batching, max_batch_size, max_delay_ms, method,
-                      workers=workers if server == "asyncio" else None)
+                      workers=workers if server == "asyncio" else None, batch_workers=batch_workers)
     if server == "asyncio":
         return AsyncServer(service, port)
     httpd = Server(("127.0.0.1", port), Handler)
@@ -421,6 +465,8 @@ def main(argv=None):
                         help="coalesce concurrent requests with rnnfast.serving.Batcher (default: on)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--batch-workers", type=int, default=1,
+                        help="the Batcher's threads running batches side by side (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=32,
                         help="asyncio server without batching: threads running predict (default: %(default)s)")
     parser.add_argument("--method", choices=("predict", "predict_proba"), default="predict")
@@ -434,7 +480,7 @@ def main(argv=None):
         rf.set_workspace_limit(int(args.workspace_limit_mb * 2**20))
     model = rf.load(args.model)
     server = make_server(model, args.port, args.batching, args.max_batch_size, args.max_delay_ms, args.method,
-                         args.server, args.workers)
+                         args.server, args.workers, args.batch_workers)
     host, port = server.server_address[:2]
     print(f"serving {args.model} on http://{host}:{port} ({args.server}, batching {'on' if args.batching else 'off'})",
           flush=True)

@@ -62,9 +62,9 @@ if hasattr(os, "register_at_fork"):
 # ---------------------------------------------------------------------------------------- adapters
 class _EstimatorAdapter:
     """A fitted estimator: a request is checked as ``predict(x[None])`` checks it; a batch runs as
-    ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on, without
-    checking the sequences again (a ``predict`` call's own checks cost about 0.7 ms, more than a batch of a
-    small model's computing)."""
+    ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on (the
+    predict loop of one Trainer per worker thread, kept), without checking the sequences again (a
+    ``predict`` call's own checks cost about 0.7 ms, more than a batch of a small model's computing)."""
 
     def __init__(self, est, method: str):
         est._check_fitted()
@@ -72,6 +72,7 @@ class _EstimatorAdapter:
             raise ValueError("method='predict_proba' needs a classifier; this estimator was fitted for regression")
         self.est, self.proba = est, method == "predict_proba"
         self.n_threads = est._validate_params().n_threads
+        self.local = threading.local()  # each worker thread's predict loop, made on its first batch
 
     def check(self, x):
         from rnnfast.estimators.inputs import encode_inputs
@@ -93,12 +94,17 @@ class _EstimatorAdapter:
 
     def run(self, xs: list) -> list:
         from rnnfast.estimators.targets import predictions, probabilities
-        from rnnfast.train import predict as predict_loop
+        from rnnfast.train import Trainer
         from rnnfast.train.data import SequenceDataset, pad_sequences
         est = self.est
+        trainer = getattr(self.local, "trainer", None)
+        if trainer is None or trainer.model is not est.model_:  # one per network (a refit makes a new one)
+            trainer = self.local.trainer = Trainer(est.model_, None, n_threads=self.n_threads)
         X, lengths = pad_sequences(xs)
         data = SequenceDataset(X, lengths=None if lengths.min() == lengths.max() else lengths)
-        out = predict_loop(est.model_, data, per_step=est.per_step_, batch_size=len(xs), n_threads=self.n_threads)
+        out = trainer.predict(data, per_step=est.per_step_, batch_size=len(xs))
+        if out is None:  # no sequences (a batch always holds one)
+            return []
         res = probabilities(out, lengths, est.per_step_) if self.proba else predictions(out, est._specs[1])
         return [res[i, :n] if est.per_step_ else res[i] for i, n in enumerate(lengths)]
 
@@ -160,38 +166,59 @@ def _adapter(model, method: str, n_threads: Optional[int]):
 
 
 # ---------------------------------------------------------------------------------------- worker
-def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
-    """The batch starting with ``first``: what else arrives up to ``delay`` seconds after ``first`` was
-    submitted (its last field, a ``time.monotonic()``), up to ``max_batch``. A request that queued while the
-    previous batch ran has waited already: under a steady load the next batch starts as soon as the worker
-    is free, not ``delay`` later. Returns (items, stop)."""
-    batch = [first]
-    deadline = first[2] + delay
+def _take(q: "queue.Queue", batch: list, max_batch: int, timeout: Optional[float] = None) -> bool:
+    """Move queued requests into ``batch`` (up to ``max_batch``): those already queued (``timeout`` None), or
+    also those that arrive within ``timeout`` seconds. Returns True when it took the stop marker."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while len(batch) < max_batch:
         try:
-            item = q.get_nowait()
-        except queue.Empty:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
+            if deadline is None:
+                item = q.get_nowait()
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 item = q.get(timeout=left)
-            except queue.Empty:
-                break
+        except queue.Empty:
+            break
         if item is _STOP:
-            return batch, True
+            return True
         batch.append(item)
-    return batch, False
+    return False
 
 
-def _resolve(adapter, items: list, stats: dict) -> None:
+def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
+    """The batch starting with ``first``: every request already queued behind it goes at once (they queued
+    while the previous batch ran, so the worker is the bottleneck and they have waited already); a
+    ``first`` found alone waits for company up to ``delay`` seconds after it was submitted (its last field,
+    a ``time.monotonic()``), up to ``max_batch`` requests. Returns (items, stop)."""
+    batch = [first]
+    if _take(q, batch, max_batch):
+        return batch, True
+    if len(batch) > 1:
+        return batch, False
+    return batch, _take(q, batch, max_batch, first[2] + delay - time.monotonic())
+
+
+class _Stats:
+    """Batches and requests served, counted by every worker thread."""
+
+    def __init__(self) -> None:
+        self.lock, self.batches, self.requests = threading.Lock(), 0, 0
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.batches += 1
+            self.requests += n
+
+
+def _resolve(adapter, items: list, stats: _Stats) -> None:
     """Run one batch and settle its futures; when the batch call fails, each request runs alone so an
     error reaches only the future of the request that caused it."""
     live = [(x, f) for x, f, _ in items if f.set_running_or_notify_cancel()]
     if not live:
         return
-    stats["batches"] += 1
-    stats["requests"] += len(live)
+    stats.add(len(live))
     try:
         results = adapter.run([x for x, _ in live])
     except Exception:
@@ -205,26 +232,56 @@ def _resolve(adapter, items: list, stats: dict) -> None:
         fut.set_result(res)
 
 
-def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: dict) -> None:
-    """The Batcher's thread: batches until it takes the stop marker (it holds no reference to the Batcher,
-    so an unreferenced Batcher is collected and its finalizer stops this thread)."""
-    stop, alone = False, True
+class _Load:
+    """The worker's recent load, which decides whether a request found alone waits for company: only when
+    requests have been coming together (the last batch held more than one) and the worker has been busy
+    at least half the time lately (its CPU time running batches over all time, weighted 0.8 per batch back:
+    CPU time, so that other processes slowing the worker down do not pass for a high load; time spent
+    waiting for company counts as idle, so waits that gather little stop by themselves).
+
+    Below that, a request found alone runs at once: a load well under capacity gains nothing by waiting
+    (the worker keeps up), and waiting only adds to its latency. A busy worker waits, so that the requests
+    a burst of answers brings back run as one batch rather than as several small ones."""
+
+    __slots__ = ("size", "busy", "total")
+
+    def __init__(self) -> None:
+        # as if it had idled 0.1 s: a new worker waits for company only once it has been busy a while
+        self.size, self.busy, self.total = 1, 0.0, 0.1
+
+    def add(self, size: int, elapsed: float, run: float) -> None:
+        """A batch of ``size`` requests took ``run`` seconds of the worker's CPU, ``elapsed`` seconds after
+        the worker finished the previous one."""
+        self.size = size
+        self.busy = 0.8 * self.busy + run
+        self.total = 0.8 * self.total + max(elapsed, run)
+
+    def together(self) -> bool:
+        return self.size > 1 and self.busy >= 0.5 * self.total
+
+
+def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: _Stats) -> None:
+    """A Batcher's worker thread: batches until it takes the stop marker, which it puts back for the
+    others (it holds no reference to the Batcher, so an unreferenced Batcher is collected and its finalizer
+    stops the workers)."""
+    stop, load = False, _Load()
     while not stop:
+        free = time.monotonic()
         first = q.get()
         if first is _STOP:
             break
-        # wait for company only when requests have been coming together: a lone client's request (the
-        # last batch held one) runs at once, with an unbatched call's latency
-        items, stop = _collect(q, first, max_batch, 0.0 if alone else delay)
-        alone = len(items) == 1
+        items, stop = _collect(q, first, max_batch, delay if load.together() else 0.0)
+        cpu = time.thread_time()
         _resolve(adapter, items, stats)
+        load.add(len(items), time.monotonic() - free, time.thread_time() - cpu)
     while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
         try:
             item = q.get_nowait()
         except queue.Empty:
-            return
+            break
         if item is not _STOP:
             item[1].cancel()
+    q.put(_STOP)  # for the other workers
 
 
 # ---------------------------------------------------------------------------------------- Batcher
@@ -239,10 +296,12 @@ class Batcher:
     max_batch_size : int >= 1, default 32
         Most requests in one call.
     max_delay_ms : float >= 0, default 2
-        How long the first request of a batch waits for others (counted from its ``submit``), when requests
-        come concurrently (the previous batch held more than one; a lone request runs at once). Requests
-        queued while a batch runs have waited already: the next batch starts when the worker is free, with
-        those that came within ``max_delay_ms`` of its first.
+        How long the first request of a batch may wait for others (counted from its ``submit``): only when
+        it finds no other request queued, requests have been coming together (the previous batch held more
+        than one) and the worker has been busy at least half the time lately. Otherwise a batch starts as
+        soon as the worker is free, with every request queued meanwhile (up to ``max_batch_size``): a lone
+        client, or a load under capacity, gets the unbatched latency. A request waits at most
+        ``max_delay_ms`` plus the batches ahead of it.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules
@@ -251,13 +310,18 @@ class Batcher:
         Requests that may wait; :meth:`submit` raises :class:`QueueFullError` beyond it.
     n_threads : int, optional
         Kernel threads of a module's batched call (estimators use their own ``n_threads``).
+    workers : int in [1, 64], default 1
+        Threads running batches, each taking the next batch when it is free: with several, batches run side
+        by side on several cores (give each call ``n_threads=1``). On a small machine whose front end needs
+        a core of its own one is best (two on two cores made smaller batches and cost more CPU a request
+        in ``examples/load_test.py``).
 
     Notes
     -----
     Each request is checked when submitted (a bad one gets a future holding its error and never joins a
     batch); should a batched call still fail, its requests run one by one so that only the failing one's
-    future gets the error. One worker thread runs the batches; :meth:`close` (or leaving the ``with``
-    block) finishes what was submitted and joins it. Threads do not survive ``fork``: make the Batcher in
+    future gets the error. :meth:`close` (or leaving the ``with`` block) finishes what was submitted and
+    joins the worker threads. Threads do not survive ``fork``: make the Batcher in
     each worker process of a pre-forking server (a Batcher from the parent refuses requests there).
 
     Examples
@@ -271,22 +335,25 @@ class Batcher:
     """
 
     def __init__(self, model: Any, max_batch_size: int = 32, max_delay_ms: float = 2.0, *, method: str = "predict",
-                 max_queue: int = 1024, n_threads: Optional[int] = None) -> None:
+                 max_queue: int = 1024, n_threads: Optional[int] = None, workers: int = 1) -> None:
         self.max_batch_size = check_int(max_batch_size, "max_batch_size", 1)
         self.max_delay_ms = float(check_real(max_delay_ms, "max_delay_ms", 0.0, 60_000.0))
         self.max_queue = check_int(max_queue, "max_queue", 1)
         self.method = method
         n_threads = check_int(n_threads, "n_threads", 1, allow_none=True)
+        self.workers = check_int(workers, "workers", 1, 64)
         self._adapter = _adapter(model, method, n_threads)
         self.model = model
         self._queue: "queue.Queue" = queue.Queue()
         self._lock = threading.Lock()
         self._closed = self._forked = False
-        self._stats = {"batches": 0, "requests": 0}
-        self._thread = threading.Thread(target=_worker, name="rnnfast-batcher", daemon=True,
-                                        args=(self._queue, self._adapter, self.max_batch_size,
-                                              self.max_delay_ms / 1000.0, self._stats))
-        self._thread.start()
+        self._stats = _Stats()
+        self._threads = [threading.Thread(target=_worker, name=f"rnnfast-batcher-{i}", daemon=True,
+                                          args=(self._queue, self._adapter, self.max_batch_size,
+                                                self.max_delay_ms / 1000.0, self._stats))
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
         self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
         _LIVE.add(self)
 
@@ -336,21 +403,23 @@ class Batcher:
     @property
     def stats(self) -> dict:
         """``{"batches": calls made, "requests": requests they served}`` so far."""
-        return dict(self._stats)
+        with self._stats.lock:
+            return {"batches": self._stats.batches, "requests": self._stats.requests}
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Stop taking requests, finish those submitted, and join the worker thread (idempotent).
+        """Stop taking requests, finish those submitted, and join the worker threads (idempotent).
 
         Parameters
         ----------
         timeout : float, optional
-            Seconds to wait for the worker; None waits until it is done.
+            Seconds to wait for each worker; None waits until it is done.
         """
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._finalizer()  # puts the stop marker behind the submitted requests
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def __enter__(self) -> "Batcher":
         return self

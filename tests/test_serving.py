@@ -179,13 +179,35 @@ def test_bounded_queue_close_and_no_thread_leak():
     with pytest.raises(RuntimeError, match="closed"):
         b.submit(np.ones((2, 2)))
     b.close()  # idempotent
-    assert not b._thread.is_alive()
-    for _ in range(3):  # a Batcher nobody closes stops when it is collected
-        worker = Batcher(_Picky())._thread
+    assert not b._threads[0].is_alive()
+    for workers in (1, 3, 1):  # a Batcher nobody closes stops (every worker) when it is collected
+        threads = Batcher(_Picky(), workers=workers)._threads
         gc.collect()
-        worker.join(timeout=10)
-        assert not worker.is_alive()
+        for worker in threads:
+            worker.join(timeout=10)
+            assert not worker.is_alive()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_several_workers_run_batches_side_by_side(classifier, method):
+    """workers=3: three threads take batches from one queue; every answer is the unbatched one, the counts
+    add up, close() finishes what was submitted and joins them all."""
+    xs = _seqs(60, 3, np.random.default_rng(7))
+    before = threading.active_count()
+    b = Batcher(classifier, max_batch_size=4, max_delay_ms=1, method=method, workers=3)
+    assert threading.active_count() == before + 3
+    futures = _submit_all(b, xs)
+    b.close()
+    assert all(not t.is_alive() for t in b._threads) and threading.active_count() == before
+    for x, f in zip(xs, futures):
+        ref = getattr(classifier, method)(x[None])[0]
+        if method == "predict":
+            assert f.result(timeout=0) == ref
+        else:
+            np.testing.assert_allclose(f.result(timeout=0), ref, rtol=0, atol=1e-6)
+    stats = b.stats
+    assert stats["requests"] == 60 and 15 <= stats["batches"] <= 60
 
 
 def test_parameters_are_checked(classifier):
@@ -193,6 +215,9 @@ def test_parameters_are_checked(classifier):
         Batcher(classifier, max_batch_size=0)
     with pytest.raises(TypeError, match="max_delay_ms"):
         Batcher(classifier, max_delay_ms="2")
+    for workers, error in ((0, ValueError), (65, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="workers"):
+            Batcher(classifier, workers=workers)
     with pytest.raises(ValueError, match="method"):
         Batcher(classifier, method="transform")
     with pytest.raises(ValueError, match="method"):
@@ -262,3 +287,64 @@ def test_the_delay_counts_from_the_first_requests_submit():
     batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 32, 0.3)
     late.join()
     assert len(batch) == 2 and time.perf_counter() - t0 >= 0.25
+
+
+def test_requests_already_queued_go_without_waiting():
+    """When the worker is free and finds requests queued behind the first, even fresh ones, it runs them at
+    once instead of waiting max_delay_ms for more (they queued while it was busy: it is the bottleneck)."""
+    import queue
+
+    from rnnfast.serving import _collect
+    q = queue.Queue()
+    for _ in range(2):
+        q.put((np.ones(2), None, time.monotonic()))
+    t0 = time.perf_counter()
+    batch, stop = _collect(q, (np.ones(2), None, time.monotonic()), 32, 5.0)
+    assert len(batch) == 3 and not stop and time.perf_counter() - t0 < 1.0
+    for _ in range(5):
+        q.put((np.ones(2), None, time.monotonic()))
+    batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 4, 5.0)
+    assert len(batch) == 4 and q.qsize() == 2  # max_batch_size still caps it
+
+
+
+def test_a_refit_estimator_is_served_with_its_new_network():
+    """The Batcher keeps one predict loop per network: after a refit it answers with the new one."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 6, 3)).astype(np.float32)
+    est = rf.LSTMRegressor(hidden_size=4, epochs=1, random_state=0).fit(X, X[:, :, 0].sum(1))
+    x = X[0]
+    with Batcher(est, method="predict") as b:
+        before = b.predict(x, timeout=30)
+        est.set_params(random_state=1).fit(X, -X[:, :, 1].sum(1))
+        after = b.predict(x, timeout=30)
+    np.testing.assert_allclose(after, est.predict(x[None])[0], rtol=0, atol=1e-6)
+    assert not np.allclose(before, after)
+
+
+def test_a_mostly_idle_worker_does_not_wait_for_company():
+    """Pairs of requests now and then (a load under capacity): the worker is idle most of the time, so
+    a request found alone runs at once even though the last batch held two (a 2 s max_delay_ms would
+    otherwise cost 2 s a pair)."""
+    from rnnfast.serving import _Load
+    load = _Load()
+    load.add(2, elapsed=0.1, run=0.001)
+    assert not load.together()  # came together, but the worker is idle
+    for _ in range(20):
+        load.add(8, elapsed=0.012, run=0.005)
+    assert not load.together()  # busy 42%: a request found alone goes at once
+    for _ in range(20):
+        load.add(8, elapsed=0.008, run=0.005)
+    assert load.together()  # busy 62% and batching: wait for company
+    load.add(1, elapsed=0.001, run=0.001)
+    assert not load.together()  # a lone request last: it does not wait
+
+    with Batcher(rf.nn.GRU(2, 3), max_delay_ms=2000) as b:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            futures = [b.submit(np.ones((2, 2))) for _ in range(2)]  # usually one batch of two
+            for f in futures:
+                f.result(timeout=30)
+            time.sleep(0.1)
+            b.submit(np.ones((2, 2))).result(timeout=30)  # then one alone
+        assert time.perf_counter() - t0 < 1.5

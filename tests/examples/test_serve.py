@@ -98,6 +98,57 @@ def test_service_answers_concurrent_requests_as_predict(model_file, server, batc
         assert stats.get("requests", 12) >= 12 if batching else stats == {}
 
 
+def _binary(seq, dtype="float32", shape=None):
+    """A binary /predict request's body and headers."""
+    arr = np.ascontiguousarray(seq, np.dtype(dtype).newbyteorder("<"))
+    headers = {"Content-Type": "application/octet-stream", "X-Shape": shape or ",".join(map(str, arr.shape))}
+    if dtype != "float32":
+        headers["X-Dtype"] = dtype
+    return arr.tobytes(), headers
+
+
+@pytest.mark.parametrize("server", ["asyncio", "threading"])
+@pytest.mark.parametrize("batching", [True, False])
+def test_binary_bodies_are_answered_as_predict(model_file, server, batching):
+    """Raw little-endian numbers with an X-Shape header (float32 by default, X-Dtype float64), on one
+    keep-alive connection; a body that does not match its headers gets 400 and the connection goes on."""
+    model = rf.load(model_file)
+    seqs = _seqs(6, seed=4)
+    with serving(model, batching=batching, server=server, workers=2, batch_workers=2) as (port, srv):
+        assert not batching or srv.service.batcher.workers == 2
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for i, s in enumerate(seqs):
+                body, headers = _binary(s, "float64" if i % 2 else "float32")
+                conn.request("POST", "/predict", body, headers)
+                resp = conn.getresponse()
+                assert resp.status == 200 and json.loads(resp.read())["prediction"] == model.predict(s[None])[0]
+            bad = [_binary(seqs[0], shape="5,3,1"), _binary(seqs[0], shape="2,x"), _binary(seqs[0], shape="-1,3"),
+                   _binary(seqs[0], shape="1000,3"), _binary(seqs[0], "float16"),
+                   (b"\0" * 12, {"Content-Type": "application/octet-stream"}),
+                   _binary(np.ones((2, 2)))]  # well formed, but 2 features for a 3-feature model
+            for body, headers in bad:
+                conn.request("POST", "/predict", body, headers)
+                resp = conn.getresponse()
+                assert resp.status == 400 and json.loads(resp.read())["error"]
+        finally:
+            conn.close()
+
+
+def test_binary_sequence_reads_shape_and_dtype():
+    serve = _load("serve")
+    x = np.arange(6, dtype="<i8").reshape(3, 2)
+    got = serve.binary_sequence(x.tobytes(), {"x-shape": "3,2", "x-dtype": "int64"})
+    assert got.dtype == np.int64 and np.array_equal(got, x)
+    assert serve.binary_sequence(b"", {"x-shape": "0,8"}).shape == (0, 8)
+    with pytest.raises(ValueError, match="X-Shape header"):
+        serve.binary_sequence(b"", {})
+    with pytest.raises(ValueError, match="needs 24"):
+        serve.binary_sequence(b"\0" * 20, {"x-shape": "3,2"})
+    with pytest.raises(ValueError, match="X-Dtype"):
+        serve.binary_sequence(b"\0" * 24, {"x-shape": "3,2", "x-dtype": "object"})
+
+
 @pytest.mark.parametrize("server", ["asyncio", "threading"])
 def test_keep_alive_serves_several_requests_on_one_connection(model_file, server):
     """One connection: good requests, a bad one (400, the connection stays open), good ones again."""
@@ -174,12 +225,33 @@ def test_make_server_rejects_an_unknown_front_end(model_file):
         _load("serve").make_server(rf.load(model_file), server="twisted")
 
 
-def test_load_test_runs_briefly(model_file, capsys):
-    """The load test end to end on the tiny model: both front ends, both modes, a table, the answers checked."""
+@pytest.mark.parametrize("body", ["json", "binary"])
+def test_load_test_runs_briefly(model_file, capsys, body):
+    """The load test end to end on the tiny model: both front ends, both modes, closed and open loop, a table,
+    the latency bound with its verdicts, the answers checked."""
     lt = _load("load_test")
+    workers = ["1", "2"] if body == "binary" else ["1"]  # binary: a batching server with 2 workers too
     assert lt.main(["--model", str(model_file), "--clients", "4", "--requests", "40", "--single", "10",
-                    "--seconds", "10", "--rounds", "1"]) == 0
+                    "--seconds", "10", "--rounds", "1", "--rate", "200", "--body", body,
+                    "--batch-workers", *workers]) == 0
     out = capsys.readouterr().out
-    assert "no batching" in out and "batching" in out and "p99 ms" in out and "throughput ratio" in out
-    assert "asyncio" in out and "threading" in out
+    assert "no batching" in out and "batching" in out and "closed p99" in out and "open p99" in out
+    assert "asyncio" in out and "threading" in out and f"{body} bodies" in out
     assert "answers checked against predict" in out and "in process, no HTTP" in out
+    n = 2 * len(workers)  # front ends x batching servers
+    assert out.count("latency bound 2 x") == n and out.count("Little's law") == n
+    assert ("batching x2" in out) == (body == "binary")
+    verdicts = [line for line in out.splitlines() if "p99 with batching" in line]
+    assert len(verdicts) == 2 * n and all(("PASS" in v) != ("FAIL" in v) for v in verdicts)
+    assert sum("open loop, 200 req/s" in v for v in verdicts) == n
+
+
+def test_drive_closed_and_open_loop(model_file):
+    """The load generator alone: every request answered once, the open loop paced at its rate."""
+    lt = _load("load_test")
+    requests = lt.encode(_seqs(5, seed=6), "binary")
+    with serving(rf.load(model_file), batching=True) as (port, _):
+        lat, answers, wall = lt.drive(port, requests, 3, 30, 10)
+        assert len(lat) == 30 and (lat > 0).all() and sorted(answers) == list(range(5))
+        lat, _, wall = lt.drive(port, requests, 3, 20, 10, rate=100)
+        assert len(lat) == 20 and wall >= 0.19  # request 19 is due at 0.19 s
