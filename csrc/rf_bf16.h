@@ -13,6 +13,8 @@
  * A step: for every gate and unit block, C (nb rows, 16 units) = x_t . Wx^T + h_{t-1} . Wh^T into the
  * gates scratch, then the cell's fused pass, then h_t rounded to bfloat16 for the next step. With few rows
  * (proj_all), x W_ih^T is made first for all steps in one product (on tiles) and a step adds h . Wh^T only.
+ * The LSTM on AMX (not proj_all) has no gates scratch: per unit block and 32 rows, the four gates' tiles go
+ * to a buffer in L1 and the cell runs on them within the next block's products (rf_amx_lstm_step).
  * Paths:
  *   RF_BF16_PORTABLE: plain C, converting bfloat16 to float32 (any CPU);
  *   RF_BF16_AVX512:   vdpbf16ps, 8 rows x 2 blocks of C in registers (2-4 rows: 4 x 4; one row: 1 x 8);
@@ -22,9 +24,10 @@
  * beside PyTorch): AMX 2.4-5x the float32 kernels on the named shapes; AVX512-BF16 wins only where the
  * weights' bytes bound the time (batch 1: 1.2-1.4x), and at large batches ran at 0.6x float32: here
  * vdpbf16ps does 32 multiply-adds per cycle, as two float32 FMAs do.
- * Threads split the batch rows (in multiples of 16, no synchronisation between steps) or, for few rows,
- * the unit blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}; after a long
- * wait there thread 0 finishes the call alone, rf_step_barrier).
+ * Threads split the batch rows (in multiples of 16, no synchronisation between steps) or, for few rows
+ * and for the LSTM on AMX with weights past a core's L2 (each thread keeps its share there), the unit
+ * blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}; after a long wait there
+ * thread 0 finishes the call alone, rf_step_barrier).
  *
  * Rows: step t holds bs[t] rows at off[t] of x (N, ldx) and y (N, ldy) (time-major, sorted by length,
  * rf_recurrent's layout), or when given a step stride xts / yts (full-length batches only), row r of step
@@ -38,7 +41,6 @@
 
 #include <stdint.h>
 #include <string.h>
-#include <stdlib.h>
 #include "rf_cpu.h"
 #include "rf_latency.h" /* rf_cells.h (cell passes), rf_barrier, RF_THREAD_IDS */
 #if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 11
@@ -48,7 +50,8 @@
 
 enum { RF_BF16_PORTABLE = 0, RF_BF16_AVX512 = 1, RF_BF16_AMX = 2 };
 
-/* rf_amx_lstm_units from this many rows and packed weights of more bytes than this on */
+/* LSTM on AMX: the threads share out the units (not the rows) from this many rows and packed weights of
+ * more bytes than this on (rf_bf16_forward) */
 #define RF_AMX_UNITS_MIN_ROWS 32
 #define RF_AMX_UNITS_MIN_BYTES (2 * 1024 * 1024)
 
@@ -427,7 +430,7 @@ static void rf_bf16_step_part(const rf_bf16_dir* d, int t, int xrow, int r0, int
 
 #ifdef RF_HAVE_BF16_ISA
 /* A block's cell pass waiting to run, one row at a time, between the tile products of the next block
- * (rf_amx_lstm_units): the AVX-512 cell maths then overlaps the AMX unit's work instead of following it. */
+ * (rf_amx_lstm_step): the AVX-512 cell maths then overlaps the AMX unit's work instead of following it. */
 typedef struct {
     int nr, done, n, Hc, ldy, ldn;
     const float *g, *b; /* gates: rows of 64 floats, i f g o by 16 */
@@ -444,11 +447,10 @@ RF_TARGET_AMX static inline void rf_pending_row(rf_lstm_pending* p) {
 }
 
 /* Two gates' products for 16 or 32 rows (two_r) and one unit block: tiles 0-3 = [x, h] . [W0, W1] over all of
- * k (w: W0's panel, W1's gps further), stored to g (rows of 64 floats). pf: panels to prefetch into L2 (as
- * rf_amx_group), or NULL; a pending row of cell maths after each k block. */
+ * k (w: W0's panel, W1's gps further), stored to g (rows of 64 floats); a row of the pending cell pass after each k block. No prefetching:
+ * the weights are in L2 already (the order of rf_amx_lstm_step), and the prefetches only cost (3%). */
 RF_TARGET_AMX static void rf_amx_lstm_pair(int two_r, const uint16_t* x, int Kx, const uint16_t* h, int Kh,
-                                           const uint16_t* w, size_t gps, float* g, const uint16_t* pf,
-                                           rf_lstm_pending* pend) {
+                                           const uint16_t* w, size_t gps, float* g, rf_lstm_pending* pend) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -457,13 +459,7 @@ RF_TARGET_AMX static void rf_amx_lstm_pair(int two_r, const uint16_t* x, int Kx,
         const uint16_t* a = part ? h : x;
         int lda = part ? Kh : Kx, K = part ? Kh : Kx;
         const uint16_t* wp = w + (part ? (size_t)Kx * 16 : 0);
-        const uint16_t* f = pf ? pf + (part ? (size_t)Kx * 16 : 0) : NULL;
         for (int k = 0; k < K; k += 32) {
-            if (f)
-                for (int l = 0; l < 512; l += 32) {
-                    _mm_prefetch((const char*)(f + (size_t)k * 16 + l), _MM_HINT_T1);
-                    _mm_prefetch((const char*)(f + gps + (size_t)k * 16 + l), _MM_HINT_T1);
-                }
             _tile_loadd(4, a + k, lda * 2);
             _tile_loadd(6, wp + (size_t)k * 16, 64);
             _tile_loadd(7, wp + gps + (size_t)k * 16, 64);
@@ -485,16 +481,18 @@ RF_TARGET_AMX static void rf_amx_lstm_pair(int two_r, const uint16_t* x, int Kx,
     }
 }
 
-/* LSTM on AMX with the threads sharing out the unit blocks [j0, j1) over all nb rows of the step (large
- * weights, many rows: rf_bf16_forward). For each unit block and 32 rows: the four gates' products, [x_t,
- * h_{t-1}] over all of k, in two 2 x 2 tile groups (gates i, f; g, o) into buf (two halves of 32 rows x 64
- * floats, in L1, in turn), and the cell on them, one row at a time, within the next block's products. A
- * thread reads its share of the weights once a step, in the opposite order from the step before: the panels
- * read last are still in L2 when the next step starts with them. Rows past the last full 16 go to
+/* A step of the LSTM on AMX, rows [r0, nb) and unit blocks [j0, j1) (rf_bf16_forward: the threads share
+ * out the units when the weights outgrow a core's L2, else the rows). For each unit block and 32 rows: the
+ * four gates' products, [x_t, h_{t-1}] over all of k, in two 2 x 2 tile groups (gates i, f; g, o) into buf
+ * (two halves of 32 rows x 64 floats, in L1, in turn; no gates scratch), and the cell on them, one row at a
+ * time, within the next block's products (LSTM large: 1.2x less CPU time than the products, then the cell
+ * pass over the gates scratch). A thread reads its weights once a step, in the opposite order from the step
+ * before (backward): the panels read last are still in L2 when the next step starts with them (with the
+ * units shared out, a thread's half of LSTM large's 4 MB). Rows past the last full 16 go to
  * rf_bf16_step_part (AVX512-BF16). */
-RF_TARGET_AMX static void rf_amx_lstm_units(const rf_bf16_dir* d, int t, int xrow, int nb, int j0, int j1, int cur,
-                                            int backward, float* buf) {
-    int Hc = d->Hc, Kx = d->Kx, Kh = d->Kh, full = nb / 16 * 16, half = 0;
+RF_TARGET_AMX static void rf_amx_lstm_step(const rf_bf16_dir* d, int t, int xrow, int r0, int nb, int j0, int j1,
+                                            int cur, int backward, float* buf) {
+    int Hc = d->Hc, Kx = d->Kx, Kh = d->Kh, full = r0 + (nb - r0) / 16 * 16, half = 0;
     size_t gps = (size_t)d->nbk * d->ps; /* from a unit block's panel of one gate to the next gate's */
     const uint16_t* xa = d->xb + (size_t)xrow * Kx;
     const uint16_t* ha = d->hb + (size_t)cur * d->hbs;
@@ -504,13 +502,12 @@ RF_TARGET_AMX static void rf_amx_lstm_units(const rf_bf16_dir* d, int t, int xro
     for (int i = j0; i < j1; i++) {
         int j = backward ? j0 + j1 - 1 - i : i, u0 = 16 * j;
         const uint16_t* pj = d->P + (size_t)j * d->ps;
-        const uint16_t* pnext = i + 1 < j1 ? d->P + (size_t)(backward ? j - 1 : j + 1) * d->ps : NULL;
-        for (int r = 0; r < full; r += 32) {
+        for (int r = r0; r < full; r += 32) {
             int two_r = full - r > 16;
             const uint16_t *x = xa + (size_t)r * Kx, *h = ha + (size_t)r * Kh;
             float* g = buf + (size_t)half * 32 * 64;
-            rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj, gps, g, r ? NULL : pj + 2 * gps, &pend);
-            rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj + 2 * gps, gps, g + 32, r ? NULL : pnext, &pend);
+            rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj, gps, g, &pend);
+            rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj + 2 * gps, gps, g + 32, &pend);
             while (pend.done < pend.nr) rf_pending_row(&pend);
             rf_lstm_pending next = {two_r ? 32 : 16, 0, u0 + 16 < d->H ? 16 : d->H - u0, Hc, d->ldy, Kh, g,
                                     d->b + u0, d->c + (size_t)r * Hc + u0, yt + (ptrdiff_t)r * d->ldy + u0,
@@ -594,11 +591,12 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     int N = off[T - 1] + bs[T - 1];
     /* no product of 16 rows or more: no tiles to configure (a streaming step of one row paid for it) */
     if (path == RF_BF16_AMX && (proj_all ? N : B) < 16) path = RF_BF16_AVX512;
-    /* LSTM, weights past a core's L2, many rows: the threads share out the units (rf_amx_lstm_units) */
-    int units = path == RF_BF16_AMX && cell == 1 && !proj_all && B >= RF_AMX_UNITS_MIN_ROWS
-                && rf_bf16_packed_size(d.G, F, H) * sizeof(uint16_t) > RF_AMX_UNITS_MIN_BYTES;
-    { const char* e = getenv("RF_BF16_UNITS"); if (e) units = units && atoi(e); } /* TEMP */
-    if (units) split_units = 1;
+    /* LSTM on AMX: rf_amx_lstm_step (B >= 16 here), the threads sharing out the units when the weights
+       outgrow a core's L2 at many rows (each then keeps its half there), else as split_units says */
+    int fused = path == RF_BF16_AMX && cell == 1 && !proj_all;
+    if (fused && B >= RF_AMX_UNITS_MIN_ROWS
+        && rf_bf16_packed_size(d.G, F, H) * sizeof(uint16_t) > RF_AMX_UNITS_MIN_BYTES)
+        split_units = 1;
 #ifdef RF_HAVE_BF16_ISA
     if (path == RF_BF16_AVX512 || path == RF_BF16_AMX) {
         d.prod = path == RF_BF16_AMX ? rf_bf16_prod_amx : rf_bf16_prod_avx512;
@@ -616,7 +614,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     {
         RF_THREAD_IDS(k, nk);
         unsigned int ftz = rf_ftz_enter();
-        float buf[2 * 32 * 64] __attribute__((aligned(64))); /* rf_amx_lstm_units' gates */
+        float buf[2 * 32 * 64] __attribute__((aligned(64))); /* rf_amx_lstm_step's gates */
 #ifdef RF_HAVE_BF16_ISA
         if (path == RF_BF16_AMX) rf_amx_begin();
 #endif
@@ -636,8 +634,8 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
             int nb = bs[t] < r1 ? bs[t] : r1;
             if (solo) j0 = 0, j1 = d.nbk;
 #ifdef RF_HAVE_BF16_ISA
-            if (units && nb > r0 && j1 > j0)
-                rf_amx_lstm_units(&d, t, off[t], nb, j0, j1, i & 1, i & 1, buf);
+            if (fused && nb > r0 && j1 > j0)
+                rf_amx_lstm_step(&d, t, off[t], r0, nb, j0, j1, i & 1, i & 1, buf);
             else
 #endif
             if (nb > r0 && j1 > j0) rf_bf16_step_part(&d, t, off[t], r0, nb - r0, j0, j1, i & 1);
