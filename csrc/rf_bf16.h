@@ -432,14 +432,15 @@ static void rf_bf16_step_part(const rf_bf16_dir* d, int t, int xrow, int r0, int
 /* A block's cell pass waiting to run, one row at a time, between the tile products of the next block
  * (rf_amx_lstm_step): the AVX-512 cell maths then overlaps the AMX unit's work instead of following it. */
 typedef struct {
-    int nr, done, n, Hc, ldy, ldn;
+    int nr, done, n, Hc, ldy, ldn, it, its; /* rows done by k block it of its (spread evenly) */
     const float *g, *b; /* gates: rows of 64 floats, i f g o by 16 */
     float *c, *y, *hs;
     uint16_t* hn;
 } rf_lstm_pending;
 
 RF_TARGET_AMX static inline void rf_pending_row(rf_lstm_pending* p) {
-    if (p->done < p->nr) {
+    int upto = (int)(((long)p->nr * ++p->it + p->its - 1) / p->its);
+    while (p->done < p->nr && p->done < upto) {
         int r = p->done++;
         rf_bf16_lstm_16(rf_mask16(p->n), p->Hc, p->g + (size_t)r * 64, 16, p->b, p->c + (size_t)r * p->Hc,
                         p->y + (size_t)r * p->ldy, p->hs + (size_t)r * p->Hc, p->hn + (size_t)r * p->ldn);
@@ -498,7 +499,8 @@ RF_TARGET_AMX static void rf_amx_lstm_step(const rf_bf16_dir* d, int t, int xrow
     const uint16_t* ha = d->hb + (size_t)cur * d->hbs;
     uint16_t* hn = d->hb + (size_t)(1 - cur) * d->hbs;
     float* yt = d->y + (d->yts ? t * d->yts : (ptrdiff_t)xrow * d->ldy);
-    rf_lstm_pending pend = {0, 0, 16, Hc, d->ldy, Kh, buf, d->b, d->c, yt, d->h, hn};
+    int its = (Kx + Kh) / 16; /* k blocks of a unit block's two tile groups */
+    rf_lstm_pending pend = {0, 0, 16, Hc, d->ldy, Kh, 0, its, buf, d->b, d->c, yt, d->h, hn};
     for (int i = j0; i < j1; i++) {
         int j = backward ? j0 + j1 - 1 - i : i, u0 = 16 * j;
         const uint16_t* pj = d->P + (size_t)j * d->ps;
@@ -509,7 +511,7 @@ RF_TARGET_AMX static void rf_amx_lstm_step(const rf_bf16_dir* d, int t, int xrow
             rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj, gps, g, &pend);
             rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj + 2 * gps, gps, g + 32, &pend);
             while (pend.done < pend.nr) rf_pending_row(&pend);
-            rf_lstm_pending next = {two_r ? 32 : 16, 0, u0 + 16 < d->H ? 16 : d->H - u0, Hc, d->ldy, Kh, g,
+            rf_lstm_pending next = {two_r ? 32 : 16, 0, u0 + 16 < d->H ? 16 : d->H - u0, Hc, d->ldy, Kh, 0, its, g,
                                     d->b + u0, d->c + (size_t)r * Hc + u0, yt + (ptrdiff_t)r * d->ldy + u0,
                                     d->h + (size_t)r * Hc + u0, hn + (size_t)r * Kh + u0};
             pend = next;
