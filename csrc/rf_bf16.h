@@ -450,8 +450,9 @@ RF_TARGET_AMX static inline void rf_pending_row(rf_lstm_pending* p) {
 }
 
 /* Two gates' products for 16 or 32 rows (two_r) and one unit block: tiles 0-3 = [x, h] . [W0, W1] over all of
- * k (w: W0's panel, W1's gps further), stored to g (rows of 64 floats); a row of the pending cell pass after each k block. No prefetching:
- * the weights are in L2 already (the order of rf_amx_lstm_step), and the prefetches only cost (3%). */
+ * k (w: W0's panel, W1's gps further), stored to g (rows of 64 floats); after each k block, the pending cell
+ * pass's share of rows. No prefetching: the weights are in L2 already (rf_amx_lstm_step's order), and
+ * prefetching them cost 3%. */
 RF_TARGET_AMX static void rf_amx_lstm_pair(int two_r, const uint16_t* x, int Kx, const uint16_t* h, int Kh,
                                            const uint16_t* w, size_t gps, float* g, rf_lstm_pending* pend) {
     _tile_zero(0);
