@@ -13,6 +13,8 @@
  * A step: for every gate and unit block, C (nb rows, 16 units) = x_t . Wx^T + h_{t-1} . Wh^T into the
  * gates scratch, then the cell's fused pass, then h_t rounded to bfloat16 for the next step. With few rows
  * (proj_all), x W_ih^T is made first for all steps in one product (on tiles) and a step adds h . Wh^T only.
+ * The LSTM on AMX (not proj_all) has no gates scratch: per unit block and 32 rows, the four gates' tiles go
+ * to a buffer in L1 and the cell runs on them within the next block's products (rf_amx_lstm_step).
  * Paths:
  *   RF_BF16_PORTABLE: plain C, converting bfloat16 to float32 (any CPU);
  *   RF_BF16_AVX512:   vdpbf16ps, 8 rows x 2 blocks of C in registers (2-4 rows: 4 x 4; one row: 1 x 8);
@@ -21,10 +23,13 @@
  * Measured (LSTM, 2 threads, interleaved, busy machine; bench/compare.py --precision bf16 for the figures
  * beside PyTorch): AMX 2.4-5x the float32 kernels on the named shapes; AVX512-BF16 wins only where the
  * weights' bytes bound the time (batch 1: 1.2-1.4x), and at large batches ran at 0.6x float32: here
- * vdpbf16ps does 32 multiply-adds per cycle, as two float32 FMAs do.
- * Threads split the batch rows (in multiples of 16, no synchronisation between steps) or, for few rows,
- * the unit blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}; after a long
- * wait there thread 0 finishes the call alone, rf_step_barrier).
+ * vdpbf16ps does 32 multiply-adds per cycle, as two float32 FMAs do. The LSTM AMX step
+ * (rf_amx_lstm_step) against the products into the gates scratch and a cell pass after them: process CPU
+ * time 1.2x less at LSTM large and small, 1.12x at medium (2 threads, the busy machine).
+ * Threads split the batch rows (in multiples of 16, no synchronisation between steps) or, for few rows
+ * and for the LSTM on AMX with weights past a core's L2 (each thread keeps its share there), the unit
+ * blocks (a barrier per step, as rf_latency.h: every thread needs all of h_{t-1}; after a long wait there
+ * thread 0 finishes the call alone, rf_step_barrier).
  *
  * Rows: step t holds bs[t] rows at off[t] of x (N, ldx) and y (N, ldy) (time-major, sorted by length,
  * rf_recurrent's layout), or when given a step stride xts / yts (full-length batches only), row r of step
@@ -46,6 +51,11 @@
 #endif
 
 enum { RF_BF16_PORTABLE = 0, RF_BF16_AVX512 = 1, RF_BF16_AMX = 2 };
+
+/* LSTM on AMX: the threads share out the units (not the rows) from this many rows and packed weights of
+ * more bytes than this on (rf_bf16_forward) */
+#define RF_AMX_UNITS_MIN_ROWS 32
+#define RF_AMX_UNITS_MIN_BYTES (2 * 1024 * 1024)
 
 static inline int rf_round_up(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -122,7 +132,7 @@ static void rf_bf16_prod_portable(int nr, int nc, const uint16_t* A1, int lda1, 
 
 #ifdef RF_HAVE_BF16_ISA
 #define RF_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-#define RF_TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#define RF_TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,amx-tile,amx-bf16")))
 
 RF_TARGET_BF16 static void rf_bf16_convert_avx512(int n, const float* src, uint16_t* dst) {
     int i = 0;
@@ -228,33 +238,36 @@ RF_TARGET_BF16_CELL static inline __m512 rf_bf16_sigm16(__m512 x) {
     return _mm512_fmadd_ps(h, rf_bf16_tanh16(_mm512_mul_ps(h, x)), h);
 }
 
+/* The fused pass on one row's units [0, n), n <= 16 (the mask m): g the row's gates (gate q at g + q gq), b the
+ * biases (gate q at b + q Hc); c, y, hs, hn the row's c, output, state and bfloat16 next input. */
+RF_TARGET_BF16_CELL static inline void rf_bf16_lstm_16(__mmask16 m, int Hc, const float* g, int gq, const float* b,
+                                                      float* c, float* y, float* hs, uint16_t* hn) {
+#define RF_BF16_PRE(k) _mm512_add_ps(_mm512_maskz_loadu_ps(m, g + (k) * gq), _mm512_maskz_loadu_ps(m, b + (k) * Hc))
+    __m512 gi = rf_bf16_sigm16(RF_BF16_PRE(0)), gf = rf_bf16_sigm16(RF_BF16_PRE(1));
+    __m512 gg = rf_bf16_tanh16(RF_BF16_PRE(2)), go = rf_bf16_sigm16(RF_BF16_PRE(3));
+#undef RF_BF16_PRE
+    __m512 cc = _mm512_fmadd_ps(gf, _mm512_maskz_loadu_ps(m, c), _mm512_mul_ps(gi, gg));
+    _mm512_mask_storeu_ps(c, m, cc);
+    __m512 hv = _mm512_mul_ps(go, rf_bf16_tanh16(cc));
+    _mm512_mask_storeu_ps(y, m, hv);
+    _mm512_mask_storeu_ps(hs, m, hv);
+    _mm256_mask_storeu_epi16(hn, m, (__m256i)_mm512_cvtneps_pbh(hv));
+}
+
+static inline __mmask16 rf_mask16(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
 /* LSTM's fused pass on the AVX512-BF16 and AMX paths: no divisions (rf_bf16_tanh16, rf_bf16_sigm16), and h_t
  * written to y, to the running state hs and, rounded, to the next step's product input hn in the same pass.
- * G: gates (nr, 4 Hc); c: (nr, Hc), c_{t-1} in, c_t out; hn: rows of ldn. At LSTM large (B 128, H 512),
- * rf_lstm_fwd_f and the separate copy and conversion took a third as long as the products; now a quarter. */
-RF_TARGET_BF16_CELL static void rf_bf16_lstm_avx512(int nr, int n, int Hc, const float* G, const float* b, float* c,
-                                                    float* y, int ldy, float* hs, uint16_t* hn, int ldn) {
-    for (int r = 0; r < nr; r++) {
-        const float* g = G + (size_t)r * 4 * Hc;
-        float* cr = c + (size_t)r * Hc;
-        float* yr = y + (size_t)r * ldy;
-        float* hr = hs + (size_t)r * Hc;
-        uint16_t* nr_ = hn + (size_t)r * ldn;
-        for (int j = 0; j < n; j += 16) {
-            __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-#define RF_BF16_PRE(k) \
-    _mm512_add_ps(_mm512_maskz_loadu_ps(m, g + (k) * Hc + j), _mm512_maskz_loadu_ps(m, b + (k) * Hc + j))
-            __m512 gi = rf_bf16_sigm16(RF_BF16_PRE(0)), gf = rf_bf16_sigm16(RF_BF16_PRE(1));
-            __m512 gg = rf_bf16_tanh16(RF_BF16_PRE(2)), go = rf_bf16_sigm16(RF_BF16_PRE(3));
-#undef RF_BF16_PRE
-            __m512 cc = _mm512_fmadd_ps(gf, _mm512_maskz_loadu_ps(m, cr + j), _mm512_mul_ps(gi, gg));
-            _mm512_mask_storeu_ps(cr + j, m, cc);
-            __m512 hv = _mm512_mul_ps(go, rf_bf16_tanh16(cc));
-            _mm512_mask_storeu_ps(yr + j, m, hv);
-            _mm512_mask_storeu_ps(hr + j, m, hv);
-            _mm256_mask_storeu_epi16(nr_ + j, m, (__m256i)_mm512_cvtneps_pbh(hv));
-        }
-    }
+ * G: gates, row r's gate q at G + r ldg + q gq (the gates scratch: ldg 4 Hc, gq Hc); b: biases (4 Hc); c:
+ * (nr, Hc), c_{t-1} in, c_t out; hn: rows of ldn. At LSTM large (B 128, H 512), rf_lstm_fwd_f and the
+ * separate copy and conversion took a third as long as the products; then a quarter. */
+RF_TARGET_BF16_CELL static void rf_bf16_lstm_avx512(int nr, int n, int Hc, const float* G, int ldg, int gq,
+                                                    const float* b, float* c, float* y, int ldy, float* hs,
+                                                    uint16_t* hn, int ldn) {
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < n; j += 16)
+            rf_bf16_lstm_16(rf_mask16(n - j), Hc, G + (size_t)r * ldg + j, gq, b + j, c + (size_t)r * Hc + j,
+                            y + (size_t)r * ldy + j, hs + (size_t)r * Hc + j, hn + (size_t)r * ldn + j);
 }
 
 /* AMX: tiles 0-3 hold C (2 row tiles x 2 unit tiles), 4-5 A, 6-7 B, over rows 16 at a time; the last
@@ -324,6 +337,7 @@ RF_TARGET_AMX static void rf_amx_group(int two_r, int two_c, int r, int j, const
  * outermost read all the weights again for every 32 rows: LSTM large (B 128, I = H = 512, 4 MB of bfloat16
  * weights) streamed them from memory twice a step per thread. */
 #define RF_AMX_A_BYTES (256 * 1024)
+
 
 RF_TARGET_AMX static void rf_bf16_prod_amx(int nr, int nc, const uint16_t* A1, int lda1, int K1,
                                            const uint16_t* A2, int lda2, int K2, const uint16_t* P, size_t ps,
@@ -400,7 +414,7 @@ static void rf_bf16_step_part(const rf_bf16_dir* d, int t, int xrow, int r0, int
         rf_gru_fwd_f(nr, n, Hc, gt + u0, ght + u0, d->b + u0, d->bhn + u0, hp + u0, Hc, NULL, yt + u0, d->ldy);
     } else if (d->cell == 1 && d->simd) {
 #ifdef RF_HAVE_BF16_ISA
-        rf_bf16_lstm_avx512(nr, n, Hc, gt + u0, d->b + u0, d->c + (size_t)r0 * Hc + u0, yt + u0, d->ldy, hp + u0,
+        rf_bf16_lstm_avx512(nr, n, Hc, gt + u0, GHc, Hc, d->b + u0, d->c + (size_t)r0 * Hc + u0, yt + u0, d->ldy, hp + u0,
                             hn + u0, d->Kh);
 #endif
         return;
@@ -415,6 +429,102 @@ static void rf_bf16_step_part(const rf_bf16_dir* d, int t, int xrow, int r0, int
         d->conv(n, yt + (size_t)r * d->ldy + u0, hn + (size_t)r * d->Kh + u0);
     }
 }
+
+#ifdef RF_HAVE_BF16_ISA
+/* A block's cell pass waiting to run, one row at a time, between the tile products of the next block
+ * (rf_amx_lstm_step): the AVX-512 cell maths then overlaps the AMX unit's work instead of following it. */
+typedef struct {
+    int nr, done, n, Hc, ldy, ldn, it, its; /* rows done by k block it of its (spread evenly) */
+    const float *g, *b; /* gates: rows of 64 floats, i f g o by 16 */
+    float *c, *y, *hs;
+    uint16_t* hn;
+} rf_lstm_pending;
+
+RF_TARGET_AMX static inline void rf_pending_row(rf_lstm_pending* p) {
+    int upto = (int)(((long)p->nr * ++p->it + p->its - 1) / p->its);
+    while (p->done < p->nr && p->done < upto) {
+        int r = p->done++;
+        rf_bf16_lstm_16(rf_mask16(p->n), p->Hc, p->g + (size_t)r * 64, 16, p->b, p->c + (size_t)r * p->Hc,
+                        p->y + (size_t)r * p->ldy, p->hs + (size_t)r * p->Hc, p->hn + (size_t)r * p->ldn);
+    }
+}
+
+/* Two gates' products for 16 or 32 rows (two_r) and one unit block: tiles 0-3 = [x, h] . [W0, W1] over all of
+ * k (w: W0's panel, W1's gps further), stored to g (rows of 64 floats); after each k block, the pending cell
+ * pass's share of rows. No prefetching: the weights are in L2 already (rf_amx_lstm_step's order), and
+ * prefetching them cost 3%. */
+RF_TARGET_AMX static void rf_amx_lstm_pair(int two_r, const uint16_t* x, int Kx, const uint16_t* h, int Kh,
+                                           const uint16_t* w, size_t gps, float* g, rf_lstm_pending* pend) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int part = 0; part < 2; part++) {
+        const uint16_t* a = part ? h : x;
+        int lda = part ? Kh : Kx, K = part ? Kh : Kx;
+        const uint16_t* wp = w + (part ? (size_t)Kx * 16 : 0);
+        for (int k = 0; k < K; k += 32) {
+            _tile_loadd(4, a + k, lda * 2);
+            _tile_loadd(6, wp + (size_t)k * 16, 64);
+            _tile_loadd(7, wp + gps + (size_t)k * 16, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            if (two_r) {
+                _tile_loadd(5, a + (size_t)16 * lda + k, lda * 2);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            rf_pending_row(pend);
+        }
+    }
+    _tile_stored(0, g, 256);
+    _tile_stored(1, g + 16, 256);
+    if (two_r) {
+        _tile_stored(2, g + 16 * 64, 256);
+        _tile_stored(3, g + 16 * 64 + 16, 256);
+    }
+}
+
+/* A step of the LSTM on AMX, rows [r0, nb) and unit blocks [j0, j1) (rf_bf16_forward: the threads share
+ * out the units when the weights outgrow a core's L2, else the rows). For each unit block and 32 rows: the
+ * four gates' products, [x_t, h_{t-1}] over all of k, in two 2 x 2 tile groups (gates i, f; g, o) into buf
+ * (two halves of 32 rows x 64 floats, in L1, in turn; no gates scratch), and the cell on them, one row at a
+ * time, within the next block's products (LSTM large: 1.2x less CPU time than the products, then the cell
+ * pass over the gates scratch). A thread reads its weights once a step, in the opposite order from the step
+ * before (backward): the panels read last are still in L2 when the next step starts with them (with the
+ * units shared out, a thread's half of LSTM large's 4 MB). Rows past the last full 16 go to
+ * rf_bf16_step_part (AVX512-BF16). */
+RF_TARGET_AMX static void rf_amx_lstm_step(const rf_bf16_dir* d, int t, int xrow, int r0, int nb, int j0, int j1,
+                                            int cur, int backward, float* buf) {
+    int Hc = d->Hc, Kx = d->Kx, Kh = d->Kh, full = r0 + (nb - r0) / 16 * 16, half = 0;
+    size_t gps = (size_t)d->nbk * d->ps; /* from a unit block's panel of one gate to the next gate's */
+    const uint16_t* xa = d->xb + (size_t)xrow * Kx;
+    const uint16_t* ha = d->hb + (size_t)cur * d->hbs;
+    uint16_t* hn = d->hb + (size_t)(1 - cur) * d->hbs;
+    float* yt = d->y + (d->yts ? t * d->yts : (ptrdiff_t)xrow * d->ldy);
+    int its = (Kx + Kh) / 16; /* k blocks of a unit block's two tile groups */
+    rf_lstm_pending pend = {0, 0, 16, Hc, d->ldy, Kh, 0, its, buf, d->b, d->c, yt, d->h, hn};
+    for (int i = j0; i < j1; i++) {
+        int j = backward ? j0 + j1 - 1 - i : i, u0 = 16 * j;
+        const uint16_t* pj = d->P + (size_t)j * d->ps;
+        for (int r = r0; r < full; r += 32) {
+            int two_r = full - r > 16;
+            const uint16_t *x = xa + (size_t)r * Kx, *h = ha + (size_t)r * Kh;
+            float* g = buf + (size_t)half * 32 * 64;
+            rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj, gps, g, &pend);
+            rf_amx_lstm_pair(two_r, x, Kx, h, Kh, pj + 2 * gps, gps, g + 32, &pend);
+            while (pend.done < pend.nr) rf_pending_row(&pend);
+            rf_lstm_pending next = {two_r ? 32 : 16, 0, u0 + 16 < d->H ? 16 : d->H - u0, Hc, d->ldy, Kh, 0, its, g,
+                                    d->b + u0, d->c + (size_t)r * Hc + u0, yt + (ptrdiff_t)r * d->ldy + u0,
+                                    d->h + (size_t)r * Hc + u0, hn + (size_t)r * Kh + u0};
+            pend = next;
+            half ^= 1;
+        }
+    }
+    while (pend.done < pend.nr) rf_pending_row(&pend);
+    if (full < nb) rf_bf16_step_part(d, t, xrow, full, nb - full, j0, j1, cur);
+}
+#endif
 
 /* Before the steps, each thread its share of rows: x rounded into xb, with proj_all x W_ih^T into gs (all
  * gates, one product over every row), h0 rounded into both hb buffers, GRU's r, z recurrent parts zeroed. */
@@ -486,6 +596,12 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     int N = off[T - 1] + bs[T - 1];
     /* no product of 16 rows or more: no tiles to configure (a streaming step of one row paid for it) */
     if (path == RF_BF16_AMX && (proj_all ? N : B) < 16) path = RF_BF16_AVX512;
+    /* LSTM on AMX: rf_amx_lstm_step (B >= 16 here), the threads sharing out the units when the weights
+       outgrow a core's L2 at many rows (each then keeps its half there), else as split_units says */
+    int fused = path == RF_BF16_AMX && cell == 1 && !proj_all;
+    if (fused && B >= RF_AMX_UNITS_MIN_ROWS
+        && rf_bf16_packed_size(d.G, F, H) * sizeof(uint16_t) > RF_AMX_UNITS_MIN_BYTES)
+        split_units = 1;
 #ifdef RF_HAVE_BF16_ISA
     if (path == RF_BF16_AVX512 || path == RF_BF16_AMX) {
         d.prod = path == RF_BF16_AMX ? rf_bf16_prod_amx : rf_bf16_prod_avx512;
@@ -503,6 +619,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
     {
         RF_THREAD_IDS(k, nk);
         unsigned int ftz = rf_ftz_enter();
+        float buf[2 * 32 * 64] __attribute__((aligned(64))); /* rf_amx_lstm_step's gates */
 #ifdef RF_HAVE_BF16_ISA
         if (path == RF_BF16_AMX) rf_amx_begin();
 #endif
@@ -521,6 +638,11 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
             int t = reverse ? T - 1 - i : i;
             int nb = bs[t] < r1 ? bs[t] : r1;
             if (solo) j0 = 0, j1 = d.nbk;
+#ifdef RF_HAVE_BF16_ISA
+            if (fused && nb > r0 && j1 > j0)
+                rf_amx_lstm_step(&d, t, off[t], r0, nb, j0, j1, i & 1, i & 1, buf);
+            else
+#endif
             if (nb > r0 && j1 > j0) rf_bf16_step_part(&d, t, off[t], r0, nb - r0, j0, j1, i & 1);
             if (!alone && rf_step_barrier(&bar, nk, RF_SPIN_NS, i, &solo_at, k, &alone, &solo, &yields)) break;
         }

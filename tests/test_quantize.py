@@ -566,3 +566,40 @@ def test_gru_reset_before_runs_its_stored_weights_on_the_float32_kernel(precisio
     assert back.layers[0]._fallback is not None and not back.layers[0]._fallback.reset_after
     with pytest.raises(Q.InferenceOnlyError):
         q.backward(np.ones_like(out))
+
+
+# ------------------------------------------------------------- LSTM on AMX: units shared out (large weights)
+# packed weights past RF_AMX_UNITS_MIN_BYTES (2 MiB: 4 x 512 x (64 + 512) bfloat16) at >= 32 rows: the
+# threads share out the unit blocks; H = 500 leaves a partial last unit block, B = 37 five rows past the
+# full tiles (those on AVX512-BF16)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lstm_units_shared_out_computes_the_bf16_maths(path, threads):
+    layer = rf.nn.LSTM(40, 500, seed=5).eval()
+    x = _x(37, 6, 40, seed=3)
+    ref, h_ref = _bf16_reference("lstm", layer.state_dict(), x)
+    out, (h_n, c_n) = rf.quantize(layer, "bf16")(x, n_threads=threads)
+    mx, rms = _err(out, ref)
+    assert mx < 2e-3 and rms < 1e-4, (mx, rms)
+    assert _err(h_n[0], h_ref)[0] < 2e-3
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lstm_units_shared_out_lengths_bidirectional(path, threads):
+    layer = rf.nn.LSTM(40, 500, bidirectional=True, seed=6).eval()
+    B, T = 40, 7
+    x = _x(B, T, 40, seed=4)
+    lengths = np.random.default_rng(5).integers(1, T + 1, size=B)
+    lengths[:20] = T  # 20 full rows: full tiles at the first steps, then fewer rows step by step
+    ref, (h_ref, c_ref) = layer(x, lengths=lengths)
+    q = rf.quantize(layer, "bf16")
+    out, (h, c) = q(x, lengths=lengths, n_threads=threads)
+    mx, rms = _err(out, ref)
+    assert mx < CONTRACT_MAX and rms < CONTRACT_RMS, (mx, rms)
+    assert np.all(out[np.arange(T)[None, :] >= lengths[:, None]] == 0)
+    assert _err(h, h_ref)[0] < CONTRACT_MAX and _err(c, c_ref)[0] < 2 * CONTRACT_MAX
+    for b in (0, B - 1):  # each sequence alone (the AVX512-BF16 kernel: one row): the same results
+        alone, _ = q(x[b:b + 1, :lengths[b]])
+        assert _err(alone[0], out[b, :lengths[b]])[0] < 2e-3
+    # the other thread count (units or rows shared out, or one thread): the same results
+    again, _ = q(x, lengths=lengths, n_threads=3 - threads)
+    assert _err(again, out)[0] < 2e-3
