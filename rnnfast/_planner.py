@@ -278,7 +278,8 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     step = _step_cost(rows, G * H, K, m) + TABLE["cell_s"] * rows * H
     rounds = -(-ntask // min(threads, ntask))
     regions = 0.0 if min(threads, ntask) <= 1 else TABLE["region_s"] * (2 + (proj == "gemm"))
-    return regions + extra + pack / min(threads, ntask) + rounds * steps * step
+    # (each direction's weights are packed by all the threads, one direction after the other)
+    return regions + extra + c.D * pack / min(threads, ntask) + rounds * steps * step
 
 
 def _row_tasks(c: Call, threads: int) -> tuple[int, int]:
