@@ -2,8 +2,9 @@
 forced plan), against PyTorch with the same weights: float32 inference, and training's forward and backward
 (every gradient), with and without lengths; float64 (BLAS) at the same shapes.
 
-* bidirectional, a few rows, weights that fit L2 only when two threads share them: the few-rows kernel runs
-  the directions one after the other (``units``), the input product over all steps first (``proj=gemm``);
+* bidirectional, a few rows (one included), weights that fit L2 only when two threads share them: the
+  few-rows kernel runs the directions one after the other (``units``), the input product over all steps
+  first (``proj=gemm``);
 * wide input, small H: the input product over all steps on rf's packed GEMM (several row blocks, GH not a
   multiple of its 32-column panels), the recurrence by row tasks;
 * bidirectional with row tasks per direction, the input product of both directions in one parallel region.
@@ -20,6 +21,8 @@ import rnnfast as rf  # noqa: E402
 CASES = {
     "bi-B2-wide-lstm": ("lstm", 2, 5, 768, 384, 2, True, "units proj=gemm split=unitsx2"),
     "bi-B2-wide-gru": ("gru", 2, 4, 768, 384, 1, True, "units proj=gemm split=unitsx2"),
+    "bi-B1-gru": ("gru", 1, 6, 256, 512, 1, True, "units proj=gemm split=unitsx2"),
+    "bi-B1-lstm": ("lstm", 1, 6, 256, 384, 2, True, "units proj=gemm split=unitsx2"),
     "wide-input-lstm": ("lstm", 8, 30, 1024, 100, 1, False, "packed proj=gemm split=rowsx2"),
     "wide-input-gru": ("gru", 8, 20, 1024, 128, 1, False, "packed proj=gemm split=rowsx2"),
     "bi-rows-rnn": ("rnn", 6, 10, 128, 512, 1, True, "packed proj=gemm split=directionsx2"),
