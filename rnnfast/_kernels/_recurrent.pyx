@@ -307,8 +307,9 @@ cdef struct Dir:
                     # own beside W_hh's (wpf; NULL with hoist); or NULL
     int gscratch    # gates is a (B, GH) per-step scratch (inference making x_t W_ih^T step by step),
                     # not (N, GH)
-    void* wpp       # float32 with hoist (packed, few-rows and batch-1 kernels): W_ih^T (F, GH) packed for the
-                    # input projection over all steps (par_proj), or NULL (BLAS makes it)
+    void* wpp       # float32 with hoist (packed, few-rows and batch-1 kernels): room for W_ih^T (F, GH) packed,
+                    # which the input projection over all steps (par_proj) packs a group of panels at a time
+                    # into, each thread into its own part; or NULL (BLAS makes the projection)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* wpi       # float32: W_ih packed (backward: dx_t = dG_t W_ih step by step), or NULL
     void* dx        # with wpi: (N, F) where dx_t goes (this direction's order)
@@ -685,8 +686,9 @@ cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcep
     """The input projection X W_ih^T over all M rows of ``n`` directions (dirs[i].xin (M, F) into
     dirs[i].gates (M, GH)), float32, on rf's packed kernel rather than BLAS's GEMM: the column panels of
     all directions laid end to end and cut in one contiguous range per thread, each thread packing its
-    own panels of W_ih^T (into wpp) and making their columns for every row (rf_gemm_bt_panels), with no
-    barrier. (BLAS would pack W_ih^T again in every thread's row block.)"""
+    own panels of W_ih^T a group at a time (into its part of wpp, kept in L2) and making their columns for
+    every row (rf_gemm_bt_panels), with no barrier. (BLAS packs W_ih^T again in every thread's block of
+    rows.)"""
     cdef int np_ = (GH + RF_NR - 1) // RF_NR
     cdef int total = n * np_
     cdef int nth = max(1, min(min(nthreads, total), <int>(2.0 * M * F * GH * n / MIN_PARALLEL_FLOPS)))
