@@ -261,7 +261,7 @@ class KernelCalls:
         if direct:
             out = np.empty((B, T, DH) if self.batch_first else (T, B, DH), dt)
             outl = outl[:-1] + [out]
-            lkey = (x.dtype, x.strides)
+            lkey = (x.dtype, x.strides, self.batch_first)  # (batch_first may change between calls)
             lay = layouts.get(lkey)
             if lay is None:  # (a few microseconds a call: the decision is kept per input layout)
                 lay = layouts[lkey] = self._io_layout(x, out, kp)
