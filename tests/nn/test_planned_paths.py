@@ -15,7 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-import rnnfast as rf  # noqa: E402
+# (_single_threaded_torch: the autouse fixture, one torch thread)
+from nn.test_torch import TORCH_DTYPE, _classes, _single_threaded_torch  # noqa: E402,F401
 
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference and training)
 CASES = {
@@ -27,22 +28,12 @@ CASES = {
     "wide-input-gru": ("gru", 8, 20, 1024, 128, 1, False, "packed proj=gemm split=rowsx2"),
     "bi-rows-rnn": ("rnn", 6, 10, 128, 512, 1, True, "packed proj=gemm split=directionsx2"),
 }
-CLASSES = {"lstm": (torch.nn.LSTM, rf.nn.LSTM), "gru": (torch.nn.GRU, rf.nn.GRU), "rnn": (torch.nn.RNN, rf.nn.RNN)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _pair(cell, I, H, L, bidir, dtype):
-    tcls, rcls = CLASSES[cell]
+    tcls, rcls = _classes(cell)
     torch.manual_seed(0)
-    tmod = tcls(I, H, num_layers=L, bidirectional=bidir, batch_first=True).to(
-        torch.float32 if dtype == np.float32 else torch.float64)
+    tmod = tcls(I, H, num_layers=L, bidirectional=bidir, batch_first=True).to(TORCH_DTYPE[dtype])
     rmod = rcls(I, H, num_layers=L, bidirectional=bidir, dtype=dtype, seed=1)
     rmod.load_state_dict({k: v.detach().numpy() for k, v in tmod.state_dict().items()})
     return tmod, rmod
