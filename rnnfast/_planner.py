@@ -112,10 +112,6 @@ TABLE = {
     "bw_l2": 120e9,
     "bw_l3": 30e9,
     "bw_mem": 12e9,
-    # how a core's reads of a block beyond twice L2 slow with its size (one core streaming a packed block a
-    # step with 2 rows: 4.2 MB 30 GB/s, 8.4 MB 17, 16.8 MB 10; so two threads each streaming half of a
-    # direction beat each streaming a whole one, at H = 1024 as at 384)
-    "bw_far_exp": 0.8,
     # fixed costs: a step of a task (calls, pointers), a barrier among the threads (about 1 us here: B=3,
     # I=H=64 ran 2.56 us a step on two threads sharing out the units, 3.1 on one), the
     # fused cell pass per row and unit (LSTM: 4 activations, about 1 ns)
@@ -237,9 +233,9 @@ def _bandwidth(nbytes: float, m: Machine) -> float:
         return TABLE["bw_l1"]
     if nbytes <= m.l2 * 3 // 4:
         return TABLE["bw_l2"]
-    # beyond L2 a core's reads slow down as the block grows (less of it stays in the caches from step to
-    # step): bw_l3 up to twice L2, then falling as (2 L2 / bytes) ** bw_far_exp, never below memory's
-    return max(TABLE["bw_mem"], TABLE["bw_l3"] * min(1.0, 2.0 * m.l2 / nbytes) ** TABLE["bw_far_exp"])
+    if nbytes <= m.l3 // 2:
+        return TABLE["bw_l3"]
+    return TABLE["bw_mem"]
 
 
 def _step_cost(rows: int, cols: int, K: int, m: Machine) -> float:
