@@ -7,7 +7,8 @@ forced plan), against PyTorch with the same weights: float32 inference, and trai
   first (``proj=gemm``);
 * wide input, small H: the input product over all steps on rf's packed GEMM (several row blocks, GH not a
   multiple of its 32-column panels), the recurrence by row tasks;
-* bidirectional with row tasks per direction, the input product of both directions in one parallel region.
+* bidirectional with row tasks per direction, the input product of both directions in one parallel region;
+* long calls of a wide input on the few-rows and batch-1 kernels (the input product over many rows).
 """
 import numpy as np
 import pytest
@@ -27,6 +28,9 @@ CASES = {
     "wide-input-lstm": ("lstm", 8, 30, 1024, 100, 1, False, "packed proj=gemm split=rowsx2"),
     "wide-input-gru": ("gru", 8, 20, 1024, 128, 1, False, "packed proj=gemm split=rowsx2"),
     "bi-rows-rnn": ("rnn", 6, 10, 128, 512, 1, True, "packed proj=gemm split=directionsx2"),
+    # many rows of a wide input: the projection packs a thread's panels first, then row blocks
+    "long-wide-units-lstm": ("lstm", 3, 200, 1024, 200, 1, False, "units proj=gemm split=unitsx2"),
+    "long-wide-batch1-gru": ("gru", 1, 200, 1024, 256, 1, False, "latency+panels proj=gemm split=unitsx2"),
 }
 
 
@@ -67,8 +71,8 @@ def test_planned_path_matches_torch(case, ragged, dtype):
     lengths = None
     if ragged:
         lengths = rng.integers(1, T + 1, B)
-        lengths[-1] = T
         lengths[0] = 1
+        lengths[-1] = T  # (one row: its whole length, given)
     dout = rng.standard_normal((B, T, H * (2 if bidir else 1))).astype(dtype)
     tmod, rmod = _pair(cell, I, H, L, bidir, dtype)
     if dtype == np.float32:
