@@ -5,8 +5,9 @@ time, :func:`machine`), :func:`plan_call` picks a :class:`Plan`:
 
 ``kernel``
     ``"latency"``: one sequence; the threads share out the hidden units (csrc/rf_latency.h).
-    ``"units"``: a few rows, one direction; the threads share out the hidden units, each streaming its
-    share of the weights once a step for every row (csrc/rf_units.h).
+    ``"units"``: a few rows; the threads share out the hidden units, each streaming its share of the
+    weights once a step for every row (csrc/rf_units.h), the directions one after the other (a thread's
+    share of one direction's weights fits L2 where a whole direction on one thread may not).
     ``"packed"``: tasks of (direction, block of rows), each with its own per-step product on weights
     packed once per call (csrc/rf_gemm.h).
     ``"blas"``: the same tasks with BLAS's GEMM per step (float64, or too few steps to pay for packing).
@@ -266,18 +267,19 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     pack = 8.0 * K * G * H / TABLE["bw_mem"]  # every kernel here packs its weights once a call ...
     if kernel == "latency" and c.N < TABLE["latency_panel_min_t"]:
         pack = 0.0  # ... but short batch-1 calls, which read the rows in place
-    regions = 0.0 if threads <= 1 else TABLE["region_s"] * (1 + (proj == "gemm"))
-    if kernel in ("units", "latency"):  # threads share out the units, meeting once a step
+    regions = 0.0 if threads <= 1 else TABLE["region_s"] * (c.D + (proj == "gemm"))
+    if kernel in ("units", "latency"):  # threads share out the units, meeting once a step; directions in turn
         share = -(-H // threads)
         sync = TABLE["barrier_s"] * c.cell.barriers if threads > 1 else 0.0
         step = _step_cost(c.B, G * share, K, m) + sync + TABLE["cell_s"] * c.B * share
-        return regions + extra + pack / threads + steps * step
+        return regions + extra + c.D * (pack / threads + steps * step)
     nblk, ntask = _row_tasks(c, threads)
     rows = -(-c.B // nblk)
     step = _step_cost(rows, G * H, K, m) + TABLE["cell_s"] * rows * H
     rounds = -(-ntask // min(threads, ntask))
     regions = 0.0 if min(threads, ntask) <= 1 else TABLE["region_s"] * (2 + (proj == "gemm"))
-    return regions + extra + pack / min(threads, ntask) + rounds * steps * step
+    # (each direction's weights are packed by all the threads, one direction after the other)
+    return regions + extra + c.D * pack / min(threads, ntask) + rounds * steps * step
 
 
 def _row_tasks(c: Call, threads: int) -> tuple[int, int]:
@@ -342,7 +344,7 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
         kernels = [("latency", _latency_threads(c, threads))]
     else:
         kernels = [("packed", min(threads, _row_tasks(c, threads)[1]))]
-        if not (c.D != 1 or threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
+        if not (threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
             kernels.append(("units", threads))
     ranked = []
     for kernel, n in kernels:

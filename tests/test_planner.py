@@ -51,6 +51,20 @@ def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
     assert bi.kernel == "packed" and bi.split == "directions"
 
 
+def test_bidirectional_few_rows_share_out_units_when_a_direction_outgrows_l2():
+    # W_hh of H = 384 (2.4 MB) beyond one core's L2 (2 MB here; the rule reads the machine's): the threads share
+    # out the units of one direction after the other, each streaming half of it from its own L2
+    m = _planner.machine()
+    H = int((1.5 * m.l2 * 3 / 4 / 16) ** 0.5)  # LSTM W_hh (4 H x H floats) 1.5 times what the rule keeps in L2
+    c = call(B=2, T=64, I=2 * H, H=H, D=2, L=2)
+    p = _planner.plan_call(c, 2)
+    assert (p.kernel, p.proj, p.split, p.threads) == ("units", "gemm", "units", 2)
+    # the cost of the directions in turn is twice one direction's (but for the shared parallel regions)
+    one = _planner._cost(call(B=2, T=64, I=2 * H, H=H), "units", "gemm", 2, m)
+    two = _planner._cost(c, "units", "gemm", 2, m)
+    assert 1.9 * one < two < 2.1 * one
+
+
 def test_wide_input_hoists_the_input_product():
     # W_ih (1024 x 512 floats) beyond L2: one GEMM over all steps, then W_hh alone each step
     assert _planner.plan_call(call(B=8, T=50, I=1024, H=128), 2).proj == "gemm"

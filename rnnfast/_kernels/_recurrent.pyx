@@ -87,6 +87,8 @@ cdef extern from "rf_gemm.h" nogil:
     void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float* Bt2, int ldb2, int N,
                      int p0, int p1, float* packed)
     size_t rf_packed_size(int K, int N)
+    void rf_gemm_bt_panels(rf_gemm_fn gemm, int M, int N, int K, const float* A, int lda, const float* Bt,
+                           int ldb, int p0, int p1, float* packed, float* C, int ldc)
 
 cdef extern from "rf_units.h" nogil:
     size_t rf_units_fwd_pack_size(int G, int KX, int H, int nth)
@@ -305,12 +307,15 @@ cdef struct Dir:
                     # own beside W_hh's (wpf; NULL with hoist); or NULL
     int gscratch    # gates is a (B, GH) per-step scratch (inference making x_t W_ih^T step by step),
                     # not (N, GH)
+    void* wpp       # float32 with hoist (packed, few-rows and batch-1 kernels): room for W_ih^T (F, GH) packed,
+                    # which the input projection over all steps (par_proj) packs a group of panels at a time
+                    # into, each thread into its own part; or NULL (BLAS makes the projection)
     void* wpb       # float32: W_hh packed (backward; GRU: rows [0, 2H) then [2H, 3H)), or NULL
     void* wpi       # float32: W_ih packed (backward: dx_t = dG_t W_ih step by step), or NULL
     void* dx        # with wpi: (N, F) where dx_t goes (this direction's order)
-    int units       # float32, batch >= 2, one direction: the few-rows kernel (rf_units.h) runs this
-                    # direction, threads sharing out the units, taking x W_ih^T from the big GEMM (1) or
-                    # making it step by step (2); 0: not
+    int units       # float32, batch >= 2: the few-rows kernel (rf_units.h) runs this direction (the
+                    # directions one after the other), threads sharing out the units, taking x W_ih^T from
+                    # the big GEMM (1) or making it step by step (2); 0: not
     void* unp       # with units: room for its per-thread packed weights, forward (units_pack_size)
     void* unb       # with units, backward: likewise for W_hh's columns
     int hoist       # float32 packed kernel: x W_ih^T is one GEMM over all steps first (gates (N, GH) hold
@@ -694,6 +699,31 @@ cdef void par_gemms(int nthreads, GemmSpec* g, int n, floating* typed) noexcept 
             start = start + 2.0 * g[i].M * g[i].N * g[i].K
 
 
+cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcept nogil:
+    """The input projection X W_ih^T over all M rows of ``n`` directions (dirs[i].xin (M, F) into
+    dirs[i].gates (M, GH)), float32, on rf's packed kernel rather than BLAS's GEMM: the column panels of
+    all directions laid end to end and cut in one contiguous range per thread, each thread packing its
+    own panels of W_ih^T a group at a time (into its part of wpp, kept in L2) and making their columns for
+    every row (rf_gemm_bt_panels), with no barrier. (BLAS packs W_ih^T again in every thread's block of
+    rows.)"""
+    cdef int np_ = (GH + RF_NR - 1) // RF_NR
+    cdef int total = n * np_
+    cdef int nth = max(1, min(min(nthreads, total), <int>(2.0 * M * F * GH * n / MIN_PARALLEL_FLOPS)))
+    cdef int k, i, lo, hi
+    if nth <= 1:
+        for i in range(n):
+            rf_gemm_bt_panels(gemm_packed2, M, GH, F, <float*>dirs[i].xin, F, <float*>dirs[i].w_ih, F, 0, np_,
+                              <float*>dirs[i].wpp, <float*>dirs[i].gates, GH)
+        return
+    for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        lo = total * k // nth
+        hi = total * (k + 1) // nth
+        for i in range(n):
+            rf_gemm_bt_panels(gemm_packed2, M, GH, F, <float*>dirs[i].xin, F, <float*>dirs[i].w_ih, F,
+                              max(0, lo - i * np_), min(np_, hi - i * np_), <float*>dirs[i].wpp,
+                              <float*>dirs[i].gates, GH)
+
+
 cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) noexcept nogil:
     """Run the recurrence of every direction of one layer, split in (direction, row block) tasks."""
     cdef int nblk = n_blocks(net)
@@ -774,7 +804,9 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
             if (p.wpx == NULL or p.hoist) and p.lat != 2 and p.units != 2:
                 _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
                 ng += 1
-        if ng > 0:
+        if floating is float and ng > 0 and dirs[l * net.D].wpp != NULL:
+            par_proj(nth, &dirs[l * net.D], net.D, net.N, F, GH)
+        elif ng > 0:
             par_gemms(nth, specs, ng, xl[0])
         for d in range(net.D):
             p = &dirs[l * net.D + d]
@@ -796,15 +828,18 @@ cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
                                <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
                                <float*>p.tc, <float*>p.hn)
-        elif floating is float and net.D == 1 and p.units != 0:
-            # a few rows: the threads share out the hidden units (see csrc/rf_units.h)
-            net.yields += rf_units_forward(net.cell, net.relu, net.T, net.bs, net.off, p.F, net.H, net.nthreads,
-                                           latency_spin_ns, gemm_packed2, <float*>p.unp,
-                                           <float*>p.xin if p.units == 2 else NULL, p.ldx, p.xts,
-                                           <float*>p.w_ih, <float*>p.w_hh, <float*>p.b, <float*>p.bhn,
-                                           <float*>p.h0, <float*>p.c0, <float*>p.gates, p.gscratch,
-                                           <float*>p.gh, <float*>p.y, p.ldy, p.yts, <float*>p.c, <float*>p.tc,
-                                           <float*>p.hn)
+        elif floating is float and p.units != 0:
+            # a few rows: the threads share out the hidden units (see csrc/rf_units.h), one direction after
+            # the other (each thread's share of a direction's weights then stays in its L2 from step to step)
+            for d in range(net.D):
+                p = &dirs[l * net.D + d]
+                net.yields += rf_units_forward(net.cell, net.relu, net.T, net.bs, net.off, p.F, net.H,
+                                               net.nthreads, latency_spin_ns, gemm_packed2, <float*>p.unp,
+                                               <float*>p.xin if p.units == 2 else NULL, p.ldx, p.xts,
+                                               <float*>p.w_ih, <float*>p.w_hh, <float*>p.b, <float*>p.bhn,
+                                               <float*>p.h0, <float*>p.c0, <float*>p.gates, p.gscratch,
+                                               <float*>p.gh, <float*>p.y, p.ldy, p.yts, <float*>p.c,
+                                               <float*>p.tc, <float*>p.hn)
         else:
             run_tasks(net, &dirs[l * net.D], False, xl[0])
         for d in range(net.D):
@@ -930,12 +965,14 @@ cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floa
                                               <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
                                               <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
                                               <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc, <float*>p.gh)
-        elif floating is float and net.D == 1 and p.units != 0:
-            net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, H, nth, latency_spin_ns,
-                                            gemm_packed2, <float*>p.unb, <float*>p.w_hh, <float*>p.h0,
-                                            <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y, p.ldy,
-                                            <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
-                                            <float*>p.dc, <float*>p.gh)
+        elif floating is float and p.units != 0:
+            for d in range(net.D):  # (directions one after the other, as forward)
+                p = &dirs[l * net.D + d]
+                net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, H, nth, latency_spin_ns,
+                                                gemm_packed2, <float*>p.unb, <float*>p.w_hh, <float*>p.h0,
+                                                <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y, p.ldy,
+                                                <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
+                                                <float*>p.dc, <float*>p.gh)
         else:
             run_tasks(net, &dirs[l * net.D], True, dx0)
         # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
@@ -1052,7 +1089,8 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
     step makes x_t W_ih^T itself; c, tc (N, H) LSTM cell state and tanh(c) (training); gh (B, GH) GRU
     recurrent product of a step; hn (N, H) GRU W_hn h + b_hn (training); xin (N, F), y (N, H) the
     reverse direction's input and output in its own time order; packed weights: wpx / wpf (packed
-    kernel, see Dir), latp (batch-1 panels), unp (few-rows kernel's per-thread packs).
+    kernel, see Dir), wpp (W_ih^T for the projection over all steps, float32 kernels with hoist), latp
+    (batch-1 panels), unp (few-rows kernel's per-thread packs).
     Backward (``backward`` True, the extra buffers): hprev (N, H), or (N, F + H) holding [X, H_prev] with
     dwcat (GH, F + H) for LSTM / RNN; wpb, wpi (packed kernel: W_hh and W_ih packed); unb (few-rows
     kernel); dy (N, H), dxin (N, F) (reverse direction).
@@ -1087,6 +1125,8 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
     if reverse:
         out["xin"] = (N, F)
         out["y"] = (N, H)
+    if hoist and kernel != KERNEL_BLAS:  # float32: the projection over all steps on rf's kernel (par_proj)
+        out["wpp"] = (rf_packed_size(F, GH),)
     if kernel == KERNEL_PACKED:
         if gru:  # W_ih^T (none with hoist) and W_hh^T apart (reset before: its r, z and n rows apart)
             if not hoist:
@@ -1124,8 +1164,8 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
     cdef Dir* p
     if not f32 and kernel != KERNEL_BLAS:
         raise ValueError("internal: only float32 runs the packed, few-rows and batch-1 kernels")
-    if (kernel == KERNEL_LATENCY and (net.B != 1 or net.D != 1)) or (kernel == KERNEL_UNITS and net.D != 1):
-        raise ValueError("internal: the batch-1 and few-rows kernels run one direction (batch 1 for the former)")
+    if kernel == KERNEL_LATENCY and (net.B != 1 or net.D != 1):
+        raise ValueError("internal: the batch-1 kernel runs one direction of one row")
     for k in range(net.L * net.D):
         l = k // net.D
         d = k % net.D
@@ -1166,6 +1206,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.hn = _buf(buf, shapes, "hn", dt)
         p.wpx = _buf(buf, shapes, "wpx", dt)
         p.wpf = _buf(buf, shapes, "wpf", dt)
+        p.wpp = _buf(buf, shapes, "wpp", dt)
         p.latp = _buf(buf, shapes, "latp", dt)
         p.latn = buf["latp"].size if p.latp != NULL else 0
         p.unp = _buf(buf, shapes, "unp", dt)

@@ -197,7 +197,9 @@ class KernelCalls:
                 bufs.append(buf)
         x_buf = ws.get("x", (N, self.input_size), dt)
         outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
-        prep = (params, bufs, biases, x_buf, outl)
+        # and for _run: the bias sources, zero states (the kernels only read initial states) and the in-place
+        # decisions by input layout (see _io_layout)
+        prep = (params, bufs, biases, x_buf, outl, self._bias_src(biases), np.zeros((B, H), dt), {})
         ws.prepared = None if training else (plan.kplan, key[1:], prep)
         return prep
 
@@ -226,7 +228,7 @@ class KernelCalls:
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
         plan = self._plan(None, B, 1)
         kp = _planner.plan_call(self._call(B, 1, B, False), n_threads)
-        params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)
+        params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)[:5]
         src = self._bias_src(biases)
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
                         self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
@@ -245,8 +247,7 @@ class KernelCalls:
         N, DH = plan.N, D * H
         kp = self._kernel_plan(B, T, N, training, n_threads)
         n_threads = kp.threads
-        params, bufs, biases, x_buf, outl = self._prepare(ws, plan, training, n_threads, kp)
-        z = np.zeros((B, H), dt)
+        params, bufs, biases, x_buf, outl, bias_src, z, layouts = self._prepare(ws, plan, training, n_threads, kp)
         h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
         c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
         hT_all = np.empty((LD, B, H), dt)
@@ -254,33 +255,19 @@ class KernelCalls:
         states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
         # Inference over equal lengths: the kernel writes the caller's output array in place and, where the
         # layout allows, reads the input in place (no packing copies: LSTM small 12%, medium 9% faster).
-        # Strides in elements, (step, row); 0: packed. The batch-1 kernel only takes the packed layout,
-        # which one direction at B = 1 is, whichever the caller's.
         direct = not training and plan.full
-        io = [0, 0, 0, 0]
+        io = (0, 0, 0, 0)
         xl = None
         if direct:
             out = np.empty((B, T, DH) if self.batch_first else (T, B, DH), dt)
             outl = outl[:-1] + [out]
-            packed_like = D == 1 and (B == 1 or not self.batch_first)
-            if not packed_like:
-                ob = out.swapaxes(0, 1) if not self.batch_first else out  # (B, T, DH) view
-                io[2], io[3] = ob.strides[1] // dt.itemsize, ob.strides[0] // dt.itemsize
-            # (kernels that make x_t W_ih^T step by step read the input where it is)
-            fused = kp.proj == "step" and kp.kernel in ("packed", "units")
-            x_tm = x.swapaxes(0, 1)  # (T, B, F)
-            if x.dtype == dt and x.strides[2] == dt.itemsize and (x.flags.c_contiguous or x_tm.flags.c_contiguous):
-                base = x if x.flags.c_contiguous else x_tm
-                if D == 1 and x_tm.flags.c_contiguous:  # the packed layout itself
-                    xl = [base]
-                elif fused:
-                    # a length-1 axis may have any stride, 0 included (x[None] has one): the kernel never
-                    # steps along it, but refuses a stride of 0
-                    ts = x.strides[1] // dt.itemsize if T > 1 else 1
-                    rs = x.strides[0] // dt.itemsize if B > 1 else 1
-                    if ts and rs:
-                        xl = [base]
-                        io[0], io[1] = ts, rs
+            lkey = (x.dtype, x.strides, self.batch_first)  # (batch_first may change between calls)
+            lay = layouts.get(lkey)
+            if lay is None:  # (a few microseconds a call: the decision is kept per input layout)
+                lay = layouts[lkey] = self._io_layout(x, out, kp)
+            where, io = lay
+            if where is not None:
+                xl = [x if where == "x" else x.swapaxes(0, 1)]
         if xl is None:
             xl = [plan.pack(x, x_buf)]
         masks = [None] * L
@@ -297,7 +284,7 @@ class KernelCalls:
                 xl.append(outl[layer])
         yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
                             L, params, bufs, states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io,
-                            bias_src=self._bias_src(biases))
+                            bias_src=bias_src)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
@@ -305,6 +292,36 @@ class KernelCalls:
             cache = dict(plan=plan, kp=kp, params=params, bufs=bufs, states=states, xl=xl, outl=outl,
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
+
+    def _io_layout(self, x, out, kp):
+        """For an inference call over equal lengths: (where, io), ``where`` "x" or "xt" when the kernel reads
+        the input ``x`` (B, T, F) itself or its (T, B, F) view in place, None when it is packed first; ``io``
+        the kernel's strides in elements, (step, row) of the input then of the output ``out``, 0: packed.
+        The batch-1 kernel only takes the packed layout, which one direction at B = 1 is, whichever the
+        caller's."""
+        B, T, _ = x.shape
+        D, dt = self._D, self.dtype
+        io = [0, 0, 0, 0]
+        if not (D == 1 and (B == 1 or not self.batch_first)):
+            ob = out.swapaxes(0, 1) if not self.batch_first else out  # (B, T, DH) view
+            io[2], io[3] = ob.strides[1] // dt.itemsize, ob.strides[0] // dt.itemsize
+        # (kernels that make x_t W_ih^T step by step read the input where it is)
+        fused = kp.proj == "step" and kp.kernel in ("packed", "units")
+        x_tm = x.swapaxes(0, 1)  # (T, B, F)
+        where = None
+        if x.dtype == dt and x.strides[2] == dt.itemsize and (x.flags.c_contiguous or x_tm.flags.c_contiguous):
+            base = "x" if x.flags.c_contiguous else "xt"
+            if D == 1 and x_tm.flags.c_contiguous:  # the packed layout itself
+                where = base
+            elif fused:
+                # a length-1 axis may have any stride, 0 included (x[None] has one): the kernel never
+                # steps along it, but refuses a stride of 0
+                ts = x.strides[1] // dt.itemsize if T > 1 else 1
+                rs = x.strides[0] // dt.itemsize if B > 1 else 1
+                if ts and rs:
+                    where = base
+                    io[0], io[1] = ts, rs
+        return where, tuple(io)
 
     def _finish(self, plan, out_p, hT, cT, unbatched, final=False, width=None):
         """The caller's results from the kernel's: ``out_p`` packed (N, ``width``: D*H, the default, for a

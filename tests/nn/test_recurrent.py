@@ -946,8 +946,8 @@ def test_input_projection_of_few_rows_split_by_columns(cell, H):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("plan", [p for p in _PLANS if p.kernel == "packed"], ids=str)
-def test_float32_forced_packed_plans_bidirectional(cell, plan):
+@pytest.mark.parametrize("plan", _PLANS, ids=str)
+def test_float32_forced_plans_bidirectional(cell, plan):
     m, (x, h0, c0, lengths), f64, sd, (ro, rh, rc), L = _forced_f32_case(cell, plan, 3, 24, True, True, 7)
     m.train()
     out, hn, cn = run(m, x, h0, c0, lengths)
