@@ -40,7 +40,7 @@ PARAMETERS = {
     "batch_size": Integer(1), "lr": Real(0.0, closed="right"), "clip_norm": Real(0.0, closed="neither", allow_none=True),
     "beam_size": Integer(1), "length_penalty": Real(0.0), "max_length": Integer(1, allow_none=True),
     "validation_split": Real(0.0, 1.0, closed="left"), "early_stopping": Boolean(), "patience": Integer(0),
-    "monitor": Options("bleu", "loss"), "random_state": Integer(0, allow_none=True),
+    "monitor": Options("bleu", "exact", "loss"), "random_state": Integer(0, allow_none=True),
     "verbose": AnyOf(Boolean(), Integer(0, 2)), "dtype": FloatDtype(), "n_threads": THREADS,
 }
 #: What a saved file's vocabularies may hold: JSON scalars, by a one-letter tag.
@@ -101,12 +101,13 @@ class _ShiftedCrossEntropy(CrossEntropy):
 class Seq2SeqTrainer(Trainer):
     """The :class:`~rnnfast.train.Trainer` for a :class:`~rnnfast.nn.seq2seq.Seq2SeqModel`: a batch's ``x``
     are the padded sources and ``y`` the padded targets ``<s> ... </s>``; the forward pass feeds the target
-    (its last token excluded) to the decoder. With ``bleu`` (a function of a validation
-    :class:`~rnnfast.train.SequenceDataset`), every epoch's logs get ``val_bleu``."""
+    (its last token excluded) to the decoder. With ``decode_metrics`` (a function of a validation
+    :class:`~rnnfast.train.SequenceDataset` returning a dict, e.g. ``{"val_bleu": ..., "val_exact": ...}``),
+    every epoch's logs get those figures too."""
 
-    def __init__(self, model: Seq2SeqModel, optimizer: Any, bleu_fn: Any = None, **kwargs: Any) -> None:
+    def __init__(self, model: Seq2SeqModel, optimizer: Any, decode_metrics: Any = None, **kwargs: Any) -> None:
         super().__init__(model, _ShiftedCrossEntropy(), optimizer, **kwargs)
-        self.bleu_fn = bleu_fn
+        self.decode_metrics = decode_metrics
 
     def forward(self, batch: Batch) -> np.ndarray:
         y = batch.y
@@ -116,8 +117,8 @@ class Seq2SeqTrainer(Trainer):
 
     def _epoch_logs(self, val: Optional[SequenceDataset], batch_size: int) -> dict:
         logs = super()._epoch_logs(val, batch_size)
-        if val is not None and self.bleu_fn is not None:
-            logs["val_bleu"] = self.bleu_fn(val)
+        if val is not None and self.decode_metrics is not None:
+            logs.update(self.decode_metrics(val))
             self.model.train()
         return logs
 
@@ -151,12 +152,15 @@ class Seq2Seq(EstimatorBase):
     max_length : int, optional
         Longest output; default twice the longest training target plus 5.
     validation_split : float in [0, 1), default 0
-        The last fraction of the training pairs is held out; each epoch logs ``val_loss`` and ``val_bleu``.
+        The last fraction of the training pairs is held out; each epoch logs ``val_loss``, ``val_bleu`` and
+        ``val_exact``.
     early_stopping : bool, default False
         Stop when the monitored validation figure has not improved for ``patience`` epochs, and keep the best
         epoch's weights (needs validation data).
     patience : int, default 3
-    monitor : {"bleu", "loss"}, default "bleu"
+    monitor : {"bleu", "exact", "loss"}, default "bleu"
+        The validation figure of early stopping: corpus BLEU or exact-match rate (the fraction of sequences
+        decoded exactly, 1 - word error rate in grapheme-to-phoneme terms) of greedy decoding, or the loss.
     random_state : int, optional
         Same value, same results (same machine and threads).
     verbose : {0, 1, 2}, default 0
@@ -169,7 +173,7 @@ class Seq2Seq(EstimatorBase):
     source_tokens_, target_tokens_ : list
         The vocabularies (ids from 4 on).
     history_ : dict of str to list of float
-        Per epoch: ``loss``, ``lr``, and with validation ``val_loss``, ``val_bleu``.
+        Per epoch: ``loss``, ``lr``, and with validation ``val_loss``, ``val_bleu``, ``val_exact``.
 
     Examples
     --------
@@ -246,8 +250,8 @@ class Seq2Seq(EstimatorBase):
             if val is None and not p["validation_split"]:
                 raise ValueError("early_stopping needs validation data (validation_split > 0 or validation_data)")
             cbs.append(EarlyStopping("val_" + p["monitor"], patience=p["patience"], restore_best_weights=True,
-                                     mode="max" if p["monitor"] == "bleu" else "min"))
-        trainer = Seq2SeqTrainer(model, self.optimizer_, bleu_fn=self._val_bleu, callbacks=cbs,
+                                     mode="min" if p["monitor"] == "loss" else "max"))
+        trainer = Seq2SeqTrainer(model, self.optimizer_, decode_metrics=self._val_metrics, callbacks=cbs,
                                  clip_norm=p["clip_norm"], n_threads=p["n_threads"], verbose=int(p["verbose"]))
         hist = trainer.fit(data, epochs=p["epochs"], batch_size=p["batch_size"], validation_data=val,
                            validation_split=p["validation_split"] if val is None else 0.0, seed=p["random_state"])
@@ -256,11 +260,11 @@ class Seq2Seq(EstimatorBase):
         model.eval()
         return self
 
-    def _val_bleu(self, val: SequenceDataset) -> float:
-        """Corpus BLEU of greedy decoding on a validation dataset of ids."""
+    def _val_metrics(self, val: SequenceDataset) -> dict:
+        """Corpus BLEU and exact-match rate of greedy decoding on a validation dataset of ids."""
         refs = [_strip(r) for r in val.y]
         hyps = self._decode_ids([x[:n] for x, n in zip(val.X, val.lengths)], 1)
-        return bleu(refs, hyps)
+        return {"val_bleu": bleu(refs, hyps), "val_exact": float(np.mean([h == r for h, r in zip(hyps, refs)]))}
 
     # ------------------------------------------------------------------ predict
     def _decode_ids(self, src: list, beam_size: int, batch_size: int = 256) -> list:

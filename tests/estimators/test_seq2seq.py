@@ -95,6 +95,21 @@ def test_early_stopping_on_validation_bleu():
     assert len(m2.history_["val_bleu"]) == 2
 
 
+def test_early_stopping_on_exact_match_keeps_the_best_epoch(tmp_path):
+    X, Y = reverse_task(300)
+    Xv, Yv = reverse_task(60, seed=3)
+    m = small(epochs=8, lr=2e-2, early_stopping=True, patience=8, monitor="exact").fit(X, Y, validation_data=(Xv, Yv))
+    h = m.history_
+    assert len(h["val_exact"]) == m.n_epochs_ == 8 and all(0.0 <= v <= 1.0 for v in h["val_exact"])
+    # the weights kept are those of the best epoch (here not the last: 0.68 at epoch 7, 0.63 at epoch 8 measured):
+    # its exact-match rate is what predict gives now
+    assert h["val_exact"][-1] < max(h["val_exact"])
+    exact = np.mean([p == y for p, y in zip(m.predict(Xv), Yv)])
+    assert exact == max(h["val_exact"]) > 0.2, h["val_exact"]
+    m.save(tmp_path / "m.rfz")
+    assert rf.load(tmp_path / "m.rfz").history_["val_exact"] == h["val_exact"]
+
+
 def test_same_random_state_same_model():
     X, Y = reverse_task(150)
     a, b = small(epochs=2).fit(X, Y), small(epochs=2).fit(X, Y)
@@ -117,7 +132,7 @@ def test_params_and_clone():
 
 @pytest.mark.parametrize("kw,error", [({"cell": "rnn"}, ValueError), ({"attention": "cosine"}, ValueError),
                                       ({"hidden_size": 0}, ValueError), ({"lr": "x"}, TypeError),
-                                      ({"beam_size": 0}, ValueError), ({"monitor": "acc"}, ValueError)])
+                                      ({"beam_size": 0}, ValueError), ({"monitor": "acc"}, ValueError), ({"monitor": "wer"}, ValueError)])
 def test_bad_parameters(kw, error):
     with pytest.raises(error):
         rf.Seq2Seq(**kw).fit([["a"]], [["b"]])
