@@ -141,6 +141,8 @@ class Linear(Module):
     Notes
     -----
     Parameters ``weight`` (out_features, in_features) and ``bias`` (out_features,), as in PyTorch.
+    :meth:`cross_entropy` runs the layer fused with a softmax cross-entropy and both backward products (an
+    output layer over a large vocabulary, in training).
     """
 
     _read_only = ("in_features", "out_features", "bias", "dtype")
@@ -234,7 +236,7 @@ class Linear(Module):
         target = _check_class_targets(target, N, C)
         nth = resolve_threads(n_threads)
         x = np.ascontiguousarray(x)
-        dx = np.zeros_like(x)
+        dx = np.empty_like(x)  # every block's rows written by its last GEMM
         n = min(N, CE_BLOCK_ROWS)
         if N == 0:
             return 0.0, dx

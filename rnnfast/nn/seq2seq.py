@@ -12,6 +12,10 @@ beam decoding.
 - :class:`Seq2SeqModel`: encoder, a bridge ``tanh(Linear(final encoder states))`` giving the decoder's initial
   hidden state, and the decoder; ``forward(src, src_lengths, tgt_in, tgt_lengths) -> logits`` and
   ``backward(dlogits)``, with parameters named ``"encoder.rnn.weight_ih_l0"``, ``"decoder.out.bias"``...
+  For training, ``forward_loss(..., targets) -> loss`` then ``backward()`` is the same step without the
+  (B, T, vocabulary) logits: the output layer and the cross-entropy run fused
+  (:meth:`rnnfast.nn.Linear.cross_entropy`) on the non-padded target steps only; it was 46 % of a step on
+  the translation example, and took a training step from 102 to 63 CPU ms there.
 - :func:`greedy_decode`, :func:`beam_decode`: batched over sequences (the beam over batch * beam rows), one
   Python iteration per output step; :func:`sequence_log_prob` scores given outputs.
 
