@@ -147,6 +147,7 @@ class Linear(Module):
 
     _read_only = ("in_features", "out_features", "bias", "dtype")
     _per_thread = ("_scratch",)  # cross_entropy's block of logits, reused (each thread its own)
+    _scratch: np.ndarray | None
     _TRANSIENT = {**Module._TRANSIENT, "_scratch": lambda: None}
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32,
