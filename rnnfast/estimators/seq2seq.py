@@ -109,11 +109,33 @@ class Seq2SeqTrainer(Trainer):
         super().__init__(model, _ShiftedCrossEntropy(), optimizer, **kwargs)
         self.decode_metrics = decode_metrics
 
-    def forward(self, batch: Batch) -> np.ndarray:
-        y = batch.y
-        tlen = (y != PAD).sum(axis=1) - 1  # decoder inputs: <s> and the target, not </s>
+    @staticmethod
+    def _teacher(y: np.ndarray) -> tuple:
+        """The decoder's inputs (``<s>`` and the target, not ``</s>``), their lengths, and its targets."""
+        tlen = (y != PAD).sum(axis=1) - 1
         T = int(tlen.max())
-        return self.model(batch.x, batch.lengths, y[:, :T], tlen, self.n_threads)
+        return y[:, :T], tlen, y[:, 1:T + 1]
+
+    def forward(self, batch: Batch) -> np.ndarray:
+        tgt_in, tlen, _ = self._teacher(batch.y)
+        return self.model(batch.x, batch.lengths, tgt_in, tlen, self.n_threads)
+
+    def train_step(self, batch: Batch) -> Optional[float]:
+        """The output layer and the loss fused, on the non-padded target steps only (Seq2SeqModel.forward_loss);
+        the generic step (full logits) with sample weights, metrics or data-parallel training."""
+        if batch.sample_weight is not None or self.metrics or self.distributed is not None:
+            return super().train_step(batch)
+        self.model.zero_grad()
+        tgt_in, tlen, tgt_out = self._teacher(batch.y)
+        value = self.model.forward_loss(batch.x, batch.lengths, tgt_in, tlen, tgt_out, ignore_index=PAD,
+                                        n_threads=self.n_threads)
+        if not math.isfinite(value):
+            return value
+        self.model.backward(n_threads=self.n_threads)
+        if not self.apply_gradients():
+            return math.nan
+        self.update_metrics(value, None, batch)
+        return value
 
     def _epoch_logs(self, val: Optional[SequenceDataset], batch_size: int) -> dict:
         logs = super()._epoch_logs(val, batch_size)

@@ -1,8 +1,10 @@
 """rnnfast.nn.seq2seq: Encoder, AttentionDecoder, Seq2SeqModel and the decoders; shapes, masking, finite-difference
-gradients, the same model in PyTorch, greedy / beam search, bad input."""
+gradients, the same model in PyTorch, greedy / beam search, bad input; the fused training loss (forward_loss:
+output layer and cross-entropy on the non-padded target steps only) against the logits path."""
 import numpy as np
 import pytest
 
+import rnnfast.nn.layers as layers
 from rnnfast.nn import Attention, AttentionDecoder, Encoder, Seq2SeqModel
 from rnnfast.nn.seq2seq import beam_decode, greedy_decode, sequence_log_prob
 from rnnfast.train import CrossEntropy
@@ -319,3 +321,100 @@ def test_state_dict_round_trip():
     a.eval(), b.eval()
     np.testing.assert_array_equal(a(SRC, SRC_LEN, TGT_IN, TGT_LEN), b(SRC, SRC_LEN, TGT_IN, TGT_LEN))
     assert "Encoder" in repr(a) and a.encoder.rnn.bidirectional
+
+
+# ---------------------------------------------------------------------------------------- fused loss
+def grads_of(m):
+    return {k: v.copy() for k, v in m.grads.items()}
+
+
+@pytest.mark.parametrize("cell,attention,bi", CONFIGS)
+def test_fused_loss_and_gradients_match_the_logits_path(cell, attention, bi, monkeypatch):
+    monkeypatch.setattr(layers, "CE_BLOCK_ROWS", 3)  # 8 valid target steps: three blocks, one partial
+    m = model(cell, attention, bi, seed=5)
+    m.zero_grad()
+    value, d = loss_of(m)
+    m.backward(d)
+    ref = grads_of(m)
+    m.zero_grad()
+    fused = m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT)
+    m.backward()
+    assert fused == pytest.approx(value, rel=1e-13)
+    for k, g in m.grads.items():
+        np.testing.assert_allclose(g, ref[k], rtol=1e-11, atol=1e-14, err_msg=k)
+
+
+def test_fused_float32_matches_the_logits_path():
+    m = model(dtype=np.float32, seed=2, H=16)
+    m.zero_grad()
+    value, d = CrossEntropy(ignore_index=0)(m(SRC, SRC_LEN, TGT_IN, TGT_LEN), TGT_OUT)
+    m.backward(d)
+    ref = grads_of(m)
+    m.zero_grad()
+    assert m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT) == pytest.approx(value, rel=1e-6)
+    m.backward()
+    for k, g in m.grads.items():
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, ref[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_padded_targets_are_left_out():
+    m = model(seed=1)
+    m.zero_grad()
+    m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT)
+    m.backward()
+    ref = grads_of(m)
+    tgt_in = TGT_IN.copy()
+    tgt_in[1, 2] = 7  # a padded input step: its target is padding
+    m.zero_grad()
+    m.forward_loss(SRC, SRC_LEN, tgt_in, TGT_LEN, TGT_OUT)
+    m.backward()
+    for k, g in m.grads.items():
+        np.testing.assert_allclose(g, ref[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    out = TGT_OUT.copy()
+    out[:] = 0  # no target at all: no loss, no gradient
+    m.zero_grad()
+    assert m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, out) == 0.0
+    m.backward()
+    assert not any(g.any() for g in m.grads.values())
+
+
+@pytest.mark.parametrize("cell,attention", [("lstm", "luong"), ("gru", "bahdanau")])
+def test_fused_gradients_match_finite_differences(cell, attention, monkeypatch):
+    monkeypatch.setattr(layers, "CE_BLOCK_ROWS", 5)
+    m = model(cell, attention, True, layers=2, seed=3, H=4)
+    m.zero_grad()
+    m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT)
+    m.backward()
+    check_params(m, lambda: loss_of(m)[0], rtol=1e-5, atol=1e-8)
+
+
+def test_fused_misuse():
+    m = model()
+    with pytest.raises(ValueError, match="shape"):
+        m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT[:, :2])
+    m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT)
+    with pytest.raises(ValueError, match="none after forward_loss"):
+        m.backward(np.zeros((3, 3, 8)))
+    m(SRC, SRC_LEN, TGT_IN, TGT_LEN)
+    with pytest.raises(ValueError, match="dlogits after forward"):
+        m.backward()
+    m.eval()
+    with pytest.raises(ValueError, match="train"):
+        m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT)
+
+
+def test_estimator_fit_is_the_generic_fit(monkeypatch):
+    """Seq2SeqTrainer's fused step trains as the Trainer's generic step (full logits, CrossEntropy) does."""
+    from rnnfast.estimators.seq2seq import Seq2Seq, Seq2SeqTrainer
+    from rnnfast.train.trainer import Trainer
+    X = [list("abcd"), list("ba"), list("cab"), list("dcb"), list("a")] * 4
+    Y = [x[::-1] + ["z"] * (i % 3) for i, x in enumerate(X)]  # unequal target lengths: padded steps
+    kw = dict(hidden_size=8, embedding_dim=4, epochs=2, batch_size=6, dropout=0.3, dtype="float64", random_state=0)
+    fused = Seq2Seq(**kw).fit(X, Y)
+    monkeypatch.setattr(Seq2SeqTrainer, "train_step", Trainer.train_step)
+    generic = Seq2Seq(**kw).fit(X, Y)
+    np.testing.assert_allclose(fused.history_["loss"], generic.history_["loss"], rtol=1e-11)
+    ref = generic.model_.state_dict()
+    for k, v in fused.model_.state_dict().items():
+        np.testing.assert_allclose(v, ref[k], rtol=1e-9, atol=1e-12, err_msg=k)

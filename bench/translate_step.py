@@ -1,0 +1,102 @@
+"""The translation example's training step: rnnfast (fused output layer + loss on the non-padded steps),
+its PyTorch twin and rnnfast's generic step (full logits, CrossEntropy, Linear backward), in turn on the
+same batches in one process.
+
+Every round runs ``--chunk`` steps of each contender on the same length-bucketed batches of
+``examples/translate.py``'s data (Debian ``trans-de-en``), from the same initial weights (the twin's are
+copied from rnnfast's); the machine's noise falls on all three alike. Reported: wall and CPU ms a step,
+and the ratios of the sums (and the median per-round ratio). Both rnnfast steps train the same network
+(timing only); the twin trains its own copy as ``TorchTranslator.fit`` does.
+
+    python bench/translate_step.py                    # 60 steps in rounds of 5, the default threads
+    python bench/translate_step.py --threads 1 --steps 40 --chunk 5
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+# the examples' folder only (never the checkout's root: it would shadow an installed rnnfast)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+
+import translate as T  # noqa: E402
+from _common import setup_threads  # noqa: E402
+
+
+def rnnfast_steps(est, ds, batches):
+    """(fused step, generic step, Batch list) of the estimator's untrained network."""
+    from rnnfast.estimators.seq2seq import Seq2SeqTrainer
+    from rnnfast.train.trainer import Batch, Trainer
+    tr = Seq2SeqTrainer(est.model_, est.optimizer_, clip_norm=5.0)
+    tr._grads = list(est.model_.grads.values())  # what Trainer.fit's start sets
+    est.model_.train()
+    bl = [Batch(*ds.batch(idx), ds.per_step, n_rows=len(idx)) for idx in batches]
+    return tr.train_step, lambda b: Trainer.train_step(tr, b), bl
+
+
+def torch_steps(data, est, init, batches, threads):
+    """(step, batch list) of the PyTorch twin, its step as ``TorchTranslator.fit``'s."""
+    import torch
+    torch.set_num_threads(threads)
+    net = T.torch_seq2seq(init, 128, 64, 0.2)
+    tt = T.TorchTranslator(net, est.source_tokens_, est.target_tokens_, 50)
+    opt, lossf = torch.optim.Adam(net.parameters(), lr=3e-3), torch.nn.CrossEntropyLoss(ignore_index=0)
+    X, Y = data["train_unk"]
+    tgt = [np.array([1] + [tt.t_index.get(t, 3) for t in y] + [2], np.int64) for y in Y]
+    tb = []
+    for rows in batches:
+        y, ylen = T.pad_sequences([tgt[i] for i in rows], dtype=np.int64)
+        tb.append(tt._src(X, rows) + (torch.from_numpy(y), torch.from_numpy(np.asarray(ylen, np.int64) - 1)))
+
+    def step(b):
+        src, src_len, y, ylen = b
+        opt.zero_grad()
+        logits = net(src, src_len, y[:, :-1], ylen)
+        loss = lossf(logits.reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        return loss.item()
+    net.train()
+    return step, tb
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=60, help="steps of each contender (default: %(default)s)")
+    p.add_argument("--chunk", type=int, default=5, help="steps of one contender in a row (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="threads of both (default: the CPUs)")
+    args = p.parse_args(argv)
+    threads = setup_threads(args.threads)
+    data = T.load_data(seed=0)
+    est = T.make_model(epochs=0).fit(*data["train_unk"])
+    init = est.model_.state_dict()
+    ds = est._dataset(*data["train_unk"])
+    batches = T.bucket_batches(ds.lengths, 64, rng=np.random.default_rng(0))[:args.steps]
+    fused, generic, bl = rnnfast_steps(est, ds, batches)
+    tstep, tb = torch_steps(data, est, init, batches, threads)
+    runs = {"rnnfast fused": (fused, bl), "PyTorch": (tstep, tb), "rnnfast generic": (generic, bl)}
+    for f, bs in runs.values():  # warm-up
+        f(bs[0])
+    res = {k: [] for k in runs}
+    for s in range(0, len(batches), args.chunk):
+        for name, (f, bs) in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            for b in bs[s:s + args.chunk]:
+                f(b)
+            res[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    n = len(batches)
+    print(f"{n} steps of each, rounds of {args.chunk}, {threads} thread(s)")
+    r = {k: np.array(v) for k, v in res.items()}
+    for k, v in r.items():
+        print(f"  {k:16s} wall {v[:, 0].sum() / n * 1e3:7.1f} ms/step   CPU {v[:, 1].sum() / n * 1e3:7.1f} ms/step")
+    for a, b in (("PyTorch", "rnnfast fused"), ("rnnfast generic", "rnnfast fused"), ("PyTorch", "rnnfast generic")):
+        w = r[a][:, 0] / r[b][:, 0]
+        print(f"  {a} / {b}: wall {r[a][:, 0].sum() / r[b][:, 0].sum():.2f}x (per round median {np.median(w):.2f}, "
+              f"{w.min():.2f}-{w.max():.2f}), CPU {r[a][:, 1].sum() / r[b][:, 1].sum():.2f}x")
+
+
+if __name__ == "__main__":
+    main()
