@@ -465,7 +465,7 @@ class QuantizedRNN:
         self._out_size = self.hidden_size  # (the state width _check_state reads; no projection here)
         self._pool: List[_Workspace] = []
         self._plans: Dict[tuple, Tuple[_Plan, np.ndarray, np.ndarray]] = {}
-        self.thread_policy = ThreadPolicy()  # back-off to one thread after busy barriers (rnnfast._planner)
+        self.thread_policy = ThreadPolicy()  # batch-1 back-off to one thread after busy barriers (rnnfast._planner)
         sd = layer.state_dict()
         self._biases = {k: v.astype(np.float32) for k, v in sd.items() if k.startswith("bias")}
         self._packed = []
@@ -603,7 +603,10 @@ class QuantizedRNN:
         H, D, L, T = self.hidden_size, self._D, self.num_layers, plan.T
         lstm = self._mode == "lstm"
         hT, cT = _initial(plan, h0, L * D, H), (_initial(plan, c0, L * D, H) if lstm else None)
-        nth = self.thread_policy.threads(nth)
+        # the back-off serves batch-1 calls, as in float32: there a busy partner costs more than the second
+        # thread gains; a call of many rows loses half its speed on one thread for one late barrier
+        policy = self.thread_policy if plan.B == 1 else None
+        nth = policy.threads(nth) if policy else nth
         yields = 0
         ws = self._pool.pop() if self._pool else _Workspace()
         try:
@@ -621,7 +624,8 @@ class QuantizedRNN:
                 inp = out
         finally:
             self._pool.append(ws)
-        self.thread_policy.note(nth, yields)
+        if policy:
+            policy.note(nth, yields)
         return hT, cT, inp
 
     def step(self, x_t: Any, state: Any = None, n_threads: Optional[int] = None):

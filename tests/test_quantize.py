@@ -603,3 +603,36 @@ def test_lstm_units_shared_out_lengths_bidirectional(path, threads):
     # the other thread count (units or rows shared out, or one thread): the same results
     again, _ = q(x, lengths=lengths, n_threads=3 - threads)
     assert _err(again, out)[0] < 2e-3
+
+
+# ------------------------------------------------------------- the thread back-off serves batch 1 only
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_thread_backoff_only_at_batch_one(precision):
+    """While the layer backs off (a recent batch-1 call found the cores busy), batch-1 calls run on one
+    thread; a call of many rows keeps its threads and never starts a back-off (one late barrier costs it
+    little, one thread half its speed), as the float32 layers do."""
+    from rnnfast._planner import ThreadPolicy
+
+    asked, noted = [], []
+
+    class Recording(ThreadPolicy):
+        def threads(self, planned):
+            asked.append(planned)
+            return super().threads(planned)
+
+        def note(self, threads, yields):
+            noted.append(threads)
+            super().note(threads, yields)
+
+    q = rf.quantize(rf.nn.LSTM(8, 16, seed=0).eval(), precision)
+    q.thread_policy = Recording(clock=lambda: 10.0)
+    x = np.random.default_rng(0).standard_normal((6, 5, 8)).astype(np.float32)
+    ref = q(x, n_threads=1)[0]
+    q.thread_policy.serial_until = 20.0  # backing off
+    np.testing.assert_array_equal(q(x, n_threads=2)[0], ref)
+    assert asked == [] and noted == []
+    q(x[:1], n_threads=2)
+    assert asked == [2] and noted == [1]  # one thread while backing off
+    q.thread_policy.serial_until = 0.0
+    np.testing.assert_array_equal(q(x[:1], n_threads=2)[0], ref[:1])
+    assert asked == [2, 2] and noted == [1, 2]
