@@ -82,12 +82,16 @@ _FLAG = Boolean()
 _BETA = Real(0.0, 1.0, closed="left")               # a decay rate in [0, 1)
 
 
-def _lerp_(a, b, w):
-    """In-place ``a = lerp(a, b, w)``, rounded as ``torch.lerp`` (two formulas around w = 0.5)."""
+def _lerp_(a, b, w, tmp=None):
+    """In-place ``a = lerp(a, b, w)``, rounded as ``torch.lerp`` (two formulas around w = 0.5); ``tmp``:
+    an array shaped as ``a`` to work in (none: temporaries)."""
+    tmp = np.subtract(b, a, out=tmp)
     if w < 0.5:
-        a += w * (b - a)
+        tmp *= w
+        a += tmp
     else:
-        a[...] = b - (b - a) * (1.0 - w)
+        tmp *= 1.0 - w
+        np.subtract(b, tmp, out=a)
 
 
 class Optimizer:
@@ -147,6 +151,19 @@ class Optimizer:
 
     def _update(self, p, g, st):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _scratch(self, p, n):
+        """``n`` arrays shaped as ``p``, kept between steps: a temporary of a large parameter is a fresh
+        mapping whose pages the kernel zeroes at every step, which cost Adam half its time."""
+        tmp = self.__dict__.setdefault("_tmp", {})
+        key = (p.shape, p.dtype.str)
+        bufs = tmp.get(key)
+        if bufs is None or len(bufs) < n:
+            bufs = tmp[key] = [np.empty_like(p) for _ in range(n)]
+        return bufs
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_tmp"}  # scratch is not state
 
     def zero_grad(self):
         """Set all gradients to zero (in place)."""
@@ -401,9 +418,12 @@ class Adam(Optimizer):
             else:
                 g = g + self.weight_decay * p
         m, v = st["exp_avg"], st["exp_avg_sq"]
-        _lerp_(m, g, 1.0 - beta1)
+        a, b = self._scratch(p, 2)
+        _lerp_(m, g, 1.0 - beta1, a)
         v *= beta2
-        v += (1.0 - beta2) * g * g
+        np.multiply(g, 1.0 - beta2, out=a)  # the rounding of (1 - beta2) * g * g, without temporaries
+        a *= g
+        v += a
         t = self.steps
         if t % _FLUSH_EVERY == 0:
             # moments of parameters whose gradient stays zero (embedding rows never seen) decay into
@@ -416,9 +436,12 @@ class Adam(Optimizer):
             vmax = st["max_exp_avg_sq"]
             np.maximum(vmax, v, out=vmax)
             v = vmax
-        denom = np.sqrt(v) / bc2_sqrt
+        denom = np.sqrt(v, out=a)
+        denom /= bc2_sqrt
         denom += self.eps
-        p -= step_size * m / denom
+        np.multiply(m, step_size, out=b)
+        b /= denom
+        p -= b
 
 
 class AdamW(Adam):

@@ -236,3 +236,26 @@ def test_adam_flushes_subnormal_moments():
         opt.step()
     assert np.all(opt.state["w"]["exp_avg"] == 0)
     assert np.all(opt.state["w"]["exp_avg_sq"] > 0)  # v is still normal: left as it is
+
+
+def test_adam_scratch_is_reused_and_never_pickled():
+    """Adam works in two arrays per parameter shape kept between steps (no temporaries: a large
+    parameter's temporaries cost page zeroing at every step); they are not optimizer state."""
+    import pickle
+
+    from rnnfast.train.optimizers import Adam
+
+    rng = np.random.default_rng(0)
+    p, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    opt = Adam([("w", p, g)], lr=0.1)
+    opt.step()
+    first = [id(a) for a in opt._tmp[((3, 4), p.dtype.str)]]
+    opt.step()
+    assert [id(a) for a in opt._tmp[((3, 4), p.dtype.str)]] == first
+    back = pickle.loads(pickle.dumps(opt))
+    assert not hasattr(back, "_tmp")
+    q = p.copy()
+    back.params = [("w", q, g)]
+    back.step()
+    opt.step()
+    np.testing.assert_array_equal(q, p)
