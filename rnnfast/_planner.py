@@ -75,10 +75,16 @@ TABLE = {
     # T=100, H=256, two threads); packing costs what three steps gain
     "latency_panel_min_t": 32,
     # --- the back-off and streaming-step rules (ThreadPolicy) ---
-    # after a call that found the cores busy: one thread for this long, doubled while the trouble is
-    # there at the first call after each back-off, up to the longest (see ThreadPolicy.note)
+    # one thread for this long once busy calls are the rule, doubled while the probe on several threads
+    # at the end of each back-off finds the cores busy again, up to the longest (see ThreadPolicy.note)
     "backoff_min_s": 0.005,
     "backoff_max_s": 0.25,
+    # the evidence: the last backoff_window calls on several threads, of which at least backoff_evidence
+    # found the cores busy (one busy call is a transient: in bench/grid.py a peer's pool threads spinning
+    # down, or a partner waking after an idle pause, sent gru-B1-T20-I512-H1024 to one thread for whole
+    # rounds: 11.5 ms against 6.2 without the back-off)
+    "backoff_window": 8,
+    "backoff_evidence": 2,
     # a streaming step within this long of the last may use several threads; of every step_period
     # such steps, step_explore run the way that has lately been slower
     "step_warm_s": 0.001,
@@ -377,16 +383,20 @@ def plan_call(c: Call, threads: int, tuned: Optional[dict] = None) -> Plan:
 class ThreadPolicy:
     """The batch-1 kernels' thread rules that depend on what the machine did lately, per layer.
 
-    * Back-off: after a call on several threads whose threads found the cores busy (a long wait at a
-      step's barrier), the next calls run on one thread for ``backoff_min_s``; if the first call after
-      that finds them busy again the time doubles, up to ``backoff_max_s``; a clean call resets it.
-      Short, because such a wait is often brief (another program's threads spinning down); growing,
-      because a process that keeps a core busy would otherwise cost one slow step every time.
+    * Back-off: a call on several threads whose threads found the cores busy (a long wait at a step's
+      barrier; the kernel then ends the call on one thread) is evidence that another process holds a
+      core. The layer runs its next calls on one thread for ``backoff_min_s`` only when such calls are
+      the rule rather than a transient (:meth:`worth_backing_off`); the first call after a back-off is a
+      probe on several threads: clean, the back-off ends and the evidence is forgotten; busy, the
+      back-off doubles, up to ``backoff_max_s``.
     * Streaming steps: the first step after a pause (``step_warm_s``) runs on one thread (waking a
       second can cost far more than the step); steps that follow closely run the way whose recent mean
       time is lower, the other way ``step_explore`` of every ``step_period`` steps, to notice a change.
 
-    ``clock`` (back-off, seconds) and ``perf`` (step timing) are injectable for tests.
+    ``clock`` (back-off and call lengths, seconds) and ``perf`` (step timing) are injectable for tests.
+    A call's length is the clock from :meth:`threads` to :meth:`note`. ``stats`` counts what happened:
+    calls noted on several threads, busy ones, calls sent to one thread, back-offs started, probes and
+    recoveries (``bench/grid.py`` prints it).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
@@ -396,6 +406,10 @@ class ThreadPolicy:
         self.serial_until = 0.0
         self.backoff = TABLE["backoff_min_s"]
         self.probe = False         # the next call on several threads follows a back-off
+        self.recent: list = []     # busy (True) or clean of the last calls on several threads
+        self.call_s: list = [None, None, None]  # mean length of a call: one thread, several clean, several busy
+        self.started: Optional[float] = None  # the clock when threads() let the current call start
+        self.stats = dict.fromkeys(("calls", "busy", "serial", "backoffs", "probes", "recoveries"), 0)
         self.step_last = 0.0       # when the last batch-1 step ended (perf)
         self.step_n = 0            # warm steps so far
         self.step_ewma: list = [None, None]  # mean step time on one thread, on several
@@ -404,24 +418,67 @@ class ThreadPolicy:
 
     def threads(self, planned: int) -> int:
         """Threads for a batch-1 call the planner gave ``planned``: one while backing off."""
-        if planned > 1 and self.clock() < self.serial_until:
+        self.started = now = self.clock()
+        if planned > 1 and now < self.serial_until:
+            self.stats["serial"] += 1
             return 1
         return planned
 
     def note(self, threads: int, yields: int) -> None:
         """After a batch-1 call on ``threads`` threads whose barriers had ``yields`` long waits."""
+        took = None if self.started is None else self.clock() - self.started
+        self.started = None
         if threads <= 1:
+            self._fold(0, took)
             return
+        busy = yields > 0
+        self.stats["calls"] += 1
+        self.stats["busy"] += busy
+        self._fold(2 if busy else 1, took)
+        self.recent = (self.recent + [busy])[-int(TABLE["backoff_window"]):]
         probe, self.probe = self.probe, False
-        if not yields:
+        self.stats["probes"] += probe
+        if probe and not busy:  # recovered: the evidence is old news
+            self.stats["recoveries"] += 1
             self.backoff = TABLE["backoff_min_s"]
+            self.recent = []
             return
-        if probe:  # the first call after a back-off found the cores busy again
-            self.backoff = min(2.0 * self.backoff, TABLE["backoff_max_s"])
-        else:  # a wait now and then (a core taken away briefly) costs only the shortest back-off
-            self.backoff = TABLE["backoff_min_s"]
+        if not busy or not self.worth_backing_off():
+            if probe:
+                self.backoff = TABLE["backoff_min_s"]
+            return
+        # the probe after a back-off found the cores busy again: twice as long; a first back-off: the shortest
+        self.backoff = min(2.0 * self.backoff, TABLE["backoff_max_s"]) if probe else TABLE["backoff_min_s"]
         self.serial_until = self.clock() + self.backoff
         self.probe = True
+        self.stats["backoffs"] += 1
+
+    def _fold(self, i: int, took: Optional[float]) -> None:
+        """Fold a call's length into the running mean of its kind (0: one thread, 1: several and clean,
+        2: several and busy); a call with no start (threads() not asked first) or no length is left out."""
+        if took is None or took <= 0.0:
+            return
+        old = self.call_s[i]
+        self.call_s[i] = took if old is None else old + 0.25 * (took - old)
+
+    def worth_backing_off(self) -> bool:
+        """Whether one thread is expected to lose less than several, from the recent calls on several threads.
+
+        The cost it models: with a share p of the calls on several threads busy, several threads lose
+        p (t_busy - t_one) a call and one thread loses (1 - p) (t_one - t_clean); at least
+        ``backoff_evidence`` of the last ``backoff_window`` calls must be busy. Unmeasured: t_one is twice
+        t_clean (the split halves the call), and with no clean call yet the evidence alone decides.
+        """
+        n_busy = sum(self.recent)
+        if n_busy < TABLE["backoff_evidence"]:
+            return False
+        t_one, t_clean, t_busy = self.call_s
+        if t_clean is None or t_busy is None:
+            return True
+        if t_one is None:
+            t_one = 2.0 * t_clean
+        p = n_busy / len(self.recent)
+        return p * (t_busy - t_one) > (1.0 - p) * (t_one - t_clean)
 
     def step_threads(self, threads: int) -> tuple[int, bool, bool]:
         """(threads, split, warm) for a streaming batch-1 step: one thread when cold; when warm, the

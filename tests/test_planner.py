@@ -106,11 +106,116 @@ def test_thread_policy_clock_is_injectable():
     now = [10.0]
     pol = _planner.ThreadPolicy(clock=lambda: now[0], perf=lambda: now[0])
     pol.note(2, 3)
+    pol.note(2, 3)
     assert pol.threads(2) == 1
     now[0] += 1.0
     assert pol.threads(2) == 2
     # a cold step runs on one thread, whatever was planned
     assert pol.step_threads(2) == (1, False, False)
+
+
+class Machine2:
+    """A fake clock and batch-1 calls through a ThreadPolicy: ``run(took, busy)`` asks for two threads,
+    lets ``took`` seconds pass (``one`` on one thread) and notes the call; returns the threads used."""
+
+    def __init__(self, one=6e-3):
+        self.now, self.one = 100.0, one
+        self.pol = _planner.ThreadPolicy(clock=lambda: self.now, perf=lambda: self.now)
+
+    def run(self, took, busy=False, gap=0.001):
+        n = self.pol.threads(2)
+        self.now += self.one if n == 1 else took
+        self.pol.note(n, int(busy and n > 1))
+        self.now += gap
+        return n
+
+
+def test_backoff_a_transient_leaves_no_serial_mode():
+    """One busy call among clean ones (a peer's threads spinning down, a partner slow to wake) never sends
+    the layer to one thread; nor do a few busy long calls whose wait costs less than one thread would."""
+    m = Machine2()
+    for _ in range(5):
+        assert m.run(3e-3) == 2
+    assert m.run(4e-3, busy=True) == 2
+    assert [m.run(3e-3) for _ in range(10)] == [2] * 10
+    # two busy calls of eight, each 5 ms late (2 ms slower than one thread): one thread would lose 3 ms on
+    # each of the six others
+    assert [m.run(8e-3 if k % 4 == 0 else 3e-3, busy=k % 4 == 0) for k in range(8)] == [2] * 8
+    assert m.pol.stats["backoffs"] == 0 and m.pol.stats["serial"] == 0
+    assert m.pol.stats["busy"] == 3 and m.pol.stats["calls"] == 24
+    # busy calls no slower than one thread never pay for a back-off, however many
+    assert [m.run(5e-3, busy=True) for k in range(8)] == [2] * 8
+    assert m.pol.stats["backoffs"] == 0
+
+
+def test_backoff_weighs_the_share_of_busy_calls():
+    """The same late calls (8 ms against 3 ms clean, 6 ms on one thread) as most of the last eight: one
+    thread loses less, and the layer backs off."""
+    m = Machine2()
+    for _ in range(8):
+        m.run(3e-3)
+    runs = [m.run(8e-3 if k % 4 else 3e-3, busy=k % 4 > 0) for k in range(8)]
+    assert runs[:4] == [2] * 4 and 1 in runs  # (from four busy of eight: 0.5 * 2 ms > 0.5 * 3 ms is not)
+    assert m.pol.stats["backoffs"] >= 1
+
+
+def test_backoff_when_busy_calls_are_the_rule_and_it_grows():
+    """Busy calls as the rule (another process holds a core): after the second the layer runs on one
+    thread for backoff_min_s; each probe at the end of a back-off that finds the cores busy again doubles
+    it, up to backoff_max_s."""
+    lo, hi = TABLE["backoff_min_s"], TABLE["backoff_max_s"]
+    m = Machine2()
+    assert m.run(3e-3, busy=True) == 2
+    assert m.pol.serial_until == 0.0  # one busy call is no evidence yet
+    assert m.run(3e-3, busy=True) == 2
+    assert m.pol.serial_until == pytest.approx(m.now - 1e-3 + lo)
+    assert m.run(3e-3) == 1
+    waits = []
+    for _ in range(12):  # each back-off over, the probe finds the trouble there again
+        m.now = m.pol.serial_until
+        assert m.run(3e-3, busy=True) == 2
+        waits.append(m.pol.backoff)
+    assert waits[0] == pytest.approx(2 * lo) and waits[-1] == hi
+    st = m.pol.stats
+    assert st["probes"] == 12 and st["backoffs"] == 13 and st["recoveries"] == 0 and st["serial"] == 1
+
+
+def test_backoff_short_busy_calls_weigh_more():
+    """Short calls: a wait of 2 ms against a call of 50 us, two busy calls of eight send the layer to one
+    thread (the same share that left long calls alone)."""
+    m = Machine2()
+    for k in range(8):
+        m.run(5e-5, busy=False)
+    m.run(2e-3, busy=True)
+    assert m.pol.serial_until == 0.0
+    m.run(2e-3, busy=True)
+    assert m.pol.serial_until > m.now and m.run(5e-5) == 1
+
+
+def test_backoff_recovers_at_a_clean_probe():
+    """The first call after a back-off is a probe on two threads: clean, the back-off ends at once, its
+    length is the shortest again and the old evidence is forgotten (one more busy call is a transient)."""
+    m = Machine2()
+    m.run(3e-3, busy=True)
+    m.run(3e-3, busy=True)
+    m.now = m.pol.serial_until
+    m.run(3e-3, busy=True)  # the probe: still busy, twice as long
+    assert m.pol.backoff == pytest.approx(2 * TABLE["backoff_min_s"])
+    m.now = m.pol.serial_until
+    assert m.run(3e-3) == 2  # the probe: clean
+    assert m.pol.stats["recoveries"] == 1 and m.pol.recent == []
+    assert m.pol.backoff == TABLE["backoff_min_s"]
+    assert m.run(3e-3, busy=True) == 2 and m.run(3e-3) == 2
+    assert m.pol.stats["serial"] == 0
+    m.pol.note(1, 5)  # one thread has no barrier to wait at
+    assert m.pol.stats["busy"] == 4
+
+
+def test_backoff_reads_its_table(monkeypatch):
+    monkeypatch.setitem(TABLE, "backoff_evidence", 1)
+    m = Machine2()
+    m.run(3e-3, busy=True)
+    assert m.run(3e-3) == 1
 
 
 def test_tune_picks_a_candidate_caches_it_and_the_layer_uses_it(tmp_path, monkeypatch):
