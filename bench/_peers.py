@@ -42,10 +42,11 @@ class Bench:
     """One built case in a worker: ``run()`` is the timed call, ``check()`` returns arrays to compare,
     ``info`` is a JSON-able dict sent back with the setup answer (e.g. the kernel plan)."""
 
-    def __init__(self, run, check, info=None):
+    def __init__(self, run, check, info=None, counters=None):
         self.run = run
         self.check = check
         self.info = info or {}
+        self.counters = counters  # None, or a callable: a dict of event counts (rnnfast: its thread policy's)
 
 
 def _plan(layer, x, lengths, training, n_threads):
@@ -58,6 +59,15 @@ def _plan(layer, x, lengths, training, n_threads):
         return str(plan_for(x, lengths=lengths, training=training, n_threads=n_threads))
     except Exception as e:  # report it beside the timings rather than lose the point
         return f"plan_for failed: {type(e).__name__}: {e}"
+
+
+def _policy_stats(layer):
+    """A callable returning the counters of ``layer``'s thread policy (rnnfast._planner.ThreadPolicy.stats:
+    calls on several threads, busy ones, calls sent to one thread, back-offs...), or None without one."""
+    pol = getattr(layer, "thread_policy", None)
+    if getattr(pol, "stats", None) is None:
+        return None
+    return lambda: dict(pol.stats)
 
 
 def _lstm_gru_blocks(a, order, G):
@@ -109,7 +119,7 @@ class RnnfastWorker:
                 ys.append(y)
             return {"ys": np.stack(ys)}
 
-        return Bench(run, check, {"plan": _plan(layer, x_t[:, None], None, False, nth)})
+        return Bench(run, check, {"plan": _plan(layer, x_t[:, None], None, False, nth)}, _policy_stats(layer))
 
     def build(self, case, sd, data, variant):
         nth = self.nth
@@ -132,7 +142,7 @@ class RnnfastWorker:
             def check():
                 return {"out": run()[0]}
 
-            return Bench(run, check, info)
+            return Bench(run, check, info, _policy_stats(layer))
         dout = np.ones((x.shape[0], x.shape[1], DH), np.float32)  # loss = sum of outputs
 
         def run():
@@ -145,7 +155,7 @@ class RnnfastWorker:
             dx, _ = layer.backward(dout, n_threads=nth)
             return {"out": out, "dx": dx, "dweight_hh_l0": layer.grads["weight_hh_l0"].copy()}
 
-        return Bench(run, check, info)
+        return Bench(run, check, info, _policy_stats(layer))
 
 
 #: The low-precision variants (compare.py --precision): rnnfast's quantized models; the peers' own.
@@ -531,6 +541,16 @@ def _round(run, n):
         gc.enable()
 
 
+def _timed_round(bench, n):
+    """The ``round`` answer: seconds per call and, where the bench counts events, how many happened in the
+    round (``counters``: e.g. rnnfast's calls whose barriers found the cores busy)."""
+    before = bench.counters() if bench.counters else None
+    ans = {"ok": True, "t": _round(bench.run, n)}
+    if before is not None:
+        ans["counters"] = {k: v - before.get(k, 0) for k, v in bench.counters().items()}
+    return ans
+
+
 def worker_main(name, threads):
     """Serve one framework: read JSON requests on stdin, answer one JSON line each on the original stdout."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -568,7 +588,7 @@ def worker_main(name, threads):
             elif cmd == "warmup":
                 send(_warmup(benches[req.get("impl")], req["n"], req.get("batch_s", 0.0)))
             elif cmd == "round":
-                send({"ok": True, "t": _round(benches[req.get("impl")].run, req["iters"])})
+                send(_timed_round(benches[req.get("impl")], req["iters"]))
             elif cmd == "release":
                 benches.clear()
                 gc.collect()

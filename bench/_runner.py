@@ -45,6 +45,9 @@ def add_timing_options(parser, rounds):
     parser.add_argument("--gap", type=float, default=None, help="pause in s between two rounds, for the previous "
                         "worker's threads to stop spinning (default per framework: 30 ms after ONNX Runtime, 10 ms "
                         "after PyTorch, 3 ms after the others)")
+    parser.add_argument("--settle", choices=("threads", "cpu"), default="threads", help="before a round, wait "
+                        "until the other workers' threads are all asleep and use under a tenth of a core "
+                        "(threads, the default), or only the latter (cpu: the old rule, for comparison)")
     parser.add_argument("--rtol", type=float, default=1e-4, help="max |peer - rnnfast| / max |rnnfast| (1e-4)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for a worker's answer")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with the worker logs")
@@ -91,45 +94,134 @@ def make_data(case, path):
     np.savez(path, **arrays)
 
 
-def _cpu_ns(pids):
-    """CPU time (ns) used so far by every thread of ``pids`` and of this process but the calling thread
-    (Linux /proc/<pid>/task/<tid>/schedstat); None where that is not available."""
-    me = threading.get_native_id()
-    total = 0
-    for pid in list(pids) + [os.getpid()]:
+def _cpu_by_pid(pids):
+    """{pid: CPU time (ns) used so far by every thread of it} (Linux /proc/<pid>/task/<tid>/schedstat), this
+    process's calling thread left out; a pid that cannot be read is left out."""
+    me, mine = threading.get_native_id(), os.getpid()
+    out = {}
+    for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
-            if pid == os.getpid():
-                return None
             continue
+        total = 0
         for tid in tids:
-            if pid == os.getpid() and int(tid) == me:
+            if pid == mine and int(tid) == me:
                 continue
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                     total += int(f.read().split()[0])
             except (OSError, ValueError, IndexError):
                 pass
-    return total
+        out[pid] = total
+    return out
 
 
-def wait_quiet(other_pids, window=0.002, busy=0.1, limit=1.0):
-    """Before a round: wait (up to ``limit`` s) until the other workers and the driver use under
-    ``busy`` of one core over ``window`` s. A framework's pool threads spin for a while after its
-    calls (ONNX Runtime's and PyTorch's for milliseconds, numpy's OpenBLAS after the SGEMM probe for
-    longer), and a round that starts beside them measures that contention, not the framework; the
-    fixed handover gap alone left some rounds starting beside spinning threads."""
-    t_end = time.perf_counter() + limit
+def _cpu_ns(pids):
+    """CPU time (ns) used so far by every thread of ``pids`` and of this process but the calling thread;
+    None where that is not available."""
+    by_pid = _cpu_by_pid(list(pids) + [os.getpid()])
+    return sum(by_pid.values()) if os.getpid() in by_pid else None
+
+
+def _machine_busy_ns():
+    """CPU time (ns) every core of the machine has been busy so far (/proc/stat: all but idle and iowait),
+    or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy * 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+class RoundWatch:
+    """Who else ran during a round: each other worker's and the driver's CPU time, and the rest of the machine
+    (other programs; /proc/stat, in 10 ms ticks), each as a share of one core over the round's wall time.
+
+    ``start()`` before the round, ``stop()`` after it returns ``{"driver": ..., "<framework>": ..., "machine":
+    ...}`` (the timed worker's own CPU is taken out of "machine"), empty where /proc cannot be read."""
+
+    def __init__(self, timed, others):
+        self.timed, self.pids = timed, {"driver": os.getpid(), **others}
+
+    def start(self):
+        self.t0 = time.perf_counter()
+        self.cpu0 = _cpu_by_pid(list(self.pids.values()) + [self.timed])
+        self.busy0 = _machine_busy_ns()
+
+    def stop(self):
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        cpu = _cpu_by_pid(list(self.pids.values()) + [self.timed])
+        busy = _machine_busy_ns()
+        used = {pid: cpu[pid] - self.cpu0[pid] for pid in cpu if pid in self.cpu0}
+        out = {name: round(used[pid] / 1e9 / wall, 3) for name, pid in self.pids.items() if pid in used}
+        if busy is not None and self.busy0 is not None:
+            rest = busy - self.busy0 - sum(used.values())
+            out["machine"] = round(max(0.0, rest) / 1e9 / wall, 3)
+        return out
+
+
+def _runnable(pids):
+    """Threads of ``pids`` that are running or waiting for a core (state R in /proc/<pid>/task/<tid>/stat),
+    this process's calling thread left out."""
+    me, mine, n = threading.get_native_id(), os.getpid(), 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            if pid == mine and int(tid) == me:
+                continue
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            n += state == "R"
+    return n
+
+
+def wait_quiet(other_pids, window=0.002, busy=0.1, limit=1.0, threads=True):
+    """Before a round: wait (up to ``limit`` s) until the other workers and the driver use under ``busy`` of
+    one core over ``window`` s and none of their threads is running or waiting for a core; returns the seconds
+    waited. A framework's pool threads spin for a while after its calls (ONNX Runtime's two for some 40 ms of
+    CPU each here, PyTorch's OpenMP ones for under 2 ms, numpy's OpenBLAS after the SGEMM probe for longer),
+    and a round that starts beside them measures that contention, not the framework. The CPU test alone let
+    rounds start beside a spinner that was waiting for a core (another program held it): ONNX Runtime then
+    used 7-16% of a core during rnnfast's rounds (``RoundWatch``), and each of rnnfast's barriers it delayed
+    past 200 us sent the rest of that call to one thread. ``threads=False``: the CPU test alone."""
+    t0 = time.perf_counter()
+    t_end = t0 + limit
+    pids = list(other_pids) + [os.getpid()]
     last = _cpu_ns(other_pids)
     if last is None:
-        return
+        return 0.0
     while time.perf_counter() < t_end:
         time.sleep(window)
         now = _cpu_ns(other_pids)
-        if now - last < busy * window * 1e9:
-            return
+        if now - last < busy * window * 1e9 and not (threads and _runnable(pids)):
+            break
         last = now
+    return time.perf_counter() - t0
+
+
+def interference(r):
+    """What disturbed an implementation's rounds (its record ``r`` from :func:`run_case`): ``others``, the
+    largest share of a core the other workers and the driver used during one of its rounds; ``machine``, the
+    median share other programs used; ``settle_s``, the longest wait for quiet before one; and, from the
+    worker's counters (rnnfast), ``calls`` on several threads, ``busy`` ones (a barrier waited past its
+    limit: the rest of the call ran on one thread) and ``serial`` (calls the back-off sent to one thread)."""
+    rounds = r.get("rounds_others") or []
+    out = {"others": max((sum(v for k, v in o.items() if k not in ("machine", "settle_s")) for o in rounds),
+                         default=0.0),
+           "machine": float(np.median([o.get("machine", 0.0) for o in rounds])) if rounds else 0.0,
+           "settle_s": max((o.get("settle_s", 0.0) for o in rounds), default=0.0)}
+    for key in ("calls", "busy", "serial"):
+        out[key] = sum(c.get(key, 0) for c in r.get("rounds_counters") or [])
+    return out
 
 
 def worker_env():
@@ -497,9 +589,12 @@ def _interleave(live, n_rounds, args):
                 continue
             if prev is not None:
                 time.sleep(args.gap if args.gap is not None else HANDOVER_GAP.get(prev, 0.01))
-            wait_quiet([x.proc.pid for _, x, _ in live if x is not w])
+            others = {x.name: x.proc.pid for _, x, _ in live if x is not w}
+            settle = wait_quiet(list(others.values()), threads=getattr(args, "settle", "threads") == "threads")
             prev = w.name
+            watch = RoundWatch(w.proc.pid, others)
             try:
+                watch.start()
                 ans = w.call(cmd="round", impl=name, iters=r["iters"])
                 if not ans.get("ok"):
                     raise WorkerDied(ans.get("error"))
@@ -507,6 +602,9 @@ def _interleave(live, n_rounds, args):
                 r.update(status="error", reason=str(e))
                 continue
             r["rounds_s"].append(ans["t"])
+            r.setdefault("rounds_others", []).append({**watch.stop(), "settle_s": round(settle, 4)})
+            if "counters" in ans:
+                r.setdefault("rounds_counters", []).append(ans["counters"])
 
 
 def _finish(live, rec, flop):

@@ -25,7 +25,10 @@ in ``_cases.py`` (``grid.py`` shares all three). For every case the driver:
    then runs the rounds interleaved: round 1 of every framework, round 2 of every framework, ... (the order
    rotates from round to round; only one worker runs at a time, and after each round the driver pauses for
    the worker's spin-waiting pool threads to go to sleep: ``HANDOVER_GAP``, or ``--gap``, and then until
-   the other workers and the driver itself use under a tenth of a core, up to 1 s: ``wait_quiet``). The garbage
+   the other workers and the driver itself use under a tenth of a core and none of their threads is running
+   or waiting for a core, up to 1 s: ``wait_quiet``; each round's record says who else ran during it,
+   ``rounds_others``, and rnnfast's rounds count its calls whose barriers found the cores busy,
+   ``rounds_counters``). The garbage
    collector is off while a round runs (as in timeit). The figure is the median over rounds of the time
    per call; 11 rounds, or with ``--quick`` 5 (3 for cases with a call over 0.25 s).
 

@@ -25,8 +25,11 @@ outputs, every gradient). T (and, if need be, the draw) is cut until a call is e
 
 Per point it prints rnnfast's time, each peer's, the ratio (fastest peer ms / rnnfast ms: above 1 rnnfast
 is faster), rnnfast's GFLOP/s and the kernel plan rnnfast chose (``layer.plan_for(...)``; "-" where the
-layer has none); then the summary (worst ratio, geometric mean, share of points >= 1.0) for infer, train
-and all. It writes every record to JSON (``--json``) and, when matplotlib is installed, a plot of the
+layer has none) and, in brackets, what disturbed rnnfast's rounds: its calls whose barriers found the cores
+busy (the rest of such a call runs on one thread) and those the batch-1 back-off ran on one thread, the
+most of a core the other workers used during one of its rounds, and the median share other programs used
+(``_runner.interference``; a point with such a note is worth re-running on a quiet machine); then the
+summary (worst ratio, geometric mean, share of points >= 1.0) for infer, train and all. It writes every record to JSON (``--json``) and, when matplotlib is installed, a plot of the
 ratios against B and against H, one panel per cell and mode (``--plot``).
 
 ``--precision bf16,int8`` times low-precision inference instead (issue 16): every inference point runs
@@ -56,8 +59,9 @@ import time
 
 from _cases import CELLS, MODES, Shape
 from _peers import FRAMEWORKS
-from _runner import (LOWP_IMPLS, WorkerProc, add_timing_options, fmt_ms, impl, lowp_impls, machine_info,
-                     parse_precisions, run_case, seq_impls, slow_blas_warning, start_workers, timing_defaults)
+from _runner import (LOWP_IMPLS, WorkerProc, add_timing_options, fmt_ms, impl, interference, lowp_impls,
+                     machine_info, parse_precisions, run_case, seq_impls, slow_blas_warning, start_workers,
+                     timing_defaults)
 
 PEERS = tuple(f for f in FRAMEWORKS if f != "rnnfast")
 BATCHES = (1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256, 512)
@@ -210,7 +214,8 @@ def _rate(impls: dict, ours: str, peer_names) -> dict:
     base = rf.get("median_s") if rf.get("status") == "ok" else None
     return {"rnnfast_s": base, "rnnfast_status": rf.get("status"), "peers": peers, "fastest_peer": fastest,
             "ratio": timed[fastest] / base if fastest and base else None,
-            "gflops": rf.get("gflops") if base else None, "plan": rf.get("info", {}).get("plan", "-")}
+            "gflops": rf.get("gflops") if base else None, "plan": rf.get("info", {}).get("plan", "-"),
+            "interference": interference(rf)}
 
 
 def point_result(point: Point, rec: dict, precisions=()) -> dict:
@@ -277,7 +282,24 @@ def format_row(res: dict, peers) -> str:
     gf = f"{res['gflops']:.1f}" if res["gflops"] is not None else "-"
     return (f"{res['name']:<40} {res['tag']:<6} {rf:>10} "
             + " ".join(f"{_fmt_peer(res['peers'].get(p)):>14}" for p in peers)
-            + f" {ratio:>6} {gf:>8}  {' '.join(str(res['plan']).split())}")  # the plan on one line
+            + f" {ratio:>6} {gf:>8}  {' '.join(str(res['plan']).split())}"  # the plan on one line
+            + format_interference(res.get("interference")))
+
+
+def format_interference(f) -> str:
+    """The end of a point's line when something disturbed rnnfast's rounds (:func:`_runner.interference`):
+    its calls that found the cores busy and that the back-off ran on one thread, the most of a core the other
+    workers used during one of its rounds, the median other programs used. Empty when nothing did."""
+    if not f:
+        return ""
+    parts = []
+    if f["busy"] or f["serial"]:
+        parts.append(f"busy {f['busy']}/{f['calls']} calls, {f['serial']} on one thread")
+    if f["others"] >= 0.05:
+        parts.append(f"peers {f['others']:.2f} core")
+    if f["machine"] >= 0.1:
+        parts.append(f"machine {f['machine']:.2f} core")
+    return f"  [{'; '.join(parts)}]" if parts else ""
 
 
 def summary_by_precision(results: list[dict], precisions) -> dict:
