@@ -94,26 +94,29 @@ def make_data(case, path):
     np.savez(path, **arrays)
 
 
-def _cpu_by_pid(pids):
-    """{pid: CPU time (ns) used so far by every thread of it} (Linux /proc/<pid>/task/<tid>/schedstat), this
-    process's calling thread left out; a pid that cannot be read is left out."""
+def _threads_of(pids):
+    """(pid, /proc/<pid>/task/<tid>) of every thread of ``pids`` (this process's calling thread left out)."""
     me, mine = threading.get_native_id(), os.getpid()
-    out = {}
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        total = 0
         for tid in tids:
-            if pid == mine and int(tid) == me:
-                continue
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-        out[pid] = total
+            if not (pid == mine and int(tid) == me):
+                yield pid, f"/proc/{pid}/task/{tid}"
+
+
+def _cpu_by_pid(pids):
+    """{pid: CPU time (ns) used so far by every thread of it} (Linux /proc/<pid>/task/<tid>/schedstat), this
+    process's calling thread left out; a pid that cannot be read is left out."""
+    out = {pid: 0 for pid in pids if os.path.isdir(f"/proc/{pid}/task")}
+    for pid, task in _threads_of(out):
+        try:
+            with open(f"{task}/schedstat") as f:
+                out[pid] += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
     return out
 
 
@@ -166,21 +169,13 @@ class RoundWatch:
 def _runnable(pids):
     """Threads of ``pids`` that are running or waiting for a core (state R in /proc/<pid>/task/<tid>/stat),
     this process's calling thread left out."""
-    me, mine, n = threading.get_native_id(), os.getpid(), 0
-    for pid in pids:
+    n = 0
+    for _, task in _threads_of(pids):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
+            with open(f"{task}/stat") as f:
+                n += f.read().rpartition(")")[2].split()[0] == "R"
+        except (OSError, IndexError):
             continue
-        for tid in tids:
-            if pid == mine and int(tid) == me:
-                continue
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    state = f.read().rpartition(")")[2].split()[0]
-            except (OSError, IndexError):
-                continue
-            n += state == "R"
     return n
 
 
