@@ -387,8 +387,8 @@ class ThreadPolicy:
       barrier; the kernel then ends the call on one thread) is evidence that another process holds a
       core. The layer runs its next calls on one thread for ``backoff_min_s`` only when such calls are
       the rule rather than a transient (:meth:`worth_backing_off`); the first call after a back-off is a
-      probe on several threads: clean, the back-off ends and the evidence is forgotten; busy, the
-      back-off doubles, up to ``backoff_max_s``.
+      probe on several threads: clean, the back-off ends; busy, the back-off doubles, up to
+      ``backoff_max_s``.
     * Streaming steps: the first step after a pause (``step_warm_s``) runs on one thread (waking a
       second can cost far more than the step); steps that follow closely run the way whose recent mean
       time is lower, the other way ``step_explore`` of every ``step_period`` steps, to notice a change.
@@ -438,10 +438,9 @@ class ThreadPolicy:
         self.recent = (self.recent + [busy])[-int(TABLE["backoff_window"]):]
         probe, self.probe = self.probe, False
         self.stats["probes"] += probe
-        if probe and not busy:  # recovered: the evidence is old news
+        if probe and not busy:  # recovered (the window keeps the evidence: it decides at the next busy call)
             self.stats["recoveries"] += 1
             self.backoff = TABLE["backoff_min_s"]
-            self.recent = []
             return
         if not busy or not self.worth_backing_off():
             if probe:
@@ -466,10 +465,12 @@ class ThreadPolicy:
 
         The cost it models: with a share p of the calls on several threads busy, several threads lose
         p (t_busy - t_one) a call and one thread loses (1 - p) (t_one - t_clean); at least
-        ``backoff_evidence`` of the last ``backoff_window`` calls must be busy. Unmeasured: t_one is twice
-        t_clean (the split halves the call), and with no clean call yet the evidence alone decides.
+        ``backoff_evidence`` of the last ``backoff_window`` calls must be busy, and p counts calls not yet
+        made as clean (two busy calls of two are not a rule). Unmeasured: t_one is twice t_clean (the split
+        halves the call), and with no clean call yet the evidence alone decides.
         """
         n_busy = sum(self.recent)
+        window = int(TABLE["backoff_window"])
         if n_busy < TABLE["backoff_evidence"]:
             return False
         t_one, t_clean, t_busy = self.call_s
@@ -477,7 +478,7 @@ class ThreadPolicy:
             return True
         if t_one is None:
             t_one = 2.0 * t_clean
-        p = n_busy / len(self.recent)
+        p = n_busy / max(window, len(self.recent))
         return p * (t_busy - t_one) > (1.0 - p) * (t_one - t_clean)
 
     def step_threads(self, threads: int) -> tuple[int, bool, bool]:
