@@ -286,6 +286,16 @@ def format_row(res: dict, peers) -> str:
             + format_interference(res.get("interference")))
 
 
+def disturbed_note(results: list[dict]) -> str:
+    """A line naming the points whose rnnfast rounds were disturbed (busy barriers, the back-off, the other
+    workers running), or empty: their ratios are worth measuring again on a quiet machine."""
+    names = [r["name"] for r in results if format_interference(r.get("interference"))]
+    if not names:
+        return ""
+    return (f"\n{len(names)} of {len(results)} points had rnnfast's rounds disturbed (see the brackets): "
+            + ", ".join(names))
+
+
 def format_interference(f) -> str:
     """The end of a point's line when something disturbed rnnfast's rounds (:func:`_runner.interference`):
     its calls that found the cores busy and that the back-off ran on one thread, the most of a core the other
@@ -549,7 +559,7 @@ def driver(args) -> None:
     summary = summary_by_precision(results, precisions) if precisions else summary_by_mode(results)
     print(format_summary(summary))
     print(f"\n{len(points)} points, {args.threads} threads, median of {args.rounds} interleaved rounds; "
-          f"run took {wall:.0f} s ({wall / len(points):.1f} s a point)")
+          f"run took {wall:.0f} s ({wall / len(points):.1f} s a point)" + disturbed_note(results))
     path = args.json or _default_json_path(precisions)
     write_json(path, args, points, results, summary, versions, machine, env_warn, wall)
     log(f"wrote {path}")

@@ -75,6 +75,9 @@ def test_interference_sums_up_the_rounds():
     text = grid.format_interference(f)
     assert "busy 2/5 calls, 3 on one thread" in text and "peers 0.30 core" in text and "machine 0.40" in text
     assert grid.format_interference(interference({})) == ""
+    note = grid.disturbed_note([{"name": "a", "interference": f}, {"name": "b", "interference": interference({})}])
+    assert "1 of 2 points" in note and note.endswith(": a")
+    assert grid.disturbed_note([{"name": "b"}]) == ""
 
 
 def test_rnnfast_rounds_report_the_thread_policy_counters(tmp_path):
