@@ -39,6 +39,7 @@
  * waking the partner thread from its sleep between calls took 20-50 us at times here, and such a wait
  * must not read as a busy machine. */
 #define RF_SPIN_NS 200000L  /* the default of rf_latency_forward's spin_ns */
+#define RF_SOLO_WAITS 2     /* long waits of a thread, past the first barrier, that end two-thread work */
 
 typedef struct {
     int count;
@@ -91,6 +92,7 @@ static int rf_barrier_wait(rf_barrier* b, int n, long spin_ns, long busy_ns) {
 /* The barrier that ends step i (i = 0, 1, ... in the order the steps run) of a batch-1 kernel, and the
  * switch to one thread. Returns 1 when the calling thread must leave the loop (thread 0 then goes on
  * alone: *alone and *solo set, it runs every thread's units from here on).
+ * A later wait over spin_ns ends it only when it is this thread's second in the call (RF_SOLO_WAITS).
  * The first barrier waits for a partner that may have been asleep: after 5-100 ms of an idle process,
  * its first two-thread call took 1.7-4.4 ms here instead of 0.8 (an idle virtual CPU is slow to wake).
  * Only a much longer wait there means a busy core. Spinning that long would be wrong, though: the
@@ -111,7 +113,12 @@ static int rf_step_barrier(rf_barrier* bar, int nk, long spin_ns, int i, int* so
     if (waited) {
         int none = 0;
         (*yields)++;
-        __atomic_compare_exchange_n(solo_at, &none, i + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        /* Thread 0 alone runs at half of two threads' speed or less (it reads the partner's panels
+           from the other core's cache), so one stolen time slice of the partner (a few ms) costs less
+           waited out than the rest of the call alone: go solo at the first barrier's wait (the partner
+           never started) or at this thread's second long wait in the call (the core stays busy). */
+        if (i == 0 || *yields >= RF_SOLO_WAITS)
+            __atomic_compare_exchange_n(solo_at, &none, i + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     }
     return 0;
 }

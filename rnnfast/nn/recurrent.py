@@ -263,8 +263,9 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         # the batch-1 and few-rows kernels (as their forward): threads sharing out the units
         kp = cache["kp"]
         shares_units = kp.kernel in ("latency", "units")
-        if shares_units:
-            nth = self.thread_policy.threads(min(nth, kp.threads))
+        if shares_units:  # the back-off serves batch-1 calls only, as in the forward call
+            nth = min(nth, kp.threads)
+            nth = self.thread_policy.threads(nth) if plan.B == 1 and D == 1 else nth
         yields = _k.backward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L,
                              cache["params"], cache["bufs"], cache["states"], cache["xl"], cache["outl"],
                              cache["masks"], dls, dx0, grads, dstates, nth, *kp.kernel_args)

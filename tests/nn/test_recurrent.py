@@ -742,6 +742,20 @@ def test_batch1_kernel_goes_on_alone_after_a_long_wait(cell, T, monkeypatch):
         kern.set_latency_spin_ns(old)
 
 
+def test_few_rows_training_ignores_the_batch1_back_off():
+    """The back-off serves batch-1 calls: a few-rows training call (B=2, the units kernel) keeps its two
+    threads in forward and backward while the layer is backed off."""
+    import time
+
+    m = rf.nn.LSTM(8, 512, seed=0).train()
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    assert m.plan_for(x, n_threads=2).kernel == "units"
+    m.thread_policy.serial_until = time.monotonic() + 60
+    out, _ = m(x, n_threads=2)
+    m.backward(np.ones_like(out), n_threads=2)
+    assert m.thread_policy.stats["serial"] == 0
+
+
 def test_batch1_kernel_backs_off_to_one_thread_when_busy(monkeypatch):
     """After a call that found the cores busy, the batch-1 kernel runs on one thread for a while: the
     same answer as a one-thread call, to the bit."""
