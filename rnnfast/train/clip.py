@@ -3,7 +3,9 @@ import math
 
 import numpy as np
 
+from rnnfast._threads import resolve_threads
 from rnnfast._validation import check_bool, check_real
+from rnnfast.train.optimizers import _optim
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
 
@@ -41,7 +43,10 @@ _CHUNK = 1 << 15  # elements converted to float64 at a time: 256 KiB, in cache
 
 def _sum_squares(a: np.ndarray) -> float:
     """The sum of squares of ``a``'s elements, accumulated in float64 (float32 converted chunk by chunk,
-    never a float64 copy of the whole array)."""
+    never a float64 copy of the whole array). A contiguous array: the compiled pass (rnnfast's threads, a
+    value independent of their number; no BLAS, whose own spinning threads collapse on a busy machine)."""
+    if _optim is not None and a.flags.c_contiguous and a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
+        return _optim.sum_squares(a, resolve_threads(None))
     r = a.reshape(-1)
     if r.dtype == np.float64:
         return float(np.dot(r, r))
