@@ -10,6 +10,10 @@ and the ratios of the sums (and the median per-round ratio). Both rnnfast steps 
 
     python bench/translate_step.py                    # 60 steps in rounds of 5, the default threads
     python bench/translate_step.py --threads 1 --steps 40 --chunk 5
+    python bench/translate_step.py --before           # also rnnfast's fused step as it was before session 13
+
+``--before`` adds the fused step with session 13's changes switched off (the numpy passes of Adam, the
+global norm by numpy's BLAS, the attention's products by numpy's BLAS), on its own copy of the network.
 """
 import argparse
 import os
@@ -34,6 +38,42 @@ def rnnfast_steps(est, ds, batches):
     est.model_.train()
     bl = [Batch(*ds.batch(idx), ds.per_step, n_rows=len(idx)) for idx in batches]
     return tr.train_step, lambda b: Trainer.train_step(tr, b), bl
+
+
+def _numpy_project(x, w, transpose=True, n_threads=None):
+    x2 = x.reshape(-1, x.shape[-1])
+    out = x2 @ (w.T if transpose else w)
+    return out.reshape(x.shape[:-1] + (out.shape[-1],))
+
+
+def _numpy_add_outer(g, d, x, n_threads):
+    g += d.reshape(-1, d.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+
+
+def before_step(data, threads):
+    """(step, batch list) of the fused step as before session 13, on a network of its own."""
+    import contextlib
+
+    import rnnfast.nn.layers as L
+    import rnnfast.train.clip as C
+    from rnnfast.train.optimizers import Adam, Optimizer
+    est = T.make_model(epochs=0, threads=threads).fit(*data["train_unk"])
+    ds = est._dataset(*data["train_unk"])
+    batches = T.bucket_batches(ds.lengths, 64, rng=np.random.default_rng(0))
+    fused, _, bl = rnnfast_steps(est, ds, batches)
+
+    @contextlib.contextmanager
+    def old_code():
+        saved = (L._project, L._add_outer, C._optim, Adam.__dict__["step"])
+        L._project, L._add_outer, C._optim, Adam.step = _numpy_project, _numpy_add_outer, None, Optimizer.step
+        try:
+            yield
+        finally:
+            L._project, L._add_outer, C._optim, Adam.step = saved
+    def step(b):
+        with old_code():
+            return fused(b)
+    return step, bl
 
 
 def torch_steps(data, est, init, batches, threads):
@@ -68,6 +108,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=60, help="steps of each contender (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=5, help="steps of one contender in a row (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="threads of both (default: the CPUs)")
+    p.add_argument("--before", action="store_true", help="also the fused step before session 13's changes")
     args = p.parse_args(argv)
     threads = setup_threads(args.threads)
     data = T.load_data(seed=0)
@@ -78,6 +119,11 @@ def main(argv=None):
     fused, generic, bl = rnnfast_steps(est, ds, batches)
     tstep, tb = torch_steps(data, est, init, batches, threads)
     runs = {"rnnfast fused": (fused, bl), "PyTorch": (tstep, tb), "rnnfast generic": (generic, bl)}
+    pairs = [("PyTorch", "rnnfast fused"), ("rnnfast generic", "rnnfast fused"), ("PyTorch", "rnnfast generic")]
+    if args.before:
+        bstep, bbl = before_step(data, threads)
+        runs["rnnfast before"] = (bstep, bbl[:len(batches)])
+        pairs += [("rnnfast before", "rnnfast fused"), ("PyTorch", "rnnfast before")]
     for f, bs in runs.values():  # warm-up
         f(bs[0])
     res = {k: [] for k in runs}
@@ -92,7 +138,7 @@ def main(argv=None):
     r = {k: np.array(v) for k, v in res.items()}
     for k, v in r.items():
         print(f"  {k:16s} wall {v[:, 0].sum() / n * 1e3:7.1f} ms/step   CPU {v[:, 1].sum() / n * 1e3:7.1f} ms/step")
-    for a, b in (("PyTorch", "rnnfast fused"), ("rnnfast generic", "rnnfast fused"), ("PyTorch", "rnnfast generic")):
+    for a, b in pairs:
         w = r[a][:, 0] / r[b][:, 0]
         print(f"  {a} / {b}: wall {r[a][:, 0].sum() / r[b][:, 0].sum():.2f}x (per round median {np.median(w):.2f}, "
               f"{w.min():.2f}-{w.max():.2f}), CPU {r[a][:, 1].sum() / r[b][:, 1].sum():.2f}x")
