@@ -12,8 +12,9 @@ and the ratios of the sums (and the median per-round ratio). Both rnnfast steps 
     python bench/translate_step.py --threads 1 --steps 40 --chunk 5
     python bench/translate_step.py --before           # also rnnfast's fused step as it was before session 13
 
-``--before`` adds the fused step with session 13's changes switched off (the numpy passes of Adam, the
-global norm by numpy's BLAS, the attention's products by numpy's BLAS), on its own copy of the network.
+``--before`` adds the fused step with session 13's changes switched off (the numpy passes of Adam, of the
+loss's softmax and of the global norm; the attention's products by numpy's BLAS), on its own copy of the
+network.
 """
 import argparse
 import os
@@ -64,12 +65,17 @@ def before_step(data, threads):
 
     @contextlib.contextmanager
     def old_code():
-        saved = (L._project, L._add_outer, C._optim, Adam.__dict__["step"])
-        L._project, L._add_outer, C._optim, Adam.step = _numpy_project, _numpy_add_outer, None, Optimizer.step
+        names = ("_project", "_add_outer", "_softmax_minus_onehot_")
+        saved = [getattr(L, k) for k in names] + [C._sum_squares, Adam.__dict__["step"]]
+        for k, f in zip(names, (_numpy_project, _numpy_add_outer, lambda b, t, s, n=1: L._softmax_minus_onehot_np(b, t, s))):
+            setattr(L, k, f)
+        C._sum_squares, Adam.step = C._sum_squares_np, Optimizer.step
         try:
             yield
         finally:
-            L._project, L._add_outer, C._optim, Adam.step = saved
+            for k, f in zip(names, saved):
+                setattr(L, k, f)
+            C._sum_squares, Adam.step = saved[-2:]
     def step(b):
         with old_code():
             return fused(b)

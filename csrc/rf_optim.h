@@ -1,6 +1,7 @@
-/* One pass of Adam / AdamW over a range of one parameter's elements (rnnfast/_kernels/_optim.pyx).
+/* Training passes of rnnfast/_kernels/_optim.pyx: Adam / AdamW over a range of one parameter's elements, a
+ * sum of squares, and a softmax cross-entropy row.
  *
- * Every element goes through the rounded operations of the numpy passes of rnnfast.train.optimizers.Adam._update,
+ * Adam: every element goes through the rounded operations of the numpy passes of rnnfast.train.optimizers.Adam._update,
  * in the same order and precision (the hyperparameters already rounded to the element type by the caller),
  * so the two agree bit for bit; this header must be compiled without FMA contraction (-ffp-contract=off).
  * The options are selects on loop-invariant flags, so the loop vectorizes (SSE / AVX2 / AVX-512 clones).
@@ -11,6 +12,8 @@
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
+
+#include "rf_math.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(RF_NO_CLONES)
@@ -80,5 +83,45 @@ RF_ADAM_DEFINE(double, rf_adam_d, sqrt, fabs, DBL_MIN)
 
 RF_SUMSQ_DEFINE(float, rf_sumsq_f)
 RF_SUMSQ_DEFINE(double, rf_sumsq_d)
+
+/* One row of logits (C classes) becomes scale * (softmax - onehot(t)) in place; returns the row's
+ * cross-entropy log(sum exp(x - max)) - (x_t - max) in double. float: rf_fast_expf (about one ulp, vectorized),
+ * exp(x - max) taken as 0 below -87 (where it would clamp); double: libm exp. The exponentials are summed
+ * in double, in eight running sums (so the loop vectorizes) added in a fixed order. */
+#define RF_XENT_DEFINE(T, NAME, EXP, LO)                                                                      \
+    RF_OPTIM_CLONES static double NAME(T *__restrict__ row, ptrdiff_t C, ptrdiff_t t, T scale) {              \
+        T mk[8], mx, k;                                                                                       \
+        double s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, picked, sum;                                                  \
+        ptrdiff_t j = 0;                                                                                      \
+        for (int q = 0; q < 8; q++)                                                                           \
+            mk[q] = row[0];                                                                                   \
+        for (; j + 8 <= C; j += 8)                                                                            \
+            for (int q = 0; q < 8; q++)                                                                       \
+                mk[q] = row[j + q] > mk[q] ? row[j + q] : mk[q];                                              \
+        mx = mk[0];                                                                                           \
+        for (int q = 1; q < 8; q++)                                                                           \
+            mx = mk[q] > mx ? mk[q] : mx;                                                                     \
+        for (; j < C; j++)                                                                                    \
+            mx = row[j] > mx ? row[j] : mx;                                                                   \
+        picked = (double)(row[t] - mx);                                                                       \
+        for (j = 0; j < C; j++) {                                                                             \
+            T x = row[j] - mx;                                                                                \
+            row[j] = x < LO ? (T)0 : EXP(x);                                                                  \
+        }                                                                                                     \
+        for (j = 0; j + 8 <= C; j += 8)                                                                       \
+            for (int q = 0; q < 8; q++)                                                                       \
+                s[q] += (double)row[j + q];                                                                   \
+        for (int q = 0; j < C; j++, q++)                                                                      \
+            s[q] += (double)row[j];                                                                           \
+        sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));                              \
+        k = scale / (T)sum;                                                                                   \
+        for (j = 0; j < C; j++)                                                                               \
+            row[j] *= k;                                                                                      \
+        row[t] -= scale;                                                                                      \
+        return log(sum) - picked;                                                                             \
+    }
+
+RF_XENT_DEFINE(float, rf_xent_f, rf_fast_expf, -87.0f)
+RF_XENT_DEFINE(double, rf_xent_d, exp, -HUGE_VAL)
 
 #endif

@@ -8,6 +8,8 @@
 #                loop is csrc/rf_optim.h, built with -ffp-contract=off so the compiler fuses no multiply-add.
 #   sum_squares  sum of squares of an array in float64 (rnnfast.train.clip's global norm): fixed blocks
 #                summed in parallel, their sums added in order, so the value does not depend on the threads.
+#   softmax_xent_  rows of logits -> scale * (softmax - onehot) in place and the summed cross-entropy
+#                (rnnfast.nn.Linear.cross_entropy's middle pass), rows over threads.
 #
 # The floating-point environment is left alone (no flush-to-zero): subnormal values round as numpy rounds them.
 cimport cython
@@ -34,6 +36,8 @@ cdef extern from "rf_optim.h" nogil:
                    int flush, double bc2, double eps, double step)
     double rf_sumsq_f(const float* a, Py_ssize_t lo, Py_ssize_t hi)
     double rf_sumsq_d(const double* a, Py_ssize_t lo, Py_ssize_t hi)
+    double rf_xent_f(float* row, Py_ssize_t C, Py_ssize_t t, float scale)
+    double rf_xent_d(double* row, Py_ssize_t C, Py_ssize_t t, double scale)
 
 
 cdef inline void _adam_range(floating* p, floating* g, floating* m, floating* v, floating* vmax, Py_ssize_t lo,
@@ -139,4 +143,43 @@ def sum_squares(cnp.ndarray a not None, int n_threads):
     else:
         with nogil:
             total = _sum_squares[double](<double*>cnp.PyArray_DATA(a), n, &sums[0], n_threads)
+    return total
+
+
+cdef void _xent_rows(floating* block, Py_ssize_t n, Py_ssize_t C, const Py_ssize_t* t, double scale,
+                     double* losses, int nt) noexcept nogil:
+    cdef Py_ssize_t r
+    if nt < 2 or n * C < PARALLEL_MIN:
+        nt = 1
+    for r in prange(n, num_threads=nt, schedule="static"):
+        if floating is float:
+            losses[r] = rf_xent_f(block + r * C, C, t[r], <float>scale)
+        else:
+            losses[r] = rf_xent_d(block + r * C, C, t[r], scale)
+
+
+def softmax_xent_(cnp.ndarray block not None, cnp.ndarray target not None, double scale, int n_threads):
+    """Logits ``block`` (n, C), C-contiguous float32 / float64, become ``scale * (softmax - onehot(target))``
+    in place; returns the rows' summed cross-entropies (float64, added in row order). ``target``: intp (n,)
+    class indices in [0, C) (checked by the caller). float32 takes a vectorized exp of about one ulp."""
+    if block.ndim != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(block) or not cnp.PyArray_ISWRITEABLE(block) or (
+            block.dtype != np.float32 and block.dtype != np.float64):
+        raise ValueError("softmax_xent_ needs a writeable 2-D C-contiguous float32 or float64 array")
+    cdef Py_ssize_t n = block.shape[0], C = block.shape[1]
+    cdef Py_ssize_t[::1] t = target
+    if t.shape[0] != n or n_threads < 1:
+        raise ValueError("softmax_xent_: one target per row, n_threads >= 1")
+    if n == 0:
+        return 0.0
+    cdef double[::1] losses = np.empty(n)
+    if block.dtype == np.float32:
+        with nogil:
+            _xent_rows[float](<float*>cnp.PyArray_DATA(block), n, C, &t[0], scale, &losses[0], n_threads)
+    else:
+        with nogil:
+            _xent_rows[double](<double*>cnp.PyArray_DATA(block), n, C, &t[0], scale, &losses[0], n_threads)
+    cdef double total = 0.0
+    cdef Py_ssize_t r
+    for r in range(n):
+        total += losses[r]
     return total

@@ -7,6 +7,7 @@ Each layer has ``forward`` and ``backward``; parameters and accumulated gradient
 """
 import numpy as np
 
+from rnnfast._kernels import _optim
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
@@ -253,7 +254,7 @@ class Linear(Module):
                 _k.matmul(xb, w, block, trans_b=True, nthreads=nth)
                 if self.bias:
                     block += self._params["bias"]
-                total += _softmax_minus_onehot_(block, target[s:s + n], scale)
+                total += _softmax_minus_onehot_(block, target[s:s + n], scale, nth)
                 _k.matmul(block, xb, gw, trans_a=True, beta=1.0, nthreads=nth)
                 if self.bias:
                     self.grads["bias"] += block.sum(axis=0)
@@ -280,12 +281,22 @@ def _check_class_targets(target: ArrayLike, n: int, classes: int) -> np.ndarray:
         raise ValueError(f"target must have shape ({n},) (one class per row of x), got {t.shape}")
     if n and (t.min() < 0 or t.max() >= classes):
         raise ValueError(f"target class indices must be in [0, {classes}), got {t.min()}..{t.max()}")
-    return t.astype(np.intp, copy=False)
+    return np.ascontiguousarray(t, np.intp)
 
 
-def _softmax_minus_onehot_(block: np.ndarray, target: np.ndarray, scale: np.floating) -> float:
+def _softmax_minus_onehot_(block: np.ndarray, target: np.ndarray, scale: np.floating,
+                           n_threads: int = 1) -> float:
     """In place: logits (n, C) become ``scale * (softmax - onehot(target))``; returns the rows' summed
-    cross-entropies ``logsumexp - picked`` (in float64)."""
+    cross-entropies ``logsumexp - picked`` (in float64). float32: one compiled pass per row, rows on
+    ``n_threads`` threads (rnnfast._kernels._optim.softmax_xent_; 1.5 -> 0.8 ms for 256 x 4858 on one
+    thread); float64: numpy's passes."""
+    if block.dtype == np.float32:
+        return _optim.softmax_xent_(block, target, float(scale), n_threads)
+    return _softmax_minus_onehot_np(block, target, scale)
+
+
+def _softmax_minus_onehot_np(block: np.ndarray, target: np.ndarray, scale: np.floating) -> float:
+    """:func:`_softmax_minus_onehot_` in numpy passes."""
     rows = np.arange(block.shape[0])
     block -= block.max(axis=1, keepdims=True)
     picked = block[rows, target].astype(np.float64)

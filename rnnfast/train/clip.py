@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 
+from rnnfast._kernels import _optim
 from rnnfast._threads import resolve_threads
 from rnnfast._validation import check_bool, check_real
-from rnnfast.train.optimizers import _optim
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
 
@@ -45,8 +45,13 @@ def _sum_squares(a: np.ndarray) -> float:
     """The sum of squares of ``a``'s elements, accumulated in float64 (float32 converted chunk by chunk,
     never a float64 copy of the whole array). A contiguous array: the compiled pass (rnnfast's threads, a
     value independent of their number; no BLAS, whose own spinning threads collapse on a busy machine)."""
-    if _optim is not None and a.flags.c_contiguous and a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
+    if a.flags.c_contiguous and a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
         return _optim.sum_squares(a, resolve_threads(None))
+    return _sum_squares_np(a)
+
+
+def _sum_squares_np(a: np.ndarray) -> float:
+    """:func:`_sum_squares` by numpy's dot products."""
     r = a.reshape(-1)
     if r.dtype == np.float64:
         return float(np.dot(r, r))

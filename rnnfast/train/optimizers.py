@@ -18,13 +18,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from rnnfast._kernels import _optim
 from rnnfast._threads import resolve_threads
 from rnnfast._validation import Boolean, Constraint, Pair, Real, check_int, validate_params
-
-try:  # the one-pass Adam kernel; without the compiled module (an unbuilt checkout) the numpy passes serve
-    from rnnfast._kernels import _optim
-except ImportError:  # pragma: no cover - the kernels are built wherever rnnfast is installed
-    _optim = None
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "parameter_triples"]
 
@@ -421,10 +417,6 @@ class Adam(Optimizer):
         the compiled kernel (split over rnnfast's threads), rounded exactly as :meth:`_update`'s numpy
         passes, which serve arrays the kernel does not take (mixed dtypes, non-contiguous)."""
         self.steps += 1
-        if _optim is None:
-            for name, p, g in self.params:
-                self._update(p, g, self.state[name])
-            return
         t, (beta1, beta2) = self.steps, self.betas
         mode, wd = 0, self.weight_decay
         if wd != 0:
