@@ -247,17 +247,23 @@ class Linear(Module):
             scratch = self._scratch = np.empty(n * C, self.dtype)
         scale = self.dtype.type(1.0 / N if reduction == "mean" else 1.0)
         w, gw, total = self._params["weight"], self.grads["weight"], 0.0
+        # the bias gradient: on threads as block.T @ ones (256 x 4858: 0.06 ms on 2 threads, numpy's serial
+        # sum 0.16), on one thread numpy's sum (the product takes 0.33 there)
+        gb, ones = self.grads.get("bias"), (np.ones((n, 1), self.dtype) if nth > 1 else None)
         with _shared(self).lock:  # the gradients accumulate as in backward
             for s in range(0, N, n):
                 xb = x[s:s + n]
-                block = scratch[:xb.shape[0] * C].reshape(xb.shape[0], C)
+                rows = xb.shape[0]
+                block = scratch[:rows * C].reshape(rows, C)
                 _k.matmul(xb, w, block, trans_b=True, nthreads=nth)
                 if self.bias:
                     block += self._params["bias"]
                 total += _softmax_minus_onehot_(block, target[s:s + n], scale, nth)
                 _k.matmul(block, xb, gw, trans_a=True, beta=1.0, nthreads=nth)
-                if self.bias:
-                    self.grads["bias"] += block.sum(axis=0)
+                if gb is not None and ones is not None:
+                    _k.matmul(block, ones[:rows], gb.reshape(C, 1), trans_a=True, beta=1.0, nthreads=nth)
+                elif gb is not None:
+                    gb += block.sum(axis=0)
                 _k.matmul(block, w, dx[s:s + n], nthreads=nth)
         return total * float(scale), dx
 

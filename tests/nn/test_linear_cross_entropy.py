@@ -22,14 +22,15 @@ def unfused(lin, x, t, reduction="mean"):
 @pytest.mark.parametrize("block", [1, 4, 7, 256])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_matches_linear_then_cross_entropy(block, reduction, bias, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])  # the bias gradient: numpy's sum on one thread, a product on two
+def test_matches_linear_then_cross_entropy(block, reduction, bias, threads, monkeypatch):
     monkeypatch.setattr(layers, "CE_BLOCK_ROWS", block)
     rng = np.random.default_rng(1)
     x, t = rng.standard_normal((23, 6)) * 3, rng.integers(0, 11, 23)
     fused, ref = pair(bias=bias)
     fused.grads["weight"] += 0.5  # gradients are added to
     ref.grads["weight"] += 0.5
-    v, dx = fused.cross_entropy(x, t, reduction=reduction)
+    v, dx = fused.cross_entropy(x, t, reduction=reduction, n_threads=threads)
     v_ref, dx_ref = unfused(ref, x, t, reduction)
     assert v == pytest.approx(v_ref, rel=1e-13)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-15)
