@@ -1,4 +1,4 @@
-# Optimizer kernels: one pass over a parameter's arrays instead of numpy's eight (rnnfast.train.optimizers).
+# Training kernels: one pass where numpy makes several (rnnfast.train.optimizers and .clip, rnnfast.nn.Linear).
 #
 #   adam_step    Adam / AdamW on one parameter, in place: p, its gradient g and the moments m, v (and
 #                amsgrad's running maximum) read and written once, element by element, split over threads.
