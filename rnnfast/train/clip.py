@@ -43,9 +43,10 @@ _CHUNK = 1 << 15  # elements converted to float64 at a time: 256 KiB, in cache
 
 def _sum_squares(a: np.ndarray) -> float:
     """The sum of squares of ``a``'s elements, accumulated in float64 (float32 converted chunk by chunk,
-    never a float64 copy of the whole array). A contiguous array: the compiled pass (rnnfast's threads, a
-    value independent of their number; no BLAS, whose own spinning threads collapse on a busy machine)."""
-    if a.flags.c_contiguous and a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
+    never a float64 copy of the whole array). A contiguous float32 array: the compiled pass (rnnfast's
+    threads, a value independent of their number; no BLAS, whose own spinning threads collapse on a busy
+    machine). float64 keeps numpy's dot products, and with them its results to the last bit."""
+    if a.dtype == np.float32 and a.flags.c_contiguous:
         return _optim.sum_squares(a, resolve_threads(None))
     return _sum_squares_np(a)
 

@@ -96,8 +96,8 @@ def test_fit_with_a_float32_norm_past_float32_range_still_learns():
 
 
 def test_global_norm_of_large_arrays_compiled_pass():
-    """The compiled sum of squares (contiguous arrays; threads over large ones) equals the exact float64
-    sum to rounding, for float32 and float64, and gives the same value for any thread count."""
+    """The sum of squares (float32: the compiled pass, threads over large arrays; float64: numpy's dot)
+    equals the exact float64 sum to rounding and gives the same value for any thread count."""
     import math
 
     import rnnfast as rf
@@ -117,3 +117,5 @@ def test_global_norm_of_large_arrays_compiled_pass():
         assert got[0] == got[1]
         assert abs(got[0] - exact) <= 1e-12 * exact
         assert abs(_sum_squares(a[:, ::2]) - math.fsum(float(x) ** 2 for x in a[:, ::2].ravel())) <= 1e-12 * exact
+        from rnnfast._kernels import _optim
+        assert _optim.sum_squares(a, 1) == _optim.sum_squares(a, 2) == pytest.approx(exact, rel=1e-12)
