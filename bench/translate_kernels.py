@@ -4,7 +4,8 @@ on the translation example's network (``examples/translate.py``'s data and model
 - Adam's step over all 21 parameters (1.66M values): ``Adam.step`` (rnnfast._kernels._optim.adam_step)
   against ``Optimizer.step`` (the numpy passes of ``Adam._update``; the results are bit-identical);
 - the global norm's sums of squares over the gradients: the compiled pass against numpy's dot products;
-- the softmax - onehot pass of ``Linear.cross_entropy`` on one 256-row block of logits (4858 classes).
+- the softmax - onehot pass of ``Linear.cross_entropy`` on one 256-row block of logits (4858 classes);
+- an embedding's gradient, 1,000 rows of 64 added at their ids: the compiled pass against np.add.at.
 
 Reported: min and median ms per call over ``--rounds`` rounds of ``--calls`` calls.
 
@@ -40,6 +41,8 @@ def contenders(threads):
     C_out = model.decoder.out.out_features
     logits = rng.standard_normal((256, C_out)).astype(np.float32)
     block, target, scale = np.empty_like(logits), rng.integers(0, C_out, 256).astype(np.intp), np.float32(1 / 900)
+    emb = model.encoder.embedding.grads["weight"]
+    ids, rows = rng.integers(4, emb.shape[0], 1000).astype(np.intp), rng.standard_normal((1000, 64)).astype(emb.dtype)
 
     def softmax(f):
         def run():
@@ -51,7 +54,9 @@ def contenders(threads):
             "sum of squares, numpy": lambda: [C._sum_squares_np(g) for g in grads],
             "softmax pass, compiled": softmax(lambda b, t, s: _optim.softmax_xent_(b, t, float(s), threads)),
             "softmax pass, numpy": softmax(L._softmax_minus_onehot_np),
-            "(copy of the logits)": softmax(lambda b, t, s: None)}
+            "(copy of the logits)": softmax(lambda b, t, s: None),
+            "embedding grad, compiled": lambda: _optim.add_rows_(emb, ids, rows),
+            "embedding grad, np.add.at": lambda: np.add.at(emb, ids, rows)}
 
 
 def main(argv=None):

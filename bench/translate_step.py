@@ -18,8 +18,8 @@ around ``Seq2SeqTrainer.train_step`` (vocabularies, batching, padding, callbacks
 per-batch id lookups and padding.
 
 ``--before`` adds the fused step with session 13's changes switched off (the numpy passes of Adam, of the
-loss's softmax and of the global norm; the attention's products by numpy's BLAS), on its own copy of the
-network.
+loss's softmax and of the global norm, np.add.at for the embeddings' gradients; the attention's products by
+numpy's BLAS), on its own copy of the network.
 """
 import argparse
 import os
@@ -71,7 +71,8 @@ def before_step(data, threads):
     @contextlib.contextmanager
     def old_code():
         names = ("_project", "_add_outer", "_softmax_minus_onehot_")
-        saved = [getattr(L, k) for k in names] + [C._sum_squares, Adam.__dict__["step"]]
+        saved = [getattr(L, k) for k in names] + [L._optim.add_rows_, C._sum_squares, Adam.__dict__["step"]]
+        L._optim.add_rows_ = np.add.at
         old = (_numpy_project, _numpy_add_outer, lambda b, t, s, n=1: L._softmax_minus_onehot_np(b, t, s))
         for k, f in zip(names, old):
             setattr(L, k, f)
@@ -81,7 +82,7 @@ def before_step(data, threads):
         finally:
             for k, f in zip(names, saved):
                 setattr(L, k, f)
-            C._sum_squares, Adam.step = saved[-2:]
+            L._optim.add_rows_, C._sum_squares, Adam.step = saved[-3:]
     def step(b):
         with old_code():
             return fused(b)

@@ -10,6 +10,7 @@
 #                summed in parallel, their sums added in order, so the value does not depend on the threads.
 #   softmax_xent_  rows of logits -> scale * (softmax - onehot) in place and the summed cross-entropy
 #                (rnnfast.nn.Linear.cross_entropy's middle pass), rows over threads.
+#   add_rows_    an embedding's gradient: rows added at their ids, in order (np.add.at's rounding).
 #
 # The floating-point environment is left alone (no flush-to-zero): subnormal values round as numpy rounds them.
 cimport cython
@@ -183,3 +184,29 @@ def softmax_xent_(cnp.ndarray block not None, cnp.ndarray target not None, doubl
     for r in range(n):
         total += losses[r]
     return total
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _add_rows(floating[:, ::1] g, const Py_ssize_t[::1] ids, const floating[:, ::1] rows) noexcept nogil:
+    cdef Py_ssize_t i, j, E = g.shape[1]
+    for i in range(ids.shape[0]):
+        for j in range(E):
+            g[ids[i], j] += rows[i, j]
+
+
+def add_rows_(g, ids, rows):
+    """``g[ids[i]] += rows[i]`` for i in order (np.add.at's order, so its rounding): an embedding's gradient.
+    ``g`` (V, E) and ``rows`` (n, E) C-contiguous of one float dtype; ``ids`` intp (n,) in [0, V)."""
+    cdef Py_ssize_t[::1] idx = ids
+    if g.ndim != 2 or rows.ndim != 2 or rows.shape[0] != idx.shape[0] or rows.shape[1] != g.shape[1] or (
+            g.dtype != rows.dtype):
+        raise ValueError("add_rows_: g (V, E), ids (n,) and rows (n, E) of g's dtype")
+    if idx.shape[0] and (np.min(ids) < 0 or np.max(ids) >= g.shape[0]):
+        raise ValueError("add_rows_: ids out of range")
+    if g.dtype == np.float32:
+        _add_rows[float](g, idx, rows)
+    elif g.dtype == np.float64:
+        _add_rows[double](g, idx, rows)
+    else:
+        raise TypeError(f"add_rows_: float32 or float64, got {g.dtype}")

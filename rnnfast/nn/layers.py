@@ -115,8 +115,9 @@ class Embedding(Module):
         if self.padding_idx is not None:
             keep = flat_ids != self.padding_idx
             flat_ids, flat = flat_ids[keep], flat[keep]
-        # np.add.at, not fancy-index +=, because repeated ids must each add their share.
-        np.add.at(self.grads["weight"], flat_ids, flat)
+        # repeated ids must each add their share (not fancy-index +=): row by row in order as np.add.at
+        # adds them (the same rounding), compiled (np.add.at took 0.5 ms for 1,000 rows of 64)
+        _optim.add_rows_(self.grads["weight"], np.ascontiguousarray(flat_ids), np.ascontiguousarray(flat))
         return None
 
     def extra_repr(self) -> str:
