@@ -83,6 +83,10 @@ extensions = [
     Extension("rnnfast._kernels._lowp", ["rnnfast/_kernels/_lowp.pyx"],
               **dict(ext_common, depends=ext_common["depends"] + ["csrc/rf_cpu.h", "csrc/rf_bf16.h"])),
     Extension("rnnfast._kernels._variant", ["rnnfast/_kernels/_variant.pyx"], **ext_common),
+    # optimizers: no FMA contraction, so Adam's one pass rounds as numpy's separate passes (bit for bit)
+    Extension("rnnfast._kernels._optim", ["rnnfast/_kernels/_optim.pyx"],
+              **dict(ext_common, extra_compile_args=extra_compile + ["-ffp-contract=off"],
+                     depends=ext_common["depends"] + ["csrc/rf_optim.h"])),
     # int8: no FMA contraction, so every instruction path dequantizes to the same bits (csrc/rf_int8.h)
     Extension("rnnfast._kernels._int8", ["rnnfast/_kernels/_int8.pyx"],
               **dict(ext_common, extra_compile_args=extra_compile + ["-ffp-contract=off"],

@@ -7,6 +7,7 @@ Each layer has ``forward`` and ``backward``; parameters and accumulated gradient
 """
 import numpy as np
 
+from rnnfast._kernels import _optim
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
@@ -114,8 +115,9 @@ class Embedding(Module):
         if self.padding_idx is not None:
             keep = flat_ids != self.padding_idx
             flat_ids, flat = flat_ids[keep], flat[keep]
-        # np.add.at, not fancy-index +=, because repeated ids must each add their share.
-        np.add.at(self.grads["weight"], flat_ids, flat)
+        # repeated ids must each add their share (not fancy-index +=): row by row in order as np.add.at
+        # adds them (the same rounding), compiled (np.add.at took 0.5 ms for 1,000 rows of 64)
+        _optim.add_rows_(self.grads["weight"], np.ascontiguousarray(flat_ids), np.ascontiguousarray(flat))
         return None
 
     def extra_repr(self) -> str:
@@ -246,17 +248,23 @@ class Linear(Module):
             scratch = self._scratch = np.empty(n * C, self.dtype)
         scale = self.dtype.type(1.0 / N if reduction == "mean" else 1.0)
         w, gw, total = self._params["weight"], self.grads["weight"], 0.0
+        # the bias gradient: on threads as block.T @ ones (256 x 4858: 0.06 ms on 2 threads, numpy's serial
+        # sum 0.16), on one thread numpy's sum (the product takes 0.33 there)
+        gb, ones = self.grads.get("bias"), (np.ones((n, 1), self.dtype) if nth > 1 else None)
         with _shared(self).lock:  # the gradients accumulate as in backward
             for s in range(0, N, n):
                 xb = x[s:s + n]
-                block = scratch[:xb.shape[0] * C].reshape(xb.shape[0], C)
+                rows = xb.shape[0]
+                block = scratch[:rows * C].reshape(rows, C)
                 _k.matmul(xb, w, block, trans_b=True, nthreads=nth)
                 if self.bias:
                     block += self._params["bias"]
-                total += _softmax_minus_onehot_(block, target[s:s + n], scale)
+                total += _softmax_minus_onehot_(block, target[s:s + n], scale, nth)
                 _k.matmul(block, xb, gw, trans_a=True, beta=1.0, nthreads=nth)
-                if self.bias:
-                    self.grads["bias"] += block.sum(axis=0)
+                if gb is not None and ones is not None:
+                    _k.matmul(block, ones[:rows], gb.reshape(C, 1), trans_a=True, beta=1.0, nthreads=nth)
+                elif gb is not None:
+                    gb += block.sum(axis=0)
                 _k.matmul(block, w, dx[s:s + n], nthreads=nth)
         return total * float(scale), dx
 
@@ -280,12 +288,22 @@ def _check_class_targets(target: ArrayLike, n: int, classes: int) -> np.ndarray:
         raise ValueError(f"target must have shape ({n},) (one class per row of x), got {t.shape}")
     if n and (t.min() < 0 or t.max() >= classes):
         raise ValueError(f"target class indices must be in [0, {classes}), got {t.min()}..{t.max()}")
-    return t.astype(np.intp, copy=False)
+    return np.ascontiguousarray(t, np.intp)
 
 
-def _softmax_minus_onehot_(block: np.ndarray, target: np.ndarray, scale: np.floating) -> float:
+def _softmax_minus_onehot_(block: np.ndarray, target: np.ndarray, scale: np.floating,
+                           n_threads: int = 1) -> float:
     """In place: logits (n, C) become ``scale * (softmax - onehot(target))``; returns the rows' summed
-    cross-entropies ``logsumexp - picked`` (in float64)."""
+    cross-entropies ``logsumexp - picked`` (in float64). float32: one compiled pass per row, rows on
+    ``n_threads`` threads (rnnfast._kernels._optim.softmax_xent_; 1.5 -> 0.8 ms for 256 x 4858 on one
+    thread); float64: numpy's passes."""
+    if block.dtype == np.float32:
+        return _optim.softmax_xent_(block, target, float(scale), n_threads)
+    return _softmax_minus_onehot_np(block, target, scale)
+
+
+def _softmax_minus_onehot_np(block: np.ndarray, target: np.ndarray, scale: np.floating) -> float:
+    """:func:`_softmax_minus_onehot_` in numpy passes."""
     rows = np.arange(block.shape[0])
     block -= block.max(axis=1, keepdims=True)
     picked = block[rows, target].astype(np.float64)
@@ -457,12 +475,22 @@ class MaxPool(Module):
 
 
 # ---------------------------------------------------------------------------------------- Attention
-def _project(x: np.ndarray, w: np.ndarray, transpose: bool = True) -> np.ndarray:
-    """``x @ w.T`` (or ``x @ w``) on the last axis as ONE 2-D product: numpy runs a stacked (B, T, F) @ W
-    as B small products, many times slower (30 ms against 3 ms for a (64, 12, 512) memory)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    out = x2 @ (w.T if transpose else w)
+def _project(x: np.ndarray, w: np.ndarray, transpose: bool = True, n_threads: int | None = None) -> np.ndarray:
+    """``x @ w.T`` (or ``x @ w``) on the last axis as ONE 2-D product (numpy runs a stacked (B, T, F) @ W
+    as B small products, many times slower: 30 ms against 3 ms for a (64, 12, 512) memory), on rnnfast's
+    threads as :class:`Linear` (numpy's BLAS is held to one thread by the examples, and its own thread
+    pool stalls on a busy machine)."""
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), w.dtype)
+    out = np.empty((x2.shape[0], w.shape[0] if transpose else w.shape[1]), w.dtype)
+    _k.matmul(x2, w, out, trans_b=transpose, nthreads=resolve_threads(n_threads))
     return out.reshape(x.shape[:-1] + (out.shape[-1],))
+
+
+def _add_outer(g: np.ndarray, d: np.ndarray, x: np.ndarray, n_threads: int | None) -> None:
+    """``g += d2.T @ x2`` over the rows of ``d`` and ``x`` flattened to 2-D (a weight's gradient), threaded."""
+    d2 = np.ascontiguousarray(d.reshape(-1, d.shape[-1]), g.dtype)
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), g.dtype)
+    _k.matmul(d2, x2, g, trans_a=True, beta=1.0, nthreads=resolve_threads(n_threads))
 
 
 class Attention(Module):
@@ -560,7 +588,7 @@ class Attention(Module):
         lengths = check_lengths(key_lengths, B, Tk, "key_lengths")
         return q, k, v, lengths, single
 
-    def project_keys(self, keys: ArrayLike) -> np.ndarray | None:
+    def project_keys(self, keys: ArrayLike, n_threads: int | None = None) -> np.ndarray | None:
         """The keys' part of the score, the same for every query: ``W k`` ("general"), ``W_k k``
         ("additive"), None ("dot"). Pass it to :meth:`forward` as ``projected_keys`` when many queries
         attend to the same keys one call at a time (decoding), so it is computed once.
@@ -576,14 +604,14 @@ class Attention(Module):
         k = as_float(keys, self.dtype, "keys")
         if k.ndim != 3 or k.shape[-1] != self.key_size:
             raise ValueError(f"keys must be 3-D (B, Tk, key_size={self.key_size}), got shape {k.shape}")
-        return None if self.kind == "dot" else self._project_keys(k)
+        return None if self.kind == "dot" else self._project_keys(k, n_threads)
 
-    def _project_keys(self, k: np.ndarray) -> np.ndarray:
-        return _project(k, self._params["weight" if self.kind == "general" else "key_weight"])
+    def _project_keys(self, k: np.ndarray, n_threads: int | None = None) -> np.ndarray:
+        return _project(k, self._params["weight" if self.kind == "general" else "key_weight"], n_threads=n_threads)
 
     def forward(self, query: ArrayLike, keys: ArrayLike, values: ArrayLike | None = None,
-                key_lengths: ArrayLike | None = None, projected_keys: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+                key_lengths: ArrayLike | None = None, projected_keys: np.ndarray | None = None,
+                n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Attend from ``query`` over ``keys``.
 
         Parameters
@@ -596,6 +624,8 @@ class Attention(Module):
             Valid keys of each (right-padded) sequence; padded keys get weight exactly 0.
         projected_keys : array, optional
             :meth:`project_keys` of these ``keys`` (with the current weights), to skip computing it again.
+        n_threads : int, optional
+            Threads of the projections (default: rnnfast's).
 
         Returns
         -------
@@ -610,12 +640,12 @@ class Attention(Module):
         if self.kind == "dot":
             scores = q @ k.transpose(0, 2, 1)
         else:
-            pk = self._checked_projection(projected_keys, k)
+            pk = self._checked_projection(projected_keys, k, n_threads)
             if self.kind == "general":  # pk: (B, Tk, Q), W k for every key
                 scores = q @ pk.transpose(0, 2, 1)
                 cache["kw"] = pk
             else:
-                hid = np.tanh(_project(q, p["query_weight"])[:, :, None, :] + pk[:, None, :, :])
+                hid = np.tanh(_project(q, p["query_weight"], n_threads=n_threads)[:, :, None, :] + pk[:, None, :, :])
                 scores = hid @ p["v"]  # (B, Tq, Tk)
                 cache["hid"] = hid
         if lengths is not None:
@@ -631,9 +661,9 @@ class Attention(Module):
             return ctx[:, 0], w[:, 0]
         return ctx, w
 
-    def _checked_projection(self, projected: np.ndarray | None, k: np.ndarray) -> np.ndarray:
+    def _checked_projection(self, projected: np.ndarray | None, k: np.ndarray, n_threads: int | None) -> np.ndarray:
         if projected is None:
-            return self._project_keys(k)
+            return self._project_keys(k, n_threads)
         width = self.query_size if self.kind == "general" else self.hidden_size
         projected = as_float(projected, self.dtype, "projected_keys")
         if projected.shape != k.shape[:2] + (width,):
@@ -641,7 +671,7 @@ class Attention(Module):
                              f"got {projected.shape}")
         return projected
 
-    def backward(self, dcontext: ArrayLike, dweights: ArrayLike | None = None
+    def backward(self, dcontext: ArrayLike, dweights: ArrayLike | None = None, *, n_threads: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Gradients wrt the inputs; parameter gradients accumulate in ``grads``.
 
@@ -650,6 +680,8 @@ class Attention(Module):
         dcontext : array, the shape of ``context``
         dweights : array, the shape of ``weights``, optional
             Gradient wrt the returned attention weights (e.g. from a penalty on them).
+        n_threads : int, optional
+            Threads of the projections' products (default: rnnfast's).
 
         Returns
         -------
@@ -680,19 +712,18 @@ class Attention(Module):
             kw = c["kw"]
             dq = ds @ kw
             dkw = ds.transpose(0, 2, 1) @ q  # (B, Tk, Q)
-            g["weight"] += dkw.reshape(-1, self.query_size).T @ k.reshape(-1, self.key_size)
-            dk = _project(dkw, p["weight"], transpose=False)
+            _add_outer(g["weight"], dkw, k, n_threads)
+            dk = _project(dkw, p["weight"], transpose=False, n_threads=n_threads)
         else:
             hid = c["hid"]
             g["v"] += ds.reshape(-1) @ hid.reshape(-1, self.hidden_size)
             dz = ds[..., None] * p["v"] * (1.0 - hid * hid)  # (B, Tq, Tk, A)
             dpq = dz.sum(axis=2)  # (B, Tq, A)
             dpk = dz.sum(axis=1)  # (B, Tk, A)
-            A = self.hidden_size
-            g["query_weight"] += dpq.reshape(-1, A).T @ q.reshape(-1, self.query_size)
-            g["key_weight"] += dpk.reshape(-1, A).T @ k.reshape(-1, self.key_size)
-            dq = _project(dpq, p["query_weight"], transpose=False)
-            dk = _project(dpk, p["key_weight"], transpose=False)
+            _add_outer(g["query_weight"], dpq, q, n_threads)
+            _add_outer(g["key_weight"], dpk, k, n_threads)
+            dq = _project(dpq, p["query_weight"], transpose=False, n_threads=n_threads)
+            dk = _project(dpk, p["key_weight"], transpose=False, n_threads=n_threads)
         if v is None:
             dk = dk + dvals
             dv = None

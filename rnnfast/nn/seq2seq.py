@@ -233,13 +233,14 @@ class AttentionDecoder(_Composite):
         self.hidden_size, self.memory_size, self.vocab_size = H, M, vocab_size
 
     def _combine(self, h: np.ndarray, memory: np.ndarray, memory_lengths: Optional[np.ndarray],
-                 projected: Optional[np.ndarray] = None) -> tuple:
+                 projected: Optional[np.ndarray] = None, n_threads: int | None = None) -> tuple:
         """Decoder outputs (B, T, H) or (B, H) -> ``(z, attention weights)``: ``tanh(W [context; h])``, or
         ``(h, None)`` without attention."""
         if self.kind is None:
             return h, None
-        ctx, weights = self.attention(h, memory, key_lengths=memory_lengths, projected_keys=projected)
-        return np.tanh(self.combine(np.concatenate([ctx, h], axis=-1))), weights
+        ctx, weights = self.attention(h, memory, key_lengths=memory_lengths, projected_keys=projected,
+                                      n_threads=n_threads)
+        return np.tanh(self.combine(np.concatenate([ctx, h], axis=-1), n_threads=n_threads)), weights
 
     def _features(self, ids: ArrayLike, memory: ArrayLike, memory_lengths: ArrayLike | None, state: Any,
                   lengths: ArrayLike | None, n_threads: int | None) -> tuple:
@@ -251,7 +252,7 @@ class AttentionDecoder(_Composite):
         memory_lengths = check_lengths(memory_lengths, memory.shape[0], memory.shape[1], "memory_lengths")
         x = self.dropout(self.embedding(ids))
         h, _ = self.rnn(x, state, lengths=lengths, n_threads=n_threads)
-        z, _ = self._combine(h, memory, memory_lengths)
+        z, _ = self._combine(h, memory, memory_lengths, n_threads=n_threads)
         return z, self.out_dropout(z)
 
     def forward(self, ids: ArrayLike, memory: ArrayLike, memory_lengths: ArrayLike | None = None, state: Any = None,
@@ -299,7 +300,7 @@ class AttentionDecoder(_Composite):
         if self.kind is not None:
             dcat = self.combine.backward(dz * (1 - z * z), n_threads=n_threads)
             M = self.memory_size
-            dq, dmemory, _ = self.attention.backward(dcat[..., :M])
+            dq, dmemory, _ = self.attention.backward(dcat[..., :M], n_threads=n_threads)
             dh = dcat[..., M:] + dq
         else:
             dh = dz
@@ -307,10 +308,10 @@ class AttentionDecoder(_Composite):
         self.embedding.backward(self.dropout.backward(dx))
         return dmemory, dstate
 
-    def project(self, memory: ArrayLike) -> Optional[np.ndarray]:
+    def project(self, memory: ArrayLike, n_threads: int | None = None) -> Optional[np.ndarray]:
         """The memory's part of the attention scores (:meth:`rnnfast.nn.Attention.project_keys`), computed
         once for all the steps of a decoding; None without attention or with "dot"."""
-        return None if self.kind is None else self.attention.project_keys(memory)
+        return None if self.kind is None else self.attention.project_keys(memory, n_threads)
 
     def step(self, ids: ArrayLike, memory: np.ndarray, memory_lengths: Optional[np.ndarray], state: Any = None,
              projected: Optional[np.ndarray] = None, n_threads: int | None = None) -> tuple[np.ndarray, Any]:
@@ -318,7 +319,7 @@ class AttentionDecoder(_Composite):
         ``projected`` is :meth:`project` of the memory (computed here when omitted)."""
         x = self.embedding(np.asarray(ids)[:, None])[:, 0]
         h, state = self.rnn.step(x, state, n_threads=n_threads)
-        z, _ = self._combine(h, memory, memory_lengths, projected)
+        z, _ = self._combine(h, memory, memory_lengths, projected, n_threads)
         return self.out(self.out_dropout(z), n_threads=n_threads), state
 
 
@@ -451,7 +452,7 @@ def _start(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None, max_l
     check_int(max_length, "max_length", 1)
     model.eval()
     memory, lengths, state = model.encode(_check_ids(src, "src"), lengths, n_threads)
-    return memory, lengths, state, model.decoder.project(memory)
+    return memory, lengths, state, model.decoder.project(memory, n_threads)
 
 
 def _trim(rows: np.ndarray, eos: int) -> list:

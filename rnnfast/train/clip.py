@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 
+from rnnfast._kernels import _optim
+from rnnfast._threads import resolve_threads
 from rnnfast._validation import check_bool, check_real
 
 __all__ = ["clip_grad_norm", "clip_grad_value"]
@@ -41,7 +43,16 @@ _CHUNK = 1 << 15  # elements converted to float64 at a time: 256 KiB, in cache
 
 def _sum_squares(a: np.ndarray) -> float:
     """The sum of squares of ``a``'s elements, accumulated in float64 (float32 converted chunk by chunk,
-    never a float64 copy of the whole array)."""
+    never a float64 copy of the whole array). A contiguous float32 array: the compiled pass (rnnfast's
+    threads, a value independent of their number; no BLAS, whose own spinning threads collapse on a busy
+    machine). float64 keeps numpy's dot products, and with them its results to the last bit."""
+    if a.dtype == np.float32 and a.flags.c_contiguous:
+        return _optim.sum_squares(a, resolve_threads(None))
+    return _sum_squares_np(a)
+
+
+def _sum_squares_np(a: np.ndarray) -> float:
+    """:func:`_sum_squares` by numpy's dot products."""
     r = a.reshape(-1)
     if r.dtype == np.float64:
         return float(np.dot(r, r))

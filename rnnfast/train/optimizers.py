@@ -18,6 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from rnnfast._kernels import _optim
+from rnnfast._threads import resolve_threads
 from rnnfast._validation import Boolean, Constraint, Pair, Real, check_int, validate_params
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "parameter_triples"]
@@ -409,6 +411,25 @@ class Adam(Optimizer):
 
     def _slots(self, hyper):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hyper["amsgrad"] else ())
+
+    def step(self):
+        """Update every parameter in place from its gradient: one pass over each parameter's arrays in
+        the compiled kernel (split over rnnfast's threads), rounded exactly as :meth:`_update`'s numpy
+        passes, which serve arrays the kernel does not take (mixed dtypes, non-contiguous)."""
+        self.steps += 1
+        t, (beta1, beta2) = self.steps, self.betas
+        mode, wd = 0, self.weight_decay
+        if wd != 0:
+            mode, wd = (2, 1.0 - self.lr * wd) if self._decoupled else (1, wd)
+        args = (mode, wd, 1.0 - beta1, t % _FLUSH_EVERY == 0, beta2, (1 - beta2 ** t) ** 0.5, self.eps,
+                self.lr / (1 - beta1 ** t), resolve_threads(None))
+        for name, p, g in self.params:
+            st = self.state[name]
+            arrays = (p, g, st["exp_avg"], st["exp_avg_sq"]) + ((st["max_exp_avg_sq"],) if self.amsgrad else ())
+            if all(a.dtype == p.dtype and a.flags.c_contiguous for a in arrays):
+                _optim.adam_step(*arrays[:4], arrays[4] if self.amsgrad else None, *args)
+            else:
+                self._update(p, g, st)
 
     def _update(self, p, g, st):
         beta1, beta2 = self.betas

@@ -38,6 +38,24 @@ def test_embedding_gradient_repeated_ids_and_no_padding_gradient():
     np.testing.assert_allclose(emb.grads["weight"][1], R[0, 0] + R[0, 3] + R[1, 1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embedding_gradient_adds_as_numpy_add_at(dtype):
+    """The compiled scatter-add adds the rows in np.add.at's order: the same gradient bit for bit, many
+    repeated ids included (and added to what the gradient held)."""
+    r = rng(4)
+    emb = Embedding(50, 7, padding_idx=3, dtype=dtype, seed=0)
+    ids = r.integers(0, 50, (16, 40))
+    ids[:, :10] = 9  # one id repeated 160 times
+    R = (r.standard_normal((16, 40, 7)) * 10.0 ** r.integers(-4, 4, (16, 40, 1))).astype(dtype)
+    emb.grads["weight"][...] = r.standard_normal((50, 7))
+    ref = emb.grads["weight"].copy()
+    keep = ids.reshape(-1) != 3
+    np.add.at(ref, ids.reshape(-1)[keep], R.reshape(-1, 7)[keep])
+    emb(ids)
+    emb.backward(R)
+    np.testing.assert_array_equal(emb.grads["weight"], ref)
+
+
 def test_embedding_negative_padding_idx_and_any_shape():
     emb = Embedding(5, 2, padding_idx=-1)
     assert emb.padding_idx == 4

@@ -22,14 +22,15 @@ def unfused(lin, x, t, reduction="mean"):
 @pytest.mark.parametrize("block", [1, 4, 7, 256])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_matches_linear_then_cross_entropy(block, reduction, bias, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])  # the bias gradient: numpy's sum on one thread, a product on two
+def test_matches_linear_then_cross_entropy(block, reduction, bias, threads, monkeypatch):
     monkeypatch.setattr(layers, "CE_BLOCK_ROWS", block)
     rng = np.random.default_rng(1)
     x, t = rng.standard_normal((23, 6)) * 3, rng.integers(0, 11, 23)
     fused, ref = pair(bias=bias)
     fused.grads["weight"] += 0.5  # gradients are added to
     ref.grads["weight"] += 0.5
-    v, dx = fused.cross_entropy(x, t, reduction=reduction)
+    v, dx = fused.cross_entropy(x, t, reduction=reduction, n_threads=threads)
     v_ref, dx_ref = unfused(ref, x, t, reduction)
     assert v == pytest.approx(v_ref, rel=1e-13)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-15)
@@ -102,3 +103,31 @@ def test_bad_input():
         lin.cross_entropy(np.ones((4, 2)), np.array([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="reduction"):
         lin.cross_entropy(x, np.array([0, 1, 2, 3]), reduction="none")
+
+
+def test_float32_compiled_softmax_pass_matches_numpy_passes():
+    """float32 blocks go through one compiled pass per row (vectorized exp of about one ulp, rows on
+    threads): equal to the numpy passes to float32 rounding, the same for any thread count; a logit spread
+    beyond 87 gives exact zeros (no subnormal probabilities), a NaN logit a NaN loss."""
+    rng = np.random.default_rng(5)
+    block = (rng.standard_normal((300, 997)) * 4).astype(np.float32)
+    block[3, :500] -= 200  # far below the row's max
+    t = rng.integers(0, 997, 300).astype(np.intp)
+    t[3] = 900  # the target of row 3 is not among its far-below logits
+    scale = np.float32(1 / 300)
+    ref = block.copy()
+    v_ref = layers._softmax_minus_onehot_np(ref, t, scale)
+    outs = []
+    for n in (1, 2):
+        b = block.copy()
+        outs.append((layers._softmax_minus_onehot_(b, t, scale, n), b))
+    assert outs[0][0] == outs[1][0]
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    v, b = outs[0]
+    assert v == pytest.approx(v_ref, rel=1e-6)
+    np.testing.assert_allclose(b, ref, rtol=2e-6, atol=1e-12)
+    assert np.all(b[3, :500] == 0)
+    assert np.allclose(b.sum(axis=1), 0, atol=1e-7)  # softmax sums to one, minus the one-hot
+    bad = block[:2].copy()
+    bad[1, 7] = np.nan
+    assert np.isnan(layers._softmax_minus_onehot_(bad, t[:2], scale, 1))

@@ -93,3 +93,29 @@ def test_fit_with_a_float32_norm_past_float32_range_still_learns():
     assert trainer.stop_reason is None, trainer.stop_message
     step = lin.state_dict()["weight"] - w0
     assert np.all(np.isfinite(step)) and 0 < np.linalg.norm(step.astype(np.float64)) <= 2 * 0.1 * (1 + 1e-5)
+
+
+def test_global_norm_of_large_arrays_compiled_pass():
+    """The sum of squares (float32: the compiled pass, threads over large arrays; float64: numpy's dot)
+    equals the exact float64 sum to rounding and gives the same value for any thread count."""
+    import math
+
+    import rnnfast as rf
+    from rnnfast.train.clip import _sum_squares
+    r = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        a = (r.standard_normal((700, 301)) * 1e-3).astype(dtype)
+        exact = math.fsum(float(x) ** 2 for x in a.ravel().astype(np.float64))
+        old = rf.get_num_threads()
+        try:
+            got = []
+            for n in (1, 2):
+                rf.set_num_threads(n)
+                got.append(_sum_squares(a))
+        finally:
+            rf.set_num_threads(old)
+        assert got[0] == got[1]
+        assert abs(got[0] - exact) <= 1e-12 * exact
+        assert abs(_sum_squares(a[:, ::2]) - math.fsum(float(x) ** 2 for x in a[:, ::2].ravel())) <= 1e-12 * exact
+        from rnnfast._kernels import _optim
+        assert _optim.sum_squares(a, 1) == _optim.sum_squares(a, 2) == pytest.approx(exact, rel=1e-12)

@@ -6,6 +6,7 @@ import pytest
 
 from rnnfast.nn import Linear
 from rnnfast.train import SGD, Adagrad, Adam, AdamW, RMSprop, parameter_triples
+from rnnfast.train.optimizers import Optimizer
 
 
 def one_param(p, g, dtype=np.float64):
@@ -248,14 +249,101 @@ def test_adam_scratch_is_reused_and_never_pickled():
     rng = np.random.default_rng(0)
     p, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     opt = Adam([("w", p, g)], lr=0.1)
-    opt.step()
+    Optimizer.step(opt)  # the numpy passes (Adam.step runs them for arrays the kernel does not take)
     first = [id(a) for a in opt._tmp[((3, 4), p.dtype.str)]]
-    opt.step()
+    Optimizer.step(opt)
     assert [id(a) for a in opt._tmp[((3, 4), p.dtype.str)]] == first
     back = pickle.loads(pickle.dumps(opt))
     assert not hasattr(back, "_tmp")
     q = p.copy()
     back.params = [("w", q, g)]
-    back.step()
-    opt.step()
+    Optimizer.step(back)
+    Optimizer.step(opt)
     np.testing.assert_array_equal(q, p)
+
+
+# ---------------------------------------------------------------------------------------- one-pass kernel
+ADAM_KERNEL_CASES = [
+    (Adam, dict(lr=0.01)),
+    (Adam, dict(lr=0.003, betas=(0.3, 0.99), eps=1e-6)),  # lerp weight 0.7: torch.lerp's other formula
+    (Adam, dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, amsgrad=True)),
+    (AdamW, dict(lr=0.01)),
+    (AdamW, dict(lr=0.02, weight_decay=0.1, amsgrad=True, eps=1e-6)),
+]
+
+
+def _adam_kernel_pair(cls, kw, dtype, sizes):
+    """(kernel optimizer, its params, numpy-pass optimizer, its params, gradients), equal starts."""
+    r = np.random.default_rng(1)
+    params = [r.standard_normal(n).astype(dtype) for n in sizes]
+    copies = [p.copy() for p in params]
+    grads = [np.zeros(n, dtype) for n in sizes]
+    kern = cls([(f"p{i}", p, g) for i, (p, g) in enumerate(zip(params, grads))], **kw)
+    ref = cls([(f"p{i}", p, g) for i, (p, g) in enumerate(zip(copies, grads))], **kw)
+    return kern, params, ref, copies, grads
+
+
+@pytest.mark.parametrize("cls, kw", ADAM_KERNEL_CASES, ids=[f"{c.__name__}-{i}" for i, (c, _) in
+                                                            enumerate(ADAM_KERNEL_CASES)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_kernel_equals_the_numpy_passes_bit_for_bit(cls, kw, dtype):
+    """The compiled one-pass Adam (threaded over large arrays) rounds every element as the numpy passes
+    of Adam._update do: same parameters and moments, bit for bit, over steps that cross a subnormal flush
+    (step 64), with gradients holding zeros, subnormal and huge values, and a learning-rate change."""
+    import rnnfast.train.optimizers as O
+    kern, params, ref, copies, grads = _adam_kernel_pair(cls, kw, dtype, (5, 70001, 40000))
+    r = np.random.default_rng(2)
+    tiny = np.finfo(dtype).tiny
+    for step in range(O._FLUSH_EVERY + 3):
+        if step == 10:
+            kern.lr = ref.lr = kw["lr"] / 3
+        for g in grads:
+            g[...] = r.standard_normal(g.shape) * (1e-3 if step % 7 else 1e3)
+            g[::11] = 0
+            g[1::13] = tiny * r.uniform(-0.9, 0.9, g[1::13].shape)  # subnormal gradients
+        kern.step()
+        Optimizer.step(ref)
+    assert kern.steps == ref.steps == O._FLUSH_EVERY + 3
+    for i, (p, q) in enumerate(zip(params, copies)):
+        np.testing.assert_array_equal(p, q, err_msg=f"parameter {i}")
+        for k in kern.state[f"p{i}"]:
+            np.testing.assert_array_equal(kern.state[f"p{i}"][k], ref.state[f"p{i}"][k], err_msg=f"{k} of {i}")
+    assert kern.state_dict()["state"].keys() == ref.state_dict()["state"].keys()
+
+
+def test_adam_kernel_nan_and_threads():
+    """A NaN gradient spreads as in numpy (amsgrad's maximum keeps it); the result does not depend on the
+    thread count; arrays the kernel does not take (a non-contiguous view, a float64 gradient of a float32
+    parameter) go through the numpy passes."""
+    import rnnfast as rf
+    kern, params, ref, copies, grads = _adam_kernel_pair(Adam, dict(lr=0.01, amsgrad=True), np.float32,
+                                                         (50000, 3))
+    grads[0][...] = 1.0
+    grads[0][7] = np.nan
+    kern.step()
+    Optimizer.step(ref)
+    kern.step()
+    Optimizer.step(ref)
+    assert np.isnan(params[0][7]) and np.isnan(kern.state["p0"]["max_exp_avg_sq"][7])
+    np.testing.assert_array_equal(params[0], copies[0])
+    old = rf.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2):
+            rf.set_num_threads(n)
+            p, g = np.linspace(-1, 1, 90000, dtype=np.float32), np.linspace(2, -3, 90000, dtype=np.float32)
+            opt = AdamW([("w", p, g)], lr=0.1)
+            for _ in range(3):
+                opt.step()
+            out.append(p)
+        np.testing.assert_array_equal(out[0], out[1])
+    finally:
+        rf.set_num_threads(old)
+    big = np.ones((6, 4), np.float32)
+    view, g64 = big[:, ::2], np.full((6, 2), 0.5)
+    same, g32 = np.ones((6, 2), np.float32), np.full((6, 2), 0.5, np.float32)
+    a, b = Adam([("v", view, g64)], lr=0.1), Adam([("v", same, g32)], lr=0.1)
+    a.step()
+    Optimizer.step(b)
+    np.testing.assert_array_equal(view, same)
+    assert np.all(big[:, 1::2] == 1)
