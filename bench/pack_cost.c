@@ -3,8 +3,10 @@
  * from), on 1 and 2 threads. The minimum over the repetitions is printed, in microseconds.
  *
  *   gcc -O3 -fopenmp -Icsrc bench/pack_cost.c -o /tmp/pack_cost
- *   /tmp/pack_cost CELL F H [REPS]    CELL: 0 RNN, 1 LSTM, 2 GRU; e.g. 0 128 512 (rnn-B6-T10-I128-H512, one
- *                                     direction), 2 256 256, 1 48 96
+ *   /tmp/pack_cost CELL F H [REPS [EVICT_MB]]    CELL: 0 RNN, 1 LSTM, 2 GRU; e.g. 0 128 512 (rnn-B6-T10-I128-H512,
+ *                                     one direction), 2 256 256, 1 48 96. EVICT_MB > 0: before each timed
+ *                                     step, write that many MB elsewhere (weights and copy leave L2, as
+ *                                     between two calls of a layer: an inference call's other work)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,8 @@ static int cmp_par(const char* a, const char* b, size_t n, int nth) {
 int main(int argc, char** argv) {
     if (argc < 4) { fprintf(stderr, "usage: %s CELL F H [REPS]\n", argv[0]); return 2; }
     int cell = atoi(argv[1]), F = atoi(argv[2]), H = atoi(argv[3]), reps = argc > 4 ? atoi(argv[4]) : 200;
+    size_t evict = argc > 5 ? (size_t)atoi(argv[5]) << 20 : 0;
+    char* ev = evict ? malloc(evict) : NULL;
     int G = RF_GATES(cell), GH = G * H;
     size_t nw = (size_t)GH * (F + H);
     float* w = malloc(nw * sizeof(float));
@@ -46,40 +50,42 @@ int main(int argc, char** argv) {
     double best[6] = {1e9, 1e9, 1e9, 1e9, 1e9, 1e9};
     volatile int sink = 0;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        /* packed kernel: [W_ih, W_hh]^T whole (pack_fused, one thread) */
-        rf_pack_bt2(F, w_ih, F, H, w_hh, H, GH, 0, (GH + RF_NR - 1) / RF_NR, pk);
-        double t1 = now();
-        /* few-rows kernel: each of 2 threads packs its share (rf_units_forward's first lines) */
+        for (int v = 0; v < 5; v++) {
+            if (ev) memset(ev, r & 0xff, evict);
+            double t0 = now();
+            if (v == 0) {  /* packed kernel: [W_ih, W_hh]^T whole (pack_fused, one thread) */
+                rf_pack_bt2(F, w_ih, F, H, w_hh, H, GH, 0, (GH + RF_NR - 1) / RF_NR, pk);
+            } else if (v == 1) {  /* few-rows kernel: each of 2 threads packs its share (rf_units_forward) */
 #pragma omp parallel num_threads(2)
-        {
-            int k = omp_get_thread_num(), nk = omp_get_num_threads();
-            int share = rf_units_share(H, nk), j0, j1;
-            size_t ps = rf_packed_size(F + H, share);
-            rf_units(k, share, H, &j0, &j1);
-            if (j1 > j0) rf_units_pack_fwd(cell, F, F, H, j0, j1 - j0, ps, w_ih, w_hh, pk + (size_t)k * G * ps);
-        }
-        double t2 = now();
-        /* batch-1 kernel's panels on 2 threads (LSTM / RNN; rf_latency_forward's first lines) */
+                {
+                    int k = omp_get_thread_num(), nk = omp_get_num_threads();
+                    int share = rf_units_share(H, nk), j0, j1;
+                    size_t ps = rf_packed_size(F + H, share);
+                    rf_units(k, share, H, &j0, &j1);
+                    if (j1 > j0)
+                        rf_units_pack_fwd(cell, F, F, H, j0, j1 - j0, ps, w_ih, w_hh, pk + (size_t)k * G * ps);
+                }
+            } else if (v == 2) {  /* batch-1 kernel's panels on 2 threads (LSTM / RNN; rf_latency_forward) */
 #pragma omp parallel num_threads(2)
-        {
-            int k = omp_get_thread_num(), nk = omp_get_num_threads();
-            int share = (H + nk - 1) / nk, j0, j1;
-            rf_units(k, share, H, &j0, &j1);
-            size_t region = (size_t)G * rf_panels_size(share, F + H);
-            float* p = pk + (size_t)k * region;
-            for (int g = 0; g < G && j1 > j0; g++) {
-                packp(j1 - j0, F, w_ih + (size_t)(g * H + j0) * F, F, H, w_hh + (size_t)(g * H + j0) * H, H, p);
-                p += rf_panels_size(j1 - j0, F + H);
+                {
+                    int k = omp_get_thread_num(), nk = omp_get_num_threads();
+                    int share = (H + nk - 1) / nk, j0, j1;
+                    rf_units(k, share, H, &j0, &j1);
+                    float* p = pk + (size_t)k * G * rf_panels_size(share, F + H);
+                    for (int g = 0; g < G && j1 > j0; g++) {
+                        packp(j1 - j0, F, w_ih + (size_t)(g * H + j0) * F, F, H, w_hh + (size_t)(g * H + j0) * H,
+                              H, p);
+                        p += rf_panels_size(j1 - j0, F + H);
+                    }
+                }
+            } else if (v == 3) {
+                sink += memcmp(w, wc, nw * sizeof(float)) != 0;
+            } else {
+                sink += cmp_par((const char*)w, (const char*)wc, nw * sizeof(float), 2);
             }
+            double d = now() - t0;
+            if (d < best[v]) best[v] = d;
         }
-        double t3 = now();
-        sink += memcmp(w, wc, nw * sizeof(float)) != 0;
-        double t4 = now();
-        sink += cmp_par((const char*)w, (const char*)wc, nw * sizeof(float), 2);
-        double t5 = now();
-        double d[5] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4};
-        for (int i = 0; i < 5; i++) if (d[i] < best[i]) best[i] = d[i];
     }
     printf("cell %d F %d H %d: weights %.0f KB | pack: packed(1 thr) %.1f us, units(2 thr) %.1f us, "
            "latency panels(2 thr) %.1f us | memcmp: 1 thr %.1f us, 2 thr %.1f us\n",

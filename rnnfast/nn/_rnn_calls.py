@@ -252,7 +252,7 @@ class KernelCalls:
         N, DH = plan.N, D * H
         kp = self._kernel_plan(B, T, N, training, n_threads)
         n_threads = kp.threads
-        keep = _packs.keeps(kp.kernel_args, training, dt)
+        keep = _packs.keeps(self, kp.kernel_args, training)
         params, bufs, biases, x_buf, outl, bias_src, z, layouts = self._prepare(ws, plan, training, n_threads, kp,
                                                                                 keep)
         h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
@@ -296,8 +296,7 @@ class KernelCalls:
         if yields < 0:  # the kept packs were made from other weights (or for other threads): new ones
             kept = _packs.kept_packs(self, kp.kernel_args, n_threads, stale=True)
             yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
-        if kept is not None and kept.fresh:
-            _packs.publish(self, kept, self._pooled_bytes())
+        _packs.ran(self, kept, self._pooled_bytes())
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
