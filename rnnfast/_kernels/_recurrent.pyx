@@ -966,84 +966,102 @@ cdef int grad_specs(const Net* net, Dir* p, int F, floating* dxd, GemmSpec* spec
     return ng
 
 
+cdef void bwd_inputs(const Net* net, Dir* ld, int F, floating* dout, floating* dxl) noexcept nogil:
+    """Before one layer's backward recurrence (``ld``: its directions): the reverse direction's output gradient
+    (from its half of ``dout`` (N, D*H)) in its own order, and the packed kernel's W_hh and W_ih packs (GRU:
+    W_hh's r, z rows then its n rows apart), dx_t then going to ``dxl`` (the reverse direction's to its dxin)."""
+    cdef int d, H = net.H, GH = net.G * net.H
+    cdef Dir* p
+    for d in range(net.D):
+        p = &ld[d]
+        if d == 1:
+            gather_rows(dout + H, net.D * H, <floating*>p.dy, H, net.rev, net.N, H)
+        if p.wpb != NULL:
+            if is_gru(net.cell):
+                rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+                rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
+                          <float*>p.wpb + rf_packed_size(2 * H, H))
+            else:
+                rf_pack_b(GH, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+    for d in range(net.D):
+        p = &ld[d]
+        if p.wpi != NULL:
+            rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
+            p.dx = dxl if d == 0 else p.dxin
+
+
+cdef void bwd_recur(Net* net, Dir* ld, floating* typed) noexcept nogil:
+    """One layer's backward recurrence on the kernel its forward ran: batch 1 (csrc/rf_latency.h) or a few rows
+    (csrc/rf_units.h, the directions one after the other), the threads sharing out the units; else row tasks."""
+    cdef int d
+    cdef Dir* p = &ld[0]
+    if floating is float and net.D == 1 and net.B == 1 and p.lat != 0:
+        net.yields += rf_latency_backward(net.cell, net.relu, net.lens[0], net.H, net.nthreads, latency_spin_ns,
+                                          gemv_cols, <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
+                                          <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
+                                          <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc, <float*>p.gh)
+    elif floating is float and p.units != 0:
+        for d in range(net.D):
+            p = &ld[d]
+            net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, net.H, net.nthreads,
+                                            latency_spin_ns, gemm_packed2, <float*>p.unb, <float*>p.w_hh,
+                                            <float*>p.h0, <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y,
+                                            p.ldy, <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
+                                            <float*>p.dc, <float*>p.gh)
+    else:
+        run_tasks(net, ld, True, typed)
+
+
+cdef void bwd_grads(const Net* net, Dir* ld, int F, floating* dxl) noexcept nogil:
+    """After one layer's backward recurrence: [X, H_prev] and (LSTM / RNN) the bias gradients shared out among
+    the threads (bwd_prep), dh0 / dc0, then every direction's weight and input-gradient products in one parallel
+    region (grad_specs, par_gemms; dX into ``dxl``, the reverse direction's into its dxin), and LSTM / RNN's
+    [dW_ih, dW_hh] split into their gradients."""
+    cdef int d, task, H = net.H, GH = net.G * net.H, ng = 0
+    cdef int nth = net.nthreads
+    cdef int nk = max(1, min(nth, net.N // 64))
+    cdef GemmSpec specs[8]   # up to 4 products per direction
+    cdef Dir* p
+    if nk * net.D <= 1:
+        for d in range(net.D):
+            bwd_prep(net, &ld[d], F, 0, 1, dxl)
+    else:
+        for task in prange(nk * net.D, num_threads=min(nth, nk * net.D), schedule="static", chunksize=1):
+            bwd_prep(net, &ld[task % net.D], F, task // net.D, nk, dxl)
+    for d in range(net.D):
+        p = &ld[d]
+        memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
+        if net.cell == CELL_LSTM:
+            memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
+        ng += grad_specs(net, p, F, dxl if d == 0 else <floating*>p.dxin, &specs[ng])
+    par_gemms(nth, specs, ng, dxl)
+    for d in range(net.D):
+        p = &ld[d]
+        if p.dwcat != NULL:
+            if floating is float:
+                rf_split_add_f(<float*>p.dwcat, GH, F, H, <float*>p.dw_ih, <float*>p.dw_hh)
+            else:
+                rf_split_add_d(<double*>p.dwcat, GH, F, H, <double*>p.dw_ih, <double*>p.dw_hh)
+
+
 cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
     the others are computed here (dropout applied); dx0 (N, I) receives the input gradient."""
-    cdef int l, d, F, H = net.H, GH = net.G * net.H, DH = net.D * net.H
-    cdef Py_ssize_t n
-    cdef Dir* p
+    cdef int l, F, DH = net.D * net.H
+    cdef Dir* ld
     cdef floating* dxl
-    cdef int nth = net.nthreads
-    cdef GemmSpec specs[8]   # up to 4 products per direction
-    cdef int ng, nk, task
     for l in range(net.L - 1, -1, -1):
         F = net.nin if l == 0 else DH
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if d == 1:
-                gather_rows(dout[l] + H, DH, <floating*>p.dy, H, net.rev, net.N, H)
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.wpb != NULL:
-                if is_gru(net.cell):
-                    rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
-                    rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
-                              <float*>p.wpb + rf_packed_size(2 * H, H))
-                else:
-                    rf_pack_b(GH, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+        ld = &dirs[l * net.D]
         dxl = dx0 if l == 0 else dout[l - 1]
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.wpi != NULL:
-                rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
-                p.dx = dxl if d == 0 else p.dxin
-        p = &dirs[l * net.D]
-        if floating is float and net.D == 1 and net.B == 1 and p.lat != 0:
-            # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            net.yields += rf_latency_backward(net.cell, net.relu, net.lens[0], H, nth, latency_spin_ns, gemv_cols,
-                                              <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
-                                              <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
-                                              <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc, <float*>p.gh)
-        elif floating is float and p.units != 0:
-            for d in range(net.D):  # (directions one after the other, as forward)
-                p = &dirs[l * net.D + d]
-                net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, H, nth, latency_spin_ns,
-                                                gemm_packed2, <float*>p.unb, <float*>p.w_hh, <float*>p.h0,
-                                                <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y, p.ldy,
-                                                <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
-                                                <float*>p.dc, <float*>p.gh)
-        else:
-            run_tasks(net, &dirs[l * net.D], True, dx0)
-        # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
-        nk = max(1, min(nth, net.N // 64))
-        if nk * net.D <= 1:
-            for d in range(net.D):
-                bwd_prep(net, &dirs[l * net.D + d], F, 0, 1, dx0)
-        else:
-            for task in prange(nk * net.D, num_threads=min(nth, nk * net.D), schedule="static", chunksize=1):
-                bwd_prep(net, &dirs[l * net.D + task % net.D], F, task // net.D, nk, dx0)
-        ng = 0
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
-            if net.cell == CELL_LSTM:
-                memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
-            ng += grad_specs(net, p, F, dxl if d == 0 else <floating*>p.dxin, &specs[ng])
-        par_gemms(nth, specs, ng, dx0)
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.dwcat != NULL:
-                if floating is float:
-                    rf_split_add_f(<float*>p.dwcat, GH, F, H, <float*>p.dw_ih, <float*>p.dw_hh)
-                else:
-                    rf_split_add_d(<double*>p.dwcat, GH, F, H, <double*>p.dw_ih, <double*>p.dw_hh)
+        bwd_inputs(net, ld, F, dout[l], dxl)
+        bwd_recur(net, ld, dx0)
+        bwd_grads(net, ld, F, dxl)
         if net.D == 2:
-            p = &dirs[l * net.D + 1]
-            scatter_rows(<floating*>p.dxin, F, dxl, F, net.rev, net.N, F, True)
+            scatter_rows(<floating*>ld[1].dxin, F, dxl, F, net.rev, net.N, F, True)
         if l > 0 and masks[l - 1] != NULL:
-            n = <Py_ssize_t>net.N * DH
-            mul_into(dxl, masks[l - 1], dxl, n)
+            mul_into(dxl, masks[l - 1], dxl, <Py_ssize_t>net.N * DH)
 
 
 # ----------------------------------------------------------------------------------------------
