@@ -252,9 +252,9 @@ class KernelCalls:
         N, DH = plan.N, D * H
         kp = self._kernel_plan(B, T, N, training, n_threads)
         n_threads = kp.threads
-        keep = _packs.keeps(self, kp.kernel_args, training)
+        keep_packs = _packs.keeps(self, kp.kernel_args, training)
         params, bufs, biases, x_buf, outl, bias_src, z, layouts = self._prepare(ws, plan, training, n_threads, kp,
-                                                                                keep)
+                                                                                keep_packs)
         h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
         c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
         hT_all = np.empty((LD, B, H), dt)
@@ -291,12 +291,7 @@ class KernelCalls:
                 xl.append(outl[layer])
         args = (self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L, params, bufs,
                 states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io)
-        kept = _packs.kept_packs(self, kp.kernel_args, n_threads) if keep else None
-        yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
-        if yields < 0:  # the kept packs were made from other weights (or for other threads): new ones
-            kept = _packs.kept_packs(self, kp.kernel_args, n_threads, stale=True)
-            yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
-        _packs.ran(self, kept, self._pooled_bytes())
+        yields = self._forward_kernel(args, bias_src, kp.kernel_args, n_threads, keep_packs)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
@@ -304,6 +299,17 @@ class KernelCalls:
             cache = dict(plan=plan, kp=kp, params=params, bufs=bufs, states=states, xl=xl, outl=outl,
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
+
+    def _forward_kernel(self, args, bias_src, kernel_args, n_threads, keep):
+        """The forward kernel's call; with ``keep``, on the layer's kept weight packs (rnnfast.nn._packs), made
+        anew when the kernel finds them made from other weights (or for other threads)."""
+        kept = _packs.kept_packs(self, kernel_args, n_threads) if keep else None
+        yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
+        if yields < 0:
+            kept = _packs.kept_packs(self, kernel_args, n_threads, stale=True)
+            yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
+        _packs.ran(self, kept, self._pooled_bytes())
+        return yields
 
     def _io_layout(self, x, out, kp):
         """For an inference call over equal lengths: (where, io), ``where`` "x" or "xt" when the kernel reads

@@ -149,15 +149,19 @@ def test_float64_keeps_nothing(monkeypatch):
     assert twin._packs
 
 
-def test_training_calls_keep_nothing_and_see_kept_changes(monkeypatch):
-    layer, x = _layer(*PATHS[10])
-    layer(x, n_threads=2)
+def test_training_calls_keep_nothing(monkeypatch):
+    layer = LSTM(I_SIZE, 40, num_layers=2, dropout=0.3, seed=3).eval()
+    x = np.ones((8, 12, I_SIZE), np.float32)
+    want = _reference(layer, x, monkeypatch)
+    _assert_same(layer(x, n_threads=2), want)
     assert layer._packs
     layer.train()
     before = dict(layer._packs)
-    out, _ = layer(x, n_threads=2)
+    out, _ = layer(x, n_threads=2)  # (with dropout between the layers)
     layer.backward(np.ones_like(out))
     assert layer._packs == before  # training packs at every call, as before
+    layer.eval()
+    _assert_same(layer(x, n_threads=2), want)
 
 
 def test_release_memory_and_pickling_drop_kept_packs(monkeypatch):
