@@ -41,8 +41,16 @@ def keep(monkeypatch):
     monkeypatch.setattr(_packs, "KEEP_PACKS", True)
 
 
+def _pin_threads(layer):
+    """No batch-1 back-off to one thread on a busy machine: every call runs the plan asked for (another plan
+    rounds differently)."""
+    layer.thread_policy.threads = lambda n: n
+    layer.thread_policy.note = lambda *a: None
+
+
 def _layer(cls, kw, B, T, H, bi, L, kernel):
     layer = cls(I_SIZE, H, num_layers=L, bidirectional=bi, seed=3, **kw).eval()
+    _pin_threads(layer)
     x = np.random.default_rng(B * T + L).standard_normal((B, T, I_SIZE)).astype(np.float32)
     plan = layer.plan_for(x, n_threads=2)
     assert plan.kernel == kernel and (kernel != "latency" or plan.panels), str(plan)
@@ -125,9 +133,6 @@ def test_a_pack_made_for_other_threads_is_refused(monkeypatch):
     another count (it returns -1 before computing anything) and the layer packs anew."""
     for args in (PATHS[4], PATHS[0]):
         layer, x = _layer(*args)
-        # (two threads whatever the machine: no batch-1 back-off to one thread)
-        monkeypatch.setattr(layer.thread_policy, "threads", lambda n: n)
-        monkeypatch.setattr(layer.thread_policy, "note", lambda *a: None)
         want = layer(x, n_threads=2)
         (key, entry), = layer._packs.items()
         nk = entry.packs[0][3]
@@ -151,6 +156,7 @@ def test_float64_keeps_nothing(monkeypatch):
 
 def test_training_calls_keep_nothing(monkeypatch):
     layer = LSTM(I_SIZE, 40, num_layers=2, dropout=0.3, seed=3).eval()
+    _pin_threads(layer)
     x = np.ones((8, 12, I_SIZE), np.float32)
     want = _reference(layer, x, monkeypatch)
     _assert_same(layer(x, n_threads=2), want)
@@ -170,6 +176,7 @@ def test_release_memory_and_pickling_drop_kept_packs(monkeypatch):
     assert layer._packs
     copy = pickle.loads(pickle.dumps(layer))
     assert copy._packs == {} and copy._pack_skip == 0
+    _pin_threads(copy)
     _assert_same(copy(x, n_threads=2), want)
     layer.release_memory()
     assert layer._packs == {}
@@ -209,6 +216,8 @@ def test_estimator_predict_after_more_training():
     est.predict_proba(X)
     layers = [m for m in est.model_ if hasattr(m, "_packs")]
     assert any(m._packs for m in layers), "predict kept no packs"
+    for m in layers:
+        _pin_threads(m)
     for _ in range(2):
         est.partial_fit(X, y)
         got = est.predict_proba(X)
