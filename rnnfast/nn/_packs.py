@@ -94,7 +94,7 @@ def _copy(a):
 
 def ran(layer, entry: Optional[Kept], pooled: int) -> None:
     """After a call that ran with ``entry``: keep it for the next calls when that call made it, within the
-    workspace limit (``pooled``: the bytes of the layer's pooled workspaces)."""
+    workspace limit (``pooled``: the bytes of the layer's workspaces, that call's included: they come first)."""
     if entry is None:
         return
     if not entry.fresh:

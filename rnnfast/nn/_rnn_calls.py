@@ -155,7 +155,9 @@ class KernelCalls:
             return
         limit = _memory.get_workspace_limit()
         if limit is not None and ws.nbytes + self._pooled_bytes() + _packs.kept_bytes(self) > limit:
-            return
+            if ws.nbytes + self._pooled_bytes() > limit:
+                return
+            self._packs = {}  # workspaces first: kept weight packs only save packing (rnnfast.nn._packs)
         self._pool.append(ws)
 
     def _pooled_bytes(self):
@@ -291,7 +293,7 @@ class KernelCalls:
                 xl.append(outl[layer])
         args = (self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L, params, bufs,
                 states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io)
-        yields = self._forward_kernel(args, bias_src, kp.kernel_args, n_threads, keep_packs)
+        yields = self._forward_kernel(args, bias_src, kp.kernel_args, n_threads, keep_packs, ws)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
@@ -300,15 +302,16 @@ class KernelCalls:
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
 
-    def _forward_kernel(self, args, bias_src, kernel_args, n_threads, keep):
+    def _forward_kernel(self, args, bias_src, kernel_args, n_threads, keep, ws):
         """The forward kernel's call; with ``keep``, on the layer's kept weight packs (rnnfast.nn._packs), made
-        anew when the kernel finds them made from other weights (or for other threads)."""
+        anew when the kernel finds them made from other weights (or for other threads). New packs are kept
+        only where the workspace limit leaves room beside the pooled workspaces and this call's ``ws``."""
         kept = _packs.kept_packs(self, kernel_args, n_threads) if keep else None
         yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
         if yields < 0:
             kept = _packs.kept_packs(self, kernel_args, n_threads, stale=True)
             yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
-        _packs.ran(self, kept, self._pooled_bytes())
+        _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
         return yields
 
     def _io_layout(self, x, out, kp):

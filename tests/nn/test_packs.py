@@ -253,3 +253,17 @@ def test_concurrent_calls_share_kept_packs(args, monkeypatch):
             t.join()
         assert not errors, errors
         layer._params["weight_hh_l0"][round_, 0] += 0.5
+
+
+def test_workspaces_come_before_kept_packs_under_a_limit(monkeypatch):
+    """A limit that holds the workspace but not the packs beside it: the workspace is pooled, the packs go."""
+    layer, x = _layer(*PATHS[10])
+    want = layer(x, n_threads=2)
+    assert layer._packs and layer._pool
+    ws_bytes = sum(ws.nbytes for ws in layer._pool)
+    rf.set_workspace_limit(ws_bytes + 100)
+    try:
+        _assert_same(layer(x, n_threads=2), want)
+        assert layer._packs == {} and layer._pool
+    finally:
+        rf.set_workspace_limit(None)
