@@ -150,9 +150,12 @@ static void rf_latency_grb_n(int n, int u0, int H, int KX, rf_gemv_rows_fn gemv,
  * x (T, ldx) given: each step also makes x_t W_ih^T (the whole step is then one pass over
  * [W_ih, W_hh], which is what a short call or a streaming step needs); x NULL: gates hold x W_ih^T on
  * entry, made by the caller's big GEMM. pack: NULL, or room for the panels of every thread
- * (nth * G * round16(ceil(H / nth)) * (F + H) floats or more). */
+ * (nth * G * round16(ceil(H / nth)) * (F + H) floats or more). pack_nk (a pack kept from call to call):
+ * NULL, the panels are packed at this call; *pack_nk == 0, they are packed and *pack_nk set to the
+ * threads that ran (their layout depends on it); > 0, pack already holds the panels of that many threads
+ * and is only read, unless another count of threads runs: then nothing is done and -1 returned. */
 static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
-                              rf_gemv_panels_fn gemvp, rf_pack_panels_fn packp, float* pack,
+                              rf_gemv_panels_fn gemvp, rf_pack_panels_fn packp, float* pack, int* pack_nk,
                               const float* x, int ldx, const float* w_ih, const float* w_hh,
                               const float* b, const float* bhn, const float* h0, const float* c0,
                               float* gates, float* gh_full, float* y, int ldy, float* c, float* tc,
@@ -163,11 +166,14 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
     rf_barrier bar = {0, 0};
     int solo_at = 0;  /* > 0: thread 0 runs alone after the barrier of this step */
     int yields = 0;
+    int kept = pack_nk ? *pack_nk : 0, ran = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
+#pragma omp parallel num_threads(nth) shared(bar, solo_at, ran) reduction(+ : yields)
 #endif
     {
         RF_THREAD_IDS(k, nk);
+        if (k == 0) ran = nk;
+        if (kept > 0 && kept != nk) goto done;
         /* units are shared out among the threads actually running; a thread reads only the rows of
            W_ih and W_hh of its units' gates, so they stay in its own cache from step to step */
         int share = (H + nk - 1) / nk;
@@ -184,7 +190,9 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
         int whole = nk == 1 && !gru;
         if (cell == 2)
             for (int g = 0; g < 2; g++) memset(gh_full + g * H + j0, 0, (size_t)(j1 - j0) * sizeof(float));
-        if (pack && whole) {
+        if (pack && kept) {
+            /* (kept from an earlier call, for nk threads) */
+        } else if (pack && whole) {
             packp(GH, KX, w_ih, F, H, w_hh, H, pack);
         } else if (pack && j1 > j0) {
             float* pk = pack + (size_t)k * region;
@@ -270,7 +278,10 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 break;
         }
         rf_ftz_leave(ftz);
+    done:;
     }
+    if (kept > 0 && kept != ran) return -1;
+    if (pack_nk) *pack_nk = ran;
     return yields;
 }
 

@@ -185,9 +185,11 @@ static void rf_units_grb_bwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, cons
  * NULL: gates (N, G*H) then hold x W_ih^T at the packed rows on entry. gates: (B, G*H) scratch when
  * gscratch (inference), else (N, G*H) packed rows, left holding the post-activation gates. gh: (B, G*H)
  * GRU recurrent products. y: rows at y + t * yts, or packed (yts == 0); row stride ldy. c, tc, hn:
- * (N, H) packed (tc, hn: training only, else NULL). pack: rf_units_fwd_pack_size floats. */
+ * (N, H) packed (tc, hn: training only, else NULL). pack: rf_units_fwd_pack_size floats. pack_nk: NULL, pack
+ * them at this call; else see rf_latency_forward (the same kept-pack protocol). */
 static int rf_units_forward(int cell, int relu, int T, const int* bs, const int* off, int F, int H, int nth,
-                            long spin_ns, rf_gemm_fn gemm, float* pack, const float* x, int ldx, ptrdiff_t xts,
+                            long spin_ns, rf_gemm_fn gemm, float* pack, int* pack_nk, const float* x, int ldx,
+                            ptrdiff_t xts,
                             const float* w_ih, const float* w_hh, const float* b, const float* bhn,
                             const float* h0, const float* c0, float* gates, int gscratch, float* gh, float* y,
                             int ldy, ptrdiff_t yts, float* c, float* tc, float* hn) {
@@ -198,17 +200,20 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
     rf_barrier bar = {0, 0};
     int solo_at = 0;
     int yields = 0;
+    int kept = pack_nk ? *pack_nk : 0, ran = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
+#pragma omp parallel num_threads(nth) shared(bar, solo_at, ran) reduction(+ : yields)
 #endif
     {
         RF_THREAD_IDS(k, nk);
+        if (k == 0) ran = nk;
+        if (kept > 0 && kept != nk) goto done;
         int share = rf_units_share(H, nk);
         size_t ps = rf_packed_size(KX + H, share);
         int j0, j1;
         rf_units(k, share, H, &j0, &j1);
         if (j1 > j0) {
-            rf_units_pack_fwd(cell, F, KX, H, j0, j1 - j0, ps, w_ih, w_hh, pack + (size_t)k * G * ps);
+            if (!kept) rf_units_pack_fwd(cell, F, KX, H, j0, j1 - j0, ps, w_ih, w_hh, pack + (size_t)k * G * ps);
             if (cell == 2)  /* r and z take their recurrent part in the gates: gh's stay zero */
                 for (int r = 0; r < bs[0]; r++)
                     for (int g = 0; g < 2; g++)
@@ -272,7 +277,10 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                 break;
         }
         rf_ftz_leave(ftz);
+    done:;
     }
+    if (kept > 0 && kept != ran) return -1;
+    if (pack_nk) *pack_nk = ran;
     return yields;
 }
 

@@ -32,7 +32,7 @@
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.stdlib cimport malloc, free
 
 cimport numpy as cnp
@@ -94,7 +94,8 @@ cdef extern from "rf_units.h" nogil:
     size_t rf_units_fwd_pack_size(int G, int KX, int H, int nth)
     size_t rf_units_bwd_pack_size(int G, int H, int nth)
     int rf_units_forward(int cell, int relu, int T, const int* bs, const int* off, int F, int H, int nth,
-                         long spin_ns, rf_gemm_fn gemm, float* pack, const float* x, int ldx, Py_ssize_t xts,
+                         long spin_ns, rf_gemm_fn gemm, float* pack, int* pack_nk, const float* x, int ldx,
+                         Py_ssize_t xts,
                          const float* w_ih, const float* w_hh, const float* b, const float* bhn,
                          const float* h0, const float* c0, float* gates, int gscratch, float* gh, float* y,
                          int ldy, Py_ssize_t yts, float* c, float* tc, float* hn)
@@ -106,7 +107,7 @@ cdef extern from "rf_units.h" nogil:
 cdef extern from "rf_latency.h" nogil:
     long RF_SPIN_NS
     int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
-                           rf_gemv_panels_fn gemvp, rf_pack_panels_fn packp, float* pack,
+                           rf_gemv_panels_fn gemvp, rf_pack_panels_fn packp, float* pack, int* pack_nk,
                            const float* x, int ldx, const float* w_ih, const float* w_hh, const float* b,
                            const float* bhn, const float* h0, const float* c0, float* gates, float* gh_full,
                            float* y, int ldy, float* c, float* tc, float* hn)
@@ -273,6 +274,7 @@ cdef struct Net:
     int T, B, N, nin, H, G, D, L
     int nthreads
     int yields      # out: barrier waits of the batch-1 kernel that had to yield (a busy machine)
+    int stale       # out: a kept pack was made for another count of threads than ran; nothing after it ran
     const int* bs   # (T,) active rows per step
     const int* off  # (T + 1,) row offset of each step
     const int* rev  # (N,) reversed-order row -> forward-order row
@@ -325,6 +327,9 @@ cdef struct Dir:
                     # x W_ih^T from the big GEMM (1) or making it step by step (2); 0: not
     void* latp      # with lat: room for the weights packed into panels for the call (long calls), or NULL
     Py_ssize_t latn # its size (floats)
+    int* pack_nk    # wpx / wpf, unp or latp kept from call to call (forward's ``packs``): *pack_nk > 0, they
+                    # hold the weights packed for that many threads (read only; any count for wpx / wpf);
+                    # 0, this call packs them and sets it. NULL: packed at this call (workspace buffers)
     void* h0        # (B, H)
     void* c0
     void* hT
@@ -779,85 +784,120 @@ cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH, int K2) noexcep
 # ----------------------------------------------------------------------------------------------
 # whole network
 
-cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
-                      floating** masks) noexcept nogil:
-    """Forward through all layers. xl[l] (N, F_l) is layer l's input (xl[l+1] may alias outl[l] when
-    there is no dropout); outl[l] (N, D*H); masks[l] (N, D*H) or NULL, applied between layers."""
-    cdef int l, d, F, GH = net.G * net.H, DH = net.D * net.H, b, pos
-    cdef Py_ssize_t n
+cdef void fwd_pack(const Net* net, Dir* p, int F, int nth) noexcept nogil:
+    """The packed kernel's weight packs of one direction (wpx: pack_fused; wpf: W_hh^T, reset before its r, z
+    and n rows apart), unless kept from an earlier call (pack_nk)."""
+    cdef int H = net.H, GH = net.G * net.H
+    if (p.wpx == NULL and p.wpf == NULL) or (p.pack_nk != NULL and p.pack_nk[0] > 0):
+        return
+    if p.wpx != NULL:
+        pack_fused(nth, p, F, H, GH, 0 if is_gru(net.cell) else H)
+    if p.wpf != NULL and net.cell == CELL_GRU_RB:  # W_hrz^T, W_hn^T apart
+        rf_pack_b(H, 2 * H, <float*>p.w_hh, H, 1, <float*>p.wpf)
+        rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 1, <float*>p.wpf + rf_packed_size(H, 2 * H))
+    elif p.wpf != NULL:
+        rf_pack_b(H, GH, <float*>p.w_hh, H, 1, <float*>p.wpf)
+    if p.pack_nk != NULL:
+        p.pack_nk[0] = 1
+
+
+cdef void fwd_inputs(const Net* net, Dir* ld, int F, floating* x) noexcept nogil:
+    """Before one layer's recurrence (``ld``: its directions): the reverse direction's input in its own order,
+    the packed kernel's weight packs, and X W_ih^T over every step, both directions in one parallel region
+    (unless the steps make it: wpx without hoist, the batch-1 kernel with lat == 2, the few-rows kernel with
+    units == 2)."""
+    cdef int d, ng = 0, GH = net.G * net.H
     cdef Dir* p
-    cdef int nth = net.nthreads
     cdef GemmSpec specs[2]
-    cdef int ng
-    for l in range(net.L):
-        F = net.nin if l == 0 else DH
-        ng = 0
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if d == 1 and p.xts == 0:
-                gather_rows(xl[l], F, <floating*>p.xin, F, net.rev, net.N, F)
-            # the input projection happens step by step with wpx (recur_fwd, unless hoist), in the batch-1
-            # kernel with lat == 2 and in the few-rows kernel with units == 2; otherwise X W_ih^T over
-            # every step, both directions in one parallel region
-            if p.wpx != NULL:
-                pack_fused(nth, p, F, net.H, GH, 0 if is_gru(net.cell) else net.H)
-            if (p.wpx == NULL or p.hoist) and p.lat != 2 and p.units != 2:
-                _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
-                ng += 1
-        if floating is float and ng > 0 and dirs[l * net.D].wpp != NULL:
-            par_proj(nth, &dirs[l * net.D], net.D, net.N, F, GH)
-        elif ng > 0:
-            par_gemms(nth, specs, ng, xl[0])
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.wpf != NULL and net.cell == CELL_GRU_RB:  # W_hrz^T, W_hn^T apart
-                rf_pack_b(net.H, 2 * net.H, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
-                rf_pack_b(net.H, net.H, <float*>p.w_hh + <Py_ssize_t>2 * net.H * net.H, net.H, 1,
-                          <float*>p.wpf + rf_packed_size(net.H, 2 * net.H))
-            elif p.wpf != NULL:
-                rf_pack_b(net.H, GH, <float*>p.w_hh, net.H, 1, <float*>p.wpf)
-        p = &dirs[l * net.D]
-        if floating is float and net.D == 1 and p.lat != 0:
-            # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            # (the one sequence's own length: its steps past it are padding, absent from the packed rows)
-            net.yields += rf_latency_forward(net.cell, net.relu, net.lens[0], p.F, net.H, net.nthreads, latency_spin_ns,
+    for d in range(net.D):
+        p = &ld[d]
+        if d == 1 and p.xts == 0:
+            gather_rows(x, F, <floating*>p.xin, F, net.rev, net.N, F)
+        if floating is float:
+            fwd_pack(net, p, F, net.nthreads)
+        if (p.wpx == NULL or p.hoist) and p.lat != 2 and p.units != 2:
+            _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
+            ng += 1
+    if floating is float and ng > 0 and ld[0].wpp != NULL:
+        par_proj(net.nthreads, ld, net.D, net.N, F, GH)
+    elif ng > 0:
+        par_gemms(net.nthreads, specs, ng, x)
+
+
+cdef int fwd_recur(Net* net, Dir* ld, floating* typed) noexcept nogil:
+    """One layer's recurrence on the kernel its plan chose: batch 1 (csrc/rf_latency.h) or a few rows
+    (csrc/rf_units.h), the threads sharing out the hidden units, the directions one after the other (each
+    thread's share of a direction's weights then stays in its L2 from step to step); else row tasks
+    (run_tasks). Returns -1 when a kept pack was made for another count of threads (nothing ran)."""
+    cdef int d, r
+    cdef Dir* p = &ld[0]
+    if floating is float and net.D == 1 and p.lat != 0:
+        # (the one sequence's own length: its steps past it are padding, absent from the packed rows)
+        r = rf_latency_forward(net.cell, net.relu, net.lens[0], p.F, net.H, net.nthreads, latency_spin_ns,
                                gemv_rows, gemv_panels, pack_panels,
                                <float*>p.latp if p.latn >= _latency_pack_size(net.cell, p.F, net.H, net.nthreads)
-                               else NULL,
+                               else NULL, p.pack_nk,
                                <float*>p.xin if p.lat == 2 else NULL, p.F, <float*>p.w_ih, <float*>p.w_hh,
                                <float*>p.b, <float*>p.bhn, <float*>p.h0, <float*>p.c0,
                                <float*>p.gates, <float*>p.gh, <float*>p.y, p.ldy, <float*>p.c,
                                <float*>p.tc, <float*>p.hn)
-        elif floating is float and p.units != 0:
-            # a few rows: the threads share out the hidden units (see csrc/rf_units.h), one direction after
-            # the other (each thread's share of a direction's weights then stays in its L2 from step to step)
-            for d in range(net.D):
-                p = &dirs[l * net.D + d]
-                net.yields += rf_units_forward(net.cell, net.relu, net.T, net.bs, net.off, p.F, net.H,
-                                               net.nthreads, latency_spin_ns, gemm_packed2, <float*>p.unp,
-                                               <float*>p.xin if p.units == 2 else NULL, p.ldx, p.xts,
-                                               <float*>p.w_ih, <float*>p.w_hh, <float*>p.b, <float*>p.bhn,
-                                               <float*>p.h0, <float*>p.c0, <float*>p.gates, p.gscratch,
-                                               <float*>p.gh, <float*>p.y, p.ldy, p.yts, <float*>p.c,
-                                               <float*>p.tc, <float*>p.hn)
-        else:
-            run_tasks(net, &dirs[l * net.D], False, xl[0])
+        if r < 0:
+            return -1
+        net.yields += r
+    elif floating is float and p.units != 0:
         for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if d == 1 and p.yts == 0:
-                scatter_rows(<floating*>p.y, p.ldy, outl[l] + net.H, DH, net.rev, net.N, net.H, False)
-            for b in range(net.B):
-                pos = net.off[net.lens[b] - 1] + b
-                memcpy(<floating*>p.hT + <Py_ssize_t>b * net.H,
-                       <floating*>p.y + ((net.lens[b] - 1) * p.yts + <Py_ssize_t>b * p.ldy if p.yts != 0
-                                         else <Py_ssize_t>pos * p.ldy),
-                       net.H * sizeof(floating))
-                if net.cell == CELL_LSTM:
-                    memcpy(<floating*>p.cT + <Py_ssize_t>b * net.H,
-                           <floating*>p.c + <Py_ssize_t>pos * net.H, net.H * sizeof(floating))
+            p = &ld[d]
+            r = rf_units_forward(net.cell, net.relu, net.T, net.bs, net.off, p.F, net.H, net.nthreads,
+                                 latency_spin_ns, gemm_packed2, <float*>p.unp, p.pack_nk,
+                                 <float*>p.xin if p.units == 2 else NULL, p.ldx, p.xts,
+                                 <float*>p.w_ih, <float*>p.w_hh, <float*>p.b, <float*>p.bhn,
+                                 <float*>p.h0, <float*>p.c0, <float*>p.gates, p.gscratch,
+                                 <float*>p.gh, <float*>p.y, p.ldy, p.yts, <float*>p.c,
+                                 <float*>p.tc, <float*>p.hn)
+            if r < 0:
+                return -1
+            net.yields += r
+    else:
+        run_tasks(net, ld, False, typed)
+    return 0
+
+
+cdef void fwd_outputs(const Net* net, Dir* ld, floating* out) noexcept nogil:
+    """After one layer's recurrence: the reverse direction's output into its half of ``out`` (N, D*H) in
+    forward order, and every direction's final states hT (cT) at each row's last step."""
+    cdef int d, b, pos, H = net.H
+    cdef Dir* p
+    for d in range(net.D):
+        p = &ld[d]
+        if d == 1 and p.yts == 0:
+            scatter_rows(<floating*>p.y, p.ldy, out + H, net.D * H, net.rev, net.N, H, False)
+        for b in range(net.B):
+            pos = net.off[net.lens[b] - 1] + b
+            memcpy(<floating*>p.hT + <Py_ssize_t>b * H,
+                   <floating*>p.y + ((net.lens[b] - 1) * p.yts + <Py_ssize_t>b * p.ldy if p.yts != 0
+                                     else <Py_ssize_t>pos * p.ldy),
+                   H * sizeof(floating))
+            if net.cell == CELL_LSTM:
+                memcpy(<floating*>p.cT + <Py_ssize_t>b * H, <floating*>p.c + <Py_ssize_t>pos * H,
+                       H * sizeof(floating))
+
+
+cdef void net_forward(Net* net, Dir* dirs, floating** xl, floating** outl,
+                      floating** masks) noexcept nogil:
+    """Forward through all layers. xl[l] (N, F_l) is layer l's input (xl[l+1] may alias outl[l] when
+    there is no dropout); outl[l] (N, D*H); masks[l] (N, D*H) or NULL, applied between layers. A kept pack
+    made for another count of threads stops it (net.stale)."""
+    cdef int l, DH = net.D * net.H
+    cdef Dir* ld
+    for l in range(net.L):
+        ld = &dirs[l * net.D]
+        fwd_inputs(net, ld, net.nin if l == 0 else DH, xl[l])
+        if fwd_recur(net, ld, xl[0]) < 0:
+            net.stale = 1
+            return
+        fwd_outputs(net, ld, outl[l])
         if l + 1 < net.L and masks[l] != NULL:
-            n = <Py_ssize_t>net.N * DH
-            mul_into(outl[l], masks[l], xl[l + 1], n)
+            mul_into(outl[l], masks[l], xl[l + 1], <Py_ssize_t>net.N * DH)
 
 
 cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed) noexcept nogil:
@@ -926,84 +966,102 @@ cdef int grad_specs(const Net* net, Dir* p, int F, floating* dxd, GemmSpec* spec
     return ng
 
 
+cdef void bwd_inputs(const Net* net, Dir* ld, int F, floating* dout, floating* dxl) noexcept nogil:
+    """Before one layer's backward recurrence (``ld``: its directions): the reverse direction's output gradient
+    (from its half of ``dout`` (N, D*H)) in its own order, and the packed kernel's W_hh and W_ih packs (GRU:
+    W_hh's r, z rows then its n rows apart), dx_t then going to ``dxl`` (the reverse direction's to its dxin)."""
+    cdef int d, H = net.H, GH = net.G * net.H
+    cdef Dir* p
+    for d in range(net.D):
+        p = &ld[d]
+        if d == 1:
+            gather_rows(dout + H, net.D * H, <floating*>p.dy, H, net.rev, net.N, H)
+        if p.wpb != NULL:
+            if is_gru(net.cell):
+                rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+                rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
+                          <float*>p.wpb + rf_packed_size(2 * H, H))
+            else:
+                rf_pack_b(GH, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+    for d in range(net.D):
+        p = &ld[d]
+        if p.wpi != NULL:
+            rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
+            p.dx = dxl if d == 0 else p.dxin
+
+
+cdef void bwd_recur(Net* net, Dir* ld, floating* typed) noexcept nogil:
+    """One layer's backward recurrence on the kernel its forward ran: batch 1 (csrc/rf_latency.h) or a few rows
+    (csrc/rf_units.h, the directions one after the other), the threads sharing out the units; else row tasks."""
+    cdef int d
+    cdef Dir* p = &ld[0]
+    if floating is float and net.D == 1 and net.B == 1 and p.lat != 0:
+        net.yields += rf_latency_backward(net.cell, net.relu, net.lens[0], net.H, net.nthreads, latency_spin_ns,
+                                          gemv_cols, <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
+                                          <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
+                                          <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc, <float*>p.gh)
+    elif floating is float and p.units != 0:
+        for d in range(net.D):
+            p = &ld[d]
+            net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, net.H, net.nthreads,
+                                            latency_spin_ns, gemm_packed2, <float*>p.unb, <float*>p.w_hh,
+                                            <float*>p.h0, <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y,
+                                            p.ldy, <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
+                                            <float*>p.dc, <float*>p.gh)
+    else:
+        run_tasks(net, ld, True, typed)
+
+
+cdef void bwd_grads(const Net* net, Dir* ld, int F, floating* dxl) noexcept nogil:
+    """After one layer's backward recurrence: [X, H_prev] and (LSTM / RNN) the bias gradients shared out among
+    the threads (bwd_prep), dh0 / dc0, then every direction's weight and input-gradient products in one parallel
+    region (grad_specs, par_gemms; dX into ``dxl``, the reverse direction's into its dxin), and LSTM / RNN's
+    [dW_ih, dW_hh] split into their gradients."""
+    cdef int d, task, H = net.H, GH = net.G * net.H, ng = 0
+    cdef int nth = net.nthreads
+    cdef int nk = max(1, min(nth, net.N // 64))
+    cdef GemmSpec specs[8]   # up to 4 products per direction
+    cdef Dir* p
+    if nk * net.D <= 1:
+        for d in range(net.D):
+            bwd_prep(net, &ld[d], F, 0, 1, dxl)
+    else:
+        for task in prange(nk * net.D, num_threads=min(nth, nk * net.D), schedule="static", chunksize=1):
+            bwd_prep(net, &ld[task % net.D], F, task // net.D, nk, dxl)
+    for d in range(net.D):
+        p = &ld[d]
+        memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
+        if net.cell == CELL_LSTM:
+            memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
+        ng += grad_specs(net, p, F, dxl if d == 0 else <floating*>p.dxin, &specs[ng])
+    par_gemms(nth, specs, ng, dxl)
+    for d in range(net.D):
+        p = &ld[d]
+        if p.dwcat != NULL:
+            if floating is float:
+                rf_split_add_f(<float*>p.dwcat, GH, F, H, <float*>p.dw_ih, <float*>p.dw_hh)
+            else:
+                rf_split_add_d(<double*>p.dwcat, GH, F, H, <double*>p.dw_ih, <double*>p.dw_hh)
+
+
 cdef void net_backward(Net* net, Dir* dirs, floating** xl, floating** outl, floating** masks,
                        floating** dout, floating* dx0) noexcept nogil:
     """Backward through all layers. dout[l] (N, D*H) is the gradient wrt outl[l]; dout[L-1] is given,
     the others are computed here (dropout applied); dx0 (N, I) receives the input gradient."""
-    cdef int l, d, F, H = net.H, GH = net.G * net.H, DH = net.D * net.H
-    cdef Py_ssize_t n
-    cdef Dir* p
+    cdef int l, F, DH = net.D * net.H
+    cdef Dir* ld
     cdef floating* dxl
-    cdef int nth = net.nthreads
-    cdef GemmSpec specs[8]   # up to 4 products per direction
-    cdef int ng, nk, task
     for l in range(net.L - 1, -1, -1):
         F = net.nin if l == 0 else DH
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if d == 1:
-                gather_rows(dout[l] + H, DH, <floating*>p.dy, H, net.rev, net.N, H)
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.wpb != NULL:
-                if is_gru(net.cell):
-                    rf_pack_b(2 * H, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
-                    rf_pack_b(H, H, <float*>p.w_hh + <Py_ssize_t>2 * H * H, H, 0,
-                              <float*>p.wpb + rf_packed_size(2 * H, H))
-                else:
-                    rf_pack_b(GH, H, <float*>p.w_hh, H, 0, <float*>p.wpb)
+        ld = &dirs[l * net.D]
         dxl = dx0 if l == 0 else dout[l - 1]
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.wpi != NULL:
-                rf_pack_b(GH, F, <float*>p.w_ih, F, 0, <float*>p.wpi)
-                p.dx = dxl if d == 0 else p.dxin
-        p = &dirs[l * net.D]
-        if floating is float and net.D == 1 and net.B == 1 and p.lat != 0:
-            # batch 1: the threads share out the hidden units (see csrc/rf_latency.h)
-            net.yields += rf_latency_backward(net.cell, net.relu, net.lens[0], H, nth, latency_spin_ns, gemv_cols,
-                                              <float*>p.w_hh, <float*>p.h0, <float*>p.c0, <float*>p.gates,
-                                              <float*>p.hn, <float*>p.y, p.ldy, <float*>p.c, <float*>p.tc,
-                                              <float*>p.dy, p.lddy, <float*>p.dh, <float*>p.dc, <float*>p.gh)
-        elif floating is float and p.units != 0:
-            for d in range(net.D):  # (directions one after the other, as forward)
-                p = &dirs[l * net.D + d]
-                net.yields += rf_units_backward(net.cell, net.relu, net.T, net.bs, net.off, H, nth, latency_spin_ns,
-                                                gemm_packed2, <float*>p.unb, <float*>p.w_hh, <float*>p.h0,
-                                                <float*>p.c0, <float*>p.gates, <float*>p.hn, <float*>p.y, p.ldy,
-                                                <float*>p.c, <float*>p.tc, <float*>p.dy, p.lddy, <float*>p.dh,
-                                                <float*>p.dc, <float*>p.gh)
-        else:
-            run_tasks(net, &dirs[l * net.D], True, dx0)
-        # [X, H_prev] and (LSTM / RNN) the bias gradients, shared out among the threads
-        nk = max(1, min(nth, net.N // 64))
-        if nk * net.D <= 1:
-            for d in range(net.D):
-                bwd_prep(net, &dirs[l * net.D + d], F, 0, 1, dx0)
-        else:
-            for task in prange(nk * net.D, num_threads=min(nth, nk * net.D), schedule="static", chunksize=1):
-                bwd_prep(net, &dirs[l * net.D + task % net.D], F, task // net.D, nk, dx0)
-        ng = 0
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
-            if net.cell == CELL_LSTM:
-                memcpy(p.dc0, p.dc, <Py_ssize_t>net.B * H * sizeof(floating))
-            ng += grad_specs(net, p, F, dxl if d == 0 else <floating*>p.dxin, &specs[ng])
-        par_gemms(nth, specs, ng, dx0)
-        for d in range(net.D):
-            p = &dirs[l * net.D + d]
-            if p.dwcat != NULL:
-                if floating is float:
-                    rf_split_add_f(<float*>p.dwcat, GH, F, H, <float*>p.dw_ih, <float*>p.dw_hh)
-                else:
-                    rf_split_add_d(<double*>p.dwcat, GH, F, H, <double*>p.dw_ih, <double*>p.dw_hh)
+        bwd_inputs(net, ld, F, dout[l], dxl)
+        bwd_recur(net, ld, dx0)
+        bwd_grads(net, ld, F, dxl)
         if net.D == 2:
-            p = &dirs[l * net.D + 1]
-            scatter_rows(<floating*>p.dxin, F, dxl, F, net.rev, net.N, F, True)
+            scatter_rows(<floating*>ld[1].dxin, F, dxl, F, net.rev, net.N, F, True)
         if l > 0 and masks[l - 1] != NULL:
-            n = <Py_ssize_t>net.N * DH
-            mul_into(dxl, masks[l - 1], dxl, n)
+            mul_into(dxl, masks[l - 1], dxl, <Py_ssize_t>net.N * DH)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1055,6 +1113,7 @@ cdef int _fill(Net* net, Plan plan, int cell, int relu, int I, int H, int D, int
     net.G = n_gates(cell)
     net.nthreads = _cap_threads(nthreads)
     net.yields = 0
+    net.stale = 0
     net.bs = <const int*>cnp.PyArray_DATA(plan.bs)
     net.off = <const int*>cnp.PyArray_DATA(plan.off)
     net.rev = <const int*>cnp.PyArray_DATA(plan.rev)
@@ -1077,6 +1136,9 @@ cdef inline bint _scratch_gates(bint training, bint hoist, int kernel) noexcept:
 
 # Buffers whose size depends on the thread count, made only for the pass that runs them.
 _FORWARD_PACKS = ("latp", "unp")
+# The inference packs an inference call may keep from call to call (forward's ``packs``): made from W_hh, and
+# from W_ih unless hoist (the projection over all steps then reads W_ih itself).
+KEPT_PACKS = ("wpx", "wpf", "unp", "latp")
 
 
 def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint reverse, int kernel, bint hoist,
@@ -1154,10 +1216,11 @@ cdef void* _buf(dict buf, dict shapes, str name, object dt) except? NULL:
 
 
 cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, object dt, bint training,
-                    int kernel, bint hoist, bint panels, bint backward=False) except -1:
+                    int kernel, bint hoist, bint panels, bint backward=False, list packs=None) except -1:
     """params[k] = (w_ih, w_hh, b, bhn); bufs[k] = {name: array} as dir_buffers lays out; states[k] =
     (h0, c0, hT, cT). ``kernel``, ``hoist``, ``panels``: the planner's plan. In backward the forward's
-    buffers are checked too, but for its thread-count-sized packs, which backward does not use."""
+    buffers are checked too, but for its thread-count-sized packs, which backward does not use. ``packs``:
+    see ``forward`` (the KEPT_PACKS buffers are then theirs, and the weights their copies)."""
     cdef int k, l, d, F
     cdef int H = net.H, GH = net.G * net.H, N = net.N, B = net.B
     cdef bint f32 = dt == np.float32
@@ -1204,12 +1267,15 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.tc = _buf(buf, shapes, "tc", dt)
         p.gh = _buf(buf, shapes, "gh", dt)
         p.hn = _buf(buf, shapes, "hn", dt)
+        p.wpp = _buf(buf, shapes, "wpp", dt)
+        if packs is not None:
+            buf = _kept_pack(p, packs[k], dt, GH, F, H)
         p.wpx = _buf(buf, shapes, "wpx", dt)
         p.wpf = _buf(buf, shapes, "wpf", dt)
-        p.wpp = _buf(buf, shapes, "wpp", dt)
         p.latp = _buf(buf, shapes, "latp", dt)
         p.latn = buf["latp"].size if p.latp != NULL else 0
         p.unp = _buf(buf, shapes, "unp", dt)
+        buf = bufs[k]
         p.unb = _buf(buf, shapes, "unb", dt)
         p.wpb = _buf(buf, shapes, "wpb", dt)
         p.wpi = _buf(buf, shapes, "wpi", dt)
@@ -1223,6 +1289,60 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
             p.dy = _buf(buf, shapes, "dy", dt)
             p.lddy = H
     return 0
+
+
+cdef dict _kept_pack(Dir* p, tuple kept, object dt, int GH, int F, int H):
+    """Point direction p at a kept pack (see ``forward``): its weights at the copies the pack is made from,
+    pack_nk at its count. Returns its buffers."""
+    bufs, w_ih, w_hh, nk = kept
+    if w_ih is not None:
+        p.w_ih = _ptr(w_ih, dt, GH * F, "kept w_ih")
+    p.w_hh = _ptr(w_hh, dt, GH * H, "kept w_hh")
+    p.pack_nk = <int*>_ptr(nk, np.intc, 1, "kept pack_nk")
+    return bufs
+
+
+cdef int _same_bytes(const char* a, const char* b, size_t n, int nth) noexcept nogil:
+    """Whether the n bytes at a and b are equal (memcmp, over nth threads from 512 KB)."""
+    cdef int k, diff = 0
+    cdef size_t lo, hi
+    nth = max(1, min(nth, <int>(n >> 19)))
+    if nth == 1:
+        return memcmp(a, b, n) == 0
+    for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        lo = n * k // nth
+        hi = n * (k + 1) // nth
+        if memcmp(a + lo, b + lo, hi - lo) != 0:
+            diff += 1
+    return diff == 0
+
+
+cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs):
+    """Whether every kept pack already made (pack_nk > 0) was made from the weights ``params`` now hold, bit
+    for bit (the weights are public arrays: written in place, loaded or stepped by an optimizer between calls).
+    Checked from the copies each pack was made from (the Dir's weights, see _kept_pack)."""
+    cdef int k, which
+    cdef Dir* p
+    cdef bint same = True
+    cdef const char* a
+    cdef const char* b
+    cdef size_t n
+    for k in range(net.L * net.D):
+        p = &dirs[k]
+        if packs[k] is None or p.pack_nk == NULL or p.pack_nk[0] == 0:
+            continue
+        for which in range(2):
+            src = params[k][which]
+            if packs[k][1 + which] is None:
+                continue
+            a = <const char*>cnp.PyArray_DATA(<cnp.ndarray>src)
+            b = <const char*>(p.w_ih if which == 0 else p.w_hh)
+            n = <size_t>net.G * net.H * (p.F if which == 0 else net.H) * sizeof(float)
+            with nogil:
+                same = _same_bytes(a, b, n, net.nthreads)
+            if not same:
+                return False
+    return True
 
 
 cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int width, int dir_off,
@@ -1259,7 +1379,7 @@ cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int 
 def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
             list states, list xl, list outl, list masks, bint training, int nthreads, int kernel, bint hoist,
             bint panels, Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0, Py_ssize_t out_rs=0,
-            list bias_src=None):
+            list bias_src=None, list packs=None):
     """Run the forward pass of the whole network (see the module docstring) without the GIL.
 
     All arrays are prepared by ``rnnfast.nn`` (packed, sorted, C-contiguous, one dtype); this entry
@@ -1270,6 +1390,14 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     steps at which the batch-1 kernel's threads found the machine busy (0 elsewhere). ``bias_src[k]``:
     PyTorch's (b_ih, b_hh) of layer-direction k, or None; the kernel's bias vectors (params[k][2:]) are
     made from them first.
+
+    ``packs`` (float32 inference): per layer-direction, weights packed for the kernel kept from call to call,
+    ``(bufs, w_ih, w_hh, nk)``: ``bufs`` the KEPT_PACKS buffers of dir_buffers' table, ``w_ih`` (None with
+    hoist) and ``w_hh`` C-contiguous copies of the weights they are made from, which the call then reads in
+    place of params[k]'s, ``nk`` an intc array (1,): 0, the call makes the packs and sets it (the threads
+    their layout is for); > 0, made already, and used when ``w_ih`` and ``w_hh`` still equal params[k]'s bit
+    for bit. Returns -1 without running anything when they do not (or were made for another count of
+    threads): the caller makes new ones.
     """
     cdef Net net
     _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
@@ -1285,7 +1413,11 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
         free(dirs); free(xp); free(op); free(mp)
         raise MemoryError()
     try:
-        _fill_dirs(&net, dirs, params, bufs, states, dt, training, kernel, hoist, panels)
+        _fill_dirs(&net, dirs, params, bufs, states, dt, training, kernel, hoist, panels, False, packs)
+        if packs is not None and (dt != np.float32 or training or len(packs) != L * D):
+            raise ValueError("internal: kept packs serve float32 inference, one per layer and direction")
+        if packs is not None and not _kept_valid(&net, dirs, params, packs):
+            return -1
         if bias_src is not None:
             _sum_biases(&net, dirs, bias_src, dt)
         for l in range(L):
@@ -1314,7 +1446,7 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
             blas_release()
     finally:
         free(dirs); free(xp); free(op); free(mp)
-    return net.yields
+    return -1 if net.stale else net.yields
 
 
 cdef void bias_sums(floating* b, floating* bhn, const floating* b_ih, const floating* b_hh, int H, int GH,

@@ -11,6 +11,7 @@ import numpy as np
 from rnnfast import _memory, _planner, _tune
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._planner import Call
+from rnnfast.nn import _packs
 from rnnfast.nn.module import aligned_empty, as_float
 
 __all__ = ["KernelCalls"]
@@ -153,9 +154,14 @@ class KernelCalls:
         if len(self._pool) >= _POOL_SIZE:
             return
         limit = _memory.get_workspace_limit()
-        if limit is not None and ws.nbytes + sum(w.nbytes for w in list(self._pool)) > limit:
-            return
+        if limit is not None and ws.nbytes + self._pooled_bytes() + _packs.kept_bytes(self) > limit:
+            if ws.nbytes + self._pooled_bytes() > limit:
+                return
+            self._packs = {}  # workspaces first: kept weight packs only save packing (rnnfast.nn._packs)
         self._pool.append(ws)
+
+    def _pooled_bytes(self):
+        return sum(w.nbytes for w in list(self._pool))
 
     def _bias_src(self, biases):
         """Per layer and direction, PyTorch's (b_ih, b_hh) (None without bias), from which the kernel entry
@@ -165,12 +171,12 @@ class KernelCalls:
         return [(self._params["bias_ih" + sfx], self._params["bias_hh" + sfx]) if self.bias else None
                 for sfx, _, _ in biases]
 
-    def _prepare(self, ws, plan, training, n_threads, kp):
+    def _prepare(self, ws, plan, training, n_threads, kp, keep=False):
         """The kernel's arguments that do not change from call to call at this layout and kernel plan
         ``kp``: parameters and bias vectors, per-direction buffers, layer inputs and outputs, all in
-        ``ws``. Kept in ``ws`` for the next eval call of the same layout (what a streaming ``step``
-        repeats), rebuilt otherwise."""
-        key = (plan.kplan, training, n_threads, kp)
+        ``ws`` (with ``keep``, but the weight packs the layer keeps: rnnfast.nn._packs). Kept in ``ws`` for
+        the next eval call of the same layout (what a streaming ``step`` repeats), rebuilt otherwise."""
+        key = (plan.kplan, training, n_threads, kp, keep)
         prep = ws.prepared
         if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
             return prep[2]
@@ -193,7 +199,8 @@ class KernelCalls:
                 # (the buffers' one table is the kernels' dir_buffers; what the packed kernel's layouts
                 # gained is in rnnfast/_planner.py and bench/README.md)
                 shapes = _k.dir_buffers(self._cell, F, H, B, N, training, d == 1, *kp.kernel_args, n_threads)
-                buf = {name: ws.get(f"{name}{k}", shape, dt) for name, shape in shapes.items()}
+                buf = {name: ws.get(f"{name}{k}", shape, dt) for name, shape in shapes.items()
+                       if not (keep and name in _k.KEPT_PACKS)}
                 bufs.append(buf)
         x_buf = ws.get("x", (N, self.input_size), dt)
         outl = [ws.get(f"out{layer}", (N, DH), dt) for layer in range(L)]
@@ -247,7 +254,9 @@ class KernelCalls:
         N, DH = plan.N, D * H
         kp = self._kernel_plan(B, T, N, training, n_threads)
         n_threads = kp.threads
-        params, bufs, biases, x_buf, outl, bias_src, z, layouts = self._prepare(ws, plan, training, n_threads, kp)
+        keep_packs = _packs.keeps(self, kp.kernel_args, training)
+        params, bufs, biases, x_buf, outl, bias_src, z, layouts = self._prepare(ws, plan, training, n_threads, kp,
+                                                                                keep_packs)
         h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
         c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
         hT_all = np.empty((LD, B, H), dt)
@@ -282,9 +291,9 @@ class KernelCalls:
                 xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
             else:
                 xl.append(outl[layer])
-        yields = _k.forward(self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D,
-                            L, params, bufs, states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io,
-                            bias_src=bias_src)
+        args = (self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L, params, bufs,
+                states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io)
+        yields = self._forward_kernel(args, bias_src, kp.kernel_args, n_threads, keep_packs, ws)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
@@ -292,6 +301,18 @@ class KernelCalls:
             cache = dict(plan=plan, kp=kp, params=params, bufs=bufs, states=states, xl=xl, outl=outl,
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
+
+    def _forward_kernel(self, args, bias_src, kernel_args, n_threads, keep, ws):
+        """The forward kernel's call; with ``keep``, on the layer's kept weight packs (rnnfast.nn._packs), made
+        anew when the kernel finds them made from other weights (or for other threads). New packs are kept
+        only where the workspace limit leaves room beside the pooled workspaces and this call's ``ws``."""
+        kept = _packs.kept_packs(self, kernel_args, n_threads) if keep else None
+        yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
+        if yields < 0:
+            kept = _packs.kept_packs(self, kernel_args, n_threads, stale=True)
+            yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
+        _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
+        return yields
 
     def _io_layout(self, x, out, kp):
         """For an inference call over equal lengths: (where, io), ``where`` "x" or "xt" when the kernel reads

@@ -71,6 +71,8 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         self._step_out, self._step_out_B = None, 0  # the state the last batched step returned
         self._step_caps = {}  # threads the planner gives a batch-1 step, by requested threads
         self._kplans = {}  # the planner's answers, by call (see _kernel_plan)
+        self._packs = {}  # weight packs kept between inference calls (rnnfast.nn._packs)
+        self._pack_skip = 0  # calls that pack as before (rnnfast.nn._packs.keeps)
         H, D, G = self.hidden_size, self._D, self._G
         check_param_count(self.num_layers * D * G * H * (max(self.input_size, D * H) + H + 2), self.dtype, repr(self))
         k = 1.0 / np.sqrt(self.hidden_size)
@@ -144,7 +146,8 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
     # Pickling keeps parameters, gradients and settings, never the buffers kept for reuse (a copy loaded
     # read-only, as joblib's memmap does, would otherwise be written by the next call) nor what the machine
     # did lately; release_memory() drops the same (rnnfast.nn.Module).
-    _TRANSIENT = {**Module._TRANSIENT, "_pool": list, "_plans": dict, "_kplans": dict, "_step_caps": dict,
+    _TRANSIENT = {**Module._TRANSIENT, "_pool": list, "_plans": dict, "_kplans": dict, "_packs": dict,
+                  "_pack_skip": int, "_step_caps": dict,
                   "_step_out": lambda: None, "_step_out_B": int, "thread_policy": ThreadPolicy,
                   "recurrent_masks": lambda: None}
     _KEPT_ON_RELEASE = ("thread_policy",)  # what the machine did lately: not memory

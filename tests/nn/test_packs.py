@@ -1,0 +1,269 @@
+"""Weight packs kept between inference calls (rnnfast.nn._packs): never stale, whatever changes the weights.
+
+Every test runs with KEEP_PACKS on and compares with the same calls packing at every call (KEEP_PACKS off),
+bit for bit: a kept pack holds the same floats in the same layout, so any difference is a stale pack.
+"""
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import rnnfast as rf
+from rnnfast.nn import GRU, LSTM, RNN, _packs
+
+# (class, kwargs, B, T, H, bidirectional, layers, the kernel the planner picks at 2 threads)
+PATHS = [
+    (LSTM, {}, 1, 300, 96, False, 1, "latency"),
+    (GRU, {}, 1, 300, 96, False, 2, "latency"),
+    (RNN, {}, 1, 300, 96, False, 1, "latency"),
+    (GRU, {"reset_after": False}, 1, 300, 96, False, 1, "latency"),
+    (LSTM, {}, 3, 20, 128, False, 1, "units"),
+    (GRU, {}, 3, 20, 128, False, 2, "units"),
+    (RNN, {}, 3, 20, 192, False, 1, "units"),
+    (GRU, {"reset_after": False}, 3, 20, 128, False, 1, "units"),
+    (LSTM, {}, 2, 20, 384, True, 1, "units"),
+    (GRU, {}, 2, 20, 384, True, 1, "units"),
+    (LSTM, {}, 8, 12, 40, False, 2, "packed"),
+    (GRU, {}, 8, 12, 40, True, 1, "packed"),
+    (RNN, {}, 8, 12, 40, True, 2, "packed"),
+    (GRU, {"reset_after": False}, 8, 12, 40, False, 1, "packed"),
+    (LSTM, {}, 64, 5, 40, True, 1, "packed"),
+    (RNN, {}, 6, 10, 512, True, 1, "packed"),
+]
+IDS = [f"{c.__name__}{'-rb' if kw else ''}-B{B}-T{T}-H{H}-{'bi' if bi else 'uni'}-L{L}-{k}"
+       for c, kw, B, T, H, bi, L, k in PATHS]
+I_SIZE = 24
+
+
+@pytest.fixture(autouse=True)
+def keep(monkeypatch):
+    monkeypatch.setattr(_packs, "KEEP_PACKS", True)
+
+
+def _pin_threads(layer):
+    """No batch-1 back-off to one thread on a busy machine: every call runs the plan asked for (another plan
+    rounds differently)."""
+    layer.thread_policy.threads = lambda n: n
+    layer.thread_policy.note = lambda *a: None
+
+
+def _layer(cls, kw, B, T, H, bi, L, kernel):
+    layer = cls(I_SIZE, H, num_layers=L, bidirectional=bi, seed=3, **kw).eval()
+    _pin_threads(layer)
+    x = np.random.default_rng(B * T + L).standard_normal((B, T, I_SIZE)).astype(np.float32)
+    plan = layer.plan_for(x, n_threads=2)
+    assert plan.kernel == kernel and (kernel != "latency" or plan.panels), str(plan)
+    return layer, x
+
+
+def _reference(layer, x, monkeypatch, n_threads=2):
+    """The call packing its weights at this call (as before kept packs)."""
+    monkeypatch.setattr(_packs, "KEEP_PACKS", False)
+    try:
+        return layer(x, n_threads=n_threads)
+    finally:
+        monkeypatch.setattr(_packs, "KEEP_PACKS", True)
+
+
+def _assert_same(got, want):
+    got, want = np.asarray(got[0]), np.asarray(want[0])
+    assert np.array_equal(got, want), np.abs(got - want).max()
+
+
+def _change_in_place(layer):
+    layer._params["weight_hh_l0"][0, 0] += 0.25  # one float of W_hh
+
+
+def _change_w_ih(layer):
+    layer._params["weight_ih_l0"][-1, -1] -= 0.5  # one float of W_ih (packed too unless the plan hoists)
+
+
+def _assign(layer):
+    layer._params["weight_hh_l0"] = layer._params["weight_hh_l0"] * np.float32(0.5)
+
+
+def _load(layer):
+    sd = layer.state_dict()
+    last = sorted(k for k in sd if k.startswith("weight_hh"))[-1]  # the last layer-direction's
+    sd[last] = -sd[last]
+    layer.load_state_dict(sd)
+
+
+def _train_step(layer):
+    """A training forward, backward and SGD step in place, then eval again."""
+    layer.train()
+    x = np.ones((2, 4, I_SIZE), np.float32)
+    out, _ = layer(x)
+    layer.zero_grad()
+    layer.backward(np.ones_like(out))
+    for name, p in layer.named_parameters():
+        p -= np.float32(0.1) * layer.grads[name]
+    layer.eval()
+
+
+CHANGES = [_change_in_place, _change_w_ih, _assign, _load, _train_step]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_kept_packs_follow_every_weight_change(path, change, monkeypatch):
+    layer, x = _layer(*path)
+    first = layer(x, n_threads=2)
+    _assert_same(first, _reference(layer, x, monkeypatch))
+    _assert_same(layer(x, n_threads=2), first)  # from the kept packs
+    assert layer._packs, "the call kept no packs"
+    change(layer)
+    want = _reference(layer, x, monkeypatch)
+    assert not np.array_equal(want[0], first[0])
+    _assert_same(layer(x, n_threads=2), want)
+    _assert_same(layer(x, n_threads=2), want)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_kept_packs_per_thread_count(path, monkeypatch):
+    layer, x = _layer(*path)
+    want = {n: _reference(layer, x, monkeypatch, n) for n in (1, 2)}
+    for n in (2, 1, 2, 1, 2):
+        _assert_same(layer(x, n_threads=n), want[n])
+
+
+def test_a_pack_made_for_other_threads_is_refused(monkeypatch):
+    """The few-rows and batch-1 kernels' packs depend on the threads that run; the kernel refuses one made for
+    another count (it returns -1 before computing anything) and the layer packs anew."""
+    for args in (PATHS[4], PATHS[0]):
+        layer, x = _layer(*args)
+        want = layer(x, n_threads=2)
+        (key, entry), = layer._packs.items()
+        nk = entry.packs[0][3]
+        assert nk[0] == 2
+        nk[0] = 5  # as if made on 5 threads
+        _assert_same(layer(x, n_threads=2), want)
+        assert layer._packs[key] is not entry and layer._packs[key].packs[0][3][0] == 2
+
+
+def test_float64_keeps_nothing(monkeypatch):
+    layer = LSTM(I_SIZE, 128, seed=3, dtype=np.float64).eval()
+    x = np.ones((3, 20, I_SIZE))
+    layer(x, n_threads=2)
+    assert not layer._packs
+    twin = LSTM(I_SIZE, 128, seed=3).eval()
+    twin.load_state_dict(layer.state_dict())  # the same weights cast to float32
+    got = twin(x, n_threads=2)
+    np.testing.assert_allclose(got[0], layer(x, n_threads=2)[0], atol=1e-5)
+    assert twin._packs
+
+
+def test_training_calls_keep_nothing(monkeypatch):
+    layer = LSTM(I_SIZE, 40, num_layers=2, dropout=0.3, seed=3).eval()
+    _pin_threads(layer)
+    x = np.ones((8, 12, I_SIZE), np.float32)
+    want = _reference(layer, x, monkeypatch)
+    _assert_same(layer(x, n_threads=2), want)
+    assert layer._packs
+    layer.train()
+    before = dict(layer._packs)
+    out, _ = layer(x, n_threads=2)  # (with dropout between the layers)
+    layer.backward(np.ones_like(out))
+    assert layer._packs == before  # training packs at every call, as before
+    layer.eval()
+    _assert_same(layer(x, n_threads=2), want)
+
+
+def test_release_memory_and_pickling_drop_kept_packs(monkeypatch):
+    layer, x = _layer(*PATHS[4])
+    want = layer(x, n_threads=2)
+    assert layer._packs
+    copy = pickle.loads(pickle.dumps(layer))
+    assert copy._packs == {} and copy._pack_skip == 0
+    _pin_threads(copy)
+    _assert_same(copy(x, n_threads=2), want)
+    layer.release_memory()
+    assert layer._packs == {}
+    _assert_same(layer(x, n_threads=2), want)
+
+
+def test_workspace_limit_bounds_kept_packs(monkeypatch):
+    layer, x = _layer(*PATHS[10])
+    want = _reference(layer, x, monkeypatch)
+    rf.set_workspace_limit(0)
+    try:
+        for _ in range(3):
+            _assert_same(layer(x, n_threads=2), want)
+            assert layer._packs == {}
+            assert layer._pool == []
+    finally:
+        rf.set_workspace_limit(None)
+    layer(x, n_threads=2)
+    assert layer._packs
+
+
+def test_weights_changing_at_every_call_pack_as_before(monkeypatch):
+    """Packs that go stale unused (an optimizer stepping between calls) stop being kept for a while."""
+    layer, x = _layer(*PATHS[4])
+    for i in range(6):
+        layer._params["weight_hh_l0"][1, 2] = np.float32(i * 0.01)
+        _assert_same(layer(x, n_threads=2), _reference(layer, x, monkeypatch))
+    assert layer._pack_skip > 0
+
+
+def test_estimator_predict_after_more_training():
+    """An estimator's predict (eval calls) after partial_fit (optimizer steps on the same arrays)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 20, 4)).astype(np.float32)
+    y = np.array([0, 1, 0])
+    est = rf.GRU(hidden_size=40, epochs=1, batch_size=3, n_threads=2, random_state=0).fit(X, y)
+    est.predict_proba(X)
+    layers = [m for m in est.model_ if hasattr(m, "_packs")]
+    assert any(m._packs for m in layers), "predict kept no packs"
+    for m in layers:
+        _pin_threads(m)
+    for _ in range(2):
+        est.partial_fit(X, y)
+        got = est.predict_proba(X)
+        _packs.KEEP_PACKS = False
+        try:
+            want = est.predict_proba(X)
+        finally:
+            _packs.KEEP_PACKS = True
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("args", [PATHS[0], PATHS[5], PATHS[11]], ids=[IDS[0], IDS[5], IDS[11]])
+def test_concurrent_calls_share_kept_packs(args, monkeypatch):
+    """Threads calling one layer at once (the first calls all making packs at the same time), with the
+    weights changed between rounds: every result equals the per-call packing's."""
+    layer, x = _layer(*args)
+    errors = []
+
+    def hammer(want, barrier):
+        barrier.wait()
+        for _ in range(5):
+            got = layer(x, n_threads=2)
+            if not np.array_equal(got[0], want[0]):
+                errors.append(np.abs(got[0] - want[0]).max())
+
+    for round_ in range(3):
+        want = _reference(layer, x, monkeypatch)
+        barrier = threading.Barrier(6)
+        threads = [threading.Thread(target=hammer, args=(want, barrier)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        layer._params["weight_hh_l0"][round_, 0] += 0.5
+
+
+def test_workspaces_come_before_kept_packs_under_a_limit(monkeypatch):
+    """A limit that holds the workspace but not the packs beside it: the workspace is pooled, the packs go."""
+    layer, x = _layer(*PATHS[10])
+    want = layer(x, n_threads=2)
+    assert layer._packs and layer._pool
+    ws_bytes = sum(ws.nbytes for ws in layer._pool)
+    rf.set_workspace_limit(ws_bytes + 100)
+    try:
+        _assert_same(layer(x, n_threads=2), want)
+        assert layer._packs == {} and layer._pool
+    finally:
+        rf.set_workspace_limit(None)
