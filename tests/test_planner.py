@@ -47,8 +47,12 @@ def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
     assert few.kernel == "units" and few.split == "units" and few.threads == 2
     many = _planner.plan_call(call(B=256, T=20, I=64, H=64), 2)
     assert many.kernel == "packed" and many.split == "rows"
-    bi = _planner.plan_call(call(B=2, T=100, I=256, H=512, D=2), 2)
+    bi = _planner.plan_call(call(B=6, T=100, I=256, H=512, D=2), 2)
     assert bi.kernel == "packed" and bi.split == "directions"
+    # two rows a direction have too few chains for rf_gemm_packed: the few-rows kernel, directions in turn
+    # (the same weight bytes a core a step either way)
+    bi = _planner.plan_call(call(B=2, T=100, I=256, H=512, D=2), 2)
+    assert bi.kernel == "units" and bi.split == "units"
 
 
 def test_bidirectional_few_rows_share_out_units_when_a_direction_outgrows_l2():
@@ -63,6 +67,37 @@ def test_bidirectional_few_rows_share_out_units_when_a_direction_outgrows_l2():
     one = _planner._cost(call(B=2, T=64, I=2 * H, H=H), "units", "gemm", 2, m)
     two = _planner._cost(c, "units", "gemm", 2, m)
     assert 1.9 * one < two < 2.1 * one
+
+
+def test_a_product_with_too_few_fma_chains_costs_a_full_block():
+    # rf_gemm_packed runs two chains a row of an 8-row block, the few-rows product four: below fma_chains a
+    # block costs as much as one with just enough rows
+    chains = TABLE["fma_chains"]
+    assert _planner._chain_rows(2, "packed") == _planner._chain_rows(chains // 2, "packed") == chains // 2
+    assert _planner._chain_rows(2, "units") == 2 and _planner._chain_rows(1, "units") == chains // 4
+    assert _planner._chain_rows(9, "packed") == 8 + chains // 2
+    assert _planner._chain_rows(1, "latency") == 1  # the batch-1 kernel's own GEMV
+    m = Machine(l1d=1 << 30, l2=1 << 31, l3=1 << 32)  # weights in L1: the step is its arithmetic
+    assert _planner._step_cost(2, 512, 512, m) == pytest.approx(_planner._step_cost(chains // 2, 512, 512, m))
+    assert _planner._step_cost(2, 512, 512, m, "units") < _planner._step_cost(2, 512, 512, m)
+
+
+@pytest.mark.parametrize("B", [2, 3])
+def test_one_thread_two_or_three_rows_take_the_few_rows_product(B):
+    for cell, I, H in [(Cell.GRU, 256, 256), (Cell.LSTM, 64, 64), (Cell.LSTM, 768, 384)]:
+        p = _planner.plan_call(call(cell, B=B, T=50, I=I, H=H), 1)
+        assert (p.kernel, p.split, p.threads) == ("units", "none", 1)
+    # a bidirectional stack too: the directions one after the other
+    p = _planner.plan_call(call(B=B, T=64, I=768, H=384, D=2, L=2), 1)
+    assert (p.kernel, p.threads) == ("units", 1)
+
+
+def test_one_thread_one_row_or_enough_rows_keep_the_packed_kernel():
+    # one row (bidirectional): the few-rows kernel's per-step costs outweigh the chains; from fma_chains / 2
+    # rows on, rf_gemm_packed has chains enough
+    assert _planner.plan_call(call(B=1, T=1000, I=24, H=48, D=2, L=2), 1).kernel == "packed"
+    for B in (TABLE["fma_chains"] // 2, 6, 8):
+        assert _planner.plan_call(call(Cell.GRU, B=B, T=50, I=256, H=256), 1).kernel == "packed"
 
 
 def test_wide_input_hoists_the_input_product():
