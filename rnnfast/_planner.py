@@ -338,9 +338,10 @@ def _latency_threads(c: Call, threads: int) -> int:
 
 
 def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
-    """Whether the input product leaves the steps for one GEMM over all of them: only when a step would
+    """Whether the input product leaves the steps for one GEMM over all of them: when a step would
     stream its share of [W_ih, W_hh] from beyond half of L2 and those reads are a good part of the step
-    (hoist_reads_share of its arithmetic). Within L2 the step's fused product is cheaper than a GEMM and a
+    (hoist_reads_share of its arithmetic), or, within half of L2, when the step's rows are too few for its
+    multiply-add chains (_chain_rows) and the model costs the GEMM less. Within L2 the step's fused product is cheaper than a GEMM and a
     pass over the (N, G*H) projection: batch 1, I=128, H=256, T=100 on two threads 0.88 ms fused against
     1.03 hoisted; beyond L2 a few rows win big: I=256, H=512, 10.8 against 5.0 at batch 1, 12.6 against
     8.5 at batch 2; with many rows the step is arithmetic and stays fused: B=128, I=H=512 15% faster."""
@@ -351,7 +352,11 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
         rows, cols = -(-c.B // _row_tasks(c, threads)[0]), G * H
     nbytes = 4.0 * cols * (c.I + H)
     if nbytes <= m.l2 // 2:  # (a step's other data shares L2: batch 1 on one thread, I=128, H=256, 1.5 MB,
-        return False         # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won)
+        # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won) ... unless the
+        # step's rows are too few for its chains, and the GEMM at the full rate costs less (see _cost):
+        # B=1 bidirectional, I=24, H=48, T=1000, L=2 on one thread 3.3 ms fused, 2.5 hoisted
+        few = _chain_rows(rows, kernel) > rows
+        return few and _cost(c, kernel, "gemm", threads, m) < _cost(c, kernel, "step", threads, m)
     work = 2.0 * rows * cols * (c.I + H) / TABLE["core_flops"]
     return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work
 

@@ -105,6 +105,19 @@ def test_wide_input_hoists_the_input_product():
     assert _planner.plan_call(call(B=8, T=50, I=1024, H=128), 2).proj == "gemm"
 
 
+def test_weights_within_l2_hoist_only_when_the_steps_rows_are_too_few_for_their_chains():
+    m = _planner.machine()
+    # one row a direction: the fused step's product waits on its chains, the GEMM over all steps does not
+    tiny_bi = call(B=1, T=1000, I=24, H=48, D=2, L=2)
+    assert 4 * 4 * 48 * (24 + 48) <= m.l2 // 2  # (the weights well within half of L2)
+    for threads in (1, 2):
+        p = _planner.plan_call(tiny_bi, threads)
+        assert (p.kernel, p.proj) == ("packed", "gemm")
+    # rows enough for the chains: the step stays fused (one pass over the gates fewer)
+    for B in (8, 16):
+        assert _planner.plan_call(call(Cell.GRU, B=B, T=200, I=256, H=64), 1).proj == "step"
+
+
 def test_tiny_calls_stay_on_one_thread():
     p = _planner.plan_call(call(B=16, T=8, I=1, H=8), 2)
     assert p.threads == 1 and p.split == "none"
