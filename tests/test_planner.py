@@ -325,3 +325,16 @@ def test_a_damaged_tuning_cache_is_ignored(tmp_path, monkeypatch):
 def test_tune_rejects_bad_repeats():
     with pytest.raises(ValueError):
         rf.tune(rf.nn.LSTM(2, 3), np.zeros((1, 4, 2), np.float32), repeats=0)
+
+
+def test_tune_keeps_the_default_unless_a_candidate_wins_beyond_the_noise():
+    default, other = Plan("units", "gemm", "units", 2), Plan("packed", "gemm", "none", 1)
+    # faster by 10% in every round: the candidate
+    assert _tune._pick({default: [1.0, 1.1, 1.0], other: [0.9, 0.99, 0.9]}, default) == other
+    # a lower median by less than the margin: the default
+    within = 1.0 - _tune.MARGIN / 2
+    assert _tune._pick({default: [1.0, 1.0, 1.0], other: [within] * 3}, default) == default
+    # a lower median but a slower fastest round (one quick default round; the others disturbed): the default
+    assert _tune._pick({default: [0.8, 1.2, 1.2], other: [0.85, 0.9, 0.9]}, default) == default
+    # the default faster: the default
+    assert _tune._pick({default: [1.0] * 3, other: [2.0] * 3}, default) == default
