@@ -254,10 +254,11 @@ def _bandwidth(nbytes: float, m: Machine) -> float:
 def _chain_rows(rows: int, kernel: str) -> float:
     """Rows a step's product costs in multiply-adds: a block of rows with fewer than fma_chains independent
     chains (rf_gemm_packed: two a row, 8-row blocks; the few-rows product: four a row) waits on their
-    latency and takes as long as a block that has just enough (the batch-1 kernel: its own GEMV, as is)."""
+    latency and takes as long as a block that has just enough (the batch-1 kernel: its own GEMV, as is; the
+    few-rows kernel's one row costs as rf_gemm_packed's: its per-step costs outweigh the chains there)."""
     if kernel == "latency":
         return rows
-    if kernel == "units" and rows <= TABLE["few_rows"]:
+    if kernel == "units" and 2 <= rows <= TABLE["few_rows"]:
         return max(rows, TABLE["fma_chains"] / 4)
     full, rest = divmod(rows, 8)
     return 8 * full + (max(rest, TABLE["fma_chains"] / 2) if rest else 0)
@@ -379,7 +380,7 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
             kernels.append(("units", threads))
         elif threads < 2 and 2 <= c.B and 2 * c.B < TABLE["fma_chains"]:
             # one thread, rows too few for rf_gemm_packed's chains: the few-rows product (not at one row,
-            # where its per-step costs weigh more: B=1 bidirectional, I=24, H=48, T=1000 3.9 ms, packed 3.4)
+            # see _chain_rows: B=1 bidirectional, I=24, H=48, T=1000 3.9 ms, packed 3.4)
             kernels.append(("units", 1))
     ranked = []
     for kernel, n in kernels:

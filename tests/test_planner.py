@@ -74,7 +74,9 @@ def test_a_product_with_too_few_fma_chains_costs_a_full_block():
     # block costs as much as one with just enough rows
     chains = TABLE["fma_chains"]
     assert _planner._chain_rows(2, "packed") == _planner._chain_rows(chains // 2, "packed") == chains // 2
-    assert _planner._chain_rows(2, "units") == 2 and _planner._chain_rows(1, "units") == chains // 4
+    assert _planner._chain_rows(2, "units") == 2
+    # (one row: the few-rows kernel's per-step costs outweigh its chains; it costs as rf_gemm_packed's)
+    assert _planner._chain_rows(1, "units") == _planner._chain_rows(1, "packed")
     assert _planner._chain_rows(9, "packed") == 8 + chains // 2
     assert _planner._chain_rows(1, "latency") == 1  # the batch-1 kernel's own GEMV
     m = Machine(l1d=1 << 30, l2=1 << 31, l3=1 << 32)  # weights in L1: the step is its arithmetic
@@ -96,6 +98,9 @@ def test_one_thread_one_row_or_enough_rows_keep_the_packed_kernel():
     # one row (bidirectional): the few-rows kernel's per-step costs outweigh the chains; from fma_chains / 2
     # rows on, rf_gemm_packed has chains enough
     assert _planner.plan_call(call(B=1, T=1000, I=24, H=48, D=2, L=2), 1).kernel == "packed"
+    # and on two threads a bidirectional row whose direction fits L2 keeps a direction a thread (no barriers)
+    p = _planner.plan_call(call(B=1, T=100, I=128, H=256, D=2), 2)
+    assert (p.kernel, p.split) == ("packed", "directions")
     for B in (TABLE["fma_chains"] // 2, 6, 8):
         assert _planner.plan_call(call(Cell.GRU, B=B, T=50, I=256, H=256), 1).kernel == "packed"
 
