@@ -342,10 +342,11 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
     """Whether the input product leaves the steps for one GEMM over all of them: when a step would
     stream its share of [W_ih, W_hh] from beyond half of L2 and those reads are a good part of the step
     (hoist_reads_share of its arithmetic), or, within half of L2, when the step's rows are too few for its
-    multiply-add chains (_chain_rows) and the model costs the GEMM less. Within L2 the step's fused product is cheaper than a GEMM and a
-    pass over the (N, G*H) projection: batch 1, I=128, H=256, T=100 on two threads 0.88 ms fused against
-    1.03 hoisted; beyond L2 a few rows win big: I=256, H=512, 10.8 against 5.0 at batch 1, 12.6 against
-    8.5 at batch 2; with many rows the step is arithmetic and stays fused: B=128, I=H=512 15% faster."""
+    multiply-add chains (_chain_rows) and the model costs the GEMM less. Within L2 the step's fused
+    product is otherwise cheaper than a GEMM and a pass over the (N, G*H) projection: batch 1, I=128,
+    H=256, T=100 on two threads 0.88 ms fused against 1.03 hoisted; beyond L2 a few rows win big: I=256,
+    H=512, 10.8 against 5.0 at batch 1, 12.6 against 8.5 at batch 2; with many rows the step is
+    arithmetic and stays fused: B=128, I=H=512 15% faster."""
     G, H = c.cell.gates, c.H
     if kernel in ("units", "latency"):
         rows, cols = c.B, G * -(-H // threads)
@@ -378,7 +379,7 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
         kernels = [("packed", min(threads, _row_tasks(c, threads)[1]))]
         if not (threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
             kernels.append(("units", threads))
-        elif threads < 2 and 2 <= c.B and 2 * c.B < TABLE["fma_chains"]:
+        elif threads < 2 and 2 <= c.B and 2 * c.B < TABLE["fma_chains"] and c.H >= 2:
             # one thread, rows too few for rf_gemm_packed's chains: the few-rows product (not at one row,
             # see _chain_rows: B=1 bidirectional, I=24, H=48, T=1000 3.9 ms, packed 3.4)
             kernels.append(("units", 1))
