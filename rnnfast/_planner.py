@@ -7,7 +7,8 @@ time, :func:`machine`), :func:`plan_call` picks a :class:`Plan`:
     ``"latency"``: one sequence; the threads share out the hidden units (csrc/rf_latency.h).
     ``"units"``: a few rows; the threads share out the hidden units, each streaming its share of the
     weights once a step for every row (csrc/rf_units.h), the directions one after the other (a thread's
-    share of one direction's weights fits L2 where a whole direction on one thread may not).
+    share of one direction's weights fits L2 where a whole direction on one thread may not). On one thread
+    it runs 2-3 rows, too few for the packed kernel's multiply-add chains (TABLE's fma_chains).
     ``"packed"``: tasks of (direction, block of rows), each with its own per-step product on weights
     packed once per call (csrc/rf_gemm.h).
     ``"blas"``: the same tasks with BLAS's GEMM per step (float64, or too few steps to pay for packing).
@@ -105,6 +106,12 @@ TABLE = {
     # arithmetic, inside each step was 1-3% faster)
     "core_flops": 150e9,
     "overlap": 0.5,
+    # independent multiply-add chains a core needs to reach core_flops (two FMA ports, 4 cycles each).
+    # rf_gemm_packed runs two a row of a block of up to 8 rows; the few-rows product (csrc/rf_units.h, up to
+    # few_rows rows) four a row. Fewer chains wait on latency: one thread, GRU B=2, T=50, I=H=256, the
+    # input product hoisted, packed 1.02 ms, few-rows 0.88; LSTM B=3, T=200, I=H=64 0.55 / 0.48
+    "fma_chains": 8,
+    "few_rows": 4,
     # BLAS's GEMM over all steps reaches the core's rate from inner products this long (half of it at
     # very short ones: B=256, T=20, I=H=64 on one thread, the hoisted product cost 0.85 ms more than the
     # in-step one)
@@ -244,10 +251,24 @@ def _bandwidth(nbytes: float, m: Machine) -> float:
     return TABLE["bw_mem"]
 
 
-def _step_cost(rows: int, cols: int, K: int, m: Machine) -> float:
-    """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W: the larger
-    of its multiply-adds and its weight bytes, and part of the smaller (see TABLE's overlap)."""
-    work = 2.0 * rows * cols * K / TABLE["core_flops"]
+def _chain_rows(rows: int, kernel: str) -> float:
+    """Rows a step's product costs in multiply-adds: a block of rows with fewer than fma_chains independent
+    chains (rf_gemm_packed: two a row, 8-row blocks; the few-rows product: four a row) waits on their
+    latency and takes as long as a block that has just enough (the batch-1 kernel: its own GEMV, as is; the
+    few-rows kernel's one row costs as rf_gemm_packed's: its per-step costs outweigh the chains there)."""
+    if kernel == "latency":
+        return rows
+    if kernel == "units" and 2 <= rows <= TABLE["few_rows"]:
+        return max(rows, TABLE["fma_chains"] / 4)
+    full, rest = divmod(rows, 8)
+    return 8 * full + (max(rest, TABLE["fma_chains"] / 2) if rest else 0)
+
+
+def _step_cost(rows: int, cols: int, K: int, m: Machine, kernel: str = "packed") -> float:
+    """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W in ``kernel``:
+    the larger of its multiply-adds (of as many rows as _chain_rows says) and its weight bytes, and part
+    of the smaller (see TABLE's overlap)."""
+    work = 2.0 * _chain_rows(rows, kernel) * cols * K / TABLE["core_flops"]
     reads = 4.0 * cols * K / _bandwidth(4.0 * cols * K, m)
     return max(work, reads) + TABLE["overlap"] * min(work, reads) + TABLE["step_s"]
 
@@ -277,7 +298,7 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     if kernel in ("units", "latency"):  # threads share out the units, meeting once a step; directions in turn
         share = -(-H // threads)
         sync = TABLE["barrier_s"] * c.cell.barriers if threads > 1 else 0.0
-        step = _step_cost(c.B, G * share, K, m) + sync + TABLE["cell_s"] * c.B * share
+        step = _step_cost(c.B, G * share, K, m, kernel) + sync + TABLE["cell_s"] * c.B * share
         return regions + extra + c.D * (pack / threads + steps * step)
     nblk, ntask = _row_tasks(c, threads)
     rows = -(-c.B // nblk)
@@ -318,12 +339,14 @@ def _latency_threads(c: Call, threads: int) -> int:
 
 
 def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
-    """Whether the input product leaves the steps for one GEMM over all of them: only when a step would
+    """Whether the input product leaves the steps for one GEMM over all of them: when a step would
     stream its share of [W_ih, W_hh] from beyond half of L2 and those reads are a good part of the step
-    (hoist_reads_share of its arithmetic). Within L2 the step's fused product is cheaper than a GEMM and a
-    pass over the (N, G*H) projection: batch 1, I=128, H=256, T=100 on two threads 0.88 ms fused against
-    1.03 hoisted; beyond L2 a few rows win big: I=256, H=512, 10.8 against 5.0 at batch 1, 12.6 against
-    8.5 at batch 2; with many rows the step is arithmetic and stays fused: B=128, I=H=512 15% faster."""
+    (hoist_reads_share of its arithmetic), or, within half of L2, when the step's rows are too few for its
+    multiply-add chains (_chain_rows) and the model costs the GEMM less. Within L2 the step's fused
+    product is otherwise cheaper than a GEMM and a pass over the (N, G*H) projection: batch 1, I=128,
+    H=256, T=100 on two threads 0.88 ms fused against 1.03 hoisted; beyond L2 a few rows win big: I=256,
+    H=512, 10.8 against 5.0 at batch 1, 12.6 against 8.5 at batch 2; with many rows the step is
+    arithmetic and stays fused: B=128, I=H=512 15% faster."""
     G, H = c.cell.gates, c.H
     if kernel in ("units", "latency"):
         rows, cols = c.B, G * -(-H // threads)
@@ -331,7 +354,11 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
         rows, cols = -(-c.B // _row_tasks(c, threads)[0]), G * H
     nbytes = 4.0 * cols * (c.I + H)
     if nbytes <= m.l2 // 2:  # (a step's other data shares L2: batch 1 on one thread, I=128, H=256, 1.5 MB,
-        return False         # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won)
+        # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won) ... unless the
+        # step's rows are too few for its chains, and the GEMM at the full rate costs less (see _cost):
+        # B=1 bidirectional, I=24, H=48, T=1000, L=2 on one thread 3.3 ms fused, 2.5 hoisted
+        few = _chain_rows(rows, kernel) > rows
+        return few and _cost(c, kernel, "gemm", threads, m) < _cost(c, kernel, "step", threads, m)
     work = 2.0 * rows * cols * (c.I + H) / TABLE["core_flops"]
     return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work
 
@@ -352,6 +379,10 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
         kernels = [("packed", min(threads, _row_tasks(c, threads)[1]))]
         if not (threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
             kernels.append(("units", threads))
+        elif threads < 2 and 2 <= c.B and 2 * c.B < TABLE["fma_chains"] and c.H >= 2:
+            # one thread, rows too few for rf_gemm_packed's chains: the few-rows product (not at one row,
+            # see _chain_rows: B=1 bidirectional, I=24, H=48, T=1000 3.9 ms, packed 3.4)
+            kernels.append(("units", 1))
     ranked = []
     for kernel, n in kernels:
         proj = "gemm" if _hoists(c, kernel, n, m) else "step"

@@ -47,8 +47,12 @@ def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
     assert few.kernel == "units" and few.split == "units" and few.threads == 2
     many = _planner.plan_call(call(B=256, T=20, I=64, H=64), 2)
     assert many.kernel == "packed" and many.split == "rows"
-    bi = _planner.plan_call(call(B=2, T=100, I=256, H=512, D=2), 2)
+    bi = _planner.plan_call(call(B=6, T=100, I=256, H=512, D=2), 2)
     assert bi.kernel == "packed" and bi.split == "directions"
+    # two rows a direction have too few chains for rf_gemm_packed: the few-rows kernel, directions in turn
+    # (the same weight bytes a core a step either way)
+    bi = _planner.plan_call(call(B=2, T=100, I=256, H=512, D=2), 2)
+    assert bi.kernel == "units" and bi.split == "units"
 
 
 def test_bidirectional_few_rows_share_out_units_when_a_direction_outgrows_l2():
@@ -65,9 +69,58 @@ def test_bidirectional_few_rows_share_out_units_when_a_direction_outgrows_l2():
     assert 1.9 * one < two < 2.1 * one
 
 
+def test_a_product_with_too_few_fma_chains_costs_a_full_block():
+    # rf_gemm_packed runs two chains a row of an 8-row block, the few-rows product four: below fma_chains a
+    # block costs as much as one with just enough rows
+    chains = TABLE["fma_chains"]
+    assert _planner._chain_rows(2, "packed") == _planner._chain_rows(chains // 2, "packed") == chains // 2
+    assert _planner._chain_rows(2, "units") == 2
+    # (one row: the few-rows kernel's per-step costs outweigh its chains; it costs as rf_gemm_packed's)
+    assert _planner._chain_rows(1, "units") == _planner._chain_rows(1, "packed")
+    assert _planner._chain_rows(9, "packed") == 8 + chains // 2
+    assert _planner._chain_rows(1, "latency") == 1  # the batch-1 kernel's own GEMV
+    m = Machine(l1d=1 << 30, l2=1 << 31, l3=1 << 32)  # weights in L1: the step is its arithmetic
+    assert _planner._step_cost(2, 512, 512, m) == pytest.approx(_planner._step_cost(chains // 2, 512, 512, m))
+    assert _planner._step_cost(2, 512, 512, m, "units") < _planner._step_cost(2, 512, 512, m)
+
+
+@pytest.mark.parametrize("B", [2, 3])
+def test_one_thread_two_or_three_rows_take_the_few_rows_product(B):
+    for cell, I, H in [(Cell.GRU, 256, 256), (Cell.LSTM, 64, 64), (Cell.LSTM, 768, 384)]:
+        p = _planner.plan_call(call(cell, B=B, T=50, I=I, H=H), 1)
+        assert (p.kernel, p.split, p.threads) == ("units", "none", 1)
+    # a bidirectional stack too: the directions one after the other
+    p = _planner.plan_call(call(B=B, T=64, I=768, H=384, D=2, L=2), 1)
+    assert (p.kernel, p.threads) == ("units", 1)
+
+
+def test_one_thread_one_row_or_enough_rows_keep_the_packed_kernel():
+    # one row (bidirectional): the few-rows kernel's per-step costs outweigh the chains; from fma_chains / 2
+    # rows on, rf_gemm_packed has chains enough
+    assert _planner.plan_call(call(B=1, T=1000, I=24, H=48, D=2, L=2), 1).kernel == "packed"
+    # and on two threads a bidirectional row whose direction fits L2 keeps a direction a thread (no barriers)
+    p = _planner.plan_call(call(B=1, T=100, I=128, H=256, D=2), 2)
+    assert (p.kernel, p.split) == ("packed", "directions")
+    for B in (TABLE["fma_chains"] // 2, 6, 8):
+        assert _planner.plan_call(call(Cell.GRU, B=B, T=50, I=256, H=256), 1).kernel == "packed"
+
+
 def test_wide_input_hoists_the_input_product():
     # W_ih (1024 x 512 floats) beyond L2: one GEMM over all steps, then W_hh alone each step
     assert _planner.plan_call(call(B=8, T=50, I=1024, H=128), 2).proj == "gemm"
+
+
+def test_weights_within_l2_hoist_only_when_the_steps_rows_are_too_few_for_their_chains():
+    m = _planner.machine()
+    # one row a direction: the fused step's product waits on its chains, the GEMM over all steps does not
+    tiny_bi = call(B=1, T=1000, I=24, H=48, D=2, L=2)
+    assert 4 * 4 * 48 * (24 + 48) <= m.l2 // 2  # (the weights well within half of L2)
+    for threads in (1, 2):
+        p = _planner.plan_call(tiny_bi, threads)
+        assert (p.kernel, p.proj) == ("packed", "gemm")
+    # rows enough for the chains: the step stays fused (one pass over the gates fewer)
+    for B in (8, 16):
+        assert _planner.plan_call(call(Cell.GRU, B=B, T=200, I=256, H=64), 1).proj == "step"
 
 
 def test_tiny_calls_stay_on_one_thread():
@@ -277,3 +330,16 @@ def test_a_damaged_tuning_cache_is_ignored(tmp_path, monkeypatch):
 def test_tune_rejects_bad_repeats():
     with pytest.raises(ValueError):
         rf.tune(rf.nn.LSTM(2, 3), np.zeros((1, 4, 2), np.float32), repeats=0)
+
+
+def test_tune_keeps_the_default_unless_a_candidate_wins_beyond_the_noise():
+    default, other = Plan("units", "gemm", "units", 2), Plan("packed", "gemm", "none", 1)
+    # faster by 10% in every round: the candidate
+    assert _tune._pick({default: [1.0, 1.1, 1.0], other: [0.9, 0.99, 0.9]}, default) == other
+    # a lower median by less than the margin: the default
+    within = 1.0 - _tune.MARGIN / 2
+    assert _tune._pick({default: [1.0, 1.0, 1.0], other: [within] * 3}, default) == default
+    # a lower median but a slower fastest round (one quick default round; the others disturbed): the default
+    assert _tune._pick({default: [0.8, 1.2, 1.2], other: [0.85, 0.9, 0.9]}, default) == default
+    # the default faster: the default
+    assert _tune._pick({default: [1.0] * 3, other: [2.0] * 3}, default) == default

@@ -28,6 +28,8 @@ CASES = {
     "wide-input-lstm": ("lstm", 8, 30, 1024, 100, 1, False, "packed proj=gemm split=rowsx2"),
     "wide-input-gru": ("gru", 8, 20, 1024, 128, 1, False, "packed proj=gemm split=rowsx2"),
     "bi-rows-rnn": ("rnn", 6, 10, 128, 512, 1, True, "packed proj=gemm split=directionsx2"),
+    # one row a direction, small weights: the input product hoisted for the steps' too few FMA chains
+    "bi-B1-tiny-lstm": ("lstm", 1, 100, 24, 48, 2, True, "packed proj=gemm split=directionsx2"),
     # many rows of a wide input: the projection packs a thread's panels first, then row blocks
     "long-wide-units-lstm": ("lstm", 3, 200, 1024, 200, 1, False, "units proj=gemm split=unitsx2"),
     "long-wide-batch1-gru": ("gru", 1, 200, 1024, 256, 1, False, "latency+panels proj=gemm split=unitsx2"),

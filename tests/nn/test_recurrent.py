@@ -845,7 +845,8 @@ def test_workspace_buffers_start_on_a_cache_line(dtype):
 # length 1 ends at t = 0, rows end between steps), stacked, in training (saved gates, backward) and
 # inference (per-step scratch, input and output in place at equal lengths).
 _PLANS = [Plan("units", "step", "units", 2), Plan("units", "gemm", "units", 2), Plan("units", "step", "units", 3),
-          Plan("units", "gemm", "none", 1), Plan("packed", "step", "rows", 2), Plan("packed", "gemm", "rows", 2),
+          Plan("units", "gemm", "none", 1), Plan("units", "step", "none", 1),
+          Plan("packed", "step", "rows", 2), Plan("packed", "gemm", "rows", 2),
           Plan("packed", "gemm", "none", 1)]
 
 
