@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("torch")
 # (_single_threaded_torch: the autouse fixture, one torch thread)
-from nn.test_planned_paths import _close, _pair, _torch_run  # noqa: E402
+from nn.test_planned_paths import check_against_torch  # noqa: E402
 from nn.test_torch import _single_threaded_torch  # noqa: E402,F401
 
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference and training)
@@ -33,7 +33,7 @@ CASES = {
 @pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_row_blocks_match_torch(case, ragged, dtype):
-    cell, B, T, I, H, L, bidir, plan = CASES[case]
+    cell, B, T, I, H, L, bidir, _ = CASES[case]
     rng = np.random.default_rng(5)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     lengths = None
@@ -41,18 +41,4 @@ def test_row_blocks_match_torch(case, ragged, dtype):
         lengths = np.arange(B) % T + 1  # every length 1..T, so a step has every row count up to B
         lengths[-1] = T
     dout = rng.standard_normal((B, T, H * (2 if bidir else 1))).astype(dtype)
-    tmod, rmod = _pair(cell, I, H, L, bidir, dtype)
-    if dtype == np.float32:
-        for training in (False, True):
-            assert str(rmod.plan_for(x, lengths, training=training, n_threads=2)) == plan
-    t_out, t_dx, t_grads = _torch_run(tmod, x, lengths, dout)
-    rmod.eval()
-    _close(rmod(x, lengths=lengths, n_threads=2)[0], t_out, dtype, "inference out")
-    rmod.train()
-    rmod.zero_grad()
-    out, _ = rmod(x, lengths=lengths, n_threads=2)
-    _close(out, t_out, dtype, "training out")
-    dx, _ = rmod.backward(dout, n_threads=2)
-    _close(dx, t_dx, dtype, "dx")
-    for k, g in t_grads.items():
-        _close(rmod.grads[k], g, dtype, k)
+    check_against_torch(CASES[case], x, lengths, dout)
