@@ -9,7 +9,9 @@
  * costs as much as the product itself; here B is packed once per call into panels of RF_NR columns,
  * [panel][k][RF_NR], zero-padded, and each step streams the panels from cache. The micro-kernel keeps an
  * 8 x RF_NR block of C in vector registers (16 AVX-512 registers), broadcasting one element of A per row
- * and k.
+ * and k. Every row count 1..8 has its own copy of the loop (a runtime count kept the accumulators in
+ * memory); up to 4 rows take two k at a time into a second set of accumulators. With AVX-512, calls of
+ * up to RF_FEW_MR rows take the few-rows product rf_units_few instead (rf_gemm_packed_select()).
  * 2. Batch-1 GEMV reading the weights in place (rf_gemv_rows), for the latency kernel and streaming steps.
  *
  * Written with GCC vector extensions, compiled three ways (AVX-512, AVX2+FMA, baseline) and chosen at
