@@ -316,7 +316,11 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
                 /* Every row count 1..8 has its own copy of the loop with the count known to the      \
                    compiler (a runtime count keeps the accumulators in memory: 5-7 rows ran 15-30%     \
                    slower than 8), with and without prefetching (the check alone cost 7%). */          \
-                switch (pfn > 0 ? mr + 8 : mr) {                                                      \
+                if (mr == 8 && pfn > 0) {                                                             \
+                    RF_GEMM_ROWS(8, 1)                                                                \
+                } else if (mr == 8) {                                                                 \
+                    RF_GEMM_ROWS(8, 0)                                                                \
+                } else switch (pfn > 0 ? mr + 8 : mr) {                                               \
                 case 1: RF_GEMM_ROWS(1, 0) break;                                                     \
                 case 2: RF_GEMM_ROWS(2, 0) break;                                                     \
                 case 3: RF_GEMM_ROWS(3, 0) break;                                                     \
@@ -324,15 +328,13 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
                 case 5: RF_GEMM_ROWS(5, 0) break;                                                     \
                 case 6: RF_GEMM_ROWS(6, 0) break;                                                     \
                 case 7: RF_GEMM_ROWS(7, 0) break;                                                     \
-                case 8: RF_GEMM_ROWS(8, 0) break;                                                     \
                 case 9: RF_GEMM_ROWS(1, 1) break;                                                     \
                 case 10: RF_GEMM_ROWS(2, 1) break;                                                    \
                 case 11: RF_GEMM_ROWS(3, 1) break;                                                    \
                 case 12: RF_GEMM_ROWS(4, 1) break;                                                    \
                 case 13: RF_GEMM_ROWS(5, 1) break;                                                    \
                 case 14: RF_GEMM_ROWS(6, 1) break;                                                    \
-                case 15: RF_GEMM_ROWS(7, 1) break;                                                    \
-                default: RF_GEMM_ROWS(8, 1) break;                                                    \
+                default: RF_GEMM_ROWS(7, 1) break;                                                    \
                 }                                                                                     \
                 /* first chunk: C := beta C + sum; later ones: C += sum */                            \
                 float bt = first ? beta : 1.0f;                                                       \
