@@ -1,5 +1,6 @@
-/* The few-rows kernel's per-step product on one thread: rf_units_few (csrc/rf_units.h) against
- * rf_gemm_packed (csrc/rf_gemm.h) on one thread's share of a layer's gates, and the batch-1 kernel's
+/* The few-rows kernel's per-step product on one thread: rf_units_few against rf_gemm_packed's 8-row
+ * blocks (csrc/rf_gemm.h; the kernels' rf_gemm_packed_select() takes the first up to RF_FEW_MR rows, the
+ * second beyond) on one thread's share of a layer's gates, and the batch-1 kernel's
  * GEMV over the same weights (rf_gemv_panels, rf_gemv_rows) for the batch-2-3 against batch-1 target.
  * Each variant runs its repetitions in a row (the weights stay where the step would find them: in L2
  * when they fit); the minimum is printed, with the bytes a step streams and the rate.
@@ -36,6 +37,9 @@ int main(int argc, char** argv) {
     for (int g = 0; g < G; g++) rf_pack_bt2(K, W + (size_t)g * N * K, K, 0, W, 0, N, 0, (N + RF_NR - 1) / RF_NR, pk + g * ps);
     rf_pack_panels_select()(G * N, K, W, K, 0, NULL, 0, pn);
     rf_gemm_fn packed = rf_gemm_packed_select();
+#if RF_GEMM_VECTORS
+    if (rf_units_few) packed = rf_gemm_packed_avx512;  /* the 8-row blocks at every row count */
+#endif
     rf_gemv_panels_fn panels = rf_gemv_panels_select();
     rf_gemv_rows_fn rows = rf_gemv_rows_select();
     double mb = (double)ps * G * sizeof(float) / 1e6;

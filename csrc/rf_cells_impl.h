@@ -28,29 +28,56 @@
  * affine to GCC and these loops would not vectorise (measured 7x slower). */
 #define RF_RESTRICT __restrict__
 
+/* LSTM forward on units [J0_, J1_) of one row whose gates lie HS_ apart (see lstm_fwd). */
+#define RF_LSTM_FWD_UNITS(J0_, J1_, HS_, g, b, cpr, cr, tcr, yr)                                      \
+    for (ptrdiff_t j = (J0_); j < (J1_); j++) {                                                       \
+        RF_T gi = RF_SIGM(g[j] + b[j]);                                                               \
+        RF_T gf = RF_SIGM(g[(HS_) + j] + b[(HS_) + j]);                                               \
+        RF_T gg = RF_TANH(g[2 * (HS_) + j] + b[2 * (HS_) + j]);                                       \
+        RF_T go = RF_SIGM(g[3 * (HS_) + j] + b[3 * (HS_) + j]);                                       \
+        RF_T cc = gf * cpr[j] + gi * gg;                                                              \
+        RF_T th = RF_TANH(cc);                                                                        \
+        g[j] = gi;                                                                                    \
+        g[(HS_) + j] = gf;                                                                            \
+        g[2 * (HS_) + j] = gg;                                                                        \
+        g[3 * (HS_) + j] = go;                                                                        \
+        cr[j] = cc;                                                                                   \
+        yr[j] = go * th;                                                                              \
+        if (tcr) tcr[j] = th;                                                                         \
+    }
+
+/* Fewer units than a vector holds (RF_VW) go through one padded vector's width of scratch, so they run
+ * vectorised too: one at a time they cost about 18 ns a unit (LSTM, H = 8: 135 ns a step for the pass,
+ * padded 95, H = 16 45). (Past a whole vector the compiler's own epilogue takes the rest vectorised.) */
+#define RF_VW ((ptrdiff_t)(64 / sizeof(RF_T)))
+
 RF_CLONES static void RF_NAME(lstm_fwd)(int nb, int n, int H, RF_T* RF_RESTRICT G, const RF_T* RF_RESTRICT b,
                                          const RF_T* RF_RESTRICT cp, RF_T* RF_RESTRICT c,
                                          RF_T* RF_RESTRICT tc, RF_T* RF_RESTRICT y, int ldy) {
+    ptrdiff_t nv = n < RF_VW ? 0 : n, m = n - nv;
+    RF_T sg[4 * RF_VW], sb[4 * RF_VW], scp[RF_VW], sc[RF_VW], sy[RF_VW], stc[RF_VW];
+    if (m)
+        for (ptrdiff_t q = 0; q < 4; q++)
+            for (ptrdiff_t j = 0; j < RF_VW; j++) sb[q * RF_VW + j] = j < m ? b[q * H + nv + j] : 0;
     for (ptrdiff_t r = 0; r < nb; r++) {
         RF_T* RF_RESTRICT g = G + (ptrdiff_t)r * 4 * H;
         const RF_T* RF_RESTRICT cpr = cp + (ptrdiff_t)r * H;
         RF_T* RF_RESTRICT cr = c + (ptrdiff_t)r * H;
         RF_T* RF_RESTRICT yr = y + (ptrdiff_t)r * ldy;
         RF_T* RF_RESTRICT tcr = tc ? tc + (ptrdiff_t)r * H : NULL;
-        for (ptrdiff_t j = 0; j < n; j++) {
-            RF_T gi = RF_SIGM(g[j] + b[j]);
-            RF_T gf = RF_SIGM(g[H + j] + b[H + j]);
-            RF_T gg = RF_TANH(g[2 * H + j] + b[2 * H + j]);
-            RF_T go = RF_SIGM(g[3 * H + j] + b[3 * H + j]);
-            RF_T cc = gf * cpr[j] + gi * gg;
-            RF_T th = RF_TANH(cc);
-            g[j] = gi;
-            g[H + j] = gf;
-            g[2 * H + j] = gg;
-            g[3 * H + j] = go;
-            cr[j] = cc;
-            yr[j] = go * th;
-            if (tcr) tcr[j] = th;
+        RF_LSTM_FWD_UNITS(0, nv, H, g, b, cpr, cr, tcr, yr)
+        if (!m) continue;
+        for (ptrdiff_t j = 0; j < RF_VW; j++) {
+            for (ptrdiff_t q = 0; q < 4; q++) sg[q * RF_VW + j] = j < m ? g[q * H + nv + j] : 0;
+            scp[j] = j < m ? cpr[nv + j] : 0;
+        }
+        RF_T* stcp = tcr ? stc : NULL;
+        RF_LSTM_FWD_UNITS(0, RF_VW, RF_VW, sg, sb, scp, sc, stcp, sy)
+        for (ptrdiff_t j = 0; j < m; j++) {
+            for (ptrdiff_t q = 0; q < 4; q++) g[q * H + nv + j] = sg[q * RF_VW + j];
+            cr[nv + j] = sc[j];
+            yr[nv + j] = sy[j];
+            if (tcr) tcr[nv + j] = stc[j];
         }
     }
 }

@@ -63,19 +63,12 @@ def _close(actual, desired, dtype, what):
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
-@pytest.mark.parametrize("case", list(CASES))
-def test_planned_path_matches_torch(case, ragged, dtype):
-    cell, B, T, I, H, L, bidir, plan = CASES[case]
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((B, T, I)).astype(dtype)
-    lengths = None
-    if ragged:
-        lengths = rng.integers(1, T + 1, B)
-        lengths[0] = 1
-        lengths[-1] = T  # (one row: its whole length, given)
-    dout = rng.standard_normal((B, T, H * (2 if bidir else 1))).astype(dtype)
+def check_against_torch(spec, x, lengths, dout):
+    """Run the layer of ``spec`` (cell, B, T, I, H, layers, bidirectional, plan) on ``x`` (dtype: x's) beside
+    PyTorch's: float32 first asserts the plan at 2 threads (inference and training); then inference,
+    training's forward, dx and every gradient."""
+    cell, B, T, I, H, L, bidir, plan = spec
+    dtype = x.dtype.type
     tmod, rmod = _pair(cell, I, H, L, bidir, dtype)
     if dtype == np.float32:
         for training in (False, True):
@@ -91,3 +84,19 @@ def test_planned_path_matches_torch(case, ragged, dtype):
     _close(dx, t_dx, dtype, "dx")
     for k, g in t_grads.items():
         _close(rmod.grads[k], g, dtype, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_planned_path_matches_torch(case, ragged, dtype):
+    cell, B, T, I, H, L, bidir, plan = CASES[case]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    lengths = None
+    if ragged:
+        lengths = rng.integers(1, T + 1, B)
+        lengths[0] = 1
+        lengths[-1] = T  # (one row: its whole length, given)
+    dout = rng.standard_normal((B, T, H * (2 if bidir else 1))).astype(dtype)
+    check_against_torch(CASES[case], x, lengths, dout)
