@@ -178,17 +178,18 @@ def _adapter(model, method: str, n_threads: Optional[int]):
 # ---------------------------------------------------------------------------------------- worker
 class _Inbox:
     """The requests waiting for a worker, oldest first: a deque under one lock. A worker sleeps on the
-    lock's condition only when it finds nothing to take, and :meth:`put` wakes one only then (no wake-up
-    per request while the workers are busy); a worker takes everything waiting in one locked pass.
+    lock's condition only when it finds too few to take, and :meth:`put` wakes the sleepers only once
+    there are as many as one of them waits for (no wake-up per request); a worker takes everything
+    waiting in one locked pass.
 
     The stop marker stays at the front once put, so that every worker finds it."""
 
-    __slots__ = ("items", "cond", "sleepers")
+    __slots__ = ("items", "cond", "needs")
 
     def __init__(self) -> None:
         self.items: "collections.deque" = collections.deque()
         self.cond = threading.Condition(threading.Lock())
-        self.sleepers = 0
+        self.needs: list = []  # how many requests each sleeping worker waits for
 
     def __len__(self) -> int:
         return len(self.items)
@@ -196,13 +197,14 @@ class _Inbox:
     def put(self, item) -> None:
         with self.cond:
             self.items.append(item)
-            if self.sleepers:
-                self.cond.notify_all() if item is _STOP else self.cond.notify()
+            if self.needs and (item is _STOP or len(self.items) >= min(self.needs)):
+                self.cond.notify_all()
 
-    def take(self, batch: list, max_batch: int, deadline: Optional[float] = None) -> bool:
+    def take(self, batch: list, max_batch: int, deadline: Optional[float] = None, enough: int = 1) -> bool:
         """Move waiting requests into ``batch`` (up to ``max_batch``): when ``batch`` is empty, first wait
-        for one; with ``deadline`` (a ``time.monotonic()``), also wait for more until then. Returns True
-        when it reached the stop marker (left in place; ``batch`` holds what was queued before it)."""
+        for one; with ``deadline`` (a ``time.monotonic()``), also wait until it holds ``enough`` (or the
+        deadline passes). Returns True when it reached the stop marker (left in place; ``batch`` holds
+        what was queued before it)."""
         with self.cond:
             while True:
                 items = self.items
@@ -210,16 +212,17 @@ class _Inbox:
                     if items[0] is _STOP:
                         return True
                     batch.append(items.popleft())
-                if len(batch) >= max_batch or (batch and deadline is None):
+                if batch and (deadline is None or len(batch) >= min(enough, max_batch)):
                     return False
-                timeout = None if deadline is None else deadline - time.monotonic()
+                timeout = None if deadline is None or not batch else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return False
-                self.sleepers += 1
+                need = min(enough, max_batch) - len(batch) if batch else 1
+                self.needs.append(need)
                 try:
                     self.cond.wait(timeout)
                 finally:
-                    self.sleepers -= 1
+                    self.needs.remove(need)
 
     def cancel_rest(self) -> None:
         """Cancel the requests queued behind the stop marker (a ``submit`` racing ``close``)."""
@@ -231,16 +234,17 @@ class _Inbox:
             item[1].cancel()
 
 
-def _collect(inbox: _Inbox, max_batch: int, delay: float) -> Tuple[list, bool]:
+def _collect(inbox: _Inbox, max_batch: int, delay: float, enough: Optional[int] = None) -> Tuple[list, bool]:
     """The next batch: every request already queued goes at once (they queued while the previous batch
     ran, so the worker is the bottleneck and they have waited already); a request found alone waits for
-    company up to ``delay`` seconds after it was submitted (its last field, a ``time.monotonic()``), up to
-    ``max_batch`` requests. Blocks until there is a request or the stop marker. Returns (items, stop)."""
+    company until the batch holds ``enough`` (default ``max_batch``) or ``delay`` seconds after it was
+    submitted (its last field, a ``time.monotonic()``). Blocks until there is a request or the stop
+    marker. Returns (items, stop)."""
     batch: list = []
     stop = inbox.take(batch, max_batch)
     if stop or len(batch) != 1 or delay <= 0:
         return batch, stop
-    return batch, inbox.take(batch, max_batch, batch[0][2] + delay)
+    return batch, inbox.take(batch, max_batch, batch[0][2] + delay, max_batch if enough is None else enough)
 
 
 class _Stats:
@@ -307,7 +311,11 @@ class _Load:
 
     Below that, a request found alone runs at once: a load well under capacity gains nothing by waiting
     (the worker keeps up), and waiting only adds to its latency. A busy worker waits, so that the requests
-    a burst of answers brings back run as one batch rather than as several small ones."""
+    a burst of answers brings back run as a batch rather than as several small ones; but only for half
+    as many as the last batch held (:meth:`company`): under a closed loop (clients sending their next
+    request when answered) waiting for them all would gather every client into one batch, so that the
+    front end (answering, reading the next requests) and the batch's computing take turns; with two
+    halves, one half's computing runs while the front end serves the other."""
 
     __slots__ = ("size", "busy", "total")
 
@@ -325,6 +333,10 @@ class _Load:
     def together(self) -> bool:
         return self.size > 1 and self.busy >= 0.5 * self.total
 
+    def company(self) -> int:
+        """How many requests a batch whose first was found alone waits for: half the last batch, at least 2."""
+        return max(2, (self.size + 1) // 2)
+
 
 def _worker(inbox: _Inbox, adapter, max_batch: int, delay: float, stats: _Stats,
             settle_with: Optional[Callable] = None) -> None:
@@ -333,7 +345,7 @@ def _worker(inbox: _Inbox, adapter, max_batch: int, delay: float, stats: _Stats,
     stop, load = False, _Load()
     while not stop:
         free = time.monotonic()
-        items, stop = _collect(inbox, max_batch, delay if load.together() else 0.0)
+        items, stop = _collect(inbox, max_batch, delay if load.together() else 0.0, load.company())
         if items:
             cpu = time.thread_time()
             _resolve(adapter, items, stats, settle_with)

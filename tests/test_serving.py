@@ -314,7 +314,7 @@ def test_a_waiting_worker_wakes_for_a_request_and_every_worker_for_the_stop_mark
     taker = threading.Thread(target=lambda: got.append(_collect(inbox, 8, 0.0)))
     taker.start()
     time.sleep(0.05)
-    assert taker.is_alive() and inbox.sleepers == 1
+    assert taker.is_alive() and inbox.needs == [1]
     inbox.put((np.ones(2), None, time.monotonic()))
     taker.join(timeout=10)
     assert len(got[0][0]) == 1 and not got[0][1]
@@ -335,6 +335,48 @@ def test_a_waiting_worker_wakes_for_a_request_and_every_worker_for_the_stop_mark
     assert batch == [before] and stop
     inbox.cancel_rest()
     assert late.cancelled() and list(inbox.items) == [_STOP]
+
+
+def test_a_gathering_worker_sleeps_until_enough_requests_came():
+    """A batch whose first request was found alone waits for ``enough`` (not woken by each arrival) or
+    until the deadline; a worker that last ran a batch of n waits for half of n (at least 2)."""
+    from rnnfast.serving import _collect, _Inbox, _Load
+    inbox = _Inbox()
+    wakes = []
+    real_wait = inbox.cond.wait
+
+    def counting_wait(timeout=None):
+        wakes.append(timeout)
+        return real_wait(timeout)
+
+    inbox.cond.wait = counting_wait
+    inbox.put((np.ones(2), None, time.monotonic()))
+
+    def feed():
+        for _ in range(5):
+            time.sleep(0.01)
+            inbox.put((np.ones(2), None, time.monotonic()))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    t0 = time.perf_counter()
+    batch, stop = _collect(inbox, 32, 5.0, enough=4)
+    feeder.join()
+    assert len(batch) == 4 and not stop and time.perf_counter() - t0 < 2.0
+    assert len(wakes) == 1  # one sleep, woken when the fourth request came
+    assert len(inbox) == 2
+    batch, _ = _collect(inbox, 32, 0.05, enough=8)  # two waiting: taken at once, no wait for more
+    assert len(batch) == 2
+    inbox.put((np.ones(2), None, time.monotonic()))
+    t0 = time.perf_counter()
+    batch, _ = _collect(inbox, 32, 0.1, enough=8)  # alone: waits until the deadline
+    assert len(batch) == 1 and time.perf_counter() - t0 >= 0.09
+    load = _Load()
+    assert load.company() == 2
+    load.add(32, 0.01, 0.01)
+    assert load.company() == 16
+    load.add(5, 0.01, 0.01)
+    assert load.company() == 3
 
 
 def test_futures_can_be_settled_on_another_thread_once_per_batch(classifier):
