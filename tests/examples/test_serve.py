@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -266,9 +267,13 @@ def test_asyncio_batching_settles_on_the_loop_and_caches_label_answers(model_fil
     settled_on = []
     with serving(rf.load(model_file), batching=True) as (port, server):
         assert server.service.settles_in_loop
-        server._loop.call_soon_threadsafe(lambda: settled_on.append(("loop", threading.get_ident())))
+        hold = threading.Event()  # the loop waits on it: the future cannot be settled before its callback is added
+        server._loop.call_soon_threadsafe(lambda: (settled_on.append(("loop", threading.get_ident())), hold.wait(10)))
         future = server.service.submit(_seqs(1)[0])
+        time.sleep(0.05)  # the batch has run
+        assert not future.done()
         future.add_done_callback(lambda f: settled_on.append(("future", threading.get_ident())))
+        hold.set()
         future.result(timeout=10)
         assert _request(port, "POST", "/predict", json.dumps({"sequence": _seqs(1)[0].tolist()}))[0] == 200
     threads = dict(settled_on)
