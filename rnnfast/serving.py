@@ -244,7 +244,8 @@ def _collect(inbox: _Inbox, max_batch: int, delay: float, enough: Optional[int] 
     stop = inbox.take(batch, max_batch)
     if stop or len(batch) != 1 or delay <= 0:
         return batch, stop
-    return batch, inbox.take(batch, max_batch, batch[0][2] + delay, max_batch if enough is None else enough)
+    enough = max_batch if enough is None else min(enough, max_batch)
+    return batch, inbox.take(batch, enough, batch[0][2] + delay, enough)
 
 
 class _Stats:
@@ -367,10 +368,12 @@ class Batcher:
     max_delay_ms : float >= 0, default 2
         How long the first request of a batch may wait for others (counted from its ``submit``): only when
         it finds no other request queued, requests have been coming together (the previous batch held more
-        than one) and the worker has been busy at least half the time lately. Otherwise a batch starts as
-        soon as the worker is free, with every request queued meanwhile (up to ``max_batch_size``): a lone
-        client, or a load under capacity, gets the unbatched latency. A request waits at most
-        ``max_delay_ms`` plus the batches ahead of it.
+        than one) and the worker has been busy at least half the time lately; it then waits until half as
+        many requests as the previous batch held have come (so that clients answered together split into
+        two batches, one computed while the front end serves the other) or ``max_delay_ms`` passed.
+        Otherwise a batch starts as soon as the worker is free, with every request queued meanwhile (up to
+        ``max_batch_size``): a lone client, or a load under capacity, gets the unbatched latency. A request
+        waits at most ``max_delay_ms`` plus the batches ahead of it.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules
