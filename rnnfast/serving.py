@@ -200,11 +200,11 @@ class _Inbox:
             if self.needs and (item is _STOP or len(self.items) >= min(self.needs)):
                 self.cond.notify_all()
 
-    def take(self, batch: list, max_batch: int, deadline: Optional[float] = None, enough: int = 1) -> bool:
+    def take(self, batch: list, max_batch: int, deadline: Optional[float] = None) -> bool:
         """Move waiting requests into ``batch`` (up to ``max_batch``): when ``batch`` is empty, first wait
-        for one; with ``deadline`` (a ``time.monotonic()``), also wait until it holds ``enough`` (or the
-        deadline passes). Returns True when it reached the stop marker (left in place; ``batch`` holds
-        what was queued before it)."""
+        for one; with ``deadline`` (a ``time.monotonic()``), also wait until it is full or the deadline
+        passes. Returns True when it reached the stop marker (left in place; ``batch`` holds what was
+        queued before it)."""
         with self.cond:
             while True:
                 items = self.items
@@ -212,12 +212,12 @@ class _Inbox:
                     if items[0] is _STOP:
                         return True
                     batch.append(items.popleft())
-                if batch and (deadline is None or len(batch) >= min(enough, max_batch)):
+                if batch and (deadline is None or len(batch) >= max_batch):
                     return False
                 timeout = None if deadline is None or not batch else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return False
-                need = min(enough, max_batch) - len(batch) if batch else 1
+                need = max_batch - len(batch) if batch else 1
                 self.needs.append(need)
                 try:
                     self.cond.wait(timeout)
@@ -234,18 +234,17 @@ class _Inbox:
             item[1].cancel()
 
 
-def _collect(inbox: _Inbox, max_batch: int, delay: float, enough: Optional[int] = None) -> Tuple[list, bool]:
+def _collect(inbox: _Inbox, max_batch: int, delay: float) -> Tuple[list, bool]:
     """The next batch: every request already queued goes at once (they queued while the previous batch
     ran, so the worker is the bottleneck and they have waited already); a request found alone waits for
-    company until the batch holds ``enough`` (default ``max_batch``) or ``delay`` seconds after it was
-    submitted (its last field, a ``time.monotonic()``). Blocks until there is a request or the stop
-    marker. Returns (items, stop)."""
+    company until the batch holds ``max_batch`` or ``delay`` seconds after it was submitted (its last
+    field, a ``time.monotonic()``). Blocks until there is a request or the stop marker. Returns (items,
+    stop)."""
     batch: list = []
     stop = inbox.take(batch, max_batch)
     if stop or len(batch) != 1 or delay <= 0:
         return batch, stop
-    enough = max_batch if enough is None else min(enough, max_batch)
-    return batch, inbox.take(batch, enough, batch[0][2] + delay, enough)
+    return batch, inbox.take(batch, max_batch, batch[0][2] + delay)
 
 
 class _Stats:
@@ -312,11 +311,7 @@ class _Load:
 
     Below that, a request found alone runs at once: a load well under capacity gains nothing by waiting
     (the worker keeps up), and waiting only adds to its latency. A busy worker waits, so that the requests
-    a burst of answers brings back run as a batch rather than as several small ones; but only for half
-    as many as the last batch held (:meth:`company`): under a closed loop (clients sending their next
-    request when answered) waiting for them all would gather every client into one batch, so that the
-    front end (answering, reading the next requests) and the batch's computing take turns; with two
-    halves, one half's computing runs while the front end serves the other."""
+    a burst of answers brings back run as one batch rather than as several small ones."""
 
     __slots__ = ("size", "busy", "total")
 
@@ -334,10 +329,6 @@ class _Load:
     def together(self) -> bool:
         return self.size > 1 and self.busy >= 0.5 * self.total
 
-    def company(self) -> int:
-        """How many requests a batch whose first was found alone waits for: half the last batch, at least 2."""
-        return max(2, (self.size + 1) // 2)
-
 
 def _worker(inbox: _Inbox, adapter, max_batch: int, delay: float, stats: _Stats,
             settle_with: Optional[Callable] = None) -> None:
@@ -346,7 +337,7 @@ def _worker(inbox: _Inbox, adapter, max_batch: int, delay: float, stats: _Stats,
     stop, load = False, _Load()
     while not stop:
         free = time.monotonic()
-        items, stop = _collect(inbox, max_batch, delay if load.together() else 0.0, load.company())
+        items, stop = _collect(inbox, max_batch, delay if load.together() else 0.0)
         if items:
             cpu = time.thread_time()
             _resolve(adapter, items, stats, settle_with)
@@ -368,12 +359,11 @@ class Batcher:
     max_delay_ms : float >= 0, default 2
         How long the first request of a batch may wait for others (counted from its ``submit``): only when
         it finds no other request queued, requests have been coming together (the previous batch held more
-        than one) and the worker has been busy at least half the time lately; it then waits until half as
-        many requests as the previous batch held have come (so that clients answered together split into
-        two batches, one computed while the front end serves the other) or ``max_delay_ms`` passed.
-        Otherwise a batch starts as soon as the worker is free, with every request queued meanwhile (up to
-        ``max_batch_size``): a lone client, or a load under capacity, gets the unbatched latency. A request
-        waits at most ``max_delay_ms`` plus the batches ahead of it.
+        than one) and the worker has been busy at least half the time lately; it then waits until
+        ``max_batch_size`` requests have come or ``max_delay_ms`` passed. Otherwise a batch starts as soon
+        as the worker is free, with every request queued meanwhile (up to ``max_batch_size``): a lone
+        client, or a load under capacity, gets the unbatched latency. A request waits at most
+        ``max_delay_ms`` plus the batches ahead of it.
     method : {"predict", "predict_proba"}, default "predict"
         For estimators: what each future resolves to, ``model.predict(x[None])[0]`` or
         ``model.predict_proba(x[None])[0]``; per-step models give (T, ...) for the sequence. Modules

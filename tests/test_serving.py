@@ -338,9 +338,9 @@ def test_a_waiting_worker_wakes_for_a_request_and_every_worker_for_the_stop_mark
 
 
 def test_a_gathering_worker_sleeps_until_enough_requests_came():
-    """A batch whose first request was found alone waits for ``enough`` (not woken by each arrival) or
-    until the deadline; a worker that last ran a batch of n waits for half of n (at least 2)."""
-    from rnnfast.serving import _collect, _Inbox, _Load
+    """A batch whose first request was found alone waits for a full batch (not woken by each arrival) or
+    until the deadline."""
+    from rnnfast.serving import _collect, _Inbox
     inbox = _Inbox()
     wakes = []
     real_wait = inbox.cond.wait
@@ -360,23 +360,17 @@ def test_a_gathering_worker_sleeps_until_enough_requests_came():
     feeder = threading.Thread(target=feed)
     feeder.start()
     t0 = time.perf_counter()
-    batch, stop = _collect(inbox, 32, 5.0, enough=4)
+    batch, stop = _collect(inbox, 4, 5.0)
     feeder.join()
     assert len(batch) == 4 and not stop and time.perf_counter() - t0 < 2.0
     assert len(wakes) == 1  # one sleep, woken when the fourth request came
     assert len(inbox) == 2
-    batch, _ = _collect(inbox, 32, 0.05, enough=8)  # two waiting: taken at once, no wait for more
+    batch, _ = _collect(inbox, 8, 0.05)  # two waiting: taken at once, no wait for more
     assert len(batch) == 2
     inbox.put((np.ones(2), None, time.monotonic()))
     t0 = time.perf_counter()
-    batch, _ = _collect(inbox, 32, 0.1, enough=8)  # alone: waits until the deadline
+    batch, _ = _collect(inbox, 8, 0.1)  # alone: waits until the deadline
     assert len(batch) == 1 and time.perf_counter() - t0 >= 0.09
-    load = _Load()
-    assert load.company() == 2
-    load.add(32, 0.01, 0.01)
-    assert load.company() == 16
-    load.add(5, 0.01, 0.01)
-    assert load.company() == 3
 
 
 def test_futures_can_be_settled_on_another_thread_once_per_batch(classifier):
