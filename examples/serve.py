@@ -401,7 +401,10 @@ class _Connection(asyncio.Protocol):
 
 
 def _outcome(future, keep_alive):
-    """The response for a settled prediction future: 200 with the prediction, or its error's status."""
+    """The response for a settled prediction future: 200 with the prediction, or its error's status (503
+    for a request cancelled by the Batcher's closing)."""
+    if future.cancelled():
+        return _response(503, {"error": "the service is shutting down"}, keep_alive)
     if future.exception() is None:
         return _prediction_response(future.result(), keep_alive)
     status, obj = Service.failure(future.exception())

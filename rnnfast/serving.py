@@ -224,14 +224,20 @@ class _Inbox:
                 finally:
                     self.needs.remove(need)
 
-    def cancel_rest(self) -> None:
-        """Cancel the requests queued behind the stop marker (a ``submit`` racing ``close``)."""
+    def cancel_rest(self, settle_with: Optional[Callable] = None) -> None:
+        """Cancel the requests queued behind the stop marker (a ``submit`` racing ``close``), where
+        ``settle_with`` settles futures (see :func:`_resolve`)."""
         with self.cond:
-            rest = [item for item in self.items if item is not _STOP]
+            rest = [item[1] for item in self.items if item is not _STOP]
             self.items.clear()
             self.items.append(_STOP)
-        for item in rest:
-            item[1].cancel()
+        if rest:
+            _hand_over(_cancel, rest, settle_with)
+
+
+def _cancel(futures: list) -> None:
+    for fut in futures:
+        fut.cancel()
 
 
 def _collect(inbox: _Inbox, max_batch: int, delay: float) -> Tuple[list, bool]:
@@ -292,14 +298,18 @@ def _resolve(adapter, items: list, stats: _Stats, settle_with: Optional[Callable
     if not live:
         return
     stats.add(len(live))
-    outcomes = _outcomes(adapter, live)
+    _hand_over(_settle, _outcomes(adapter, live), settle_with)
+
+
+def _hand_over(fn: Callable, arg: list, settle_with: Optional[Callable]) -> None:
+    """``fn(arg)`` (settling futures) through ``settle_with`` when given, else (or when it raises) here."""
     if settle_with is not None:
         try:
-            settle_with(_settle, outcomes)
+            settle_with(fn, arg)
             return
         except Exception:  # noqa: BLE001 - settled here instead
             pass
-    _settle(outcomes)
+    fn(arg)
 
 
 class _Load:
@@ -342,7 +352,7 @@ def _worker(inbox: _Inbox, adapter, max_batch: int, delay: float, stats: _Stats,
             cpu = time.thread_time()
             _resolve(adapter, items, stats, settle_with)
             load.add(len(items), time.monotonic() - free, time.thread_time() - cpu)
-    inbox.cancel_rest()
+    inbox.cancel_rest(settle_with)
 
 
 # ---------------------------------------------------------------------------------------- Batcher

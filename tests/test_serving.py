@@ -335,6 +335,12 @@ def test_a_waiting_worker_wakes_for_a_request_and_every_worker_for_the_stop_mark
     assert batch == [before] and stop
     inbox.cancel_rest()
     assert late.cancelled() and list(inbox.items) == [_STOP]
+    routed, later = [], Future()
+    inbox.put((np.ones(2), later, time.monotonic()))
+    inbox.cancel_rest(lambda fn, arg: routed.append((fn, arg)))  # cancelled where settle_with settles
+    assert not later.cancelled() and routed[0][1] == [later]
+    routed[0][0](routed[0][1])
+    assert later.cancelled()
 
 
 def test_a_gathering_worker_sleeps_until_enough_requests_came():

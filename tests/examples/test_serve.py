@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -284,6 +284,9 @@ def test_asyncio_batching_settles_on_the_loop_and_caches_label_answers(model_fil
         first = serve._prediction_response(np.str_("up"), keep_alive)
         assert first == serve._response(200, {"prediction": "up"}, keep_alive)
         assert serve._prediction_response("up", keep_alive) is first  # made once
+    cancelled = Future()
+    cancelled.cancel()  # (what the Batcher's closing does to requests still queued)
+    assert serve._outcome(cancelled, True).startswith(b"HTTP/1.1 503 ")
     probs = np.array([0.25, 0.75], np.float32)
     assert serve._prediction_response(probs, True) == serve._response(200, {"prediction": [0.25, 0.75]})
 
