@@ -86,11 +86,14 @@ class Server:
             raise RuntimeError(f"the server did not start: {line!r}")
         self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
 
-    def cpu_seconds(self):
+    def cpu_seconds(self, main_thread=False):
         """CPU time the server has used (user + system, from /proc; None elsewhere): a figure that the load
-        from other processes distorts far less than wall time."""
+        from other processes distorts far less than wall time. ``main_thread``: only its main thread's
+        (the asyncio server's event loop: parsing, answering; the rest is the Batcher's worker running
+        batches, or the threads predicting)."""
+        stat = f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat" if main_thread else f"/proc/{self.proc.pid}/stat"
         try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
+            with open(stat) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             return None
@@ -265,15 +268,17 @@ def _load_phase(srv, bodies, args, clients, rate=None):
     """Latency percentiles (ms), throughput, mean batch and server CPU per request of one loaded phase;
     also the answers seen."""
     before = stats_of(srv.port)
-    cpu0 = srv.cpu_seconds()
+    cpu0, main0, own0 = srv.cpu_seconds(), srv.cpu_seconds(main_thread=True), time.process_time()
     lat, answers, wall = drive(srv.port, bodies, clients, args.requests, args.seconds, rate)
-    cpu1 = srv.cpu_seconds()
+    cpu1, main1, own1 = srv.cpu_seconds(), srv.cpu_seconds(main_thread=True), time.process_time()
     after = stats_of(srv.port)
     batches = after.get("batches", 0) - before.get("batches", 0)
     served = after.get("requests", 0) - before.get("requests", 0)
     return {"p50": float(np.percentile(lat, 50)) * 1e3, "p99": float(np.percentile(lat, 99)) * 1e3,
             "rate": len(lat) / wall, "batch": served / batches if batches else 1.0,
-            "cpu": (cpu1 - cpu0) * 1e3 / len(lat) if cpu0 is not None else float("nan")}, answers
+            "cpu": (cpu1 - cpu0) * 1e3 / len(lat) if cpu0 is not None else float("nan"),
+            "main_cpu": (main1 - main0) * 1e3 / len(lat) if main0 is not None else float("nan"),
+            "client_cpu": (own1 - own0) * 1e3 / len(lat)}, answers
 
 
 def mode_name(workers):
@@ -414,6 +419,21 @@ def verdicts(pair, args):
     return lines, ok
 
 
+def cpu_budget(row, clients, one_batch):
+    """Lines on where a batching server's CPU goes in the closed loop (median row): its main thread (the
+    asyncio front end: reading, parsing, answering), its other threads (the Batcher's worker: the model's
+    calls and the Python around them), the load generator; and the latency floor the worker sets."""
+    other = row["closed_cpu"] - row["closed_main_cpu"]
+    if row["server"] != "asyncio" or not other > 0:  # (the threading server answers on many threads)
+        return []
+    return [f"{row['server']}, {row['mode']}, closed loop, CPU a request: server {row['closed_cpu']:.3f} ms = main thread "
+            f"{row['closed_main_cpu']:.3f} (front end) + other threads {other:.3f} (batch worker: predict on {clients} "
+            f"sequences alone takes {one_batch * 1e3 / clients:.3f} ms a sequence here); load generator "
+            f"{row['closed_client_cpu']:.3f} ms",
+            f"  the worker is one thread: at {other:.3f} ms a request the closed loop cannot pass "
+            f"{1e3 / other:.0f} req/s, a mean latency of at least {clients} x {other:.3f} = {clients * other:.2f} ms"]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a saved classifier (default: fit one: LSTM H=128 on 8 features, T~50)")
@@ -475,6 +495,7 @@ def main(argv=None):
               f"{b['closed_rate']:.0f} req/s = {args.clients / b['closed_rate'] * 1e3:.2f} ms; predict on "
               f"{args.clients} sequences at once takes {one_batch * 1e3:.2f} ms in this process (fastest of 10), "
               f"a floor for the closed loop's latency with {args.threads or 'default'} kernel thread(s)")
+        print("\n".join(cpu_budget(b, args.clients, one_batch)))
     return 0
 
 

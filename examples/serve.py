@@ -96,10 +96,13 @@ class Service:
     its response."""
 
     def __init__(self, model, batching=True, max_batch_size=32, max_delay_ms=2.0, method="predict", workers=32,
-                 batch_workers=1):
+                 batch_workers=1, settle_with=None):
         self.model, self.method = model, method
-        self.batcher = (Batcher(model, max_batch_size, max_delay_ms, method=method, workers=batch_workers)
-                        if batching else None)
+        # settle_with: the asyncio server's loop.call_soon_threadsafe (the Batcher settles each batch's
+        # futures on the loop's thread, in one callback)
+        self.batcher = (Batcher(model, max_batch_size, max_delay_ms, method=method, workers=batch_workers,
+                                settle_with=settle_with) if batching else None)
+        self.settles_in_loop = batching and settle_with is not None
         self._call = getattr(model, method)
         # without batching, the asyncio server's predictions run on these threads (the threading server
         # predicts on its connection threads: workers None)
@@ -242,6 +245,25 @@ def _response(status, obj, keep_alive=True):
             f"Content-Length: {len(body)}\r\n{close}\r\n").encode() + body
 
 
+_ANSWERS = {}  # (prediction, keep_alive) -> the response's bytes, for scalar predictions (class labels)
+_MAX_ANSWERS = 4096
+
+
+def _prediction_response(value, keep_alive):
+    """The 200 response for a prediction: made once per distinct scalar value (a classifier has a few
+    labels: no JSON encoding per request), else each time."""
+    value = _jsonable(value)
+    if not isinstance(value, (str, int, float, bool)):
+        return _response(200, {"prediction": value}, keep_alive)
+    key = (type(value), value, keep_alive)
+    answer = _ANSWERS.get(key)
+    if answer is None:
+        answer = _response(200, {"prediction": value}, keep_alive)
+        if len(_ANSWERS) < _MAX_ANSWERS:  # (a regressor's values: bounded)
+            _ANSWERS[key] = answer
+    return answer
+
+
 def _parse_head(head):
     """``(method, path, keep_alive, body length, headers)`` from the request line and headers (the ``bytes`` before
     the blank line); raises :class:`_BadRequest` for what this server does not take."""
@@ -281,9 +303,12 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server):
         self.server, self.transport = server, None
         self.buf = bytearray()
-        self.busy = self.write_paused = False  # a prediction is pending / the client does not read
+        self.busy = self.write_paused = self.read_paused = False  # a prediction is pending / the client does not read
         self.eof = False  # the client has sent all it will (its requests are still answered)
         self.keep_alive = True
+        # a prediction's done-callback: settled on the loop's thread (the Batcher with settle_with) it
+        # answers at once; settled on another thread, it hands the connection back to the loop
+        self.done = self.finish if server.service.settles_in_loop else server.handback(self)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -297,6 +322,7 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         if len(self.buf) > _MAX_HEAD + _MAX_BODY:  # a whole request fits: more is a client not waiting
             self.transport.pause_reading()
+            self.read_paused = True
         self.answer_buffered()
 
     def eof_received(self):
@@ -321,15 +347,17 @@ class _Connection(asyncio.Protocol):
                 self.reply(400, {"error": f"request line and headers over {_MAX_HEAD} bytes"}, False)
                 return
             try:
-                method, path, keep_alive, n, headers = _parse_head(bytes(self.buf[:end]))
+                method, path, keep_alive, n, headers = _parse_head(self.buf[:end])
             except _BadRequest as e:
                 self.reply(e.status, {"error": str(e)}, False)
                 return
             if len(self.buf) < end + 4 + n:
                 return self.need_more()
-            body = bytes(self.buf[end + 4:end + 4 + n])
+            body = self.buf[end + 4:end + 4 + n]  # (a copy)
             del self.buf[:end + 4 + n]
-            self.transport.resume_reading()
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
             self.keep_alive = keep_alive
             status, obj = self.server.service.route(method, path, body, headers)
             if status is None:
@@ -338,8 +366,11 @@ class _Connection(asyncio.Protocol):
                 except Exception as e:  # noqa: BLE001 - a full queue (503), a closed Batcher (500)
                     status, obj = Service.failure(e)
                 else:
-                    self.busy = True
-                    future.add_done_callback(self.server.handback(self))
+                    if not future.done():  # (a bad sequence's future holds its error already)
+                        self.busy = True
+                        future.add_done_callback(self.done)
+                        continue
+                    self.write(_outcome(future, keep_alive), keep_alive)
                     continue
             self.reply(status, obj, keep_alive)
 
@@ -352,20 +383,32 @@ class _Connection(asyncio.Protocol):
     def finish(self, future):
         """In the loop: answer the pending request with its prediction, then the next buffered ones."""
         self.busy = False
-        try:
-            status, obj = 200, {"prediction": _jsonable(future.result())}
-        except Exception as e:  # noqa: BLE001 - mapped to 400 / 503 / 500
-            status, obj = Service.failure(e)
-        self.reply(status, obj, self.keep_alive)
-        self.answer_buffered()
+        self.write(_outcome(future, self.keep_alive), self.keep_alive)
+        if self.buf or self.eof:
+            self.answer_buffered()
 
     def reply(self, status, obj, keep_alive):
+        self.write(_response(status, obj, keep_alive), keep_alive)
+
+    def write(self, response, keep_alive=True):
+        """Send one response (one write); close after it unless ``keep_alive``."""
         if self.transport is None:
             return
-        self.transport.write(_response(status, obj, keep_alive))
+        self.transport.write(response)
         if not keep_alive:
             self.transport.close()
             self.transport = None
+
+
+def _outcome(future, keep_alive):
+    """The response for a settled prediction future: 200 with the prediction, or its error's status (503
+    for a request cancelled by the Batcher's closing)."""
+    if future.cancelled():
+        return _response(503, {"error": "the service is shutting down"}, keep_alive)
+    if future.exception() is None:
+        return _prediction_response(future.result(), keep_alive)
+    status, obj = Service.failure(future.exception())
+    return _response(status, obj, keep_alive)
 
 
 class AsyncServer:
@@ -373,15 +416,18 @@ class AsyncServer:
     ``serve_forever`` (blocks), ``shutdown`` (from another thread; returns once serving stopped),
     ``server_close``; ``server_address``; ``service``.
 
-    Predictions finish on other threads (the Batcher's, or the pool's): their futures' callbacks queue the
-    connection and wake the loop once for all that finished meanwhile (a batch of 10 costs one wake-up)."""
+    Predictions finish on other threads. The Batcher made by :func:`make_server` settles each batch's
+    futures on the loop's thread, in one callback (``settle_with=loop.call_soon_threadsafe``), and each
+    future's done-callback writes its answer there; the pool's futures (no batching) are settled on its
+    threads, their callbacks queue the connection and wake the loop once for all that finished meanwhile.
+    ``loop``: the event loop to serve on (default a new one)."""
 
-    def __init__(self, service, port=0):
+    def __init__(self, service, port=0, loop=None):
         self.service = service
         self.socket = socket.create_server(("127.0.0.1", port), backlog=256)
         self.server_address = self.socket.getsockname()
         self.connections = set()
-        self._loop = asyncio.new_event_loop()
+        self._loop = asyncio.new_event_loop() if loop is None else loop
         self._stop = asyncio.Event()
         self._stopped = threading.Event()
         self._finished, self._lock = [], threading.Lock()
@@ -439,10 +485,12 @@ def make_server(model, port=0, batching=True, max_batch_size=32, max_delay_ms=2.
     ``batch_workers``: the Batcher's threads."""
     if server not in ("asyncio", "threading"):
         raise ValueError(f"server must be 'asyncio' or 'threading', got {server!r}")
+    loop = asyncio.new_event_loop() if server == "asyncio" else None
     service = Service(model, batching, max_batch_size, max_delay_ms, method,
-                      workers=workers if server == "asyncio" else None, batch_workers=batch_workers)
+                      workers=workers if server == "asyncio" else None, batch_workers=batch_workers,
+                      settle_with=loop.call_soon_threadsafe if loop is not None else None)
     if server == "asyncio":
-        return AsyncServer(service, port)
+        return AsyncServer(service, port, loop)
     httpd = Server(("127.0.0.1", port), Handler)
     httpd.service = service
     return httpd

@@ -21,19 +21,19 @@ runs the batched kernel, one sequence alone the batch-1 kernel, whose sums may r
 """
 from __future__ import annotations
 
+import collections
 import os
-import queue
 import threading
 import time
 import weakref
 from concurrent.futures import Future
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
 from rnnfast._validation import check_int, check_option, check_real
-from rnnfast.nn.module import to_numpy
-from rnnfast.nn.stateful import unwrap
+from rnnfast.nn.module import call_forward, to_numpy
+from rnnfast.nn.stateful import stateful_layers, unwrap
 
 __all__ = ["Batcher", "QueueFullError"]
 
@@ -62,9 +62,11 @@ if hasattr(os, "register_at_fork"):
 # ---------------------------------------------------------------------------------------- adapters
 class _EstimatorAdapter:
     """A fitted estimator: a request is checked as ``predict(x[None])`` checks it; a batch runs as
-    ``predict`` (or ``predict_proba``) on the list of sequences does, from the network's call on (the
-    predict loop of one Trainer per worker thread, kept), without checking the sequences again (a
-    ``predict`` call's own checks cost about 0.7 ms, more than a batch of a small model's computing)."""
+    ``predict`` (or ``predict_proba``) on the list of sequences does from the network's call on: one
+    ``forward`` of the network in eval mode on the right-padded sequences with their lengths (what its
+    predict loop does for a single batch), without checking the sequences again (a ``predict`` call's own
+    checks cost about 0.7 ms, more than a batch of a small model's computing) and without the loop's
+    per-call objects (about 0.2 ms a batch)."""
 
     def __init__(self, est, method: str):
         est._check_fitted()
@@ -72,7 +74,6 @@ class _EstimatorAdapter:
             raise ValueError("method='predict_proba' needs a classifier; this estimator was fitted for regression")
         self.est, self.proba = est, method == "predict_proba"
         self.n_threads = est._validate_params().n_threads
-        self.local = threading.local()  # each worker thread's predict loop, made on its first batch
 
     def check(self, x):
         from rnnfast.estimators.inputs import encode_inputs
@@ -94,17 +95,15 @@ class _EstimatorAdapter:
 
     def run(self, xs: list) -> list:
         from rnnfast.estimators.targets import predictions, probabilities
-        from rnnfast.train import Trainer
-        from rnnfast.train.data import SequenceDataset, pad_sequences
         est = self.est
-        trainer = getattr(self.local, "trainer", None)
-        if trainer is None or trainer.model is not est.model_:  # one per network (a refit makes a new one)
-            trainer = self.local.trainer = Trainer(est.model_, None, n_threads=self.n_threads)
-        X, lengths = pad_sequences(xs)
-        data = SequenceDataset(X, lengths=None if lengths.min() == lengths.max() else lengths)
-        out = trainer.predict(data, per_step=est.per_step_, batch_size=len(xs))
-        if out is None:  # no sequences (a batch always holds one)
-            return []
+        net = est.model_  # read per batch: a refit makes a new network
+        if net.training:  # as the predict loop: eval mode, no state carried in from elsewhere
+            net.eval()
+        for layer in stateful_layers(net):
+            if layer.hx is not None:
+                layer.reset_state()
+        X, lengths, full = _pad(xs)
+        out = np.asarray(call_forward(net, X, None if full else lengths, self.n_threads))
         res = probabilities(out, lengths, est.per_step_) if self.proba else predictions(out, est._specs[1])
         return [res[i, :n] if est.per_step_ else res[i] for i, n in enumerate(lengths)]
 
@@ -141,11 +140,9 @@ class _ModuleAdapter:
         return arr.copy()
 
     def run(self, xs: list) -> list:
-        from rnnfast.train.data import pad_sequences
-        X, lengths = pad_sequences(xs)
+        X, lengths, full = _pad(xs)
         if not self.batch_first:
             X = np.ascontiguousarray(X.swapaxes(0, 1))
-        full = bool(np.all(lengths == lengths.max()))
         res = self.model.forward(X, lengths=None if full else lengths, n_threads=self.n_threads)
         if isinstance(res, tuple):  # a recurrent layer: (out, state)
             out, state = res
@@ -154,6 +151,19 @@ class _ModuleAdapter:
             return [(out[i, :n], pick(state, i)) for i, n in enumerate(lengths)]
         per_step = res.ndim >= 3 and res.shape[1] == X.shape[1]
         return [res[i, :n] if per_step else res[i] for i, n in enumerate(lengths)]
+
+
+def _pad(xs: list) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """``(X, lengths, full)``: checked sequences (each (T_i, ...), T_i >= 1, one trailing shape) right-padded
+    with zeros into one (B, T_max, ...) array of their common dtype, their lengths, and whether they are
+    all as long (the lengths are then not needed). What ``pad_sequences`` gives, without its checks
+    (``check`` made them) and in one copy per sequence."""
+    lengths = np.fromiter(map(len, xs), np.int64, len(xs))
+    T = int(lengths.max())
+    X = np.zeros((len(xs), T) + xs[0].shape[1:], np.result_type(*{x.dtype for x in xs}))
+    for row, x in zip(X, xs):
+        row[:len(x)] = x
+    return X, lengths, bool(lengths.min() == T)
 
 
 def _adapter(model, method: str, n_threads: Optional[int]):
@@ -166,38 +176,81 @@ def _adapter(model, method: str, n_threads: Optional[int]):
 
 
 # ---------------------------------------------------------------------------------------- worker
-def _take(q: "queue.Queue", batch: list, max_batch: int, timeout: Optional[float] = None) -> bool:
-    """Move queued requests into ``batch`` (up to ``max_batch``): those already queued (``timeout`` None), or
-    also those that arrive within ``timeout`` seconds. Returns True when it took the stop marker."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while len(batch) < max_batch:
-        try:
-            if deadline is None:
-                item = q.get_nowait()
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                item = q.get(timeout=left)
-        except queue.Empty:
-            break
-        if item is _STOP:
-            return True
-        batch.append(item)
-    return False
+class _Inbox:
+    """The requests waiting for a worker, oldest first: a deque under one lock. A worker sleeps on the
+    lock's condition only when it finds too few to take, and :meth:`put` wakes the sleepers only once
+    there are as many as one of them waits for (no wake-up per request); a worker takes everything
+    waiting in one locked pass.
+
+    The stop marker stays at the front once put, so that every worker finds it."""
+
+    __slots__ = ("items", "cond", "needs")
+
+    def __init__(self) -> None:
+        self.items: "collections.deque" = collections.deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.needs: list = []  # how many requests each sleeping worker waits for
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def put(self, item) -> None:
+        with self.cond:
+            self.items.append(item)
+            if self.needs and (item is _STOP or len(self.items) >= min(self.needs)):
+                self.cond.notify_all()
+
+    def take(self, batch: list, max_batch: int, deadline: Optional[float] = None) -> bool:
+        """Move waiting requests into ``batch`` (up to ``max_batch``): when ``batch`` is empty, first wait
+        for one; with ``deadline`` (a ``time.monotonic()``), also wait until it is full or the deadline
+        passes. Returns True when it reached the stop marker (left in place; ``batch`` holds what was
+        queued before it)."""
+        with self.cond:
+            while True:
+                items = self.items
+                while items and len(batch) < max_batch:
+                    if items[0] is _STOP:
+                        return True
+                    batch.append(items.popleft())
+                if batch and (deadline is None or len(batch) >= max_batch):
+                    return False
+                timeout = None if deadline is None or not batch else deadline - time.monotonic()
+                if timeout is not None and timeout <= 0:
+                    return False
+                need = max_batch - len(batch) if batch else 1
+                self.needs.append(need)
+                try:
+                    self.cond.wait(timeout)
+                finally:
+                    self.needs.remove(need)
+
+    def cancel_rest(self, settle_with: Optional[Callable] = None) -> None:
+        """Cancel the requests queued behind the stop marker (a ``submit`` racing ``close``), where
+        ``settle_with`` settles futures (see :func:`_resolve`)."""
+        with self.cond:
+            rest = [item[1] for item in self.items if item is not _STOP]
+            self.items.clear()
+            self.items.append(_STOP)
+        if rest:
+            _hand_over(_cancel, rest, settle_with)
 
 
-def _collect(q: "queue.Queue", first, max_batch: int, delay: float) -> Tuple[list, bool]:
-    """The batch starting with ``first``: every request already queued behind it goes at once (they queued
-    while the previous batch ran, so the worker is the bottleneck and they have waited already); a
-    ``first`` found alone waits for company up to ``delay`` seconds after it was submitted (its last field,
-    a ``time.monotonic()``), up to ``max_batch`` requests. Returns (items, stop)."""
-    batch = [first]
-    if _take(q, batch, max_batch):
-        return batch, True
-    if len(batch) > 1:
-        return batch, False
-    return batch, _take(q, batch, max_batch, first[2] + delay - time.monotonic())
+def _cancel(futures: list) -> None:
+    for fut in futures:
+        fut.cancel()
+
+
+def _collect(inbox: _Inbox, max_batch: int, delay: float) -> Tuple[list, bool]:
+    """The next batch: every request already queued goes at once (they queued while the previous batch
+    ran, so the worker is the bottleneck and they have waited already); a request found alone waits for
+    company until the batch holds ``max_batch`` or ``delay`` seconds after it was submitted (its last
+    field, a ``time.monotonic()``). Blocks until there is a request or the stop marker. Returns (items,
+    stop)."""
+    batch: list = []
+    stop = inbox.take(batch, max_batch)
+    if stop or len(batch) != 1 or delay <= 0:
+        return batch, stop
+    return batch, inbox.take(batch, max_batch, batch[0][2] + delay)
 
 
 class _Stats:
@@ -212,24 +265,51 @@ class _Stats:
             self.requests += n
 
 
-def _resolve(adapter, items: list, stats: _Stats) -> None:
-    """Run one batch and settle its futures; when the batch call fails, each request runs alone so an
-    error reaches only the future of the request that caused it."""
+def _settle(outcomes: list) -> None:
+    """Set each future's result (``ok``) or exception: ``[(future, ok, value), ...]``."""
+    for fut, ok, value in outcomes:
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def _outcomes(adapter, live: list) -> list:
+    """``[(future, ok, value), ...]`` of one batch ``[(x, future), ...]``: one call for all; when it fails,
+    each request runs alone so an error reaches only the future of the request that caused it."""
+    try:
+        return [(fut, True, res) for (_, fut), res in zip(live, adapter.run([x for x, _ in live]))]
+    except Exception:
+        pass
+    outcomes = []
+    for x, fut in live:
+        try:
+            outcomes.append((fut, True, adapter.run([x])[0]))
+        except Exception as e:
+            outcomes.append((fut, False, e))
+    return outcomes
+
+
+def _resolve(adapter, items: list, stats: _Stats, settle_with: Optional[Callable] = None) -> None:
+    """Run one batch and settle its futures: here, or with ``settle_with(fn, outcomes)`` (an event loop's
+    ``call_soon_threadsafe``: once per batch, on the loop's thread; here when that fails, the loop being
+    closed)."""
     live = [(x, f) for x, f, _ in items if f.set_running_or_notify_cancel()]
     if not live:
         return
     stats.add(len(live))
-    try:
-        results = adapter.run([x for x, _ in live])
-    except Exception:
-        for x, fut in live:
-            try:
-                fut.set_result(adapter.run([x])[0])
-            except Exception as e:
-                fut.set_exception(e)
-        return
-    for (_, fut), res in zip(live, results):
-        fut.set_result(res)
+    _hand_over(_settle, _outcomes(adapter, live), settle_with)
+
+
+def _hand_over(fn: Callable, arg: list, settle_with: Optional[Callable]) -> None:
+    """``fn(arg)`` (settling futures) through ``settle_with`` when given, else (or when it raises) here."""
+    if settle_with is not None:
+        try:
+            settle_with(fn, arg)
+            return
+        except Exception:  # noqa: BLE001 - settled here instead
+            pass
+    fn(arg)
 
 
 class _Load:
@@ -260,28 +340,19 @@ class _Load:
         return self.size > 1 and self.busy >= 0.5 * self.total
 
 
-def _worker(q: "queue.Queue", adapter, max_batch: int, delay: float, stats: _Stats) -> None:
-    """A Batcher's worker thread: batches until it takes the stop marker, which it puts back for the
-    others (it holds no reference to the Batcher, so an unreferenced Batcher is collected and its finalizer
-    stops the workers)."""
+def _worker(inbox: _Inbox, adapter, max_batch: int, delay: float, stats: _Stats,
+            settle_with: Optional[Callable] = None) -> None:
+    """A Batcher's worker thread: batches until it reaches the stop marker (it holds no reference to the
+    Batcher, so an unreferenced Batcher is collected and its finalizer stops the workers)."""
     stop, load = False, _Load()
     while not stop:
         free = time.monotonic()
-        first = q.get()
-        if first is _STOP:
-            break
-        items, stop = _collect(q, first, max_batch, delay if load.together() else 0.0)
-        cpu = time.thread_time()
-        _resolve(adapter, items, stats)
-        load.add(len(items), time.monotonic() - free, time.thread_time() - cpu)
-    while True:  # requests still queued behind the stop marker (a submit racing close) are cancelled
-        try:
-            item = q.get_nowait()
-        except queue.Empty:
-            break
-        if item is not _STOP:
-            item[1].cancel()
-    q.put(_STOP)  # for the other workers
+        items, stop = _collect(inbox, max_batch, delay if load.together() else 0.0)
+        if items:
+            cpu = time.thread_time()
+            _resolve(adapter, items, stats, settle_with)
+            load.add(len(items), time.monotonic() - free, time.thread_time() - cpu)
+    inbox.cancel_rest(settle_with)
 
 
 # ---------------------------------------------------------------------------------------- Batcher
@@ -298,8 +369,9 @@ class Batcher:
     max_delay_ms : float >= 0, default 2
         How long the first request of a batch may wait for others (counted from its ``submit``): only when
         it finds no other request queued, requests have been coming together (the previous batch held more
-        than one) and the worker has been busy at least half the time lately. Otherwise a batch starts as
-        soon as the worker is free, with every request queued meanwhile (up to ``max_batch_size``): a lone
+        than one) and the worker has been busy at least half the time lately; it then waits until
+        ``max_batch_size`` requests have come or ``max_delay_ms`` passed. Otherwise a batch starts as soon
+        as the worker is free, with every request queued meanwhile (up to ``max_batch_size``): a lone
         client, or a load under capacity, gets the unbatched latency. A request waits at most
         ``max_delay_ms`` plus the batches ahead of it.
     method : {"predict", "predict_proba"}, default "predict"
@@ -315,6 +387,13 @@ class Batcher:
         by side on several cores (give each call ``n_threads=1``). On a small machine whose front end needs
         a core of its own one is best (two on two cores made smaller batches and cost more CPU a request
         in ``examples/load_test.py``).
+    settle_with : callable, optional
+        Where the futures are settled (their results set, their done-callbacks run): by default on the
+        worker thread, as each batch finishes. An asyncio service passes its event loop's
+        ``call_soon_threadsafe``: each batch's futures are then settled on the loop's thread in one
+        callback (one wake-up of the loop a batch, and the worker goes on to the next batch at once);
+        ``settle_with(fn, arg)`` must arrange for ``fn(arg)`` to run, or raise (they are then settled on
+        the worker thread).
 
     Notes
     -----
@@ -335,7 +414,8 @@ class Batcher:
     """
 
     def __init__(self, model: Any, max_batch_size: int = 32, max_delay_ms: float = 2.0, *, method: str = "predict",
-                 max_queue: int = 1024, n_threads: Optional[int] = None, workers: int = 1) -> None:
+                 max_queue: int = 1024, n_threads: Optional[int] = None, workers: int = 1,
+                 settle_with: Optional[Callable[..., Any]] = None) -> None:
         self.max_batch_size = check_int(max_batch_size, "max_batch_size", 1)
         self.max_delay_ms = float(check_real(max_delay_ms, "max_delay_ms", 0.0, 60_000.0))
         self.max_queue = check_int(max_queue, "max_queue", 1)
@@ -344,17 +424,19 @@ class Batcher:
         self.workers = check_int(workers, "workers", 1, 64)
         self._adapter = _adapter(model, method, n_threads)
         self.model = model
-        self._queue: "queue.Queue" = queue.Queue()
+        if settle_with is not None and not callable(settle_with):
+            raise TypeError(f"settle_with must be callable, got {type(settle_with).__name__}")
+        self._inbox = _Inbox()
         self._lock = threading.Lock()
         self._closed = self._forked = False
         self._stats = _Stats()
         self._threads = [threading.Thread(target=_worker, name=f"rnnfast-batcher-{i}", daemon=True,
-                                          args=(self._queue, self._adapter, self.max_batch_size,
-                                                self.max_delay_ms / 1000.0, self._stats))
+                                          args=(self._inbox, self._adapter, self.max_batch_size,
+                                                self.max_delay_ms / 1000.0, self._stats, settle_with))
                          for i in range(self.workers)]
         for thread in self._threads:
             thread.start()
-        self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
+        self._finalizer = weakref.finalize(self, self._inbox.put, _STOP)
         _LIVE.add(self)
 
     def submit(self, x: Any) -> "Future[Any]":
@@ -390,10 +472,10 @@ class Batcher:
             if self._forked:
                 raise RuntimeError("this Batcher was made before the process forked, and its worker thread "
                                    "stayed in the parent: make the Batcher in each worker process")
-            if self._queue.qsize() >= self.max_queue:
+            if len(self._inbox) >= self.max_queue:
                 raise QueueFullError(f"{self.max_queue} requests are waiting (max_queue); retry later or raise "
                                      "max_queue")
-            self._queue.put((item, fut, time.monotonic()))
+            self._inbox.put((item, fut, time.monotonic()))
         return fut
 
     def predict(self, x: Any, timeout: Optional[float] = None) -> Any:

@@ -269,22 +269,20 @@ def test_the_delay_counts_from_the_first_requests_submit():
     """A batch's first request waits for company up to max_delay_ms after it was submitted, not after the
     worker took it: requests that queued while the previous batch ran go at once (under a steady load a
     fixed wait after every batch would cap the throughput), a fresh one still gathers what comes."""
-    import queue
-
-    from rnnfast.serving import _collect
-    q = queue.Queue()
+    from rnnfast.serving import _collect, _Inbox
+    inbox = _Inbox()
     old = time.monotonic() - 1.0
-    first = (np.ones(2), None, old)
-    for _ in range(2):
-        q.put((np.ones(2), None, old))
+    for _ in range(3):
+        inbox.put((np.ones(2), None, old))
     t0 = time.perf_counter()
-    batch, stop = _collect(q, first, 32, 0.5)
+    batch, stop = _collect(inbox, 32, 0.5)
     assert len(batch) == 3 and not stop and time.perf_counter() - t0 < 0.3
 
-    late = threading.Timer(0.05, lambda: q.put((np.ones(2), None, time.monotonic())))
+    late = threading.Timer(0.05, lambda: inbox.put((np.ones(2), None, time.monotonic())))
     late.start()
+    inbox.put((np.ones(2), None, time.monotonic()))
     t0 = time.perf_counter()
-    batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 32, 0.3)
+    batch, _ = _collect(inbox, 32, 0.3)
     late.join()
     assert len(batch) == 2 and time.perf_counter() - t0 >= 0.25
 
@@ -292,20 +290,131 @@ def test_the_delay_counts_from_the_first_requests_submit():
 def test_requests_already_queued_go_without_waiting():
     """When the worker is free and finds requests queued behind the first, even fresh ones, it runs them at
     once instead of waiting max_delay_ms for more (they queued while it was busy: it is the bottleneck)."""
-    import queue
-
-    from rnnfast.serving import _collect
-    q = queue.Queue()
-    for _ in range(2):
-        q.put((np.ones(2), None, time.monotonic()))
+    from rnnfast.serving import _collect, _Inbox
+    inbox = _Inbox()
+    for _ in range(3):
+        inbox.put((np.ones(2), None, time.monotonic()))
     t0 = time.perf_counter()
-    batch, stop = _collect(q, (np.ones(2), None, time.monotonic()), 32, 5.0)
+    batch, stop = _collect(inbox, 32, 5.0)
     assert len(batch) == 3 and not stop and time.perf_counter() - t0 < 1.0
-    for _ in range(5):
-        q.put((np.ones(2), None, time.monotonic()))
-    batch, _ = _collect(q, (np.ones(2), None, time.monotonic()), 4, 5.0)
-    assert len(batch) == 4 and q.qsize() == 2  # max_batch_size still caps it
+    for _ in range(6):
+        inbox.put((np.ones(2), None, time.monotonic()))
+    batch, _ = _collect(inbox, 4, 5.0)
+    assert len(batch) == 4 and len(inbox) == 2  # max_batch_size still caps it
 
+
+def test_a_waiting_worker_wakes_for_a_request_and_every_worker_for_the_stop_marker():
+    """A worker sleeps only on an empty inbox and is woken by the next request; the stop marker stays at
+    the front for every worker, the requests queued before it are still taken, those behind it cancelled."""
+    from concurrent.futures import Future
+
+    from rnnfast.serving import _STOP, _collect, _Inbox
+    inbox = _Inbox()
+    got = []
+    taker = threading.Thread(target=lambda: got.append(_collect(inbox, 8, 0.0)))
+    taker.start()
+    time.sleep(0.05)
+    assert taker.is_alive() and inbox.needs == [1]
+    inbox.put((np.ones(2), None, time.monotonic()))
+    taker.join(timeout=10)
+    assert len(got[0][0]) == 1 and not got[0][1]
+    takers = [threading.Thread(target=lambda: got.append(_collect(inbox, 8, 0.0))) for _ in range(3)]
+    for t in takers:
+        t.start()
+    time.sleep(0.05)
+    inbox.put(_STOP)
+    for t in takers:
+        t.join(timeout=10)
+        assert not t.is_alive()
+    assert [len(b) for b, stop in got[1:]] == [0, 0, 0] and all(stop for _, stop in got[1:])
+    late = Future()
+    inbox.put((np.ones(2), late, time.monotonic()))
+    before = (np.ones(2), None, 0.0)
+    inbox.items.appendleft(before)  # queued before the marker
+    batch, stop = _collect(inbox, 8, 0.0)
+    assert batch == [before] and stop
+    inbox.cancel_rest()
+    assert late.cancelled() and list(inbox.items) == [_STOP]
+    routed, later = [], Future()
+    inbox.put((np.ones(2), later, time.monotonic()))
+    inbox.cancel_rest(lambda fn, arg: routed.append((fn, arg)))  # cancelled where settle_with settles
+    assert not later.cancelled() and routed[0][1] == [later]
+    routed[0][0](routed[0][1])
+    assert later.cancelled()
+
+
+def test_a_gathering_worker_sleeps_until_enough_requests_came():
+    """A batch whose first request was found alone waits for a full batch (not woken by each arrival) or
+    until the deadline."""
+    from rnnfast.serving import _collect, _Inbox
+    inbox = _Inbox()
+    wakes = []
+    real_wait = inbox.cond.wait
+
+    def counting_wait(timeout=None):
+        wakes.append(timeout)
+        return real_wait(timeout)
+
+    inbox.cond.wait = counting_wait
+    inbox.put((np.ones(2), None, time.monotonic()))
+
+    def feed():
+        for _ in range(5):
+            time.sleep(0.01)
+            inbox.put((np.ones(2), None, time.monotonic()))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    t0 = time.perf_counter()
+    batch, stop = _collect(inbox, 4, 5.0)
+    feeder.join()
+    assert len(batch) == 4 and not stop and time.perf_counter() - t0 < 2.0
+    assert len(wakes) == 1  # one sleep, woken when the fourth request came
+    assert len(inbox) == 2
+    batch, _ = _collect(inbox, 8, 0.05)  # two waiting: taken at once, no wait for more
+    assert len(batch) == 2
+    inbox.put((np.ones(2), None, time.monotonic()))
+    t0 = time.perf_counter()
+    batch, _ = _collect(inbox, 8, 0.1)  # alone: waits until the deadline
+    assert len(batch) == 1 and time.perf_counter() - t0 >= 0.09
+
+
+def test_futures_can_be_settled_on_another_thread_once_per_batch(classifier):
+    """settle_with (an event loop's call_soon_threadsafe): each batch's futures are settled by one call of
+    it, on the thread it hands them to; when it raises, on the worker thread. A bad one is refused."""
+    import asyncio
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    settled_on, calls = [], []
+
+    def via_loop(fn, arg):
+        calls.append(len(arg))
+        loop.call_soon_threadsafe(fn, arg)
+
+    xs = _seqs(30, 3, np.random.default_rng(8))
+    try:
+        with Batcher(classifier, max_delay_ms=20, settle_with=via_loop) as b:
+            futures = _submit_all(b, xs)
+            for f in futures:
+                f.add_done_callback(lambda f: settled_on.append(threading.get_ident()))
+            got = [f.result(timeout=30) for f in futures]
+            stats = b.stats
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()
+    assert got == [classifier.predict(x[None])[0] for x in xs]
+    assert sum(calls) == 30 and len(calls) == stats["batches"] < 30
+    assert set(settled_on) <= {runner.ident, threading.get_ident()}  # the loop's (or here, if already done)
+
+    def closed(fn, arg):
+        raise RuntimeError("Event loop is closed")
+
+    with Batcher(classifier, settle_with=closed) as b:
+        assert b.predict(xs[0], timeout=30) == got[0]
+    with pytest.raises(TypeError, match="settle_with"):
+        Batcher(classifier, settle_with=3)
 
 
 def test_a_refit_estimator_is_served_with_its_new_network():

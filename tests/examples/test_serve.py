@@ -6,7 +6,9 @@ import contextlib
 import http.client
 import json
 import socket
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -255,3 +257,48 @@ def test_drive_closed_and_open_loop(model_file):
         assert len(lat) == 30 and (lat > 0).all() and sorted(answers) == list(range(5))
         lat, _, wall = lt.drive(port, requests, 3, 20, 10, rate=100)
         assert len(lat) == 20 and wall >= 0.19  # request 19 is due at 0.19 s
+
+
+def test_asyncio_batching_settles_on_the_loop_and_caches_label_answers(model_file):
+    """The asyncio server's Batcher settles each batch's futures on the event loop's thread (one callback a
+    batch); a label's 200 response is the same bytes as one encoded afresh, made once per label and
+    keep-alive setting; a non-scalar prediction (probabilities) is encoded each time."""
+    serve = _load("serve")
+    settled_on = []
+    with serving(rf.load(model_file), batching=True) as (port, server):
+        assert server.service.settles_in_loop
+        hold = threading.Event()  # the loop waits on it: the future cannot be settled before its callback is added
+        server._loop.call_soon_threadsafe(lambda: (settled_on.append(("loop", threading.get_ident())), hold.wait(10)))
+        future = server.service.submit(_seqs(1)[0])
+        time.sleep(0.05)  # the batch has run
+        assert not future.done()
+        future.add_done_callback(lambda f: settled_on.append(("future", threading.get_ident())))
+        hold.set()
+        future.result(timeout=10)
+        assert _request(port, "POST", "/predict", json.dumps({"sequence": _seqs(1)[0].tolist()}))[0] == 200
+    threads = dict(settled_on)
+    assert threads["future"] == threads["loop"] != threading.get_ident()
+    with serving(rf.load(model_file), batching=False) as (_, server):
+        assert not server.service.settles_in_loop
+    for keep_alive in (True, False):
+        first = serve._prediction_response(np.str_("up"), keep_alive)
+        assert first == serve._response(200, {"prediction": "up"}, keep_alive)
+        assert serve._prediction_response("up", keep_alive) is first  # made once
+    cancelled = Future()
+    cancelled.cancel()  # (what the Batcher's closing does to requests still queued)
+    assert serve._outcome(cancelled, True).startswith(b"HTTP/1.1 503 ")
+    probs = np.array([0.25, 0.75], np.float32)
+    assert serve._prediction_response(probs, True) == serve._response(200, {"prediction": [0.25, 0.75]})
+
+
+def test_cpu_budget_lines():
+    """The load test's CPU budget of a batching asyncio server: main thread (front end) and the other
+    threads (the batch worker), and the latency floor the worker sets; none for the threading server."""
+    lt = _load("load_test")
+    row = {"server": "asyncio", "mode": "batching", "closed_cpu": 0.110, "closed_main_cpu": 0.030,
+           "closed_client_cpu": 0.012}
+    lines = lt.cpu_budget(row, 32, 0.00224)
+    assert "main thread 0.030 (front end) + other threads 0.080" in lines[0] and "0.070 ms a sequence" in lines[0]
+    assert "12500 req/s" in lines[1] and "32 x 0.080 = 2.56 ms" in lines[1]
+    assert lt.cpu_budget(dict(row, server="threading"), 32, 0.00224) == []
+    assert lt.cpu_budget(dict(row, closed_main_cpu=0.110), 32, 0.00224) == []
