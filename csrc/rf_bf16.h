@@ -609,7 +609,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
         d.simd = 1;
     }
 #endif
-    rf_barrier bar = {0, 0};
+    rf_barrier bar = rf_barrier_new();
     int solo_at = 0; /* > 0: thread 0 runs alone after the barrier of this step (rf_step_barrier) */
     int yields = 0;
     if (nth < 1) nth = 1;
@@ -617,7 +617,7 @@ static int rf_bf16_forward(int path, int cell, int relu, int T, const int* bs, c
 #pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
-        RF_THREAD_IDS(k, nk);
+        RF_TEAM_IDS(k, nk, bar);
         unsigned int ftz = rf_ftz_enter();
         float buf[2 * 32 * 64] __attribute__((aligned(64))); /* rf_amx_lstm_step's gates */
 #ifdef RF_HAVE_BF16_ISA

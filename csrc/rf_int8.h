@@ -647,7 +647,7 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_
                          const uint8_t* qx, const float* sx, const int32_t* zx, float* h, float* c, float* y,
                          float* xw, float* gh, float* hb, float* cb, uint8_t* qh_all, long spin_ns) {
     int G = RF_GATES(L->cell), GHp = G * L->Hp, Hp = L->Hp, H = L->H, gru = L->cell == 2, T = mp->T;
-    rf_barrier bar = {0, 0};
+    rf_barrier bar = rf_barrier_new();
     int solo_at = 0, yields = 0;
     memcpy(hb, h, H * sizeof(float));
     if (c) memcpy(cb, c, H * sizeof(float));
@@ -655,7 +655,7 @@ static int rf_i8_latency(const rf_i8_layer* L, int isa, int forced, const rf_i8_
 #pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
-        RF_THREAD_IDS(k, nk);
+        RF_TEAM_IDS(k, nk, bar);
         int share = rf_i8_round((Hp + nk - 1) / nk, 16);
         uint8_t* qh = qh_all + (size_t)k * 16 * L->KpH;
         float sh;

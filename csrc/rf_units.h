@@ -104,7 +104,7 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
     int GH = G * H;
     int KX = x ? F : 0;
     int GX = gru ? 2 : G;  /* gates made from [x_t, h_{t-1}] in one product (GRU's n apart) */
-    rf_barrier bar = {0, 0};
+    rf_barrier bar = rf_barrier_new();
     int solo_at = 0;
     int yields = 0;
     int kept = pack_nk ? *pack_nk : 0, ran = 0;
@@ -112,7 +112,7 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
 #pragma omp parallel num_threads(nth) shared(bar, solo_at, ran) reduction(+ : yields)
 #endif
     {
-        RF_THREAD_IDS(k, nk);
+        RF_TEAM_IDS(k, nk, bar);
         if (k == 0) ran = nk;
         if (kept > 0 && kept != nk) goto done;
         int share = rf_units_share(H, nk);
@@ -203,14 +203,14 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                              const float* tc, const float* dy, int lddy, float* dh, float* dc, float* ds) {
     int G = RF_GATES(cell);
     int GH = G * H;
-    rf_barrier bar = {0, 0};
+    rf_barrier bar = rf_barrier_new();
     int solo_at = 0;
     int yields = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth) shared(bar, solo_at) reduction(+ : yields)
 #endif
     {
-        RF_THREAD_IDS(k, nk);
+        RF_TEAM_IDS(k, nk, bar);
         int share = rf_units_share(H, nk);
         size_t ps = rf_packed_size(GH, share);
         int j0, j1;
