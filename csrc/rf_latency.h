@@ -82,29 +82,46 @@ static inline void rf_team_start(rf_barrier* bar, int k, int nk) {
     if (c > 0 && c == bar->cpu[0]) rf_leave_shared_cpu(bar, k, nk);
 }
 
-/* After the first barrier too: a pool thread (k > 0) that ran step 0 on the CPU of a lower-numbered thread of
- * its team moves to a CPU of its own affinity mask that no team thread ran on, then gets its mask back.
- * Why: a pool thread that slept between calls is often woken onto its waker's CPU (the scheduler's wake
- * affinity), and there the two threads take turns at every step's barrier while the other CPU idles: a
- * GRU B=4 T=50 H=256 call took 2.6 ms so against 0.85 apart, for whole runs of calls, on a quiet machine.
- * Two system calls, made only when the CPU is shared; a mask of one CPU (OMP_PROC_BIND) is left alone. */
-static void rf_leave_shared_cpu(const rf_barrier* bar, int k, int nk) {
+/* Moves the calling thread to a CPU of its own affinity mask outside used[0, n) (1 + CPU numbers; 0:
+ * unknown), then gives it its mask back; nothing when there is none (a mask of one CPU, OMP_PROC_BIND). */
+static void rf_move_off(const int* used, int n) {
 #if defined(__linux__) && defined(_GNU_SOURCE)
-    int n = nk < RF_TEAM_MAX ? nk : RF_TEAM_MAX, shared = 0;
-    int mine = k < RF_TEAM_MAX ? __atomic_load_n(&bar->cpu[k], __ATOMIC_RELAXED) : 0;
-    for (int j = 0; j < k && j < n; j++) shared |= mine > 0 && __atomic_load_n(&bar->cpu[j], __ATOMIC_RELAXED) == mine;
-    if (!shared) return;
     cpu_set_t own, to;
     if (sched_getaffinity(0, sizeof own, &own) != 0) return;
     CPU_ZERO(&to);
     for (int c = 0; c < CPU_SETSIZE; c++) {
-        int used = 0;
-        for (int j = 0; j < n; j++) used |= __atomic_load_n(&bar->cpu[j], __ATOMIC_RELAXED) == c + 1;
-        if (CPU_ISSET(c, &own) && !used) CPU_SET(c, &to);
+        int taken = 0;
+        for (int j = 0; j < n; j++) taken |= used[j] == c + 1;
+        if (CPU_ISSET(c, &own) && !taken) CPU_SET(c, &to);
     }
     if (CPU_COUNT(&to) > 0 && sched_setaffinity(0, sizeof to, &to) == 0) sched_setaffinity(0, sizeof own, &own);
 #else
-    (void)bar, (void)k, (void)nk;
+    (void)used, (void)n;
+#endif
+}
+
+/* After the first barrier too: a pool thread (k > 0) that ran step 0 on the CPU of a lower-numbered thread of
+ * its team moves to a CPU of its own affinity mask that no team thread ran on, then gets its mask back.
+ * Why: a pool thread that slept between calls is often woken onto its waker's CPU (the scheduler's wake
+ * affinity), and there the two threads take turns at every step's barrier while the other CPU idles: a
+ * GRU B=4 T=50 H=256 call took 2.6 ms like that against 0.85 apart, for whole runs of calls, on a quiet machine.
+ * Two system calls, made only when the CPU is shared. */
+static void rf_leave_shared_cpu(const rf_barrier* bar, int k, int nk) {
+    int n = nk < RF_TEAM_MAX ? nk : RF_TEAM_MAX, shared = 0, used[RF_TEAM_MAX];
+    if (k >= n) return;
+    for (int j = 0; j < n; j++) used[j] = __atomic_load_n(&bar->cpu[j], __ATOMIC_RELAXED);
+    for (int j = 0; j < k; j++) shared |= used[k] > 0 && used[j] == used[k];
+    if (shared) rf_move_off(used, n);
+}
+
+/* The same for a pool thread of a team of independent tasks (the packed kernel's row blocks and
+ * directions): off the caller's CPU (``caller``: rf_cpu_now() before the parallel region). Two tasks on one
+ * CPU take turns for the whole recurrence while the other CPU idles. */
+static inline void rf_leave_cpu(int caller) {
+#ifdef _OPENMP
+    if (caller > 0 && omp_get_thread_num() > 0 && rf_cpu_now() == caller) rf_move_off(&caller, 1);
+#else
+    (void)caller;
 #endif
 }
 

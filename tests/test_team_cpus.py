@@ -1,4 +1,5 @@
-"""The barrier kernels' move off a shared CPU (csrc/rf_latency.h, rf_leave_shared_cpu).
+"""The kernels' move off a shared CPU (csrc/rf_latency.h: rf_leave_shared_cpu for the barrier kernels,
+rf_leave_cpu for the packed kernel's tasks): batch 1, few rows and row blocks.
 
 A pool thread woken onto the caller's CPU changes its own affinity mask for a moment to leave that CPU,
 then takes its mask back. These tests run in a child interpreter (masks are per process) and check that
@@ -30,10 +31,11 @@ _SCRIPT = textwrap.dedent("""
     before = masks()  # (threads that numpy's BLAS started at import keep theirs)
     rng = np.random.default_rng(0)
     cases = [(rf.nn.GRU(64, 256, seed=0).eval(), rng.standard_normal((4, 30, 64)).astype(np.float32)),
-             (rf.nn.LSTM(32, 128, seed=1).eval(), rng.standard_normal((1, 30, 32)).astype(np.float32))]
+             (rf.nn.LSTM(32, 128, seed=1).eval(), rng.standard_normal((1, 30, 32)).astype(np.float32)),
+             (rf.nn.LSTM(16, 32, seed=2).eval(), rng.standard_normal((64, 20, 16)).astype(np.float32))]
     for m, x in cases:
         plan = m.plan_for(x, n_threads=2)
-        assert plan.kernel in ("units", "latency") and plan.threads == 2, plan
+        assert plan.kernel in ("units", "latency", "packed") and plan.threads == 2, plan
         one = m(x, n_threads=1)[0]
         for i in range(40):
             np.testing.assert_allclose(m(x, n_threads=2)[0], one, rtol=1e-5, atol=1e-6)

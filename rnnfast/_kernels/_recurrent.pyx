@@ -106,6 +106,8 @@ cdef extern from "rf_units.h" nogil:
 
 cdef extern from "rf_latency.h" nogil:
     long RF_SPIN_NS
+    int rf_cpu_now()
+    void rf_leave_cpu(int caller)   # a pool thread on the caller's CPU moves off it
     int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, long spin_ns, rf_gemv_rows_fn gemv,
                            rf_gemv_panels_fn gemvp, rf_pack_panels_fn packp, float* pack, int* pack_nk,
                            const float* x, int ldx, const float* w_ih, const float* w_hh, const float* b,
@@ -733,7 +735,7 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
     """Run the recurrence of every direction of one layer, split in (direction, row block) tasks."""
     cdef int nblk = n_blocks(net)
     cdef int ntask = net.D * nblk
-    cdef int task, d, r0, r1
+    cdef int task, d, r0, r1, caller
     cdef unsigned int ftz
     cdef int nth = min(net.nthreads, ntask)
     if nth <= 1:
@@ -748,7 +750,9 @@ cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) n
                 recur_fwd(net, &dirs[d], r0, r1, typed)
         rf_ftz_leave(ftz)
         return
+    caller = rf_cpu_now()
     for task in prange(ntask, num_threads=nth, schedule="static", chunksize=1):
+        rf_leave_cpu(caller)
         d = task % net.D
         # assigned here, so private to each OpenMP thread (never pass their address out)
         r0 = block_start(net, nblk, task // net.D)
