@@ -175,11 +175,14 @@ class KernelCalls:
         """The kernel's arguments that do not change from call to call at this layout and kernel plan
         ``kp``: parameters and bias vectors, per-direction buffers, layer inputs and outputs, all in
         ``ws`` (with ``keep``, but the weight packs the layer keeps: rnnfast.nn._packs). Kept in ``ws`` for
-        the next eval call of the same layout (what a streaming ``step`` repeats), rebuilt otherwise."""
-        key = (plan.kplan, training, n_threads, kp, keep)
+        the next eval call of the same batch size and packed rows (what a streaming ``step`` repeats),
+        rebuilt otherwise."""
+        # (what is prepared depends on the batch's size and packed rows, not on its lengths: ragged batches
+        # of new lengths, a server's, reuse it)
+        key = (plan.B, plan.N, training, n_threads, kp, keep)
         prep = ws.prepared
-        if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
-            return prep[2]
+        if prep is not None and prep[0] == key:
+            return prep[1]
         B, N = plan.B, plan.N
         H, D, L, G, dt = self.hidden_size, self._D, self.num_layers, self._G, self.dtype
         DH = D * H
@@ -207,7 +210,7 @@ class KernelCalls:
         # and for _run: the bias sources, zero states (the kernels only read initial states) and the in-place
         # decisions by input layout (see _io_layout)
         prep = (params, bufs, biases, x_buf, outl, self._bias_src(biases), np.zeros((B, H), dt), {})
-        ws.prepared = None if training else (plan.kplan, key[1:], prep)
+        ws.prepared = None if training else (key, prep)
         return prep
 
     def _call(self, B, T, N, training):
@@ -297,7 +300,8 @@ class KernelCalls:
         arguments before the states and after the outputs, where the input is read (see _io_layout) and
         the output's shape."""
         layouts = prep[7]
-        lkey = (x.dtype, x.strides, x.shape, self.batch_first)  # (batch_first may change between calls)
+        # (batch_first may change between calls; the prepared arguments serve other layouts of B and N too)
+        lkey = (x.dtype, x.strides, x.shape, self.batch_first, plan.kplan)
         tpl = layouts.get(lkey)
         if tpl is None:  # (a few microseconds a call: the decision is kept per input layout)
             B, T, _ = x.shape
