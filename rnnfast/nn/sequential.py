@@ -39,6 +39,9 @@ class Sequential(Module):
       protocol (``keyword_protocol``, every :class:`Module`: ``forward(x, *, lengths=None, n_threads=None)``);
       any other object is called ``forward(x)`` and ``backward(dout)``.
     - Parameter names are prefixed with the layer's index: ``"0.weight"``, ``"1.weight_ih_l0"``.
+    - In eval mode a recurrent layer followed by a :class:`LastStep` whose ``bidirectional`` is the layer's (the
+      estimators' networks) runs as one call that takes the head's result from the layer's final states
+      instead of unpacking the whole (B, T, D H) output; results are the same bit for bit.
 
     Parameters
     ----------
