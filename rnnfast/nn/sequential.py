@@ -140,7 +140,8 @@ class Sequential(Module):
         layers, i = self.layers, 0
         while i < len(layers):
             layer = layers[i]
-            out = _last_step(layer, layers[i + 1], x, lengths, n_threads) if i + 1 < len(layers) else None
+            fused = not self.training and i + 1 < len(layers)
+            out = _last_step(layer, layers[i + 1], x, lengths, n_threads) if fused else None
             if out is not None:  # the recurrent layer and its LastStep head in one (eval mode)
                 i += 1
             elif _keywords(layer):
