@@ -175,11 +175,14 @@ class KernelCalls:
         """The kernel's arguments that do not change from call to call at this layout and kernel plan
         ``kp``: parameters and bias vectors, per-direction buffers, layer inputs and outputs, all in
         ``ws`` (with ``keep``, but the weight packs the layer keeps: rnnfast.nn._packs). Kept in ``ws`` for
-        the next eval call of the same layout (what a streaming ``step`` repeats), rebuilt otherwise."""
-        key = (plan.kplan, training, n_threads, kp, keep)
+        the next eval call of the same batch size and packed rows (what a streaming ``step`` repeats),
+        rebuilt otherwise."""
+        # (what is prepared depends on the batch's size and packed rows, not on its lengths: ragged batches
+        # of new lengths, a server's, reuse it)
+        key = (plan.B, plan.N, training, n_threads, kp, keep)
         prep = ws.prepared
-        if prep is not None and prep[0] is plan.kplan and prep[1] == key[1:]:
-            return prep[2]
+        if prep is not None and prep[0] == key:
+            return prep[1]
         B, N = plan.B, plan.N
         H, D, L, G, dt = self.hidden_size, self._D, self.num_layers, self._G, self.dtype
         DH = D * H
@@ -207,7 +210,7 @@ class KernelCalls:
         # and for _run: the bias sources, zero states (the kernels only read initial states) and the in-place
         # decisions by input layout (see _io_layout)
         prep = (params, bufs, biases, x_buf, outl, self._bias_src(biases), np.zeros((B, H), dt), {})
-        ws.prepared = None if training else (plan.kplan, key[1:], prep)
+        ws.prepared = None if training else (key, prep)
         return prep
 
     def _call(self, B, T, N, training):
@@ -243,42 +246,78 @@ class KernelCalls:
         ws.stepper = st
         return st
 
-    def _run(self, x, h0, c0, lengths, training, n_threads, ws):
+    def _run(self, x, h0, c0, lengths, training, n_threads, ws, last=False):
         """Pack, run the kernel; returns (out, hT, cT, plan, cache, final): out is packed (N, DH) in ``ws``,
-        or with ``final`` the caller's output array itself."""
+        or with ``final`` the caller's output array itself (with ``last``, an array of ``ws``: the caller
+        reads only the final states)."""
         B, T, _ = x.shape
-        H, D, L = self.hidden_size, self._D, self.num_layers
-        dt = self.dtype
-        LD = L * D
         plan = self._plan(lengths, B, T)
-        N, DH = plan.N, D * H
-        kp = self._kernel_plan(B, T, N, training, n_threads)
+        kp = self._kernel_plan(B, T, plan.N, training, n_threads)
         n_threads = kp.threads
         keep_packs = _packs.keeps(self, kp.kernel_args, training)
-        params, bufs, biases, x_buf, outl, bias_src, z, layouts = self._prepare(ws, plan, training, n_threads, kp,
-                                                                                keep_packs)
-        h0s = plan.sort_states(h0, dt) if h0 is not None else [z] * LD
-        c0s = plan.sort_states(c0, dt) if c0 is not None else [z] * LD
-        hT_all = np.empty((LD, B, H), dt)
-        cT_all = np.empty((LD, B, H), dt) if self._mode == "lstm" else None
-        states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
+        prep = self._prepare(ws, plan, training, n_threads, kp, keep_packs)
+        LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
+        # the final states, fresh (LSTM: h_n and c_n the two halves of one block, one allocation)
+        if self._mode == "lstm":
+            hT_all, cT_all = np.empty((2, LD, B, H), dt)
+        else:
+            hT_all, cT_all = np.empty((LD, B, H), dt), None
+        if h0 is None and c0 is None:
+            z = prep[6]
+            states = [(z, z, hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
+        else:
+            h0s = plan.sort_states(h0, dt) if h0 is not None else [prep[6]] * LD
+            c0s = plan.sort_states(c0, dt) if c0 is not None else [prep[6]] * LD
+            states = [(h0s[k], c0s[k], hT_all[k], None if cT_all is None else cT_all[k]) for k in range(LD)]
         # Inference over equal lengths: the kernel writes the caller's output array in place and, where the
         # layout allows, reads the input in place (no packing copies: LSTM small 12%, medium 9% faster).
         direct = not training and plan.full
-        io = (0, 0, 0, 0)
-        xl = None
         if direct:
-            out = np.empty((B, T, DH) if self.batch_first else (T, B, DH), dt)
-            outl = outl[:-1] + [out]
-            lkey = (x.dtype, x.strides, self.batch_first)  # (batch_first may change between calls)
-            lay = layouts.get(lkey)
-            if lay is None:  # (a few microseconds a call: the decision is kept per input layout)
-                lay = layouts[lkey] = self._io_layout(x, out, kp)
-            where, io = lay
-            if where is not None:
-                xl = [x if where == "x" else x.swapaxes(0, 1)]
-        if xl is None:
-            xl = [plan.pack(x, x_buf)]
+            head, tail, where, out_shape = self._eval_template(prep, plan, kp, x, n_threads)
+            out = ws.get("final", out_shape, dt) if last else np.empty(out_shape, dt)
+            xl = [x if where == "x" else x.swapaxes(0, 1)] if where is not None else [plan.pack(x, prep[3])]
+            outl = prep[4][:-1] + [out]
+            args = head + (states, xl + prep[4][:-1], outl) + tail
+        else:
+            args, xl, outl, masks = self._packed_args(prep, plan, kp, x, states, training, n_threads, ws)
+        yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
+        if kp.kernel in ("latency", "units"):
+            self.thread_policy.note(n_threads, yields)
+        cache = None
+        if training:
+            cache = dict(plan=plan, kp=kp, params=prep[0], bufs=prep[1], states=states, xl=xl, outl=outl,
+                         masks=masks, ws=ws)
+        return outl[-1], hT_all, cT_all, plan, cache, direct
+
+    def _head_args(self, prep, plan):
+        """The kernel's leading arguments up to its parameters and buffers (what a layout's calls share)."""
+        return (self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, self.hidden_size,
+                self._D, self.num_layers, prep[0], prep[1])
+
+    def _eval_template(self, prep, plan, kp, x, n_threads):
+        """For an inference call over equal lengths, what its calls at this input layout share, kept in
+        ``prep`` (the workspace's prepared arguments: one thread's at a time) by input layout: the kernel's
+        arguments before the states and after the outputs, where the input is read (see _io_layout) and
+        the output's shape."""
+        layouts = prep[7]
+        # (batch_first may change between calls; the prepared arguments serve other layouts of B and N too)
+        lkey = (x.dtype, x.strides, x.shape, self.batch_first, plan.kplan)
+        tpl = layouts.get(lkey)
+        if tpl is None:  # (a few microseconds a call: the decision is kept per input layout)
+            B, T, _ = x.shape
+            DH = self._D * self.hidden_size
+            out_shape = (B, T, DH) if self.batch_first else (T, B, DH)
+            where, io = self._io_layout(x, np.empty(out_shape, self.dtype), kp)
+            tail = ([None] * self.num_layers, False, n_threads, *kp.kernel_args, *io)
+            tpl = layouts[lkey] = (self._head_args(prep, plan), tail, where, out_shape)
+        return tpl
+
+    def _packed_args(self, prep, plan, kp, x, states, training, n_threads, ws):
+        """The kernel's arguments for a call on the packed layout (the input packed into the workspace;
+        training: dropout masks between layers); returns (args, xl, outl, masks)."""
+        N, DH, L, dt = plan.N, self._D * self.hidden_size, self.num_layers, self.dtype
+        outl = prep[4]
+        xl = [plan.pack(x, prep[3])]
         masks = [None] * L
         use_dropout = training and self.dropout > 0.0
         for layer in range(L - 1):
@@ -291,27 +330,23 @@ class KernelCalls:
                 xl.append(ws.get(f"xl{layer + 1}", (N, DH), dt))
             else:
                 xl.append(outl[layer])
-        args = (self._cell, int(self.nonlinearity == "relu"), plan.kplan, self.input_size, H, D, L, params, bufs,
-                states, xl, outl, masks, training, n_threads, *kp.kernel_args, *io)
-        yields = self._forward_kernel(args, bias_src, kp.kernel_args, n_threads, keep_packs, ws)
-        if kp.kernel in ("latency", "units"):
-            self.thread_policy.note(n_threads, yields)
-        cache = None
-        if training:
-            cache = dict(plan=plan, kp=kp, params=params, bufs=bufs, states=states, xl=xl, outl=outl,
-                         masks=masks, ws=ws)
-        return outl[-1], hT_all, cT_all, plan, cache, direct
+        args = self._head_args(prep, plan) + (states, xl, outl, masks, training, n_threads, *kp.kernel_args,
+                                              0, 0, 0, 0)
+        return args, xl, outl, masks
 
     def _forward_kernel(self, args, bias_src, kernel_args, n_threads, keep, ws):
         """The forward kernel's call; with ``keep``, on the layer's kept weight packs (rnnfast.nn._packs), made
         anew when the kernel finds them made from other weights (or for other threads). New packs are kept
         only where the workspace limit leaves room beside the pooled workspaces and this call's ``ws``."""
-        kept = _packs.kept_packs(self, kernel_args, n_threads) if keep else None
+        if not keep:
+            return _k.forward(*args, bias_src=bias_src, packs=None)
+        kept = _packs.kept_packs(self, kernel_args, n_threads)
         yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
         if yields < 0:
             kept = _packs.kept_packs(self, kernel_args, n_threads, stale=True)
             yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
-        _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
+        if kept is not None:
+            _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
         return yields
 
     def _io_layout(self, x, out, kp):
@@ -344,10 +379,15 @@ class KernelCalls:
                     io[0], io[1] = ts, rs
         return where, tuple(io)
 
-    def _finish(self, plan, out_p, hT, cT, unbatched, final=False, width=None):
+    def _finish(self, plan, out_p, hT, cT, unbatched, final=False, width=None, last=False):
         """The caller's results from the kernel's: ``out_p`` packed (N, ``width``: D*H, the default, for a
         forward's output, I for a backward's dx), or with ``final`` already the caller's output array; the
-        states (final ones, or the initial states' gradients) in the caller's row order."""
+        states (final ones, or the initial states' gradients) in the caller's row order. With ``last``
+        (batched input only) the output is the last layer's final states side by side, (B, D H)."""
+        if last:
+            h_n = plan.unsort_states(hT)
+            out = np.concatenate(h_n[-self._D:], axis=1) if self._D == 2 else h_n[-1].copy()
+            return out, ((h_n, plan.unsort_states(cT)) if self._mode == "lstm" else h_n)
         if final:
             out = out_p
         else:

@@ -199,11 +199,44 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
             activations themselves never produce one); the estimators refuse them at ``fit``.
         h_n : ndarray (num_layers * D, B, H) for GRU and RNN; LSTM returns ``(h_n, c_n)``.
         """
+        return self._forward(x, hx, lengths, n_threads, False)
+
+    __call__ = forward
+
+    def _forward_last(self, x: ArrayLike, hx: Optional[State] = None, lengths: Optional[ArrayLike] = None,
+                      n_threads: Optional[int] = None) -> Optional[Tuple[np.ndarray, State]]:
+        """``(LastStep(bidirectional=self.bidirectional)(out, lengths), state)`` of an eval-mode ``forward``
+        without the whole output: each sequence's output at its last valid step is its forward direction's
+        final state, and the reverse direction's output at step 0 its final state (bit for bit: the kernels
+        store the same values), so the (B, D H) result is taken from ``h_n`` and the (B, T, D H) output is
+        never unpacked. None (nothing run) where that does not hold: training mode, an unbatched or
+        time-major input, a projection or a layer-normalized cell."""
+        if (self.training or not self.batch_first or self._layer_norm or self._variant_wanted()
+                or np.ndim(x) != 3):
+            return None
+        return self._forward(x, hx, lengths, n_threads, True)
+
+    def _forward_fast_check(self, x, hx, lengths):
+        """``x`` itself when an eval call needs no conversion or checks beyond its shape (the repeated
+        inference call: a (B, T, input_size) batch-first array of the layer's dtype, no state, no lengths),
+        else None."""
+        if (type(x) is np.ndarray and hx is None and lengths is None and not self.training and self.batch_first
+                and x.ndim == 3 and x.dtype == self.dtype and x.shape[2] == self.input_size and x.shape[0]
+                and x.shape[1]):
+            return x
+        return None
+
+    def _forward(self, x, hx, lengths, n_threads, last):
+        """forward (``last``: _forward_last)."""
         nth = resolve_threads(n_threads)
-        xb, unbatched = self._check_x(x)
-        B, T, _ = xb.shape
-        lengths = check_lengths(lengths, B, T)
-        h0, c0 = self._split_hx(hx, B, unbatched)
+        xb = self._forward_fast_check(x, hx, lengths)
+        if xb is not None:
+            unbatched, h0, c0 = False, None, None
+        else:
+            xb, unbatched = self._check_x(x)
+            B, T, _ = xb.shape
+            lengths = check_lengths(lengths, B, T)
+            h0, c0 = self._split_hx(hx, B, unbatched)
         if self._variant_wanted():  # proj_size, or recurrent dropout in training (rnnfast.nn._variant)
             return self._variant_forward(xb, unbatched, h0, c0, lengths)
         training = self.training
@@ -216,8 +249,8 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
             return self._ln_forward(xb, h0, c0, lengths, unbatched, training, nth)
         ws = self._acquire()
         try:
-            out_p, hT, cT, plan, cache, final = self._run(xb, h0, c0, lengths, training, nth, ws)
-            result = self._finish(plan, out_p, hT, cT, unbatched, final)
+            out_p, hT, cT, plan, cache, final = self._run(xb, h0, c0, lengths, training, nth, ws, last)
+            result = self._finish(plan, out_p, hT, cT, unbatched, final, last=last)
         except BaseException:
             self._release(ws)
             raise
@@ -228,8 +261,6 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         else:
             self._release(ws)
         return result
-
-    __call__ = forward
 
     def backward(self, dout: ArrayLike, dstate: Optional[State] = None,
                  n_threads: Optional[int] = None) -> Tuple[np.ndarray, State]:

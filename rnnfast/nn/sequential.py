@@ -1,5 +1,6 @@
 """Sequential composition of layers, PyTorch's ``torch.nn.Sequential`` for forward/backward layers."""
 from rnnfast._validation import check_bool
+from rnnfast.nn.layers import LastStep
 from rnnfast.nn.module import BackwardStateError, Module, call_backward, validate_state_dict
 
 __all__ = ["Sequential"]
@@ -7,6 +8,22 @@ __all__ = ["Sequential"]
 
 def _keywords(layer):
     return getattr(layer, "keyword_protocol", False)
+
+
+def _last_step(layer, head, x, lengths, n_threads):
+    """``head(layer(x)[0])`` when ``head`` is an eval-mode :class:`LastStep` that takes each sequence's last
+    step as the recurrent ``layer``'s final states hold it (``head.bidirectional`` equal to the layer's), run
+    as one call that never unpacks the layer's whole output (``_forward_last``); None otherwise, and nothing
+    run. The result equals the two calls' bit for bit."""
+    if type(head) is not LastStep or head.training:
+        return None
+    fwd = getattr(type(layer), "_forward_last", None)
+    if fwd is None or getattr(layer, "bidirectional", None) != head.bidirectional:
+        return None
+    res = fwd(layer, x, lengths=lengths, n_threads=n_threads)
+    if res is not None:
+        head._keep(None)  # (what its eval-mode forward keeps)
+    return res
 
 
 class Sequential(Module):
@@ -22,6 +39,9 @@ class Sequential(Module):
       protocol (``keyword_protocol``, every :class:`Module`: ``forward(x, *, lengths=None, n_threads=None)``);
       any other object is called ``forward(x)`` and ``backward(dout)``.
     - Parameter names are prefixed with the layer's index: ``"0.weight"``, ``"1.weight_ih_l0"``.
+    - In eval mode a recurrent layer followed by a :class:`LastStep` whose ``bidirectional`` is the layer's (the
+      estimators' networks) runs as one call that takes the head's result from the layer's final states
+      instead of unpacking the whole (B, T, D H) output; results are the same bit for bit.
 
     Parameters
     ----------
@@ -117,11 +137,21 @@ class Sequential(Module):
         The last layer's output (its first element, if it returns a tuple).
         """
         tuple_out = []
-        for layer in self.layers:
-            out = layer.forward(x, lengths=lengths, n_threads=n_threads) if _keywords(layer) else layer.forward(x)
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            fused = not self.training and i + 1 < len(layers)
+            out = _last_step(layer, layers[i + 1], x, lengths, n_threads) if fused else None
+            if out is not None:  # the recurrent layer and its LastStep head in one (eval mode)
+                i += 1
+            elif _keywords(layer):
+                out = layer.forward(x, lengths=lengths, n_threads=n_threads)
+            else:
+                out = layer.forward(x)
             is_tuple = isinstance(out, tuple)
             tuple_out.append(is_tuple)
             x = out[0] if is_tuple else out
+            i += 1
         self._tuple_out = tuple_out if self.training else None
         return x
 

@@ -50,6 +50,15 @@ class Stateful:
 
     __call__ = forward
 
+    def _forward_last(self, x, lengths=None, n_threads=None):
+        """``layer._forward_last(x, hx, ...)`` (rnnfast.nn.sequential: a LastStep head run with the layer),
+        keeping the state in ``last_state`` as :meth:`forward` does; None when the layer has no such path."""
+        fwd = getattr(type(self.layer), "_forward_last", None)
+        res = None if fwd is None else fwd(self.layer, x, self.hx, lengths=lengths, n_threads=n_threads)
+        if res is not None:
+            self.last_state = res[1]
+        return res
+
     def backward(self, dout, dstate=None, n_threads=None):
         """``layer.backward``: the gradient does not continue into ``hx`` (truncation)."""
         return self.layer.backward(dout, dstate, n_threads=n_threads)
