@@ -458,6 +458,10 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * 3-4 rows 42-47 -> 36; 6-8 MB shares, read from L3, 1-5% (about 30 GB/s a core either way). With 8 rows
  * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. */
 
+/* v stays in a register: the compiler may no longer fold its load into each row's multiply-add, which
+ * at 2-3 rows (GCC 12) read every weight vector 2-3 times from cache (see RF_FEW_PANEL). */
+#define RF_IN_REG(v) __asm__("" : "+v"(v))
+
 #define RF_FEW_PANEL(MR_)                                                                             \
     {                                                                                                 \
         rf_v16 c0[MR_], c1[MR_], d0[MR_], d1[MR_];                                                    \
@@ -477,6 +481,7 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
                 memcpy(&b1, bq + 16, 64);                                                             \
                 memcpy(&e0, bq + 32, 64);                                                             \
                 memcpy(&e1, bq + 48, 64);                                                             \
+                RF_IN_REG(b0); RF_IN_REG(b1); RF_IN_REG(e0); RF_IN_REG(e1);                           \
                 for (int r = 0; r < (MR_); r++) {                                                     \
                     float a = A[(size_t)r * lda + k], a2 = A[(size_t)r * lda + k + 1];                \
                     c0[r] += a * b0;                                                                  \
