@@ -5,7 +5,8 @@
  * them; "+pack" also times a call that packs. Prints min / median us a step.
  *
  *   gcc -O3 -fopenmp -Icsrc bench/fewrows_step.c -o /tmp/fewrows_step -lm
- *   /tmp/fewrows_step CELL I H T [STEP_PROJ [ROUNDS]]   CELL 1 LSTM, 2 GRU; STEP_PROJ 1: x_t W_ih^T in the step
+ *   /tmp/fewrows_step CELL I H T [STEP_PROJ [ROUNDS [NTH]]]   CELL 1 LSTM, 2 GRU; STEP_PROJ 1: x_t W_ih^T in the
+ *                                     step; NTH threads for the kernels (the products alone: one thread's share)
  *   FR_ONLY=03 /tmp/fewrows_step ...: variants 0 and 3 alone (the others' packs then stay out of L2)
  *   e.g. 2 64 256 50 1 (gru-T50-I64-H256), 1 64 256 200 0 (lstm-T200-I64-H256), 2 128 384 200 0
  */
@@ -34,7 +35,7 @@ static float* randf(size_t n, float s) {
 int main(int argc, char** argv) {
     if (argc < 5) return fprintf(stderr, "usage: %s CELL I H T [STEP_PROJ [ROUNDS]]\n", argv[0]), 2;
     int cell = atoi(argv[1]), F = atoi(argv[2]), H = atoi(argv[3]), T = atoi(argv[4]);
-    int sp = argc > 5 ? atoi(argv[5]) : 1, rounds = argc > 6 ? atoi(argv[6]) : 41;
+    int sp = argc > 5 ? atoi(argv[5]) : 1, rounds = argc > 6 ? atoi(argv[6]) : 41, nth = argc > 7 ? atoi(argv[7]) : 1;
     int G = RF_GATES(cell), GH = G * H, B = 3, GX = RF_IS_GRU(cell) ? 2 : G;
     float *x = randf((size_t)B * T * F, 2), *wih = randf((size_t)GH * F, 0.2f), *whh = randf((size_t)GH * H, 0.2f);
     float *b = randf(2 * GH, 0.2f), *bhn = randf(H, 0.2f), *h0 = randf((size_t)B * H, 1), *c0 = randf((size_t)B * H, 1);
@@ -43,8 +44,8 @@ int main(int argc, char** argv) {
     float *xp = randf((size_t)B * T * GH, 1);  /* hoisted x W_ih^T (values only matter for timing) */
     int bs[4096], off[4096];
     rf_gemm_fn gemm = rf_gemm_packed_select();
-    size_t psz = rf_units_fwd_pack_size(G, sp ? F : 0, H, 1);
-    size_t lsz = (size_t)G * rf_panels_size(H, F + H) + 64;
+    size_t psz = rf_units_fwd_pack_size(G, sp ? F : 0, H, nth);
+    size_t lsz = (size_t)nth * G * rf_panels_size((H + nth - 1) / nth, F + H) + 64;
     float *pk[4], *lpk = randf(lsz, 0);
     int nk[4] = {0, 0, 0, 0}, lnk = 0;
     for (int i = 0; i < 4; i++) pk[i] = randf(psz, 0);
@@ -60,34 +61,35 @@ int main(int argc, char** argv) {
             if (!sp) memcpy(gates, xp, (size_t)nb * T * GH * sizeof(float));
             double t0 = now();
             if (v == 0) {
-                rf_latency_forward(cell, 0, T, F, H, 1, RF_SPIN_NS, rf_gemv_rows_select(), rf_gemv_panels_select(),
+                rf_latency_forward(cell, 0, T, F, H, nth, RF_SPIN_NS, rf_gemv_rows_select(), rf_gemv_panels_select(),
                                    rf_pack_panels_select(), lpk, &lnk, sp ? x : NULL, F, wih, whh, b, bhn, h0, c0,
                                    sp ? gates : gates, gh, y, H, c, NULL, NULL);
             } else if (v <= 3) {
-                rf_units_forward(cell, 0, T, bs, off, F, H, 1, RF_SPIN_NS, gemm, pk[v], &nk[v], sp ? x : NULL, T * F,
+                rf_units_forward(cell, 0, T, bs, off, F, H, nth, RF_SPIN_NS, gemm, pk[v], &nk[v], sp ? x : NULL, T * F,
                                  sp ? F : 0, wih, whh, b, bhn, h0, c0, sp ? gates : gates, sp, gh, y, T * H, H, c,
                                  NULL, NULL);
             } else {  /* the products of rf_units_forward's steps alone, on the kept pack of 3 rows */
                 int KX = sp ? F : 0;
-                size_t ps = rf_packed_size(KX + H, H);
+                int n = rf_units_share(H, nth);
+                size_t ps = rf_packed_size(KX + H, n);
                 for (int t = 0; t < T; t++) {
                     const float* hp = t == 0 ? h0 : y + (t - 1) * H;
                     int ldh = t == 0 ? H : T * H;
                     float* gt = sp ? gates : gates + (size_t)t * nb * GH;
                     for (int g = 0; g < GX; g++)
-                        rf_units_gemm(gemm, nb, H, KX, x + t * F, T * F, H, hp, ldh, pk[3] + g * ps,
+                        rf_units_gemm(gemm, nb, n, KX, x + t * F, T * F, H, hp, ldh, pk[3] + g * ps,
                                       sp ? 0.0f : 1.0f, gt + g * H, GH);
                     if (GX == 2) {
-                        rf_units_gemm(gemm, nb, H, 0, NULL, 0, H, hp, ldh, pk[3] + 2 * ps, 0.0f, gh + 2 * H, GH);
-                        if (sp) rf_units_gemm(gemm, nb, H, 0, NULL, 0, F, x + t * F, T * F,
-                                              pk[3] + 2 * ps + rf_packed_size(H, H), 0.0f, gt + 2 * H, GH);
+                        rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk[3] + 2 * ps, 0.0f, gh + 2 * H, GH);
+                        if (sp) rf_units_gemm(gemm, nb, n, 0, NULL, 0, F, x + t * F, T * F,
+                                              pk[3] + 2 * ps + rf_packed_size(H, n), 0.0f, gt + 2 * H, GH);
                     }
                 }
             }
             if (r >= 0) tm[v * rounds + r] = (now() - t0) / T * 1e6;
         }
-    printf("cell %d I=%d H=%d T=%d, x W_ih^T %s; one thread, us a step, min / median of %d rounds\n", cell, F, H, T,
-           sp ? "in the step" : "hoisted", rounds);
+    printf("cell %d I=%d H=%d T=%d, x W_ih^T %s; %d thread(s), us a step, min / median of %d rounds\n", cell, F, H, T,
+           sp ? "in the step" : "hoisted", nth, rounds);
     double b1 = 0;
     for (int v = 0; v < NV; v++) {
         if (only && !strchr(only, '0' + v)) continue;

@@ -456,7 +456,10 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * one after another): the hardware prefetcher stops at each 4 KB page. One thread, 2 rows, a share of
  * LSTM I=256 H=512 (4 gates x (512, 256), 2.1 MB): 36-39 us a step -> 30-31; GRU's (1.6 MB) 22 -> 17-18;
  * 3-4 rows 42-47 -> 36; 6-8 MB shares, read from L3, 1-5% (about 30 GB/s a core either way). With 8 rows
- * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. */
+ * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. Each weight vector
+ * is pinned in a register (RF_IN_REG): GCC 12 otherwise folded its load into every row's multiply-add, so 2-3
+ * rows read the stream 2-3 times from L1 (one thread, G=4 x (256, 256), 1 MB: 2 rows 15.4 -> 11.1 us, 3 rows
+ * 21.5 -> 12.1, against 9.3-9.7 for 1; bench/units_kernel.c, bench/gemm_rows_ab.sh). */
 
 /* v stays in a register: the compiler may no longer fold its load into each row's multiply-add, which
  * at 2-3 rows (GCC 12) read every weight vector 2-3 times from cache (see RF_FEW_PANEL). */
