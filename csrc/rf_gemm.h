@@ -222,6 +222,10 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
         pfn--;                                                                                        \
     }
 
+/* v stays in a register: the compiler may no longer fold its load into each row's multiply-add, which
+ * at 2-3 rows (GCC 12) read every weight vector 2-3 times from cache (see RF_FEW_PANEL). */
+#define RF_IN_REG(v) __asm__("" : "+v"(v))
+
 /* Up to 4 rows, two k at a time into a second set of accumulators (d0, d1): with one set a row's chain
  * of dependent multiply-adds waits 4 cycles per k and 2-3 rows ran slower than 8 (one thread, 512
  * columns, K = 144: 6.2 / 7.8 us against 7.3); the sets are summed in RF_GEMM_ROWS. */
@@ -237,6 +241,7 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
                 memcpy(&b1, bq + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                             \
                 memcpy(&e0, bq + (size_t)((KOFF_) + k) * RF_NR + 32, 64);                             \
                 memcpy(&e1, bq + (size_t)((KOFF_) + k) * RF_NR + 48, 64);                             \
+                RF_GEMM_PIN(b0); RF_GEMM_PIN(b1); RF_GEMM_PIN(e0); RF_GEMM_PIN(e1);                   \
                 for (int r = 0; r < (NROWS_); r++) {                                                  \
                     float av = (A_)[(size_t)r * (LDA_) + k], av2 = (A_)[(size_t)r * (LDA_) + k + 1];  \
                     c0[r] += av * b0;                                                                 \
@@ -250,6 +255,7 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
             RF_GEMM_PF(PF_)                                                                           \
             memcpy(&b0, bq + (size_t)((KOFF_) + k) * RF_NR, 64);                                      \
             memcpy(&b1, bq + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                                 \
+            RF_GEMM_PIN(b0); RF_GEMM_PIN(b1);                                                         \
             for (int r = 0; r < (NROWS_); r++) {                                                      \
                 float av = (A_)[(size_t)r * (LDA_) + k];                                              \
                 c0[r] += av * b0;                                                                     \
@@ -370,7 +376,15 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
 #define RF_GEMM_ARGS int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, \
                      const float* packed, float beta, float* C, int ldc
 
-RF_INSTANTIATE(rf_gemm_packed, RF_GEMM_ARGS, RF_GEMM_BODY)
+/* The AVX-512 copy pins each weight vector in a register as rf_units_few does (RF_IN_REG; a 64-byte vector
+ * is two registers to the other copies, which the constraint cannot name): GCC folded the loads into the
+ * multiply-adds of blocks of a few rows (a tail block of 1-4 rows, 5-7 rows). */
+#define RF_GEMM_PIN(v) RF_IN_REG(v)
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_packed_avx512(RF_GEMM_ARGS) { RF_GEMM_BODY }
+#undef RF_GEMM_PIN
+#define RF_GEMM_PIN(v) (void)0
+__attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(RF_GEMM_ARGS) { RF_GEMM_BODY }
+static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
 
 /* Batch 1 without packing: y (N) := A1 (N, K1) . x1 + A2 (N, K2) . x2 + beta y, A1 and A2 read in place
  * (row-major, strides lda1 / lda2), e.g. y = W_ih x_t + W_hh h_{t-1}. Sixteen rows at a time, one
@@ -456,7 +470,10 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * one after another): the hardware prefetcher stops at each 4 KB page. One thread, 2 rows, a share of
  * LSTM I=256 H=512 (4 gates x (512, 256), 2.1 MB): 36-39 us a step -> 30-31; GRU's (1.6 MB) 22 -> 17-18;
  * 3-4 rows 42-47 -> 36; 6-8 MB shares, read from L3, 1-5% (about 30 GB/s a core either way). With 8 rows
- * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. */
+ * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. Each weight vector
+ * is pinned in a register (RF_IN_REG): GCC 12 otherwise folded its load into every row's multiply-add, so 2-3
+ * rows read the stream 2-3 times from L1 (one thread, G=4 x (256, 256), 1 MB: 2 rows 15.4 -> 11.1 us, 3 rows
+ * 21.5 -> 12.1, against 9.3-9.7 for 1; bench/units_kernel.c, bench/gemm_rows_ab.sh). */
 
 #define RF_FEW_PANEL(MR_)                                                                             \
     {                                                                                                 \
@@ -477,6 +494,7 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
                 memcpy(&b1, bq + 16, 64);                                                             \
                 memcpy(&e0, bq + 32, 64);                                                             \
                 memcpy(&e1, bq + 48, 64);                                                             \
+                RF_IN_REG(b0); RF_IN_REG(b1); RF_IN_REG(e0); RF_IN_REG(e1);                           \
                 for (int r = 0; r < (MR_); r++) {                                                     \
                     float a = A[(size_t)r * lda + k], a2 = A[(size_t)r * lda + k + 1];                \
                     c0[r] += a * b0;                                                                  \
