@@ -612,12 +612,14 @@ cdef void par_gemm(int nthreads, bint trans_a, bint trans_b, int M, int N, int K
 
     Row block [m0, m1) of op(A) starts at row m0 of A, or at column m0 when A is transposed."""
     cdef int nblk = min(nthreads, M // 16)
-    cdef int per, blk, m0, m1
+    cdef int per, blk, m0, m1, caller
     if nblk <= 1 or 2.0 * M * N * K < MIN_PARALLEL_FLOPS:
         gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     per = ((M + nblk - 1) // nblk + 15) // 16 * 16
+    caller = rf_cpu_now()
     for blk in prange(nblk, num_threads=nblk, schedule="static", chunksize=1):
+        rf_leave_cpu(caller)
         m0 = min(M, blk * per)
         m1 = min(M, m0 + per)
         if m1 > m0:
@@ -684,7 +686,7 @@ cdef void par_gemms(int nthreads, GemmSpec* g, int n, floating* typed) noexcept 
     by columns instead, in blocks of 64: cut by rows, each thread packed all of W_ih (rows at 16: with
     20 rows one thread took them all)."""
     cdef double total = 0.0, lo, hi, start
-    cdef int i, k, nth
+    cdef int i, k, nth, caller
     for i in range(n):
         total += 2.0 * g[i].M * g[i].N * g[i].K
     nth = max(1, min(nthreads, <int>(total / MIN_PARALLEL_FLOPS)))
@@ -693,11 +695,15 @@ cdef void par_gemms(int nthreads, GemmSpec* g, int n, floating* typed) noexcept 
             _run_rows(&g[i], 0, g[i].M, typed)
         return
     if n == 1 and g[0].M < g[0].N and g[0].N >= 64 * nth:
+        caller = rf_cpu_now()
         for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+            rf_leave_cpu(caller)
             _run_cols(&g[0], <int>(<long>g[0].N * k // nth) // 64 * 64,
                       g[0].N if k + 1 == nth else <int>(<long>g[0].N * (k + 1) // nth) // 64 * 64, typed)
         return
+    caller = rf_cpu_now()
     for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        rf_leave_cpu(caller)
         lo = total * k / nth
         hi = total * (k + 1) / nth if k + 1 < nth else total + 1.0
         start = 0.0
@@ -715,6 +721,7 @@ cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcep
     rows.)"""
     cdef int np_ = (GH + RF_NR - 1) // RF_NR
     cdef int total = n * np_
+    cdef int caller
     cdef int nth = max(1, min(min(nthreads, total), <int>(2.0 * M * F * GH * n / MIN_PARALLEL_FLOPS)))
     cdef int k, i, lo, hi
     if nth <= 1:
@@ -722,7 +729,9 @@ cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcep
             rf_gemm_bt_panels(gemm_packed2, M, GH, F, <float*>dirs[i].xin, F, <float*>dirs[i].w_ih, F, 0, np_,
                               <float*>dirs[i].wpp, <float*>dirs[i].gates, GH)
         return
+    caller = rf_cpu_now()
     for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        rf_leave_cpu(caller)
         lo = total * k // nth
         hi = total * (k + 1) // nth
         for i in range(n):
@@ -770,6 +779,7 @@ cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH, int K2) noexcep
     GRU), or with hoist W_hh^T alone (LSTM / RNN), panels shared out among threads."""
     cdef int np_ = (GH + RF_NR - 1) // RF_NR
     cdef int nth = min(nthreads, max(1, np_ // 8))
+    cdef int caller
     cdef int k, q0, q1
     cdef int per = (np_ + nth - 1) // nth
     cdef const float* w1 = <float*>p.w_hh if p.hoist else <float*>p.w_ih
@@ -779,7 +789,9 @@ cdef void pack_fused(int nthreads, Dir* p, int F, int H, int GH, int K2) noexcep
     if nth <= 1:
         rf_pack_bt2(K1, w1, K1, K2, <float*>p.w_hh, H, GH, 0, np_, <float*>p.wpx)
         return
+    caller = rf_cpu_now()
     for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        rf_leave_cpu(caller)
         q0 = min(np_, k * per)
         q1 = min(np_, q0 + per)
         rf_pack_bt2(K1, w1, K1, K2, <float*>p.w_hh, H, GH, q0, q1, <float*>p.wpx)
