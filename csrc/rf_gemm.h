@@ -92,6 +92,8 @@ typedef void (*rf_gemm_fn)(int, int, int, const float*, int, int, const float*, 
                            float*, int);
 typedef void (*rf_gemv_rows_fn)(int, int, const float*, int, const float*, int, const float*, int,
                                 const float*, float, float*);
+typedef void (*rf_gemv_nb_fn)(int, int, int, const float*, int, const float*, int, int, const float*, int,
+                              const float*, int, float, float*, int);
 typedef void (*rf_gemv_panels_fn)(int, int, const float*, int, const float*, const float*, float, float*);
 typedef void (*rf_gemv_cols_fn)(int, int, const float*, int, const float*, float, float*);
 typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*, int, float*);
@@ -459,6 +461,95 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
 RF_INSTANTIATE(rf_gemv_rows, RF_GEMV_ROWS_ARGS, RF_GEMV_ROWS_BODY)
 RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
 
+/* A few rows without packing: Y (nb, N) := X1 (nb, K1) . A1^T + X2 (nb, K2) . A2^T + beta Y, A1 (N, K1)
+ * and A2 (N, K2) read in place (row-major, strides lda1 / lda2), rows of X1 / X2 / Y at strides ldx1 /
+ * ldx2 / ldy. rf_gemv_rows for up to 4 rows of x at once (more go 4 at a time): the few-rows kernel's
+ * short calls, whose weights a pack would read and write once more than the steps themselves do (LSTM
+ * B=2, T=10, I=H=1024 on one thread: the pack was a third of the call). The 16 accumulators hold
+ * (weight row, x row) pairs, 16 / nb weight rows a block, so each weight row streams once for all nb
+ * rows; the same transpose-add leaves pair p = i nb + r in lane p (accumulator bitrev4(p) holds it). */
+#define RF_GEMV_NB_SEG(NB_, A_, LDA_, K_, X_, LDX_)                                                    \
+    for (int i = 0; i < WR; i++) w[i] = (A_) + (size_t)(n0 + i < N ? n0 + i : N - 1) * (LDA_);        \
+    for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
+        rf_v16 xv[NB_];                                                                               \
+        _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++)                                       \
+            memcpy(&xv[r], (X_) + (size_t)r * (LDX_) + k, 64);                                        \
+        _Pragma("GCC unroll 16") for (int i = 0; i < WR; i++) {                                       \
+            rf_v16 t;                                                                                 \
+            memcpy(&t, w[i] + k, 64);                                                                 \
+            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) acc[br[i * (NB_) + r]] += t * xv[r]; \
+        }                                                                                             \
+    }                                                                                                 \
+    for (int i = 0; i < WR; i++)                                                                      \
+        for (int r = 0; r < (NB_); r++)                                                               \
+            for (int kk = k; kk < (K_); kk++) tail[i * (NB_) + r] += w[i][kk] * (X_)[(size_t)r * (LDX_) + kk];
+
+/* Rows [R0_, R1_) of x in groups of NB_: each block of WR weight rows (16 KB at K = 1024) passes every
+ * group while it is in L1, so the weights stream once for all the rows. */
+#define RF_GEMV_NB_BLOCKS(NB_, R0_, R1_)                                                              \
+    {                                                                                                 \
+        enum { WR = 16 / (NB_) };                                                                     \
+        for (int n0 = 0; n0 < N; n0 += WR)                                                            \
+            for (int r0 = (R0_); r0 < (R1_); r0 += (NB_)) {                                           \
+                const float* x1 = X1 ? X1 + (size_t)r0 * ldx1 : X1;                                   \
+                const float* x2 = X2 ? X2 + (size_t)r0 * ldx2 : X2;                                   \
+                float* y = Y + (size_t)r0 * ldy;                                                      \
+                rf_v16 acc[16], s1[8], s2[4], s3[2], s4;                                              \
+                const float* w[WR];                                                                   \
+                float tail[16] = {0}, out[16];                                                        \
+                int k;                                                                                \
+                for (int i = 0; i < 16; i++) acc[i] = (rf_v16){0};                                    \
+                if (K1 > 0) {                                                                         \
+                    RF_GEMV_NB_SEG(NB_, A1, lda1, K1, x1, ldx1)                                       \
+                }                                                                                     \
+                if (K2 > 0) {                                                                         \
+                    RF_GEMV_NB_SEG(NB_, A2, lda2, K2, x2, ldx2)                                       \
+                }                                                                                     \
+                for (int i = 0; i < 8; i++)                                                           \
+                    s1[i] = __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1a)                        \
+                            + __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1b);                     \
+                for (int i = 0; i < 4; i++)                                                           \
+                    s2[i] = __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2a)                          \
+                            + __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2b);                       \
+                for (int i = 0; i < 2; i++)                                                           \
+                    s3[i] = __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3a)                          \
+                            + __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3b);                       \
+                s4 = __builtin_shuffle(s3[0], s3[1], m4a) + __builtin_shuffle(s3[0], s3[1], m4b);     \
+                memcpy(out, &s4, 64);                                                                 \
+                for (int p = 0; p < WR * (NB_); p++) {                                                \
+                    int n = n0 + p / (NB_);                                                           \
+                    if (n >= N) break;                                                                \
+                    float* d = y + (size_t)(p % (NB_)) * ldy + n;                                     \
+                    *d = (beta == 0.0f ? 0.0f : beta * *d) + (out[p] + tail[p]);                      \
+                }                                                                                     \
+            }                                                                                         \
+    }
+
+#define RF_GEMV_NB_BODY                                                                               \
+    static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
+    const rf_v16i m1a = RF_LO8;                                                                       \
+    const rf_v16i m1b = RF_HI8;                                                                       \
+    const rf_v16i m2a = RF_LO4;                                                                       \
+    const rf_v16i m2b = RF_HI4;                                                                       \
+    const rf_v16i m3a = RF_LO2;                                                                       \
+    const rf_v16i m3b = RF_HI2;                                                                       \
+    const rf_v16i m4a = RF_LO1;                                                                       \
+    const rf_v16i m4b = RF_HI1;                                                                       \
+    int full = nb / 4 * 4;  /* groups of 4 rows, then the 1-3 left (one more pass over the weights) */ \
+    if (full > 0) RF_GEMV_NB_BLOCKS(4, 0, full)                                                       \
+    switch (nb - full) {                                                                              \
+    case 1: RF_GEMV_NB_BLOCKS(1, full, nb) break;                                                     \
+    case 2: RF_GEMV_NB_BLOCKS(2, full, nb) break;                                                     \
+    case 3: RF_GEMV_NB_BLOCKS(3, full, nb) break;                                                     \
+    default: break;                                                                                   \
+    }
+
+#define RF_GEMV_NB_ARGS int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1, int K2, \
+                        const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy
+
+RF_INSTANTIATE(rf_gemv_nb, RF_GEMV_NB_ARGS, RF_GEMV_NB_BODY)
+RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
+
 /* The few-rows product, M <= RF_FEW_MR rows: C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed + beta C, on
  * the panels rf_gemm_packed reads (rf_gemm.h: [panel][k][RF_NR]). With two to four rows a step is one
  * pass over a thread's share of the weights, and what limits it is how fast that pass streams, not the
@@ -570,7 +661,11 @@ static rf_gemm_fn rf_gemm_packed_select(void) {
 
 /* Chosen once, when the extension loads (the kernels' threads then only read it). */
 static rf_gemm_fn rf_units_few;
-__attribute__((constructor)) static void rf_units_few_init(void) { rf_units_few = rf_units_few_select(); }
+static rf_gemv_nb_fn rf_gemv_nb;
+__attribute__((constructor)) static void rf_units_few_init(void) {
+    rf_units_few = rf_units_few_select();
+    rf_gemv_nb = rf_gemv_nb_select();
+}
 
 /* Batch 1 over panels: y (n) := P^T [x1; x2] + beta y, where P holds a (K1 + K2, n) matrix as
  * rf_pack_panels leaves it. Each panel is read front to back, one stream, which the cache delivers
@@ -748,6 +843,16 @@ static void rf_gemv_rows_base(int N, int K1, const float* A1, int lda1, const fl
 }
 
 static rf_gemv_rows_fn rf_gemv_rows_select(void) { return rf_gemv_rows_base; }
+
+static void rf_gemv_nb_base(int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1, int K2,
+                            const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy) {
+    for (int r = 0; r < nb; r++)
+        rf_gemv_rows_base(N, K1, A1, lda1, X1 ? X1 + (size_t)r * ldx1 : X1, K2, A2, lda2,
+                          X2 ? X2 + (size_t)r * ldx2 : X2, beta, Y + (size_t)r * ldy);
+}
+
+static rf_gemv_nb_fn rf_gemv_nb_select(void) { return rf_gemv_nb_base; }
+static const rf_gemv_nb_fn rf_gemv_nb = rf_gemv_nb_base;
 
 static void rf_gemv_panels_base(int n, int K1, const float* x1, int K2, const float* x2, const float* P,
                                 float beta, float* y) {

@@ -8,6 +8,8 @@
  * of the gates for all nb = bs[t] rows, runs the fused cell pass on its units, and meets the others at
  * a barrier (rf_step_barrier), after which all of h_t is there for the next step. Two threads thus read
  * half the weights each, from two caches (a share that fits L2 where the whole does not stays there).
+ * A short call, whose pack would cost more than its steps gain from panels, reads the weight rows in
+ * place instead (pack NULL: rf_gemv_nb, as the batch-1 kernel's short calls do).
  *
  * Rows are PyTorch's packed layout (rf_latency.h's comments, csrc's module docstring): step t holds
  * rows [0, bs[t]) at packed offset off[t], longest sequence first. Forward:
@@ -56,6 +58,19 @@ static inline void rf_units_gemm(rf_gemm_fn gemm, int nb, int n, int K1, const f
         gemm(nb, n, K2, A2, lda2, 0, A2, 0, pk, beta, C, ldc);
 }
 
+/* C (nb, n) := [A1 (nb, K1), A2 (nb, K2)] . W^T + beta C, W = [W1 (n, K1), W2 (n, K2)]: from its panels pk
+ * (rf_units_gemm), or with pk NULL from W1's and W2's rows read in place (strides ldw1 / ldw2; rf_gemv_nb). */
+static inline void rf_units_prod(rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1, int K2,
+                                 const float* A2, int lda2, const float* pk, const float* W1, int ldw1,
+                                 const float* W2, int ldw2, float beta, float* C, int ldc) {
+    if (pk)
+        rf_units_gemm(gemm, nb, n, K1, A1, lda1, K2, A2, lda2, pk, beta, C, ldc);
+    else if (K1 > 0)
+        rf_gemv_nb(nb, n, K1, W1, ldw1, A1, lda1, K2, W2, ldw2, A2, lda2, beta, C, ldc);
+    else
+        rf_gemv_nb(nb, n, K2, W2, ldw2, A2, lda2, 0, NULL, 0, NULL, 0, beta, C, ldc);
+}
+
 /* Packs thread r's weight panels for the forward at pk: per gate g < GX, the (KX + H, n) columns of
  * [W_ih, W_hh]^T of its units; GRU then W_hn^T's and (KX) W_in^T's, each in a slot of size ps. */
 static void rf_units_pack_fwd(int cell, int F, int KX, int H, int j0, int n, size_t ps, const float* w_ih,
@@ -73,10 +88,12 @@ static void rf_units_pack_fwd(int cell, int F, int KX, int H, int j0, int n, siz
 }
 
 /* Reset before (cell 3), the middle of a step on units [u0, u0 + n) of nb rows, after a barrier, from
- * W_hn's packed columns pkn. Forward: a_n += s W_hn^T (s: stride lds), then n and h' into y. */
-static void rf_units_grb_fwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, const float* s,
-                             int lds, float* gt, const float* b, const float* hp, int ldh, float* y, int ldy) {
-    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, s, lds, pkn, 1.0f, gt + 2 * H + u0, 3 * H);
+ * W_hn's packed columns pkn (NULL: its rows in w_hh, in place). Forward: a_n += s W_hn^T (s: stride lds), then n and h' into y. */
+static void rf_units_grb_fwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, const float* w_hh,
+                             const float* s, int lds, float* gt, const float* b, const float* hp, int ldh, float* y,
+                             int ldy) {
+    rf_units_prod(gemm, nb, n, 0, NULL, 0, H, s, lds, pkn, NULL, 0, w_hh + (size_t)(2 * H + u0) * H, H, 1.0f,
+                  gt + 2 * H + u0, 3 * H);
     rf_grb_fwd_n_f(nb, n, H, gt + u0, b + u0, hp + u0, ldh, y + u0, ldy);
 }
 
@@ -92,8 +109,9 @@ static void rf_units_grb_bwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, cons
  * NULL: gates (N, G*H) then hold x W_ih^T at the packed rows on entry. gates: (B, G*H) scratch when
  * gscratch (inference), else (N, G*H) packed rows, left holding the post-activation gates. gh: (B, G*H)
  * GRU recurrent products. y: rows at y + t * yts, or packed (yts == 0); row stride ldy. c, tc, hn:
- * (N, H) packed (tc, hn: training only, else NULL). pack: rf_units_fwd_pack_size floats. pack_nk: NULL, pack
- * them at this call; else see rf_latency_forward (the same kept-pack protocol). */
+ * (N, H) packed (tc, hn: training only, else NULL). pack: rf_units_fwd_pack_size floats, or NULL: the weight
+ * rows read in place. pack_nk: NULL, pack them at this call; else see rf_latency_forward (the same kept-pack
+ * protocol). */
 static int rf_units_forward(int cell, int relu, int T, const int* bs, const int* off, int F, int H, int nth,
                             long spin_ns, rf_gemm_fn gemm, float* pack, int* pack_nk, const float* x, int ldx,
                             ptrdiff_t xts,
@@ -120,7 +138,7 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
         int j0, j1;
         rf_units(k, share, H, &j0, &j1);
         if (j1 > j0) {
-            if (!kept) rf_units_pack_fwd(cell, F, KX, H, j0, j1 - j0, ps, w_ih, w_hh, pack + (size_t)k * G * ps);
+            if (!kept && pack) rf_units_pack_fwd(cell, F, KX, H, j0, j1 - j0, ps, w_ih, w_hh, pack + (size_t)k * G * ps);
             if (cell == 2)  /* r and z take their recurrent part in the gates: gh's stay zero */
                 for (int r = 0; r < bs[0]; r++)
                     for (int g = 0; g < 2; g++)
@@ -145,15 +163,18 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                 rf_units(r, share, H, &u0, &u1);
                 int n = u1 - u0;
                 if (n <= 0) continue;
-                const float* pk = pack + (size_t)r * G * ps;
+                const float* pk = pack ? pack + (size_t)r * G * ps : NULL;
                 for (int g = 0; g < GX; g++)
-                    rf_units_gemm(gemm, nb, n, KX, xt, ldx, H, hp, ldh, pk + (size_t)g * ps, xt ? 0.0f : 1.0f,
-                                  gt + g * H + u0, GH);
+                    rf_units_prod(gemm, nb, n, KX, xt, ldx, H, hp, ldh, pk ? pk + (size_t)g * ps : NULL,
+                                  w_ih + (size_t)(g * H + u0) * F, F, w_hh + (size_t)(g * H + u0) * H, H,
+                                  xt ? 0.0f : 1.0f, gt + g * H + u0, GH);
                 if (gru) {
                     if (cell == 2)
-                        rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk + 2 * ps, 0.0f, gh + 2 * H + u0, GH);
-                    if (xt) rf_units_gemm(gemm, nb, n, 0, NULL, 0, KX, xt, ldx, pk + 2 * ps + rf_packed_size(H, n),
-                                          0.0f, gt + 2 * H + u0, GH);
+                        rf_units_prod(gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk ? pk + 2 * ps : NULL, NULL, 0,
+                                      w_hh + (size_t)(2 * H + u0) * H, H, 0.0f, gh + 2 * H + u0, GH);
+                    if (xt) rf_units_prod(gemm, nb, n, 0, NULL, 0, KX, xt, ldx,
+                                          pk ? pk + 2 * ps + rf_packed_size(H, n) : NULL, NULL, 0,
+                                          w_ih + (size_t)(2 * H + u0) * F, F, 0.0f, gt + 2 * H + u0, GH);
                 }
                 if (cell == 2) {
                     rf_gru_fwd_f(nb, n, H, gt + u0, gh + u0, b + u0, bhn + u0, hp + u0, ldh,
@@ -175,8 +196,8 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                     rf_units(r, share, H, &u0, &u1);
                     int n = u1 - u0;
                     if (n <= 0) continue;
-                    rf_units_grb_fwd(gemm, nb, n, u0, H, pack + (size_t)r * G * ps + 2 * ps, sv, lds, gt, b, hp, ldh,
-                                     yt, ldy);
+                    rf_units_grb_fwd(gemm, nb, n, u0, H, pack ? pack + (size_t)r * G * ps + 2 * ps : NULL, w_hh, sv,
+                                     lds, gt, b, hp, ldh, yt, ldy);
                 }
             }
             if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * t + 1 : t, &solo_at, k, &alone, &solo,

@@ -75,6 +75,10 @@ TABLE = {
     # from this many steps on the weights are packed into panels first (6.4 us a step against 7.6 at
     # T=100, H=256, two threads); packing costs what three steps gain
     "latency_panel_min_t": 32,
+    # the few-rows kernel (up to few_rows rows) reads the weight rows in place, not packed, below this
+    # many steps, or below units_rows_max_t when a thread's share of them is beyond L2 (_panels)
+    "units_rows_short_t": 8,
+    "units_rows_max_t": 100,
     # --- the back-off and streaming-step rules (ThreadPolicy) ---
     # one thread for this long once busy calls are the rule, doubled while the probe on several threads
     # at the end of each back-off finds the cores busy again, up to the longest (see ThreadPolicy.note)
@@ -224,7 +228,7 @@ class Plan:
     proj: str
     split: str
     threads: int
-    panels: bool = False  # batch 1: weights packed into panels first
+    panels: bool = False  # batch-1 and few-rows kernels: weights packed into panels first (else rows in place)
     tuned: bool = False   # taken from the tuning cache
 
     @property
@@ -292,8 +296,8 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     steps = c.N / max(1, c.B)  # mean valid steps of a row: the recurrence's length
     extra = _proj_cost(c, F, threads, m) if proj == "gemm" else 0.0
     pack = 8.0 * K * G * H / TABLE["bw_mem"]  # every kernel here packs its weights once a call ...
-    if kernel == "latency" and c.N < TABLE["latency_panel_min_t"]:
-        pack = 0.0  # ... but short batch-1 calls, which read the rows in place
+    if kernel in ("latency", "units") and not _panels(c, kernel, threads, proj, m):
+        pack = 0.0  # ... but those that read the rows in place (short batch-1 and few-rows calls)
     regions = 0.0 if threads <= 1 else TABLE["region_s"] * (c.D + (proj == "gemm"))
     if kernel in ("units", "latency"):  # threads share out the units, meeting once a step; directions in turn
         share = -(-H // threads)
@@ -363,6 +367,24 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
     return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work
 
 
+def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
+    """Whether the kernel packs its weights into panels first: the batch-1 kernel from latency_panel_min_t
+    steps on (packing costs what three steps gain); the few-rows kernel (up to few_rows rows) unless it
+    reads the weight rows in place (rf_gemv_nb): a pack reads and writes them once more than the steps do,
+    which panels repay only from L2 (they stream faster from there than rows do) and over enough steps.
+    One thread, B=2, I=H=1024, T=10: panels 9.5 ms, rows 8.1; T=60 (I=512) 42.8 / 41.0; I=256, H=512
+    (4 MB) T=30 5.4 / 5.2, T=100 equal; within L2 (two threads, B=3, I=256, H=512, T=30) 2.0 / 2.5,
+    but GRU B=2, H=256, T=5 0.20 / 0.16."""
+    if kernel == "latency":
+        return c.N >= TABLE["latency_panel_min_t"]
+    if kernel != "units" or c.B > TABLE["few_rows"]:
+        return kernel == "units"
+    steps = c.N / max(1, c.B)
+    share = 4.0 * c.cell.gates * -(-c.H // threads) * (c.H if proj == "gemm" else c.I + c.H)
+    beyond_l2 = share > m.l2 * 3 // 4
+    return not (steps < TABLE["units_rows_short_t"] or (beyond_l2 and steps < TABLE["units_rows_max_t"]))
+
+
 def candidates(c: Call, threads: int) -> Iterator[Plan]:
     """Every plan the kernels can run for this call (float32: the batch-1 kernel, or packed and few-rows,
     each with either product layout; float64 and short calls: BLAS only), the planner's choice first:
@@ -388,11 +410,14 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
         proj = "gemm" if _hoists(c, kernel, n, m) else "step"
         ranked.append((_cost(c, kernel, proj, n, m), kernel, n, proj))
     ranked.sort()
-    panels = c.N >= TABLE["latency_panel_min_t"]
-    firsts = [Plan(k, proj, _split_name(c, k, n), n, panels and k == "latency") for _, k, n, proj in ranked]
+    firsts = [Plan(k, proj, _split_name(c, k, n), n, _panels(c, k, n, proj, m)) for _, k, n, proj in ranked]
     yield from firsts
     for p in firsts:
-        yield replace(p, proj="gemm" if p.proj == "step" else "step")
+        q = replace(p, proj="gemm" if p.proj == "step" else "step")
+        yield replace(q, panels=_panels(c, q.kernel, q.threads, q.proj, m))
+    for p in firsts:
+        if p.kernel == "units" and c.B <= TABLE["few_rows"]:
+            yield replace(p, panels=not p.panels)
 
 
 def plan_call(c: Call, threads: int, tuned: Optional[dict] = None) -> Plan:

@@ -1168,7 +1168,7 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
     recurrent product of a step; hn (N, H) GRU W_hn h + b_hn (training); xin (N, F), y (N, H) the
     reverse direction's input and output in its own time order; packed weights: wpx / wpf (packed
     kernel, see Dir), wpp (W_ih^T for the projection over all steps, float32 kernels with hoist), latp
-    (batch-1 panels), unp (few-rows kernel's per-thread packs).
+    (batch-1 panels), unp (few-rows kernel's per-thread packs; with ``panels`` only, else the rows in place).
     Backward (``backward`` True, the extra buffers): hprev (N, H), or (N, F + H) holding [X, H_prev] with
     dwcat (GH, F + H) for LSTM / RNN; wpb, wpi (packed kernel: W_hh and W_ih packed); unb (few-rows
     kernel); dy (N, H), dxin (N, F) (reverse direction).
@@ -1215,7 +1215,7 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
             out["wpx"] = (rf_packed_size(H if hoist else F + H, GH),)
     elif kernel == KERNEL_LATENCY and panels:
         out["latp"] = (_latency_pack_size(cell, F, H, nthreads),)
-    elif kernel == KERNEL_UNITS:
+    elif kernel == KERNEL_UNITS and panels:  # (without: the weight rows read in place)
         out["unp"] = (units_pack_size(cell, F, H, nthreads, not hoist, False),)
     return out
 

@@ -160,7 +160,7 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         Examples
         --------
         >>> str(LSTM(8, 512).plan_for(np.zeros((2, 100, 8), np.float32), n_threads=2))
-        'units proj=step split=unitsx2'
+        'units+panels proj=gemm split=unitsx2'
         """
         c = self._describe(x, lengths, self.training if training is None else bool(training))
         return self._kernel_plan(c.B, c.T, c.N, c.training, resolve_threads(n_threads))

@@ -15,7 +15,9 @@ from rnnfast._planner import Plan  # noqa: E402
 from nn.test_planned_paths import _close, _pair, _torch_run  # noqa: E402
 from nn.test_torch import _single_threaded_torch  # noqa: E402,F401
 
-PLANS = [Plan("units", "step", "none", 1), Plan("units", "gemm", "none", 1), Plan("units", "step", "units", 2)]
+# (the weight rows in place, and packed into panels first)
+PLANS = [Plan("units", "step", "none", 1), Plan("units", "gemm", "none", 1), Plan("units", "step", "units", 2),
+         Plan("units", "step", "none", 1, True), Plan("units", "gemm", "units", 2, True)]
 
 # (layers, bidirectional)
 LAYOUTS = {"uni": (1, False), "stacked": (2, False), "bi": (1, True)}

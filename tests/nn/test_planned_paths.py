@@ -8,7 +8,9 @@ forced plan), against PyTorch with the same weights: float32 inference, and trai
 * wide input, small H: the input product over all steps on rf's packed GEMM (several row blocks, GH not a
   multiple of its 32-column panels), the recurrence by row tasks;
 * bidirectional with row tasks per direction, the input product of both directions in one parallel region;
-* long calls of a wide input on the few-rows and batch-1 kernels (the input product over many rows).
+* long calls of a wide input on the few-rows and batch-1 kernels (the input product over many rows);
+* the few-rows kernel on its weight rows in place (short calls, or weights beyond L2), and packed first
+  (``units+panels``: long calls).
 """
 import numpy as np
 import pytest
@@ -31,7 +33,9 @@ CASES = {
     # one row a direction, small weights: the input product hoisted for the steps' too few FMA chains
     "bi-B1-tiny-lstm": ("lstm", 1, 100, 24, 48, 2, True, "packed proj=gemm split=directionsx2"),
     # many rows of a wide input: the projection packs a thread's panels first, then row blocks
-    "long-wide-units-lstm": ("lstm", 3, 200, 1024, 200, 1, False, "units proj=gemm split=unitsx2"),
+    "long-wide-units-lstm": ("lstm", 3, 200, 1024, 200, 1, False, "units+panels proj=gemm split=unitsx2"),
+    # a few rows of weights beyond L2 over a middling length: the few-rows kernel reads the rows in place
+    "mid-B2-big-lstm": ("lstm", 2, 40, 128, 768, 1, False, "units proj=gemm split=unitsx2"),
     "long-wide-batch1-gru": ("gru", 1, 200, 1024, 256, 1, False, "latency+panels proj=gemm split=unitsx2"),
 }
 

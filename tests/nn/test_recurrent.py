@@ -840,12 +840,14 @@ def test_workspace_buffers_start_on_a_cache_line(dtype):
 
 
 # Every kernel plan the planner can choose, forced, against the float64 reference: the few-rows kernel
-# (threads sharing out the units for every row, csrc/rf_units.h) and the packed kernel with either product
+# (threads sharing out the units for every row, csrc/rf_units.h; the weight rows read in place, or packed
+# into panels first: "+panels") and the packed kernel with either product
 # layout (x_t W_ih^T in each step's product, or one GEMM over all steps first), on ragged batches (a row of
 # length 1 ends at t = 0, rows end between steps), stacked, in training (saved gates, backward) and
 # inference (per-step scratch, input and output in place at equal lengths).
 _PLANS = [Plan("units", "step", "units", 2), Plan("units", "gemm", "units", 2), Plan("units", "step", "units", 3),
           Plan("units", "gemm", "none", 1), Plan("units", "step", "none", 1),
+          Plan("units", "step", "units", 2, True), Plan("units", "gemm", "none", 1, True),
           Plan("packed", "step", "rows", 2), Plan("packed", "gemm", "rows", 2),
           Plan("packed", "gemm", "none", 1)]
 
@@ -888,16 +890,19 @@ def test_float32_forced_plans_match_reference(cell, plan, B, H, ragged):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [2, 3, 4, 8])
 @pytest.mark.parametrize("proj", ["step", "gemm"])
-def test_float32_units_kernel_every_row_count(cell, B, proj):
+@pytest.mark.parametrize("panels", [True, False], ids=["panels", "rows"])
+def test_float32_units_kernel_every_row_count(cell, B, proj, panels):
     """The few-rows kernel's product for 1 to 4 rows (csrc/rf_units.h, rf_units_few: each panel's whole K in
-    registers, two k at a time, the stream prefetched ahead) and rf_gemm_packed's above, forward (training
-    and inference) and backward against the float64 reference: lengths 1..T (B = 8 passes through every
-    row count), stacked; H = 130 gives shares of 96 and 34 units (three full panels; one full and one
-    partial), I = 9 and H leave a k after the pairs in either segment of [x_t, h_{t-1}]."""
+    registers, two k at a time, the stream prefetched ahead) and rf_gemm_packed's above, or on the weight
+    rows in place (rf_gemv_nb: 16 (weight row, x row) pairs a block, groups of 4 rows then the 1-3 left),
+    forward (training and inference) and backward against the float64 reference: lengths 1..T (B = 8
+    passes through every row count), stacked; H = 130 gives shares of 96 and 34 units (three full panels;
+    one full and one partial), I = 9 and H leave a k after the pairs (the rows: after the 16-wide chunks)
+    in either segment of [x_t, h_{t-1}]."""
     T, I, H, L = 9, 9, 130, 2
     x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 60 + B)
     lengths = np.minimum(np.arange(B) * T // max(1, B - 1) + 1, T)  # 1 ... T: every row count
-    plan = Plan("units", proj, "units", 2)
+    plan = Plan("units", proj, "units", 2, panels)
     m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=B)
     m._forced_plan = plan
     assert m.plan_for(x) == plan

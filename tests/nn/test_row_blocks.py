@@ -18,9 +18,9 @@ from nn.test_torch import _single_threaded_torch  # noqa: E402,F401
 
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference and training)
 CASES = {
-    "units-B5-lstm": ("lstm", 5, 12, 48, 96, 1, False, "units proj=step split=unitsx2"),
-    "units-B6-gru-stacked": ("gru", 6, 16, 40, 72, 2, False, "units proj=step split=unitsx2"),
-    "units-B5-wide-lstm": ("lstm", 5, 4, 512, 384, 1, False, "units proj=gemm split=unitsx2"),
+    "units-B5-lstm": ("lstm", 5, 12, 48, 96, 1, False, "units+panels proj=step split=unitsx2"),
+    "units-B6-gru-stacked": ("gru", 6, 16, 40, 72, 2, False, "units+panels proj=step split=unitsx2"),
+    "units-B5-wide-lstm": ("lstm", 5, 4, 512, 384, 1, False, "units+panels proj=gemm split=unitsx2"),
     "rows-B13-lstm-stacked": ("lstm", 13, 6, 64, 64, 2, False, "packed proj=step split=rowsx2"),
     "rows-B15-gru": ("gru", 15, 5, 24, 80, 1, False, "packed proj=step split=rowsx2"),
     "dirs-B7-rnn-bi": ("rnn", 7, 6, 33, 130, 1, True, "packed proj=step split=directionsx2"),
