@@ -78,6 +78,7 @@ TABLE = {
     # the few-rows kernel (up to few_rows rows) reads the weight rows in place, not packed, below this
     # many steps, or below units_rows_max_t when a thread's share of them is beyond L2 (_panels)
     "units_rows_short_t": 8,
+    "units_rows_min_bytes": 256 * 1024,
     "units_rows_max_t": 100,
     # --- the back-off and streaming-step rules (ThreadPolicy) ---
     # one thread for this long once busy calls are the rule, doubled while the probe on several threads
@@ -287,11 +288,18 @@ def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:
             + TABLE["gemm_call_s"])
 
 
+def _widest(c: Call) -> int:
+    """The widest layer input of a call: I, or D H for the layers after the first. One plan serves them
+    all, and the widest weighs most: RNN B=8, T=100, I=1, H=512, L=2, bidirectional, one thread, ran 44 ms
+    with x_t W_ih^T in the steps (the plan of its first layer, F = 1) and 27 hoisted (its second, F = 1024)."""
+    return max(c.I, c.D * c.H) if c.L > 1 else c.I
+
+
 def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
-    """Modelled seconds of the forward of a call's first layer (the widest input: later layers have
-    F = D H) under one candidate; backward repeats the recurrence's shape and follows the same choice."""
+    """Modelled seconds of the forward of a call's widest layer (_widest) under one candidate; backward
+    repeats the recurrence's shape and follows the same choice."""
     G, H = c.cell.gates, c.H
-    F = c.I
+    F = _widest(c)
     K = H if proj == "gemm" else F + H
     steps = c.N / max(1, c.B)  # mean valid steps of a row: the recurrence's length
     extra = _proj_cost(c, F, threads, m) if proj == "gemm" else 0.0
@@ -356,31 +364,35 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
         rows, cols = c.B, G * -(-H // threads)
     else:
         rows, cols = -(-c.B // _row_tasks(c, threads)[0]), G * H
-    nbytes = 4.0 * cols * (c.I + H)
+    F = _widest(c)
+    nbytes = 4.0 * cols * (F + H)
     if nbytes <= m.l2 // 2:  # (a step's other data shares L2: batch 1 on one thread, I=128, H=256, 1.5 MB,
         # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won) ... unless the
         # step's rows are too few for its chains, and the GEMM at the full rate costs less (see _cost):
         # B=1 bidirectional, I=24, H=48, T=1000, L=2 on one thread 3.3 ms fused, 2.5 hoisted
         few = _chain_rows(rows, kernel) > rows
         return few and _cost(c, kernel, "gemm", threads, m) < _cost(c, kernel, "step", threads, m)
-    work = 2.0 * rows * cols * (c.I + H) / TABLE["core_flops"]
+    work = 2.0 * rows * cols * (F + H) / TABLE["core_flops"]
     return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work
 
 
 def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     """Whether the kernel packs its weights into panels first: the batch-1 kernel from latency_panel_min_t
     steps on (packing costs what three steps gain); the few-rows kernel (up to few_rows rows) unless it
-    reads the weight rows in place (rf_gemv_nb): a pack reads and writes them once more than the steps do,
-    which panels repay only from L2 (they stream faster from there than rows do) and over enough steps.
+    reads the weight rows in place (rf_gemv_nb) in inference: a pack reads and writes them once more than
+    the steps do, which panels repay only from L2 (they stream faster from there than rows do) and over
+    enough steps.
     One thread, B=2, I=H=1024, T=10: panels 9.5 ms, rows 8.1; T=60 (I=512) 42.8 / 41.0; I=256, H=512
     (4 MB) T=30 5.4 / 5.2, T=100 equal; within L2 (two threads, B=3, I=256, H=512, T=30) 2.0 / 2.5,
     but GRU B=2, H=256, T=5 0.20 / 0.16."""
     if kernel == "latency":
         return c.N >= TABLE["latency_panel_min_t"]
-    if kernel != "units" or c.B > TABLE["few_rows"]:
-        return kernel == "units"
+    if kernel != "units" or c.B > TABLE["few_rows"] or c.training:
+        return kernel == "units"  # (training packs: the backward's pack then finds the weights in cache)
     steps = c.N / max(1, c.B)
-    share = 4.0 * c.cell.gates * -(-c.H // threads) * (c.H if proj == "gemm" else c.I + c.H)
+    share = 4.0 * c.cell.gates * -(-c.H // threads) * (c.H if proj == "gemm" else _widest(c) + c.H)
+    if share < TABLE["units_rows_min_bytes"]:
+        return True  # (small weights pack cheaply, and short rows end in scalar tails: H=48 2.3x slower)
     beyond_l2 = share > m.l2 * 3 // 4
     return not (steps < TABLE["units_rows_short_t"] or (beyond_l2 and steps < TABLE["units_rows_max_t"]))
 

@@ -55,6 +55,40 @@ def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
     assert bi.kernel == "units" and bi.split == "units"
 
 
+def test_few_rows_read_the_weight_rows_in_place_when_a_pack_would_not_pay():
+    m = _planner.machine()
+    H = int((2 * m.l2 / 32) ** 0.5) // 32 * 32  # LSTM W_hh (4 H x H floats) about twice one core's L2
+    # inference, weights beyond L2, short or middling calls: no pack (rf_gemv_nb on the rows in place)
+    for B, T, threads in [(2, 10, 1), (3, 60, 1), (4, 30, 2)]:
+        p = _planner.plan_call(call(B=B, T=T, I=H, H=H), threads)
+        assert (p.kernel, p.panels) == ("units", False), (B, T, p)
+        assert str(p).startswith("units proj=")
+    # long calls pack into panels; so does training (its backward packs anyway), and more rows than few_rows
+    assert _planner.plan_call(call(B=2, T=TABLE["units_rows_max_t"], I=H, H=H), 1).panels
+    assert _planner.plan_call(call(B=2, T=10, I=H, H=H, training=True), 1).panels
+    wide = _planner.plan_call(call(B=TABLE["few_rows"] + 1, T=10, I=H, H=H), 2)
+    assert wide.kernel != "units" or wide.panels
+    # within L2 only very short calls skip the pack, and small weights always pack (scalar row tails)
+    assert _planner.plan_call(call(cell=Cell.GRU, B=2, T=50, I=256, H=256), 1).panels
+    assert not _planner.plan_call(call(cell=Cell.GRU, B=2, T=TABLE["units_rows_short_t"] - 1, I=256, H=256), 1).panels
+    assert _planner.plan_call(call(cell=Cell.GRU, B=3, T=5, I=12, H=48), 1).kernel != "units" or \
+        _planner.plan_call(call(cell=Cell.GRU, B=3, T=5, I=12, H=48), 1).panels
+    # the model charges no pack to the plan that reads in place
+    c = call(B=2, T=10, I=H, H=H)
+    rows = _planner._cost(c, "units", "gemm", 1, m)
+    packed = _planner._cost(call(B=2, T=TABLE["units_rows_max_t"], I=H, H=H), "units", "gemm", 1, m)
+    assert rows < packed
+
+
+def test_stacked_layers_plan_for_their_widest_input():
+    # RNN I=1, H=512, two bidirectional layers: the second layer's input (1024) decides the product layout
+    c = call(cell=Cell.RNN, B=8, T=100, I=1, H=512, D=2, L=2)
+    assert _planner._widest(c) == 1024
+    assert _planner.plan_call(c, 1).proj == "gemm"
+    assert _planner._widest(call(I=300, H=100, D=1, L=2)) == 300
+    assert _planner._widest(call(I=1, H=512, L=1)) == 1
+
+
 def test_bidirectional_few_rows_share_out_units_when_a_direction_outgrows_l2():
     # W_hh of H = 384 (2.4 MB) beyond one core's L2 (2 MB here; the rule reads the machine's): the threads share
     # out the units of one direction after the other, each streaming half of it from its own L2
