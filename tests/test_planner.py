@@ -57,7 +57,7 @@ def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
 
 def test_few_rows_read_the_weight_rows_in_place_when_a_pack_would_not_pay():
     m = _planner.machine()
-    H = int((2 * m.l2 / 32) ** 0.5) // 32 * 32  # LSTM W_hh (4 H x H floats) about twice one core's L2
+    H = int((m.l2 / 4) ** 0.5) // 32 * 32  # LSTM W_hh (4 H x H floats) about 4 times one core's L2
     # inference, weights beyond L2, short or middling calls: no pack (rf_gemv_nb on the rows in place)
     for B, T, threads in [(2, 10, 1), (3, 60, 1), (4, 30, 2)]:
         p = _planner.plan_call(call(B=B, T=T, I=H, H=H), threads)
