@@ -394,6 +394,26 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
  * (accumulator i holds row bitrev4(i) for that). Nothing is packed, so a call costs nothing before its
  * first product; sixteen row streams at once come from L2 at about 118 GB/s per core here (512 KB),
  * against 154 for rf_gemv_panels reading packed panels front to back. */
+/* OUT_ (16 floats) := the sums of the 16 vectors ACC_, lane L holding accumulator bitrev4(L)'s: a 4-stage
+ * transpose-add (15 shuffle pairs where 16 separate reductions take 64). */
+#define RF_SUM16(ACC_, OUT_)                                                                          \
+    {                                                                                                 \
+        const rf_v16i m1a = RF_LO8, m1b = RF_HI8, m2a = RF_LO4, m2b = RF_HI4;                         \
+        const rf_v16i m3a = RF_LO2, m3b = RF_HI2, m4a = RF_LO1, m4b = RF_HI1;                         \
+        rf_v16 s1[8], s2[4], s3[2], s4;                                                               \
+        for (int i = 0; i < 8; i++)                                                                   \
+            s1[i] = __builtin_shuffle((ACC_)[2 * i], (ACC_)[2 * i + 1], m1a)                          \
+                    + __builtin_shuffle((ACC_)[2 * i], (ACC_)[2 * i + 1], m1b);                       \
+        for (int i = 0; i < 4; i++)                                                                   \
+            s2[i] = __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2a)                                  \
+                    + __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2b);                               \
+        for (int i = 0; i < 2; i++)                                                                   \
+            s3[i] = __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3a)                                  \
+                    + __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3b);                               \
+        s4 = __builtin_shuffle(s3[0], s3[1], m4a) + __builtin_shuffle(s3[0], s3[1], m4b);             \
+        memcpy((OUT_), &s4, 64);                                                                      \
+    }
+
 #define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
     for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
     for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
@@ -420,16 +440,8 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
         }                                                                                             \
         return;                                                                                       \
     }                                                                                                 \
-    const rf_v16i m1a = RF_LO8;                                                                       \
-    const rf_v16i m1b = RF_HI8;                                                                       \
-    const rf_v16i m2a = RF_LO4;                                                                       \
-    const rf_v16i m2b = RF_HI4;                                                                       \
-    const rf_v16i m3a = RF_LO2;                                                                       \
-    const rf_v16i m3b = RF_HI2;                                                                       \
-    const rf_v16i m4a = RF_LO1;                                                                       \
-    const rf_v16i m4b = RF_HI1;                                                                       \
     for (int n0 = 0; n0 < N; n0 += 16) {                                                              \
-        rf_v16 acc[16], s1[8], s2[4], s3[2], s4;                                                      \
+        rf_v16 acc[16];                                                                               \
         const float* w[16];                                                                           \
         float tail[16] = {0};                                                                         \
         int k;                                                                                        \
@@ -438,18 +450,8 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
         if (K2 > 0) {                                                                                 \
             RF_GEMV_ROWS_SEG(A2, lda2, K2, x2)                                                        \
         }                                                                                             \
-        for (int i = 0; i < 8; i++)                                                                   \
-            s1[i] = __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1a)                                \
-                    + __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1b);                             \
-        for (int i = 0; i < 4; i++)                                                                   \
-            s2[i] = __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2a)                                  \
-                    + __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2b);                               \
-        for (int i = 0; i < 2; i++)                                                                   \
-            s3[i] = __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3a)                                  \
-                    + __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3b);                               \
-        s4 = __builtin_shuffle(s3[0], s3[1], m4a) + __builtin_shuffle(s3[0], s3[1], m4b);             \
         float out[16];                                                                                \
-        memcpy(out, &s4, 64);                                                                         \
+        RF_SUM16(acc, out)                                                                            \
         int nv = N - n0 < 16 ? N - n0 : 16;                                                           \
         for (int L = 0; L < nv; L++)                                                                  \
             y[n0 + L] = (beta == 0.0f ? 0.0f : beta * y[n0 + L]) + (out[L] + tail[L]);               \
@@ -494,7 +496,7 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
                 const float* x1 = X1 ? X1 + (size_t)r0 * ldx1 : X1;                                   \
                 const float* x2 = X2 ? X2 + (size_t)r0 * ldx2 : X2;                                   \
                 float* y = Y + (size_t)r0 * ldy;                                                      \
-                rf_v16 acc[16], s1[8], s2[4], s3[2], s4;                                              \
+                rf_v16 acc[16];                                                                       \
                 const float* w[WR];                                                                   \
                 float tail[16] = {0}, out[16];                                                        \
                 int k;                                                                                \
@@ -505,17 +507,7 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
                 if (K2 > 0) {                                                                         \
                     RF_GEMV_NB_SEG(NB_, A2, lda2, K2, x2, ldx2)                                       \
                 }                                                                                     \
-                for (int i = 0; i < 8; i++)                                                           \
-                    s1[i] = __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1a)                        \
-                            + __builtin_shuffle(acc[2 * i], acc[2 * i + 1], m1b);                     \
-                for (int i = 0; i < 4; i++)                                                           \
-                    s2[i] = __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2a)                          \
-                            + __builtin_shuffle(s1[2 * i], s1[2 * i + 1], m2b);                       \
-                for (int i = 0; i < 2; i++)                                                           \
-                    s3[i] = __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3a)                          \
-                            + __builtin_shuffle(s2[2 * i], s2[2 * i + 1], m3b);                       \
-                s4 = __builtin_shuffle(s3[0], s3[1], m4a) + __builtin_shuffle(s3[0], s3[1], m4b);     \
-                memcpy(out, &s4, 64);                                                                 \
+                RF_SUM16(acc, out)                                                                    \
                 for (int p = 0; p < WR * (NB_); p++) {                                                \
                     int n = n0 + p / (NB_);                                                           \
                     if (n >= N) break;                                                                \
@@ -527,14 +519,6 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
 
 #define RF_GEMV_NB_BODY                                                                               \
     static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
-    const rf_v16i m1a = RF_LO8;                                                                       \
-    const rf_v16i m1b = RF_HI8;                                                                       \
-    const rf_v16i m2a = RF_LO4;                                                                       \
-    const rf_v16i m2b = RF_HI4;                                                                       \
-    const rf_v16i m3a = RF_LO2;                                                                       \
-    const rf_v16i m3b = RF_HI2;                                                                       \
-    const rf_v16i m4a = RF_LO1;                                                                       \
-    const rf_v16i m4b = RF_HI1;                                                                       \
     int full = nb / 4 * 4;  /* groups of 4 rows, then the 1-3 left (one more pass over the weights) */ \
     if (full > 0) RF_GEMV_NB_BLOCKS(4, 0, full)                                                       \
     switch (nb - full) {                                                                              \
