@@ -296,6 +296,10 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
     int np = (N + RF_NR - 1) / RF_NR;                                                                 \
     int K = K1 + K2;                                                                                  \
     int kc = rf_gemm_kc > 0 ? rf_gemm_kc : K;                                                         \
+    if (kc < K) { /* even chunks: K = 513 (I = 1, H = 512) ran a third chunk of one k through C */     \
+        int nch = (K + kc - 1) / kc;                                                                  \
+        kc = (K + nch - 1) / nch;                                                                     \
+    }                                                                                                 \
     int pf = (size_t)K * N * sizeof(float) > rf_gemm_pf_bytes;                                        \
     for (int p = 0; p < np; p++) {                                                                    \
         const float* bp = packed + (size_t)p * K * RF_NR;                                             \
