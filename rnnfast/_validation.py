@@ -385,4 +385,6 @@ def check_threads(value: Any, name: str = "n_threads", *, allow_none: bool = Tru
     ValueError
         Below 1 or above :data:`MAX_THREADS` (the message names ``name`` and the limit).
     """
+    if type(value) is int and 1 <= value <= MAX_THREADS:  # (the per-call common case, without the ABC checks)
+        return value
     return Threads(allow_none=allow_none).check(value, name)
