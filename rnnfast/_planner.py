@@ -18,12 +18,15 @@ time, :func:`machine`), :func:`plan_call` picks a :class:`Plan`:
 ``split`` / ``threads``
     How the threads share the work (``"units"``, ``"rows"``, ``"directions"``, ``"rows+directions"``,
     ``"none"``) and how many run.
+``panels`` (printed ``+panels``)
+    Whether the batch-1 or few-rows kernel packs its weights into panels before the first step, or reads
+    the weight rows in place (short calls, and a few rows of weights beyond L2 in inference: ``_panels``).
 
 The kernel is chosen by a small roofline model: a step costs the larger of its multiply-adds at the
 core's rate and its weight bytes at the bandwidth of the cache level they fit in (plus part of the
 smaller), and the fixed costs of a step, a barrier and a parallel region; the product layout by one
 rule (``_hoists``: the input product leaves the steps when their weights stream from beyond half of
-L2 and those reads matter). Every number is in :data:`TABLE`, each with the measurement behind it. The batch-1 back-off and the streaming-step choice, which depend on the machine's recent
+L2 and those reads matter), both for the call's widest layer (``_widest``). Every number is in :data:`TABLE`, each with the measurement behind it. The batch-1 back-off and the streaming-step choice, which depend on the machine's recent
 behaviour rather than the shape, are :class:`ThreadPolicy`, with an injectable clock.
 
 ``rnnfast.tune`` (:mod:`rnnfast._tune`) can time the candidates (:func:`candidates`) on the user's
