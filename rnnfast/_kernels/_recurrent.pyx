@@ -178,6 +178,17 @@ def set_min_rows_per_task(int n):
     return old
 
 
+def ftz_enter():
+    """Set flush-to-zero and denormals-are-zero on the calling thread (SSE MXCSR, as the kernels' own
+    threads run); returns the previous state for :func:`ftz_leave` (0 where the CPU has none)."""
+    return rf_ftz_enter()
+
+
+def ftz_leave(unsigned int old):
+    """Restore the calling thread's state that :func:`ftz_enter` returned."""
+    rf_ftz_leave(old)
+
+
 def set_gemm_kc(int kc):
     """Set the K chunk of the packed per-step kernel (csrc/rf_gemm.h; <= 0: none); returns the previous
     value. For tests and measurements."""

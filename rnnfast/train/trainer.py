@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from rnnfast._fpu import flush_denormals
 from rnnfast._logging import console
 from rnnfast._validation import THREADS, AnyOf, Boolean, Integer, Real, check_seed, validate_params
 from rnnfast.nn.module import call_backward, call_forward
@@ -352,7 +353,8 @@ class Trainer:
         callbacks = CallbackList(cbs if dist is None else dist.callbacks(cbs), self)
         logs: Dict[str, float] = {}
         t_start = time.perf_counter()
-        with _SigintGuard() as guard, console(self.verbose or any(getattr(c, "verbose", 0) for c in self.callbacks)):
+        with _SigintGuard() as guard, console(self.verbose or any(getattr(c, "verbose", 0) for c in self.callbacks)), \
+                flush_denormals():
             try:
                 callbacks.on_train_begin({})
                 for epoch in range(initial_epoch, initial_epoch + epochs):
