@@ -13,6 +13,7 @@ from typing import Any, Hashable, Optional, Sequence, Union
 
 import numpy as np
 
+from rnnfast._fpu import flush_denormals
 from rnnfast._validation import (THREADS, AnyOf, Boolean, FloatDtype, Integer, Options, Real, check_int,
                                  validate_params)
 from rnnfast.estimators.base import EstimatorBase
@@ -329,7 +330,9 @@ class Seq2Seq(EstimatorBase):
         src = _encode(_sequences(X, "X", allow_empty=False), {t: i + N_SPECIAL for i, t in
                                                                enumerate(self.source_tokens_)})
         itos = self.target_tokens_
-        return [[itos[i - N_SPECIAL] for i in seq if i >= N_SPECIAL] for seq in self._decode_ids(src, beam)]
+        with flush_denormals():  # (a confident model's attention and softmax underflow: see rnnfast._fpu)
+            ids = self._decode_ids(src, beam)
+        return [[itos[i - N_SPECIAL] for i in seq if i >= N_SPECIAL] for seq in ids]
 
     def score(self, X: Any, Y: Any) -> float:
         """Corpus BLEU (0-100, :func:`rnnfast.train.metrics.bleu`) of ``predict(X)`` against ``Y`` (one
