@@ -29,9 +29,8 @@ def main(argv=None):
     p = add_common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                         seconds=900, epochs=20, plot="g2p.png")
     for flag, default, what in [("hidden", 256, "decoder units, and per encoder direction"), ("layers", 1, "encoder and decoder layers"),
-                                ("batch-size", 128, "words a step"),
-                                ("dropout", 0.3, "dropout rate"), ("beam", 5, "beam width"), ("max-train", None, "train on N words"),
-                                ("test-words", None, "test N words")]:
+                                ("batch-size", 128, "words a step"), ("dropout", 0.3, "dropout rate"), ("beam", 5, "beam width"),
+                                ("max-train", None, "train on N words"), ("test-words", None, "test N words")]:
         p.add_argument("--" + flag, type=float if flag == "dropout" else int, default=default, help=f"{what} (default: %(default)s)")
     a, res = p.parse_args(argv), {}
     threads, data = setup_threads(a.threads), data_or_exit(load_data, a.max_train, a.test_words, a.seed)
