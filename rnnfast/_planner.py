@@ -81,6 +81,9 @@ TABLE = {
     # the few-rows kernel (up to few_rows rows) reads the weight rows in place, not packed, below this
     # many steps, or below units_rows_max_t when a thread's share of them is beyond L2 (_panels)
     "units_rows_short_t": 8,
+    # ... a share this many times L2 (just beyond it panels still win: two threads, B=3, I=256, H=512, 2 MB
+    # a thread, T=30: 2.0 ms against 2.5; at 2.4 MB even, LSTM B=2 I=768 H=384 bidirectional L=2)
+    "units_rows_l2_share": 1.5,
     "units_rows_min_bytes": 256 * 1024,
     "units_rows_max_t": 100,
     # --- the back-off and streaming-step rules (ThreadPolicy) ---
@@ -387,7 +390,7 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     enough steps.
     One thread, B=2, I=H=1024, T=10: panels 9.5 ms, rows 8.1; T=60 (I=512) 42.8 / 41.0; I=256, H=512
     (4 MB) T=30 5.4 / 5.2, T=100 equal; within L2 (two threads, B=3, I=256, H=512, T=30) 2.0 / 2.5,
-    but GRU B=2, H=256, T=5 0.20 / 0.16."""
+    but GRU B=2, H=256, T=5 0.20 / 0.16 (rows: a share of units_rows_l2_share L2 or more)."""
     if kernel == "latency":
         return c.N >= TABLE["latency_panel_min_t"]
     if kernel != "units" or c.B > TABLE["few_rows"] or c.training:
@@ -396,7 +399,7 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     share = 4.0 * c.cell.gates * -(-c.H // threads) * (c.H if proj == "gemm" else _widest(c) + c.H)
     if share < TABLE["units_rows_min_bytes"]:
         return True  # (small weights pack cheaply, and short rows end in scalar tails: H=48 2.3x slower)
-    beyond_l2 = share > m.l2 * 3 // 4
+    beyond_l2 = share >= TABLE["units_rows_l2_share"] * m.l2
     return not (steps < TABLE["units_rows_short_t"] or (beyond_l2 and steps < TABLE["units_rows_max_t"]))
 
 
