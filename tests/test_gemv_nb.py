@@ -1,0 +1,108 @@
+"""csrc/rf_gemm.h's in-place products, every instruction-set copy the machine can run: rf_gemv_nb (a few
+rows of x against weight rows read in place: the few-rows kernel's short calls) and rf_gemv_rows (batch 1),
+compiled here from the C sources into a small program that compares each copy (AVX-512, AVX2, plain C)
+with a float64 reference over row counts 1-9 (groups of 4 and the 1-3 left), weight-row counts that end
+inside a block, both K segments with 16-wide chunks and tails, one segment alone, and beta 0 and 1.
+The layers' tests reach only the copy the machine selects."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSRC = os.path.join(ROOT, "csrc")
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <math.h>
+#include "rf_gemm.h"
+
+static float* randf(size_t n, unsigned* s) {
+    float* p = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) { *s = *s * 1103515245u + 12345u; p[i] = ((*s >> 8) & 0xffff) / 32768.0f - 1.0f; }
+    return p;
+}
+
+typedef void (*nb_fn)(int, int, int, const float*, int, const float*, int, int, const float*, int, const float*,
+                      int, float, float*, int);
+
+/* worst relative error of fn against float64 for one case; y starts as a copy of y0 */
+static double check(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigned seed) {
+    unsigned s = seed;
+    int lda1 = K1 + 3, lda2 = K2 + 5, ldx1 = K1 + 7, ldx2 = K2 + 2, ldy = N + 4;
+    float *A1 = randf((size_t)N * lda1, &s), *A2 = randf((size_t)N * lda2, &s);
+    float *X1 = randf((size_t)nb * ldx1, &s), *X2 = randf((size_t)nb * ldx2, &s);
+    float *y = randf((size_t)nb * ldy, &s), *y0 = malloc((size_t)nb * ldy * sizeof(float));
+    for (size_t i = 0; i < (size_t)nb * ldy; i++) y0[i] = y[i];
+    fn(nb, N, K1, K1 ? A1 : NULL, lda1, K1 ? X1 : NULL, ldx1, K2, A2, lda2, X2, ldx2, beta, y, ldy);
+    double worst = 0.0;
+    for (int r = 0; r < nb; r++)
+        for (int n = 0; n < ldy; n++) {
+            double want;
+            if (n < N) {
+                double acc = beta == 0.0f ? 0.0 : (double)beta * y0[(size_t)r * ldy + n], mag = fabs(acc);
+                for (int k = 0; k < K1; k++) { double t = (double)A1[(size_t)n * lda1 + k] * X1[(size_t)r * ldx1 + k]; acc += t; mag += fabs(t); }
+                for (int k = 0; k < K2; k++) { double t = (double)A2[(size_t)n * lda2 + k] * X2[(size_t)r * ldx2 + k]; acc += t; mag += fabs(t); }
+                double e = fabs(acc - y[(size_t)r * ldy + n]) / (mag + 1e-30);
+                if (e > worst) worst = e;
+            } else {
+                want = y0[(size_t)r * ldy + n];  /* past N: untouched */
+                if (y[(size_t)r * ldy + n] != (float)want) worst = 1.0;
+            }
+        }
+    free(A1); free(A2); free(X1); free(X2); free(y); free(y0);
+    return worst;
+}
+
+int main(void) {
+#if RF_GEMM_VECTORS
+    __builtin_cpu_init();
+    struct { const char* name; nb_fn fn; int ok; } fns[] = {
+        {"avx512", rf_gemv_nb_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
+        {"avx2", rf_gemv_nb_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
+        {"base", rf_gemv_nb_base, 1}};
+#else
+    struct { const char* name; nb_fn fn; int ok; } fns[] = {{"base", rf_gemv_nb_base, 1}};
+#endif
+    int Ns[] = {1, 5, 16, 17, 37}, Ks[][2] = {{0, 9}, {0, 48}, {7, 33}, {16, 16}, {40, 0}, {3, 100}};
+    unsigned seed = 1;
+    for (size_t f = 0; f < sizeof fns / sizeof fns[0]; f++) {
+        if (!fns[f].ok) continue;
+        double worst = 0.0;
+        int cases = 0;
+        for (int nb = 1; nb <= 9; nb++)
+            for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+                for (size_t j = 0; j < sizeof Ks / sizeof Ks[0]; j++)
+                    for (int b = 0; b < 2; b++) {
+                        double e = check(fns[f].fn, nb, Ns[i], Ks[j][0], Ks[j][1], b ? 1.0f : 0.0f, seed++);
+                        if (e > worst) worst = e;
+                        cases++;
+                    }
+        printf("%s %d %.3g\n", fns[f].name, cases, worst);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if cc is None or not os.path.isfile(os.path.join(CSRC, "rf_gemm.h")):
+        pytest.skip("no C compiler, or no csrc/ beside the tests")
+    d = tmp_path_factory.mktemp("gemv_nb")
+    src, exe = d / "check.c", d / "check"
+    src.write_text(PROGRAM)
+    subprocess.run([cc, "-O2", "-std=gnu11", f"-I{CSRC}", str(src), "-o", str(exe), "-lm"], check=True,
+                   capture_output=True, timeout=120)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=120).stdout
+    return {name: (int(cases), float(err)) for name, cases, err in (line.split() for line in out.splitlines())}
+
+
+def test_every_copy_matches_float64(results):
+    assert "base" in results
+    for name, (cases, err) in results.items():
+        assert cases == 9 * 5 * 6 * 2, name
+        assert err < 1e-5, (name, err)  # (relative to the sum of the terms' magnitudes; past N untouched)
