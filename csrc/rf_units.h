@@ -71,6 +71,27 @@ static inline void rf_units_prod(rf_gemm_fn gemm, int nb, int n, int K1, const f
         rf_gemv_nb(nb, n, K2, W2, ldw2, A2, lda2, 0, NULL, 0, NULL, 0, beta, C, ldc);
 }
 
+/* rf_units_prod with its units in chunks of RF_UNITS_CHUNK (whole panels), the last chunk first when rev.
+ * Why: a thread reads its share of the weights once a step, always in the same order, and when the share
+ * is a little beyond L2 (or a few times it) a cyclic pass under LRU-like replacement evicts every line just
+ * before it is needed again, so every read goes to L3. Odd steps take their products and chunks in reverse
+ * (a serpentine): each step starts on the lines the one before read last, still in L2. Every output's sum
+ * runs as before, so the results are bitwise the same. */
+#define RF_UNITS_CHUNK (2 * RF_NR)
+static inline void rf_units_prod_dir(int rev, rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1,
+                                     int K2, const float* A2, int lda2, const float* pk, const float* W1, int ldw1,
+                                     const float* W2, int ldw2, float beta, float* C, int ldc) {
+    if (!rev || n <= RF_UNITS_CHUNK) {
+        rf_units_prod(gemm, nb, n, K1, A1, lda1, K2, A2, lda2, pk, W1, ldw1, W2, ldw2, beta, C, ldc);
+        return;
+    }
+    for (int c0 = (n - 1) / RF_UNITS_CHUNK * RF_UNITS_CHUNK; c0 >= 0; c0 -= RF_UNITS_CHUNK) {
+        int m = n - c0 < RF_UNITS_CHUNK ? n - c0 : RF_UNITS_CHUNK;  /* (panel p at pk + p K RF_NR) */
+        rf_units_prod(gemm, nb, m, K1, A1, lda1, K2, A2, lda2, pk ? pk + (size_t)c0 * (K1 + K2) : NULL,
+                      W1 ? W1 + (size_t)c0 * ldw1 : NULL, ldw1, W2 + (size_t)c0 * ldw2, ldw2, beta, C + c0, ldc);
+    }
+}
+
 /* Packs thread r's weight panels for the forward at pk: per gate g < GX, the (KX + H, n) columns of
  * [W_ih, W_hh]^T of its units; GRU then W_hn^T's and (KX) W_in^T's, each in a slot of size ps. */
 static void rf_units_pack_fwd(int cell, int F, int KX, int H, int j0, int n, size_t ps, const float* w_ih,
@@ -164,15 +185,20 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                 int n = u1 - u0;
                 if (n <= 0) continue;
                 const float* pk = pack ? pack + (size_t)r * G * ps : NULL;
-                for (int g = 0; g < GX; g++)
-                    rf_units_prod(gemm, nb, n, KX, xt, ldx, H, hp, ldh, pk ? pk + (size_t)g * ps : NULL,
-                                  w_ih + (size_t)(g * H + u0) * F, F, w_hh + (size_t)(g * H + u0) * H, H,
-                                  xt ? 0.0f : 1.0f, gt + g * H + u0, GH);
-                if (gru) {
-                    if (cell == 2)
-                        rf_units_prod(gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk ? pk + 2 * ps : NULL, NULL, 0,
-                                      w_hh + (size_t)(2 * H + u0) * H, H, 0.0f, gh + 2 * H + u0, GH);
-                    if (xt) rf_units_prod(gemm, nb, n, 0, NULL, 0, KX, xt, ldx,
+                /* the step's products: the GX gates from [x_t, h_{t-1}], then GRU's W_hn h (reset after) and
+                   W_in x; odd steps run them last first (rf_units_prod_dir) */
+                int np = GX + (cell == 2) + (gru && xt), rev = t & 1;
+                for (int q = 0; q < np; q++) {
+                    int g = rev ? np - 1 - q : q;
+                    if (g < GX)
+                        rf_units_prod_dir(rev, gemm, nb, n, KX, xt, ldx, H, hp, ldh, pk ? pk + (size_t)g * ps : NULL,
+                                          w_ih + (size_t)(g * H + u0) * F, F, w_hh + (size_t)(g * H + u0) * H, H,
+                                          xt ? 0.0f : 1.0f, gt + g * H + u0, GH);
+                    else if (g == GX && cell == 2)
+                        rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk ? pk + 2 * ps : NULL, NULL, 0,
+                                          w_hh + (size_t)(2 * H + u0) * H, H, 0.0f, gh + 2 * H + u0, GH);
+                    else
+                        rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, KX, xt, ldx,
                                           pk ? pk + 2 * ps + rf_packed_size(H, n) : NULL, NULL, 0,
                                           w_ih + (size_t)(2 * H + u0) * F, F, 0.0f, gt + 2 * H + u0, GH);
                 }
