@@ -210,6 +210,29 @@ static inline void rf_units(int r, int share, int H, int* u0, int* u1) {
     *u1 = *u0 + share < H ? *u0 + share : H;
 }
 
+/* y (n) := [W1 (n, K1), W2 (n, K2)] . [x1; x2] + beta y, from the rows of W1 / W2 in place (gemv) or
+ * their panels pk (gemvp), in chunks last first when rev (the serpentine, rf_gemm.h). */
+static inline void rf_latency_prod(int rev, rf_gemv_rows_fn gemv, rf_gemv_panels_fn gemvp, int n, int K1,
+                                   const float* W1, int ldw1, const float* x1, int K2, const float* W2, int ldw2,
+                                   const float* x2, const float* pk, float beta, float* y) {
+    int c0 = rev ? (n - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, m = rev ? n - c0 : n;
+    for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK) {
+        if (pk)
+            gemvp(m, K1, x1, K2, x2, pk + (size_t)c0 * (K1 + K2), beta, y + c0);
+        else
+            gemv(m, K1, W1 ? W1 + (size_t)c0 * ldw1 : NULL, ldw1, x1, K2, W2 ? W2 + (size_t)c0 * ldw2 : NULL,
+                 ldw2, x2, beta, y + c0);
+    }
+}
+
+/* y (n) := v (K) . W (K, n) + beta y (row stride ldw), in chunks of RF_SERP_CHUNK columns last first
+ * when rev (the backward's serpentine). */
+static inline void rf_latency_cols(int rev, rf_gemv_cols_fn gemvc, int K, int n, const float* W, int ldw,
+                                   const float* v, float beta, float* y) {
+    int c0 = rev ? (n - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, m = rev ? n - c0 : n;
+    for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK) gemvc(K, m, W + c0, ldw, v, beta, y + c0);
+}
+
 /* Reset before (cell 3), the second part of a step on units [u0, u0 + n), once s = r h_{t-1} is whole:
  * a_n += W_hn s (pk: the region's panels as rf_latency_forward lays them out, or NULL: rows in place),
  * then n and h'. */
@@ -304,31 +327,24 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 int n = u1 - u0;
                 if (n <= 0) continue;
                 const float* pk = pack ? pack + (size_t)r * region : NULL;
-                if (whole) {
-                    if (pk)
-                        gemvp(GH, KX, xt, H, hp, pk, xt ? 0.0f : 1.0f, gt);
+                size_t pg = rf_panels_size(n, KX + H);  /* a gate's panels */
+                /* the step's products: all G H rows at once (whole), or the GX gates from [x_t, h_{t-1}] (or h
+                   onto x W_ih^T), then GRU's n: W_hn h (reset after) and W_in x; odd steps last first */
+                int np = whole ? 1 : GX + (cell == 2) + (gru && xt), rev = t & 1;
+                for (int q = 0; q < np; q++) {
+                    int g = rev ? np - 1 - q : q;
+                    if (whole)
+                        rf_latency_prod(rev, gemv, gemvp, GH, KX, w_ih, F, xt, H, w_hh, H, hp, pk, xt ? 0.0f : 1.0f, gt);
+                    else if (g < GX)
+                        rf_latency_prod(rev, gemv, gemvp, n, KX, w_ih + (size_t)(g * H + u0) * F, F, xt, H,
+                                        w_hh + (size_t)(g * H + u0) * H, H, hp, pk ? pk + (size_t)g * pg : NULL,
+                                        xt ? 0.0f : 1.0f, gt + g * H + u0);
+                    else if (g == GX && cell == 2)
+                        rf_latency_prod(rev, gemv, gemvp, n, H, w_hh + (size_t)(2 * H + u0) * H, H, hp, 0, NULL, 0,
+                                        NULL, pk ? pk + 2 * pg : NULL, 0.0f, gh_full + 2 * H + u0);
                     else
-                        gemv(GH, KX, w_ih, F, xt, H, w_hh, H, hp, xt ? 0.0f : 1.0f, gt);
-                }
-                for (int g = 0; g < GX && !whole; g++) {  /* gates from [x_t, h_{t-1}] (or h onto x W_ih^T) */
-                    float* dst = gt + g * H + u0;
-                    if (pk)
-                        gemvp(n, KX, xt, H, hp, pk + (size_t)g * rf_panels_size(n, KX + H), xt ? 0.0f : 1.0f, dst);
-                    else
-                        gemv(n, KX, w_ih + (size_t)(g * H + u0) * F, F, xt, H, w_hh + (size_t)(g * H + u0) * H, H,
-                             hp, xt ? 0.0f : 1.0f, dst);
-                }
-                if (gru) {  /* n: (reset after) W_hn h_{t-1} apart, and W_in x_t */
-                    float* ghn = gh_full + 2 * H + u0;
-                    const float* pn = pk ? pk + (size_t)2 * rf_panels_size(n, KX + H) : NULL;
-                    if (cell == 2) {
-                        if (pk) gemvp(n, H, hp, 0, NULL, pn, 0.0f, ghn);
-                        else gemv(n, H, w_hh + (size_t)(2 * H + u0) * H, H, hp, 0, NULL, 0, NULL, 0.0f, ghn);
-                    }
-                    if (xt && pk)
-                        gemvp(n, F, xt, 0, NULL, pn + rf_panels_size(n, H), 0.0f, gt + 2 * H + u0);
-                    else if (xt)
-                        gemv(n, F, w_ih + (size_t)(2 * H + u0) * F, F, xt, 0, NULL, 0, NULL, 0.0f, gt + 2 * H + u0);
+                        rf_latency_prod(rev, gemv, gemvp, n, F, w_ih + (size_t)(2 * H + u0) * F, F, xt, 0, NULL, 0,
+                                        NULL, pk ? pk + 2 * pg + rf_panels_size(n, H) : NULL, 0.0f, gt + 2 * H + u0);
                 }
                 if (cell == 2)
                     rf_gru_fwd_f(1, n, H, gt + u0, gh_full + u0, b + u0, bhn + u0, hp + u0, H,
@@ -435,13 +451,13 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
                 int u0, u1;
                 rf_units(r, share, H, &u0, &u1);
                 if (u1 <= u0) continue;
-                if (cell == 2) {
-                    gemvc(2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
-                    gemvc(H, u1 - u0, w_hh + (size_t)2 * H * H + u0, H, hnt, 1.0f, dh + u0);
-                } else if (cell == 3) {
-                    gemvc(2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
+                int rev = i & 1;  /* (the serpentine, rf_gemm.h) */
+                if (cell == 2) {  /* (in this order: both add onto dh) */
+                    rf_latency_cols(rev, gemvc, 2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
+                    rf_latency_cols(rev, gemvc, H, u1 - u0, w_hh + (size_t)2 * H * H + u0, H, hnt, 1.0f, dh + u0);
                 } else {
-                    gemvc(GH, u1 - u0, w_hh + u0, H, gt, 0.0f, dh + u0);
+                    rf_latency_cols(rev, gemvc, cell == 3 ? 2 * H : GH, u1 - u0, w_hh + u0, H, gt,
+                                    cell == 3 ? 1.0f : 0.0f, dh + u0);
                 }
             }
         }

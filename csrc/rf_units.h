@@ -71,25 +71,16 @@ static inline void rf_units_prod(rf_gemm_fn gemm, int nb, int n, int K1, const f
         rf_gemv_nb(nb, n, K2, W2, ldw2, A2, lda2, 0, NULL, 0, NULL, 0, beta, C, ldc);
 }
 
-/* rf_units_prod with its units in chunks of RF_UNITS_CHUNK (whole panels), the last chunk first when rev.
- * Why: a thread reads its share of the weights once a step, always in the same order, and when the share
- * is a little beyond L2 (or a few times it) a cyclic pass under LRU-like replacement evicts every line just
- * before it is needed again, so every read goes to L3. Odd steps take their products and chunks in reverse
- * (a serpentine): each step starts on the lines the one before read last, still in L2. Every output's sum
- * runs as before, so the results are bitwise the same. */
-#define RF_UNITS_CHUNK (2 * RF_NR)
+/* rf_units_prod in chunks of RF_SERP_CHUNK units (two panels), the last chunk first when rev: odd steps'
+ * serpentine pass (rf_gemm.h). */
 static inline void rf_units_prod_dir(int rev, rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1,
                                      int K2, const float* A2, int lda2, const float* pk, const float* W1, int ldw1,
                                      const float* W2, int ldw2, float beta, float* C, int ldc) {
-    if (!rev || n <= RF_UNITS_CHUNK) {
-        rf_units_prod(gemm, nb, n, K1, A1, lda1, K2, A2, lda2, pk, W1, ldw1, W2, ldw2, beta, C, ldc);
-        return;
-    }
-    for (int c0 = (n - 1) / RF_UNITS_CHUNK * RF_UNITS_CHUNK; c0 >= 0; c0 -= RF_UNITS_CHUNK) {
-        int m = n - c0 < RF_UNITS_CHUNK ? n - c0 : RF_UNITS_CHUNK;  /* (panel p at pk + p K RF_NR) */
+    int c0 = rev ? (n - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, m = rev ? n - c0 : n;
+    for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK)
         rf_units_prod(gemm, nb, m, K1, A1, lda1, K2, A2, lda2, pk ? pk + (size_t)c0 * (K1 + K2) : NULL,
-                      W1 ? W1 + (size_t)c0 * ldw1 : NULL, ldw1, W2 + (size_t)c0 * ldw2, ldw2, beta, C + c0, ldc);
-    }
+                      W1 ? W1 + (size_t)c0 * ldw1 : NULL, ldw1, W2 ? W2 + (size_t)c0 * ldw2 : NULL, ldw2, beta,
+                      C + c0, ldc);
 }
 
 /* Packs thread r's weight panels for the forward at pk: per gate g < GX, the (KX + H, n) columns of
@@ -317,14 +308,15 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                 int n = u1 - u0;
                 if (n <= 0) continue;
                 const float* pk = pack + (size_t)r * ps;
-                if (cell == 2) {
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, 1.0f, dh + u0, H);
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, H, hnt, H, pk + rf_packed_size(2 * H, n), 1.0f,
-                                  dh + u0, H);
-                } else if (cell == 3) {
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, 1.0f, dh + u0, H);
+                int rev = i & 1;  /* (the serpentine, rf_gemm.h) */
+                if (cell == 2) {  /* (in this order: both add onto dh) */
+                    rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, NULL, 0, NULL, 0, 1.0f,
+                                      dh + u0, H);
+                    rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, H, hnt, H, pk + rf_packed_size(2 * H, n), NULL,
+                                      0, NULL, 0, 1.0f, dh + u0, H);
                 } else {
-                    rf_units_gemm(gemm, nb, n, 0, NULL, 0, GH, gt, GH, pk, 0.0f, dh + u0, H);
+                    rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, cell == 3 ? 2 * H : GH, gt, GH, pk, NULL, 0,
+                                      NULL, 0, cell == 3 ? 1.0f : 0.0f, dh + u0, H);
                 }
             }
         }

@@ -648,7 +648,7 @@ def test_dropout_one_drops_everything_between_layers():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("H", [1, 5, 33])
+@pytest.mark.parametrize("H", [1, 5, 33, 150])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("T", [1, 6, 40])
 def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
@@ -656,7 +656,9 @@ def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
     reading the weights in place 16 rows at a time, or from panels packed per call from T = 32 on;
     backward likewise, each thread making its columns of dh_{t-1} = dG_t W_hh); training and inference,
     against the float64 reference. I = 19 and H = 33 leave remainders of the
-    16-wide loops and a zero-padded last panel; T = 40 on one thread takes x W_ih^T from one GEMM
+    16-wide loops and a zero-padded last panel; H = 150 puts 150, 75 or 50 units on a thread, so odd
+    steps, which run 64-row chunks last first (rf_latency_prod), end on a partial chunk (one thread,
+    LSTM and RNN: over all G H rows at once); T = 40 on one thread takes x W_ih^T from one GEMM
     first, the other cases make it step by step."""
     monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)  # split even tiny weights
     _assert_batch1_f32(cell, 19, H, T, None, n_threads, 5, 9)
