@@ -149,6 +149,14 @@ TABLE = {
     # the few-rows kernel: up to this many rows (more share out by rows better: B=16, I=256, H=128 on two
     # threads, rows 1.37 ms, units 1.64; at B=8 units still won, 0.095 against 0.141 ms at I=48, H=96)
     "units_max_rows": 12,
+    # ... and on one thread, up to this many rows (one thread, I=256, H=512, T=50: B=4 7.4 ms against the
+    # packed kernel's 9.3, B=6 9.0 / 10.3, B=8 12.0 / 12.1, B=12 15.7 / 14.5; I=128, H=1024, T=100: B=4
+    # 61.7 / 66.9, B=6 68.7 / 70.2, B=8 78.3 / 76.5)
+    "units_one_thread_rows": 6,
+    # the unit-sharing kernels' serpentine (csrc/rf_gemm.h) finds about this much of L2 still holding
+    # the weights the previous step read last (LSTM B=2, I=256, H=512, 4.2 MB on one thread: 17.2 ms ->
+    # 12.6; two threads, 2.1 MB each: 5.6 -> 4.5)
+    "serp_l2_share": 0.75,
     # a call with fewer multiply-adds than this runs on one thread (waking a second costs 5-20 us)
     "min_parallel_flops": 2.0e6,
 }
@@ -275,12 +283,23 @@ def _chain_rows(rows: int, kernel: str) -> float:
     return 8 * full + (max(rest, TABLE["fma_chains"] / 2) if rest else 0)
 
 
+def _read_time(nbytes: float, m: Machine, serpentine: bool) -> float:
+    """Seconds one core takes to stream a step's ``nbytes`` of weights. Read in the same order every step
+    they come from where they fit (_bandwidth); read back and forth (the unit-sharing kernels' serpentine,
+    csrc/rf_gemm.h), a share beyond L2 finds serp_l2_share of L2 still holding what the last step read."""
+    bw = _bandwidth(nbytes, m)
+    hits = TABLE["serp_l2_share"] * m.l2
+    if not serpentine or nbytes <= hits or bw >= TABLE["bw_l2"]:
+        return nbytes / bw
+    return hits / TABLE["bw_l2"] + (nbytes - hits) / bw
+
+
 def _step_cost(rows: int, cols: int, K: int, m: Machine, kernel: str = "packed") -> float:
     """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W in ``kernel``:
-    the larger of its multiply-adds (of as many rows as _chain_rows says) and its weight bytes, and part
-    of the smaller (see TABLE's overlap)."""
+    the larger of its multiply-adds (of as many rows as _chain_rows says) and its weight bytes (_read_time),
+    and part of the smaller (see TABLE's overlap)."""
     work = 2.0 * _chain_rows(rows, kernel) * cols * K / TABLE["core_flops"]
-    reads = 4.0 * cols * K / _bandwidth(4.0 * cols * K, m)
+    reads = _read_time(4.0 * cols * K, m, kernel in ("units", "latency"))
     return max(work, reads) + TABLE["overlap"] * min(work, reads) + TABLE["step_s"]
 
 
@@ -419,9 +438,10 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
         kernels = [("packed", min(threads, _row_tasks(c, threads)[1]))]
         if not (threads < 2 or c.B > TABLE["units_max_rows"] or c.H < 2):
             kernels.append(("units", threads))
-        elif threads < 2 and 2 <= c.B and 2 * c.B < TABLE["fma_chains"] and c.H >= 2:
-            # one thread, rows too few for rf_gemm_packed's chains: the few-rows product (not at one row,
-            # see _chain_rows: B=1 bidirectional, I=24, H=48, T=1000 3.9 ms, packed 3.4)
+        elif threads < 2 and 2 <= c.B <= TABLE["units_one_thread_rows"] and c.H >= 2:
+            # one thread: the few-rows product where rows are too few for rf_gemm_packed's chains, and the
+            # serpentine (not at one row, see _chain_rows: B=1 bidirectional, I=24, H=48, T=1000 3.9 ms,
+            # packed 3.4)
             kernels.append(("units", 1))
     ranked = []
     for kernel, n in kernels:

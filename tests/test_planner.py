@@ -47,8 +47,12 @@ def test_a_few_wide_rows_share_out_units_and_many_rows_share_out_rows():
     assert few.kernel == "units" and few.split == "units" and few.threads == 2
     many = _planner.plan_call(call(B=256, T=20, I=64, H=64), 2)
     assert many.kernel == "packed" and many.split == "rows"
-    bi = _planner.plan_call(call(B=6, T=100, I=256, H=512, D=2), 2)
+    bi = _planner.plan_call(call(B=6, T=100, I=256, H=256, D=2), 2)
     assert bi.kernel == "packed" and bi.split == "directions"
+    # ... but beyond L2 a direction's weights split between two caches, read back and forth, win
+    # (19.2 ms against 24.8 at H = 512)
+    bi = _planner.plan_call(call(B=6, T=100, I=256, H=512, D=2), 2)
+    assert bi.kernel == "units" and bi.split == "units"
     # two rows a direction have too few chains for rf_gemm_packed: the few-rows kernel, directions in turn
     # (the same weight bytes a core a step either way)
     bi = _planner.plan_call(call(B=2, T=100, I=256, H=512, D=2), 2)
