@@ -11,7 +11,8 @@
  * 8 x RF_NR block of C in vector registers (16 AVX-512 registers), broadcasting one element of A per row
  * and k. Every row count 1..8 has its own copy of the loop (a runtime count kept the accumulators in
  * memory); up to 4 rows take two k at a time into a second set of accumulators. With AVX-512, calls of
- * up to RF_FEW_MR rows take the few-rows product rf_units_few instead (rf_gemm_packed_select()).
+ * up to RF_FEW_MR rows take the few-rows product rf_units_few instead (rf_gemm_packed_select()). A
+ * negative N (-N columns) runs the panels last first: odd steps' half of the serpentine (below).
  * 2. Batch-1 GEMV reading the weights in place (rf_gemv_rows), for the latency kernel and streaming steps.
  *
  * Written with GCC vector extensions, compiled three ways (AVX-512, AVX2+FMA, baseline) and chosen at
@@ -105,8 +106,9 @@ typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*
  * one before read last, still in L2. Every output's sum runs as before: bitwise the same results. (LSTM
  * I=256 H=512, 2 rows, one thread: 17.2 -> 12.6 ms; GRU B=2 I=2400 H=600 L=2: 29.4 -> 25.0.) A chunk is
  * whole panels of either layout (64 rows or columns; rf_pack_panels's, two of rf_pack_bt2's), so a
- * chunk's panels start c0 K floats in. The packed kernel (4 rows and more, each thread all the weights)
- * does not: its 64-column chunks cost B=16 I=H=1024 4-7% and gained 5% only at B=8 H=384-512, one thread. */
+ * chunk's panels start c0 K floats in. The packed kernel's product reverses its own panel loop instead
+ * (N < 0): cut into 64-column calls its panels fell below rf_gemm_pf_bytes and lost their prefetch
+ * (B=16 I=H=1024: 4-7% slower). */
 #define RF_SERP_CHUNK 64
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -304,6 +306,8 @@ static int rf_gemm_kc = 256;
 static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
 
 #define RF_GEMM_BODY                                                                                  \
+    int rev = N < 0; /* N < 0: the panels last first (the serpentine, above) */                       \
+    if (rev) N = -N;                                                                                  \
     int np = (N + RF_NR - 1) / RF_NR;                                                                 \
     int K = K1 + K2;                                                                                  \
     int kc = rf_gemm_kc > 0 ? rf_gemm_kc : K;                                                         \
@@ -312,7 +316,8 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
         kc = (K + nch - 1) / nch;                                                                     \
     }                                                                                                 \
     int pf = (size_t)K * N * sizeof(float) > rf_gemm_pf_bytes;                                        \
-    for (int p = 0; p < np; p++) {                                                                    \
+    for (int pi = 0; pi < np; pi++) {                                                                 \
+        int p = rev ? np - 1 - pi : pi, pn = rev ? p - 1 : p + 1; /* (pn: the panel after it) */        \
         const float* bp = packed + (size_t)p * K * RF_NR;                                             \
         int n0 = p * RF_NR, nw = N - n0 < RF_NR ? N - n0 : RF_NR;                                     \
         for (int k0 = 0; k0 < K || k0 == 0; k0 += kc) {                                               \
@@ -323,7 +328,7 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
             int s2a = k0 > K1 ? k0 - K1 : 0, s2b = k1 > K1 ? k1 - K1 : 0;                             \
             /* the next chunk: this panel's, or the next panel's first; nl lines (a k row is two) */  \
             const float* nx = k1 < K ? bp + (size_t)k1 * RF_NR                                        \
-                                     : (p + 1 < np ? packed + (size_t)(p + 1) * K * RF_NR : NULL);    \
+                                     : (pi + 1 < np ? packed + (size_t)pn * K * RF_NR : NULL);        \
             int nl = nx == NULL || !pf ? 0 : 2 * (k1 < K ? (K - k1 < kc ? K - k1 : kc) : (K < kc ? K : kc)); \
             for (int m0 = 0; m0 < M; m0 += 8) {                                                       \
                 int mr = M - m0 < 8 ? M - m0 : 8;                                                     \
@@ -643,7 +648,11 @@ static rf_gemm_fn rf_units_few_select(void) {
  * batch of 2-4 projected over all steps) take the few-rows product (one thread, 4 rows of 512 columns,
  * K = 144: 5.5 us against 4.4). */
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_rows_avx512(RF_GEMM_ARGS) {
-    if (M <= RF_FEW_MR)
+    if (M <= RF_FEW_MR && N < 0) {  /* the panels last first, two at a time (the serpentine) */
+        N = -N;
+        for (int c0 = (N - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK, m = N - c0; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK)
+            rf_units_few_avx512(M, m, K1, A1, lda1, K2, A2, lda2, packed + (size_t)c0 * (K1 + K2), beta, C + c0, ldc);
+    } else if (M <= RF_FEW_MR)
         rf_units_few_avx512(M, N, K1, A1, lda1, K2, A2, lda2, packed, beta, C, ldc);
     else
         rf_gemm_packed_avx512(M, N, K1, A1, lda1, K2, A2, lda2, packed, beta, C, ldc);
@@ -813,6 +822,7 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
 
 static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc) {
+    if (N < 0) N = -N;  /* (the order of the panels: see the vector copies) */
     int np = (N + RF_NR - 1) / RF_NR, K = K1 + K2;
     for (int m = 0; m < M; m++)
         for (int p = 0; p < np; p++) {

@@ -1,5 +1,5 @@
-"""csrc/rf_gemm.h's in-place products, every instruction-set copy the machine can run: rf_gemv_nb (a few
-rows of x against weight rows read in place: the few-rows kernel's short calls) and rf_gemv_rows (batch 1),
+"""csrc/rf_gemm.h's products, every instruction-set copy the machine can run: rf_gemv_nb (a few rows of x
+against weight rows read in place: the few-rows kernel's short calls), and rf_gemm_packed either way round,
 compiled here from the C sources into a small program that compares each copy (AVX-512, AVX2, plain C)
 with a float64 reference over row counts 1-9 (groups of 4 and the 1-3 left), weight-row counts that end
 inside a block, both K segments with 16-wide chunks and tails, one segment alone, and beta 0 and 1.
@@ -56,7 +56,69 @@ static double check(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigne
     return worst;
 }
 
+typedef void (*gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float, float*, int);
+
+/* rf_gemm_packed's copies: C (M, N) := [A1, A2] . [W1, W2]^T + beta C, panels forward (N > 0) and last first
+   (N < 0, the serpentine); worst relative error against float64, and *diff set when the two orders differ
+   in any bit */
+static double check_gemm(gemm_fn fn, int M, int N, int K1, int K2, float beta, unsigned seed, int* diff) {
+    unsigned s = seed;
+    int K = K1 + K2, lda1 = K1 + 3, lda2 = K2 + 1, ldc = N + 5;
+    float *W1 = randf((size_t)N * K1, &s), *W2 = randf((size_t)N * K2, &s);
+    float *A1 = randf((size_t)M * lda1, &s), *A2 = randf((size_t)M * lda2, &s), *C0 = randf((size_t)M * ldc, &s);
+    float *pk = malloc(rf_packed_size(K, N) * sizeof(float)), *C[2];
+    rf_pack_bt2(K1, W1, K1, K2, W2, K2, N, 0, (N + RF_NR - 1) / RF_NR, pk);
+    double worst = 0.0;
+    for (int d = 0; d < 2; d++) {
+        C[d] = malloc((size_t)M * ldc * sizeof(float));
+        for (size_t i = 0; i < (size_t)M * ldc; i++) C[d][i] = C0[i];
+        fn(M, d ? -N : N, K1, A1, lda1, K2, A2, lda2, pk, beta, C[d], ldc);
+    }
+    for (int r = 0; r < M; r++)
+        for (int n = 0; n < ldc; n++) {
+            size_t i = (size_t)r * ldc + n;
+            if (C[0][i] != C[1][i]) *diff = 1;
+            if (n >= N) { if (C[0][i] != C0[i]) worst = 1.0; continue; }
+            double acc = beta == 0.0f ? 0.0 : (double)beta * C0[i], mag = fabs(acc);
+            for (int k = 0; k < K1; k++) { double t = (double)A1[(size_t)r * lda1 + k] * W1[(size_t)n * K1 + k]; acc += t; mag += fabs(t); }
+            for (int k = 0; k < K2; k++) { double t = (double)A2[(size_t)r * lda2 + k] * W2[(size_t)n * K2 + k]; acc += t; mag += fabs(t); }
+            double e = fabs(acc - C[0][i]) / (mag + 1e-30);
+            if (e > worst) worst = e;
+        }
+    free(W1); free(W2); free(A1); free(A2); free(C0); free(pk); free(C[0]); free(C[1]);
+    return worst;
+}
+
+static void gemm_copies(void) {
+#if RF_GEMM_VECTORS
+    struct { const char* name; gemm_fn fn; int ok; } fns[] = {
+        {"gemm_rows_avx512", rf_gemm_rows_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
+        {"gemm_avx512", rf_gemm_packed_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
+        {"gemm_avx2", rf_gemm_packed_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
+        {"gemm_base", rf_gemm_packed_base, 1}};
+#else
+    struct { const char* name; gemm_fn fn; int ok; } fns[] = {{"gemm_base", rf_gemm_packed_base, 1}};
+#endif
+    int Ms[] = {1, 3, 4, 5, 8, 11}, Ns[] = {7, 32, 70, 160}, Ks[][2] = {{0, 9}, {5, 33}, {64, 64}};
+    unsigned seed = 7;
+    for (size_t f = 0; f < sizeof fns / sizeof fns[0]; f++) {
+        if (!fns[f].ok) continue;
+        double worst = 0.0;
+        int cases = 0, diff = 0;
+        for (size_t m = 0; m < sizeof Ms / sizeof Ms[0]; m++)
+            for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+                for (size_t j = 0; j < sizeof Ks / sizeof Ks[0]; j++)
+                    for (int b = 0; b < 2; b++) {
+                        double e = check_gemm(fns[f].fn, Ms[m], Ns[i], Ks[j][0], Ks[j][1], b ? 1.0f : 0.0f, seed++, &diff);
+                        if (e > worst) worst = e;
+                        cases++;
+                    }
+        printf("%s %d %.3g %d\n", fns[f].name, cases, worst, diff);
+    }
+}
+
 int main(void) {
+    gemm_copies();
 #if RF_GEMM_VECTORS
     __builtin_cpu_init();
     struct { const char* name; nb_fn fn; int ok; } fns[] = {
@@ -98,11 +160,23 @@ def results(tmp_path_factory):
     subprocess.run([cc, "-O2", "-std=gnu11", f"-I{CSRC}", str(src), "-o", str(exe), "-lm"], check=True,
                    capture_output=True, timeout=120)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=120).stdout
-    return {name: (int(cases), float(err)) for name, cases, err in (line.split() for line in out.splitlines())}
+    return {w[0]: tuple(float(v) if "." in v or "e" in v else int(v) for v in w[1:])
+            for w in (line.split() for line in out.splitlines())}
 
 
 def test_every_copy_matches_float64(results):
     assert "base" in results
-    for name, (cases, err) in results.items():
+    for name, (cases, err) in ((k, v) for k, v in results.items() if not k.startswith("gemm_")):
         assert cases == 9 * 5 * 6 * 2, name
         assert err < 1e-5, (name, err)  # (relative to the sum of the terms' magnitudes; past N untouched)
+
+
+def test_packed_gemm_copies_run_their_panels_either_way(results):
+    """rf_gemm_packed (and, with AVX-512, its few-rows dispatch) with N < 0 runs the panels last first (the
+    odd steps of the serpentine): bit for bit what N > 0 gives, and both match float64, at row counts
+    around the few-rows and 8-row blocks, N inside a panel, at one, and across several (a partial one last)."""
+    assert "gemm_base" in results
+    for name, (cases, err, diff) in ((k, v) for k, v in results.items() if k.startswith("gemm_")):
+        assert cases == 6 * 4 * 3 * 2, name
+        assert err < 1e-5, (name, err)
+        assert diff == 0, name

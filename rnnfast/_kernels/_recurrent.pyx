@@ -464,6 +464,7 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
     cdef const floating* hp
     cdef const floating* cp
     cdef Py_ssize_t row
+    cdef int sGH
     for t in range(net.T):
         b1 = min(r1, net.bs[t])
         if b1 <= r0:
@@ -484,19 +485,21 @@ cdef void recur_fwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
         if net.cell == CELL_GRU_RB:
             grb_step_fwd(net, p, r0, nb, row, t, hp, ldh, gates, yt)
             continue
+        # (odd steps read the packed weights last panel first, N < 0: the serpentine, csrc/rf_gemm.h)
+        sGH = -GH if t & 1 else GH
         if floating is float and p.wpx != NULL and net.cell == CELL_GRU:
             # GRU: the input part into gates, the recurrent part apart (reset after the product)
-            gemm_packed(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
-                                                      else row * p.ldx), p.ldx, <float*>p.wpx, 0, gates, GH)
-            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
+            gemm_packed(nb, sGH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
+                                                       else row * p.ldx), p.ldx, <float*>p.wpx, 0, gates, GH)
+            gemm_packed(nb, sGH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
         elif floating is float and p.wpf != NULL and net.cell == CELL_GRU:
             # GRU, x W_ih^T made beforehand (hoist): the recurrent part alone
-            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
+            gemm_packed(nb, sGH, H, hp, ldh, <float*>p.wpf, 0, gh + <Py_ssize_t>r0 * GH, GH)
         elif floating is float and p.wpx != NULL and p.hoist:
-            gemm_packed(nb, GH, H, hp, ldh, <float*>p.wpx, 1, gates, GH)
+            gemm_packed(nb, sGH, H, hp, ldh, <float*>p.wpx, 1, gates, GH)
         elif floating is float and p.wpx != NULL:
-            gemm_packed2(nb, GH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
-                                                       else row * p.ldx), p.ldx,
+            gemm_packed2(nb, sGH, p.F, <float*>p.xin + (t * p.xts + <Py_ssize_t>r0 * p.ldx if p.xts != 0
+                                                        else row * p.ldx), p.ldx,
                          H, hp, ldh, <float*>p.wpx, 0, gates, GH)
         elif net.cell == CELL_GRU:
             gemm(False, True, nb, GH, H, <floating>1, hp, ldh, <floating*>p.w_hh, H,
@@ -572,6 +575,7 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
     cdef const floating* cp
     cdef const floating* dy
     cdef Py_ssize_t row
+    cdef int sH
     for t in range(net.T - 1, -1, -1):
         b1 = min(r1, net.bs[t])
         if b1 <= r0:
@@ -600,11 +604,12 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
         if net.cell == CELL_GRU_RB:
             pass  # (made by grb_step_bwd)
         elif floating is float and p.wpb != NULL:
+            sH = -H if t & 1 else H  # (the serpentine, as the forward)
             if net.cell == CELL_GRU:
-                gemm_packed(nb, H, 2 * H, gates, GH, <float*>p.wpb, 1, dh, H)
-                gemm_packed(nb, H, H, hn + row * H, H, <float*>p.wpb + rf_packed_size(2 * H, H), 1, dh, H)
+                gemm_packed(nb, sH, 2 * H, gates, GH, <float*>p.wpb, 1, dh, H)
+                gemm_packed(nb, sH, H, hn + row * H, H, <float*>p.wpb + rf_packed_size(2 * H, H), 1, dh, H)
             else:
-                gemm_packed(nb, H, GH, gates, GH, <float*>p.wpb, 0, dh, H)
+                gemm_packed(nb, sH, GH, gates, GH, <float*>p.wpb, 0, dh, H)
         elif net.cell == CELL_GRU:
             gemm(False, False, nb, H, 2 * H, <floating>1, gates, GH, w_hh, H, <floating>1, dh, H)
             gemm(False, False, nb, H, H, <floating>1, hn + row * H, H, w_hh + <Py_ssize_t>2 * H * H, H,
