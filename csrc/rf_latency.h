@@ -312,6 +312,7 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
         }
         int alone = nk == 1;
         int solo = 0;  /* thread 0 alone after the others left: it runs every region */
+        int serp = 4.0 * G * share * (KX + H) > rf_serp_min_bytes;
         unsigned int ftz = rf_ftz_enter();
         for (int t = 0; t < T; t++) {
             const float* hp = t == 0 ? h0 : y + (size_t)(t - 1) * ldy;
@@ -330,7 +331,7 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 size_t pg = rf_panels_size(n, KX + H);  /* a gate's panels */
                 /* the step's products: all G H rows at once (whole), or the GX gates from [x_t, h_{t-1}] (or h
                    onto x W_ih^T), then GRU's n: W_hn h (reset after) and W_in x; odd steps last first */
-                int np = whole ? 1 : GX + (cell == 2) + (gru && xt), rev = t & 1;
+                int np = whole ? 1 : GX + (cell == 2) + (gru && xt), rev = serp && (t & 1);
                 for (int q = 0; q < np; q++) {
                     int g = rev ? np - 1 - q : q;
                     if (whole)
@@ -451,7 +452,7 @@ static int rf_latency_backward(int cell, int relu, int T, int H, int nth, long s
                 int u0, u1;
                 rf_units(r, share, H, &u0, &u1);
                 if (u1 <= u0) continue;
-                int rev = i & 1;  /* (the serpentine, rf_gemm.h) */
+                int rev = (i & 1) && 4.0 * G * H * (u1 - u0) > rf_serp_min_bytes;  /* (the serpentine, rf_gemm.h) */
                 if (cell == 2) {  /* (in this order: both add onto dh) */
                     rf_latency_cols(rev, gemvc, 2 * H, u1 - u0, w_hh + u0, H, gt, 1.0f, dh + u0);
                     rf_latency_cols(rev, gemvc, H, u1 - u0, w_hh + (size_t)2 * H * H + u0, H, hnt, 1.0f, dh + u0);

@@ -178,7 +178,7 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                 const float* pk = pack ? pack + (size_t)r * G * ps : NULL;
                 /* the step's products: the GX gates from [x_t, h_{t-1}], then GRU's W_hn h (reset after) and
                    W_in x; odd steps run them last first (rf_units_prod_dir) */
-                int np = GX + (cell == 2) + (gru && xt), rev = t & 1;
+                int np = GX + (cell == 2) + (gru && xt), rev = (t & 1) && 4.0 * G * n * (KX + H) > rf_serp_min_bytes;
                 for (int q = 0; q < np; q++) {
                     int g = rev ? np - 1 - q : q;
                     if (g < GX)
@@ -308,7 +308,7 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                 int n = u1 - u0;
                 if (n <= 0) continue;
                 const float* pk = pack + (size_t)r * ps;
-                int rev = i & 1;  /* (the serpentine, rf_gemm.h) */
+                int rev = (i & 1) && 4.0 * GH * n > rf_serp_min_bytes;  /* (the serpentine, rf_gemm.h) */
                 if (cell == 2) {  /* (in this order: both add onto dh) */
                     rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, NULL, 0, NULL, 0, 1.0f,
                                       dh + u0, H);

@@ -69,6 +69,7 @@ cdef extern from "rf_gemm.h" nogil:
     enum: RF_NR
     int rf_gemm_kc
     size_t rf_gemm_pf_bytes
+    size_t rf_serp_min_bytes
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
     ctypedef void (*rf_gemv_rows_fn)(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
@@ -204,6 +205,15 @@ def set_gemm_pf_bytes(size_t nbytes):
     global rf_gemm_pf_bytes
     old = rf_gemm_pf_bytes
     rf_gemm_pf_bytes = nbytes
+    return old
+
+
+def set_serp_min_bytes(size_t nbytes):
+    """Set the weight bytes a thread of the batch-1 and few-rows kernels must read a step before odd steps
+    read them in reverse (csrc/rf_gemm.h's serpentine); returns the previous value. For tests."""
+    global rf_serp_min_bytes
+    old = rf_serp_min_bytes
+    rf_serp_min_bytes = nbytes
     return old
 
 

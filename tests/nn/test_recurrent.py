@@ -553,6 +553,17 @@ def gemm_prefetch(request):
     kern.set_gemm_pf_bytes(old)
 
 
+@pytest.fixture
+def serpentine():
+    """Odd steps of the batch-1 and few-rows kernels read the weights in reverse at every size (they do so
+    only for a thread's weights beyond rf_serp_min_bytes)."""
+    from rnnfast._kernels import _recurrent as kern
+
+    old = kern.set_serp_min_bytes(0)
+    yield
+    kern.set_serp_min_bytes(old)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B,H", [(13, 40), (4, 33), (9, 8)])
 def test_float32_packed_kernel_edges(cell, B, H, gemm_prefetch):
@@ -651,13 +662,13 @@ def test_dropout_one_drops_everything_between_layers():
 @pytest.mark.parametrize("H", [1, 5, 33, 150])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("T", [1, 6, 40])
-def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch):
+def test_float32_batch1_latency_kernel(cell, H, n_threads, T, monkeypatch, serpentine):
     """float32, one sequence, one direction runs the batch-1 kernel (threads share out the hidden units,
     reading the weights in place 16 rows at a time, or from panels packed per call from T = 32 on;
     backward likewise, each thread making its columns of dh_{t-1} = dG_t W_hh); training and inference,
     against the float64 reference. I = 19 and H = 33 leave remainders of the
     16-wide loops and a zero-padded last panel; H = 150 puts 150, 75 or 50 units on a thread, so odd
-    steps, which run 64-row chunks last first (rf_latency_prod), end on a partial chunk (one thread,
+    steps, which run 64-row chunks last first (rf_latency_prod, here at every size), end on a partial chunk (one thread,
     LSTM and RNN: over all G H rows at once); T = 40 on one thread takes x W_ih^T from one GEMM
     first, the other cases make it step by step."""
     monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)  # split even tiny weights
@@ -894,15 +905,15 @@ def test_float32_forced_plans_match_reference(cell, plan, B, H, ragged):
 @pytest.mark.parametrize("proj", ["step", "gemm"])
 @pytest.mark.parametrize("panels", [True, False], ids=["panels", "rows"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_float32_units_kernel_every_row_count(cell, B, proj, panels, threads):
+def test_float32_units_kernel_every_row_count(cell, B, proj, panels, threads, serpentine):
     """The few-rows kernel's product for 1 to 4 rows (csrc/rf_units.h, rf_units_few: each panel's whole K in
     registers, two k at a time, the stream prefetched ahead) and rf_gemm_packed's above, or on the weight
     rows in place (rf_gemv_nb: 16 (weight row, x row) pairs a block, groups of 4 rows then the 1-3 left),
     forward (training and inference) and backward against the float64 reference: lengths 1..T (B = 8
     passes through every row count), stacked; H = 130 gives shares of 96 and 34 units (three full panels;
     one full and one partial) on two threads, 130 on one, so odd steps, which run a share's 64-unit chunks
-    last first (rf_units_prod_dir), meet a partial chunk on each; I = 9 and H leave a k after the pairs
-    (the rows: after the 16-wide chunks) in either segment of [x_t, h_{t-1}]."""
+    last first (rf_units_prod_dir, here at every size), meet a partial chunk on each; I = 9 and H leave a
+    k after the pairs (the rows: after the 16-wide chunks) in either segment of [x_t, h_{t-1}]."""
     T, I, H, L = 9, 9, 130, 2
     x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 60 + B)
     lengths = np.minimum(np.arange(B) * T // max(1, B - 1) + 1, T)  # 1 ... T: every row count
