@@ -110,6 +110,10 @@ typedef void (*rf_pack_panels_fn)(int, int, const float*, int, int, const float*
  * (N < 0): cut into 64-column calls its panels fell below rf_gemm_pf_bytes and lost their prefetch
  * (B=16 I=H=1024: 4-7% slower). */
 #define RF_SERP_CHUNK 64
+/* for each chunk [C0_, C0_ + M_) of N_ columns: one chunk of all N_, or (REV_) the chunks last first */
+#define RF_SERP_CHUNKS(REV_, N_, C0_, M_)                                                              \
+    for (int C0_ = (REV_) ? ((N_) - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, M_ = (REV_) ? (N_) - C0_ : (N_); \
+         C0_ >= 0; C0_ -= RF_SERP_CHUNK, M_ = RF_SERP_CHUNK)
 /* A thread's weights below this many bytes stay in L2 either way: the unit-sharing kernels' steps keep
  * one order (the reversed order's bookkeeping cost GRU B=1 I=1 H=16 10%). Tests set it to 0. */
 static size_t rf_serp_min_bytes = 256 * 1024;
@@ -653,8 +657,7 @@ static rf_gemm_fn rf_units_few_select(void) {
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_rows_avx512(RF_GEMM_ARGS) {
     if (M <= RF_FEW_MR && N < 0) {  /* the panels last first, two at a time (the serpentine) */
         N = -N;
-        int c0 = (N - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK, m = N - c0;
-        for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK)
+        RF_SERP_CHUNKS(1, N, c0, m)
             rf_units_few_avx512(M, m, K1, A1, lda1, K2, A2, lda2, packed + (size_t)c0 * (K1 + K2), beta, C + c0,
                                 ldc);
     } else if (M <= RF_FEW_MR)

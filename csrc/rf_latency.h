@@ -215,8 +215,7 @@ static inline void rf_units(int r, int share, int H, int* u0, int* u1) {
 static inline void rf_latency_prod(int rev, rf_gemv_rows_fn gemv, rf_gemv_panels_fn gemvp, int n, int K1,
                                    const float* W1, int ldw1, const float* x1, int K2, const float* W2, int ldw2,
                                    const float* x2, const float* pk, float beta, float* y) {
-    int c0 = rev ? (n - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, m = rev ? n - c0 : n;
-    for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK) {
+    RF_SERP_CHUNKS(rev, n, c0, m) {
         if (pk)
             gemvp(m, K1, x1, K2, x2, pk + (size_t)c0 * (K1 + K2), beta, y + c0);
         else
@@ -229,8 +228,7 @@ static inline void rf_latency_prod(int rev, rf_gemv_rows_fn gemv, rf_gemv_panels
  * when rev (the backward's serpentine). */
 static inline void rf_latency_cols(int rev, rf_gemv_cols_fn gemvc, int K, int n, const float* W, int ldw,
                                    const float* v, float beta, float* y) {
-    int c0 = rev ? (n - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, m = rev ? n - c0 : n;
-    for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK) gemvc(K, m, W + c0, ldw, v, beta, y + c0);
+    RF_SERP_CHUNKS(rev, n, c0, m) gemvc(K, m, W + c0, ldw, v, beta, y + c0);
 }
 
 /* Reset before (cell 3), the second part of a step on units [u0, u0 + n), once s = r h_{t-1} is whole:
@@ -335,7 +333,8 @@ static int rf_latency_forward(int cell, int relu, int T, int F, int H, int nth, 
                 for (int q = 0; q < np; q++) {
                     int g = rev ? np - 1 - q : q;
                     if (whole)
-                        rf_latency_prod(rev, gemv, gemvp, GH, KX, w_ih, F, xt, H, w_hh, H, hp, pk, xt ? 0.0f : 1.0f, gt);
+                        rf_latency_prod(rev, gemv, gemvp, GH, KX, w_ih, F, xt, H, w_hh, H, hp, pk, xt ? 0.0f : 1.0f,
+                                        gt);
                     else if (g < GX)
                         rf_latency_prod(rev, gemv, gemvp, n, KX, w_ih + (size_t)(g * H + u0) * F, F, xt, H,
                                         w_hh + (size_t)(g * H + u0) * H, H, hp, pk ? pk + (size_t)g * pg : NULL,

@@ -76,8 +76,7 @@ static inline void rf_units_prod(rf_gemm_fn gemm, int nb, int n, int K1, const f
 static inline void rf_units_prod_dir(int rev, rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1,
                                      int K2, const float* A2, int lda2, const float* pk, const float* W1, int ldw1,
                                      const float* W2, int ldw2, float beta, float* C, int ldc) {
-    int c0 = rev ? (n - 1) / RF_SERP_CHUNK * RF_SERP_CHUNK : 0, m = rev ? n - c0 : n;
-    for (; c0 >= 0; c0 -= RF_SERP_CHUNK, m = RF_SERP_CHUNK)
+    RF_SERP_CHUNKS(rev, n, c0, m)
         rf_units_prod(gemm, nb, m, K1, A1, lda1, K2, A2, lda2, pk ? pk + (size_t)c0 * (K1 + K2) : NULL,
                       W1 ? W1 + (size_t)c0 * ldw1 : NULL, ldw1, W2 ? W2 + (size_t)c0 * ldw2 : NULL, ldw2, beta,
                       C + c0, ldc);
