@@ -1441,54 +1441,131 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     for bit. Returns -1 without running anything when they do not (or were made for another count of
     threads): the caller makes new ones.
     """
+    return Forward(cell, relu, plan, I, H, D, L, params, bufs, states, xl, outl, masks, training, nthreads,
+                   kernel, hoist, panels, x_ts, x_rs, out_ts, out_rs, bias_src, packs).run()
+
+
+cdef class Forward:
+    """``forward``'s arguments, checked and filled once (the Net and its Dirs), then run by :meth:`run`,
+    at once or again for later inference calls of the same layout on new arrays: a call then only points
+    the kernel at its input, output and final states (checked), sums the biases (the parameters may change
+    in place between calls) and runs ``net_forward``. Takes a small call's kernel entry from about 2 us to
+    a fraction (rnnfast.nn keeps one per workspace and input layout, see _RNNBase._eval_fast). Holds every
+    array it points into but the last call's own (the input, the output, the final states): :meth:`run`
+    forgets those once done, so a later run must be given new ones."""
     cdef Net net
-    _fill(&net, plan, cell, relu, I, H, D, L, nthreads)
-    dt = xl[0].dtype
-    if dt != np.float32 and dt != np.float64:
-        raise TypeError(f"internal: dtype {dt}")
-    cdef int l, DH = D * H
-    cdef Dir* dirs = <Dir*>malloc(sizeof(Dir) * L * D)
-    cdef void** xp = <void**>malloc(sizeof(void*) * L)
-    cdef void** op = <void**>malloc(sizeof(void*) * L)
-    cdef void** mp = <void**>malloc(sizeof(void*) * L)
-    if dirs == NULL or xp == NULL or op == NULL or mp == NULL:
-        free(dirs); free(xp); free(op); free(mp)
-        raise MemoryError()
-    try:
-        _fill_dirs(&net, dirs, params, bufs, states, dt, training, kernel, hoist, panels, False, packs)
+    cdef Dir* dirs
+    cdef void** xp
+    cdef void** op
+    cdef void** mp
+    cdef object dt
+    cdef int nin, DH
+    cdef Py_ssize_t x_ts, x_rs, out_ts, out_rs
+    cdef list params, bias_src, packs
+    cdef object keep      # the arrays the pointers point into, but the call's own
+    cdef object call      # the call's own (xl[0], outl[-1], states): None once run
+
+    def __cinit__(self):
+        self.dirs = NULL
+        self.xp = self.op = self.mp = NULL
+
+    def __dealloc__(self):
+        free(self.dirs); free(self.xp); free(self.op); free(self.mp)
+
+    def __init__(self, int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,
+                 list states, list xl, list outl, list masks, bint training, int nthreads, int kernel,
+                 bint hoist, bint panels, Py_ssize_t x_ts=0, Py_ssize_t x_rs=0, Py_ssize_t out_ts=0,
+                 Py_ssize_t out_rs=0, list bias_src=None, list packs=None):
+        cdef int l
+        _fill(&self.net, plan, cell, relu, I, H, D, L, nthreads)
+        dt = self.dt = xl[0].dtype
+        if dt != np.float32 and dt != np.float64:
+            raise TypeError(f"internal: dtype {dt}")
+        self.nin, self.DH = I, D * H
+        self.dirs = <Dir*>malloc(sizeof(Dir) * L * D)
+        self.xp = <void**>malloc(sizeof(void*) * L)
+        self.op = <void**>malloc(sizeof(void*) * L)
+        self.mp = <void**>malloc(sizeof(void*) * L)
+        if self.dirs == NULL or self.xp == NULL or self.op == NULL or self.mp == NULL:
+            raise MemoryError()
+        _fill_dirs(&self.net, self.dirs, params, bufs, states, dt, training, kernel, hoist, panels, False, packs)
         if packs is not None and (dt != np.float32 or training or len(packs) != L * D):
             raise ValueError("internal: kept packs serve float32 inference, one per layer and direction")
-        if packs is not None and not _kept_valid(&net, dirs, params, packs):
-            return -1
-        if bias_src is not None:
-            _sum_biases(&net, dirs, bias_src, dt)
+        if bias_src is not None and len(bias_src) != L * D:
+            raise ValueError("internal: one bias pair per layer and direction")
+        if (x_ts != 0 or out_ts != 0) and (training or self.net.N != self.net.B * self.net.T):
+            raise ValueError("internal: input / output in place needs eval and equal lengths")
+        self.x_ts, self.x_rs, self.out_ts, self.out_rs = x_ts, x_rs, out_ts, out_rs
         for l in range(L):
-            xp[l] = _ptr(xl[l], dt, <Py_ssize_t>net.N * (I if l == 0 else DH), "x")
-            op[l] = _ptr(outl[l], dt, <Py_ssize_t>net.N * DH, "out")
-            mp[l] = _optr(masks[l], dt, <Py_ssize_t>net.N * DH, "mask")
-            dirs[l * D].xin = xp[l]
-            dirs[l * D].y = op[l]
-            dirs[l * D].ldy = DH
-        if x_ts != 0 or out_ts != 0:
-            if training or net.N != net.B * net.T:
-                raise ValueError("internal: input / output in place needs eval and equal lengths")
-            if x_ts != 0:
-                _inplace(&net, dirs, 0, x_ts, x_rs, I, 0, True, dt)
-            if out_ts != 0:
-                _inplace(&net, dirs, L - 1, out_ts, out_rs, DH, H, False, dt)
+            self.mp[l] = _optr(masks[l], dt, <Py_ssize_t>self.net.N * self.DH, "mask")
+            self._point_in(l, xl[l])
+            self._point_out(l, outl[l])
+        self.params, self.bias_src, self.packs = params, bias_src, packs
+        self.keep = (plan, bufs, [(h0, c0) for h0, c0, _, _ in states], xl[1:], outl[:L - 1], masks)
+        self.call = (xl[0], outl[L - 1], states)
+
+    cdef int _point_in(self, int l, x) except -1:
+        """Layer l's input at ``x`` (in place, as the strides given say, for the first layer's)."""
+        self.xp[l] = _ptr(x, self.dt, <Py_ssize_t>self.net.N * (self.nin if l == 0 else self.DH), "x")
+        self.dirs[l * self.net.D].xin = self.xp[l]
+        if l == 0 and self.x_ts != 0:
+            _inplace(&self.net, self.dirs, 0, self.x_ts, self.x_rs, self.nin, 0, True, self.dt)
+        return 0
+
+    cdef int _point_out(self, int l, out) except -1:
+        """Layer l's output at ``out`` (in place, as the strides given say, for the last layer's)."""
+        self.op[l] = _ptr(out, self.dt, <Py_ssize_t>self.net.N * self.DH, "out")
+        self.dirs[l * self.net.D].y = self.op[l]
+        self.dirs[l * self.net.D].ldy = self.DH
+        if l == self.net.L - 1 and self.out_ts != 0:
+            _inplace(&self.net, self.dirs, l, self.out_ts, self.out_rs, self.DH, self.net.H, False, self.dt)
+        return 0
+
+    cdef int _point_final(self, hT, cT) except -1:
+        """Every layer-direction's final states at its (B, H) block of ``hT`` and ``cT`` (LSTM), (L D, B, H)."""
+        cdef int k
+        cdef Py_ssize_t BH = <Py_ssize_t>self.net.B * self.net.H
+        cdef char* h = <char*>_ptr(hT, self.dt, self.net.L * self.net.D * BH, "hT")
+        cdef char* c = NULL
+        cdef size_t isz = 4 if self.dt == np.float32 else 8
+        if self.net.cell == CELL_LSTM:
+            c = <char*>_ptr(cT, self.dt, self.net.L * self.net.D * BH, "cT")
+        for k in range(self.net.L * self.net.D):
+            self.dirs[k].hT = h + k * BH * isz
+            if c != NULL:
+                self.dirs[k].cT = c + k * BH * isz
+        return 0
+
+    def run(self, x=None, out=None, hT=None, cT=None):
+        """Run the forward pass (see ``forward``, whose return value this is). The first run may take the
+        arrays given at construction; every later one gives new ones: ``x`` the first layer's input (as
+        ``xl[0]``), ``out`` the last layer's output (as ``outl[-1]``), ``hT`` and ``cT`` (LSTM) every
+        layer-direction's final states, one (L D, B, H) array each."""
+        cdef Net* net = &self.net
+        if x is not None:
+            self._point_in(0, x)
+            self._point_out(net.L - 1, out)
+            self._point_final(hT, cT)
+        elif self.call is None:
+            raise ValueError("internal: a Forward runs again on new arrays only")
+        self.call = None
+        net.yields = 0
+        net.stale = 0
+        if self.packs is not None and not _kept_valid(net, self.dirs, self.params, self.packs):
+            return -1
+        if self.bias_src is not None:
+            _sum_biases(net, self.dirs, self.bias_src, self.dt)
         blas_hold()
         try:
-            if dt == np.float32:
+            if self.dt == np.float32:
                 with nogil:
-                        net_forward[float](&net, dirs, <float**>xp, <float**>op, <float**>mp)
+                    net_forward[float](net, self.dirs, <float**>self.xp, <float**>self.op, <float**>self.mp)
             else:
                 with nogil:
-                    net_forward[double](&net, dirs, <double**>xp, <double**>op, <double**>mp)
+                    net_forward[double](net, self.dirs, <double**>self.xp, <double**>self.op, <double**>self.mp)
         finally:
             blas_release()
-    finally:
-        free(dirs); free(xp); free(op); free(mp)
-    return -1 if net.stale else net.yields
+        return -1 if net.stale else net.yields
 
 
 cdef void bias_sums(floating* b, floating* bhn, const floating* b_ih, const floating* b_hh, int H, int GH,

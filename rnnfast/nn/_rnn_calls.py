@@ -93,12 +93,13 @@ class _Workspace:
     steady-state calls neither allocate nor page-fault fresh memory. A layer keeps a few in a pool
     (``list.pop``/``append`` are atomic, so concurrent eval calls each get their own)."""
 
-    __slots__ = ("arrays", "prepared", "stepper")
+    __slots__ = ("arrays", "prepared", "stepper", "fast")
 
     def __init__(self):
         self.arrays = {}
         self.prepared = None  # the last eval call's kernel arguments (see _RNNBase._prepare)
         self.stepper = None   # the last step call's (see _RNNBase.step)
+        self.fast = None      # the last plain inference call's, filled (see KernelCalls._eval_fast)
 
     def get(self, name, shape, dtype):
         size = 1
@@ -183,6 +184,7 @@ class KernelCalls:
         prep = ws.prepared
         if prep is not None and prep[0] == key:
             return prep[1]
+        ws.fast = None  # (it points into the arguments replaced here)
         B, N = plan.B, plan.N
         H, D, L, G, dt = self.hidden_size, self._D, self.num_layers, self._G, self.dtype
         DH = D * H
@@ -246,13 +248,14 @@ class KernelCalls:
         ws.stepper = st
         return st
 
-    def _run(self, x, h0, c0, lengths, training, n_threads, ws, last=False):
+    def _run(self, x, h0, c0, lengths, training, n_threads, ws, last=False, kp=None):
         """Pack, run the kernel; returns (out, hT, cT, plan, cache, final): out is packed (N, DH) in ``ws``,
         or with ``final`` the caller's output array itself (with ``last``, an array of ``ws``: the caller
-        reads only the final states)."""
+        reads only the final states). ``kp``: the kernel plan, when the caller has it (_eval_fast)."""
         B, T, _ = x.shape
         plan = self._plan(lengths, B, T)
-        kp = self._kernel_plan(B, T, plan.N, training, n_threads)
+        if kp is None:
+            kp = self._kernel_plan(B, T, plan.N, training, n_threads)
         n_threads = kp.threads
         keep_packs = _packs.keeps(self, kp.kernel_args, training)
         prep = self._prepare(ws, plan, training, n_threads, kp, keep_packs)
@@ -280,7 +283,13 @@ class KernelCalls:
             args = head + (states, xl + prep[4][:-1], outl) + tail
         else:
             args, xl, outl, masks = self._packed_args(prep, plan, kp, x, states, training, n_threads, ws)
-        yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
+        if direct and not (last or keep_packs or h0 is not None or c0 is not None or lengths is not None):
+            # the plain inference call: its filled arguments serve the next ones of this layout (_eval_fast)
+            fw = _k.Forward(*args, bias_src=prep[5], packs=None)
+            ws.fast = (kp, x.shape, x.strides, self.batch_first, fw, out_shape, plan, where, prep[3])
+            yields = fw.run()
+        else:
+            yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(n_threads, yields)
         cache = None
@@ -288,6 +297,33 @@ class KernelCalls:
             cache = dict(plan=plan, kp=kp, params=prep[0], bufs=prep[1], states=states, xl=xl, outl=outl,
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
+
+    def _eval_fast(self, x, n_threads, ws):
+        """An inference call over ``x``, a plain batch-first array of the layer's dtype with no state nor
+        lengths (``_forward_fast_check``'s: what a service repeats), on the filled kernel arguments the
+        workspace ``ws`` kept from its last such call (a _k.Forward; kept by ``_run``) when that had the same
+        layout and plan: the call then only allocates its results, points the kernel at them and runs it
+        (a small call's Python and kernel entry took about 8 us, 6 of them here and in _run). Else the
+        full path (``_run``). Returns forward's (out, h_n or (h_n, c_n))."""
+        B, T, _ = x.shape
+        kp = self._kernel_plan(B, T, B * T, False, n_threads)
+        fast = ws.fast
+        if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides
+                or not fast[3] or _packs.KEEP_PACKS):
+            out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, kp=kp)
+            return self._finish(plan, out_p, hT, cT, False, final)
+        fw, out_shape, plan, where, x_buf = fast[4:]
+        LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
+        out = np.empty(out_shape, dt)
+        if self._mode == "lstm":
+            hT, cT = np.empty((2, LD, B, H), dt)
+        else:
+            hT, cT = np.empty((LD, B, H), dt), None
+        xin = x if where == "x" else x.swapaxes(0, 1) if where == "xt" else plan.pack(x, x_buf)
+        yields = fw.run(xin, out, hT, cT)
+        if kp.kernel in ("latency", "units"):
+            self.thread_policy.note(kp.threads, yields)
+        return (out, (hT, cT)) if cT is not None else (out, hT)
 
     def _head_args(self, prep, plan):
         """The kernel's leading arguments up to its parameters and buffers (what a layout's calls share)."""

@@ -132,3 +132,103 @@ def test_concurrent_eval_calls_on_one_network_match_serial():
     for t in threads:
         t.join()
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+# ---------------------------------------------------------------------------------------------- kept Forward
+# A plain inference call (a batch-first array of the layer's dtype, no state, no lengths) runs on the filled
+# kernel arguments its workspace kept from the last such call of the same layout (_k.Forward, _eval_fast).
+
+def _count_full_path(monkeypatch, lay):
+    calls = []
+    real = type(lay)._run
+
+    def spy(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(lay), "_run", spy)
+    return calls
+
+
+def _full_path(lay, x, nth):
+    """The same call on the full path: lengths all T lay the batch out as none do."""
+    B, T, _ = x.shape
+    return lay(x, lengths=np.full(B, T), n_threads=nth)
+
+
+@pytest.mark.parametrize("cell,bi,layers,dt", list(itertools.product(CELLS, [False, True], [1, 2],
+                                                                        [np.float32, np.float64])))
+def test_kept_forward_equals_full_path_bit_for_bit(cell, bi, layers, dt, monkeypatch):
+    lay = CELLS[cell](6, 9, num_layers=layers, bidirectional=bi, dtype=dt, seed=3).eval()
+    calls = _count_full_path(monkeypatch, lay)
+    rng = np.random.default_rng(4)
+    layouts = slack = 0
+    for B, nth in itertools.product([1, 2, 3, 6], [1, 2]):  # batch 1, few rows and packed kernels
+        layouts += 1
+        slack += 2 if B == 1 and nth == 2 else 0  # (a busy machine may send batch 1 to one thread: a new plan)
+        for _ in range(3):  # new inputs (and results) at every call
+            x = rng.standard_normal((B, 5, 6)).astype(dt)
+            got, gst = lay(x, n_threads=nth)
+            want, wst = _full_path(lay, x, nth)
+            assert got.dtype == dt and np.array_equal(got, want)
+            assert all(np.array_equal(a, b) for a, b in zip(_states(gst), _states(wst)))
+    # each layout's first plain call ran the full path (and kept its arguments), the next two did not
+    assert layouts * (1 + 3) <= len(calls) <= layouts * (1 + 3) + slack
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_kept_forward_reads_weights_written_in_place(cell):
+    lay = CELLS[cell](4, 8, dtype=np.float32, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((3, 6, 4)).astype(np.float32)
+    lay(x), lay(x)
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        lay._params[name][...] *= 0.5  # as an optimizer or load_state_dict writes them
+        fresh = CELLS[cell](4, 8, dtype=np.float32, seed=0).eval()
+        fresh.load_state_dict(lay.state_dict())
+        assert np.array_equal(lay(x)[0], fresh(x)[0])
+
+
+def test_kept_forward_follows_layout_changes(monkeypatch):
+    lay = nn.LSTM(5, 7, dtype=np.float32, seed=0).eval()
+    calls = _count_full_path(monkeypatch, lay)
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((4, 12, 5)).astype(np.float32)
+    for x in [big, big[:, ::2], big[:2], big, big[:, ::2], np.asfortranarray(big), big[1:2]]:
+        got = lay(x)[0]
+        assert np.array_equal(got, _full_path(lay, np.ascontiguousarray(x), None)[0])
+    assert len(calls) > 7  # a new layout takes the full path, whatever the last call's was
+
+
+def test_kept_forward_holds_no_caller_array():
+    import weakref
+
+    lay = nn.GRU(3, 5, dtype=np.float32, seed=0).eval()
+    x = np.ones((2, 4, 3), np.float32)
+    lay(x)
+    x2 = np.ones((2, 4, 3), np.float32)
+    out, h = lay(x2)  # (a kept run)
+    refs = [weakref.ref(a) for a in (x2, out, h)]
+    del x2, out, h
+    assert all(r() is None for r in refs)
+
+
+def test_kept_forward_runs_again_only_on_new_arrays():
+    lay = nn.RNN(3, 4, dtype=np.float32, seed=0).eval()
+    ws = lay._pool[0] if lay._pool else None
+    lay(np.ones((1, 2, 3), np.float32))
+    ws = lay._pool[-1]
+    fw = ws.fast[4]
+    with pytest.raises(ValueError, match="new arrays"):
+        fw.run()
+
+
+def test_kept_packs_switched_on_take_the_full_path(monkeypatch):
+    from rnnfast.nn import _packs
+
+    lay = nn.LSTM(5, 16, dtype=np.float32, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((3, 6, 5)).astype(np.float32)
+    want = lay(x)[0]
+    monkeypatch.setattr(_packs, "KEEP_PACKS", True)
+    calls = _count_full_path(monkeypatch, lay)
+    assert np.array_equal(lay(x)[0], want) and np.array_equal(lay(x)[0], want)
+    assert len(calls) == 2
