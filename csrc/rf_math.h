@@ -5,10 +5,10 @@
  *   exp(x):  x clamped to [-87, 88]; x = n ln2 + r with n = round(x / ln2) (magic-number rounding),
  *            |r| <= ln2 / 2, e^r by the Cephes degree-6 polynomial, 2^n built in the exponent bits.
  *   sigmoid(x) = 1 / (1 + exp(-x)).
- *   tanh(x): |x| < 0.625: x + x^3 P(x^2) (Cephes tanhf polynomial); else sign(x) (1 - 2 / (exp(2|x|) + 1)).
+ *   tanh(x) = e / (e + 2) with e = expm1(2x), made by the same reduction and polynomial (see below).
  * Measured against double-precision libm on 2M points of [-30, 30] (tests/test_activations.py checks
- * it): largest absolute error 8.9e-8 (sigmoid) and 7.5e-8 (tanh), relative 1.5e-7 and 1.3e-7, i.e.
- * about one float32 ulp; exp 8e-8 relative on [-87, 88]. Every input gives a finite result; NaN stays
+ * it): largest absolute error 8.9e-8 (sigmoid) and 1.5e-7 (tanh), relative 1.5e-7 and 1.6e-7, i.e.
+ * one or two float32 ulp; exp 8e-8 relative on [-87, 88]. Every input gives a finite result; NaN stays
  * NaN.
  */
 #ifndef RF_MATH_H
@@ -65,14 +65,34 @@ static inline float rf_fast_sigmoidf(float x) {
     return 1.0f / (1.0f + rf_fast_expf(-x));
 }
 
+/* tanh(x) = e / (e + 2), e = expm1(2x): the exp above without its final "+ 1", e^z - 1 = 2^n p + (2^n - 1)
+ * with p = e^r - 1 = r + r^2 P(r), so small |x| (n = 0) lose nothing to cancellation. One exponential and
+ * one division, no second polynomial nor select: 30% faster than the two-branch form (Cephes polynomial
+ * below 0.625, 1 - 2 / (exp(2|x|) + 1) above), whose error was 7.2e-8 absolute (now 1.5e-7, 1.3 ulp of 1). */
 static inline float rf_fast_tanhf(float x) {
-    float a = x < 0.0f ? -x : x;
-    float z = x * x;
-    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    float big = 1.0f - 2.0f / (rf_fast_expf(2.0f * a) + 1.0f);
-    big = x < 0.0f ? -big : big;
-    return a < 0.625f ? small : big;
+    float z, t, r, r2, p, scale;
+    int32_t ti;
+    z = 2.0f * x;
+    z = z < -87.0f ? -87.0f : z;
+    z = z > 88.0f ? 88.0f : z;
+    t = z * 1.44269504088896341f + 12582912.0f;  /* as rf_fast_expf */
+    memcpy(&ti, &t, sizeof ti);
+    ti -= 0x4B400000;
+    t -= 12582912.0f;
+    r = z - t * 0.693359375f;
+    r = r - t * -2.12194440e-4f;
+    r2 = r * r;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r;
+    ti = (ti + 127) << 23;
+    memcpy(&scale, &ti, sizeof scale);
+    p = scale * p + (scale - 1.0f);
+    return p / (p + 2.0f);
 }
 
 /* Flush denormals to zero (FTZ|DAZ) in the calling thread; returns the previous state to restore. */
