@@ -283,10 +283,10 @@ class KernelCalls:
             args = head + (states, xl + prep[4][:-1], outl) + tail
         else:
             args, xl, outl, masks = self._packed_args(prep, plan, kp, x, states, training, n_threads, ws)
-        if direct and not (last or keep_packs or h0 is not None or c0 is not None or lengths is not None):
+        if direct and not (keep_packs or h0 is not None or c0 is not None or lengths is not None):
             # the plain inference call: its filled arguments serve the next ones of this layout (_eval_fast)
             fw = _k.Forward(*args, bias_src=prep[5], packs=None)
-            ws.fast = (kp, x.shape, x.strides, self.batch_first, fw, out_shape, plan, where, prep[3])
+            ws.fast = (kp, x.shape, x.strides, last, fw, out_shape, plan, where, prep[3])
             yields = fw.run()
         else:
             yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
@@ -298,23 +298,24 @@ class KernelCalls:
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
 
-    def _eval_fast(self, x, n_threads, ws):
+    def _eval_fast(self, x, n_threads, ws, last=False):
         """An inference call over ``x``, a plain batch-first array of the layer's dtype with no state nor
         lengths (``_forward_fast_check``'s: what a service repeats), on the filled kernel arguments the
         workspace ``ws`` kept from its last such call (a _k.Forward; kept by ``_run``) when that had the same
-        layout and plan: the call then only allocates its results, points the kernel at them and runs it
-        (a small call's Python and kernel entry took about 8 us, 6 of them here and in _run). Else the
-        full path (``_run``). Returns forward's (out, h_n or (h_n, c_n))."""
+        layout, plan and ``last``: the call then only allocates its results, points the kernel at them and
+        runs it (a small call's Python and kernel entry took about 8 us, 6 of them here and in _run). Else
+        the full path (``_run``). Returns forward's (out, h_n or (h_n, c_n)), or with ``last``
+        _forward_last's."""
         B, T, _ = x.shape
         kp = self._kernel_plan(B, T, B * T, False, n_threads)
         fast = ws.fast
         if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides
-                or not fast[3] or _packs.KEEP_PACKS):
-            out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, kp=kp)
-            return self._finish(plan, out_p, hT, cT, False, final)
+                or fast[3] != last or _packs.KEEP_PACKS):
+            out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, last, kp=kp)
+            return self._finish(plan, out_p, hT, cT, False, final, last=last)
         fw, out_shape, plan, where, x_buf = fast[4:]
         LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
-        out = np.empty(out_shape, dt)
+        out = ws.get("final", out_shape, dt) if last else np.empty(out_shape, dt)
         if self._mode == "lstm":
             hT, cT = np.empty((2, LD, B, H), dt)
         else:
@@ -323,6 +324,8 @@ class KernelCalls:
         yields = fw.run(xin, out, hT, cT)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(kp.threads, yields)
+        if last:
+            return self._finish(plan, out, hT, cT, False, True, last=True)
         return (out, (hT, cT)) if cT is not None else (out, hT)
 
     def _head_args(self, prep, plan):

@@ -230,10 +230,10 @@ class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
         """forward (``last``: _forward_last)."""
         nth = resolve_threads(n_threads)
         xb = self._forward_fast_check(x, hx, lengths)
-        if xb is not None and not (last or self._layer_norm or self._variant_wanted()):
+        if xb is not None and not (self._layer_norm or self._variant_wanted()):
             ws = self._acquire()
             try:
-                result = self._eval_fast(xb, nth, ws)
+                result = self._eval_fast(xb, nth, ws, last)
             finally:
                 self._release(ws)
             return result

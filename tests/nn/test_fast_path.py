@@ -232,3 +232,18 @@ def test_kept_packs_switched_on_take_the_full_path(monkeypatch):
     calls = _count_full_path(monkeypatch, lay)
     assert np.array_equal(lay(x)[0], want) and np.array_equal(lay(x)[0], want)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("cell,bi", [("lstm", False), ("gru", True)])
+def test_kept_forward_serves_the_last_step_head(cell, bi, monkeypatch):
+    lay, net = _net(cell, bi, 2, np.float32)
+    calls = _count_full_path(monkeypatch, lay)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = rng.standard_normal((4, 6, 5)).astype(np.float32)
+        got = net(x)
+        out, _ = _full_path(lay, x, None)
+        assert np.array_equal(got, net.layers[2](net.layers[1](out)))
+    # the head's calls: the first on the full path, the next two on the kept arguments (beside the three
+    # _full_path calls)
+    assert len(calls) == 3 + 1
