@@ -1128,6 +1128,21 @@ cdef inline void* _optr(object a, object dtype, Py_ssize_t size, str what) excep
     return _ptr(a, dtype, size, what)
 
 
+cdef inline void* _ptr_f(object a, bint f32, Py_ssize_t size, str what) except NULL:
+    """``_ptr`` for float32 (f32) or float64 arrays, the dtype checked by number (the per-call pointers of a
+    kept Forward: a dtype comparison costs about 0.1 us)."""
+    cdef cnp.ndarray arr
+    if a is None:
+        raise ValueError(f"internal: buffer {what} missing")
+    arr = <cnp.ndarray?>a
+    if (cnp.PyArray_TYPE(arr) != (cnp.NPY_FLOAT32 if f32 else cnp.NPY_FLOAT64)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_SIZE(arr) < size):
+        return _ptr(a, np.float32 if f32 else np.float64, size, what)  # (its message)
+    if size == 0:
+        return <void*>1  # never dereferenced
+    return cnp.PyArray_DATA(arr)
+
+
 cdef class Plan:
     """Index arrays describing one batch's packed layout (see the module docstring)."""
     cdef public object bs, off, rev, lens
@@ -1388,14 +1403,14 @@ cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs):
 
 
 cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int width, int dir_off,
-                  bint is_input, object dt) except -1:
+                  bint is_input, bint f32) except -1:
     """Point layer l's input (is_input) or output at the caller's array (already set as its base, as in
     packed mode): step t of row r at t * ts + r * rs (+ dir_off for the reverse direction's output half),
     the reverse direction walking the steps backwards from T - 1 (all lengths are T)."""
     cdef int d
     cdef Dir* p
     cdef char* base
-    cdef Py_ssize_t isz = 4 if dt == np.float32 else 8
+    cdef Py_ssize_t isz = 4 if f32 else 8
     cdef Py_ssize_t need = (net.T - 1) * abs(ts) + (net.B - 1) * abs(rs) + width
     if ts == 0 or rs == 0 or need > <Py_ssize_t>net.N * width:
         raise ValueError("internal: bad in-place strides")
@@ -1459,9 +1474,12 @@ cdef class Forward:
     cdef void** op
     cdef void** mp
     cdef object dt
+    cdef bint f32
     cdef int nin, DH
     cdef Py_ssize_t x_ts, x_rs, out_ts, out_rs
     cdef list params, bias_src, packs
+    cdef list init        # per layer-direction, the initial states (h0, c0) given at construction
+    cdef bint moved       # a run pointed the initial states elsewhere (run's h0, c0)
     cdef object keep      # the arrays the pointers point into, but the call's own
     cdef object call      # the call's own (xl[0], outl[-1], states): None once run
 
@@ -1481,6 +1499,7 @@ cdef class Forward:
         dt = self.dt = xl[0].dtype
         if dt != np.float32 and dt != np.float64:
             raise TypeError(f"internal: dtype {dt}")
+        self.f32 = dt == np.float32
         self.nin, self.DH = I, D * H
         self.dirs = <Dir*>malloc(sizeof(Dir) * L * D)
         self.xp = <void**>malloc(sizeof(void*) * L)
@@ -1501,46 +1520,67 @@ cdef class Forward:
             self._point_in(l, xl[l])
             self._point_out(l, outl[l])
         self.params, self.bias_src, self.packs = params, bias_src, packs
-        self.keep = (plan, bufs, [(h0, c0) for h0, c0, _, _ in states], xl[1:], outl[:L - 1], masks)
+        self.init, self.moved = [(h0, c0) for h0, c0, _, _ in states], False
+        self.keep = (plan, bufs, xl[1:], outl[:L - 1], masks)
         self.call = (xl[0], outl[L - 1], states)
 
     cdef int _point_in(self, int l, x) except -1:
         """Layer l's input at ``x`` (in place, as the strides given say, for the first layer's)."""
-        self.xp[l] = _ptr(x, self.dt, <Py_ssize_t>self.net.N * (self.nin if l == 0 else self.DH), "x")
+        self.xp[l] = _ptr_f(x, self.f32, <Py_ssize_t>self.net.N * (self.nin if l == 0 else self.DH), "x")
         self.dirs[l * self.net.D].xin = self.xp[l]
         if l == 0 and self.x_ts != 0:
-            _inplace(&self.net, self.dirs, 0, self.x_ts, self.x_rs, self.nin, 0, True, self.dt)
+            _inplace(&self.net, self.dirs, 0, self.x_ts, self.x_rs, self.nin, 0, True, self.f32)
         return 0
 
     cdef int _point_out(self, int l, out) except -1:
         """Layer l's output at ``out`` (in place, as the strides given say, for the last layer's)."""
-        self.op[l] = _ptr(out, self.dt, <Py_ssize_t>self.net.N * self.DH, "out")
+        self.op[l] = _ptr_f(out, self.f32, <Py_ssize_t>self.net.N * self.DH, "out")
         self.dirs[l * self.net.D].y = self.op[l]
         self.dirs[l * self.net.D].ldy = self.DH
         if l == self.net.L - 1 and self.out_ts != 0:
-            _inplace(&self.net, self.dirs, l, self.out_ts, self.out_rs, self.DH, self.net.H, False, self.dt)
+            _inplace(&self.net, self.dirs, l, self.out_ts, self.out_rs, self.DH, self.net.H, False, self.f32)
         return 0
 
     cdef int _point_final(self, hT, cT) except -1:
         """Every layer-direction's final states at its (B, H) block of ``hT`` and ``cT`` (LSTM), (L D, B, H)."""
         cdef int k
         cdef Py_ssize_t BH = <Py_ssize_t>self.net.B * self.net.H
-        cdef char* h = <char*>_ptr(hT, self.dt, self.net.L * self.net.D * BH, "hT")
+        cdef char* h = <char*>_ptr_f(hT, self.f32, self.net.L * self.net.D * BH, "hT")
         cdef char* c = NULL
-        cdef size_t isz = 4 if self.dt == np.float32 else 8
+        cdef size_t isz = 4 if self.f32 else 8
         if self.net.cell == CELL_LSTM:
-            c = <char*>_ptr(cT, self.dt, self.net.L * self.net.D * BH, "cT")
+            c = <char*>_ptr_f(cT, self.f32, self.net.L * self.net.D * BH, "cT")
         for k in range(self.net.L * self.net.D):
             self.dirs[k].hT = h + k * BH * isz
             if c != NULL:
                 self.dirs[k].cT = c + k * BH * isz
         return 0
 
-    def run(self, x=None, out=None, hT=None, cT=None):
+    cdef int _point_initial(self, h0, c0) except -1:
+        """Every layer-direction's initial states at its (B, H) block of ``h0`` and ``c0`` (LSTM), (L D, B, H)
+        each, or those given at construction where None."""
+        cdef int k
+        cdef Py_ssize_t BH = <Py_ssize_t>self.net.B * self.net.H
+        cdef int LD = self.net.L * self.net.D
+        cdef size_t isz = 4 if self.f32 else 8
+        cdef char* h = <char*>_ptr_f(h0, self.f32, LD * BH, "h0") if h0 is not None else NULL
+        cdef char* c = NULL
+        cdef bint lstm = self.net.cell == CELL_LSTM
+        if lstm and c0 is not None:
+            c = <char*>_ptr_f(c0, self.f32, LD * BH, "c0")
+        for k in range(LD):
+            self.dirs[k].h0 = h + k * BH * isz if h != NULL else _ptr_f(self.init[k][0], self.f32, BH, "h0")
+            if lstm:
+                self.dirs[k].c0 = c + k * BH * isz if c != NULL else _ptr_f(self.init[k][1], self.f32, BH, "c0")
+        self.moved = h != NULL or c != NULL
+        return 0
+
+    def run(self, x=None, out=None, hT=None, cT=None, h0=None, c0=None, int nthreads=0):
         """Run the forward pass (see ``forward``, whose return value this is). The first run may take the
         arrays given at construction; every later one gives new ones: ``x`` the first layer's input (as
         ``xl[0]``), ``out`` the last layer's output (as ``outl[-1]``), ``hT`` and ``cT`` (LSTM) every
-        layer-direction's final states, one (L D, B, H) array each."""
+        layer-direction's final states, one (L D, B, H) array each; ``h0`` and ``c0`` likewise the initial
+        states, or None: those given at construction. ``nthreads`` > 0: that many threads from now on."""
         cdef Net* net = &self.net
         if x is not None:
             self._point_in(0, x)
@@ -1548,16 +1588,20 @@ cdef class Forward:
             self._point_final(hT, cT)
         elif self.call is None:
             raise ValueError("internal: a Forward runs again on new arrays only")
+        if h0 is not None or c0 is not None or self.moved:
+            self._point_initial(h0, c0)
+        if nthreads > 0:
+            net.nthreads = _cap_threads(nthreads)
         self.call = None
         net.yields = 0
         net.stale = 0
         if self.packs is not None and not _kept_valid(net, self.dirs, self.params, self.packs):
             return -1
         if self.bias_src is not None:
-            _sum_biases(net, self.dirs, self.bias_src, self.dt)
+            _sum_biases(net, self.dirs, self.bias_src, self.f32)
         blas_hold()
         try:
-            if self.dt == np.float32:
+            if self.f32:
                 with nogil:
                     net_forward[float](net, self.dirs, <float**>self.xp, <float**>self.op, <float**>self.mp)
             else:
@@ -1580,7 +1624,7 @@ cdef void bias_sums(floating* b, floating* bhn, const floating* b_ih, const floa
         memcpy(bhn, b_hh + 2 * H, H * sizeof(floating))
 
 
-cdef int _sum_biases(Net* net, Dir* dirs, list src, object dt) except -1:
+cdef int _sum_biases(Net* net, Dir* dirs, list src, bint f32) except -1:
     """The kernel's bias vectors of every layer-direction from PyTorch's (see bias_sums); src[k] None: none."""
     cdef int k, GH = net.G * net.H
     cdef void* bi
@@ -1590,9 +1634,9 @@ cdef int _sum_biases(Net* net, Dir* dirs, list src, object dt) except -1:
     for k in range(net.L * net.D):
         if src[k] is None:
             continue
-        bi = _ptr(src[k][0], dt, GH, "b_ih")
-        bh = _ptr(src[k][1], dt, GH, "b_hh")
-        if dt == np.float32:
+        bi = _ptr_f(src[k][0], f32, GH, "b_ih")
+        bh = _ptr_f(src[k][1], f32, GH, "b_hh")
+        if f32:
             bias_sums(<float*>dirs[k].b, <float*>dirs[k].bhn, <float*>bi, <float*>bh, net.H, GH,
                       net.cell == CELL_GRU)
         else:
@@ -1601,131 +1645,30 @@ cdef int _sum_biases(Net* net, Dir* dirs, list src, object dt) except -1:
     return 0
 
 
-cdef class Stepper:
-    """The kernel arguments of one unidirectional layer's streaming ``step`` at one batch size, checked
-    and filled once, then reused: a call only points them at its input and states, sums the biases
-    (the parameters may change in place between calls) and runs ``net_forward`` over one step. This
+cdef class Stepper(Forward):
+    """The kernel arguments of one unidirectional layer's streaming ``step`` at one batch size: a Forward of
+    one step whose layer l > 0 reads layer l - 1's output, run with each call's input, states and thread
+    count (the parameters may change in place between calls: the biases are summed at every run). This
     takes the per-call work of a small ``step`` from about 11 us to a few (rnnfast.nn's step)."""
-    cdef Net net
-    cdef Dir* dirs
-    cdef void** xp
-    cdef void** op
-    cdef void** mp
-    cdef int L, H, G, F, B
-    cdef bint f32
-    cdef object dt
-    cdef object keep        # every array the pointers point into
-    cdef list bias_src      # per layer: (b_ih, b_hh) or None
-    cdef list bias_dst      # per layer: (b, bhn)
-    cdef void* zeros
     cdef public object key
-
-    def __cinit__(self):
-        self.dirs = NULL
-        self.xp = self.op = self.mp = NULL
-
-    def __dealloc__(self):
-        free(self.dirs); free(self.xp); free(self.op); free(self.mp)
+    cdef object out
 
     def __init__(self, key, int cell, int relu, Plan plan, int I, int H, int L, list params, list bufs,
-                 list outl, list bias_src, list bias_dst, int nthreads, int kernel, bint hoist, bint panels):
-        cdef int l
+                 list outl, list bias_src, int nthreads, int kernel, bint hoist, bint panels):
         if plan.T != 1:
             raise ValueError("internal: a Stepper runs one step")
-        self.key = key
-        _fill(&self.net, plan, cell, relu, I, H, 1, L, nthreads)
-        self.L, self.H, self.G, self.F, self.B = L, H, self.net.G, I, plan.B
-        self.dt = outl[0].dtype
-        self.f32 = self.dt == np.float32
-        self.dirs = <Dir*>malloc(sizeof(Dir) * L)
-        self.xp = <void**>malloc(sizeof(void*) * L)
-        self.op = <void**>malloc(sizeof(void*) * L)
-        self.mp = <void**>malloc(sizeof(void*) * L)
-        if self.dirs == NULL or self.xp == NULL or self.op == NULL or self.mp == NULL:
-            raise MemoryError()
-        zeros = np.zeros((plan.B, H), self.dt)
-        self.zeros = cnp.PyArray_DATA(zeros)
-        states = [(zeros, zeros, zeros, zeros)] * L  # placeholders: each call points at its own
-        _fill_dirs(&self.net, self.dirs, params, bufs, states, self.dt, False, kernel, hoist, panels)
-        for l in range(L):
-            self.op[l] = _ptr(outl[l], self.dt, <Py_ssize_t>plan.B * H, "out")
-            self.xp[l] = self.op[l - 1] if l > 0 else NULL
-            self.mp[l] = NULL
-            self.dirs[l].xin = self.xp[l]
-            self.dirs[l].y = self.op[l]
-            self.dirs[l].ldy = H
-        if len(bias_src) != L or len(bias_dst) != L:
-            raise ValueError("internal: one bias pair per layer")
-        for l in range(L):
-            b, bhn = bias_dst[l]
-            _ptr(b, self.dt, self.G * H, "b")
-            _ptr(bhn, self.dt, H, "bhn")
-            if bias_src[l] is not None:
-                _ptr(bias_src[l][0], self.dt, self.G * H, "b_ih")
-                _ptr(bias_src[l][1], self.dt, self.G * H, "b_hh")
-        self.bias_src, self.bias_dst = bias_src, bias_dst
-        self.keep = (plan, params, bufs, outl, zeros)
-
-    cdef void* _state(self, object a, Py_ssize_t size, str what) except NULL:
-        cdef cnp.ndarray arr = <cnp.ndarray?>a
-        if (cnp.PyArray_TYPE(arr) != <int>(cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64)
-                or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_SIZE(arr) != size):
-            raise ValueError(f"internal: step {what} must be C-contiguous {self.dt} of size {size}")
-        return cnp.PyArray_DATA(arr)
+        dt = outl[0].dtype
+        zeros = np.zeros((plan.B, H), dt)
+        Forward.__init__(self, cell, relu, plan, I, H, 1, L, params, bufs, [(zeros, zeros, zeros, zeros)] * L,
+                         [np.zeros((plan.B, I), dt)] + outl[:L - 1], outl, [None] * L, False, nthreads, kernel,
+                         hoist, panels, 0, 0, 0, 0, bias_src, None)
+        self.key, self.out = key, outl[L - 1]
 
     def run(self, x, h0, c0, hT, cT, int nthreads=0):
         """One step: x (B, I); h0, c0 (L, B, H) or None (zeros); hT, cT (L, B, H) receive the new states
         (cT None for GRU / RNN); ``nthreads`` > 0 overrides the threads it was made with. Returns the
         batch-1 kernel's yield count (see ``forward``)."""
-        cdef int l, j, GH = self.G * self.H, H = self.H
-        cdef Py_ssize_t BH = <Py_ssize_t>self.B * self.H
-        cdef char* h0p = NULL
-        cdef char* c0p = NULL
-        cdef char* hTp
-        cdef char* cTp = NULL
-        cdef size_t isz = 4 if self.f32 else 8
-        cdef bint lstm = self.net.cell == CELL_LSTM
-        cdef bint gru = self.net.cell == CELL_GRU
-        self.xp[0] = self._state(x, <Py_ssize_t>self.B * self.F, "x")
-        self.dirs[0].xin = self.xp[0]
-        hTp = <char*>self._state(hT, self.L * BH, "hT")
-        if h0 is not None:
-            h0p = <char*>self._state(h0, self.L * BH, "h0")
-        if lstm:
-            cTp = <char*>self._state(cT, self.L * BH, "cT")
-            if c0 is not None:
-                c0p = <char*>self._state(c0, self.L * BH, "c0")
-        for l in range(self.L):
-            self.dirs[l].h0 = h0p + l * BH * isz if h0p != NULL else self.zeros
-            self.dirs[l].hT = hTp + l * BH * isz
-            if lstm:
-                self.dirs[l].c0 = c0p + l * BH * isz if c0p != NULL else self.zeros
-                self.dirs[l].cT = cTp + l * BH * isz
-            src = self.bias_src[l]
-            if src is None:
-                continue
-            if self.f32:
-                bias_sums(<float*>self.dirs[l].b, <float*>self.dirs[l].bhn, <float*>cnp.PyArray_DATA(src[0]),
-                          <float*>cnp.PyArray_DATA(src[1]), H, GH, gru)
-            else:
-                bias_sums(<double*>self.dirs[l].b, <double*>self.dirs[l].bhn, <double*>cnp.PyArray_DATA(src[0]),
-                          <double*>cnp.PyArray_DATA(src[1]), H, GH, gru)
-        if nthreads > 0:
-            self.net.nthreads = _cap_threads(nthreads)
-        self.net.yields = 0
-        blas_hold()
-        try:
-            if self.f32:
-                with nogil:
-                    net_forward[float](&self.net, self.dirs, <float**>self.xp, <float**>self.op,
-                                       <float**>self.mp)
-            else:
-                with nogil:
-                    net_forward[double](&self.net, self.dirs, <double**>self.xp, <double**>self.op,
-                                        <double**>self.mp)
-        finally:
-            blas_release()
-        return self.net.yields
+        return Forward.run(self, x, self.out, hT, cT, h0, c0, nthreads)
 
 
 def backward(int cell, int relu, Plan plan, int I, int H, int D, int L, list params, list bufs,

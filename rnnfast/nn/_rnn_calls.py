@@ -244,7 +244,7 @@ class KernelCalls:
         src = self._bias_src(biases)
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
                         self.input_size, self.hidden_size, self.num_layers, params, bufs, outl, src,
-                        [(b, bhn) for _, b, bhn in biases], n_threads, *kp.kernel_args)
+                        n_threads, *kp.kernel_args)
         ws.stepper = st
         return st
 
