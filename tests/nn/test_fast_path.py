@@ -247,3 +247,18 @@ def test_kept_forward_serves_the_last_step_head(cell, bi, monkeypatch):
     # the head's calls: the first on the full path, the next two on the kept arguments (beside the three
     # _full_path calls)
     assert len(calls) == 3 + 1
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_step_without_state_after_one_with_state_starts_from_zeros(cell):
+    # the kept step arguments point at each call's state; a call without one goes back to zeros
+    lay = CELLS[cell](4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    h = rng.standard_normal((2, 3, 6)).astype(np.float32)
+    state = (h, h + 1) if cell == "lstm" else h
+    lay.step(x, state)
+    y, _ = lay.step(x)
+    fresh = CELLS[cell](4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
+    assert np.array_equal(y, fresh.step(x)[0])
+    assert not np.array_equal(y, lay.step(x, state)[0])
