@@ -37,7 +37,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 PARAMETERS = {
     "hidden_size": Integer(1), "num_layers": Integer(1), "cell": Options("lstm", "gru"),
     "bidirectional_encoder": Boolean(), "attention": Options(*[k for k in ATTENTION_KINDS if k], allow_none=True),
-    "embedding_dim": Integer(1), "dropout": Real(0.0, 1.0, closed="left"), "epochs": Integer(0),
+    "embedding_dim": Integer(1), "dropout": Real(0.0, 1.0, closed="left"),
+    "label_smoothing": Real(0.0, 1.0, closed="left"), "epochs": Integer(0),
     "batch_size": Integer(1), "lr": Real(0.0, closed="right"), "clip_norm": Real(0.0, closed="neither", allow_none=True),
     "beam_size": Integer(1), "length_penalty": Real(0.0), "max_length": Integer(1, allow_none=True),
     "validation_split": Real(0.0, 1.0, closed="left"), "early_stopping": Boolean(), "patience": Integer(0),
@@ -92,8 +93,8 @@ class _ShiftedCrossEntropy(CrossEntropy):
     """Cross-entropy of the logits at step t against the target's token t + 1 (the full target is
     ``<s> ... </s>`` padded): the teacher-forcing loss; padding is ignored."""
 
-    def __init__(self) -> None:
-        super().__init__(ignore_index=PAD)
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__(ignore_index=PAD, label_smoothing=label_smoothing)
 
     def __call__(self, pred, target, mask=None, sample_weight=None):
         return super().__call__(pred, target[:, 1:pred.shape[1] + 1], None, sample_weight)
@@ -106,8 +107,9 @@ class Seq2SeqTrainer(Trainer):
     :class:`~rnnfast.train.SequenceDataset` returning a dict, e.g. ``{"val_bleu": ..., "val_exact": ...}``),
     every epoch's logs get those figures too."""
 
-    def __init__(self, model: Seq2SeqModel, optimizer: Any, decode_metrics: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, _ShiftedCrossEntropy(), optimizer, **kwargs)
+    def __init__(self, model: Seq2SeqModel, optimizer: Any, decode_metrics: Any = None,
+                 label_smoothing: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(model, _ShiftedCrossEntropy(label_smoothing), optimizer, **kwargs)
         self.decode_metrics = decode_metrics
 
     @staticmethod
@@ -129,7 +131,7 @@ class Seq2SeqTrainer(Trainer):
         self.model.zero_grad()
         tgt_in, tlen, tgt_out = self._teacher(batch.y)
         value = self.model.forward_loss(batch.x, batch.lengths, tgt_in, tlen, tgt_out, ignore_index=PAD,
-                                        n_threads=self.n_threads)
+                                        label_smoothing=self.loss.label_smoothing, n_threads=self.n_threads)
         if not math.isfinite(value):
             return value
         self.model.backward(n_threads=self.n_threads)
@@ -163,6 +165,10 @@ class Seq2Seq(EstimatorBase):
         See :class:`rnnfast.nn.seq2seq.AttentionDecoder`.
     embedding_dim : int, default 64
     dropout : float in [0, 1), default 0
+    label_smoothing : float in [0, 1), default 0
+        The training loss's target distribution puts ``1 - label_smoothing`` on the next token and spreads the
+        rest evenly over the target vocabulary (PyTorch's ``CrossEntropyLoss(label_smoothing=...)``); the
+        validation loss is the same smoothed loss.
     epochs, batch_size : int, default 10, 64
     lr : float, default 2e-3
         Adam's learning rate.
@@ -208,14 +214,15 @@ class Seq2Seq(EstimatorBase):
 
     def __init__(self, hidden_size: int = 128, num_layers: int = 1, cell: str = "lstm",
                  bidirectional_encoder: bool = True, attention: Optional[str] = "luong", embedding_dim: int = 64,
-                 dropout: float = 0.0, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3,
-                 clip_norm: Optional[float] = 5.0, beam_size: int = 1, length_penalty: float = 0.0,
+                 dropout: float = 0.0, label_smoothing: float = 0.0, epochs: int = 10, batch_size: int = 64,
+                 lr: float = 2e-3, clip_norm: Optional[float] = 5.0, beam_size: int = 1, length_penalty: float = 0.0,
                  max_length: Optional[int] = None, validation_split: float = 0.0, early_stopping: bool = False,
                  patience: int = 3, monitor: str = "bleu", random_state: Optional[int] = None, verbose: int = 0,
                  dtype: Any = "float32", n_threads: Optional[int] = None) -> None:
         self.hidden_size, self.num_layers, self.cell = hidden_size, num_layers, cell
         self.bidirectional_encoder, self.attention, self.embedding_dim = bidirectional_encoder, attention, embedding_dim
         self.dropout, self.epochs, self.batch_size, self.lr, self.clip_norm = dropout, epochs, batch_size, lr, clip_norm
+        self.label_smoothing = label_smoothing
         self.beam_size, self.length_penalty, self.max_length = beam_size, length_penalty, max_length
         self.validation_split, self.early_stopping, self.patience = validation_split, early_stopping, patience
         self.monitor, self.random_state, self.verbose, self.dtype = monitor, random_state, verbose, dtype
@@ -274,7 +281,8 @@ class Seq2Seq(EstimatorBase):
                 raise ValueError("early_stopping needs validation data (validation_split > 0 or validation_data)")
             cbs.append(EarlyStopping("val_" + p["monitor"], patience=p["patience"], restore_best_weights=True,
                                      mode="min" if p["monitor"] == "loss" else "max"))
-        trainer = Seq2SeqTrainer(model, self.optimizer_, decode_metrics=self._val_metrics, callbacks=cbs,
+        trainer = Seq2SeqTrainer(model, self.optimizer_, decode_metrics=self._val_metrics,
+                                 label_smoothing=p["label_smoothing"], callbacks=cbs,
                                  clip_norm=p["clip_norm"], n_threads=p["n_threads"], verbose=int(p["verbose"]))
         hist = trainer.fit(data, epochs=p["epochs"], batch_size=p["batch_size"], validation_data=val,
                            validation_split=p["validation_split"] if val is None else 0.0, seed=p["random_state"])

@@ -197,11 +197,12 @@ class Linear(Module):
         return dx.reshape(xshape)
 
     def cross_entropy(self, x: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
-                      n_threads: int | None = None) -> tuple[float, np.ndarray]:
+                      label_smoothing: float = 0.0, n_threads: int | None = None) -> tuple[float, np.ndarray]:
         """The layer and a softmax cross-entropy on its outputs, fused, with the gradients: ``grads`` are added
         to and the gradient wrt ``x`` is returned (no :meth:`backward` call follows).
 
-        Equal, up to float rounding, to ``CrossEntropy(reduction=reduction)(self(x), target)`` then
+        Equal, up to float rounding, to ``CrossEntropy(reduction=reduction, label_smoothing=label_smoothing)(
+        self(x), target)`` then
         ``self.backward(dlogits)``, but run :data:`CE_BLOCK_ROWS` rows at a time in one reused scratch
         buffer: the block's GEMM, a stable log-softmax, the loss, ``softmax - onehot`` in place and the
         block's two backward GEMMs, so the (N, out_features) logits are never held whole. Give it only the
@@ -215,6 +216,9 @@ class Linear(Module):
             Class indices in [0, out_features).
         reduction : {"mean", "sum"}, default "mean"
             "mean" divides by N (0 for N = 0).
+        label_smoothing : float in [0, 1], default 0
+            The target distribution is ``(1 - label_smoothing) * onehot + label_smoothing / out_features``
+            (PyTorch's ``CrossEntropyLoss(label_smoothing=...)``).
         n_threads : int, optional
 
         Returns
@@ -235,6 +239,7 @@ class Linear(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must be (N, in_features={self.in_features}), got shape {x.shape}")
         reduction = check_option(reduction, "reduction", ("mean", "sum"))
+        eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
         N, C = x.shape[0], self.out_features
         target = _check_class_targets(target, N, C)
         nth = resolve_threads(n_threads)
@@ -259,7 +264,7 @@ class Linear(Module):
                 _k.matmul(xb, w, block, trans_b=True, nthreads=nth)
                 if self.bias:
                     block += self._params["bias"]
-                total += _softmax_minus_onehot_(block, target[s:s + n], scale, nth)
+                total += _softmax_minus_onehot_(block, target[s:s + n], scale, nth, eps)
                 _k.matmul(block, xb, gw, trans_a=True, beta=1.0, nthreads=nth)
                 if gb is not None and ones is not None:
                     _k.matmul(block, ones[:rows], gb.reshape(C, 1), trans_a=True, beta=1.0, nthreads=nth)
@@ -292,14 +297,26 @@ def _check_class_targets(target: ArrayLike, n: int, classes: int) -> np.ndarray:
 
 
 def _softmax_minus_onehot_(block: np.ndarray, target: np.ndarray, scale: np.floating,
-                           n_threads: int = 1) -> float:
-    """In place: logits (n, C) become ``scale * (softmax - onehot(target))``; returns the rows' summed
-    cross-entropies ``logsumexp - picked`` (in float64). float32: one compiled pass per row, rows on
-    ``n_threads`` threads (rnnfast._kernels._optim.softmax_xent_; 1.5 -> 0.8 ms for 256 x 4858 on one
-    thread); float64: numpy's passes."""
+                           n_threads: int = 1, eps: float = 0.0) -> float:
+    """In place: logits (n, C) become ``scale * (softmax - q)``, q the target distribution ``(1 - eps) *
+    onehot(target) + eps / C``; returns the rows' summed cross-entropies against q (in float64). float32:
+    one compiled pass per row, rows on ``n_threads`` threads (rnnfast._kernels._optim.softmax_xent_; 1.5 ->
+    0.8 ms for 256 x 4858 on one thread); float64: numpy's passes.
+
+    Smoothing, from the plain pass: ``-sum_c q_c log p_c = CE + eps * (z_t - mean_c z_c)`` (``log p_c = z_c -
+    logsumexp``), and ``softmax - q = (softmax - onehot) + eps * onehot - eps / C``."""
+    rows = np.arange(block.shape[0])
+    if eps:
+        shift = float(np.sum(block[rows, target], dtype=np.float64) - np.sum(block, dtype=np.float64) / block.shape[1])
     if block.dtype == np.float32:
-        return _optim.softmax_xent_(block, target, float(scale), n_threads)
-    return _softmax_minus_onehot_np(block, target, scale)
+        total = _optim.softmax_xent_(block, target, float(scale), n_threads)
+    else:
+        total = _softmax_minus_onehot_np(block, target, scale)
+    if eps:
+        block -= block.dtype.type(scale * eps / block.shape[1])
+        block[rows, target] += block.dtype.type(scale * eps)
+        total += eps * shift
+    return total
 
 
 def _softmax_minus_onehot_np(block: np.ndarray, target: np.ndarray, scale: np.floating) -> float:

@@ -265,13 +265,14 @@ class AttentionDecoder(_Composite):
 
     def forward_loss(self, ids: ArrayLike, memory: ArrayLike, memory_lengths: ArrayLike | None, state: Any,
                      lengths: ArrayLike | None, targets: ArrayLike, *, ignore_index: int = 0,
-                     n_threads: int | None = None) -> float:
+                     label_smoothing: float = 0.0, n_threads: int | None = None) -> float:
         """Teacher forcing and the mean cross-entropy against ``targets`` (B, T) at once, training mode only.
 
         The output layer and the loss run only on the steps whose target is not ``ignore_index``
         (:meth:`rnnfast.nn.Linear.cross_entropy`, which also adds the output layer's gradients);
-        the result equals ``CrossEntropy(ignore_index=ignore_index)(forward(...), targets)[0]`` up to float
-        rounding. Call :meth:`backward` with no ``dlogits`` next. Arguments as :meth:`forward`.
+        the result equals ``CrossEntropy(ignore_index=ignore_index, label_smoothing=label_smoothing)(forward(...),
+        targets)[0]`` up to float rounding. Call :meth:`backward` with no ``dlogits`` next. Arguments as
+        :meth:`forward`.
         """
         if not self.training:
             raise ValueError("forward_loss trains: call .train() first (forward gives the logits in eval mode)")
@@ -280,7 +281,8 @@ class AttentionDecoder(_Composite):
             raise ValueError(f"targets must have the ids' shape {np.shape(ids)}, got {targets.shape}")
         z, zd = self._features(ids, memory, memory_lengths, state, lengths, n_threads)
         valid = targets != ignore_index
-        value, drows = self.out.cross_entropy(zd[valid], targets[valid], n_threads=n_threads)
+        value, drows = self.out.cross_entropy(zd[valid], targets[valid], label_smoothing=label_smoothing,
+                                              n_threads=n_threads)
         dzd = np.zeros_like(zd)
         dzd[valid] = drows
         self._keep((z, dzd))
@@ -400,14 +402,16 @@ class Seq2SeqModel(_Composite):
 
     def forward_loss(self, src: ArrayLike, src_lengths: ArrayLike | None, tgt_in: ArrayLike,
                      tgt_lengths: ArrayLike | None, targets: ArrayLike, *, ignore_index: int = 0,
-                     n_threads: int | None = None) -> float:
+                     label_smoothing: float = 0.0, n_threads: int | None = None) -> float:
         """Training: the mean cross-entropy of the teacher-forced outputs against ``targets`` (B, T), with the
         output layer and the loss only on the non-padded targets (:meth:`AttentionDecoder.forward_loss`);
-        equal, up to float rounding, to ``CrossEntropy(ignore_index=ignore_index)(forward(...), targets)[0]``.
-        Then call :meth:`backward` without ``dlogits``."""
+        equal, up to float rounding, to ``CrossEntropy(ignore_index=ignore_index,
+        label_smoothing=label_smoothing)(forward(...), targets)[0]``. Then call :meth:`backward` without
+        ``dlogits``."""
         memory, lengths, state = self._encode_for_training(src, src_lengths, tgt_in, n_threads)
         return self.decoder.forward_loss(tgt_in, memory, lengths, state, tgt_lengths, targets,
-                                         ignore_index=ignore_index, n_threads=n_threads)
+                                         ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                         n_threads=n_threads)
 
     def backward(self, dlogits: ArrayLike | None = None, *, n_threads: int | None = None) -> None:
         """Backpropagate through decoder, bridge and encoder; gradients accumulate in ``grads``. ``dlogits``

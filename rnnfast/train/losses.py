@@ -210,7 +210,8 @@ class CrossEntropy(Loss):
     """Categorical cross-entropy from logits with a fused, stable log-softmax (PyTorch's ``CrossEntropyLoss``).
 
     Classes are on the last axis: logits (..., C), e.g. (B, C) or (B, T, C); targets are integer class
-    indices of shape ``logits.shape[:-1]``. The gradient is ``softmax(logits) - onehot(target)``, weighted.
+    indices of shape ``logits.shape[:-1]``. The gradient is ``softmax(logits) - q``, weighted, with q the
+    target distribution: ``onehot(target)``, or with label smoothing ``(1 - eps) * onehot + eps / C``.
 
     Parameters
     ----------
@@ -219,9 +220,12 @@ class CrossEntropy(Loss):
     ignore_index : int, optional
         Targets equal to it contribute nothing (like a False mask entry).
     reduction : {"mean", "sum"}, default "mean"
+    label_smoothing : float in [0, 1], default 0
+        ``eps`` above. As in PyTorch, with class weights a position's loss is ``-(1 - eps) w_t log p_t -
+        (eps / C) sum_c w_c log p_c`` (and the mean still divides by the summed ``w_t``).
     """
 
-    def __init__(self, weight=None, ignore_index=None, reduction="mean"):
+    def __init__(self, weight=None, ignore_index=None, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
         if weight is not None:
             weight = as_real_array(weight, "weight").astype(np.float64)
@@ -231,6 +235,7 @@ class CrossEntropy(Loss):
                 raise ValueError("class weights must be finite and non-negative")
         self.weight = weight
         self.ignore_index = check_int(ignore_index, "ignore_index", allow_none=True)
+        self.label_smoothing = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
 
     def _check_pred(self, pred):
         pred = super()._check_pred(pred)
@@ -261,31 +266,37 @@ class CrossEntropy(Loss):
         target = self._check_target(target, logits)
         dt = logits.dtype
         z = logits - logits.max(axis=-1, keepdims=True)
-        lse = np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        logp = z - lse
-        valid = None
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        w = self._weights(target.shape, dt, mask, sample_weight)  # per position: mask, sample weight, ignored
         if self.ignore_index is not None:
             valid = target != self.ignore_index
             target = np.where(valid, target, 0)
-        picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-        losses = -picked
-        w = self._weights(target.shape, dt, mask, sample_weight)
-        if self.weight is not None:
-            cw = self.weight.astype(dt)[target]
-            w = cw if w is None else w * cw
-        if valid is not None:
             w = valid.astype(dt) if w is None else w * valid
-        # Reduce per position, then spread the weights over the class axis of the gradient.
+        eps, C = self.label_smoothing, logits.shape[-1]
+        cw = None if self.weight is None else self.weight.astype(dt)
+        tix = target[..., None]
+        grad = np.exp(logp)
+        if not eps:  # -log p_t and softmax - onehot, times the target's class weight
+            losses = -np.take_along_axis(logp, tix, axis=-1)[..., 0]
+            np.put_along_axis(grad, tix, np.take_along_axis(grad, tix, axis=-1) - 1, axis=-1)
+            if cw is not None:
+                losses *= cw[target]
+                grad *= cw[target][..., None]
+        else:  # a: the weighted target distribution; loss -sum_c a_c log p_c, gradient (sum_c a_c) softmax - a
+            a = np.full_like(logp, eps / C) if cw is None else np.broadcast_to(dt.type(eps / C) * cw, logp.shape).copy()
+            np.put_along_axis(a, tix, np.take_along_axis(a, tix, axis=-1)
+                              + dt.type(1.0 - eps) * (1.0 if cw is None else cw[tix]), axis=-1)
+            losses = -(a * logp).sum(axis=-1)
+            grad *= a.sum(axis=-1, keepdims=True)
+            grad -= a
+        # the mean's denominator: the positions' weights times their targets' class weights (PyTorch's)
+        denom = w if cw is None else (cw[target] if w is None else w * cw[target])
         if w is None:
-            total = losses.size
             value = np.sum(losses, dtype=np.float64)
         else:
-            total = np.sum(w, dtype=np.float64)
             value = np.sum(losses * w, dtype=np.float64)
-        grad = np.exp(logp)
-        np.put_along_axis(grad, target[..., None], np.take_along_axis(grad, target[..., None], axis=-1) - 1, axis=-1)
-        if w is not None:
             grad *= w[..., None]
+        total = losses.size if denom is None else np.sum(denom, dtype=np.float64)
         if self.reduction == "mean":
             if total == 0:
                 return 0.0, np.zeros_like(logits)
@@ -296,4 +307,5 @@ class CrossEntropy(Loss):
     def __repr__(self):
         w = "" if self.weight is None else f"weight={self.weight.tolist()}, "
         ig = "" if self.ignore_index is None else f"ignore_index={self.ignore_index}, "
-        return f"CrossEntropy({w}{ig}reduction={self.reduction!r})"
+        ls = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return f"CrossEntropy({w}{ig}reduction={self.reduction!r}{ls})"
