@@ -131,3 +131,49 @@ def test_float32_compiled_softmax_pass_matches_numpy_passes():
     bad = block[:2].copy()
     bad[1, 7] = np.nan
     assert np.isnan(layers._softmax_minus_onehot_(bad, t[:2], scale, 1))
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.5, 1.0])
+@pytest.mark.parametrize("block", [4, 256])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_label_smoothing_matches_unfused(eps, block, reduction, threads, monkeypatch):
+    """The smoothed loss from the plain pass (CE + eps (z_t - mean z), softmax - onehot + eps onehot -
+    eps / C) equals Linear + CrossEntropy(label_smoothing=eps) + backward, block by block."""
+    monkeypatch.setattr(layers, "CE_BLOCK_ROWS", block)
+    rng = np.random.default_rng(6)
+    x, t = rng.standard_normal((23, 6)) * 3, rng.integers(0, 11, 23)
+    fused, ref = pair()
+    v, dx = fused.cross_entropy(x, t, reduction=reduction, label_smoothing=eps, n_threads=threads)
+    v_ref, d = CrossEntropy(reduction=reduction, label_smoothing=eps)(ref(x), t)
+    dx_ref = ref.backward(d)
+    assert v == pytest.approx(v_ref, rel=1e-13)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-15)
+    for k in ref.grads:
+        np.testing.assert_allclose(fused.grads[k], ref.grads[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_label_smoothing_finite_differences_float32_and_torch():
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((10, 4)), rng.integers(0, 5, 10)
+    lin = Linear(4, 5, dtype=np.float64, seed=1)
+    _, dx = lin.cross_entropy(x, t, label_smoothing=0.2)
+    objective = lambda: CrossEntropy(label_smoothing=0.2)(lin(x), t)[0]  # noqa: E731
+    check_params(lin, objective, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dx, numeric_grad(objective, x), rtol=1e-6, atol=1e-9)
+    torch = pytest.importorskip("torch")
+    x32, t = rng.standard_normal((300, 16)).astype(np.float32), rng.integers(0, 40, 300)
+    lin = Linear(16, 40, seed=4)
+    v, dx = lin.cross_entropy(x32, t, label_smoothing=0.1)
+    tl = torch.nn.Linear(16, 40)
+    with torch.no_grad():
+        tl.weight.copy_(torch.from_numpy(lin.named_parameters()[0][1]))
+        tl.bias.copy_(torch.from_numpy(lin.named_parameters()[1][1]))
+    xt = torch.from_numpy(x32).requires_grad_()
+    ref = torch.nn.functional.cross_entropy(tl(xt), torch.from_numpy(t), label_smoothing=0.1)
+    ref.backward()
+    assert v == pytest.approx(ref.item(), rel=1e-5)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(lin.grads["weight"], tl.weight.grad.numpy(), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        lin.cross_entropy(x32, t, label_smoothing=1.2)

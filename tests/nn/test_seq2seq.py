@@ -418,3 +418,41 @@ def test_estimator_fit_is_the_generic_fit(monkeypatch):
     ref = generic.model_.state_dict()
     for k, v in fused.model_.state_dict().items():
         np.testing.assert_allclose(v, ref[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("cell,attention", [("lstm", "luong"), ("gru", None)])
+def test_fused_label_smoothing_matches_the_logits_path(cell, attention, monkeypatch):
+    """forward_loss(label_smoothing=eps) is CrossEntropy(ignore_index=0, label_smoothing=eps) on the logits;
+    padded targets stay out of the smoothing too."""
+    monkeypatch.setattr(layers, "CE_BLOCK_ROWS", 3)
+    m = model(cell, attention, True, seed=6)
+    m.zero_grad()
+    value, d = CrossEntropy(ignore_index=0, label_smoothing=0.15)(m(SRC, SRC_LEN, TGT_IN, TGT_LEN), TGT_OUT)
+    m.backward(d)
+    ref = grads_of(m)
+    m.zero_grad()
+    fused = m.forward_loss(SRC, SRC_LEN, TGT_IN, TGT_LEN, TGT_OUT, label_smoothing=0.15)
+    m.backward()
+    assert fused == pytest.approx(value, rel=1e-13)
+    for k, g in m.grads.items():
+        np.testing.assert_allclose(g, ref[k], rtol=1e-11, atol=1e-14, err_msg=k)
+
+
+def test_estimator_label_smoothing():
+    """Seq2Seq(label_smoothing=eps) trains on the smoothed loss (its fused step equals the generic step with
+    that loss), keeps the parameter through save / load, and refuses values outside [0, 1)."""
+    import rnnfast as rf
+    from rnnfast.estimators.seq2seq import Seq2Seq
+    X = [list("abcd"), list("ba"), list("cab"), list("dcb"), list("a")] * 4
+    Y = [x[::-1] for x in X]
+    kw = dict(hidden_size=8, embedding_dim=4, epochs=2, batch_size=6, dtype="float64", random_state=0)
+    smooth, plain = Seq2Seq(label_smoothing=0.2, **kw).fit(X, Y), Seq2Seq(**kw).fit(X, Y)
+    assert smooth.history_["loss"][0] != plain.history_["loss"][0]
+    with pytest.raises(ValueError, match="label_smoothing"):
+        Seq2Seq(label_smoothing=1.0, **kw).fit(X, Y)
+    assert Seq2Seq(label_smoothing=0.2).get_params()["label_smoothing"] == 0.2
+    import tempfile, os  # noqa: E401
+    with tempfile.TemporaryDirectory() as d:
+        smooth.save(os.path.join(d, "m.rnnfast"))
+        back = rf.load(os.path.join(d, "m.rnnfast"))
+    assert back.get_params()["label_smoothing"] == 0.2 and back.predict(X[:3]) == smooth.predict(X[:3])

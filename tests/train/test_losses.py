@@ -165,3 +165,53 @@ def test_bad_input():
         CrossEntropy(weight=[1.0, 2.0])(logits, y)
     with pytest.raises(ValueError, match="2-D"):
         CrossEntropy()(np.zeros(3), np.array(0))
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.6, 1.0])
+@pytest.mark.parametrize("weight", [None, np.array([0.2, 1.0, 3.0])], ids=["noweight", "classweight"])
+@pytest.mark.parametrize("mask,sw", [(None, None), (MASK, SW)], ids=["plain", "mask-sw"])
+def test_label_smoothing_gradients(eps, weight, mask, sw):
+    logits, target = classification_problem(3)
+    loss = CrossEntropy(weight=weight, label_smoothing=eps)
+    _, grad = loss(logits, target, mask=mask, sample_weight=sw)
+    assert_close(grad, numeric_grad(lambda: loss(logits, target, mask=mask, sample_weight=sw)[0], logits))
+    if mask is not None:
+        assert not np.any(grad[~MASK])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("eps", [0.1, 0.45])
+@pytest.mark.parametrize("weight", [None, np.array([0.2, 1.0, 3.0, 0.7, 1.5])], ids=["noweight", "classweight"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_label_smoothing_against_torch(dtype, eps, weight, reduction):
+    """PyTorch's CrossEntropyLoss(label_smoothing=...), ignored targets and class weights included (with
+    weights PyTorch smooths with -(eps / C) sum_c w_c log p_c and divides the mean by the targets' weights)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    logits, y = (rng.standard_normal((3, 6, 5)) * 2).astype(dtype), rng.integers(0, 5, (3, 6))
+    y[0, 2] = y[2, 5] = -100
+    lt = torch.from_numpy(logits).requires_grad_()
+    ref = torch.nn.functional.cross_entropy(
+        lt.permute(0, 2, 1), torch.from_numpy(y), ignore_index=-100, reduction=reduction, label_smoothing=eps,
+        weight=None if weight is None else torch.from_numpy(weight.astype(dtype)))
+    ref.backward()
+    value, grad = CrossEntropy(weight=weight, ignore_index=-100, reduction=reduction, label_smoothing=eps)(logits, y)
+    rtol, atol = (1e-5, 1e-7) if dtype == np.float32 else (1e-12, 1e-14)
+    assert value == pytest.approx(ref.item(), rel=rtol) and grad.dtype == dtype
+    np.testing.assert_allclose(grad, lt.grad.numpy(), rtol=rtol, atol=atol)
+    assert not np.any(grad[0, 2]) and not np.any(grad[2, 5])
+
+
+def test_label_smoothing_zero_is_plain_cross_entropy_and_bad_values_refused():
+    logits, target = classification_problem(5)
+    a, ga = CrossEntropy()(logits, target, mask=MASK)
+    b, gb = CrossEntropy(label_smoothing=0.0)(logits, target, mask=MASK)
+    assert a == b and np.array_equal(ga, gb)
+    # eps = 1: the uniform distribution, whatever the targets
+    u1, _ = CrossEntropy(label_smoothing=1.0)(logits, target)
+    u2, _ = CrossEntropy(label_smoothing=1.0)(logits, (target + 1) % C)
+    assert u1 == pytest.approx(u2, rel=1e-14)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            CrossEntropy(label_smoothing=bad)
+    assert "label_smoothing=0.2" in repr(CrossEntropy(label_smoothing=0.2))
