@@ -28,3 +28,20 @@ settings.register_profile("fuzz", max_examples=20_000, deadline=None, print_blob
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                  HealthCheck.filter_too_much])
 settings.load_profile(os.environ.get("RNNFAST_HYPOTHESIS_PROFILE", "ci"))
+
+# The planner's rules read this machine's cache sizes (rnnfast._planner.machine). Tests that assert which
+# plan a shape gets, or that select a kernel path by its shape, pin the machine the rules were measured on
+# (the project's 2-vCPU Xeon: 48 KB L1d and 2 MB L2 a core) with this fixture, so they hold and cover the
+# same paths on any machine (on a 1 MB-L2 Zen 4 the same shapes plan otherwise, by design).
+import pytest  # noqa: E402
+
+from rnnfast import _planner  # noqa: E402
+
+REFERENCE_MACHINE = _planner.Machine(l1d=48 * 1024, l2=2 * 1024 ** 2, l3=32 * 1024 ** 2)
+
+
+@pytest.fixture
+def reference_machine(monkeypatch):
+    """Plan as on the machine the planner's rules were measured on (REFERENCE_MACHINE)."""
+    monkeypatch.setattr(_planner, "machine", lambda: REFERENCE_MACHINE)
+    return REFERENCE_MACHINE

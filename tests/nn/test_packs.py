@@ -12,6 +12,9 @@ import pytest
 import rnnfast as rf
 from rnnfast.nn import GRU, LSTM, RNN, _packs
 
+# the shapes select their kernel paths by the reference machine's caches (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("reference_machine")
+
 # (class, kwargs, B, T, H, bidirectional, layers, the kernel the planner picks at 2 threads)
 PATHS = [
     (LSTM, {}, 1, 300, 96, False, 1, "latency"),

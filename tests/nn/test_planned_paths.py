@@ -21,6 +21,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 # (_single_threaded_torch: the autouse fixture, one torch thread)
 from nn.test_torch import TORCH_DTYPE, _classes, _single_threaded_torch  # noqa: E402,F401
 
+# the shapes select their kernel paths by the reference machine's caches (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("reference_machine")
+
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference; training's the same, the
 # few-rows kernel packing its weights)
 CASES = {

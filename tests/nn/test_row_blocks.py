@@ -16,6 +16,9 @@ pytest.importorskip("torch")
 from nn.test_planned_paths import check_against_torch  # noqa: E402
 from nn.test_torch import _single_threaded_torch  # noqa: E402,F401
 
+# the shapes select their kernel paths by the reference machine's caches (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("reference_machine")
+
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference and training)
 CASES = {
     "units-B5-lstm": ("lstm", 5, 12, 48, 96, 1, False, "units+panels proj=step split=unitsx2"),
