@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -57,14 +58,18 @@ def race(entries, rounds: int) -> list:
     return [(e[0], times[e[0]]) for e in entries]
 
 
-def run(name: str, threads: int, rounds: int, batch_ratio: bool) -> None:
+def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bool = False) -> None:
     layer, x, training = make(name)
     layer.train(training)
     call = layer._describe(x, None, training)
     chosen = _planner.plan_call(call, threads)
     m = _planner.machine()
     entries, model = [], {}
-    for p in _tune._candidates(call, threads):
+    plans = list(_tune._candidates(call, threads))
+    if flip_panels:  # also the other weight layout of every batch-1 / few-rows plan
+        plans += [q for q in (replace(p, panels=not p.panels) for p in plans if p.kernel in ("latency", "units"))
+                  if q not in plans]
+    for p in plans:
         label = ("* " if p == chosen else "  ") + str(p)
         entries.append((label, layer, x, training, p))
         model[label] = _planner._cost(call, p.kernel, p.proj, p.threads, m) if p.kernel != "blas" else float("nan")
@@ -92,9 +97,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--batch-ratio", action="store_true", help="also time batch 1 and print B / batch-1")
+    ap.add_argument("--flip-panels", action="store_true",
+                    help="also time every batch-1 / few-rows plan with its weights packed or in place the other way")
     a = ap.parse_args(argv)
     for name in a.names:
-        run(name, a.threads, a.rounds, a.batch_ratio)
+        run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels)
 
 
 if __name__ == "__main__":
