@@ -441,17 +441,45 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
         memcpy((OUT_), &s4, 64);                                                                      \
     }
 
+/* RF_STAGGER: sixteen row streams read in place start at different points of their rows when the rows
+ * share L1 sets. Rows whose stride is a multiple of 2 KB (512 floats: H or I = 512, 1024, 2048) fall in
+ * one or two sets of a 64-set L1, and sixteen such streams, with the lines prefetched ahead of each,
+ * overflow an 8-way L1 (Zen 4: 32 KB, 8 ways; the Xeon's 48 KB, 12 ways suffered less). Then the rows go
+ * in RF_STAGGER_G groups, group g starting g / RF_STAGGER_G of the way along its rows and wrapping, so the
+ * groups read sets far apart (further than the prefetch distance), at the price of one x load per group
+ * and chunk instead of one per chunk. Zen 4, one thread, a GRU's W_hh at H = 1024 (12.6 MB, from L3) read
+ * in place: 57-61 ms for T = 200 -> 41-43 (two threads 29-31 -> 21-24); a C loop over 1536 rows of 1024,
+ * two threads, 50 -> 65 GB/s a core (73 at a stride of 1040 floats). Other strides keep one x load a
+ * chunk (the groups all start at chunk 0). */
+#define RF_STAGGER_G 4
+#define RF_STAGGER_ON(LDA_) (((LDA_) & 511) == 0)
 #define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
     for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
-    for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
-        rf_v16 xv;                                                                                    \
-        memcpy(&xv, (X_) + k, 64);                                                                    \
-        for (int i = 0; i < 16; i++) {                                                                \
-            rf_v16 t;                                                                                 \
-            memcpy(&t, w[i] + k, 64);                                                                 \
-            acc[i] += t * xv;                                                                         \
+    if (RF_STAGGER_ON(LDA_)) {                                                                        \
+        int nch = (K_) / 16;                                                                          \
+        for (int j = 0; j < nch; j++)                                                                 \
+            _Pragma("GCC unroll 4") for (int g = 0; g < RF_STAGGER_G; g++) {                          \
+                int c = j + g * nch / RF_STAGGER_G;                                                   \
+                c = 16 * (c >= nch ? c - nch : c);                                                    \
+                rf_v16 xv;                                                                            \
+                memcpy(&xv, (X_) + c, 64);                                                            \
+                _Pragma("GCC unroll 4") for (int i = g * (16 / RF_STAGGER_G); i < (g + 1) * (16 / RF_STAGGER_G); i++) { \
+                    rf_v16 t;                                                                         \
+                    memcpy(&t, w[i] + c, 64);                                                         \
+                    acc[i] += t * xv;                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+        k = 16 * nch;                                                                                 \
+    } else                                                                                            \
+        for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
+            rf_v16 xv;                                                                                \
+            memcpy(&xv, (X_) + k, 64);                                                                \
+            for (int i = 0; i < 16; i++) {                                                            \
+                rf_v16 t;                                                                             \
+                memcpy(&t, w[i] + k, 64);                                                             \
+                acc[i] += t * xv;                                                                     \
+            }                                                                                         \
         }                                                                                             \
-    }                                                                                                 \
     for (int L = 0; L < 16; L++)                                                                      \
         for (int kk = k; kk < (K_); kk++)                                                             \
             tail[L] += (A_)[(size_t)(n0 + L < N ? n0 + L : N - 1) * (LDA_) + kk] * (X_)[kk];
@@ -497,18 +525,36 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * B=2, T=10, I=H=1024 on one thread: the pack was a third of the call). The 16 accumulators hold
  * (weight row, x row) pairs, 16 / nb weight rows a block, so each weight row streams once for all nb
  * rows; the same transpose-add leaves pair p = i nb + r in lane p (accumulator bitrev4(p) holds it). */
+/* (one x row, sixteen weight rows: staggered as rf_gemv_rows's when they share L1 sets, RF_STAGGER; two
+ * rows of x read eight weight rows, which fit the 8 ways) */
 #define RF_GEMV_NB_SEG(NB_, A_, LDA_, K_, X_, LDX_)                                                    \
     for (int i = 0; i < WR; i++) w[i] = (A_) + (size_t)(n0 + i < N ? n0 + i : N - 1) * (LDA_);        \
-    for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
-        rf_v16 xv[NB_];                                                                               \
-        _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++)                                       \
-            memcpy(&xv[r], (X_) + (size_t)r * (LDX_) + k, 64);                                        \
-        _Pragma("GCC unroll 16") for (int i = 0; i < WR; i++) {                                       \
-            rf_v16 t;                                                                                 \
-            memcpy(&t, w[i] + k, 64);                                                                 \
-            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) acc[br[i * (NB_) + r]] += t * xv[r]; \
+    if ((NB_) == 1 && RF_STAGGER_ON(LDA_)) {                                                          \
+        int nch = (K_) / 16;                                                                          \
+        for (int j = 0; j < nch; j++)                                                                 \
+            _Pragma("GCC unroll 4") for (int g = 0; g < RF_STAGGER_G; g++) {                          \
+                int c = j + g * nch / RF_STAGGER_G;                                                   \
+                c = 16 * (c >= nch ? c - nch : c);                                                    \
+                rf_v16 xv;                                                                            \
+                memcpy(&xv, (X_) + c, 64);                                                            \
+                _Pragma("GCC unroll 4") for (int i = g * (WR / RF_STAGGER_G); i < (g + 1) * (WR / RF_STAGGER_G); i++) { \
+                    rf_v16 t;                                                                         \
+                    memcpy(&t, w[i] + c, 64);                                                         \
+                    acc[br[i * (NB_)]] += t * xv;                                                     \
+                }                                                                                     \
+            }                                                                                         \
+        k = 16 * nch;                                                                                 \
+    } else                                                                                            \
+        for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
+            rf_v16 xv[NB_];                                                                           \
+            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++)                                   \
+                memcpy(&xv[r], (X_) + (size_t)r * (LDX_) + k, 64);                                    \
+            _Pragma("GCC unroll 16") for (int i = 0; i < WR; i++) {                                   \
+                rf_v16 t;                                                                             \
+                memcpy(&t, w[i] + k, 64);                                                             \
+                _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) acc[br[i * (NB_) + r]] += t * xv[r]; \
+            }                                                                                         \
         }                                                                                             \
-    }                                                                                                 \
     for (int i = 0; i < WR; i++)                                                                      \
         for (int r = 0; r < (NB_); r++)                                                               \
             for (int kk = k; kk < (K_); kk++) tail[i * (NB_) + r] += w[i][kk] * (X_)[(size_t)r * (LDX_) + kk];

@@ -28,10 +28,11 @@ static float* randf(size_t n, unsigned* s) {
 typedef void (*nb_fn)(int, int, int, const float*, int, const float*, int, int, const float*, int, const float*,
                       int, float, float*, int);
 
-/* worst relative error of fn against float64 for one case; y starts as a copy of y0 */
-static double check(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigned seed) {
+/* worst relative error of fn against float64 for one case; y starts as a copy of y0; rows of A1 / A2
+   lda_al floats apart when lda_al > 0 (a multiple of 512: the staggered reads, RF_STAGGER) */
+static double check_lda(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigned seed, int lda_al) {
     unsigned s = seed;
-    int lda1 = K1 + 3, lda2 = K2 + 5, ldx1 = K1 + 7, ldx2 = K2 + 2, ldy = N + 4;
+    int lda1 = lda_al ? lda_al : K1 + 3, lda2 = lda_al ? lda_al : K2 + 5, ldx1 = K1 + 7, ldx2 = K2 + 2, ldy = N + 4;
     float *A1 = randf((size_t)N * lda1, &s), *A2 = randf((size_t)N * lda2, &s);
     float *X1 = randf((size_t)nb * ldx1, &s), *X2 = randf((size_t)nb * ldx2, &s);
     float *y = randf((size_t)nb * ldy, &s), *y0 = malloc((size_t)nb * ldy * sizeof(float));
@@ -55,6 +56,25 @@ static double check(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigne
     free(A1); free(A2); free(X1); free(X2); free(y); free(y0);
     return worst;
 }
+
+static double check(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigned seed) {
+    return check_lda(fn, nb, N, K1, K2, beta, seed, 0);
+}
+
+#if RF_GEMM_VECTORS
+/* rf_gemv_rows (batch 1, rows in place) as an nb_fn: one row of x at a time */
+#define ROWS_AS_NB(NAME)                                                                                \
+    static void NAME##_nb(int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1,   \
+                          int K2, const float* A2, int lda2, const float* X2, int ldx2, float beta,      \
+                          float* Y, int ldy) {                                                           \
+        for (int r = 0; r < nb; r++)                                                                     \
+            NAME(N, K1, A1, lda1, X1 ? X1 + (size_t)r * ldx1 : X1, K2, A2, lda2,                        \
+                 X2 ? X2 + (size_t)r * ldx2 : X2, beta, Y + (size_t)r * ldy);                           \
+    }
+ROWS_AS_NB(rf_gemv_rows_avx512)
+ROWS_AS_NB(rf_gemv_rows_avx2)
+ROWS_AS_NB(rf_gemv_rows_base)
+#endif
 
 typedef void (*gemm_fn)(int, int, int, const float*, int, int, const float*, int, const float*, float, float*, int);
 
@@ -144,6 +164,31 @@ int main(void) {
                     }
         printf("%s %d %.3g\n", fns[f].name, cases, worst);
     }
+#if RF_GEMM_VECTORS
+    /* weight rows 512 or 1024 floats apart (RF_STAGGER's reads, and the plain ones of the other row counts),
+       rf_gemv_nb and rf_gemv_rows; K ending inside a chunk, fewer than RF_STAGGER_G chunks, one segment */
+    struct { const char* name; nb_fn fn; int ok; } al[] = {
+        {"aliased_nb_avx512", rf_gemv_nb_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
+        {"aliased_nb_avx2", rf_gemv_nb_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
+        {"aliased_rows_avx512", rf_gemv_rows_avx512_nb, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
+        {"aliased_rows_avx2", rf_gemv_rows_avx2_nb, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
+        {"aliased_rows_base", rf_gemv_rows_base_nb, 1}};
+    int aN[] = {5, 16, 37}, aK[][3] = {{512, 0, 512}, {500, 0, 512}, {0, 1024, 1024}, {100, 1000, 1024}, {40, 0, 512},
+                                       {9, 24, 512}};
+    for (size_t f = 0; f < sizeof al / sizeof al[0]; f++) {
+        if (!al[f].ok) continue;
+        double worst = 0.0;
+        int cases = 0;
+        for (int nb = 1; nb <= 5; nb++)
+            for (size_t i = 0; i < sizeof aN / sizeof aN[0]; i++)
+                for (size_t j = 0; j < sizeof aK / sizeof aK[0]; j++) {
+                    double e = check_lda(al[f].fn, nb, aN[i], aK[j][0], aK[j][1], (nb & 1) ? 1.0f : 0.0f, seed++, aK[j][2]);
+                    if (e > worst) worst = e;
+                    cases++;
+                }
+        printf("%s %d %.3g\n", al[f].name, cases, worst);
+    }
+#endif
     return 0;
 }
 """
@@ -166,9 +211,21 @@ def results(tmp_path_factory):
 
 def test_every_copy_matches_float64(results):
     assert "base" in results
-    for name, (cases, err) in ((k, v) for k, v in results.items() if not k.startswith("gemm_")):
+    for name, (cases, err) in ((k, v) for k, v in results.items() if not k.startswith(("gemm_", "aliased_"))):
         assert cases == 9 * 5 * 6 * 2, name
         assert err < 1e-5, (name, err)  # (relative to the sum of the terms' magnitudes; past N untouched)
+
+
+def test_rows_a_multiple_of_2kb_apart_read_staggered_and_exact(results):
+    """Weight rows 512 or 1024 floats apart: rf_gemv_rows and rf_gemv_nb's one-row blocks read them in
+    staggered groups (csrc/rf_gemm.h, RF_STAGGER); every copy the machine runs matches float64, with K
+    ending inside a chunk, fewer chunks than groups, either segment alone, beta 0 and 1."""
+    aliased = {k: v for k, v in results.items() if k.startswith("aliased_")}
+    if not any(k.endswith("avx512") or k.endswith("avx2") for k in aliased):
+        pytest.skip("no vector copy on this machine (the staggered reads are in the vector copies)")
+    for name, (cases, err) in aliased.items():
+        assert cases == 5 * 3 * 6, name
+        assert err < 1e-5, (name, err)
 
 
 def test_packed_gemm_copies_run_their_panels_either_way(results):
