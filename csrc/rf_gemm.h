@@ -442,20 +442,22 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
     }
 
 /* RF_STAGGER: sixteen row streams read in place start at different points of their rows when the rows
- * share L1 sets. Rows whose stride is a multiple of 2 KB (512 floats: H or I = 512, 1024, 2048) fall in
- * one or two sets of a 64-set L1, and sixteen such streams, with the lines prefetched ahead of each,
+ * share one L1 set. Rows whose stride is a multiple of 4 KB (1024 floats: H or I = 1024, 2048) all fall
+ * in the same set of a 64-set L1, and sixteen such streams, with the lines prefetched ahead of each,
  * overflow an 8-way L1 (Zen 4: 32 KB, 8 ways; the Xeon's 48 KB, 12 ways suffered less). Then the rows go
  * in RF_STAGGER_G groups, group g starting g / RF_STAGGER_G of the way along its rows and wrapping, so the
  * groups read sets far apart (further than the prefetch distance), at the price of one x load per group
  * and chunk instead of one per chunk. Zen 4, one thread, a GRU's W_hh at H = 1024 (12.6 MB, from L3) read
  * in place: 57-61 ms for T = 200 -> 41-43 (two threads 29-31 -> 21-24); a C loop over 1536 rows of 1024,
- * two threads, 50 -> 65 GB/s a core (73 at a stride of 1040 floats). Other strides keep one x load a
- * chunk (the groups all start at chunk 0). */
+ * two threads, 50 -> 65 GB/s a core (73 at a stride of 1040 floats). Other strides read every row from
+ * its start, one x load a chunk: at 2 KB (two sets of eight rows) staggering gained in the C loop but
+ * not in whole calls (LSTM B=1 T=20 I=H=512, one thread: 0.87x). */
 #define RF_STAGGER_G 4
-#define RF_STAGGER_ON(LDA_) (((LDA_) & 511) == 0)
-#define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
-    for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
-    if (RF_STAGGER_ON(LDA_)) {                                                                        \
+#define RF_STAGGER_ON(LDA_) (((LDA_) & 1023) == 0)
+/* The staggered k loop over the NW_ row streams w[0, NW_) against one x (X_, K_ floats), accumulator
+ * ACC_(i) for stream i; leaves k at the tail (K_ % 16 left). */
+#define RF_STAGGERED(K_, X_, NW_, ACC_)                                                               \
+    {                                                                                                 \
         int nch = (K_) / 16;                                                                          \
         for (int j = 0; j < nch; j++)                                                                 \
             _Pragma("GCC unroll 4") for (int g = 0; g < RF_STAGGER_G; g++) {                          \
@@ -463,13 +465,21 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
                 c = 16 * (c >= nch ? c - nch : c);                                                    \
                 rf_v16 xv;                                                                            \
                 memcpy(&xv, (X_) + c, 64);                                                            \
-                _Pragma("GCC unroll 4") for (int i = g * (16 / RF_STAGGER_G); i < (g + 1) * (16 / RF_STAGGER_G); i++) { \
+                _Pragma("GCC unroll 4") for (int i = g * ((NW_) / RF_STAGGER_G);                      \
+                                             i < (g + 1) * ((NW_) / RF_STAGGER_G); i++) {             \
                     rf_v16 t;                                                                         \
                     memcpy(&t, w[i] + c, 64);                                                         \
-                    acc[i] += t * xv;                                                                 \
+                    ACC_(i) += t * xv;                                                                \
                 }                                                                                     \
             }                                                                                         \
         k = 16 * nch;                                                                                 \
+    }
+#define RF_ACC_SAME(i) acc[i]       /* rf_gemv_rows: accumulator i holds stream i */
+#define RF_ACC_BR(i) acc[br[i]]     /* rf_gemv_nb, one row of x: stream i in accumulator bitrev4(i) */
+#define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
+    for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
+    if (RF_STAGGER_ON(LDA_)) {                                                                        \
+        RF_STAGGERED(K_, X_, 16, RF_ACC_SAME)                                                         \
     } else                                                                                            \
         for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
             rf_v16 xv;                                                                                \
@@ -530,20 +540,7 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
 #define RF_GEMV_NB_SEG(NB_, A_, LDA_, K_, X_, LDX_)                                                    \
     for (int i = 0; i < WR; i++) w[i] = (A_) + (size_t)(n0 + i < N ? n0 + i : N - 1) * (LDA_);        \
     if ((NB_) == 1 && RF_STAGGER_ON(LDA_)) {                                                          \
-        int nch = (K_) / 16;                                                                          \
-        for (int j = 0; j < nch; j++)                                                                 \
-            _Pragma("GCC unroll 4") for (int g = 0; g < RF_STAGGER_G; g++) {                          \
-                int c = j + g * nch / RF_STAGGER_G;                                                   \
-                c = 16 * (c >= nch ? c - nch : c);                                                    \
-                rf_v16 xv;                                                                            \
-                memcpy(&xv, (X_) + c, 64);                                                            \
-                _Pragma("GCC unroll 4") for (int i = g * (WR / RF_STAGGER_G); i < (g + 1) * (WR / RF_STAGGER_G); i++) { \
-                    rf_v16 t;                                                                         \
-                    memcpy(&t, w[i] + c, 64);                                                         \
-                    acc[br[i * (NB_)]] += t * xv;                                                     \
-                }                                                                                     \
-            }                                                                                         \
-        k = 16 * nch;                                                                                 \
+        RF_STAGGERED(K_, X_, WR, RF_ACC_BR)                                                           \
     } else                                                                                            \
         for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
             rf_v16 xv[NB_];                                                                           \

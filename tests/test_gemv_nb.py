@@ -165,7 +165,7 @@ int main(void) {
         printf("%s %d %.3g\n", fns[f].name, cases, worst);
     }
 #if RF_GEMM_VECTORS
-    /* weight rows 512 or 1024 floats apart (RF_STAGGER's reads, and the plain ones of the other row counts),
+    /* weight rows 512 or 1024 floats apart (RF_STAGGER's reads at 1024, and the plain ones elsewhere),
        rf_gemv_nb and rf_gemv_rows; K ending inside a chunk, fewer than RF_STAGGER_G chunks, one segment */
     struct { const char* name; nb_fn fn; int ok; } al[] = {
         {"aliased_nb_avx512", rf_gemv_nb_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
@@ -173,8 +173,8 @@ int main(void) {
         {"aliased_rows_avx512", rf_gemv_rows_avx512_nb, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
         {"aliased_rows_avx2", rf_gemv_rows_avx2_nb, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
         {"aliased_rows_base", rf_gemv_rows_base_nb, 1}};
-    int aN[] = {5, 16, 37}, aK[][3] = {{512, 0, 512}, {500, 0, 512}, {0, 1024, 1024}, {100, 1000, 1024}, {40, 0, 512},
-                                       {9, 24, 512}};
+    int aN[] = {5, 16, 37}, aK[][3] = {{512, 0, 512}, {500, 0, 512}, {0, 1024, 1024}, {100, 1000, 1024}, {40, 0, 1024},
+                                       {9, 24, 1024}};
     for (size_t f = 0; f < sizeof al / sizeof al[0]; f++) {
         if (!al[f].ok) continue;
         double worst = 0.0;
@@ -217,8 +217,8 @@ def test_every_copy_matches_float64(results):
 
 
 def test_rows_a_multiple_of_2kb_apart_read_staggered_and_exact(results):
-    """Weight rows 512 or 1024 floats apart: rf_gemv_rows and rf_gemv_nb's one-row blocks read them in
-    staggered groups (csrc/rf_gemm.h, RF_STAGGER); every copy the machine runs matches float64, with K
+    """Weight rows 512 or 1024 floats apart: at 1024 rf_gemv_rows and rf_gemv_nb's one-row blocks read them
+    in staggered groups (csrc/rf_gemm.h, RF_STAGGER); every copy the machine runs matches float64, with K
     ending inside a chunk, fewer chunks than groups, either segment alone, beta 0 and 1."""
     aliased = {k: v for k, v in results.items() if k.startswith("aliased_")}
     if not any(k.endswith("avx512") or k.endswith("avx2") for k in aliased):
