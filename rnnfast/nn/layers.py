@@ -305,8 +305,8 @@ def _softmax_minus_onehot_(block: np.ndarray, target: np.ndarray, scale: np.floa
 
     Smoothing, from the plain pass: ``-sum_c q_c log p_c = CE + eps * (z_t - mean_c z_c)`` (``log p_c = z_c -
     logsumexp``), and ``softmax - q = (softmax - onehot) + eps * onehot - eps / C``."""
-    rows = np.arange(block.shape[0])
     if eps:
+        rows = np.arange(block.shape[0])
         shift = float(np.sum(block[rows, target], dtype=np.float64) - np.sum(block, dtype=np.float64) / block.shape[1])
     if block.dtype == np.float32:
         total = _optim.softmax_xent_(block, target, float(scale), n_threads)
