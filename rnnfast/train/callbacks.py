@@ -1,7 +1,8 @@
 """Callbacks of the fit loop (:func:`rnnfast.train.fit`), Keras-style.
 
 A callback overrides any of ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
-``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and
+``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``, ``on_test_begin(logs)``, ``on_test_end(logs)``
+(around each epoch's validation, when there is validation data), ``on_epoch_end(epoch, logs)`` and
 ``on_train_end(logs)``. Before training the loop calls ``set_trainer(trainer)`` with the
 :class:`rnnfast.train.Trainer` that runs it; through ``self.trainer`` a callback reaches the ``model``, the
 ``optimizer``, the ``estimator`` (when fitting through one, else None), the ``history`` and ``params``,
@@ -31,12 +32,13 @@ import numpy as np
 
 from rnnfast._logging import get_logger
 from rnnfast._validation import check_bool, check_int, check_option, check_real
+from rnnfast.train.optimizers import _lerp_
 
 #: Training's status messages (see rnnfast._logging): INFO when the callback's ``verbose`` is set, else DEBUG.
 log = get_logger("train")
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
-           "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit"]
+           "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit", "WeightAveraging"]
 
 _COUNTERS = ("size", "steps", "batch")  # bookkeeping entries of the batch logs, not metrics
 
@@ -84,8 +86,15 @@ class Callback:
     def on_batch_end(self, batch, logs=None):
         """After each optimizer step (with truncated BPTT, after each chunk)."""
 
+    def on_test_begin(self, logs=None):
+        """Before an epoch's validation (only when the fit has validation data), as Keras's hook."""
 
-_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin", "on_batch_end")
+    def on_test_end(self, logs=None):
+        """After an epoch's validation; ``logs`` holds the epoch's figures (before ``on_epoch_end``)."""
+
+
+_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin", "on_batch_end",
+          "on_test_begin", "on_test_end")
 
 
 class CallbackList:
@@ -141,6 +150,14 @@ class CallbackList:
     def on_batch_end(self, batch, logs):
         """After step ``batch`` of the epoch."""
         self._call("on_batch_end", batch, logs)
+
+    def on_test_begin(self, logs):
+        """Before an epoch's validation."""
+        self._call("on_test_begin", logs)
+
+    def on_test_end(self, logs):
+        """After an epoch's validation."""
+        self._call("on_test_end", logs)
 
 
 def _resolve_mode(mode, monitor):
@@ -492,6 +509,83 @@ class TimeLimit(Callback):
     def on_batch_end(self, batch, logs=None):
         if time.perf_counter() - self._t0 >= self.seconds:
             self.trainer.stop(f"time limit of {self.seconds:g} s reached", reason="time_limit")
+
+
+class WeightAveraging(Callback):
+    """An exponential moving average (EMA) of the weights: validated each epoch, and the model's at the end.
+
+    After every optimizer step from epoch ``start_epoch`` on, each parameter's average becomes
+    ``avg := decay * avg + (1 - decay) * w`` (the first update copies the weights), as Keras's optimizer
+    option ``use_ema`` or PyTorch's ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))``.
+    An average smooths the last steps' noise; late in a decaying learning rate it often validates better
+    than the last weights.
+
+    Each epoch's validation (``on_test_begin``) runs on the averaged weights, and the model keeps them until
+    the next epoch starts, so :class:`EarlyStopping` with ``restore_best_weights`` and
+    :class:`ModelCheckpoint` keep averaged weights (whatever their order in the list); training itself goes
+    on from the raw weights. When training ends the model holds the average, unless it stopped on a
+    non-finite loss or an interruption (then the last step's weights, as the warning says).
+
+    Parameters
+    ----------
+    decay : float in (0, 1), default 0.999
+        The average's share at each update; it spans about ``1 / (1 - decay)`` steps.
+    start_epoch : int >= 0, default 0
+        The first epoch (counted from 0) whose steps enter the average; before it, validation sees the raw
+        weights.
+
+    Attributes
+    ----------
+    updates : int
+        Steps averaged so far.
+    averaged_weights : dict of str to numpy.ndarray or None
+        The average (live arrays, updated in place), None before the first update.
+    """
+
+    def __init__(self, decay=0.999, start_epoch=0):
+        self.decay = check_real(decay, "decay", 0.0, 1.0, closed="neither")
+        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
+        self.updates, self.averaged_weights = 0, None
+
+    def on_train_begin(self, logs=None):
+        self.updates, self.averaged_weights, self._raw, self._epoch, self._scratch = 0, None, None, 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._restore_raw()
+
+    def on_batch_end(self, batch, logs=None):
+        if self._epoch < self.start_epoch or not math.isfinite((logs or {}).get("loss", 0.0)):
+            return  # (a non-finite loss: that step was not applied)
+        params = self.trainer.model.named_parameters()
+        if self.averaged_weights is None:
+            self.averaged_weights = {name: p.copy() for name, p in params}
+            self._scratch = np.empty(max(p.size for _, p in params), np.result_type(*[p for _, p in params]))
+        else:
+            w = 1.0 - self.decay
+            for name, p in params:
+                _lerp_(self.averaged_weights[name], p, w, self._scratch[:p.size].reshape(p.shape))
+        self.updates += 1
+
+    def on_test_begin(self, logs=None):
+        if self.averaged_weights is not None and self._raw is None:
+            model = self.trainer.model
+            self._raw = model.state_dict()
+            model.load_state_dict(self.averaged_weights)
+
+    def on_train_end(self, logs=None):
+        if self.averaged_weights is None:
+            return
+        if self.trainer.stop_reason in ("nan", "interrupted"):
+            self._restore_raw()
+        elif self._raw is None:  # (no validation since the last steps)
+            self.trainer.model.load_state_dict(self.averaged_weights)
+        self._raw = None
+
+    def _restore_raw(self):
+        if self._raw is not None:
+            self.trainer.model.load_state_dict(self._raw)
+            self._raw = None
 
 
 def _fmt(v):

@@ -381,7 +381,11 @@ class Trainer:
                             break
                     if not finite:
                         break  # an epoch that ended in a non-finite loss is not recorded
+                    if val is not None:
+                        callbacks.on_test_begin({})
                     logs = self._epoch_logs(val, batch_size) if dist is None else dist.epoch_logs(self, val, batch_size)
+                    if val is not None:
+                        callbacks.on_test_end(dict(logs))
                     self.history._append(epoch, logs)
                     callbacks.on_epoch_end(epoch, logs)
                     if guard.flag:

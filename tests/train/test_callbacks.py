@@ -182,3 +182,117 @@ def test_progress_bar_tqdm(data):
     m = model()
     fit(m, CrossEntropy(), Adam(m), X, y, epochs=1, batch_size=8, callbacks=[ProgressBar(file=buf, use_tqdm=True)])
     assert "Epoch 1/1" in buf.getvalue() and "seq/s" in buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------- WeightAveraging
+class Recorder(Callback):
+    """The weights after every step, and what each hook saw (listed before the callback under test)."""
+
+    def on_train_begin(self, logs=None):
+        self.steps, self.tests, self.epoch_ends = [], [], []
+
+    def on_batch_end(self, batch, logs=None):
+        self.steps.append(self.trainer.model.state_dict())
+
+    def on_test_begin(self, logs=None):
+        self.tests.append("begin")
+
+    def on_test_end(self, logs=None):
+        self.tests.append(("end", dict(logs)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append(self.trainer.model.state_dict())
+
+
+def ema(steps, decay, first=0):
+    """The EMA of the recorded weights from step ``first`` on, in float64 with the callback's lerp."""
+    avg = {k: v.copy() for k, v in steps[first].items()}
+    for s in steps[first + 1:]:
+        for k in avg:
+            avg[k] += (1.0 - decay) * (s[k] - avg[k])
+    return avg
+
+
+def close(a, b, tol=1e-12):
+    return all(np.allclose(a[k], b[k], rtol=tol, atol=tol) for k in a)
+
+
+def test_weight_averaging_is_the_ema_and_the_final_weights(data):
+    X, y = data
+    rec, wa = Recorder(), rf.train.WeightAveraging(decay=0.8)
+    m = model()
+    fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=3, batch_size=8, seed=0, callbacks=[rec, wa])
+    assert wa.updates == len(rec.steps) == 12 and rec.tests == []  # no validation data: the hooks never run
+    want = ema(rec.steps, 0.8)
+    assert close(m.state_dict(), want) and close(wa.averaged_weights, want)
+    assert not same(m.state_dict(), rec.steps[-1])
+
+
+def test_weight_averaging_validates_the_average_and_trains_on(data):
+    X, y = data
+    Xv, yv = X[:8] + 0.1, y[:8]
+    plain, rec = model(), Recorder()
+    fit(plain, CrossEntropy(), SGD(plain, lr=0.5), X, y, epochs=3, batch_size=8, seed=0, callbacks=[rec])
+    raw_steps = rec.steps
+    m, rec, wa = model(), Recorder(), rf.train.WeightAveraging(decay=0.7)
+    h = fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=3, batch_size=8, seed=0, callbacks=[rec, wa],
+            validation_data=(Xv, yv))
+    # training goes on from the raw weights: the steps are those of a fit without the callback
+    assert all(same(a, b) for a, b in zip(rec.steps, raw_steps))
+    # each validation ran on the average so far, which the model holds through on_epoch_end
+    assert [t for t in rec.tests if t == "begin"] == ["begin"] * 3
+    for e in range(3):
+        avg = ema(raw_steps[:4 * (e + 1)], 0.7)
+        assert close(rec.epoch_ends[e], avg)
+        check = model()
+        check.load_state_dict(avg)
+        want = rf.train.evaluate(check, CrossEntropy(), Xv, yv)["loss"]
+        assert h.history["val_loss"][e] == pytest.approx(want, rel=1e-12)
+        assert rec.tests[2 * e + 1][1]["val_loss"] == h.history["val_loss"][e]
+    assert close(m.state_dict(), ema(raw_steps, 0.7))
+
+
+def test_weight_averaging_with_early_stopping_keeps_the_best_average(data):
+    X, y = data
+    for first in (True, False):  # (the average's place in the list does not matter)
+        rec, wa = Recorder(), rf.train.WeightAveraging(decay=0.5)
+        script = Scripted([3.0, 1.0, 2.0, 4.0, 5.0])
+        es = EarlyStopping(monitor="score", patience=2, restore_best_weights=True, mode="min")
+        m = model()
+        fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=5, batch_size=8, seed=0,
+            callbacks=[wa, rec, script, es] if first else [rec, script, es, wa],
+            validation_data=(X[:8], y[:8]))
+        assert es.best_epoch == 1
+        assert close(m.state_dict(), ema(rec.steps[:8], 0.5)) and same(m.state_dict(), script.weights[1])
+
+
+def test_weight_averaging_start_epoch(data):
+    X, y = data
+    rec, wa = Recorder(), rf.train.WeightAveraging(decay=0.9, start_epoch=2)
+    m = model()
+    fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=3, batch_size=8, seed=0, callbacks=[rec, wa],
+        validation_data=(X[:8], y[:8]))
+    assert wa.updates == 4
+    assert same(rec.epoch_ends[0], rec.steps[3]) and same(rec.epoch_ends[1], rec.steps[7])  # raw until then
+    assert close(m.state_dict(), ema(rec.steps, 0.9, first=8))
+
+
+def test_weight_averaging_nan_stop_keeps_the_last_step(data):
+    X, y = data
+    X = X.copy()
+    X[20] = np.nan  # (with shuffle off, the third batch of the second epoch)
+    rec, wa = Recorder(), rf.train.WeightAveraging(decay=0.9)
+    m = model()
+    with pytest.warns(RuntimeWarning, match="last completed step"):
+        h = fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=2, batch_size=8, seed=0, shuffle=False,
+                callbacks=[rec, wa])
+    assert h.stop_reason == "nan" and wa.updates == 2
+    assert same(m.state_dict(), rec.steps[-1])
+
+
+@pytest.mark.parametrize("kw", [{"decay": 0.0}, {"decay": 1.0}, {"decay": math.nan}, {"start_epoch": -1}])
+def test_weight_averaging_refuses_bad_parameters(kw):
+    with pytest.raises(ValueError):
+        rf.train.WeightAveraging(**kw)
+    with pytest.raises(TypeError):
+        rf.train.WeightAveraging(decay="0.9")
