@@ -536,7 +536,9 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * (weight row, x row) pairs, 16 / nb weight rows a block, so each weight row streams once for all nb
  * rows; the same transpose-add leaves pair p = i nb + r in lane p (accumulator bitrev4(p) holds it). */
 /* (one x row, sixteen weight rows: staggered as rf_gemv_rows's when they share an L1 set, RF_STAGGER;
- * blocks of two or more x rows read eight or fewer weight rows and are not staggered: not measured to gain) */
+ * blocks of two or more x rows read eight or fewer weight rows and are not staggered: two-row blocks
+ * staggered the same way (x loads per group and row) lost on Zen 4, LSTM B=2 T=10 I=H=1024 9.9 -> 11.9 ms on
+ * one thread, 5.0 -> 6.3 on two; GRU B=2 T=20 I=512 H=1024 9.0 -> 11.4) */
 #define RF_GEMV_NB_SEG(NB_, A_, LDA_, K_, X_, LDX_)                                                    \
     for (int i = 0; i < WR; i++) w[i] = (A_) + (size_t)(n0 + i < N ? n0 + i : N - 1) * (LDA_);        \
     if ((NB_) == 1 && RF_STAGGER_ON(LDA_)) {                                                          \
