@@ -558,6 +558,8 @@ class WeightAveraging(Callback):
         if self._epoch < self.start_epoch or not math.isfinite((logs or {}).get("loss", 0.0)):
             return  # (a non-finite loss: that step was not applied)
         params = self.trainer.model.named_parameters()
+        if not params:
+            return
         if self.averaged_weights is None:
             self.averaged_weights = {name: p.copy() for name, p in params}
             self._scratch = np.empty(max(p.size for _, p in params), np.result_type(*[p for _, p in params]))

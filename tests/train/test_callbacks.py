@@ -296,3 +296,19 @@ def test_weight_averaging_refuses_bad_parameters(kw):
         rf.train.WeightAveraging(**kw)
     with pytest.raises(TypeError):
         rf.train.WeightAveraging(decay="0.9")
+
+
+def test_weight_averaging_through_an_estimator(data):
+    """An estimator's fit takes the callback; with early stopping the kept weights are an average's."""
+    X, y = data
+    kw = dict(hidden_size=6, epochs=4, batch_size=8, validation_split=0.25, early_stopping=True, patience=1,
+              random_state=0, n_threads=1)
+    rec, wa = Recorder(), rf.train.WeightAveraging(decay=0.6)
+    est = rf.LSTM(**kw).fit(X, y, callbacks=[rec, wa])
+    plain = rf.LSTM(**kw).fit(X, y)
+    assert wa.updates == len(rec.steps) > 0
+    kept = est.model_.state_dict()
+    assert any(close(kept, e) for e in rec.epoch_ends)  # a validated average, not a raw step's weights
+    assert not any(same(kept, s) for s in rec.steps)
+    assert not same(kept, plain.model_.state_dict())
+    assert np.isfinite(est.predict_proba(X)).all()
