@@ -29,7 +29,7 @@ def main(argv=None):
     p = add_common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                         seconds=900, epochs=20, plot="g2p.png")
     for flag, default, what in [("hidden", 256, "decoder units, and per encoder direction"), ("layers", 1, "encoder and decoder layers"),
-                                ("batch-size", 128, "words a step"), ("dropout", 0.3, "dropout rate"), ("beam", 5, "beam width"), ("label-smoothing", 0.0, "label smoothing"), ("ema", 0.0, "decay of an EMA of the weights (0: none)"),
+                                ("batch-size", 128, "words a step"), ("dropout", 0.3, "dropout rate"), ("beam", 5, "beam width"), ("label-smoothing", 0.0, "label smoothing"), ("ema", 0.0, "decay of an EMA of the weights (0: none)"), ("average-epochs", 0, "validate and keep the mean of the last N epochs' weights"),
                                 ("max-train", None, "train on N words"), ("test-words", None, "test N words")]:
         p.add_argument("--" + flag, type=float if flag in ("dropout", "label-smoothing", "ema") else int, default=default, help=f"{what} (default: %(default)s)")
     a, res = p.parse_args(argv), {}
@@ -40,8 +40,8 @@ def main(argv=None):
     model = rf.Seq2Seq(hidden_size=a.hidden, num_layers=a.layers, embedding_dim=64, epochs=a.epochs, batch_size=a.batch_size, dropout=a.dropout, label_smoothing=a.label_smoothing,
                        early_stopping=True, patience=a.epochs, random_state=a.seed, verbose=0 if a.quiet else 1).fit(
         *pairs["train"], validation_data=tuple(x[:1000] for x in pairs["valid"]), callbacks=[rf.train.LearningRateScheduler(
-            lambda e, lr: 1e-4 + 2.9e-3 * (1 + math.cos(math.pi * done(e))) / 2), rf.train.TimeLimit(a.seconds or 1e9)] + ([rf.train.WeightAveraging(a.ema)] if a.ema else []))
-    rows = [("model", f"rf.Seq2Seq(hidden_size={a.hidden}, num_layers={a.layers}, dropout={a.dropout}, label_smoothing={a.label_smoothing}{f', ema={a.ema}' if a.ema else ''}), {sum(v.size for _, v in model.model_.named_parameters()):,} parameters"),
+            lambda e, lr: 1e-4 + 2.9e-3 * (1 + math.cos(math.pi * done(e))) / 2), rf.train.TimeLimit(a.seconds or 1e9)] + [cb for cb in (a.ema and rf.train.WeightAveraging(a.ema), a.average_epochs and rf.train.EpochAveraging(a.average_epochs)) if cb])
+    rows = [("model", f"rf.Seq2Seq(hidden_size={a.hidden}, num_layers={a.layers}, dropout={a.dropout}, label_smoothing={a.label_smoothing}{f', ema={a.ema}' if a.ema else ''}{f', mean of {a.average_epochs} epochs' if a.average_epochs else ''}), {sum(v.size for _, v in model.model_.named_parameters()):,} parameters"),
             ("training", f"{model.n_epochs_} epochs of {len(pairs['train'][0]):,} pairs ({len(data['train']):,} words), "
                          f"{time.perf_counter() - t0:.0f} s, {threads} threads; kept epoch {1 + int(np.argmax(model.history_['val_bleu']))}")]
     for beam in sorted({1, a.beam}):

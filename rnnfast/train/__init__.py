@@ -20,7 +20,8 @@ the schedule :class:`ReduceLROnPlateau`).
 """
 from rnnfast.train import callbacks
 from rnnfast.train.callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
-                                     ProgressBar, TerminateOnNaN, TimeLimit, WeightAveraging)
+                                     EpochAveraging, ProgressBar, TerminateOnNaN, TimeLimit,
+                                     WeightAveraging)
 from rnnfast.train.clip import clip_grad_norm, clip_grad_value
 from rnnfast.train.data import SequenceDataset, batch_indices, bucket_batches, pad_sequences
 from rnnfast.train.callbacks import CallbackList
@@ -48,5 +49,5 @@ __all__ = [
     "fit", "evaluate", "predict", "Stateful", "History", "Trainer", "TruncatedBPTTTrainer", "Batch", "iter_chunks",
     "CallbackList", "METRICS",
     "callbacks", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
-    "TerminateOnNaN", "ProgressBar", "TimeLimit", "WeightAveraging",
+    "TerminateOnNaN", "ProgressBar", "TimeLimit", "WeightAveraging", "EpochAveraging",
 ]

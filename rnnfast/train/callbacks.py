@@ -38,7 +38,7 @@ from rnnfast.train.optimizers import _lerp_
 log = get_logger("train")
 
 __all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
-           "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit", "WeightAveraging"]
+           "CSVLogger", "TerminateOnNaN", "ProgressBar", "TimeLimit", "WeightAveraging", "EpochAveraging"]
 
 _COUNTERS = ("size", "steps", "batch")  # bookkeeping entries of the batch logs, not metrics
 
@@ -511,63 +511,17 @@ class TimeLimit(Callback):
             self.trainer.stop(f"time limit of {self.seconds:g} s reached", reason="time_limit")
 
 
-class WeightAveraging(Callback):
-    """An exponential moving average (EMA) of the weights: validated each epoch, and the model's at the end.
-
-    After every optimizer step from epoch ``start_epoch`` on, each parameter's average becomes
-    ``avg := decay * avg + (1 - decay) * w`` (the first update copies the weights), as Keras's optimizer
-    option ``use_ema`` or PyTorch's ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))``.
-    An average smooths the last steps' noise; late in a decaying learning rate it often validates better
-    than the last weights.
-
-    Each epoch's validation (``on_test_begin``) runs on the averaged weights, and the model keeps them until
-    the next epoch starts, so :class:`EarlyStopping` with ``restore_best_weights`` and
-    :class:`ModelCheckpoint` keep averaged weights (whatever their order in the list); training itself goes
-    on from the raw weights. When training ends the model holds the average, unless it stopped on a
-    non-finite loss or an interruption (then the last step's weights, as the warning says).
-
-    Parameters
-    ----------
-    decay : float in (0, 1), default 0.999
-        The average's share at each update; it spans about ``1 / (1 - decay)`` steps.
-    start_epoch : int >= 0, default 0
-        The first epoch (counted from 0) whose steps enter the average; before it, validation sees the raw
-        weights.
-
-    Attributes
-    ----------
-    updates : int
-        Steps averaged so far.
-    averaged_weights : dict of str to numpy.ndarray or None
-        The average (live arrays, updated in place), None before the first update.
-    """
-
-    def __init__(self, decay=0.999, start_epoch=0):
-        self.decay = check_real(decay, "decay", 0.0, 1.0, closed="neither")
-        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
-        self.updates, self.averaged_weights = 0, None
+class _Averaging(Callback):
+    """What the averaging callbacks share: the average is validated each epoch (``on_test_begin`` swaps it
+    in, ``on_epoch_begin`` swaps the raw weights back), so callbacks after the validation see it, and it is
+    the model's when training ends (see :class:`WeightAveraging`). Subclasses keep ``averaged_weights``."""
 
     def on_train_begin(self, logs=None):
-        self.updates, self.averaged_weights, self._raw, self._epoch, self._scratch = 0, None, None, 0, None
+        self.updates, self.averaged_weights, self._raw, self._epoch = 0, None, None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._restore_raw()
-
-    def on_batch_end(self, batch, logs=None):
-        if self._epoch < self.start_epoch or not math.isfinite((logs or {}).get("loss", 0.0)):
-            return  # (a non-finite loss: that step was not applied)
-        params = self.trainer.model.named_parameters()
-        if not params:
-            return
-        if self.averaged_weights is None:
-            self.averaged_weights = {name: p.copy() for name, p in params}
-            self._scratch = np.empty(max(p.size for _, p in params), np.result_type(*[p for _, p in params]))
-        else:
-            w = 1.0 - self.decay
-            for name, p in params:
-                _lerp_(self.averaged_weights[name], p, w, self._scratch[:p.size].reshape(p.shape))
-        self.updates += 1
 
     def on_test_begin(self, logs=None):
         if self.averaged_weights is not None and self._raw is None:
@@ -588,6 +542,116 @@ class WeightAveraging(Callback):
         if self._raw is not None:
             self.trainer.model.load_state_dict(self._raw)
             self._raw = None
+
+
+class WeightAveraging(_Averaging):
+    """An exponential moving average (EMA) of the weights: validated each epoch, and the model's at the end.
+
+    After every optimizer step from epoch ``start_epoch`` on, each parameter's average becomes
+    ``avg := decay * avg + (1 - decay) * w`` (the first update copies the weights), as Keras's optimizer
+    option ``use_ema`` or PyTorch's ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))``.
+    An average smooths the last steps' noise; late in a decaying learning rate it often validates better
+    than the last weights.
+
+    Each epoch's validation (``on_test_begin``) runs on the averaged weights, and the model keeps them until
+    the next epoch starts, so :class:`EarlyStopping` with ``restore_best_weights`` and
+    :class:`ModelCheckpoint` keep averaged weights (whatever their order in the list); training itself goes
+    on from the raw weights, exactly as without the callback. When training ends the model holds the
+    average, unless it stopped on a non-finite loss or an interruption (then the last step's weights, as
+    the warning says).
+
+    Parameters
+    ----------
+    decay : float in (0, 1), default 0.999
+        The average's share at each update; it spans about ``1 / (1 - decay)`` steps.
+    start_epoch : int >= 0, default 0
+        The first epoch (counted from 0) whose steps enter the average; before it, validation sees the raw
+        weights.
+
+    Attributes
+    ----------
+    updates : int
+        Steps averaged so far.
+    averaged_weights : dict of str to numpy.ndarray or None
+        The average (live arrays, updated in place), None before the first update.
+
+    See Also
+    --------
+    EpochAveraging : the mean of the weights at the last few epochs' ends (checkpoint averaging).
+    """
+
+    def __init__(self, decay=0.999, start_epoch=0):
+        self.decay = check_real(decay, "decay", 0.0, 1.0, closed="neither")
+        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
+        self.updates, self.averaged_weights = 0, None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._scratch = None
+
+    def on_batch_end(self, batch, logs=None):
+        if self._epoch < self.start_epoch or not math.isfinite((logs or {}).get("loss", 0.0)):
+            return  # (a non-finite loss: that step was not applied)
+        params = self.trainer.model.named_parameters()
+        if not params:
+            return
+        if self.averaged_weights is None:
+            self.averaged_weights = {name: p.copy() for name, p in params}
+            self._scratch = np.empty(max(p.size for _, p in params), np.result_type(*[p for _, p in params]))
+        else:
+            w = 1.0 - self.decay
+            for name, p in params:
+                _lerp_(self.averaged_weights[name], p, w, self._scratch[:p.size].reshape(p.shape))
+        self.updates += 1
+
+
+class EpochAveraging(_Averaging):
+    """The mean of the weights at the ends of the last ``window`` epochs (checkpoint averaging, as fairseq's
+    ``average_checkpoints`` or the Transformer's "last 5 checkpoints"): validated each epoch, and the
+    model's at the end, as :class:`WeightAveraging`'s average.
+
+    An epoch's weights join the window when it ends (before its validation), from epoch ``start_epoch`` on;
+    the mean is taken in float64. Training goes on from the raw weights, exactly as without the callback.
+
+    Parameters
+    ----------
+    window : int >= 1, default 5
+        Epochs in the mean (fewer until that many have ended).
+    start_epoch : int >= 0, default 0
+        The first epoch (counted from 0) whose weights join.
+
+    Attributes
+    ----------
+    updates : int
+        Epochs averaged so far (counting those that have left the window).
+    averaged_weights : dict of str to numpy.ndarray or None
+        The mean of the window, None before its first epoch.
+    """
+
+    def __init__(self, window=5, start_epoch=0):
+        self.window = check_int(window, "window", 1)
+        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
+        self.updates, self.averaged_weights = 0, None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._kept, self._added = [], None
+
+    def on_test_begin(self, logs=None):
+        self._add()
+        super().on_test_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._add()  # (no validation; with one, this epoch's weights joined before it)
+
+    def _add(self):
+        if self._epoch < self.start_epoch or self._added == self._epoch or self._raw is not None:
+            return
+        self._added = self._epoch
+        self._kept = (self._kept + [self.trainer.model.state_dict()])[-self.window:]
+        self.averaged_weights = {name: np.mean([k[name] for k in self._kept], axis=0, dtype=np.float64).astype(w.dtype)
+                                 for name, w in self._kept[0].items()}
+        self.updates += 1
 
 
 def _fmt(v):

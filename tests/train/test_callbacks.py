@@ -312,3 +312,46 @@ def test_weight_averaging_through_an_estimator(data):
     assert not any(same(kept, s) for s in rec.steps)
     assert not same(kept, plain.model_.state_dict())
     assert np.isfinite(est.predict_proba(X)).all()
+
+
+def window_mean(states, dtype=np.float64):
+    return {k: np.mean([s[k] for s in states], axis=0, dtype=np.float64).astype(dtype) for k in states[0]}
+
+
+def test_epoch_averaging_without_validation_keeps_the_last_epochs_mean(data):
+    X, y = data
+    rec, ea = Recorder(), rf.train.EpochAveraging(window=2)
+    m = model()
+    fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=3, batch_size=8, seed=0, callbacks=[rec, ea])
+    ends = [rec.steps[3], rec.steps[7], rec.steps[11]]  # the raw weights at each epoch's end
+    assert ea.updates == 3 and same(rec.epoch_ends[2], ends[2])
+    assert same(m.state_dict(), window_mean(ends[1:]))
+
+
+def test_epoch_averaging_validates_the_window_and_trains_on(data):
+    X, y = data
+    Xv, yv = X[:8] + 0.1, y[:8]
+    plain, rec0 = model(), Recorder()
+    fit(plain, CrossEntropy(), SGD(plain, lr=0.5), X, y, epochs=4, batch_size=8, seed=0, callbacks=[rec0])
+    m, rec, ea = model(), Recorder(), rf.train.EpochAveraging(window=3, start_epoch=1)
+    h = fit(m, CrossEntropy(), SGD(m, lr=0.5), X, y, epochs=4, batch_size=8, seed=0, callbacks=[ea, rec],
+            validation_data=(Xv, yv))
+    assert all(same(a, b) for a, b in zip(rec.steps, rec0.steps))  # the same training
+    ends = [rec0.steps[4 * e + 3] for e in range(4)]
+    assert same(rec.epoch_ends[0], ends[0])  # before start_epoch: the raw weights, validated as they are
+    for e, want in [(1, ends[1:2]), (2, ends[1:3]), (3, ends[1:4])]:
+        avg = window_mean(want)
+        assert same(rec.epoch_ends[e], avg)
+        check = model()
+        check.load_state_dict(avg)
+        assert h.history["val_loss"][e] == pytest.approx(rf.train.evaluate(check, CrossEntropy(), Xv, yv)["loss"],
+                                                         rel=1e-12)
+    assert same(m.state_dict(), window_mean(ends[1:4])) and ea.updates == 3
+
+
+@pytest.mark.parametrize("kw", [{"window": 0}, {"start_epoch": -1}])
+def test_epoch_averaging_refuses_bad_parameters(kw):
+    with pytest.raises(ValueError):
+        rf.train.EpochAveraging(**kw)
+    with pytest.raises(TypeError):
+        rf.train.EpochAveraging(window=2.5)
