@@ -516,6 +516,10 @@ class _Averaging(Callback):
     in, ``on_epoch_begin`` swaps the raw weights back), so callbacks after the validation see it, and it is
     the model's when training ends (see :class:`WeightAveraging`). Subclasses keep ``averaged_weights``."""
 
+    def __init__(self, start_epoch=0):
+        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
+        self.updates, self.averaged_weights = 0, None
+
     def on_train_begin(self, logs=None):
         self.updates, self.averaged_weights, self._raw, self._epoch = 0, None, None, 0
 
@@ -582,8 +586,7 @@ class WeightAveraging(_Averaging):
 
     def __init__(self, decay=0.999, start_epoch=0):
         self.decay = check_real(decay, "decay", 0.0, 1.0, closed="neither")
-        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
-        self.updates, self.averaged_weights = 0, None
+        super().__init__(start_epoch)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -630,8 +633,7 @@ class EpochAveraging(_Averaging):
 
     def __init__(self, window=5, start_epoch=0):
         self.window = check_int(window, "window", 1)
-        self.start_epoch = check_int(start_epoch, "start_epoch", 0)
-        self.updates, self.averaged_weights = 0, None
+        super().__init__(start_epoch)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
