@@ -28,15 +28,13 @@ def score(preds, items):
 def main(argv=None):
     p = add_common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                         seconds=900, epochs=20, plot="g2p.png")
-    for flag, default, what in [("hidden", 256, "decoder units, and per encoder direction"), ("layers", 1, "encoder and decoder layers"),
-                                ("batch-size", 128, "words a step"), ("dropout", 0.3, "dropout rate"), ("beam", 5, "beam width"), ("label-smoothing", 0.0, "label smoothing"), ("ema", 0.0, "decay of an EMA of the weights (0: none)"), ("average-epochs", 0, "validate and keep the mean of the last N epochs' weights"),
-                                ("max-train", None, "train on N words"), ("test-words", None, "test N words")]:
-        p.add_argument("--" + flag, type=float if flag in ("dropout", "label-smoothing", "ema") else int, default=default, help=f"{what} (default: %(default)s)")
+    for flag, default, what in [("hidden", 256, "decoder units, and per encoder direction"), ("layers", 1, "encoder and decoder layers"), ("batch-size", 128, "words a step"), ("dropout", 0.3, "dropout rate"), ("beam", 5, "beam width"), ("label-smoothing", 0.0, "label smoothing"), ("ema", 0.0, "decay of an EMA of the weights (0: none)"), ("average-epochs", 0, "validate and keep the mean of the last N epochs' weights"),
+                                ("max-train", None, "train on N words"), ("test-words", None, "test N words"), ("save", None, "save the trained model to this file"), ("ensemble-with", None, "comma-separated saved models (--save) to decode the test words with, beside this one")]:
+        p.add_argument("--" + flag, type={"dropout": float, "label-smoothing": float, "ema": float, "save": str, "ensemble-with": str}.get(flag, int), default=default, help=f"{what} (default: %(default)s)")
     a, res = p.parse_args(argv), {}
     threads, data = setup_threads(a.threads), data_or_exit(load_data, a.max_train, a.test_words, a.seed)
     pairs = {k: [list(t) for t in zip(*[(w, pr) for w, prs in v for pr in (prs if k == "train" else prs[:1])])] for k, v in data.items()}
-    done = lambda e: min(1, max(e / a.epochs, (time.perf_counter() - t0) / (a.seconds or math.inf)))  # noqa: E731 (budget spent)
-    t0 = time.perf_counter()
+    t0, done = time.perf_counter(), lambda e: min(1, max(e / a.epochs, (time.perf_counter() - t0) / (a.seconds or math.inf)))  # (budget spent)
     model = rf.Seq2Seq(hidden_size=a.hidden, num_layers=a.layers, embedding_dim=64, epochs=a.epochs, batch_size=a.batch_size, dropout=a.dropout, label_smoothing=a.label_smoothing,
                        early_stopping=True, patience=a.epochs, random_state=a.seed, verbose=0 if a.quiet else 1).fit(
         *pairs["train"], validation_data=tuple(x[:1000] for x in pairs["valid"]), callbacks=[rf.train.LearningRateScheduler(
@@ -44,10 +42,12 @@ def main(argv=None):
     rows = [("model", f"rf.Seq2Seq(hidden_size={a.hidden}, num_layers={a.layers}, dropout={a.dropout}, label_smoothing={a.label_smoothing}{f', ema={a.ema}' if a.ema else ''}{f', mean of {a.average_epochs} epochs' if a.average_epochs else ''}), {sum(v.size for _, v in model.model_.named_parameters()):,} parameters"),
             ("training", f"{model.n_epochs_} epochs of {len(pairs['train'][0]):,} pairs ({len(data['train']):,} words), "
                          f"{time.perf_counter() - t0:.0f} s, {threads} threads; kept epoch {1 + int(np.argmax(model.history_['val_bleu']))}")]
+    a.save and model.save(a.save)
+    decoder = rf.Seq2SeqEnsemble([model] + [rf.load(f) for f in a.ensemble_with.split(",")]) if a.ensemble_with else model
     for beam in sorted({1, a.beam}):
         t0 = time.perf_counter()
-        res[beam] = score(model.predict(pairs["test"][0], beam_size=beam), data["test"])
-        rows.append((f"test WER / PER, beam {beam} ({len(data['test']):,} words, {time.perf_counter() - t0:.0f} s)", "{:.2%} / {:.2%}".format(*res[beam])))
+        res[beam] = score(decoder.predict(pairs["test"][0], beam_size=beam), data["test"])
+        rows.append((f"test WER / PER, beam {beam}{f', ensemble of {len(decoder.estimators)}' if a.ensemble_with else ''} ({len(data['test']):,} words, {time.perf_counter() - t0:.0f} s)", "{:.2%} / {:.2%}".format(*res[beam])))
     fig, ax = new_figure(2, 1, size=(8, 3.2)) if a.plot else (None, None)
     for i, keys in enumerate([("loss", "val_loss"), ("val_bleu",)] if fig else []):
         [ax[i].plot(model.history_[k], "o-", label=k) for k in keys], ax[i].set(xlabel="epoch"), ax[i].legend()

@@ -6,13 +6,13 @@ from rnnfast._memory import get_workspace_limit, set_workspace_limit
 from rnnfast._threads import MAX_THREADS, get_num_threads, set_num_threads
 from rnnfast._tune import tune
 from rnnfast.estimators import (GRU, LSTM, RNN, GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor,
-                                RNNClassifier, RNNRegressor, Seq2Seq, load)
+                                RNNClassifier, RNNRegressor, Seq2Seq, Seq2SeqEnsemble, load)
 from rnnfast.nn import Sequential
 from rnnfast.quantize import quantize
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
-           "RNNClassifier", "RNNRegressor", "Seq2Seq", "load", "nn", "train", "interop", "Sequential",
-           "get_num_threads", "set_num_threads", "MAX_THREADS", "set_workspace_limit", "get_workspace_limit", "tune",
+           "RNNClassifier", "RNNRegressor", "Seq2Seq", "Seq2SeqEnsemble", "load", "nn", "train", "interop",
+           "Sequential", "get_num_threads", "set_num_threads", "MAX_THREADS", "set_workspace_limit", "get_workspace_limit", "tune",
            "quantize", "serving", "datasets", "distributed",
            "__version__"]
 

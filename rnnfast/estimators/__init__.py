@@ -15,21 +15,21 @@ module            job
 ``memory``        ``release_memory`` and pickling without transient state
 ``recurrent``     ``LSTM`` / ``GRU`` / ``RNN``: the task follows ``y``
 ``tasks``         ``*Classifier`` / ``*Regressor``: the task is the class's
-``seq2seq``       ``Seq2Seq``: token sequences to token sequences (encoder-decoder with attention)
+``seq2seq``       ``Seq2Seq``: token sequences to token sequences (encoder-decoder with attention); ``Seq2SeqEnsemble``
 ================  ==============================================================================
 """
 from rnnfast.estimators.base import NotFittedError
 from rnnfast.io import load
 from rnnfast.estimators.recurrent import GRU, LSTM, RNN
-from rnnfast.estimators.seq2seq import Seq2Seq
+from rnnfast.estimators.seq2seq import Seq2Seq, Seq2SeqEnsemble
 from rnnfast.estimators.streaming import StreamState
 from rnnfast.estimators.targets import DataConversionWarning, FloatLabelsWarning
 from rnnfast.estimators.tasks import (GRUClassifier, GRURegressor, LSTMClassifier, LSTMRegressor, RNNClassifier,
                                       RNNRegressor)
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
-           "RNNClassifier", "RNNRegressor", "Seq2Seq", "load", "NotFittedError", "StreamState", "FloatLabelsWarning",
-           "DataConversionWarning", "ESTIMATORS"]
+           "RNNClassifier", "RNNRegressor", "Seq2Seq", "Seq2SeqEnsemble", "load", "NotFittedError", "StreamState",
+           "FloatLabelsWarning", "DataConversionWarning", "ESTIMATORS"]
 
 #: The estimator classes by name (what a saved file's kind refers to).
 ESTIMATORS = {cls.__name__: cls for cls in (LSTM, GRU, RNN, LSTMClassifier, LSTMRegressor, GRUClassifier,

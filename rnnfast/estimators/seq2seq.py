@@ -7,6 +7,7 @@ vocabularies (ids 0-3 are ``<pad>``, ``<s>``, ``</s>``, ``<unk>``) are built by 
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from typing import Any, Hashable, Optional, Sequence, Union
@@ -27,7 +28,7 @@ from rnnfast.train.metrics import bleu
 from rnnfast.train.optimizers import Adam
 from rnnfast.train.trainer import Batch, Trainer
 
-__all__ = ["Seq2Seq"]
+__all__ = ["Seq2Seq", "Seq2SeqEnsemble"]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 N_SPECIAL = 4
@@ -298,22 +299,25 @@ class Seq2Seq(EstimatorBase):
         return {"val_bleu": bleu(refs, hyps), "val_exact": float(np.mean([h == r for h, r in zip(hyps, refs)]))}
 
     # ------------------------------------------------------------------ predict
-    def _decode_ids(self, src: list, beam_size: int, batch_size: int = 256) -> list:
-        """Output id lists (specials removed) for source id lists, decoded in batches of similar length."""
+    def _decode_ids(self, src: list, beam_size: int, batch_size: int = 256, models: Optional[list] = None,
+                    max_target_length: Optional[int] = None) -> list:
+        """Output id lists (specials removed) for source id lists, decoded in batches of similar length; by
+        ``models`` (an ensemble with this estimator's vocabularies, whose longest training target was
+        ``max_target_length``) instead of ``model_`` when given."""
         p = self._validate_params()
-        max_len = p["max_length"] or 2 * self.max_target_length_ + 5
+        max_len = p["max_length"] or 2 * (max_target_length or self.max_target_length_) + 5
         out: list = [None] * len(src)
         order = np.argsort([-len(s) for s in src], kind="stable")
         rows = max(1, batch_size // beam_size)
+        net = self.model_ if models is None else models
         for i in range(0, len(src), rows):
             idx = order[i:i + rows]
             x, lengths = pad_sequences([np.asarray(src[j], np.int64) for j in idx], dtype=np.int64, value=PAD)
             kw = dict(bos=BOS, eos=EOS, max_length=max_len, n_threads=p["n_threads"])
             if beam_size > 1:
-                ids, _ = beam_decode(self.model_, x, lengths, beam_size=beam_size,
-                                     length_penalty=p["length_penalty"], **kw)
+                ids, _ = beam_decode(net, x, lengths, beam_size=beam_size, length_penalty=p["length_penalty"], **kw)
             else:
-                ids, _ = greedy_decode(self.model_, x, lengths, **kw)
+                ids, _ = greedy_decode(net, x, lengths, **kw)
             for j, seq in zip(idx, ids):
                 out[j] = _strip(seq)
         return out
@@ -333,22 +337,22 @@ class Seq2Seq(EstimatorBase):
         list of lists of target tokens (an unknown token can not be produced)
         """
         self._check_fitted()
-        beam = self.beam_size if beam_size is None else beam_size
-        beam = check_int(beam, "beam_size", 1)
+        return self._predict_tokens(X, beam_size)
+
+    def _predict_tokens(self, X: Any, beam_size: Optional[int], models: Optional[list] = None,
+                        max_target_length: Optional[int] = None) -> list:
+        beam = check_int(self.beam_size if beam_size is None else beam_size, "beam_size", 1)
         src = _encode(_sequences(X, "X", allow_empty=False), {t: i + N_SPECIAL for i, t in
                                                                enumerate(self.source_tokens_)})
         itos = self.target_tokens_
         with flush_denormals():  # (a confident model's attention and softmax underflow: see rnnfast._fpu)
-            ids = self._decode_ids(src, beam)
+            ids = self._decode_ids(src, beam, models=models, max_target_length=max_target_length)
         return [[itos[i - N_SPECIAL] for i in seq if i >= N_SPECIAL] for seq in ids]
 
     def score(self, X: Any, Y: Any) -> float:
         """Corpus BLEU (0-100, :func:`rnnfast.train.metrics.bleu`) of ``predict(X)`` against ``Y`` (one
         reference per sequence, or a list of references)."""
-        hyps = self.predict(X)
-        if len(Y) != len(hyps):
-            raise ValueError(f"X has {len(hyps)} sequences, Y has {len(Y)}")
-        return bleu([list(y) if isinstance(y, str) else y for y in Y], hyps)
+        return _bleu_of(self.predict(X), Y)
 
     # ------------------------------------------------------------------ saving
     def save(self, path: PathLike) -> None:
@@ -364,6 +368,75 @@ class Seq2Seq(EstimatorBase):
         arrays = {f"model/{k}": v for k, v in self.model_.state_dict().items()}
         save_archive(path, "estimator.Seq2Seq", config, arrays, extra,
                      precision=getattr(self, "precision_", None))  # rnnfast.quantize: rf.load quantizes again
+
+
+def _bleu_of(hyps: list, Y: Any) -> float:
+    if len(Y) != len(hyps):
+        raise ValueError(f"X has {len(hyps)} sequences, Y has {len(Y)}")
+    return bleu([list(y) if isinstance(y, str) else y for y in Y], hyps)
+
+
+def _in_vocabulary_order(est: Seq2Seq, first: Seq2Seq, i: int) -> Seq2SeqModel:
+    """``est``'s network with its token ids renumbered as ``first``'s (the same tokens met in another order
+    give another numbering): a copy with the embedding and output rows permuted."""
+    if est.source_tokens_ == first.source_tokens_ and est.target_tokens_ == first.target_tokens_:
+        return est.model_
+    if set(est.source_tokens_) != set(first.source_tokens_) or set(est.target_tokens_) != set(first.target_tokens_):
+        raise ValueError(f"estimators[{i}] was trained on other tokens than estimators[0]; an ensemble's members "
+                         "need the same source and target vocabularies")
+    order = {}
+    for side, mine, theirs in (("source", est.source_tokens_, first.source_tokens_),
+                               ("target", est.target_tokens_, first.target_tokens_)):
+        index = {t: k + N_SPECIAL for k, t in enumerate(mine)}
+        order[side] = np.array(list(range(N_SPECIAL)) + [index[t] for t in theirs])
+    state = est.model_.state_dict()
+    rows = {"encoder.embedding.weight": "source", "decoder.embedding.weight": "target",
+            "decoder.out.weight": "target", "decoder.out.bias": "target"}
+    model = copy.deepcopy(est.model_)
+    model.load_state_dict({k: v[order[rows[k]]] if k in rows else v for k, v in state.items()})
+    return model
+
+
+class Seq2SeqEnsemble:
+    """Decode with several fitted :class:`Seq2Seq` estimators at once: every step's next-token distribution is
+    the mean of the members' probabilities (fairseq's ``EnsembleModel``, ``fairseq-generate --path a:b``), in
+    greedy or beam search.
+
+    Parameters
+    ----------
+    estimators : sequence of fitted Seq2Seq
+        Trained on the same source and target tokens (in any order); sizes, cells and attention may
+        differ. Decoding settings (``beam_size``, ``length_penalty``, ``max_length``,
+        ``n_threads``) are the first estimator's; ``max_length`` defaults to the longest of the members'.
+
+    Examples
+    --------
+    >>> ens = Seq2SeqEnsemble([rf.load("a.rnnfast"), rf.load("b.rnnfast")])  # doctest: +SKIP
+    >>> ens.predict([list("hello")], beam_size=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, estimators: Sequence[Seq2Seq]) -> None:
+        members = list(estimators) if isinstance(estimators, (list, tuple)) else None
+        if not members:
+            raise ValueError("estimators must be a non-empty list of fitted Seq2Seq estimators")
+        for i, e in enumerate(members):
+            if not isinstance(e, Seq2Seq):
+                raise TypeError(f"estimators[{i}] is a {type(e).__name__}, not a Seq2Seq")
+            e._check_fitted()
+        self.estimators = members
+        self.models_ = [_in_vocabulary_order(e, members[0], i) for i, e in enumerate(members)]
+
+    def __repr__(self) -> str:
+        return f"Seq2SeqEnsemble({len(self.estimators)} estimators)"
+
+    def predict(self, X: Any, beam_size: Optional[int] = None) -> list:
+        """Output token lists for the source sequences ``X``, as :meth:`Seq2Seq.predict`."""
+        return self.estimators[0]._predict_tokens(X, beam_size, models=self.models_,
+                                                  max_target_length=max(e.max_target_length_ for e in self.estimators))
+
+    def score(self, X: Any, Y: Any) -> float:
+        """Corpus BLEU of :meth:`predict` against ``Y``, as :meth:`Seq2Seq.score`."""
+        return _bleu_of(self.predict(X), Y)
 
 
 def _tokens_to_json(tokens: list, which: str) -> list:

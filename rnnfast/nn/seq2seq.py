@@ -25,7 +25,7 @@ Everything follows the layer protocol of :mod:`rnnfast.nn.module` (``named_param
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -450,13 +450,66 @@ def _take_rows(state: Any, rows: np.ndarray) -> Any:
     return np.ascontiguousarray(state[:, rows])
 
 
-def _start(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None, max_length: int,
-           n_threads: int | None) -> tuple:
-    """Eval mode, the encoding and the checked ``max_length``."""
-    check_int(max_length, "max_length", 1)
-    model.eval()
-    memory, lengths, state = model.encode(_check_ids(src, "src"), lengths, n_threads)
-    return memory, lengths, state, model.decoder.project(memory, n_threads)
+class _Decoding:
+    """The encoded batch and decoder states of one model or of an ensemble, stepped together.
+
+    An ensemble's next-token distribution is the mean of its members' probabilities,
+    ``log p(y) = logsumexp_m log p_m(y) - log M`` (fairseq's ``EnsembleModel``); one model's is its own.
+    """
+
+    def __init__(self, model: Any, src: ArrayLike, lengths: ArrayLike | None, max_length: int,
+                 n_threads: int | None) -> None:
+        check_int(max_length, "max_length", 1)
+        self.models = _members(model)
+        src = _check_ids(src, "src")
+        self.n_threads, self.enc = n_threads, []
+        for m in self.models:
+            m.eval()
+            memory, mlen, state = m.encode(src, lengths, n_threads)
+            self.enc.append([memory, mlen, state, m.decoder.project(memory, n_threads)])
+        self.B = src.shape[0]
+
+    def take_rows(self, rows: np.ndarray, states_only: bool = False) -> None:
+        """Keep the batch rows ``rows`` (beams reordered or repeated) of every member."""
+        for e in self.enc:
+            if not states_only:
+                e[0] = e[0][rows]
+                e[1] = None if e[1] is None else e[1][rows]
+                e[3] = None if e[3] is None else e[3][rows]
+            e[2] = _take_rows(e[2], rows)
+
+    def logits(self, prev: np.ndarray) -> list:
+        """Every member's next-step logits (B, V) after the tokens ``prev``; the states advance."""
+        out = []
+        for m, e in zip(self.models, self.enc):
+            logits, e[2] = m.decoder.step(prev, e[0], e[1], e[2], e[3], self.n_threads)
+            out.append(logits)
+        return out
+
+    def log_probs(self, prev: np.ndarray) -> np.ndarray:
+        """The next-step log-probabilities (B, V) in float64."""
+        logp = [_log_softmax(x.astype(np.float64)) for x in self.logits(prev)]
+        if len(logp) == 1:
+            return logp[0]
+        stacked = np.stack(logp)
+        top = stacked.max(axis=0)
+        return top + np.log(np.exp(stacked - top).mean(axis=0))
+
+
+def _members(model: Any) -> list:
+    """``model`` (a Seq2SeqModel or a non-empty list of them with the same vocabulary sizes) as a list."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("model: an empty list of models")
+    for i, m in enumerate(models):
+        if not isinstance(m, Seq2SeqModel):
+            raise TypeError(f"model must be a Seq2SeqModel or a list of them, got {type(m).__name__}"
+                            + (f" at position {i}" if len(models) > 1 else ""))
+    sizes = {(m.encoder.embedding.num_embeddings, m.decoder.vocab_size) for m in models}
+    if len(sizes) > 1:
+        raise ValueError("an ensemble's models must have the same source and target vocabulary sizes, got "
+                         + ", ".join(f"{s}/{t}" for s, t in sorted(sizes)))
+    return models
 
 
 def _trim(rows: np.ndarray, eos: int) -> list:
@@ -467,14 +520,15 @@ def _trim(rows: np.ndarray, eos: int) -> list:
     return out
 
 
-def greedy_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None = None, *, bos: int = 1,
+def greedy_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, lengths: ArrayLike | None = None, *, bos: int = 1,
                   eos: int = 2, max_length: int = 100, n_threads: int | None = None) -> tuple[list, np.ndarray]:
     """Greedy decoding of a batch: the most likely token at every step until ``eos`` or ``max_length``.
 
     Parameters
     ----------
-    model : Seq2SeqModel
-        Put in eval mode.
+    model : Seq2SeqModel, or a list of them
+        Put in eval mode. A list is an ensemble (same vocabularies; sizes, cells and attention may differ):
+        each step's distribution is the mean of the members' probabilities (fairseq's ``EnsembleModel``).
     src : int array (B, S), right-padded
     lengths : int array (B,), optional
     bos, eos : int
@@ -489,16 +543,21 @@ def greedy_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None
     log_prob : ndarray (B,)
         Each output's log-probability, ``eos`` included when it was reached.
     """
-    memory, mlen, state, proj = _start(model, src, lengths, max_length, n_threads)
-    B = memory.shape[0]
+    dec = _Decoding(model, src, lengths, max_length, n_threads)
+    B = dec.B
     prev = np.full(B, bos, np.int64)
     done = np.zeros(B, bool)
     score = np.zeros(B)
     out = np.full((B, max_length), eos, np.int64)
     for t in range(max_length):
-        logits, state = model.decoder.step(prev, memory, mlen, state, proj, n_threads)
-        prev = logits.argmax(axis=-1)
-        score += np.where(done, 0.0, _log_prob_of_max(logits))
+        if len(dec.models) == 1:
+            logits = dec.logits(prev)[0]
+            prev, step = logits.argmax(axis=-1), _log_prob_of_max(logits)
+        else:
+            logp = dec.log_probs(prev)
+            prev = logp.argmax(axis=-1)
+            step = logp[np.arange(B), prev]
+        score += np.where(done, 0.0, step)
         prev[done] = eos
         out[:, t] = prev
         done |= prev == eos
@@ -507,7 +566,7 @@ def greedy_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None
     return _trim(out, eos), score
 
 
-def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None = None, *, beam_size: int = 5,
+def beam_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, lengths: ArrayLike | None = None, *, beam_size: int = 5,
                 bos: int = 1, eos: int = 2, max_length: int = 100, length_penalty: float = 0.0,
                 n_threads: int | None = None) -> tuple[list, np.ndarray]:
     """Beam search over a batch, vectorised over batch * beam rows, one step per output token.
@@ -529,11 +588,9 @@ def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None =
     """
     K = check_int(beam_size, "beam_size", 1)
     alpha = check_real(length_penalty, "length_penalty", 0.0)
-    memory, mlen, state, proj = _start(model, src, lengths, max_length, n_threads)
-    B = memory.shape[0]
-    rows = np.repeat(np.arange(B), K)
-    memory, state, proj = memory[rows], _take_rows(state, rows), None if proj is None else proj[rows]
-    mlen = None if mlen is None else mlen[rows]
+    dec = _Decoding(model, src, lengths, max_length, n_threads)
+    B = dec.B
+    dec.take_rows(np.repeat(np.arange(B), K))
     score = np.full((B, K), -np.inf)
     score[:, 0] = 0.0  # one live hypothesis per sequence to start with
     hist = np.full((B * K, max_length), eos, np.int64)
@@ -541,8 +598,7 @@ def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None =
     n_tok = np.zeros(B * K)
     prev = np.full(B * K, bos, np.int64)
     for t in range(max_length):
-        logits, state = model.decoder.step(prev, memory, mlen, state, proj, n_threads)
-        logp = _log_softmax(logits.astype(np.float64))
+        logp = dec.log_probs(prev)
         logp[done] = -np.inf
         logp[done, eos] = 0.0  # a finished hypothesis continues unchanged
         V = logp.shape[1]
@@ -553,7 +609,7 @@ def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None =
         src_rows = (np.arange(B)[:, None] * K + top // V).reshape(-1)
         prev = (top % V).reshape(-1)
         hist, done, n_tok = hist[src_rows], done[src_rows], n_tok[src_rows]
-        state = _take_rows(state, src_rows)
+        dec.take_rows(src_rows, states_only=True)
         n_tok += ~done
         hist[:, t] = np.where(done, eos, prev)
         done = done | (prev == eos)
@@ -565,13 +621,14 @@ def beam_decode(model: Seq2SeqModel, src: ArrayLike, lengths: ArrayLike | None =
     return _trim(hist[pick], eos), score[np.arange(B), best]
 
 
-def sequence_log_prob(model: Seq2SeqModel, src: ArrayLike, src_lengths: ArrayLike | None, tgt: list, *,
-                      bos: int = 1, eos: int = 2, pad: int = 0, n_threads: int | None = None) -> np.ndarray:
+def sequence_log_prob(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, src_lengths: ArrayLike | None,
+                      tgt: list, *, bos: int = 1, eos: int = 2, pad: int = 0,
+                      n_threads: int | None = None) -> np.ndarray:
     """Log-probability of each given output under the model (``eos`` appended), in eval mode.
 
     Parameters
     ----------
-    model : Seq2SeqModel
+    model : Seq2SeqModel, or a list of them (an ensemble, as in :func:`greedy_decode`)
     src, src_lengths : as :func:`greedy_decode`
     tgt : list of B lists of int
         Outputs without ``bos`` / ``eos``.
@@ -580,13 +637,17 @@ def sequence_log_prob(model: Seq2SeqModel, src: ArrayLike, src_lengths: ArrayLik
     -------
     ndarray (B,)
     """
-    model.eval()
+    models = _members(model)
     full = [[bos] + list(t) + [eos] for t in tgt]
     T = max(len(f) for f in full)
     ids = np.full((len(full), T), pad, np.int64)
     for i, f in enumerate(full):
         ids[i, :len(f)] = f
     tlen = np.array([len(f) - 1 for f in full])
-    logp = _log_softmax(model(src, src_lengths, ids[:, :-1], tlen, n_threads).astype(np.float64))
-    gold = np.take_along_axis(logp, ids[:, 1:, None], 2)[..., 0]
-    return np.where(np.arange(T - 1)[None] < tlen[:, None], gold, 0.0).sum(axis=1)
+    gold = []
+    for m in models:
+        m.eval()
+        logp = _log_softmax(m(src, src_lengths, ids[:, :-1], tlen, n_threads).astype(np.float64))
+        gold.append(np.take_along_axis(logp, ids[:, 1:, None], 2)[..., 0])
+    step = gold[0] if len(gold) == 1 else np.logaddexp.reduce(np.stack(gold), axis=0) - np.log(len(gold))
+    return np.where(np.arange(T - 1)[None] < tlen[:, None], step, 0.0).sum(axis=1)

@@ -59,6 +59,55 @@ def test_beam_size_one_equals_greedy_and_beam_is_no_worse(reverser):
     assert len(reverser.predict(X, beam_size=3)) == len(X)
 
 
+def test_ensemble_decodes_with_every_member(reverser):
+    X, Y = reverse_task(80, seed=4)
+    assert rf.Seq2SeqEnsemble([reverser]).predict(X) == reverser.predict(X)
+    assert rf.Seq2SeqEnsemble([reverser]).predict(X, beam_size=3) == reverser.predict(X, beam_size=3)
+    other = small(cell="gru", attention="bahdanau", hidden_size=32, epochs=3, random_state=1).fit(*reverse_task(1200))
+    ens = rf.Seq2SeqEnsemble([reverser, other])
+    index = {t: i + 4 for i, t in enumerate(reverser.source_tokens_)}
+    src, lengths = rf.train.pad_sequences([np.array([index[t] for t in x]) for x in X])
+    for beam in (1, 3):
+        if beam == 1:
+            ids, _ = greedy_decode([reverser.model_, other.model_], src, lengths, max_length=17)
+        else:
+            ids, _ = beam_decode([reverser.model_, other.model_], src, lengths, beam_size=3, max_length=17)
+        want = [[reverser.target_tokens_[i - 4] for i in seq] for seq in ids]
+        assert ens.predict(X, beam_size=beam) == want
+    assert ens.score(X, Y) > 80 and "2 estimators" in repr(ens)
+
+
+def test_ensemble_bad_members(reverser):
+    with pytest.raises(ValueError, match="non-empty"):
+        rf.Seq2SeqEnsemble([])
+    with pytest.raises(TypeError, match=r"estimators\[1\]"):
+        rf.Seq2SeqEnsemble([reverser, rf.LSTM()])
+    with pytest.raises(NotFittedError):
+        rf.Seq2SeqEnsemble([reverser, small()])
+    X, Y = reverse_task(100, seed=5)
+    other = small(epochs=1).fit([x + ["z"] for x in X], Y)
+    with pytest.raises(ValueError, match="other tokens"):
+        rf.Seq2SeqEnsemble([reverser, other])
+
+
+def test_ensemble_renumbers_a_member_that_met_the_tokens_in_another_order(reverser):
+    """The same model with its vocabularies (and weight rows) permuted decodes as the original."""
+    X, _ = reverse_task(60, seed=6)
+    twin = small(epochs=0).fit(*reverse_task(1200))
+    perm_s, perm_t = np.random.default_rng(0).permutation(len(LETTERS)), np.random.default_rng(1).permutation(len(LETTERS))
+    twin.source_tokens_ = [reverser.source_tokens_[k] for k in perm_s]
+    twin.target_tokens_ = [reverser.target_tokens_[k] for k in perm_t]
+    src_rows, tgt_rows = np.r_[0:4, perm_s + 4], np.r_[0:4, perm_t + 4]
+    state = reverser.model_.state_dict()
+    twin.model_.load_state_dict({k: v[src_rows] if k == "encoder.embedding.weight" else
+                                 v[tgt_rows] if k in ("decoder.embedding.weight", "decoder.out.weight", "decoder.out.bias")
+                                 else v for k, v in state.items()})
+    assert twin.predict(X) == reverser.predict(X)  # (the twin alone is the same model)
+    for beam in (1, 3):
+        assert rf.Seq2SeqEnsemble([reverser, twin]).predict(X, beam_size=beam) == reverser.predict(X, beam_size=beam)
+        assert rf.Seq2SeqEnsemble([twin, reverser]).predict(X, beam_size=beam) == reverser.predict(X, beam_size=beam)
+
+
 def test_save_load_round_trip(reverser, tmp_path):
     X, _ = reverse_task(50, seed=3)
     path = tmp_path / "s2s.rnnfast"

