@@ -1394,6 +1394,8 @@ cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs):
                 continue
             a = <const char*>cnp.PyArray_DATA(<cnp.ndarray>src)
             b = <const char*>(p.w_ih if which == 0 else p.w_hh)
+            if a == b:  # a frozen layer's pack, made from the read-only weights themselves (rnnfast.nn.freeze)
+                continue
             n = <size_t>net.G * net.H * (p.F if which == 0 else net.H) * sizeof(float)
             with nogil:
                 same = _same_bytes(a, b, n, net.nthreads)

@@ -9,6 +9,11 @@ what keeps the packs from going stale: the weights are public arrays that a user
 an optimizer may write in place at any time, and no hook sees that. Thread counts, dtypes and kernels
 key the kept packs; the kernel also refuses a pack made for another count of threads than it runs.
 
+A frozen layer (:func:`rnnfast.nn.freeze`: its weights read-only arrays) keeps its packs whatever
+``KEEP_PACKS`` says and skips the comparison: the packs are made from the live arrays themselves, which
+nothing can write while they stay read-only (checked at every call: a weight made writeable again, or a
+parameter replaced, ends the trust and the layer packs and compares as any other).
+
 A kept entry is never written once published (a call that finds it stale makes a new one), so
 concurrent inference calls on one layer share it without a lock. Its bytes count toward the layer's
 workspace limit (rnnfast.set_workspace_limit); ``release_memory()`` drops it.
@@ -21,7 +26,7 @@ from rnnfast import _memory
 from rnnfast._kernels import _recurrent as _k
 from rnnfast.nn.module import aligned_empty
 
-__all__ = ["KEEP_PACKS", "Kept", "keeps", "kept_packs", "ran", "kept_bytes", "pack_args"]
+__all__ = ["KEEP_PACKS", "Kept", "frozen", "keeps", "kept_packs", "ran", "kept_bytes", "pack_args"]
 
 #: Whether inference keeps its weight packs between calls. Off: measured on the shared 2-core machine the
 #: exact check cost what packing did (perf samples, rnn B6 T10 H512 bi: pack 9.1% of the call, memcmp 10.1%;
@@ -46,11 +51,28 @@ class Kept:
         self.key, self.packs, self.nbytes, self.fresh, self.used = key, packs, nbytes, True, False
 
 
+def frozen(layer) -> bool:
+    """Whether ``layer`` is frozen and its weights still are the read-only arrays freezing made them: else
+    the layer is no longer frozen, and the packs made from those arrays are dropped (they were not compared
+    with the weights when made)."""
+    if not layer._frozen:
+        return False
+    params = layer._params
+    if all(params.get(name) is a and not a.flags.writeable for name, a in layer._frozen.items()):
+        return True
+    layer._frozen, layer._packs = {}, {}
+    return False
+
+
 def keeps(layer, kernel_args, training: bool) -> bool:
     """Whether a call with the planner's ``kernel_args`` keeps its weight packs: float32 inference on a kernel
-    that packs, unless kept packs went stale unused lately (then ``_SKIP`` calls pack as before: keeping would
-    copy the weights and allocate new packs at every call)."""
-    if not (KEEP_PACKS and not training and layer.dtype == np.float32 and kernel_args[0] in _KERNELS):
+    that packs, by a frozen layer or with ``KEEP_PACKS``, unless kept packs went stale unused lately (then
+    ``_SKIP`` calls pack as before: keeping would copy the weights and allocate new packs at every call)."""
+    if training or layer.dtype != np.float32 or kernel_args[0] not in _KERNELS:
+        return False
+    if frozen(layer):
+        return True
+    if not KEEP_PACKS:
         return False
     if layer._pack_skip > 0:
         layer._pack_skip -= 1
@@ -70,6 +92,7 @@ def kept_packs(layer, kernel_args, n_threads: int, stale: bool = False) -> Optio
         layer._pack_skip = _SKIP
     H, D, L = layer.hidden_size, layer._D, layer.num_layers
     hoist = kernel_args[1]
+    copy = (lambda a: a) if frozen(layer) else _copy
     packs, nbytes = [], 0
     for k in range(L * D):
         F = layer.input_size if k < D else D * H
@@ -78,11 +101,14 @@ def kept_packs(layer, kernel_args, n_threads: int, stale: bool = False) -> Optio
         if not bufs:
             return None
         sfx = f"_l{k // D}" + ("_reverse" if k % D == 1 else "")
-        # (copies of what the packs are made from: the call reads these, so pack and copy always agree)
-        w_ih = None if hoist else _copy(layer._params["weight_ih" + sfx])
-        w_hh = _copy(layer._params["weight_hh" + sfx])
+        # (copies of what the packs are made from: the call reads these, so pack and copy always agree; a
+        # frozen layer's read-only weights are their own copies, which the kernel then does not compare)
+        w_ih = None if hoist else copy(layer._params["weight_ih" + sfx])
+        w_hh = copy(layer._params["weight_hh" + sfx])
         packs.append((bufs, w_ih, w_hh, np.zeros(1, np.intc)))
-        nbytes += sum(a.nbytes for a in bufs.values()) + w_hh.nbytes + (0 if w_ih is None else w_ih.nbytes)
+        nbytes += sum(a.nbytes for a in bufs.values())
+        if copy is _copy:
+            nbytes += w_hh.nbytes + (0 if w_ih is None else w_ih.nbytes)
     return Kept(key, packs, nbytes)
 
 

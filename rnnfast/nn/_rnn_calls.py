@@ -283,11 +283,19 @@ class KernelCalls:
             args = head + (states, xl + prep[4][:-1], outl) + tail
         else:
             args, xl, outl, masks = self._packed_args(prep, plan, kp, x, states, training, n_threads, ws)
-        if direct and not (keep_packs or h0 is not None or c0 is not None or lengths is not None):
-            # the plain inference call: its filled arguments serve the next ones of this layout (_eval_fast)
-            fw = _k.Forward(*args, bias_src=prep[5], packs=None)
-            ws.fast = (kp, x.shape, x.strides, last, fw, out_shape, plan, where, prep[3])
+        plain = direct and h0 is None and c0 is None and lengths is None
+        if plain and (not keep_packs or _packs.frozen(self)):
+            # the plain inference call: its filled arguments serve the next ones of this layout (_eval_fast),
+            # a frozen layer's with its kept packs
+            kept = _packs.kept_packs(self, kp.kernel_args, n_threads) if keep_packs else None
+            fw = _k.Forward(*args, bias_src=prep[5], packs=_packs.pack_args(kept))
             yields = fw.run()
+            if yields < 0:  # (packs made for another count of threads)
+                yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
+            else:
+                _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
+                if kept is None or self._packs.get(kept.key) is kept:  # (kept within the workspace limit)
+                    ws.fast = (kp, x.shape, x.strides, last, fw, out_shape, plan, where, prep[3], kept is not None)
         else:
             yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
         if kp.kernel in ("latency", "units"):
@@ -297,6 +305,10 @@ class KernelCalls:
             cache = dict(plan=plan, kp=kp, params=prep[0], bufs=prep[1], states=states, xl=xl, outl=outl,
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
+
+    def _eval_full(self, x, n_threads, ws, last, kp):
+        out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, last, kp=kp)
+        return self._finish(plan, out_p, hT, cT, False, final, last=last)
 
     def _eval_fast(self, x, n_threads, ws, last=False):
         """An inference call over ``x``, a plain batch-first array of the layer's dtype with no state nor
@@ -310,10 +322,9 @@ class KernelCalls:
         kp = self._kernel_plan(B, T, B * T, False, n_threads)
         fast = ws.fast
         if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides
-                or fast[3] != last or _packs.KEEP_PACKS):
-            out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, last, kp=kp)
-            return self._finish(plan, out_p, hT, cT, False, final, last=last)
-        fw, out_shape, plan, where, x_buf = fast[4:]
+                or fast[3] != last or _packs.KEEP_PACKS or (fast[9] and not _packs.frozen(self))):
+            return self._eval_full(x, n_threads, ws, last, kp)
+        fw, out_shape, plan, where, x_buf = fast[4:9]
         LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
         out = ws.get("final", out_shape, dt) if last else np.empty(out_shape, dt)
         if self._mode == "lstm":
@@ -322,6 +333,9 @@ class KernelCalls:
             hT, cT = np.empty((LD, B, H), dt), None
         xin = x if where == "x" else x.swapaxes(0, 1) if where == "xt" else plan.pack(x, x_buf)
         yields = fw.run(xin, out, hT, cT)
+        if yields < 0:  # (a frozen layer's packs, made for another count of threads: nothing ran)
+            ws.fast = None
+            return self._eval_full(x, n_threads, ws, last, kp)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(kp.threads, yields)
         if last:

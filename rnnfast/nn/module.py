@@ -321,6 +321,9 @@ class Module:
 
     keyword_protocol = True
     _read_only: tuple = ()
+    #: The read-only parameter arrays :func:`rnnfast.nn.freeze` made, by name (empty: not frozen; never
+    #: mutated, replaced).
+    _frozen: dict = {}
     #: Class attribute: the attributes a training-mode forward sets for backward; each thread has its own.
     _per_thread: tuple = ()
     _cache = _PerThread("_cache")
@@ -350,6 +353,14 @@ class Module:
         self.__dict__.update(state)
         for name, empty in self._TRANSIENT.items():
             setattr(self, name, empty())
+        if self._frozen:
+            # unpickled arrays are writeable and start 16 bytes past a cache line: a frozen layer's are made
+            # read-only and aligned again (copies, which no one can tell apart: they never change)
+            for name in self._frozen:
+                self._params[name] = b = aligned_empty(self._params[name].shape, self._params[name].dtype)
+                b[...] = self._frozen[name]
+                b.flags.writeable = False
+            self._frozen = {name: self._params[name] for name in self._frozen}
 
     #: Transient attributes that hold no memory to speak of and that release_memory keeps.
     _KEPT_ON_RELEASE: tuple = ()
@@ -470,6 +481,10 @@ class Module:
             ``state_dict`` is not a mapping or a value is not real-numeric.
             Nothing is changed when an error is raised.
         """
+        if any(not a.flags.writeable for a in self._params.values()):
+            raise ValueError(f"{type(self).__name__}'s weights are read-only (a model made by rnnfast.nn.freeze is "
+                             "a snapshot for inference): load the weights into the model it was frozen from, "
+                             "then freeze that again")
         new = validate_state_dict(state_dict, self._params)
         for name, arr in new.items():
             self._params[name][...] = arr
@@ -497,7 +512,11 @@ class Module:
         TypeError
             ``mode`` is not a bool (PyTorch refuses it too).
         """
-        self.training = _validation.check_bool(mode, "mode")
+        mode = _validation.check_bool(mode, "mode")
+        if mode and self._frozen:
+            raise RuntimeError(f"this {type(self).__name__} is frozen (rnnfast.nn.freeze: a snapshot for "
+                               "inference); train the model it was frozen from, then freeze that again")
+        self.training = mode
         if not self.training:
             self._drop_caches()
         return self

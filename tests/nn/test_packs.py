@@ -10,54 +10,17 @@ import numpy as np
 import pytest
 
 import rnnfast as rf
-from rnnfast.nn import GRU, LSTM, RNN, _packs
+from rnnfast.nn import LSTM, _packs
+
+from _pack_paths import I_SIZE, IDS, PATHS, pack_path_layer as _layer, pin_threads as _pin_threads
 
 # the shapes select their kernel paths by the reference machine's caches (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("reference_machine")
-
-# (class, kwargs, B, T, H, bidirectional, layers, the kernel the planner picks at 2 threads)
-PATHS = [
-    (LSTM, {}, 1, 300, 96, False, 1, "latency"),
-    (GRU, {}, 1, 300, 96, False, 2, "latency"),
-    (RNN, {}, 1, 300, 96, False, 1, "latency"),
-    (GRU, {"reset_after": False}, 1, 300, 96, False, 1, "latency"),
-    (LSTM, {}, 3, 20, 128, False, 1, "units"),
-    (GRU, {}, 3, 20, 128, False, 2, "units"),
-    (RNN, {}, 3, 20, 192, False, 1, "units"),
-    (GRU, {"reset_after": False}, 3, 20, 128, False, 1, "units"),
-    (LSTM, {}, 2, 20, 384, True, 1, "units"),
-    (GRU, {}, 2, 20, 384, True, 1, "units"),
-    (LSTM, {}, 8, 12, 40, False, 2, "packed"),
-    (GRU, {}, 8, 12, 40, True, 1, "packed"),
-    (RNN, {}, 8, 12, 40, True, 2, "packed"),
-    (GRU, {"reset_after": False}, 8, 12, 40, False, 1, "packed"),
-    (LSTM, {}, 64, 5, 40, True, 1, "packed"),
-    (RNN, {}, 6, 10, 512, True, 1, "packed"),
-]
-IDS = [f"{c.__name__}{'-rb' if kw else ''}-B{B}-T{T}-H{H}-{'bi' if bi else 'uni'}-L{L}-{k}"
-       for c, kw, B, T, H, bi, L, k in PATHS]
-I_SIZE = 24
 
 
 @pytest.fixture(autouse=True)
 def keep(monkeypatch):
     monkeypatch.setattr(_packs, "KEEP_PACKS", True)
-
-
-def _pin_threads(layer):
-    """No batch-1 back-off to one thread on a busy machine: every call runs the plan asked for (another plan
-    rounds differently)."""
-    layer.thread_policy.threads = lambda n: n
-    layer.thread_policy.note = lambda *a: None
-
-
-def _layer(cls, kw, B, T, H, bi, L, kernel):
-    layer = cls(I_SIZE, H, num_layers=L, bidirectional=bi, seed=3, **kw).eval()
-    _pin_threads(layer)
-    x = np.random.default_rng(B * T + L).standard_normal((B, T, I_SIZE)).astype(np.float32)
-    plan = layer.plan_for(x, n_threads=2)
-    assert plan.kernel == kernel and (kernel != "latency" or plan.panels), str(plan)
-    return layer, x
 
 
 def _reference(layer, x, monkeypatch, n_threads=2):
