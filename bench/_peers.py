@@ -126,6 +126,8 @@ class RnnfastWorker:
         layer = rnnfast_layer(case, sd)
         if variant in LOWP:  # an inference copy in that precision (rnnfast.quantize)
             layer = self.rnnfast.quantize(layer, variant)
+        elif variant == "frozen":  # a read-only copy keeping its weight packs (rnnfast.nn.freeze)
+            layer = self.rnnfast.nn.freeze(layer)
         if case["kind"] == "step":
             return self._build_step(layer, data)
         x, lengths = data["x"], data.get("lengths")

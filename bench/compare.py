@@ -63,7 +63,9 @@ Cases (``--cases`` takes comma-separated names or shell patterns):
   ``rnnfast-int8`` (``rnnfast.quantize(layer, "int8")``) and ``ort-int8`` (ONNX Runtime on the exported graph
   through ``onnxruntime.quantization.quantize_dynamic``: DynamicQuantizeLSTM; skipped for GRU, which it
   leaves float32), checked within 5e-2 too;
-  ``--precision bf16,int8`` adds both sets.
+  ``--precision bf16,int8`` adds both sets. ``--precision f32-frozen`` (not a precision) adds
+  ``rnnfast-frozen`` (float32 on ``rnnfast.nn.freeze(layer)``: its weight packs kept from call to call, as an
+  ONNX Runtime session keeps its own) with ``ort-f32`` and ``torch-f32`` as its peers.
 - ``{lstm,gru}-varlen-{infer,train}``: medium shape, lengths uniform in [T/4, T] (adjusted so that the
   total is a multiple of T). ``rnnfast``: ``forward(x, lengths=...)``; ``rnnfast-dense``: the same tokens
   packed densely into sum(lengths)/T full-length sequences (the cost of variable lengths is the ratio);

@@ -41,6 +41,11 @@ against rnnfast float32 within ``_runner.LOWP_RTOL`` (5e-2: bfloat16 keeps 8 bit
 prints rnnfast's low-precision ms, its float32 ms and speed-up, each peer's ms, the ratio (fastest peer of
 that precision / rnnfast's) and the instruction path; the summary (worst, geometric mean, share >= 1) is
 per precision, and the plot's panels are per cell and precision.
+
+``--precision f32-frozen`` (not a precision) times float32 inference on ``rf.nn.freeze``'s read-only copy,
+which keeps its weight packs from call to call as an ONNX Runtime session does its own, against the float32
+ONNX Runtime and PyTorch (``ort-f32``, ``torch-f32``): its "x f32" column is frozen against the ordinary
+layer, its ratio fastest peer / frozen.
 """
 from __future__ import annotations
 

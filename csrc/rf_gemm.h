@@ -1009,4 +1009,26 @@ static void rf_gemm_bt_panels(rf_gemm_fn gemm, int M, int N, int K, const float*
     }
 }
 
+/* rf_gemm_bt_panels on B^T kept packed whole from call to call (a frozen layer's W_ih^T, rnnfast.nn.freeze):
+ * panel p at packed + p K RF_NR, as rf_pack_bt2 lays every panel out. With ``pack``, panels [p0, p1) are
+ * packed into place first (the first call); after, the call reads them without packing (the groups of
+ * panels in the same order, each read from memory once and kept in L2 over the blocks of rows). */
+static void rf_gemm_bt_kept_panels(rf_gemm_fn gemm, int M, int N, int K, const float* A, int lda, const float* Bt,
+                                   int ldb, int p0, int p1, int pack, float* packed, float* C, int ldc) {
+    int gp = (int)((512 * 1024) / ((size_t)K * RF_NR * sizeof(float)));
+    int n0 = p0 * RF_NR, n1 = p1 * RF_NR < N ? p1 * RF_NR : N;
+    if (n1 <= n0 || M <= 0) return;
+    if (gp < 1) gp = 1;
+    if (pack) rf_pack_bt2(K, Bt, ldb, 0, Bt, 0, N, p0, p1, packed);
+    int mb = (256 * 1024 / 4) / K / 8 * 8;
+    if (mb < 32) mb = 32;
+    for (int q0 = p0; q0 < p1; q0 += gp) {
+        int q1 = q0 + gp < p1 ? q0 + gp : p1;
+        int c0 = q0 * RF_NR, c1 = q1 * RF_NR < N ? q1 * RF_NR : N;
+        for (int m0 = 0; m0 < M; m0 += mb)
+            gemm(M - m0 < mb ? M - m0 : mb, c1 - c0, K, A + (size_t)m0 * lda, lda, 0, A, 0,
+                 packed + (size_t)q0 * K * RF_NR, 0.0f, C + (size_t)m0 * ldc + c0, ldc);
+    }
+}
+
 #endif

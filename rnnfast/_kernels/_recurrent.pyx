@@ -76,6 +76,8 @@ cdef extern from "rf_gemm.h" nogil:
                                      const float* A2, int lda2, const float* x2, float beta, float* y)
     rf_gemm_fn rf_gemm_packed_select()
     rf_gemv_rows_fn rf_gemv_rows_select()
+    void rf_gemm_bt_kept_panels(rf_gemm_fn gemm, int M, int N, int K, const float* A, int lda, const float* Bt,
+                                int ldb, int p0, int p1, int pack, float* packed, float* C, int ldc)
     ctypedef void (*rf_gemv_panels_fn)(int n, int K1, const float* x1, int K2, const float* x2, const float* P,
                                        float beta, float* y)
     rf_gemv_panels_fn rf_gemv_panels_select()
@@ -353,6 +355,8 @@ cdef struct Dir:
     int* pack_nk    # wpx / wpf, unp or latp kept from call to call (forward's ``packs``): *pack_nk > 0, they
                     # hold the weights packed for that many threads (read only; any count for wpx / wpf);
                     # 0, this call packs them and sets it. NULL: packed at this call (workspace buffers)
+    int* wpp_nk     # a frozen layer's wpp kept whole from call to call (W_ih^T, every panel): *wpp_nk 1, packed
+                    # already; 0, this call packs it and sets it. NULL: packed a group at a time (par_proj)
     void* h0        # (B, H)
     void* c0
     void* hT
@@ -752,18 +756,29 @@ cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcep
     cdef int k, i, lo, hi
     if nth <= 1:
         for i in range(n):
-            rf_gemm_bt_panels(gemm_packed2, M, GH, F, <float*>dirs[i].xin, F, <float*>dirs[i].w_ih, F, 0, np_,
-                              <float*>dirs[i].wpp, <float*>dirs[i].gates, GH)
-        return
-    caller = rf_cpu_now()
-    for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
-        rf_leave_cpu(caller)
-        lo = total * k // nth
-        hi = total * (k + 1) // nth
-        for i in range(n):
-            rf_gemm_bt_panels(gemm_packed2, M, GH, F, <float*>dirs[i].xin, F, <float*>dirs[i].w_ih, F,
-                              max(0, lo - i * np_), min(np_, hi - i * np_), <float*>dirs[i].wpp,
-                              <float*>dirs[i].gates, GH)
+            _proj_panels(&dirs[i], M, F, GH, 0, np_)
+    else:
+        caller = rf_cpu_now()
+        for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+            rf_leave_cpu(caller)
+            lo = total * k // nth
+            hi = total * (k + 1) // nth
+            for i in range(n):
+                _proj_panels(&dirs[i], M, F, GH, max(0, lo - i * np_), min(np_, hi - i * np_))
+    for i in range(n):
+        if dirs[i].wpp_nk != NULL:
+            dirs[i].wpp_nk[0] = 1
+
+
+cdef inline void _proj_panels(Dir* p, int M, int F, int GH, int p0, int p1) noexcept nogil:
+    """Columns of panels [p0, p1) of one direction's projection (par_proj), from W_ih^T kept packed whole
+    (a frozen layer's, wpp_nk) or packed a group at a time."""
+    if p.wpp_nk != NULL:
+        rf_gemm_bt_kept_panels(gemm_packed2, M, GH, F, <float*>p.xin, F, <float*>p.w_ih, F, p0, p1,
+                               p.wpp_nk[0] == 0, <float*>p.wpp, <float*>p.gates, GH)
+    else:
+        rf_gemm_bt_panels(gemm_packed2, M, GH, F, <float*>p.xin, F, <float*>p.w_ih, F, p0, p1, <float*>p.wpp,
+                          <float*>p.gates, GH)
 
 
 cdef void run_tasks(const Net* net, Dir* dirs, bint backward, floating* typed) noexcept nogil:
@@ -1196,6 +1211,8 @@ _FORWARD_PACKS = ("latp", "unp")
 # The inference packs an inference call may keep from call to call (forward's ``packs``): made from W_hh, and
 # from W_ih unless hoist (the projection over all steps then reads W_ih itself).
 KEPT_PACKS = ("wpx", "wpf", "unp", "latp")
+# A frozen layer (rnnfast.nn.freeze) also keeps W_ih^T packed whole for the projection over all steps.
+FROZEN_PACKS = KEPT_PACKS + ("wpp",)
 
 
 def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint reverse, int kernel, bint hoist,
@@ -1350,12 +1367,18 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
 
 cdef dict _kept_pack(Dir* p, tuple kept, object dt, int GH, int F, int H):
     """Point direction p at a kept pack (see ``forward``): its weights at the copies the pack is made from,
-    pack_nk at its count. Returns its buffers."""
+    pack_nk at its count; a kept whole W_ih^T (``wpp``, with hoist: a frozen layer's) at nk[1]. Returns its
+    buffers."""
     bufs, w_ih, w_hh, nk = kept
     if w_ih is not None:
         p.w_ih = _ptr(w_ih, dt, GH * F, "kept w_ih")
     p.w_hh = _ptr(w_hh, dt, GH * H, "kept w_hh")
     p.pack_nk = <int*>_ptr(nk, np.intc, 1, "kept pack_nk")
+    if "wpp" in bufs and p.wpp != NULL:
+        if w_ih is None:
+            raise ValueError("internal: a kept wpp needs the W_ih it is made from")
+        p.wpp = _ptr(bufs["wpp"], dt, rf_packed_size(F, GH), "kept wpp")
+        p.wpp_nk = <int*>_ptr(nk, np.intc, 2, "kept wpp_nk") + 1
     return bufs
 
 

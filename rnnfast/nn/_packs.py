@@ -10,7 +10,8 @@ an optimizer may write in place at any time, and no hook sees that. Thread count
 key the kept packs; the kernel also refuses a pack made for another count of threads than it runs.
 
 A frozen layer (:func:`rnnfast.nn.freeze`: its weights read-only arrays) keeps its packs whatever
-``KEEP_PACKS`` says and skips the comparison: the packs are made from the live arrays themselves, which
+``KEEP_PACKS`` says, W_ih^T packed whole for the projection over all steps too (``FROZEN_PACKS``), and
+skips the comparison: the packs are made from the live arrays themselves, which
 nothing can write while they stay read-only (checked at every call: a weight made writeable again, or a
 parameter replaced, ends the trust and the layer packs and compares as any other).
 
@@ -92,20 +93,21 @@ def kept_packs(layer, kernel_args, n_threads: int, stale: bool = False) -> Optio
         layer._pack_skip = _SKIP
     H, D, L = layer.hidden_size, layer._D, layer.num_layers
     hoist = kernel_args[1]
-    copy = (lambda a: a) if frozen(layer) else _copy
+    trusted = frozen(layer)
+    copy, names = ((lambda a: a), _k.FROZEN_PACKS) if trusted else (_copy, _k.KEPT_PACKS)
     packs, nbytes = [], 0
     for k in range(L * D):
         F = layer.input_size if k < D else D * H
         shapes = _k.dir_buffers(layer._cell, F, H, 1, 1, False, False, *kernel_args, n_threads)
-        bufs = {name: aligned_empty(shape, np.float32) for name, shape in shapes.items() if name in _k.KEPT_PACKS}
+        bufs = {name: aligned_empty(shape, np.float32) for name, shape in shapes.items() if name in names}
         if not bufs:
             return None
         sfx = f"_l{k // D}" + ("_reverse" if k % D == 1 else "")
         # (copies of what the packs are made from: the call reads these, so pack and copy always agree; a
         # frozen layer's read-only weights are their own copies, which the kernel then does not compare)
-        w_ih = None if hoist else copy(layer._params["weight_ih" + sfx])
+        w_ih = None if hoist and "wpp" not in bufs else copy(layer._params["weight_ih" + sfx])
         w_hh = copy(layer._params["weight_hh" + sfx])
-        packs.append((bufs, w_ih, w_hh, np.zeros(1, np.intc)))
+        packs.append((bufs, w_ih, w_hh, np.zeros(2, np.intc)))  # (counts: the packs', the whole W_ih^T's)
         nbytes += sum(a.nbytes for a in bufs.values())
         if copy is _copy:
             nbytes += w_hh.nbytes + (0 if w_ih is None else w_ih.nbytes)

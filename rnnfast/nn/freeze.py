@@ -44,18 +44,20 @@ def _modules(obj: Any, seen: set) -> Iterator[Module]:
 
 
 def freeze(model: M) -> M:
-    """A frozen copy of ``model`` (any rnnfast.nn layer, Sequential or Seq2SeqModel) in eval mode.
+    """A frozen copy of ``model`` (any rnnfast.nn layer, Sequential or Seq2SeqModel, in eval mode; or a fitted
+    estimator, whose network ``model_`` is frozen) for inference.
 
     Parameters
     ----------
-    model : rnnfast.nn layer or model
+    model : rnnfast.nn layer or model, or fitted estimator
         Left as it is.
 
     Returns
     -------
     A deep copy whose parameter arrays are read-only and whose recurrent layers keep their packed weights
     from call to call (see the module docstring). ``train()`` on it raises RuntimeError, ``load_state_dict``
-    and writing a weight raise ValueError.
+    and writing a weight raise ValueError; so does ``partial_fit`` on a frozen estimator (``fit`` builds a
+    new network, which is not frozen).
 
     Examples
     --------
@@ -65,11 +67,13 @@ def freeze(model: M) -> M:
     >>> [a.flags.writeable for _, a in served.named_parameters()][:2]
     [False, False]
     """
-    if not hasattr(model, "named_parameters"):
-        raise TypeError(f"freeze takes an rnnfast.nn layer or model, got {type(model).__name__}")
+    net = getattr(model, "model_", None) if not hasattr(model, "named_parameters") else model
+    if not hasattr(net, "named_parameters"):
+        raise TypeError(f"freeze takes an rnnfast.nn layer or model or a fitted estimator, got {type(model).__name__}")
     frozen = copy.deepcopy(model)
-    frozen.eval()
-    for m in _layers(frozen):
+    net = frozen if net is model else frozen.model_
+    net.eval()
+    for m in _layers(net):
         for name, a in m._params.items():
             # (a copy's arrays start 16 bytes past a cache line, which slows the kernels: see aligned_empty;
             # nothing but the copy holds them, so they can be replaced)
@@ -87,6 +91,7 @@ def _layers(model: Any) -> list:
 
 def is_frozen(model: Any) -> bool:
     """Whether every parameter of ``model`` is one its :func:`freeze` made read-only and still is."""
-    mods = [m for m in _layers(model) if m._params]
+    net = model if hasattr(model, "named_parameters") else getattr(model, "model_", None)
+    mods = [m for m in _layers(net) if m._params] if net is not None else []
     return bool(mods) and all(m._frozen and all(m._params.get(k) is a and not a.flags.writeable
                                                 for k, a in m._frozen.items()) for m in mods)

@@ -40,6 +40,18 @@ def test_frozen_layer_is_the_original_and_reads_its_kept_packs(path):
     assert not np.array_equal(frozen(x, n_threads=2)[0], layer(x, n_threads=2)[0])
 
 
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_frozen_packs_per_thread_count(path):
+    layer, x = _layer(*path)
+    frozen = freeze(layer)
+    _pin_threads(frozen)
+    want = {n: layer(x, n_threads=n) for n in (1, 2)}
+    for n in (2, 1, 2, 1):
+        _same(frozen(x, n_threads=n), want[n])
+    hoisted = [e for e in frozen._packs.values() if e.key[0][1]]  # (kernel_args: kernel, hoist, ...)
+    assert all("wpp" in bufs for e in hoisted for bufs, *_ in e.packs)  # W_ih^T kept whole too
+
+
 @pytest.mark.parametrize("path", [PATHS[0], PATHS[4], PATHS[10]], ids=[IDS[0], IDS[4], IDS[10]])
 def test_a_weight_made_writeable_again_ends_the_trust(path):
     layer, x = _layer(*path)
@@ -124,3 +136,18 @@ def test_frozen_weights_start_on_a_cache_line():
     """(a deep copy's arrays do not, and the batch-1 kernel reads the weights in place: 14% slower measured)"""
     frozen = freeze(Sequential([GRU(5, 32, seed=1), Linear(32, 3, seed=2)]))
     assert all(a.ctypes.data % 64 == 0 for _, a in frozen.named_parameters())
+
+
+def test_frozen_estimator():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 6, 3)).astype(np.float32), rng.integers(0, 2, 40)
+    est = rf.GRUClassifier(hidden_size=16, epochs=2, random_state=0).fit(X, y)
+    served = freeze(est)
+    assert is_frozen(served) and not is_frozen(est) and served.model_ is not est.model_
+    np.testing.assert_array_equal(served.predict_proba(X), est.predict_proba(X))
+    with pytest.raises(RuntimeError, match="frozen"):
+        served.partial_fit(X, y)
+    est.partial_fit(X, y)  # (the original trains on)
+    assert not np.array_equal(served.predict_proba(X), est.predict_proba(X))
+    with pytest.raises(TypeError, match="fitted estimator"):
+        freeze(rf.GRUClassifier())
