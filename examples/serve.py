@@ -526,7 +526,7 @@ def main(argv=None):
         rf.set_num_threads(args.threads)
     if args.workspace_limit_mb is not None:
         rf.set_workspace_limit(int(args.workspace_limit_mb * 2**20))
-    model = rf.load(args.model)
+    model = rf.nn.freeze(rf.load(args.model))  # (a read-only copy: weight packs made once, not per request)
     server = make_server(model, args.port, args.batching, args.max_batch_size, args.max_delay_ms, args.method,
                          args.server, args.workers, args.batch_workers)
     host, port = server.server_address[:2]

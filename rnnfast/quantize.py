@@ -761,6 +761,26 @@ def _quantize_estimator(est: Any, backend: Backend) -> Any:
     return q
 
 
+def float_state(state: Dict[str, np.ndarray], precision: str) -> Dict[str, np.ndarray]:
+    """A quantized model's ``state_dict()`` (each quantized weight as its ``name`` and ``name@part`` arrays)
+    as the float32 state dict whose quantization gives it back, as :func:`rnnfast.load` reads a quantized
+    file: each weight decoded by the precision's backend, the rest as it is."""
+    backend, groups = get_backend(precision), {}
+    for name, a in state.items():
+        base, sep, part = name.partition("@")
+        groups.setdefault(base, {})[sep + part] = a
+    return {base: parts[""] if backend.decoded({k: (a.dtype, a.shape) for k, a in parts.items()}) is None
+            else backend.decode(parts) for base, parts in groups.items()}
+
+
+def requantize_estimator(est: Any) -> None:
+    """Quantize the fitted estimator ``est``'s float network ``model_`` again in its ``precision_`` (after
+    unpickling: the pickle keeps :func:`float_state`)."""
+    backend = get_backend(est.precision_)
+    est.model_ = (QuantizedSeq2SeqModel(est.model_, backend) if isinstance(est.model_, Seq2SeqModel)
+                  else _quantize_sequential(est.model_, backend))
+
+
 def refuse_training(est: Any) -> None:
     """Raise InferenceOnlyError when the estimator ``est`` was quantized (its ``fit`` / ``partial_fit``)."""
     precision = getattr(est, "precision_", None)

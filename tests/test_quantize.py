@@ -6,6 +6,7 @@ to bfloat16, float32 sums, float64 activations here).
 """
 import importlib
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -232,6 +233,19 @@ def test_estimator_save_load_round_trip(tmp_path):
         assert not any(k.startswith("optimizer/") for k in ar.stored)
     est.save(tmp_path / "f.rnnfast", include_optimizer=False)
     assert os.path.getsize(f) < os.path.getsize(tmp_path / "f.rnnfast")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("cls", [rf.LSTM, rf.GRU])
+def test_pickled_quantized_estimator_keeps_its_precision(cls, precision):
+    """(pickling used to rebuild the float32 network: int8 failed, bf16 silently predicted in float32)"""
+    est, X, _ = _fitted(cls, num_layers=2)
+    q = rf.quantize(est, precision)
+    back = pickle.loads(pickle.dumps(q))
+    assert back.precision_ == precision
+    np.testing.assert_array_equal(back.predict_proba(X), q.predict_proba(X))
+    with pytest.raises(Q.InferenceOnlyError):
+        back.partial_fit(X[:4], _fitted(cls)[2][:4])
 
 
 def test_sequential_save_load_round_trip(tmp_path, path):

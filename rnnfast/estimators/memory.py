@@ -53,8 +53,13 @@ class MemoryMixin:
         model = state.pop("model_", None)
         optimizer = state.pop("optimizer_", None)
         if model is not None:
-            state["_model_state"] = model.state_dict()
-            state["_optimizer_state"] = None if optimizer is None else optimizer.state_dict()
+            precision = state.get("precision_")
+            if precision is not None:  # a quantized copy (rnnfast.quantize): its float32 weights, no optimizer
+                from rnnfast.quantize import float_state
+                state["_model_state"], state["_optimizer_state"] = float_state(model.state_dict(), precision), None
+            else:
+                state["_model_state"] = model.state_dict()
+                state["_optimizer_state"] = None if optimizer is None else optimizer.state_dict()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -65,3 +70,6 @@ class MemoryMixin:
         if model_state is not None:
             p = _params.validate({**self.get_params(), **self._arch_})  # type: ignore[attr-defined]
             rebuild_network(self, p, model_state, optimizer_state)
+            if self.__dict__.get("precision_") is not None:
+                from rnnfast.quantize import requantize_estimator
+                requantize_estimator(self)

@@ -151,3 +151,27 @@ def test_frozen_estimator():
     assert not np.array_equal(served.predict_proba(X), est.predict_proba(X))
     with pytest.raises(TypeError, match="fitted estimator"):
         freeze(rf.GRUClassifier())
+
+
+@pytest.mark.parametrize("path", [PATHS[4], PATHS[8], PATHS[15]], ids=[IDS[4], IDS[8], IDS[15]])
+def test_concurrent_first_calls_on_a_frozen_layer(path):
+    """Threads racing on a fresh frozen layer: each call makes or reads packs, never a half-made one."""
+    import threading
+    layer, x = _layer(*path)
+    want = layer(x, n_threads=1)
+    frozen = freeze(layer)
+    _pin_threads(frozen)
+    outs, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                outs.append(frozen(x, n_threads=1)[0])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(outs) == 20
+    assert all(np.array_equal(o, want[0]) for o in outs)
