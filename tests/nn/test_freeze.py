@@ -175,3 +175,17 @@ def test_concurrent_first_calls_on_a_frozen_layer(path):
     [t.join() for t in threads]
     assert not errors and len(outs) == 20
     assert all(np.array_equal(o, want[0]) for o in outs)
+
+
+def test_frozen_layer_streams_steps_as_the_original():
+    layer = LSTM(6, 32, num_layers=2, seed=4).eval()
+    frozen = freeze(layer)
+    x = np.random.default_rng(2).standard_normal((3, 7, 6)).astype(np.float32)
+    s1 = s2 = None
+    for t in range(7):
+        y1, s1 = layer.step(x[:, t], s1)
+        y2, s2 = frozen.step(x[:, t], s2)
+        assert np.array_equal(y1, y2)
+    frozen.release_memory()
+    assert frozen._packs == {} and is_frozen(frozen)
+    assert np.array_equal(frozen(x)[0], layer(x)[0])
