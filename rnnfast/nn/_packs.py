@@ -56,13 +56,15 @@ def frozen(layer) -> bool:
     """Whether ``layer`` is frozen and its weights still are the read-only arrays freezing made them: else
     the layer is no longer frozen, and the packs made from those arrays are dropped (they were not compared
     with the weights when made)."""
-    if not layer._frozen:
+    kept = layer._frozen
+    if not kept:
         return False
     params = layer._params
-    if all(params.get(name) is a and not a.flags.writeable for name, a in layer._frozen.items()):
-        return True
-    layer._frozen, layer._packs = {}, {}
-    return False
+    for name, a in kept.items():  # (a plain loop: this runs at every call of a frozen layer)
+        if params.get(name) is not a or a.flags.writeable:
+            layer._frozen, layer._packs = {}, {}
+            return False
+    return True
 
 
 def keeps(layer, kernel_args, training: bool) -> bool:
