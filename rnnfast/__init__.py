@@ -12,7 +12,8 @@ from rnnfast.quantize import quantize
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMClassifier", "LSTMRegressor", "GRUClassifier", "GRURegressor",
            "RNNClassifier", "RNNRegressor", "Seq2Seq", "Seq2SeqEnsemble", "load", "nn", "train", "interop",
-           "Sequential", "get_num_threads", "set_num_threads", "MAX_THREADS", "set_workspace_limit", "get_workspace_limit", "tune",
+           "Sequential", "get_num_threads", "set_num_threads", "MAX_THREADS", "set_workspace_limit",
+           "get_workspace_limit", "tune",
            "quantize", "serving", "datasets", "distributed",
            "__version__"]
 

@@ -756,8 +756,8 @@ def _quantize_estimator(est: Any, backend: Backend) -> Any:
         raise ValueError(f"quantize: the estimator was fitted in {dtype}; fit it with dtype='float32' to "
                          "quantize it")
     q = copy.copy(est)
-    q.model_ = QuantizedSeq2SeqModel(est.model_, backend) if seq2seq else _quantize_sequential(est.model_, backend)
     q.precision_ = backend.name
+    requantize_estimator(q)
     return q
 
 
@@ -774,8 +774,8 @@ def float_state(state: Dict[str, np.ndarray], precision: str) -> Dict[str, np.nd
 
 
 def requantize_estimator(est: Any) -> None:
-    """Quantize the fitted estimator ``est``'s float network ``model_`` again in its ``precision_`` (after
-    unpickling: the pickle keeps :func:`float_state`)."""
+    """Replace the fitted estimator ``est``'s float network ``model_`` by its quantized copy in ``est.precision_``
+    (when quantizing it, and after unpickling: the pickle keeps :func:`float_state`)."""
     backend = get_backend(est.precision_)
     est.model_ = (QuantizedSeq2SeqModel(est.model_, backend) if isinstance(est.model_, Seq2SeqModel)
                   else _quantize_sequential(est.model_, backend))

@@ -482,9 +482,9 @@ class Module:
             Nothing is changed when an error is raised.
         """
         if any(not a.flags.writeable for a in self._params.values()):
-            raise ValueError(f"{type(self).__name__}'s weights are read-only (a model made by rnnfast.nn.freeze is "
-                             "a snapshot for inference): load the weights into the model it was frozen from, "
-                             "then freeze that again")
+            raise ValueError(f"{type(self).__name__}'s weights are read-only arrays (a model frozen by "
+                             "rnnfast.nn.freeze is a snapshot for inference: load the weights into the model it "
+                             "was frozen from, then freeze that again)")
         new = validate_state_dict(state_dict, self._params)
         for name, arr in new.items():
             self._params[name][...] = arr

@@ -520,8 +520,9 @@ def _trim(rows: np.ndarray, eos: int) -> list:
     return out
 
 
-def greedy_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, lengths: ArrayLike | None = None, *, bos: int = 1,
-                  eos: int = 2, max_length: int = 100, n_threads: int | None = None) -> tuple[list, np.ndarray]:
+def greedy_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, lengths: ArrayLike | None = None,
+                  *, bos: int = 1, eos: int = 2, max_length: int = 100,
+                  n_threads: int | None = None) -> tuple[list, np.ndarray]:
     """Greedy decoding of a batch: the most likely token at every step until ``eos`` or ``max_length``.
 
     Parameters
@@ -566,9 +567,9 @@ def greedy_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, 
     return _trim(out, eos), score
 
 
-def beam_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, lengths: ArrayLike | None = None, *, beam_size: int = 5,
-                bos: int = 1, eos: int = 2, max_length: int = 100, length_penalty: float = 0.0,
-                n_threads: int | None = None) -> tuple[list, np.ndarray]:
+def beam_decode(model: Seq2SeqModel | Sequence[Seq2SeqModel], src: ArrayLike, lengths: ArrayLike | None = None,
+                *, beam_size: int = 5, bos: int = 1, eos: int = 2, max_length: int = 100,
+                length_penalty: float = 0.0, n_threads: int | None = None) -> tuple[list, np.ndarray]:
     """Beam search over a batch, vectorised over batch * beam rows, one step per output token.
 
     A finished hypothesis (it produced ``eos``) stays in its beam with its score; the search ends when every
