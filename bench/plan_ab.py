@@ -8,6 +8,11 @@ it also times the same call at batch 1 and prints B / batch-1 (the issue's "batc
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/plan_ab.py --threads 2 \\
         lstm-B2-T10-I1024-H1024-L2-bi-infer gru-B2-T50-I256-H256-L1-uni-infer
+
+``--grid REGEX`` takes the names from ``bench/grid.py``'s points instead (``--grid .`` every one, ``--grid
+'infer' --quick`` the quick subset's inference points) and ends with the planner's misses: the points where
+another plan's median and fastest round both beat the chosen plan's by ``--margin``, worst first (what
+``rnnfast.tune`` would change on this machine, and where the cost model needs a look).
 """
 from __future__ import annotations
 
@@ -58,7 +63,9 @@ def race(entries, rounds: int) -> list:
     return [(e[0], times[e[0]]) for e in entries]
 
 
-def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bool = False) -> None:
+def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bool = False) -> tuple:
+    """Race a point's candidates and print them; returns (chosen plan's times, the fastest other's label and
+    times) for the summary."""
     layer, x, training = make(name)
     layer.train(training)
     call = layer._describe(x, None, training)
@@ -89,19 +96,63 @@ def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bo
         b1 = float(np.median(res[-1][1]))
         ch = float(np.median(dict(res)[("* " + str(chosen))]))
         print(f"  B={x.shape[0]} / B=1 (medians, planner's plans): {ch / b1:.2f}")
+    mine = dict(res)["* " + str(chosen)]
+    others = [(float(np.median(t)), label, t) for label, t in res if not label.startswith(("*", "  B=1"))]
+    rival = min(others, default=None, key=lambda o: o[0])
+    return mine, (rival[1].strip(), rival[2]) if rival else None
+
+
+def gap(mine: list, rival: tuple) -> float:
+    """The chosen plan's median over the fastest candidate's (itself when no other is faster)."""
+    return max(1.0, float(np.median(mine)) / float(np.median(rival[1])))
+
+
+def misses(results: dict, margin: float) -> list:
+    """[(median ratio chosen / rival, name, rival)] where the rival's median and fastest round both beat the
+    chosen plan's by ``margin``, worst first."""
+    out = []
+    for name, (mine, rival) in results.items():
+        if rival is None:
+            continue
+        label, t = rival
+        ratio = float(np.median(mine)) / float(np.median(t))
+        if ratio > 1 + margin and min(mine) > (1 + margin) * min(t):
+            out.append((ratio, name, label))
+    return sorted(out, reverse=True)
+
+
+def grid_names(pattern: str, quick: bool) -> list:
+    """The names of bench/grid.py's points that ``pattern`` selects (as its --only and --quick do)."""
+    import grid  # bench/ is this script's folder, so on sys.path
+    return [p.name for p in grid.select_points(grid.grid_points(), quick=quick, only=pattern)]
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="+", help="grid point names")
+    ap.add_argument("names", nargs="*", help="grid point names")
+    ap.add_argument("--grid", metavar="REGEX", help="also every bench/grid.py point whose 'name tag' matches")
+    ap.add_argument("--quick", action="store_true", help="with --grid: only grid.py's quick subset")
+    ap.add_argument("--margin", type=float, default=0.05, help="a miss: another plan faster by this (0.05)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--batch-ratio", action="store_true", help="also time batch 1 and print B / batch-1")
     ap.add_argument("--flip-panels", action="store_true",
                     help="also time every batch-1 / few-rows plan with its weights packed or in place the other way")
     a = ap.parse_args(argv)
-    for name in a.names:
-        run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels)
+    names = list(a.names) + (grid_names(a.grid, a.quick) if a.grid else [])
+    if not names:
+        ap.error("give point names or --grid")
+    results = {name: run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels) for name in names}
+    found = misses(results, a.margin)
+    for mode in ("infer", "train"):
+        gaps = [gap(*results[n]) for n in results if n.endswith(mode) and results[n][1] is not None]
+        if gaps:
+            print(f"{mode}: chosen plan / fastest candidate (medians) over {len(gaps)} points: geometric mean "
+                  f"{float(np.exp(np.mean(np.log(gaps)))):.3f}, worst {max(gaps):.2f}")
+    print(f"\nplanner's misses (another plan faster by > {a.margin:.0%}, median and min): {len(found)} of "
+          f"{len(results)}")
+    for ratio, name, label in found:
+        print(f"  {name:<42} {ratio:5.2f}x  {label}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""bench/plan_ab.py: every candidate of a point raced, the chosen plan marked, and the sweep's summary of the
+planner's misses (timing-free assertions: what is raced and how a miss is counted)."""
+import plan_ab  # bench/, put on sys.path by this folder's conftest.py
+
+
+def test_grid_names_select_as_grid_does():
+    names = plan_ab.grid_names("tiny", quick=True)
+    assert names and all("-infer" in n or "-train" in n for n in names)
+    assert set(names) < set(plan_ab.grid_names(".", quick=False))
+    assert plan_ab.grid_names("no-such-point", quick=False) == []
+
+
+def test_a_miss_needs_the_median_and_the_fastest_round():
+    slow, fast = [2.0, 2.1, 2.2], [1.0, 1.1, 1.2]
+    results = {
+        "a": (slow, ("packed proj=step split=nonex1", fast)),  # beaten both ways: a miss of 2x
+        "b": ([1.0, 2.0, 2.1], ("units proj=gemm split=unitsx2", [1.5, 1.6, 1.7])),  # its fastest round wins
+        "c": (fast, ("packed proj=gemm split=rowsx2", slow)),  # the planner's plan is the fastest
+        "d": (fast, None),  # a single candidate
+    }
+    assert plan_ab.misses(results, 0.05) == [(2.1 / 1.1, "a", "packed proj=step split=nonex1")]
+    assert plan_ab.gap(*results["a"]) == 2.1 / 1.1
+    assert plan_ab.gap(*results["c"]) == 1.0
+
+
+def test_run_races_every_candidate_and_reports_the_fastest_other(capsys):
+    mine, rival = plan_ab.run("lstm-B2-T5-I3-H8-L1-uni-infer", threads=2, rounds=1, batch_ratio=True)
+    out = capsys.readouterr().out
+    assert len(mine) == 1 and rival is not None and len(rival[1]) == 1
+    assert out.count("* ") == 1 and "B=1: " in out and "B=2 / B=1" in out
+    assert rival[0] in out and not rival[0].startswith("*")
