@@ -8,6 +8,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rnnfast as rf
 from rnnfast.nn import GRU, LSTM, Linear, Sequential, freeze, is_frozen
@@ -189,3 +191,41 @@ def test_frozen_layer_streams_steps_as_the_original():
     frozen.release_memory()
     assert frozen._packs == {} and is_frozen(frozen)
     assert np.array_equal(frozen(x)[0], layer(x)[0])
+
+
+@st.composite
+def _call_sequences(draw):
+    """A layer (the cell, sizes that reach the batch-1, few-rows and packed kernels) and a sequence of calls:
+    batch sizes 1-12 (ragged or not), lengths, initial states and thread counts changing from call to call."""
+    cell = draw(st.sampled_from([LSTM, GRU, rf.nn.RNN]))
+    I, H = draw(st.sampled_from([3, 40])), draw(st.sampled_from([24, 96]))
+    layer = cell(I, H, num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
+                 seed=draw(st.integers(0, 99))).eval()  # (a training-mode call may plan another kernel)
+    calls = []
+    for _ in range(draw(st.integers(2, 6))):
+        B, T = draw(st.integers(1, 12)), draw(st.integers(1, 30))
+        lengths = draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B))
+        calls.append((B, T, lengths, draw(st.booleans()), draw(st.sampled_from([1, 2]))))
+    return layer, calls
+
+
+@settings(deadline=None)
+@given(_call_sequences(), st.integers(0, 2**16))
+def test_frozen_layer_matches_the_original_over_call_sequences(case, seed):
+    """Whatever calls come in whatever order (each shape, kernel and thread count keys its own packs), a frozen
+    layer answers as the original, bit for bit."""
+    layer, calls = case
+    frozen = freeze(layer)
+    rng = np.random.default_rng(seed)
+    D, L = 2 if layer.bidirectional else 1, layer.num_layers
+    for B, T, lengths, with_h0, n in calls:
+        x = rng.standard_normal((B, T, layer.input_size)).astype(np.float32)
+        h0 = None
+        if with_h0:
+            h0 = rng.standard_normal((D * L, B, layer.hidden_size)).astype(np.float32)
+            h0 = (h0, h0 * 0.5) if isinstance(layer, LSTM) else h0
+        got = frozen(x, h0, lengths=lengths, n_threads=n)
+        want = layer(x, h0, lengths=lengths, n_threads=n)
+        _same(got, want)
+        for g, w in zip(*(s if isinstance(s, tuple) else (s,) for s in (got[1], want[1]))):
+            assert np.array_equal(g, w)
