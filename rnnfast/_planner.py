@@ -78,6 +78,12 @@ TABLE = {
     # from this many steps on the weights are packed into panels first (6.4 us a step against 7.6 at
     # T=100, H=256, two threads); packing costs what three steps gain
     "latency_panel_min_t": 32,
+    # below this many steps it keeps x_t W_ih^T in its steps whatever the weights' size: the projection
+    # over all steps packs W_ih^T at every call, which two steps do not repay (Zen 4, two threads, in the
+    # steps against hoisted: LSTM I=128 H=256 one step (a streaming step) 39 us against 58, two 49 / 66;
+    # I=H=512 93 / 249 and 141 / 172; I=H=1024 1.11 / 1.39 ms and 1.96 / 1.85; from three steps on the
+    # rule of _hoists: I=H=1024 2.7 / 2.2 ms)
+    "latency_hoist_min_t": 3,
     # the few-rows kernel (up to few_rows rows) reads the weight rows in place, not packed, below this
     # many steps, or below units_rows_max_t when a thread's share of them is beyond L2 (_panels)
     "units_rows_short_t": 8,
@@ -383,8 +389,11 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
     product is otherwise cheaper than a GEMM and a pass over the (N, G*H) projection: batch 1, I=128,
     H=256, T=100 on two threads 0.88 ms fused against 1.03 hoisted; beyond L2 a few rows win big: I=256,
     H=512, 10.8 against 5.0 at batch 1, 12.6 against 8.5 at batch 2; with many rows the step is
-    arithmetic and stays fused: B=128, I=H=512 15% faster."""
+    arithmetic and stays fused: B=128, I=H=512 15% faster. A batch-1 call of fewer than
+    latency_hoist_min_t steps (a streaming step) keeps it in the steps: the GEMM would pack W_ih^T first."""
     G, H = c.cell.gates, c.H
+    if kernel == "latency" and c.N < TABLE["latency_hoist_min_t"]:
+        return False
     if kernel in ("units", "latency"):
         rows, cols = c.B, G * -(-H // threads)
     else:

@@ -165,6 +165,32 @@ def test_weights_within_l2_hoist_only_when_the_steps_rows_are_too_few_for_their_
         assert _planner.plan_call(call(Cell.GRU, B=B, T=200, I=256, H=64), 1).proj == "step"
 
 
+@pytest.mark.parametrize("cell", list(Cell))
+def test_a_batch1_call_of_one_or_two_steps_keeps_the_input_product_in_its_steps(cell):
+    # weights far beyond L2, where a long call hoists: one or two steps (a streaming step) would pay for
+    # packing W_ih^T at every call
+    for threads in (1, 2):
+        for T in (1, 2):
+            p = _planner.plan_call(call(cell, B=1, T=T, I=1024, H=1024), threads)
+            assert (p.kernel, p.proj) == ("latency", "step")
+        assert _planner.plan_call(call(cell, B=1, T=3, I=1024, H=1024), threads).proj == "gemm"
+        # the valid steps count, not the padded length
+        assert _planner.plan_call(call(cell, B=1, T=40, N=2, I=1024, H=1024), threads).proj == "step"
+
+
+def test_streaming_steps_of_wide_layers_match_the_whole_sequence():
+    # (the step path these layers now take: the batch-1 kernel with x_t W_ih^T in the step)
+    for cls in (rf.nn.LSTM, rf.nn.GRU, rf.nn.RNN):
+        layer = cls(128, 256, seed=0).eval()
+        assert _planner.plan_call(layer._call(1, 1, 1, False), 2).proj == "step"
+        x = np.random.default_rng(1).standard_normal((1, 5, 128)).astype(np.float32)
+        want = layer(x, n_threads=2)[0]
+        state = None
+        for t in range(5):
+            y, state = layer.step(x[:, t], state, n_threads=2)
+            np.testing.assert_allclose(y, want[:, t], rtol=1e-5, atol=1e-6)
+
+
 def test_tiny_calls_stay_on_one_thread():
     p = _planner.plan_call(call(B=16, T=8, I=1, H=8), 2)
     assert p.threads == 1 and p.split == "none"
