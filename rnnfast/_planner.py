@@ -111,6 +111,13 @@ TABLE = {
     # --- batch >= 2 ---
     # packing the weights once per call costs about two steps' reads of them: BLAS below this many steps
     "packed_min_t": 4,
+    # ... unless inference on weights this big (one direction of the widest layer): then the few-rows kernel
+    # reading the weight rows in place (no pack), up to short_rows_max rows, x_t W_ih^T in the steps. BLAS
+    # packs the weights at every call too (Zen 4, LSTM I=H, one thread, T=1, BLAS / rows in place: H=256
+    # (2 MB) B=2 196 / 64 us, B=16 233 / 160, B=64 613 / 620; H=1024 B=2 7.7 / 1.2 ms (two threads); 0.5 MB
+    # (H=128) B=2 25 / 40 us, B=4 79 / 53: OpenBLAS's small-matrix path still wins there)
+    "short_rows_min_bytes": 1 << 20,
+    "short_rows_max": 32,
     # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK)
     "rows_per_task": 4,
     # rates of the roofline: a core's multiply-add rate on the packed kernel (one thread, 64 x 2048 x
@@ -431,12 +438,23 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     return not (steps < TABLE["units_rows_short_t"] or (beyond_l2 and steps < TABLE["units_rows_max_t"]))
 
 
+def _short_in_place(c: Call) -> bool:
+    """Whether a float32 inference call too short to pack for (fewer than packed_min_t steps) runs the
+    few-rows kernel on the weight rows in place rather than BLAS: weights of short_rows_min_bytes or more
+    (a direction of the widest layer; BLAS packs them at every call) and at most short_rows_max rows."""
+    nbytes = 4.0 * c.cell.gates * c.H * (_widest(c) + c.H)
+    return (c.f32 and not c.training and c.H >= 2 and c.B <= TABLE["short_rows_max"]
+            and nbytes >= TABLE["short_rows_min_bytes"])
+
+
 def candidates(c: Call, threads: int) -> Iterator[Plan]:
     """Every plan the kernels can run for this call (float32: the batch-1 kernel, or packed and few-rows,
     each with either product layout; float64 and short calls: BLAS only), the planner's choice first:
     the kernel by the cost model, its product layout by _hoists; the other layouts after, for tuning."""
     threads = max(1, threads)
     if not c.f32 or (c.T < TABLE["packed_min_t"] and not (c.B == 1 and c.D == 1)):
+        if _short_in_place(c):
+            yield Plan("units", "step", _split_name(c, "units", threads), threads, False)
         n = min(threads, _row_tasks(c, threads)[1])
         yield Plan("blas", "gemm", _split_name(c, "blas", n), n)
         return

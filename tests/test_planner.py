@@ -178,6 +178,23 @@ def test_a_batch1_call_of_one_or_two_steps_keeps_the_input_product_in_its_steps(
         assert _planner.plan_call(call(cell, B=1, T=40, N=2, I=1024, H=1024), threads).proj == "step"
 
 
+def test_short_inference_on_big_weights_reads_the_rows_in_place_not_blas():
+    big = dict(I=256, H=256)  # LSTM: 2 MB of weights, which BLAS would pack at every call
+    for threads in (1, 2):
+        for B, T, D in [(2, 1, 1), (5, 3, 1), (32, 2, 1), (1, 2, 2)]:
+            c = call(B=B, T=T, D=D, **big)
+            p = _planner.plan_call(c, threads)
+            assert (p.kernel, p.proj, p.panels) == ("units", "step", False), (B, T, D, threads)
+            assert [q.kernel for q in _planner.candidates(c, threads)] == ["units", "blas"]  # (rf.tune's)
+        # not: more rows than short_rows_max, small weights (OpenBLAS's small-matrix path wins), training,
+        # float64, or enough steps to pack for
+        assert _planner.plan_call(call(B=33, T=1, **big), threads).kernel == "blas"
+        assert _planner.plan_call(call(B=4, T=1, I=128, H=128), threads).kernel == "blas"
+        assert _planner.plan_call(call(B=4, T=1, training=True, **big), threads).kernel == "blas"
+        assert _planner.plan_call(call(B=4, T=1, f32=False, **big), threads).kernel == "blas"
+        assert "blas" not in [q.kernel for q in _planner.candidates(call(B=4, T=4, **big), threads)]
+
+
 def test_streaming_steps_of_wide_layers_match_the_whole_sequence():
     # (the step path these layers now take: the batch-1 kernel with x_t W_ih^T in the step)
     for cls in (rf.nn.LSTM, rf.nn.GRU, rf.nn.RNN):

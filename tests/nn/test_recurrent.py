@@ -901,6 +901,32 @@ def test_float32_forced_plans_match_reference(cell, plan, B, H, ragged):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T", [1, 2, 3])
+@pytest.mark.parametrize("B,bidir", [(1, True), (2, False), (5, True), (13, False), (32, False)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_short_inference_on_the_weight_rows_in_place(cell, T, B, bidir, threads):
+    """The plan of short float32 inference calls on big weights (fewer than packed_min_t steps: the few-rows
+    kernel on the weight rows in place, x_t W_ih^T in the steps, instead of BLAS), forced on small layers,
+    against the float64 reference: ragged rows (one of length 1), stacked, bidirectional, up to 32 rows."""
+    plan = Plan("units", "step", "units" if threads > 1 else "none", threads, False)
+    I, H, L = 9, 40, 2
+    x, h0, c0, lengths, *_ = problem(cell, B, T, I, H, L, bidir, np.float32, 80 + B + T)
+    lengths[0] = 1
+    m = make(cell, I, H, num_layers=L, bidirectional=bidir, dtype=np.float32, seed=B + T).eval()
+    m._forced_plan = plan
+    sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, bidir, f64[1], f64[2], lengths, nonlinearity=act(cell))
+    out, hn, cn = run(m, x, h0, c0, lengths)
+    np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
+    if cn is not None:
+        np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
+    for b, n in enumerate(lengths):
+        assert np.all(out[b, n:] == 0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [2, 3, 4, 8])
 @pytest.mark.parametrize("proj", ["step", "gemm"])
 @pytest.mark.parametrize("panels", [True, False], ids=["panels", "rows"])

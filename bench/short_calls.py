@@ -1,0 +1,95 @@
+"""Short float32 inference calls (fewer than the planner's packed_min_t steps) of several rows: BLAS's GEMM
+against the few-rows kernel on the weight rows in place (``units proj=step``, no pack) and the packed kernel,
+each plan forced, interleaved in one process; then batched streaming steps (``layer.step`` on B rows) with
+the planner's short-call rule off (BLAS, as before session 20) and on.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py [--threads 2] [--hidden 256,1024]
+        [--rows 2,4,16,32,64] [--steps 1,3] [--rounds 50]
+
+Prints per shape the median us of each plan and the ratio to BLAS (below 1: faster than BLAS); the outputs
+of the plans are checked equal first.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import rnnfast as rf
+from rnnfast import _planner
+from rnnfast._planner import Plan
+
+
+def _median_us(times):
+    return float(np.median(times[2:])) * 1e6
+
+
+def race(cls, H: int, B: int, T: int, threads: int, rounds: int) -> list:
+    """[(label, median us)] of BLAS, rows in place and packed on one short call (I = H)."""
+    layer = cls(H, H, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((B, T, H)).astype(np.float32)
+    split = "units" if threads > 1 else "none"
+    rows = "rows" if threads > 1 and B >= 8 else "none"
+    plans = {"blas": Plan("blas", "gemm", rows, threads if rows == "rows" else 1),
+             "rows in place": Plan("units", "step", split, threads, False),
+             "packed": Plan("packed", "step", rows, threads if rows == "rows" else 1)}
+    outs = {}
+    for label, p in plans.items():
+        layer._forced_plan = p
+        outs[label] = layer(x)[0]
+    for label, o in outs.items():
+        np.testing.assert_allclose(o, outs["blas"], rtol=1e-4, atol=1e-5, err_msg=label)
+    times: dict = {label: [] for label in plans}
+    for rnd in range(rounds):
+        for label, p in (list(plans.items()) if rnd % 2 else list(plans.items())[::-1]):
+            layer._forced_plan = p
+            t0 = time.perf_counter()
+            layer(x)
+            times[label].append(time.perf_counter() - t0)
+    return [(label, _median_us(t)) for label, t in times.items()]
+
+
+def steps(H: int, B: int, threads: int, rounds: int) -> tuple:
+    """Median us of a batched streaming step with the short-call rule off (BLAS) and on."""
+    rule = _planner.TABLE["short_rows_min_bytes"]
+    times: dict = {"off": [], "on": []}
+    x = np.random.default_rng(0).standard_normal((B, H)).astype(np.float32)
+    for rnd in range(max(4, rounds // 10)):
+        for label in (("off", "on") if rnd % 2 else ("on", "off")):
+            _planner.TABLE["short_rows_min_bytes"] = rule if label == "on" else float("inf")
+            layer, state = rf.nn.LSTM(H, H, seed=0).eval(), None
+            for _ in range(10):
+                _, state = layer.step(x, state, n_threads=threads)
+            t0 = time.perf_counter()
+            for _ in range(100):
+                _, state = layer.step(x, state, n_threads=threads)
+            times[label].append((time.perf_counter() - t0) / 100)
+    _planner.TABLE["short_rows_min_bytes"] = rule
+    return float(np.median(times["off"])) * 1e6, float(np.median(times["on"])) * 1e6
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", default="128,256,1024")
+    ap.add_argument("--rows", default="2,4,16,32,64")
+    ap.add_argument("--steps", default="1,3")
+    ap.add_argument("--rounds", type=int, default=50)
+    a = ap.parse_args(argv)
+    ints = [[int(v) for v in s.split(",")] for s in (a.hidden, a.rows, a.steps)]
+    for cls in (rf.nn.LSTM, rf.nn.GRU):
+        for H in ints[0]:
+            for B in ints[1]:
+                for T in ints[2]:
+                    res = dict(race(cls, H, B, T, a.threads, a.rounds))
+                    cells = "  ".join(f"{k} {v:8.0f} ({v / res['blas']:.2f})" for k, v in res.items())
+                    print(f"{cls.__name__} I=H={H:<5} B={B:<3} T={T}  {cells}", flush=True)
+    for H in ints[0]:
+        for B in ints[1]:
+            off, on = steps(H, B, a.threads, a.rounds)
+            print(f"LSTM I=H={H} step of B={B}: BLAS (rule off) {off:.0f} us, rule on {on:.0f} us, {off / on:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""bench/short_calls.py: the plans it races agree on the output, and the step timing leaves the planner's
+table as it found it."""
+import rnnfast as rf
+import short_calls  # bench/, put on sys.path by this folder's conftest.py
+from rnnfast import _planner
+
+
+def test_race_times_the_three_plans_of_a_short_call():
+    res = short_calls.race(rf.nn.GRU, 24, 3, 2, threads=2, rounds=2)  # (asserts their outputs equal)
+    assert [label for label, _ in res] == ["blas", "rows in place", "packed"]
+    assert all(us > 0 for _, us in res)
+
+
+def test_steps_restore_the_short_call_rule():
+    rule = _planner.TABLE["short_rows_min_bytes"]
+    off, on = short_calls.steps(16, 2, threads=1, rounds=2)
+    assert off > 0 and on > 0 and _planner.TABLE["short_rows_min_bytes"] == rule
