@@ -246,3 +246,23 @@ def test_reduction_bad_input(layer):
 def test_laststep_bidirectional_needs_even_features():
     with pytest.raises(ValueError, match="even"):
         LastStep(bidirectional=True)(np.zeros((1, 2, 3)))
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 17, 32, 33])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_linear_on_a_few_rows_of_big_weights(M, n_threads):
+    """A few rows against big weights read the weight rows in place (rf_gemv_nb, _recurrent.matmul's
+    few-rows path; BLAS would pack them at every call): the same product as float64 numpy, with and without
+    beta, for row counts on either side of its limits, weight rows ending inside a block."""
+    from rnnfast._kernels import _recurrent as k
+    rng = np.random.default_rng(M)
+    lin = rf.nn.Linear(1000, 1030, seed=M)  # 4 MB: past both thresholds
+    assert 1030 * 1000 * 4 >= max(k.FEW_ROWS_MIN_BYTES, k.TWO_ROWS_MIN_BYTES)
+    x = rng.standard_normal((M, 1000)).astype(np.float32)
+    w, b = lin.state_dict()["weight"], lin.state_dict()["bias"]
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    np.testing.assert_allclose(lin(x, n_threads=n_threads), want, rtol=2e-5, atol=2e-5)
+    c = rng.standard_normal((M, 1030)).astype(np.float32)
+    out = c.copy()
+    k.matmul(x, w, out, trans_b=True, beta=1.0, nthreads=n_threads)
+    np.testing.assert_allclose(out, want - b + c, rtol=2e-5, atol=2e-5)
