@@ -1,7 +1,8 @@
 """Short float32 inference calls (fewer than the planner's packed_min_t steps) of several rows: BLAS's GEMM
 against the few-rows kernel on the weight rows in place (``units proj=step``, no pack) and the packed kernel,
 each plan forced, interleaved in one process; then batched streaming steps (``layer.step`` on B rows) with
-the planner's short-call rule off (BLAS, as before session 20) and on.
+the planner's short-call rule off (BLAS, as before session 20) and on; then ``Linear`` layers on a few rows
+with the kernels' few-rows product off (BLAS's GEMM) and on (``_recurrent.matmul``: W's rows in place).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py [--threads 2] [--hidden 256,1024]
         [--rows 2,4,16,32,64] [--steps 1,3] [--rounds 50]
@@ -70,6 +71,23 @@ def steps(H: int, B: int, threads: int, rounds: int) -> tuple:
     return float(np.median(times["off"])) * 1e6, float(np.median(times["on"])) * 1e6
 
 
+def linear(K: int, N: int, M: int, threads: int, rounds: int) -> tuple:
+    """Median us of Linear(K, N) on M rows with the few-rows product off (BLAS) and on."""
+    from rnnfast._kernels import _recurrent as k
+    most = k.FEW_ROWS_MAX
+    layer = rf.nn.Linear(K, N, seed=0)
+    x = np.random.default_rng(0).standard_normal((M, K)).astype(np.float32)
+    times: dict = {"off": [], "on": []}
+    for rnd in range(rounds):
+        for label in (("off", "on") if rnd % 2 else ("on", "off")):
+            k.FEW_ROWS_MAX = most if label == "on" else 0
+            t0 = time.perf_counter()
+            layer(x, n_threads=threads)
+            times[label].append(time.perf_counter() - t0)
+    k.FEW_ROWS_MAX = most
+    return _median_us(times["off"]), _median_us(times["on"])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -90,6 +108,10 @@ def main(argv=None) -> None:
         for B in ints[1]:
             off, on = steps(H, B, a.threads, a.rounds)
             print(f"LSTM I=H={H} step of B={B}: BLAS (rule off) {off:.0f} us, rule on {on:.0f} us, {off / on:.2f}x")
+    for K, N in ((768, 384), (1024, 1024), (1024, 4096)):
+        for M in (1, 2, 5, 16, 32, 64):
+            off, on = linear(K, N, M, a.threads, a.rounds * 4)
+            print(f"Linear({K}, {N}) on {M} rows: BLAS {off:.1f} us, in place {on:.1f} us, {off / on:.2f}x")
 
 
 if __name__ == "__main__":

@@ -15,3 +15,10 @@ def test_steps_restore_the_short_call_rule():
     rule = _planner.TABLE["short_rows_min_bytes"]
     off, on = short_calls.steps(16, 2, threads=1, rounds=2)
     assert off > 0 and on > 0 and _planner.TABLE["short_rows_min_bytes"] == rule
+
+
+def test_linear_restores_the_few_rows_switch():
+    from rnnfast._kernels import _recurrent as k
+    most = k.FEW_ROWS_MAX
+    off, on = short_calls.linear(64, 32, 3, threads=1, rounds=2)
+    assert off > 0 and on > 0 and k.FEW_ROWS_MAX == most
