@@ -84,6 +84,11 @@ TABLE = {
     # I=H=512 93 / 249 and 141 / 172; I=H=1024 1.11 / 1.39 ms and 1.96 / 1.85; from three steps on the
     # rule of _hoists: I=H=1024 2.7 / 2.2 ms)
     "latency_hoist_min_t": 3,
+    # ... and below this many when a thread's share of [W_ih, W_hh] stays in L2 (within 3/4 of it), where a
+    # step reads its W_ih rows again cheaply (two threads, hoisted / in the steps: GRU I=H=256 (768 KB a
+    # thread) T=4 1.30, T=8 1.26, T=12 0.88, T=16 0.85; LSTM I=H=192 1.35, 1.21, 1.24, 0.92; LSTM I=128 H=256
+    # 1.23, 1.13, 1.13, 0.94; beyond L2, RNN I=H=512 (1 MB) T=4 1.30, T=8 0.92)
+    "latency_hoist_l2_min_t": 12,
     # the few-rows kernel (up to few_rows rows) reads the weight rows in place, not packed, below this
     # many steps, or below units_rows_max_t when a thread's share of them is beyond L2 (_panels)
     "units_rows_short_t": 8,
@@ -397,7 +402,8 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
     H=256, T=100 on two threads 0.88 ms fused against 1.03 hoisted; beyond L2 a few rows win big: I=256,
     H=512, 10.8 against 5.0 at batch 1, 12.6 against 8.5 at batch 2; with many rows the step is
     arithmetic and stays fused: B=128, I=H=512 15% faster. A batch-1 call of fewer than
-    latency_hoist_min_t steps (a streaming step) keeps it in the steps: the GEMM would pack W_ih^T first."""
+    latency_hoist_min_t steps (a streaming step) keeps it in the steps: the GEMM would pack W_ih^T first;
+    so does one of fewer than latency_hoist_l2_min_t steps whose share of the weights stays in L2."""
     G, H = c.cell.gates, c.H
     if kernel == "latency" and c.N < TABLE["latency_hoist_min_t"]:
         return False
@@ -407,6 +413,8 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
         rows, cols = -(-c.B // _row_tasks(c, threads)[0]), G * H
     F = _widest(c)
     nbytes = 4.0 * cols * (F + H)
+    if kernel == "latency" and c.N < TABLE["latency_hoist_l2_min_t"] and nbytes <= m.l2 * 3 // 4:
+        return False
     if nbytes <= m.l2 // 2:  # (a step's other data shares L2: batch 1 on one thread, I=128, H=256, 1.5 MB,
         # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won) ... unless the
         # step's rows are too few for its chains, and the GEMM at the full rate costs less (see _cost):

@@ -195,6 +195,17 @@ def test_short_inference_on_big_weights_reads_the_rows_in_place_not_blas():
         assert "blas" not in [q.kernel for q in _planner.candidates(call(B=4, T=4, **big), threads)]
 
 
+def test_a_short_batch1_call_whose_weights_stay_in_l2_keeps_the_input_product_in_its_steps():
+    m = _planner.machine()
+    # I = H with a thread's share of [W_ih, W_hh] past half of L2 (where longer calls hoist) but within 3/4
+    H = next(h for h in range(32, 4096, 32) if m.l2 // 2 < 4 * 4 * (h // 2) * 2 * h <= m.l2 * 3 // 4)
+    for T in (3, 8, TABLE["latency_hoist_l2_min_t"] - 1):
+        assert _planner.plan_call(call(B=1, T=T, I=H, H=H), 2).proj == "step", T
+    assert _planner.plan_call(call(B=1, T=TABLE["latency_hoist_l2_min_t"], I=H, H=H), 2).proj == "gemm"
+    # beyond L2 the product leaves the steps from latency_hoist_min_t steps on
+    assert _planner.plan_call(call(B=1, T=TABLE["latency_hoist_min_t"], I=4 * H, H=2 * H), 2).proj == "gemm"
+
+
 def test_streaming_steps_of_wide_layers_match_the_whole_sequence():
     # (the step path these layers now take: the batch-1 kernel with x_t W_ih^T in the step)
     for cls in (rf.nn.LSTM, rf.nn.GRU, rf.nn.RNN):
