@@ -640,18 +640,27 @@ cdef void recur_bwd(const Net* net, Dir* p, int r0, int r1, floating* typed) noe
             gemm_packed(nb, p.F, GH, gates, GH, <float*>p.wpi, 0, <float*>p.dx + row * p.F, p.F)
 
 
+cdef inline int _blocks16(int n, int nthreads, double flops, int* per) noexcept nogil:
+    """Blocks to cut n rows into, one per thread, each a multiple of 16 rows long (``per``): 1 when there
+    are too few rows or multiply-adds to pay for waking another thread."""
+    cdef int nblk = min(nthreads, n // 16)
+    if nblk <= 1 or flops < MIN_PARALLEL_FLOPS:
+        return 1
+    per[0] = ((n + nblk - 1) // nblk + 15) // 16 * 16
+    return nblk
+
+
 cdef void par_gemm(int nthreads, bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                    const floating* A, int lda, const floating* B, int ldb, floating beta, floating* C,
                    int ldc) noexcept nogil:
     """``gemm`` with the M rows of C cut in one block per thread (BLAS itself single-threaded).
 
     Row block [m0, m1) of op(A) starts at row m0 of A, or at column m0 when A is transposed."""
-    cdef int nblk = min(nthreads, M // 16)
-    cdef int per, blk, m0, m1, caller
-    if nblk <= 1 or 2.0 * M * N * K < MIN_PARALLEL_FLOPS:
+    cdef int per = 0, blk, m0, m1, caller
+    cdef int nblk = _blocks16(M, nthreads, 2.0 * M * N * K, &per)
+    if nblk <= 1:
         gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    per = ((M + nblk - 1) // nblk + 15) // 16 * 16
     caller = rf_cpu_now()
     for blk in prange(nblk, num_threads=nblk, schedule="static", chunksize=1):
         rf_leave_cpu(caller)
@@ -1813,12 +1822,11 @@ cdef void par_gemv_nb(int nthreads, int M, int N, int K, const float* X, int ldx
                       float beta, float* C, int ldc) noexcept nogil:
     """C (M, N) := X (M, K) . W^T + beta C, W (N, K) row-major read in place (rf_gemv_nb), its rows cut in
     one block (a multiple of 16 rows) per thread."""
-    cdef int nblk = min(nthreads, N // 16)
-    cdef int per, blk, n0, n1, caller
-    if nblk <= 1 or 2.0 * M * N * K < MIN_PARALLEL_FLOPS:
+    cdef int per = 0, blk, n0, n1, caller
+    cdef int nblk = _blocks16(N, nthreads, 2.0 * M * N * K, &per)
+    if nblk <= 1:
         gemv_nb(M, N, K, W, ldw, X, ldx, 0, NULL, 0, NULL, 0, beta, C, ldc)
         return
-    per = ((N + nblk - 1) // nblk + 15) // 16 * 16
     caller = rf_cpu_now()
     for blk in prange(nblk, num_threads=nblk, schedule="static", chunksize=1):
         rf_leave_cpu(caller)

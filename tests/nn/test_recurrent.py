@@ -529,6 +529,16 @@ def test_results_never_alias_reused_buffers(cell, shape):
         np.testing.assert_array_equal(y1, y1c)
 
 
+def _assert_f32_forward(got, want, lengths=None):
+    """float32 (out, h_n, c_n or None) against the float64 reference's, and zeros past each length."""
+    for g, w in zip(got, want):
+        if g is not None:
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-6)
+    if lengths is not None:
+        for b, n in enumerate(lengths):
+            assert np.all(got[0][b, n:] == 0)
+
+
 def _assert_f32_backward(m, cell, f64, sd, L, bidir, lengths, n_threads):
     """float32 backward of ``m`` (after its forward) against the float64 reference; ``f64`` holds
     (x, h0, c0, dout, dh_n, dc_n) in float64."""
@@ -592,13 +602,7 @@ def test_float32_packed_kernel_edges(cell, B, H, gemm_prefetch):
         kern.set_gemm_kc(old)
     np.testing.assert_allclose(out5, ro, rtol=1e-5, atol=2e-6)
     for n_threads in (1, 2, 3):
-        out, hn, cn = run(m, x, h0, c0, lengths, n_threads=n_threads)
-        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
-        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
-        if cn is not None:
-            np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
-        for b, n in enumerate(lengths):
-            assert np.all(out[b, n:] == 0)
+        _assert_f32_forward(run(m, x, h0, c0, lengths, n_threads=n_threads), (ro, rh, rc), lengths)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -889,14 +893,7 @@ def test_float32_forced_plans_match_reference(cell, plan, B, H, ragged):
     assert m.plan_for(x) == plan
     for training in (False, True):
         m.train(training)
-        out, hn, cn = run(m, x, h0, c0, lengths)
-        np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
-        np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
-        if cn is not None:
-            np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
-        if lengths is not None:
-            for b, n in enumerate(lengths):
-                assert np.all(out[b, n:] == 0)
+        _assert_f32_forward(run(m, x, h0, c0, lengths), (ro, rh, rc), lengths)
     _assert_f32_backward(m, cell, f64, sd, L, False, lengths, plan.threads)
 
 
@@ -917,13 +914,7 @@ def test_float32_short_inference_on_the_weight_rows_in_place(cell, T, B, bidir, 
     sd = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
     f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0)]
     ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, bidir, f64[1], f64[2], lengths, nonlinearity=act(cell))
-    out, hn, cn = run(m, x, h0, c0, lengths)
-    np.testing.assert_allclose(out, ro, rtol=1e-5, atol=2e-6)
-    np.testing.assert_allclose(hn, rh, rtol=1e-5, atol=2e-6)
-    if cn is not None:
-        np.testing.assert_allclose(cn, rc, rtol=1e-5, atol=2e-6)
-    for b, n in enumerate(lengths):
-        assert np.all(out[b, n:] == 0)
+    _assert_f32_forward(run(m, x, h0, c0, lengths), (ro, rh, rc), lengths)
 
 
 @pytest.mark.parametrize("cell", CELLS)
