@@ -11,7 +11,8 @@ time, :func:`machine`), :func:`plan_call` picks a :class:`Plan`:
     it runs 2-3 rows, too few for the packed kernel's multiply-add chains (TABLE's fma_chains).
     ``"packed"``: tasks of (direction, block of rows), each with its own per-step product on weights
     packed once per call (csrc/rf_gemm.h).
-    ``"blas"``: the same tasks with BLAS's GEMM per step (float64, or too few steps to pay for packing).
+    ``"blas"``: the same tasks with BLAS's GEMM per step (float64, or too few steps to pay for packing on
+    small weights; on big ones such a call reads the weight rows in place on the few-rows kernel).
 ``proj``
     ``"step"``: x_t W_ih^T is part of each step's product (no (N, G*H) array through memory);
     ``"gemm"``: one GEMM over all steps first, and a step reads W_hh alone.
@@ -457,7 +458,8 @@ def _short_in_place(c: Call) -> bool:
 
 def candidates(c: Call, threads: int) -> Iterator[Plan]:
     """Every plan the kernels can run for this call (float32: the batch-1 kernel, or packed and few-rows,
-    each with either product layout; float64 and short calls: BLAS only), the planner's choice first:
+    each with either product layout; float64: BLAS only; calls too short to pack for: BLAS, after the
+    few-rows kernel on the weight rows in place where _short_in_place says), the planner's choice first:
     the kernel by the cost model, its product layout by _hoists; the other layouts after, for tuning."""
     threads = max(1, threads)
     if not c.f32 or (c.T < TABLE["packed_min_t"] and not (c.B == 1 and c.D == 1)):
