@@ -6,6 +6,7 @@ with the kernels' few-rows product off (BLAS's GEMM) and on (``_recurrent.matmul
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py [--threads 2] [--hidden 256,1024]
         [--rows 2,4,16,32,64] [--steps 1,3] [--rounds 50]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py --linear-rows [--threads 1]
 
 Prints per shape the median us of each plan and the ratio to BLAS (below 1: faster than BLAS); the outputs
 of the plans are checked equal first.
@@ -71,21 +72,41 @@ def steps(H: int, B: int, threads: int, rounds: int) -> tuple:
     return float(np.median(times["off"])) * 1e6, float(np.median(times["on"])) * 1e6
 
 
-def linear(K: int, N: int, M: int, threads: int, rounds: int) -> tuple:
-    """Median us of Linear(K, N) on M rows with the few-rows product off (BLAS) and on."""
+def linear(K: int, N: int, M: int, threads: int, rounds: int, force: bool = False) -> tuple:
+    """Median us of Linear(K, N) on M rows with the few-rows product off (BLAS) and on (with ``force``, on
+    however many rows: W's rows in place past the kernels' own limit too)."""
     from rnnfast._kernels import _recurrent as k
     most = k.FEW_ROWS_MAX
+    on = 1 << 30 if force else most
     layer = rf.nn.Linear(K, N, seed=0)
     x = np.random.default_rng(0).standard_normal((M, K)).astype(np.float32)
     times: dict = {"off": [], "on": []}
     for rnd in range(rounds):
         for label in (("off", "on") if rnd % 2 else ("on", "off")):
-            k.FEW_ROWS_MAX = most if label == "on" else 0
+            k.FEW_ROWS_MAX = on if label == "on" else 0
             t0 = time.perf_counter()
             layer(x, n_threads=threads)
             times[label].append(time.perf_counter() - t0)
     k.FEW_ROWS_MAX = most
     return _median_us(times["off"]), _median_us(times["on"])
+
+
+# (K, N) of the Linear layers the rows sweep (--linear-rows) races: 0.5-20 MB of weights, K 256-4096
+LINEAR_SHAPES = [(512, 256), (256, 512), (1024, 128), (512, 512), (768, 384), (4096, 64), (512, 1024),
+                 (512, 2048), (1024, 1024), (512, 4096), (1024, 2048), (1024, 4096), (512, 10000)]
+
+
+def linear_rows(threads: int, rounds: int, rows=(32, 48, 64, 96, 128, 160, 192, 256)) -> None:
+    """BLAS / in place (forced) for every LINEAR_SHAPES layer on ``rows``; '*' marks the row counts the
+    kernels' rule (_recurrent.in_place_rows_max) sends in place."""
+    from rnnfast._kernels import _recurrent as k
+    for K, N in LINEAR_SHAPES:
+        limit = k.in_place_rows_max(K, K * N * 4, threads)
+        cells = []
+        for M in rows:
+            off, on = linear(K, N, M, threads, max(6, min(rounds, int(4e8 / (2 * M * N * K)))), force=True)
+            cells.append(f"{M}{'*' if M <= limit else ' '}:{off / on:.2f}")
+        print(f"threads={threads} Linear({K:4d}, {N:5d}) {K * N * 4 / 2**20:5.2f} MB  " + " ".join(cells), flush=True)
 
 
 def main(argv=None) -> None:
@@ -95,7 +116,12 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", default="2,4,16,32,64")
     ap.add_argument("--steps", default="1,3")
     ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--linear-rows", action="store_true",
+                    help="only the Linear rows sweep: BLAS / in place on 32-256 rows of 13 weight shapes")
     a = ap.parse_args(argv)
+    if a.linear_rows:
+        linear_rows(a.threads, a.rounds)
+        return
     ints = [[int(v) for v in s.split(",")] for s in (a.hidden, a.rows, a.steps)]
     for cls in (rf.nn.LSTM, rf.nn.GRU):
         for H in ints[0]:

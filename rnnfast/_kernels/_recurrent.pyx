@@ -1808,14 +1808,37 @@ def fast_activation(str kind, float[::1] x):
 
 # A float32 product X W^T of this few rows on weights this big reads W's rows in place (rf_gemv_nb: each
 # block of 16 / 4 weight rows passes every group of 4 rows of X while in L1) rather than BLAS, whose GEMM
-# packs W at every call: a Linear layer on a decoder step or a small batch. Zen 4, Linear(K, N) on M rows,
-# BLAS / in place, two threads: (1024, 4096) M=1 3.4 ms / 0.12, M=32 4.6 / 1.6; (1024, 1024) M=5 924 / 82 us;
-# (768, 384) M=5 135 / 26, M=64 277 / 287 (even: BLAS above FEW_ROWS_MAX rows). One or two rows take
-# OpenBLAS's small-matrix path, which does not pack: in place only from TWO_ROWS_MIN_BYTES ((768, 384) M=2
-# 20.5 / 22.6 us; (1024, 1024) 840 / 40).
+# packs W at every call, in every thread's block of rows: a Linear layer on a decoder step or a small batch.
+# Zen 4, Linear(K, N) on M rows, BLAS / in place, two threads: (1024, 4096) M=1 3.4 ms / 0.12, M=32 4.6 / 1.6;
+# (1024, 1024) M=5 924 / 82 us; (768, 384) M=5 135 / 26. One or two rows take OpenBLAS's small-matrix path,
+# which does not pack: in place only from TWO_ROWS_MIN_BYTES ((768, 384) M=2 20.5 / 22.6 us; (1024, 1024)
+# 840 / 40). FEW_ROWS_MAX = 0 turns the path off (bench/short_calls.py).
 FEW_ROWS_MAX = 32
 FEW_ROWS_MIN_BYTES = 256 * 1024
 TWO_ROWS_MIN_BYTES = 2 * 1024 * 1024
+# More rows on weights of MANY_ROWS_MIN_BYTES or more: up to MANY_ROWS_PER_THREAD rows a thread, twice as
+# many when K >= WIDE_K (longer rows: fewer sums across lanes a product), FEW_ROWS_MAX a thread when
+# K < NARROW_K, for one or two threads (measured no wider). BLAS / in place, 13 weight shapes of 0.5-20 MB
+# (`python bench/short_calls.py --linear-rows`, bench/results/linear-rows-2026-12-07-s21.txt), two threads:
+# 96 rows 1.01-1.25x, K >= 1024 192 rows 1.10-1.21x; one thread: 48 rows 1.09-1.19x, K >= 1024 96 rows
+# 1.07-1.27x; K = 256, 64 rows 1.29x; past those BLAS catches up (256 rows 0.75-1.16x on two threads;
+# K = 256, 96 rows 0.93x).
+MANY_ROWS_MIN_BYTES = 512 * 1024
+MANY_ROWS_PER_THREAD = 48
+NARROW_K = 512
+WIDE_K = 1024
+
+
+def in_place_rows_max(int K, size_t nbytes, int nthreads):
+    """The most rows of X for which _recurrent.matmul makes X W^T (float32, W (N, K) of ``nbytes``) on W's
+    rows in place on ``nthreads`` threads (0: never)."""
+    if FEW_ROWS_MAX <= 0:
+        return 0
+    most = FEW_ROWS_MAX if nbytes >= FEW_ROWS_MIN_BYTES else 0
+    if nbytes >= MANY_ROWS_MIN_BYTES:
+        per = FEW_ROWS_MAX if K < NARROW_K else MANY_ROWS_PER_THREAD * (2 if K >= WIDE_K else 1)
+        most = max(most, per * max(1, min(nthreads, 2)))
+    return most
 
 
 cdef void par_gemv_nb(int nthreads, int M, int N, int K, const float* X, int ldx, const float* W, int ldw,
@@ -1863,8 +1886,9 @@ def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint trans_a=False, bi
     if K == 0:
         out *= beta
         return out
-    if (dt == np.float32 and trans_b and not trans_a and M <= FEW_ROWS_MAX
-            and <size_t>N * K * 4 >= <size_t>(FEW_ROWS_MIN_BYTES if M > 2 else TWO_ROWS_MIN_BYTES)):
+    cdef size_t nbytes = <size_t>N * K * 4
+    if (dt == np.float32 and trans_b and not trans_a and M <= in_place_rows_max(K, nbytes, nthreads)
+            and (M > 2 or nbytes >= <size_t>TWO_ROWS_MIN_BYTES)):
         with nogil:
             par_gemv_nb(_cap_threads(nthreads), M, N, K, <float*>pa, lda, <float*>pb, ldb, <float>beta,
                         <float*>pc, ldc)

@@ -248,17 +248,19 @@ def test_laststep_bidirectional_needs_even_features():
         LastStep(bidirectional=True)(np.zeros((1, 2, 3)))
 
 
-@pytest.mark.parametrize("M", [1, 2, 3, 5, 17, 32, 33])
+@pytest.mark.parametrize("K, M", [(1000, M) for M in (1, 2, 3, 5, 17, 32, 33, 48, 49, 96, 97)]
+                         + [(1030, M) for M in (95, 192, 193)] + [(300, 64)])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_linear_on_a_few_rows_of_big_weights(M, n_threads):
+def test_linear_on_a_few_rows_of_big_weights(K, M, n_threads):
     """A few rows against big weights read the weight rows in place (rf_gemv_nb, _recurrent.matmul's
     few-rows path; BLAS would pack them at every call): the same product as float64 numpy, with and without
-    beta, for row counts on either side of its limits, weight rows ending inside a block."""
+    beta, for row counts on either side of its limits (in_place_rows_max: 32 rows, then 48 or 96 a thread
+    by K), weight rows ending inside a block."""
     from rnnfast._kernels import _recurrent as k
     rng = np.random.default_rng(M)
-    lin = rf.nn.Linear(1000, 1030, seed=M)  # 4 MB: past both thresholds
-    assert 1030 * 1000 * 4 >= max(k.FEW_ROWS_MIN_BYTES, k.TWO_ROWS_MIN_BYTES)
-    x = rng.standard_normal((M, 1000)).astype(np.float32)
+    lin = rf.nn.Linear(K, 1030, seed=M)  # 1.2-4 MB: past every threshold of its row count
+    assert 1030 * K * 4 >= max(k.FEW_ROWS_MIN_BYTES, k.MANY_ROWS_MIN_BYTES, k.TWO_ROWS_MIN_BYTES if M <= 2 else 0)
+    x = rng.standard_normal((M, K)).astype(np.float32)
     w, b = lin.state_dict()["weight"], lin.state_dict()["bias"]
     want = x.astype(np.float64) @ w.T.astype(np.float64) + b
     np.testing.assert_allclose(lin(x, n_threads=n_threads), want, rtol=2e-5, atol=2e-5)
@@ -266,3 +268,21 @@ def test_linear_on_a_few_rows_of_big_weights(M, n_threads):
     out = c.copy()
     k.matmul(x, w, out, trans_b=True, beta=1.0, nthreads=n_threads)
     np.testing.assert_allclose(out, want - b + c, rtol=2e-5, atol=2e-5)
+
+
+def test_in_place_rows_rule():
+    """Where _recurrent.matmul reads W's rows in place: 32 rows from 256 KB; from 512 KB 48 rows a thread
+    (96 from K = 1024, 32 below K = 512) for up to two threads; never with the switch off."""
+    from rnnfast._kernels import _recurrent as k
+    rule = k.in_place_rows_max
+    assert rule(512, 200 * 1024, 2) == 0
+    assert rule(512, 300 * 1024, 2) == 32
+    assert [rule(768, 1 << 20, n) for n in (1, 2, 8)] == [48, 96, 96]
+    assert [rule(1024, 1 << 20, n) for n in (1, 2)] == [96, 192]
+    assert [rule(256, 1 << 20, n) for n in (1, 2)] == [32, 64]
+    most = k.FEW_ROWS_MAX
+    try:
+        k.FEW_ROWS_MAX = 0
+        assert rule(1024, 1 << 24, 2) == 0
+    finally:
+        k.FEW_ROWS_MAX = most
