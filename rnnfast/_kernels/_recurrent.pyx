@@ -255,6 +255,33 @@ cdef int _blas_saved = 0      # BLAS thread count to restore when the last one e
 # Fewest rows worth a task of their own: below this a thread costs more than it saves. The planner's
 # TABLE["rows_per_task"] sets it (set_min_rows_per_task), so the two never disagree.
 cdef int MIN_ROWS_PER_TASK = 4
+# The input projection over all steps of a float32 call (hoist) reads W_ih's rows in place (rf_gemv_nb,
+# as _recurrent.matmul does) rather than packing them (par_proj) when it has at most proj_rows_max rows, a
+# multiple of 4 (a remainder of 1-3 rows is one more pass over W_ih, which the pack it saves does not
+# repay: LSTM B=1 T=30 I=H=1024 0.97x), on W_ih of proj_min_bytes or more with proj_min_k inputs or more
+# (the pack then streams megabytes for a few rows; small or narrow W_ih: 0.95-1.01x). Packed / in place,
+# Zen 4, two threads (one): LSTM B=2 T=10 I=H=1024 L=2 bi 1.04-1.06x (1.07), B=2 T=12 I=2048 H=1024 1.11x
+# (1.08), B=2 T=8 I=H=512 1.05x (1.06); GRU B=1 T=16 I=1536 H=768 bi 1.05x (1.06), B=4 T=8 I=1024 H=512
+# 1.05x (1.05); RNN B=2 T=16 I=H=2048 1.07x (1.06). A frozen layer's pack is kept: packed.
+cdef int proj_rows_max = 32
+cdef size_t proj_min_bytes = 4 << 20
+cdef int proj_min_k = 512
+
+
+def set_proj_in_place(int rows_max, size_t min_bytes=4 << 20, int min_k=512):
+    """Set where the input projection reads W_ih's rows in place (rows_max 0: never); for tests and benches."""
+    global proj_rows_max, proj_min_bytes, proj_min_k
+    proj_rows_max, proj_min_bytes, proj_min_k = rows_max, min_bytes, min_k
+
+
+cdef inline bint _proj_in_place(int M, int F, int GH) noexcept nogil:
+    return (M <= proj_rows_max and M % 4 == 0 and F >= proj_min_k
+            and <size_t>F * GH * 4 >= proj_min_bytes)
+
+
+def proj_in_place(int M, int F, int GH):
+    """Whether the projection of M rows, F inputs, GH gate columns reads W_ih in place (unless frozen)."""
+    return _proj_in_place(M, F, GH)
 # Fewest multiply-adds of a GEMM worth splitting across threads.
 cdef double MIN_PARALLEL_FLOPS = 2.0e6
 
@@ -876,7 +903,8 @@ cdef void fwd_inputs(const Net* net, Dir* ld, int F, floating* x) noexcept nogil
     """Before one layer's recurrence (``ld``: its directions): the reverse direction's input in its own order,
     the packed kernel's weight packs, and X W_ih^T over every step, both directions in one parallel region
     (unless the steps make it: wpx without hoist, the batch-1 kernel with lat == 2, the few-rows kernel with
-    units == 2)."""
+    units == 2): float32 on rf's packed kernel (par_proj) or, a few rows on big W_ih (_proj_in_place), on
+    W_ih's rows in place."""
     cdef int d, ng = 0, GH = net.G * net.H
     cdef Dir* p
     cdef GemmSpec specs[2]
@@ -890,7 +918,12 @@ cdef void fwd_inputs(const Net* net, Dir* ld, int F, floating* x) noexcept nogil
             _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
             ng += 1
     if floating is float and ng > 0 and ld[0].wpp != NULL:
-        par_proj(net.nthreads, ld, net.D, net.N, F, GH)
+        if ld[0].wpp_nk == NULL and _proj_in_place(net.N, F, GH):
+            for d in range(net.D):
+                par_gemv_nb(net.nthreads, net.N, GH, F, <float*>ld[d].xin, F, <float*>ld[d].w_ih, F, 0.0,
+                            <float*>ld[d].gates, GH)
+        else:
+            par_proj(net.nthreads, ld, net.D, net.N, F, GH)
     elif ng > 0:
         par_gemms(net.nthreads, specs, ng, x)
 

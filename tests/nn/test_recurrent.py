@@ -917,6 +917,61 @@ def test_float32_short_inference_on_the_weight_rows_in_place(cell, T, B, bidir, 
     _assert_f32_forward(run(m, x, h0, c0, lengths), (ro, rh, rc), lengths)
 
 
+@pytest.fixture
+def proj_in_place():
+    """The input projection over all steps on W_ih's rows in place at every size (not only past 4 MB and 512
+    inputs), restored after."""
+    from rnnfast._kernels import _recurrent as k
+    k.set_proj_in_place(32, 0, 0)
+    yield
+    k.set_proj_in_place(32)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("kernel, B", [("latency", 1), ("units", 3), ("packed", 5), ("units", 8)])
+@pytest.mark.parametrize("bidir", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_projection_on_the_input_weight_rows_in_place(cell, kernel, B, bidir, threads, proj_in_place):
+    """The input projection over all steps read from W_ih's rows in place (rf_gemv_nb instead of packing,
+    a multiple of 4 rows up to 32), forced on small layers: forward (inference and training) and backward
+    against the float64 reference, ragged (a row of length 1; valid rows a multiple of 4 or not), stacked,
+    bidirectional."""
+    from rnnfast._kernels import _recurrent as k
+    T, I, H, L = 6, 9, 40, 2
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, bidir, np.float32, 90 + B)
+    lengths[0] = 4 if B == 1 else 1   # batch 1: 4 rows, in place
+    if B > 1:
+        lengths[1] = T - 1
+    if kernel == "latency" and bidir:  # (the batch-1 kernel runs one direction)
+        kernel = "units"
+    ms = [make(cell, I, H, num_layers=L, bidirectional=bidir, dtype=np.float32, seed=B) for _ in range(2)]
+    sd = {n: v.astype(np.float64) for n, v in ms[0].state_dict().items()}
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
+    ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, bidir, f64[1], f64[2], lengths, nonlinearity=act(cell))
+    assert k.proj_in_place(int(lengths.sum()), I, 4 * H) == (int(lengths.sum()) % 4 == 0)
+    for m, training in zip(ms, (False, True)):
+        m.train(training)
+        m._forced_plan = Plan(kernel, "gemm", "units" if threads > 1 and kernel != "packed" else "none",
+                              threads, False)
+        _assert_f32_forward(run(m, x, h0, c0, lengths), (ro, rh, rc), lengths)
+    _assert_f32_backward(ms[1], cell, f64, sd, L, bidir, lengths, threads)
+
+
+def test_projection_in_place_rule():
+    """W_ih's rows in place for the projection: up to 32 rows, a multiple of 4, from 4 MB and 512 inputs."""
+    from rnnfast._kernels import _recurrent as k
+    assert k.proj_in_place(20, 1024, 4096) and k.proj_in_place(32, 512, 2048)
+    assert not k.proj_in_place(30, 1024, 4096)    # a remainder: one more pass over W_ih
+    assert not k.proj_in_place(36, 1024, 4096)    # more rows: the pack pays
+    assert not k.proj_in_place(16, 256, 8192)     # narrow
+    assert not k.proj_in_place(16, 512, 1024)     # 2 MB
+    k.set_proj_in_place(0)
+    try:
+        assert not k.proj_in_place(16, 1024, 4096)
+    finally:
+        k.set_proj_in_place(32)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [2, 3, 4, 8])
 @pytest.mark.parametrize("proj", ["step", "gemm"])
