@@ -96,17 +96,21 @@ LINEAR_SHAPES = [(512, 256), (256, 512), (1024, 128), (512, 512), (768, 384), (4
                  (512, 2048), (1024, 1024), (512, 4096), (1024, 2048), (1024, 4096), (512, 10000)]
 
 
-def linear_rows(threads: int, rounds: int, rows=(32, 48, 64, 96, 128, 160, 192, 256)) -> None:
-    """BLAS / in place (forced) for every LINEAR_SHAPES layer on ``rows``; '*' marks the row counts the
-    kernels' rule (_recurrent.in_place_rows_max) sends in place."""
+def linear_rows(threads: int, rounds: int, rows=(32, 48, 64, 96, 128, 160, 192, 256), shapes=None) -> list:
+    """BLAS / in place (forced) for every ``shapes`` (default LINEAR_SHAPES) layer on ``rows``, printed a
+    line per shape ('*' marks the row counts the kernels' rule, _recurrent.in_place_rows_max, sends in
+    place) and returned as (K, N, M, ratio, in the rule) tuples."""
     from rnnfast._kernels import _recurrent as k
-    for K, N in LINEAR_SHAPES:
+    out = []
+    for K, N in shapes or LINEAR_SHAPES:
         limit = k.in_place_rows_max(K, K * N * 4, threads)
         cells = []
         for M in rows:
             off, on = linear(K, N, M, threads, max(6, min(rounds, int(4e8 / (2 * M * N * K)))), force=True)
             cells.append(f"{M}{'*' if M <= limit else ' '}:{off / on:.2f}")
+            out.append((K, N, M, off / on, M <= limit))
         print(f"threads={threads} Linear({K:4d}, {N:5d}) {K * N * 4 / 2**20:5.2f} MB  " + " ".join(cells), flush=True)
+    return out
 
 
 def main(argv=None) -> None:

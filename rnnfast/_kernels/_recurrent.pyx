@@ -1852,10 +1852,10 @@ TWO_ROWS_MIN_BYTES = 2 * 1024 * 1024
 # More rows on weights of MANY_ROWS_MIN_BYTES or more: up to MANY_ROWS_PER_THREAD rows a thread, twice as
 # many when K >= WIDE_K (longer rows: fewer sums across lanes a product), FEW_ROWS_MAX a thread when
 # K < NARROW_K, for one or two threads (measured no wider). BLAS / in place, 13 weight shapes of 0.5-20 MB
-# (`python bench/short_calls.py --linear-rows`, bench/results/linear-rows-2026-12-07-s21.txt), two threads:
-# 96 rows 1.01-1.25x, K >= 1024 192 rows 1.10-1.21x; one thread: 48 rows 1.09-1.19x, K >= 1024 96 rows
-# 1.07-1.27x; K = 256, 64 rows 1.29x; past those BLAS catches up (256 rows 0.75-1.16x on two threads;
-# K = 256, 96 rows 0.93x).
+# (`python bench/short_calls.py --linear-rows`, bench/results/linear-rows-2026-12-07-s21.txt): every row
+# count inside the rule 1.08x or more; at its limits, two threads: 96 rows 1.08-1.20x, K >= 1024 192 rows
+# 1.16-1.31x, K = 256 64 rows 1.17x; one thread: 48 rows 1.10-1.21x, K >= 1024 96 rows 1.16-1.32x; past
+# them BLAS catches up (256 rows 0.85-1.17x; K = 256, 96 rows 0.93-0.98x).
 MANY_ROWS_MIN_BYTES = 512 * 1024
 MANY_ROWS_PER_THREAD = 48
 NARROW_K = 512

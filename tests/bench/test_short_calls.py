@@ -22,3 +22,11 @@ def test_linear_restores_the_few_rows_switch():
     most = k.FEW_ROWS_MAX
     off, on = short_calls.linear(64, 32, 3, threads=1, rounds=2)
     assert off > 0 and on > 0 and k.FEW_ROWS_MAX == most
+
+
+def test_linear_rows_sweep_marks_the_rule_and_restores_the_switch():
+    from rnnfast._kernels import _recurrent as k
+    most = k.FEW_ROWS_MAX
+    res = short_calls.linear_rows(2, 2, rows=(32, 300), shapes=[(1024, 128)])
+    assert [(K, N, M, inside) for K, N, M, _, inside in res] == [(1024, 128, 32, True), (1024, 128, 300, False)]
+    assert all(r > 0 for _, _, _, r, _ in res) and k.FEW_ROWS_MAX == most
