@@ -9,6 +9,10 @@ it also times the same call at batch 1 and prints B / batch-1 (the issue's "batc
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/plan_ab.py --threads 2 \\
         lstm-B2-T10-I1024-H1024-L2-bi-infer gru-B2-T50-I256-H256-L1-uni-infer
 
+``--print-plans`` prints the planner's plan of every point and stops; ``--old-plans FILE`` (those lines from
+another build, e.g. a worktree of the last commit) races only the points whose plan changed and ends with
+old plan / new plan per point: a planner change judged on every point it moves.
+
 ``--grid REGEX`` takes the names from ``bench/grid.py``'s points instead (``--grid .`` every one, ``--grid
 'infer' --quick`` the quick subset's inference points) and ends with the planner's misses: the points where
 another plan's median and fastest round both beat the chosen plan's by ``--margin``, worst first (what
@@ -17,6 +21,7 @@ another plan's median and fastest round both beat the chosen plan's by ``--margi
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import time
 from dataclasses import replace
@@ -63,9 +68,11 @@ def race(entries, rounds: int) -> list:
     return [(e[0], times[e[0]]) for e in entries]
 
 
-def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bool = False) -> tuple:
+def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bool = False,
+        times: dict | None = None) -> tuple:
     """Race a point's candidates and print them; returns (chosen plan's times, the fastest other's label and
-    times) for the summary."""
+    times) for the summary, and fills ``times`` (when given) with {label: times} of every candidate (labels
+    as printed: "* " marks the chosen plan)."""
     layer, x, training = make(name)
     layer.train(training)
     call = layer._describe(x, None, training)
@@ -97,6 +104,8 @@ def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bo
         ch = float(np.median(dict(res)[("* " + str(chosen))]))
         print(f"  B={x.shape[0]} / B=1 (medians, planner's plans): {ch / b1:.2f}")
     mine = dict(res)["* " + str(chosen)]
+    if times is not None:
+        times.update((label, t) for label, t in res if not label.startswith("  B=1"))
     others = [(float(np.median(t)), label, t) for label, t in res if not label.startswith(("*", "  B=1"))]
     rival = min(others, default=None, key=lambda o: o[0])
     return mine, (rival[1].strip(), rival[2]) if rival else None
@@ -127,6 +136,48 @@ def grid_names(pattern: str, quick: bool) -> list:
     return [p.name for p in grid.select_points(grid.grid_points(), quick=quick, only=pattern)]
 
 
+def random_names(n: int, seed: int = 5) -> list:
+    """``n`` seeded shapes of the few-rows regime the grid samples thinly (B 2-12; H 16-512, many not a
+    multiple of 32; I 1-512; T 8-200; 1-2 layers; uni- and bidirectional; inference and training)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        cell, B = rng.choice(["lstm", "gru", "rnn"]), rng.choice([2, 3, 4, 5, 6, 8, 12])
+        H = rng.choice([16, 24, 40, 48, 56, 64, 80, 96, 100, 112, 128, 160, 200, 256, 300, 384, 512])
+        I, T = rng.choice([1, 8, 32, 64, 128, 256, 512]), rng.choice([8, 20, 50, 100, 200])
+        L, d, mode = rng.choice([1, 2]), rng.choice(["uni", "bi"]), rng.choice(["infer", "train"])
+        out.append(f"{cell}-B{B}-T{T}-I{I}-H{H}-L{L}-{d}-{mode}")
+    return out
+
+
+def plans_of(names: list, threads: int) -> list:
+    """["name threads plan"] lines: the planner's plan of every point on ``threads`` threads (--print-plans;
+    another build's lines are --old-plans' input)."""
+    out = []
+    for name in names:
+        layer, x, training = make(name)
+        layer.train(training)
+        out.append(f"{name} {threads} {_planner.plan_call(layer._describe(x, None, training), threads)}")
+    return out
+
+
+def against_old(old_lines: list, times: dict, threads: int) -> list:
+    """[(name, old plan, new plan, old median / new median)] for the points whose plan another build's
+    planner (``old_lines``, from --print-plans) chose differently; ``times``: {name: {plan: times}}."""
+    out = []
+    for line in old_lines:
+        name, th, old = line.split(" ", 2)
+        if int(th) != threads or name not in times:
+            continue
+        cands = times[name]
+        new = next((p for p in cands if p.startswith("* ")), None)
+        plans = {p[2:]: t for p, t in cands.items()}
+        if new is None or new[2:] == old.strip() or old.strip() not in plans:
+            continue
+        out.append((name, old.strip(), new[2:], float(np.median(plans[old.strip()])) / float(np.median(cands[new]))))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="grid point names")
@@ -138,11 +189,25 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-ratio", action="store_true", help="also time batch 1 and print B / batch-1")
     ap.add_argument("--flip-panels", action="store_true",
                     help="also time every batch-1 / few-rows plan with its weights packed or in place the other way")
+    ap.add_argument("--random", type=int, default=0, metavar="N",
+                    help="also N seeded few-rows shapes (random_names: B 2-12, H 16-512)")
+    ap.add_argument("--print-plans", action="store_true",
+                    help="print the planner's plan of every point ('name threads plan' lines) and stop")
+    ap.add_argument("--old-plans", metavar="FILE",
+                    help="--print-plans lines of another build: race the points whose plan changed, old against new")
     a = ap.parse_args(argv)
-    names = list(a.names) + (grid_names(a.grid, a.quick) if a.grid else [])
+    names = list(a.names) + (grid_names(a.grid, a.quick) if a.grid else []) + random_names(a.random)
+    old_lines = open(a.old_plans).read().split("\n") if a.old_plans else []
+    if a.old_plans:
+        now = set(plans_of(names, a.threads))
+        names = [n for n in names if any(ln.startswith(n + f" {a.threads} ") and ln not in now for ln in old_lines)]
     if not names:
-        ap.error("give point names or --grid")
-    results = {name: run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels) for name in names}
+        ap.error("give point names or --grid" if not a.old_plans else "no point's plan changed")
+    if a.print_plans:
+        print("\n".join(plans_of(names, a.threads)))
+        return
+    times: dict = {name: {} for name in names}
+    results = {name: run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels, times[name]) for name in names}
     found = misses(results, a.margin)
     for mode in ("infer", "train"):
         gaps = [gap(*results[n]) for n in results if n.endswith(mode) and results[n][1] is not None]
@@ -153,6 +218,16 @@ def main(argv=None) -> None:
           f"{len(results)}")
     for ratio, name, label in found:
         print(f"  {name:<42} {ratio:5.2f}x  {label}")
+    if a.old_plans:
+        rows = against_old([ln for ln in old_lines if ln.strip()], times, a.threads)
+        print(f"\nplans changed since --old-plans: {len(rows)}; old plan / new plan, medians")
+        for name, old, new, r in rows:
+            print(f"  {name:<42} {r:5.2f}x  {old} -> {new}")
+        for mode in ("infer", "train"):
+            rs = [r for name, _, _, r in rows if name.endswith(mode)]
+            if rs:
+                print(f"{mode}: {len(rs)} points, geometric mean {float(np.exp(np.mean(np.log(rs)))):.3f}, "
+                      f"range {min(rs):.2f}-{max(rs):.2f}")
 
 
 if __name__ == "__main__":

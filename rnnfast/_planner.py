@@ -328,7 +328,8 @@ def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:
     GH = c.cell.gates * c.H
     gates = 8.0 * c.N * GH * c.D
     eff = min(1.0, 0.5 + F / TABLE["gemm_full_k"])  # short inner products run BLAS below its peak
-    return (2.0 * c.N * F * GH * c.D / (TABLE["core_flops"] * eff * threads) + gates / _bandwidth(gates, m)
+    cols = -(-GH // 32) * 32  # (whole panels, as the steps' products)
+    return (2.0 * c.N * F * cols * c.D / (TABLE["core_flops"] * eff * threads) + gates / _bandwidth(gates, m)
             + TABLE["gemm_call_s"])
 
 
@@ -348,21 +349,36 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
     steps = c.N / max(1, c.B)  # mean valid steps of a row: the recurrence's length
     extra = _proj_cost(c, F, threads, m) if proj == "gemm" else 0.0
     pack = 8.0 * K * G * H / TABLE["bw_mem"]  # every kernel here packs its weights once a call ...
-    if kernel in ("latency", "units") and not _panels(c, kernel, threads, proj, m):
+    panels = kernel not in ("latency", "units") or _panels(c, kernel, threads, proj, m)
+    if not panels:
         pack = 0.0  # ... but those that read the rows in place (short batch-1 and few-rows calls)
     regions = 0.0 if threads <= 1 else TABLE["region_s"] * (c.D + (proj == "gemm"))
     if kernel in ("units", "latency"):  # threads share out the units, meeting once a step; directions in turn
-        share = -(-H // threads)
+        share = _units_share(H, threads, kernel, panels)
         sync = TABLE["barrier_s"] * c.cell.barriers if threads > 1 else 0.0
         step = _step_cost(c.B, G * share, K, m, kernel) + sync + TABLE["cell_s"] * c.B * share
         return regions + extra + c.D * (pack / threads + steps * step)
     nblk, ntask = _row_tasks(c, threads)
     rows = -(-c.B // nblk)
-    step = _step_cost(rows, G * H, K, m) + TABLE["cell_s"] * rows * H
+    step = _step_cost(rows, -(-G * H // 32) * 32, K, m) + TABLE["cell_s"] * rows * H  # (whole panels)
     rounds = -(-ntask // min(threads, ntask))
     regions = 0.0 if min(threads, ntask) <= 1 else TABLE["region_s"] * (2 + (proj == "gemm"))
     # (each direction's weights are packed by all the threads, one direction after the other)
     return regions + extra + c.D * pack / min(threads, ntask) + rounds * steps * step
+
+
+def _units_share(H: int, threads: int, kernel: str, panels: bool) -> int:
+    """Units of the most loaded thread, as a step's product pays for them: on one thread the few-rows
+    kernel, packed, computes every gate's units in whole panels of RF_NR = 32 columns, a partial one as a
+    full one. (One thread, B=2-3, T=200, I=48, packed / few-rows kernel: LSTM H=32 0.92-0.93, H=64
+    1.00-1.06, H=96 0.97, H=128 0.98-1.00; H=40 1.26-1.28, H=48 1.15-1.20: what padding to 64 units costs.
+    On several threads, where the shares are whole panels from 32 units a thread on (rf_units_share), the
+    model's barriers already weigh against the few-rows kernel: counting the panels there sent GRU B=3
+    T=20 I=512 H=112 L=2 training to the packed kernel on one thread, 1.5x slower.)"""
+    share = -(-H // threads)
+    if kernel == "units" and panels and threads == 1:
+        share = -(-share // 32) * 32
+    return share
 
 
 def _row_tasks(c: Call, threads: int) -> tuple[int, int]:

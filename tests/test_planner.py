@@ -136,6 +136,31 @@ def test_one_thread_two_or_three_rows_take_the_few_rows_product(B):
     assert (p.kernel, p.threads) == ("units", 1)
 
 
+@pytest.mark.parametrize("H, kernel", [(16, "packed"), (40, "packed"), (48, "packed"), (32, "units"),
+                                         (64, "units"), (128, "units")])
+def test_one_thread_few_rows_pay_for_whole_panels(H, kernel):
+    """The few-rows kernel computes every gate's share of units in whole 32-column panels: at H = 16, 40, 48
+    (gates padded to 32, 64, 64 units) the packed kernel, whose G H columns pad once, is cheaper on one
+    thread (measured 1.15-1.35x at B = 2-3); at multiples of 32 the few-rows kernel keeps them."""
+    assert _planner.plan_call(call(Cell.LSTM, B=3, T=200, I=48, H=H), 1).kernel == kernel
+
+
+def test_units_share_counts_whole_panels():
+    assert _planner._units_share(48, 1, "units", True) == 64
+    assert _planner._units_share(48, 1, "units", False) == 48      # rows in place: no panels
+    assert _planner._units_share(48, 1, "latency", True) == 48     # the batch-1 kernel's own layout
+    assert _planner._units_share(200, 2, "units", True) == 100     # several threads: as before (see its doc)
+
+
+def test_the_packed_kernel_and_the_projection_pay_for_whole_panels():
+    m = Machine(l1d=48 * 1024, l2=2 << 20, l3=32 << 20)
+    cost = {H: _planner._proj_cost(call(Cell.GRU, B=8, T=50, I=64, H=H), 64, 1, m) for H in (32, 33, 40)}
+    # GRU: 96 gate columns at H=32; 99 and 120 both run as 128
+    assert cost[33] == pytest.approx(cost[40], rel=0.02) and cost[32] < 0.8 * cost[33]
+    step = {H: _planner._cost(call(Cell.GRU, B=8, T=50, I=64, H=H), "packed", "step", 1, m) for H in (32, 33, 40)}
+    assert step[33] > 1.2 * step[32] and step[40] < 1.1 * step[33]
+
+
 def test_one_thread_one_row_or_enough_rows_keep_the_packed_kernel():
     # one row (bidirectional): the few-rows kernel's per-step costs outweigh the chains; from fma_chains / 2
     # rows on, rf_gemm_packed has chains enough

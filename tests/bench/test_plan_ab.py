@@ -29,3 +29,18 @@ def test_run_races_every_candidate_and_reports_the_fastest_other(capsys):
     assert len(mine) == 1 and rival is not None and len(rival[1]) == 1
     assert out.count("* ") == 1 and "B=1: " in out and "B=2 / B=1" in out
     assert rival[0] in out and not rival[0].startswith("*")
+
+
+def test_random_names_are_seeded_shapes_the_planner_reads():
+    names = plan_ab.random_names(20)
+    assert names == plan_ab.random_names(20) and names != plan_ab.random_names(20, seed=6)
+    lines = plan_ab.plans_of(names[:5], 2)
+    assert [ln.split(" ", 2)[:2] for ln in lines] == [[n, "2"] for n in names[:5]]
+
+
+def test_against_old_reports_only_the_points_whose_plan_changed():
+    times = {"p": {"* packed proj=gemm split=nonex1": [1.0, 1.0], "  units proj=step split=nonex1": [2.0, 2.0]},
+             "q": {"* packed proj=gemm split=nonex1": [1.0], "  units proj=step split=nonex1": [0.5]}}
+    old = ["p 1 units proj=step split=nonex1", "q 1 packed proj=gemm split=nonex1", "p 2 units proj=step split=nonex1"]
+    assert plan_ab.against_old(old, times, 1) == [("p", "units proj=step split=nonex1",
+                                                    "packed proj=gemm split=nonex1", 2.0)]
