@@ -2,6 +2,8 @@
 ragged lengths), float32, bad input."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rnnfast as rf
 from rnnfast.nn import Dropout, Embedding, LastStep, Linear, MaxPool, MeanPool
@@ -286,3 +288,21 @@ def test_in_place_rows_rule():
         assert rule(1024, 1 << 24, 2) == 0
     finally:
         k.FEW_ROWS_MAX = most
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 200), st.sampled_from([(512, 300), (1030, 130), (256, 1100), (700, 200)]),
+       st.integers(1, 3), st.booleans(), st.integers(0, 2**16))
+def test_float32_matmul_on_any_row_count_matches_float64(M, KN, n_threads, beta, seed):
+    """X W^T in float32 on random row counts around every limit of _recurrent.in_place_rows_max (rows in
+    place or BLAS, whichever the rule picks; 1-3 rows past a group of 4), with and without beta, on one to
+    three threads: float64's product to float32 rounding."""
+    from rnnfast._kernels import _recurrent as k
+    K, N = KN
+    rng = np.random.default_rng(seed)
+    x, w = (rng.standard_normal(s).astype(np.float32) for s in ((M, K), (N, K)))
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    out = c.copy()
+    k.matmul(x, w, out, trans_b=True, beta=1.0 if beta else 0.0, nthreads=n_threads)
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + (c if beta else 0.0)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
