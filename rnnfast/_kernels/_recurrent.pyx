@@ -262,7 +262,8 @@ cdef int MIN_ROWS_PER_TASK = 4
 # (the pack then streams megabytes for a few rows; small or narrow W_ih: 0.95-1.01x). Packed / in place,
 # Zen 4, two threads (one): LSTM B=2 T=10 I=H=1024 L=2 bi 1.04-1.06x (1.07), B=2 T=12 I=2048 H=1024 1.11x
 # (1.08), B=2 T=8 I=H=512 1.05x (1.06); GRU B=1 T=16 I=1536 H=768 bi 1.05x (1.06), B=4 T=8 I=1024 H=512
-# 1.05x (1.05); RNN B=2 T=16 I=H=2048 1.07x (1.06). A frozen layer's pack is kept: packed.
+# 1.05x (1.05); RNN B=2 T=16 I=H=2048 1.07x (1.06). A frozen layer does the same (it keeps its pack for
+# other calls): its results stay the original's bit for bit.
 cdef int proj_rows_max = 32
 cdef size_t proj_min_bytes = 4 << 20
 cdef int proj_min_k = 512
@@ -280,7 +281,7 @@ cdef inline bint _proj_in_place(int M, int F, int GH) noexcept nogil:
 
 
 def proj_in_place(int M, int F, int GH):
-    """Whether the projection of M rows, F inputs, GH gate columns reads W_ih in place (unless frozen)."""
+    """Whether the projection of M rows, F inputs, GH gate columns reads W_ih in place."""
     return _proj_in_place(M, F, GH)
 # Fewest multiply-adds of a GEMM worth splitting across threads.
 cdef double MIN_PARALLEL_FLOPS = 2.0e6
@@ -918,7 +919,7 @@ cdef void fwd_inputs(const Net* net, Dir* ld, int F, floating* x) noexcept nogil
             _spec(&specs[ng], False, True, net.N, GH, F, p.xin, F, p.w_ih, F, 0.0, p.gates, GH)
             ng += 1
     if floating is float and ng > 0 and ld[0].wpp != NULL:
-        if ld[0].wpp_nk == NULL and _proj_in_place(net.N, F, GH):
+        if _proj_in_place(net.N, F, GH):  # (a frozen layer's too: its answers are the original's, bit for bit)
             for d in range(net.D):
                 par_gemv_nb(net.nthreads, net.N, GH, F, <float*>ld[d].xin, F, <float*>ld[d].w_ih, F, 0.0,
                             <float*>ld[d].gates, GH)
