@@ -124,6 +124,17 @@ TABLE = {
     # (H=128) B=2 25 / 40 us, B=4 79 / 53: OpenBLAS's small-matrix path still wins there)
     "short_rows_min_bytes": 1 << 20,
     "short_rows_max": 32,
+    # a call whose input product is one GEMM over all its steps (hoist) makes it on W_ih's rows in place
+    # (rf_gemv_nb), not packed, when it has at most proj_in_place_rows valid rows, a multiple of 4 (a
+    # remainder of 1-3 is one more pass over W_ih: LSTM B=1 T=30 I=H=1024 0.97x), on W_ih of
+    # proj_in_place_min_bytes or more and proj_in_place_min_k inputs or more (the pack then streams
+    # megabytes for a few rows; small or narrow W_ih 0.95-1.01x). Zen 4, packed / in place, two threads
+    # (one): LSTM B=2 T=10 I=H=1024 L=2 bi 1.04-1.06x (1.07), B=2 T=12 I=2048 H=1024 1.11 (1.08), B=2 T=8
+    # I=H=512 1.05 (1.06); GRU B=1 T=16 I=1536 H=768 bi 1.05 (1.06), B=4 T=8 I=1024 H=512 1.05 (1.05); RNN
+    # B=2 T=16 I=H=2048 1.07 (1.06); from 64 rows 0.89-0.98. (The kernels read these: set_proj_in_place.)
+    "proj_in_place_rows": 32,
+    "proj_in_place_min_bytes": 4 << 20,
+    "proj_in_place_min_k": 512,
     # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK)
     "rows_per_task": 4,
     # rates of the roofline: a core's multiply-add rate on the packed kernel (one thread, 64 x 2048 x
@@ -328,8 +339,7 @@ def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:
     GH = c.cell.gates * c.H
     gates = 8.0 * c.N * GH * c.D
     eff = min(1.0, 0.5 + F / TABLE["gemm_full_k"])  # short inner products run BLAS below its peak
-    cols = -(-GH // 32) * 32  # (whole panels, as the steps' products)
-    return (2.0 * c.N * F * cols * c.D / (TABLE["core_flops"] * eff * threads) + gates / _bandwidth(gates, m)
+    return (2.0 * c.N * F * _whole_panels(GH) * c.D / (TABLE["core_flops"] * eff * threads) + gates / _bandwidth(gates, m)
             + TABLE["gemm_call_s"])
 
 
@@ -360,11 +370,15 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
         return regions + extra + c.D * (pack / threads + steps * step)
     nblk, ntask = _row_tasks(c, threads)
     rows = -(-c.B // nblk)
-    step = _step_cost(rows, -(-G * H // 32) * 32, K, m) + TABLE["cell_s"] * rows * H  # (whole panels)
+    step = _step_cost(rows, _whole_panels(G * H), K, m) + TABLE["cell_s"] * rows * H
     rounds = -(-ntask // min(threads, ntask))
     regions = 0.0 if min(threads, ntask) <= 1 else TABLE["region_s"] * (2 + (proj == "gemm"))
     # (each direction's weights are packed by all the threads, one direction after the other)
     return regions + extra + c.D * pack / min(threads, ntask) + rounds * steps * step
+
+
+# RF_NR (csrc/rf_gemm.h): the packed kernels' panels are this many columns wide
+PANEL_COLS = 32
 
 
 def _units_share(H: int, threads: int, kernel: str, panels: bool) -> int:
@@ -376,9 +390,13 @@ def _units_share(H: int, threads: int, kernel: str, panels: bool) -> int:
     model's barriers already weigh against the few-rows kernel: counting the panels there sent GRU B=3
     T=20 I=512 H=112 L=2 training to the packed kernel on one thread, 1.5x slower.)"""
     share = -(-H // threads)
-    if kernel == "units" and panels and threads == 1:
-        share = -(-share // 32) * 32
-    return share
+    return _whole_panels(share) if kernel == "units" and panels and threads == 1 else share
+
+
+def _whole_panels(cols: int) -> int:
+    """Columns a packed product computes for ``cols``: whole panels of PANEL_COLS (a partial one costs as a
+    full one)."""
+    return -(-cols // PANEL_COLS) * PANEL_COLS
 
 
 def _row_tasks(c: Call, threads: int) -> tuple[int, int]:

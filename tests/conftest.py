@@ -45,3 +45,16 @@ def reference_machine(monkeypatch):
     """Plan as on the machine the planner's rules were measured on (REFERENCE_MACHINE)."""
     monkeypatch.setattr(_planner, "machine", lambda: REFERENCE_MACHINE)
     return REFERENCE_MACHINE
+
+
+@pytest.fixture
+def proj_in_place():
+    """Input projections of up to 32 valid rows (a multiple of 4) read W_ih's rows in place at every size
+    (TABLE's proj_in_place_* rule with no size limits, handed to the kernels), restored after."""
+    from rnnfast.nn import _rnn_calls
+    saved = {k: _planner.TABLE[k] for k in ("proj_in_place_min_bytes", "proj_in_place_min_k")}
+    _planner.TABLE.update(proj_in_place_min_bytes=0, proj_in_place_min_k=0)
+    _rnn_calls.set_proj_in_place()
+    yield
+    _planner.TABLE.update(saved)
+    _rnn_calls.set_proj_in_place()

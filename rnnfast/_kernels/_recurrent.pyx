@@ -256,21 +256,17 @@ cdef int _blas_saved = 0      # BLAS thread count to restore when the last one e
 # TABLE["rows_per_task"] sets it (set_min_rows_per_task), so the two never disagree.
 cdef int MIN_ROWS_PER_TASK = 4
 # The input projection over all steps of a float32 call (hoist) reads W_ih's rows in place (rf_gemv_nb,
-# as _recurrent.matmul does) rather than packing them (par_proj) when it has at most proj_rows_max rows, a
-# multiple of 4 (a remainder of 1-3 rows is one more pass over W_ih, which the pack it saves does not
-# repay: LSTM B=1 T=30 I=H=1024 0.97x), on W_ih of proj_min_bytes or more with proj_min_k inputs or more
-# (the pack then streams megabytes for a few rows; small or narrow W_ih: 0.95-1.01x). Packed / in place,
-# Zen 4, two threads (one): LSTM B=2 T=10 I=H=1024 L=2 bi 1.04-1.06x (1.07), B=2 T=12 I=2048 H=1024 1.11x
-# (1.08), B=2 T=8 I=H=512 1.05x (1.06); GRU B=1 T=16 I=1536 H=768 bi 1.05x (1.06), B=4 T=8 I=1024 H=512
-# 1.05x (1.05); RNN B=2 T=16 I=H=2048 1.07x (1.06). A frozen layer does the same (it keeps its pack for
-# other calls): its results stay the original's bit for bit.
+# as _recurrent.matmul does) rather than packing them (par_proj) for at most proj_rows_max rows, a multiple
+# of 4, on W_ih of proj_min_bytes or more with proj_min_k inputs or more: the planner's TABLE sets them
+# (proj_in_place_*, with what they model; set_proj_in_place), so the two never disagree. A frozen layer does
+# the same (it keeps its pack for other calls): its results stay the original's bit for bit.
 cdef int proj_rows_max = 32
 cdef size_t proj_min_bytes = 4 << 20
 cdef int proj_min_k = 512
 
 
-def set_proj_in_place(int rows_max, size_t min_bytes=4 << 20, int min_k=512):
-    """Set where the input projection reads W_ih's rows in place (rows_max 0: never); for tests and benches."""
+def set_proj_in_place(int rows_max, size_t min_bytes, int min_k):
+    """Set where the input projection reads W_ih's rows in place (rows_max 0: never)."""
     global proj_rows_max, proj_min_bytes, proj_min_k
     proj_rows_max, proj_min_bytes, proj_min_k = rows_max, min_bytes, min_k
 

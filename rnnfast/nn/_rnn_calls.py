@@ -16,8 +16,19 @@ from rnnfast.nn.module import aligned_empty, as_float
 
 __all__ = ["KernelCalls"]
 
-# the kernel's row tasks are cut as the planner models them (one number, in the planner's table)
+# the kernel's row tasks are cut as the planner models them, and its input projections read W_ih in place
+# where the planner's table says (numbers in that one table)
 _k.set_min_rows_per_task(int(_planner.TABLE["rows_per_task"]))
+
+
+def set_proj_in_place() -> None:
+    """Hand the kernels TABLE's proj_in_place_* rule (again, after a change to TABLE)."""
+    t = _planner.TABLE
+    _k.set_proj_in_place(int(t["proj_in_place_rows"]), int(t["proj_in_place_min_bytes"]),
+                         int(t["proj_in_place_min_k"]))
+
+
+set_proj_in_place()
 
 
 class _Plan:

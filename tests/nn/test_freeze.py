@@ -55,20 +55,15 @@ def test_frozen_packs_per_thread_count(path):
 
 
 @pytest.mark.parametrize("B, T", [(2, 8), (3, 4), (2, 9), (8, 6)])
-def test_frozen_matches_the_original_where_the_projection_reads_w_ih_in_place(B, T):
+def test_frozen_matches_the_original_where_the_projection_reads_w_ih_in_place(B, T, proj_in_place):
     """A few rows on a big W_ih (at most 32, a multiple of 4: _recurrent.proj_in_place) read W_ih's rows in
     place, frozen or not, so the frozen copy keeps giving the original's bits; other row counts (18, 48)
     take its kept pack."""
-    from rnnfast._kernels import _recurrent as k
-    layer = LSTM(512, 64, seed=B).eval()
-    k.set_proj_in_place(32, 0, 0)  # (at every size: this W_ih is 512 KB)
-    try:
-        frozen = freeze(layer)
-        x = np.random.default_rng(B).standard_normal((B, T, 512)).astype(np.float32)
-        for n in (2, 1, 2):
-            _same(frozen(x, n_threads=n), layer(x, n_threads=n))
-    finally:
-        k.set_proj_in_place(32)
+    layer = LSTM(512, 64, seed=B).eval()  # (W_ih 512 KB: proj_in_place lifts the size limits)
+    frozen = freeze(layer)
+    x = np.random.default_rng(B).standard_normal((B, T, 512)).astype(np.float32)
+    for n in (2, 1, 2):
+        _same(frozen(x, n_threads=n), layer(x, n_threads=n))
 
 
 @pytest.mark.parametrize("path", [PATHS[0], PATHS[4], PATHS[10]], ids=[IDS[0], IDS[4], IDS[10]])

@@ -917,16 +917,6 @@ def test_float32_short_inference_on_the_weight_rows_in_place(cell, T, B, bidir, 
     _assert_f32_forward(run(m, x, h0, c0, lengths), (ro, rh, rc), lengths)
 
 
-@pytest.fixture
-def proj_in_place():
-    """The input projection over all steps on W_ih's rows in place at every size (not only past 4 MB and 512
-    inputs), restored after."""
-    from rnnfast._kernels import _recurrent as k
-    k.set_proj_in_place(32, 0, 0)
-    yield
-    k.set_proj_in_place(32)
-
-
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("kernel, B", [("latency", 1), ("units", 3), ("packed", 5), ("units", 8)])
 @pytest.mark.parametrize("bidir", [False, True], ids=["uni", "bi"])
@@ -957,19 +947,24 @@ def test_float32_projection_on_the_input_weight_rows_in_place(cell, kernel, B, b
     _assert_f32_backward(ms[1], cell, f64, sd, L, bidir, lengths, threads)
 
 
-def test_projection_in_place_rule():
-    """W_ih's rows in place for the projection: up to 32 rows, a multiple of 4, from 4 MB and 512 inputs."""
+def test_projection_in_place_rule(monkeypatch):
+    """W_ih's rows in place for the projection: up to 32 rows, a multiple of 4, from 4 MB and 512 inputs
+    (the planner's TABLE, handed to the kernels)."""
     from rnnfast._kernels import _recurrent as k
+    from rnnfast.nn import _rnn_calls
     assert k.proj_in_place(20, 1024, 4096) and k.proj_in_place(32, 512, 2048)
     assert not k.proj_in_place(30, 1024, 4096)    # a remainder: one more pass over W_ih
     assert not k.proj_in_place(36, 1024, 4096)    # more rows: the pack pays
     assert not k.proj_in_place(16, 256, 8192)     # narrow
     assert not k.proj_in_place(16, 512, 1024)     # 2 MB
-    k.set_proj_in_place(0)
+    monkeypatch.setitem(TABLE, "proj_in_place_rows", 0)
     try:
+        _rnn_calls.set_proj_in_place()
         assert not k.proj_in_place(16, 1024, 4096)
     finally:
-        k.set_proj_in_place(32)
+        monkeypatch.undo()
+        _rnn_calls.set_proj_in_place()
+    assert k.proj_in_place(16, 1024, 4096)
 
 
 @pytest.mark.parametrize("cell", CELLS)
