@@ -364,7 +364,7 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
         pack = 0.0  # ... but those that read the rows in place (short batch-1 and few-rows calls)
     regions = 0.0 if threads <= 1 else TABLE["region_s"] * (c.D + (proj == "gemm"))
     if kernel in ("units", "latency"):  # threads share out the units, meeting once a step; directions in turn
-        share = _units_share(H, threads, kernel, panels)
+        share = _units_share(H, threads, kernel, panels, c.training)
         sync = TABLE["barrier_s"] * c.cell.barriers if threads > 1 else 0.0
         step = _step_cost(c.B, G * share, K, m, kernel) + sync + TABLE["cell_s"] * c.B * share
         return regions + extra + c.D * (pack / threads + steps * step)
@@ -381,16 +381,22 @@ def _cost(c: Call, kernel: str, proj: str, threads: int, m: Machine) -> float:
 PANEL_COLS = 32
 
 
-def _units_share(H: int, threads: int, kernel: str, panels: bool) -> int:
-    """Units of the most loaded thread, as a step's product pays for them: on one thread the few-rows
-    kernel, packed, computes every gate's units in whole panels of RF_NR = 32 columns, a partial one as a
-    full one. (One thread, B=2-3, T=200, I=48, packed / few-rows kernel: LSTM H=32 0.92-0.93, H=64
-    1.00-1.06, H=96 0.97, H=128 0.98-1.00; H=40 1.26-1.28, H=48 1.15-1.20: what padding to 64 units costs.
-    On several threads, where the shares are whole panels from 32 units a thread on (rf_units_share), the
-    model's barriers already weigh against the few-rows kernel: counting the panels there sent GRU B=3
-    T=20 I=512 H=112 L=2 training to the packed kernel on one thread, 1.5x slower.)"""
+def _units_share(H: int, threads: int, kernel: str, panels: bool, training: bool = False) -> int:
+    """Units of the most loaded thread, as a step's product pays for them. The few-rows kernel gives each
+    thread whole 32-unit panels where there are enough units (rf_units_share: H=100 on two threads, 64 and
+    36) and, packed, computes every gate's share in whole panels of PANEL_COLS columns, a partial one as a
+    full one. One thread, B=2-3, T=200, I=48, packed / few-rows kernel: LSTM H=32 0.92-0.93, H=64
+    1.00-1.06, H=96 0.97, H=128 0.98-1.00; H=40 1.26-1.28, H=48 1.15-1.20 (padded to 64 units); two
+    threads, counting the shares' panels: GRU B=12 T=200 I=256 H=100 inference 1.24x faster (the packed
+    kernel), B=12 T=8 I=8 H=40 2.09x. Not in training on several threads, whose cost the model takes from
+    the forward alone: there it sent GRU B=3 T=20 I=512 H=112 L=2 and RNN B=6 T=200 I=1 H=100 to the
+    packed kernel on one thread, 0.67x and 0.80x."""
     share = -(-H // threads)
-    return _whole_panels(share) if kernel == "units" and panels and threads == 1 else share
+    if kernel != "units" or (training and threads > 1):
+        return share
+    if threads > 1 and H >= PANEL_COLS * threads:
+        share = _whole_panels(share)
+    return _whole_panels(share) if panels else share
 
 
 def _whole_panels(cols: int) -> int:

@@ -149,7 +149,10 @@ def test_units_share_counts_whole_panels():
     assert _planner._units_share(48, 1, "units", True) == 64
     assert _planner._units_share(48, 1, "units", False) == 48      # rows in place: no panels
     assert _planner._units_share(48, 1, "latency", True) == 48     # the batch-1 kernel's own layout
-    assert _planner._units_share(200, 2, "units", True) == 100     # several threads: as before (see its doc)
+    assert _planner._units_share(100, 2, "units", False) == 64     # rf_units_share: whole panels a thread
+    assert _planner._units_share(40, 2, "units", False) == 20      # too few units for whole panels
+    assert _planner._units_share(100, 2, "units", True, training=True) == 50  # (see its docstring)
+    assert _planner._units_share(48, 1, "units", True, training=True) == 64
 
 
 def test_the_packed_kernel_and_the_projection_pay_for_whole_panels():
