@@ -339,8 +339,8 @@ def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:
     GH = c.cell.gates * c.H
     gates = 8.0 * c.N * GH * c.D
     eff = min(1.0, 0.5 + F / TABLE["gemm_full_k"])  # short inner products run BLAS below its peak
-    return (2.0 * c.N * F * _whole_panels(GH) * c.D / (TABLE["core_flops"] * eff * threads) + gates / _bandwidth(gates, m)
-            + TABLE["gemm_call_s"])
+    work = 2.0 * c.N * F * _whole_panels(GH) * c.D / (TABLE["core_flops"] * eff * threads)
+    return work + gates / _bandwidth(gates, m) + TABLE["gemm_call_s"]
 
 
 def _widest(c: Call) -> int:
