@@ -620,9 +620,15 @@ RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
  * it lost (the accumulators no longer fit the 32 registers): more rows take rf_gemm_packed. Each weight vector
  * is pinned in a register (RF_IN_REG): GCC 12 otherwise folded its load into every row's multiply-add, so 2-3
  * rows read the stream 2-3 times from L1 (one thread, G=4 x (256, 256), 1 MB: 2 rows 15.4 -> 11.1 us, 3 rows
- * 21.5 -> 12.1, against 9.3-9.7 for 1; bench/units_kernel.c, bench/gemm_rows_ab.sh). */
+ * 21.5 -> 12.1, against 9.3-9.7 for 1; bench/units_kernel.c, bench/gemm_rows_ab.sh).
+ * The prefetching is the Xeon's: on AMD Zen 4 the hardware alone streams the panels at a sequential
+ * read's rate (about 90 GB/s a core from L3) and the prefetches slow it (one thread, 2 rows of a 4 MB share:
+ * 59-62 us -> 45-51; 3 rows 65-68 -> 56-59; a 1-16 MB share, one or two threads, 0.87-1.36x; 4 rows
+ * level), so rf_few_prefetch, set when the extension loads, is off on AMD processors (tests and
+ * benchmarks switch it: _recurrent.set_few_prefetch). */
+static int rf_few_prefetch = 1;
 
-#define RF_FEW_PANEL(MR_)                                                                             \
+#define RF_FEW_PANEL(MR_, PF_)                                                                        \
     {                                                                                                 \
         rf_v16 c0[MR_], c1[MR_], d0[MR_], d1[MR_];                                                    \
         for (int r = 0; r < (MR_); r++) c0[r] = c1[r] = d0[r] = d1[r] = (rf_v16){0};                  \
@@ -631,11 +637,13 @@ RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
             const float* A = s == 0 ? A1 : A2;                                                        \
             int lda = s == 0 ? lda1 : lda2, Ks = s == 0 ? K1 : K2, k = 0;                             \
             for (; k + 2 <= Ks; k += 2, bq += 2 * RF_NR) {                                            \
-                const char* pf = (const char*)bq + RF_FEW_PF; /* (a prefetch never faults) */         \
-                __builtin_prefetch(pf, 0, 3);                                                         \
-                __builtin_prefetch(pf + 64, 0, 3);                                                    \
-                __builtin_prefetch(pf + 128, 0, 3);                                                   \
-                __builtin_prefetch(pf + 192, 0, 3);                                                   \
+                if (PF_) {                                                                            \
+                    const char* pf = (const char*)bq + RF_FEW_PF; /* (a prefetch never faults) */     \
+                    __builtin_prefetch(pf, 0, 3);                                                     \
+                    __builtin_prefetch(pf + 64, 0, 3);                                                \
+                    __builtin_prefetch(pf + 128, 0, 3);                                               \
+                    __builtin_prefetch(pf + 192, 0, 3);                                               \
+                }                                                                                     \
                 rf_v16 b0, b1, e0, e1;                                                                \
                 memcpy(&b0, bq, 64);                                                                  \
                 memcpy(&b1, bq + 16, 64);                                                             \
@@ -679,11 +687,15 @@ __attribute__((target("avx512f,avx512vl,fma"))) static void rf_units_few_avx512(
     for (int n0 = 0; n0 < N; n0 += RF_NR) {
         const float* bp = packed + (size_t)(n0 / RF_NR) * K * RF_NR;
         int nw = N - n0 < RF_NR ? N - n0 : RF_NR;
-        switch (M) {
-        case 1: RF_FEW_PANEL(1) break;
-        case 2: RF_FEW_PANEL(2) break;
-        case 3: RF_FEW_PANEL(3) break;
-        default: RF_FEW_PANEL(4) break;
+        switch (rf_few_prefetch ? M + 4 : M) {
+        case 1: RF_FEW_PANEL(1, 0) break;
+        case 2: RF_FEW_PANEL(2, 0) break;
+        case 3: RF_FEW_PANEL(3, 0) break;
+        case 4: RF_FEW_PANEL(4, 0) break;
+        case 5: RF_FEW_PANEL(1, 1) break;
+        case 6: RF_FEW_PANEL(2, 1) break;
+        case 7: RF_FEW_PANEL(3, 1) break;
+        default: RF_FEW_PANEL(4, 1) break;
         }
     }
 }
@@ -726,6 +738,7 @@ static rf_gemv_nb_fn rf_gemv_nb;
 __attribute__((constructor)) static void rf_units_few_init(void) {
     rf_units_few = rf_units_few_select();
     rf_gemv_nb = rf_gemv_nb_select();
+    rf_few_prefetch = !__builtin_cpu_is("amd");
 }
 
 /* Batch 1 over panels: y (n) := P^T [x1; x2] + beta y, where P holds a (K1 + K2, n) matrix as
@@ -893,6 +906,7 @@ static void rf_gemm_packed_base(int M, int N, int K1, const float* A1, int lda1,
 static rf_gemm_fn rf_gemm_packed_select(void) { return rf_gemm_packed_base; }
 
 static const rf_gemm_fn rf_units_few = NULL;
+static int rf_few_prefetch = 0;  /* (no few-rows kernel here) */
 
 static void rf_gemv_rows_base(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
                               const float* A2, int lda2, const float* x2, float beta, float* y) {

@@ -69,6 +69,7 @@ cdef extern from "rf_gemm.h" nogil:
     enum: RF_NR
     int rf_gemm_kc
     size_t rf_gemm_pf_bytes
+    int rf_few_prefetch
     size_t rf_serp_min_bytes
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
@@ -212,6 +213,16 @@ def set_gemm_pf_bytes(size_t nbytes):
     global rf_gemm_pf_bytes
     old = rf_gemm_pf_bytes
     rf_gemm_pf_bytes = nbytes
+    return old
+
+
+def set_few_prefetch(int on):
+    """Switch the few-rows product's software prefetching (csrc/rf_gemm.h, rf_few_prefetch: on by default
+    except on AMD processors); returns the previous setting. Speed only: the results are the same. For
+    tests and measurements."""
+    global rf_few_prefetch
+    old = rf_few_prefetch
+    rf_few_prefetch = 1 if on else 0
     return old
 
 

@@ -999,6 +999,39 @@ def test_float32_units_kernel_every_row_count(cell, B, proj, panels, threads, se
     _assert_f32_backward(m, cell, f64, sd, L, False, lengths, threads)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_few_rows_prefetch_switch_changes_no_bit(cell, threads):
+    """The few-rows product's software prefetching (on by default except on AMD processors,
+    _recurrent.set_few_prefetch) changes speed only: outputs, states and every gradient of 1 to 4 rows
+    (lengths 1..T, the panel plan on one and two threads, training and inference) are bit for bit the
+    same with it on and off."""
+    from rnnfast._kernels import _recurrent as kern
+
+    B, T, I, H, L = 4, 9, 9, 130, 2
+    x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 90)
+    lengths = np.array([1, 4, 9, 7])
+    m = make(cell, I, H, num_layers=L, dtype=np.float32, seed=5)
+    m._forced_plan = Plan("units", "gemm", "units" if threads > 1 else "none", threads, True)
+    got = {}
+    old = kern.set_few_prefetch(1)
+    try:
+        for on in (1, 0):
+            kern.set_few_prefetch(on)
+            m.eval()
+            res = list(run(m, x, h0, c0, lengths))
+            m.train()
+            m.zero_grad()
+            res += list(run(m, x, h0, c0, lengths))
+            res += list(back(m, dout, dh, dc, n_threads=threads)) + [m.grads[k].copy() for k in sorted(m.grads)]
+            got[on] = res
+    finally:
+        kern.set_few_prefetch(old)
+    for a, b in zip(got[1], got[0]):
+        if a is not None:
+            assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("H", [128, 100])
 def test_input_projection_of_few_rows_split_by_columns(cell, H):
