@@ -98,6 +98,11 @@ TABLE = {
     "units_rows_l2_share": 1.5,
     "units_rows_min_bytes": 256 * 1024,
     "units_rows_max_t": 100,
+    # ... where the few-rows kernel does not prefetch (Machine.few_prefetch: AMD), whose panels then stream
+    # from L3 at a sequential read's rate (Zen 4: 90 GB/s a core, rows of two x rows 71): panels / rows,
+    # two threads, GRU B=2 I=2400 H=600 L=2 T=50 0.89, LSTM B=3 I=256 H=768 T=60 0.80, B=2 I=512 H=1024
+    # T=30 0.97, T=24 1.04, GRU B=2 I=2400 H=600 T=30 1.03, LSTM B=2 I=H=1024 L=2 bi T=10 1.25
+    "units_rows_max_t_hw": 40,
     # --- the back-off and streaming-step rules (ThreadPolicy) ---
     # one thread for this long once busy calls are the rule, doubled while the probe on several threads
     # at the end of each back-off finds the cores busy again, up to the longest (see ThreadPolicy.note)
@@ -194,11 +199,14 @@ TABLE = {
 
 @dataclass(frozen=True)
 class Machine:
-    """Cache sizes in bytes (per core for L1 and L2, shared L3)."""
+    """Cache sizes in bytes (per core for L1 and L2, shared L3), and whether the few-rows kernel prefetches
+    its panels in software (csrc/rf_gemm.h's rf_few_prefetch: off on AMD processors, whose hardware streams
+    them faster alone)."""
 
     l1d: int
     l2: int
     l3: int
+    few_prefetch: bool = True
 
 
 def _sysfs_caches() -> dict:
@@ -235,7 +243,17 @@ def _sysfs_caches() -> dict:
 def machine() -> Machine:
     """This machine's cache sizes, read once (sysfs; 32 KB / 1 MB / 8 MB where it cannot be read)."""
     c = _sysfs_caches()
-    return Machine(l1d=c.get(1, 32 * 1024), l2=c.get(2, 1024 ** 2), l3=c.get(3, 8 * 1024 ** 2))
+    return Machine(l1d=c.get(1, 32 * 1024), l2=c.get(2, 1024 ** 2), l3=c.get(3, 8 * 1024 ** 2),
+                   few_prefetch=_few_prefetch())
+
+
+def _few_prefetch() -> bool:
+    """The kernels' rf_few_prefetch, as the extension set it when it loaded (True without the extension)."""
+    try:
+        from ._kernels import _recurrent
+    except ImportError:  # (a source checkout not built: the planner alone)
+        return True
+    return _recurrent.few_prefetch()
 
 
 @dataclass(frozen=True)
@@ -484,7 +502,8 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     if share < TABLE["units_rows_min_bytes"]:
         return True  # (small weights pack cheaply, and short rows end in scalar tails: H=48 2.3x slower)
     beyond_l2 = share >= TABLE["units_rows_l2_share"] * m.l2
-    return not (steps < TABLE["units_rows_short_t"] or (beyond_l2 and steps < TABLE["units_rows_max_t"]))
+    max_t = TABLE["units_rows_max_t" if m.few_prefetch else "units_rows_max_t_hw"]
+    return not (steps < TABLE["units_rows_short_t"] or (beyond_l2 and steps < max_t))
 
 
 def _short_in_place(c: Call) -> bool:

@@ -1,5 +1,6 @@
 """The kernel planner (rnnfast/_planner.py) and the optional tuning cache (rnnfast/_tune.py), without timing:
 the choices follow the cost model's rules, are visible through ``plan_for``, and a tuned plan is used."""
+import dataclasses
 import json
 
 import numpy as np
@@ -67,12 +68,13 @@ def test_few_rows_read_the_weight_rows_in_place_when_a_pack_would_not_pay():
     m = _planner.machine()
     H = int((m.l2 / 4) ** 0.5) // 32 * 32  # LSTM W_hh (4 H x H floats) about 4 times one core's L2
     # inference, weights beyond L2, short or middling calls: no pack (rf_gemv_nb on the rows in place)
-    for B, T, threads in [(2, 10, 1), (3, 60, 1), (4, 30, 2)]:
+    max_t = TABLE["units_rows_max_t" if m.few_prefetch else "units_rows_max_t_hw"]
+    for B, T, threads in [(2, 10, 1), (3, max_t - 1, 1), (4, min(30, max_t - 1), 2)]:
         p = _planner.plan_call(call(B=B, T=T, I=H, H=H), threads)
         assert (p.kernel, p.panels) == ("units", False), (B, T, p)
         assert str(p).startswith("units proj=")
     # long calls pack into panels; so does training (its backward packs anyway), and more rows than few_rows
-    assert _planner.plan_call(call(B=2, T=TABLE["units_rows_max_t"], I=H, H=H), 1).panels
+    assert _planner.plan_call(call(B=2, T=max_t, I=H, H=H), 1).panels
     assert _planner.plan_call(call(B=2, T=10, I=H, H=H, training=True), 1).panels
     wide = _planner.plan_call(call(B=TABLE["few_rows"] + 1, T=10, I=H, H=H), 2)
     assert wide.kernel != "units" or wide.panels
@@ -86,6 +88,29 @@ def test_few_rows_read_the_weight_rows_in_place_when_a_pack_would_not_pay():
     rows = _planner._cost(c, "units", "gemm", 1, m)
     packed = _planner._cost(call(B=2, T=TABLE["units_rows_max_t"], I=H, H=H), "units", "gemm", 1, m)
     assert rows < packed
+
+
+@pytest.mark.parametrize("few_prefetch", [True, False])
+def test_few_rows_pack_from_fewer_steps_where_the_hardware_prefetches(monkeypatch, reference_machine, few_prefetch):
+    """Where the few-rows kernel does not prefetch in software (AMD), its panels stream from L3 at a
+    sequential read's rate and repay their pack from units_rows_max_t_hw steps, not units_rows_max_t."""
+    m = dataclasses.replace(reference_machine, few_prefetch=few_prefetch)
+    monkeypatch.setattr(_planner, "machine", lambda: m)
+    max_t = TABLE["units_rows_max_t" if few_prefetch else "units_rows_max_t_hw"]
+    assert TABLE["units_rows_max_t_hw"] < TABLE["units_rows_max_t"]
+    H = 1024  # LSTM W_hh 16 MB: a thread's share far beyond L2
+    for T, panels in [(max_t - 1, False), (max_t, True), (TABLE["units_rows_max_t_hw"], not few_prefetch)]:
+        p = _planner.plan_call(call(B=2, T=T, I=H, H=H), 2)
+        assert (p.kernel, p.panels) == ("units", panels), (T, p)
+
+
+def test_machine_reports_the_kernels_prefetch_setting(monkeypatch):
+    from rnnfast._kernels import _recurrent
+
+    monkeypatch.undo()  # this machine, not the reference machine
+
+    assert _planner._few_prefetch() == _recurrent.few_prefetch()
+    assert _planner.machine().few_prefetch == _recurrent.few_prefetch()
 
 
 def test_stacked_layers_plan_for_their_widest_input():

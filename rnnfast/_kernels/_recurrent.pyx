@@ -226,6 +226,11 @@ def set_few_prefetch(int on):
     return old
 
 
+def few_prefetch():
+    """Whether the few-rows product prefetches its panels in software (see :func:`set_few_prefetch`)."""
+    return bool(rf_few_prefetch)
+
+
 def set_serp_min_bytes(size_t nbytes):
     """Set the weight bytes a thread of the batch-1 and few-rows kernels must read a step before odd steps
     read them in reverse (csrc/rf_gemm.h's serpentine); returns the previous value. For tests."""
