@@ -30,6 +30,7 @@ import numpy as np
 
 import rnnfast as rf
 from rnnfast import _planner, _tune
+from rnnfast._planner import Plan
 
 _NAME = re.compile(r"(lstm|gru|rnn)-B(\d+)-T(\d+)-I(\d+)-H(\d+)-L(\d+)-(uni|bi)(?:-(infer|train))?$")
 
@@ -68,11 +69,19 @@ def race(entries, rounds: int) -> list:
     return [(e[0], times[e[0]]) for e in entries]
 
 
+def parse_plan(text: str) -> Plan:
+    """The Plan that ``str(plan)`` printed (e.g. "units+panels proj=gemm split=unitsx2")."""
+    kernel, proj, split = text.split()
+    split, n = split.split("=", 1)[1].rsplit("x", 1)
+    return Plan(kernel.replace("+panels", ""), proj.split("=", 1)[1], split, int(n), kernel.endswith("+panels"))
+
+
 def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bool = False,
-        times: dict | None = None) -> tuple:
+        times: dict | None = None, extra: list = ()) -> tuple:
     """Race a point's candidates and print them; returns (chosen plan's times, the fastest other's label and
     times) for the summary, and fills ``times`` (when given) with {label: times} of every candidate (labels
-    as printed: "* " marks the chosen plan)."""
+    as printed: "* " marks the chosen plan); ``extra``: plans to race too when they are not candidates (an
+    old build's plan that this planner no longer offers)."""
     layer, x, training = make(name)
     layer.train(training)
     call = layer._describe(x, None, training)
@@ -83,6 +92,7 @@ def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bo
     if flip_panels:  # also the other weight layout of every batch-1 / few-rows plan
         plans += [q for q in (replace(p, panels=not p.panels) for p in plans if p.kernel in ("latency", "units"))
                   if q not in plans]
+    plans += [p for p in extra if p not in plans]
     for p in plans:
         label = ("* " if p == chosen else "  ") + str(p)
         entries.append((label, layer, x, training, p))
@@ -207,7 +217,12 @@ def main(argv=None) -> None:
         print("\n".join(plans_of(names, a.threads)))
         return
     times: dict = {name: {} for name in names}
-    results = {name: run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels, times[name]) for name in names}
+    olds = {}
+    for ln in old_lines:
+        if ln.strip() and int(ln.split(" ", 2)[1]) == a.threads:
+            olds[ln.split(" ", 1)[0]] = [parse_plan(ln.split(" ", 2)[2])]
+    results = {name: run(name, a.threads, a.rounds, a.batch_ratio, a.flip_panels, times[name], olds.get(name, []))
+               for name in names}
     found = misses(results, a.margin)
     for mode in ("infer", "train"):
         gaps = [gap(*results[n]) for n in results if n.endswith(mode) and results[n][1] is not None]

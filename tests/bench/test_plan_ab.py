@@ -44,3 +44,13 @@ def test_against_old_reports_only_the_points_whose_plan_changed():
     old = ["p 1 units proj=step split=nonex1", "q 1 packed proj=gemm split=nonex1", "p 2 units proj=step split=nonex1"]
     assert plan_ab.against_old(old, times, 1) == [("p", "units proj=step split=nonex1",
                                                     "packed proj=gemm split=nonex1", 2.0)]
+
+
+def test_parse_plan_reads_what_a_plan_prints():
+    """--old-plans races an old build's plan even where this planner no longer offers it: the printed
+    plan is read back whole."""
+    from rnnfast._planner import Plan
+
+    for p in [Plan("units", "gemm", "units", 2, True), Plan("blas", "gemm", "none", 1),
+              Plan("latency", "step", "none", 1, False), Plan("packed", "step", "rows", 2)]:
+        assert plan_ab.parse_plan(str(p)) == p
