@@ -140,8 +140,12 @@ TABLE = {
     "proj_in_place_rows": 32,
     "proj_in_place_min_bytes": 4 << 20,
     "proj_in_place_min_k": 512,
-    # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK)
-    "rows_per_task": 4,
+    # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK). 3, not 4: B=6 on two threads
+    # ran as one task of 6 rows on one thread (or shared out its units) where two tasks of 3 rows, each on
+    # the few-rows product, take half the time (Zen 4, old plan / new: LSTM B=6 T=128 I=2 H=24 1.90x, RNN
+    # B=6 T=200 I=3 H=48 2.40x, GRU B=6 T=50 I=512 H=100 L=2 1.15x; 16 of 393 grid and seeded shapes changed,
+    # inference 1.03-2.40x, training 0.85-1.21x; B=7 as 4 + 3 rows against shared units, LSTM I=H=64 0.92x)
+    "rows_per_task": 3,
     # rates of the roofline: a core's multiply-add rate on the packed kernel (one thread, 64 x 2048 x
     # 1024: 167 GFLOP/s); bandwidths by where
     # the weights fit (panels streamed from L2 at 154 GB/s, rows in place at 118; beyond L2 a core read

@@ -6,7 +6,8 @@ steps through every row count below B), float64 at the same shapes.
 * B = 5..7 on the few-rows kernel (``units``: every thread's columns for all rows, one row block);
 * B = 13 and 15 by row tasks (blocks of 7 + 6 and 8 + 7 rows), stacked;
 * bidirectional, one task per direction, 6-7 rows each;
-* the input product over all steps as one GEMM (rows B T = 35: a 3-row tail block).
+* the input product over all steps as one GEMM (rows B T = 35: a 3-row tail block), then row tasks of 4 and
+  3 rows.
 """
 import numpy as np
 import pytest
@@ -22,14 +23,15 @@ pytestmark = pytest.mark.usefixtures("reference_machine")
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference and training)
 CASES = {
     "units-B5-lstm": ("lstm", 5, 12, 48, 96, 1, False, "units+panels proj=step split=unitsx2"),
-    # (H=72 shares out as 64 + 8 units, whose panels the planner counts now: the packed kernel there)
-    "units-B6-gru-stacked": ("gru", 6, 16, 40, 96, 2, False, "units+panels proj=step split=unitsx2"),
+    # (H=72 shares out as 64 + 8 units, whose panels the planner counts now: the packed kernel there; at
+    # H=96 two row tasks of 3 rows now win, rows_per_task)
+    "units-B6-gru-stacked": ("gru", 6, 16, 40, 128, 2, False, "units+panels proj=step split=unitsx2"),
     "units-B5-wide-lstm": ("lstm", 5, 4, 512, 384, 1, False, "units+panels proj=gemm split=unitsx2"),
     "rows-B13-lstm-stacked": ("lstm", 13, 6, 64, 64, 2, False, "packed proj=step split=rowsx2"),
     "rows-B15-gru": ("gru", 15, 5, 24, 80, 1, False, "packed proj=step split=rowsx2"),
     "dirs-B7-rnn-bi": ("rnn", 7, 6, 33, 130, 1, True, "packed proj=step split=directionsx2"),
     "dirs-B6-lstm-bi": ("lstm", 6, 5, 64, 64, 1, True, "packed proj=step split=directionsx2"),
-    "hoisted-B7-lstm": ("lstm", 7, 5, 1024, 100, 1, False, "packed proj=gemm split=nonex1"),
+    "hoisted-B7-lstm": ("lstm", 7, 5, 1024, 100, 1, False, "packed proj=gemm split=rowsx2"),
 }
 
 
