@@ -5,6 +5,7 @@
 # rf_gemm_packed_select() (what every kernel runs now).
 #
 #   sh bench/gemm_rows_ab.sh [BASE_REV] [K N ...]     e.g. sh bench/gemm_rows_ab.sh dda3a72 144 512 512 1024
+#   ROWS=20 BETA=1 sh bench/gemm_rows_ab.sh ...       rows 1..20 (default 8), C := product + C (default 0)
 set -e
 base=${1:-HEAD}
 [ $# -gt 0 ] && shift
@@ -36,21 +37,22 @@ rf_gemm_fn old_units(void), old_rows(void), new_rows(void);
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 static int cmp(const void* a, const void* b) { double x = *(const double*)a, y = *(const double*)b; return x < y ? -1 : x > y; }
 int main(int argc, char** argv) {
-    int K = atoi(argv[1]), N = atoi(argv[2]), reps = 100, rounds = 15;
+    int K = atoi(argv[1]), N = atoi(argv[2]), reps = 100, rounds = 15, MM = getenv("ROWS") ? atoi(getenv("ROWS")) : 8;
+    float beta = getenv("BETA") ? (float)atof(getenv("BETA")) : 0.0f;
     size_t ps = rf_packed_size(K, N);
-    float *W = malloc((size_t)N * K * 4), *pk = malloc(ps * 4), *A = malloc((size_t)8 * K * 4), *C = malloc((size_t)8 * N * 4);
+    float *W = malloc((size_t)N * K * 4), *pk = malloc(ps * 4), *A = malloc((size_t)MM * K * 4), *C = malloc((size_t)MM * N * 4);
     for (size_t i = 0; i < (size_t)N * K; i++) W[i] = (float)(i % 7) * 0.01f;
-    for (int i = 0; i < 8 * K; i++) A[i] = (float)(i % 5) * 0.1f;
+    for (int i = 0; i < MM * K; i++) A[i] = (float)(i % 5) * 0.1f;
     rf_pack_bt2(K, W, K, 0, W, 0, N, 0, (N + RF_NR - 1) / RF_NR, pk);
     rf_gemm_fn f[3] = {old_rows(), old_units(), new_rows()};
-    printf("K=%d N=%d (%.2f MB): us a product, min / median of %d alternating rounds\n", K, N, ps * 4 / 1e6, rounds);
+    printf("K=%d N=%d beta=%g (%.2f MB): us a product, min / median of %d alternating rounds\n", K, N, beta, ps * 4 / 1e6, rounds);
     printf("rows   base rows task     base units         now\n");
-    for (int M = 1; M <= 8; M++) {
+    for (int M = 1; M <= MM; M++) {
         double t[3][15];
         for (int r = 0; r < rounds; r++)
             for (int v = 0; v < 3; v++) {
                 double t0 = now();
-                for (int i = 0; i < reps; i++) f[v](M, N, 0, NULL, 0, K, A, K, pk, 0.0f, C, N);
+                for (int i = 0; i < reps; i++) f[v](M, N, 0, NULL, 0, K, A, K, pk, beta, C, N);
                 t[v][r] = (now() - t0) / reps * 1e6;
             }
         printf("%d", M);

@@ -248,63 +248,93 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
  * at 2-3 rows (GCC 12) read every weight vector 2-3 times from cache (see RF_FEW_PANEL). */
 #define RF_IN_REG(v) __asm__("" : "+v"(v))
 
-/* Up to 4 rows, two k at a time into a second set of accumulators (d0, d1): with one set a row's chain
- * of dependent multiply-adds waits 4 cycles per k and 2-3 rows ran slower than 8 (one thread, 512
- * columns, K = 144: 6.2 / 7.8 us against 7.3); the sets are summed in RF_GEMM_ROWS. */
-#define RF_GEMM_KLOOP(A_, LDA_, K_, KOFF_, NROWS_, PF_)                                               \
-    {                                                                                                 \
-        int k = 0;                                                                                    \
-        if ((NROWS_) <= 4)                                                                            \
-            for (; k + 2 <= (K_); k += 2) {                                                           \
-                rf_v16 b0, b1, e0, e1;                                                                \
-                RF_GEMM_PF(PF_)                                                                       \
-                RF_GEMM_PF(PF_)                                                                       \
-                memcpy(&b0, bq + (size_t)((KOFF_) + k) * RF_NR, 64);                                  \
-                memcpy(&b1, bq + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                             \
-                memcpy(&e0, bq + (size_t)((KOFF_) + k) * RF_NR + 32, 64);                             \
-                memcpy(&e1, bq + (size_t)((KOFF_) + k) * RF_NR + 48, 64);                             \
-                RF_GEMM_PIN(b0); RF_GEMM_PIN(b1); RF_GEMM_PIN(e0); RF_GEMM_PIN(e1);                   \
-                for (int r = 0; r < (NROWS_); r++) {                                                  \
-                    float av = (A_)[(size_t)r * (LDA_) + k], av2 = (A_)[(size_t)r * (LDA_) + k + 1];  \
-                    c0[r] += av * b0;                                                                 \
-                    c1[r] += av * b1;                                                                 \
-                    d0[r] += av2 * e0;                                                                \
-                    d1[r] += av2 * e1;                                                                \
-                }                                                                                     \
-            }                                                                                         \
-        for (; k < (K_); k++) {                                                                       \
+/* One k at a time, one chain of multiply-adds per output (c0, c1: its two 16-column halves), whatever the
+ * row count: every product kernel (this one's row blocks of 1-8 rows, the few-rows product, the K chunks)
+ * sums a row's products in the one order, beta C first, then k = 0, 1, ... K - 1, so a row's result does not
+ * depend on the rows beside it (sample-order invariance; before, a block of up to 4 rows summed even and
+ * odd k in two sets, 8 rows in one, and a batch's rows permuted came out 1-2e-7 apart). */
+#define RF_GEMM_KLOOP(NROWS_, PF_)                                                                    \
+    for (int s = 0; s < 2; s++) { /* the segments A1, A2 in one loop nest: the sums stay in registers */ \
+        const float* as = s == 0 ? a1 : a2;                                                           \
+        const float* bs = s == 0 ? bq : bq + (size_t)(s1b - s1a) * RF_NR;                             \
+        int ldas = s == 0 ? lda1 : lda2, ks = s == 0 ? s1b - s1a : s2b - s2a;                         \
+        for (int k = 0; k < ks; k++) {                                                                \
             rf_v16 b0, b1;                                                                            \
             RF_GEMM_PF(PF_)                                                                           \
-            memcpy(&b0, bq + (size_t)((KOFF_) + k) * RF_NR, 64);                                      \
-            memcpy(&b1, bq + (size_t)((KOFF_) + k) * RF_NR + 16, 64);                                 \
+            memcpy(&b0, bs + (size_t)k * RF_NR, 64);                                                  \
+            memcpy(&b1, bs + (size_t)k * RF_NR + 16, 64);                                             \
             RF_GEMM_PIN(b0); RF_GEMM_PIN(b1);                                                         \
             for (int r = 0; r < (NROWS_); r++) {                                                      \
-                float av = (A_)[(size_t)r * (LDA_) + k];                                              \
+                float av = as[(size_t)r * ldas + k];                                                  \
                 c0[r] += av * b0;                                                                     \
                 c1[r] += av * b1;                                                                     \
             }                                                                                         \
+            /* (b0, b1 live past the last row: GCC otherwise wrote sums into them and moved them back) */ \
+            RF_GEMM_KEEP(b0); RF_GEMM_KEEP(b1);                                                       \
+        }                                                                                             \
+    }
+
+/* A row's starting sums for columns [n0, n0 + nw) of C (row C_): 0 (beta 0), or beta C, the columns past
+ * nw 0. beta C is rounded before the first product (fused with it in one kernel and not another, the sums
+ * would differ). */
+#define RF_ACC_INIT(C_, NW_, BT_, V0_, V1_)                                                           \
+    {                                                                                                 \
+        if ((BT_) == 0.0f) {                                                                          \
+            V0_ = V1_ = (rf_v16){0};                                                                  \
+        } else {                                                                                      \
+            if ((NW_) == RF_NR) {                                                                     \
+                memcpy(&V0_, (C_), 64);                                                               \
+                memcpy(&V1_, (C_) + 16, 64);                                                          \
+            } else {                                                                                  \
+                float tin_[RF_NR] = {0};                                                              \
+                memcpy(tin_, (C_), (size_t)(NW_) * sizeof(float));                                    \
+                memcpy(&V0_, tin_, 64);                                                               \
+                memcpy(&V1_, tin_ + 16, 64);                                                          \
+            }                                                                                         \
+            if ((BT_) != 1.0f) { /* (through volatile memory: never fused, and V0_ stays a register) */ \
+                volatile rf_v16 s0_ = (BT_) * V0_, s1_ = (BT_) * V1_;                                 \
+                V0_ = s0_;                                                                            \
+                V1_ = s1_;                                                                            \
+            }                                                                                         \
+        }                                                                                             \
+    }
+/* ... and stores them back. */
+#define RF_ACC_STORE(C_, NW_, V0_, V1_)                                                               \
+    {                                                                                                 \
+        if ((NW_) == RF_NR) {                                                                         \
+            memcpy((C_), &V0_, 64);                                                                   \
+            memcpy((C_) + 16, &V1_, 64);                                                              \
+        } else {                                                                                      \
+            float tout_[RF_NR];                                                                       \
+            memcpy(tout_, &V0_, 64);                                                                  \
+            memcpy(tout_ + 16, &V1_, 64);                                                             \
+            memcpy((C_), tout_, (size_t)(NW_) * sizeof(float));                                       \
         }                                                                                             \
     }
 
 /* The K loop runs in chunks of rf_gemm_kc rows of B (one chunk of a panel, rf_gemm_kc x RF_NR floats,
  * stays in L1 while every row block of A passes over it; the partial sums go through C between
- * chunks). Without it a panel of a large layer (K = 1024: 128 KB) came from L2 for every row block.
+ * chunks, each chunk's chains starting from them, so chunks change no bit). Without it a panel of a large
+ * layer (K = 1024: 128 KB) came from L2 for every row block.
  * While a chunk is in use, the row blocks prefetch the next one into L2, a line per k, each block its
  * part (pfp, pfn): the packed weights of a large layer (8 MB) come from L3 or memory at every step,
  * and the first row block of each chunk waited for them (one thread, 64 x 2048 x 1024: 150-165
  * GFLOP/s before, 165-180 after). */
 static int rf_gemm_kc = 256;
 
-/* One row block's K loops over both segments of A, NROWS_ rows, prefetching if PF_ (constants). */
+/* One row block, NROWS_ rows, prefetching if PF_ (constants, so the sums stay in registers): its sums
+ * start from C (beta C in the first chunk), run the K loops over both segments of A, and go back to C. */
 #define RF_GEMM_ROWS(NROWS_, PF_)                                                                     \
     {                                                                                                 \
-        RF_GEMM_KLOOP(a1, lda1, s1b - s1a, 0, NROWS_, PF_)                                            \
-        RF_GEMM_KLOOP(a2, lda2, s2b - s2a, s1b - s1a, NROWS_, PF_)                                    \
-        if ((NROWS_) <= 4)                                                                            \
-            for (int r = 0; r < (NROWS_); r++) {                                                      \
-                c0[r] += d0[r];                                                                       \
-                c1[r] += d1[r];                                                                       \
-            }                                                                                         \
+        rf_v16 c0[NROWS_], c1[NROWS_];                                                                \
+        if (bt == 0.0f)                                                                               \
+            for (int r = 0; r < (NROWS_); r++) c0[r] = c1[r] = (rf_v16){0};                           \
+        else                                                                                          \
+            for (int r = 0; r < (NROWS_); r++)                                                        \
+                RF_ACC_INIT(C + (size_t)(m0 + r) * ldc + n0, nw, bt, c0[r], c1[r])                    \
+        RF_GEMM_KLOOP(NROWS_, PF_)                                                                    \
+        for (int r = 0; r < (NROWS_); r++)                                                            \
+            RF_ACC_STORE(C + (size_t)(m0 + r) * ldc + n0, nw, c0[r], c1[r])                           \
     }
 /* Packed B larger than this (bytes) is prefetched; smaller ones stay in L2 from step to step, where
  * the prefetches only cost (3-6% at 16-32 rows, N = 512-1024). A step of the few-rows kernel streams G
@@ -342,9 +372,8 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
                 int pfs = (m0 / 8) * (k1 - k0);                                                       \
                 int pfn = nl - pfs < k1 - k0 ? nl - pfs : k1 - k0;                                    \
                 const float* pfp = pfn > 0 ? nx + (size_t)pfs * 16 : NULL;                            \
-                rf_v16 c0[8], c1[8], d0[4], d1[4]; /* (d: the second set of up to 4 rows) */          \
-                for (int r = 0; r < 8; r++) { c0[r] = (rf_v16){0}; c1[r] = (rf_v16){0}; }             \
-                for (int r = 0; r < 4; r++) { d0[r] = (rf_v16){0}; d1[r] = (rf_v16){0}; }             \
+                /* first chunk: the sums start from beta C; later ones: from C (the partial sums) */  \
+                float bt = first ? beta : 1.0f;                                                       \
                 const float* a1 = A1 + (size_t)m0 * lda1 + s1a;                                       \
                 const float* a2 = K2 > 0 ? A2 + (size_t)m0 * lda2 + s2a : A2;                         \
                 const float* bq = bp + (size_t)k0 * RF_NR;                                            \
@@ -371,32 +400,6 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
                 case 14: RF_GEMM_ROWS(6, 1) break;                                                    \
                 default: RF_GEMM_ROWS(7, 1) break;                                                    \
                 }                                                                                     \
-                /* first chunk: C := beta C + sum; later ones: C += sum */                            \
-                float bt = first ? beta : 1.0f;                                                       \
-                for (int r = 0; r < mr; r++) {                                                        \
-                    float* c = C + (size_t)(m0 + r) * ldc + n0;                                       \
-                    if (nw == RF_NR) {                                                                \
-                        rf_v16 o0 = c0[r], o1 = c1[r];                                                \
-                        if (bt != 0.0f) {                                                             \
-                            rf_v16 t0, t1;                                                            \
-                            memcpy(&t0, c, 64);                                                       \
-                            memcpy(&t1, c + 16, 64);                                                  \
-                            o0 += bt * t0;                                                            \
-                            o1 += bt * t1;                                                            \
-                        }                                                                             \
-                        memcpy(c, &o0, 64);                                                           \
-                        memcpy(c + 16, &o1, 64);                                                      \
-                        continue;                                                                     \
-                    }                                                                                 \
-                    float tmp[RF_NR];                                                                 \
-                    memcpy(tmp, &c0[r], 64);                                                          \
-                    memcpy(tmp + 16, &c1[r], 64);                                                     \
-                    if (bt == 0.0f) {                                                                 \
-                        for (int j = 0; j < nw; j++) c[j] = tmp[j];                                   \
-                    } else {                                                                          \
-                        for (int j = 0; j < nw; j++) c[j] = bt * c[j] + tmp[j];                       \
-                    }                                                                                 \
-                }                                                                                     \
             }                                                                                         \
             if (K == 0) break;                                                                        \
         }                                                                                             \
@@ -409,9 +412,12 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
  * is two registers to the other copies, which the constraint cannot name): GCC folded the loads into the
  * multiply-adds of blocks of a few rows (a tail block of 1-4 rows, 5-7 rows). */
 #define RF_GEMM_PIN(v) RF_IN_REG(v)
+#define RF_GEMM_KEEP(v) __asm__ volatile("" : : "v"(v))
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemm_packed_avx512(RF_GEMM_ARGS) { RF_GEMM_BODY }
 #undef RF_GEMM_PIN
+#undef RF_GEMM_KEEP
 #define RF_GEMM_PIN(v) (void)0
+#define RF_GEMM_KEEP(v) (void)0
 __attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(RF_GEMM_ARGS) { RF_GEMM_BODY }
 static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
 
@@ -628,55 +634,66 @@ RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
  * benchmarks switch it: _recurrent.set_few_prefetch). */
 static int rf_few_prefetch = 1;
 
-#define RF_FEW_PANEL(MR_, PF_)                                                                        \
+/* Two panels at a time (NP_ 2; the last alone, NP_ 1), each output one chain over k as in rf_gemm_packed
+ * (bit for bit its sums): with M <= 4 rows two k at a time into two sets of accumulators kept the
+ * multiply-adds busy before, but summed a row's products in another order than a block of 8 rows. */
+#define RF_FEW_PANELS(MR_, NP_, PF_)                                                                  \
     {                                                                                                 \
         rf_v16 c0[MR_], c1[MR_], d0[MR_], d1[MR_];                                                    \
-        for (int r = 0; r < (MR_); r++) c0[r] = c1[r] = d0[r] = d1[r] = (rf_v16){0};                  \
+        for (int r = 0; r < (MR_); r++) {                                                             \
+            RF_ACC_INIT(C + (size_t)r * ldc + n0, nw, beta, c0[r], c1[r])                             \
+            if ((NP_) == 2) RF_ACC_INIT(C + (size_t)r * ldc + n0 + RF_NR, nw2, beta, d0[r], d1[r])    \
+        }                                                                                             \
         const float* bq = bp;                                                                         \
         for (int s = 0; s < 2; s++) {                                                                 \
             const float* A = s == 0 ? A1 : A2;                                                        \
-            int lda = s == 0 ? lda1 : lda2, Ks = s == 0 ? K1 : K2, k = 0;                             \
-            for (; k + 2 <= Ks; k += 2, bq += 2 * RF_NR) {                                            \
+            int lda = s == 0 ? lda1 : lda2, Ks = s == 0 ? K1 : K2;                                    \
+            for (int k = 0; k < Ks; k++, bq += RF_NR) {                                               \
                 if (PF_) {                                                                            \
                     const char* pf = (const char*)bq + RF_FEW_PF; /* (a prefetch never faults) */     \
                     __builtin_prefetch(pf, 0, 3);                                                     \
                     __builtin_prefetch(pf + 64, 0, 3);                                                \
-                    __builtin_prefetch(pf + 128, 0, 3);                                               \
-                    __builtin_prefetch(pf + 192, 0, 3);                                               \
+                    if ((NP_) == 2) {                                                                 \
+                        __builtin_prefetch(pf + (size_t)K * RF_NR * 4, 0, 3);                         \
+                        __builtin_prefetch(pf + (size_t)K * RF_NR * 4 + 64, 0, 3);                    \
+                    }                                                                                 \
                 }                                                                                     \
                 rf_v16 b0, b1, e0, e1;                                                                \
                 memcpy(&b0, bq, 64);                                                                  \
                 memcpy(&b1, bq + 16, 64);                                                             \
-                memcpy(&e0, bq + 32, 64);                                                             \
-                memcpy(&e1, bq + 48, 64);                                                             \
-                RF_IN_REG(b0); RF_IN_REG(b1); RF_IN_REG(e0); RF_IN_REG(e1);                           \
-                for (int r = 0; r < (MR_); r++) {                                                     \
-                    float a = A[(size_t)r * lda + k], a2 = A[(size_t)r * lda + k + 1];                \
-                    c0[r] += a * b0;                                                                  \
-                    c1[r] += a * b1;                                                                  \
-                    d0[r] += a2 * e0;                                                                 \
-                    d1[r] += a2 * e1;                                                                 \
+                RF_IN_REG(b0); RF_IN_REG(b1);                                                         \
+                if ((NP_) == 2) {                                                                     \
+                    memcpy(&e0, bq + (size_t)K * RF_NR, 64);                                          \
+                    memcpy(&e1, bq + (size_t)K * RF_NR + 16, 64);                                     \
+                    RF_IN_REG(e0); RF_IN_REG(e1);                                                     \
                 }                                                                                     \
-            }                                                                                         \
-            for (; k < Ks; k++, bq += RF_NR) {                                                        \
-                rf_v16 b0, b1;                                                                        \
-                memcpy(&b0, bq, 64);                                                                  \
-                memcpy(&b1, bq + 16, 64);                                                             \
                 for (int r = 0; r < (MR_); r++) {                                                     \
                     float a = A[(size_t)r * lda + k];                                                 \
                     c0[r] += a * b0;                                                                  \
                     c1[r] += a * b1;                                                                  \
+                    if ((NP_) == 2) {                                                                 \
+                        d0[r] += a * e0;                                                              \
+                        d1[r] += a * e1;                                                              \
+                    }                                                                                 \
                 }                                                                                     \
             }                                                                                         \
         }                                                                                             \
         for (int r = 0; r < (MR_); r++) {                                                             \
-            float out[RF_NR];                                                                         \
-            rf_v16 o0 = c0[r] + d0[r], o1 = c1[r] + d1[r];                                            \
-            float* c = C + (size_t)r * ldc + n0;                                                      \
-            memcpy(out, &o0, 64);                                                                     \
-            memcpy(out + 16, &o1, 64);                                                                \
-            for (int j = 0; j < nw; j++) c[j] = (beta == 0.0f ? 0.0f : beta * c[j]) + out[j];         \
+            RF_ACC_STORE(C + (size_t)r * ldc + n0, nw, c0[r], c1[r])                                  \
+            if ((NP_) == 2) RF_ACC_STORE(C + (size_t)r * ldc + n0 + RF_NR, nw2, d0[r], d1[r])         \
         }                                                                                             \
+    }
+
+#define RF_FEW_CASES(NP_)                                                                             \
+    switch (rf_few_prefetch ? M + 4 : M) {                                                            \
+    case 1: RF_FEW_PANELS(1, NP_, 0) break;                                                           \
+    case 2: RF_FEW_PANELS(2, NP_, 0) break;                                                           \
+    case 3: RF_FEW_PANELS(3, NP_, 0) break;                                                           \
+    case 4: RF_FEW_PANELS(4, NP_, 0) break;                                                           \
+    case 5: RF_FEW_PANELS(1, NP_, 1) break;                                                           \
+    case 6: RF_FEW_PANELS(2, NP_, 1) break;                                                           \
+    case 7: RF_FEW_PANELS(3, NP_, 1) break;                                                           \
+    default: RF_FEW_PANELS(4, NP_, 1) break;                                                          \
     }
 
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_units_few_avx512(
@@ -684,18 +701,14 @@ __attribute__((target("avx512f,avx512vl,fma"))) static void rf_units_few_avx512(
         float beta, float* C, int ldc) {
     int K = K1 + K2;
     if (M <= 0) return;
-    for (int n0 = 0; n0 < N; n0 += RF_NR) {
+    for (int n0 = 0; n0 < N; n0 += 2 * RF_NR) {
         const float* bp = packed + (size_t)(n0 / RF_NR) * K * RF_NR;
-        int nw = N - n0 < RF_NR ? N - n0 : RF_NR;
-        switch (rf_few_prefetch ? M + 4 : M) {
-        case 1: RF_FEW_PANEL(1, 0) break;
-        case 2: RF_FEW_PANEL(2, 0) break;
-        case 3: RF_FEW_PANEL(3, 0) break;
-        case 4: RF_FEW_PANEL(4, 0) break;
-        case 5: RF_FEW_PANEL(1, 1) break;
-        case 6: RF_FEW_PANEL(2, 1) break;
-        case 7: RF_FEW_PANEL(3, 1) break;
-        default: RF_FEW_PANEL(4, 1) break;
+        int nw = N - n0 < RF_NR ? N - n0 : RF_NR, nw2 = N - n0 - RF_NR;
+        if (nw2 > RF_NR) nw2 = RF_NR;
+        if (nw2 > 0) {
+            RF_FEW_CASES(2)
+        } else {
+            RF_FEW_CASES(1)
         }
     }
 }

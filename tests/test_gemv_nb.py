@@ -17,6 +17,7 @@ PROGRAM = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
+#include <string.h>
 #include "rf_gemm.h"
 
 static float* randf(size_t n, unsigned* s) {
@@ -137,8 +138,66 @@ static void gemm_copies(void) {
     }
 }
 
+/* Sample-order invariance: row r of C is the same bits whichever rows share its call (a block of 8, a
+   tail of 1-7, the few-rows product at 1-4), with K in one chunk or several (rf_gemm_kc 0, 64, default),
+   and across the copies of one instruction set (the few-rows dispatch and rf_gemm_packed's AVX-512 copy).
+   Prints each copy's cases and how many rows differed in any bit. */
+static void row_invariance(void) {
+#if RF_GEMM_VECTORS
+    struct { const char* name; gemm_fn fn; int ok, isa; } fns[] = {
+        {"rowinv_rows_avx512", rf_gemm_rows_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"), 0},
+        {"rowinv_avx512", rf_gemm_packed_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"), 0},
+        {"rowinv_avx2", rf_gemm_packed_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), 1},
+        {"rowinv_base", rf_gemm_packed_base, 1, 2}};
+#else
+    struct { const char* name; gemm_fn fn; int ok, isa; } fns[] = {{"rowinv_base", rf_gemm_packed_base, 1, 2}};
+#endif
+    enum { MM = 19 };
+    int Ns[] = {7, 70, 160}, Ks[][2] = {{5, 33}, {100, 300}, {0, 17}};
+    float betas[] = {0.0f, 1.0f, 0.5f};
+    int kcs[] = {0, 64, rf_gemm_kc}, kc0 = rf_gemm_kc;
+    for (size_t f = 0; f < sizeof fns / sizeof fns[0]; f++) {
+        if (!fns[f].ok) continue;
+        int cases = 0, diffs = 0;
+        unsigned seed = 11;
+        for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+            for (size_t j = 0; j < sizeof Ks / sizeof Ks[0]; j++)
+                for (size_t b = 0; b < sizeof betas / sizeof betas[0]; b++) {
+                    unsigned s = seed++;
+                    int N = Ns[i], K1 = Ks[j][0], K2 = Ks[j][1], K = K1 + K2, ldc = N + 3;
+                    float *W1 = randf((size_t)N * K1, &s), *W2 = randf((size_t)N * K2, &s);
+                    float *A1 = randf((size_t)MM * (K1 + 1), &s), *A2 = randf((size_t)MM * (K2 + 2), &s);
+                    float *C0 = randf((size_t)MM * ldc, &s), *R = malloc((size_t)MM * ldc * sizeof(float));
+                    float *C = malloc((size_t)MM * ldc * sizeof(float)), *pk = malloc(rf_packed_size(K, N) * sizeof(float));
+                    rf_pack_bt2(K1, W1, K1, K2, W2, K2, N, 0, (N + RF_NR - 1) / RF_NR, pk);
+                    /* the reference: every copy of this instruction set against the first one's 19 rows */
+                    memcpy(R, C0, (size_t)MM * ldc * sizeof(float));
+                    fns[0].fn(MM, N, K1, A1, K1 + 1, K2, A2, K2 + 2, pk, betas[b], R, ldc);
+                    if (fns[0].isa != fns[f].isa) {
+                        memcpy(R, C0, (size_t)MM * ldc * sizeof(float));
+                        fns[f].fn(MM, N, K1, A1, K1 + 1, K2, A2, K2 + 2, pk, betas[b], R, ldc);
+                    }
+                    for (size_t q = 0; q < sizeof kcs / sizeof kcs[0]; q++)
+                        for (int M = 1; M <= MM; M++)
+                            for (int off = 0; off <= MM - M; off += (MM - M > 0 ? MM - M : 1)) {
+                                rf_gemm_kc = kcs[q];
+                                memcpy(C, C0, (size_t)MM * ldc * sizeof(float));
+                                fns[f].fn(M, (M & 1) ? -N : N, K1, A1 + (size_t)off * (K1 + 1), K1 + 1, K2,
+                                          A2 + (size_t)off * (K2 + 2), K2 + 2, pk, betas[b], C + (size_t)off * ldc, ldc);
+                                rf_gemm_kc = kc0;
+                                for (int r = off; r < off + M; r++)
+                                    diffs += memcmp(C + (size_t)r * ldc, R + (size_t)r * ldc, (size_t)N * sizeof(float)) != 0;
+                                cases++;
+                            }
+                    free(W1); free(W2); free(A1); free(A2); free(C0); free(R); free(C); free(pk);
+                }
+        printf("%s %d %d\n", fns[f].name, cases, diffs);
+    }
+}
+
 int main(void) {
     gemm_copies();
+    row_invariance();
 #if RF_GEMM_VECTORS
     __builtin_cpu_init();
     struct { const char* name; nb_fn fn; int ok; } fns[] = {
@@ -211,7 +270,7 @@ def results(tmp_path_factory):
 
 def test_every_copy_matches_float64(results):
     assert "base" in results
-    for name, (cases, err) in ((k, v) for k, v in results.items() if not k.startswith(("gemm_", "aliased_"))):
+    for name, (cases, err) in ((k, v) for k, v in results.items() if not k.startswith(("gemm_", "aliased_", "rowinv_"))):
         assert cases == 9 * 5 * 6 * 2, name
         assert err < 1e-5, (name, err)  # (relative to the sum of the terms' magnitudes; past N untouched)
 
@@ -237,3 +296,16 @@ def test_packed_gemm_copies_run_their_panels_either_way(results):
         assert cases == 6 * 4 * 3 * 2, name
         assert err < 1e-5, (name, err)
         assert diff == 0, name
+
+
+def test_a_rows_sums_do_not_depend_on_the_rows_beside_it(results):
+    """Every product copy sums a row's products in one order (beta C, then k = 0 .. K-1, one chain an
+    output), so a row's result is the same bits in a call of 1 to 19 rows (blocks of 8, tails of 1-7, the
+    few-rows product at 1-4 with AVX-512), at the front or back of the call, panels either way round, K in
+    one chunk or several, beta 0, 1 and 0.5: a batch's rows permuted give permuted outputs, bit for bit
+    (scikit-learn's sample-order invariance)."""
+    rowinv = {k: v for k, v in results.items() if k.startswith("rowinv_")}
+    assert "rowinv_base" in rowinv
+    for name, (cases, diffs) in rowinv.items():
+        assert cases == 3 * 3 * 3 * 3 * (1 + 2 * 18), name
+        assert diffs == 0, (name, diffs)
