@@ -249,9 +249,9 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
 #define RF_IN_REG(v) __asm__("" : "+v"(v))
 
 /* One k at a time, one chain of multiply-adds per output (c0, c1: its two 16-column halves), whatever the
- * row count: every product kernel (this one's row blocks of 1-8 rows, the few-rows product, the K chunks)
- * sums a row's products in the one order, beta C first, then k = 0, 1, ... K - 1, so a row's result does not
- * depend on the rows beside it (sample-order invariance; before, a block of up to 4 rows summed even and
+ * row count: every product kernel (this one's row blocks of 1-8 rows, the few-rows product) sums a row's
+ * products in the one order, k = 0, 1, ... within each K chunk (rf_gemm_chunk), the chunks added to beta C
+ * in turn, so a row's result does not depend on the rows beside it (sample-order invariance; before, a block of up to 4 rows summed even and
  * odd k in two sets, 8 rows in one, and a batch's rows permuted came out 1-2e-7 apart). */
 #define RF_GEMM_KLOOP(NROWS_, PF_)                                                                    \
     for (int s = 0; s < 2; s++) { /* the segments A1, A2 in one loop nest: the sums stay in registers */ \
@@ -274,67 +274,79 @@ static void rf_pack_bt2(int K1, const float* Bt1, int ldb1, int K2, const float*
         }                                                                                             \
     }
 
-/* A row's starting sums for columns [n0, n0 + nw) of C (row C_): 0 (beta 0), or beta C, the columns past
- * nw 0. beta C is rounded before the first product (fused with it in one kernel and not another, the sums
- * would differ). */
-#define RF_ACC_INIT(C_, NW_, BT_, V0_, V1_)                                                           \
+/* The K chunk's length (rf_gemm_chunk; 0: all of K). */
+static int rf_gemm_kc = 256;
+
+/* Columns [n0, n0 + nw) of a row of C (C_) := C' + the sums V0_, V1_ (their first nw columns), where C' is
+ * 0 when BT_ is 0, else BT_ C rounded on its own (fused with the sum in one kernel and not another, the
+ * results would differ; through volatile memory, so never fused). The sums pass through locals so no
+ * address of V0_, V1_ is taken (an accumulator array whose address is taken went through the stack). */
+#define RF_ACC_ADD(C_, NW_, BT_, V0_, V1_)                                                            \
     {                                                                                                 \
-        if ((BT_) == 0.0f) {                                                                          \
-            V0_ = V1_ = (rf_v16){0};                                                                  \
-        } else {                                                                                      \
-            if ((NW_) == RF_NR) {                                                                     \
-                memcpy(&V0_, (C_), 64);                                                               \
-                memcpy(&V1_, (C_) + 16, 64);                                                          \
-            } else {                                                                                  \
-                float tin_[RF_NR] = {0};                                                              \
-                memcpy(tin_, (C_), (size_t)(NW_) * sizeof(float));                                    \
-                memcpy(&V0_, tin_, 64);                                                               \
-                memcpy(&V1_, tin_ + 16, 64);                                                          \
-            }                                                                                         \
-            if ((BT_) != 1.0f) { /* (through volatile memory: never fused, and V0_ stays a register) */ \
-                volatile rf_v16 s0_ = (BT_) * V0_, s1_ = (BT_) * V1_;                                 \
-                V0_ = s0_;                                                                            \
-                V1_ = s1_;                                                                            \
-            }                                                                                         \
-        }                                                                                             \
-    }
-/* ... and stores them back. */
-#define RF_ACC_STORE(C_, NW_, V0_, V1_)                                                               \
-    {                                                                                                 \
+        rf_v16 t0_ = (V0_), t1_ = (V1_);                                                              \
         if ((NW_) == RF_NR) {                                                                         \
-            memcpy((C_), &V0_, 64);                                                                   \
-            memcpy((C_) + 16, &V1_, 64);                                                              \
+            if ((BT_) != 0.0f) {                                                                      \
+                rf_v16 u0_, u1_;                                                                      \
+                memcpy(&u0_, (C_), 64);                                                               \
+                memcpy(&u1_, (C_) + 16, 64);                                                          \
+                if ((BT_) != 1.0f) {                                                                  \
+                    volatile rf_v16 s0_ = (BT_) * u0_, s1_ = (BT_) * u1_;                             \
+                    u0_ = s0_;                                                                        \
+                    u1_ = s1_;                                                                        \
+                }                                                                                     \
+                t0_ = u0_ + t0_;                                                                      \
+                t1_ = u1_ + t1_;                                                                      \
+            }                                                                                         \
+            memcpy((C_), &t0_, 64);                                                                   \
+            memcpy((C_) + 16, &t1_, 64);                                                              \
         } else {                                                                                      \
             float tout_[RF_NR];                                                                       \
-            memcpy(tout_, &V0_, 64);                                                                  \
-            memcpy(tout_ + 16, &V1_, 64);                                                             \
-            memcpy((C_), tout_, (size_t)(NW_) * sizeof(float));                                       \
+            memcpy(tout_, &t0_, 64);                                                                  \
+            memcpy(tout_ + 16, &t1_, 64);                                                             \
+            for (int j_ = 0; j_ < (NW_); j_++) {                                                      \
+                float u_ = 0.0f;                                                                      \
+                if ((BT_) == 1.0f) {                                                                  \
+                    u_ = (C_)[j_];                                                                    \
+                } else if ((BT_) != 0.0f) {                                                           \
+                    volatile float sv_ = (BT_) * (C_)[j_];                                            \
+                    u_ = sv_;                                                                         \
+                }                                                                                     \
+                (C_)[j_] = u_ + tout_[j_];                                                            \
+            }                                                                                         \
         }                                                                                             \
     }
 
+/* The K chunk of a product over K rows of B (below): rf_gemm_kc, evened out (K = 513 (I = 1, H = 512)
+ * ran a third chunk of one k through C). Every product kernel cuts K alike: a row's sum is the chunks'
+ * sums (each one chain from 0) added to beta C in turn, whichever kernel and row block computes it. */
+static inline int rf_gemm_chunk(int K) {
+    int kc = rf_gemm_kc > 0 ? rf_gemm_kc : K;
+    if (kc < K) {
+        int nch = (K + kc - 1) / kc;
+        kc = (K + nch - 1) / nch;
+    }
+    return kc > 0 ? kc : 1;
+}
+
 /* The K loop runs in chunks of rf_gemm_kc rows of B (one chunk of a panel, rf_gemm_kc x RF_NR floats,
  * stays in L1 while every row block of A passes over it; the partial sums go through C between
- * chunks, each chunk's chains starting from them, so chunks change no bit). Without it a panel of a large
- * layer (K = 1024: 128 KB) came from L2 for every row block.
+ * chunks). Without it a panel of a large layer (K = 1024: 128 KB) came from L2 for every row block.
  * While a chunk is in use, the row blocks prefetch the next one into L2, a line per k, each block its
  * part (pfp, pfn): the packed weights of a large layer (8 MB) come from L3 or memory at every step,
  * and the first row block of each chunk waited for them (one thread, 64 x 2048 x 1024: 150-165
  * GFLOP/s before, 165-180 after). */
-static int rf_gemm_kc = 256;
 
 /* One row block, NROWS_ rows, prefetching if PF_ (constants, so the sums stay in registers): its sums
- * start from C (beta C in the first chunk), run the K loops over both segments of A, and go back to C. */
+ * run from 0 over the chunk's part of both segments of A, then go into C (beta C + them in the first
+ * chunk, C + them after). Starting the sums from C instead, each block waited for its loads of C (3-6% at
+ * K = 64-144, 8 rows). */
 #define RF_GEMM_ROWS(NROWS_, PF_)                                                                     \
     {                                                                                                 \
         rf_v16 c0[NROWS_], c1[NROWS_];                                                                \
-        if (bt == 0.0f)                                                                               \
-            for (int r = 0; r < (NROWS_); r++) c0[r] = c1[r] = (rf_v16){0};                           \
-        else                                                                                          \
-            for (int r = 0; r < (NROWS_); r++)                                                        \
-                RF_ACC_INIT(C + (size_t)(m0 + r) * ldc + n0, nw, bt, c0[r], c1[r])                    \
+        for (int r = 0; r < (NROWS_); r++) c0[r] = c1[r] = (rf_v16){0};                               \
         RF_GEMM_KLOOP(NROWS_, PF_)                                                                    \
         for (int r = 0; r < (NROWS_); r++)                                                            \
-            RF_ACC_STORE(C + (size_t)(m0 + r) * ldc + n0, nw, c0[r], c1[r])                           \
+            RF_ACC_ADD(C + (size_t)(m0 + r) * ldc + n0, nw, bt, c0[r], c1[r])                         \
     }
 /* Packed B larger than this (bytes) is prefetched; smaller ones stay in L2 from step to step, where
  * the prefetches only cost (3-6% at 16-32 rows, N = 512-1024). A step of the few-rows kernel streams G
@@ -347,11 +359,7 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
     if (rev) N = -N;                                                                                  \
     int np = (N + RF_NR - 1) / RF_NR;                                                                 \
     int K = K1 + K2;                                                                                  \
-    int kc = rf_gemm_kc > 0 ? rf_gemm_kc : K;                                                         \
-    if (kc < K) { /* even chunks: K = 513 (I = 1, H = 512) ran a third chunk of one k through C */     \
-        int nch = (K + kc - 1) / kc;                                                                  \
-        kc = (K + nch - 1) / nch;                                                                     \
-    }                                                                                                 \
+    int kc = rf_gemm_chunk(K);                                                                        \
     int pf = (size_t)K * N * sizeof(float) > rf_gemm_pf_bytes;                                        \
     for (int pi = 0; pi < np; pi++) {                                                                 \
         int p = rev ? np - 1 - pi : pi, pn = rev ? p - 1 : p + 1; /* (pn: the panel after it) */        \
@@ -616,9 +624,12 @@ RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
  * the panels rf_gemm_packed reads (rf_gemm.h: [panel][k][RF_NR]). With two to four rows a step is one
  * pass over a thread's share of the weights, and what limits it is how fast that pass streams, not the
  * arithmetic; rf_gemm_packed suits many rows (an 8-row block, the K loop cut in chunks that stay in L1
- * while the row blocks pass, partial sums through C between chunks). Here each panel's whole K runs in
- * registers, two k at a time into two sets of accumulators (a row's chain of dependent multiply-adds
- * otherwise waits 4 cycles per k: M * 2 chains are too few at M <= 4), and the packed stream is
+ * while the row blocks pass, partial sums through C between chunks). Here two panels at a time run in
+ * registers, each chunk of K (rf_gemm_chunk, as rf_gemm_packed's) whole (a row's chain of dependent
+ * multiply-adds waits 4 cycles per k: M * 2 chains of one panel are too few at M <= 4; two k at a time into
+ * two sets of accumulators, as before, summed a row's terms in another order than rf_gemm_packed's blocks
+ * of 8 rows, so a row's result depended on its neighbours; two panels: 2-4 rows 1.05-1.25x faster in
+ * bench/gemm_rows_ab.sh), and the packed stream is
  * prefetched RF_FEW_PF bytes ahead, across the panel and the gate slot that follow (a thread's slots lie
  * one after another): the hardware prefetcher stops at each 4 KB page. One thread, 2 rows, a share of
  * LSTM I=256 H=512 (4 gates x (512, 256), 2.1 MB): 36-39 us a step -> 30-31; GRU's (1.6 MB) 22 -> 17-18;
@@ -638,17 +649,17 @@ static int rf_few_prefetch = 1;
  * (bit for bit its sums): with M <= 4 rows two k at a time into two sets of accumulators kept the
  * multiply-adds busy before, but summed a row's products in another order than a block of 8 rows. */
 #define RF_FEW_PANELS(MR_, NP_, PF_)                                                                  \
-    {                                                                                                 \
+    for (int k0 = 0; k0 < K || k0 == 0; k0 += kc) {                                                   \
+        int k1 = k0 + kc < K ? k0 + kc : K;                                                           \
+        float bt = k0 == 0 ? beta : 1.0f;                                                             \
         rf_v16 c0[MR_], c1[MR_], d0[MR_], d1[MR_];                                                    \
-        for (int r = 0; r < (MR_); r++) {                                                             \
-            RF_ACC_INIT(C + (size_t)r * ldc + n0, nw, beta, c0[r], c1[r])                             \
-            if ((NP_) == 2) RF_ACC_INIT(C + (size_t)r * ldc + n0 + RF_NR, nw2, beta, d0[r], d1[r])    \
-        }                                                                                             \
-        const float* bq = bp;                                                                         \
-        for (int s = 0; s < 2; s++) {                                                                 \
+        for (int r = 0; r < (MR_); r++) c0[r] = c1[r] = d0[r] = d1[r] = (rf_v16){0};                  \
+        const float* bq = bp + (size_t)k0 * RF_NR;                                                    \
+        for (int s = 0; s < 2; s++) { /* this chunk's part of A1's columns, then of A2's */           \
             const float* A = s == 0 ? A1 : A2;                                                        \
-            int lda = s == 0 ? lda1 : lda2, Ks = s == 0 ? K1 : K2;                                    \
-            for (int k = 0; k < Ks; k++, bq += RF_NR) {                                               \
+            int lda = s == 0 ? lda1 : lda2, off = s == 0 ? 0 : K1;                                    \
+            int ka = k0 > off ? k0 - off : 0, kb = k1 - off < (s == 0 ? K1 : K2) ? k1 - off : (s == 0 ? K1 : K2); \
+            for (int k = ka; k < kb; k++, bq += RF_NR) {                                              \
                 if (PF_) {                                                                            \
                     const char* pf = (const char*)bq + RF_FEW_PF; /* (a prefetch never faults) */     \
                     __builtin_prefetch(pf, 0, 3);                                                     \
@@ -679,9 +690,10 @@ static int rf_few_prefetch = 1;
             }                                                                                         \
         }                                                                                             \
         for (int r = 0; r < (MR_); r++) {                                                             \
-            RF_ACC_STORE(C + (size_t)r * ldc + n0, nw, c0[r], c1[r])                                  \
-            if ((NP_) == 2) RF_ACC_STORE(C + (size_t)r * ldc + n0 + RF_NR, nw2, d0[r], d1[r])         \
+            RF_ACC_ADD(C + (size_t)r * ldc + n0, nw, bt, c0[r], c1[r])                                \
+            if ((NP_) == 2) RF_ACC_ADD(C + (size_t)r * ldc + n0 + RF_NR, nw2, bt, d0[r], d1[r])       \
         }                                                                                             \
+        if (K == 0) break;                                                                            \
     }
 
 #define RF_FEW_CASES(NP_)                                                                             \
@@ -699,7 +711,7 @@ static int rf_few_prefetch = 1;
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_units_few_avx512(
         int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2, int lda2, const float* packed,
         float beta, float* C, int ldc) {
-    int K = K1 + K2;
+    int K = K1 + K2, kc = rf_gemm_chunk(K);
     if (M <= 0) return;
     for (int n0 = 0; n0 < N; n0 += 2 * RF_NR) {
         const float* bp = packed + (size_t)(n0 / RF_NR) * K * RF_NR;

@@ -139,8 +139,8 @@ static void gemm_copies(void) {
 }
 
 /* Sample-order invariance: row r of C is the same bits whichever rows share its call (a block of 8, a
-   tail of 1-7, the few-rows product at 1-4), with K in one chunk or several (rf_gemm_kc 0, 64, default),
-   and across the copies of one instruction set (the few-rows dispatch and rf_gemm_packed's AVX-512 copy).
+   tail of 1-7, the few-rows product at 1-4), with K in one chunk or several (rf_gemm_kc 0, 64, default:
+   each its own reference), and across the copies of one instruction set (the few-rows dispatch and rf_gemm_packed's AVX-512 copy).
    Prints each copy's cases and how many rows differed in any bit. */
 static void row_invariance(void) {
 #if RF_GEMM_VECTORS
@@ -170,25 +170,27 @@ static void row_invariance(void) {
                     float *C0 = randf((size_t)MM * ldc, &s), *R = malloc((size_t)MM * ldc * sizeof(float));
                     float *C = malloc((size_t)MM * ldc * sizeof(float)), *pk = malloc(rf_packed_size(K, N) * sizeof(float));
                     rf_pack_bt2(K1, W1, K1, K2, W2, K2, N, 0, (N + RF_NR - 1) / RF_NR, pk);
-                    /* the reference: every copy of this instruction set against the first one's 19 rows */
-                    memcpy(R, C0, (size_t)MM * ldc * sizeof(float));
-                    fns[0].fn(MM, N, K1, A1, K1 + 1, K2, A2, K2 + 2, pk, betas[b], R, ldc);
-                    if (fns[0].isa != fns[f].isa) {
+                    for (size_t q = 0; q < sizeof kcs / sizeof kcs[0]; q++) {
+                        rf_gemm_kc = kcs[q];
+                        /* the reference: every copy of this instruction set against the first one's 19 rows
+                           (the K chunk is part of the order: the same in every kernel, not across chunks) */
                         memcpy(R, C0, (size_t)MM * ldc * sizeof(float));
-                        fns[f].fn(MM, N, K1, A1, K1 + 1, K2, A2, K2 + 2, pk, betas[b], R, ldc);
-                    }
-                    for (size_t q = 0; q < sizeof kcs / sizeof kcs[0]; q++)
+                        fns[0].fn(MM, N, K1, A1, K1 + 1, K2, A2, K2 + 2, pk, betas[b], R, ldc);
+                        if (fns[0].isa != fns[f].isa) {
+                            memcpy(R, C0, (size_t)MM * ldc * sizeof(float));
+                            fns[f].fn(MM, N, K1, A1, K1 + 1, K2, A2, K2 + 2, pk, betas[b], R, ldc);
+                        }
                         for (int M = 1; M <= MM; M++)
                             for (int off = 0; off <= MM - M; off += (MM - M > 0 ? MM - M : 1)) {
-                                rf_gemm_kc = kcs[q];
                                 memcpy(C, C0, (size_t)MM * ldc * sizeof(float));
                                 fns[f].fn(M, (M & 1) ? -N : N, K1, A1 + (size_t)off * (K1 + 1), K1 + 1, K2,
                                           A2 + (size_t)off * (K2 + 2), K2 + 2, pk, betas[b], C + (size_t)off * ldc, ldc);
-                                rf_gemm_kc = kc0;
                                 for (int r = off; r < off + M; r++)
                                     diffs += memcmp(C + (size_t)r * ldc, R + (size_t)r * ldc, (size_t)N * sizeof(float)) != 0;
                                 cases++;
                             }
+                        rf_gemm_kc = kc0;
+                    }
                     free(W1); free(W2); free(A1); free(A2); free(C0); free(R); free(C); free(pk);
                 }
         printf("%s %d %d\n", fns[f].name, cases, diffs);
@@ -299,11 +301,11 @@ def test_packed_gemm_copies_run_their_panels_either_way(results):
 
 
 def test_a_rows_sums_do_not_depend_on_the_rows_beside_it(results):
-    """Every product copy sums a row's products in one order (beta C, then k = 0 .. K-1, one chain an
-    output), so a row's result is the same bits in a call of 1 to 19 rows (blocks of 8, tails of 1-7, the
-    few-rows product at 1-4 with AVX-512), at the front or back of the call, panels either way round, K in
-    one chunk or several, beta 0, 1 and 0.5: a batch's rows permuted give permuted outputs, bit for bit
-    (scikit-learn's sample-order invariance)."""
+    """Every product copy sums a row's products in one order (k = 0 .. K-1, one chain an output within
+    each K chunk, the chunks added to beta C in turn), so a row's result is the same bits in a call of 1 to
+    19 rows (blocks of 8, tails of 1-7, the few-rows product at 1-4 with AVX-512), at the front or back of
+    the call, panels either way round, K in one chunk or several, beta 0, 1 and 0.5: a batch's rows
+    permuted give permuted outputs, bit for bit (scikit-learn's sample-order invariance)."""
     rowinv = {k: v for k, v in results.items() if k.startswith("rowinv_")}
     assert "rowinv_base" in rowinv
     for name, (cases, diffs) in rowinv.items():
