@@ -120,8 +120,13 @@ TABLE = {
     "step_period": 128,
     "step_explore": 4,
     # --- batch >= 2 ---
-    # packing the weights once per call costs about two steps' reads of them: BLAS below this many steps
+    # calls shorter than this are "short" (below: BLAS for a few gate rows, else the kernels as any call)
     "packed_min_t": 4,
+    # ... BLAS's GEMM for a short inference call of at most this many (row, step, gate) products, B T G (its
+    # small-matrix path beats packing there: GRU B=2-4 T=1 H=64-96, RNN B=6-8 T=1); above it the packed and
+    # few-rows kernels, whose per-call pack BLAS pays at every step instead (session 22: 315 shapes, B 2-32,
+    # H 32-200, T 1-3, 1.44x faster in geometric mean on one thread, 1.54x on two)
+    "short_blas_max_bgt": 12,
     # ... unless inference on weights this big (one direction of the widest layer): then the few-rows kernel
     # reading the weight rows in place (no pack), up to short_rows_max rows, x_t W_ih^T in the steps. BLAS
     # packs the weights at every call too (Zen 4, LSTM I=H, one thread, T=1, BLAS / rows in place: H=256
@@ -519,13 +524,26 @@ def _short_in_place(c: Call) -> bool:
             and nbytes >= TABLE["short_rows_min_bytes"])
 
 
-def candidates(c: Call, threads: int) -> Iterator[Plan]:
+def _short_blas(c: Call, streaming: bool = False) -> bool:
+    """Whether a float32 call too short to pack for (fewer than packed_min_t steps, not batch 1) runs
+    BLAS's GEMM a step: in training (its backward packs the weights twice more: the kernels lost there on
+    small layers, GRU B=32 T=1 H=48 0.65x, and won only from H of about 128), and in inference where it has
+    few (row, step, gate) products (short_blas_max_bgt), whose packing BLAS's small-matrix path avoids; or
+    the few-rows kernel on the weight rows in place (_short_in_place). A streaming step of several rows
+    (``streaming``, layer.step) keeps BLAS: its kernels would pack the weights at every step (two threads,
+    LSTM B=16 H=128 0.59x, RNN B=32 H=128 0.52x)."""
+    if c.T >= TABLE["packed_min_t"] or (c.B == 1 and c.D == 1):
+        return False
+    return streaming or c.training or c.B * c.T * c.cell.gates <= TABLE["short_blas_max_bgt"] or _short_in_place(c)
+
+
+def candidates(c: Call, threads: int, streaming: bool = False) -> Iterator[Plan]:
     """Every plan the kernels can run for this call (float32: the batch-1 kernel, or packed and few-rows,
-    each with either product layout; float64: BLAS only; calls too short to pack for: BLAS, after the
-    few-rows kernel on the weight rows in place where _short_in_place says), the planner's choice first:
+    each with either product layout; float64: BLAS only; short calls where _short_blas says: BLAS, after
+    the few-rows kernel on the weight rows in place where _short_in_place says), the planner's choice first:
     the kernel by the cost model, its product layout by _hoists; the other layouts after, for tuning."""
     threads = max(1, threads)
-    if not c.f32 or (c.T < TABLE["packed_min_t"] and not (c.B == 1 and c.D == 1)):
+    if not c.f32 or _short_blas(c, streaming):
         if _short_in_place(c):
             yield Plan("units", "step", _split_name(c, "units", threads), threads, False)
         n = min(threads, _row_tasks(c, threads)[1])
@@ -558,9 +576,10 @@ def candidates(c: Call, threads: int) -> Iterator[Plan]:
             yield replace(p, panels=not p.panels)
 
 
-def plan_call(c: Call, threads: int, tuned: Optional[dict] = None) -> Plan:
+def plan_call(c: Call, threads: int, tuned: Optional[dict] = None, streaming: bool = False) -> Plan:
     """The plan for a call on ``threads`` threads: the tuning cache's where it has one for this shape,
-    else the cheapest candidate by the model; a call too small to pay for a second thread runs on one."""
+    else the cheapest candidate by the model; a call too small to pay for a second thread runs on one.
+    ``streaming``: a step of layer.step (see _short_blas)."""
     if tuned:
         hit = tuned.get(c.key(threads))
         if hit is not None:
@@ -569,7 +588,7 @@ def plan_call(c: Call, threads: int, tuned: Optional[dict] = None) -> Plan:
     flops = 2.0 * c.N * G * c.H * (c.I + c.H) * c.L * c.D
     if threads > 1 and flops < TABLE["min_parallel_flops"] and not (c.B == 1 and c.D == 1):
         threads = 1
-    return next(candidates(c, threads))
+    return next(candidates(c, threads, streaming))
 
 
 # --------------------------------------------------------------------------------------- thread policy

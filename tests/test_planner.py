@@ -34,7 +34,24 @@ def test_cells_are_an_enum_numbered_as_the_kernels():
 
 def test_float64_and_short_calls_run_blas():
     assert _planner.plan_call(call(f32=False), 2).kernel == "blas"
-    assert _planner.plan_call(call(T=TABLE["packed_min_t"] - 1), 2).kernel == "blas"
+    short = TABLE["packed_min_t"] - 1
+    # short calls: BLAS in training, in streaming steps, and for a few (row, step, gate) products
+    assert _planner.plan_call(call(T=short, training=True), 2).kernel == "blas"
+    assert _planner.plan_call(call(T=1), 2, streaming=True).kernel == "blas"
+    assert _planner.plan_call(call(Cell.GRU, B=4, T=1), 2).kernel == "blas"  # B T G = 12
+    assert _planner.plan_call(call(Cell.RNN, B=6, T=2), 2).kernel == "blas"
+
+
+def test_short_inference_calls_of_many_products_run_the_kernels():
+    """Above short_blas_max_bgt (row, step, gate) products a short inference call packs its weights
+    once and runs the packed or few-rows kernel, as a long one does (BLAS packs them at every step)."""
+    short = TABLE["packed_min_t"] - 1
+    for c in (call(T=short), call(Cell.GRU, B=5, T=1), call(Cell.RNN, B=13, T=1), call(B=2, T=2, D=2)):
+        assert c.B * c.T * c.cell.gates > TABLE["short_blas_max_bgt"]
+        assert _planner.plan_call(c, 2).kernel in ("packed", "units"), c
+    # big weights and few rows: still the few-rows kernel on the rows in place (_short_in_place)
+    p = _planner.plan_call(call(B=4, T=1, I=1024, H=1024), 2)
+    assert (p.kernel, p.panels) == ("units", False)
 
 
 def test_batch1_runs_the_latency_kernel_and_small_weights_one_thread():
@@ -239,10 +256,10 @@ def test_short_inference_on_big_weights_reads_the_rows_in_place_not_blas():
             p = _planner.plan_call(c, threads)
             assert (p.kernel, p.proj, p.panels) == ("units", "step", False), (B, T, D, threads)
             assert [q.kernel for q in _planner.candidates(c, threads)] == ["units", "blas"]  # (rf.tune's)
-        # not: more rows than short_rows_max, small weights (OpenBLAS's small-matrix path wins), training,
-        # float64, or enough steps to pack for
-        assert _planner.plan_call(call(B=33, T=1, **big), threads).kernel == "blas"
-        assert _planner.plan_call(call(B=4, T=1, I=128, H=128), threads).kernel == "blas"
+        # not: more rows than short_rows_max or small weights (then the packed kernel, the short-call rule:
+        # _short_blas), training, float64, or enough steps to pack for
+        assert _planner.plan_call(call(B=33, T=1, **big), threads).kernel == "packed"
+        assert _planner.plan_call(call(B=4, T=1, I=128, H=128), threads).kernel in ("packed", "units")
         assert _planner.plan_call(call(B=4, T=1, training=True, **big), threads).kernel == "blas"
         assert _planner.plan_call(call(B=4, T=1, f32=False, **big), threads).kernel == "blas"
         assert "blas" not in [q.kernel for q in _planner.candidates(call(B=4, T=4, **big), threads)]

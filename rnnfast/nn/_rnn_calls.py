@@ -250,7 +250,7 @@ class KernelCalls:
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
         plan = self._plan(None, B, 1)
-        kp = _planner.plan_call(self._call(B, 1, B, False), n_threads)
+        kp = _planner.plan_call(self._call(B, 1, B, False), n_threads, streaming=True)
         params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)[:5]
         src = self._bias_src(biases)
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
