@@ -7,6 +7,7 @@ with the kernels' few-rows product off (BLAS's GEMM) and on (``_recurrent.matmul
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py [--threads 2] [--hidden 256,1024]
         [--rows 2,4,16,32,64] [--steps 1,3] [--rounds 50]
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py --linear-rows [--threads 1]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/short_calls.py --rule 150 [--threads 1]
 
 Prints per shape the median us of each plan and the ratio to BLAS (below 1: faster than BLAS); the outputs
 of the plans are checked equal first.
@@ -113,6 +114,60 @@ def linear_rows(threads: int, rounds: int, rows=(32, 48, 64, 96, 128, 160, 192, 
     return out
 
 
+def seeded_shapes(n: int, seed: int = 7):
+    """n seeded short inference shapes (cell, B, T, I, H, layers, bidirectional): B 2-64, H 16-384, T 1-3,
+    I = H/2, H, 2H or 1."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        cell = str(rng.choice(["lstm", "gru", "rnn"]))
+        B = int(rng.choice([2, 3, 4, 6, 8, 12, 16, 32, 64]))
+        H = int(rng.choice([16, 32, 48, 64, 100, 128, 200, 256, 384]))
+        T = int(rng.choice([1, 2, 3]))
+        I = max(1, int(H * rng.choice([0.5, 1, 2]))) if rng.random() > 0.15 else 1
+        yield cell, B, T, I, H, int(rng.choice([1, 1, 2])), bool(rng.random() < 0.3)
+
+
+def short_rule(threads: int, n: int, rounds: int = 9) -> list:
+    """The short-call rule (_planner._short_blas) against BLAS's GEMM a step (the rule with
+    short_blas_max_bgt unbounded, as before session 23) on the seeded shapes whose plan it changes: warm
+    loops of each plan, alternating, median us; printed a line per shape and returned as old / new ratios."""
+    ratios = []
+    for cell, B, T, I, H, L, bi in seeded_shapes(n):
+        layer = getattr(rf.nn, cell.upper())(I, H, num_layers=L, bidirectional=bi, dtype=np.float32, seed=0).eval()
+        x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
+        layer._kplans.clear()
+        new = layer.plan_for(x, n_threads=threads)
+        saved = _planner.TABLE["short_blas_max_bgt"]
+        _planner.TABLE["short_blas_max_bgt"] = 10**9
+        layer._kplans.clear()
+        old = layer.plan_for(x, n_threads=threads)
+        _planner.TABLE["short_blas_max_bgt"] = saved
+        layer._kplans.clear()
+        if new == old:
+            continue
+        layer._forced_plan = old
+        t0 = time.perf_counter()
+        layer(x, n_threads=threads)
+        reps = max(3, int(0.01 / max(time.perf_counter() - t0, 1e-6)))
+        times = {"old": [], "new": []}
+        for r in range(rounds):
+            for key, plan in ((("old", old), ("new", new)) if r % 2 == 0 else (("new", new), ("old", old))):
+                layer._forced_plan = plan
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    layer(x, n_threads=threads)
+                times[key].append((time.perf_counter() - t0) / reps)
+        o, w = (float(np.median(times[k])) * 1e6 for k in ("old", "new"))
+        ratios.append(o / w)
+        print(f"threads={threads} {cell} B={B} T={T} I={I} H={H} L={L}{' bi' if bi else ''}: BLAS {o:8.1f} us, "
+              f"{new} {w:8.1f} us, {o / w:.2f}x", flush=True)
+    r = np.array(ratios)
+    if len(r):
+        print(f"threads={threads}: {len(r)} plans changed, geometric mean {np.exp(np.log(r).mean()):.2f}x, "
+              f"range {r.min():.2f}-{r.max():.2f}, {(r < 1).sum()} slower")
+    return ratios
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -122,7 +177,12 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--linear-rows", action="store_true",
                     help="only the Linear rows sweep: BLAS / in place on 32-256 rows of 13 weight shapes")
+    ap.add_argument("--rule", type=int, default=0, metavar="N",
+                    help="only the short-call rule against BLAS on the first N seeded shapes it changes")
     a = ap.parse_args(argv)
+    if a.rule:
+        short_rule(a.threads, a.rule)
+        return
     if a.linear_rows:
         linear_rows(a.threads, a.rounds)
         return

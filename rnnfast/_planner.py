@@ -123,10 +123,11 @@ TABLE = {
     # calls shorter than this are "short" (below: BLAS for a few gate rows, else the kernels as any call)
     "packed_min_t": 4,
     # ... BLAS's GEMM for a short inference call of at most this many (row, step, gate) products, B T G (its
-    # small-matrix path beats packing there: GRU B=2-4 T=1 H=64-96, RNN B=6-8 T=1); above it the packed and
-    # few-rows kernels, whose per-call pack BLAS pays at every step instead (session 22: 315 shapes, B 2-32,
-    # H 32-200, T 1-3, 1.44x faster in geometric mean on one thread, 1.54x on two)
-    "short_blas_max_bgt": 12,
+    # small-matrix path beats packing there: GRU B=2-4 T=1 H=64-96, RNN B=6-8 T=1, LSTM B=2 T=2 H=48 0.73x);
+    # above it the packed and few-rows kernels, whose per-call pack BLAS pays at every step instead (91
+    # seeded shapes, B 2-64, H 16-384, T 1-3: 1.25x faster in geometric mean, 0.78-3.7x; bench/short_calls.py
+    # --rule)
+    "short_blas_max_bgt": 16,
     # ... unless inference on weights this big (one direction of the widest layer): then the few-rows kernel
     # reading the weight rows in place (no pack), up to short_rows_max rows, x_t W_ih^T in the steps. BLAS
     # packs the weights at every call too (Zen 4, LSTM I=H, one thread, T=1, BLAS / rows in place: H=256

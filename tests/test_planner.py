@@ -40,13 +40,14 @@ def test_float64_and_short_calls_run_blas():
     assert _planner.plan_call(call(T=1), 2, streaming=True).kernel == "blas"
     assert _planner.plan_call(call(Cell.GRU, B=4, T=1), 2).kernel == "blas"  # B T G = 12
     assert _planner.plan_call(call(Cell.RNN, B=6, T=2), 2).kernel == "blas"
+    assert _planner.plan_call(call(B=2, T=2), 2).kernel == "blas"  # 16
 
 
 def test_short_inference_calls_of_many_products_run_the_kernels():
     """Above short_blas_max_bgt (row, step, gate) products a short inference call packs its weights
     once and runs the packed or few-rows kernel, as a long one does (BLAS packs them at every step)."""
     short = TABLE["packed_min_t"] - 1
-    for c in (call(T=short), call(Cell.GRU, B=5, T=1), call(Cell.RNN, B=13, T=1), call(B=2, T=2, D=2)):
+    for c in (call(T=short), call(Cell.GRU, B=6, T=1), call(Cell.RNN, B=17, T=1), call(B=3, T=2, D=2)):
         assert c.B * c.T * c.cell.gates > TABLE["short_blas_max_bgt"]
         assert _planner.plan_call(c, 2).kernel in ("packed", "units"), c
     # big weights and few rows: still the few-rows kernel on the rows in place (_short_in_place)
@@ -259,7 +260,7 @@ def test_short_inference_on_big_weights_reads_the_rows_in_place_not_blas():
         # not: more rows than short_rows_max or small weights (then the packed kernel, the short-call rule:
         # _short_blas), training, float64, or enough steps to pack for
         assert _planner.plan_call(call(B=33, T=1, **big), threads).kernel == "packed"
-        assert _planner.plan_call(call(B=4, T=1, I=128, H=128), threads).kernel in ("packed", "units")
+        assert _planner.plan_call(call(B=5, T=1, I=128, H=128), threads).kernel in ("packed", "units")
         assert _planner.plan_call(call(B=4, T=1, training=True, **big), threads).kernel == "blas"
         assert _planner.plan_call(call(B=4, T=1, f32=False, **big), threads).kernel == "blas"
         assert "blas" not in [q.kernel for q in _planner.candidates(call(B=4, T=4, **big), threads)]

@@ -30,3 +30,14 @@ def test_linear_rows_sweep_marks_the_rule_and_restores_the_switch():
     res = short_calls.linear_rows(2, 2, rows=(32, 300), shapes=[(1024, 128)])
     assert [(K, N, M, inside) for K, N, M, _, inside in res] == [(1024, 128, 32, True), (1024, 128, 300, False)]
     assert all(r > 0 for _, _, _, r, _ in res) and k.FEW_ROWS_MAX == most
+
+
+def test_short_rule_races_only_the_plans_it_changes_and_restores_the_table():
+    bound = _planner.TABLE["short_blas_max_bgt"]
+    ratios = short_calls.short_rule(threads=1, n=4, rounds=2)
+    changed = 0
+    for cell, B, T, I, H, L, bi in short_calls.seeded_shapes(4):
+        G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+        changed += B * T * G > bound and not (B == 1 and not bi)
+    assert len(ratios) <= changed and all(r > 0 for r in ratios)
+    assert _planner.TABLE["short_blas_max_bgt"] == bound
