@@ -10,8 +10,10 @@
  * [panel][k][RF_NR], zero-padded, and each step streams the panels from cache. The micro-kernel keeps an
  * 8 x RF_NR block of C in vector registers (16 AVX-512 registers), broadcasting one element of A per row
  * and k. Every row count 1..8 has its own copy of the loop (a runtime count kept the accumulators in
- * memory); up to 4 rows take two k at a time into a second set of accumulators. With AVX-512, calls of
- * up to RF_FEW_MR rows take the few-rows product rf_units_few instead (rf_gemm_packed_select()). A
+ * memory). Every kernel here sums an output's products in one order (one chain over k within each K
+ * chunk, the chunks added to beta C in turn), so a row's result never depends on the rows computed beside
+ * it (RF_GEMM_KLOOP). With AVX-512, calls of up to RF_FEW_MR rows take the few-rows product rf_units_few
+ * instead (rf_gemm_packed_select()). A
  * negative N (-N columns) runs the panels last first: odd steps' half of the serpentine (below).
  * 2. Batch-1 GEMV reading the weights in place (rf_gemv_rows), for the latency kernel and streaming steps.
  *
@@ -645,9 +647,8 @@ RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
  * benchmarks switch it: _recurrent.set_few_prefetch). */
 static int rf_few_prefetch = 1;
 
-/* Two panels at a time (NP_ 2; the last alone, NP_ 1), each output one chain over k as in rf_gemm_packed
- * (bit for bit its sums): with M <= 4 rows two k at a time into two sets of accumulators kept the
- * multiply-adds busy before, but summed a row's products in another order than a block of 8 rows. */
+/* Two panels at a time (NP_ 2; the last alone, NP_ 1), each output one chain over k within each K chunk
+ * as in rf_gemm_packed (bit for bit its sums), the chunk's sums added to C (beta C first). */
 #define RF_FEW_PANELS(MR_, NP_, PF_)                                                                  \
     for (int k0 = 0; k0 < K || k0 == 0; k0 += kc) {                                                   \
         int k1 = k0 + kc < K ? k0 + kc : K;                                                           \

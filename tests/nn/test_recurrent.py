@@ -973,14 +973,15 @@ def test_projection_in_place_rule(monkeypatch):
 @pytest.mark.parametrize("panels", [True, False], ids=["panels", "rows"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_float32_units_kernel_every_row_count(cell, B, proj, panels, threads, serpentine):
-    """The few-rows kernel's product for 1 to 4 rows (csrc/rf_units.h, rf_units_few: each panel's whole K in
-    registers, two k at a time, the stream prefetched ahead) and rf_gemm_packed's above, or on the weight
+    """The few-rows kernel's product for 1 to 4 rows (csrc/rf_units.h, rf_units_few: two panels at a time,
+    each K chunk in registers, the stream prefetched ahead) and rf_gemm_packed's above, or on the weight
     rows in place (rf_gemv_nb: 16 (weight row, x row) pairs a block, groups of 4 rows then the 1-3 left),
     forward (training and inference) and backward against the float64 reference: lengths 1..T (B = 8
     passes through every row count), stacked; H = 130 gives shares of 96 and 34 units (three full panels;
-    one full and one partial) on two threads, 130 on one, so odd steps, which run a share's 64-unit chunks
-    last first (rf_units_prod_dir, here at every size), meet a partial chunk on each; I = 9 and H leave a
-    k after the pairs (the rows: after the 16-wide chunks) in either segment of [x_t, h_{t-1}]."""
+    one full and one partial: a pair of panels and one left; a pair whose second is partial) on two threads,
+    130 on one, so odd steps, which run a share's 64-unit chunks last first (rf_units_prod_dir, here at
+    every size), meet a partial chunk on each; I = 9 and H leave odd segments (the rows: a tail after the
+    16-wide chunks) in either segment of [x_t, h_{t-1}]."""
     T, I, H, L = 9, 9, 130, 2
     x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, False, np.float32, 60 + B)
     lengths = np.minimum(np.arange(B) * T // max(1, B - 1) + 1, T)  # 1 ... T: every row count
