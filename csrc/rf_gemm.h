@@ -382,7 +382,7 @@ static size_t rf_gemm_pf_bytes = (size_t)1 << 20;
                 int pfs = (m0 / 8) * (k1 - k0);                                                       \
                 int pfn = nl - pfs < k1 - k0 ? nl - pfs : k1 - k0;                                    \
                 const float* pfp = pfn > 0 ? nx + (size_t)pfs * 16 : NULL;                            \
-                /* first chunk: the sums start from beta C; later ones: from C (the partial sums) */  \
+                /* first chunk: C := beta C + its sums; later ones: C += theirs */                    \
                 float bt = first ? beta : 1.0f;                                                       \
                 const float* a1 = A1 + (size_t)m0 * lda1 + s1a;                                       \
                 const float* a2 = K2 > 0 ? A2 + (size_t)m0 * lda2 + s2a : A2;                         \

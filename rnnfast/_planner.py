@@ -124,9 +124,9 @@ TABLE = {
     "packed_min_t": 4,
     # ... BLAS's GEMM for a short inference call of at most this many (row, step, gate) products, B T G (its
     # small-matrix path beats packing there: GRU B=2-4 T=1 H=64-96, RNN B=6-8 T=1, LSTM B=2 T=2 H=48 0.73x);
-    # above it the packed and few-rows kernels, whose per-call pack BLAS pays at every step instead (91
-    # seeded shapes, B 2-64, H 16-384, T 1-3: 1.25x faster in geometric mean, 0.78-3.7x; bench/short_calls.py
-    # --rule)
+    # above it the packed and few-rows kernels, whose per-call pack BLAS pays at every step instead (88
+    # seeded shapes, B 2-64, H 16-384, T 1-3, two threads: 1.26x faster in geometric mean, 0.73-3.45x; one
+    # thread 1.24x; bench/short_calls.py --rule)
     "short_blas_max_bgt": 16,
     # ... unless inference on weights this big (one direction of the widest layer): then the few-rows kernel
     # reading the weight rows in place (no pack), up to short_rows_max rows, x_t W_ih^T in the steps. BLAS
@@ -535,7 +535,8 @@ def _short_blas(c: Call, streaming: bool = False) -> bool:
     LSTM B=16 H=128 0.59x, RNN B=32 H=128 0.52x)."""
     if c.T >= TABLE["packed_min_t"] or (c.B == 1 and c.D == 1):
         return False
-    return streaming or c.training or c.B * c.T * c.cell.gates <= TABLE["short_blas_max_bgt"] or _short_in_place(c)
+    few = c.B * c.T * c.cell.gates <= TABLE["short_blas_max_bgt"]
+    return streaming or c.training or few or _short_in_place(c)
 
 
 def candidates(c: Call, threads: int, streaming: bool = False) -> Iterator[Plan]:
