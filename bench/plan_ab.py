@@ -86,7 +86,7 @@ def run(name: str, threads: int, rounds: int, batch_ratio: bool, flip_panels: bo
     layer.train(training)
     call = layer._describe(x, None, training)
     chosen = _planner.plan_call(call, threads)
-    m = _planner.machine()
+    m = _planner.model_machine(call)
     entries, model = [], {}
     plans = list(_tune._candidates(call, threads))
     if flip_panels:  # also the other weight layout of every batch-1 / few-rows plan

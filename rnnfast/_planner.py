@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
-__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "plan_call", "candidates", "ThreadPolicy", "TABLE"]
+__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "model_machine", "plan_call", "candidates", "ThreadPolicy", "TABLE"]
 
 
 class Cell(enum.IntEnum):
@@ -162,6 +162,18 @@ TABLE = {
     # arithmetic, inside each step was 1-3% faster)
     "core_flops": 150e9,
     "overlap": 0.5,
+    # ... and those two rates where the hardware streams L3 (Machine.hw_rates: AMD), for inference. Zen 4
+    # runs a 512-bit multiply-add as two halves (rf_gemm_packed, one thread, 8-48 x 512 x 256: 110-113
+    # GFLOP/s) and its prefetcher streams L3 at about 90 GB/s a core. The pair fitted to plan_ab sweeps
+    # of this machine (every candidate of 93 grid points and 80 seeded few-rows shapes, the 137 over 0.2
+    # ms), as the values that minimise chosen / fastest: inference 1.037 -> 1.024, misses over 5% 29 ->
+    # 25; raced old plan against new (28 of 393 grid and seeded shapes change), two threads 1.12x, one
+    # 1.08x (bench/README, session 24). With the Xeon's rates the units kernel's L2-sized shares and
+    # barriers won against row tasks streaming all the weights (LSTM B=6 T=100 I=128 H=200: 1.30x slower).
+    # Training keeps the reference rates (model_machine): its plans raced no better with these
+    # (1.00-1.03x, 0.66-1.31), the backward's reads being another matter the model leaves out
+    "core_flops_hw": 105e9,
+    "bw_l3_hw": 84e9,
     # independent multiply-add chains a core needs to reach core_flops (two FMA ports, 4 cycles each).
     # rf_gemm_packed runs two a row of a block of up to 8 rows; the few-rows product (csrc/rf_units.h, up to
     # few_rows rows) four a row. Fewer chains wait on latency: one thread, GRU B=2, T=50, I=H=256, the
@@ -209,14 +221,16 @@ TABLE = {
 
 @dataclass(frozen=True)
 class Machine:
-    """Cache sizes in bytes (per core for L1 and L2, shared L3), and whether the few-rows kernel prefetches
+    """Cache sizes in bytes (per core for L1 and L2, shared L3), whether the few-rows kernel prefetches
     its panels in software (csrc/rf_gemm.h's rf_few_prefetch: off on AMD processors, whose hardware streams
-    them faster alone)."""
+    them faster alone), and whether the cost model takes TABLE's _hw rates (where that hardware streams:
+    its L3 reads and, on Zen 4's half-width multiply-adds, its arithmetic; inference only, model_machine)."""
 
     l1d: int
     l2: int
     l3: int
     few_prefetch: bool = True
+    hw_rates: bool = False  # the cost model's _hw rates (TABLE): AMD, where few_prefetch is off
 
 
 def _sysfs_caches() -> dict:
@@ -253,8 +267,16 @@ def _sysfs_caches() -> dict:
 def machine() -> Machine:
     """This machine's cache sizes, read once (sysfs; 32 KB / 1 MB / 8 MB where it cannot be read)."""
     c = _sysfs_caches()
+    few = _few_prefetch()
     return Machine(l1d=c.get(1, 32 * 1024), l2=c.get(2, 1024 ** 2), l3=c.get(3, 8 * 1024 ** 2),
-                   few_prefetch=_few_prefetch())
+                   few_prefetch=few, hw_rates=not few)
+
+
+def model_machine(c: "Call") -> Machine:
+    """The machine as the cost model sees call ``c``: training keeps TABLE's reference rates (the model
+    costs its forward alone, and its plans measured no better with the _hw ones: see TABLE)."""
+    m = machine()
+    return replace(m, hw_rates=False) if c.training and m.hw_rates else m
 
 
 def _few_prefetch() -> bool:
@@ -317,6 +339,12 @@ class Plan:
 
 # --------------------------------------------------------------------------------------------- costs
 
+def _rate(name: str, m: Machine) -> float:
+    """TABLE's ``name`` for this machine: its ``name``_hw where m.hw_rates and TABLE has one."""
+    hw = name + "_hw"
+    return TABLE[hw] if m.hw_rates and hw in TABLE else TABLE[name]
+
+
 def _bandwidth(nbytes: float, m: Machine) -> float:
     """Bytes a second one core streams a block of ``nbytes`` it read last step: from L1, L2 or beyond."""
     if nbytes <= m.l1d // 2:
@@ -324,7 +352,7 @@ def _bandwidth(nbytes: float, m: Machine) -> float:
     if nbytes <= m.l2 * 3 // 4:
         return TABLE["bw_l2"]
     if nbytes <= m.l3 // 2:
-        return TABLE["bw_l3"]
+        return _rate("bw_l3", m)
     return TABLE["bw_mem"]
 
 
@@ -356,7 +384,7 @@ def _step_cost(rows: int, cols: int, K: int, m: Machine, kernel: str = "packed")
     """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W in ``kernel``:
     the larger of its multiply-adds (of as many rows as _chain_rows says) and its weight bytes (_read_time),
     and part of the smaller (see TABLE's overlap)."""
-    work = 2.0 * _chain_rows(rows, kernel) * cols * K / TABLE["core_flops"]
+    work = 2.0 * _chain_rows(rows, kernel) * cols * K / _rate("core_flops", m)
     reads = _read_time(4.0 * cols * K, m, kernel in ("units", "latency"))
     return max(work, reads) + TABLE["overlap"] * min(work, reads) + TABLE["step_s"]
 
@@ -367,7 +395,7 @@ def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:
     GH = c.cell.gates * c.H
     gates = 8.0 * c.N * GH * c.D
     eff = min(1.0, 0.5 + F / TABLE["gemm_full_k"])  # short inner products run BLAS below its peak
-    work = 2.0 * c.N * F * _whole_panels(GH) * c.D / (TABLE["core_flops"] * eff * threads)
+    work = 2.0 * c.N * F * _whole_panels(GH) * c.D / (_rate("core_flops", m) * eff * threads)
     return work + gates / _bandwidth(gates, m) + TABLE["gemm_call_s"]
 
 
@@ -490,7 +518,7 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
         # B=1 bidirectional, I=24, H=48, T=1000, L=2 on one thread 3.3 ms fused, 2.5 hoisted
         few = _chain_rows(rows, kernel) > rows
         return few and _cost(c, kernel, "gemm", threads, m) < _cost(c, kernel, "step", threads, m)
-    work = 2.0 * rows * cols * (F + H) / TABLE["core_flops"]
+    work = 2.0 * rows * cols * (F + H) / _rate("core_flops", m)
     return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work
 
 
@@ -551,7 +579,7 @@ def candidates(c: Call, threads: int, streaming: bool = False) -> Iterator[Plan]
         n = min(threads, _row_tasks(c, threads)[1])
         yield Plan("blas", "gemm", _split_name(c, "blas", n), n)
         return
-    m = machine()
+    m = model_machine(c)
     if c.B == 1 and c.D == 1:
         kernels = [("latency", _latency_threads(c, threads))]
     else:

@@ -122,6 +122,29 @@ def test_few_rows_pack_from_fewer_steps_where_the_hardware_prefetches(monkeypatc
         assert (p.kernel, p.panels) == ("units", panels), (T, p)
 
 
+def test_hw_rates_price_l3_reads_and_arithmetic_for_inference_only(monkeypatch, reference_machine):
+    """Where the hardware streams L3 (Machine.hw_rates: AMD), inference plans cost a core's arithmetic
+    and its reads beyond L2 at TABLE's _hw rates; training keeps the reference rates."""
+    hw = dataclasses.replace(reference_machine, few_prefetch=False, hw_rates=True)
+    assert _planner._rate("bw_l3", hw) == TABLE["bw_l3_hw"] != TABLE["bw_l3"]
+    assert _planner._rate("core_flops", hw) == TABLE["core_flops_hw"]
+    assert _planner._rate("bw_l2", hw) == TABLE["bw_l2"]  # (no _hw entry: the one rate)
+    assert _planner._rate("bw_l3", reference_machine) == TABLE["bw_l3"]
+    beyond_l2 = reference_machine.l2 * 2
+    assert _planner._bandwidth(beyond_l2, hw) == TABLE["bw_l3_hw"]
+    infer, train = call(B=6, T=100, I=128, H=200), call(B=6, T=100, I=128, H=200, training=True)
+    plans = {}
+    for m in (reference_machine, hw):
+        monkeypatch.setattr(_planner, "machine", lambda m=m: m)
+        assert _planner.model_machine(train).hw_rates is False
+        assert _planner.model_machine(infer).hw_rates is m.hw_rates
+        plans[m.hw_rates] = (_planner.plan_call(infer, 2), _planner.plan_call(train, 2))
+    # rows streaming all the weights from L3 no longer lose to the threads sharing out the units
+    assert (plans[False][0].kernel, plans[True][0].kernel) == ("units", "packed")
+    assert plans[True][0].split == "rows"
+    assert plans[False][1] == plans[True][1]
+
+
 def test_machine_reports_the_kernels_prefetch_setting(monkeypatch):
     from rnnfast._kernels import _recurrent
 
@@ -129,6 +152,7 @@ def test_machine_reports_the_kernels_prefetch_setting(monkeypatch):
 
     assert _planner._few_prefetch() == _recurrent.few_prefetch()
     assert _planner.machine().few_prefetch == _recurrent.few_prefetch()
+    assert _planner.machine().hw_rates == (not _recurrent.few_prefetch())
 
 
 def test_stacked_layers_plan_for_their_widest_input():
