@@ -562,11 +562,14 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
     } else                                                                                            \
         for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
             rf_v16 xv[NB_];                                                                           \
-            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++)                                   \
+            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) {                                 \
                 memcpy(&xv[r], (X_) + (size_t)r * (LDX_) + k, 64);                                    \
+                RF_NB_PIN(xv[r]);                                                                     \
+            }                                                                                         \
             _Pragma("GCC unroll 16") for (int i = 0; i < WR; i++) {                                   \
                 rf_v16 t;                                                                             \
                 memcpy(&t, w[i] + k, 64);                                                             \
+                RF_NB_PIN(t);                                                                         \
                 _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) acc[br[i * (NB_) + r]] += t * xv[r]; \
             }                                                                                         \
         }                                                                                             \
@@ -619,7 +622,16 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
 #define RF_GEMV_NB_ARGS int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1, int K2, \
                         const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy
 
-RF_INSTANTIATE(rf_gemv_nb, RF_GEMV_NB_ARGS, RF_GEMV_NB_BODY)
+/* The AVX-512 copy pins the x rows and the weight vector in registers (RF_IN_REG): GCC 12 otherwise
+ * folded the x loads into every multiply-add and loaded each weight vector once per x row, 24 loads a
+ * k for 16 multiply-adds, and spilled an accumulator (20 rows, K = 512, 3072 weight rows, one thread:
+ * 57 GFLOP/s from L1 / L2). The other copies hold a 64-byte vector in two registers (see RF_GEMM_PIN). */
+#define RF_NB_PIN(v) RF_IN_REG(v)
+__attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_nb_avx512(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
+#undef RF_NB_PIN
+#define RF_NB_PIN(v) (void)0
+__attribute__((target("avx2,fma"))) static void rf_gemv_nb_avx2(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
+static void rf_gemv_nb_base(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
 RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
 
 /* The few-rows product, M <= RF_FEW_MR rows: C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed + beta C, on
