@@ -59,27 +59,28 @@ static inline void rf_units_gemm(rf_gemm_fn gemm, int nb, int n, int K1, const f
 }
 
 /* C (nb, n) := [A1 (nb, K1), A2 (nb, K2)] . W^T + beta C, W = [W1 (n, K1), W2 (n, K2)]: from its panels pk
- * (rf_units_gemm), or with pk NULL from W1's and W2's rows read in place (strides ldw1 / ldw2; rf_gemv_nb). */
+ * (rf_units_gemm), or with pk NULL from W1's and W2's rows read in place (strides ldw1 / ldw2; rf_gemv_nb,
+ * prefetching the rows ahead when pf). */
 static inline void rf_units_prod(rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1, int K2,
                                  const float* A2, int lda2, const float* pk, const float* W1, int ldw1,
-                                 const float* W2, int ldw2, float beta, float* C, int ldc) {
+                                 const float* W2, int ldw2, float beta, float* C, int ldc, int pf) {
     if (pk)
         rf_units_gemm(gemm, nb, n, K1, A1, lda1, K2, A2, lda2, pk, beta, C, ldc);
     else if (K1 > 0)
-        rf_gemv_nb(nb, n, K1, W1, ldw1, A1, lda1, K2, W2, ldw2, A2, lda2, beta, C, ldc);
+        rf_gemv_nb(nb, n, K1, W1, ldw1, A1, lda1, K2, W2, ldw2, A2, lda2, beta, C, ldc, pf);
     else
-        rf_gemv_nb(nb, n, K2, W2, ldw2, A2, lda2, 0, NULL, 0, NULL, 0, beta, C, ldc);
+        rf_gemv_nb(nb, n, K2, W2, ldw2, A2, lda2, 0, NULL, 0, NULL, 0, beta, C, ldc, pf);
 }
 
 /* rf_units_prod in chunks of RF_SERP_CHUNK units (two panels), the last chunk first when rev: odd steps'
  * serpentine pass (rf_gemm.h). */
 static inline void rf_units_prod_dir(int rev, rf_gemm_fn gemm, int nb, int n, int K1, const float* A1, int lda1,
                                      int K2, const float* A2, int lda2, const float* pk, const float* W1, int ldw1,
-                                     const float* W2, int ldw2, float beta, float* C, int ldc) {
+                                     const float* W2, int ldw2, float beta, float* C, int ldc, int pf) {
     RF_SERP_CHUNKS(rev, n, c0, m)
         rf_units_prod(gemm, nb, m, K1, A1, lda1, K2, A2, lda2, pk ? pk + (size_t)c0 * (K1 + K2) : NULL,
                       W1 ? W1 + (size_t)c0 * ldw1 : NULL, ldw1, W2 ? W2 + (size_t)c0 * ldw2 : NULL, ldw2, beta,
-                      C + c0, ldc);
+                      C + c0, ldc, pf);
 }
 
 /* Packs thread r's weight panels for the forward at pk: per gate g < GX, the (KX + H, n) columns of
@@ -102,9 +103,9 @@ static void rf_units_pack_fwd(int cell, int F, int KX, int H, int j0, int n, siz
  * W_hn's packed columns pkn (NULL: its rows in w_hh, in place). Forward: a_n += s W_hn^T (s: stride lds), then n and h' into y. */
 static void rf_units_grb_fwd(rf_gemm_fn gemm, int nb, int n, int u0, int H, const float* pkn, const float* w_hh,
                              const float* s, int lds, float* gt, const float* b, const float* hp, int ldh, float* y,
-                             int ldy) {
+                             int ldy, int pf) {
     rf_units_prod(gemm, nb, n, 0, NULL, 0, H, s, lds, pkn, NULL, 0, w_hh + (size_t)(2 * H + u0) * H, H, 1.0f,
-                  gt + 2 * H + u0, 3 * H);
+                  gt + 2 * H + u0, 3 * H, pf);
     rf_grb_fwd_n_f(nb, n, H, gt + u0, b + u0, hp + u0, ldh, y + u0, ldy);
 }
 
@@ -178,19 +179,20 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                 /* the step's products: the GX gates from [x_t, h_{t-1}], then GRU's W_hn h (reset after) and
                    W_in x; odd steps run them last first (rf_units_prod_dir) */
                 int np = GX + (cell == 2) + (gru && xt), rev = (t & 1) && 4.0 * G * n * (KX + H) > rf_serp_min_bytes;
+                int pf = rf_nb_pf(4.0 * G * n * (KX + H));  /* (rows in place: prefetched beyond L2) */
                 for (int q = 0; q < np; q++) {
                     int g = rev ? np - 1 - q : q;
                     if (g < GX)
                         rf_units_prod_dir(rev, gemm, nb, n, KX, xt, ldx, H, hp, ldh, pk ? pk + (size_t)g * ps : NULL,
                                           w_ih + (size_t)(g * H + u0) * F, F, w_hh + (size_t)(g * H + u0) * H, H,
-                                          xt ? 0.0f : 1.0f, gt + g * H + u0, GH);
+                                          xt ? 0.0f : 1.0f, gt + g * H + u0, GH, pf);
                     else if (g == GX && cell == 2)
                         rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, H, hp, ldh, pk ? pk + 2 * ps : NULL, NULL, 0,
-                                          w_hh + (size_t)(2 * H + u0) * H, H, 0.0f, gh + 2 * H + u0, GH);
+                                          w_hh + (size_t)(2 * H + u0) * H, H, 0.0f, gh + 2 * H + u0, GH, pf);
                     else
                         rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, KX, xt, ldx,
                                           pk ? pk + 2 * ps + rf_packed_size(H, n) : NULL, NULL, 0,
-                                          w_ih + (size_t)(2 * H + u0) * F, F, 0.0f, gt + 2 * H + u0, GH);
+                                          w_ih + (size_t)(2 * H + u0) * F, F, 0.0f, gt + 2 * H + u0, GH, pf);
                 }
                 if (cell == 2) {
                     rf_gru_fwd_f(nb, n, H, gt + u0, gh + u0, b + u0, bhn + u0, hp + u0, ldh,
@@ -213,7 +215,7 @@ static int rf_units_forward(int cell, int relu, int T, const int* bs, const int*
                     int n = u1 - u0;
                     if (n <= 0) continue;
                     rf_units_grb_fwd(gemm, nb, n, u0, H, pack ? pack + (size_t)r * G * ps + 2 * ps : NULL, w_hh, sv,
-                                     lds, gt, b, hp, ldh, yt, ldy);
+                                     lds, gt, b, hp, ldh, yt, ldy, rf_nb_pf(4.0 * G * n * (KX + H)));
                 }
             }
             if (!alone && rf_step_barrier(&bar, nk, spin_ns, cell == 3 ? 2 * t + 1 : t, &solo_at, k, &alone, &solo,
@@ -310,12 +312,12 @@ static int rf_units_backward(int cell, int relu, int T, const int* bs, const int
                 int rev = (i & 1) && 4.0 * GH * n > rf_serp_min_bytes;  /* (the serpentine, rf_gemm.h) */
                 if (cell == 2) {  /* (in this order: both add onto dh) */
                     rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, 2 * H, gt, GH, pk, NULL, 0, NULL, 0, 1.0f,
-                                      dh + u0, H);
+                                      dh + u0, H, 0);
                     rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, H, hnt, H, pk + rf_packed_size(2 * H, n), NULL,
-                                      0, NULL, 0, 1.0f, dh + u0, H);
+                                      0, NULL, 0, 1.0f, dh + u0, H, 0);
                 } else {
                     rf_units_prod_dir(rev, gemm, nb, n, 0, NULL, 0, cell == 3 ? 2 * H : GH, gt, GH, pk, NULL, 0,
-                                      NULL, 0, cell == 3 ? 1.0f : 0.0f, dh + u0, H);
+                                      NULL, 0, cell == 3 ? 1.0f : 0.0f, dh + u0, H, 0);
                 }
             }
         }

@@ -77,7 +77,8 @@ cdef extern from "rf_gemm.h" nogil:
                                      const float* A2, int lda2, const float* x2, float beta, float* y)
     ctypedef void (*rf_gemv_nb_fn)(int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1,
                                    int K2, const float* A2, int lda2, const float* X2, int ldx2, float beta,
-                                   float* Y, int ldy)
+                                   float* Y, int ldy, int pf)
+    int rf_nb_pf(double nbytes)
     rf_gemm_fn rf_gemm_packed_select()
     rf_gemv_rows_fn rf_gemv_rows_select()
     rf_gemv_nb_fn rf_gemv_nb_select()
@@ -1894,7 +1895,7 @@ cdef void par_gemv_nb(int nthreads, int M, int N, int K, const float* X, int ldx
     cdef int per = 0, blk, n0, n1, caller
     cdef int nblk = _blocks16(N, nthreads, 2.0 * M * N * K, &per)
     if nblk <= 1:
-        gemv_nb(M, N, K, W, ldw, X, ldx, 0, NULL, 0, NULL, 0, beta, C, ldc)
+        gemv_nb(M, N, K, W, ldw, X, ldx, 0, NULL, 0, NULL, 0, beta, C, ldc, rf_nb_pf(4.0 * N * K))
         return
     caller = rf_cpu_now()
     for blk in prange(nblk, num_threads=nblk, schedule="static", chunksize=1):
@@ -1902,7 +1903,8 @@ cdef void par_gemv_nb(int nthreads, int M, int N, int K, const float* X, int ldx
         n0 = min(N, blk * per)
         n1 = min(N, n0 + per)
         if n1 > n0:
-            gemv_nb(M, n1 - n0, K, W + <Py_ssize_t>n0 * ldw, ldw, X, ldx, 0, NULL, 0, NULL, 0, beta, C + n0, ldc)
+            gemv_nb(M, n1 - n0, K, W + <Py_ssize_t>n0 * ldw, ldw, X, ldx, 0, NULL, 0, NULL, 0, beta, C + n0, ldc,
+                    rf_nb_pf(4.0 * (n1 - n0) * K))
 
 
 def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint trans_a=False, bint trans_b=False,
