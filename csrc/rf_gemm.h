@@ -643,6 +643,7 @@ __attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_nb_avx512(RF
 #define RF_NB_PIN(v) (void)0
 __attribute__((target("avx2,fma"))) static void rf_gemv_nb_avx2(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
 static void rf_gemv_nb_base(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
+#undef RF_NB_PIN
 RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
 
 /* The few-rows product, M <= RF_FEW_MR rows: C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed + beta C, on
@@ -970,7 +971,9 @@ static void rf_gemv_rows_base(int N, int K1, const float* A1, int lda1, const fl
 static rf_gemv_rows_fn rf_gemv_rows_select(void) { return rf_gemv_rows_base; }
 
 static void rf_gemv_nb_base(int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1, int K2,
-                            const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy) {
+                            const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy,
+                            int pf) {
+    (void)pf;
     for (int r = 0; r < nb; r++)
         rf_gemv_rows_base(N, K1, A1, lda1, X1 ? X1 + (size_t)r * ldx1 : X1, K2, A2, lda2,
                           X2 ? X2 + (size_t)r * ldx2 : X2, beta, Y + (size_t)r * ldy);
