@@ -243,3 +243,14 @@ def test_precision_run_on_one_tiny_point(tmp_path):
     assert pt["precisions"]["bf16"]["ratio"] > 0 and pt["precisions"]["int8"]["ratio"] is None
     assert pt["precisions"]["bf16"]["plan"].startswith("bf16 ")
     assert " bf16 " in r.stdout and "int8 vs float32" in r.stdout
+
+
+def test_another_seed_draws_other_points_and_keeps_the_fixed_ones():
+    pinned, other = grid.grid_points(), grid.grid_points(seed=grid.SEED + 1)
+    assert other == grid.grid_points(seed=grid.SEED + 1)
+    fixed = [p for p in pinned if p.tag in ("issue", "tiny")]
+    assert [p for p in other if p.tag in ("issue", "tiny")] == fixed
+    drawn = {p.name for p in pinned if p.tag not in ("issue", "tiny")}
+    drawn_other = {p.name for p in other if p.tag not in ("issue", "tiny")}
+    assert len(drawn_other) == len(drawn) and len(drawn_other & drawn) < len(drawn) // 4
+    assert {p.shape.B for p in other} >= REQUIRED_BATCHES
