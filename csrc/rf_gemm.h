@@ -435,11 +435,16 @@ __attribute__((target("avx2,fma"))) static void rf_gemm_packed_avx2(RF_GEMM_ARGS
 static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
 
 /* Batch 1 without packing: y (N) := A1 (N, K1) . x1 + A2 (N, K2) . x2 + beta y, A1 and A2 read in place
- * (row-major, strides lda1 / lda2), e.g. y = W_ih x_t + W_hh h_{t-1}. Sixteen rows at a time, one
- * accumulator each, so each row streams contiguously; a 4-stage transpose-add then leaves row L in lane L
- * (accumulator i holds row bitrev4(i) for that). Nothing is packed, so a call costs nothing before its
- * first product; sixteen row streams at once come from L2 at about 118 GB/s per core here (512 KB),
- * against 154 for rf_gemv_panels reading packed panels front to back. */
+ * (row-major, strides lda1 / lda2), e.g. y = W_ih x_t + W_hh h_{t-1}. Sixteen rows a block, one
+ * accumulator each, so each row streams contiguously; a 4-stage transpose-add then leaves the sums in
+ * one vector (RF_SUM16). The block's rows go in four groups of four consecutive rows, one group's k loop
+ * after the other, and the first two stages of the transpose-add (which mix only a group's own four
+ * accumulators) run as each group ends: four row streams at a time rather than sixteen, which the
+ * prefetchers keep ahead of (a 4 KB row stride no longer overflows an L1 set either, so nothing is
+ * staggered), and the same sums bit for bit as sixteen at once. One thread, minimum GB/s (sixteen
+ * streams -> groups of four): W 384 x 128 (L1/L2) 70-99 -> 105-114, 512 x 256 90-105 -> 115, 1024 x 512
+ * (2 MB, L3) 78 -> 88-89, 2048 x 512 66-76 -> 79-88, 3072 x 1024 (12.6 MB) 60-75 -> 67-76. Nothing is
+ * packed, so a call costs nothing before its first product. */
 /* OUT_ (16 floats) := the sums of the 16 vectors ACC_, lane L holding accumulator bitrev4(L)'s: a 4-stage
  * transpose-add (15 shuffle pairs where 16 separate reductions take 64). */
 #define RF_SUM16(ACC_, OUT_)                                                                          \
@@ -493,25 +498,47 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
             }                                                                                         \
         k = 16 * nch;                                                                                 \
     }
-#define RF_ACC_SAME(i) acc[i]       /* rf_gemv_rows: accumulator i holds stream i */
 #define RF_ACC_BR(i) acc[br[i]]     /* rf_gemv_nb, one row of x: stream i in accumulator bitrev4(i) */
-#define RF_GEMV_ROWS_SEG(A_, LDA_, K_, X_)                                                            \
-    for (int i = 0; i < 16; i++) w[i] = (A_) + (size_t)(n0 + br[i] < N ? n0 + br[i] : N - 1) * (LDA_); \
-    if (RF_STAGGER_ON(LDA_)) {                                                                        \
-        RF_STAGGERED(K_, X_, 16, RF_ACC_SAME)                                                         \
-    } else                                                                                            \
-        for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
-            rf_v16 xv;                                                                                \
+/* Rows g0 .. g0 + 3 of A_ (clamped to N - 1) against X_ over K_: a0..a3 += the 16-float chunks' products,
+ * tail[g0 - n0 + j] += the last K_ % 16 floats'. */
+#define RF_ROWS4_SEG(A_, LDA_, K_, X_)                                                                \
+    {                                                                                                 \
+        const float* w0 = (A_) + (size_t)(g0 < N ? g0 : N - 1) * (LDA_);                              \
+        const float* w1 = (A_) + (size_t)(g0 + 1 < N ? g0 + 1 : N - 1) * (LDA_);                      \
+        const float* w2 = (A_) + (size_t)(g0 + 2 < N ? g0 + 2 : N - 1) * (LDA_);                      \
+        const float* w3 = (A_) + (size_t)(g0 + 3 < N ? g0 + 3 : N - 1) * (LDA_);                      \
+        int k = 0;                                                                                    \
+        for (; k + 16 <= (K_); k += 16) {                                                             \
+            rf_v16 xv, t0, t1, t2, t3;                                                                \
             memcpy(&xv, (X_) + k, 64);                                                                \
-            for (int i = 0; i < 16; i++) {                                                            \
-                rf_v16 t;                                                                             \
-                memcpy(&t, w[i] + k, 64);                                                             \
-                acc[i] += t * xv;                                                                     \
-            }                                                                                         \
+            memcpy(&t0, w0 + k, 64);                                                                  \
+            memcpy(&t1, w1 + k, 64);                                                                  \
+            memcpy(&t2, w2 + k, 64);                                                                  \
+            memcpy(&t3, w3 + k, 64);                                                                  \
+            a0 += t0 * xv;                                                                            \
+            a1 += t1 * xv;                                                                            \
+            a2 += t2 * xv;                                                                            \
+            a3 += t3 * xv;                                                                            \
         }                                                                                             \
-    for (int L = 0; L < 16; L++)                                                                      \
-        for (int kk = k; kk < (K_); kk++)                                                             \
-            tail[L] += (A_)[(size_t)(n0 + L < N ? n0 + L : N - 1) * (LDA_) + kk] * (X_)[kk];
+        for (; k < (K_); k++) {                                                                       \
+            float xs = (X_)[k];                                                                       \
+            tail[g0 - n0] += w0[k] * xs;                                                              \
+            tail[g0 - n0 + 1] += w1[k] * xs;                                                          \
+            tail[g0 - n0 + 2] += w2[k] * xs;                                                          \
+            tail[g0 - n0 + 3] += w3[k] * xs;                                                          \
+        }                                                                                             \
+    }
+/* Group G_ of the block at n0 (rows n0 + 4 G_ ..): its four sums, stages 1-2 of RF_SUM16, into S2_. */
+#define RF_ROWS4(G_, S2_)                                                                             \
+    {                                                                                                 \
+        int g0 = n0 + 4 * (G_);                                                                       \
+        rf_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                \
+        RF_ROWS4_SEG(A1, lda1, K1, x1)                                                                \
+        if (K2 > 0) RF_ROWS4_SEG(A2, lda2, K2, x2)                                                    \
+        rf_v16 p = __builtin_shuffle(a0, a1, m1a) + __builtin_shuffle(a0, a1, m1b);                   \
+        rf_v16 q = __builtin_shuffle(a2, a3, m1a) + __builtin_shuffle(a2, a3, m1b);                   \
+        S2_ = __builtin_shuffle(p, q, m2a) + __builtin_shuffle(p, q, m2b);                            \
+    }
 
 #define RF_GEMV_ROWS_BODY                                                                             \
     static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
@@ -524,21 +551,25 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
         }                                                                                             \
         return;                                                                                       \
     }                                                                                                 \
+    const rf_v16i m1a = RF_LO8, m1b = RF_HI8, m2a = RF_LO4, m2b = RF_HI4;                             \
+    const rf_v16i m3a = RF_LO2, m3b = RF_HI2, m4a = RF_LO1, m4b = RF_HI1;                             \
     for (int n0 = 0; n0 < N; n0 += 16) {                                                              \
-        rf_v16 acc[16];                                                                               \
-        const float* w[16];                                                                           \
         float tail[16] = {0};                                                                         \
-        int k;                                                                                        \
-        for (int i = 0; i < 16; i++) acc[i] = (rf_v16){0};                                            \
-        RF_GEMV_ROWS_SEG(A1, lda1, K1, x1)                                                            \
-        if (K2 > 0) {                                                                                 \
-            RF_GEMV_ROWS_SEG(A2, lda2, K2, x2)                                                        \
-        }                                                                                             \
-        float out[16];                                                                                \
-        RF_SUM16(acc, out)                                                                            \
+        rf_v16 s20, s21, s22, s23;                                                                    \
+        RF_ROWS4(0, s20)                                                                              \
+        RF_ROWS4(1, s21)                                                                              \
+        RF_ROWS4(2, s22)                                                                              \
+        RF_ROWS4(3, s23)                                                                              \
+        rf_v16 s3a = __builtin_shuffle(s20, s21, m3a) + __builtin_shuffle(s20, s21, m3b);             \
+        rf_v16 s3b = __builtin_shuffle(s22, s23, m3a) + __builtin_shuffle(s22, s23, m3b);             \
+        rf_v16 s4 = __builtin_shuffle(s3a, s3b, m4a) + __builtin_shuffle(s3a, s3b, m4b);              \
+        float out[16]; /* lane L: row n0 + bitrev4(L) */                                              \
+        memcpy(out, &s4, 64);                                                                         \
         int nv = N - n0 < 16 ? N - n0 : 16;                                                           \
-        for (int L = 0; L < nv; L++)                                                                  \
-            y[n0 + L] = (beta == 0.0f ? 0.0f : beta * y[n0 + L]) + (out[L] + tail[L]);               \
+        for (int L = 0; L < 16; L++) {                                                                \
+            int r = br[L];                                                                            \
+            if (r < nv) y[n0 + r] = (beta == 0.0f ? 0.0f : beta * y[n0 + r]) + (out[L] + tail[r]);    \
+        }                                                                                             \
     }
 
 #define RF_GEMV_ROWS_ARGS int N, int K1, const float* A1, int lda1, const float* x1, int K2, \
