@@ -465,40 +465,6 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
         memcpy((OUT_), &s4, 64);                                                                      \
     }
 
-/* RF_STAGGER: sixteen row streams read in place start at different points of their rows when the rows
- * share one L1 set. Rows whose stride is a multiple of 4 KB (1024 floats: H or I = 1024, 2048) all fall
- * in the same set of a 64-set L1, and sixteen such streams, with the lines prefetched ahead of each,
- * overflow an 8-way L1 (Zen 4: 32 KB, 8 ways; the Xeon's 48 KB, 12 ways suffered less). Then the rows go
- * in RF_STAGGER_G groups, group g starting g / RF_STAGGER_G of the way along its rows and wrapping, so the
- * groups read sets far apart (further than the prefetch distance), at the price of one x load per group
- * and chunk instead of one per chunk. Zen 4, one thread, a GRU's W_hh at H = 1024 (12.6 MB, from L3) read
- * in place: 57-61 ms for T = 200 -> 41-43 (two threads 29-31 -> 21-24); a C loop over 1536 rows of 1024,
- * two threads, 50 -> 65 GB/s a core (73 at a stride of 1040 floats). Other strides read every row from
- * its start, one x load a chunk: at 2 KB (two sets of eight rows) staggering gained in the C loop but
- * not in whole calls (LSTM B=1 T=20 I=H=512, one thread: 0.87x). */
-#define RF_STAGGER_G 4
-#define RF_STAGGER_ON(LDA_) (((LDA_) & 1023) == 0)
-/* The staggered k loop over the NW_ row streams w[0, NW_) against one x (X_, K_ floats), accumulator
- * ACC_(i) for stream i; leaves k at the tail (K_ % 16 left). */
-#define RF_STAGGERED(K_, X_, NW_, ACC_)                                                               \
-    {                                                                                                 \
-        int nch = (K_) / 16;                                                                          \
-        for (int j = 0; j < nch; j++)                                                                 \
-            _Pragma("GCC unroll 4") for (int g = 0; g < RF_STAGGER_G; g++) {                          \
-                int c = j + g * nch / RF_STAGGER_G;                                                   \
-                c = 16 * (c >= nch ? c - nch : c);                                                    \
-                rf_v16 xv;                                                                            \
-                memcpy(&xv, (X_) + c, 64);                                                            \
-                _Pragma("GCC unroll 4") for (int i = g * ((NW_) / RF_STAGGER_G);                      \
-                                             i < (g + 1) * ((NW_) / RF_STAGGER_G); i++) {             \
-                    rf_v16 t;                                                                         \
-                    memcpy(&t, w[i] + c, 64);                                                         \
-                    ACC_(i) += t * xv;                                                                \
-                }                                                                                     \
-            }                                                                                         \
-        k = 16 * nch;                                                                                 \
-    }
-#define RF_ACC_BR(i) acc[br[i]]     /* rf_gemv_nb, one row of x: stream i in accumulator bitrev4(i) */
 /* Rows g0 .. g0 + 3 of A_ (clamped to N - 1) against X_ over K_: a0..a3 += the 16-float chunks' products,
  * tail[g0 - n0 + j] += the last K_ % 16 floats'. */
 #define RF_ROWS4_SEG(A_, LDA_, K_, X_)                                                                \
@@ -533,7 +499,7 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
     {                                                                                                 \
         int g0 = n0 + 4 * (G_);                                                                       \
         rf_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                \
-        RF_ROWS4_SEG(A1, lda1, K1, x1)                                                                \
+        if (K1 > 0) RF_ROWS4_SEG(A1, lda1, K1, x1)                                                    \
         if (K2 > 0) RF_ROWS4_SEG(A2, lda2, K2, x2)                                                    \
         rf_v16 p = __builtin_shuffle(a0, a1, m1a) + __builtin_shuffle(a0, a1, m1b);                   \
         rf_v16 q = __builtin_shuffle(a2, a3, m1a) + __builtin_shuffle(a2, a3, m1b);                   \
@@ -590,29 +556,26 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * (4 KB at K = 1024) the hardware prefetcher meets too late; prefetched, from L3 (16 MB, one thread, K =
  * 1024): 3 rows 0.39 -> 0.34 ms, 4 rows 0.54 -> 0.43, 8 rows 1.16 -> 0.86-0.99, 2 rows level; from
  * memory 1.3x; but from L2 the prefetches only cost (1 MB: 2 rows 16%, 3 rows 11%, 4-8 rows 4-5%). */
-/* (one x row, sixteen weight rows: staggered as rf_gemv_rows's when they share an L1 set, RF_STAGGER;
- * blocks of two or more x rows read eight or fewer weight rows and are not staggered: two-row blocks
- * staggered the same way (x loads per group and row) lost on Zen 4, LSTM B=2 T=10 I=H=1024 9.9 -> 11.9 ms on
- * one thread, 5.0 -> 6.3 on two; GRU B=2 T=20 I=512 H=1024 9.0 -> 11.4) */
+/* (blocks of two to four x rows read eight to four weight rows at a time; one row of x goes to
+ * rf_gemv_rows. Two-row blocks staggered along their rows (sixteen weight rows at a 4 KB stride overflowed
+ * an L1 set, which staggering had cured) lost on Zen 4, LSTM B=2 T=10 I=H=1024 9.9 -> 11.9 ms on one
+ * thread, 5.0 -> 6.3 on two; GRU B=2 T=20 I=512 H=1024 9.0 -> 11.4) */
 #define RF_GEMV_NB_SEG(NB_, A_, LDA_, K_, X_, LDX_)                                                    \
     for (int i = 0; i < WR; i++) w[i] = (A_) + (size_t)(n0 + i < N ? n0 + i : N - 1) * (LDA_);        \
-    if ((NB_) == 1 && RF_STAGGER_ON(LDA_)) {                                                          \
-        RF_STAGGERED(K_, X_, WR, RF_ACC_BR)                                                           \
-    } else                                                                                            \
-        for (k = 0; k + 16 <= (K_); k += 16) {                                                        \
-            rf_v16 xv[NB_];                                                                           \
-            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) {                                 \
-                memcpy(&xv[r], (X_) + (size_t)r * (LDX_) + k, 64);                                    \
-                RF_NB_PIN(xv[r]);                                                                     \
-            }                                                                                         \
-            _Pragma("GCC unroll 16") for (int i = 0; i < WR; i++) {                                   \
-                rf_v16 t;                                                                             \
-                memcpy(&t, w[i] + k, 64);                                                             \
-                RF_NB_PIN(t);                                                                         \
-                if (pf_next) __builtin_prefetch(w[i] + (size_t)WR * (LDA_) + k, 0, 1);                \
-                _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) acc[br[i * (NB_) + r]] += t * xv[r]; \
-            }                                                                                         \
+    for (k = 0; k + 16 <= (K_); k += 16) {                                                            \
+        rf_v16 xv[NB_];                                                                               \
+        _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) {                                     \
+            memcpy(&xv[r], (X_) + (size_t)r * (LDX_) + k, 64);                                        \
+            RF_NB_PIN(xv[r]);                                                                         \
         }                                                                                             \
+        _Pragma("GCC unroll 16") for (int i = 0; i < WR; i++) {                                       \
+            rf_v16 t;                                                                                 \
+            memcpy(&t, w[i] + k, 64);                                                                 \
+            RF_NB_PIN(t);                                                                             \
+            if (pf_next) __builtin_prefetch(w[i] + (size_t)WR * (LDA_) + k, 0, 1);                    \
+            _Pragma("GCC unroll 4") for (int r = 0; r < (NB_); r++) acc[br[i * (NB_) + r]] += t * xv[r];\
+        }                                                                                             \
+    }                                                                                                 \
     for (int i = 0; i < WR; i++)                                                                      \
         for (int r = 0; r < (NB_); r++)                                                               \
             for (int kk = k; kk < (K_); kk++) tail[i * (NB_) + r] += w[i][kk] * (X_)[(size_t)r * (LDX_) + kk];
@@ -654,7 +617,10 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
     int full = nb / 4 * 4;  /* groups of 4 rows, then the 1-3 left (one more pass over the weights) */ \
     if (full > 0) RF_GEMV_NB_BLOCKS(4, 0, full)                                                       \
     switch (nb - full) {                                                                              \
-    case 1: RF_GEMV_NB_BLOCKS(1, full, nb) break;                                                     \
+    case 1: /* one row: rf_gemv_rows's groups of four weight rows (sixteen streams ran 15-45% slower) */ \
+        RF_NB_ROWS(N, K1, A1, lda1, X1 ? X1 + (size_t)full * ldx1 : X1, K2, A2, lda2,                   \
+                   X2 ? X2 + (size_t)full * ldx2 : X2, beta, Y + (size_t)full * ldy);                 \
+        break;                                                                                        \
     case 2: RF_GEMV_NB_BLOCKS(2, full, nb) break;                                                     \
     case 3: RF_GEMV_NB_BLOCKS(3, full, nb) break;                                                     \
     default: break;                                                                                   \
@@ -669,12 +635,18 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
  * k for 16 multiply-adds, and spilled an accumulator (20 rows, K = 512, 3072 weight rows, one thread:
  * 57 GFLOP/s from L1 / L2). The other copies hold a 64-byte vector in two registers (see RF_GEMM_PIN). */
 #define RF_NB_PIN(v) RF_IN_REG(v)
+#define RF_NB_ROWS rf_gemv_rows_avx512
 __attribute__((target("avx512f,avx512vl,fma"))) static void rf_gemv_nb_avx512(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
 #undef RF_NB_PIN
+#undef RF_NB_ROWS
 #define RF_NB_PIN(v) (void)0
+#define RF_NB_ROWS rf_gemv_rows_avx2
 __attribute__((target("avx2,fma"))) static void rf_gemv_nb_avx2(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
+#undef RF_NB_ROWS
+#define RF_NB_ROWS rf_gemv_rows_base
 static void rf_gemv_nb_base(RF_GEMV_NB_ARGS) { RF_GEMV_NB_BODY }
 #undef RF_NB_PIN
+#undef RF_NB_ROWS
 RF_SELECT(rf_gemv_nb, rf_gemv_nb_fn)
 
 /* The few-rows product, M <= RF_FEW_MR rows: C (M, N) := [A1 (M, K1), A2 (M, K2)] . packed + beta C, on

@@ -30,7 +30,7 @@ typedef void (*nb_fn)(int, int, int, const float*, int, const float*, int, int, 
                       int, float, float*, int, int);
 
 /* worst relative error of fn against float64 for one case; y starts as a copy of y0; rows of A1 / A2
-   lda_al floats apart when lda_al > 0 (a multiple of 512: the staggered reads, RF_STAGGER) */
+   lda_al floats apart when lda_al > 0 (a multiple of 512: rows in the same L1 sets) */
 static double check_lda(nb_fn fn, int nb, int N, int K1, int K2, float beta, unsigned seed, int lda_al) {
     unsigned s = seed;
     int lda1 = lda_al ? lda_al : K1 + 3, lda2 = lda_al ? lda_al : K2 + 5, ldx1 = K1 + 7, ldx2 = K2 + 2, ldy = N + 4;
@@ -231,8 +231,8 @@ int main(void) {
         printf("%s %d %.3g\n", fns[f].name, cases, worst);
     }
 #if RF_GEMM_VECTORS
-    /* weight rows 512 or 1024 floats apart (RF_STAGGER's reads at 1024, and the plain ones elsewhere),
-       rf_gemv_nb and rf_gemv_rows; K ending inside a chunk, fewer than RF_STAGGER_G chunks, one segment */
+    /* weight rows 512 or 1024 floats apart (all of a group's rows in one L1 set), rf_gemv_nb and
+       rf_gemv_rows; K ending inside a chunk, fewer than four chunks, one segment */
     struct { const char* name; nb_fn fn; int ok; } al[] = {
         {"aliased_nb_avx512", rf_gemv_nb_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")},
         {"aliased_nb_avx2", rf_gemv_nb_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
@@ -282,13 +282,13 @@ def test_every_copy_matches_float64(results):
         assert err < 1e-5, (name, err)  # (relative to the sum of the terms' magnitudes; past N untouched; pf on = off)
 
 
-def test_rows_a_multiple_of_2kb_apart_read_staggered_and_exact(results):
-    """Weight rows 512 or 1024 floats apart: at 1024 rf_gemv_rows and rf_gemv_nb's one-row blocks read them
-    in staggered groups (csrc/rf_gemm.h, RF_STAGGER); every copy the machine runs matches float64, with K
-    ending inside a chunk, fewer chunks than groups, either segment alone, beta 0 and 1."""
+def test_rows_a_multiple_of_2kb_apart_are_exact(results):
+    """Weight rows 512 or 1024 floats apart (at 1024 a group's four rows share one L1 set): rf_gemv_rows and
+    rf_gemv_nb (whose one-row blocks are rf_gemv_rows's) in every copy the machine runs match float64, with
+    K ending inside a chunk, fewer chunks than a row's four groups, either segment alone, beta 0 and 1."""
     aliased = {k: v for k, v in results.items() if k.startswith("aliased_")}
     if not any(k.endswith("avx512") or k.endswith("avx2") for k in aliased):
-        pytest.skip("no vector copy on this machine (the staggered reads are in the vector copies)")
+        pytest.skip("no vector copy on this machine")
     for name, (cases, err) in aliased.items():
         assert cases == 5 * 3 * 6, name
         assert err < 1e-5, (name, err)

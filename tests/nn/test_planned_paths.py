@@ -11,7 +11,8 @@ forced plan), against PyTorch with the same weights: float32 inference, and trai
 * long calls of a wide input on the few-rows and batch-1 kernels (the input product over many rows);
 * the few-rows kernel on its weight rows in place (short calls, or weights beyond L2), and packed first
   (``units+panels``: long calls);
-* weight rows read in place 4 KB apart (H = 1024), in staggered groups, on the batch-1 and few-rows kernels.
+* weight rows read in place 4 KB apart (H = 1024: a group's rows in one L1 set), on the batch-1 and few-rows
+  kernels.
 """
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ CASES = {
     # a few rows of weights beyond L2 over a middling length: the few-rows kernel reads the rows in place
     "mid-B2-big-lstm": ("lstm", 2, 40, 128, 768, 1, False, "units proj=gemm split=unitsx2"),
     "long-wide-batch1-gru": ("gru", 1, 200, 1024, 256, 1, False, "latency+panels proj=gemm split=unitsx2"),
-    # weight rows 4 KB apart read in place, in staggered groups (csrc/rf_gemm.h, RF_STAGGER): the batch-1
+    # weight rows 4 KB apart read in place (a group's four rows in one L1 set, csrc/rf_gemm.h): the batch-1
     # kernel's rf_gemv_rows, and the few-rows kernel's rf_gemv_nb with one row a direction
     "batch1-rows-4kb-gru": ("gru", 1, 6, 512, 1024, 1, False, "latency proj=gemm split=unitsx2"),
     "bi-B1-rows-4kb-lstm": ("lstm", 1, 5, 256, 1024, 1, True, "units proj=gemm split=unitsx2"),
