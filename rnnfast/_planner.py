@@ -142,10 +142,14 @@ TABLE = {
     # megabytes for a few rows; small or narrow W_ih 0.95-1.01x). Zen 4, packed / in place, two threads
     # (one): LSTM B=2 T=10 I=H=1024 L=2 bi 1.04-1.06x (1.07), B=2 T=12 I=2048 H=1024 1.11 (1.08), B=2 T=8
     # I=H=512 1.05 (1.06); GRU B=1 T=16 I=1536 H=768 bi 1.05 (1.06), B=4 T=8 I=1024 H=512 1.05 (1.05); RNN
-    # B=2 T=16 I=H=2048 1.07 (1.06); from 64 rows 0.89-0.98. (The kernels read these: set_proj_in_place.)
+    # B=2 T=16 I=H=2048 1.07 (1.06); from 64 rows 0.89-0.98. Since rf_gemv_nb pins its registers (session
+    # 24) W_ih from 1 MB and 128 inputs (was 4 MB and 512), packed / in place, two threads (one): GRU B=2
+    # T=8 I=256 H=1024 1.10-1.14 (1.10), B=1 T=16 1.08, B=3 T=8 1.11; LSTM B=2 T=4 I=384 H=512 1.12 (1.18),
+    # B=4 T=4 I=256 H=768 1.08, B=1 T=12 I=512 H=384 1.13 (1.10); RNN B=2 T=8 I=512 H=512 1.10; W_ih of 1-2.4
+    # MB or 32 rows 0.98-1.03. (The kernels read these: set_proj_in_place.)
     "proj_in_place_rows": 32,
-    "proj_in_place_min_bytes": 4 << 20,
-    "proj_in_place_min_k": 512,
+    "proj_in_place_min_bytes": 1 << 20,
+    "proj_in_place_min_k": 128,
     # fewest rows worth a row task of its own (the kernel's MIN_ROWS_PER_TASK). 3, not 4: B=6 on two threads
     # ran as one task of 6 rows on one thread (or shared out its units) where two tasks of 3 rows, each on
     # the few-rows product, take half the time (Zen 4, old plan / new: LSTM B=6 T=128 I=2 H=24 1.90x, RNN

@@ -278,8 +278,8 @@ cdef int MIN_ROWS_PER_TASK = 4
 # (proj_in_place_*, with what they model; set_proj_in_place), so the two never disagree. A frozen layer does
 # the same (it keeps its pack for other calls): its results stay the original's bit for bit.
 cdef int proj_rows_max = 32
-cdef size_t proj_min_bytes = 4 << 20
-cdef int proj_min_k = 512
+cdef size_t proj_min_bytes = 1 << 20
+cdef int proj_min_k = 128
 
 
 def set_proj_in_place(int rows_max, size_t min_bytes, int min_k):

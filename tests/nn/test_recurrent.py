@@ -948,15 +948,16 @@ def test_float32_projection_on_the_input_weight_rows_in_place(cell, kernel, B, b
 
 
 def test_projection_in_place_rule(monkeypatch):
-    """W_ih's rows in place for the projection: up to 32 rows, a multiple of 4, from 4 MB and 512 inputs
+    """W_ih's rows in place for the projection: up to 32 rows, a multiple of 4, from 1 MB and 128 inputs
     (the planner's TABLE, handed to the kernels)."""
     from rnnfast._kernels import _recurrent as k
     from rnnfast.nn import _rnn_calls
     assert k.proj_in_place(20, 1024, 4096) and k.proj_in_place(32, 512, 2048)
     assert not k.proj_in_place(30, 1024, 4096)    # a remainder: one more pass over W_ih
     assert not k.proj_in_place(36, 1024, 4096)    # more rows: the pack pays
-    assert not k.proj_in_place(16, 256, 8192)     # narrow
-    assert not k.proj_in_place(16, 512, 1024)     # 2 MB
+    assert k.proj_in_place(16, 256, 3072) and k.proj_in_place(8, 128, 2048)  # 3 MB, 1 MB
+    assert not k.proj_in_place(16, 64, 8192)      # narrow
+    assert not k.proj_in_place(16, 256, 512)      # 0.5 MB
     monkeypatch.setitem(TABLE, "proj_in_place_rows", 0)
     try:
         _rnn_calls.set_proj_in_place()
