@@ -1,8 +1,9 @@
 """csrc/rf_gemm.h's products, every instruction-set copy the machine can run: rf_gemv_nb (a few rows of x
 against weight rows read in place: the few-rows kernel's short calls), and rf_gemm_packed either way round,
 compiled here from the C sources into a small program that compares each copy (AVX-512, AVX2, plain C)
-with a float64 reference over row counts 1-9 (groups of 4 and the 1-3 left), weight-row counts that end
-inside a block, both K segments with 16-wide chunks and tails, one segment alone, and beta 0 and 1.
+with a float64 reference over row counts 1-10 (groups of 4 and the 1-3 left, of 3, of 5), weight-row
+counts that end inside a block, both K segments with 16-wide chunks and tails, one segment alone, and
+beta 0 and 1.
 The layers' tests reach only the copy the machine selects."""
 import os
 import shutil
@@ -220,7 +221,7 @@ int main(void) {
         if (!fns[f].ok) continue;
         double worst = 0.0;
         int cases = 0;
-        for (int nb = 1; nb <= 9; nb++)
+        for (int nb = 1; nb <= 10; nb++)
             for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
                 for (size_t j = 0; j < sizeof Ks / sizeof Ks[0]; j++)
                     for (int b = 0; b < 2; b++) {
@@ -278,7 +279,7 @@ def results(tmp_path_factory):
 def test_every_copy_matches_float64(results):
     assert "base" in results
     for name, (cases, err) in ((k, v) for k, v in results.items() if not k.startswith(("gemm_", "aliased_", "rowinv_"))):
-        assert cases == 9 * 5 * 6 * 2, name
+        assert cases == 10 * 5 * 6 * 2, name
         assert err < 1e-5, (name, err)  # (relative to the sum of the terms' magnitudes; past N untouched; pf on = off)
 
 
