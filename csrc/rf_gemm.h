@@ -639,6 +639,12 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
     default: break;                                                                                   \
     }
 
+/* Passes rf_gemv_nb makes over the weights for nb rows of x (RF_GEMV_NB_BODY's groups): one where groups
+ * of 4, 3 or 5 make up nb (or nb <= 4), else two (the 1-3 rows left after the 4s). */
+static inline int rf_gemv_nb_passes(int nb) {
+    return nb <= 4 || nb % 4 == 0 || nb % 3 == 0 || nb % 5 == 0 ? 1 : 2;
+}
+
 #define RF_GEMV_NB_ARGS int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1, int K2, \
                         const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy, \
                         int pf

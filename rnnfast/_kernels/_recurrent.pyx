@@ -71,6 +71,7 @@ cdef extern from "rf_gemm.h" nogil:
     size_t rf_gemm_pf_bytes
     int rf_few_prefetch
     size_t rf_serp_min_bytes
+    int rf_gemv_nb_passes(int nb)
     ctypedef void (*rf_gemm_fn)(int M, int N, int K1, const float* A1, int lda1, int K2, const float* A2,
                                 int lda2, const float* packed, float beta, float* C, int ldc)
     ctypedef void (*rf_gemv_rows_fn)(int N, int K1, const float* A1, int lda1, const float* x1, int K2,
@@ -273,9 +274,10 @@ cdef int _blas_saved = 0      # BLAS thread count to restore when the last one e
 # TABLE["rows_per_task"] sets it (set_min_rows_per_task), so the two never disagree.
 cdef int MIN_ROWS_PER_TASK = 4
 # The input projection over all steps of a float32 call (hoist) reads W_ih's rows in place (rf_gemv_nb,
-# as _recurrent.matmul does) rather than packing them (par_proj) for at most proj_rows_max rows, a multiple
-# of 4, on W_ih of proj_min_bytes or more with proj_min_k inputs or more: the planner's TABLE sets them
-# (proj_in_place_*, with what they model; set_proj_in_place), so the two never disagree. A frozen layer does
+# as _recurrent.matmul does) rather than packing them (par_proj) for 4 to proj_rows_max rows that
+# rf_gemv_nb takes in one pass over W_ih (groups of 4, 3 or 5), on W_ih of proj_min_bytes or more with
+# proj_min_k inputs or more: the planner's TABLE sets them (proj_in_place_*, with what they model;
+# set_proj_in_place), so the two never disagree. A frozen layer does
 # the same (it keeps its pack for other calls): its results stay the original's bit for bit.
 cdef int proj_rows_max = 32
 cdef size_t proj_min_bytes = 1 << 20
@@ -289,7 +291,7 @@ def set_proj_in_place(int rows_max, size_t min_bytes, int min_k):
 
 
 cdef inline bint _proj_in_place(int M, int F, int GH) noexcept nogil:
-    return (M <= proj_rows_max and M % 4 == 0 and F >= proj_min_k
+    return (M <= proj_rows_max and M >= 4 and rf_gemv_nb_passes(M) == 1 and F >= proj_min_k
             and <size_t>F * GH * 4 >= proj_min_bytes)
 
 

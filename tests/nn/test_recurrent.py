@@ -923,9 +923,9 @@ def test_float32_short_inference_on_the_weight_rows_in_place(cell, T, B, bidir, 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_float32_projection_on_the_input_weight_rows_in_place(cell, kernel, B, bidir, threads, proj_in_place):
     """The input projection over all steps read from W_ih's rows in place (rf_gemv_nb instead of packing,
-    a multiple of 4 rows up to 32), forced on small layers: forward (inference and training) and backward
-    against the float64 reference, ragged (a row of length 1; valid rows a multiple of 4 or not), stacked,
-    bidirectional."""
+    up to 32 rows in one pass: groups of 4, 3 or 5), forced on small layers: forward (inference and
+    training) and backward against the float64 reference, ragged (a row of length 1; valid rows in one pass
+    or not), stacked, bidirectional."""
     from rnnfast._kernels import _recurrent as k
     T, I, H, L = 6, 9, 40, 2
     x, h0, c0, lengths, dout, dh, dc = problem(cell, B, T, I, H, L, bidir, np.float32, 90 + B)
@@ -938,7 +938,8 @@ def test_float32_projection_on_the_input_weight_rows_in_place(cell, kernel, B, b
     sd = {n: v.astype(np.float64) for n, v in ms[0].state_dict().items()}
     f64 = [None if a is None else a.astype(np.float64) for a in (x, h0, c0, dout, dh, dc)]
     ro, rh, rc = ref.forward(base(cell), f64[0], sd, L, bidir, f64[1], f64[2], lengths, nonlinearity=act(cell))
-    assert k.proj_in_place(int(lengths.sum()), I, 4 * H) == (int(lengths.sum()) % 4 == 0)
+    M = int(lengths.sum())
+    assert k.proj_in_place(M, I, 4 * H) == (4 <= M <= 32 and any(M % g == 0 for g in (4, 3, 5)))
     for m, training in zip(ms, (False, True)):
         m.train(training)
         m._forced_plan = Plan(kernel, "gemm", "units" if threads > 1 and kernel != "packed" else "none",
@@ -948,12 +949,15 @@ def test_float32_projection_on_the_input_weight_rows_in_place(cell, kernel, B, b
 
 
 def test_projection_in_place_rule(monkeypatch):
-    """W_ih's rows in place for the projection: up to 32 rows, a multiple of 4, from 1 MB and 128 inputs
-    (the planner's TABLE, handed to the kernels)."""
+    """W_ih's rows in place for the projection: 4 to 32 rows that rf_gemv_nb takes in one pass (groups of
+    4, 3 or 5), from 1 MB and 128 inputs (the planner's TABLE, handed to the kernels)."""
     from rnnfast._kernels import _recurrent as k
     from rnnfast.nn import _rnn_calls
     assert k.proj_in_place(20, 1024, 4096) and k.proj_in_place(32, 512, 2048)
-    assert not k.proj_in_place(30, 1024, 4096)    # a remainder: one more pass over W_ih
+    assert all(k.proj_in_place(m, 1024, 4096) for m in (6, 9, 10, 15, 30))  # groups of 3 or 5
+    assert not k.proj_in_place(14, 1024, 4096)    # 4s and 2 left: one more pass over W_ih
+    assert not k.proj_in_place(29, 1024, 4096)
+    assert not k.proj_in_place(3, 1024, 4096)     # fewer than 4
     assert not k.proj_in_place(36, 1024, 4096)    # more rows: the pack pays
     assert k.proj_in_place(16, 256, 3072) and k.proj_in_place(8, 128, 2048)  # 3 MB, 1 MB
     assert not k.proj_in_place(16, 64, 8192)      # narrow
