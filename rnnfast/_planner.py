@@ -605,8 +605,9 @@ def candidates(c: Call, threads: int, streaming: bool = False) -> Iterator[Plan]
     for p in firsts:
         q = replace(p, proj="gemm" if p.proj == "step" else "step")
         yield replace(q, panels=_panels(c, q.kernel, q.threads, q.proj, m))
-    for p in firsts:
-        if p.kernel == "units" and c.B <= TABLE["few_rows"]:
+    for p in firsts:  # the few-rows kernel's other weight layout (in inference, rows in place at any B too:
+        # the model prices neither side of that choice well; tuning times it)
+        if p.kernel == "units" and (c.B <= TABLE["few_rows"] or not c.training):
             yield replace(p, panels=not p.panels)
 
 

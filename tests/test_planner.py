@@ -327,6 +327,17 @@ def test_candidates_start_with_the_plan_and_cover_both_layouts():
                                                   ("units", "gemm")}
 
 
+
+def test_candidates_offer_the_weight_rows_in_place_beyond_few_rows_in_inference_only():
+    """rf.tune may time the few-rows kernel on its weight rows in place at more than few_rows rows in
+    inference (the planner's own choice there packs); training keeps the packed layout."""
+    B = TABLE["few_rows"] + 2
+    infer = [p for p in _planner.candidates(call(B=B, T=8, I=256, H=512), 2) if p.kernel == "units"]
+    assert {p.panels for p in infer} == {True, False}
+    assert _planner.plan_call(call(B=B, T=8, I=256, H=512), 2).panels
+    train = [p for p in _planner.candidates(call(B=B, T=8, I=256, H=512, training=True), 2) if p.kernel == "units"]
+    assert train and all(p.panels for p in train)
+
 def test_the_table_drives_the_rules(monkeypatch):
     c = call(B=1, T=10, I=8, H=16)
     monkeypatch.setitem(TABLE, "latency_min_split_bytes", 0)

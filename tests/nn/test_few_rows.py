@@ -51,3 +51,21 @@ def test_few_rows_kernel_matches_torch(cell, plan, B, layout, ragged):
     _close(dx, t_dx, np.float32, "dx")
     for k, g in t_grads.items():
         _close(rmod.grads[k], g, np.float32, k)
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("B", [5, 6, 9, 10])
+@pytest.mark.parametrize("plan", [Plan("units", "gemm", "none", 1), Plan("units", "step", "units", 2)], ids=str)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_more_rows_on_the_weight_rows_in_place_match_torch(cell, plan, B, ragged):
+    """5-10 rows on the weight rows in place (a tuning candidate in inference: rf_gemv_nb's groups of 5, 3,
+    or 4 and one more pass for the rows left), the rows per step shrinking with the lengths, against PyTorch."""
+    T, I, H = 5, 48, 96
+    rng = np.random.default_rng(B)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = np.array([T - (i % T) for i in range(B)]) if ragged else None
+    tmod, rmod = _pair(cell, I, H, 1, False, np.float32)
+    rmod._forced_plan = plan
+    t_out, _, _ = _torch_run(tmod, x, lengths, rng.standard_normal((B, T, H)).astype(np.float32))
+    rmod.eval()
+    _close(rmod(x, lengths=lengths, n_threads=plan.threads)[0], t_out, np.float32, "inference out")
