@@ -12,7 +12,7 @@ direction, besides PyTorch's ``weight_ih_l{k}`` / ``weight_hh_l{k}`` / ``bias_ih
 
 Gains start at 1, their biases at 0.
 """
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 

@@ -149,7 +149,7 @@ class VariantCalls:
     def _variant_backward(self, cache, dout, dstate):
         """:meth:`backward` through a variant forward (``cache``: what it kept)."""
         plan, (bs, off), unbatched = cache["plan"], cache["steps"], cache["unbatched"]
-        B, T, N = plan.B, plan.T, plan.N
+        B, N = plan.B, plan.N
         H, P, D, L, dt = self.hidden_size, self._out_size, self._D, self.num_layers, self.dtype
         lstm, proj = self._mode == "lstm", bool(getattr(self, "proj_size", 0))
         dout = self._check_dout(dout, plan, unbatched, width=D * P)

@@ -19,7 +19,7 @@ inputs too: it passes each batch's lengths to a loss with an ``input_lengths`` p
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
