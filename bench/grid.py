@@ -626,7 +626,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.list:
         timing_defaults(args, ROUNDS)
-        list_points(select_points(grid_points(args.seed), args.quick, args.only, infer_only=bool(args.precision)), args)
+        points = select_points(grid_points(args.seed), args.quick, args.only, infer_only=bool(args.precision))
+        list_points(points, args)
     else:
         driver(args)
 

@@ -441,10 +441,11 @@ static void rf_gemm_packed_base(RF_GEMM_ARGS) { RF_GEMM_BODY }
  * after the other, and the first two stages of the transpose-add (which mix only a group's own four
  * accumulators) run as each group ends: four row streams at a time rather than sixteen, which the
  * prefetchers keep ahead of (a 4 KB row stride no longer overflows an L1 set either, so nothing is
- * staggered), and the same sums bit for bit as sixteen at once. One thread, minimum GB/s (sixteen
- * streams -> groups of four): W 384 x 128 (L1/L2) 70-99 -> 105-114, 512 x 256 90-105 -> 115, 1024 x 512
- * (2 MB, L3) 78 -> 88-89, 2048 x 512 66-76 -> 79-88, 3072 x 1024 (12.6 MB) 60-75 -> 67-76. Nothing is
- * packed, so a call costs nothing before its first product. */
+ * staggered), and the same sums bit for bit as sixteen at once. One thread, GB/s, runs against the
+ * old kernel interleaved and bench/gemv_rows.c: W 384 x 128 (L1/L2) 70-108 -> 89-111, 512 x 256 87-111 ->
+ * 106-109, 1024 x 512 (2 MB, L3) 69-79 -> 81-83, 2048 x 512 60-82 -> 80-82, 3072 x 1024 (12.6 MB, staggered
+ * before) 54-78 -> 64-71; whole batch-1 calls 1.02-1.25x. Nothing is packed, so a call costs nothing
+ * before its first product. */
 /* OUT_ (16 floats) := the sums of the 16 vectors ACC_, lane L holding accumulator bitrev4(L)'s: a 4-stage
  * transpose-add (15 shuffle pairs where 16 separate reductions take 64). */
 #define RF_SUM16(ACC_, OUT_)                                                                          \
@@ -612,20 +613,29 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
             }                                                                                         \
     }
 
+/* The rows of x a group of rf_gemv_nb takes (each group passes over a block of weight rows while it is in
+ * L1): 4, or 3 or 5 where those make up nb and 4s do not (6, 9, 10, 15 ...), so the weights stream once
+ * for all the rows, where 4s and the 1-3 left took two passes (one thread, W (1536, 768) from L3: 5 rows
+ * 0.158 -> 0.116 ms, 6 0.202 -> 0.155, 9 0.296 -> 0.230, 10 0.264 -> 0.232; the same sums; 7 rows as one
+ * group of two weight rows were no faster than 4 + 3). */
+static inline int rf_gemv_nb_group(int nb) {
+    if (nb > 4 && nb % 4 != 0) {
+        if (nb % 3 == 0) return 3;
+        if (nb % 5 == 0) return 5;
+    }
+    return 4;
+}
+
+/* Passes rf_gemv_nb makes over the weights for nb rows of x: one, or two where the 1-3 rows left after
+ * the groups of 4 take another. */
+static inline int rf_gemv_nb_passes(int nb) { return nb <= 4 || nb % rf_gemv_nb_group(nb) == 0 ? 1 : 2; }
+
 #define RF_GEMV_NB_BODY                                                                               \
     static const int br[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};                 \
-    /* one pass over the weights where groups of 3 or 5 rows make up nb, not of 4 (where 4s and the 1-3 \
-       left took two: one thread, W (1536, 768) from L3, 5 rows 0.160 -> 0.130 ms, 6 0.17-0.22 -> 0.15-0.19, \
-       9 0.26 -> 0.24, 10 0.27 -> 0.23; the same sums; 7 rows in one group (of 2 weight rows) no faster) */ \
-    if (nb > 4 && nb % 4 != 0) {                                                                      \
-        if (nb % 3 == 0) {                                                                            \
-            RF_GEMV_NB_BLOCKS(3, 0, nb)                                                               \
-            return;                                                                                   \
-        }                                                                                             \
-        if (nb % 5 == 0) {                                                                            \
-            RF_GEMV_NB_BLOCKS(5, 0, nb)                                                               \
-            return;                                                                                   \
-        }                                                                                             \
+    switch (rf_gemv_nb_group(nb)) {                                                                   \
+    case 3: RF_GEMV_NB_BLOCKS(3, 0, nb) return;                                                       \
+    case 5: RF_GEMV_NB_BLOCKS(5, 0, nb) return;                                                       \
+    default: break;                                                                                   \
     }                                                                                                 \
     int full = nb / 4 * 4;  /* groups of 4 rows, then the 1-3 left (one more pass over the weights) */ \
     if (full > 0) RF_GEMV_NB_BLOCKS(4, 0, full)                                                       \
@@ -638,12 +648,6 @@ RF_SELECT(rf_gemv_rows, rf_gemv_rows_fn)
     case 3: RF_GEMV_NB_BLOCKS(3, full, nb) break;                                                     \
     default: break;                                                                                   \
     }
-
-/* Passes rf_gemv_nb makes over the weights for nb rows of x (RF_GEMV_NB_BODY's groups): one where groups
- * of 4, 3 or 5 make up nb (or nb <= 4), else two (the 1-3 rows left after the 4s). */
-static inline int rf_gemv_nb_passes(int nb) {
-    return nb <= 4 || nb % 4 == 0 || nb % 3 == 0 || nb % 5 == 0 ? 1 : 2;
-}
 
 #define RF_GEMV_NB_ARGS int nb, int N, int K1, const float* A1, int lda1, const float* X1, int ldx1, int K2, \
                         const float* A2, int lda2, const float* X2, int ldx2, float beta, float* Y, int ldy, \

@@ -136,9 +136,11 @@ TABLE = {
     "short_rows_min_bytes": 1 << 20,
     "short_rows_max": 32,
     # a call whose input product is one GEMM over all its steps (hoist) makes it on W_ih's rows in place
-    # (rf_gemv_nb), not packed, when it has at most proj_in_place_rows valid rows, a multiple of 4 (a
-    # remainder of 1-3 is one more pass over W_ih: LSTM B=1 T=30 I=H=1024 0.97x), on W_ih of
-    # proj_in_place_min_bytes or more and proj_in_place_min_k inputs or more (the pack then streams
+    # (rf_gemv_nb), not packed, when it has 4 to proj_in_place_rows valid rows that rf_gemv_nb takes in one
+    # pass over W_ih (groups of 4, 3 or 5: 1-3 rows left after 4s are one more pass, LSTM B=1 T=30 I=H=1024
+    # 0.97x; groups of 3 or 5, session 25: GRU B=2 T=5 I=512 H=768 1.37x, LSTM B=3 T=6 I=256 H=512 bi
+    # 1.14x, LSTM B=1 T=9 I=H=1024 1.06x), on W_ih of proj_in_place_min_bytes or more and
+    # proj_in_place_min_k inputs or more (the pack then streams
     # megabytes for a few rows; small or narrow W_ih 0.95-1.01x). Zen 4, packed / in place, two threads
     # (one): LSTM B=2 T=10 I=H=1024 L=2 bi 1.04-1.06x (1.07), B=2 T=12 I=2048 H=1024 1.11 (1.08), B=2 T=8
     # I=H=512 1.05 (1.06); GRU B=1 T=16 I=1536 H=768 bi 1.05 (1.06), B=4 T=8 I=1024 H=512 1.05 (1.05); RNN

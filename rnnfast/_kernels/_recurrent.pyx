@@ -277,8 +277,8 @@ cdef int MIN_ROWS_PER_TASK = 4
 # as _recurrent.matmul does) rather than packing them (par_proj) for 4 to proj_rows_max rows that
 # rf_gemv_nb takes in one pass over W_ih (groups of 4, 3 or 5), on W_ih of proj_min_bytes or more with
 # proj_min_k inputs or more: the planner's TABLE sets them (proj_in_place_*, with what they model;
-# set_proj_in_place), so the two never disagree. A frozen layer does
-# the same (it keeps its pack for other calls): its results stay the original's bit for bit.
+# set_proj_in_place), so the two never disagree. A frozen layer does the same (it keeps its pack for
+# other calls): its results stay the original's bit for bit.
 cdef int proj_rows_max = 32
 cdef size_t proj_min_bytes = 1 << 20
 cdef int proj_min_k = 128
