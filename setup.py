@@ -70,7 +70,7 @@ if DEBUG:
 ext_common = dict(
     include_dirs=[os.path.join(HERE, "csrc"), np.get_include()],
     depends=[os.path.join("csrc", f) for f in ("rf_math.h", "rf_cells.h", "rf_cells_impl.h", "rf_gemm.h",
-                                                "rf_latency.h", "rf_rows.h", "rf_units.h")],
+                                                "rf_latency.h", "rf_rows.h", "rf_units.h", "rf_hash.h")],
     extra_compile_args=extra_compile,
     extra_link_args=omp_link,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],

@@ -34,6 +34,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcmp, memcpy, memset
 from libc.stdlib cimport malloc, free
+from libc.stdint cimport uint64_t
 
 cimport numpy as cnp
 import numpy as np
@@ -64,6 +65,13 @@ cdef inline bint is_gru(int cell) noexcept nogil:
 cdef extern from "rf_math.h" nogil:
     unsigned int rf_ftz_enter()
     void rf_ftz_leave(unsigned int old)
+
+cdef extern from "rf_hash.h" nogil:
+    size_t rf_hash_nchunks(size_t n)
+    void rf_hash_chunks(const unsigned char* p, size_t n, size_t c0, size_t c1, uint64_t* digests)
+    void rf_hash_combine(const uint64_t* digests, size_t nc, uint64_t* out)
+    int rf_hash_use(int isa)
+    void rf_hash_setup()
 
 cdef extern from "rf_gemm.h" nogil:
     enum: RF_NR
@@ -1272,10 +1280,8 @@ cdef inline bint _scratch_gates(bint training, bint hoist, int kernel) noexcept:
 # Buffers whose size depends on the thread count, made only for the pass that runs them.
 _FORWARD_PACKS = ("latp", "unp")
 # The inference packs an inference call may keep from call to call (forward's ``packs``): made from W_hh, and
-# from W_ih unless hoist (the projection over all steps then reads W_ih itself).
-KEPT_PACKS = ("wpx", "wpf", "unp", "latp")
-# A frozen layer (rnnfast.nn.freeze) also keeps W_ih^T packed whole for the projection over all steps.
-FROZEN_PACKS = KEPT_PACKS + ("wpp",)
+# from W_ih unless hoist; then W_ih^T packed whole for the projection over all steps (wpp).
+KEPT_PACKS = ("wpx", "wpf", "unp", "latp", "wpp")
 
 
 def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint reverse, int kernel, bint hoist,
@@ -1357,7 +1363,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
     """params[k] = (w_ih, w_hh, b, bhn); bufs[k] = {name: array} as dir_buffers lays out; states[k] =
     (h0, c0, hT, cT). ``kernel``, ``hoist``, ``panels``: the planner's plan. In backward the forward's
     buffers are checked too, but for its thread-count-sized packs, which backward does not use. ``packs``:
-    see ``forward`` (the KEPT_PACKS buffers are then theirs, and the weights their copies)."""
+    see ``forward`` (the KEPT_PACKS buffers are then theirs)."""
     cdef int k, l, d, F
     cdef int H = net.H, GH = net.G * net.H, N = net.N, B = net.B
     cdef bint f32 = dt == np.float32
@@ -1404,9 +1410,9 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.tc = _buf(buf, shapes, "tc", dt)
         p.gh = _buf(buf, shapes, "gh", dt)
         p.hn = _buf(buf, shapes, "hn", dt)
-        p.wpp = _buf(buf, shapes, "wpp", dt)
         if packs is not None:
             buf = _kept_pack(p, packs[k], dt, GH, F, H)
+        p.wpp = _buf(buf, shapes, "wpp", dt)
         p.wpx = _buf(buf, shapes, "wpx", dt)
         p.wpf = _buf(buf, shapes, "wpf", dt)
         p.latp = _buf(buf, shapes, "latp", dt)
@@ -1429,65 +1435,93 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
 
 
 cdef dict _kept_pack(Dir* p, tuple kept, object dt, int GH, int F, int H):
-    """Point direction p at a kept pack (see ``forward``): its weights at the copies the pack is made from,
-    pack_nk at its count; a kept whole W_ih^T (``wpp``, with hoist: a frozen layer's) at nk[1]. Returns its
-    buffers."""
-    bufs, w_ih, w_hh, nk = kept
+    """Point direction p at a kept pack (see ``forward``): pack_nk at its count, a kept whole W_ih^T (``wpp``)
+    at nk[1]; a frozen layer's pack also points the weights at the read-only arrays it is made from. Returns
+    its buffers."""
+    bufs, w_ih, w_hh, nk, digest = kept
     if w_ih is not None:
         p.w_ih = _ptr(w_ih, dt, GH * F, "kept w_ih")
-    p.w_hh = _ptr(w_hh, dt, GH * H, "kept w_hh")
+    if w_hh is not None:
+        p.w_hh = _ptr(w_hh, dt, GH * H, "kept w_hh")
     p.pack_nk = <int*>_ptr(nk, np.intc, 1, "kept pack_nk")
-    if "wpp" in bufs and p.wpp != NULL:
-        if w_ih is None:
+    if digest is not None:
+        _ptr(digest, np.uint64, 4, "kept digest")
+    elif w_hh is None:
+        raise ValueError("internal: a kept pack is either trusted (its weights given) or checked (a digest)")
+    if "wpp" in bufs:
+        if w_ih is None and digest is None:
             raise ValueError("internal: a kept wpp needs the W_ih it is made from")
-        p.wpp = _ptr(bufs["wpp"], dt, rf_packed_size(F, GH), "kept wpp")
         p.wpp_nk = <int*>_ptr(nk, np.intc, 2, "kept wpp_nk") + 1
     return bufs
 
 
-cdef int _same_bytes(const char* a, const char* b, size_t n, int nth) noexcept nogil:
-    """Whether the n bytes at a and b are equal (memcmp, over nth threads from 512 KB)."""
-    cdef int k, diff = 0
-    cdef size_t lo, hi
-    nth = max(1, min(nth, <int>(n >> 19)))
+cdef void _digest(const char* a, size_t n, int nth, uint64_t* dg, uint64_t* out) noexcept nogil:
+    """out[0:2] := the 128-bit digest of the n bytes at a (csrc/rf_hash.h), over nth threads from 512 KB (the
+    same digest whatever the threads: they take whole chunks); dg: 2 rf_hash_nchunks(n) words of scratch."""
+    cdef size_t nc = rf_hash_nchunks(n)
+    cdef int k
+    nth = max(1, min(nth, <int>min(nc, n >> 19)))
     if nth == 1:
-        return memcmp(a, b, n) == 0
-    for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
-        lo = n * k // nth
-        hi = n * (k + 1) // nth
-        if memcmp(a + lo, b + lo, hi - lo) != 0:
-            diff += 1
-    return diff == 0
+        rf_hash_chunks(<const unsigned char*>a, n, 0, nc, dg)
+    else:
+        for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+            rf_hash_chunks(<const unsigned char*>a, n, nc * k // nth, nc * (k + 1) // nth, dg)
+    rf_hash_combine(dg, nc, out)
 
 
-cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs):
-    """Whether every kept pack already made (pack_nk > 0) was made from the weights ``params`` now hold, bit
-    for bit (the weights are public arrays: written in place, loaded or stepped by an optimizer between calls).
-    Checked from the copies each pack was made from (the Dir's weights, see _kept_pack)."""
+cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs) except -1:
+    """Whether every kept pack already made (pack_nk > 0) was made from the weights ``params`` now hold (the
+    weights are public arrays: written in place, loaded or stepped by an optimizer between calls): their
+    digests (W_ih's, then W_hh's: csrc/rf_hash.h) equal the ones taken when the pack was made, which a pack
+    made at this call (pack_nk 0) takes now. A frozen layer's packs (no digest: rnnfast.nn.freeze) are
+    trusted."""
     cdef int k, which
     cdef Dir* p
-    cdef bint same = True
+    cdef uint64_t h[4]
+    cdef uint64_t* dg
+    cdef uint64_t* scratch
     cdef const char* a
-    cdef const char* b
     cdef size_t n
+    cdef cnp.ndarray sc = None
     for k in range(net.L * net.D):
         p = &dirs[k]
-        if packs[k] is None or p.pack_nk == NULL or p.pack_nk[0] == 0:
+        if packs[k] is None or p.pack_nk == NULL or packs[k][4] is None:
             continue
+        dg = <uint64_t*>cnp.PyArray_DATA(<cnp.ndarray>packs[k][4])
         for which in range(2):
-            src = params[k][which]
-            if packs[k][1 + which] is None:
-                continue
-            a = <const char*>cnp.PyArray_DATA(<cnp.ndarray>src)
-            b = <const char*>(p.w_ih if which == 0 else p.w_hh)
-            if a == b:  # a frozen layer's pack, made from the read-only weights themselves (rnnfast.nn.freeze)
-                continue
+            a = <const char*>cnp.PyArray_DATA(<cnp.ndarray>params[k][which])
             n = <size_t>net.G * net.H * (p.F if which == 0 else net.H) * sizeof(float)
+            if sc is None or <size_t>sc.size < 2 * rf_hash_nchunks(n):
+                sc = np.empty(2 * rf_hash_nchunks(n), np.uint64)
+            scratch = <uint64_t*>cnp.PyArray_DATA(sc)
             with nogil:
-                same = _same_bytes(a, b, n, net.nthreads)
-            if not same:
-                return False
+                _digest(a, n, net.nthreads, scratch, h + 2 * which)
+        if p.pack_nk[0] == 0:
+            memcpy(dg, h, sizeof(h))
+        elif memcmp(dg, h, sizeof(h)) != 0:
+            return False
     return True
+
+
+def weights_digest(a, int nthreads=1, int isa=-1):
+    """The 128-bit digest (16 bytes) of a C-contiguous array's bytes by which kept weight packs are checked
+    (csrc/rf_hash.h), over ``nthreads`` threads; ``isa`` (tests): hashed with that copy (0 lane by lane, 1
+    SSE2, 2 AVX2, 3 AVX-512), None where the processor lacks it. Threads and copies give one digest."""
+    cdef cnp.ndarray arr = np.ascontiguousarray(a)
+    cdef size_t n = <size_t>arr.nbytes
+    cdef cnp.ndarray sc = np.empty(2 * rf_hash_nchunks(n), np.uint64)
+    cdef uint64_t out[2]
+    cdef const char* p = <const char*>cnp.PyArray_DATA(arr)
+    cdef uint64_t* scratch = <uint64_t*>cnp.PyArray_DATA(sc)
+    if isa >= 0 and not rf_hash_use(isa):
+        return None
+    try:
+        with nogil:
+            _digest(p, n, max(1, nthreads), scratch, out)
+    finally:
+        if isa >= 0:
+            rf_hash_setup()
+    return np.array([out[0], out[1]], np.uint64).tobytes()
 
 
 cdef int _inplace(Net* net, Dir* dirs, int l, Py_ssize_t ts, Py_ssize_t rs, int width, int dir_off,
@@ -1537,11 +1571,13 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     made from them first.
 
     ``packs`` (float32 inference): per layer-direction, weights packed for the kernel kept from call to call,
-    ``(bufs, w_ih, w_hh, nk)``: ``bufs`` the KEPT_PACKS buffers of dir_buffers' table, ``w_ih`` (None with
-    hoist) and ``w_hh`` C-contiguous copies of the weights they are made from, which the call then reads in
-    place of params[k]'s, ``nk`` an intc array (1,): 0, the call makes the packs and sets it (the threads
-    their layout is for); > 0, made already, and used when ``w_ih`` and ``w_hh`` still equal params[k]'s bit
-    for bit. Returns -1 without running anything when they do not (or were made for another count of
+    ``(bufs, w_ih, w_hh, nk, digest)``: ``bufs`` the KEPT_PACKS buffers of dir_buffers' table, ``nk`` an
+    intc array (2,): nk[0] 0, the call makes the packs and sets it (the threads their layout is for); > 0,
+    made already (nk[1]: the whole W_ih^T, wpp). ``digest`` a uint64 array (4,): the digests of params[k]'s
+    W_ih and W_hh (csrc/rf_hash.h), taken when the packs are made, and which later calls' weights must
+    have for the packs to serve them; or None, a frozen layer's trusted packs, ``w_ih`` (None with hoist
+    and no wpp) and ``w_hh`` then the read-only arrays they are made from (else None: params[k]'s). Returns
+    -1 without running anything when the digests differ (or the packs were made for another count of
     threads): the caller makes new ones.
     """
     return Forward(cell, relu, plan, I, H, D, L, params, bufs, states, xl, outl, masks, training, nthreads,

@@ -1,19 +1,21 @@
-"""Weight packs kept from one inference call to the next (``KEEP_PACKS``; off by default, see there).
+"""Weight packs kept from one inference call to the next (``KEEP_PACKS``, on by default).
 
 A float32 inference call on the packed, few-rows or batch-1 kernel first packs the weights into the
-layout its per-step products read (``_recurrent.dir_buffers``' KEPT_PACKS). With ``KEEP_PACKS`` a layer
-keeps the last packs it made, with a copy of the weights they were made from, which the call then reads
-in place of the live ones (so pack and copy always agree). The kernel entry compares that copy with the
-live weights bit for bit (memcmp) and packs again, into new buffers, when they differ. The comparison is
-what keeps the packs from going stale: the weights are public arrays that a user, ``load_state_dict`` or
-an optimizer may write in place at any time, and no hook sees that. Thread counts, dtypes and kernels
-key the kept packs; the kernel also refuses a pack made for another count of threads than it runs.
+layout its per-step products read (``_recurrent.dir_buffers``' KEPT_PACKS), which ONNX Runtime does once,
+when a session is made. Here a layer keeps the last packs it made, with the 128-bit digests of the W_ih
+and W_hh they were made from (csrc/rf_hash.h); a later call takes the digests of the weights it is given
+and runs on the kept packs when they are the same, else packs again, into new buffers. The weights are
+public arrays that a user, ``load_state_dict`` or an optimizer may write in place at any time, and no hook
+sees that: the digest is what keeps the packs from going stale. It reads the weights once (packing reads
+and writes them; the exact comparison with a copy it replaced read them twice, and cost what packing did:
+``bench/kept_packs.py``). Not exact: two different weight arrays share a digest with a chance of about
+2^-128. Thread counts, dtypes and kernels key the kept packs; the kernel also refuses a pack made for
+another count of threads than it runs.
 
-A frozen layer (:func:`rnnfast.nn.freeze`: its weights read-only arrays) keeps its packs whatever
-``KEEP_PACKS`` says, W_ih^T packed whole for the projection over all steps too (``FROZEN_PACKS``), and
-skips the comparison: the packs are made from the live arrays themselves, which
-nothing can write while they stay read-only (checked at every call: a weight made writeable again, or a
-parameter replaced, ends the trust and the layer packs and compares as any other).
+A frozen layer (:func:`rnnfast.nn.freeze`: its weights read-only arrays) keeps its packs without digests,
+made from the live arrays themselves, which nothing can write while they stay read-only (checked at every
+call: a weight made writeable again, or a parameter replaced, ends the trust and the layer packs and
+checks as any other).
 
 A kept entry is never written once published (a call that finds it stale makes a new one), so
 concurrent inference calls on one layer share it without a lock. Its bytes count toward the layer's
@@ -27,16 +29,16 @@ from rnnfast import _memory
 from rnnfast._kernels import _recurrent as _k
 from rnnfast.nn.module import aligned_empty
 
-__all__ = ["KEEP_PACKS", "Kept", "frozen", "keeps", "kept_packs", "ran", "kept_bytes", "pack_args"]
+__all__ = ["KEEP_PACKS", "Kept", "frozen", "keeps", "kept_packs", "ran", "fast_ok", "kept_bytes", "pack_args"]
 
-#: Whether inference keeps its weight packs between calls. Off: measured on the shared 2-core machine the
-#: exact check cost what packing did (perf samples, rnn B6 T10 H512 bi: pack 9.1% of the call, memcmp 10.1%;
-#: gru B4 T50 H256: 3.9% / 4.8%; gru B1 T100 H256: 5.5% / 3.5%; lstm B8 T8 H96: 0.8% / 0.9%), although on
-#: its own, with the weights in L3, memcmp takes half packing's time (bench/pack_cost.c). bench/kept_packs.py
-#: times both ways side by side.
-KEEP_PACKS = False
+#: Whether inference keeps its weight packs between calls (see above; ``bench/kept_packs.py`` times calls with
+#: and without).
+KEEP_PACKS = True
 
 _KERNELS = {int(_k.Kernel.KERNEL_PACKED), int(_k.Kernel.KERNEL_UNITS), int(_k.Kernel.KERNEL_LATENCY)}
+
+#: ``fast_ok``'s entry for a call that kept packs but whose plan packs nothing to keep
+NOTHING = "nothing to keep"
 
 _MOST = 2  # kept entries per layer (e.g. the batch-1 and the few-rows kernel of one service)
 _SKIP = 16  # calls that pack as before after kept packs went stale unused (weights changing at every call)
@@ -44,12 +46,14 @@ _SKIP = 16  # calls that pack as before after kept packs went stale unused (weig
 
 class Kept:
     """One call layout's kept packs: ``packs`` per layer-direction as the kernel's ``forward`` takes them,
-    ``fresh`` until the call that makes them has run, ``used`` once a later call ran on them."""
+    ``trusted`` (a frozen layer's: no digests), ``fresh`` until the call that makes them has run, ``used``
+    once a later call ran on them."""
 
-    __slots__ = ("key", "packs", "nbytes", "fresh", "used")
+    __slots__ = ("key", "packs", "nbytes", "trusted", "fresh", "used")
 
-    def __init__(self, key, packs, nbytes):
-        self.key, self.packs, self.nbytes, self.fresh, self.used = key, packs, nbytes, True, False
+    def __init__(self, key, packs, nbytes, trusted=False):
+        self.key, self.packs, self.nbytes, self.trusted = key, packs, nbytes, trusted
+        self.fresh, self.used = True, False
 
 
 def frozen(layer) -> bool:
@@ -70,7 +74,7 @@ def frozen(layer) -> bool:
 def keeps(layer, kernel_args, training: bool) -> bool:
     """Whether a call with the planner's ``kernel_args`` keeps its weight packs: float32 inference on a kernel
     that packs, by a frozen layer or with ``KEEP_PACKS``, unless kept packs went stale unused lately (then
-    ``_SKIP`` calls pack as before: keeping would copy the weights and allocate new packs at every call)."""
+    ``_SKIP`` calls pack as before: keeping would take digests and allocate new packs at every call)."""
     if training or layer.dtype != np.float32 or kernel_args[0] not in _KERNELS:
         return False
     if frozen(layer):
@@ -96,30 +100,21 @@ def kept_packs(layer, kernel_args, n_threads: int, stale: bool = False) -> Optio
     H, D, L = layer.hidden_size, layer._D, layer.num_layers
     hoist = kernel_args[1]
     trusted = frozen(layer)
-    copy, names = ((lambda a: a), _k.FROZEN_PACKS) if trusted else (_copy, _k.KEPT_PACKS)
     packs, nbytes = [], 0
     for k in range(L * D):
         F = layer.input_size if k < D else D * H
         shapes = _k.dir_buffers(layer._cell, F, H, 1, 1, False, False, *kernel_args, n_threads)
-        bufs = {name: aligned_empty(shape, np.float32) for name, shape in shapes.items() if name in names}
+        bufs = {name: aligned_empty(shape, np.float32) for name, shape in shapes.items() if name in _k.KEPT_PACKS}
         if not bufs:
             return None
-        sfx = f"_l{k // D}" + ("_reverse" if k % D == 1 else "")
-        # (copies of what the packs are made from: the call reads these, so pack and copy always agree; a
-        # frozen layer's read-only weights are their own copies, which the kernel then does not compare)
-        w_ih = None if hoist and "wpp" not in bufs else copy(layer._params["weight_ih" + sfx])
-        w_hh = copy(layer._params["weight_hh" + sfx])
-        packs.append((bufs, w_ih, w_hh, np.zeros(2, np.intc)))  # (counts: the packs', the whole W_ih^T's)
+        if trusted:  # (a frozen layer's read-only weights: the kernel reads them, and trusts the packs)
+            sfx = f"_l{k // D}" + ("_reverse" if k % D == 1 else "")
+            w_ih = None if hoist and "wpp" not in bufs else layer._params["weight_ih" + sfx]
+            packs.append((bufs, w_ih, layer._params["weight_hh" + sfx], np.zeros(2, np.intc), None))
+        else:  # (the digests of the weights the packs are made from: the call that makes them takes them)
+            packs.append((bufs, None, None, np.zeros(2, np.intc), np.zeros(4, np.uint64)))
         nbytes += sum(a.nbytes for a in bufs.values())
-        if copy is _copy:
-            nbytes += w_hh.nbytes + (0 if w_ih is None else w_ih.nbytes)
-    return Kept(key, packs, nbytes)
-
-
-def _copy(a):
-    out = aligned_empty(a.shape, a.dtype)
-    out[...] = a
-    return out
+    return Kept(key, packs, nbytes, trusted)
 
 
 def ran(layer, entry: Optional[Kept], pooled: int) -> None:
@@ -134,10 +129,29 @@ def ran(layer, entry: Optional[Kept], pooled: int) -> None:
     limit = _memory.get_workspace_limit()
     kept: dict = layer._packs
     if limit is not None and entry.nbytes + pooled + kept_bytes(layer, but=entry.key) > limit:
+        layer._pack_skip = _SKIP  # (else the next calls would make packs to drop again)
         return
     if entry.key not in kept and len(kept) >= _MOST:
         kept.clear()
     kept[entry.key] = entry
+
+
+def fast_ok(layer, entry: Optional[Kept], kernel_args) -> bool:
+    """Whether an inference call may run again on the filled kernel arguments of an earlier one
+    (``_eval_fast``) that ran with ``entry`` (None: packing at the call; NOTHING: its plan packs nothing to
+    keep): a trusted entry while the layer stays frozen, a checked one while the layer keeps it (the kernel
+    then checks its digests); without one, while keeping stays off for it (a count of ``_SKIP`` calls runs
+    down here too)."""
+    if entry is NOTHING:
+        return True
+    if entry is None:
+        return not keeps(layer, kernel_args, False)
+    if entry.trusted:
+        return frozen(layer)
+    if not KEEP_PACKS or layer._packs.get(entry.key) is not entry:
+        return False
+    entry.used = True
+    return True
 
 
 def kept_bytes(layer, but=None) -> int:

@@ -191,7 +191,8 @@ class KernelCalls:
         rebuilt otherwise."""
         # (what is prepared depends on the batch's size and packed rows, not on its lengths: ragged batches
         # of new lengths, a server's, reuse it)
-        key = (plan.B, plan.N, training, n_threads, kp, keep)
+        # (a frozen layer no longer frozen has other weight arrays: prepared anew)
+        key = (plan.B, plan.N, training, n_threads, kp, keep, bool(self._frozen))
         prep = ws.prepared
         if prep is not None and prep[0] == key:
             return prep[1]
@@ -295,18 +296,20 @@ class KernelCalls:
         else:
             args, xl, outl, masks = self._packed_args(prep, plan, kp, x, states, training, n_threads, ws)
         plain = direct and h0 is None and c0 is None and lengths is None
-        if plain and (not keep_packs or _packs.frozen(self)):
+        if plain:
             # the plain inference call: its filled arguments serve the next ones of this layout (_eval_fast),
-            # a frozen layer's with its kept packs
+            # with the layer's kept packs
             kept = _packs.kept_packs(self, kp.kernel_args, n_threads) if keep_packs else None
             fw = _k.Forward(*args, bias_src=prep[5], packs=_packs.pack_args(kept))
             yields = fw.run()
-            if yields < 0:  # (packs made for another count of threads)
-                yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
-            else:
-                _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
-                if kept is None or self._packs.get(kept.key) is kept:  # (kept within the workspace limit)
-                    ws.fast = (kp, x.shape, x.strides, last, fw, out_shape, plan, where, prep[3], kept is not None)
+            if yields < 0:  # (kept packs made from other weights, or for another count of threads: nothing ran)
+                kept = _packs.kept_packs(self, kp.kernel_args, n_threads, stale=True)
+                fw = _k.Forward(*args, bias_src=prep[5], packs=_packs.pack_args(kept))
+                yields = fw.run()
+            _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
+            if kept is None or self._packs.get(kept.key) is kept:  # (kept within the workspace limit)
+                ws.fast = (kp, x.shape, x.strides, last, fw, out_shape, plan, where, prep[3],
+                           kept if kept is not None or not keep_packs else _packs.NOTHING)
         else:
             yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
         if kp.kernel in ("latency", "units"):
@@ -333,7 +336,7 @@ class KernelCalls:
         kp = self._kernel_plan(B, T, B * T, False, n_threads)
         fast = ws.fast
         if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides
-                or fast[3] != last or _packs.KEEP_PACKS or (fast[9] and not _packs.frozen(self))):
+                or fast[3] != last or not _packs.fast_ok(self, fast[9], kp.kernel_args)):
             return self._eval_full(x, n_threads, ws, last, kp)
         fw, out_shape, plan, where, x_buf = fast[4:9]
         LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
@@ -344,7 +347,7 @@ class KernelCalls:
             hT, cT = np.empty((LD, B, H), dt), None
         xin = x if where == "x" else x.swapaxes(0, 1) if where == "xt" else plan.pack(x, x_buf)
         yields = fw.run(xin, out, hT, cT)
-        if yields < 0:  # (a frozen layer's packs, made for another count of threads: nothing ran)
+        if yields < 0:  # (kept packs made from other weights, or for another count of threads: nothing ran)
             ws.fast = None
             return self._eval_full(x, n_threads, ws, last, kp)
         if kp.kernel in ("latency", "units"):

@@ -222,16 +222,21 @@ def test_kept_forward_runs_again_only_on_new_arrays():
         fw.run()
 
 
-def test_kept_packs_switched_on_take_the_full_path(monkeypatch):
+@pytest.mark.parametrize("first,then", [(True, False), (False, True)])
+def test_kept_packs_switched_take_the_full_path_once(first, then, monkeypatch):
+    """Switching KEEP_PACKS between calls: the next call takes the full path (its arguments then point at
+    kept packs or at the workspace's), the one after the kept arguments again."""
     from rnnfast.nn import _packs
 
     lay = nn.LSTM(5, 16, dtype=np.float32, seed=0).eval()
     x = np.random.default_rng(0).standard_normal((3, 6, 5)).astype(np.float32)
+    monkeypatch.setattr(_packs, "KEEP_PACKS", first)
     want = lay(x)[0]
-    monkeypatch.setattr(_packs, "KEEP_PACKS", True)
+    assert bool(lay._packs) == first
+    monkeypatch.setattr(_packs, "KEEP_PACKS", then)
     calls = _count_full_path(monkeypatch, lay)
     assert np.array_equal(lay(x)[0], want) and np.array_equal(lay(x)[0], want)
-    assert len(calls) == 2
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("cell,bi", [("lstm", False), ("gru", True)])
