@@ -1470,36 +1470,45 @@ cdef void _digest(const char* a, size_t n, int nth, uint64_t* dg, uint64_t* out)
 
 
 cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs) except -1:
-    """Whether every kept pack already made (pack_nk > 0) was made from the weights ``params`` now hold (the
-    weights are public arrays: written in place, loaded or stepped by an optimizer between calls): their
-    digests (W_ih's, then W_hh's: csrc/rf_hash.h) equal the ones taken when the pack was made, which a pack
-    made at this call (pack_nk 0) takes now. A frozen layer's packs (no digest: rnnfast.nn.freeze) are
-    trusted."""
+    """Whether the kept packs this call reads were made from the weights ``params`` now hold (the weights
+    are public arrays: written in place, loaded or stepped by an optimizer between calls): the digests
+    (csrc/rf_hash.h) of W_ih and of W_hh, each where a pack this call reads holds it, equal the ones taken
+    when that pack was made; a pack this call makes takes its digest now. A frozen layer's packs (no digest:
+    rnnfast.nn.freeze) are trusted."""
     cdef int k, which
     cdef Dir* p
-    cdef uint64_t h[4]
+    cdef uint64_t h[2]
     cdef uint64_t* dg
-    cdef uint64_t* scratch
     cdef const char* a
     cdef size_t n
+    cdef bint uses, made, hh_packed, ih_in_hh, wpp_used
     cdef cnp.ndarray sc = None
     for k in range(net.L * net.D):
         p = &dirs[k]
         if packs[k] is None or p.pack_nk == NULL or packs[k][4] is None:
             continue
         dg = <uint64_t*>cnp.PyArray_DATA(<cnp.ndarray>packs[k][4])
+        hh_packed = p.wpx != NULL or p.wpf != NULL or p.unp != NULL or p.latp != NULL
+        # (the step makes x_t W_ih^T from packs of [W_ih, W_hh]: packed without hoist, few rows or batch 1
+        # stepping; or the projection over all steps reads W_ih^T packed whole unless it reads W_ih in place)
+        ih_in_hh = hh_packed and ((p.wpx != NULL and not p.hoist) or p.units == 2 or p.lat == 2)
+        wpp_used = p.wpp_nk != NULL and not _proj_in_place(net.N, p.F, net.G * net.H)
         for which in range(2):
+            uses = (ih_in_hh or wpp_used) if which == 0 else hh_packed
+            if not uses:
+                continue
+            made = ((ih_in_hh and p.pack_nk[0] > 0) or (wpp_used and p.wpp_nk[0] > 0)) if which == 0 \
+                else p.pack_nk[0] > 0
             a = <const char*>cnp.PyArray_DATA(<cnp.ndarray>params[k][which])
             n = <size_t>net.G * net.H * (p.F if which == 0 else net.H) * sizeof(float)
             if sc is None or <size_t>sc.size < 2 * rf_hash_nchunks(n):
                 sc = np.empty(2 * rf_hash_nchunks(n), np.uint64)
-            scratch = <uint64_t*>cnp.PyArray_DATA(sc)
             with nogil:
-                _digest(a, n, net.nthreads, scratch, h + 2 * which)
-        if p.pack_nk[0] == 0:
-            memcpy(dg, h, sizeof(h))
-        elif memcmp(dg, h, sizeof(h)) != 0:
-            return False
+                _digest(a, n, net.nthreads, <uint64_t*>cnp.PyArray_DATA(sc), h)
+            if not made:
+                memcpy(dg + 2 * which, h, sizeof(h))
+            elif memcmp(dg + 2 * which, h, sizeof(h)) != 0:
+                return False
     return True
 
 
@@ -1577,8 +1586,8 @@ def forward(int cell, int relu, Plan plan, int I, int H, int D, int L, list para
     W_ih and W_hh (csrc/rf_hash.h), taken when the packs are made, and which later calls' weights must
     have for the packs to serve them; or None, a frozen layer's trusted packs, ``w_ih`` (None with hoist
     and no wpp) and ``w_hh`` then the read-only arrays they are made from (else None: params[k]'s). Returns
-    -1 without running anything when the digests differ (or the packs were made for another count of
-    threads): the caller makes new ones.
+    without running anything -2 when the digests differ, -1 when the packs were made for another count of
+    threads: the caller makes new ones.
     """
     return Forward(cell, relu, plan, I, H, D, L, params, bufs, states, xl, outl, masks, training, nthreads,
                    kernel, hoist, panels, x_ts, x_rs, out_ts, out_rs, bias_src, packs).run()
@@ -1720,7 +1729,7 @@ cdef class Forward:
         net.yields = 0
         net.stale = 0
         if self.packs is not None and not _kept_valid(net, self.dirs, self.params, self.packs):
-            return -1
+            return -2
         if self.bias_src is not None:
             _sum_biases(net, self.dirs, self.bias_src, self.f32)
         blas_hold()

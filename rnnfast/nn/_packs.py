@@ -87,16 +87,14 @@ def keeps(layer, kernel_args, training: bool) -> bool:
     return True
 
 
-def kept_packs(layer, kernel_args, n_threads: int, stale: bool = False) -> Optional[Kept]:
+def kept_packs(layer, kernel_args, n_threads: int) -> Optional[Kept]:
     """The layer's kept packs for a call on ``kernel_args`` at ``n_threads``, or new empty ones (``fresh``:
-    the call packs them) when there are none, or ``stale`` (the kernel found them made from other weights).
-    None when the call's kernel packs nothing to keep."""
+    the call packs them) when there are none (or the last went stale: ``drop``). None when the call's kernel
+    packs nothing to keep."""
     key = (kernel_args, n_threads)
     entry = layer._packs.get(key)
-    if entry is not None and not stale:
+    if entry is not None:
         return entry
-    if entry is not None and not entry.used:
-        layer._pack_skip = _SKIP
     H, D, L = layer.hidden_size, layer._D, layer.num_layers
     hoist = kernel_args[1]
     trusted = frozen(layer)
@@ -117,10 +115,11 @@ def kept_packs(layer, kernel_args, n_threads: int, stale: bool = False) -> Optio
     return Kept(key, packs, nbytes, trusted)
 
 
-def ran(layer, entry: Optional[Kept], pooled: int) -> None:
-    """After a call that ran with ``entry``: keep it for the next calls when that call made it, within the
-    workspace limit (``pooled``: the bytes of the layer's workspaces, that call's included: they come first)."""
-    if entry is None:
+def ran(layer, entry, pooled: int) -> None:
+    """After a call that ran with ``entry`` (a Kept, or None): keep it for the next calls when that call made
+    it, within the workspace limit (``pooled``: the bytes of the layer's workspaces, that call's included:
+    they come first); else note it used."""
+    if not isinstance(entry, Kept):
         return
     if not entry.fresh:
         entry.used = True
@@ -148,10 +147,20 @@ def fast_ok(layer, entry: Optional[Kept], kernel_args) -> bool:
         return not keeps(layer, kernel_args, False)
     if entry.trusted:
         return frozen(layer)
-    if not KEEP_PACKS or layer._packs.get(entry.key) is not entry:
-        return False
-    entry.used = True
-    return True
+    return KEEP_PACKS and layer._packs.get(entry.key) is entry
+
+
+def drop(layer, entry, why: int) -> None:
+    """Forget ``entry`` (a kept entry, or what ``fast_ok`` takes), refused by the kernel (``why``: -2 made from
+    other weights, -1 for another count of threads) at a call that then ran nothing: the next call makes new
+    packs, or, when the weights changed before a call used the entry (an optimizer stepping between calls),
+    packs as before for ``_SKIP`` calls."""
+    if not isinstance(entry, Kept):
+        return
+    if layer._packs.get(entry.key) is entry:
+        del layer._packs[entry.key]
+    if why == -2 and not entry.used:
+        layer._pack_skip = _SKIP
 
 
 def kept_bytes(layer, but=None) -> int:

@@ -303,7 +303,8 @@ class KernelCalls:
             fw = _k.Forward(*args, bias_src=prep[5], packs=_packs.pack_args(kept))
             yields = fw.run()
             if yields < 0:  # (kept packs made from other weights, or for another count of threads: nothing ran)
-                kept = _packs.kept_packs(self, kp.kernel_args, n_threads, stale=True)
+                _packs.drop(self, kept, yields)
+                kept = _packs.kept_packs(self, kp.kernel_args, n_threads)
                 fw = _k.Forward(*args, bias_src=prep[5], packs=_packs.pack_args(kept))
                 yields = fw.run()
             _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
@@ -349,7 +350,9 @@ class KernelCalls:
         yields = fw.run(xin, out, hT, cT)
         if yields < 0:  # (kept packs made from other weights, or for another count of threads: nothing ran)
             ws.fast = None
+            _packs.drop(self, fast[9], yields)
             return self._eval_full(x, n_threads, ws, last, kp)
+        _packs.ran(self, fast[9], 0)
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(kp.threads, yields)
         if last:
@@ -410,7 +413,8 @@ class KernelCalls:
         kept = _packs.kept_packs(self, kernel_args, n_threads)
         yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
         if yields < 0:
-            kept = _packs.kept_packs(self, kernel_args, n_threads, stale=True)
+            _packs.drop(self, kept, yields)
+            kept = _packs.kept_packs(self, kernel_args, n_threads)
             yields = _k.forward(*args, bias_src=bias_src, packs=_packs.pack_args(kept))
         if kept is not None:
             _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
