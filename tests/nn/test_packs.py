@@ -235,3 +235,27 @@ def test_workspaces_come_before_kept_packs_under_a_limit(monkeypatch):
         assert layer._packs == {} and layer._pool
     finally:
         rf.set_workspace_limit(None)
+
+
+def test_w_ih_packed_whole_or_read_in_place_by_rows(monkeypatch):
+    """W_ih^T kept packed whole for the projection over all steps (wpp) serves the calls with enough rows; a
+    call with few rows reads W_ih in place and checks nothing of it. A W_ih changed between such calls is
+    still caught when the packed copy is next read."""
+    from rnnfast._kernels import _recurrent as _k
+
+    I, H, B, T = 256, 256, 8, 12
+    layer = LSTM(I, H, seed=5).eval()
+    _pin_threads(layer)
+    x = np.random.default_rng(6).standard_normal((B, T, I)).astype(np.float32)
+    short, full = np.full(B, 2), np.full(B, T)
+    assert _k.proj_in_place(B * 2, I, 4 * H) and not _k.proj_in_place(B * T, I, 4 * H)
+    w_ih = layer._params["weight_ih_l0"]
+    for step, lengths in enumerate([full, short, full, short, short, full, full]):
+        if step in (1, 4, 5):
+            w_ih[step, -step] += np.float32(0.125)
+        want = layer(x, lengths=lengths, n_threads=2)
+        monkeypatch.setattr(_packs, "KEEP_PACKS", False)
+        ref = layer(x, lengths=lengths, n_threads=2)
+        monkeypatch.setattr(_packs, "KEEP_PACKS", True)
+        _assert_same(want, ref)
+        assert layer._packs
