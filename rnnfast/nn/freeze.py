@@ -4,12 +4,13 @@ As ``torch.jit.freeze`` (or an ONNX Runtime session, which packs its weights onc
 is a snapshot: later changes to the original do not reach it, and its own weights cannot change (every
 parameter array is read-only: writing one, ``load_state_dict`` or training raise). What that buys: a float32
 recurrent layer on a kernel that packs its weights into the layout its per-step products read (the packed,
-few-rows and batch-1 kernels) packs them at its first call only, and trusts them after without comparing
-them with the weights (rnnfast.nn._packs); an unfrozen layer packs at every call. Results are bit for bit
-those of the model it was frozen from.
+few-rows and batch-1 kernels) packs them at its first call only, and trusts them after without checking
+them against the weights; an unfrozen layer keeps its packs too but checks them at every call by a digest
+of the weights, one read of them (rnnfast.nn._packs). Results are bit for bit those of the model it was
+frozen from.
 
 Making a weight writeable again (``a.flags.writeable = True``) or replacing a parameter array ends the trust:
-the layer then packs at every call as any other.
+the layer then checks its packs at every call as any other.
 """
 from __future__ import annotations
 
