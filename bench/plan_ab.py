@@ -21,6 +21,7 @@ another plan's median and fastest round both beat the chosen plan's by ``--margi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import re
 import time
@@ -31,6 +32,7 @@ import numpy as np
 import rnnfast as rf
 from rnnfast import _planner, _tune
 from rnnfast._planner import Plan
+from rnnfast.nn import _packs
 
 _NAME = re.compile(r"(lstm|gru|rnn)-B(\d+)-T(\d+)-I(\d+)-H(\d+)-L(\d+)-(uni|bi)(?:-(infer|train))?$")
 
@@ -58,15 +60,23 @@ def once(layer, x, training: bool, plan) -> float:
 
 
 def race(entries, rounds: int) -> list:
-    """[(label, times)] of the entries ((label, layer, x, training, plan)), interleaved, one warm-up round."""
+    """[(label, times)] of the entries ((label, layer, x, training, plan)), interleaved, one warm-up round; each
+    layer keeps every plan's weight packs meanwhile (as rnnfast.tune: each plan timed as its calls run)."""
     times: dict = {e[0]: [] for e in entries}
+    with contextlib.ExitStack() as stack:
+        for layer in {id(e[1]): e[1] for e in entries}.values():
+            stack.enter_context(_packs.room(layer, len(entries)))
+        _race(entries, rounds, times)
+    return [(e[0], times[e[0]]) for e in entries]
+
+
+def _race(entries, rounds: int, times: dict) -> None:
     for rnd in range(rounds + 1):
         order = entries if rnd % 2 else entries[::-1]  # alternate the order: neither runs always first
         for label, layer, x, training, plan in order:
             t = once(layer, x, training, plan)
             if rnd:
                 times[label].append(t)
-    return [(e[0], times[e[0]]) for e in entries]
 
 
 def parse_plan(text: str) -> Plan:

@@ -103,6 +103,17 @@ def _store(key: str, plan: Plan, path: str) -> None:
             _loaded[key] = fields
 
 
+def _race(layer, x, lengths, training: bool, cands: list, rounds: int, times: dict) -> None:
+    """``rounds`` rounds after a warm-up of one call of each plan in ``cands`` in turn, the order reversed every
+    other round (no plan always runs after the same one); each call's seconds into ``times[plan]``."""
+    for rnd in range(rounds + 1):
+        for p in (cands if rnd % 2 else cands[::-1]):
+            layer._forced_plan = p
+            took = _time_once(layer, x, lengths, training, p.threads)
+            if rnd > 0:
+                times[p].append(took)
+
+
 def _time_once(layer, x, lengths, training: bool, threads: int) -> float:
     t0 = time.perf_counter()
     out = layer(x, lengths=lengths, n_threads=threads)[0]
@@ -173,13 +184,11 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     was_training, forced = layer.training, layer._forced_plan
     layer.train(bool(training))
     times: dict = {p: [] for p in cands}
+    from rnnfast.nn import _packs  # (rnnfast.nn imports this module)
+
     try:
-        for rnd in range(rounds + 1):
-            for p in (cands if rnd % 2 else cands[::-1]):  # (no plan always runs after the same one)
-                layer._forced_plan = p
-                took = _time_once(layer, x, lengths, training, p.threads)
-                if rnd > 0:
-                    times[p].append(took)
+        with _packs.room(layer, len(cands)):  # (each plan's calls on its kept packs, as they will run)
+            _race(layer, x, lengths, training, cands, rounds, times)
     finally:
         layer._forced_plan = forced
         layer.train(was_training)

@@ -21,7 +21,8 @@ A kept entry is never written once published (a call that finds it stale makes a
 concurrent inference calls on one layer share it without a lock. Its bytes count toward the layer's
 workspace limit (rnnfast.set_workspace_limit); ``release_memory()`` drops it.
 """
-from typing import List, Optional
+import contextlib
+from typing import Iterator, List, Optional
 
 import numpy as np
 
@@ -29,7 +30,8 @@ from rnnfast import _memory
 from rnnfast._kernels import _recurrent as _k
 from rnnfast.nn.module import aligned_empty
 
-__all__ = ["KEEP_PACKS", "Kept", "frozen", "keeps", "kept_packs", "ran", "fast_ok", "kept_bytes", "pack_args"]
+__all__ = ["KEEP_PACKS", "Kept", "frozen", "keeps", "kept_packs", "ran", "fast_ok", "drop", "room", "kept_bytes",
+           "pack_args"]
 
 #: Whether inference keeps its weight packs between calls (see above; ``bench/kept_packs.py`` times calls with
 #: and without).
@@ -130,7 +132,7 @@ def ran(layer, entry, pooled: int) -> None:
     if limit is not None and entry.nbytes + pooled + kept_bytes(layer, but=entry.key) > limit:
         layer._pack_skip = _SKIP  # (else the next calls would make packs to drop again)
         return
-    if entry.key not in kept and len(kept) >= _MOST:
+    if entry.key not in kept and len(kept) >= getattr(layer, "_packs_most", _MOST):
         kept.clear()
     kept[entry.key] = entry
 
@@ -161,6 +163,20 @@ def drop(layer, entry, why: int) -> None:
         del layer._packs[entry.key]
     if why == -2 and not entry.used:
         layer._pack_skip = _SKIP
+
+
+@contextlib.contextmanager
+def room(layer, n: int) -> Iterator[None]:
+    """Within the block ``layer`` keeps the packs of up to ``n`` call layouts (rather than ``_MOST``): timing
+    several plans in turn (rnnfast.tune, bench/plan_ab.py) then times each on its kept packs, as its calls
+    would run, not packing at every call as each plan's packs push out the last's."""
+    layer._packs_most = max(n, _MOST)
+    try:
+        yield
+    finally:
+        del layer._packs_most
+        if len(layer._packs) > _MOST:
+            layer._packs = {}
 
 
 def kept_bytes(layer, but=None) -> int:

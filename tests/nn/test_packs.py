@@ -259,3 +259,29 @@ def test_w_ih_packed_whole_or_read_in_place_by_rows(monkeypatch):
         monkeypatch.setattr(_packs, "KEEP_PACKS", True)
         _assert_same(want, ref)
         assert layer._packs
+
+
+def test_room_keeps_every_timed_plans_packs(monkeypatch):
+    """rnnfast.tune and bench/plan_ab.py time plans in turn: within ``room`` each plan's calls run on its own
+    kept packs (with _MOST entries the third plan's would push out the first's at every call); after it the
+    layer keeps no more than _MOST again."""
+    from rnnfast._planner import Plan
+
+    layer, x = _layer(*PATHS[8])  # LSTM B=2 units: several plans that pack
+    plans = [Plan("units", "gemm", "units", 2, True), Plan("packed", "gemm", "rows", 2, False),
+             Plan("packed", "step", "rows", 2, False), Plan("packed", "step", "none", 1, False)]
+    want = _reference(layer, x, monkeypatch)
+    with _packs.room(layer, len(plans)):
+        for _ in range(2):
+            for p in plans:
+                layer._forced_plan = p
+                layer(x, n_threads=p.threads)
+        entries = dict(layer._packs)
+        assert len(entries) == len(plans)
+        for p in plans:  # (the same entries: nothing was pushed out)
+            layer._forced_plan = p
+            layer(x, n_threads=p.threads)
+            assert all(layer._packs[k] is e for k, e in entries.items())
+    layer._forced_plan = None
+    assert len(layer._packs) <= _packs._MOST
+    _assert_same(layer(x, n_threads=2), want)
