@@ -545,3 +545,34 @@ def test_tune_keeps_the_default_unless_a_candidate_wins_beyond_the_noise():
     assert _tune._pick({default: [0.8, 1.2, 1.2], other: [0.85, 0.9, 0.9]}, default) == default
     # the default faster: the default
     assert _tune._pick({default: [1.0] * 3, other: [2.0] * 3}, default) == default
+
+
+@pytest.mark.parametrize("B,T,I,H,panels", [
+    (2, 20, 1024, 1024, True),   # enough steps: kept panels stream faster than rows, whatever the size
+    (3, 60, 512, 768, True),
+    (2, 5, 256, 512, True),      # a short call over 4 MB of W_hh: the check's read is cheap
+    (2, 5, 512, 768, False),     # ... over 9.4 MB: the check's pass costs a step, weights and packs crowd L3
+    (3, 5, 1024, 1024, False),
+])
+def test_kept_packs_turn_the_few_rows_kernel_to_panels(B, T, I, H, panels):
+    """With the packs kept (Call.kept) a call does not pack: the few-rows kernel takes panels but for short
+    calls over big weights (units_kept_rows_min_bytes); packing at every call it keeps the rows in place."""
+    kept = dataclasses.replace(call(B=B, T=T, I=I, H=H), kept=True)
+    plan = _planner.plan_call(kept, 2)
+    assert plan.kernel == "units" and plan.panels is panels, str(plan)
+    unkept = _planner.plan_call(call(B=B, T=T, I=I, H=H), 2)
+    if T < TABLE["units_rows_short_t"] or H * H * 16 >= 2 * TABLE["units_rows_l2_share"] * 2 ** 20:
+        assert unkept.kernel == "units" and not unkept.panels, str(unkept)
+
+
+def test_layers_describe_kept_packs(monkeypatch):
+    from rnnfast.nn import _packs
+
+    lay = rf.nn.LSTM(8, 16).eval()
+    x = np.ones((2, 5, 8), np.float32)
+    assert lay._describe(x, None, False).kept
+    assert not lay._describe(x, None, True).kept
+    assert not rf.nn.LSTM(8, 16, dtype=np.float64)._describe(x.astype(np.float64), None, False).kept
+    monkeypatch.setattr(_packs, "KEEP_PACKS", False)
+    assert not lay._describe(x, None, False).kept
+    assert rf.nn.freeze(lay)._describe(x, None, False).kept

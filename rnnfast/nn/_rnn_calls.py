@@ -229,8 +229,9 @@ class KernelCalls:
 
     def _call(self, B, T, N, training):
         """The planner's description of a call (rnnfast._planner.Call)."""
-        return Call(self._cell, self.dtype == np.float32, B, T, N, self.input_size, self.hidden_size, self._D,
-                    self.num_layers, training)
+        f32 = self.dtype == np.float32
+        return Call(self._cell, f32, B, T, N, self.input_size, self.hidden_size, self._D, self.num_layers, training,
+                    f32 and not training and (_packs.KEEP_PACKS or bool(self._frozen)))
 
     def _kernel_plan(self, B, T, N, training, n_threads):
         """The planner's choice for a call (a forced plan first: rnnfast.tune times candidates that way);
@@ -240,7 +241,7 @@ class KernelCalls:
         if B == 1 and self._D == 1 and self.dtype == np.float32:
             n_threads = self.thread_policy.threads(n_threads)
         tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
-        key = (B, T, N, training, n_threads, tuned is not None)
+        key = (B, T, N, training, n_threads, tuned is not None, _packs.KEEP_PACKS or bool(self._frozen))
         kp = self._kplans.get(key)
         if kp is None:  # (the planner's few microseconds matter to tiny calls: remember its answers)
             if len(self._kplans) >= _PLAN_CACHE:

@@ -26,6 +26,16 @@ from nn.test_torch import TORCH_DTYPE, _classes, _single_threaded_torch  # noqa:
 # the shapes select their kernel paths by the reference machine's caches (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("reference_machine")
 
+
+@pytest.fixture(autouse=True)
+def _packing_at_every_call(monkeypatch):
+    """The plans below are those of calls that pack at every call (with packs kept the few-rows kernel takes
+    panels at most of these shapes: rnnfast._planner._panels); tests/nn/test_packs.py holds kept packs to
+    these calls' results bit for bit."""
+    from rnnfast.nn import _packs
+
+    monkeypatch.setattr(_packs, "KEEP_PACKS", False)
+
 # (cell, B, T, I, H, layers, bidirectional, the plan at 2 threads in inference; training's the same, the
 # few-rows kernel packing its weights)
 CASES = {
