@@ -545,8 +545,8 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     the steps do, which panels repay only from L2 (they stream faster from there than rows do) and over
     enough steps. With the packs kept (``c.kept``) a call only checks them (one read of the weights): panels
     but for short calls over big weights (units_kept_rows_min_bytes).
-    Packing at every call, one thread, B=2, I=H=1024, T=10: panels 9.5 ms, rows 8.1; T=60 (I=512) 42.8 / 41.0; I=256, H=512
-    (4 MB) T=30 5.4 / 5.2, T=100 equal; within L2 (two threads, B=3, I=256, H=512, T=30) 2.0 / 2.5,
+    Packing at every call, one thread, B=2, I=H=1024, T=10: panels 9.5 ms, rows 8.1; T=60 (I=512) 42.8 /
+    41.0; I=256, H=512 (4 MB) T=30 5.4 / 5.2, T=100 equal; within L2 (two threads, B=3, I=256, H=512, T=30) 2.0 / 2.5,
     but GRU B=2, H=256, T=5 0.20 / 0.16 (rows: a share of units_rows_l2_share L2 or more)."""
     if kernel == "latency":
         return c.N >= TABLE["latency_panel_min_t"]

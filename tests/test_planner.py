@@ -568,11 +568,14 @@ def test_kept_packs_turn_the_few_rows_kernel_to_panels(B, T, I, H, panels):
 def test_layers_describe_kept_packs(monkeypatch):
     from rnnfast.nn import _packs
 
-    lay = rf.nn.LSTM(8, 16).eval()
-    x = np.ones((2, 5, 8), np.float32)
+    lay = rf.nn.LSTM(64, 96).eval()
+    x = np.ones((2, 5, 64), np.float32)
     assert lay._describe(x, None, False).kept
     assert not lay._describe(x, None, True).kept
-    assert not rf.nn.LSTM(8, 16, dtype=np.float64)._describe(x.astype(np.float64), None, False).kept
+    assert not rf.nn.LSTM(64, 96, dtype=np.float64)._describe(x.astype(np.float64), None, False).kept
+    small = rf.nn.LSTM(8, 16).eval()  # (below KEEP_MIN_BYTES: packs at every call)
+    assert not small._describe(x[..., :8], None, False).kept
+    assert rf.nn.freeze(small)._describe(x[..., :8], None, False).kept
     monkeypatch.setattr(_packs, "KEEP_PACKS", False)
     assert not lay._describe(x, None, False).kept
     assert rf.nn.freeze(lay)._describe(x, None, False).kept

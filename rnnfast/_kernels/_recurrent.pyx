@@ -1482,6 +1482,8 @@ cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs) except -1:
     cdef const char* a
     cdef size_t n
     cdef bint uses, made, hh_packed, ih_in_hh, wpp_used
+    cdef uint64_t small[64]  # (chunk digests of up to 8 MB: no allocation for most layers)
+    cdef uint64_t* scratch
     cdef cnp.ndarray sc = None
     for k in range(net.L * net.D):
         p = &dirs[k]
@@ -1501,10 +1503,14 @@ cdef bint _kept_valid(Net* net, Dir* dirs, list params, list packs) except -1:
                 else p.pack_nk[0] > 0
             a = <const char*>cnp.PyArray_DATA(<cnp.ndarray>params[k][which])
             n = <size_t>net.G * net.H * (p.F if which == 0 else net.H) * sizeof(float)
-            if sc is None or <size_t>sc.size < 2 * rf_hash_nchunks(n):
-                sc = np.empty(2 * rf_hash_nchunks(n), np.uint64)
+            if 2 * rf_hash_nchunks(n) <= 64:
+                scratch = small
+            else:
+                if sc is None or <size_t>sc.size < 2 * rf_hash_nchunks(n):
+                    sc = np.empty(2 * rf_hash_nchunks(n), np.uint64)
+                scratch = <uint64_t*>cnp.PyArray_DATA(sc)
             with nogil:
-                _digest(a, n, net.nthreads, <uint64_t*>cnp.PyArray_DATA(sc), h)
+                _digest(a, n, net.nthreads, scratch, h)
             if not made:
                 memcpy(dg + 2 * which, h, sizeof(h))
             elif memcmp(dg + 2 * which, h, sizeof(h)) != 0:

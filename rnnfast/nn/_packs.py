@@ -42,6 +42,11 @@ _KERNELS = {int(_k.Kernel.KERNEL_PACKED), int(_k.Kernel.KERNEL_UNITS), int(_k.Ke
 #: ``fast_ok``'s entry for a call that kept packs but whose plan packs nothing to keep
 NOTHING = "nothing to keep"
 
+#: Weight bytes (W_ih and W_hh, every layer and direction) below which a layer packs at every call: packing
+#: so few costs less than checking kept packs (a call's check has a fixed cost of about a microsecond; two
+#: threads, LSTM B=1 T=32 I=1 H=16, kept / packing at every call 0.93; LSTM B=8 T=8 I=48 H=96, 221 KB, 1.43).
+KEEP_MIN_BYTES = 64 * 1024
+
 _MOST = 2  # kept entries per layer (e.g. the batch-1 and the few-rows kernel of one service)
 _SKIP = 16  # calls that pack as before after kept packs went stale unused (weights changing at every call)
 
@@ -73,15 +78,24 @@ def frozen(layer) -> bool:
     return True
 
 
+def worth(layer) -> bool:
+    """Whether ``layer``'s weights are big enough to keep their packs (KEEP_MIN_BYTES)."""
+    nbytes = layer.__dict__.get("_weight_bytes")
+    if nbytes is None:
+        nbytes = layer._weight_bytes = sum(a.nbytes for name, a in layer._params.items() if name.startswith("weight_"))
+    return nbytes >= KEEP_MIN_BYTES
+
+
 def keeps(layer, kernel_args, training: bool) -> bool:
     """Whether a call with the planner's ``kernel_args`` keeps its weight packs: float32 inference on a kernel
-    that packs, by a frozen layer or with ``KEEP_PACKS``, unless kept packs went stale unused lately (then
+    that packs, by a frozen layer or with ``KEEP_PACKS`` over weights ``worth`` it, unless kept packs went stale
+    unused lately (then
     ``_SKIP`` calls pack as before: keeping would take digests and allocate new packs at every call)."""
     if training or layer.dtype != np.float32 or kernel_args[0] not in _KERNELS:
         return False
     if frozen(layer):
         return True
-    if not KEEP_PACKS:
+    if not KEEP_PACKS or not worth(layer):
         return False
     if layer._pack_skip > 0:
         layer._pack_skip -= 1

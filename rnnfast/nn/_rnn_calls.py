@@ -231,7 +231,12 @@ class KernelCalls:
         """The planner's description of a call (rnnfast._planner.Call)."""
         f32 = self.dtype == np.float32
         return Call(self._cell, f32, B, T, N, self.input_size, self.hidden_size, self._D, self.num_layers, training,
-                    f32 and not training and (_packs.KEEP_PACKS or bool(self._frozen)))
+                    f32 and not training and self._keeps_packs())
+
+    def _keeps_packs(self):
+        """Whether inference calls keep their weight packs (rnnfast.nn._packs: a frozen layer, or KEEP_PACKS
+        over weights worth it)."""
+        return bool(self._frozen) or (_packs.KEEP_PACKS and _packs.worth(self))
 
     def _kernel_plan(self, B, T, N, training, n_threads):
         """The planner's choice for a call (a forced plan first: rnnfast.tune times candidates that way);
@@ -241,7 +246,7 @@ class KernelCalls:
         if B == 1 and self._D == 1 and self.dtype == np.float32:
             n_threads = self.thread_policy.threads(n_threads)
         tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
-        key = (B, T, N, training, n_threads, tuned is not None, _packs.KEEP_PACKS or bool(self._frozen))
+        key = (B, T, N, training, n_threads, tuned is not None, self._keeps_packs())
         kp = self._kplans.get(key)
         if kp is None:  # (the planner's few microseconds matter to tiny calls: remember its answers)
             if len(self._kplans) >= _PLAN_CACHE:
@@ -311,7 +316,8 @@ class KernelCalls:
             _packs.ran(self, kept, self._pooled_bytes() + ws.nbytes)
             if kept is None or self._packs.get(kept.key) is kept:  # (kept within the workspace limit)
                 ws.fast = (kp, x.shape, x.strides, last, fw, out_shape, plan, where, prep[3],
-                           kept if kept is not None or not keep_packs else _packs.NOTHING)
+                           kept if kept is not None else _packs.NOTHING if keep_packs or not _packs.worth(self)
+                           else None)
         else:
             yields = self._forward_kernel(args, prep[5], kp.kernel_args, n_threads, keep_packs, ws)
         if kp.kernel in ("latency", "units"):
@@ -337,8 +343,8 @@ class KernelCalls:
         B, T, _ = x.shape
         kp = self._kernel_plan(B, T, B * T, False, n_threads)
         fast = ws.fast
-        if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides
-                or fast[3] != last or not _packs.fast_ok(self, fast[9], kp.kernel_args)):
+        if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides or fast[3] != last
+                or (fast[9] is not _packs.NOTHING and not _packs.fast_ok(self, fast[9], kp.kernel_args))):
             return self._eval_full(x, n_threads, ws, last, kp)
         fw, out_shape, plan, where, x_buf = fast[4:9]
         LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
@@ -353,7 +359,8 @@ class KernelCalls:
             ws.fast = None
             _packs.drop(self, fast[9], yields)
             return self._eval_full(x, n_threads, ws, last, kp)
-        _packs.ran(self, fast[9], 0)
+        if type(fast[9]) is _packs.Kept:
+            fast[9].used = True
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(kp.threads, yields)
         if last:

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("reference_machine")
 @pytest.fixture(autouse=True)
 def keep(monkeypatch):
     monkeypatch.setattr(_packs, "KEEP_PACKS", True)
+    monkeypatch.setattr(_packs, "KEEP_MIN_BYTES", 0)  # (the small test layers keep their packs too)
 
 
 def _reference(layer, x, monkeypatch, n_threads=2):
@@ -285,3 +286,22 @@ def test_room_keeps_every_timed_plans_packs(monkeypatch):
     layer._forced_plan = None
     assert len(layer._packs) <= _packs._MOST
     _assert_same(layer(x, n_threads=2), want)
+
+
+def test_small_weights_pack_at_every_call(monkeypatch):
+    """Below KEEP_MIN_BYTES of weights packing costs less than checking kept packs: nothing is kept, and the
+    repeated call's fast path does not ask again."""
+    monkeypatch.setattr(_packs, "KEEP_MIN_BYTES", 64 * 1024)
+    small = LSTM(8, 16, seed=0).eval()  # 4 * 16 * 24 floats: 6 KB
+    big = LSTM(64, 96, seed=0).eval()   # 4 * 96 * 160 floats: 240 KB
+    x_small = np.ones((8, 8, 8), np.float32)
+    x_big = np.ones((8, 8, 64), np.float32)
+    for layer, x, kept in ((small, x_small, False), (big, x_big, True)):
+        want = _reference(layer, x, monkeypatch)
+        for _ in range(3):
+            _assert_same(layer(x, n_threads=2), want)
+        assert bool(layer._packs) is kept
+    calls = []
+    monkeypatch.setattr(_packs, "keeps", lambda *a: calls.append(a) or False)
+    small(x_small, n_threads=2)
+    assert calls == []
