@@ -246,7 +246,8 @@ class KernelCalls:
         if B == 1 and self._D == 1 and self.dtype == np.float32:
             n_threads = self.thread_policy.threads(n_threads)
         tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
-        key = (B, T, N, training, n_threads, tuned is not None, self._keeps_packs())
+        # (whether packs are kept: worth() is fixed for a layer, the switch and freezing are not)
+        key = (B, T, N, training, n_threads, tuned is not None, _packs.KEEP_PACKS, not self._frozen)
         kp = self._kplans.get(key)
         if kp is None:  # (the planner's few microseconds matter to tiny calls: remember its answers)
             if len(self._kplans) >= _PLAN_CACHE:
