@@ -174,7 +174,7 @@ def drop(layer, entry, why: int) -> None:
     if not isinstance(entry, Kept):
         return
     if layer._packs.get(entry.key) is entry:
-        del layer._packs[entry.key]
+        layer._packs.pop(entry.key, None)  # (another thread may drop it first; at worst a new one goes: repacked)
     if why == -2 and not entry.used:
         layer._pack_skip = _SKIP
 
