@@ -579,3 +579,20 @@ def test_layers_describe_kept_packs(monkeypatch):
     monkeypatch.setattr(_packs, "KEEP_PACKS", False)
     assert not lay._describe(x, None, False).kept
     assert rf.nn.freeze(lay)._describe(x, None, False).kept
+
+
+def test_streaming_steps_plan_as_packing_at_every_call(monkeypatch):
+    """layer.step's kernel arguments pack at every step (no kept packs): its plan is asked as such."""
+    seen = []
+    real = _planner.plan_call
+
+    def spy(c, threads, *a, **k):
+        seen.append((c, k.get("streaming", a[1] if len(a) > 1 else False)))
+        return real(c, threads, *a, **k)
+
+    monkeypatch.setattr(_planner, "plan_call", spy)
+    lay = rf.nn.LSTM(256, 256).eval()
+    lay.step(np.ones((8, 256), np.float32))
+    steps = [c for c, streaming in seen if streaming]
+    assert steps and not any(c.kept for c in steps)
+    assert real(steps[0], 2, streaming=True) == Plan("units", "step", "units", 2, False)  # (2 MB: rows in place)

@@ -6,6 +6,8 @@ one validated call into the ``nogil`` kernel call (``rnnfast._kernels._recurrent
 buffers are laid out by their one table (``_recurrent.dir_buffers``); the kernel, product layout and
 threads come from ``rnnfast._planner``.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from rnnfast import _memory, _planner, _tune
@@ -258,7 +260,8 @@ class KernelCalls:
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
         plan = self._plan(None, B, 1)
-        kp = _planner.plan_call(self._call(B, 1, B, False), n_threads, streaming=True)
+        # (a step packs nothing to keep: its plans are those of packing at every call)
+        kp = _planner.plan_call(replace(self._call(B, 1, B, False), kept=False), n_threads, streaming=True)
         params, bufs, biases, _, outl = self._prepare(ws, plan, False, n_threads, kp)[:5]
         src = self._bias_src(biases)
         st = _k.Stepper(B, self._cell, int(self.nonlinearity == "relu"), plan.kplan,
