@@ -104,13 +104,12 @@ TABLE = {
     # T=30 0.97, T=24 1.04, GRU B=2 I=2400 H=600 T=30 1.03, LSTM B=2 I=H=1024 L=2 bi T=10 1.25
     "units_rows_max_t_hw": 40,
     # With the packs kept from call to call (Call.kept: float32 inference, rnnfast.nn._packs) a call does not
-    # pack but reads the weights once to check the packs (their digest), and the panels stream faster than
-    # rows: panels but for calls of fewer than units_rows_short_t steps over a direction whose checked
-    # weights reach this many bytes, where the check's pass costs about a step and weights and packs
-    # together crowd L3. Two threads, LSTM, five calls in a row, rows / panels: B=2-3 T=5 I=128-256
-    # H=256-512 1.04-1.21, I=512 H=768 0.64-0.71, I=H=1024 0.74-0.84; T=20 1.03-1.41; T=60 1.07-1.46
-    # (bench/plan_ab.py --calls 5, bench/README session 26)
-    "units_kept_rows_min_bytes": 6 << 20,
+    # pack but reads the weights once to check the packs (their digest): from this many steps on the panels,
+    # which stream faster than rows, whatever the share; below it as packing at every call, the check's read
+    # costing about what panels gain. Two threads, five calls in a row, rows / panels on kept packs, 44
+    # seeded few-rows shapes where the rules differ: T=4-6 0.64-0.96, T=8 0.89-1.15 (about 1.01), T=12
+    # 0.92-1.05, T=16 0.99-1.07, T=24 1.06-1.20 (bench/plan_ab.py --calls 5, bench/README session 26)
+    "units_kept_panels_min_t": 16,
     # --- the back-off and streaming-step rules (ThreadPolicy) ---
     # one thread for this long once busy calls are the rule, doubled while the probe on several threads
     # at the end of each back-off finds the cores busy again, up to the longest (see ThreadPolicy.note)
@@ -544,7 +543,7 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     reads the weight rows in place (rf_gemv_nb) in inference: a pack reads and writes them once more than
     the steps do, which panels repay only from L2 (they stream faster from there than rows do) and over
     enough steps. With the packs kept (``c.kept``) a call only checks them (one read of the weights): panels
-    but for short calls over big weights (units_kept_rows_min_bytes).
+    from units_kept_panels_min_t steps on, whatever the share.
     Packing at every call, one thread, B=2, I=H=1024, T=10: panels 9.5 ms, rows 8.1; T=60 (I=512) 42.8 /
     41.0; I=256, H=512 (4 MB) T=30 5.4 / 5.2, T=100 equal; within L2 (two threads, B=3, I=256, H=512, T=30) 2.0 / 2.5,
     but GRU B=2, H=256, T=5 0.20 / 0.16 (rows: a share of units_rows_l2_share L2 or more)."""
@@ -553,11 +552,9 @@ def _panels(c: Call, kernel: str, threads: int, proj: str, m: Machine) -> bool:
     if kernel != "units" or c.B > TABLE["few_rows"] or c.training:
         return kernel == "units"  # (training packs: the backward's pack then finds the weights in cache)
     steps = c.N / max(1, c.B)
-    cols = c.H if proj == "gemm" else _widest(c) + c.H
-    if c.kept:  # (no pack at the call: a check of the weights, one read of them)
-        return not (steps < TABLE["units_rows_short_t"]
-                    and 4.0 * c.cell.gates * c.H * cols >= TABLE["units_kept_rows_min_bytes"])
-    share = 4.0 * c.cell.gates * -(-c.H // threads) * cols
+    if c.kept and steps >= TABLE["units_kept_panels_min_t"]:  # (no pack at the call: a check, one read)
+        return True
+    share = 4.0 * c.cell.gates * -(-c.H // threads) * (c.H if proj == "gemm" else _widest(c) + c.H)
     if share < TABLE["units_rows_min_bytes"]:
         return True  # (small weights pack cheaply, and short rows end in scalar tails: H=48 2.3x slower)
     beyond_l2 = share >= TABLE["units_rows_l2_share"] * m.l2

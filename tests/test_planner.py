@@ -550,18 +550,21 @@ def test_tune_keeps_the_default_unless_a_candidate_wins_beyond_the_noise():
 @pytest.mark.parametrize("B,T,I,H,panels", [
     (2, 20, 1024, 1024, True),   # enough steps: kept panels stream faster than rows, whatever the size
     (3, 60, 512, 768, True),
-    (2, 5, 256, 512, True),      # a short call over 4 MB of W_hh: the check's read is cheap
-    (2, 5, 512, 768, False),     # ... over 9.4 MB: the check's pass costs a step, weights and packs crowd L3
+    (2, 16, 256, 512, True),
+    (2, 8, 512, 1024, False),    # fewer steps: the check's read costs what panels gain (as packing each call)
     (3, 5, 1024, 1024, False),
 ])
 def test_kept_packs_turn_the_few_rows_kernel_to_panels(B, T, I, H, panels):
-    """With the packs kept (Call.kept) a call does not pack: the few-rows kernel takes panels but for short
-    calls over big weights (units_kept_rows_min_bytes); packing at every call it keeps the rows in place."""
+    """With the packs kept (Call.kept) a call does not pack: the few-rows kernel takes panels from
+    units_kept_panels_min_t steps on; below, and packing at every call, it keeps the rows in place where the
+    weights are beyond L2."""
     kept = dataclasses.replace(call(B=B, T=T, I=I, H=H), kept=True)
     plan = _planner.plan_call(kept, 2)
     assert plan.kernel == "units" and plan.panels is panels, str(plan)
     unkept = _planner.plan_call(call(B=B, T=T, I=I, H=H), 2)
-    if T < TABLE["units_rows_short_t"] or H * H * 16 >= 2 * TABLE["units_rows_l2_share"] * 2 ** 20:
+    if T < TABLE["units_kept_panels_min_t"]:  # (shorter calls: the same rule either way)
+        assert unkept == plan, str(unkept)
+    if (B, T, H) == (3, 60, 768):  # (a share beyond L2: rows in place when packing at every call)
         assert unkept.kernel == "units" and not unkept.panels, str(unkept)
 
 
