@@ -103,15 +103,23 @@ def _store(key: str, plan: Plan, path: str) -> None:
             _loaded[key] = fields
 
 
+# Calls of a plan in a row each round, the first untimed: a plan's steady state, as a service that keeps it
+# sees (its weights or kept packs where its last call left them in the caches). Timed one call each after
+# another plan's, kept panels lost to rows in place that they beat in a row (LSTM B=2 T=10 I=256 H=512 0.89
+# against 1.32 faster; bench/plan_ab.py --calls).
+CALLS = 3
+
+
 def _race(layer, x, lengths, training: bool, cands: list, rounds: int, times: dict) -> None:
-    """``rounds`` rounds after a warm-up of one call of each plan in ``cands`` in turn, the order reversed every
-    other round (no plan always runs after the same one); each call's seconds into ``times[plan]``."""
+    """``rounds`` rounds after a warm-up, each running every plan in ``cands`` in turn (the order reversed every
+    other round: no plan always runs after the same one) for CALLS calls in a row; the mean seconds of all
+    but the first into ``times[plan]``."""
     for rnd in range(rounds + 1):
         for p in (cands if rnd % 2 else cands[::-1]):
             layer._forced_plan = p
-            took = _time_once(layer, x, lengths, training, p.threads)
+            took = [_time_once(layer, x, lengths, training, p.threads) for _ in range(CALLS)]
             if rnd > 0:
-                times[p].append(took)
+                times[p].append(sum(took[1:]) / (CALLS - 1))
 
 
 def _time_once(layer, x, lengths, training: bool, threads: int) -> float:
@@ -165,8 +173,8 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
     n_threads : int, optional
         Threads of the calls to tune (default :func:`rnnfast.get_num_threads`).
     repeats : int, default 5
-        Timed rounds; each round runs every candidate once, interleaved (in turn forward and reversed),
-        after one warm-up round. A candidate must beat the planner's plan by :data:`MARGIN` in its median
+        Timed rounds; each round runs every candidate for a few calls in a row (:data:`CALLS`, timing all but
+        the first: its steady state), interleaved (in turn forward and reversed), after one warm-up round. A candidate must beat the planner's plan by :data:`MARGIN` in its median
         and its fastest round to replace it (more rounds resolve smaller gains on a busy machine).
     save : bool, default True
         Write the winner to the cache file (see :func:`cache_path`).
