@@ -14,6 +14,7 @@ from rnnfast import _memory, _planner, _tune
 from rnnfast._kernels import _recurrent as _k
 from rnnfast._planner import Call
 from rnnfast.nn import _packs
+from rnnfast.nn._packs import NOTHING, Kept
 from rnnfast.nn.module import aligned_empty, as_float
 
 __all__ = ["KernelCalls"]
@@ -348,7 +349,7 @@ class KernelCalls:
         kp = self._kernel_plan(B, T, B * T, False, n_threads)
         fast = ws.fast
         if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides or fast[3] != last
-                or (fast[9] is not _packs.NOTHING and not _packs.fast_ok(self, fast[9], kp.kernel_args))):
+                or (fast[9] is not NOTHING and not _packs.fast_ok(self, fast[9], kp.kernel_args))):
             return self._eval_full(x, n_threads, ws, last, kp)
         fw, out_shape, plan, where, x_buf = fast[4:9]
         LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
@@ -363,7 +364,7 @@ class KernelCalls:
             ws.fast = None
             _packs.drop(self, fast[9], yields)
             return self._eval_full(x, n_threads, ws, last, kp)
-        if type(fast[9]) is _packs.Kept:
+        if type(fast[9]) is Kept:
             fast[9].used = True
         if kp.kernel in ("latency", "units"):
             self.thread_policy.note(kp.threads, yields)
