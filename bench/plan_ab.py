@@ -13,6 +13,11 @@ it also times the same call at batch 1 and prints B / batch-1 (the issue's "batc
 another build, e.g. a worktree of the last commit) races only the points whose plan changed and ends with
 old plan / new plan per point: a planner change judged on every point it moves.
 
+``--calls N`` runs a plan N calls in a row each round and times all but the first: the steady state of a
+service that keeps one plan (with kept weight packs, one call after another plan's ranks plans differently).
+``--kept-rule N --calls 5`` races N seeded few-rows shapes' plans for kept packs against their plans for
+packing at every call (the rule of session 26, ``units_kept_panels_min_t``).
+
 ``--grid REGEX`` takes the names from ``bench/grid.py``'s points instead (``--grid .`` every one, ``--grid
 'infer' --quick`` the quick subset's inference points) and ends with the planner's misses: the points where
 another plan's median and fastest round both beat the chosen plan's by ``--margin``, worst first (what
@@ -204,6 +209,37 @@ def against_old(old_lines: list, times: dict, threads: int) -> list:
     return out
 
 
+def kept_rule(n: int, seed: int, threads: int, rounds: int) -> None:
+    """Race, over seeded few-rows inference shapes where they differ, the planner's plan for a call whose
+    weight packs are kept (``Call.kept``, the default) against its plan for a call packing at every call,
+    both run on kept packs; prints A (packing's plan) / B (kept plan) per shape and their geometric mean."""
+    import dataclasses
+    import math
+    import random as _random
+
+    rng = _random.Random(seed)
+    ratios = []
+    while len(ratios) < n:
+        cell = rng.choice(["lstm", "gru", "rnn"])
+        B, T = rng.choice([2, 2, 3, 3, 4, 5, 6, 8]), rng.choice([2, 4, 6, 8, 12, 16, 24, 40, 64, 100])
+        H = rng.choice([128, 192, 256, 320, 384, 512, 640, 768, 1024])
+        I, bi, L = rng.choice([H // 4, H // 2, H, 2 * H]), rng.random() < 0.25, rng.choice([1, 1, 2])
+        name = f"{cell}-B{B}-T{T}-I{I}-H{H}-L{L}-{'bi' if bi else 'uni'}-infer"
+        layer, x, _ = make(name)
+        layer.eval()
+        layer.thread_policy.threads = lambda k: k
+        c = layer._describe(x, None, False)
+        pa, pb = _planner.plan_call(dataclasses.replace(c, kept=False), threads), _planner.plan_call(c, threads)
+        if not c.kept or pa == pb:
+            continue
+        (_, ta), (_, tb) = race([("A", layer, x, False, pa), ("B", layer, x, False, pb)], rounds)
+        ma, mb = float(np.median(ta)) * 1e3, float(np.median(tb)) * 1e3
+        ratios.append(ma / mb)
+        print(f"{name:40s} A {str(pa):36s} {ma:8.3f}  B {str(pb):36s} {mb:8.3f}  A/B {ma / mb:.2f}", flush=True)
+    print(f"geometric mean A/B {math.exp(sum(map(math.log, ratios)) / len(ratios)):.3f}, "
+          f"{min(ratios):.2f}-{max(ratios):.2f}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="grid point names")
@@ -219,6 +255,10 @@ def main(argv=None) -> None:
                     help="also time every batch-1 / few-rows plan with its weights packed or in place the other way")
     ap.add_argument("--random", type=int, default=0, metavar="N",
                     help="also N seeded few-rows shapes (random_names: B 2-12, H 16-512)")
+    ap.add_argument("--kept-rule", type=int, default=0, metavar="N",
+                    help="race N seeded few-rows shapes' plans for kept packs against for packing at every call "
+                         "(both on kept packs; use with --calls 5) and stop")
+    ap.add_argument("--seed", type=int, default=7, help="with --kept-rule: the shapes' seed")
     ap.add_argument("--print-plans", action="store_true",
                     help="print the planner's plan of every point ('name threads plan' lines) and stop")
     ap.add_argument("--old-plans", metavar="FILE",
@@ -226,6 +266,9 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     global CALLS
     CALLS = max(1, a.calls)
+    if a.kept_rule:
+        kept_rule(a.kept_rule, a.seed, a.threads, a.rounds)
+        return
     names = list(a.names) + (grid_names(a.grid, a.quick) if a.grid else []) + random_names(a.random)
     old_lines = open(a.old_plans).read().split("\n") if a.old_plans else []
     if a.old_plans:
