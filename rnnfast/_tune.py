@@ -174,8 +174,9 @@ def tune(layer, x, lengths=None, *, training: bool = False, n_threads: Optional[
         Threads of the calls to tune (default :func:`rnnfast.get_num_threads`).
     repeats : int, default 5
         Timed rounds; each round runs every candidate for a few calls in a row (:data:`CALLS`, timing all but
-        the first: its steady state), interleaved (in turn forward and reversed), after one warm-up round. A candidate must beat the planner's plan by :data:`MARGIN` in its median
-        and its fastest round to replace it (more rounds resolve smaller gains on a busy machine).
+        the first: its steady state), interleaved (in turn forward and reversed), after one warm-up round. A
+        candidate must beat the planner's plan by :data:`MARGIN` in its median and its fastest round to
+        replace it (more rounds resolve smaller gains on a busy machine).
     save : bool, default True
         Write the winner to the cache file (see :func:`cache_path`).
 

@@ -82,15 +82,16 @@ def worth(layer) -> bool:
     """Whether ``layer``'s weights are big enough to keep their packs (KEEP_MIN_BYTES)."""
     nbytes = layer.__dict__.get("_weight_bytes")
     if nbytes is None:
-        nbytes = layer._weight_bytes = sum(a.nbytes for name, a in layer._params.items() if name.startswith("weight_"))
+        weights = [a for name, a in layer._params.items() if name.startswith("weight_")]
+        nbytes = layer._weight_bytes = sum(a.nbytes for a in weights)
     return nbytes >= KEEP_MIN_BYTES
 
 
 def keeps(layer, kernel_args, training: bool) -> bool:
     """Whether a call with the planner's ``kernel_args`` keeps its weight packs: float32 inference on a kernel
-    that packs, by a frozen layer or with ``KEEP_PACKS`` over weights ``worth`` it, unless kept packs went stale
-    unused lately (then
-    ``_SKIP`` calls pack as before: keeping would take digests and allocate new packs at every call)."""
+    that packs, by a frozen layer or with ``KEEP_PACKS`` over weights ``worth`` it, unless kept packs went
+    stale unused lately (then ``_SKIP`` calls pack as before: keeping would take digests and allocate new
+    packs at every call)."""
     if training or layer.dtype != np.float32 or kernel_args[0] not in _KERNELS:
         return False
     if frozen(layer):
@@ -151,7 +152,7 @@ def ran(layer, entry, pooled: int) -> None:
     kept[entry.key] = entry
 
 
-def fast_ok(layer, entry: Optional[Kept], kernel_args) -> bool:
+def fast_ok(layer, entry: "Kept | str | None", kernel_args) -> bool:
     """Whether an inference call may run again on the filled kernel arguments of an earlier one
     (``_eval_fast``) that ran with ``entry`` (None: packing at the call; NOTHING: its plan packs nothing to
     keep): a trusted entry while the layer stays frozen, a checked one while the layer keeps it (the kernel
