@@ -2,8 +2,9 @@
  * kept pack was made from changed (rnnfast.nn._packs): it reads the weights once, where packing them reads
  * and writes them (and an exact comparison with a copy reads them twice).
  *
- * Not cryptographic, and not exact: two different weight arrays get the same digest with a chance of about
- * 2^-128 (a kept pack would then serve weights it was not made from). Structure (xxHash's XXH3, written
+ * Not cryptographic, and not exact: two different weight arrays get one digest only by accident, at odds
+ * of about 2^-128 for a hash of this kind (a kept pack would then serve weights it was not made from); it is
+ * not built to resist arrays crafted to collide. Structure (xxHash's XXH3, written
  * anew): the bytes go in 64-byte stripes into eight 64-bit lanes; a stripe's lane word d, keyed
  * (k = d ^ key[stripe % 8][lane]), adds lo32(k) * hi32(k) to its lane and d itself to the neighbouring lane
  * (so no input is lost when the product is 0); every 8 stripes the lanes are scrambled (xor-shift, key,
@@ -25,7 +26,6 @@
 
 #define RF_HASH_CHUNK ((size_t)256 * 1024)
 
-
 /* 64 key words: a fixed splitmix64 sequence (rf_hash_setup) */
 static uint64_t rf_hash_key[64];
 static const uint64_t RF_HP32 = 0x9E3779B1ULL, RF_HP64A = 0x9E3779B97F4A7C15ULL, RF_HP64B = 0xC2B2AE3D27D4EB4FULL;
@@ -36,7 +36,6 @@ static uint64_t rf_splitmix(uint64_t* s) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
-
 
 /* acc (8 lanes) over nst whole stripes at p. MUL32(x, y): lo32(x) * lo32(y) in each 64-bit lane (x86's
  * pmuludq: GCC made a full 64-bit product of the plain expression, three multiplies where one does). */

@@ -8,8 +8,9 @@ and runs on the kept packs when they are the same, else packs again, into new bu
 public arrays that a user, ``load_state_dict`` or an optimizer may write in place at any time, and no hook
 sees that: the digest is what keeps the packs from going stale. It reads the weights once (packing reads
 and writes them; the exact comparison with a copy it replaced read them twice, and cost what packing did:
-``bench/kept_packs.py``). Not exact: two different weight arrays share a digest with a chance of about
-2^-128. Thread counts, dtypes and kernels key the kept packs; the kernel also refuses a pack made for
+``bench/kept_packs.py``). Not exact: two different weight arrays share a digest only by accident, at odds
+of about 2^-128 (it is not built to resist arrays crafted to collide; freeze a model whose weights come from
+someone who might). Thread counts, dtypes and kernels key the kept packs; the kernel also refuses a pack made for
 another count of threads than it runs.
 
 A frozen layer (:func:`rnnfast.nn.freeze`: its weights read-only arrays) keeps its packs without digests,
