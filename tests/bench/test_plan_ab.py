@@ -54,3 +54,34 @@ def test_parse_plan_reads_what_a_plan_prints():
     for p in [Plan("units", "gemm", "units", 2, True), Plan("blas", "gemm", "none", 1),
               Plan("latency", "step", "none", 1, False), Plan("packed", "step", "rows", 2)]:
         assert plan_ab.parse_plan(str(p)) == p
+
+
+def test_calls_in_a_row_time_all_but_the_first(monkeypatch):
+    """--calls N: each round runs a plan N times in a row and records the mean of all but the first (the
+    plan's steady state); the layer keeps every raced plan's weight packs meanwhile."""
+    seen = []
+    ticks = iter([5.0, 1.0, 3.0, 7.0, 2.0, 4.0] * 4)
+    monkeypatch.setattr(plan_ab, "once", lambda layer, x, training, plan: seen.append(
+        getattr(layer, "_packs_most", None)) or next(ticks))
+    monkeypatch.setattr(plan_ab, "CALLS", 3)
+    layer = type("L", (), {"_packs": {}})()
+    res = plan_ab.race([("a", layer, None, False, None), ("b", layer, None, False, None)], rounds=1)
+    # the warm-up round (reversed: b takes 5, 1, 3, then a 7, 2, 4) untimed; round 1 in order: a takes 5, 1, 3
+    # (the mean of 1 and 3), b 7, 2, 4
+    assert dict(res) == {"a": [2.0], "b": [3.0]}
+    assert seen and all(m is not None and m >= 2 for m in seen)
+    assert not hasattr(layer, "_packs_most")
+
+
+def test_kept_rule_races_only_shapes_whose_plans_differ(monkeypatch, capsys):
+    raced = []
+
+    def fake_race(entries, rounds):
+        raced.append((entries[0][4], entries[1][4]))
+        return [("A", [2.0]), ("B", [1.0])]
+
+    monkeypatch.setattr(plan_ab, "race", fake_race)
+    plan_ab.kept_rule(3, seed=1, threads=2, rounds=1)
+    out = capsys.readouterr().out
+    assert len(raced) == 3 and all(a != b and not a.panels and b.panels for a, b in raced)
+    assert "geometric mean A/B 2.000" in out
