@@ -599,3 +599,29 @@ def test_streaming_steps_plan_as_packing_at_every_call(monkeypatch):
     steps = [c for c, streaming in seen if streaming]
     assert steps and not any(c.kept for c in steps)
     assert real(steps[0], 2, streaming=True) == Plan("units", "step", "units", 2, False)  # (2 MB: rows in place)
+
+
+def test_tune_times_each_plans_steady_state_on_its_kept_packs(tmp_path, monkeypatch):
+    """rf.tune runs each candidate CALLS times in a row a round, timing all but the first, with room for
+    every candidate's kept packs (none pushes another's out); afterwards the layer keeps no more than usual."""
+    from rnnfast.nn import _packs
+
+    monkeypatch.setenv("RNNFAST_CACHE_DIR", str(tmp_path))
+    m = rf.nn.LSTM(64, 96, seed=1).eval()
+    x = np.random.default_rng(0).standard_normal((3, 9, 64)).astype(np.float32)
+    calls, room = [], []
+    real = _tune._time_once
+
+    def spy(layer, *a):
+        calls.append(layer._forced_plan)
+        room.append(getattr(layer, "_packs_most", None))
+        return real(layer, *a)
+
+    monkeypatch.setattr(_tune, "_time_once", spy)
+    res = rf.tune(m, x, n_threads=2, repeats=2, save=False)
+    n = len(res["times"])
+    assert len(calls) == n * 3 * _tune.CALLS
+    groups = [calls[i:i + _tune.CALLS] for i in range(0, len(calls), _tune.CALLS)]
+    assert all(len(set(map(str, g))) == 1 for g in groups)  # (a plan's calls in a row)
+    assert all(r is not None and r >= n for r in room)
+    assert len(m._packs) <= _packs._MOST and not hasattr(m, "_packs_most")
