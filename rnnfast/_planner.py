@@ -187,6 +187,17 @@ TABLE = {
     # (1.00-1.03x, 0.66-1.31), the backward's reads being another matter the model leaves out
     "core_flops_hw": 105e9,
     "bw_l3_hw": 84e9,
+    # ... and there a step streaming its weights from beyond L2 overlaps those reads with its arithmetic
+    # fully (within L2 `overlap` as elsewhere). With the packs kept (session 26) the model's 0.5 priced the
+    # packed kernel's steps that stream [W_ih, W_hh] or many rows a thread too high: LSTM B=8 T=30 I=H=512,
+    # two threads, x_t W_ih^T in the steps 7.1 ms modelled, 4.9 measured (at 163 us a step, the arithmetic
+    # alone). Raced old plan / new on the 619 inference points of grid seeds 13-24 and 150 seeded
+    # few-rows shapes where it changes the plan, five calls in a row: two threads 15 points, 1.07x in
+    # geometric mean (1.00-1.14, a bidirectional few-row call's directions on a thread each rather than
+    # both threads sharing out the units a direction at a time); one thread 33, 1.01x (0.90-1.07); every
+    # overlap 0 (within L2 too) lost on one thread, 1.00x (0.80-1.07: GRU and LSTM H=24-100 to the few-rows
+    # kernel). bench/README, session 27
+    "overlap_hw": 0.0,
     # independent multiply-add chains a core needs to reach core_flops (two FMA ports, 4 cycles each).
     # rf_gemm_packed runs two a row of a block of up to 8 rows; the few-rows product (csrc/rf_units.h, up to
     # few_rows rows) four a row. Fewer chains wait on latency: one thread, GRU B=2, T=50, I=H=256, the
@@ -398,10 +409,11 @@ def _read_time(nbytes: float, m: Machine, serpentine: bool) -> float:
 def _step_cost(rows: int, cols: int, K: int, m: Machine, kernel: str = "packed") -> float:
     """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W in ``kernel``:
     the larger of its multiply-adds (of as many rows as _chain_rows says) and its weight bytes (_read_time),
-    and part of the smaller (see TABLE's overlap)."""
+    and part of the smaller (TABLE's overlap; its _hw rate for weights beyond L2)."""
     work = 2.0 * _chain_rows(rows, kernel) * cols * K / _rate("core_flops", m)
     reads = _read_time(4.0 * cols * K, m, kernel in ("units", "latency"))
-    return max(work, reads) + TABLE["overlap"] * min(work, reads) + TABLE["step_s"]
+    overlap = _rate("overlap", m) if 4.0 * cols * K > m.l2 * 3 // 4 else TABLE["overlap"]  # (_bandwidth's L2)
+    return max(work, reads) + overlap * min(work, reads) + TABLE["step_s"]
 
 
 def _proj_cost(c: Call, F: int, threads: int, m: Machine) -> float:

@@ -145,6 +145,29 @@ def test_hw_rates_price_l3_reads_and_arithmetic_for_inference_only(monkeypatch, 
     assert plans[False][1] == plans[True][1]
 
 
+
+def test_hw_steps_streaming_beyond_l2_overlap_their_reads(monkeypatch, reference_machine):
+    """Where the hardware streams (hw_rates), a step whose weights come from beyond L2 costs the larger of
+    its arithmetic and its reads (overlap_hw); within L2, and on the reference machine, `overlap` of the
+    smaller is added as before. A bidirectional few-row call then runs a direction a thread (session 27)."""
+    hw = dataclasses.replace(reference_machine, few_prefetch=False, hw_rates=True)
+    step_s = TABLE["step_s"]
+    for m in (reference_machine, hw):
+        for K, beyond in ((64, False), (4096, True)):  # (4 x 512 x K bytes: 128 KB, 8 MB)
+            assert (4.0 * 512 * K > m.l2 * 3 // 4) is beyond
+            work = 2.0 * 8 * 512 * K / _planner._rate("core_flops", m)
+            reads = _planner._read_time(4.0 * 512 * K, m, False)
+            ov = TABLE["overlap_hw"] if (beyond and m.hw_rates) else TABLE["overlap"]
+            got = _planner._step_cost(8, 512, K, m)
+            assert got == pytest.approx(max(work, reads) + ov * min(work, reads) + step_s)
+    assert TABLE["overlap_hw"] < TABLE["overlap"]
+    c = call(cell=Cell.LSTM, B=4, T=50, I=256, H=512, D=2)  # (a direction's W_hh 4 MB)
+    monkeypatch.setattr(_planner, "machine", lambda: hw)
+    p = _planner.plan_call(c, 2)
+    assert (p.kernel, p.split) == ("packed", "directions"), p
+    monkeypatch.setitem(TABLE, "overlap_hw", TABLE["overlap"])  # (the rule before: the threads share units)
+    assert _planner.plan_call(c, 2).kernel == "units"
+
 def test_machine_reports_the_kernels_prefetch_setting(monkeypatch):
     from rnnfast._kernels import _recurrent
 
