@@ -1123,4 +1123,70 @@ static void rf_gemm_bt_kept_panels(rf_gemm_fn gemm, int M, int N, int K, const f
     }
 }
 
+/* C (P, Q) := L^T R + beta C for L (K, P) and R (K, Q) row-major, long K: the weight gradients over all N
+ * rows, [dW_ih, dW_hh]^T = [X, H_prev]^T dG. One thread's columns [q0, q1) of C (q0 a multiple of RF_NR).
+ * BLAS copied dG with a transposing pack (sgemm_otcopy: 8% of LSTM B=512 T=25 I=12 H=200 training, two
+ * threads); here R's rows pack into panels as they are (plain copies) and L, the narrow operand, is
+ * transposed. K goes in blocks of RF_TN_KB rows: a block of L transposed into lt (P, kb); then the
+ * thread's columns in groups of about 512 KB of panels, each packed and, in blocks of rows of lt of about
+ * 256 KB (both in L2), added to C by the packed product. Every output sums the blocks in order, one chain
+ * over k in each (RF_GEMM_KLOOP): the same whatever the threads, which take disjoint columns.
+ * `scratch`: rf_gemm_tn_scratch(P) floats. */
+#define RF_TN_KB 256
+#define RF_TN_GROUP_PANELS 16 /* 16 panels of RF_TN_KB rows: 512 KB */
+
+static inline size_t rf_gemm_tn_scratch(int P) {
+    return (size_t)P * RF_TN_KB + rf_packed_size(RF_TN_KB, RF_TN_GROUP_PANELS * RF_NR);
+}
+
+/* rf_pack_b of B (K, N) row-major as it is: panel rows copied 32 floats at a time, inline (memcpy's calls
+ * were 11% of rf_gemm_tn_cols). */
+static void rf_pack_rows(int K, int N, const float* B, int ldb, float* packed) {
+    int np = (N + RF_NR - 1) / RF_NR;
+    for (int p = 0; p < np; p++) {
+        float* dst = packed + (size_t)p * K * RF_NR;
+        const float* src = B + (size_t)p * RF_NR;
+        int nw = N - p * RF_NR < RF_NR ? N - p * RF_NR : RF_NR;
+        if (nw == RF_NR) {
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < RF_NR; j++) dst[(size_t)k * RF_NR + j] = src[(size_t)k * ldb + j];
+        } else {
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < RF_NR; j++) dst[(size_t)k * RF_NR + j] = j < nw ? src[(size_t)k * ldb + j] : 0.0f;
+        }
+    }
+}
+
+static void rf_gemm_tn_cols(rf_gemm_fn gemm, int P, int Q, int K, const float* L, int ldl, const float* R, int ldr,
+                            int q0, int q1, float beta, float* C, int ldc, float* scratch) {
+    float* lt = scratch;
+    float* rp = scratch + (size_t)P * RF_TN_KB;
+    int mb = (256 * 1024 / 4) / RF_TN_KB / 8 * 8;  /* rows of lt a product takes: 256 KB */
+    if (q1 > Q) q1 = Q;
+    if (q1 <= q0 || P <= 0) return;
+    if (K == 0) {  /* (no sums: C := beta C, as BLAS) */
+        for (int i = 0; i < P; i++)
+            for (int j = q0; j < q1; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    for (int k0 = 0; k0 < K; k0 += RF_TN_KB) {
+        int kb = K - k0 < RF_TN_KB ? K - k0 : RF_TN_KB;
+        float bt = k0 == 0 ? beta : 1.0f;
+        const float* lk = L + (size_t)k0 * ldl;
+        for (int i0 = 0; i0 < P; i0 += 16)  /* lt (P, kb) := L[k0:k0 + kb, :]^T, 16 columns of L a pass */
+            for (int k = 0; k < kb; k++) {
+                int iw = P - i0 < 16 ? P - i0 : 16;
+                const float* src = lk + (size_t)k * ldl + i0;
+                for (int i = 0; i < iw; i++) lt[(size_t)(i0 + i) * kb + k] = src[i];
+            }
+        for (int c0 = q0; c0 < q1; c0 += RF_TN_GROUP_PANELS * RF_NR) {
+            int c1 = c0 + RF_TN_GROUP_PANELS * RF_NR < q1 ? c0 + RF_TN_GROUP_PANELS * RF_NR : q1;
+            rf_pack_rows(kb, c1 - c0, R + (size_t)k0 * ldr + c0, ldr, rp);
+            for (int m0 = 0; m0 < P; m0 += mb)
+                gemm(P - m0 < mb ? P - m0 : mb, c1 - c0, kb, lt + (size_t)m0 * kb, kb, 0, lt, 0, rp, bt,
+                     C + (size_t)m0 * ldc + c0, ldc);
+        }
+    }
+}
+
 #endif

@@ -33,6 +33,21 @@
             for (ptrdiff_t j = 0; j < w1; j++) o1[j] += a[j];                                         \
             for (ptrdiff_t j = 0; j < w2; j++) o2[j] += a[w1 + j];                                    \
         }                                                                                             \
+    }                                                                                                 \
+    /* the same from At (w1 + w2, m), A's transpose (rf_gemm_tn_cols' [dW_ih, dW_hh]^T), 16 rows of    \
+       the outputs a pass: their columns then stream in order */                                       \
+    RF_CLONES static void rf_split_add_t_##SUF(const T* __restrict__ At, ptrdiff_t m, ptrdiff_t w1,   \
+                                               ptrdiff_t w2, T* __restrict__ out1,                    \
+                                               T* __restrict__ out2) {                                \
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += 16) {                                                    \
+            ptrdiff_t iw = m - i0 < 16 ? m - i0 : 16;                                                 \
+            for (ptrdiff_t j = 0; j < w1 + w2; j++) {                                                 \
+                const T* __restrict__ a = At + j * m + i0;                                            \
+                T* __restrict__ o = j < w1 ? out1 + i0 * w1 + j : out2 + i0 * w2 + (j - w1);         \
+                ptrdiff_t ld = j < w1 ? w1 : w2;                                                      \
+                for (ptrdiff_t i = 0; i < iw; i++) o[i * ld] += a[i];                                 \
+            }                                                                                         \
+        }                                                                                             \
     }
 
 RF_DEFINE_ROWS(float, f)

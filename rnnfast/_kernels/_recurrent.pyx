@@ -107,6 +107,9 @@ cdef extern from "rf_gemm.h" nogil:
     size_t rf_packed_size(int K, int N)
     void rf_gemm_bt_panels(rf_gemm_fn gemm, int M, int N, int K, const float* A, int lda, const float* Bt,
                            int ldb, int p0, int p1, float* packed, float* C, int ldc)
+    size_t rf_gemm_tn_scratch(int P)
+    void rf_gemm_tn_cols(rf_gemm_fn gemm, int P, int Q, int K, const float* L, int ldl, const float* R, int ldr,
+                         int q0, int q1, float beta, float* C, int ldc, float* scratch)
 
 cdef extern from "rf_units.h" nogil:
     size_t rf_units_fwd_pack_size(int G, int KX, int H, int nth)
@@ -186,6 +189,42 @@ def units_pack_size(int cell, int F, int H, int nthreads, bint step, bint backwa
         size = rf_units_bwd_pack_size(G, H, n) if backward else rf_units_fwd_pack_size(G, F if step else 0, H, n)
         most = max(most, size)
     return most
+
+
+def set_tn_rule(int min_rows, long max_out):
+    """Set when LSTM / RNN float32 training makes its weight gradients on rf's kernel: from ``min_rows`` rows
+    (TN_MIN_ROWS) up to ``max_out`` elements of the product (TN_MAX_OUT); tests and benchmarks (0, a large
+    value: always; a large min_rows: BLAS). Returns the previous pair."""
+    global TN_MIN_ROWS, TN_MAX_OUT
+    old = (TN_MIN_ROWS, TN_MAX_OUT)
+    TN_MIN_ROWS, TN_MAX_OUT = max(0, min_rows), max(0, max_out)
+    return old
+
+
+def gemm_tn_scratch(int P):
+    """Floats of one thread's scratch for gemm_tn's product with P rows (rf_gemm_tn_scratch)."""
+    return rf_gemm_tn_scratch(P)
+
+
+def gemm_tn(float[:, ::1] L, float[:, ::1] R, float[:, ::1] C, float beta=0.0, int nthreads=1):
+    """C := L^T R + beta C on rf's kernel (rf_gemm_tn_cols, the weight gradients' product; tests), the
+    columns of C split among ``nthreads`` threads as whole panels. Returns C."""
+    cdef int K = L.shape[0], P = L.shape[1], Q = R.shape[1]
+    if R.shape[0] != K or C.shape[0] != P or C.shape[1] != Q:
+        raise ValueError("gemm_tn: L (K, P), R (K, Q), C (P, Q)")
+    nthreads = _cap_threads(nthreads)
+    cdef int np_ = (Q + RF_NR - 1) // RF_NR
+    cdef cnp.ndarray scratch = np.empty(nthreads * rf_gemm_tn_scratch(P), np.float32)
+    cdef float* sp = <float*>cnp.PyArray_DATA(scratch)
+    cdef int k
+    if P == 0 or Q == 0:
+        return C
+    with nogil:
+        for k in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
+            rf_gemm_tn_cols(gemm_packed2, P, Q, K, &L[0, 0] if K > 0 else NULL, P, &R[0, 0] if K > 0 else NULL, Q,
+                            np_ * k // nthreads * RF_NR, np_ * (k + 1) // nthreads * RF_NR, beta, &C[0, 0], Q,
+                            sp + <size_t>k * rf_gemm_tn_scratch(P))
+    return C
 
 
 def set_min_rows_per_task(int n):
@@ -308,6 +347,13 @@ def proj_in_place(int M, int F, int GH):
     return _proj_in_place(M, F, GH)
 # Fewest multiply-adds of a GEMM worth splitting across threads.
 cdef double MIN_PARALLEL_FLOPS = 2.0e6
+# LSTM / RNN float32 training makes [dW_ih, dW_hh] (GH, F + H) on rf's kernel (par_gemm_tn), not BLAS, from
+# TN_MIN_ROWS rows (N) up to TN_MAX_OUT elements of it. Two threads, training step BLAS / rf: LSTM B=512
+# T=25 I=12 H=200 1.06, B=128 T=128 I=H=128 1.06, B=32 T=200 I=32 H=128 bi 1.12, RNN B=128 T=20 I=32 H=128
+# 1.08, B=64 T=100 I=64 H=256 L=2 bi 1.05; a larger product lost (BLAS's own blocking): LSTM I=128 H=256
+# (393k) 0.97, I=256 H=256 bi 0.93, I=1 H=512 0.95, I=512 H=1024 0.93; fewer rows: N=320-1024 0.95-0.98
+cdef int TN_MIN_ROWS = 2048
+cdef long TN_MAX_OUT = 1 << 18
 
 
 def set_blas_thread_fns(size_t set_address, size_t get_address):
@@ -424,7 +470,9 @@ cdef struct Dir:
     void* dh        # (B, H) workspace
     void* dc        # (B, H) workspace
     void* hprev     # (N, H) workspace; with dwcat (N, F + H): [X, H_prev]
-    void* dwcat     # LSTM / RNN: (GH, F + H) workspace, [dW_ih, dW_hh] made in one product, or NULL
+    void* dwcat     # LSTM / RNN: (GH, F + H) workspace, [dW_ih, dW_hh] made in one product, or NULL; with tnp
+                    # its transpose (F + H, GH)
+    void* tnp       # float32 LSTM / RNN on rf's kernels: each thread's scratch for that product (par_gemm_tn)
     void* dxin      # (N, F)
     void* dh0
     void* dc0
@@ -468,6 +516,7 @@ cdef extern from "rf_rows.h" nogil:
     void rf_mul_d(const double* a, const double* m, double* out, ptrdiff_t n)
     void rf_split_add_f(const float* A, ptrdiff_t m, ptrdiff_t w1, ptrdiff_t w2, float* out1, float* out2)
     void rf_split_add_d(const double* A, ptrdiff_t m, ptrdiff_t w1, ptrdiff_t w2, double* out1, double* out2)
+    void rf_split_add_t_f(const float* At, ptrdiff_t m, ptrdiff_t w1, ptrdiff_t w2, float* out1, float* out2)
 
 
 cdef inline void colsum_add(const floating* A, int lda, int n, int width, floating* out1,
@@ -807,6 +856,38 @@ cdef void par_gemms(int nthreads, GemmSpec* g, int n, floating* typed) noexcept 
             start = start + 2.0 * g[i].M * g[i].N * g[i].K
 
 
+cdef void par_gemm_tn(int nthreads, Dir* dirs, int n, int N, int P, int GH) noexcept nogil:
+    """LSTM / RNN, float32: each of ``n`` directions' [dW_ih, dW_hh]^T (P, GH) := [X, H_prev]^T dG over its N
+    rows into its dwcat (P = F + H), on rf's packed kernel (rf_gemm_tn_cols: dG's rows packed as they are,
+    where BLAS copied dG transposed). The column panels of all directions end to end, one contiguous range
+    per thread, each with its part of the directions' tnp as scratch."""
+    cdef int np_ = (GH + RF_NR - 1) // RF_NR
+    cdef int total = n * np_
+    cdef int nth = max(1, min(min(nthreads, total), <int>(2.0 * N * P * GH * n / MIN_PARALLEL_FLOPS)))
+    cdef int k, caller
+    if nth <= 1:
+        _tn_panels(dirs, n, N, P, GH, 0, total, 0)
+        return
+    caller = rf_cpu_now()
+    for k in prange(nth, num_threads=nth, schedule="static", chunksize=1):
+        rf_leave_cpu(caller)
+        _tn_panels(dirs, n, N, P, GH, total * k // nth, total * (k + 1) // nth, k)
+
+
+cdef inline void _tn_panels(Dir* dirs, int n, int N, int P, int GH, int lo, int hi, int k) noexcept nogil:
+    """Panels [lo, hi) of par_gemm_tn's directions laid end to end, on thread k's scratch."""
+    cdef int np_ = (GH + RF_NR - 1) // RF_NR
+    cdef int i, p0, p1
+    cdef float* scratch
+    for i in range(n):
+        p0 = max(0, lo - i * np_)
+        p1 = min(np_, hi - i * np_)
+        if p1 > p0:
+            scratch = <float*>dirs[i].tnp + <size_t>k * rf_gemm_tn_scratch(P)
+            rf_gemm_tn_cols(gemm_packed2, P, GH, N, <float*>dirs[i].hprev, P, <float*>dirs[i].gates, GH,
+                            p0 * RF_NR, p1 * RF_NR, 0.0, <float*>dirs[i].dwcat, GH, scratch)
+
+
 cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcept nogil:
     """The input projection X W_ih^T over all M rows of ``n`` directions (dirs[i].xin (M, F) into
     dirs[i].gates (M, GH)), float32, on rf's packed kernel rather than BLAS's GEMM: the column panels of
@@ -1069,11 +1150,13 @@ cdef int grad_specs(const Net* net, Dir* p, int F, floating* dxd, GemmSpec* spec
     cdef floating* hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
     cdef floating* gates = <floating*>p.gates
     cdef floating* dw_hn = <floating*>p.dw_hh + <Py_ssize_t>2 * H * H
-    if p.dwcat != NULL:
-        _spec(&specs[0], True, False, GH, F + H, N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat, F + H)
-    else:
+    ng = 0
+    if p.dwcat == NULL:
         _spec(&specs[0], True, False, GH, F, N, p.gates, GH, p.xin, F, 1.0, p.dw_ih, F)
-    ng = 1
+        ng = 1
+    elif p.tnp == NULL:  # (with tnp, par_gemm_tn makes it)
+        _spec(&specs[0], True, False, GH, F + H, N, p.gates, GH, p.hprev, F + H, 0.0, p.dwcat, F + H)
+        ng = 1
     if is_gru(net.cell):
         _spec(&specs[1], True, False, 2 * H, H, N, p.gates, GH, hprev, H, 1.0, p.dw_hh, H)
         if net.cell == CELL_GRU:
@@ -1156,6 +1239,8 @@ cdef void bwd_grads(const Net* net, Dir* ld, int F, floating* dxl) noexcept nogi
     else:
         for task in prange(nk * net.D, num_threads=min(nth, nk * net.D), schedule="static", chunksize=1):
             bwd_prep(net, &ld[task % net.D], F, task // net.D, nk, dxl)
+    if floating is float and ld[0].tnp != NULL:
+        par_gemm_tn(nth, ld, net.D, net.N, F + H, GH)
     for d in range(net.D):
         p = &ld[d]
         memcpy(p.dh0, p.dh, <Py_ssize_t>net.B * H * sizeof(floating))
@@ -1166,7 +1251,9 @@ cdef void bwd_grads(const Net* net, Dir* ld, int F, floating* dxl) noexcept nogi
     for d in range(net.D):
         p = &ld[d]
         if p.dwcat != NULL:
-            if floating is float:
+            if floating is float and p.tnp != NULL:
+                rf_split_add_t_f(<float*>p.dwcat, GH, F, H, <float*>p.dw_ih, <float*>p.dw_hh)
+            elif floating is float:
                 rf_split_add_f(<float*>p.dwcat, GH, F, H, <float*>p.dw_ih, <float*>p.dw_hh)
             else:
                 rf_split_add_d(<double*>p.dwcat, GH, F, H, <double*>p.dw_ih, <double*>p.dw_hh)
@@ -1297,8 +1384,9 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
     kernel, see Dir), wpp (W_ih^T for the projection over all steps, float32 kernels with hoist), latp
     (batch-1 panels), unp (few-rows kernel's per-thread packs; with ``panels`` only, else the rows in place).
     Backward (``backward`` True, the extra buffers): hprev (N, H), or (N, F + H) holding [X, H_prev] with
-    dwcat (GH, F + H) for LSTM / RNN; wpb, wpi (packed kernel: W_hh and W_ih packed); unb (few-rows
-    kernel); dy (N, H), dxin (N, F) (reverse direction).
+    dwcat (GH, F + H) for LSTM / RNN, and tnp (that product's scratch on rf's kernel, float32 kernels: see
+    TN_MIN_ROWS; dwcat then holds its transpose); wpb, wpi (packed kernel: W_hh and W_ih packed); unb
+    (few-rows kernel); dy (N, H), dxin (N, F) (reverse direction).
     """
     cdef int G = n_gates(cell)
     cdef int GH = G * H
@@ -1308,6 +1396,8 @@ def dir_buffers(int cell, int F, int H, int B, int N, bint training, bint revers
         out["hprev"] = (N, H) if gru else (N, F + H)
         if not gru:
             out["dwcat"] = (GH, F + H)
+            if kernel != KERNEL_BLAS and N >= TN_MIN_ROWS and (F + H) * GH <= TN_MAX_OUT:  # (float32 kernels)
+                out["tnp"] = (nthreads * rf_gemm_tn_scratch(F + H),)
         if kernel == KERNEL_UNITS:
             out["unb"] = (units_pack_size(cell, F, H, nthreads, False, True),)
         if kernel == KERNEL_PACKED:
@@ -1424,6 +1514,7 @@ cdef int _fill_dirs(Net* net, Dir* dirs, list params, list bufs, list states, ob
         p.wpi = _buf(buf, shapes, "wpi", dt)
         p.hprev = _buf(buf, shapes, "hprev", dt)  # (these four: backward only)
         p.dwcat = _buf(buf, shapes, "dwcat", dt)
+        p.tnp = _buf(buf, shapes, "tnp", dt)
         if d == 1:
             p.xin = _buf(buf, shapes, "xin", dt)
             p.y = _buf(buf, shapes, "y", dt)
