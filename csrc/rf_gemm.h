@@ -1131,7 +1131,8 @@ static void rf_gemm_bt_kept_panels(rf_gemm_fn gemm, int M, int N, int K, const f
  * thread's columns in groups of about 512 KB of panels, each packed and, in blocks of rows of lt of about
  * 256 KB (both in L2), added to C by the packed product. Every output sums the blocks in order, one chain
  * over k in each (RF_GEMM_KLOOP): the same whatever the threads, which take disjoint columns.
- * `scratch`: rf_gemm_tn_scratch(P) floats. */
+ * `scratch`: rf_gemm_tn_scratch(P) floats. sum1, sum2 (or NULL): R's column sums added to them, columns
+ * [q0, q1) (rf_pack_rows: the bias gradients in the same pass over dG). */
 #define RF_TN_KB 256
 #define RF_TN_GROUP_PANELS 16 /* 16 panels of RF_TN_KB rows: 512 KB */
 
@@ -1140,8 +1141,9 @@ static inline size_t rf_gemm_tn_scratch(int P) {
 }
 
 /* rf_pack_b of B (K, N) row-major as it is: panel rows copied 32 floats at a time, inline (memcpy's calls
- * were 11% of rf_gemm_tn_cols). */
-static void rf_pack_rows(int K, int N, const float* B, int ldb, float* packed) {
+ * were 11% of rf_gemm_tn_cols); with sum1 (and sum2), each column's K values added to sum1[n] (sum2[n]) in
+ * row order, as rf_colsum_add does (the bias gradients, from the rows this pass reads anyway). */
+static void rf_pack_rows(int K, int N, const float* B, int ldb, float* packed, float* sum1, float* sum2) {
     int np = (N + RF_NR - 1) / RF_NR;
     for (int p = 0; p < np; p++) {
         float* dst = packed + (size_t)p * K * RF_NR;
@@ -1154,11 +1156,20 @@ static void rf_pack_rows(int K, int N, const float* B, int ldb, float* packed) {
             for (int k = 0; k < K; k++)
                 for (int j = 0; j < RF_NR; j++) dst[(size_t)k * RF_NR + j] = j < nw ? src[(size_t)k * ldb + j] : 0.0f;
         }
+        for (int s = 0; s < 2; s++) {
+            float* sum = s == 0 ? sum1 : sum2;
+            if (sum == NULL) continue;
+            float acc[RF_NR];
+            for (int j = 0; j < nw; j++) acc[j] = sum[p * RF_NR + j];
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < nw; j++) acc[j] += src[(size_t)k * ldb + j];
+            for (int j = 0; j < nw; j++) sum[p * RF_NR + j] = acc[j];
+        }
     }
 }
 
 static void rf_gemm_tn_cols(rf_gemm_fn gemm, int P, int Q, int K, const float* L, int ldl, const float* R, int ldr,
-                            int q0, int q1, float beta, float* C, int ldc, float* scratch) {
+                            int q0, int q1, float beta, float* C, int ldc, float* scratch, float* sum1, float* sum2) {
     float* lt = scratch;
     float* rp = scratch + (size_t)P * RF_TN_KB;
     int mb = (256 * 1024 / 4) / RF_TN_KB / 8 * 8;  /* rows of lt a product takes: 256 KB */
@@ -1181,7 +1192,8 @@ static void rf_gemm_tn_cols(rf_gemm_fn gemm, int P, int Q, int K, const float* L
             }
         for (int c0 = q0; c0 < q1; c0 += RF_TN_GROUP_PANELS * RF_NR) {
             int c1 = c0 + RF_TN_GROUP_PANELS * RF_NR < q1 ? c0 + RF_TN_GROUP_PANELS * RF_NR : q1;
-            rf_pack_rows(kb, c1 - c0, R + (size_t)k0 * ldr + c0, ldr, rp);
+            rf_pack_rows(kb, c1 - c0, R + (size_t)k0 * ldr + c0, ldr, rp, sum1 ? sum1 + c0 : NULL,
+                         sum2 ? sum2 + c0 : NULL);
             for (int m0 = 0; m0 < P; m0 += mb)
                 gemm(P - m0 < mb ? P - m0 : mb, c1 - c0, kb, lt + (size_t)m0 * kb, kb, 0, lt, 0, rp, bt,
                      C + (size_t)m0 * ldc + c0, ldc);

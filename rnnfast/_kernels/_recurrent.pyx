@@ -109,7 +109,7 @@ cdef extern from "rf_gemm.h" nogil:
                            int ldb, int p0, int p1, float* packed, float* C, int ldc)
     size_t rf_gemm_tn_scratch(int P)
     void rf_gemm_tn_cols(rf_gemm_fn gemm, int P, int Q, int K, const float* L, int ldl, const float* R, int ldr,
-                         int q0, int q1, float beta, float* C, int ldc, float* scratch)
+                         int q0, int q1, float beta, float* C, int ldc, float* scratch, float* sum1, float* sum2)
 
 cdef extern from "rf_units.h" nogil:
     size_t rf_units_fwd_pack_size(int G, int KX, int H, int nth)
@@ -206,9 +206,10 @@ def gemm_tn_scratch(int P):
     return rf_gemm_tn_scratch(P)
 
 
-def gemm_tn(float[:, ::1] L, float[:, ::1] R, float[:, ::1] C, float beta=0.0, int nthreads=1):
+def gemm_tn(float[:, ::1] L, float[:, ::1] R, float[:, ::1] C, float beta=0.0, int nthreads=1, colsum=None):
     """C := L^T R + beta C on rf's kernel (rf_gemm_tn_cols, the weight gradients' product; tests), the
-    columns of C split among ``nthreads`` threads as whole panels. Returns C."""
+    columns of C split among ``nthreads`` threads as whole panels; ``colsum`` (float32 (Q,), or None): R's
+    column sums added to it in the same pass. Returns C."""
     cdef int K = L.shape[0], P = L.shape[1], Q = R.shape[1]
     if R.shape[0] != K or C.shape[0] != P or C.shape[1] != Q:
         raise ValueError("gemm_tn: L (K, P), R (K, Q), C (P, Q)")
@@ -216,14 +217,17 @@ def gemm_tn(float[:, ::1] L, float[:, ::1] R, float[:, ::1] C, float beta=0.0, i
     cdef int np_ = (Q + RF_NR - 1) // RF_NR
     cdef cnp.ndarray scratch = np.empty(nthreads * rf_gemm_tn_scratch(P), np.float32)
     cdef float* sp = <float*>cnp.PyArray_DATA(scratch)
+    cdef float* ps = NULL
     cdef int k
+    if colsum is not None:
+        ps = <float*>_ptr(colsum, np.float32, Q, "colsum")
     if P == 0 or Q == 0:
         return C
     with nogil:
         for k in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
             rf_gemm_tn_cols(gemm_packed2, P, Q, K, &L[0, 0] if K > 0 else NULL, P, &R[0, 0] if K > 0 else NULL, Q,
                             np_ * k // nthreads * RF_NR, np_ * (k + 1) // nthreads * RF_NR, beta, &C[0, 0], Q,
-                            sp + <size_t>k * rf_gemm_tn_scratch(P))
+                            sp + <size_t>k * rf_gemm_tn_scratch(P), ps, NULL)
     return C
 
 
@@ -885,7 +889,8 @@ cdef inline void _tn_panels(Dir* dirs, int n, int N, int P, int GH, int lo, int 
         if p1 > p0:
             scratch = <float*>dirs[i].tnp + <size_t>k * rf_gemm_tn_scratch(P)
             rf_gemm_tn_cols(gemm_packed2, P, GH, N, <float*>dirs[i].hprev, P, <float*>dirs[i].gates, GH,
-                            p0 * RF_NR, p1 * RF_NR, 0.0, <float*>dirs[i].dwcat, GH, scratch)
+                            p0 * RF_NR, p1 * RF_NR, 0.0, <float*>dirs[i].dwcat, GH, scratch,
+                            <float*>dirs[i].db_ih, <float*>dirs[i].db_hh)
 
 
 cdef void par_proj(int nthreads, Dir* dirs, int n, int M, int F, int GH) noexcept nogil:
@@ -1114,7 +1119,7 @@ cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed
     state each row saw before its step (h0 at t = 0), with X beside it for LSTM / RNN ([X, H_prev]
     (N, F + H): dG^T [X, H_prev] = [dW_ih, dW_hh] is then one product, for which OpenBLAS packs dG once,
     where two products packed it twice: 8% of LSTM medium training), and for LSTM / RNN its columns
-    of the bias gradients (b_ih and b_hh get the same, summed in one pass)."""
+    of the bias gradients (b_ih and b_hh get the same, summed in one pass; with tnp, par_gemm_tn's)."""
     cdef int H = net.H, GH = net.G * net.H, t, a, b, c0, c1
     cdef Py_ssize_t i, ldhp = F + H if p.dwcat != NULL else H
     cdef floating* hprev = <floating*>p.hprev + (F if p.dwcat != NULL else 0)
@@ -1134,7 +1139,7 @@ cdef void bwd_prep(const Net* net, Dir* p, int F, int k, int nk, floating* typed
             else:
                 src = <floating*>p.y + (<Py_ssize_t>net.off[t - 1] + i - net.off[t]) * p.ldy
             memcpy(hprev + i * ldhp, src, H * sizeof(floating))
-    if not is_gru(net.cell):
+    if not is_gru(net.cell) and p.tnp == NULL:  # (with tnp, par_gemm_tn sums them as it packs dG)
         c0 = <int>(<long long>GH * k // nk)
         c1 = <int>(<long long>GH * (k + 1) // nk)
         if c1 > c0:

@@ -48,6 +48,13 @@ def test_gemm_tn_matches_float64(K, P, Q):
             outs.append(C)
         for C in outs[1:]:  # (threads take whole columns: each output summed in one order)
             assert np.array_equal(C, outs[0])
+    s0 = rng.standard_normal(Q).astype(np.float32)
+    s = s0.copy()
+    _k.gemm_tn(L, R, np.zeros((P, Q), np.float32), 0.0, 2, colsum=s)  # (the bias gradients, as rf_colsum_add)
+    want = s0.copy()
+    for k in range(K):
+        want += R[k]
+    assert np.array_equal(s, want)
     C = np.full((P, Q), np.nan, np.float32)
     _k.gemm_tn(L, R, C, 0.0, 2)  # (beta 0 ignores what C held, as BLAS)
     assert np.isfinite(C).all()
