@@ -191,12 +191,12 @@ TABLE = {
     # fully (within L2 `overlap` as elsewhere). With the packs kept (session 26) the model's 0.5 priced the
     # packed kernel's steps that stream [W_ih, W_hh] or many rows a thread too high: LSTM B=8 T=30 I=H=512,
     # two threads, x_t W_ih^T in the steps 7.1 ms modelled, 4.9 measured (at 163 us a step, the arithmetic
-    # alone). Raced old plan / new on the 619 inference points of grid seeds 13-24 and 150 seeded
-    # few-rows shapes where it changes the plan, five calls in a row: two threads 15 points, 1.07x in
-    # geometric mean (1.00-1.14, a bidirectional few-row call's directions on a thread each rather than
-    # both threads sharing out the units a direction at a time); one thread 33, 1.01x (0.90-1.07); every
-    # overlap 0 (within L2 too) lost on one thread, 1.00x (0.80-1.07: GRU and LSTM H=24-100 to the few-rows
-    # kernel). bench/README, session 27
+    # alone; that call keeps its plan, the GEMM over all steps still modelled cheaper). Raced old plan / new
+    # on the 619 inference points of grid seeds 13-24 and 150 seeded few-rows shapes, where it changes the
+    # plan, five calls in a row: two threads 15 points, 1.07x in geometric mean (1.00-1.14, a bidirectional
+    # few-row call's directions on a thread each rather than both threads sharing out the units a direction
+    # at a time); one thread 33, 1.01x (0.90-1.07); overlap 0 within L2 too lost on one thread, 1.00x
+    # (0.80-1.07: GRU and LSTM H=24-100 to the few-rows kernel). bench/README, session 27
     "overlap_hw": 0.0,
     # independent multiply-add chains a core needs to reach core_flops (two FMA ports, 4 cycles each).
     # rf_gemm_packed runs two a row of a block of up to 8 rows; the few-rows product (csrc/rf_units.h, up to
