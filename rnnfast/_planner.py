@@ -203,6 +203,10 @@ TABLE = {
     # few_rows rows) four a row. Fewer chains wait on latency: one thread, GRU B=2, T=50, I=H=256, the
     # input product hoisted, packed 1.02 ms, few-rows 0.88; LSTM B=3, T=200, I=H=64 0.55 / 0.48
     "fma_chains": 8,
+    # ... and where the hardware streams (Machine.hw_rates): Zen 4 issues one 512-bit multiply-add a cycle
+    # (two halves), so four chains keep it busy and rf_gemm_packed's rows cost in proportion from two on
+    # (one thread, LSTM T=200 I=H=128, packed, B=2 / 3 / 4 / 8: 1.12 / 1.59 / 2.14 / 4.22 ms)
+    "fma_chains_hw": 4,
     "few_rows": 4,
     # BLAS's GEMM over all steps reaches the core's rate from inner products this long (half of it at
     # very short ones: B=256, T=20, I=H=64 on one thread, the hoisted product cost 0.85 ms more than the
@@ -382,17 +386,19 @@ def _bandwidth(nbytes: float, m: Machine) -> float:
     return TABLE["bw_mem"]
 
 
-def _chain_rows(rows: int, kernel: str) -> float:
+def _chain_rows(rows: int, kernel: str, m: Optional[Machine] = None) -> float:
     """Rows a step's product costs in multiply-adds: a block of rows with fewer than fma_chains independent
     chains (rf_gemm_packed: two a row, 8-row blocks; the few-rows product: four a row) waits on their
     latency and takes as long as a block that has just enough (the batch-1 kernel: its own GEMV, as is; the
-    few-rows kernel's one row costs as rf_gemm_packed's: its per-step costs outweigh the chains there)."""
+    few-rows kernel's one row costs as rf_gemm_packed's: its per-step costs outweigh the chains there). ``m``:
+    the machine whose fma_chains rate applies (TABLE's reference without it)."""
     if kernel == "latency":
         return rows
+    chains = TABLE["fma_chains"] if m is None else _rate("fma_chains", m)
     if kernel == "units" and 2 <= rows <= TABLE["few_rows"]:
-        return max(rows, TABLE["fma_chains"] / 4)
+        return max(rows, chains / 4)
     full, rest = divmod(rows, 8)
-    return 8 * full + (max(rest, TABLE["fma_chains"] / 2) if rest else 0)
+    return 8 * full + (max(rest, chains / 2) if rest else 0)
 
 
 def _read_time(nbytes: float, m: Machine, serpentine: bool) -> float:
@@ -410,7 +416,7 @@ def _step_cost(rows: int, cols: int, K: int, m: Machine, kernel: str = "packed")
     """One thread's per-step product C (rows, cols) = A (rows, K) . W (K, cols) on packed W in ``kernel``:
     the larger of its multiply-adds (of as many rows as _chain_rows says) and its weight bytes (_read_time),
     and part of the smaller (TABLE's overlap; its _hw rate for weights beyond L2)."""
-    work = 2.0 * _chain_rows(rows, kernel) * cols * K / _rate("core_flops", m)
+    work = 2.0 * _chain_rows(rows, kernel, m) * cols * K / _rate("core_flops", m)
     reads = _read_time(4.0 * cols * K, m, kernel in ("units", "latency"))
     overlap = _rate("overlap", m) if 4.0 * cols * K > m.l2 * 3 // 4 else TABLE["overlap"]  # (_bandwidth's L2)
     return max(work, reads) + overlap * min(work, reads) + TABLE["step_s"]
@@ -543,7 +549,7 @@ def _hoists(c: Call, kernel: str, threads: int, m: Machine) -> bool:
         # ran 1.41 ms hoisted against 1.84 fused; on two threads, 0.75 MB each, fused won) ... unless the
         # step's rows are too few for its chains, and the GEMM at the full rate costs less (see _cost):
         # B=1 bidirectional, I=24, H=48, T=1000, L=2 on one thread 3.3 ms fused, 2.5 hoisted
-        few = _chain_rows(rows, kernel) > rows
+        few = _chain_rows(rows, kernel, m) > rows
         return few and _cost(c, kernel, "gemm", threads, m) < _cost(c, kernel, "step", threads, m)
     work = 2.0 * rows * cols * (F + H) / _rate("core_flops", m)
     return nbytes / _bandwidth(nbytes, m) >= TABLE["hoist_reads_share"] * work

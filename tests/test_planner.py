@@ -648,3 +648,23 @@ def test_tune_times_each_plans_steady_state_on_its_kept_packs(tmp_path, monkeypa
     assert all(len(set(map(str, g))) == 1 for g in groups)  # (a plan's calls in a row)
     assert all(r is not None and r >= n for r in room)
     assert len(m._packs) <= _packs._MOST and not hasattr(m, "_packs_most")
+
+
+def test_hw_multiply_add_chains(monkeypatch, reference_machine):
+    """Where the hardware streams (hw_rates: Zen 4, one 512-bit multiply-add a cycle), fma_chains_hw chains
+    keep a core busy: rf_gemm_packed's two or three rows cost as many, not a block of fma_chains / 2. The
+    reference machine keeps fma_chains; so does training (model_machine)."""
+    hw = dataclasses.replace(reference_machine, few_prefetch=False, hw_rates=True)
+    assert TABLE["fma_chains_hw"] < TABLE["fma_chains"]
+    assert [_planner._chain_rows(r, "packed", hw) for r in (1, 2, 3, 9)] == [2, 2, 3, 10]
+    assert [_planner._chain_rows(r, "packed", reference_machine) for r in (2, 3)] == [4, 4]
+    assert _planner._chain_rows(2, "units", hw) == 2
+    c = call(Cell.RNN, B=6, T=128, I=384, H=96)  # (three rows a task on two threads)
+    plans = {}
+    for m in (reference_machine, hw):
+        monkeypatch.setattr(_planner, "machine", lambda m=m: m)
+        plans[m.hw_rates] = _planner.plan_call(c, 2)
+        assert _planner.model_machine(dataclasses.replace(c, training=True)).hw_rates is False
+    # three rows no longer look short of chains, so the input product stays in the steps (1.72x, session 28)
+    assert (plans[True].kernel, plans[True].split, plans[True].proj) == ("packed", "rows", "step")
+    assert plans[False].proj == "gemm"
