@@ -668,3 +668,27 @@ def test_hw_multiply_add_chains(monkeypatch, reference_machine):
     # three rows no longer look short of chains, so the input product stays in the steps (1.72x, session 28)
     assert (plans[True].kernel, plans[True].split, plans[True].proj) == ("packed", "rows", "step")
     assert plans[False].proj == "gemm"
+
+
+def test_hw_hoists_only_reads_that_outlast_the_arithmetic(monkeypatch, reference_machine):
+    """Where the hardware streams (hw_rates), a step's reads beyond L2 overlap its arithmetic fully, so the
+    input product leaves the steps only when those reads outlast the arithmetic (hoist_reads_share_hw), not
+    at a third of it; but directions on threads of their own whose two sets of weights overflow half of L3
+    stream from memory and still hoist, and the few-rows kernel reading the rows in place keeps the
+    reference share (session 28)."""
+    hw = dataclasses.replace(reference_machine, few_prefetch=False, hw_rates=True)
+    assert TABLE["hoist_reads_share"] < TABLE["hoist_reads_share_hw"]
+    wide = call(B=8, T=50, I=1024, H=128)  # (rows: 4 a task, [W_ih, W_hh] 4.5 MB)
+    assert _planner._hoists(wide, "packed", 2, reference_machine)
+    assert not _planner._hoists(wide, "packed", 2, hw)
+    # two directions of 11.8 MB each on a thread each: beyond half of L3 together
+    bi = call(B=3, T=64, I=1536, H=384, D=2)
+    assert _planner._hoists(bi, "packed", 2, hw)
+    one = dataclasses.replace(bi, D=1)  # (one direction alone: from L3)
+    assert not _planner._hoists(one, "packed", 2, hw)
+    # the few-rows kernel on rows in place (a short call): the reference share
+    short = call(B=3, T=6, I=256, H=384)
+    assert not _planner._panels(short, "units", 2, "step", hw)
+    assert _planner._hoists(short, "units", 2, hw) and _planner._hoists(short, "units", 2, reference_machine)
+    monkeypatch.setitem(TABLE, "hoist_reads_share", TABLE["hoist_reads_share_hw"])  # (what it keeps it from)
+    assert not _planner._hoists(short, "units", 2, hw)
