@@ -42,7 +42,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
-__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "model_machine", "plan_call", "candidates", "ThreadPolicy", "TABLE"]
+__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "model_machine", "plan_call", "small_call", "candidates",
+           "ThreadPolicy", "Ways", "TABLE"]
 
 
 class Cell(enum.IntEnum):
@@ -126,6 +127,16 @@ TABLE = {
     "step_warm_s": 0.001,
     "step_period": 128,
     "step_explore": 4,
+    # a small call (below min_parallel_flops, which the planner gives one thread) within this long of the
+    # layer's last small call may use several threads, chosen as the streaming steps are (step_period,
+    # step_explore), per shape: back to back, libgomp's workers still spin and two threads win (LSTM B=4
+    # T=8 I=32 H=64 25 -> 20 us, GRU B=8 T=10 I=16 H=48 28 -> 22); 100 us apart they have gone to sleep
+    # and two threads lose 1.6x, 1 ms apart 4-9x
+    "small_warm_s": 50e-6,
+    # ... when the plan with the threads awake gives them tasks of their own (row blocks, directions) of
+    # this many steps or more. 40 seeded small calls, back to back, rule / one thread: T >= 16 1.06-1.68x
+    # (11 shapes); T = 4-8 0.79-1.26, and the few-rows kernel's shares (a barrier a step) 0.79-0.84
+    "small_min_t": 16,
     # --- batch >= 2 ---
     # calls shorter than this are "short" (below: BLAS for a few gate rows, else the kernels as any call)
     "packed_min_t": 4,
@@ -656,17 +667,30 @@ def candidates(c: Call, threads: int, streaming: bool = False) -> Iterator[Plan]
             yield replace(p, panels=not p.panels)
 
 
-def plan_call(c: Call, threads: int, tuned: Optional[dict] = None, streaming: bool = False) -> Plan:
+def small_call(c: Call, threads: int, awake: Optional[Plan] = None) -> bool:
+    """Whether a call on ``threads`` threads is too small to pay for waking a second thread
+    (min_parallel_flops; batch 1 in one direction has the batch-1 kernel's own rule): plan_call runs it
+    on one. Given ``awake``, its plan were the other threads awake (plan_call's ``awake``): whether it is
+    one that ThreadPolicy.small_threads may send to them, with tasks of their own (rows or directions; the
+    few-rows kernel's barrier a step costs more than such steps) of small_min_t steps or more."""
+    flops = 2.0 * c.N * c.cell.gates * c.H * (c.I + c.H) * c.L * c.D
+    small = threads > 1 and flops < TABLE["min_parallel_flops"] and not (c.B == 1 and c.D == 1)
+    if awake is None or not small:
+        return small
+    return awake.threads > 1 and awake.kernel == "packed" and c.T >= TABLE["small_min_t"]
+
+
+def plan_call(c: Call, threads: int, tuned: Optional[dict] = None, streaming: bool = False,
+              awake: bool = False) -> Plan:
     """The plan for a call on ``threads`` threads: the tuning cache's where it has one for this shape,
-    else the cheapest candidate by the model; a call too small to pay for a second thread runs on one.
+    else the cheapest candidate by the model; a call too small to pay for a second thread runs on one
+    (small_call) unless ``awake`` (the other threads still spin: ThreadPolicy.small_threads).
     ``streaming``: a step of layer.step (see _short_blas)."""
     if tuned:
         hit = tuned.get(c.key(threads))
         if hit is not None:
             return replace(Plan(**hit), tuned=True)
-    G = c.cell.gates
-    flops = 2.0 * c.N * G * c.H * (c.I + c.H) * c.L * c.D
-    if threads > 1 and flops < TABLE["min_parallel_flops"] and not (c.B == 1 and c.D == 1):
+    if not awake and small_call(c, threads):
         threads = 1
     return next(candidates(c, threads, streaming))
 
@@ -685,6 +709,9 @@ class ThreadPolicy:
     * Streaming steps: the first step after a pause (``step_warm_s``) runs on one thread (waking a
       second can cost far more than the step); steps that follow closely run the way whose recent mean
       time is lower, the other way ``step_explore`` of every ``step_period`` steps, to notice a change.
+    * Small calls (below ``min_parallel_flops``, which the planner gives one thread): the same choice
+      (:class:`Ways`, one per shape) for a call within ``small_warm_s`` of the layer's last small call,
+      whose pool of threads is still awake (:meth:`small_threads`); else one thread.
 
     ``clock`` (back-off and call lengths, seconds) and ``perf`` (step timing) are injectable for tests.
     A call's length is the clock from :meth:`threads` to :meth:`note`. ``stats`` counts what happened:
@@ -704,10 +731,9 @@ class ThreadPolicy:
         self.started: Optional[float] = None  # the clock when threads() let the current call start
         self.stats = dict.fromkeys(("calls", "busy", "serial", "backoffs", "probes", "recoveries"), 0)
         self.step_last = 0.0       # when the last batch-1 step ended (perf)
-        self.step_n = 0            # warm steps so far
-        self.step_ewma: list = [None, None]  # mean step time on one thread, on several
-        self.step_prev: Optional[bool] = None  # the way of the last warm step
-        self.step_run = 0  # and for how many steps
+        self.steps = Ways()        # the streaming steps' way
+        self.small_last = 0.0      # when the last small call ended (perf)
+        self.small: dict = {}      # the small calls' ways, by shape
 
     def threads(self, planned: int) -> int:
         """Threads for a batch-1 call the planner gave ``planned``: one while backing off."""
@@ -785,29 +811,77 @@ class ThreadPolicy:
         return (threads if split else 1), split, True
 
     def choose(self) -> bool:
-        """Whether a warm step runs on several threads (see the class docstring)."""
-        n = self.step_n
-        self.step_n = n + 1
-        t1, t2 = self.step_ewma
+        """Whether a warm step runs on several threads (Ways.choose)."""
+        return self.steps.choose()
+
+    def step_time(self, split: bool, took: float) -> None:
+        """Fold one warm step's time into its way's running mean (Ways.time)."""
+        self.steps.time(split, took)
+
+    # (the streaming steps' counts and running means, as tests set them)
+    step_n = property(lambda self: self.steps.n, lambda self, v: setattr(self.steps, "n", v))
+    step_ewma = property(lambda self: self.steps.ewma, lambda self, v: setattr(self.steps, "ewma", v))
+
+    def small_threads(self, key, threads: int) -> tuple[int, bool, bool]:
+        """(threads, split, warm) for a small call (_planner.small_call) of shape ``key``: one thread unless
+        it follows the layer's last small call within small_warm_s (a loop of calls, libgomp's workers
+        still spinning); then the way this shape has lately been faster (Ways)."""
+        if threads <= 1 or self.perf() - self.small_last > TABLE["small_warm_s"]:
+            return 1, False, False
+        ways = self.small.get(key)
+        if ways is None:
+            if len(self.small) >= 64:  # (shapes come and go: a bounded memory of them)
+                self.small.clear()
+            ways = self.small[key] = Ways()
+        split = ways.choose()
+        return (threads if split else 1), split, True
+
+    def small_done(self, key, split: bool, warm: bool, took: float) -> None:
+        """After a small call of :meth:`small_threads`: its end starts the warm window, and a warm call's
+        time ``took`` goes to its way's running mean."""
+        self.small_last = self.perf()
+        ways = self.small.get(key)
+        if warm and ways is not None:
+            ways.time(split, took)
+
+
+class Ways:
+    """One thread or several for a run of short kernel calls (a layer's streaming steps, or its small calls
+    of one shape), from their recent times: a few calls each way first, then the way whose running mean is
+    lower, the other way step_explore of every step_period calls, to notice a change."""
+
+    __slots__ = ("n", "ewma", "prev", "run")
+
+    def __init__(self) -> None:
+        self.n = 0                   # warm calls so far
+        self.ewma: list = [None, None]  # mean time on one thread, on several
+        self.prev: Optional[bool] = None  # the way of the last warm call
+        self.run = 0                 # and for how many calls
+
+    def choose(self) -> bool:
+        """Whether the next warm call runs on several threads."""
+        n = self.n
+        self.n = n + 1
+        t1, t2 = self.ewma
         explore = TABLE["step_explore"]
         if t1 is None:
-            return n >= explore  # a few steps each way first
+            return n >= explore  # a few calls each way first
         if t2 is None:
             return True
         best = t2 <= t1
         return (not best) if n % TABLE["step_period"] < explore else best
 
-    def step_time(self, split: bool, took: float) -> None:
-        """Fold one warm step's time into its way's running mean, unless the way changed within the last
-        two steps (the first steps on several threads after some on one pay for waking the partner). A
-        time counts as at most twice the mean: one step that waited for a descheduled partner otherwise
-        kept the faster way out of use for thousands of steps; a lasting change still doubles the mean
-        in seven."""
-        same = self.step_run + 1 if split == self.step_prev else 0
-        self.step_prev, self.step_run = split, same
+    def time(self, split: bool, took: float) -> None:
+        """Fold one warm call's time into its way's running mean, unless the way changed within the last
+        two calls (the first on several threads after some on one pay for waking the partner). A time
+        counts as at most twice the mean: one call that waited for a descheduled partner otherwise kept
+        the faster way out of use for thousands of calls; a lasting change still doubles the mean in
+        seven."""
+        same = self.run + 1 if split == self.prev else 0
+        self.prev, self.run = split, same
         if same < 2:
             return
         i = 1 if split else 0
-        old = self.step_ewma[i]
-        self.step_ewma[i] = took if old is None else old + 0.1 * (min(took, 2.0 * old) - old)
+        old = self.ewma[i]
+        self.ewma[i] = took if old is None else old + 0.1 * (min(took, 2.0 * old) - old)
 

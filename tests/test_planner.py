@@ -692,3 +692,49 @@ def test_hw_hoists_only_reads_that_outlast_the_arithmetic(monkeypatch, reference
     assert _planner._hoists(short, "units", 2, hw) and _planner._hoists(short, "units", 2, reference_machine)
     monkeypatch.setitem(TABLE, "hoist_reads_share", TABLE["hoist_reads_share_hw"])  # (what it keeps it from)
     assert not _planner._hoists(short, "units", 2, hw)
+
+
+def test_small_call_rule():
+    """A call below min_parallel_flops runs on one thread; the thread policy may send it to several when
+    the plan with them awake gives them tasks of their own (rows or directions, not the few-rows kernel's
+    shares) of small_min_t steps or more."""
+    t = TABLE["small_min_t"]
+    bi = call(Cell.GRU, B=12, T=t, I=2, H=8, D=2)
+    assert _planner.small_call(bi, 2) and not _planner.small_call(bi, 1)
+    assert _planner.plan_call(bi, 2).threads == 1
+    awake = _planner.plan_call(bi, 2, awake=True)
+    assert (awake.kernel, awake.split, awake.threads) == ("packed", "directions", 2)
+    assert _planner.small_call(bi, 2, awake)
+    short = dataclasses.replace(bi, T=t // 2, N=bi.B * (t // 2))
+    assert not _planner.small_call(short, 2, _planner.plan_call(short, 2, awake=True))
+    assert not _planner.small_call(bi, 2, dataclasses.replace(awake, kernel="units", split="units"))
+    assert not _planner.small_call(bi, 2, dataclasses.replace(awake, threads=1))
+    assert not _planner.small_call(call(B=1, T=t, I=2, H=8), 2)  # (batch 1: the batch-1 kernel's rule)
+    big = call(Cell.GRU, B=64, T=100, I=64, H=128, D=2)
+    assert not _planner.small_call(big, 2) and _planner.plan_call(big, 2, awake=True) == _planner.plan_call(big, 2)
+
+
+def test_small_calls_take_several_threads_only_while_awake_and_faster():
+    now = [5.0]
+    pol = _planner.ThreadPolicy(clock=lambda: now[0], perf=lambda: now[0])
+    key, explore = ("small", 12, 16, 2), TABLE["step_explore"]
+    assert pol.small_threads(key, 2) == (1, False, False)  # cold: the first call of a loop
+    pol.small_done(key, False, False, 3e-5)
+    assert not pol.small  # (a cold call is not timed)
+    now[0] += TABLE["small_warm_s"] / 2
+    ways = []
+    for _ in range(60):  # warm, and several threads three times faster
+        nth, split, warm = pol.small_threads(key, 2)
+        assert warm and nth == (2 if split else 1)
+        pol.small_done(key, split, warm, 1e-5 if split else 3e-5)
+        ways.append(split)
+    assert not ways[0] and all(ways[explore:])  # (one thread first, until its time is known)
+    for _ in range(60):  # several become slower: back to one, but for the exploring calls
+        nth, split, warm = pol.small_threads(key, 2)
+        pol.small_done(key, split, warm, 9e-5 if split else 3e-5)
+        ways.append(split)
+    assert not any(ways[-20:])
+    assert pol.small_threads(key, 1) == (1, False, False)
+    now[0] += 2 * TABLE["small_warm_s"]  # a pause: the workers are asleep
+    assert pol.small_threads(key, 2) == (1, False, False)
+    assert pol.small_threads(("small", 1, 16, 2), 2)[0] == 1 and len(pol.small) == 1  # (cold: no entry made)

@@ -241,22 +241,42 @@ class KernelCalls:
         over weights worth it)."""
         return bool(self._frozen) or (_packs.KEEP_PACKS and _packs.worth(self))
 
-    def _kernel_plan(self, B, T, N, training, n_threads):
+    def _kernel_plan(self, B, T, N, training, n_threads, awake=False):
         """The planner's choice for a call (a forced plan first: rnnfast.tune times candidates that way);
-        batch 1 on one thread while the thread policy backs off."""
+        batch 1 on one thread while the thread policy backs off; ``awake``: a small call that the thread
+        policy sends to several threads (_eval_fast)."""
         if self._forced_plan is not None:
             return self._forced_plan
         if B == 1 and self._D == 1 and self.dtype == np.float32:
             n_threads = self.thread_policy.threads(n_threads)
         tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
         # (whether packs are kept: worth() is fixed for a layer, the switch and freezing are not)
-        key = (B, T, N, training, n_threads, tuned is not None, _packs.KEEP_PACKS, not self._frozen)
+        key = (B, T, N, training, n_threads, tuned is not None, _packs.KEEP_PACKS, not self._frozen, awake)
         kp = self._kplans.get(key)
         if kp is None:  # (the planner's few microseconds matter to tiny calls: remember its answers)
             if len(self._kplans) >= _PLAN_CACHE:
                 self._kplans.clear()
-            kp = self._kplans[key] = _planner.plan_call(self._call(B, T, N, training), n_threads, tuned)
+            kp = self._kplans[key] = _planner.plan_call(self._call(B, T, N, training), n_threads, tuned,
+                                                        awake=awake)
         return kp
+
+    def _small_key(self, B, T, n_threads):
+        """A key for a plain float32 inference call of this shape when it is a small one that several threads
+        may run (_planner.small_call) with no tuned or forced plan, else None."""
+        if n_threads <= 1 or self.dtype != np.float32 or self._forced_plan is not None:
+            return None
+        key = ("small", B, T, n_threads)
+        hit = self._kplans.get(key)
+        if hit is None:
+            if len(self._kplans) >= _PLAN_CACHE:
+                self._kplans.clear()
+            c = self._call(B, T, B * T, False)
+            tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
+            # (and whose plan, the threads awake, gives them tasks of their own, long enough: _planner.small_call)
+            awake = _planner.plan_call(c, n_threads, awake=True)
+            hit = (_planner.small_call(c, n_threads, awake) and not (tuned and c.key(n_threads) in tuned))
+            self._kplans[key] = hit
+        return key if hit else None
 
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
@@ -343,10 +363,32 @@ class KernelCalls:
         workspace ``ws`` kept from its last such call (a _k.Forward; kept by ``_run``) when that had the same
         layout, plan and ``last``: the call then only allocates its results, points the kernel at them and
         runs it (a small call's Python and kernel entry took about 8 us, 6 of them here and in _run). Else
-        the full path (``_run``). Returns forward's (out, h_n or (h_n, c_n)), or with ``last``
+        the full path (``_run``). A small call (below the planner's ``min_parallel_flops``) runs on one
+        thread or several as the thread policy finds faster while its threads are awake
+        (ThreadPolicy.small_threads). Returns forward's (out, h_n or (h_n, c_n)), or with ``last``
         _forward_last's."""
         B, T, _ = x.shape
-        kp = self._kernel_plan(B, T, B * T, False, n_threads)
+        small = self._small_key(B, T, n_threads)
+        if small is None:
+            return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
+        # a small call: on several threads only while they are awake and faster for it (ThreadPolicy)
+        pol = self.thread_policy
+        if pol.perf() - pol.small_last > _planner.TABLE["small_warm_s"]:  # (cold, as most calls of a service: one thread, as
+            try:  # planned, at the least cost in this path: a call may last 10 us)
+                return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
+            finally:
+                pol.small_last = pol.perf()
+        nth, split, warm = pol.small_threads(small, n_threads)
+        kp = self._kernel_plan(B, T, B * T, False, nth, awake=split)
+        t0 = pol.perf()
+        try:
+            return self._eval_fast_run(x, nth, ws, last, kp)
+        finally:
+            pol.small_done(small, split, warm, pol.perf() - t0)
+
+    def _eval_fast_run(self, x, n_threads, ws, last, kp):
+        """_eval_fast's call under the kernel plan ``kp``."""
+        B, T, _ = x.shape
         fast = ws.fast
         if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides or fast[3] != last
                 or (fast[9] is not NOTHING and not _packs.fast_ok(self, fast[9], kp.kernel_args))):

@@ -268,3 +268,44 @@ def test_step_without_state_after_one_with_state_starts_from_zeros(cell):
     fresh = CELLS[cell](4, 6, num_layers=2, dtype=np.float32, seed=0).eval()
     assert np.array_equal(y, fresh.step(x)[0])
     assert not np.array_equal(y, lay.step(x, state)[0])
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_small_calls_on_several_threads_while_awake(cell, monkeypatch):
+    """A small plain inference call (below the planner's min_parallel_flops) runs on several threads only
+    while the thread policy finds them awake and faster (ThreadPolicy.small_threads), with the same
+    output as on one thread; cold, as after a pause, on one."""
+    from rnnfast._planner import TABLE
+    cls = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell]
+    layer = cls(2, 8, bidirectional=True, batch_first=True, seed=1).eval()
+    x = np.random.default_rng(0).standard_normal((12, TABLE["small_min_t"], 2)).astype(np.float32)
+    ref, _ = layer(x, n_threads=1)
+    used = []
+    run = type(layer)._eval_fast_run
+
+    def spy(self, x_, nth, ws, last, kp):
+        used.append(kp.threads)
+        return run(self, x_, nth, ws, last, kp)
+
+    monkeypatch.setattr(type(layer), "_eval_fast_run", spy)
+    now = [1.0]
+    pol = layer.thread_policy
+    pol.perf = lambda: now[0]  # (a frozen clock: every call follows the last at once)
+    outs = [layer(x, n_threads=2)[0] for _ in range(12)]
+    key = ("small", 12, TABLE["small_min_t"], 2)
+    assert key in pol.small and used[0] == 1 and 2 in used  # cold first, then both ways tried
+    for out in outs:
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
+    pol.small[key].ewma = [3e-5, 1e-5]  # several faster: taken (but for the exploring calls)
+    used.clear()
+    for _ in range(8):
+        layer(x, n_threads=2)
+    assert used.count(2) >= 6
+    now[0] += 1.0  # a pause: one thread
+    used.clear()
+    layer(x, n_threads=2)
+    assert used == [1]
+    # a forced plan or one thread asked for: no small-call rule
+    assert layer._small_key(12, TABLE["small_min_t"], 1) is None
+    layer._forced_plan = layer.plan_for(x, n_threads=2)
+    assert layer._small_key(12, TABLE["small_min_t"], 2) is None
