@@ -17,7 +17,7 @@ from rnnfast.nn import _packs
 from rnnfast.nn._packs import NOTHING, Kept
 from rnnfast.nn.module import aligned_empty, as_float
 
-__all__ = ["KernelCalls"]
+__all__ = ["FastCalls", "KernelCalls"]
 
 # the kernel's row tasks are cut as the planner models them, and its input projections read W_ih in place
 # where the planner's table says (numbers in that one table)
@@ -113,7 +113,7 @@ class _Workspace:
         self.arrays = {}
         self.prepared = None  # the last eval call's kernel arguments (see _RNNBase._prepare)
         self.stepper = None   # the last step call's (see _RNNBase.step)
-        self.fast = None      # the last plain inference call's, filled (see KernelCalls._eval_fast)
+        self.fast = None      # the last plain inference call's, filled (see FastCalls._eval_fast)
 
     def get(self, name, shape, dtype):
         size = 1
@@ -260,24 +260,6 @@ class KernelCalls:
                                                         awake=awake)
         return kp
 
-    def _small_key(self, B, T, n_threads):
-        """A key for a plain float32 inference call of this shape when it is a small one that several threads
-        may run (_planner.small_call) with no tuned or forced plan, else None."""
-        if n_threads <= 1 or self.dtype != np.float32 or self._forced_plan is not None:
-            return None
-        key = ("small", B, T, n_threads)
-        hit = self._kplans.get(key)
-        if hit is None:
-            if len(self._kplans) >= _PLAN_CACHE:
-                self._kplans.clear()
-            c = self._call(B, T, B * T, False)
-            tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
-            # (and whose plan, the threads awake, gives them tasks of their own, long enough: _planner.small_call)
-            awake = _planner.plan_call(c, n_threads, awake=True)
-            hit = (_planner.small_call(c, n_threads, awake) and not (tuned and c.key(n_threads) in tuned))
-            self._kplans[key] = hit
-        return key if hit else None
-
     def _stepper(self, ws, B, n_threads):
         """The cached kernel arguments of a one-step call at batch size B (see _k.Stepper)."""
         plan = self._plan(None, B, 1)
@@ -352,67 +334,6 @@ class KernelCalls:
             cache = dict(plan=plan, kp=kp, params=prep[0], bufs=prep[1], states=states, xl=xl, outl=outl,
                          masks=masks, ws=ws)
         return outl[-1], hT_all, cT_all, plan, cache, direct
-
-    def _eval_full(self, x, n_threads, ws, last, kp):
-        out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, last, kp=kp)
-        return self._finish(plan, out_p, hT, cT, False, final, last=last)
-
-    def _eval_fast(self, x, n_threads, ws, last=False):
-        """An inference call over ``x``, a plain batch-first array of the layer's dtype with no state nor
-        lengths (``_forward_fast_check``'s: what a service repeats), on the filled kernel arguments the
-        workspace ``ws`` kept from its last such call (a _k.Forward; kept by ``_run``) when that had the same
-        layout, plan and ``last``: the call then only allocates its results, points the kernel at them and
-        runs it (a small call's Python and kernel entry took about 8 us, 6 of them here and in _run). Else
-        the full path (``_run``). A small call (below the planner's ``min_parallel_flops``) runs on one
-        thread or several as the thread policy finds faster while its threads are awake
-        (ThreadPolicy.small_threads). Returns forward's (out, h_n or (h_n, c_n)), or with ``last``
-        _forward_last's."""
-        B, T, _ = x.shape
-        small = self._small_key(B, T, n_threads)
-        if small is None:
-            return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
-        # a small call: on several threads only while they are awake and faster for it (ThreadPolicy)
-        pol = self.thread_policy
-        if pol.perf() - pol.small_last > _planner.TABLE["small_warm_s"]:  # (cold, as most calls of a service: one thread, as
-            try:  # planned, at the least cost in this path: a call may last 10 us)
-                return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
-            finally:
-                pol.small_last = pol.perf()
-        nth, split, warm = pol.small_threads(small, n_threads)
-        kp = self._kernel_plan(B, T, B * T, False, nth, awake=split)
-        t0 = pol.perf()
-        try:
-            return self._eval_fast_run(x, nth, ws, last, kp)
-        finally:
-            pol.small_done(small, split, warm, pol.perf() - t0)
-
-    def _eval_fast_run(self, x, n_threads, ws, last, kp):
-        """_eval_fast's call under the kernel plan ``kp``."""
-        B, T, _ = x.shape
-        fast = ws.fast
-        if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides or fast[3] != last
-                or (fast[9] is not NOTHING and not _packs.fast_ok(self, fast[9], kp.kernel_args))):
-            return self._eval_full(x, n_threads, ws, last, kp)
-        fw, out_shape, plan, where, x_buf = fast[4:9]
-        LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
-        out = ws.get("final", out_shape, dt) if last else np.empty(out_shape, dt)
-        if self._mode == "lstm":
-            hT, cT = np.empty((2, LD, B, H), dt)
-        else:
-            hT, cT = np.empty((LD, B, H), dt), None
-        xin = x if where == "x" else x.swapaxes(0, 1) if where == "xt" else plan.pack(x, x_buf)
-        yields = fw.run(xin, out, hT, cT)
-        if yields < 0:  # (kept packs made from other weights, or for another count of threads: nothing ran)
-            ws.fast = None
-            _packs.drop(self, fast[9], yields)
-            return self._eval_full(x, n_threads, ws, last, kp)
-        if type(fast[9]) is Kept:
-            fast[9].used = True
-        if kp.kernel in ("latency", "units"):
-            self.thread_policy.note(kp.threads, yields)
-        if last:
-            return self._finish(plan, out, hT, cT, False, True, last=True)
-        return (out, (hT, cT)) if cT is not None else (out, hT)
 
     def _head_args(self, prep, plan):
         """The kernel's leading arguments up to its parameters and buffers (what a layout's calls share)."""
@@ -577,3 +498,89 @@ class KernelCalls:
                 for name, shape in shapes.items():
                     cache["bufs"][k][name] = ws.get(f"{name}{k}", shape, dt)
         return dls, dx0, grads, dstates, dh0_all, dc0_all
+
+
+class FastCalls:
+    """The plain inference call a service repeats (``_forward_fast_check``'s: a batch-first array, no state,
+    no lengths): on the kernel arguments kept from the last call of its layout, and, for a small one, on
+    the threads the thread policy finds awake and faster. A mixin of the recurrent layers beside
+    KernelCalls, whose ``_run``, ``_kernel_plan`` and ``_finish`` it calls."""
+
+    def _small_key(self, B, T, n_threads):
+        """A key for a plain float32 inference call of this shape when it is a small one that several threads
+        may run (_planner.small_call) with no tuned or forced plan, else None."""
+        if n_threads <= 1 or self.dtype != np.float32 or self._forced_plan is not None:
+            return None
+        key = ("small", B, T, n_threads)
+        hit = self._kplans.get(key)
+        if hit is None:
+            if len(self._kplans) >= _PLAN_CACHE:
+                self._kplans.clear()
+            c = self._call(B, T, B * T, False)
+            tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
+            # (and whose plan, the threads awake, gives them tasks of their own, long enough: _planner.small_call)
+            awake = _planner.plan_call(c, n_threads, awake=True)
+            hit = (_planner.small_call(c, n_threads, awake) and not (tuned and c.key(n_threads) in tuned))
+            self._kplans[key] = hit
+        return key if hit else None
+
+    def _eval_full(self, x, n_threads, ws, last, kp):
+        out_p, hT, cT, plan, _, final = self._run(x, None, None, None, False, n_threads, ws, last, kp=kp)
+        return self._finish(plan, out_p, hT, cT, False, final, last=last)
+
+    def _eval_fast(self, x, n_threads, ws, last=False):
+        """An inference call over ``x``, a plain batch-first array of the layer's dtype with no state nor
+        lengths (``_forward_fast_check``'s: what a service repeats), on the filled kernel arguments the
+        workspace ``ws`` kept from its last such call (a _k.Forward; kept by ``_run``) when that had the same
+        layout, plan and ``last``: the call then only allocates its results, points the kernel at them and
+        runs it (a small call's Python and kernel entry took about 8 us, 6 of them here and in _run). Else
+        the full path (``_run``). A small call (below the planner's ``min_parallel_flops``) runs on one
+        thread or several as the thread policy finds faster while its threads are awake
+        (ThreadPolicy.small_threads). Returns forward's (out, h_n or (h_n, c_n)), or with ``last``
+        _forward_last's."""
+        B, T, _ = x.shape
+        small = self._small_key(B, T, n_threads)
+        if small is None:
+            return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
+        # a small call: on several threads only while they are awake and faster for it (ThreadPolicy)
+        pol = self.thread_policy
+        if pol.perf() - pol.small_last > _planner.TABLE["small_warm_s"]:  # (cold, as most calls of a service: one thread, as
+            try:  # planned, at the least cost in this path: a call may last 10 us)
+                return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
+            finally:
+                pol.small_last = pol.perf()
+        nth, split, warm = pol.small_threads(small, n_threads)
+        kp = self._kernel_plan(B, T, B * T, False, nth, awake=split)
+        t0 = pol.perf()
+        try:
+            return self._eval_fast_run(x, nth, ws, last, kp)
+        finally:
+            pol.small_done(small, split, warm, pol.perf() - t0)
+
+    def _eval_fast_run(self, x, n_threads, ws, last, kp):
+        """_eval_fast's call under the kernel plan ``kp``."""
+        B, T, _ = x.shape
+        fast = ws.fast
+        if (fast is None or fast[0] is not kp or fast[1] != x.shape or fast[2] != x.strides or fast[3] != last
+                or (fast[9] is not NOTHING and not _packs.fast_ok(self, fast[9], kp.kernel_args))):
+            return self._eval_full(x, n_threads, ws, last, kp)
+        fw, out_shape, plan, where, x_buf = fast[4:9]
+        LD, H, dt = self.num_layers * self._D, self.hidden_size, self.dtype
+        out = ws.get("final", out_shape, dt) if last else np.empty(out_shape, dt)
+        if self._mode == "lstm":
+            hT, cT = np.empty((2, LD, B, H), dt)
+        else:
+            hT, cT = np.empty((LD, B, H), dt), None
+        xin = x if where == "x" else x.swapaxes(0, 1) if where == "xt" else plan.pack(x, x_buf)
+        yields = fw.run(xin, out, hT, cT)
+        if yields < 0:  # (kept packs made from other weights, or for another count of threads: nothing ran)
+            ws.fast = None
+            _packs.drop(self, fast[9], yields)
+            return self._eval_full(x, n_threads, ws, last, kp)
+        if type(fast[9]) is Kept:
+            fast[9].used = True
+        if kp.kernel in ("latency", "units"):
+            self.thread_policy.note(kp.threads, yields)
+        if last:
+            return self._finish(plan, out, hT, cT, False, True, last=True)
+        return (out, (hT, cT)) if cT is not None else (out, hT)

@@ -14,7 +14,7 @@ from rnnfast._threads import resolve_threads
 from rnnfast._typing import ArrayLike, DTypeLike, Seed
 from rnnfast._validation import Boolean, Options, Real, check_bool, validate_params
 from rnnfast.nn._layer_norm import LayerNormCalls
-from rnnfast.nn._rnn_calls import KernelCalls
+from rnnfast.nn._rnn_calls import FastCalls, KernelCalls
 from rnnfast.nn._variant import VariantCalls, variant_combination_error
 from rnnfast.nn.module import (Module, as_float, check_float_dtype, check_int, check_lengths, check_param_count,
                                make_rng)
@@ -31,7 +31,7 @@ _CELLS = {"lstm": Cell.LSTM, "gru": Cell.GRU, "rnn": Cell.RNN}
 # rnnfast._planner's; the layer asks it once per call (plan_for shows the answer).
 
 
-class _RNNBase(LayerNormCalls, VariantCalls, KernelCalls, Module):
+class _RNNBase(LayerNormCalls, VariantCalls, FastCalls, KernelCalls, Module):
     """Shared machinery of LSTM, GRU and RNN (see their docstrings)."""
 
     _mode: Optional[str] = None
