@@ -549,11 +549,12 @@ class FastCalls:
                 return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
             finally:
                 pol.small_last = pol.perf()
-        nth, split, warm = pol.small_threads(small, n_threads)
-        kp = self._kernel_plan(B, T, B * T, False, nth, awake=split)
+        _, split, warm = pol.small_threads(small, n_threads)
+        # (one thread: the very plan of a cold call, whose kept kernel arguments then serve both)
+        kp = self._kernel_plan(B, T, B * T, False, n_threads, awake=split)
         t0 = pol.perf()
         try:
-            return self._eval_fast_run(x, nth, ws, last, kp)
+            return self._eval_fast_run(x, n_threads, ws, last, kp)
         finally:
             pol.small_done(small, split, warm, pol.perf() - t0)
 
