@@ -42,8 +42,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
-__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "model_machine", "plan_call", "small_call", "candidates",
-           "ThreadPolicy", "Ways", "TABLE"]
+__all__ = ["Cell", "KERNELS", "Call", "Plan", "Machine", "machine", "model_machine", "plan_call", "small_call",
+           "candidates", "ThreadPolicy", "Ways", "TABLE"]
 
 
 class Cell(enum.IntEnum):

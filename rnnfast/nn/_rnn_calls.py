@@ -519,8 +519,8 @@ class FastCalls:
             c = self._call(B, T, B * T, False)
             tuned = self._tuned if self._tuned is not None else _tune.tuned_plans()
             # (and whose plan, the threads awake, gives them tasks of their own, long enough: _planner.small_call)
-            awake = _planner.plan_call(c, n_threads, awake=True)
-            hit = (_planner.small_call(c, n_threads, awake) and not (tuned and c.key(n_threads) in tuned))
+            hit = (_planner.small_call(c, n_threads) and not (tuned and c.key(n_threads) in tuned)
+                   and _planner.small_call(c, n_threads, _planner.plan_call(c, n_threads, awake=True)))
             self._kplans[key] = hit
         return key if hit else None
 
@@ -544,8 +544,10 @@ class FastCalls:
             return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
         # a small call: on several threads only while they are awake and faster for it (ThreadPolicy)
         pol = self.thread_policy
-        if pol.perf() - pol.small_last > _planner.TABLE["small_warm_s"]:  # (cold, as most calls of a service: one thread, as
-            try:  # planned, at the least cost in this path: a call may last 10 us)
+        if pol.perf() - pol.small_last > _planner.TABLE["small_warm_s"]:
+            # cold, as most calls of a service: one thread, as planned, at the least cost in this path (a
+            # call may last 10 us)
+            try:
                 return self._eval_fast_run(x, n_threads, ws, last, self._kernel_plan(B, T, B * T, False, n_threads))
             finally:
                 pol.small_last = pol.perf()
